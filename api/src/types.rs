@@ -1,0 +1,236 @@
+//! Request and response bodies of the CA's HTTPS API (`/v1/...`), shared by the CA
+//! (server side), `smith-ca admin`, `smith` and `smith-host` (client side).
+//!
+//! Endpoints (all JSON; errors are [`ErrorBody`] with a fitting HTTP status):
+//!
+//! | method & path | auth | body → response |
+//! |---|---|---|
+//! | `GET /v1/health` | none | → [`Health`] |
+//! | `GET /v1/ca/user-keys` | none | → [`CaKeys`] (OpenSSH lines of the user CA keys) |
+//! | `GET /v1/ca/host-keys` | none | → [`CaKeys`] (host CA, for `@cert-authority`) |
+//! | `POST /v1/certs/user` | user token / OIDC | [`CertRequest`] → [`CertResponse`] |
+//! | `GET /v1/admin/users` | admin | → `Vec<`[`UserInfo`]`>` |
+//! | `POST /v1/admin/users` | admin | [`UserAdd`] → [`UserInfo`] |
+//! | `POST /v1/admin/users/{name}/disable` | admin | → [`UserInfo`] |
+//! | `POST /v1/admin/users/{name}/token` | admin | [`TokenRequest`] → [`TokenResponse`] |
+//! | `GET /v1/admin/groups` | admin | → `Vec<`[`GroupInfo`]`>` |
+//! | `POST /v1/admin/groups` | admin | [`GroupAdd`] → [`GroupInfo`] |
+//! | `POST /v1/admin/groups/{name}/members` | admin | [`MemberChange`] → [`GroupInfo`] |
+//! | `DELETE /v1/admin/groups/{name}/members/{user}` | admin | → [`GroupInfo`] |
+//! | `GET /v1/admin/grants` | admin | → `Vec<`[`GrantInfo`]`>` |
+//! | `POST /v1/admin/grants` | admin | [`GrantAdd`] → [`GrantInfo`] |
+//! | `DELETE /v1/admin/grants/{id}` | admin | → [`GrantInfo`] |
+//! | `POST /v1/admin/hosts/tokens` | admin | [`HostTokenRequest`] → [`TokenResponse`] |
+//! | `GET /v1/admin/hosts` | admin | → `Vec<`[`HostInfo`]`>` |
+//! | `DELETE /v1/admin/hosts/{name}` | admin | → [`HostInfo`] |
+//! | `GET /v1/admin/decisions` | admin | → `Vec<`[`Decision`]`>` |
+//! | `POST /v1/hosts/enroll` | enrollment token in body | [`EnrollRequest`] → [`EnrollResponse`] |
+//! | `GET /v1/host/sync?since=V&wait=S&host=H` | mTLS | → `SyncResponse` (200) or 204 when nothing changed within `wait` seconds |
+
+use serde::{Deserialize, Serialize};
+use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
+
+/// Every non-2xx response carries this body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_name`, `no_matching_grant`.
+    pub code: String,
+    /// A sentence for a person, saying what to do next where possible.
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaKeys {
+    /// OpenSSH public key lines.
+    pub keys: Vec<String>,
+}
+
+// --- users, groups, grants -----------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserAdd {
+    pub name: UserName,
+    #[serde(default)]
+    pub groups: Vec<GroupName>,
+    /// Set by the admin (or the IdP); else allocated from the CA's range.
+    #[serde(default)]
+    pub uid: Option<PosixId>,
+    #[serde(default)]
+    pub gecos: Option<String>,
+    #[serde(default)]
+    pub shell: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: UserName,
+    pub uid: PosixId,
+    pub groups: Vec<GroupName>,
+    pub disabled: bool,
+    pub gecos: String,
+    pub shell: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct TokenRequest {
+    /// Token lifetime in seconds; the CA's default when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupAdd {
+    pub name: GroupName,
+    #[serde(default)]
+    pub gid: Option<PosixId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub name: GroupName,
+    pub gid: PosixId,
+    pub members: Vec<UserName>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberChange {
+    pub user: UserName,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantAdd {
+    pub group: GroupName,
+    /// Hosts covered: every pair must be among a host's tags.
+    pub selector: Tags,
+    pub level: Level,
+    /// Longest certificate this grant allows, in seconds.
+    pub max_ttl_secs: u64,
+    /// If non-empty, a request must come from one of these networks and the certificate
+    /// carries them as `source-address`.
+    #[serde(default)]
+    pub source_cidrs: Vec<String>,
+    #[serde(default)]
+    pub require_reason: bool,
+    /// Time windows, e.g. `mon-fri 09:00-18:00 Europe/Paris`; empty = always.
+    #[serde(default)]
+    pub time_windows: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantInfo {
+    pub id: u64,
+    pub group: GroupName,
+    pub selector: Tags,
+    pub level: Level,
+    pub max_ttl_secs: u64,
+    pub source_cidrs: Vec<String>,
+    pub require_reason: bool,
+    pub time_windows: Vec<String>,
+    pub created_at: u64,
+}
+
+// --- certificates ----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertRequest {
+    /// The public key to sign, one OpenSSH line (`ssh-ed25519 AAAA... comment`).
+    pub public_key: String,
+    /// Hosts the engineer wants to reach (`k=v,...`); empty = wherever a grant allows.
+    #[serde(default)]
+    pub scope: Tags,
+    /// Requested validity in seconds; clipped to the matching grants' maximum.
+    pub ttl_secs: u64,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertResponse {
+    /// The certificate, one OpenSSH line (`ssh-ed25519-cert-v01@openssh.com AAAA...`).
+    pub certificate: String,
+    pub serial: u64,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    pub scope: Tags,
+    /// Unix seconds.
+    pub valid_after: u64,
+    pub valid_before: u64,
+    /// Set when the requested TTL was clipped.
+    #[serde(default)]
+    pub clipped_to_secs: Option<u64>,
+}
+
+/// One recorded issuance decision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Decision {
+    pub id: u64,
+    pub at: u64,
+    pub user: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub scope: String,
+    pub requested_ttl_secs: u64,
+    pub serial: Option<u64>,
+    pub key_id: Option<String>,
+    pub source: String,
+}
+
+// --- hosts -----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostTokenRequest {
+    pub tags: Tags,
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostInfo {
+    pub name: HostName,
+    pub tags: Tags,
+    pub enrolled_at: u64,
+    pub last_seen: Option<u64>,
+    pub synced_version: Option<u64>,
+    pub removed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnrollRequest {
+    /// The single-use enrollment token from `smith-ca admin host token`.
+    pub token: String,
+    pub host_name: HostName,
+    /// PEM PKCS#10 request for the host's mTLS client key; the CA sets the subject.
+    pub csr_pem: String,
+    /// The host's SSH host public keys (OpenSSH lines) to be certified by the host CA.
+    #[serde(default)]
+    pub ssh_host_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnrollResponse {
+    pub host_name: HostName,
+    pub tags: Tags,
+    /// PEM client certificate for mTLS.
+    pub client_cert_pem: String,
+    /// PEM of the CA's TLS root (what the host pins from now on).
+    pub root_pem: String,
+    /// Unix seconds.
+    pub client_cert_not_after: u64,
+    pub user_ca_keys: Vec<String>,
+    /// OpenSSH host certificates for `ssh_host_keys`, same order.
+    #[serde(default)]
+    pub ssh_host_certs: Vec<String>,
+}

@@ -1,0 +1,1093 @@
+//! The NSS cache file: hostd writes it, `libnss_smith`, `pam_smith` and
+//! `smith-host principals` read it (memory-mapped), so lookups never need the daemon.
+//!
+//! # Layout (all integers little-endian)
+//!
+//! ```text
+//! [0, HEADER_LEN)     header (see `Header`); bytes [0,128) are covered by a checksum,
+//!                     the `stale` word at STALE_OFFSET is not (it is flipped in place)
+//! users               n_users records of USER_RECORD_LEN bytes
+//! user name index     user_index_cap u32 slots (0 = empty, else record index + 1)
+//! user id index       user_index_cap u32 slots
+//! groups              n_groups records of GROUP_RECORD_LEN bytes
+//! group name index    group_index_cap u32 slots
+//! group id index      group_index_cap u32 slots
+//! u32 pool            supplementary gids of users, member indexes of groups
+//! strings             every name, gecos, home and shell, no NUL inside
+//! ```
+//!
+//! Indexes are open-addressing tables with linear probing; capacities are powers of two
+//! at least twice the number of records, so a miss ends at the first empty slot.
+//!
+//! Every user also has a private group with the same name and id; it is not stored but
+//! synthesized by the reader ([`CacheView::group_by_name`] falls back to users).
+//!
+//! # Replacement protocol
+//!
+//! hostd writes a new file beside the old one, fsyncs it, renames it over the old path,
+//! then sets the `stale` word of the *old* file to 1. Readers that mapped the old file
+//! see the flag with a plain memory load (no syscall) and map the new one.
+//!
+//! # Safety of reading
+//!
+//! [`CacheView::parse`] checks the header, the checksum, the file length and that every
+//! section lies inside the buffer; every string and list reference is checked again on
+//! access. A truncated, corrupted or hostile file yields [`CacheError`], never a panic or
+//! an out-of-bounds read.
+
+use crate::ids::is_allowed_id;
+use crate::tags::Level;
+use std::fmt;
+
+pub const MAGIC: [u8; 8] = *b"SMITHNSS";
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 256;
+/// Bytes of the header covered by the checksum.
+const CHECKED_LEN: usize = 128;
+const CHECKSUM_OFFSET: usize = 128;
+/// Offset of the `stale` u32 in the header (0 = current, 1 = replaced by a newer file).
+pub const STALE_OFFSET: usize = 136;
+pub const USER_RECORD_LEN: usize = 56;
+pub const GROUP_RECORD_LEN: usize = 24;
+/// Largest cache file accepted (64 MiB: ~500,000 users).
+pub const MAX_FILE_LEN: usize = 64 << 20;
+/// Longest string accepted in a record (gecos, home, shell).
+pub const MAX_FIELD_LEN: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheError {
+    TooShort(usize),
+    BadMagic,
+    UnsupportedFormat(u32),
+    BadChecksum,
+    LengthMismatch {
+        header: u64,
+        actual: usize,
+    },
+    BadLayout(&'static str),
+    Corrupt(&'static str),
+    /// Writer-side: the contents are not acceptable.
+    Invalid(String),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::TooShort(n) => write!(f, "cache file is truncated ({n} bytes)"),
+            CacheError::BadMagic => write!(f, "not a Smith cache file (bad magic)"),
+            CacheError::UnsupportedFormat(v) => write!(f, "unsupported cache format {v}"),
+            CacheError::BadChecksum => write!(f, "cache header checksum mismatch"),
+            CacheError::LengthMismatch { header, actual } => write!(
+                f,
+                "cache file is {actual} bytes but its header says {header} (truncated?)"
+            ),
+            CacheError::BadLayout(what) => write!(f, "cache layout is invalid: {what}"),
+            CacheError::Corrupt(what) => write!(f, "cache record is corrupt: {what}"),
+            CacheError::Invalid(what) => write!(f, "cannot build cache: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+/// FNV-1a, 64 bit: the name hash of the indexes and the header checksum.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[inline]
+fn id_hash(id: u32) -> u64 {
+    (id as u64 ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17
+}
+
+#[inline]
+fn rd_u32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+#[inline]
+fn rd_u64(b: &[u8], off: usize) -> Option<u64> {
+    let s = b.get(off..off.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s);
+    Some(u64::from_le_bytes(a))
+}
+
+/// Parsed header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    generation: u64,
+    snapshot_version: u64,
+    written_at: u64,
+    file_len: u64,
+    n_users: u32,
+    n_groups: u32,
+    user_index_cap: u32,
+    group_index_cap: u32,
+    users_off: u32,
+    user_name_idx_off: u32,
+    user_id_idx_off: u32,
+    groups_off: u32,
+    group_name_idx_off: u32,
+    group_id_idx_off: u32,
+    u32s_off: u32,
+    u32s_count: u32,
+    strings_off: u32,
+    strings_len: u32,
+    host_name: (u32, u32),
+    host_tags: (u32, u32),
+    sudo_gid: u32,
+}
+
+impl Header {
+    fn read(b: &[u8]) -> Option<Header> {
+        let u = |o| rd_u32(b, o);
+        Some(Header {
+            generation: rd_u64(b, 16)?,
+            snapshot_version: rd_u64(b, 24)?,
+            written_at: rd_u64(b, 32)?,
+            file_len: rd_u64(b, 40)?,
+            n_users: u(48)?,
+            n_groups: u(52)?,
+            user_index_cap: u(56)?,
+            group_index_cap: u(60)?,
+            users_off: u(64)?,
+            user_name_idx_off: u(68)?,
+            user_id_idx_off: u(72)?,
+            groups_off: u(76)?,
+            group_name_idx_off: u(80)?,
+            group_id_idx_off: u(84)?,
+            u32s_off: u(88)?,
+            u32s_count: u(92)?,
+            strings_off: u(96)?,
+            strings_len: u(100)?,
+            host_name: (u(104)?, u(108)?),
+            host_tags: (u(112)?, u(116)?),
+            sudo_gid: u(120)?,
+        })
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&MAGIC);
+        let mut put32 = |o: usize, v: u32| out[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        put32(8, FORMAT_VERSION);
+        put32(12, HEADER_LEN as u32);
+        put32(48, self.n_users);
+        put32(52, self.n_groups);
+        put32(56, self.user_index_cap);
+        put32(60, self.group_index_cap);
+        put32(64, self.users_off);
+        put32(68, self.user_name_idx_off);
+        put32(72, self.user_id_idx_off);
+        put32(76, self.groups_off);
+        put32(80, self.group_name_idx_off);
+        put32(84, self.group_id_idx_off);
+        put32(88, self.u32s_off);
+        put32(92, self.u32s_count);
+        put32(96, self.strings_off);
+        put32(100, self.strings_len);
+        put32(104, self.host_name.0);
+        put32(108, self.host_name.1);
+        put32(112, self.host_tags.0);
+        put32(116, self.host_tags.1);
+        put32(120, self.sudo_gid);
+        out[16..24].copy_from_slice(&self.generation.to_le_bytes());
+        out[24..32].copy_from_slice(&self.snapshot_version.to_le_bytes());
+        out[32..40].copy_from_slice(&self.written_at.to_le_bytes());
+        out[40..48].copy_from_slice(&self.file_len.to_le_bytes());
+        let sum = fnv1a(&out[..CHECKED_LEN]);
+        out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 8].copy_from_slice(&sum.to_le_bytes());
+        out[STALE_OFFSET..STALE_OFFSET + 4].copy_from_slice(&0u32.to_le_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------
+
+/// A validated view of a cache file's bytes.
+#[derive(Clone, Copy)]
+pub struct CacheView<'a> {
+    buf: &'a [u8],
+    h: Header,
+}
+
+/// A user as stored: passwd fields plus the user's access level on this host and its
+/// supplementary group ids.
+#[derive(Debug, Clone, Copy)]
+pub struct UserEntry<'a> {
+    pub index: u32,
+    pub name: &'a [u8],
+    pub uid: u32,
+    pub gid: u32,
+    pub gecos: &'a [u8],
+    pub dir: &'a [u8],
+    pub shell: &'a [u8],
+    /// `None` only in a corrupt file (such users are refused by every reader).
+    pub level: Option<Level>,
+    pub gids: U32List<'a>,
+}
+
+/// A group: an explicit one (with members) or a user's private group (no members).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupEntry<'a> {
+    pub name: &'a [u8],
+    pub gid: u32,
+    pub members: Members<'a>,
+}
+
+/// A list of u32 in the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct U32List<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> U32List<'a> {
+    pub fn len(&self) -> usize {
+        self.bytes.len() / 4
+    }
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    pub fn get(&self, i: usize) -> Option<u32> {
+        rd_u32(self.bytes, i.checked_mul(4)?)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u32> + 'a {
+        self.bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+}
+
+/// Group members: user record indexes resolved to names on access.
+#[derive(Debug, Clone, Copy)]
+pub struct Members<'a> {
+    view_buf: &'a [u8],
+    users_off: u32,
+    n_users: u32,
+    strings_off: u32,
+    strings_len: u32,
+    list: U32List<'a>,
+}
+
+impl<'a> Members<'a> {
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+    /// Member names. A member index that points nowhere yields an error.
+    pub fn iter(&self) -> impl Iterator<Item = Result<&'a [u8], CacheError>> + 'a {
+        let m = *self;
+        m.list.iter().map(move |idx| {
+            if idx >= m.n_users {
+                return Err(CacheError::Corrupt("group member index out of range"));
+            }
+            let rec = m.users_off as usize + idx as usize * USER_RECORD_LEN;
+            let off = rd_u32(m.view_buf, rec).ok_or(CacheError::Corrupt("member record"))?;
+            let len = rd_u32(m.view_buf, rec + 4).ok_or(CacheError::Corrupt("member record"))?;
+            str_at(m.view_buf, m.strings_off, m.strings_len, off, len)
+        })
+    }
+}
+
+fn str_at(
+    buf: &[u8],
+    strings_off: u32,
+    strings_len: u32,
+    off: u32,
+    len: u32,
+) -> Result<&[u8], CacheError> {
+    let end = off
+        .checked_add(len)
+        .ok_or(CacheError::Corrupt("string reference overflows"))?;
+    if end > strings_len || len as usize > MAX_FIELD_LEN {
+        return Err(CacheError::Corrupt("string reference out of range"));
+    }
+    let start = strings_off as usize + off as usize;
+    let s = buf
+        .get(start..start + len as usize)
+        .ok_or(CacheError::Corrupt("string reference out of range"))?;
+    if s.contains(&0) {
+        return Err(CacheError::Corrupt("string contains NUL"));
+    }
+    Ok(s)
+}
+
+fn section_fits(buf_len: usize, off: u32, count: u64, item: u64) -> bool {
+    let end = (off as u64).saturating_add(count.saturating_mul(item));
+    off as usize >= HEADER_LEN && end <= buf_len as u64
+}
+
+impl<'a> CacheView<'a> {
+    /// Validates the header and layout of `buf` (a whole cache file).
+    pub fn parse(buf: &'a [u8]) -> Result<Self, CacheError> {
+        if buf.len() < HEADER_LEN {
+            return Err(CacheError::TooShort(buf.len()));
+        }
+        if buf[0..8] != MAGIC {
+            return Err(CacheError::BadMagic);
+        }
+        let format = rd_u32(buf, 8).unwrap_or(0);
+        if format != FORMAT_VERSION {
+            return Err(CacheError::UnsupportedFormat(format));
+        }
+        let sum = rd_u64(buf, CHECKSUM_OFFSET).unwrap_or(0);
+        if sum != fnv1a(&buf[..CHECKED_LEN]) {
+            return Err(CacheError::BadChecksum);
+        }
+        let h = Header::read(buf).ok_or(CacheError::TooShort(buf.len()))?;
+        if h.file_len != buf.len() as u64 {
+            return Err(CacheError::LengthMismatch {
+                header: h.file_len,
+                actual: buf.len(),
+            });
+        }
+        if buf.len() > MAX_FILE_LEN {
+            return Err(CacheError::BadLayout("file too large"));
+        }
+        let pow2 = |c: u32| c.is_power_of_two();
+        if !pow2(h.user_index_cap) || !pow2(h.group_index_cap) {
+            return Err(CacheError::BadLayout(
+                "index capacity is not a power of two",
+            ));
+        }
+        if (h.user_index_cap as u64) < 2 * h.n_users as u64
+            || (h.group_index_cap as u64) < 2 * h.n_groups as u64
+        {
+            return Err(CacheError::BadLayout("index too small"));
+        }
+        let n = buf.len();
+        let ok = section_fits(n, h.users_off, h.n_users as u64, USER_RECORD_LEN as u64)
+            && section_fits(n, h.user_name_idx_off, h.user_index_cap as u64, 4)
+            && section_fits(n, h.user_id_idx_off, h.user_index_cap as u64, 4)
+            && section_fits(n, h.groups_off, h.n_groups as u64, GROUP_RECORD_LEN as u64)
+            && section_fits(n, h.group_name_idx_off, h.group_index_cap as u64, 4)
+            && section_fits(n, h.group_id_idx_off, h.group_index_cap as u64, 4)
+            && section_fits(n, h.u32s_off, h.u32s_count as u64, 4)
+            && section_fits(n, h.strings_off, h.strings_len as u64, 1);
+        if !ok {
+            return Err(CacheError::BadLayout("a section lies outside the file"));
+        }
+        let view = CacheView { buf, h };
+        view.str(h.host_name.0, h.host_name.1)?;
+        view.str(h.host_tags.0, h.host_tags.1)?;
+        Ok(view)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.h.generation
+    }
+    pub fn snapshot_version(&self) -> u64 {
+        self.h.snapshot_version
+    }
+    /// Unix time (seconds) at which hostd wrote the file.
+    pub fn written_at(&self) -> u64 {
+        self.h.written_at
+    }
+    pub fn n_users(&self) -> u32 {
+        self.h.n_users
+    }
+    pub fn n_groups(&self) -> u32 {
+        self.h.n_groups
+    }
+    /// gid of the `smith-sudo` group (0 when the snapshot has none).
+    pub fn sudo_gid(&self) -> u32 {
+        self.h.sudo_gid
+    }
+    pub fn host_name(&self) -> &'a [u8] {
+        self.str(self.h.host_name.0, self.h.host_name.1)
+            .unwrap_or(b"")
+    }
+    /// The host's tags as `k=v,k=v`.
+    pub fn host_tags(&self) -> &'a [u8] {
+        self.str(self.h.host_tags.0, self.h.host_tags.1)
+            .unwrap_or(b"")
+    }
+    /// Whether the writer has marked this file as replaced. Callers that hold the file
+    /// memory-mapped should read the word at [`STALE_OFFSET`] atomically instead.
+    pub fn is_stale_flag_set(&self) -> bool {
+        rd_u32(self.buf, STALE_OFFSET).unwrap_or(1) != 0
+    }
+
+    fn str(&self, off: u32, len: u32) -> Result<&'a [u8], CacheError> {
+        str_at(self.buf, self.h.strings_off, self.h.strings_len, off, len)
+    }
+
+    fn slot(&self, idx_off: u32, i: u32) -> u32 {
+        rd_u32(self.buf, idx_off as usize + i as usize * 4).unwrap_or(0)
+    }
+
+    fn list(&self, off: u32, count: u32) -> Result<U32List<'a>, CacheError> {
+        let end = off
+            .checked_add(count)
+            .ok_or(CacheError::Corrupt("list reference overflows"))?;
+        if end > self.h.u32s_count {
+            return Err(CacheError::Corrupt("list reference out of range"));
+        }
+        let start = self.h.u32s_off as usize + off as usize * 4;
+        let bytes = self
+            .buf
+            .get(start..start + count as usize * 4)
+            .ok_or(CacheError::Corrupt("list reference out of range"))?;
+        Ok(U32List { bytes })
+    }
+
+    /// The `i`-th user (enumeration order).
+    pub fn user(&self, i: u32) -> Result<UserEntry<'a>, CacheError> {
+        if i >= self.h.n_users {
+            return Err(CacheError::Corrupt("user index out of range"));
+        }
+        let r = self.h.users_off as usize + i as usize * USER_RECORD_LEN;
+        let u = |o: usize| rd_u32(self.buf, r + o).ok_or(CacheError::Corrupt("user record"));
+        let name = self.str(u(0)?, u(4)?)?;
+        let gecos = self.str(u(8)?, u(12)?)?;
+        let dir = self.str(u(16)?, u(20)?)?;
+        let shell = self.str(u(24)?, u(28)?)?;
+        let uid = u(32)?;
+        let gid = u(36)?;
+        let gids = self.list(u(40)?, u(44)?)?;
+        let level = Level::from_u8(u(48)? as u8);
+        if !is_allowed_id(uid) || !is_allowed_id(gid) {
+            return Err(CacheError::Corrupt("user id outside the allowed ranges"));
+        }
+        Ok(UserEntry {
+            index: i,
+            name,
+            uid,
+            gid,
+            gecos,
+            dir,
+            shell,
+            level,
+            gids,
+        })
+    }
+
+    /// The `i`-th explicit group (enumeration order; private groups not included).
+    pub fn group(&self, i: u32) -> Result<GroupEntry<'a>, CacheError> {
+        if i >= self.h.n_groups {
+            return Err(CacheError::Corrupt("group index out of range"));
+        }
+        let r = self.h.groups_off as usize + i as usize * GROUP_RECORD_LEN;
+        let u = |o: usize| rd_u32(self.buf, r + o).ok_or(CacheError::Corrupt("group record"));
+        let name = self.str(u(0)?, u(4)?)?;
+        let gid = u(8)?;
+        let list = self.list(u(12)?, u(16)?)?;
+        if !is_allowed_id(gid) {
+            return Err(CacheError::Corrupt("group id outside the allowed ranges"));
+        }
+        Ok(GroupEntry {
+            name,
+            gid,
+            members: self.members(list),
+        })
+    }
+
+    fn members(&self, list: U32List<'a>) -> Members<'a> {
+        Members {
+            view_buf: self.buf,
+            users_off: self.h.users_off,
+            n_users: self.h.n_users,
+            strings_off: self.h.strings_off,
+            strings_len: self.h.strings_len,
+            list,
+        }
+    }
+
+    /// The private group of user `i`: same name and id, no members.
+    pub fn private_group(&self, i: u32) -> Result<GroupEntry<'a>, CacheError> {
+        let u = self.user(i)?;
+        Ok(GroupEntry {
+            name: u.name,
+            gid: u.gid,
+            members: self.members(U32List { bytes: &[] }),
+        })
+    }
+
+    /// Total groups in enumeration: explicit groups, then one private group per user.
+    pub fn n_groups_with_private(&self) -> u64 {
+        self.h.n_groups as u64 + self.h.n_users as u64
+    }
+
+    /// Group `i` in enumeration order (explicit, then private).
+    pub fn group_enum(&self, i: u64) -> Result<GroupEntry<'a>, CacheError> {
+        if i < self.h.n_groups as u64 {
+            self.group(i as u32)
+        } else {
+            let u = i - self.h.n_groups as u64;
+            if u >= self.h.n_users as u64 {
+                return Err(CacheError::Corrupt("group enumeration index out of range"));
+            }
+            self.private_group(u as u32)
+        }
+    }
+
+    /// Probes an index. `check(record)` says whether the record matches.
+    fn probe<T>(
+        &self,
+        idx_off: u32,
+        cap: u32,
+        n_records: u32,
+        hash: u64,
+        mut check: impl FnMut(u32) -> Result<Option<T>, CacheError>,
+    ) -> Result<Option<T>, CacheError> {
+        let mask = cap - 1;
+        let mut i = (hash as u32) & mask;
+        for _ in 0..cap {
+            let slot = self.slot(idx_off, i);
+            if slot == 0 {
+                return Ok(None);
+            }
+            let rec = slot - 1;
+            if rec >= n_records {
+                return Err(CacheError::Corrupt("index slot out of range"));
+            }
+            if let Some(found) = check(rec)? {
+                return Ok(Some(found));
+            }
+            i = (i + 1) & mask;
+        }
+        Ok(None)
+    }
+
+    /// Fast name comparison for index probes: compares the stored name without
+    /// building a full entry.
+    fn user_name_is(&self, rec: u32, name: &[u8]) -> Result<bool, CacheError> {
+        let r = self.h.users_off as usize + rec as usize * USER_RECORD_LEN;
+        let off = rd_u32(self.buf, r).ok_or(CacheError::Corrupt("user record"))?;
+        let len = rd_u32(self.buf, r + 4).ok_or(CacheError::Corrupt("user record"))?;
+        if len as usize != name.len() {
+            return Ok(false);
+        }
+        Ok(self.str(off, len)? == name)
+    }
+
+    pub fn user_by_name(&self, name: &[u8]) -> Result<Option<UserEntry<'a>>, CacheError> {
+        let h = self.h;
+        self.probe(
+            h.user_name_idx_off,
+            h.user_index_cap,
+            h.n_users,
+            fnv1a(name),
+            |rec| {
+                if self.user_name_is(rec, name)? {
+                    Ok(Some(self.user(rec)?))
+                } else {
+                    Ok(None)
+                }
+            },
+        )
+    }
+
+    pub fn user_by_uid(&self, uid: u32) -> Result<Option<UserEntry<'a>>, CacheError> {
+        let h = self.h;
+        self.probe(
+            h.user_id_idx_off,
+            h.user_index_cap,
+            h.n_users,
+            id_hash(uid),
+            |rec| {
+                let r = h.users_off as usize + rec as usize * USER_RECORD_LEN;
+                if rd_u32(self.buf, r + 32) == Some(uid) {
+                    Ok(Some(self.user(rec)?))
+                } else {
+                    Ok(None)
+                }
+            },
+        )
+    }
+
+    fn explicit_group_by_name(&self, name: &[u8]) -> Result<Option<GroupEntry<'a>>, CacheError> {
+        let h = self.h;
+        self.probe(
+            h.group_name_idx_off,
+            h.group_index_cap,
+            h.n_groups,
+            fnv1a(name),
+            |rec| {
+                let g = self.group(rec)?;
+                Ok((g.name == name).then_some(g))
+            },
+        )
+    }
+
+    fn explicit_group_by_gid(&self, gid: u32) -> Result<Option<GroupEntry<'a>>, CacheError> {
+        let h = self.h;
+        self.probe(
+            h.group_id_idx_off,
+            h.group_index_cap,
+            h.n_groups,
+            id_hash(gid),
+            |rec| {
+                let r = h.groups_off as usize + rec as usize * GROUP_RECORD_LEN;
+                if rd_u32(self.buf, r + 8) == Some(gid) {
+                    Ok(Some(self.group(rec)?))
+                } else {
+                    Ok(None)
+                }
+            },
+        )
+    }
+
+    /// An explicit group, else a user's private group.
+    pub fn group_by_name(&self, name: &[u8]) -> Result<Option<GroupEntry<'a>>, CacheError> {
+        if let Some(g) = self.explicit_group_by_name(name)? {
+            return Ok(Some(g));
+        }
+        match self.user_by_name(name)? {
+            Some(u) => Ok(Some(self.private_group(u.index)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// An explicit group, else a user's private group (gid == uid).
+    pub fn group_by_gid(&self, gid: u32) -> Result<Option<GroupEntry<'a>>, CacheError> {
+        if let Some(g) = self.explicit_group_by_gid(gid)? {
+            return Ok(Some(g));
+        }
+        match self.user_by_uid(gid)? {
+            Some(u) if u.gid == gid => Ok(Some(self.private_group(u.index)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------
+
+/// A user to write. Names and ids must already be validated by the caller's types;
+/// [`build`] checks them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub gecos: String,
+    pub dir: String,
+    pub shell: String,
+    pub level: Level,
+    /// Supplementary gids (explicit groups, and `smith-sudo` for sudo users).
+    pub gids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheGroup {
+    pub name: String,
+    pub gid: u32,
+    /// Member login names; each must be one of the users.
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheContents {
+    pub host_name: String,
+    /// `k=v,k=v`
+    pub host_tags: String,
+    pub generation: u64,
+    pub snapshot_version: u64,
+    pub written_at: u64,
+    /// gid of `smith-sudo`, 0 if none.
+    pub sudo_gid: u32,
+    pub users: Vec<CacheUser>,
+    pub groups: Vec<CacheGroup>,
+}
+
+fn check_field(what: &str, s: &str) -> Result<(), CacheError> {
+    if s.len() > MAX_FIELD_LEN || s.bytes().any(|b| b == 0 || b == b':' || b == b'\n') {
+        return Err(CacheError::Invalid(format!(
+            "{what} {:?} contains NUL, ':' or newline, or is too long",
+            s.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+fn index_cap(n: usize) -> u32 {
+    (n * 2).max(8).next_power_of_two() as u32
+}
+
+struct StringTable {
+    bytes: Vec<u8>,
+}
+
+impl StringTable {
+    fn add(&mut self, s: &str) -> (u32, u32) {
+        let off = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(s.as_bytes());
+        (off, s.len() as u32)
+    }
+}
+
+fn insert_slot(index: &mut [u32], hash: u64, rec: u32) {
+    let mask = index.len() as u32 - 1;
+    let mut i = (hash as u32) & mask;
+    while index[i as usize] != 0 {
+        i = (i + 1) & mask;
+    }
+    index[i as usize] = rec + 1;
+}
+
+/// Serializes `c` into a cache file. Refuses duplicate names or ids, ids outside the
+/// allowed ranges, fields that would corrupt a passwd line, and unknown members.
+pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
+    use std::collections::HashMap;
+    let mut by_name: HashMap<&str, u32> = HashMap::with_capacity(c.users.len());
+    let mut ids = std::collections::HashSet::with_capacity(c.users.len() + c.groups.len());
+    for (i, u) in c.users.iter().enumerate() {
+        check_field("user name", &u.name)?;
+        check_field("gecos", &u.gecos)?;
+        check_field("home", &u.dir)?;
+        check_field("shell", &u.shell)?;
+        if u.name.is_empty() || u.name.len() > crate::names::MAX_NAME_LEN {
+            return Err(CacheError::Invalid(format!("bad user name {:?}", u.name)));
+        }
+        if !is_allowed_id(u.uid) || !is_allowed_id(u.gid) {
+            return Err(CacheError::Invalid(format!(
+                "user {} has a forbidden id",
+                u.name
+            )));
+        }
+        if u.uid != u.gid {
+            return Err(CacheError::Invalid(format!(
+                "user {}: primary gid must equal uid (private group)",
+                u.name
+            )));
+        }
+        if by_name.insert(&u.name, i as u32).is_some() {
+            return Err(CacheError::Invalid(format!("duplicate user {}", u.name)));
+        }
+        if !ids.insert(u.uid) {
+            return Err(CacheError::Invalid(format!("duplicate id {}", u.uid)));
+        }
+    }
+    let mut group_names = std::collections::HashSet::new();
+    for g in &c.groups {
+        check_field("group name", &g.name)?;
+        if g.name.is_empty() || g.name.len() > crate::names::MAX_NAME_LEN {
+            return Err(CacheError::Invalid(format!("bad group name {:?}", g.name)));
+        }
+        if !is_allowed_id(g.gid) {
+            return Err(CacheError::Invalid(format!(
+                "group {} has a forbidden id",
+                g.name
+            )));
+        }
+        if by_name.contains_key(g.name.as_str()) || !group_names.insert(g.name.as_str()) {
+            return Err(CacheError::Invalid(format!(
+                "group name {} is used twice (groups and user private groups share names)",
+                g.name
+            )));
+        }
+        if !ids.insert(g.gid) {
+            return Err(CacheError::Invalid(format!("duplicate id {}", g.gid)));
+        }
+        for m in &g.members {
+            if !by_name.contains_key(m.as_str()) {
+                return Err(CacheError::Invalid(format!(
+                    "group {} lists unknown member {m}",
+                    g.name
+                )));
+            }
+        }
+    }
+    check_field("host name", &c.host_name)?;
+    check_field("host tags", &c.host_tags)?;
+
+    let nu = c.users.len();
+    let ng = c.groups.len();
+    let ucap = index_cap(nu);
+    let gcap = index_cap(ng);
+    let mut strings = StringTable { bytes: Vec::new() };
+    let mut pool: Vec<u32> = Vec::new();
+
+    let host_name = strings.add(&c.host_name);
+    let host_tags = strings.add(&c.host_tags);
+
+    let mut users = vec![0u8; nu * USER_RECORD_LEN];
+    let mut uname_idx = vec![0u32; ucap as usize];
+    let mut uid_idx = vec![0u32; ucap as usize];
+    for (i, u) in c.users.iter().enumerate() {
+        let r = &mut users[i * USER_RECORD_LEN..(i + 1) * USER_RECORD_LEN];
+        let fields = [
+            strings.add(&u.name),
+            strings.add(&u.gecos),
+            strings.add(&u.dir),
+            strings.add(&u.shell),
+        ];
+        for (k, (off, len)) in fields.iter().enumerate() {
+            r[k * 8..k * 8 + 4].copy_from_slice(&off.to_le_bytes());
+            r[k * 8 + 4..k * 8 + 8].copy_from_slice(&len.to_le_bytes());
+        }
+        r[32..36].copy_from_slice(&u.uid.to_le_bytes());
+        r[36..40].copy_from_slice(&u.gid.to_le_bytes());
+        let gids_off = pool.len() as u32;
+        pool.extend(u.gids.iter().copied());
+        r[40..44].copy_from_slice(&gids_off.to_le_bytes());
+        r[44..48].copy_from_slice(&(u.gids.len() as u32).to_le_bytes());
+        r[48] = u.level as u8;
+        insert_slot(&mut uname_idx, fnv1a(u.name.as_bytes()), i as u32);
+        insert_slot(&mut uid_idx, id_hash(u.uid), i as u32);
+    }
+
+    let mut groups = vec![0u8; ng * GROUP_RECORD_LEN];
+    let mut gname_idx = vec![0u32; gcap as usize];
+    let mut gid_idx = vec![0u32; gcap as usize];
+    for (i, g) in c.groups.iter().enumerate() {
+        let r = &mut groups[i * GROUP_RECORD_LEN..(i + 1) * GROUP_RECORD_LEN];
+        let (off, len) = strings.add(&g.name);
+        r[0..4].copy_from_slice(&off.to_le_bytes());
+        r[4..8].copy_from_slice(&len.to_le_bytes());
+        r[8..12].copy_from_slice(&g.gid.to_le_bytes());
+        let moff = pool.len() as u32;
+        pool.extend(g.members.iter().map(|m| by_name[m.as_str()]));
+        r[12..16].copy_from_slice(&moff.to_le_bytes());
+        r[16..20].copy_from_slice(&(g.members.len() as u32).to_le_bytes());
+        insert_slot(&mut gname_idx, fnv1a(g.name.as_bytes()), i as u32);
+        insert_slot(&mut gid_idx, id_hash(g.gid), i as u32);
+    }
+
+    let align8 = |n: usize| (n + 7) & !7;
+    let users_off = HEADER_LEN;
+    let user_name_idx_off = align8(users_off + users.len());
+    let user_id_idx_off = user_name_idx_off + ucap as usize * 4;
+    let groups_off = align8(user_id_idx_off + ucap as usize * 4);
+    let group_name_idx_off = align8(groups_off + groups.len());
+    let group_id_idx_off = group_name_idx_off + gcap as usize * 4;
+    let u32s_off = align8(group_id_idx_off + gcap as usize * 4);
+    let strings_off = align8(u32s_off + pool.len() * 4);
+    let file_len = strings_off + strings.bytes.len();
+    if file_len > MAX_FILE_LEN {
+        return Err(CacheError::Invalid(format!(
+            "cache would be {file_len} bytes, over the {MAX_FILE_LEN} limit"
+        )));
+    }
+
+    let mut out = vec![0u8; file_len];
+    let h = Header {
+        generation: c.generation,
+        snapshot_version: c.snapshot_version,
+        written_at: c.written_at,
+        file_len: file_len as u64,
+        n_users: nu as u32,
+        n_groups: ng as u32,
+        user_index_cap: ucap,
+        group_index_cap: gcap,
+        users_off: users_off as u32,
+        user_name_idx_off: user_name_idx_off as u32,
+        user_id_idx_off: user_id_idx_off as u32,
+        groups_off: groups_off as u32,
+        group_name_idx_off: group_name_idx_off as u32,
+        group_id_idx_off: group_id_idx_off as u32,
+        u32s_off: u32s_off as u32,
+        u32s_count: pool.len() as u32,
+        strings_off: strings_off as u32,
+        strings_len: strings.bytes.len() as u32,
+        host_name,
+        host_tags,
+        sudo_gid: c.sudo_gid,
+    };
+    h.write(&mut out[..HEADER_LEN]);
+    out[users_off..users_off + users.len()].copy_from_slice(&users);
+    let put_u32s = |out: &mut [u8], off: usize, v: &[u32]| {
+        for (i, x) in v.iter().enumerate() {
+            out[off + i * 4..off + i * 4 + 4].copy_from_slice(&x.to_le_bytes());
+        }
+    };
+    put_u32s(&mut out, user_name_idx_off, &uname_idx);
+    put_u32s(&mut out, user_id_idx_off, &uid_idx);
+    out[groups_off..groups_off + groups.len()].copy_from_slice(&groups);
+    put_u32s(&mut out, group_name_idx_off, &gname_idx);
+    put_u32s(&mut out, group_id_idx_off, &gid_idx);
+    put_u32s(&mut out, u32s_off, &pool);
+    out[strings_off..].copy_from_slice(&strings.bytes);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> CacheContents {
+        CacheContents {
+            host_name: "web-1".into(),
+            host_tags: "env=prod,role=web".into(),
+            generation: 7,
+            snapshot_version: 42,
+            written_at: 1_700_000_000,
+            sudo_gid: 200_000,
+            users: vec![
+                CacheUser {
+                    name: "alice".into(),
+                    uid: 200_001,
+                    gid: 200_001,
+                    gecos: "Alice".into(),
+                    dir: "/home/alice".into(),
+                    shell: "/bin/bash".into(),
+                    level: Level::Ssh,
+                    gids: vec![200_010],
+                },
+                CacheUser {
+                    name: "oscar".into(),
+                    uid: 200_002,
+                    gid: 200_002,
+                    gecos: "".into(),
+                    dir: "/home/oscar".into(),
+                    shell: "/bin/sh".into(),
+                    level: Level::Sudo,
+                    gids: vec![200_011, 200_000],
+                },
+            ],
+            groups: vec![
+                CacheGroup {
+                    name: "dev".into(),
+                    gid: 200_010,
+                    members: vec!["alice".into()],
+                },
+                CacheGroup {
+                    name: "ops".into(),
+                    gid: 200_011,
+                    members: vec!["oscar".into()],
+                },
+                CacheGroup {
+                    name: "smith-sudo".into(),
+                    gid: 200_000,
+                    members: vec!["oscar".into()],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn roundtrip_lookups() {
+        let bytes = build(&sample()).unwrap();
+        let v = CacheView::parse(&bytes).unwrap();
+        assert_eq!(v.generation(), 7);
+        assert_eq!(v.snapshot_version(), 42);
+        assert_eq!(v.host_name(), b"web-1");
+        assert_eq!(v.host_tags(), b"env=prod,role=web");
+        assert!(!v.is_stale_flag_set());
+        let a = v.user_by_name(b"alice").unwrap().unwrap();
+        assert_eq!(
+            (a.uid, a.gid, a.dir, a.shell),
+            (200_001, 200_001, &b"/home/alice"[..], &b"/bin/bash"[..])
+        );
+        assert_eq!(a.level, Some(Level::Ssh));
+        assert_eq!(a.gids.iter().collect::<Vec<_>>(), vec![200_010]);
+        assert_eq!(v.user_by_uid(200_002).unwrap().unwrap().name, b"oscar");
+        assert!(v.user_by_name(b"bob").unwrap().is_none());
+        assert!(v.user_by_uid(0).unwrap().is_none());
+        let g = v.group_by_name(b"smith-sudo").unwrap().unwrap();
+        let m: Vec<_> = g.members.iter().map(|r| r.unwrap().to_vec()).collect();
+        assert_eq!(m, vec![b"oscar".to_vec()]);
+        assert_eq!(v.group_by_gid(200_010).unwrap().unwrap().name, b"dev");
+        let pg = v.group_by_name(b"alice").unwrap().unwrap();
+        assert_eq!((pg.gid, pg.members.len()), (200_001, 0));
+        assert_eq!(v.group_by_gid(200_002).unwrap().unwrap().name, b"oscar");
+        assert!(v.group_by_gid(200_003).unwrap().is_none());
+        assert_eq!(v.n_groups_with_private(), 5);
+        assert_eq!(v.group_enum(4).unwrap().name, b"oscar");
+    }
+
+    #[test]
+    fn many_users_all_found() {
+        let mut c = sample();
+        c.users.clear();
+        c.groups.clear();
+        for i in 0..5000u32 {
+            c.users.push(CacheUser {
+                name: format!("u{i:05}"),
+                uid: 200_000 + i,
+                gid: 200_000 + i,
+                gecos: String::new(),
+                dir: format!("/home/u{i:05}"),
+                shell: "/bin/bash".into(),
+                level: Level::Ssh,
+                gids: vec![],
+            });
+        }
+        let bytes = build(&c).unwrap();
+        let v = CacheView::parse(&bytes).unwrap();
+        for i in 0..5000u32 {
+            let name = format!("u{i:05}");
+            assert_eq!(
+                v.user_by_name(name.as_bytes()).unwrap().unwrap().uid,
+                200_000 + i
+            );
+            assert_eq!(
+                v.user_by_uid(200_000 + i).unwrap().unwrap().name,
+                name.as_bytes()
+            );
+        }
+        assert!(v.user_by_name(b"u99999").unwrap().is_none());
+    }
+
+    #[test]
+    fn writer_refuses_bad_contents() {
+        let mut c = sample();
+        c.users[0].uid = 0;
+        c.users[0].gid = 0;
+        assert!(build(&c).is_err());
+        let mut c = sample();
+        c.users[0].gecos = "a:b".into();
+        assert!(build(&c).is_err());
+        let mut c = sample();
+        c.users[1].name = "alice".into();
+        assert!(build(&c).is_err());
+        let mut c = sample();
+        c.groups[0].members.push("nobody-here".into());
+        assert!(build(&c).is_err());
+        let mut c = sample();
+        c.groups[0].name = "alice".into();
+        assert!(build(&c).is_err());
+        let mut c = sample();
+        c.groups[0].gid = 200_001;
+        assert!(build(&c).is_err());
+    }
+
+    #[test]
+    fn truncated_and_corrupted_files_are_errors_not_panics() {
+        let bytes = build(&sample()).unwrap();
+        for len in [0, 10, HEADER_LEN - 1, HEADER_LEN, bytes.len() - 1] {
+            assert!(CacheView::parse(&bytes[..len]).is_err(), "len {len}");
+        }
+        // Flip every byte in turn: parsing and every lookup must never panic.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xff;
+            if let Ok(v) = CacheView::parse(&b) {
+                let _ = v.user_by_name(b"alice");
+                let _ = v.user_by_uid(200_002);
+                let _ = v
+                    .group_by_name(b"smith-sudo")
+                    .map(|g| g.map(|g| g.members.iter().count()));
+                let _ = v.group_by_gid(200_010);
+                for k in 0..v.n_users() {
+                    let _ = v.user(k);
+                }
+                for k in 0..v.n_groups_with_private() {
+                    let _ = v.group_enum(k);
+                }
+            }
+        }
+        let mut b = bytes.clone();
+        b[20] ^= 1; // inside the checked header
+        assert_eq!(CacheView::parse(&b).err(), Some(CacheError::BadChecksum));
+    }
+
+    #[test]
+    fn stale_flag_is_outside_checksum() {
+        let mut bytes = build(&sample()).unwrap();
+        bytes[STALE_OFFSET] = 1;
+        let v = CacheView::parse(&bytes).unwrap();
+        assert!(v.is_stale_flag_set());
+    }
+}

@@ -1,0 +1,89 @@
+//! Host audit events, as pam_smith reports them to hostd (over the socket, or as a
+//! pending file when hostd is down) and as hostd records them in its spool.
+
+/// A session opening or closing (sshd, or any PAM service that runs pam_smith's
+/// session hooks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SessionEvent {
+    pub phase: SessionPhase,
+    pub user: String,
+    /// PAM service (`sshd`, `sudo`, ...).
+    pub service: String,
+    pub rhost: String,
+    pub tty: String,
+    /// pid of the process that ran the PAM session (sshd's per-connection process):
+    /// hostd uses it to find the session of a later sudo.
+    pub pid: u32,
+    /// Certificate key ID from `SSH_AUTH_INFO_0`, empty when the login used no
+    /// certificate.
+    pub key_id: String,
+    pub serial: Option<u64>,
+    pub at_unix: u64,
+    /// Set on close.
+    pub duration_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum SessionPhase {
+    Open,
+    Close,
+}
+
+/// One sudo invocation by a Smith user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SudoEvent {
+    pub user: String,
+    pub target: String,
+    pub command: String,
+    pub cwd: String,
+    pub tty: String,
+    pub allowed: bool,
+    pub reason: String,
+    /// pid of the sudo process.
+    pub pid: u32,
+    /// Key ID of the certificate of the login session sudo runs in (filled by hostd).
+    pub key_id: String,
+    pub at_unix: u64,
+}
+
+/// An access refused by pam_smith (no grant, scope mismatch, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DeniedEvent {
+    pub user: String,
+    pub service: String,
+    pub rhost: String,
+    pub reason: String,
+    pub key_id: String,
+    pub at_unix: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
+pub enum HostEvent {
+    Session(SessionEvent),
+    Sudo(SudoEvent),
+    Denied(DeniedEvent),
+}
+
+impl HostEvent {
+    pub fn user(&self) -> &str {
+        match self {
+            HostEvent::Session(e) => &e.user,
+            HostEvent::Sudo(e) => &e.user,
+            HostEvent::Denied(e) => &e.user,
+        }
+    }
+    pub fn at_unix(&self) -> u64 {
+        match self {
+            HostEvent::Session(e) => e.at_unix,
+            HostEvent::Sudo(e) => e.at_unix,
+            HostEvent::Denied(e) => e.at_unix,
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! `smith-proto`: the std-only vocabulary every Smith part shares.
+//!
+//! Owns: validated names ([`names`]), allowed uid/gid ranges ([`ids`]), host tags,
+//! selectors and levels ([`tags`]), the NSS cache file format ([`cache`]), the local
+//! socket protocol ([`wire`]), host audit events ([`event`]), a minimal OpenSSH
+//! certificate reader ([`sshcert`]), the host access decision ([`policy`]), the default
+//! host paths ([`paths`]) and, with the `serde` feature, the sync snapshot model
+//! ([`snapshot`]).
+//!
+//! Must never: depend on an async runtime, TLS, or anything that starts threads; it is
+//! linked into the NSS and PAM modules that live inside other people's processes. No
+//! `unsafe` here.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod event;
+pub mod ids;
+pub mod names;
+pub mod paths;
+pub mod policy;
+pub mod sshcert;
+pub mod tags;
+pub mod wire;
+
+#[cfg(feature = "serde")]
+pub mod snapshot;
+
+pub use ids::{IdRange, PosixId};
+pub use names::{GroupName, HostName, UserName};
+pub use tags::{Level, Selector, Tags};

@@ -1,0 +1,310 @@
+//! Validated names: login names, group names, host names.
+//!
+//! A value of these types has passed validation, so code that holds one never has to
+//! ask again whether it may reach `/etc/passwd`, a path, a log line or sshd.
+
+use std::fmt;
+
+/// Longest login or group name accepted (glibc/shadow's practical limit).
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Names no Smith user or group may take: the superuser, well-known system accounts
+/// and groups found on Debian/RHEL-family systems, and Smith's own synthetic groups.
+pub const RESERVED_NAMES: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "nogroup",
+    "sshd",
+    "adm",
+    "wheel",
+    "sudo",
+    "admin",
+    "shadow",
+    "utmp",
+    "tty",
+    "disk",
+    "kmem",
+    "operator",
+    "halt",
+    "shutdown",
+    "ftp",
+    "messagebus",
+    "polkitd",
+    "staff",
+    "users",
+    "docker",
+    "systemd-journal",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "systemd-coredump",
+    "_apt",
+];
+
+/// Prefix reserved for groups Smith synthesizes on hosts (e.g. [`SUDO_GROUP`]).
+pub const RESERVED_PREFIX: &str = "smith-";
+
+/// The NSS group whose members are exactly the users with a `sudo` grant on a host.
+pub const SUDO_GROUP: &str = "smith-sudo";
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    Empty,
+    TooLong { len: usize, max: usize },
+    BadFirstChar(char),
+    BadChar(char),
+    Reserved(String),
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::Empty => write!(f, "name is empty"),
+            NameError::TooLong { len, max } => {
+                write!(f, "name is {len} bytes long; at most {max} are allowed")
+            }
+            NameError::BadFirstChar(c) => write!(
+                f,
+                "name must start with a lowercase letter or '_', not {}",
+                printable(*c)
+            ),
+            NameError::BadChar(c) => write!(
+                f,
+                "name may contain only a-z, 0-9, '_' and '-', not {}",
+                printable(*c)
+            ),
+            NameError::Reserved(n) => write!(f, "name '{n}' is reserved for the system or Smith"),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
+
+fn printable(c: char) -> String {
+    if c.is_control() || c.is_whitespace() {
+        format!("U+{:04X}", c as u32)
+    } else {
+        format!("'{c}'")
+    }
+}
+
+/// The shared POSIX-portable rule for login and group names:
+/// `[a-z_][a-z0-9_-]{0,31}`, not reserved.
+fn validate_posix_name(s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong {
+            len: s.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    let mut chars = s.chars();
+    let first = chars.next().unwrap_or('\0');
+    if !(first.is_ascii_lowercase() || first == '_') {
+        return Err(NameError::BadFirstChar(first));
+    }
+    if let Some(c) =
+        chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+    {
+        return Err(NameError::BadChar(c));
+    }
+    if RESERVED_NAMES.contains(&s) || s.starts_with(RESERVED_PREFIX) {
+        return Err(NameError::Reserved(s.to_string()));
+    }
+    Ok(())
+}
+
+macro_rules! validated_name {
+    ($(#[$meta:meta])* $name:ident, $validate:path) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+        #[cfg_attr(feature = "serde", serde(transparent))]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `s`.
+            pub fn new(s: &str) -> Result<Self, NameError> {
+                $validate(s)?;
+                Ok(Self(s.to_string()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, NameError> {
+                Self::new(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::new(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+validated_name!(
+    /// A Smith user's login name: `[a-z_][a-z0-9_-]{0,31}`, never `root` or another
+    /// reserved name, never containing `:`, `/`, whitespace or control characters.
+    UserName,
+    validate_posix_name
+);
+
+validated_name!(
+    /// A Smith group name; same rule as [`UserName`].
+    GroupName,
+    validate_posix_name
+);
+
+/// Host names: lowercase DNS names, labels `[a-z0-9]([a-z0-9-]*[a-z0-9])?`, at most 253
+/// bytes.
+fn validate_host_name(s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > 253 {
+        return Err(NameError::TooLong {
+            len: s.len(),
+            max: 253,
+        });
+    }
+    for label in s.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(NameError::BadChar('.'));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(NameError::BadChar(c));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(NameError::BadChar('-'));
+        }
+    }
+    Ok(())
+}
+
+validated_name!(
+    /// A host's name as enrolled (a lowercase DNS name).
+    HostName,
+    validate_host_name
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for n in [
+            "alice",
+            "oscar",
+            "_svc",
+            "a",
+            "bob-smith",
+            "u00001",
+            "a_b-c9",
+        ] {
+            assert!(UserName::new(n).is_ok(), "{n}");
+        }
+        assert!(UserName::new(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn refuses_hostile_names() {
+        let long = "a".repeat(33);
+        let huge = "x".repeat(1 << 20);
+        for n in [
+            "",
+            "root",
+            "Root",
+            "../x",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\nb",
+            "a\0b",
+            "-x",
+            "1abc",
+            "é",
+            "nobody",
+            "smith-sudo",
+            "smith-anything",
+            long.as_str(),
+            huge.as_str(),
+            "a\tb",
+            "x$",
+        ] {
+            assert!(UserName::new(n).is_err(), "{n:?} should be refused");
+            assert!(GroupName::new(n).is_err(), "{n:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        assert_eq!(
+            UserName::new("a:b").unwrap_err().to_string(),
+            "name may contain only a-z, 0-9, '_' and '-', not ':'"
+        );
+        assert_eq!(
+            UserName::new("a\nb").unwrap_err().to_string(),
+            "name may contain only a-z, 0-9, '_' and '-', not U+000A"
+        );
+        assert!(UserName::new("root")
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
+    }
+
+    #[test]
+    fn host_names() {
+        for n in ["web-1", "db-1.prod.example.com", "a"] {
+            assert!(HostName::new(n).is_ok(), "{n}");
+        }
+        for n in ["", "-a", "a-", "a..b", "A", "a_b", "a/b", "a b"] {
+            assert!(HostName::new(n).is_err(), "{n:?}");
+        }
+    }
+}

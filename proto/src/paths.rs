@@ -1,0 +1,22 @@
+//! The host-side paths fixed by the design brief. Every one can be relocated (hostd's
+//! `--root`/config); the NSS module uses the defaults, which tests make private with
+//! mount namespaces.
+
+pub const CONFIG_FILE: &str = "/etc/smith/host.toml";
+pub const HOST_KEY: &str = "/etc/smith/host.key";
+pub const HOST_CERT: &str = "/etc/smith/host.crt";
+pub const CA_BUNDLE: &str = "/etc/smith/ca.crt";
+pub const STATE_DIR: &str = "/var/lib/smith";
+/// The NSS cache file hostd writes and the modules map.
+pub const CACHE_FILE: &str = "/var/lib/smith/nss.cache";
+/// Events pam_smith could not hand to hostd, one file each, picked up by hostd.
+pub const PENDING_DIR: &str = "/var/lib/smith/pending";
+pub const RUN_DIR: &str = "/run/smith";
+pub const SOCKET: &str = "/run/smith/hostd.sock";
+pub const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/50-smith.conf";
+pub const USER_CA_KEYS: &str = "/etc/ssh/smith_user_ca.pub";
+pub const REVOKED_KEYS: &str = "/etc/ssh/smith_revoked.krl";
+pub const SUDOERS_FILE: &str = "/etc/sudoers.d/smith";
+/// Set in hostd's own environment: nss_smith never calls the socket from a process that
+/// has it, so hostd cannot recurse into itself through glibc.
+pub const NSS_BYPASS_ENV: &str = "SMITH_NSS_BYPASS";

@@ -1,0 +1,266 @@
+//! The ACL snapshot a host receives from the CA, and how a delta is applied.
+//!
+//! The CA sends each host only what concerns it: the users that hold a grant on the
+//! host's tags (with their effective level there), the groups those grants name, the
+//! grants themselves, the `smith-sudo` gid, and the trust material (user CA keys, KRL).
+//!
+//! Sync is versioned: the CA has one global, monotonically increasing version. A
+//! response is either **full** (`base_version: None`: replaces everything) or a
+//! **delta** from `base_version` (upserts and removals of users; groups, grants and trust
+//! material are always sent whole, they are small). A host applies a delta only if its
+//! own version equals `base_version`, and never goes backwards, so nothing is applied
+//! twice or out of order.
+
+use crate::ids::PosixId;
+use crate::names::{GroupName, HostName, UserName};
+use crate::tags::{Level, Selector, Tags};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotUser {
+    pub name: UserName,
+    /// uid; the private group has the same gid.
+    pub uid: PosixId,
+    #[serde(default)]
+    pub gecos: String,
+    pub shell: String,
+    /// The user's groups that appear in this snapshot's `groups`.
+    pub groups: Vec<GroupName>,
+    /// The highest level any of the user's grants gives on this host.
+    pub level: Level,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotGroup {
+    pub name: GroupName,
+    pub gid: PosixId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotGrant {
+    pub id: u64,
+    pub group: GroupName,
+    pub selector: Selector,
+    pub level: Level,
+}
+
+/// What `GET /v1/host/sync` returns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncResponse {
+    pub host: HostName,
+    pub tags: Tags,
+    /// The CA version this response brings the host to.
+    pub version: u64,
+    /// `None`: full snapshot. `Some(v)`: delta from version `v`.
+    pub base_version: Option<u64>,
+    /// Full: every user. Delta: users added or changed since `base_version`.
+    pub users: Vec<SnapshotUser>,
+    /// Delta only: users to drop (absent from this host now).
+    #[serde(default)]
+    pub removed_users: Vec<UserName>,
+    pub groups: Vec<SnapshotGroup>,
+    pub grants: Vec<SnapshotGrant>,
+    pub sudo_gid: PosixId,
+    /// OpenSSH public key lines of the user CA (several during a rotation).
+    pub user_ca_keys: Vec<String>,
+    /// OpenSSH KRL (binary, base64) of revoked certificates, if any.
+    #[serde(default)]
+    pub krl_base64: Option<String>,
+}
+
+/// A host's materialized view after applying sync responses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostState {
+    pub host: HostName,
+    pub tags: Tags,
+    pub version: u64,
+    pub users: BTreeMap<UserName, SnapshotUser>,
+    pub groups: Vec<SnapshotGroup>,
+    pub grants: Vec<SnapshotGrant>,
+    pub sudo_gid: PosixId,
+    pub user_ca_keys: Vec<String>,
+    #[serde(default)]
+    pub krl_base64: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// A delta whose base is not our version: ask for a full snapshot.
+    BaseMismatch { ours: u64, base: u64 },
+    /// The response would move us backwards or not at all.
+    NotNewer { ours: u64, theirs: u64 },
+    /// The response is for another host.
+    WrongHost { ours: String, theirs: String },
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::BaseMismatch { ours, base } => write!(
+                f,
+                "delta is based on version {base} but this host is at {ours}; a full snapshot is needed"
+            ),
+            ApplyError::NotNewer { ours, theirs } => write!(
+                f,
+                "snapshot version {theirs} is not newer than this host's {ours}; ignored"
+            ),
+            ApplyError::WrongHost { ours, theirs } => {
+                write!(f, "snapshot is for host {theirs}, this host is {ours}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+impl HostState {
+    /// The state a full snapshot describes.
+    pub fn from_full(r: SyncResponse) -> HostState {
+        HostState {
+            host: r.host,
+            tags: r.tags,
+            version: r.version,
+            users: r.users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            groups: r.groups,
+            grants: r.grants,
+            sudo_gid: r.sudo_gid,
+            user_ca_keys: r.user_ca_keys,
+            krl_base64: r.krl_base64,
+        }
+    }
+
+    /// Applies a full or delta response. On error nothing changes.
+    pub fn apply(&mut self, r: SyncResponse) -> Result<(), ApplyError> {
+        if r.host != self.host {
+            return Err(ApplyError::WrongHost {
+                ours: self.host.to_string(),
+                theirs: r.host.to_string(),
+            });
+        }
+        if r.version <= self.version {
+            return Err(ApplyError::NotNewer {
+                ours: self.version,
+                theirs: r.version,
+            });
+        }
+        match r.base_version {
+            None => {
+                *self = HostState::from_full(r);
+            }
+            Some(base) if base != self.version => {
+                return Err(ApplyError::BaseMismatch {
+                    ours: self.version,
+                    base,
+                })
+            }
+            Some(_) => {
+                for name in &r.removed_users {
+                    self.users.remove(name);
+                }
+                for u in r.users {
+                    self.users.insert(u.name.clone(), u);
+                }
+                self.tags = r.tags;
+                self.version = r.version;
+                self.groups = r.groups;
+                self.grants = r.grants;
+                self.sudo_gid = r.sudo_gid;
+                self.user_ca_keys = r.user_ca_keys;
+                self.krl_base64 = r.krl_base64;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, uid: u64, level: Level) -> SnapshotUser {
+        SnapshotUser {
+            name: UserName::new(name).unwrap(),
+            uid: PosixId::new(uid).unwrap(),
+            gecos: String::new(),
+            shell: "/bin/bash".into(),
+            groups: vec![],
+            level,
+        }
+    }
+
+    fn resp(
+        version: u64,
+        base: Option<u64>,
+        users: Vec<SnapshotUser>,
+        removed: &[&str],
+    ) -> SyncResponse {
+        SyncResponse {
+            host: HostName::new("web-1").unwrap(),
+            tags: Tags::parse("env=prod").unwrap(),
+            version,
+            base_version: base,
+            users,
+            removed_users: removed.iter().map(|n| UserName::new(n).unwrap()).collect(),
+            groups: vec![],
+            grants: vec![],
+            sudo_gid: PosixId::new(200000).unwrap(),
+            user_ca_keys: vec!["ssh-ed25519 AAAA".into()],
+            krl_base64: None,
+        }
+    }
+
+    #[test]
+    fn full_then_deltas_in_order() {
+        let mut s =
+            HostState::from_full(resp(5, None, vec![user("alice", 200001, Level::Ssh)], &[]));
+        s.apply(resp(
+            6,
+            Some(5),
+            vec![user("oscar", 200002, Level::Sudo)],
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(s.users.len(), 2);
+        s.apply(resp(8, Some(6), vec![], &["alice"])).unwrap();
+        assert_eq!(
+            s.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["oscar"]
+        );
+        assert_eq!(s.version, 8);
+    }
+
+    #[test]
+    fn refuses_replays_gaps_and_other_hosts() {
+        let mut s = HostState::from_full(resp(5, None, vec![], &[]));
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(resp(5, Some(4), vec![], &[])),
+            Err(ApplyError::NotNewer { .. })
+        ));
+        assert!(matches!(
+            s.apply(resp(4, None, vec![], &[])),
+            Err(ApplyError::NotNewer { .. })
+        ));
+        assert!(matches!(
+            s.apply(resp(9, Some(7), vec![], &[])),
+            Err(ApplyError::BaseMismatch { .. })
+        ));
+        let mut other = resp(9, None, vec![], &[]);
+        other.host = HostName::new("db-1").unwrap();
+        assert!(matches!(s.apply(other), Err(ApplyError::WrongHost { .. })));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn json_refuses_hostile_names_and_ids() {
+        let ok =
+            serde_json::to_string(&resp(1, None, vec![user("alice", 200001, Level::Ssh)], &[]))
+                .unwrap();
+        assert!(serde_json::from_str::<SyncResponse>(&ok).is_ok());
+        let bad_name = ok.replace("\"alice\"", "\"root\"");
+        assert!(serde_json::from_str::<SyncResponse>(&bad_name).is_err());
+        let bad_uid = ok.replace("200001", "0");
+        assert!(serde_json::from_str::<SyncResponse>(&bad_uid).is_err());
+    }
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! `smith-tests`: the end-to-end suite's harness.
+//!
+//! Owns: building a CA and a fleet of hosts on one machine out of network, mount and UTS
+//! namespaces ([`fleet`]), and running commands with deadlines ([`cmd`]). The scenarios
+//! themselves are in `tests/tests/*.rs` and drive only real programs: `smith-ca`,
+//! `smith`, `smith-host`, `smith-hostd`, `sshd`, `ssh`, `ssh-agent`, `sudo`, `getent`,
+//! `id`, `pamtester`.
+//!
+//! Must never: modify the machine's own `/etc`, `/home` or `/root`, or send traffic
+//! anywhere but loopback and the fleet's own namespaces.
+
+pub mod cmd;
+pub mod fleet;
+
+pub use cmd::Outcome;
+pub use fleet::{e2e_available, Client, Fleet, Host};

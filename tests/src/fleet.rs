@@ -1,0 +1,734 @@
+//! A fleet of test hosts on one machine.
+//!
+//! - The **LAN** is a network namespace holding a bridge (`10.213.N.1/24`); the CA and
+//!   every client (engineers running `smith`, `ssh`, `ssh-agent`) run there.
+//! - Each **host** is a network namespace (a veth into the bridge, `10.213.N.(10+i)`) plus
+//!   a private mount and UTS namespace held open by an anchor process. Inside it, `/etc`,
+//!   `/usr` and `/var` are overlays over the machine's own (writes land in the host's
+//!   directory), `/home`, `/root` and `/tmp` are private, `/run` is a fresh tmpfs. The
+//!   Smith binaries and modules are placed in the `/usr` overlay exactly where packages
+//!   install them, so glibc, PAM and sshd find them inside the host only.
+//! - Commands run inside a host through `nsenter` into the anchor's namespaces.
+//!
+//! The machine's own `/etc` is never modified. Everything is torn down on drop (set
+//! `SMITH_FLEET_KEEP=1` to keep the directories for a post-mortem).
+
+use crate::cmd::{outcome, wait_for, Background, Outcome, DEFAULT_TIMEOUT};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub const MULTIARCH_LIBDIR: &str = "lib/x86_64-linux-gnu";
+
+/// Where the built Smith artifacts are.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub dir: PathBuf,
+}
+
+impl Bins {
+    pub fn locate() -> Result<Bins> {
+        let dir = match std::env::var_os("SMITH_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"),
+        };
+        let bins = Bins { dir };
+        for f in [
+            "smith-ca",
+            "smith",
+            "smith-hostd",
+            "smith-host",
+            "libnss_smith.so",
+            "libpam_smith.so",
+        ] {
+            if !bins.dir.join(f).exists() {
+                bail!(
+                    "{} is missing: build everything first (`cargo build --workspace`), or run `cargo xtask test`",
+                    bins.dir.join(f).display()
+                );
+            }
+        }
+        Ok(bins)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Whether end-to-end tests can run here; panics (a failure, not a skip) when they are
+/// required (`SMITH_E2E_REQUIRED=1`, as in CI) but cannot.
+pub fn e2e_available() -> bool {
+    let required = std::env::var("SMITH_E2E_REQUIRED").as_deref() == Ok("1");
+    let mut missing = Vec::new();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("root".to_string());
+    }
+    for tool in [
+        "/usr/sbin/sshd",
+        "/usr/bin/ssh",
+        "/usr/bin/ssh-keygen",
+        "/usr/bin/ssh-agent",
+        "/usr/bin/ssh-add",
+        "/usr/bin/sudo",
+        "/usr/bin/pamtester",
+        "/usr/bin/nsenter",
+        "/usr/bin/unshare",
+        "/usr/bin/getent",
+    ] {
+        if !Path::new(tool).exists() {
+            missing.push(tool.to_string());
+        }
+    }
+    if which("ip").is_none() {
+        missing.push("ip (iproute2)".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "end-to-end prerequisites missing: {} (run `cargo xtask test`, which installs them, as root)",
+        missing.join(", ")
+    );
+    if required {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    for d in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let p = Path::new(d).join(tool);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+static FLEET_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn sh(script: &str) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-ec").arg(script);
+    c
+}
+
+fn run_ok(cmd: Command) -> Result<Outcome> {
+    outcome(cmd, DEFAULT_TIMEOUT)?.ok()
+}
+
+/// The CA started by [`Fleet::start_ca`].
+pub struct Ca {
+    pub data_dir: PathBuf,
+    pub url: String,
+    pub fingerprint: String,
+    pub admin_token: String,
+    pub listen: String,
+    pub(crate) process: Option<Background>,
+}
+
+pub struct Host {
+    pub name: String,
+    pub tags: String,
+    pub ns: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    lan_ns: String,
+    anchor: Child,
+    pub hostd: Option<Background>,
+    pub sshd: Option<Background>,
+}
+
+pub struct Fleet {
+    pub id: String,
+    pub dir: PathBuf,
+    pub lan_ns: String,
+    pub subnet: u8,
+    pub bins: Bins,
+    pub ca: Option<Ca>,
+    pub hosts: Vec<Host>,
+    background: Mutex<Vec<Background>>,
+    next_host: u8,
+}
+
+impl Fleet {
+    /// A new, empty LAN. `label` names the fleet in directories and logs.
+    pub fn new(label: &str) -> Result<Fleet> {
+        let bins = Bins::locate()?;
+        let n = FLEET_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let id = format!("{:x}{}", pid % 0xfff, n);
+        // Subnet 10.213.X.0/24, X from the pid and counter (a collision only fails the
+        // `ip` commands with a clear error, it never reaches the machine's networks).
+        let subnet = ((pid as u64 * 7 + n as u64 * 13) % 200 + 20) as u8;
+        let base = std::env::var_os("SMITH_FLEET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fleet"));
+        let dir = base.join(format!("{label}-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let lan_ns = format!("sm{id}-lan");
+        let mut fleet = Fleet {
+            id,
+            dir,
+            lan_ns,
+            subnet,
+            bins,
+            ca: None,
+            hosts: Vec::new(),
+            background: Mutex::new(Vec::new()),
+            next_host: 10,
+        };
+        fleet.create_lan()?;
+        Ok(fleet)
+    }
+
+    fn create_lan(&mut self) -> Result<()> {
+        let ns = &self.lan_ns;
+        let _ = outcome(sh(&format!("ip netns del {ns} 2>/dev/null || true")), DEFAULT_TIMEOUT);
+        run_ok(sh(&format!(
+            "ip netns add {ns}
+             ip -n {ns} link set lo up
+             ip -n {ns} link add br0 type bridge
+             ip -n {ns} addr add 10.213.{s}.1/24 dev br0
+             ip -n {ns} link set br0 up",
+            s = self.subnet
+        )))
+        .context("creating the LAN namespace")?;
+        Ok(())
+    }
+
+    /// The LAN address of the CA / clients.
+    pub fn lan_ip(&self) -> String {
+        format!("10.213.{}.1", self.subnet)
+    }
+
+    /// A command run in the LAN namespace (where the CA and clients live).
+    pub fn lan_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.lan_ns]).arg(program);
+        c
+    }
+
+    pub fn keep_background(&self, b: Background) {
+        self.background.lock().unwrap().push(b);
+    }
+
+    // --- the CA ---------------------------------------------------------------------------
+
+    /// `smith-ca init` + `smith-ca serve` on the LAN address.
+    pub fn start_ca(&mut self) -> Result<&Ca> {
+        let data_dir = self.dir.join("ca");
+        let listen = format!("{}:8443", self.lan_ip());
+        let mut init = Command::new(self.bins.path("smith-ca"));
+        init.args(["init", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--san", &self.lan_ip(), "--json"]);
+        let out = run_ok(init).context("smith-ca init")?;
+        let v: serde_json::Value = serde_json::from_str(out.out())
+            .with_context(|| format!("smith-ca init --json printed {:?}", out.stdout))?;
+        let fingerprint = v["root_fingerprint"].as_str().context("root_fingerprint")?.to_string();
+        let admin_token = v["admin_token"].as_str().context("admin_token")?.to_string();
+        let mut ca = Ca {
+            data_dir,
+            url: format!("https://{listen}"),
+            fingerprint,
+            admin_token,
+            listen,
+            process: None,
+        };
+        self.ca_serve(&mut ca)?;
+        self.ca = Some(ca);
+        Ok(self.ca.as_ref().unwrap())
+    }
+
+    fn ca_serve(&self, ca: &mut Ca) -> Result<()> {
+        let mut serve = self.lan_cmd(self.bins.path("smith-ca"));
+        serve
+            .args(["serve", "--data-dir"])
+            .arg(&ca.data_dir)
+            .args(["--listen", &ca.listen])
+            .env("RUST_LOG", "info");
+        ca.process = Some(Background::spawn("smith-ca", serve, &self.dir.join("ca.log"))?);
+        let url = ca.url.clone();
+        let fp = ca.fingerprint.clone();
+        wait_for("the CA to answer", Duration::from_secs(20), || {
+            let mut c = self.lan_cmd(self.bins.path("smith-ca"));
+            c.args(["admin", "user", "list", "--json"])
+                .env("SMITH_CA_URL", &url)
+                .env("SMITH_CA_FINGERPRINT", &fp)
+                .env("SMITH_TOKEN", &ca.admin_token);
+            let o = outcome(c, Duration::from_secs(10))?;
+            Ok(o.success().then_some(()))
+        })
+    }
+
+    pub fn ca(&self) -> &Ca {
+        self.ca.as_ref().expect("start_ca first")
+    }
+
+    /// Stops the CA process (state stays on disk).
+    pub fn stop_ca(&mut self) {
+        if let Some(ca) = self.ca.as_mut() {
+            if let Some(mut p) = ca.process.take() {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe { libc::kill(p.pid() as i32, libc::SIGTERM) };
+                let _ = wait_for("the CA to stop", Duration::from_secs(10), || {
+                    Ok((!p.is_running()).then_some(()))
+                });
+                p.kill();
+            }
+        }
+    }
+
+    /// Starts the CA again from its data dir.
+    pub fn restart_ca(&mut self) -> Result<()> {
+        self.stop_ca();
+        let mut ca = self.ca.take().context("no CA")?;
+        let r = self.ca_serve(&mut ca);
+        self.ca = Some(ca);
+        r
+    }
+
+    /// `smith-ca admin ARGS` as the admin.
+    pub fn admin(&self, args: &[&str]) -> Result<Outcome> {
+        let ca = self.ca();
+        let mut c = self.lan_cmd(self.bins.path("smith-ca"));
+        c.arg("admin")
+            .args(args)
+            .env("SMITH_CA_URL", &ca.url)
+            .env("SMITH_CA_FINGERPRINT", &ca.fingerprint)
+            .env("SMITH_TOKEN", &ca.admin_token);
+        outcome(c, DEFAULT_TIMEOUT)
+    }
+
+    /// `smith-ca admin ARGS`, which must succeed.
+    pub fn admin_ok(&self, args: &[&str]) -> Result<Outcome> {
+        self.admin(args)?.ok()
+    }
+
+    /// A fresh single-use enrollment token for `tags`.
+    pub fn host_token(&self, tags: &str) -> Result<String> {
+        let o = self.admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h", "--json"])?;
+        let v: serde_json::Value = serde_json::from_str(o.out())
+            .with_context(|| format!("host token --json printed {:?}", o.stdout))?;
+        Ok(v["token"].as_str().context("token field")?.to_string())
+    }
+
+    // --- hosts ----------------------------------------------------------------------------
+
+    /// Builds host `name` with `tags`, enrolls it with `smith-host activate`, starts
+    /// `smith-hostd` and `sshd`.
+    pub fn add_host(&mut self, name: &str, tags: &str) -> Result<usize> {
+        let token = self.host_token(tags)?;
+        let idx = self.create_host(name, tags)?;
+        let ca_url = self.ca().url.clone();
+        let fp = self.ca().fingerprint.clone();
+        self.hosts[idx]
+            .exec(&[
+                "smith-host",
+                "activate",
+                "--ca",
+                &ca_url,
+                "--token",
+                &token,
+                "--ca-fingerprint",
+                &fp,
+                "--name",
+                name,
+                "--no-start",
+            ])?
+            .ok()
+            .context("smith-host activate")?;
+        self.hosts[idx].start_hostd()?;
+        self.hosts[idx].start_sshd()?;
+        Ok(idx)
+    }
+
+    /// Builds the namespaces and private filesystem of a host, with local accounts
+    /// (`root` and `deploy`, both reachable with the fleet's admin key) and sshd host
+    /// keys, but nothing of Smith enabled.
+    pub fn create_host(&mut self, name: &str, tags: &str) -> Result<usize> {
+        let i = self.next_host;
+        self.next_host += 1;
+        let ns = format!("sm{}-h{}", self.id, i);
+        let ip = format!("10.213.{}.{}", self.subnet, i);
+        let dir = self.dir.join(name);
+        for d in [
+            "etc.upper", "etc.work", "usr.upper", "usr.work", "var.upper", "var.work", "home",
+            "root", "tmp",
+        ] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        self.install_artifacts(&dir.join("usr.upper"))?;
+        let veth = format!("v{}h{}", self.id, i);
+        run_ok(sh(&format!(
+            "ip netns del {ns} 2>/dev/null || true
+             ip netns add {ns}
+             ip -n {lan} link add {veth} type veth peer name eth0 netns {ns}
+             ip -n {lan} link set {veth} master br0 up
+             ip -n {ns} link set lo up
+             ip -n {ns} addr add {ip}/24 dev eth0
+             ip -n {ns} link set eth0 up",
+            lan = self.lan_ns
+        )))
+        .with_context(|| format!("creating the network of {name}"))?;
+
+        let d = dir.display();
+        let script = format!(
+            "set -e
+             mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc.upper,workdir={d}/etc.work /etc
+             mount -t overlay overlay -o lowerdir=/usr,upperdir={d}/usr.upper,workdir={d}/usr.work /usr
+             mount -t overlay overlay -o lowerdir=/var,upperdir={d}/var.upper,workdir={d}/var.work /var
+             mount --bind {d}/home /home
+             mount --bind {d}/root /root
+             mount --bind {d}/tmp /tmp
+             chmod 1777 /tmp
+             mount -t tmpfs -o mode=0755 tmpfs /run
+             mkdir -p /run/sshd /run/smith
+             hostname {name}
+             echo ready
+             exec sleep 1000000000"
+        );
+        let mut anchor = Command::new("ip");
+        anchor
+            .args(["netns", "exec", &ns, "unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = anchor.spawn().context("starting the host anchor")?;
+        let stdout = child.stdout.take().context("anchor stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("host {name} namespace setup failed: {err}");
+        }
+        let host = Host {
+            name: name.to_string(),
+            tags: tags.to_string(),
+            ns,
+            ip,
+            dir,
+            lan_ns: self.lan_ns.clone(),
+            anchor: child,
+            hostd: None,
+            sshd: None,
+        };
+        let lan_ip = self.lan_ip();
+        host.sh(&format!(
+            "rm -f /etc/ssh/ssh_host_*
+             ssh-keygen -q -A
+             echo {name} > /etc/hostname
+             echo '127.0.1.1 {name}' >> /etc/hosts
+             echo '{lan_ip} smith-ca' >> /etc/hosts
+             mkdir -p /etc/ssh/sshd_config.d
+             printf 'PasswordAuthentication no\\nKbdInteractiveAuthentication no\\nUseDNS no\\nLogLevel VERBOSE\\nPermitRootLogin prohibit-password\\nMaxStartups 100:30:200\\n' > /etc/ssh/sshd_config.d/10-fleet.conf
+             id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy
+             mkdir -p /root/.ssh && chmod 700 /root/.ssh"
+        ))?
+        .ok()
+        .with_context(|| format!("preparing {name}"))?;
+        self.hosts.push(host);
+        let idx = self.hosts.len() - 1;
+        // Local accounts reachable with the fleet's admin key.
+        let admin_pub = self.admin_key()?.1;
+        self.hosts[idx].authorize_key("root", &admin_pub)?;
+        self.hosts[idx].authorize_key("deploy", &admin_pub)?;
+        Ok(idx)
+    }
+
+    /// The binaries and modules, placed where the packages put them.
+    fn install_artifacts(&self, usr: &Path) -> Result<()> {
+        let lib = usr.join(MULTIARCH_LIBDIR);
+        std::fs::create_dir_all(lib.join("security"))?;
+        std::fs::create_dir_all(usr.join("sbin"))?;
+        std::fs::create_dir_all(usr.join("bin"))?;
+        let copies = [
+            ("smith-hostd", usr.join("sbin/smith-hostd")),
+            ("smith-host", usr.join("sbin/smith-host")),
+            ("smith", usr.join("bin/smith")),
+            ("libnss_smith.so", lib.join("libnss_smith.so.2")),
+            ("libpam_smith.so", lib.join("security/pam_smith.so")),
+        ];
+        for (src, dst) in copies {
+            std::fs::copy(self.bins.path(src), &dst)
+                .with_context(|| format!("copying {src} into the host's /usr"))?;
+            set_mode(&dst, 0o755)?;
+        }
+        Ok(())
+    }
+
+    /// The fleet's operator key pair (private key path, public key line), used for
+    /// `authorized_keys` logins of local accounts.
+    pub fn admin_key(&self) -> Result<(PathBuf, String)> {
+        let key = self.dir.join("admin_ed25519");
+        if !key.exists() {
+            run_ok({
+                let mut c = Command::new("ssh-keygen");
+                c.args(["-q", "-t", "ed25519", "-N", "", "-C", "fleet-admin", "-f"]).arg(&key);
+                c
+            })?;
+        }
+        let public = std::fs::read_to_string(key.with_extension("pub"))
+            .or_else(|_| std::fs::read_to_string(format!("{}.pub", key.display())))?;
+        Ok((key, public.trim().to_string()))
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    pub fn host_mut(&mut self, name: &str) -> &mut Host {
+        self.hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    // --- clients --------------------------------------------------------------------------
+
+    /// An engineer's workstation in the LAN: a HOME and a running `ssh-agent`.
+    pub fn client(&self, who: &str) -> Result<Client> {
+        let home = self.dir.join("clients").join(who);
+        std::fs::create_dir_all(home.join(".ssh"))?;
+        set_mode(&home, 0o700)?;
+        let sock = home.join("agent.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut agent = Command::new("ssh-agent");
+        agent.arg("-D").arg("-a").arg(&sock);
+        let bg = Background::spawn(&format!("ssh-agent-{who}"), agent, &home.join("agent.log"))?;
+        wait_for("ssh-agent socket", Duration::from_secs(5), || Ok(sock.exists().then_some(())))?;
+        let mut env = HashMap::new();
+        if let Some(ca) = &self.ca {
+            env.insert("SMITH_CA_URL".to_string(), ca.url.clone());
+            env.insert("SMITH_CA_FINGERPRINT".to_string(), ca.fingerprint.clone());
+        }
+        Ok(Client {
+            who: who.to_string(),
+            home,
+            agent_sock: sock,
+            lan_ns: self.lan_ns.clone(),
+            bins: self.bins.clone(),
+            env,
+            _agent: bg,
+        })
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.background.lock().map(|mut b| b.clear()).ok();
+        for h in &mut self.hosts {
+            h.hostd.take();
+            h.sshd.take();
+        }
+        self.stop_ca();
+        let mut namespaces: Vec<String> = self.hosts.iter().map(|h| h.ns.clone()).collect();
+        namespaces.push(self.lan_ns.clone());
+        for ns in &namespaces {
+            // Every process left in the namespace (sshd sessions, sudo, ...).
+            let _ = outcome(
+                sh(&format!("for p in $(ip netns pids {ns} 2>/dev/null); do kill -9 $p 2>/dev/null || true; done")),
+                Duration::from_secs(10),
+            );
+        }
+        for h in &mut self.hosts {
+            let _ = h.anchor.kill();
+            let _ = h.anchor.wait();
+        }
+        for ns in &namespaces {
+            let _ = outcome(sh(&format!("ip netns del {ns} 2>/dev/null || true")), Duration::from_secs(10));
+        }
+        if std::env::var("SMITH_FLEET_KEEP").as_deref() != Ok("1") && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("fleet directory kept: {}", self.dir.display());
+        }
+    }
+}
+
+pub fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", p.display()))
+}
+
+impl Host {
+    fn anchor_pid(&self) -> u32 {
+        self.anchor.id()
+    }
+
+    /// A command that runs inside this host.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.anchor_pid().to_string(), "-m", "-u", "-n", "--"])
+            .arg(program)
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env_remove("SMITH_NSS_BYPASS");
+        c
+    }
+
+    /// Runs `argv` inside this host.
+    pub fn exec(&self, argv: &[&str]) -> Result<Outcome> {
+        let mut c = self.cmd(argv[0]);
+        c.args(&argv[1..]);
+        outcome(c, DEFAULT_TIMEOUT)
+    }
+
+    /// Runs a shell script inside this host.
+    pub fn sh(&self, script: &str) -> Result<Outcome> {
+        let mut c = self.cmd("/bin/sh");
+        c.arg("-ec").arg(script);
+        outcome(c, DEFAULT_TIMEOUT)
+    }
+
+    pub fn authorize_key(&self, user: &str, public: &str) -> Result<()> {
+        self.sh(&format!(
+            "h=$(getent passwd {user} | cut -d: -f6)
+             mkdir -p $h/.ssh
+             echo '{public}' >> $h/.ssh/authorized_keys
+             chown -R {user}: $h/.ssh
+             chmod 700 $h/.ssh
+             chmod 600 $h/.ssh/authorized_keys"
+        ))?
+        .ok()?;
+        Ok(())
+    }
+
+    /// Starts `smith-hostd` in the foreground inside the host, and waits until its
+    /// socket answers.
+    pub fn start_hostd(&mut self) -> Result<()> {
+        let mut c = self.cmd("/usr/sbin/smith-hostd");
+        c.env("RUST_LOG", "info");
+        self.hostd = Some(Background::spawn("smith-hostd", c, &self.dir.join("hostd.log"))?);
+        let pid = self.anchor_pid();
+        wait_for("smith-hostd's socket", Duration::from_secs(20), || {
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &pid.to_string(), "-m", "-u", "-n", "--", "/usr/sbin/smith-host", "status", "--json"]);
+            let o = outcome(c, Duration::from_secs(10))?;
+            let v: serde_json::Value = match serde_json::from_str(o.out()) {
+                Ok(v) => v,
+                Err(_) => return Ok(None),
+            };
+            Ok((v["daemon_reachable"] == serde_json::Value::Bool(true)).then_some(()))
+        })
+    }
+
+    /// Kills smith-hostd (SIGKILL: no clean shutdown).
+    pub fn kill_hostd(&mut self) {
+        if let Some(mut h) = self.hostd.take() {
+            h.kill();
+        }
+    }
+
+    /// Starts sshd (foreground, logging to /var/log/auth.log inside the host) and waits
+    /// for port 22.
+    pub fn start_sshd(&mut self) -> Result<()> {
+        self.sh("/usr/sbin/sshd -t")?.ok().context("sshd -t (config check)")?;
+        let mut c = self.cmd("/usr/sbin/sshd");
+        c.args(["-D", "-E", "/var/log/auth.log"]);
+        self.sshd = Some(Background::spawn("sshd", c, &self.dir.join("sshd.out"))?);
+        let ip = self.ip.clone();
+        let lan = self.lan_ns.clone();
+        wait_for("sshd on port 22", Duration::from_secs(10), || {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &lan, "bash", "-c", &format!("exec 3<>/dev/tcp/{ip}/22")]);
+            Ok(outcome(c, Duration::from_secs(5))?.success().then_some(()))
+        })
+    }
+
+    /// sshd's own log inside the host.
+    pub fn auth_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("var.upper/log/auth.log")).unwrap_or_default()
+    }
+
+    pub fn hostd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("hostd.log")).unwrap_or_default()
+    }
+}
+
+/// An engineer's side: HOME, ssh-agent, `smith` and `ssh` in the LAN.
+pub struct Client {
+    pub who: String,
+    pub home: PathBuf,
+    pub agent_sock: PathBuf,
+    lan_ns: String,
+    bins: Bins,
+    pub env: HashMap<String, String>,
+    _agent: Background,
+}
+
+impl Client {
+    fn base(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.lan_ns])
+            .arg(program)
+            .env("HOME", &self.home)
+            .env("SSH_AUTH_SOCK", &self.agent_sock)
+            .env_remove("SMITH_TOKEN");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn set_token(&mut self, token: &str) {
+        self.env.insert("SMITH_TOKEN".into(), token.into());
+    }
+
+    /// `smith ARGS`.
+    pub fn smith(&self, args: &[&str]) -> Result<Outcome> {
+        let mut c = self.base(self.bins.path("smith"));
+        c.args(args);
+        outcome(c, DEFAULT_TIMEOUT)
+    }
+
+    /// `ssh [opts] user@host CMD` through the agent, no host-key prompts.
+    pub fn ssh(&self, user: &str, host: &Host, command: &str) -> Result<Outcome> {
+        self.ssh_with(user, host, command, &[])
+    }
+
+    pub fn ssh_with(&self, user: &str, host: &Host, command: &str, extra: &[&str]) -> Result<Outcome> {
+        let mut c = self.base("ssh");
+        c.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .args(extra)
+        .arg(format!("{user}@{}", host.ip))
+        .arg(command);
+        outcome(c, DEFAULT_TIMEOUT)
+    }
+
+    /// Any command in the client's environment.
+    pub fn run(&self, argv: &[&str]) -> Result<Outcome> {
+        let mut c = self.base(argv[0]);
+        c.args(&argv[1..]);
+        outcome(c, DEFAULT_TIMEOUT)
+    }
+}

@@ -1,1 +1,66 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `test`: installs what the suite needs (Debian packages), builds everything and runs
+//!   every test, the multi-host end-to-end suite included.
+//! - `demo`: the whole story on one machine, in namespaces, cleaned up afterwards.
+//!
+//! Must never: modify the machine's own `/etc` beyond installing packages.
+
+mod demo;
+mod deps;
+mod testrun;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Smith's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install prerequisites, build, and run every test (unit + end-to-end fleet).
+    Test {
+        /// Do not install Debian packages (fail if something is missing).
+        #[arg(long)]
+        no_install: bool,
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Show the whole story on this machine: a CA, two hosts, Alice and Oscar.
+    Demo {
+        /// Do not install Debian packages.
+        #[arg(long)]
+        no_install: bool,
+        /// Keep the demo's directories afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Only install the Debian packages the suite needs.
+    Deps,
+}
+
+/// The workspace root (xtask lives in `<root>/xtask`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Test {
+            no_install,
+            cargo_args,
+        } => testrun::run(no_install, &cargo_args),
+        Cmd::Demo { no_install, keep } => demo::run(no_install, keep),
+        Cmd::Deps => deps::ensure(),
+    }
+}

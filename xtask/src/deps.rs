@@ -1,0 +1,71 @@
+//! Debian packages the suite and the demo need, installed when missing.
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+/// Packages and why.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("openssh-server", "real sshd on every test host"),
+    ("openssh-client", "ssh, ssh-agent, ssh-keygen"),
+    ("sudo", "sudo by grant"),
+    ("pamtester", "PAM stacks driven directly"),
+    ("iproute2", "network namespaces for the fleet"),
+    ("util-linux", "unshare and nsenter"),
+    ("libpam0g-dev", "linking pam_smith against libpam"),
+    ("python3", "multi-threaded resolver stress"),
+];
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn missing() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .filter(|(p, _)| !installed(p))
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// Installs the missing packages with apt-get (needs root).
+pub fn ensure() -> Result<()> {
+    let missing = missing();
+    if missing.is_empty() {
+        println!("xtask: prerequisites present ({} packages)", PACKAGES.len());
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {}; run as root (sudo) so that they can be installed",
+            missing.join(" ")
+        );
+    }
+    println!("xtask: installing {}", missing.join(" "));
+    let st = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get update")?;
+    if !st.success() {
+        bail!("apt-get update failed");
+    }
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !st.success() {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}

@@ -62,6 +62,28 @@ pub struct DeniedEvent {
     pub at_unix: u64,
 }
 
+/// A login attempt as sshd itself logged it (accepted or failed), whatever the method:
+/// lets the CA spot access that did not go through Smith.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SshdLoginEvent {
+    pub accepted: bool,
+    pub user: String,
+    pub rhost: String,
+    /// `publickey`, `password`, `keyboard-interactive/pam`, `none`, ...
+    pub method: String,
+    /// e.g. `ED25519`, `ED25519-CERT`, `RSA`.
+    pub key_type: String,
+    /// `SHA256:...` of the key (or of the certificate's key).
+    pub fingerprint: String,
+    /// Certificate key ID, empty when no certificate was used.
+    pub key_id: String,
+    pub serial: Option<u64>,
+    /// `SHA256:...` of the signing CA key, empty when no certificate was used.
+    pub ca_fingerprint: String,
+    pub at_unix: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
@@ -69,6 +91,7 @@ pub enum HostEvent {
     Session(SessionEvent),
     Sudo(SudoEvent),
     Denied(DeniedEvent),
+    Sshd(SshdLoginEvent),
 }
 
 impl HostEvent {
@@ -77,6 +100,7 @@ impl HostEvent {
             HostEvent::Session(e) => &e.user,
             HostEvent::Sudo(e) => &e.user,
             HostEvent::Denied(e) => &e.user,
+            HostEvent::Sshd(e) => &e.user,
         }
     }
     pub fn at_unix(&self) -> u64 {
@@ -84,6 +108,7 @@ impl HostEvent {
             HostEvent::Session(e) => e.at_unix,
             HostEvent::Sudo(e) => e.at_unix,
             HostEvent::Denied(e) => e.at_unix,
+            HostEvent::Sshd(e) => e.at_unix,
         }
     }
 }

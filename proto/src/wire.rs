@@ -9,7 +9,7 @@
 //! The same encoding of a [`HostEvent`] is used for the pending-event files pam_smith
 //! writes when hostd is unreachable.
 
-use crate::event::{DeniedEvent, HostEvent, SessionEvent, SessionPhase, SudoEvent};
+use crate::event::{DeniedEvent, HostEvent, SessionEvent, SessionPhase, SshdLoginEvent, SudoEvent};
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -245,6 +245,7 @@ impl<'a> Dec<'a> {
 const EV_SESSION: u8 = 1;
 const EV_SUDO: u8 = 2;
 const EV_DENIED: u8 = 3;
+const EV_SSHD: u8 = 4;
 
 fn enc_event(e: &mut Enc, ev: &HostEvent) {
     match ev {
@@ -286,6 +287,19 @@ fn enc_event(e: &mut Enc, ev: &HostEvent) {
                 .str(&s.key_id)
                 .u64(s.at_unix);
         }
+        HostEvent::Sshd(s) => {
+            e.u8(EV_SSHD)
+                .u8(s.accepted as u8)
+                .str(&s.user)
+                .str(&s.rhost)
+                .str(&s.method)
+                .str(&s.key_type)
+                .str(&s.fingerprint)
+                .str(&s.key_id)
+                .opt_u64(s.serial)
+                .str(&s.ca_fingerprint)
+                .u64(s.at_unix);
+        }
     }
 }
 
@@ -325,6 +339,18 @@ fn dec_event(d: &mut Dec<'_>) -> Result<HostEvent, WireError> {
             rhost: d.str()?,
             reason: d.str()?,
             key_id: d.str()?,
+            at_unix: d.u64()?,
+        }),
+        EV_SSHD => HostEvent::Sshd(SshdLoginEvent {
+            accepted: d.u8()? != 0,
+            user: d.str()?,
+            rhost: d.str()?,
+            method: d.str()?,
+            key_type: d.str()?,
+            fingerprint: d.str()?,
+            key_id: d.str()?,
+            serial: d.opt_u64()?,
+            ca_fingerprint: d.str()?,
             at_unix: d.u64()?,
         }),
         k => return Err(WireError::BadKind(k)),
@@ -614,6 +640,18 @@ mod tests {
                 reason: "no sudo grant".into(),
                 key_id: String::new(),
                 at_unix: 3,
+            }),
+            HostEvent::Sshd(SshdLoginEvent {
+                accepted: true,
+                user: "root".into(),
+                rhost: "10.0.0.9".into(),
+                method: "publickey".into(),
+                key_type: "ED25519".into(),
+                fingerprint: "SHA256:abc".into(),
+                key_id: String::new(),
+                serial: None,
+                ca_fingerprint: String::new(),
+                at_unix: 4,
             }),
         ]
     }

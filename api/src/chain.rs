@@ -66,7 +66,11 @@ pub struct ChainError {
 
 impl fmt::Display for ChainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "audit chain broken at record {}: {}", self.seq, self.reason)
+        write!(
+            f,
+            "audit chain broken at record {}: {}",
+            self.seq, self.reason
+        )
     }
 }
 
@@ -90,7 +94,10 @@ pub fn verify_chain<'a>(
             return Err(ChainError {
                 seq: r.seq,
                 reason: if r.seq <= prev_seq {
-                    format!("sequence {} was already recorded (replay or reordering)", r.seq)
+                    format!(
+                        "sequence {} was already recorded (replay or reordering)",
+                        r.seq
+                    )
                 } else {
                     format!("gap: expected sequence {} next", prev_seq + 1)
                 },
@@ -145,8 +152,14 @@ mod tests {
         t[2].event = "{\"i\":9}".into();
         assert_eq!(verify_chain("web-1", 0, GENESIS, &t).unwrap_err().seq, 3);
         let (s, h) = verify_chain("web-1", 0, GENESIS, &c).unwrap();
-        assert!(verify_chain("web-1", s, h, &c[3..]).unwrap_err().reason.contains("replay"));
-        assert!(verify_chain("web-1", 0, GENESIS, &c[1..]).unwrap_err().reason.contains("gap"));
+        assert!(verify_chain("web-1", s, h, &c[3..])
+            .unwrap_err()
+            .reason
+            .contains("replay"));
+        assert!(verify_chain("web-1", 0, GENESIS, &c[1..])
+            .unwrap_err()
+            .reason
+            .contains("gap"));
         assert!(verify_chain("db-1", 0, GENESIS, &c).is_err());
     }
 }

@@ -23,8 +23,9 @@
 //! | `POST /v1/admin/hosts/tokens` | admin | [`HostTokenRequest`] → [`TokenResponse`] |
 //! | `GET /v1/admin/hosts` | admin | → `Vec<`[`HostInfo`]`>` |
 //! | `DELETE /v1/admin/hosts/{name}` | admin | → [`HostInfo`] |
-//! | `GET /v1/admin/decisions` | admin | → `Vec<`[`Decision`]`>` |
+//! | `GET /v1/admin/decisions?limit=N&user=U` | admin | → `Vec<`[`Decision`]`>` (oldest first, the last `limit`, default 100) |
 //! | `POST /v1/hosts/enroll` | enrollment token in body | [`EnrollRequest`] → [`EnrollResponse`] |
+//! | `POST /v1/host/renew` | mTLS | [`RenewRequest`] → [`EnrollResponse`] (new client certificate) |
 //! | `GET /v1/host/sync?since=V&wait=S&host=H` | mTLS | → `SyncResponse` (200) or 204 when nothing changed within `wait` seconds |
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,10 @@ pub struct UserAdd {
     pub gecos: Option<String>,
     #[serde(default)]
     pub shell: Option<String>,
+    /// Create (in the same transaction) any of `groups` that does not exist yet, instead
+    /// of refusing with 404.
+    #[serde(default)]
+    pub create_groups: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -233,4 +238,10 @@ pub struct EnrollResponse {
     /// OpenSSH host certificates for `ssh_host_keys`, same order.
     #[serde(default)]
     pub ssh_host_certs: Vec<String>,
+}
+
+/// Body of `POST /v1/host/renew`: a fresh key's CSR; the CA keeps the host's name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RenewRequest {
+    pub csr_pem: String,
 }

@@ -1,1 +1,143 @@
-fn main() {}
+//! `smith-ca`: the Smith CA and control plane.
+//!
+//! `init` creates a CA in a data directory, `serve` runs the HTTPS API, `admin` drives
+//! that API for the admin. See ca/README.md.
+
+mod admin_cli;
+mod auth;
+mod datadir;
+mod db;
+mod init;
+mod issue;
+mod model;
+mod server;
+mod sshca;
+mod sync;
+mod tlsca;
+mod writer;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "smith-ca",
+    version,
+    about = "The Smith CA: short-lived OpenSSH certificates and the policy hosts sync",
+    long_about = "The Smith CA holds users, groups, host tags and grants, signs short-lived \
+OpenSSH user certificates, enrolls hosts and serves them the part of the policy that \
+matches their tags.\n\nStart with `smith-ca init --data-dir DIR`, then `smith-ca serve`, \
+then configure it with `smith-ca admin ...`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 24h: {e}"))
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a new CA: SSH user and host CA keys, TLS root and server certificate, the
+    /// database and a bootstrap admin token (printed once).
+    Init {
+        /// Directory to create the CA in (made 0700). Refuses to overwrite an existing CA.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Algorithm of the user CA key: ed25519, ecdsa-p256, ecdsa-p384 or rsa (3072 bits,
+        /// rsa-sha2-512 signatures).
+        #[arg(long, default_value = "ed25519")]
+        user_ca_algorithm: String,
+        /// Names and IPs in the HTTPS server certificate (repeatable). Default: localhost,
+        /// 127.0.0.1, ::1 and this machine's hostname.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// uid/gid range to allocate from; its first id is the smith-sudo gid.
+        #[arg(long, default_value = "200000-299999")]
+        id_range: String,
+        /// Print {"root_fingerprint", "admin_token", ...} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the HTTPS API until SIGTERM/SIGINT. Prints `smith-ca listening on ADDR` once
+    /// ready (use port 0 to pick a free port). Logs go to journald if present, else
+    /// stderr (filter with SMITH_LOG, e.g. SMITH_LOG=debug).
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address to listen on, e.g. 127.0.0.1:8443 or [::]:8443.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Longest certificate the CA signs, whatever the grants say.
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        max_cert_ttl: Duration,
+        /// Lifetime of hosts' mTLS client certificates.
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        host_cert_ttl: Duration,
+        /// Default lifetime of user tokens minted without --ttl.
+        #[arg(long, value_parser = parse_duration, default_value = "7d")]
+        user_token_ttl: Duration,
+    },
+    /// Administer a running CA over HTTPS (needs --ca-url, --ca-fingerprint and the admin
+    /// --token, or SMITH_CA_URL, SMITH_CA_FINGERPRINT and SMITH_TOKEN).
+    Admin {
+        #[command(flatten)]
+        conn: admin_cli::Conn,
+        #[command(subcommand)]
+        cmd: admin_cli::AdminCmd,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Init {
+            data_dir,
+            user_ca_algorithm,
+            sans,
+            id_range,
+            json,
+        } => init::run(init::InitArgs {
+            data_dir,
+            user_ca_algorithm,
+            sans,
+            id_range,
+            json,
+        }),
+        Cmd::Serve {
+            data_dir,
+            listen,
+            max_cert_ttl,
+            host_cert_ttl,
+            user_token_ttl,
+        } => {
+            if max_cert_ttl < Duration::from_secs(60) || host_cert_ttl < Duration::from_secs(300) {
+                anyhow::bail!("--max-cert-ttl must be at least 1m and --host-cert-ttl at least 5m");
+            }
+            server::init_logging();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(server::serve(
+                datadir::DataDir::new(&data_dir),
+                server::ServeConfig {
+                    listen,
+                    max_cert_ttl,
+                    host_cert_ttl,
+                    default_user_token_ttl: user_token_ttl,
+                },
+            ))
+        }
+        Cmd::Admin { conn, cmd } => admin_cli::run(&conn, cmd),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("smith-ca: error: {e:#}");
+        std::process::exit(1);
+    }
+}

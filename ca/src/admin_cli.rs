@@ -1,0 +1,553 @@
+//! `smith-ca admin ...`: the admin's command line, a thin client of the HTTPS admin API
+//! through `smith_api::Client` (TLS root pinned by fingerprint).
+//!
+//! Must never: talk to the database directly, print a token except the one the admin
+//! just asked for, or run inside an async runtime (the client is blocking).
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use smith_api::{
+    Client, ClientOptions, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, HostInfo,
+    HostTokenRequest, MemberChange, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
+};
+use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// The CA's URL, e.g. https://ca.example.com:8443.
+    #[arg(long, env = "SMITH_CA_URL", global = true)]
+    pub ca_url: Option<String>,
+    /// SHA256:... fingerprint of the CA's TLS root (printed by `smith-ca init`).
+    #[arg(long, env = "SMITH_CA_FINGERPRINT", global = true)]
+    pub ca_fingerprint: Option<String>,
+    /// The admin token (printed once by `smith-ca init`).
+    #[arg(long, env = "SMITH_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl Conn {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let url = self.ca_url.clone().ok_or_else(|| {
+            anyhow::anyhow!("no CA URL: pass --ca-url https://HOST:PORT or set SMITH_CA_URL")
+        })?;
+        let fp = self.ca_fingerprint.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no CA fingerprint: pass --ca-fingerprint SHA256:... or set SMITH_CA_FINGERPRINT \
+                 (printed by `smith-ca init`)"
+            )
+        })?;
+        Ok(Client::new(ClientOptions {
+            base_url: url,
+            trust: Trust::Fingerprint(fp),
+            token: self.token.clone(),
+            identity: None,
+            timeout: Duration::from_secs(30),
+        })?)
+    }
+}
+
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 90s, 60m, 8h or 7d: {e}"))?;
+    Ok(d.as_secs())
+}
+
+fn parse_id(s: &str) -> Result<PosixId, String> {
+    let n: u64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    PosixId::new(n).map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Users: add, list, disable, mint tokens.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Groups and their members.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Grants: group x host-tag selector x level (ssh|sudo) x conditions.
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// Hosts: enrollment tokens, list, remove.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Recorded certificate issuance decisions (allowed and denied), oldest first.
+    Decisions {
+        /// Show at most this many (the most recent).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only this user's decisions.
+        #[arg(long, value_parser = UserName::new)]
+        user: Option<UserName>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user. Missing groups named in --groups are created (and said so) unless
+    /// --strict-groups is given.
+    Add {
+        #[arg(value_parser = UserName::new)]
+        name: UserName,
+        /// Comma-separated groups to put the user in.
+        #[arg(long, value_parser = GroupName::new, value_delimiter = ',')]
+        groups: Vec<GroupName>,
+        /// Fixed uid (else allocated from the CA's range; stable forever for this name).
+        #[arg(long, value_parser = parse_id)]
+        uid: Option<PosixId>,
+        #[arg(long)]
+        gecos: Option<String>,
+        /// Login shell on hosts (default /bin/bash).
+        #[arg(long)]
+        shell: Option<String>,
+        /// Refuse instead of creating groups that do not exist.
+        #[arg(long)]
+        strict_groups: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: no more certificates, removed from every host at its next sync.
+    Disable {
+        #[arg(value_parser = UserName::new)]
+        name: UserName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint a bearer token for a user (for `smith cert`). Prints only the token.
+    Token {
+        #[arg(value_parser = UserName::new)]
+        name: UserName,
+        /// Token lifetime.
+        #[arg(long, value_parser = parse_ttl, default_value = "7d")]
+        ttl: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Add a group (does nothing if it already exists with that gid).
+    Add {
+        #[arg(value_parser = GroupName::new)]
+        name: GroupName,
+        #[arg(long, value_parser = parse_id)]
+        gid: Option<PosixId>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a user in a group.
+    AddMember {
+        #[arg(value_parser = GroupName::new)]
+        group: GroupName,
+        #[arg(value_parser = UserName::new)]
+        user: UserName,
+    },
+    /// Take a user out of a group; hosts drop what that gave within about a second.
+    RemoveMember {
+        #[arg(value_parser = GroupName::new)]
+        group: GroupName,
+        #[arg(value_parser = UserName::new)]
+        user: UserName,
+    },
+    /// List groups with their members.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCmd {
+    /// Grant a group access to hosts whose tags include --tags.
+    Add {
+        #[arg(long, value_parser = GroupName::new)]
+        group: GroupName,
+        /// Host-tag selector `k=v,...`; every pair must be among a host's tags.
+        #[arg(long, value_parser = Tags::parse)]
+        tags: Tags,
+        /// ssh (log in) or sudo (log in and sudo).
+        #[arg(long)]
+        level: Level,
+        /// Longest certificate this grant allows, e.g. 8h.
+        #[arg(long, value_parser = parse_ttl)]
+        max_ttl: u64,
+        /// Requests must come from this network; certificates carry it as source-address.
+        /// Repeatable.
+        #[arg(long = "source-cidr")]
+        source_cidrs: Vec<String>,
+        /// Certificates need a --reason.
+        #[arg(long)]
+        require_reason: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List grants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a grant by id (see `grant list`).
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCmd {
+    /// Mint a single-use enrollment token for a host with these tags. Prints only the token.
+    Token {
+        #[arg(long, value_parser = Tags::parse)]
+        tags: Tags,
+        #[arg(long, value_parser = parse_ttl, default_value = "1h")]
+        ttl: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List enrolled (and removed) hosts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a host: its client certificate stops working for sync at once.
+    Remove {
+        #[arg(value_parser = HostName::new)]
+        name: HostName,
+    },
+}
+
+fn time(t: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string()
+}
+
+fn ago(t: Option<u64>) -> String {
+    match t {
+        None => "never".into(),
+        Some(t) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("{}s ago", now.saturating_sub(t))
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_user(u: &UserInfo) {
+    let groups: Vec<&str> = u.groups.iter().map(|g| g.as_str()).collect();
+    println!(
+        "{:<20} uid {:<8} {:<9} groups: {}",
+        u.name.as_str(),
+        u.uid,
+        if u.disabled { "DISABLED" } else { "enabled" },
+        if groups.is_empty() {
+            "-".to_string()
+        } else {
+            groups.join(",")
+        }
+    );
+}
+
+fn print_group(g: &GroupInfo) {
+    let members: Vec<&str> = g.members.iter().map(|m| m.as_str()).collect();
+    println!(
+        "{:<20} gid {:<8} members: {}",
+        g.name.as_str(),
+        g.gid,
+        if members.is_empty() {
+            "-".to_string()
+        } else {
+            members.join(",")
+        }
+    );
+}
+
+fn print_grant(g: &GrantInfo) {
+    let mut cond = Vec::new();
+    if !g.source_cidrs.is_empty() {
+        cond.push(format!("from {}", g.source_cidrs.join(",")));
+    }
+    if g.require_reason {
+        cond.push("reason required".to_string());
+    }
+    println!(
+        "#{:<4} group {:<14} -> {:<24} : {:<4}  max {}{}",
+        g.id,
+        g.group.as_str(),
+        if g.selector.is_empty() {
+            "(every host)".to_string()
+        } else {
+            g.selector.to_string()
+        },
+        g.level.as_str(),
+        humantime::format_duration(Duration::from_secs(g.max_ttl_secs)),
+        if cond.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", cond.join("; "))
+        }
+    );
+}
+
+fn print_token(t: &TokenResponse, as_json: bool, what: &str) -> anyhow::Result<()> {
+    if as_json {
+        return json(t);
+    }
+    println!("{}", t.token);
+    eprintln!(
+        "{what} token, valid until {} (shown once; keep it secret)",
+        time(t.expires_at)
+    );
+    Ok(())
+}
+
+pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
+    let c = conn.client()?;
+    match cmd {
+        AdminCmd::User(u) => match u {
+            UserCmd::Add {
+                name,
+                groups,
+                uid,
+                gecos,
+                shell,
+                strict_groups,
+                json: as_json,
+            } => {
+                let missing: Vec<GroupName> = if strict_groups || groups.is_empty() {
+                    vec![]
+                } else {
+                    let existing: Vec<GroupInfo> = c.get("/v1/admin/groups")?;
+                    groups
+                        .iter()
+                        .filter(|g| !existing.iter().any(|e| &e.name == *g))
+                        .cloned()
+                        .collect()
+                };
+                let info: UserInfo = c.post(
+                    "/v1/admin/users",
+                    &UserAdd {
+                        name,
+                        groups,
+                        uid,
+                        gecos,
+                        shell,
+                        create_groups: !strict_groups,
+                    },
+                )?;
+                for g in &missing {
+                    eprintln!("note: group '{g}' did not exist; created it");
+                }
+                if as_json {
+                    return json(&info);
+                }
+                print!("added user ");
+                print_user(&info);
+            }
+            UserCmd::List { json: as_json } => {
+                let users: Vec<UserInfo> = c.get("/v1/admin/users")?;
+                if as_json {
+                    return json(&users);
+                }
+                if users.is_empty() {
+                    println!("no users yet; add one with `smith-ca admin user add NAME`");
+                }
+                users.iter().for_each(print_user);
+            }
+            UserCmd::Disable {
+                name,
+                json: as_json,
+            } => {
+                let info: UserInfo = c.post(
+                    &format!("/v1/admin/users/{name}/disable"),
+                    &serde_json::json!({}),
+                )?;
+                if as_json {
+                    return json(&info);
+                }
+                println!("user {name} is disabled: no more certificates, removed from hosts at their next sync");
+            }
+            UserCmd::Token {
+                name,
+                ttl,
+                json: as_json,
+            } => {
+                let t: TokenResponse = c.post(
+                    &format!("/v1/admin/users/{name}/token"),
+                    &TokenRequest {
+                        ttl_secs: Some(ttl),
+                    },
+                )?;
+                print_token(&t, as_json, &format!("user {name}'s"))?;
+            }
+        },
+        AdminCmd::Group(g) => match g {
+            GroupCmd::Add {
+                name,
+                gid,
+                json: as_json,
+            } => {
+                let existed = c
+                    .get::<Vec<GroupInfo>>("/v1/admin/groups")?
+                    .into_iter()
+                    .any(|g| g.name == name);
+                let info: GroupInfo = c.post("/v1/admin/groups", &GroupAdd { name, gid })?;
+                if as_json {
+                    return json(&info);
+                }
+                if existed {
+                    println!(
+                        "group {} already exists (gid {}); nothing to do",
+                        info.name, info.gid
+                    );
+                } else {
+                    print!("added group ");
+                    print_group(&info);
+                }
+            }
+            GroupCmd::AddMember { group, user } => {
+                let info: GroupInfo = c.post(
+                    &format!("/v1/admin/groups/{group}/members"),
+                    &MemberChange { user },
+                )?;
+                print_group(&info);
+            }
+            GroupCmd::RemoveMember { group, user } => {
+                let info: GroupInfo =
+                    c.delete(&format!("/v1/admin/groups/{group}/members/{user}"))?;
+                print_group(&info);
+            }
+            GroupCmd::List { json: as_json } => {
+                let groups: Vec<GroupInfo> = c.get("/v1/admin/groups")?;
+                if as_json {
+                    return json(&groups);
+                }
+                groups.iter().for_each(print_group);
+            }
+        },
+        AdminCmd::Grant(g) => match g {
+            GrantCmd::Add {
+                group,
+                tags,
+                level,
+                max_ttl,
+                source_cidrs,
+                require_reason,
+                json: as_json,
+            } => {
+                let info: GrantInfo = c.post(
+                    "/v1/admin/grants",
+                    &GrantAdd {
+                        group,
+                        selector: tags,
+                        level,
+                        max_ttl_secs: max_ttl,
+                        source_cidrs,
+                        require_reason,
+                        time_windows: vec![],
+                    },
+                )?;
+                if as_json {
+                    return json(&info);
+                }
+                print!("added grant ");
+                print_grant(&info);
+            }
+            GrantCmd::List { json: as_json } => {
+                let grants: Vec<GrantInfo> = c.get("/v1/admin/grants")?;
+                if as_json {
+                    return json(&grants);
+                }
+                grants.iter().for_each(print_grant);
+            }
+            GrantCmd::Remove { id } => {
+                let info: GrantInfo = c.delete(&format!("/v1/admin/grants/{id}"))?;
+                print!("removed grant ");
+                print_grant(&info);
+            }
+        },
+        AdminCmd::Host(h) => match h {
+            HostCmd::Token {
+                tags,
+                ttl,
+                json: as_json,
+            } => {
+                let t: TokenResponse = c.post(
+                    "/v1/admin/hosts/tokens",
+                    &HostTokenRequest {
+                        tags: tags.clone(),
+                        ttl_secs: ttl,
+                    },
+                )?;
+                print_token(&t, as_json, &format!("single-use enrollment (tags {tags})"))?;
+            }
+            HostCmd::List { json: as_json } => {
+                let hosts: Vec<HostInfo> = c.get("/v1/admin/hosts")?;
+                if as_json {
+                    return json(&hosts);
+                }
+                for h in &hosts {
+                    println!(
+                        "{:<24} {:<28} {:<8} enrolled {}  last seen {}  version {}",
+                        h.name.as_str(),
+                        h.tags.to_string(),
+                        if h.removed { "REMOVED" } else { "active" },
+                        time(h.enrolled_at),
+                        ago(h.last_seen),
+                        h.synced_version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            HostCmd::Remove { name } => {
+                let _: HostInfo = c.delete(&format!("/v1/admin/hosts/{name}"))?;
+                println!("host {name} removed: it can no longer sync");
+            }
+        },
+        AdminCmd::Decisions {
+            limit,
+            user,
+            json: as_json,
+        } => {
+            let mut path = format!("/v1/admin/decisions?limit={limit}");
+            if let Some(u) = user {
+                path.push_str(&format!("&user={u}"));
+            }
+            let ds: Vec<Decision> = c.get(&path).context("cannot list decisions")?;
+            if as_json {
+                return json(&ds);
+            }
+            for d in &ds {
+                println!(
+                    "{} {:<16} {:<7} scope {:<20} from {:<15} {}{}",
+                    time(d.at),
+                    d.user,
+                    if d.allowed { "ISSUED" } else { "DENIED" },
+                    if d.scope.is_empty() {
+                        "(any)"
+                    } else {
+                        d.scope.as_str()
+                    },
+                    d.source,
+                    d.serial
+                        .map(|s| format!("serial {s}: "))
+                        .unwrap_or_default(),
+                    d.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}

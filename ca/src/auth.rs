@@ -1,0 +1,154 @@
+//! Bearer tokens and who a request comes from.
+//!
+//! Tokens are 32 random bytes, shown once as `smith_<kind>_<base64url>`; only their
+//! SHA-256 is stored. [`Authenticator`] is the seam OIDC will plug into later: it maps a
+//! bearer credential to a [`Principal`] using only the in-memory model.
+//!
+//! Must never: store or log a token in clear, or read SQLite.
+
+use crate::model::{Model, TokenKind};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use smith_proto::{Tags, UserName};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    User(UserName),
+    /// An enrollment token (only valid in the enroll body, never as a bearer).
+    Enroll {
+        token_hash: String,
+        tags: Tags,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential: send `Authorization: Bearer <token>` (set --token or SMITH_TOKEN)")]
+    Missing,
+    #[error("the token is not known to this CA (mistyped, or minted by another CA)")]
+    Unknown,
+    #[error("the token expired; ask an admin for a new one")]
+    Expired,
+    #[error("the token was already used; enrollment tokens are single-use, ask for a new one")]
+    Used,
+}
+
+/// Maps a bearer credential to a principal.
+pub trait Authenticator: Send + Sync {
+    fn authenticate(
+        &self,
+        model: &Model,
+        credential: &str,
+        now: u64,
+    ) -> Result<Principal, AuthError>;
+}
+
+/// The embedded default: tokens minted by the admin.
+pub struct TokenAuthenticator;
+
+impl Authenticator for TokenAuthenticator {
+    fn authenticate(
+        &self,
+        model: &Model,
+        credential: &str,
+        now: u64,
+    ) -> Result<Principal, AuthError> {
+        let credential = credential.trim();
+        if credential.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if credential.len() > 512 {
+            return Err(AuthError::Unknown);
+        }
+        let hash = hash_token(credential);
+        let t = model.tokens.get(&hash).ok_or(AuthError::Unknown)?;
+        if t.expires_at.is_some_and(|e| e <= now) {
+            return Err(AuthError::Expired);
+        }
+        match t.kind {
+            TokenKind::Admin => Ok(Principal::Admin),
+            TokenKind::User => UserName::new(&t.subject)
+                .map(Principal::User)
+                .map_err(|_| AuthError::Unknown),
+            TokenKind::Enroll => {
+                if t.used_at.is_some() {
+                    return Err(AuthError::Used);
+                }
+                Ok(Principal::Enroll {
+                    token_hash: hash,
+                    tags: t.tags.clone().unwrap_or_default(),
+                })
+            }
+        }
+    }
+}
+
+/// Hex SHA-256 of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random token for `kind`.
+pub fn new_token(kind: TokenKind) -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut b);
+    format!(
+        "smith_{}_{}",
+        kind.as_str(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    )
+}
+
+/// 16 random hex digits, for request ids.
+pub fn request_id() -> String {
+    let mut b = [0u8; 8];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{tests::model, Token};
+
+    #[test]
+    fn tokens_authenticate_by_hash_only() {
+        let mut m = model();
+        let admin = new_token(TokenKind::Admin);
+        let user = new_token(TokenKind::User);
+        let enroll = new_token(TokenKind::Enroll);
+        let tok = |kind, subject: &str, exp, used| Token {
+            kind,
+            subject: subject.into(),
+            tags: None,
+            created_at: 0,
+            expires_at: exp,
+            used_at: used,
+        };
+        m.tokens.insert(
+            hash_token(&admin),
+            tok(TokenKind::Admin, "admin", None, None),
+        );
+        m.tokens.insert(
+            hash_token(&user),
+            tok(TokenKind::User, "alice", Some(100), None),
+        );
+        m.tokens.insert(
+            hash_token(&enroll),
+            tok(TokenKind::Enroll, "host", Some(100), Some(5)),
+        );
+        let a = TokenAuthenticator;
+        assert_eq!(a.authenticate(&m, &admin, 50), Ok(Principal::Admin));
+        assert_eq!(
+            a.authenticate(&m, &user, 50),
+            Ok(Principal::User(UserName::new("alice").unwrap()))
+        );
+        assert_eq!(a.authenticate(&m, &user, 100), Err(AuthError::Expired));
+        assert_eq!(a.authenticate(&m, &enroll, 50), Err(AuthError::Used));
+        assert_eq!(a.authenticate(&m, "nope", 50), Err(AuthError::Unknown));
+        assert_eq!(a.authenticate(&m, "", 50), Err(AuthError::Missing));
+        assert!(!m.tokens.contains_key(&admin), "clear text never stored");
+    }
+}

@@ -1,0 +1,193 @@
+//! `smith-ca init`: creates a new CA in a data directory (keys, TLS root and server
+//! certificate, database, bootstrap admin token).
+//!
+//! Must never: overwrite any existing file (it refuses and names the file), leave a
+//! half-made CA behind on failure (files it created are removed), or store the admin
+//! token in clear.
+
+use crate::auth::{hash_token, new_token};
+use crate::datadir::{create_new, ensure_private_dir, DataDir};
+use crate::db::{InitMeta, Store};
+use crate::model::TokenKind;
+use crate::sshca::{self, CaAlgorithm};
+use anyhow::Context;
+use smith_proto::IdRange;
+use std::path::PathBuf;
+
+pub struct InitArgs {
+    pub data_dir: PathBuf,
+    pub user_ca_algorithm: String,
+    pub sans: Vec<String>,
+    pub id_range: String,
+    pub json: bool,
+}
+
+pub fn parse_id_range(s: &str) -> anyhow::Result<IdRange> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| anyhow::anyhow!("id range '{s}' must look like 200000-299999"))?;
+    let a: u32 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("'{a}' is not a number"))?;
+    let b: u32 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("'{b}' is not a number"))?;
+    let r = IdRange::new(a, b).map_err(anyhow::Error::msg)?;
+    if r.end - r.start < 10 {
+        anyhow::bail!("id range {s} is too small; give at least 10 ids");
+    }
+    Ok(r)
+}
+
+fn machine_hostname() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let h = h.trim().to_ascii_lowercase();
+    (!h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    .then_some(h)
+}
+
+#[derive(serde::Serialize)]
+struct InitJson {
+    root_fingerprint: String,
+    admin_token: String,
+    data_dir: String,
+    user_ca_public_key: String,
+}
+
+pub fn run(args: InitArgs) -> anyhow::Result<()> {
+    let alg = CaAlgorithm::parse(&args.user_ca_algorithm).map_err(anyhow::Error::msg)?;
+    let range = parse_id_range(&args.id_range)?;
+    let mut sans = args.sans.clone();
+    if sans.is_empty() {
+        sans = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        if let Some(h) = machine_hostname() {
+            if !sans.contains(&h) {
+                sans.push(h);
+            }
+        }
+    }
+    for s in &sans {
+        let ok = s.parse::<std::net::IpAddr>().is_ok()
+            || (!s.is_empty()
+                && s.len() <= 253
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+        if !ok {
+            anyhow::bail!(
+                "--san '{}' is neither an IP address nor a DNS name",
+                s.escape_debug()
+            );
+        }
+    }
+    let dd = DataDir::new(&args.data_dir);
+    for f in dd.all_files() {
+        if f.exists() {
+            anyhow::bail!(
+                "refusing to overwrite an existing CA: {} exists\nhint: use another --data-dir, or \
+                 move the old CA away if you really mean to start over",
+                f.display()
+            );
+        }
+    }
+    ensure_private_dir(&dd.root)
+        .with_context(|| format!("cannot create the data directory {}", dd.root.display()))?;
+
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = (|| -> anyhow::Result<InitJson> {
+        let now = crate::server::now();
+        let user_ca = sshca::generate(alg, "smith-user-ca")?;
+        let host_ca = sshca::generate(CaAlgorithm::Ed25519, "smith-host-ca")?;
+        let tls = crate::tlsca::generate(&sans, now)?;
+        let user_pub = user_ca.public_key().to_openssh()?;
+        let files: Vec<(PathBuf, String, u32)> = vec![
+            (dd.user_ca(), sshca::private_openssh(&user_ca)?, 0o600),
+            (dd.user_ca_pub(), format!("{user_pub}\n"), 0o644),
+            (dd.host_ca(), sshca::private_openssh(&host_ca)?, 0o600),
+            (
+                dd.host_ca_pub(),
+                format!("{}\n", host_ca.public_key().to_openssh()?),
+                0o644,
+            ),
+            (dd.tls_root_key(), tls.root_key_pem.clone(), 0o600),
+            (dd.tls_root_cert(), tls.root_cert_pem.clone(), 0o644),
+            (dd.tls_server_key(), tls.server_key_pem.clone(), 0o600),
+            (dd.tls_server_cert(), tls.server_cert_pem.clone(), 0o644),
+        ];
+        for (path, text, mode) in &files {
+            create_new(path, text.as_bytes(), *mode)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            created.push(path.clone());
+        }
+        // The database file is created 0600 first so that SQLite's -wal/-shm inherit it.
+        create_new(&dd.db(), b"", 0o600)
+            .with_context(|| format!("cannot create {}", dd.db().display()))?;
+        created.push(dd.db());
+        let token = new_token(TokenKind::Admin);
+        let mut store = Store::open(&dd.db())?;
+        store.initialize(&InitMeta {
+            id_range: range,
+            user_ca_algorithm: alg.as_str(),
+            admin_token_hash: &hash_token(&token),
+            now,
+        })?;
+        drop(store);
+        for extra in ["ca.db-wal", "ca.db-shm"] {
+            created.push(dd.root.join(extra));
+        }
+        Ok(InitJson {
+            root_fingerprint: smith_api::tls::fingerprint(&tls.root_der),
+            admin_token: token,
+            data_dir: dd.root.display().to_string(),
+            user_ca_public_key: user_pub,
+        })
+    })();
+    let out = match result {
+        Ok(o) => o,
+        Err(e) => {
+            for f in &created {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e.context("smith-ca init failed; nothing was left behind"));
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("Created a Smith CA in {}", out.data_dir);
+        println!();
+        println!(
+            "  user CA key ({}):  {}",
+            alg.as_str(),
+            out.user_ca_public_key
+        );
+        println!("  TLS root fingerprint: {}", out.root_fingerprint);
+        println!("  server certificate names: {}", sans.join(", "));
+        println!(
+            "  uid/gid range: {}-{} (gid {} reserved for smith-sudo)",
+            range.start, range.end, range.start
+        );
+        println!();
+        println!("Bootstrap admin token (shown only now, keep it secret):");
+        println!("  {}", out.admin_token);
+        println!();
+        println!("Next:");
+        println!(
+            "  smith-ca serve --data-dir {} --listen 127.0.0.1:8443",
+            out.data_dir
+        );
+        println!(
+            "  export SMITH_CA_URL=https://127.0.0.1:8443 SMITH_CA_FINGERPRINT={} SMITH_TOKEN=<admin token>",
+            out.root_fingerprint
+        );
+        println!("  smith-ca admin group add dev");
+        println!("  smith-ca admin user add alice --groups dev");
+        println!("  smith-ca admin grant add --group dev --tags env=dev --level ssh --max-ttl 8h");
+        println!("  smith-ca admin user token alice");
+    }
+    Ok(())
+}

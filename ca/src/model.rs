@@ -1,0 +1,605 @@
+//! The in-memory policy model: users, groups, memberships, grants, tokens, hosts, the id
+//! allocator, the global version and the change log.
+//!
+//! Owns: the authoritative in-memory copy of everything issuance, authentication and
+//! host sync read on their hot paths, and the [`Change`] vocabulary every admin mutation
+//! is expressed in. A change is first persisted by [`crate::db::Store::commit`] and only
+//! then applied here with [`Model::apply`] (write-through), so the model never holds
+//! anything the database does not.
+//!
+//! Must never: touch SQLite or the network, or be mutated except through
+//! [`Model::apply`] after a successful commit.
+
+use ipnet::IpNet;
+use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// How many versions the in-memory change log keeps; a host further behind gets a full
+/// snapshot.
+pub const CHANGE_LOG_LEN: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: UserName,
+    pub uid: PosixId,
+    pub disabled: bool,
+    pub gecos: String,
+    pub shell: String,
+    pub created_at: u64,
+    pub groups: BTreeSet<GroupName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: GroupName,
+    pub gid: PosixId,
+    pub members: BTreeSet<UserName>,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: u64,
+    pub group: GroupName,
+    pub selector: Tags,
+    pub level: Level,
+    pub max_ttl_secs: u64,
+    pub source_cidrs: Vec<IpNet>,
+    pub require_reason: bool,
+    pub time_windows: Vec<String>,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Admin,
+    User,
+    Enroll,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Admin => "admin",
+            TokenKind::User => "user",
+            TokenKind::Enroll => "enroll",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        match s {
+            "admin" => Some(TokenKind::Admin),
+            "user" => Some(TokenKind::User),
+            "enroll" => Some(TokenKind::Enroll),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub kind: TokenKind,
+    /// `admin`, the user name, or the enrollment's intended use.
+    pub subject: String,
+    /// Enrollment tokens: the tags the host will get.
+    pub tags: Option<Tags>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub used_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub id: u64,
+    pub name: HostName,
+    pub tags: Tags,
+    pub enrolled_at: u64,
+    pub last_seen: Option<u64>,
+    pub synced_version: Option<u64>,
+    pub removed: bool,
+    pub cert_serial: String,
+    pub cert_not_after: u64,
+}
+
+/// One mTLS client certificate issued to a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCert {
+    /// Hex of the certificate's serial number bytes.
+    pub serial: String,
+    pub not_after: u64,
+    pub issued_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    User,
+    Group,
+}
+
+impl IdKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::User => "user",
+            IdKind::Group => "group",
+        }
+    }
+}
+
+/// Which users a policy change affects, for host deltas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Affected {
+    Users(BTreeSet<UserName>),
+    /// Hosts must get a full snapshot.
+    All,
+}
+
+/// Every mutation of the model. Policy changes bump the global version.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A user with their memberships (the groups exist, possibly created earlier in the
+    /// same batch).
+    AddUser(User),
+    DisableUser {
+        name: UserName,
+        at: u64,
+    },
+    AddGroup(Group),
+    AddMember {
+        group: GroupName,
+        user: UserName,
+        at: u64,
+    },
+    RemoveMember {
+        group: GroupName,
+        user: UserName,
+    },
+    AddGrant(Grant),
+    RemoveGrant {
+        id: u64,
+        at: u64,
+    },
+    AddToken {
+        hash: String,
+        token: Token,
+    },
+    Enroll {
+        token_hash: String,
+        at: u64,
+        host: Host,
+        cert: HostCert,
+    },
+    HostCert {
+        host_id: u64,
+        cert: HostCert,
+    },
+    RemoveHost {
+        host_id: u64,
+        at: u64,
+    },
+}
+
+impl Change {
+    /// Whether the change alters what hosts receive (and so bumps the version).
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Change::AddUser(_)
+                | Change::DisableUser { .. }
+                | Change::AddGroup(_)
+                | Change::AddMember { .. }
+                | Change::RemoveMember { .. }
+                | Change::AddGrant(_)
+                | Change::RemoveGrant { .. }
+        )
+    }
+
+    /// Users whose host entries this change may alter, computed against the model
+    /// *before* the change is applied (and, for grants, the group's members then).
+    fn affected(&self, m: &Model) -> Affected {
+        let mut set = BTreeSet::new();
+        match self {
+            Change::AddUser(u) => {
+                set.insert(u.name.clone());
+            }
+            Change::DisableUser { name, .. } => {
+                set.insert(name.clone());
+            }
+            Change::AddMember { user, .. } | Change::RemoveMember { user, .. } => {
+                set.insert(user.clone());
+            }
+            Change::AddGrant(g) => {
+                if let Some(group) = m.groups.get(&g.group) {
+                    set.extend(group.members.iter().cloned());
+                }
+            }
+            Change::RemoveGrant { id, .. } => {
+                if let Some(group) = m.grants.get(id).and_then(|g| m.groups.get(&g.group)) {
+                    set.extend(group.members.iter().cloned());
+                }
+            }
+            Change::AddGroup(_)
+            | Change::AddToken { .. }
+            | Change::Enroll { .. }
+            | Change::HostCert { .. }
+            | Change::RemoveHost { .. } => {}
+        }
+        Affected::Users(set)
+    }
+}
+
+/// The CA-wide settings fixed at init.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id_range: IdRange,
+    pub sudo_gid: PosixId,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub settings: Settings,
+    pub users: BTreeMap<UserName, User>,
+    pub groups: BTreeMap<GroupName, Group>,
+    pub grants: BTreeMap<u64, Grant>,
+    /// By hex SHA-256 of the token.
+    pub tokens: HashMap<String, Token>,
+    pub hosts: BTreeMap<u64, Host>,
+    /// Non-removed hosts by name.
+    pub active_hosts: HashMap<HostName, u64>,
+    /// Every mTLS client certificate ever issued: serial hex → host id.
+    pub host_certs: HashMap<String, u64>,
+    /// Allocated ids (users, groups, the reserved sudo gid), never freed.
+    pub ids: HashMap<u32, (IdKind, String)>,
+    pub id_by_name: HashMap<(IdKind, String), u32>,
+    /// Allocation cursor: ids below it in the range are never handed out again.
+    pub next_id: u32,
+    pub next_grant_id: u64,
+    pub next_host_id: u64,
+    /// Global policy version (persisted, monotonic).
+    pub version: u64,
+    /// `(version, affected)` for versions after `log_base`.
+    pub log: VecDeque<(u64, Affected)>,
+    /// The change log covers every version in `(log_base, version]`.
+    pub log_base: u64,
+}
+
+/// Why an id could not be allocated or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("id {id} is already used by {kind} '{name}'")]
+    InUse {
+        id: u32,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("the id range {start}-{end} is exhausted; no id left to allocate")]
+    Exhausted { start: u32, end: u32 },
+}
+
+impl Model {
+    pub fn empty(settings: Settings) -> Model {
+        Model {
+            next_id: settings.id_range.start,
+            settings,
+            users: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            tokens: HashMap::new(),
+            hosts: BTreeMap::new(),
+            active_hosts: HashMap::new(),
+            host_certs: HashMap::new(),
+            ids: HashMap::new(),
+            id_by_name: HashMap::new(),
+            next_grant_id: 1,
+            next_host_id: 1,
+            version: 0,
+            log: VecDeque::new(),
+            log_base: 0,
+        }
+    }
+
+    /// Records an id as allocated (used while loading and when applying changes).
+    pub fn note_id(&mut self, id: u32, kind: IdKind, name: &str) {
+        self.ids.insert(id, (kind, name.to_string()));
+        self.id_by_name.insert((kind, name.to_string()), id);
+        if self.settings.id_range.contains(id) && id >= self.next_id {
+            self.next_id = id.saturating_add(1);
+        }
+    }
+
+    /// The id for a new user or group: the one it had before if the name was ever
+    /// allocated, else `requested` if free, else the next free id of the range.
+    pub fn allocate_id(
+        &self,
+        kind: IdKind,
+        name: &str,
+        requested: Option<PosixId>,
+    ) -> Result<PosixId, IdError> {
+        self.allocate_id_with(kind, name, requested, &[])
+    }
+
+    /// [`Model::allocate_id`], also treating `taken` (ids planned in the same change) as
+    /// used.
+    pub fn allocate_id_with(
+        &self,
+        kind: IdKind,
+        name: &str,
+        requested: Option<PosixId>,
+        taken: &[u32],
+    ) -> Result<PosixId, IdError> {
+        if let Some(req) = requested {
+            if taken.contains(&req.get()) {
+                return Err(IdError::InUse {
+                    id: req.get(),
+                    kind: "planned",
+                    name: "another name in the same request".into(),
+                });
+            }
+        }
+        let previous = self.id_by_name.get(&(kind, name.to_string())).copied();
+        if let Some(req) = requested {
+            if let Some((k, n)) = self.ids.get(&req.get()) {
+                if !(previous == Some(req.get())) {
+                    return Err(IdError::InUse {
+                        id: req.get(),
+                        kind: k.as_str(),
+                        name: n.clone(),
+                    });
+                }
+            }
+            return Ok(req);
+        }
+        if let Some(prev) = previous.and_then(|p| PosixId::new(p as u64).ok()) {
+            return Ok(prev);
+        }
+        let range = self.settings.id_range;
+        let mut id = self.next_id.max(range.start);
+        while id <= range.end {
+            if !self.ids.contains_key(&id) && !taken.contains(&id) {
+                if let Ok(p) = PosixId::new(id as u64) {
+                    return Ok(p);
+                }
+            }
+            id += 1;
+        }
+        Err(IdError::Exhausted {
+            start: range.start,
+            end: range.end,
+        })
+    }
+
+    /// Applies committed changes; bumps the version to `new_version` when any is a policy
+    /// change.
+    pub fn apply(&mut self, changes: &[Change], new_version: Option<u64>) {
+        let mut affected = Affected::Users(BTreeSet::new());
+        for c in changes {
+            if c.is_policy() {
+                if let (Affected::Users(acc), Affected::Users(more)) =
+                    (&mut affected, c.affected(self))
+                {
+                    acc.extend(more);
+                } else {
+                    affected = Affected::All;
+                }
+            }
+            self.apply_one(c);
+        }
+        if let Some(v) = new_version {
+            self.version = v;
+            self.log.push_back((v, affected));
+            while self.log.len() > CHANGE_LOG_LEN {
+                if let Some((old, _)) = self.log.pop_front() {
+                    self.log_base = old;
+                }
+            }
+        }
+    }
+
+    fn apply_one(&mut self, c: &Change) {
+        match c {
+            Change::AddUser(u) => {
+                self.note_id(u.uid.get(), IdKind::User, u.name.as_str());
+                for g in &u.groups {
+                    if let Some(group) = self.groups.get_mut(g) {
+                        group.members.insert(u.name.clone());
+                    }
+                }
+                self.users.insert(u.name.clone(), u.clone());
+            }
+            Change::DisableUser { name, .. } => {
+                if let Some(u) = self.users.get_mut(name) {
+                    u.disabled = true;
+                }
+            }
+            Change::AddGroup(g) => {
+                self.note_id(g.gid.get(), IdKind::Group, g.name.as_str());
+                self.groups.insert(g.name.clone(), g.clone());
+            }
+            Change::AddMember { group, user, .. } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.members.insert(user.clone());
+                }
+                if let Some(u) = self.users.get_mut(user) {
+                    u.groups.insert(group.clone());
+                }
+            }
+            Change::RemoveMember { group, user } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.members.remove(user);
+                }
+                if let Some(u) = self.users.get_mut(user) {
+                    u.groups.remove(group);
+                }
+            }
+            Change::AddGrant(g) => {
+                self.next_grant_id = self.next_grant_id.max(g.id + 1);
+                self.grants.insert(g.id, g.clone());
+            }
+            Change::RemoveGrant { id, .. } => {
+                self.grants.remove(id);
+            }
+            Change::AddToken { hash, token } => {
+                self.tokens.insert(hash.clone(), token.clone());
+            }
+            Change::Enroll {
+                token_hash,
+                at,
+                host,
+                cert,
+            } => {
+                if let Some(t) = self.tokens.get_mut(token_hash) {
+                    t.used_at = Some(*at);
+                }
+                self.next_host_id = self.next_host_id.max(host.id + 1);
+                self.active_hosts.insert(host.name.clone(), host.id);
+                self.host_certs.insert(cert.serial.clone(), host.id);
+                self.hosts.insert(host.id, host.clone());
+            }
+            Change::HostCert { host_id, cert } => {
+                self.host_certs.insert(cert.serial.clone(), *host_id);
+                if let Some(h) = self.hosts.get_mut(host_id) {
+                    h.cert_serial = cert.serial.clone();
+                    h.cert_not_after = cert.not_after;
+                }
+            }
+            Change::RemoveHost { host_id, .. } => {
+                if let Some(h) = self.hosts.get_mut(host_id) {
+                    h.removed = true;
+                    self.active_hosts.remove(&h.name);
+                }
+            }
+        }
+    }
+
+    /// The users changed since `since`, or `None` when the log does not reach back that
+    /// far (or a change affected everything): the host needs a full snapshot.
+    pub fn changed_since(&self, since: u64) -> Option<BTreeSet<UserName>> {
+        if since < self.log_base || since > self.version {
+            return None;
+        }
+        let mut out = BTreeSet::new();
+        for (v, a) in self.log.iter().rev() {
+            if *v <= since {
+                break;
+            }
+            match a {
+                Affected::All => return None,
+                Affected::Users(u) => out.extend(u.iter().cloned()),
+            }
+        }
+        Some(out)
+    }
+
+    /// Grants held by a user through their groups (disabled users hold none).
+    pub fn grants_of<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Grant> + 'a {
+        self.grants
+            .values()
+            .filter(move |g| !user.disabled && user.groups.contains(&g.group))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn settings() -> Settings {
+        Settings {
+            id_range: IdRange::new(200000, 200010).unwrap(),
+            sudo_gid: PosixId::new(200000).unwrap(),
+        }
+    }
+
+    pub fn model() -> Model {
+        let mut m = Model::empty(settings());
+        m.note_id(200000, IdKind::Group, "smith-sudo");
+        m
+    }
+
+    fn un(s: &str) -> UserName {
+        UserName::new(s).unwrap()
+    }
+
+    pub fn user(m: &Model, name: &str) -> User {
+        User {
+            name: un(name),
+            uid: m.allocate_id(IdKind::User, name, None).unwrap(),
+            disabled: false,
+            gecos: String::new(),
+            shell: "/bin/bash".into(),
+            created_at: 1,
+            groups: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn allocation_skips_used_ids_and_never_reuses() {
+        let mut m = model();
+        let a = user(&m, "alice");
+        assert_eq!(a.uid.get(), 200001);
+        m.apply(&[Change::AddUser(a)], Some(1));
+        // An admin-set id ahead of the cursor is skipped later.
+        let g = Group {
+            name: GroupName::new("dev").unwrap(),
+            gid: m
+                .allocate_id(IdKind::Group, "dev", Some(PosixId::new(200002).unwrap()))
+                .unwrap(),
+            members: BTreeSet::new(),
+            created_at: 1,
+        };
+        m.apply(&[Change::AddGroup(g)], Some(2));
+        assert_eq!(user(&m, "bob").uid.get(), 200003);
+        // Same name: same id forever; a taken id is refused.
+        assert_eq!(
+            m.allocate_id(IdKind::User, "alice", None).unwrap().get(),
+            200001
+        );
+        assert!(matches!(
+            m.allocate_id(IdKind::User, "carol", Some(PosixId::new(200001).unwrap())),
+            Err(IdError::InUse { .. })
+        ));
+        // Exhaustion is an error, not a wrap-around.
+        for i in 0..8 {
+            let u = user(&m, &format!("u{i}"));
+            m.apply(&[Change::AddUser(u)], Some(3 + i));
+        }
+        assert!(matches!(
+            m.allocate_id(IdKind::User, "zed", None),
+            Err(IdError::Exhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn change_log_tracks_affected_users() {
+        let mut m = model();
+        let g = Group {
+            name: GroupName::new("dev").unwrap(),
+            gid: m.allocate_id(IdKind::Group, "dev", None).unwrap(),
+            members: BTreeSet::new(),
+            created_at: 1,
+        };
+        m.apply(&[Change::AddGroup(g)], Some(1));
+        let mut a = user(&m, "alice");
+        a.groups.insert(GroupName::new("dev").unwrap());
+        m.apply(&[Change::AddUser(a)], Some(2));
+        let b = user(&m, "bob");
+        m.apply(&[Change::AddUser(b)], Some(3));
+        let grant = Grant {
+            id: 1,
+            group: GroupName::new("dev").unwrap(),
+            selector: Tags::parse("env=dev").unwrap(),
+            level: Level::Ssh,
+            max_ttl_secs: 3600,
+            source_cidrs: vec![],
+            require_reason: false,
+            time_windows: vec![],
+            created_at: 1,
+        };
+        m.apply(&[Change::AddGrant(grant)], Some(4));
+        let names =
+            |s: BTreeSet<UserName>| s.into_iter().map(|u| u.into_string()).collect::<Vec<_>>();
+        assert_eq!(names(m.changed_since(3).unwrap()), vec!["alice"]);
+        assert_eq!(names(m.changed_since(2).unwrap()), vec!["alice", "bob"]);
+        assert!(m.changed_since(4).unwrap().is_empty());
+        assert!(m.changed_since(5).is_none(), "unknown future version");
+        m.log_base = 2;
+        assert!(m.changed_since(1).is_none(), "log does not reach back");
+    }
+}

@@ -1,0 +1,301 @@
+//! Host endpoints: enrollment with a single-use token, mTLS client certificate renewal,
+//! and the long-polling sync.
+//!
+//! A host's identity on `renew` and `sync` is the verified client certificate: its serial
+//! must be one this CA issued to a host that is not removed, and its CN must be that
+//! host's name.
+//!
+//! Must never: accept a used, expired or non-enrollment token; let one host read
+//! another's snapshot; hold a model lock while waiting.
+
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::{now, Ca, Peer};
+use crate::auth::{hash_token, AuthError, Principal};
+use crate::model::{Change, Host, HostCert};
+use crate::sshca::sign_host_cert;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use smith_api::{EnrollRequest, EnrollResponse, RenewRequest};
+use smith_proto::HostName;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest long-poll a host may ask for.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// Validity of SSH host certificates issued at enrollment.
+pub const HOST_SSH_CERT_SECS: u64 = 90 * 86400;
+
+fn sign_host_keys(
+    ca: &Ca,
+    host: &HostName,
+    keys: &[String],
+    at: u64,
+) -> Result<Vec<String>, ApiError> {
+    if keys.len() > 8 {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "at most 8 SSH host keys",
+        ));
+    }
+    let mut out = Vec::new();
+    for line in keys {
+        let key = crate::sshca::parse_subject_key(line)
+            .map_err(|e| ApiError::bad_request("invalid_host_key", format!("SSH host key: {e}")))?;
+        let cert = sign_host_cert(
+            &ca.host_ca,
+            &key,
+            ca.next_serial(),
+            &format!("smith-host:{host}"),
+            &[host.to_string()],
+            at.saturating_sub(super::certs::BACKDATE_SECS),
+            at + HOST_SSH_CERT_SECS,
+        )
+        .map_err(|e| ApiError::internal("signing a host certificate", e))?;
+        out.push(
+            cert.to_openssh()
+                .map_err(|e| ApiError::internal("encoding a host certificate", e))?,
+        );
+    }
+    Ok(out)
+}
+
+pub async fn enroll(
+    State(ca): State<Arc<Ca>>,
+    peer: Peer,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    let at = now();
+    let token_hash = hash_token(&req.token);
+    // Check the token first so that a bad token learns nothing else.
+    let tags =
+        {
+            let m = ca.model();
+            match ca.auth.authenticate(&m, &req.token, at) {
+                Ok(Principal::Enroll { tags, .. }) => tags,
+                Ok(_) => {
+                    return Err(ApiError::forbidden(
+                        "wrong_token_kind",
+                        "this is not an enrollment token; get one with `smith-ca admin host token`",
+                    ))
+                }
+                Err(AuthError::Used) => return Err(ApiError::unauthorized(
+                    "token_used",
+                    "enrollment token already used; get a new one with `smith-ca admin host token`",
+                )),
+                Err(AuthError::Expired) => {
+                    return Err(ApiError::unauthorized(
+                        "token_expired",
+                        "enrollment token expired; get a new one with `smith-ca admin host token`",
+                    ))
+                }
+                Err(e) => return Err(ApiError::unauthorized("invalid_token", e.to_string())),
+            }
+        };
+    if ca.model().active_hosts.contains_key(&req.host_name) {
+        return Err(ApiError::conflict(
+            "host_exists",
+            format!(
+                "a host named '{}' is already enrolled; remove it first with \
+                 `smith-ca admin host remove {}` or pick another name",
+                req.host_name, req.host_name
+            ),
+        ));
+    }
+    let (cert_pem, serial, not_after) = ca
+        .tls_root
+        .issue_client_cert(&req.host_name, &req.csr_pem, ca.cfg.host_cert_ttl, at)
+        .map_err(|e| match e {
+            crate::tlsca::TlsCaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
+            e => ApiError::internal("issuing a host certificate", e),
+        })?;
+    let ssh_host_certs = sign_host_keys(&ca, &req.host_name, &req.ssh_host_keys, at)?;
+    let host_name = req.host_name.clone();
+    let host_tags = tags.clone();
+    let cert_serial = serial.clone();
+    ca.mutate(format!("host enroll {host_name}"), move |m, at| {
+        // Re-check under the mutation lock: a concurrent enrollment may have won.
+        match m.tokens.get(&token_hash) {
+            Some(t) if t.used_at.is_none() => {}
+            _ => {
+                return Err(ApiError::unauthorized(
+                    "token_used",
+                    "enrollment token already used; get a new one with `smith-ca admin host token`",
+                ))
+            }
+        }
+        if m.active_hosts.contains_key(&host_name) {
+            return Err(ApiError::conflict(
+                "host_exists",
+                format!("a host named '{host_name}' is already enrolled"),
+            ));
+        }
+        let id = m.next_host_id;
+        Ok(vec![Change::Enroll {
+            token_hash,
+            at,
+            host: Host {
+                id,
+                name: host_name,
+                tags: host_tags,
+                enrolled_at: at,
+                last_seen: None,
+                synced_version: None,
+                removed: false,
+                cert_serial: cert_serial.clone(),
+                cert_not_after: not_after,
+            },
+            cert: HostCert {
+                serial: cert_serial,
+                not_after,
+                issued_at: at,
+            },
+        }])
+    })
+    .await?;
+    tracing::info!(host = %req.host_name, tags = %tags, peer = %peer.addr, "host enrolled");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollResponse {
+            host_name: req.host_name,
+            tags,
+            client_cert_pem: cert_pem,
+            root_pem: ca.tls_root.cert_pem.clone(),
+            client_cert_not_after: not_after,
+            user_ca_keys: ca.user_ca_keys.clone(),
+            ssh_host_certs,
+        }),
+    ))
+}
+
+/// The enrolled, not removed host presenting this connection's client certificate.
+fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
+    let cert = peer.cert.as_ref().ok_or_else(|| {
+        ApiError::unauthorized(
+            "client_cert_required",
+            "this endpoint needs the host's mTLS client certificate (from enrollment)",
+        )
+    })?;
+    let m = ca.model();
+    let host = m
+        .host_certs
+        .get(&cert.serial)
+        .and_then(|id| m.hosts.get(id))
+        .ok_or_else(|| {
+            ApiError::forbidden(
+                "unknown_host",
+                "this client certificate was not issued to a host of this CA; enroll again",
+            )
+        })?;
+    if host.removed {
+        return Err(ApiError::forbidden(
+            "host_removed",
+            format!(
+                "host '{}' was removed from the CA; enroll it again with a new token",
+                host.name
+            ),
+        ));
+    }
+    if host.name.as_str() != cert.common_name {
+        return Err(ApiError::forbidden(
+            "wrong_host",
+            "the client certificate's name does not match its enrollment",
+        ));
+    }
+    Ok(host.clone())
+}
+
+pub async fn renew(
+    State(ca): State<Arc<Ca>>,
+    peer: Peer,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let host = host_of(&ca, &peer)?;
+    let at = now();
+    let (cert_pem, serial, not_after) = ca
+        .tls_root
+        .issue_client_cert(&host.name, &req.csr_pem, ca.cfg.host_cert_ttl, at)
+        .map_err(|e| match e {
+            crate::tlsca::TlsCaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
+            e => ApiError::internal("issuing a host certificate", e),
+        })?;
+    let host_id = host.id;
+    ca.mutate(format!("host renew {}", host.name), move |m, at| {
+        if m.hosts.get(&host_id).is_none_or(|h| h.removed) {
+            return Err(ApiError::forbidden("host_removed", "host was removed"));
+        }
+        Ok(vec![Change::HostCert {
+            host_id,
+            cert: HostCert {
+                serial,
+                not_after,
+                issued_at: at,
+            },
+        }])
+    })
+    .await?;
+    tracing::info!(host = %host.name, "host client certificate renewed");
+    Ok(Json(EnrollResponse {
+        host_name: host.name,
+        tags: host.tags,
+        client_cert_pem: cert_pem,
+        root_pem: ca.tls_root.cert_pem.clone(),
+        client_cert_not_after: not_after,
+        user_ca_keys: ca.user_ca_keys.clone(),
+        ssh_host_certs: vec![],
+    }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct SyncQuery {
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    wait: u64,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+pub async fn sync(
+    State(ca): State<Arc<Ca>>,
+    peer: Peer,
+    ApiQuery(q): ApiQuery<SyncQuery>,
+) -> Result<Response, ApiError> {
+    let host = host_of(&ca, &peer)?;
+    if let Some(h) = &q.host {
+        if h != host.name.as_str() {
+            return Err(ApiError::forbidden(
+                "wrong_host",
+                format!(
+                    "this client certificate belongs to host '{}', not '{}'",
+                    host.name,
+                    h.escape_debug()
+                ),
+            ));
+        }
+    }
+    let mut rx = ca.version_tx.subscribe();
+    let current = *rx.borrow_and_update();
+    let known = q.since > 0 && q.since <= current;
+    if q.since == current && q.since > 0 {
+        let wait = Duration::from_secs(q.wait.min(MAX_WAIT_SECS));
+        let mut shutdown = ca.shutdown.clone();
+        let changed = tokio::select! {
+            r = tokio::time::timeout(wait, rx.changed()) => matches!(r, Ok(Ok(()))),
+            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => false,
+        };
+        if !changed {
+            ca.host_seen(host.id, Some(q.since));
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+    // Re-check: the host may have been removed while waiting.
+    let host = host_of(&ca, &peer)?;
+    let resp = {
+        let m = ca.model();
+        crate::sync::sync_response(&m, &host.name, &host.tags, q.since, &ca.user_ca_keys)
+    };
+    ca.host_seen(host.id, known.then_some(q.since));
+    Ok(Json(resp).into_response())
+}

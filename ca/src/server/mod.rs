@@ -1,0 +1,482 @@
+//! `smith-ca serve`: the HTTPS server. TLS (rustls, ring) with optional client
+//! certificates verified against the CA's own root, a hyper accept loop that hands each
+//! request the verified peer identity, the axum router, and graceful shutdown.
+//!
+//! Owns: the shared [`Ca`] state (model, store, writer, keys) and the one path by which
+//! admin changes happen ([`Ca::mutate`]: plan against the model, commit to SQLite, apply
+//! to the model, wake long-polling hosts).
+//!
+//! Must never: let a request change the model without a committed transaction, or hold a
+//! model lock across an await point.
+
+pub mod admin;
+pub mod certs;
+pub mod error;
+pub mod hosts;
+
+use crate::auth::{AuthError, Authenticator, Principal, TokenAuthenticator};
+use crate::datadir::DataDir;
+use crate::db::Store;
+use crate::model::{Change, Model};
+use crate::tlsca::{peer_identity, PeerCert, TlsRoot};
+use crate::writer::Writer;
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::Router;
+use error::ApiError;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use ssh_key::PrivateKey;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 8192;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub max_cert_ttl: Duration,
+    pub host_cert_ttl: Duration,
+    pub default_user_token_ttl: Duration,
+}
+
+/// Per-connection facts every request of that connection carries.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The verified client certificate, if the client sent one.
+    pub cert: Option<PeerCert>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Peer>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("reading the connection's peer", "no peer info"))
+    }
+}
+
+pub struct Ca {
+    model: RwLock<Model>,
+    store: Mutex<Store>,
+    pub writer: Writer,
+    pub auth: Box<dyn Authenticator>,
+    pub user_ca: PrivateKey,
+    pub host_ca: PrivateKey,
+    pub user_ca_keys: Vec<String>,
+    pub host_ca_keys: Vec<String>,
+    pub tls_root: TlsRoot,
+    /// Last certificate serial handed out.
+    serial: AtomicU64,
+    pub version_tx: watch::Sender<u64>,
+    pub shutdown: watch::Receiver<bool>,
+    pub cfg: ServeConfig,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Ca {
+    pub fn model(&self) -> RwLockReadGuard<'_, Model> {
+        self.model.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn model_mut(&self) -> RwLockWriteGuard<'_, Model> {
+        self.model.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next certificate serial: unique and increasing, never repeated across restarts
+    /// (the writer persists the high-water mark with each certificate).
+    pub fn next_serial(&self) -> u64 {
+        self.serial.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Authenticates the request's bearer token.
+    pub fn principal(&self, parts: &Parts) -> Result<Principal, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .unwrap_or("");
+        self.auth
+            .authenticate(&self.model(), token, now())
+            .map_err(|e| match e {
+                AuthError::Missing => ApiError::unauthorized("missing_token", e.to_string()),
+                AuthError::Expired => ApiError::unauthorized("token_expired", e.to_string()),
+                AuthError::Used => ApiError::unauthorized("token_used", e.to_string()),
+                AuthError::Unknown => ApiError::unauthorized("invalid_token", e.to_string()),
+            })
+    }
+
+    /// Runs one admin mutation: `plan` computes the changes from the current model (all
+    /// mutations are serialized by the store lock, so the plan cannot go stale), they are
+    /// committed in one transaction, then applied to the model, then hosts are woken.
+    /// Returns the version after the change.
+    pub async fn mutate<F>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, ApiError>
+    where
+        F: FnOnce(&Model, u64) -> Result<Vec<Change>, ApiError> + Send + 'static,
+    {
+        let ca = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = ca.store.lock().unwrap_or_else(|e| e.into_inner());
+            let at = now();
+            let (changes, new_version, current) = {
+                let m = ca.model();
+                let changes = plan(&m, at)?;
+                let nv = changes
+                    .iter()
+                    .any(Change::is_policy)
+                    .then_some(m.version + 1);
+                (changes, nv, m.version)
+            };
+            if changes.is_empty() {
+                return Ok(current);
+            }
+            {
+                let m = ca.model();
+                store.commit(&m, &changes, new_version, &what, at)?;
+            }
+            ca.model_mut().apply(&changes, new_version);
+            if let Some(v) = new_version {
+                ca.version_tx.send_replace(v);
+                tracing::info!(version = v, change = %what, "policy changed");
+            } else {
+                tracing::info!(change = %what, "state changed");
+            }
+            Ok(new_version.unwrap_or(current))
+        })
+        .await
+        .map_err(|e| ApiError::internal("running a change", e))?
+    }
+
+    /// Runs a read-only query against the store (not on hot paths).
+    pub async fn query<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, crate::db::StoreError> + Send + 'static,
+    {
+        let ca = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = ca.store.lock().unwrap_or_else(|e| e.into_inner());
+            f(&store).map_err(ApiError::from)
+        })
+        .await
+        .map_err(|e| ApiError::internal("reading the store", e))?
+    }
+
+    /// Records that a host synced, in memory now and in the database soon.
+    pub fn host_seen(&self, host_id: u64, synced_version: Option<u64>) {
+        let at = now();
+        if let Some(h) = self.model_mut().hosts.get_mut(&host_id) {
+            h.last_seen = Some(at);
+            if synced_version.is_some() {
+                h.synced_version = synced_version;
+            }
+        }
+        self.writer.host_seen(host_id, at, synced_version);
+    }
+}
+
+fn read_key(dd: &DataDir, path: &std::path::Path) -> anyhow::Result<PrivateKey> {
+    let text = dd.read(path)?;
+    PrivateKey::from_openssh(text.trim())
+        .with_context(|| format!("{} is not an OpenSSH private key", path.display()))
+}
+
+/// Loads the CA from its data directory.
+pub fn load(
+    dd: &DataDir,
+    cfg: ServeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Arc<Ca>> {
+    if !dd.db().exists() {
+        anyhow::bail!(
+            "{} does not exist\nhint: create the CA first with `smith-ca init --data-dir {}`",
+            dd.db().display(),
+            dd.root.display()
+        );
+    }
+    let store = Store::open(&dd.db()).context("cannot open the CA database")?;
+    if !store.is_initialized()? {
+        anyhow::bail!(
+            "{} was never initialized; remove it and run `smith-ca init` again",
+            dd.db().display()
+        );
+    }
+    let model = store.load().context("cannot load the CA database")?;
+    let last_serial = store.last_serial()?;
+    // Hosts' last-seen data is written by the writer; the model loaded it too.
+    let user_ca = read_key(dd, &dd.user_ca())?;
+    let host_ca = read_key(dd, &dd.host_ca())?;
+    let user_ca_keys = vec![user_ca.public_key().to_openssh()?];
+    let host_ca_keys = vec![host_ca.public_key().to_openssh()?];
+    let tls_root = TlsRoot::load(
+        &dd.read(&dd.tls_root_cert())?,
+        &dd.read(&dd.tls_root_key())?,
+    )
+    .context("cannot load the TLS root")?;
+    let writer = Writer::start(&dd.db())?;
+    let (version_tx, _) = watch::channel(model.version);
+    Ok(Arc::new(Ca {
+        model: RwLock::new(model),
+        store: Mutex::new(store),
+        writer,
+        auth: Box::new(TokenAuthenticator),
+        user_ca,
+        host_ca,
+        user_ca_keys,
+        host_ca_keys,
+        tls_root,
+        serial: AtomicU64::new(last_serial),
+        version_tx,
+        shutdown,
+        cfg,
+    }))
+}
+
+pub fn router(ca: Arc<Ca>) -> Router {
+    use axum::routing::{delete, get, post};
+    Router::new()
+        .route("/v1/health", get(admin::health))
+        .route("/v1/ca/user-keys", get(admin::user_keys))
+        .route("/v1/ca/host-keys", get(admin::host_keys))
+        .route("/v1/certs/user", post(certs::issue))
+        .route(
+            "/v1/admin/users",
+            get(admin::list_users).post(admin::add_user),
+        )
+        .route("/v1/admin/users/{name}/disable", post(admin::disable_user))
+        .route("/v1/admin/users/{name}/token", post(admin::user_token))
+        .route(
+            "/v1/admin/groups",
+            get(admin::list_groups).post(admin::add_group),
+        )
+        .route("/v1/admin/groups/{name}/members", post(admin::add_member))
+        .route(
+            "/v1/admin/groups/{name}/members/{user}",
+            delete(admin::remove_member),
+        )
+        .route(
+            "/v1/admin/grants",
+            get(admin::list_grants).post(admin::add_grant),
+        )
+        .route("/v1/admin/grants/{id}", delete(admin::remove_grant))
+        .route("/v1/admin/hosts/tokens", post(admin::host_token))
+        .route("/v1/admin/hosts", get(admin::list_hosts))
+        .route("/v1/admin/hosts/{name}", delete(admin::remove_host))
+        .route("/v1/admin/decisions", get(admin::decisions))
+        .route("/v1/hosts/enroll", post(hosts::enroll))
+        .route("/v1/host/renew", post(hosts::renew))
+        .route("/v1/host/sync", get(hosts::sync))
+        .fallback(|| async {
+            ApiError::not_found(
+                "not_found",
+                "no such endpoint; the API is documented in smith-api's types.rs",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                405,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(ca)
+}
+
+fn tls_config(dd: &DataDir, root: &TlsRoot) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = smith_api::tls::provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(root.cert_der.clone())?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("cannot build the client certificate verifier")?;
+    let mut chain = smith_api::tls::certs_from_pem(dd.read(&dd.tls_server_cert())?.as_bytes())
+        .map_err(anyhow::Error::msg)?;
+    chain.push(root.cert_der.clone());
+    let key = smith_api::tls::key_from_pem(dd.read(&dd.tls_server_key())?.as_bytes())
+        .map_err(anyhow::Error::msg)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .context("cannot use the server certificate")?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ca = load(&dd, cfg.clone(), shutdown_rx.clone())?;
+    let tls = Arc::new(tls_config(&dd, &ca.tls_root)?);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let local = listener.local_addr()?;
+    let app = router(ca.clone());
+    {
+        let m = ca.model();
+        tracing::info!(
+            %local,
+            version = m.version,
+            users = m.users.len(),
+            hosts = m.active_hosts.len(),
+            "smith-ca serving"
+        );
+    }
+    // Tests and scripts read this line to learn the port (`--listen 127.0.0.1:0`).
+    println!("smith-ca listening on {local}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut tasks = tokio::task::JoinSet::new();
+    let sig = signals();
+    tokio::pin!(sig);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut sig => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (tcp, addr) = tokio::select! {
+            _ = &mut sig => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while tasks.try_join_next().is_some() {}
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| peer_identity(c));
+            let peer = Peer { addr, cert };
+            let svc = tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req
+                },
+            );
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%addr, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
+        tasks.abort_all();
+    }
+    ca.writer.shutdown();
+    tracing::info!("smith-ca stopped");
+    Ok(())
+}
+
+/// Starts the server's log output: journald when it is there, else stderr.
+pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMITH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        if let Ok(j) = tracing_journald::layer() {
+            let _ = registry
+                .with(j.with_syslog_identifier("smith-ca".into()))
+                .try_init();
+            return;
+        }
+    }
+    let _ = registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr),
+        )
+        .try_init();
+}

@@ -1,0 +1,266 @@
+//! The issuance writer: one dedicated thread that owns its own SQLite connection and
+//! records issuance decisions and certificates with group commit.
+//!
+//! Requests hand it a record and wait on a oneshot channel; the thread takes every record
+//! that is pending, writes them all in one transaction (one fsync, see [`crate::db`] for
+//! why `synchronous=FULL`) and only then answers each request. Under load, batches grow
+//! while the previous fsync runs, so throughput scales with concurrency instead of
+//! paying one fsync per certificate. If a batch fails, its records are retried one by one
+//! so that one bad record cannot sink the others. Host "last seen" updates ride along in
+//! the same transactions without anyone waiting for them.
+//!
+//! Also keeps the persisted serial high-water mark, so serials never repeat across
+//! restarts.
+//!
+//! Must never: answer a request before its record is committed, or block an async task
+//! (callers only do a non-blocking send and await the reply).
+
+use crate::db::{open_connection, StoreError};
+use rusqlite::{params, Connection};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Mutex, RwLock};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// Largest number of jobs written in one transaction.
+const MAX_BATCH: usize = 4096;
+/// Pending jobs beyond which new requests are refused (503) instead of queued.
+const QUEUE_CAPACITY: usize = 65_536;
+
+#[derive(Debug, Clone)]
+pub struct DecisionRow {
+    pub at: u64,
+    pub user: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub scope: String,
+    pub requested_ttl_secs: u64,
+    pub source_ip: String,
+    pub grant_ids: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertRow {
+    pub serial: u64,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    pub scope: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub request_id: String,
+    pub public_key_fp: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub decision: DecisionRow,
+    pub cert: Option<CertRow>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the CA is overloaded (too many pending records); retry in a moment")]
+    Overloaded,
+    #[error("the CA is shutting down")]
+    ShuttingDown,
+    #[error("could not record the decision durably: {0}")]
+    Failed(String),
+}
+
+enum Job {
+    Record {
+        rec: Record,
+        done: oneshot::Sender<Result<u64, WriteError>>,
+    },
+    HostSeen {
+        host_id: u64,
+        at: u64,
+        synced_version: Option<u64>,
+    },
+}
+
+pub struct Writer {
+    tx: RwLock<Option<SyncSender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn start(db_path: &Path) -> Result<Writer, StoreError> {
+        let conn = open_connection(db_path)?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("smith-ca-writer".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            tx: RwLock::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<(), WriteError> {
+        let guard = self.tx.read().unwrap_or_else(|e| e.into_inner());
+        let tx = guard.as_ref().ok_or(WriteError::ShuttingDown)?;
+        tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => WriteError::Overloaded,
+            TrySendError::Disconnected(_) => WriteError::ShuttingDown,
+        })
+    }
+
+    /// Records a decision (and its certificate); resolves to the decision id once
+    /// committed.
+    pub async fn record(&self, rec: Record) -> Result<u64, WriteError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Job::Record { rec, done })?;
+        wait.await.map_err(|_| WriteError::ShuttingDown)?
+    }
+
+    /// Notes that a host synced; written with the next batch, nobody waits.
+    pub fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>) {
+        if let Err(e) = self.send(Job::HostSeen {
+            host_id,
+            at,
+            synced_version,
+        }) {
+            tracing::warn!(host_id, error = %e, "could not queue the host's last-seen update");
+        }
+    }
+
+    /// Drains pending jobs and stops the thread.
+    pub fn shutdown(&self) {
+        self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(mut conn: Connection, rx: Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut records = Vec::new();
+        let mut seen: HashMap<u64, (u64, Option<u64>)> = HashMap::new();
+        for job in batch {
+            match job {
+                Job::Record { rec, done } => records.push((rec, done)),
+                Job::HostSeen {
+                    host_id,
+                    at,
+                    synced_version,
+                } => {
+                    let e = seen.entry(host_id).or_insert((at, synced_version));
+                    e.0 = e.0.max(at);
+                    e.1 = synced_version.or(e.1);
+                }
+            }
+        }
+        let recs: Vec<&Record> = records.iter().map(|(r, _)| r).collect();
+        match write_batch(&mut conn, &recs, &seen) {
+            Ok(ids) => {
+                for ((_, done), id) in records.into_iter().zip(ids) {
+                    let _ = done.send(Ok(id));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = recs.len(), "batch commit failed; retrying records one by one");
+                for (rec, done) in records {
+                    let r = write_batch(&mut conn, &[&rec], &HashMap::new())
+                        .map(|ids| ids.first().copied().unwrap_or(0))
+                        .map_err(|e| WriteError::Failed(e.to_string()));
+                    if let Err(e) = &r {
+                        tracing::error!(error = %e, user = %rec.decision.user, "could not record an issuance decision");
+                    }
+                    let _ = done.send(r);
+                }
+            }
+        }
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    records: &[&Record],
+    seen: &HashMap<u64, (u64, Option<u64>)>,
+) -> Result<Vec<u64>, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut ids = Vec::with_capacity(records.len());
+    let mut max_serial = 0u64;
+    {
+        let mut ins_decision = tx.prepare_cached(
+            "INSERT INTO decisions (at, user_name, allowed, reason, scope, requested_ttl_secs,
+                                    serial, key_id, source_ip, grant_ids)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        let mut ins_cert = tx.prepare_cached(
+            "INSERT INTO certificates (serial, key_id, user_name, principals, scope, valid_after,
+                                       valid_before, request_id, public_key_fp, issued_at,
+                                       source_ip, decision_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for r in records {
+            let d = &r.decision;
+            let grant_ids: Vec<String> = d.grant_ids.iter().map(|g| g.to_string()).collect();
+            ins_decision.execute(params![
+                d.at as i64,
+                d.user,
+                d.allowed,
+                d.reason,
+                d.scope,
+                d.requested_ttl_secs as i64,
+                r.cert.as_ref().map(|c| c.serial as i64),
+                r.cert.as_ref().map(|c| c.key_id.as_str()),
+                d.source_ip,
+                grant_ids.join(","),
+            ])?;
+            let id = tx.last_insert_rowid();
+            ids.push(id as u64);
+            if let Some(c) = &r.cert {
+                max_serial = max_serial.max(c.serial);
+                ins_cert.execute(params![
+                    c.serial as i64,
+                    c.key_id,
+                    d.user,
+                    c.principals.join(","),
+                    c.scope,
+                    c.valid_after as i64,
+                    c.valid_before as i64,
+                    c.request_id,
+                    c.public_key_fp,
+                    d.at as i64,
+                    d.source_ip,
+                    id,
+                ])?;
+            }
+        }
+        if max_serial > 0 {
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'serial' AND CAST(value AS INTEGER) < ?1",
+                [max_serial as i64],
+            )?;
+        }
+        let mut upd_host = tx.prepare_cached(
+            "UPDATE hosts SET last_seen = ?2, synced_version = COALESCE(?3, synced_version)
+             WHERE id = ?1",
+        )?;
+        for (host, (at, v)) in seen {
+            upd_host.execute(params![*host as i64, *at as i64, v.map(|v| v as i64)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(ids)
+}

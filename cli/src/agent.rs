@@ -1,0 +1,118 @@
+//! A minimal ssh-agent client (draft-miller-ssh-agent): just enough to add an Ed25519
+//! key with its certificate and a lifetime constraint, and to list identities.
+//!
+//! Must never: write key material anywhere but the agent socket, or wait forever on a
+//! stuck agent (socket timeouts).
+
+use ssh_key::private::Ed25519Keypair;
+use ssh_key::Certificate;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+const SSH_AGENT_FAILURE: u8 = 5;
+const SSH_AGENT_SUCCESS: u8 = 6;
+const SSH2_AGENTC_REQUEST_IDENTITIES: u8 = 11;
+const SSH2_AGENT_IDENTITIES_ANSWER: u8 = 12;
+const SSH2_AGENTC_ADD_ID_CONSTRAINED: u8 = 25;
+const SSH_AGENT_CONSTRAIN_LIFETIME: u8 = 1;
+const MAX_REPLY: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot connect to the ssh-agent at {path}: {source}")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("talking to the ssh-agent failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the ssh-agent refused the key (does it support certificates and lifetimes?)")]
+    Refused,
+    #[error("the ssh-agent sent an unexpected answer (message type {0})")]
+    Protocol(u8),
+    #[error("cannot encode the certificate: {0}")]
+    Encode(String),
+}
+
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_string(b: &mut Vec<u8>, s: &[u8]) {
+    put_u32(b, s.len() as u32);
+    b.extend_from_slice(s);
+}
+
+pub struct Agent {
+    stream: UnixStream,
+}
+
+impl Agent {
+    pub fn connect(path: &Path) -> Result<Agent, AgentError> {
+        let stream = UnixStream::connect(path).map_err(|e| AgentError::Connect {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Agent { stream })
+    }
+
+    fn call(&mut self, msg: &[u8]) -> Result<Vec<u8>, AgentError> {
+        let mut frame = Vec::with_capacity(msg.len() + 4);
+        put_string(&mut frame, msg);
+        self.stream.write_all(&frame)?;
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 || len > MAX_REPLY {
+            return Err(AgentError::Protocol(0));
+        }
+        let mut reply = vec![0u8; len];
+        self.stream.read_exact(&mut reply)?;
+        Ok(reply)
+    }
+
+    /// Adds `key` with `cert`, to be forgotten by the agent after `lifetime_secs`.
+    pub fn add_certificate(
+        &mut self,
+        key: &Ed25519Keypair,
+        cert: &Certificate,
+        comment: &str,
+        lifetime_secs: u32,
+    ) -> Result<(), AgentError> {
+        let blob = cert
+            .to_bytes()
+            .map_err(|e| AgentError::Encode(e.to_string()))?;
+        let mut msg = vec![SSH2_AGENTC_ADD_ID_CONSTRAINED];
+        put_string(&mut msg, cert.algorithm().to_certificate_type().as_bytes());
+        put_string(&mut msg, &blob);
+        put_string(&mut msg, key.public.0.as_slice());
+        let secret = zeroize::Zeroizing::new(key.to_bytes());
+        put_string(&mut msg, secret.as_slice());
+        put_string(&mut msg, comment.as_bytes());
+        msg.push(SSH_AGENT_CONSTRAIN_LIFETIME);
+        put_u32(&mut msg, lifetime_secs);
+        let reply = self.call(&msg);
+        // Scrub our copy of the message, which holds the private key.
+        zeroize::Zeroize::zeroize(&mut msg);
+        match reply?.first() {
+            Some(&SSH_AGENT_SUCCESS) => Ok(()),
+            Some(&SSH_AGENT_FAILURE) => Err(AgentError::Refused),
+            Some(&t) => Err(AgentError::Protocol(t)),
+            None => Err(AgentError::Protocol(0)),
+        }
+    }
+
+    /// Number of identities the agent holds.
+    #[allow(dead_code)]
+    pub fn count(&mut self) -> Result<u32, AgentError> {
+        let reply = self.call(&[SSH2_AGENTC_REQUEST_IDENTITIES])?;
+        if reply.first() != Some(&SSH2_AGENT_IDENTITIES_ANSWER) || reply.len() < 5 {
+            return Err(AgentError::Protocol(reply.first().copied().unwrap_or(0)));
+        }
+        Ok(u32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]))
+    }
+}

@@ -3,11 +3,13 @@
 //! - `test`: installs what the suite needs (Debian packages), builds everything and runs
 //!   every test, the multi-host end-to-end suite included.
 //! - `demo`: the whole story on one machine, in namespaces, cleaned up afterwards.
+//! - `package deb|rpm`: the packages an operator installs, built and checked.
 //!
 //! Must never: modify the machine's own `/etc` beyond installing packages.
 
 mod demo;
 mod deps;
+mod package;
 mod testrun;
 
 use anyhow::Result;
@@ -43,6 +45,8 @@ enum Cmd {
     },
     /// Only install the Debian packages the suite needs.
     Deps,
+    /// Build the .deb or .rpm packages and check them (lintian, systemd-analyze, rpm -qlp).
+    Package(package::PackageArgs),
 }
 
 /// The workspace root (xtask lives in `<root>/xtask`).
@@ -62,5 +66,6 @@ fn main() -> Result<()> {
         } => testrun::run(no_install, &cargo_args),
         Cmd::Demo { no_install, keep } => demo::run(no_install, keep),
         Cmd::Deps => deps::ensure(),
+        Cmd::Package(args) => package::run(args),
     }
 }

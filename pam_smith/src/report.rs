@@ -1,0 +1,427 @@
+//! Getting an audit event to hostd: over the socket (`wire::Request::Event`, answered by
+//! `Response::Ack` once the event is durably spooled), or, when hostd does not answer,
+//! as a pending file hostd ingests later.
+//!
+//! Owns: the bounded socket exchange (non-blocking connect with a 100 ms bound, sends
+//! with `MSG_NOSIGNAL`, the whole exchange within [`SOCKET_BUDGET_MS`]) and the pending
+//! file protocol: `PENDING_DIR/<unix_ns>-<pid>-<random>.evt` containing
+//! `wire::encode_event`, mode 0600, written under a hidden temporary name
+//! (`.<name>.tmp`, `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`), fsynced, then published with
+//! `linkat` (never replaces an existing file) and the directory fsynced, so hostd,
+//! which reads only `*.evt`, never sees a partial file.
+//!
+//! Must never: fail or stall the session because of logging (every error ends in
+//! [`Delivery::Lost`] with a reason the caller logs), follow a symlink for the pending
+//! directory, or raise SIGPIPE.
+//!
+//! Delivery is at-least-once: if hostd spooled the event but its Ack did not arrive in
+//! time, the pending copy is a duplicate hostd may see.
+
+use smith_proto::event::HostEvent;
+use smith_proto::wire::{self, Request, Response};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Budget for one socket exchange (connect + send + Ack).
+pub const SOCKET_BUDGET_MS: u64 = 1000;
+const CONNECT_BUDGET_MS: u64 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// hostd spooled it under this sequence number.
+    Sent(u64),
+    /// Written for hostd to pick up; the socket error is kept for the log.
+    Queued { file: PathBuf, socket_error: String },
+    /// Neither worked (the event is in the syslog line the caller writes).
+    Lost(String),
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn cpath(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{p:?} contains NUL"))
+}
+
+/// A socket with a deadline; reads and writes wait with `poll` for the time left.
+struct Conn {
+    fd: OwnedFd,
+    deadline: Instant,
+}
+
+impl Conn {
+    fn wait(&self, events: i16) -> std::io::Result<()> {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+            }
+            let mut p = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut p, 1, left.as_millis().max(1) as i32) };
+            if rc > 0 {
+                return Ok(());
+            }
+            if rc < 0 && errno() != libc::EINTR {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+
+    fn connect(path: &Path, deadline: Instant) -> Result<Conn, String> {
+        // SAFETY: plain socket(2).
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(os_err("socket"));
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_un is plain data; all-zero is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+            return Err(format!("socket path {} is too long", path.display()));
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let conn = Conn {
+            fd,
+            deadline: deadline.min(Instant::now() + Duration::from_millis(CONNECT_BUDGET_MS)),
+        };
+        loop {
+            // SAFETY: valid sockaddr_un and length.
+            let rc = unsafe {
+                libc::connect(
+                    conn.fd.as_raw_fd(),
+                    &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+            match errno() {
+                libc::EINTR => continue,
+                libc::EAGAIN | libc::EINPROGRESS if Instant::now() < conn.deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                libc::EISCONN => break,
+                _ => return Err(os_err(&format!("connect {}", path.display()))),
+            }
+        }
+        Ok(Conn { deadline, ..conn })
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            // SAFETY: `buf` valid for its length; MSG_NOSIGNAL avoids SIGPIPE.
+            let n = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    buf.as_ptr() as *const libc::c_void,
+                    buf.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => self.wait(libc::POLLOUT)?,
+                e => return Err(std::io::Error::from_raw_os_error(e)),
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            // SAFETY: `buf` valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => self.wait(libc::POLLIN)?,
+                e => return Err(std::io::Error::from_raw_os_error(e)),
+            }
+        }
+    }
+}
+
+/// Sends `ev` to hostd; `Ok(seq)` once hostd acknowledged it.
+pub fn send(socket: &Path, ev: &HostEvent) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_millis(SOCKET_BUDGET_MS);
+    let mut c = Conn::connect(socket, deadline)?;
+    wire::write_frame(&mut c, &Request::Event(ev.clone()).encode())
+        .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
+    let frame = wire::read_frame(&mut c).map_err(|e| format!("waiting for hostd's answer: {e}"))?;
+    match Response::decode(&frame) {
+        Ok(Response::Ack(seq)) => Ok(seq),
+        Ok(Response::Error { code, message }) => {
+            Err(format!("hostd refused the event ({code:?}): {message}"))
+        }
+        Ok(other) => Err(format!("unexpected answer from hostd: {other:?}")),
+        Err(e) => Err(format!("malformed answer from hostd: {e}")),
+    }
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: `b` is valid for 8 bytes of writes.
+    let n = unsafe {
+        libc::getrandom(
+            b.as_mut_ptr() as *mut libc::c_void,
+            b.len(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n != b.len() as isize {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        b = (t ^ ((std::process::id() as u64) << 32)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Creates `dir` (0700) if missing; its parent is created 0755 if missing (it is
+/// `/var/lib/smith`, which every process reads the cache from).
+fn ensure_dir(dir: &Path) -> Result<(), String> {
+    if let Some(parent) = dir.parent() {
+        let c = cpath(parent)?;
+        // SAFETY: NUL-terminated path.
+        if unsafe { libc::mkdir(c.as_ptr(), 0o755) } != 0 && errno() != libc::EEXIST {
+            return Err(os_err(&format!("mkdir {}", parent.display())));
+        }
+    }
+    let c = cpath(dir)?;
+    // SAFETY: NUL-terminated path.
+    if unsafe { libc::mkdir(c.as_ptr(), 0o700) } != 0 && errno() != libc::EEXIST {
+        return Err(os_err(&format!("mkdir {}", dir.display())));
+    }
+    Ok(())
+}
+
+/// Writes `ev` as a new pending file in `dir`; returns its path.
+pub fn queue(dir: &Path, ev: &HostEvent) -> Result<PathBuf, String> {
+    ensure_dir(dir)?;
+    let cdir = cpath(dir)?;
+    // SAFETY: NUL-terminated path; O_NOFOLLOW refuses a symlinked directory.
+    let dfd = unsafe {
+        libc::open(
+            cdir.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if dfd < 0 {
+        return Err(os_err(&format!("open {}", dir.display())));
+    }
+    // SAFETY: freshly opened, owned here.
+    let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let name = format!("{ns}-{}-{}.evt", std::process::id(), random_hex());
+    let tmp = CString::new(format!(".{name}.tmp")).map_err(|e| e.to_string())?;
+    let fin = CString::new(name.clone()).map_err(|e| e.to_string())?;
+    // SAFETY: valid dirfd and NUL-terminated relative name.
+    let fd = unsafe {
+        libc::openat(
+            dfd.as_raw_fd(),
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(os_err("create pending event file"));
+    }
+    // SAFETY: freshly opened, owned here.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let unlink_tmp = || {
+        // SAFETY: valid dirfd and name.
+        unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp.as_ptr(), 0) };
+    };
+    if let Err(e) = f
+        .write_all(&wire::encode_event(ev))
+        .and_then(|_| f.sync_all())
+    {
+        unlink_tmp();
+        return Err(format!("write pending event: {e}"));
+    }
+    drop(f);
+    // SAFETY: valid dirfd and names; linkat never replaces an existing file.
+    let rc = unsafe {
+        libc::linkat(
+            dfd.as_raw_fd(),
+            tmp.as_ptr(),
+            dfd.as_raw_fd(),
+            fin.as_ptr(),
+            0,
+        )
+    };
+    let link_err = (rc != 0).then(|| os_err("publish pending event file"));
+    unlink_tmp();
+    if let Some(e) = link_err {
+        return Err(e);
+    }
+    // SAFETY: valid fd.
+    unsafe { libc::fsync(dfd.as_raw_fd()) };
+    Ok(dir.join(name))
+}
+
+/// Sends, else queues.
+pub fn deliver(socket: &Path, pending: &Path, ev: &HostEvent) -> Delivery {
+    match send(socket, ev) {
+        Ok(seq) => Delivery::Sent(seq),
+        Err(socket_error) => match queue(pending, ev) {
+            Ok(file) => Delivery::Queued { file, socket_error },
+            Err(e) => Delivery::Lost(format!("{socket_error}; and {e}")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smith_proto::event::DeniedEvent;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn ev() -> HostEvent {
+        HostEvent::Denied(DeniedEvent {
+            user: "alice".into(),
+            service: "sshd".into(),
+            rhost: "10.0.0.1".into(),
+            reason: "no grant".into(),
+            key_id: String::new(),
+            at_unix: 1,
+        })
+    }
+
+    #[test]
+    fn queued_file_decodes_and_is_private() {
+        let d = crate::test_dir("queue");
+        let pending = d.join("state/pending");
+        std::fs::create_dir_all(d.join("state")).unwrap();
+        let f = queue(&pending, &ev()).unwrap();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        let parts: Vec<&str> = name.trim_end_matches(".evt").split('-').collect();
+        assert!(name.ends_with(".evt") && parts.len() == 3, "{name}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        assert_eq!(
+            wire::decode_event(&std::fs::read(&f).unwrap()).unwrap(),
+            ev()
+        );
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+        // Only the published file remains (no temporary).
+        let names: Vec<_> = std::fs::read_dir(&pending)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // Two events, two files.
+        queue(&pending, &ev()).unwrap();
+        assert_eq!(std::fs::read_dir(&pending).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn symlinked_pending_dir_is_refused() {
+        let d = crate::test_dir("queue-link");
+        std::fs::create_dir_all(d.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere"), d.join("pending")).unwrap();
+        assert!(queue(&d.join("pending"), &ev()).is_err());
+        assert_eq!(std::fs::read_dir(d.join("elsewhere")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn no_daemon_queues_quickly() {
+        let d = crate::test_dir("deliver");
+        let t = Instant::now();
+        match deliver(&d.join("hostd.sock"), &d.join("pending"), &ev()) {
+            Delivery::Queued { file, socket_error } => {
+                assert!(file.exists());
+                assert!(socket_error.contains("connect"), "{socket_error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn silent_daemon_is_bounded_then_queued() {
+        let d = crate::test_dir("deliver-silent");
+        let sock = d.join("hostd.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let t = Instant::now();
+        let r = deliver(&sock, &d.join("pending"), &ev());
+        let el = t.elapsed();
+        assert!(matches!(r, Delivery::Queued { .. }), "{r:?}");
+        assert!(
+            el >= Duration::from_millis(900) && el < Duration::from_millis(1500),
+            "{el:?}"
+        );
+    }
+
+    #[test]
+    fn acked_event_is_sent() {
+        let d = crate::test_dir("deliver-ok");
+        let sock = d.join("hostd.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let req = Request::decode(&wire::read_frame(&mut s).unwrap()).unwrap();
+            wire::write_frame(&mut s, &Response::Ack(77).encode()).unwrap();
+            req
+        });
+        assert_eq!(
+            deliver(&sock, &d.join("pending"), &ev()),
+            Delivery::Sent(77)
+        );
+        assert_eq!(h.join().unwrap(), Request::Event(ev()));
+        assert!(!d.join("pending").exists(), "nothing queued");
+    }
+}

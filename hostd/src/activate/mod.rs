@@ -1,0 +1,1095 @@
+//! `smith-host activate` and `smith-host deactivate`.
+//!
+//! Activate: validate every input, compute every file change in memory (local edits
+//! first, so a local problem never burns the one-time token), enroll with the CA
+//! (pinning its TLS root by fingerprint), check what the CA returned, then write all
+//! files atomically after recording the originals in the manifest; finally reload
+//! sshd and start the daemon (or say how). Running it again on an enrolled host needs
+//! no token and changes nothing unless a file drifted.
+//!
+//! Deactivate: stop the daemon, put every file back byte for byte from the manifest
+//! (or, for an edited file the admin changed since, remove only Smith's lines), remove
+//! what Smith created, reload sshd.
+//!
+//! Owns: the list of files a host activation consists of. Must never: change anything
+//! on disk when activation fails before the write phase, leave a partial activation
+//! when a write fails (it rolls back), or touch a file outside [`HostPaths`].
+
+pub mod edits;
+pub mod manifest;
+
+use crate::config::HostConfig;
+use crate::fsutil;
+use crate::identity::{self, HostCredentials};
+use crate::paths::{host_cert_path_for, HostPaths};
+use crate::service;
+use manifest::{backup_name, sha256_hex, FileEntry, Kind, Manifest, Undo};
+use serde::Serialize;
+use smith_api::{Client, ClientOptions, EnrollRequest, EnrollResponse, Trust};
+use smith_proto::HostName;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// Bad or missing arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// A local file cannot be read or edited.
+    #[error("{0}")]
+    Local(String),
+    /// The CA refused or could not be reached; nothing was changed.
+    #[error("{0}")]
+    Enroll(String),
+    /// Writing failed; what was written has been rolled back.
+    #[error("{0}")]
+    Write(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ActivateOptions {
+    pub ca_url: Option<String>,
+    pub token: Option<String>,
+    pub ca_fingerprint: Option<String>,
+    pub name: Option<String>,
+    pub no_start: bool,
+    pub principals_user: Option<String>,
+    pub home_base: Option<String>,
+    /// Path of `smith-host` for sshd's `AuthorizedPrincipalsCommand` (default: this
+    /// binary).
+    pub principals_command: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivateReport {
+    pub host_name: String,
+    pub tags: Option<String>,
+    pub already_enrolled: bool,
+    pub ca_url: String,
+    pub root_fingerprint: String,
+    pub client_cert_not_after: u64,
+    /// Logical paths written by this run.
+    pub changed: Vec<String>,
+    /// Logical paths that already had the right contents.
+    pub unchanged: Vec<String>,
+    pub actions: Vec<String>,
+    pub next_steps: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A file as activation wants it.
+struct Planned {
+    path: PathBuf,
+    kind: Kind,
+    bytes: Vec<u8>,
+    mode: u32,
+    daemon_managed: bool,
+}
+
+fn usage(msg: impl Into<String>) -> ActivateError {
+    ActivateError::Usage(msg.into())
+}
+
+fn read_text(path: &Path) -> Result<Option<String>, ActivateError> {
+    match fsutil::read_optional(path) {
+        Ok(None) => Ok(None),
+        Ok(Some(b)) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| ActivateError::Local(format!("{} is not UTF-8 text", path.display()))),
+        Err(e) => Err(ActivateError::Local(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The host's current enrollment, if it is complete and valid.
+fn current_enrollment(paths: &HostPaths, cfg: &HostConfig) -> Result<HostCredentials, String> {
+    let creds = identity::load_credentials(&paths.ca_bundle, &paths.host_cert, &paths.host_key)?;
+    if !creds.cert.is_valid_at(crate::now_unix()) {
+        return Err(format!(
+            "the client certificate in {} is not valid now",
+            paths.host_cert.display()
+        ));
+    }
+    if creds.cert.common_name.as_deref() != Some(cfg.host_name.as_str()) {
+        return Err("the client certificate names another host".into());
+    }
+    let key = String::from_utf8(creds.identity.key_pem.clone()).map_err(|e| e.to_string())?;
+    if !identity::key_matches_cert(&key, &creds.identity.cert_pem)? {
+        return Err("host.key does not match host.crt".into());
+    }
+    Ok(creds)
+}
+
+fn system_host_name() -> Result<HostName, ActivateError> {
+    let raw = nix::unistd::gethostname()
+        .map_err(|e| usage(format!("cannot read the host name ({e}); pass --name NAME")))?;
+    let raw = raw.to_string_lossy().to_ascii_lowercase();
+    HostName::new(&raw).map_err(|e| {
+        usage(format!(
+            "the system host name '{}' cannot be used ({e}); pass --name NAME",
+            raw.escape_debug()
+        ))
+    })
+}
+
+/// `AuthorizedPrincipalsCommand` without its arguments.
+fn principals_command(paths: &HostPaths, opts: &ActivateOptions) -> Result<String, ActivateError> {
+    let exe = match &opts.principals_command {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .and_then(|p| p.canonicalize())
+            .map_err(|e| {
+                usage(format!(
+                    "cannot find this program's path ({e}); pass --principals-command PATH"
+                ))
+            })?,
+    };
+    let exe_s = exe.to_string_lossy().into_owned();
+    if !exe.is_absolute() || exe_s.contains(char::is_whitespace) {
+        return Err(usage(format!(
+            "--principals-command '{exe_s}' must be an absolute path without spaces"
+        )));
+    }
+    let mut cmd = exe_s;
+    if paths.is_relocated() {
+        let root = paths.root.to_string_lossy();
+        if root.contains(char::is_whitespace) || !paths.root.is_absolute() {
+            return Err(usage(format!(
+                "--root '{root}' must be an absolute path without spaces (it appears in sshd's configuration)"
+            )));
+        }
+        cmd.push_str(&format!(" --root {root}"));
+    }
+    Ok(cmd)
+}
+
+/// sshd refuses an `AuthorizedPrincipalsCommand` that is not root-owned or that is
+/// writable by others, along its whole path.
+pub fn principals_command_problem(exe: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut cur = Some(exe);
+    while let Some(p) = cur {
+        match std::fs::metadata(p) {
+            Ok(m) => {
+                if m.uid() != 0 || m.mode() & 0o022 != 0 {
+                    return Some(format!(
+                        "sshd will refuse AuthorizedPrincipalsCommand {}: {} must be owned by root and not writable by group or others",
+                        exe.display(),
+                        p.display()
+                    ));
+                }
+            }
+            Err(e) => return Some(format!("{}: {e}", p.display())),
+        }
+        cur = p.parent();
+    }
+    None
+}
+
+/// Edits of files Smith does not own; computed before anything else.
+fn plan_local_edits(
+    paths: &HostPaths,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Planned>, ActivateError> {
+    let mut plan = Vec::new();
+    let keep_mode = |p: &Path| fsutil::mode_of(p).unwrap_or(0o644);
+
+    match read_text(&paths.nsswitch)? {
+        Some(t) => plan.push(Planned {
+            path: paths.nsswitch.clone(),
+            kind: Kind::Edited,
+            bytes: edits::nss_add(&t).into_bytes(),
+            mode: keep_mode(&paths.nsswitch),
+            daemon_managed: false,
+        }),
+        None => warnings.push(format!(
+            "{} does not exist; glibc will not consult Smith for users and groups",
+            paths.nsswitch.display()
+        )),
+    }
+    for (path, lines) in [
+        (&paths.pam_sshd, edits::pam_lines_sshd()),
+        (&paths.pam_sudo, edits::pam_lines_sudo()),
+    ] {
+        match read_text(path)? {
+            Some(t) => plan.push(Planned {
+                path: path.clone(),
+                kind: Kind::Edited,
+                bytes: edits::pam_add(&t, &lines).into_bytes(),
+                mode: keep_mode(path),
+                daemon_managed: false,
+            }),
+            None => warnings.push(format!(
+                "{} does not exist; its PAM lines were not added",
+                path.display()
+            )),
+        }
+    }
+    match read_text(&paths.sshd_config)? {
+        Some(t) => {
+            let logical = paths.logical(&paths.sshd_dropin);
+            if !edits::sshd_includes(&t, &logical, &paths.sshd_dropin) {
+                warnings.push(format!(
+                    "{} does not include {}; an Include line was added at its top",
+                    paths.sshd_config.display(),
+                    paths.sshd_dropin.display()
+                ));
+                plan.push(Planned {
+                    path: paths.sshd_config.clone(),
+                    kind: Kind::Edited,
+                    bytes: edits::sshd_add_include(&t, &paths.sshd_dropin).into_bytes(),
+                    mode: keep_mode(&paths.sshd_config),
+                    daemon_managed: false,
+                });
+            }
+        }
+        None => warnings.push(format!(
+            "{} does not exist; is openssh-server installed?",
+            paths.sshd_config.display()
+        )),
+    }
+    Ok(plan)
+}
+
+/// The SSH host public keys as (path, OpenSSH line).
+fn ssh_host_keys(paths: &HostPaths, warnings: &mut Vec<String>) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for p in paths.ssh_host_public_keys() {
+        let line = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+        match line {
+            Some(l) if ssh_key::PublicKey::from_openssh(&l).is_ok() => out.push((p, l)),
+            _ => warnings.push(format!(
+                "{} is not a valid public key; skipped",
+                p.display()
+            )),
+        }
+    }
+    out
+}
+
+struct Enrolled {
+    resp: EnrollResponse,
+    key_pem: String,
+    host_keys: Vec<(PathBuf, String)>,
+}
+
+fn enroll(
+    ca_url: &str,
+    fingerprint: &str,
+    token: &str,
+    host: &HostName,
+    host_keys: Vec<(PathBuf, String)>,
+) -> Result<Enrolled, ActivateError> {
+    let new_key = identity::generate_key_and_csr(host).map_err(ActivateError::Local)?;
+    let client = Client::new(ClientOptions {
+        base_url: ca_url.to_string(),
+        trust: Trust::Fingerprint(fingerprint.to_string()),
+        token: None,
+        identity: None,
+        timeout: Duration::from_secs(30),
+    })
+    .map_err(|e| usage(e.to_string()))?;
+    let req = EnrollRequest {
+        token: token.to_string(),
+        host_name: host.clone(),
+        csr_pem: new_key.csr_pem.clone(),
+        ssh_host_keys: host_keys.iter().map(|(_, l)| l.clone()).collect(),
+    };
+    let resp: EnrollResponse = client.post("/v1/hosts/enroll", &req).map_err(|e| {
+        let hint = match e.status() {
+            Some(401) | Some(403) => "\nhint: enrollment tokens are single-use and expire; ask the admin for a new one: smith-ca admin host token --tags k=v,... --ttl 1h".to_string(),
+            Some(409) => format!("\nhint: a host named {host} is already enrolled; remove it first (smith-ca admin host remove {host}) or pass --name"),
+            _ => String::new(),
+        };
+        ActivateError::Enroll(format!("enrollment failed, nothing was changed: {e}{hint}"))
+    })?;
+
+    // Check everything the CA returned before using any of it.
+    let pinned = smith_api::tls::parse_fingerprint(fingerprint).map_err(usage)?;
+    let root_der = identity::first_der(resp.root_pem.as_bytes()).map_err(|e| {
+        ActivateError::Enroll(format!("the CA returned an unusable root certificate: {e}"))
+    })?;
+    let got = smith_api::tls::fingerprint(&root_der);
+    if smith_api::tls::parse_fingerprint(&got).ok() != Some(pinned) {
+        return Err(ActivateError::Enroll(format!(
+            "the CA returned a root certificate with fingerprint {got}, not the pinned {fingerprint}; nothing was changed"
+        )));
+    }
+    if resp.host_name != *host {
+        return Err(ActivateError::Enroll(format!(
+            "the CA enrolled this host as {} instead of {host}",
+            resp.host_name
+        )));
+    }
+    let cert = identity::summarize_pem(resp.client_cert_pem.as_bytes()).map_err(|e| {
+        ActivateError::Enroll(format!(
+            "the CA returned an unusable client certificate: {e}"
+        ))
+    })?;
+    if cert.common_name.as_deref() != Some(host.as_str()) {
+        return Err(ActivateError::Enroll(format!(
+            "the client certificate names {:?}, not {host}",
+            cert.common_name
+        )));
+    }
+    if !identity::key_matches_cert(&new_key.key_pem, resp.client_cert_pem.as_bytes())
+        .map_err(ActivateError::Enroll)?
+    {
+        return Err(ActivateError::Enroll(
+            "the client certificate is not for the key this host sent".into(),
+        ));
+    }
+    Ok(Enrolled {
+        resp,
+        key_pem: new_key.key_pem,
+        host_keys,
+    })
+}
+
+/// Enrolls (if needed) and writes every file. See the module doc.
+pub fn activate(
+    paths: &HostPaths,
+    existing: Option<&HostConfig>,
+    opts: &ActivateOptions,
+) -> Result<ActivateReport, ActivateError> {
+    let mut warnings = Vec::new();
+    let manifest = Manifest::load(&paths.manifest).map_err(ActivateError::Local)?;
+
+    // 1. Are we enrolled already?
+    let enrolled =
+        existing.and_then(|c| current_enrollment(paths, c).ok().map(|cr| (c.clone(), cr)));
+    if let Some((cfg, creds)) = &enrolled {
+        if let Some(fp) = &opts.ca_fingerprint {
+            let want = smith_api::tls::parse_fingerprint(fp).map_err(usage)?;
+            if smith_api::tls::parse_fingerprint(&creds.root_fingerprint).ok() != Some(want) {
+                return Err(usage(format!(
+                    "this host is enrolled with another CA (root {}); run `smith-host deactivate` first to move it",
+                    creds.root_fingerprint
+                )));
+            }
+        }
+        if let Some(url) = &opts.ca_url {
+            if url.trim_end_matches('/') != cfg.ca_url.trim_end_matches('/') {
+                return Err(usage(format!(
+                    "this host is enrolled with the CA at {}; to change the URL edit {} (same CA) or run `smith-host deactivate` first",
+                    cfg.ca_url,
+                    paths.config.display()
+                )));
+            }
+        }
+        if let Some(n) = &opts.name {
+            if n != cfg.host_name.as_str() {
+                return Err(usage(format!(
+                    "this host is enrolled as {}; run `smith-host deactivate` first to rename it",
+                    cfg.host_name
+                )));
+            }
+        }
+    }
+
+    // 2. Inputs.
+    let host_name = match (&enrolled, &opts.name) {
+        (Some((cfg, _)), _) => cfg.host_name.clone(),
+        (None, Some(n)) => HostName::new(n).map_err(|e| usage(format!("--name '{n}': {e}")))?,
+        (None, None) => system_host_name()?,
+    };
+    let mut config = match &enrolled {
+        Some((cfg, _)) => cfg.clone(),
+        None => {
+            let missing: Vec<&str> = [
+                ("--ca", opts.ca_url.is_none()),
+                ("--token", opts.token.is_none()),
+                ("--ca-fingerprint", opts.ca_fingerprint.is_none()),
+            ]
+            .iter()
+            .filter(|(_, m)| *m)
+            .map(|(f, _)| *f)
+            .collect();
+            if !missing.is_empty() {
+                return Err(usage(format!(
+                    "this host is not enrolled yet: {} required (smith-host activate --ca URL --token T --ca-fingerprint SHA256:...)",
+                    missing.join(", ")
+                )));
+            }
+            let url = opts.ca_url.clone().unwrap_or_default();
+            crate::config::validate_ca_url(&url).map_err(usage)?;
+            let fp = opts.ca_fingerprint.clone().unwrap_or_default();
+            smith_api::tls::parse_fingerprint(&fp)
+                .map_err(|e| usage(format!("--ca-fingerprint: {e}")))?;
+            let token = opts.token.as_deref().unwrap_or("");
+            if token.trim().is_empty() || token.len() > 4096 || token.contains(char::is_whitespace)
+            {
+                return Err(usage(
+                    "--token must be the enrollment token printed by `smith-ca admin host token`",
+                ));
+            }
+            let mut c = HostConfig::new(url.trim_end_matches('/').to_string(), host_name.clone());
+            c.ca_fingerprint = Some(fp);
+            c
+        }
+    };
+    if let Some(u) = &opts.principals_user {
+        config.principals_user = u.clone();
+    }
+    if let Some(h) = &opts.home_base {
+        config.home_base = h.clone();
+    }
+    config.validate().map_err(usage)?;
+    let command = principals_command(paths, opts)?;
+    if let Some(exe) = command.split(' ').next() {
+        if let Some(p) = principals_command_problem(Path::new(exe)) {
+            warnings.push(p);
+        }
+    }
+
+    // 3. Local edits (before the token is used).
+    let mut plan = plan_local_edits(paths, &mut warnings)?;
+    let host_keys = ssh_host_keys(paths, &mut warnings);
+
+    // 4. Enroll if needed.
+    let (creds_summary, root_fp, tags, owned) = match &enrolled {
+        Some((_, creds)) => {
+            let owned = reassert_owned(paths, &config, manifest.as_ref(), &command, &mut warnings)?;
+            (
+                creds.cert.clone(),
+                creds.root_fingerprint.clone(),
+                None,
+                owned,
+            )
+        }
+        None => {
+            let e = enroll(
+                &config.ca_url,
+                config.ca_fingerprint.as_deref().unwrap_or(""),
+                opts.token.as_deref().unwrap_or(""),
+                &host_name,
+                host_keys,
+            )?;
+            let summary = identity::summarize_pem(e.resp.client_cert_pem.as_bytes())
+                .map_err(ActivateError::Enroll)?;
+            let root_der =
+                identity::first_der(e.resp.root_pem.as_bytes()).map_err(ActivateError::Enroll)?;
+            let owned = fresh_owned(paths, &config, &e, &command, &mut warnings)?;
+            (
+                summary,
+                smith_api::tls::fingerprint(&root_der),
+                Some(e.resp.tags.to_string()),
+                owned,
+            )
+        }
+    };
+    plan.extend(owned);
+
+    // 5. Write.
+    let (changed, unchanged) = apply_plan(paths, plan, manifest, host_name.as_str())?;
+    let logical = |v: Vec<PathBuf>| -> Vec<String> {
+        v.iter()
+            .map(|p| paths.logical(p).display().to_string())
+            .collect()
+    };
+    let sshd_changed = changed.iter().any(|p| {
+        *p == paths.sshd_dropin
+            || *p == paths.sshd_config
+            || *p == paths.user_ca_keys
+            || p.to_string_lossy().ends_with("-cert.pub")
+    });
+
+    // 6. Services.
+    let mut actions = Vec::new();
+    let mut next_steps = Vec::new();
+    if opts.no_start {
+        next_steps.push(format!(
+            "start the daemon: {}",
+            service::hostd_command(paths)
+        ));
+        if service::use_systemd(paths) {
+            next_steps.push("or under systemd: systemctl enable --now smith-hostd".into());
+            next_steps.push("reload sshd: systemctl reload ssh".into());
+        } else {
+            next_steps.push(format!(
+                "reload sshd: kill -HUP $(cat {})",
+                paths.sshd_pid_file.display()
+            ));
+        }
+    } else {
+        if sshd_changed || enrolled.is_none() {
+            match service::reload_sshd(paths) {
+                Ok(a) => actions.push(a),
+                Err(e) => warnings.push(format!("sshd was not reloaded: {e}")),
+            }
+        }
+        if service::running_pid(&paths.pid_file, "smith-hostd").is_some() {
+            actions.push("smith-hostd is already running".into());
+        } else {
+            match service::start_daemon(paths) {
+                Ok(a) => actions.push(a),
+                Err(e) => warnings.push(e),
+            }
+        }
+    }
+
+    Ok(ActivateReport {
+        host_name: host_name.to_string(),
+        tags,
+        already_enrolled: enrolled.is_some(),
+        ca_url: config.ca_url.clone(),
+        root_fingerprint: root_fp,
+        client_cert_not_after: creds_summary.not_after,
+        changed: logical(changed),
+        unchanged: logical(unchanged),
+        actions,
+        next_steps,
+        warnings,
+    })
+}
+
+fn dropin_planned(
+    paths: &HostPaths,
+    config: &HostConfig,
+    command: &str,
+    host_certs: &[PathBuf],
+) -> Planned {
+    let text = edits::render_dropin(&edits::DropIn {
+        user_ca_keys: &paths.user_ca_keys,
+        revoked_keys: &paths.revoked_keys,
+        principals_command: command,
+        principals_user: &config.principals_user,
+        host_certificates: host_certs,
+    });
+    Planned {
+        path: paths.sshd_dropin.clone(),
+        kind: Kind::Owned,
+        bytes: text.into_bytes(),
+        mode: 0o644,
+        daemon_managed: false,
+    }
+}
+
+fn owned(path: &Path, bytes: Vec<u8>, mode: u32, daemon_managed: bool) -> Planned {
+    Planned {
+        path: path.to_path_buf(),
+        kind: Kind::Owned,
+        bytes,
+        mode,
+        daemon_managed,
+    }
+}
+
+/// The owned files for a fresh enrollment.
+fn fresh_owned(
+    paths: &HostPaths,
+    config: &HostConfig,
+    e: &Enrolled,
+    command: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Planned>, ActivateError> {
+    let mut plan = vec![
+        owned(
+            &paths.host_key,
+            e.key_pem.clone().into_bytes(),
+            identity::KEY_MODE,
+            true,
+        ),
+        owned(
+            &paths.host_cert,
+            e.resp.client_cert_pem.clone().into_bytes(),
+            identity::CERT_MODE,
+            true,
+        ),
+        owned(
+            &paths.ca_bundle,
+            e.resp.root_pem.clone().into_bytes(),
+            identity::CERT_MODE,
+            false,
+        ),
+        owned(&paths.config, config.render().into_bytes(), 0o644, false),
+    ];
+    let (keys, refused) = crate::trust::render_user_ca_keys(&e.resp.user_ca_keys);
+    for r in refused {
+        warnings.push(format!("a user CA key from the CA was refused: {r}"));
+    }
+    if keys.is_empty() {
+        warnings.push(
+            "the CA sent no user CA key; no certificate can log in until a sync brings one".into(),
+        );
+    }
+    plan.push(owned(
+        &paths.user_ca_keys,
+        keys.into_bytes(),
+        crate::trust::TRUST_MODE,
+        true,
+    ));
+    let krl = fsutil::read_optional(&paths.revoked_keys)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    plan.push(owned(
+        &paths.revoked_keys,
+        krl,
+        crate::trust::TRUST_MODE,
+        true,
+    ));
+    let mut host_certs = Vec::new();
+    for (i, cert) in e.resp.ssh_host_certs.iter().enumerate() {
+        let Some((key_path, _)) = e.host_keys.get(i) else {
+            warnings.push(
+                "the CA returned more host certificates than keys sent; extra ignored".into(),
+            );
+            break;
+        };
+        let line = cert.trim();
+        if ssh_key::Certificate::from_openssh(line).is_err() {
+            warnings.push(format!(
+                "the host certificate for {} is not a valid OpenSSH certificate; skipped",
+                key_path.display()
+            ));
+            continue;
+        }
+        let cert_path = host_cert_path_for(key_path);
+        plan.push(owned(
+            &cert_path,
+            format!("{line}\n").into_bytes(),
+            0o644,
+            false,
+        ));
+        host_certs.push(cert_path);
+    }
+    plan.push(dropin_planned(paths, config, command, &host_certs));
+    Ok(plan)
+}
+
+/// The owned files for an already enrolled host: keep key, certs and trust material
+/// as they are (the daemon maintains them), re-assert config and drop-in.
+fn reassert_owned(
+    paths: &HostPaths,
+    config: &HostConfig,
+    manifest: Option<&Manifest>,
+    command: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Planned>, ActivateError> {
+    let mut plan = Vec::new();
+    let current = |p: &Path| fsutil::read_optional(p).ok().flatten();
+    for (p, mode, managed) in [
+        (&paths.host_key, identity::KEY_MODE, true),
+        (&paths.host_cert, identity::CERT_MODE, true),
+        (&paths.ca_bundle, identity::CERT_MODE, false),
+    ] {
+        if let Some(b) = current(p) {
+            plan.push(owned(p, b, mode, managed));
+        }
+    }
+    plan.push(owned(
+        &paths.config,
+        config.render().into_bytes(),
+        0o644,
+        false,
+    ));
+    let keys = match current(&paths.user_ca_keys) {
+        Some(b) if !b.is_empty() => b,
+        _ => match crate::state::load_state(&paths.state_file) {
+            Ok(Some(s)) => crate::trust::render_user_ca_keys(&s.user_ca_keys)
+                .0
+                .into_bytes(),
+            _ => {
+                warnings.push(format!(
+                    "{} is missing and no snapshot is stored; it stays empty until the daemon syncs",
+                    paths.user_ca_keys.display()
+                ));
+                Vec::new()
+            }
+        },
+    };
+    plan.push(owned(
+        &paths.user_ca_keys,
+        keys,
+        crate::trust::TRUST_MODE,
+        true,
+    ));
+    plan.push(owned(
+        &paths.revoked_keys,
+        current(&paths.revoked_keys).unwrap_or_default(),
+        crate::trust::TRUST_MODE,
+        true,
+    ));
+    // Host certificates written by a previous activation.
+    let mut host_certs = Vec::new();
+    for key in paths.ssh_host_public_keys() {
+        let cert = host_cert_path_for(&key);
+        let ours = manifest
+            .and_then(|m| m.entry(&cert))
+            .is_some_and(|e| e.kind == Kind::Owned);
+        if ours {
+            if let Some(b) = current(&cert) {
+                plan.push(owned(&cert, b, 0o644, false));
+                host_certs.push(cert);
+            }
+        }
+    }
+    plan.push(dropin_planned(paths, config, command, &host_certs));
+    Ok(plan)
+}
+
+/// Writes the planned files that differ from what is on disk, recording originals in
+/// the manifest first; rolls everything back if a write fails.
+/// Returns (changed, unchanged) effective paths.
+fn apply_plan(
+    paths: &HostPaths,
+    plan: Vec<Planned>,
+    manifest: Option<Manifest>,
+    host_name: &str,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ActivateError> {
+    let write_err = |what: String| ActivateError::Write(what);
+    let mut unchanged = Vec::new();
+    let mut changes: Vec<(Planned, Option<Vec<u8>>, Option<u32>)> = Vec::new();
+    for p in plan {
+        let cur = fsutil::read_optional(&p.path)
+            .map_err(|e| ActivateError::Local(format!("cannot read {}: {e}", p.path.display())))?;
+        let cur_mode = fsutil::mode_of(&p.path);
+        if cur.as_deref() == Some(&p.bytes[..]) && cur_mode == Some(p.mode) {
+            unchanged.push(p.path);
+        } else {
+            changes.push((p, cur, cur_mode));
+        }
+    }
+    if changes.is_empty() {
+        return Ok((Vec::new(), unchanged));
+    }
+    let prev_manifest_bytes = fsutil::read_optional(&paths.manifest).ok().flatten();
+    let mut manifest = manifest.unwrap_or_else(|| Manifest::new(host_name));
+
+    // Directories (recorded so deactivate can remove them).
+    let mut created = Vec::new();
+    let mut dirs: Vec<(PathBuf, u32)> = vec![
+        (paths.state_dir.clone(), 0o755),
+        (paths.backup_dir.clone(), 0o700),
+    ];
+    for (c, _, _) in &changes {
+        if let Some(d) = c.path.parent() {
+            dirs.push((d.to_path_buf(), 0o755));
+        }
+    }
+    for (d, mode) in dirs {
+        match fsutil::create_dirs(&d, mode) {
+            Ok(made) => created.extend(made),
+            Err(e) => {
+                remove_dirs(&created);
+                return Err(write_err(format!(
+                    "cannot create {}: {e}; nothing was changed",
+                    d.display()
+                )));
+            }
+        }
+    }
+
+    // Originals into the backup directory and the manifest.
+    let mut new_backups = Vec::new();
+    for (p, cur, cur_mode) in &changes {
+        if manifest.entry(&p.path).is_none() {
+            let mut entry = FileEntry {
+                path: p.path.clone(),
+                kind: p.kind,
+                existed: cur.is_some(),
+                original_mode: *cur_mode,
+                original_sha256: cur.as_deref().map(sha256_hex),
+                backup: None,
+                written_sha256: String::new(),
+                written_mode: p.mode,
+                daemon_managed: p.daemon_managed,
+            };
+            if let Some(orig) = cur {
+                let name = backup_name(&p.path);
+                let bpath = paths.backup_dir.join(&name);
+                if let Err(e) = fsutil::atomic_write(&bpath, orig, 0o600) {
+                    for b in &new_backups {
+                        let _ = std::fs::remove_file(b);
+                    }
+                    remove_dirs(&created);
+                    return Err(write_err(format!(
+                        "cannot back up {} to {}: {e}; nothing was changed",
+                        p.path.display(),
+                        bpath.display()
+                    )));
+                }
+                new_backups.push(bpath);
+                entry.backup = Some(name);
+            }
+            manifest.files.push(entry);
+        }
+        if let Some(e) = manifest.entry_mut(&p.path) {
+            e.written_sha256 = sha256_hex(&p.bytes);
+            e.written_mode = p.mode;
+        }
+    }
+    for d in &created {
+        if !manifest.dirs_created.contains(d) {
+            manifest.dirs_created.push(d.clone());
+        }
+    }
+    if let Err(e) = manifest.save(&paths.manifest) {
+        for b in &new_backups {
+            let _ = std::fs::remove_file(b);
+        }
+        remove_dirs(&created);
+        return Err(write_err(format!(
+            "cannot write {}: {e}; nothing was changed",
+            paths.manifest.display()
+        )));
+    }
+
+    // The files themselves.
+    for (i, (p, _, _)) in changes.iter().enumerate() {
+        if let Err(e) = fsutil::atomic_write(&p.path, &p.bytes, p.mode) {
+            // Roll back this run: earlier files, manifest, backups, directories.
+            for (q, orig, mode) in changes[..i].iter().rev() {
+                let _ = match orig {
+                    Some(b) => fsutil::atomic_write(&q.path, b, mode.unwrap_or(0o644)),
+                    None => std::fs::remove_file(&q.path),
+                };
+            }
+            let _ = match &prev_manifest_bytes {
+                Some(b) => fsutil::atomic_write(&paths.manifest, b, 0o600),
+                None => std::fs::remove_file(&paths.manifest),
+            };
+            for b in &new_backups {
+                let _ = std::fs::remove_file(b);
+            }
+            remove_dirs(&created);
+            return Err(write_err(format!(
+                "cannot write {}: {e}; every change of this run was rolled back",
+                p.path.display()
+            )));
+        }
+    }
+    Ok((
+        changes.into_iter().map(|(p, _, _)| p.path).collect(),
+        unchanged,
+    ))
+}
+
+/// Removes directories (innermost first) if they are empty.
+fn remove_dirs(dirs: &[PathBuf]) {
+    for d in dirs.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeactivateOptions {
+    /// Do not stop the daemon nor reload sshd (print how instead).
+    pub no_stop: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeactivateReport {
+    pub was_active: bool,
+    #[serde(flatten)]
+    pub undo: Undo,
+    pub actions: Vec<String>,
+    pub next_steps: Vec<String>,
+}
+
+/// Undoes `activate`. See the module doc.
+pub fn deactivate(
+    paths: &HostPaths,
+    opts: &DeactivateOptions,
+) -> Result<DeactivateReport, ActivateError> {
+    let Some(manifest) = Manifest::load(&paths.manifest).map_err(ActivateError::Local)? else {
+        return Ok(DeactivateReport {
+            was_active: false,
+            undo: Undo::default(),
+            actions: Vec::new(),
+            next_steps: Vec::new(),
+        });
+    };
+    let mut undo = Undo::default();
+    let mut actions = Vec::new();
+    let mut next_steps = Vec::new();
+    let show = |p: &Path| paths.logical(p).display().to_string();
+
+    if opts.no_stop {
+        if service::running_pid(&paths.pid_file, "smith-hostd").is_some() {
+            undo.warnings
+                .push("smith-hostd is still running and may rewrite its files; stop it".into());
+        }
+    } else {
+        match service::stop_daemon(paths) {
+            Ok(Some(a)) => actions.push(a),
+            Ok(None) => {}
+            Err(e) => undo.warnings.push(e),
+        }
+    }
+
+    for entry in manifest.files.iter().rev() {
+        let cur = match fsutil::read_optional(&entry.path) {
+            Ok(c) => c,
+            Err(e) => {
+                undo.warnings.push(format!(
+                    "cannot read {}: {e}; left alone",
+                    entry.path.display()
+                ));
+                continue;
+            }
+        };
+        let untouched =
+            cur.as_deref().map(sha256_hex).as_deref() == Some(entry.written_sha256.as_str());
+        if untouched || entry.kind == Kind::Owned {
+            if !untouched && cur.is_some() && !entry.daemon_managed {
+                undo.warnings.push(format!(
+                    "{} was changed since activation; Smith owns it, so it was restored anyway",
+                    show(&entry.path)
+                ));
+            }
+            if entry.existed {
+                let Some(name) = &entry.backup else {
+                    undo.warnings.push(format!(
+                        "no backup of {} recorded; left alone",
+                        show(&entry.path)
+                    ));
+                    continue;
+                };
+                let backup = paths.backup_dir.join(name);
+                let bytes = match std::fs::read(&backup) {
+                    Ok(b) if Some(sha256_hex(&b)) == entry.original_sha256 => b,
+                    Ok(_) => {
+                        undo.warnings.push(format!(
+                            "the backup {} does not match its recorded hash; {} left alone",
+                            backup.display(),
+                            show(&entry.path)
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        undo.warnings.push(format!(
+                            "cannot read the backup {}: {e}; {} left alone",
+                            backup.display(),
+                            show(&entry.path)
+                        ));
+                        continue;
+                    }
+                };
+                match fsutil::atomic_write(
+                    &entry.path,
+                    &bytes,
+                    entry.original_mode.unwrap_or(0o644),
+                ) {
+                    Ok(()) => undo.restored.push(show(&entry.path)),
+                    Err(e) => undo
+                        .warnings
+                        .push(format!("cannot restore {}: {e}", show(&entry.path))),
+                }
+            } else {
+                match std::fs::remove_file(&entry.path) {
+                    Ok(()) => undo.removed.push(show(&entry.path)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => undo
+                        .warnings
+                        .push(format!("cannot remove {}: {e}", show(&entry.path))),
+                }
+            }
+            continue;
+        }
+        // An edited file the admin changed since: remove only our part.
+        let Some(cur) = cur else {
+            undo.warnings.push(format!(
+                "{} was deleted since activation; left alone",
+                show(&entry.path)
+            ));
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cur).into_owned();
+        let cleaned = if entry.path == paths.nsswitch {
+            edits::nss_remove(&text)
+        } else {
+            edits::remove_marked_lines(&text)
+        };
+        if cleaned.as_bytes() == cur.as_slice() {
+            undo.warnings.push(format!(
+                "{} was changed since activation and holds no Smith lines; left alone",
+                show(&entry.path)
+            ));
+            continue;
+        }
+        let mode = fsutil::mode_of(&entry.path).unwrap_or(0o644);
+        match fsutil::atomic_write(&entry.path, cleaned.as_bytes(), mode) {
+            Ok(()) => {
+                undo.cleaned.push(show(&entry.path));
+                undo.warnings.push(format!(
+                    "{} was changed since activation: only Smith's lines were removed, the rest was kept",
+                    show(&entry.path)
+                ));
+            }
+            Err(e) => undo
+                .warnings
+                .push(format!("cannot clean {}: {e}", show(&entry.path))),
+        }
+    }
+
+    // Files the daemon created.
+    for p in [
+        &paths.cache_file,
+        &paths.state_file,
+        &paths.sync_status_file,
+    ] {
+        match std::fs::remove_file(p) {
+            Ok(()) => undo.removed.push(show(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => undo
+                .warnings
+                .push(format!("cannot remove {}: {e}", show(p))),
+        }
+    }
+    let spool_file = paths.spool_dir.join(crate::spool::SPOOL_FILE);
+    if std::fs::metadata(&spool_file).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&spool_file);
+    }
+    for d in [
+        &paths.spool_dir,
+        &paths.pending_dir.join("bad"),
+        &paths.pending_dir,
+    ] {
+        if d.exists() && std::fs::remove_dir(d).is_err() {
+            undo.warnings.push(format!(
+                "kept audit data in {} (not yet uploaded); remove it by hand once it is no longer needed",
+                show(d)
+            ));
+        }
+    }
+    for entry in &manifest.files {
+        if let Some(name) = &entry.backup {
+            let _ = std::fs::remove_file(paths.backup_dir.join(name));
+        }
+    }
+    if let Err(e) = std::fs::remove_file(&paths.manifest) {
+        undo.warnings
+            .push(format!("cannot remove {}: {e}", show(&paths.manifest)));
+    }
+    let _ = std::fs::remove_dir(&paths.backup_dir);
+    let _ = std::fs::remove_dir(&paths.run_dir);
+    remove_dirs(&manifest.dirs_created);
+
+    if opts.no_stop {
+        next_steps.push(if service::use_systemd(paths) {
+            "reload sshd: systemctl reload ssh".into()
+        } else {
+            format!(
+                "reload sshd: kill -HUP $(cat {})",
+                paths.sshd_pid_file.display()
+            )
+        });
+    } else {
+        match service::reload_sshd(paths) {
+            Ok(a) => actions.push(a),
+            Err(e) => undo.warnings.push(format!("sshd was not reloaded: {e}")),
+        }
+    }
+    Ok(DeactivateReport {
+        was_active: true,
+        undo,
+        actions,
+        next_steps,
+    })
+}

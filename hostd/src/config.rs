@@ -1,0 +1,297 @@
+//! `/etc/smith/host.toml`: the host's configuration, and how the binaries find it.
+//!
+//! Owns: the config schema (TOML, unknown keys refused), its defaults, validation,
+//! rendering (what `activate` writes) and the resolution of `--root`/`--config` into
+//! [`HostPaths`]. Must never: write files (callers do, atomically).
+
+use crate::paths::{relocate, HostPaths, PathOverrides};
+use serde::{Deserialize, Serialize};
+use smith_proto::HostName;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_HOME_BASE: &str = "/home";
+pub const DEFAULT_SYNC_WAIT_SECS: u64 = 25;
+pub const MAX_SYNC_WAIT_SECS: u64 = 60;
+pub const DEFAULT_PRINCIPALS_USER: &str = "nobody";
+
+/// Where hostd sends its logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// journald when started by systemd with its output connected to the journal
+    /// (`JOURNAL_STREAM` set), else stderr.
+    #[default]
+    Auto,
+    Journald,
+    Stderr,
+}
+
+impl std::str::FromStr for LogTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(LogTarget::Auto),
+            "journald" => Ok(LogTarget::Journald),
+            "stderr" => Ok(LogTarget::Stderr),
+            _ => Err(format!("log must be auto, journald or stderr, not '{s}'")),
+        }
+    }
+}
+
+fn default_home_base() -> String {
+    DEFAULT_HOME_BASE.into()
+}
+fn default_sync_wait() -> u64 {
+    DEFAULT_SYNC_WAIT_SECS
+}
+fn default_principals_user() -> String {
+    DEFAULT_PRINCIPALS_USER.into()
+}
+
+/// The contents of `host.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The CA's base URL, `https://...`.
+    pub ca_url: String,
+    /// This host's enrolled name (the CN of its mTLS certificate).
+    pub host_name: HostName,
+    /// Fingerprint of the CA's TLS root pinned at enrollment (informational; the root
+    /// itself is in `ca.crt`).
+    #[serde(default)]
+    pub ca_fingerprint: Option<String>,
+    /// Smith users' home directories are `home_base/NAME`.
+    #[serde(default = "default_home_base")]
+    pub home_base: String,
+    /// Long-poll duration asked of the CA (1-60 s).
+    #[serde(default = "default_sync_wait")]
+    pub sync_wait_secs: u64,
+    /// `AuthorizedPrincipalsCommandUser` in the sshd drop-in.
+    #[serde(default = "default_principals_user")]
+    pub principals_user: String,
+    #[serde(default)]
+    pub log: LogTarget,
+    /// Relocate every path under this directory (tests; `--root` wins).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "PathOverrides::is_empty")]
+    pub paths: PathOverrides,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}\nhint: fix the file, or run `smith-host activate` again to rewrite it")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl HostConfig {
+    pub fn new(ca_url: String, host_name: HostName) -> HostConfig {
+        HostConfig {
+            ca_url,
+            host_name,
+            ca_fingerprint: None,
+            home_base: default_home_base(),
+            sync_wait_secs: DEFAULT_SYNC_WAIT_SECS,
+            principals_user: default_principals_user(),
+            log: LogTarget::Auto,
+            root: None,
+            paths: PathOverrides::default(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<HostConfig, String> {
+        let c: HostConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        HostConfig::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        validate_ca_url(&self.ca_url)?;
+        if !(1..=MAX_SYNC_WAIT_SECS).contains(&self.sync_wait_secs) {
+            return Err(format!(
+                "sync_wait_secs must be between 1 and {MAX_SYNC_WAIT_SECS}, not {}",
+                self.sync_wait_secs
+            ));
+        }
+        crate::paths::check_logical(Path::new(&self.home_base))
+            .map_err(|e| format!("home_base: {e}"))?;
+        if self.home_base.contains(':') || self.home_base.contains('\n') {
+            return Err("home_base must not contain ':' or a newline".into());
+        }
+        let u = &self.principals_user;
+        if u.is_empty()
+            || u.len() > 32
+            || !u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "principals_user '{}' is not a valid local account name",
+                u.escape_debug()
+            ));
+        }
+        if let Some(fp) = &self.ca_fingerprint {
+            smith_api::tls::parse_fingerprint(fp).map_err(|e| format!("ca_fingerprint: {e}"))?;
+        }
+        if let Some(root) = &self.root {
+            crate::paths::check_logical(root).map_err(|e| format!("root: {e}"))?;
+        }
+        self.paths.validate()
+    }
+
+    /// The file `activate` writes: every setting, documented, defaults shown.
+    pub fn render(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let mut out = String::new();
+        out.push_str("# Smith host configuration, written by `smith-host activate`.\n");
+        out.push_str("# Unknown keys are refused. See hostd/README.md.\n\n");
+        out.push_str("# The CA (HTTPS; its TLS root is pinned in ca.crt next to this file).\n");
+        out.push_str(&format!("ca_url = {}\n", q(&self.ca_url)));
+        out.push_str("# This host's enrolled name (CN of host.crt).\n");
+        out.push_str(&format!("host_name = {}\n", q(self.host_name.as_str())));
+        if let Some(fp) = &self.ca_fingerprint {
+            out.push_str("# Fingerprint of the CA root pinned at enrollment.\n");
+            out.push_str(&format!("ca_fingerprint = {}\n", q(fp)));
+        }
+        out.push_str("# Smith users' home directories are home_base/NAME (default \"/home\").\n");
+        out.push_str(&format!("home_base = {}\n", q(&self.home_base)));
+        out.push_str("# Seconds a sync long-poll waits at the CA (1-60, default 25).\n");
+        out.push_str(&format!("sync_wait_secs = {}\n", self.sync_wait_secs));
+        out.push_str("# Account sshd runs `smith-host principals` as (default \"nobody\").\n");
+        out.push_str(&format!("principals_user = {}\n", q(&self.principals_user)));
+        out.push_str("# Logs: auto (journald under systemd, else stderr), journald, stderr.\n");
+        let log = match self.log {
+            LogTarget::Auto => "auto",
+            LogTarget::Journald => "journald",
+            LogTarget::Stderr => "stderr",
+        };
+        out.push_str(&format!("log = {}\n", q(log)));
+        if let Some(root) = &self.root {
+            out.push_str("# Every path is relocated under this directory.\n");
+            out.push_str(&format!("root = {}\n", q(&root.to_string_lossy())));
+        }
+        if !self.paths.is_empty() {
+            out.push_str("\n[paths]\n");
+            if let Ok(t) = toml::to_string(&self.paths) {
+                out.push_str(&t);
+            }
+        }
+        out
+    }
+}
+
+pub fn validate_ca_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("CA URL '{url}' must start with https://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("CA URL '{url}' has no host"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "CA URL '{}' contains whitespace",
+            url.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// The paths and (if present) configuration a command works with.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub paths: HostPaths,
+    pub config: Option<HostConfig>,
+}
+
+/// Finds the configuration: `config_flag`, else `ROOT/etc/smith/host.toml` where ROOT is
+/// `root_flag` or `/`. A `root` in the file applies when no `--root` was given.
+/// A missing file is not an error (not enrolled yet); an invalid one is.
+pub fn resolve(
+    root_flag: Option<&Path>,
+    config_flag: Option<&Path>,
+) -> Result<Resolved, ConfigError> {
+    let root0 = root_flag.unwrap_or(Path::new("/")).to_path_buf();
+    let config_path = match config_flag {
+        Some(c) => c.to_path_buf(),
+        None => relocate(&root0, smith_proto::paths::CONFIG_FILE),
+    };
+    let config = match std::fs::metadata(&config_path) {
+        Ok(_) => Some(HostConfig::load(&config_path)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: config_path,
+                source,
+            })
+        }
+    };
+    let root = match (root_flag, config.as_ref().and_then(|c| c.root.as_ref())) {
+        (Some(r), _) => r.to_path_buf(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => PathBuf::from("/"),
+    };
+    let mut paths = HostPaths::under(&root);
+    if let Some(c) = &config {
+        paths = paths.with_overrides(&c.paths);
+    }
+    paths.config = config_path;
+    Ok(Resolved { paths, config })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> HostConfig {
+        HostConfig::new(
+            "https://ca.example:8443".into(),
+            HostName::new("web-1").unwrap(),
+        )
+    }
+
+    #[test]
+    fn render_parses_back_identically() {
+        let mut c = sample();
+        c.ca_fingerprint = Some(smith_api::tls::fingerprint(b"x"));
+        assert_eq!(HostConfig::parse(&c.render()).unwrap(), c);
+        c.paths.cache_file = Some("/tmp/x.cache".into());
+        c.root = Some("/tmp/r".into());
+        c.log = LogTarget::Stderr;
+        assert_eq!(HostConfig::parse(&c.render()).unwrap(), c);
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let c = HostConfig::parse("ca_url = \"https://ca:1\"\nhost_name = \"db-1\"\n").unwrap();
+        assert_eq!(c.home_base, "/home");
+        assert_eq!(c.sync_wait_secs, 25);
+        assert_eq!(c.principals_user, "nobody");
+        for bad in [
+            "ca_url = \"http://ca\"\nhost_name = \"a\"\n",
+            "ca_url = \"https://ca\"\nhost_name = \"A B\"\n",
+            "ca_url = \"https://ca\"\nhost_name = \"a\"\nunknown = 1\n",
+            "ca_url = \"https://ca\"\nhost_name = \"a\"\nsync_wait_secs = 0\n",
+            "ca_url = \"https://ca\"\nhost_name = \"a\"\nhome_base = \"home\"\n",
+            "ca_url = \"https://ca\"\nhost_name = \"a\"\nprincipals_user = \"a b\"\n",
+            "ca_url = \"https://ca\"\nhost_name = \"a\"\n[paths]\nbogus = \"/x\"\n",
+        ] {
+            assert!(HostConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! `smith-hostd`: the long-running host daemon.
+//!
+//! Owns: startup (config, last snapshot, cache, pid file, socket), readiness
+//! (`sd_notify READY=1` once the last snapshot is loaded or the first sync completed),
+//! the tasks (sync loop with renewal, socket server, pending-event ingestion,
+//! housekeeping) and signals (`SIGUSR1` = sync now, `SIGTERM`/`SIGINT` = graceful stop).
+//!
+//! Must never: panic or exit because the CA, the network or the disk misbehaves (it
+//! keeps serving the last good snapshot and retries), or start before
+//! [`smith_proto::paths::NSS_BYPASS_ENV`] is set (the binary sets it first thing).
+
+pub mod events;
+pub mod pending;
+pub mod server;
+pub mod sync;
+
+use crate::config::{HostConfig, LogTarget};
+use crate::paths::HostPaths;
+use crate::spool::Spool;
+use crate::state::SyncStatus;
+use crate::store::Store;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tracing::{error, info, warn};
+
+/// How often pending `.evt` files are picked up.
+pub const PENDING_INTERVAL: Duration = Duration::from_secs(3);
+/// How often local account files are checked and failed writes retried.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the socket server answers from.
+#[derive(Debug, Clone, Default)]
+pub struct Served {
+    pub cache: Option<Arc<Vec<u8>>>,
+    pub last_sync_unix: u64,
+}
+
+/// State shared by the daemon's tasks.
+pub struct Shared {
+    pub paths: HostPaths,
+    pub config: HostConfig,
+    pub store: Mutex<Store>,
+    pub served: RwLock<Served>,
+    pub spool: Mutex<Spool>,
+    pub sync_now: Notify,
+    pub status: Mutex<SyncStatus>,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    /// Publishes the store's current cache bytes to the socket server.
+    pub fn publish(&self) {
+        let cache = match self.store.lock() {
+            Ok(s) => s.served(),
+            Err(_) => return,
+        };
+        if let Ok(mut w) = self.served.write() {
+            w.cache = cache;
+        }
+    }
+
+    /// Tells systemd we are ready (once).
+    pub fn notify_ready(&self, why: &str) {
+        if !self.ready.swap(true, Ordering::SeqCst) {
+            info!(reason = why, "ready");
+            if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+                warn!(error = %e, "sd_notify READY failed");
+            }
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Options of `smith-hostd`.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    pub root: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub log: Option<LogTarget>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Builds its own runtime.
+pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    let resolved = crate::config::resolve(opts.root.as_deref(), opts.config.as_deref())?;
+    let paths = resolved.paths;
+    let config = resolved.config.with_context(|| {
+        format!(
+            "{} does not exist: this host is not enrolled\nhint: run `smith-host activate --ca URL --token T --ca-fingerprint SHA256:...` first",
+            paths.config.display()
+        )
+    })?;
+    crate::logging::init_daemon(opts.log.unwrap_or(config.log));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("smith-hostd")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(paths, config))
+}
+
+async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
+    info!(
+        host = %config.host_name,
+        ca = %config.ca_url,
+        root = %paths.root.display(),
+        "smith-hostd starting"
+    );
+    let creds =
+        crate::identity::load_credentials(&paths.ca_bundle, &paths.host_cert, &paths.host_key)
+            .map_err(anyhow::Error::msg)?;
+
+    // Refuse to run twice on the same socket.
+    if tokio::net::UnixStream::connect(&paths.socket).await.is_ok() {
+        anyhow::bail!(
+            "another smith-hostd is already serving {}; stop it first (pid file {})",
+            paths.socket.display(),
+            paths.pid_file.display()
+        );
+    }
+
+    let (store, spool, status) = {
+        let paths = paths.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let store = Store::open(&paths, &config.host_name, &config.home_base);
+            let spool = Spool::open(&paths.spool_dir).with_context(|| {
+                format!(
+                    "cannot open the audit spool in {}",
+                    paths.spool_dir.display()
+                )
+            })?;
+            let status =
+                crate::state::load_sync_status(&paths.sync_status_file).unwrap_or_default();
+            Ok((store, spool, status))
+        })
+        .await??
+    };
+    let has_state = store.state().is_some();
+    let shared = Arc::new(Shared {
+        served: RwLock::new(Served {
+            cache: store.served(),
+            last_sync_unix: status.last_sync_unix.unwrap_or(0),
+        }),
+        store: Mutex::new(store),
+        spool: Mutex::new(spool),
+        sync_now: Notify::new(),
+        status: Mutex::new(status),
+        ready: AtomicBool::new(false),
+        paths: paths.clone(),
+        config: config.clone(),
+    });
+
+    let listener = server::bind(&paths.socket)
+        .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
+    write_pid_file(&paths);
+    if has_state {
+        shared.notify_ready("last snapshot loaded");
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(server::serve(listener, shared.clone(), shutdown_rx.clone()));
+    tasks.spawn(sync::run(shared.clone(), creds, shutdown_rx.clone()));
+    tasks.spawn(pending::run(shared.clone(), shutdown_rx.clone()));
+    tasks.spawn(housekeeping(shared.clone(), shutdown_rx.clone()));
+
+    wait_for_signals(&shared).await;
+    info!("stopping");
+    let _ = shutdown_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        warn!("some tasks did not stop within 5 s");
+    }
+    let _ = std::fs::remove_file(&paths.socket);
+    remove_pid_file(&paths);
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signals(shared: &Shared) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers; stopping");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = usr1.recv() => {
+                info!("SIGUSR1: syncing now");
+                shared.sync_now.notify_one();
+            }
+            _ = hup.recv() => {
+                info!("SIGHUP: syncing now (configuration changes need a restart)");
+                shared.sync_now.notify_one();
+            }
+        }
+    }
+}
+
+/// Rebuilds the cache when local accounts change and retries failed writes.
+async fn housekeeping(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let sh = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(mut store) = sh.store.lock() {
+                if store.local_accounts_changed() {
+                    info!("local account files changed; rebuilding the cache");
+                    store.mark_cache_dirty();
+                }
+                if !store.is_clean() {
+                    store.flush();
+                }
+            }
+            sh.publish();
+        })
+        .await;
+    }
+}
+
+fn write_pid_file(paths: &HostPaths) {
+    if let Some(dir) = paths.pid_file.parent() {
+        let _ = crate::fsutil::create_dirs(dir, 0o755);
+    }
+    let pid = format!("{}\n", std::process::id());
+    if let Err(e) = crate::fsutil::atomic_write_with(
+        &paths.pid_file,
+        pid.as_bytes(),
+        0o644,
+        crate::fsutil::Durability::AtomicOnly,
+    ) {
+        warn!(path = %paths.pid_file.display(), error = %e, "cannot write the pid file; `smith-host sync` will not find the daemon");
+    }
+}
+
+fn remove_pid_file(paths: &HostPaths) {
+    if let Ok(text) = std::fs::read_to_string(&paths.pid_file) {
+        if text.trim() == std::process::id().to_string() {
+            let _ = std::fs::remove_file(&paths.pid_file);
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The local socket server (`/run/smith/hostd.sock`): framed `smith_proto::wire`
+//! requests answered from the in-memory cache bytes (the same data as the cache file).
+//!
+//! Owns: the socket file (directory 0755, socket 0666: every process that resolves
+//! users may ask), per-connection limits (5 s to deliver each frame, bounded frame
+//! size, at most [`MAX_CONNECTIONS`] at once) and the rule that only root peers
+//! (`SO_PEERCRED`) may record audit events.
+//!
+//! Must never: let one slow or hostile client delay another, allocate a frame larger
+//! than `wire::MAX_FRAME`, or answer "not found" when it has no data (that is
+//! `ErrorCode::Unavailable`).
+
+use super::Shared;
+use smith_proto::cache::{CacheView, GroupEntry, UserEntry};
+use smith_proto::wire::{self, ErrorCode, Request, Response, WireGroup, WireUser};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+
+/// Most connections served at once; more are closed immediately.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to deliver each request frame (also the idle timeout).
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to write a response.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Creates the directory (0755) and binds the socket (0666), replacing a stale socket
+/// file left by a previous run.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        crate::fsutil::create_dirs(dir, 0o755)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            use std::os::unix::fs::FileTypeExt;
+            if m.file_type().is_socket() {
+                std::fs::remove_file(path)?;
+            } else {
+                return Err(std::io::Error::other(format!(
+                    "{} exists and is not a socket; remove it",
+                    path.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut refused: u64 = 0;
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => match limit.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            handle_connection(stream, shared).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            warn!(refused, limit = MAX_CONNECTIONS, "too many socket connections; closing new ones");
+                        }
+                        drop(stream);
+                    }
+                },
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+enum FrameRead {
+    Frame(Vec<u8>),
+    /// Clean end of stream between frames.
+    Closed,
+    TooLarge(usize),
+    Failed,
+}
+
+async fn read_frame(stream: &mut UnixStream) -> FrameRead {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return FrameRead::Closed,
+        Err(_) => return FrameRead::Failed,
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > wire::MAX_FRAME {
+        return FrameRead::TooLarge(n);
+    }
+    let mut buf = vec![0u8; n];
+    match stream.read_exact(&mut buf).await {
+        Ok(_) => FrameRead::Frame(buf),
+        Err(_) => FrameRead::Failed,
+    }
+}
+
+async fn write_response(stream: &mut UnixStream, resp: &Response) -> bool {
+    let payload = resp.encode();
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&payload);
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&buf)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
+    let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
+    loop {
+        let frame = match tokio::time::timeout(FRAME_TIMEOUT, read_frame(&mut stream)).await {
+            Err(_) => {
+                debug!("closing an idle or slow socket client");
+                return;
+            }
+            Ok(FrameRead::Closed) | Ok(FrameRead::Failed) => return,
+            Ok(FrameRead::TooLarge(n)) => {
+                let _ = write_response(
+                    &mut stream,
+                    &error(
+                        ErrorCode::BadRequest,
+                        format!("frame of {n} bytes is too large"),
+                    ),
+                )
+                .await;
+                return;
+            }
+            Ok(FrameRead::Frame(f)) => f,
+        };
+        let (resp, keep) = match Request::decode(&frame) {
+            Ok(req) => (answer(req, peer_uid, &shared).await, true),
+            Err(e) => (error(ErrorCode::BadRequest, e.to_string()), false),
+        };
+        if !write_response(&mut stream, &resp).await || !keep {
+            return;
+        }
+    }
+}
+
+fn wire_user(u: &UserEntry<'_>) -> WireUser {
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    WireUser {
+        name: s(u.name),
+        uid: u.uid,
+        gid: u.gid,
+        gecos: s(u.gecos),
+        dir: s(u.dir),
+        shell: s(u.shell),
+        level: u.level.map(|l| l as u8).unwrap_or(0),
+    }
+}
+
+fn wire_group(g: &GroupEntry<'_>) -> Option<WireGroup> {
+    let mut members = Vec::with_capacity(g.members.len());
+    for m in g.members.iter() {
+        members.push(String::from_utf8_lossy(m.ok()?).into_owned());
+    }
+    Some(WireGroup {
+        name: String::from_utf8_lossy(g.name).into_owned(),
+        gid: g.gid,
+        members,
+    })
+}
+
+/// Answers a lookup from `cache` (the bytes of a valid cache file).
+pub fn lookup(cache: &[u8], req: &Request) -> Response {
+    let view = match CacheView::parse(cache) {
+        Ok(v) => v,
+        Err(e) => return error(ErrorCode::Internal, format!("cache is invalid: {e}")),
+    };
+    let internal = |e: smith_proto::cache::CacheError| error(ErrorCode::Internal, e.to_string());
+    match req {
+        Request::UserByName(n) => match view.user_by_name(n.as_bytes()) {
+            Ok(u) => Response::User(u.as_ref().map(wire_user)),
+            Err(e) => internal(e),
+        },
+        Request::UserByUid(uid) => match view.user_by_uid(*uid) {
+            Ok(u) => Response::User(u.as_ref().map(wire_user)),
+            Err(e) => internal(e),
+        },
+        Request::GroupByName(n) => match view.group_by_name(n.as_bytes()) {
+            Ok(None) => Response::Group(None),
+            Ok(Some(g)) => match wire_group(&g) {
+                Some(g) => Response::Group(Some(g)),
+                None => error(ErrorCode::Internal, "corrupt group members"),
+            },
+            Err(e) => internal(e),
+        },
+        Request::GroupByGid(gid) => match view.group_by_gid(*gid) {
+            Ok(None) => Response::Group(None),
+            Ok(Some(g)) => match wire_group(&g) {
+                Some(g) => Response::Group(Some(g)),
+                None => error(ErrorCode::Internal, "corrupt group members"),
+            },
+            Err(e) => internal(e),
+        },
+        Request::GroupsOfUser(n) => match view.user_by_name(n.as_bytes()) {
+            Ok(u) => Response::Gids(u.map(|u| u.gids.iter().collect())),
+            Err(e) => internal(e),
+        },
+        Request::Ping | Request::Event(_) => error(ErrorCode::BadRequest, "not a lookup"),
+    }
+}
+
+async fn answer(req: Request, peer_uid: Option<u32>, shared: &Arc<Shared>) -> Response {
+    let served = match shared.served.read() {
+        Ok(s) => s.clone(),
+        Err(_) => return error(ErrorCode::Internal, "internal lock poisoned"),
+    };
+    match req {
+        Request::Ping => {
+            let (version, users) = served
+                .cache
+                .as_deref()
+                .and_then(|b| {
+                    CacheView::parse(b)
+                        .ok()
+                        .map(|v| (v.snapshot_version(), v.n_users()))
+                })
+                .unwrap_or((0, 0));
+            Response::Pong {
+                snapshot_version: version,
+                users,
+                last_sync_unix: served.last_sync_unix,
+            }
+        }
+        Request::Event(ev) => {
+            if peer_uid != Some(0) {
+                warn!(peer_uid = ?peer_uid, "refused an audit event from a non-root client");
+                return error(
+                    ErrorCode::PermissionDenied,
+                    "only root may record audit events",
+                );
+            }
+            let sh = shared.clone();
+            match tokio::task::spawn_blocking(move || super::events::accept(&sh, &ev, "socket"))
+                .await
+            {
+                Ok(Ok(seq)) => Response::Ack(seq),
+                Ok(Err(e)) => error(ErrorCode::Internal, format!("cannot spool the event: {e}")),
+                Err(_) => error(ErrorCode::Internal, "cannot spool the event"),
+            }
+        }
+        lookup_req => match served.cache {
+            Some(cache) => lookup(&cache, &lookup_req),
+            None => error(
+                ErrorCode::Unavailable,
+                "smith-hostd has no snapshot yet (not synced with the CA)",
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_answer_from_cache_bytes() {
+        let (c, _) = crate::view::build_contents(
+            &crate::view::tests::state(),
+            &crate::local::LocalAccounts::default(),
+            "/home",
+            1,
+            1,
+        );
+        let bytes = smith_proto::cache::build(&c).unwrap();
+        match lookup(&bytes, &Request::UserByName("oscar".into())) {
+            Response::User(Some(u)) => {
+                assert_eq!((u.uid, u.level, u.dir.as_str()), (200002, 2, "/home/oscar"))
+            }
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(
+            lookup(&bytes, &Request::UserByName("nobody-here".into())),
+            Response::User(None)
+        );
+        match lookup(&bytes, &Request::GroupByName("smith-sudo".into())) {
+            Response::Group(Some(g)) => assert_eq!(g.members, vec!["oscar".to_string()]),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(
+            lookup(&bytes, &Request::GroupsOfUser("oscar".into())),
+            Response::Gids(Some(vec![200000, 200011]))
+        );
+        match lookup(&bytes, &Request::GroupByGid(200001)) {
+            Response::Group(Some(g)) => assert_eq!(g.name, "alice"),
+            r => panic!("{r:?}"),
+        }
+        assert!(matches!(
+            lookup(b"garbage", &Request::UserByUid(200001)),
+            Response::Error { .. }
+        ));
+    }
+}

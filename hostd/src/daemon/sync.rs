@@ -1,0 +1,344 @@
+//! The sync loop: long-poll the CA for changes since our version, apply them through
+//! the [`Store`](crate::store::Store), publish the new view to the socket server; and
+//! renew the mTLS client certificate at 2/3 of its lifetime.
+//!
+//! Owns: the retry policy (1 s doubling to 30 s, with jitter, reset on success), the
+//! reaction to `SIGUSR1` (abandon the current long-poll and ask again without waiting),
+//! recovery from a delta on the wrong base (ask for a full snapshot), and the
+//! renewal seam (`POST /v1/host/renew`; a CA without it is asked again hourly).
+//!
+//! Must never: stop serving the last good snapshot because the CA is unreachable or
+//! answers garbage, or hammer the CA in a tight loop.
+
+use super::Shared;
+use crate::identity::{self, HostCredentials};
+use crate::syncclient::{CaClient, CaError};
+use rand::Rng;
+use smith_proto::snapshot::{ApplyError, SyncResponse};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+pub const BACKOFF_START: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        Backoff {
+            next: BACKOFF_START,
+        }
+    }
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+    /// The delay to wait now (the nominal delay ±20 %), doubling the next one.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        base.mul_f64(jitter)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+enum Outcome {
+    /// The CA answered; loop at once.
+    Synced,
+    /// Ask for a full snapshot next.
+    NeedFull,
+    /// Wait (backoff) before the next attempt.
+    Failed(String),
+}
+
+struct Renewal {
+    next_attempt: u64,
+}
+
+pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watch::Receiver<bool>) {
+    let host = shared.config.host_name.clone();
+    let wait_secs = shared.config.sync_wait_secs;
+    let mut creds = creds;
+    let mut client = match CaClient::new(&shared.config.ca_url, &creds) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot build the CA client; not syncing (the last snapshot keeps serving)");
+            return;
+        }
+    };
+    let mut backoff = Backoff::new();
+    let mut renewal = Renewal { next_attempt: 0 };
+    let mut force_full = false;
+    let mut immediate = true;
+    let mut warned_expiry = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = crate::now_unix();
+        if now >= creds.cert.renew_at() && now >= renewal.next_attempt {
+            if let Some((c, new_creds)) = renew(&shared, &client, &creds, &mut renewal).await {
+                client = c;
+                creds = new_creds;
+                warned_expiry = false;
+            }
+        }
+        if now >= creds.cert.not_after && !warned_expiry {
+            warned_expiry = true;
+            error!(
+                not_after = creds.cert.not_after,
+                "the host's client certificate has expired; the CA will refuse syncs. \
+                 Re-enroll with `smith-host activate --token T ...` (the last snapshot keeps serving)"
+            );
+        }
+
+        let since = if force_full { 0 } else { lock_version(&shared) };
+        let wait = if immediate { 0 } else { wait_secs };
+        immediate = false;
+        debug!(since, wait, "sync request");
+        let result = tokio::select! {
+            r = client.sync(since, wait, &host) => r,
+            _ = shared.sync_now.notified() => {
+                immediate = true;
+                backoff.reset();
+                continue;
+            }
+            _ = shutdown.changed() => return,
+        };
+        let outcome = match result {
+            Ok(Some(resp)) => apply(&shared, resp).await,
+            Ok(None) => {
+                record(&shared, None, lock_version(&shared));
+                Outcome::Synced
+            }
+            Err(e) => Outcome::Failed(describe(&e)),
+        };
+        match outcome {
+            Outcome::Synced => {
+                force_full = false;
+                backoff.reset();
+                shared.notify_ready("first sync completed");
+            }
+            Outcome::NeedFull => {
+                force_full = true;
+                immediate = true;
+            }
+            Outcome::Failed(msg) => {
+                record(&shared, Some(msg.clone()), lock_version(&shared));
+                let delay = backoff.next_delay();
+                warn!(
+                    error = %msg,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "sync failed; serving the last good snapshot"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.sync_now.notified() => { immediate = true; backoff.reset(); }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+fn lock_version(shared: &Shared) -> u64 {
+    shared.store.lock().map(|s| s.version()).unwrap_or(0)
+}
+
+fn describe(e: &CaError) -> String {
+    match e.status() {
+        Some(401) | Some(403) => format!(
+            "{e}\nhint: the CA does not accept this host's certificate (removed by the admin, or expired?); re-enroll with `smith-host activate`"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// Records the outcome of a sync attempt (in memory, in the socket's Pong and in
+/// `sync-status.json`).
+fn record(shared: &Shared, error: Option<String>, version: u64) {
+    let now = crate::now_unix();
+    let snapshot = {
+        let Ok(mut st) = shared.status.lock() else {
+            return;
+        };
+        st.last_attempt_unix = Some(now);
+        st.version = version;
+        if error.is_none() {
+            st.last_sync_unix = Some(now);
+            if let Ok(mut s) = shared.served.write() {
+                s.last_sync_unix = now;
+            }
+        }
+        st.last_error = error;
+        st.clone()
+    };
+    if let Err(e) = crate::state::save_sync_status(&shared.paths.sync_status_file, &snapshot) {
+        debug!(error = %e, "cannot write sync-status.json");
+    }
+}
+
+async fn apply(shared: &Arc<Shared>, resp: SyncResponse) -> Outcome {
+    let sh = shared.clone();
+    let full = resp.base_version.is_none();
+    let theirs = resp.version;
+    let result = tokio::task::spawn_blocking(move || {
+        let r = match sh.store.lock() {
+            Ok(mut s) => Some(s.apply(resp)),
+            Err(_) => None,
+        };
+        sh.publish();
+        r
+    })
+    .await;
+    let version = lock_version(shared);
+    match result {
+        Ok(Some(Ok(a))) => {
+            info!(
+                from = a.from_version,
+                to = a.to_version,
+                full = a.full,
+                users = a.users,
+                "snapshot applied"
+            );
+            record(shared, None, version);
+            Outcome::Synced
+        }
+        Ok(Some(Err(ApplyError::BaseMismatch { ours, base }))) => {
+            info!(ours, base, "delta on another base; asking for a full snapshot");
+            Outcome::NeedFull
+        }
+        Ok(Some(Err(ApplyError::NotNewer { ours, theirs: t }))) if t == ours => {
+            record(shared, None, version);
+            Outcome::Synced
+        }
+        Ok(Some(Err(ApplyError::NotNewer { ours, .. }))) => Outcome::Failed(format!(
+            "the CA sent version {theirs} ({}) but this host is at {ours}: the CA's version went backwards (restored from a backup?); keeping ours",
+            if full { "full" } else { "delta" }
+        )),
+        Ok(Some(Err(e))) => Outcome::Failed(e.to_string()),
+        Ok(None) | Err(_) => Outcome::Failed("internal error applying the snapshot".into()),
+    }
+}
+
+/// Renews the client certificate. On success returns the new client and credentials.
+async fn renew(
+    shared: &Arc<Shared>,
+    client: &CaClient,
+    creds: &HostCredentials,
+    renewal: &mut Renewal,
+) -> Option<(CaClient, HostCredentials)> {
+    let now = crate::now_unix();
+    let host = &shared.config.host_name;
+    info!(
+        not_after = creds.cert.not_after,
+        "renewing the host's client certificate"
+    );
+    let new_key = match identity::generate_key_and_csr(host) {
+        Ok(k) => k,
+        Err(e) => {
+            error!(error = %e, "cannot generate a new host key");
+            renewal.next_attempt = now + 300;
+            return None;
+        }
+    };
+    let resp = match client.renew(&new_key.csr_pem).await {
+        Ok(r) => r,
+        Err(CaError::Status { status, .. }) if status == 404 || status == 405 => {
+            info!("the CA does not offer certificate renewal; asking again in an hour");
+            renewal.next_attempt = now + 3600;
+            return None;
+        }
+        Err(e) => {
+            warn!(error = %e, "certificate renewal failed; retrying in 5 minutes");
+            renewal.next_attempt = now + 300;
+            return None;
+        }
+    };
+    let check = (|| -> Result<(), String> {
+        let s = identity::summarize_pem(resp.client_cert_pem.as_bytes())?;
+        if s.common_name.as_deref() != Some(host.as_str()) {
+            return Err(format!(
+                "the renewed certificate names {:?}, not {host}",
+                s.common_name
+            ));
+        }
+        if !identity::key_matches_cert(&new_key.key_pem, resp.client_cert_pem.as_bytes())? {
+            return Err("the renewed certificate is not for the key we sent".into());
+        }
+        Ok(())
+    })();
+    if let Err(e) = check {
+        error!(error = %e, "refusing the renewed certificate; retrying in 5 minutes");
+        renewal.next_attempt = now + 300;
+        return None;
+    }
+    let paths = shared.paths.clone();
+    let key_pem = new_key.key_pem.clone();
+    let cert_pem = resp.client_cert_pem.clone();
+    let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        // Key first: if we crash in between, the old certificate no longer matches
+        // and the next start fails loudly rather than silently using a stale pair.
+        crate::fsutil::atomic_write(&paths.host_key, key_pem.as_bytes(), identity::KEY_MODE)?;
+        crate::fsutil::atomic_write(&paths.host_cert, cert_pem.as_bytes(), identity::CERT_MODE)
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        error!("cannot write the renewed key and certificate; keeping the old ones for now");
+        renewal.next_attempt = now + 300;
+        return None;
+    }
+    let new_creds = match identity::load_credentials(
+        &shared.paths.ca_bundle,
+        &shared.paths.host_cert,
+        &shared.paths.host_key,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot reload the renewed credentials");
+            renewal.next_attempt = now + 300;
+            return None;
+        }
+    };
+    match CaClient::new(&shared.config.ca_url, &new_creds) {
+        Ok(c) => {
+            info!(
+                not_after = new_creds.cert.not_after,
+                "client certificate renewed"
+            );
+            Some((c, new_creds))
+        }
+        Err(e) => {
+            error!(error = %e, "cannot use the renewed certificate");
+            renewal.next_attempt = now + 300;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let mut b = Backoff::new();
+        let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(800) && d[0] <= Duration::from_millis(1200));
+        assert!(d[1] >= Duration::from_millis(1600) && d[1] <= Duration::from_millis(2400));
+        assert!(d[7] <= Duration::from_secs(36) && d[7] >= Duration::from_secs(24));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(1200));
+    }
+}

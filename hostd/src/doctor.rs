@@ -1,0 +1,491 @@
+//! `smith-host doctor [--json]`: checks every piece a working Smith host needs and
+//! says, for each failure, what to do.
+//!
+//! Owns: the list of checks (files and modes, sshd drop-in and its inclusion, the
+//! principals command's ownership, nsswitch order, PAM lines, modules installed, cache,
+//! daemon, CA). Must never: change anything.
+
+use crate::activate::edits;
+use crate::config::Resolved;
+use crate::fsutil::mode_of;
+use crate::paths::{relocate, HostPaths};
+use serde::Serialize;
+use smith_proto::cache::CacheView;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub level: Level,
+    pub detail: String,
+    /// What to do (empty when ok).
+    pub hint: String,
+}
+
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn push(
+        &mut self,
+        name: &str,
+        level: Level,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.0.push(Check {
+            name: name.into(),
+            level,
+            detail: detail.into(),
+            hint: if level == Level::Ok {
+                String::new()
+            } else {
+                hint.into()
+            },
+        });
+    }
+    fn ok(&mut self, name: &str, detail: impl Into<String>) {
+        self.push(name, Level::Ok, detail, "");
+    }
+}
+
+const REACTIVATE: &str = "run `smith-host activate` again (no token needed while enrolled)";
+
+fn check_file(c: &mut Checks, name: &str, p: &Path, want_mode: Option<u32>, hint: &str) -> bool {
+    match mode_of(p) {
+        None => {
+            c.push(
+                name,
+                Level::Fail,
+                format!("{} is missing", p.display()),
+                hint,
+            );
+            false
+        }
+        Some(m) => {
+            if let Some(w) = want_mode {
+                if m != w {
+                    c.push(
+                        name,
+                        Level::Fail,
+                        format!("{} has mode {m:04o}, expected {w:04o}", p.display()),
+                        format!("chmod {w:04o} {}", p.display()),
+                    );
+                    return false;
+                }
+            } else if m & 0o022 != 0 {
+                c.push(
+                    name,
+                    Level::Fail,
+                    format!("{} is writable by group or others ({m:04o})", p.display()),
+                    format!("chmod go-w {}", p.display()),
+                );
+                return false;
+            }
+            c.ok(name, format!("{} ({m:04o})", p.display()));
+            true
+        }
+    }
+}
+
+/// Candidate install locations of the modules (Debian multiarch, RPM lib64).
+fn module_candidates(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/lib64",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| relocate(root, format!("{d}/{name}")))
+    .collect()
+}
+
+pub fn run(r: &Resolved) -> Vec<Check> {
+    let p: &HostPaths = &r.paths;
+    let mut c = Checks(Vec::new());
+
+    let Some(cfg) = &r.config else {
+        c.push(
+            "config",
+            Level::Fail,
+            format!(
+                "{} is missing: this host is not enrolled",
+                p.config.display()
+            ),
+            "smith-host activate --ca URL --token T --ca-fingerprint SHA256:...",
+        );
+        return c.0;
+    };
+    c.ok(
+        "config",
+        format!(
+            "{} (host {}, CA {})",
+            p.config.display(),
+            cfg.host_name,
+            cfg.ca_url
+        ),
+    );
+
+    check_file(&mut c, "host key", &p.host_key, Some(0o600), REACTIVATE);
+    let creds = crate::identity::load_credentials(&p.ca_bundle, &p.host_cert, &p.host_key);
+    match &creds {
+        Err(e) => c.push("client certificate", Level::Fail, e.clone(), REACTIVATE),
+        Ok(cr) => {
+            let now = crate::now_unix();
+            let key_ok = String::from_utf8(cr.identity.key_pem.clone())
+                .ok()
+                .and_then(|k| crate::identity::key_matches_cert(&k, &cr.identity.cert_pem).ok())
+                .unwrap_or(false);
+            if !cr.cert.is_valid_at(now) {
+                c.push(
+                    "client certificate",
+                    Level::Fail,
+                    format!(
+                        "expired or not yet valid (not after {})",
+                        crate::status::when(cr.cert.not_after)
+                    ),
+                    "re-enroll: smith-host deactivate, then smith-host activate with a new token",
+                );
+            } else if cr.cert.common_name.as_deref() != Some(cfg.host_name.as_str()) {
+                c.push(
+                    "client certificate",
+                    Level::Fail,
+                    format!("names {:?}, not {}", cr.cert.common_name, cfg.host_name),
+                    REACTIVATE,
+                );
+            } else if !key_ok {
+                c.push(
+                    "client certificate",
+                    Level::Fail,
+                    "host.key does not match host.crt",
+                    "re-enroll with a new token",
+                );
+            } else if now >= cr.cert.renew_at() {
+                c.push(
+                    "client certificate",
+                    Level::Warn,
+                    format!(
+                        "past its renewal time; expires {}",
+                        crate::status::when(cr.cert.not_after)
+                    ),
+                    "check that smith-hostd runs and that the CA offers renewal",
+                );
+            } else {
+                c.ok(
+                    "client certificate",
+                    format!("valid until {}", crate::status::when(cr.cert.not_after)),
+                );
+            }
+            match &cfg.ca_fingerprint {
+                Some(fp)
+                    if smith_api::tls::parse_fingerprint(fp).ok()
+                        != smith_api::tls::parse_fingerprint(&cr.root_fingerprint).ok() =>
+                {
+                    c.push(
+                        "CA root",
+                        Level::Fail,
+                        format!(
+                            "{} has fingerprint {}, host.toml pins {fp}",
+                            p.ca_bundle.display(),
+                            cr.root_fingerprint
+                        ),
+                        REACTIVATE,
+                    )
+                }
+                _ => c.ok(
+                    "CA root",
+                    format!("{} ({})", p.ca_bundle.display(), cr.root_fingerprint),
+                ),
+            }
+        }
+    }
+
+    if check_file(&mut c, "user CA keys", &p.user_ca_keys, None, REACTIVATE) {
+        let text = std::fs::read_to_string(&p.user_ca_keys).unwrap_or_default();
+        let keys: Vec<String> = text.lines().map(str::to_string).collect();
+        let (valid, refused) = crate::trust::render_user_ca_keys(&keys);
+        if valid.is_empty() {
+            c.push(
+                "user CA keys content",
+                Level::Fail,
+                "no valid key: no certificate can log in",
+                "check that smith-hostd syncs (smith-host status)",
+            );
+        } else if !refused.is_empty() {
+            c.push(
+                "user CA keys content",
+                Level::Warn,
+                format!("invalid lines: {}", refused.join("; ")),
+                "let smith-hostd rewrite it (smith-host sync)",
+            );
+        }
+    }
+    check_file(&mut c, "KRL", &p.revoked_keys, None, "sshd refuses every public key login when its RevokedKeys file is missing: run `smith-host activate` again");
+
+    // sshd.
+    let dropin = std::fs::read_to_string(&p.sshd_dropin).unwrap_or_default();
+    if check_file(&mut c, "sshd drop-in", &p.sshd_dropin, None, REACTIVATE) {
+        for kw in [
+            "TrustedUserCAKeys",
+            "RevokedKeys",
+            "AuthorizedPrincipalsCommand ",
+            "AuthorizedPrincipalsCommandUser",
+        ] {
+            if !dropin.lines().any(|l| l.starts_with(kw)) {
+                c.push(
+                    "sshd drop-in content",
+                    Level::Fail,
+                    format!("{} has no {kw} line", p.sshd_dropin.display()),
+                    REACTIVATE,
+                );
+            }
+        }
+        match std::fs::read_to_string(&p.sshd_config) {
+            Ok(t) if edits::sshd_includes(&t, &p.logical(&p.sshd_dropin), &p.sshd_dropin) => {
+                c.ok("sshd includes drop-in", p.sshd_config.display().to_string())
+            }
+            Ok(_) => c.push(
+                "sshd includes drop-in",
+                Level::Fail,
+                format!(
+                    "{} does not include {}",
+                    p.sshd_config.display(),
+                    p.sshd_dropin.display()
+                ),
+                REACTIVATE,
+            ),
+            Err(e) => c.push(
+                "sshd includes drop-in",
+                Level::Fail,
+                format!("cannot read {}: {e}", p.sshd_config.display()),
+                "is openssh-server installed?",
+            ),
+        }
+        let exe = dropin
+            .lines()
+            .find_map(|l| l.strip_prefix("AuthorizedPrincipalsCommand "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string);
+        if let Some(exe) = exe {
+            match crate::activate::principals_command_problem(Path::new(&exe)) {
+                Some(problem) => c.push("principals command", Level::Fail, problem, "install smith-host in a root-owned directory (e.g. /usr/bin) and run `smith-host activate --principals-command PATH` again"),
+                None => c.ok("principals command", exe),
+            }
+        }
+    }
+
+    // nsswitch and PAM.
+    match std::fs::read_to_string(&p.nsswitch) {
+        Ok(t) if edits::nss_is_configured(&t) => {
+            c.ok("nsswitch", "passwd and group list smith after files")
+        }
+        Ok(_) => c.push(
+            "nsswitch",
+            Level::Fail,
+            format!(
+                "{} does not list smith after files for passwd and group",
+                p.nsswitch.display()
+            ),
+            REACTIVATE,
+        ),
+        Err(e) => c.push(
+            "nsswitch",
+            Level::Fail,
+            format!("cannot read {}: {e}", p.nsswitch.display()),
+            REACTIVATE,
+        ),
+    }
+    for (name, path, lines, required) in [
+        ("PAM sshd", &p.pam_sshd, edits::pam_lines_sshd(), true),
+        ("PAM sudo", &p.pam_sudo, edits::pam_lines_sudo(), false),
+    ] {
+        match std::fs::read_to_string(path) {
+            Ok(t) if edits::pam_is_configured(&t, &lines) => {
+                c.ok(name, format!("{} has the pam_smith lines", path.display()))
+            }
+            Ok(_) => c.push(
+                name,
+                Level::Fail,
+                format!("{} lacks pam_smith account/session lines", path.display()),
+                REACTIVATE,
+            ),
+            Err(_) if !required => c.push(
+                name,
+                Level::Warn,
+                format!("{} is missing (sudo not installed?)", path.display()),
+                "install sudo, then run `smith-host activate` again",
+            ),
+            Err(e) => c.push(
+                name,
+                Level::Fail,
+                format!("cannot read {}: {e}", path.display()),
+                "is openssh-server installed?",
+            ),
+        }
+    }
+    for (name, file, hint) in [
+        (
+            "NSS module",
+            "libnss_smith.so.2",
+            "install libnss_smith.so.2 in the system library directory (package smith-host)",
+        ),
+        (
+            "PAM module",
+            "security/pam_smith.so",
+            "install pam_smith.so in the PAM module directory (package smith-host)",
+        ),
+    ] {
+        let found = module_candidates(&p.root, file)
+            .into_iter()
+            .find(|c| c.exists());
+        match found {
+            Some(f) => c.ok(name, f.display().to_string()),
+            None => c.push(
+                name,
+                Level::Warn,
+                format!("{file} not found in the usual library directories"),
+                hint,
+            ),
+        }
+    }
+
+    // Cache, state, daemon.
+    match crate::cachefile::read_valid(&p.cache_file) {
+        Ok(Some(b)) => {
+            let v = CacheView::parse(&b).ok();
+            let mode_ok = mode_of(&p.cache_file) == Some(0o644);
+            match v {
+                Some(v) if mode_ok => c.ok(
+                    "cache",
+                    format!(
+                        "{} (version {}, {} users, written {})",
+                        p.cache_file.display(),
+                        v.snapshot_version(),
+                        v.n_users(),
+                        crate::status::when(v.written_at())
+                    ),
+                ),
+                _ => c.push(
+                    "cache",
+                    Level::Fail,
+                    format!(
+                        "{} is not mode 0644: processes cannot read it",
+                        p.cache_file.display()
+                    ),
+                    format!("chmod 0644 {}", p.cache_file.display()),
+                ),
+            }
+        }
+        Ok(None) => c.push(
+            "cache",
+            Level::Fail,
+            format!(
+                "{} is missing: Smith users cannot be resolved",
+                p.cache_file.display()
+            ),
+            "start smith-hostd and check that it syncs (smith-host status)",
+        ),
+        Err(e) => c.push(
+            "cache",
+            Level::Fail,
+            e,
+            "restart smith-hostd; it rewrites the cache from its last snapshot",
+        ),
+    }
+    match crate::state::load_state(&p.state_file) {
+        Ok(Some(s)) => c.ok(
+            "snapshot",
+            format!("version {}, {} users", s.version, s.users.len()),
+        ),
+        Ok(None) => c.push(
+            "snapshot",
+            Level::Warn,
+            "no snapshot stored yet",
+            "start smith-hostd; it stores one after its first sync",
+        ),
+        Err(e) => c.push(
+            "snapshot",
+            Level::Fail,
+            e.to_string(),
+            "smith-hostd resyncs on start; check its logs",
+        ),
+    }
+    match crate::localclient::ping(&p.socket) {
+        Ok((v, users, _)) => c.ok(
+            "daemon",
+            format!(
+                "answering on {} (version {v}, {users} users)",
+                p.socket.display()
+            ),
+        ),
+        Err(e) => c.push(
+            "daemon",
+            Level::Fail,
+            e,
+            format!(
+                "start it: {} (or systemctl start smith-hostd)",
+                crate::service::hostd_command(p)
+            ),
+        ),
+    }
+
+    // The CA, over mTLS, as the daemon talks to it.
+    if let Ok(cr) = &creds {
+        let version = crate::state::load_state(&p.state_file)
+            .ok()
+            .flatten()
+            .map(|s| s.version)
+            .unwrap_or(0);
+        let client = smith_api::Client::new(smith_api::ClientOptions {
+            base_url: cfg.ca_url.clone(),
+            trust: cr.trust.clone(),
+            token: None,
+            identity: Some(cr.identity.clone()),
+            timeout: std::time::Duration::from_secs(10),
+        });
+        let result = client.and_then(|cl| {
+            cl.get_optional::<serde_json::Value>(&crate::syncclient::sync_path(
+                version.max(1),
+                0,
+                &cfg.host_name,
+            ))
+        });
+        match result {
+            Ok(_) => c.ok("CA", format!("{} accepts this host (mTLS sync)", cfg.ca_url)),
+            Err(e) => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),
+        }
+    }
+    c.0
+}
+
+pub fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for ch in checks {
+        let tag = match ch.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        out.push_str(&format!("[{tag}] {}: {}\n", ch.name, ch.detail));
+        if !ch.hint.is_empty() {
+            out.push_str(&format!("       -> {}\n", ch.hint));
+        }
+    }
+    let fails = checks.iter().filter(|c| c.level == Level::Fail).count();
+    out.push_str(&if fails == 0 {
+        "All checks passed.\n".to_string()
+    } else {
+        format!("{fails} check(s) failed.\n")
+    });
+    out
+}

@@ -1,0 +1,253 @@
+//! `smith-host status [--json]`: is this host enrolled, synced, serving?
+//!
+//! Owns: gathering the facts from the config, the credentials, `state.json`,
+//! `sync-status.json`, the cache file and a socket `Ping`, and presenting them.
+//! Must never: change anything, or fail because one source is missing (each fact is
+//! optional).
+
+use crate::config::Resolved;
+use crate::paths::HostPaths;
+use serde::Serialize;
+use smith_proto::cache::CacheView;
+use std::time::{Duration, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonStatus {
+    pub reachable: bool,
+    pub pid: Option<i32>,
+    pub snapshot_version: Option<u64>,
+    pub users: Option<u32>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStatus {
+    pub path: String,
+    pub valid: bool,
+    pub snapshot_version: Option<u64>,
+    pub users: Option<u32>,
+    pub written_at: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub enrolled: bool,
+    pub host_name: Option<String>,
+    pub tags: Option<String>,
+    pub ca_url: Option<String>,
+    pub root_fingerprint: Option<String>,
+    pub client_cert_not_after: Option<u64>,
+    pub snapshot_version: Option<u64>,
+    pub users_known: Option<usize>,
+    pub last_sync_unix: Option<u64>,
+    pub last_sync_error: Option<String>,
+    pub daemon: DaemonStatus,
+    pub cache: CacheStatus,
+}
+
+pub fn gather(r: &Resolved) -> Status {
+    let p: &HostPaths = &r.paths;
+    let creds = crate::identity::load_credentials(&p.ca_bundle, &p.host_cert, &p.host_key).ok();
+    let state = crate::state::load_state(&p.state_file).ok().flatten();
+    let sync = crate::state::load_sync_status(&p.sync_status_file);
+    let cache = match crate::cachefile::read_valid(&p.cache_file) {
+        Ok(Some(b)) => {
+            let v = CacheView::parse(&b).ok();
+            CacheStatus {
+                path: p.cache_file.display().to_string(),
+                valid: v.is_some(),
+                snapshot_version: v.map(|v| v.snapshot_version()),
+                users: v.map(|v| v.n_users()),
+                written_at: v.map(|v| v.written_at()),
+                error: None,
+            }
+        }
+        Ok(None) => CacheStatus {
+            path: p.cache_file.display().to_string(),
+            valid: false,
+            snapshot_version: None,
+            users: None,
+            written_at: None,
+            error: Some("missing".into()),
+        },
+        Err(e) => CacheStatus {
+            path: p.cache_file.display().to_string(),
+            valid: false,
+            snapshot_version: None,
+            users: None,
+            written_at: None,
+            error: Some(e),
+        },
+    };
+    let daemon = match crate::localclient::ping(&p.socket) {
+        Ok((v, users, last)) => (
+            DaemonStatus {
+                reachable: true,
+                pid: crate::service::running_pid(&p.pid_file, "smith-hostd"),
+                snapshot_version: Some(v),
+                users: Some(users),
+                error: None,
+            },
+            Some(last).filter(|l| *l > 0),
+        ),
+        Err(e) => (
+            DaemonStatus {
+                reachable: false,
+                pid: crate::service::running_pid(&p.pid_file, "smith-hostd"),
+                snapshot_version: None,
+                users: None,
+                error: Some(e),
+            },
+            None,
+        ),
+    };
+    let (daemon, daemon_last_sync) = daemon;
+    let last_sync_unix = daemon_last_sync
+        .or(sync.as_ref().and_then(|s| s.last_sync_unix))
+        .or_else(|| {
+            std::fs::metadata(&p.state_file)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+        });
+    let cache_tags = crate::cachefile::read_valid(&p.cache_file)
+        .ok()
+        .flatten()
+        .and_then(|b| {
+            CacheView::parse(&b)
+                .ok()
+                .map(|v| String::from_utf8_lossy(v.host_tags()).into_owned())
+        });
+    Status {
+        enrolled: r.config.is_some() && creds.is_some(),
+        host_name: r.config.as_ref().map(|c| c.host_name.to_string()),
+        tags: state.as_ref().map(|s| s.tags.to_string()).or(cache_tags),
+        ca_url: r.config.as_ref().map(|c| c.ca_url.clone()),
+        root_fingerprint: creds.as_ref().map(|c| c.root_fingerprint.clone()),
+        client_cert_not_after: creds.as_ref().map(|c| c.cert.not_after),
+        snapshot_version: state
+            .as_ref()
+            .map(|s| s.version)
+            .or(daemon.snapshot_version)
+            .or(cache.snapshot_version),
+        users_known: state
+            .as_ref()
+            .map(|s| s.users.len())
+            .or(daemon.users.map(|u| u as usize))
+            .or(cache.users.map(|u| u as usize)),
+        last_sync_unix,
+        last_sync_error: sync.and_then(|s| s.last_error),
+        daemon,
+        cache,
+    }
+}
+
+pub fn when(unix: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix);
+    let now = crate::now_unix();
+    let rel = if unix <= now {
+        format!(
+            "{} ago",
+            humantime::format_duration(Duration::from_secs(now - unix))
+        )
+    } else {
+        format!(
+            "in {}",
+            humantime::format_duration(Duration::from_secs(unix - now))
+        )
+    };
+    format!("{} ({rel})", humantime::format_rfc3339_seconds(t))
+}
+
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<14} {v}\n"));
+    if !s.enrolled {
+        out.push_str("This host is not enrolled with a Smith CA.\n");
+        out.push_str(
+            "  enroll it: smith-host activate --ca URL --token T --ca-fingerprint SHA256:...\n",
+        );
+        return out;
+    }
+    out.push_str(&format!(
+        "Host {} is enrolled with {}\n",
+        s.host_name.as_deref().unwrap_or("?"),
+        s.ca_url.as_deref().unwrap_or("?")
+    ));
+    line(
+        &mut out,
+        "tags:",
+        s.tags
+            .clone()
+            .unwrap_or_else(|| "unknown (not synced yet)".into()),
+    );
+    if let Some(fp) = &s.root_fingerprint {
+        line(&mut out, "CA root:", fp.clone());
+    }
+    if let Some(t) = s.client_cert_not_after {
+        let expired = t <= crate::now_unix();
+        line(
+            &mut out,
+            "client cert:",
+            format!(
+                "{} until {}",
+                if expired { "EXPIRED" } else { "valid" },
+                when(t)
+            ),
+        );
+    }
+    let synced = match (s.snapshot_version, s.last_sync_unix) {
+        (Some(v), Some(t)) => format!("version {v}, last sync {}", when(t)),
+        (Some(v), None) => format!("version {v}"),
+        _ => "never synced".into(),
+    };
+    line(&mut out, "snapshot:", synced);
+    line(
+        &mut out,
+        "users known:",
+        s.users_known
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+    );
+    if let Some(e) = &s.last_sync_error {
+        line(
+            &mut out,
+            "last error:",
+            e.lines().next().unwrap_or("").to_string(),
+        );
+    }
+    let d = &s.daemon;
+    line(
+        &mut out,
+        "daemon:",
+        if d.reachable {
+            format!(
+                "running{}, answering on its socket",
+                d.pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            )
+        } else {
+            format!(
+                "NOT reachable: {}",
+                d.error.as_deref().unwrap_or("unknown error")
+            )
+        },
+    );
+    let c = &s.cache;
+    line(
+        &mut out,
+        "cache:",
+        if c.valid {
+            format!(
+                "{} (version {}, {} users)",
+                c.path,
+                c.snapshot_version.unwrap_or(0),
+                c.users.unwrap_or(0)
+            )
+        } else {
+            format!("{}: {}", c.path, c.error.as_deref().unwrap_or("invalid"))
+        },
+    );
+    out
+}

@@ -1,0 +1,175 @@
+//! The host's HTTPS client for the CA's host endpoints (mTLS): the long-poll sync
+//! (`GET /v1/host/sync`) and client certificate renewal (`POST /v1/host/renew`).
+//!
+//! Owns: building the async reqwest client from `smith_api::tls::client_config` (the
+//! pinned root and the host identity), request timeouts, response size bounds and the
+//! mapping of HTTP answers to [`CaError`]. Must never: trust anything but the pinned
+//! root, or accept an unbounded response body.
+
+use crate::identity::HostCredentials;
+use serde::Deserialize;
+use smith_api::ErrorBody;
+use smith_proto::snapshot::SyncResponse;
+use smith_proto::HostName;
+use std::time::Duration;
+
+/// Largest sync response accepted (a 10,000-user snapshot is a few MB).
+pub const MAX_SYNC_BODY: usize = 64 << 20;
+/// Largest renewal response accepted.
+pub const MAX_RENEW_BODY: usize = 1 << 20;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot reach the CA at {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("the CA refused the request ({status} {code}): {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the CA: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl CaError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CaError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What `POST /v1/host/renew` returns (an `EnrollResponse`-like body; only the new
+/// certificate is required).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RenewResponse {
+    pub client_cert_pem: String,
+    #[serde(default)]
+    pub client_cert_not_after: Option<u64>,
+}
+
+/// The sync URL path.
+pub fn sync_path(since: u64, wait_secs: u64, host: &HostName) -> String {
+    format!("/v1/host/sync?since={since}&wait={wait_secs}&host={host}")
+}
+
+pub struct CaClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl CaClient {
+    pub fn new(base_url: &str, creds: &HostCredentials) -> Result<CaClient, CaError> {
+        crate::config::validate_ca_url(base_url).map_err(CaError::Config)?;
+        let tls = smith_api::tls::client_config(&creds.trust, Some(&creds.identity))
+            .map_err(CaError::Config)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| CaError::Config(smith_api::client::error_chain(&e)))?;
+        Ok(CaClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    async fn body(
+        url: &str,
+        mut resp: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, CaError> {
+        let mut out = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    if out.len() + c.len() > limit {
+                        return Err(CaError::Decode(format!(
+                            "response from {url} is larger than {limit} bytes"
+                        )));
+                    }
+                    out.extend_from_slice(&c);
+                }
+                Ok(None) => return Ok(out),
+                Err(e) => {
+                    return Err(CaError::Transport {
+                        url: url.to_string(),
+                        message: smith_api::client::error_chain(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, CaError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = Self::body(url, resp, 64 * 1024).await.unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&text) {
+            Ok(b) => (b.code, b.error),
+            Err(_) => (
+                "http_error".to_string(),
+                String::from_utf8_lossy(&text).chars().take(300).collect(),
+            ),
+        };
+        Err(CaError::Status {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    /// One sync request. `Ok(None)`: nothing changed within `wait_secs` (204).
+    pub async fn sync(
+        &self,
+        since: u64,
+        wait_secs: u64,
+        host: &HostName,
+    ) -> Result<Option<SyncResponse>, CaError> {
+        let url = format!("{}{}", self.base, sync_path(since, wait_secs, host));
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(wait_secs + 20))
+            .send()
+            .await
+            .map_err(|e| CaError::Transport {
+                url: url.clone(),
+                message: smith_api::client::error_chain(&e),
+            })?;
+        let resp = Self::check(&url, resp).await?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let body = Self::body(&url, resp, MAX_SYNC_BODY).await?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| CaError::Decode(format!("sync response: {e}")))
+    }
+
+    /// Asks for a new client certificate for `csr_pem`.
+    pub async fn renew(&self, csr_pem: &str) -> Result<RenewResponse, CaError> {
+        let url = format!("{}/v1/host/renew", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(Duration::from_secs(30))
+            .json(&serde_json::json!({ "csr_pem": csr_pem }))
+            .send()
+            .await
+            .map_err(|e| CaError::Transport {
+                url: url.clone(),
+                message: smith_api::client::error_chain(&e),
+            })?;
+        let resp = Self::check(&url, resp).await?;
+        let body = Self::body(&url, resp, MAX_RENEW_BODY).await?;
+        serde_json::from_slice(&body).map_err(|e| CaError::Decode(format!("renew response: {e}")))
+    }
+}

@@ -1,0 +1,371 @@
+//! What this host serves: the applied snapshot ([`HostState`]) turned into the NSS
+//! view (the cache file contents), minus everything that would collide with a local
+//! account.
+//!
+//! Owns: the rules "local always wins" (a Smith user whose name or uid, or whose
+//! private group's name or gid, exists locally is skipped; so is a Smith group whose
+//! name or gid exists locally), home directories (`home_base/NAME`), supplementary gids
+//! and the synthetic `smith-sudo` group. Must never: produce contents that
+//! `cache::build` refuses (everything is filtered here, with a reason), or read files.
+
+use crate::local::LocalAccounts;
+use smith_proto::cache::{CacheContents, CacheGroup, CacheUser, CacheView};
+use smith_proto::names::SUDO_GROUP;
+use smith_proto::snapshot::HostState;
+use smith_proto::Level;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// An entry left out of the view, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Skip {
+    /// `user` or `group`.
+    pub kind: &'static str,
+    pub name: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Smith {} '{}' skipped: {}",
+            self.kind, self.name, self.reason
+        )
+    }
+}
+
+/// Replaces characters a passwd line cannot hold.
+fn clean_gecos(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| if c == ':' || c.is_control() { ' ' } else { c })
+        .collect();
+    let mut end = cleaned.len().min(256);
+    while !cleaned.is_char_boundary(end) {
+        end -= 1;
+    }
+    cleaned[..end].to_string()
+}
+
+fn valid_shell(s: &str) -> bool {
+    s.starts_with('/')
+        && s.len() <= 256
+        && !s
+            .chars()
+            .any(|c| c == ':' || c.is_control() || c.is_whitespace())
+}
+
+/// Builds the cache contents for `state` on a host with `local` accounts.
+/// `generation` and `written_at` are stored as given.
+pub fn build_contents(
+    state: &HostState,
+    local: &LocalAccounts,
+    home_base: &str,
+    generation: u64,
+    written_at: u64,
+) -> (CacheContents, Vec<Skip>) {
+    let mut skips = Vec::new();
+    let home_base = home_base.trim_end_matches('/');
+
+    // Users first: they own their private group's name and gid.
+    let mut users: Vec<&smith_proto::snapshot::SnapshotUser> = Vec::new();
+    let mut taken_names: HashSet<&str> = HashSet::new();
+    let mut taken_ids: HashSet<u32> = HashSet::new();
+    for u in state.users.values() {
+        let name = u.name.as_str();
+        let uid = u.uid.get();
+        let reason = if local.user_names.contains(name) {
+            Some("a local user has this name".to_string())
+        } else if local.uids.contains(&uid) {
+            Some(format!("uid {uid} belongs to a local user"))
+        } else if local.group_names.contains(name) {
+            Some("a local group has this name (the user's private group would collide)".into())
+        } else if local.gids.contains(&uid) {
+            Some(format!(
+                "gid {uid} belongs to a local group (the user's private group would collide)"
+            ))
+        } else if taken_ids.contains(&uid) {
+            Some(format!("uid {uid} is used twice in the snapshot"))
+        } else if !valid_shell(&u.shell) {
+            Some(format!(
+                "shell '{}' is not a usable path",
+                u.shell.escape_debug()
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => skips.push(Skip {
+                kind: "user",
+                name: name.to_string(),
+                reason,
+            }),
+            None => {
+                taken_names.insert(name);
+                taken_ids.insert(uid);
+                users.push(u);
+            }
+        }
+    }
+
+    // Explicit groups.
+    let mut groups: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut check_group = |name: &str, gid: u32, skips: &mut Vec<Skip>| -> bool {
+        let reason = if local.group_names.contains(name) {
+            Some("a local group has this name".to_string())
+        } else if local.gids.contains(&gid) {
+            Some(format!("gid {gid} belongs to a local group"))
+        } else if taken_names.contains(name) {
+            Some("a Smith user's private group has this name".to_string())
+        } else if taken_ids.contains(&gid) {
+            Some(format!(
+                "gid {gid} is already used by a Smith user or group"
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                skips.push(Skip {
+                    kind: "group",
+                    name: name.to_string(),
+                    reason,
+                });
+                false
+            }
+            None => {
+                taken_ids.insert(gid);
+                true
+            }
+        }
+    };
+    for g in &state.groups {
+        if groups.contains_key(g.name.as_str()) {
+            skips.push(Skip {
+                kind: "group",
+                name: g.name.to_string(),
+                reason: "listed twice in the snapshot".into(),
+            });
+            continue;
+        }
+        if check_group(g.name.as_str(), g.gid.get(), &mut skips) {
+            groups.insert(g.name.as_str(), g.gid.get());
+        }
+    }
+    let sudo_gid = state.sudo_gid.get();
+    let sudo_ok = check_group(SUDO_GROUP, sudo_gid, &mut skips);
+
+    let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut cache_users = Vec::with_capacity(users.len());
+    for u in &users {
+        let mut gids: BTreeSet<u32> = BTreeSet::new();
+        for g in &u.groups {
+            if let Some(gid) = groups.get(g.as_str()) {
+                gids.insert(*gid);
+                members
+                    .entry(g.as_str())
+                    .or_default()
+                    .push(u.name.to_string());
+            }
+        }
+        if u.level == Level::Sudo && sudo_ok {
+            gids.insert(sudo_gid);
+            members
+                .entry(SUDO_GROUP)
+                .or_default()
+                .push(u.name.to_string());
+        }
+        cache_users.push(CacheUser {
+            name: u.name.to_string(),
+            uid: u.uid.get(),
+            gid: u.uid.get(),
+            gecos: clean_gecos(&u.gecos),
+            dir: format!("{home_base}/{}", u.name),
+            shell: u.shell.clone(),
+            level: u.level,
+            gids: gids.into_iter().collect(),
+        });
+    }
+    let mut cache_groups: Vec<CacheGroup> = groups
+        .iter()
+        .map(|(name, gid)| CacheGroup {
+            name: name.to_string(),
+            gid: *gid,
+            members: members.remove(name).unwrap_or_default(),
+        })
+        .collect();
+    if sudo_ok {
+        cache_groups.push(CacheGroup {
+            name: SUDO_GROUP.to_string(),
+            gid: sudo_gid,
+            members: members.remove(SUDO_GROUP).unwrap_or_default(),
+        });
+    }
+    skips.sort();
+    let contents = CacheContents {
+        host_name: state.host.to_string(),
+        host_tags: state.tags.to_string(),
+        generation,
+        snapshot_version: state.version,
+        written_at,
+        sudo_gid: if sudo_ok { sudo_gid } else { 0 },
+        users: cache_users,
+        groups: cache_groups,
+    };
+    (contents, skips)
+}
+
+/// Reads a cache file back into contents (for "is the file on disk what we would
+/// write?"). `None` when any record is unreadable.
+pub fn contents_from_view(v: &CacheView<'_>) -> Option<CacheContents> {
+    let s = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let mut users = Vec::with_capacity(v.n_users() as usize);
+    for i in 0..v.n_users() {
+        let u = v.user(i).ok()?;
+        users.push(CacheUser {
+            name: s(u.name)?,
+            uid: u.uid,
+            gid: u.gid,
+            gecos: s(u.gecos)?,
+            dir: s(u.dir)?,
+            shell: s(u.shell)?,
+            level: u.level?,
+            gids: u.gids.iter().collect(),
+        });
+    }
+    let mut groups = Vec::with_capacity(v.n_groups() as usize);
+    for i in 0..v.n_groups() {
+        let g = v.group(i).ok()?;
+        let mut members = Vec::with_capacity(g.members.len());
+        for m in g.members.iter() {
+            members.push(s(m.ok()?)?);
+        }
+        groups.push(CacheGroup {
+            name: s(g.name)?,
+            gid: g.gid,
+            members,
+        });
+    }
+    Some(CacheContents {
+        host_name: s(v.host_name())?,
+        host_tags: s(v.host_tags())?,
+        generation: v.generation(),
+        snapshot_version: v.snapshot_version(),
+        written_at: v.written_at(),
+        sudo_gid: v.sudo_gid(),
+        users,
+        groups,
+    })
+}
+
+/// Whether two contents describe the same data (ignoring generation and write time).
+pub fn same_data(a: &CacheContents, b: &CacheContents) -> bool {
+    let strip = |c: &CacheContents| CacheContents {
+        generation: 0,
+        written_at: 0,
+        ..c.clone()
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use smith_proto::snapshot::{SnapshotGroup, SnapshotUser, SyncResponse};
+    use smith_proto::{GroupName, HostName, PosixId, Tags, UserName};
+
+    pub fn user(name: &str, uid: u64, level: Level, groups: &[&str]) -> SnapshotUser {
+        SnapshotUser {
+            name: UserName::new(name).unwrap(),
+            uid: PosixId::new(uid).unwrap(),
+            gecos: format!("{name}: the user"),
+            shell: "/bin/bash".into(),
+            groups: groups.iter().map(|g| GroupName::new(g).unwrap()).collect(),
+            level,
+        }
+    }
+
+    pub fn state() -> HostState {
+        HostState::from_full(SyncResponse {
+            host: HostName::new("web-1").unwrap(),
+            tags: Tags::parse("env=prod,role=web").unwrap(),
+            version: 3,
+            base_version: None,
+            users: vec![
+                user("alice", 200001, Level::Ssh, &["dev"]),
+                user("oscar", 200002, Level::Sudo, &["ops"]),
+                user("bob", 200003, Level::Ssh, &[]),
+                user("carol", 1500, Level::Ssh, &[]),
+            ],
+            removed_users: vec![],
+            groups: vec![
+                SnapshotGroup {
+                    name: GroupName::new("dev").unwrap(),
+                    gid: PosixId::new(200010).unwrap(),
+                },
+                SnapshotGroup {
+                    name: GroupName::new("ops").unwrap(),
+                    gid: PosixId::new(200011).unwrap(),
+                },
+                SnapshotGroup {
+                    name: GroupName::new("lab").unwrap(),
+                    gid: PosixId::new(200012).unwrap(),
+                },
+            ],
+            grants: vec![],
+            sudo_gid: PosixId::new(200000).unwrap(),
+            user_ca_keys: vec![],
+            krl_base64: None,
+        })
+    }
+
+    #[test]
+    fn local_accounts_win() {
+        let local = LocalAccounts::parse(
+            "bob:x:1001:1001::/home/bob:/bin/sh\nsvc:x:1500:1500::/:/bin/false\n",
+            "bob:x:1001:\nlab:x:3000:\n",
+        );
+        let (c, skips) = build_contents(&state(), &local, "/home/", 1, 2);
+        let names: Vec<_> = c.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, vec!["alice", "oscar"]);
+        let skipped: Vec<_> = skips.iter().map(|s| (s.kind, s.name.as_str())).collect();
+        assert_eq!(
+            skipped,
+            vec![("group", "lab"), ("user", "bob"), ("user", "carol")]
+        );
+        assert!(skips.iter().any(|s| s.reason.contains("uid 1500")));
+        let alice = &c.users[0];
+        assert_eq!(alice.dir, "/home/alice");
+        assert_eq!(alice.gecos, "alice  the user");
+        assert_eq!(alice.gids, vec![200010]);
+        assert_eq!(c.users[1].gids, vec![200000, 200011]);
+        let sudo = c.groups.iter().find(|g| g.name == "smith-sudo").unwrap();
+        assert_eq!(sudo.members, vec!["oscar".to_string()]);
+        assert_eq!(c.sudo_gid, 200000);
+        // The contents are always buildable, and read back identically.
+        let bytes = smith_proto::cache::build(&c).unwrap();
+        let v = CacheView::parse(&bytes).unwrap();
+        assert_eq!(contents_from_view(&v).unwrap(), c);
+    }
+
+    #[test]
+    fn snapshot_internal_collisions_are_filtered() {
+        let mut s = state();
+        // A group named like a user, and a group whose gid is a user's uid.
+        s.groups.push(SnapshotGroup {
+            name: GroupName::new("alice").unwrap(),
+            gid: PosixId::new(200020).unwrap(),
+        });
+        s.groups.push(SnapshotGroup {
+            name: GroupName::new("qa").unwrap(),
+            gid: PosixId::new(200002).unwrap(),
+        });
+        s.sudo_gid = PosixId::new(200010).unwrap();
+        let (c, skips) = build_contents(&s, &LocalAccounts::default(), "/home", 1, 2);
+        assert!(smith_proto::cache::build(&c).is_ok());
+        assert_eq!(c.sudo_gid, 0);
+        assert!(skips.iter().any(|s| s.name == "smith-sudo"));
+        assert!(skips.iter().any(|s| s.name == "qa"));
+        assert!(skips.iter().any(|s| s.name == "alice" && s.kind == "group"));
+    }
+}

@@ -148,7 +148,11 @@ impl TestCa {
     }
 
     fn serve(&mut self, listen: &str) {
-        let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .expect("log");
         let mut child = Command::new(bin("smith-ca"))
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)

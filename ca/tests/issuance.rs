@@ -1,0 +1,468 @@
+//! Certificate issuance over HTTPS, read back with `ssh-keygen -L`; denials and the
+//! decision log; restarts; and a real sshd accepting (and refusing) certificates.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, UNIX_EPOCH};
+use support::{keygen_l, run, text, Sshd, TestCa};
+
+struct Issued {
+    status: u16,
+    body: Value,
+}
+
+fn keypair(dir: &Path, name: &str) -> PathBuf {
+    let k = dir.join(name);
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&k));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    k
+}
+
+fn request(
+    ca: &TestCa,
+    token: &str,
+    key: &Path,
+    scope: &str,
+    ttl: u64,
+    reason: Option<&str>,
+) -> Issued {
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let r = ca
+        .http(None)
+        .post(format!("{}/v1/certs/user", ca.url))
+        .bearer_auth(token)
+        .json(&json!({"public_key": public.trim(), "scope": scope, "ttl_secs": ttl, "reason": reason}))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    Issued {
+        status,
+        body: r.json().unwrap(),
+    }
+}
+
+/// Writes the certificate next to the key as `<key>-cert.pub`.
+fn save_cert(key: &Path, body: &Value) -> PathBuf {
+    let p = PathBuf::from(format!("{}-cert.pub", key.display()));
+    std::fs::write(&p, format!("{}\n", body["certificate"].as_str().unwrap())).unwrap();
+    p
+}
+
+fn local(ts: u64) -> String {
+    let s = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(ts)).to_string();
+    s.trim_end_matches('Z').to_string()
+}
+
+fn setup(ca: &TestCa) -> String {
+    ca.admin_ok(&["group", "add", "dev"]);
+    ca.admin_ok(&["group", "add", "ops"]);
+    ca.admin_ok(&["user", "add", "alice", "--groups", "dev,ops"]);
+    ca.admin_ok(&[
+        "grant",
+        "add",
+        "--group",
+        "dev",
+        "--tags",
+        "env=dev",
+        "--level",
+        "ssh",
+        "--max-ttl",
+        "8h",
+    ]);
+    ca.admin_ok(&[
+        "grant",
+        "add",
+        "--group",
+        "ops",
+        "--tags",
+        "env=prod",
+        "--level",
+        "sudo",
+        "--max-ttl",
+        "1h",
+        "--source-cidr",
+        "127.0.0.0/8",
+        "--source-cidr",
+        "10.9.0.0/16",
+        "--require-reason",
+    ]);
+    ca.user_token("alice")
+}
+
+#[test]
+fn certificates_carry_what_policy_says() {
+    let ca = TestCa::start();
+    let token = setup(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keypair(dir.path(), "k1");
+
+    let r = request(
+        &ca,
+        &token,
+        &key,
+        "env=dev,role=db",
+        10 * 3600,
+        Some("INC-42"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = &r.body;
+    assert_eq!(b["principals"], json!(["alice"]));
+    assert_eq!(b["clipped_to_secs"], 8 * 3600);
+    assert_eq!(b["scope"], "env=dev,role=db");
+    let key_id = b["key_id"].as_str().unwrap();
+    let rid = key_id
+        .strip_prefix("smith:alice:")
+        .expect("key id names the user");
+    assert!(
+        rid.len() == 16 && rid.chars().all(|c| c.is_ascii_hexdigit()),
+        "{key_id}"
+    );
+    let (va, vb) = (
+        b["valid_after"].as_u64().unwrap(),
+        b["valid_before"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        vb - va,
+        8 * 3600 + 300,
+        "backdated 5 minutes for clock skew"
+    );
+
+    let cert = save_cert(&key, b);
+    std::env::set_var("TZ", "UTC");
+    let l = keygen_l(&cert);
+    assert_eq!(l.key_id, key_id);
+    assert_eq!(l.serial, b["serial"].as_u64().unwrap());
+    assert_eq!(l.principals, vec!["alice"]);
+    assert_eq!(l.valid, format!("from {} to {}", local(va), local(vb)));
+    assert!(l.critical_options.is_empty(), "{:?}", l.critical_options);
+    for e in [
+        "permit-agent-forwarding",
+        "permit-port-forwarding",
+        "permit-pty",
+    ] {
+        assert!(
+            l.extensions.iter().any(|x| x == e),
+            "{e} in {:?}",
+            l.extensions
+        );
+    }
+    // scope@smith holds the scope as an SSH string: u32 length + "env=dev,role=db".
+    let scope = "env=dev,role=db";
+    let hex: String = scope.bytes().map(|c| format!("{c:02x}")).collect();
+    let want = format!("{:08x}{hex}", scope.len());
+    assert!(
+        l.extensions
+            .iter()
+            .any(|x| x.starts_with("scope@smith") && x.contains(&want)),
+        "{:?}",
+        l.extensions
+    );
+    // ... and the host-side reader finds it.
+    let b64 = b["certificate"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    let info = smith_proto::sshcert::parse_cert_base64(b64).unwrap();
+    assert_eq!(info.scope().as_deref(), Some("env=dev,role=db"));
+    let on_disk = std::fs::read_to_string(ca.user_ca_pub()).unwrap();
+    let ca_fp = run(Command::new("ssh-keygen")
+        .args(["-l", "-f"])
+        .arg(ca.user_ca_pub()));
+    let ca_fp = text(&ca_fp.stdout);
+    assert!(
+        l.signing_ca
+            .contains(ca_fp.split_whitespace().nth(1).unwrap()),
+        "{} vs {on_disk}",
+        l.signing_ca
+    );
+
+    // A grant with CIDRs puts them in source-address; TTL within the grant is not clipped.
+    let key2 = keypair(dir.path(), "k2");
+    let r = request(&ca, &token, &key2, "env=prod", 1800, Some("INC-43"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["clipped_to_secs"], Value::Null);
+    let l = keygen_l(&save_cert(&key2, &r.body));
+    assert_eq!(
+        l.critical_options,
+        vec!["source-address 10.9.0.0/16,127.0.0.0/8"]
+    );
+    assert!(r.body["serial"].as_u64() > b["serial"].as_u64());
+
+    // Decisions record both, with the reason given.
+    let ds: Value = serde_json::from_str(&ca.admin_ok(&["decisions", "--json"])).unwrap();
+    let ds = ds.as_array().unwrap();
+    assert_eq!(ds.len(), 2);
+    assert!(ds
+        .iter()
+        .all(|d| d["allowed"] == true && d["source"] == "127.0.0.1"));
+    assert_eq!(ds[0]["key_id"], key_id);
+    assert!(ds[0]["reason"].as_str().unwrap().contains("INC-42"));
+    assert!(ds[0]["reason"].as_str().unwrap().contains("clipped"));
+}
+
+#[test]
+fn denials_say_why_and_are_recorded() {
+    let ca = TestCa::start();
+    let token = setup(&ca);
+    ca.admin_ok(&["user", "add", "bob"]);
+    let bob = ca.user_token("bob");
+    ca.admin_ok(&["group", "add", "far"]);
+    ca.admin_ok(&["user", "add", "carol", "--groups", "far"]);
+    ca.admin_ok(&[
+        "grant",
+        "add",
+        "--group",
+        "far",
+        "--tags",
+        "env=far",
+        "--level",
+        "ssh",
+        "--max-ttl",
+        "1h",
+        "--source-cidr",
+        "10.1.0.0/16",
+    ]);
+    let carol = ca.user_token("carol");
+    let dir = tempfile::tempdir().unwrap();
+    let key = keypair(dir.path(), "k");
+
+    let cases: Vec<(&str, &str, u64, Option<&str>, u16, &str, &str)> = vec![
+        (
+            &bob,
+            "env=dev",
+            600,
+            None,
+            403,
+            "no_matching_grant",
+            "you hold no grant",
+        ),
+        (
+            &token,
+            "env=staging",
+            600,
+            None,
+            403,
+            "no_matching_grant",
+            "env=staging",
+        ),
+        (
+            &token,
+            "role=web",
+            600,
+            None,
+            403,
+            "no_matching_grant",
+            "env=dev",
+        ),
+        (
+            &token,
+            "env=prod",
+            600,
+            None,
+            403,
+            "condition_failed",
+            "requires a reason",
+        ),
+        (
+            &carol,
+            "env=far",
+            600,
+            None,
+            403,
+            "condition_failed",
+            "127.0.0.1 is not in 10.1.0.0/16",
+        ),
+        (&token, "env=dev", 59, None, 400, "invalid_ttl", "minimum"),
+        (
+            &token,
+            "env=dev",
+            25 * 3600,
+            None,
+            400,
+            "invalid_ttl",
+            "maximum",
+        ),
+        (
+            &token,
+            "env=dev",
+            600,
+            Some("line\nbreak"),
+            400,
+            "invalid_reason",
+            "control",
+        ),
+    ];
+    for (tok, scope, ttl, reason, status, code, needle) in &cases {
+        let r = request(&ca, tok, &key, scope, *ttl, *reason);
+        assert_eq!(r.status, *status, "{scope}: {}", r.body);
+        assert_eq!(r.body["code"], *code, "{}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap().contains(needle),
+            "{needle}: {}",
+            r.body
+        );
+    }
+    // A bad public key, a certificate instead of a key.
+    let r = ca
+        .http(None)
+        .post(format!("{}/v1/certs/user", ca.url))
+        .bearer_auth(&token)
+        .json(&json!({"public_key": "ssh-ed25519 AAAAnotbase64", "ttl_secs": 600}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().unwrap()["code"], "invalid_public_key");
+    // Bad and missing tokens: 401, not recorded as anyone's decision.
+    for t in ["smith_user_nope", ""] {
+        let r = request(&ca, t, &key, "env=dev", 600, None);
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    // Disabled user.
+    ca.admin_ok(&["user", "disable", "alice"]);
+    let r = request(&ca, &token, &key, "env=dev", 600, None);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("user_disabled"))
+    );
+
+    let ds: Value = serde_json::from_str(&ca.admin_ok(&["decisions", "--json"])).unwrap();
+    let ds = ds.as_array().unwrap();
+    assert_eq!(ds.len(), cases.len() + 2, "{ds:?}");
+    assert!(ds
+        .iter()
+        .all(|d| d["allowed"] == false && d["serial"].is_null()));
+    assert!(ds.last().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("disabled"));
+    let human = ca.admin_ok(&["decisions", "--user", "carol"]);
+    assert!(
+        human.contains("DENIED") && human.contains("10.1.0.0/16"),
+        "{human}"
+    );
+}
+
+#[test]
+fn restart_keeps_state_and_serials_never_repeat() {
+    let mut ca = TestCa::start();
+    let token = setup(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keypair(dir.path(), "k");
+    let mut serials = Vec::new();
+    for _ in 0..3 {
+        let r = request(&ca, &token, &key, "env=dev", 600, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        serials.push(r.body["serial"].as_u64().unwrap());
+    }
+    let users_before = ca.admin_ok(&["user", "list", "--json"]);
+    let grants_before = ca.admin_ok(&["grant", "list", "--json"]);
+    ca.restart();
+    assert_eq!(ca.admin_ok(&["user", "list", "--json"]), users_before);
+    assert_eq!(ca.admin_ok(&["grant", "list", "--json"]), grants_before);
+    // The user token still works; serials continue upwards.
+    for _ in 0..3 {
+        let r = request(&ca, &token, &key, "env=dev", 600, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        serials.push(r.body["serial"].as_u64().unwrap());
+    }
+    ca.restart();
+    let r = request(&ca, &token, &key, "env=dev", 600, None);
+    serials.push(r.body["serial"].as_u64().unwrap());
+    assert!(serials.windows(2).all(|w| w[0] < w[1]), "{serials:?}");
+    // Ids allocated after a restart continue after the old ones.
+    ca.admin_ok(&["user", "add", "zed"]);
+    let users: Value = serde_json::from_str(&ca.admin_ok(&["user", "list", "--json"])).unwrap();
+    let uids: Vec<u64> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["uid"].as_u64().unwrap())
+        .collect();
+    assert!(uids[1] > uids[0], "{uids:?}");
+    assert!(
+        ca.log().contains("SIGTERM received"),
+        "graceful shutdown logged"
+    );
+}
+
+#[test]
+fn real_sshd_accepts_ca_certificates_only() {
+    if !support::e2e_available("real_sshd_accepts_ca_certificates_only") {
+        return;
+    }
+    let ca = TestCa::start();
+    let token = setup(&ca);
+    let sshd = Sshd::start("alice", &ca.user_ca_pub());
+    let dir = tempfile::tempdir().unwrap();
+
+    // A certificate from the CA logs in.
+    let key = keypair(dir.path(), "good");
+    let r = request(&ca, &token, &key, "env=dev", 600, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cert = save_cert(&key, &r.body);
+    let out = sshd.login_with(&key, &cert);
+    assert!(
+        text(&out.stdout).contains("smith-login-ok"),
+        "login failed: {}\n--- sshd log:\n{}",
+        text(&out.stderr),
+        sshd.log()
+    );
+    // So does one with source-address 127.0.0.0/8 (the prod grant).
+    let key_p = keypair(dir.path(), "prod");
+    let r = request(&ca, &token, &key_p, "env=prod", 600, Some("INC-1"));
+    let cert_p = save_cert(&key_p, &r.body);
+    assert!(text(&sshd.login_with(&key_p, &cert_p).stdout).contains("smith-login-ok"));
+
+    // Expired: signed by the same CA key, validity in the past.
+    let key_e = keypair(dir.path(), "expired");
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(ca.user_ca_key())
+        .args([
+            "-I",
+            "smith:alice:expired",
+            "-n",
+            "alice",
+            "-V",
+            "20200101:20200102",
+        ])
+        .arg(key_e.with_extension("pub")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cert_e = PathBuf::from(format!("{}-cert.pub", key_e.display()));
+    let out = sshd.login_with(&key_e, &cert_e);
+    assert!(!out.status.success() && !text(&out.stdout).contains("smith-login-ok"));
+
+    // Another CA.
+    let other = keypair(dir.path(), "other_ca");
+    let key_o = keypair(dir.path(), "foreign");
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&other)
+        .args(["-I", "smith:alice:foreign", "-n", "alice", "-V", "-5m:+1h"])
+        .arg(key_o.with_extension("pub")));
+    assert!(out.status.success());
+    let cert_o = PathBuf::from(format!("{}-cert.pub", key_o.display()));
+    let out = sshd.login_with(&key_o, &cert_o);
+    assert!(!out.status.success() && !text(&out.stdout).contains("smith-login-ok"));
+
+    // A CA certificate naming another principal does not log in as alice.
+    ca.admin_ok(&["user", "add", "mallory", "--groups", "dev"]);
+    let m = ca.user_token("mallory");
+    let key_m = keypair(dir.path(), "mallory");
+    let r = request(&ca, &m, &key_m, "env=dev", 600, None);
+    let cert_m = save_cert(&key_m, &r.body);
+    assert!(!sshd.login_with(&key_m, &cert_m).status.success());
+    // sshd logged the key ID and serial of the accepted certificate.
+    let log = sshd.log();
+    assert!(
+        log.contains(r#"ID smith:alice:"#) && log.contains("CA ED25519"),
+        "{log}"
+    );
+}

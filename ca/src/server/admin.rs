@@ -298,13 +298,14 @@ pub async fn disable_user(
     Ok(Json(current_user(&ca, &name)?))
 }
 
-fn ttl_in(ttl: Option<u64>, default: u64, max: u64, what: &str) -> Result<u64, ApiError> {
+fn ttl_in(ttl: Option<u64>, default: u64, min: u64, max: u64, what: &str) -> Result<u64, ApiError> {
     let ttl = ttl.unwrap_or(default);
-    if !(60..=max).contains(&ttl) {
+    if !(min..=max).contains(&ttl) {
         return Err(ApiError::bad_request(
             "invalid_ttl",
             format!(
-                "{what} lifetime must be between 1m and {}",
+                "{what} lifetime must be between {} and {}",
+                humantime::format_duration(std::time::Duration::from_secs(min)),
                 humantime::format_duration(std::time::Duration::from_secs(max))
             ),
         ));
@@ -329,6 +330,7 @@ pub async fn user_token(
     let ttl = ttl_in(
         req.ttl_secs,
         ca.cfg.default_user_token_ttl.as_secs(),
+        60,
         MAX_TOKEN_TTL_SECS,
         "a user token's",
     )?;
@@ -588,6 +590,7 @@ pub async fn host_token(
     let ttl = ttl_in(
         Some(req.ttl_secs),
         3600,
+        1,
         MAX_ENROLL_TTL_SECS,
         "an enrollment token's",
     )?;

@@ -88,6 +88,38 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub struct Sandbox {
     pub dir: PathBuf,
     pub syslog: Syslog,
+    /// Also a private network namespace (loopback up), for sshd.
+    net: bool,
+    extra_setup: String,
+}
+
+/// Builds nss_smith (a no-op when it is up to date) and returns `libnss_smith.so`. The
+/// tests that run real sshd/sudo need both modules; cargo only builds this package's
+/// own dependencies, so without this the NSS module could be missing or stale.
+pub fn nss_module() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(["build", "--quiet", "-p", "nss_smith", "--lib"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        c.arg("--release");
+    }
+    let o = c.output().expect("run cargo");
+    assert!(
+        o.status.success(),
+        "cargo build -p nss_smith: {}",
+        describe(&o)
+    );
+    let so = profile_dir.join("libnss_smith.so");
+    assert!(so.exists(), "{} missing after the build", so.display());
+    so
 }
 
 impl Sandbox {
@@ -141,7 +173,40 @@ impl Sandbox {
         .unwrap();
         std::fs::set_permissions(&fell, std::fs::Permissions::from_mode(0o755)).unwrap();
         let syslog = Syslog::start(&dir.join("log.sock"));
-        Sandbox { dir, syslog }
+        Sandbox {
+            dir,
+            syslog,
+            net: false,
+            extra_setup: String::new(),
+        }
+    }
+
+    /// Runs commands in a private network namespace too (loopback only).
+    pub fn with_net(mut self) -> Sandbox {
+        self.net = true;
+        self
+    }
+
+    /// Makes glibc see Smith users: `libnss_smith.so.2` in the lib overlay and
+    /// `passwd: files smith` / `group: files smith`.
+    pub fn with_nss(mut self) -> Sandbox {
+        std::fs::copy(nss_module(), self.path("lib/libnss_smith.so.2")).unwrap();
+        std::fs::write(
+            self.path("etc/nsswitch.conf"),
+            "passwd: files smith\ngroup: files smith\nshadow: files\nhosts: files\n",
+        )
+        .unwrap();
+        self.add_setup(&format!(
+            "mount --bind {} /etc/nsswitch.conf",
+            self.path("etc/nsswitch.conf").display()
+        ));
+        self
+    }
+
+    /// Extra setup lines run in the namespace before each command.
+    pub fn add_setup(&mut self, script: &str) {
+        self.extra_setup.push_str(script);
+        self.extra_setup.push('\n');
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -195,7 +260,11 @@ for n in null zero full random urandom tty; do touch /dev/$n; mount --bind {d}/s
 mkdir /dev/pts; mount --rbind {d}/scratch/dev/pts /dev/pts
 ln -s /proc/self/fd /dev/fd
 touch /dev/log; mount --bind {d}/log.sock /dev/log
-"
+{net}
+{extra}
+",
+            net = if self.net { "ip link set lo up" } else { "" },
+            extra = self.extra_setup,
         )
     }
 
@@ -210,12 +279,15 @@ touch /dev/log; mount --bind {d}/log.sock /dev/log
             "--mount",
             "--propagation",
             "private",
-            "--",
-        ])
-        .arg("/bin/sh")
-        .arg("-ec")
-        .arg(format!("{}\n{script}", self.setup_script()))
-        .stdin(Stdio::null());
+        ]);
+        if self.net {
+            c.arg("--net");
+        }
+        c.arg("--")
+            .arg("/bin/sh")
+            .arg("-ec")
+            .arg(format!("{}\n{script}", self.setup_script()))
+            .stdin(Stdio::null());
         c.output().expect("spawn unshare")
     }
 

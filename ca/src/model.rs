@@ -337,7 +337,7 @@ impl Model {
         let previous = self.id_by_name.get(&(kind, name.to_string())).copied();
         if let Some(req) = requested {
             if let Some((k, n)) = self.ids.get(&req.get()) {
-                if !(previous == Some(req.get())) {
+                if previous != Some(req.get()) {
                     return Err(IdError::InUse {
                         id: req.get(),
                         kind: k.as_str(),

@@ -71,7 +71,7 @@ pub enum WriteError {
 
 enum Job {
     Record {
-        rec: Record,
+        rec: Box<Record>,
         done: oneshot::Sender<Result<u64, WriteError>>,
     },
     HostSeen {
@@ -113,7 +113,10 @@ impl Writer {
     /// committed.
     pub async fn record(&self, rec: Record) -> Result<u64, WriteError> {
         let (done, wait) = oneshot::channel();
-        self.send(Job::Record { rec, done })?;
+        self.send(Job::Record {
+            rec: Box::new(rec),
+            done,
+        })?;
         wait.await.map_err(|_| WriteError::ShuttingDown)?
     }
 
@@ -169,7 +172,7 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
                 }
             }
         }
-        let recs: Vec<&Record> = records.iter().map(|(r, _)| r).collect();
+        let recs: Vec<&Record> = records.iter().map(|(r, _)| r.as_ref()).collect();
         match write_batch(&mut conn, &recs, &seen) {
             Ok(ids) => {
                 for ((_, done), id) in records.into_iter().zip(ids) {

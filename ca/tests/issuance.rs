@@ -233,7 +233,17 @@ fn denials_say_why_and_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let key = keypair(dir.path(), "k");
 
-    let cases: Vec<(&str, &str, u64, Option<&str>, u16, &str, &str)> = vec![
+    // (token, scope, ttl, reason, status, code, text in the error)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        u64,
+        Option<&'a str>,
+        u16,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             &bob,
             "env=dev",

@@ -116,3 +116,64 @@ impl Agent {
         Ok(u32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::OsRng;
+    use ssh_key::certificate::{Builder, CertType};
+    use ssh_key::{Algorithm, PrivateKey};
+    use std::os::unix::net::UnixListener;
+
+    /// A fake agent records the request: the certificate type, blob, key and the lifetime
+    /// constraint must be exactly what the protocol says.
+    #[test]
+    fn add_sends_certificate_key_and_lifetime_constraint() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("a.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut msg = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut msg).unwrap();
+            s.write_all(&[0, 0, 0, 1, SSH_AGENT_SUCCESS]).unwrap();
+            msg
+        });
+        let ca = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+        let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+        let mut b = Builder::new_with_random_nonce(
+            &mut OsRng,
+            key.public_key().key_data().clone(),
+            0,
+            u64::MAX / 2,
+        )
+        .unwrap();
+        b.cert_type(CertType::User)
+            .unwrap()
+            .valid_principal("alice")
+            .unwrap();
+        let cert = b.sign(&ca).unwrap();
+        let kp = key.key_data().ed25519().unwrap();
+        Agent::connect(&sock)
+            .unwrap()
+            .add_certificate(kp, &cert, "smith:alice:1", 3600)
+            .unwrap();
+        let msg = server.join().unwrap();
+        assert_eq!(msg[0], SSH2_AGENTC_ADD_ID_CONSTRAINED);
+        let mut r = &msg[1..];
+        let take = |r: &mut &[u8]| {
+            let n = u32::from_be_bytes([r[0], r[1], r[2], r[3]]) as usize;
+            let v = r[4..4 + n].to_vec();
+            *r = &r[4 + n..];
+            v
+        };
+        assert_eq!(take(&mut r), b"ssh-ed25519-cert-v01@openssh.com");
+        assert_eq!(take(&mut r), cert.to_bytes().unwrap());
+        assert_eq!(take(&mut r), kp.public.0.to_vec());
+        assert_eq!(take(&mut r), kp.to_bytes().to_vec());
+        assert_eq!(take(&mut r), b"smith:alice:1");
+        assert_eq!(r, &[SSH_AGENT_CONSTRAIN_LIFETIME, 0, 0, 0x0e, 0x10]);
+    }
+}

@@ -36,7 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
             "smith" => option_env!("CARGO_BIN_EXE_smith"),
             _ => None,
         };
-        if direct.is_none() {
+        if direct.is_none() && !fresh(&path, name) {
             let package = match name {
                 "smith-ca" => "smith-ca",
                 "smith" => "smith-cli",
@@ -54,6 +54,39 @@ pub fn bin(name: &str) -> PathBuf {
         built.push(name.to_string());
     }
     path
+}
+
+/// Whether `path` is newer than every source file it is built from (so a workspace-wide
+/// `cargo test`, which built it already, does not wait on the build lock again).
+fn fresh(path: &Path, name: &str) -> bool {
+    let Ok(built) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let crate_dir = if name == "smith" { "cli" } else { "ca" };
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut stack: Vec<PathBuf> = vec![
+        ws.join(crate_dir),
+        ws.join("api/src"),
+        ws.join("proto/src"),
+        ws.join("Cargo.lock"),
+    ];
+    while let Some(p) = stack.pop() {
+        if p.ends_with("tests") {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(m) = meta.modified() {
+            newest = newest.max(m);
+        }
+    }
+    built >= newest
 }
 
 pub fn is_root() -> bool {

@@ -465,3 +465,45 @@ fn cache_replaced_under_16_threads() {
     );
     assert!(out.contains("child_status 0"), "{out}");
 }
+
+/// `nm -D --defined-only`: exactly the NSS entry points, nothing else (no Rust symbols
+/// leaking into every process that resolves a user).
+#[test]
+fn exports_exactly_the_nss_symbols() {
+    if !std::path::Path::new("/usr/bin/nm").exists() {
+        assert_ne!(
+            std::env::var("SMITH_E2E_REQUIRED").as_deref(),
+            Ok("1"),
+            "nm (binutils) missing"
+        );
+        eprintln!("SKIPPED: nm missing");
+        return;
+    }
+    let so = support::built_module("libnss_smith.so");
+    let o = std::process::Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", describe(&o));
+    let mut syms: Vec<String> = stdout(&o)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    syms.sort();
+    let mut want = vec![
+        "_nss_smith_getpwnam_r",
+        "_nss_smith_getpwuid_r",
+        "_nss_smith_setpwent",
+        "_nss_smith_getpwent_r",
+        "_nss_smith_endpwent",
+        "_nss_smith_getgrnam_r",
+        "_nss_smith_getgrgid_r",
+        "_nss_smith_setgrent",
+        "_nss_smith_getgrent_r",
+        "_nss_smith_endgrent",
+        "_nss_smith_initgroups_dyn",
+    ];
+    want.sort();
+    assert_eq!(syms, want);
+}

@@ -453,3 +453,39 @@ fn session_phase() {
     assert!(!sb.path("home/deploy").exists());
     assert_eq!(hostd.events().len(), before);
 }
+
+/// `nm -D --defined-only`: exactly the PAM service functions.
+#[test]
+fn exports_exactly_the_pam_symbols() {
+    if !Path::new("/usr/bin/nm").exists() {
+        assert_ne!(
+            std::env::var("SMITH_E2E_REQUIRED").as_deref(),
+            Ok("1"),
+            "nm (binutils) missing"
+        );
+        eprintln!("SKIPPED: nm missing");
+        return;
+    }
+    let so = support::built_module("libpam_smith.so");
+    let o = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", describe(&o));
+    let mut syms: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    syms.sort();
+    assert_eq!(
+        syms,
+        [
+            "pam_sm_acct_mgmt",
+            "pam_sm_authenticate",
+            "pam_sm_close_session",
+            "pam_sm_open_session",
+            "pam_sm_setcred"
+        ]
+    );
+}

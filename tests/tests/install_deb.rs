@@ -162,6 +162,7 @@ fn build_debs(out: &Path) -> Result<Vec<PathBuf>> {
             "--",
             "package",
             "deb",
+            "--fast",
             "--no-lintian",
             "--bin-dir",
         ])
@@ -629,7 +630,9 @@ fn debs_install_activate_log_in_and_purge_without_a_trace() -> Result<()> {
         "after smith-host deactivate",
     )?;
 
-    // Activated again, then purged while active: prerm deactivates, postrm cleans up.
+    // Enrolled again (the admin removes the old enrollment first), then purged while
+    // active: prerm deactivates, postrm cleans up.
+    fleet.admin_ok(&["host", "remove", HOST_NAME])?;
     activate(&fleet, &deb)?;
     ensure!(
         root.join("etc/ssh/sshd_config.d/50-smith.conf").exists(),

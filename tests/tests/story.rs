@@ -42,6 +42,8 @@ fn story_fleet() -> Result<Fleet> {
         vec!["user", "add", "deploy", "--groups", "dev,ops"],
         vec!["grant", "add", "--group", "dev", "--tags", "env=dev", "--level", "ssh", "--max-ttl", "8h"],
         vec!["grant", "add", "--group", "ops", "--tags", "env=prod", "--level", "sudo", "--max-ttl", "8h"],
+        // So that oscar can hold a certificate scoped env=dev (useless on web-1).
+        vec!["grant", "add", "--group", "ops", "--tags", "env=dev", "--level", "ssh", "--max-ttl", "8h"],
     ] {
         fleet.admin_ok(&args)?;
     }

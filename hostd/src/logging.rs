@@ -2,16 +2,19 @@
 //!
 //! Owns: choosing the sink (`auto` = journald when systemd connected our output to the
 //! journal, i.e. `JOURNAL_STREAM` is set, else stderr) and the level filter
-//! (`SMITH_LOG`, e.g. `SMITH_LOG=debug`, default `info` for the daemon and `warn` for
+//! (`SMITH_LOG`, else `RUST_LOG`, e.g. `SMITH_LOG=debug`, default `info` for the daemon and `warn` for
 //! the CLI). Must never: log secrets (tokens, private keys).
 
 use crate::config::LogTarget;
+use std::io::IsTerminal;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 fn filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("SMITH_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+    EnvFilter::try_from_env("SMITH_LOG")
+        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| EnvFilter::new(default))
 }
 
 /// For the daemon. Returns the sink actually used.
@@ -38,6 +41,7 @@ pub fn init_daemon(target: LogTarget) -> LogTarget {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_target(false),
         )
         .try_init();
@@ -51,6 +55,7 @@ pub fn init_cli() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .without_time()
                 .with_target(false),
         )

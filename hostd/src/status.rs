@@ -33,13 +33,19 @@ pub struct CacheStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub enrolled: bool,
+    /// Same as `daemon.reachable` (for scripts).
+    pub daemon_reachable: bool,
     pub host_name: Option<String>,
     pub tags: Option<String>,
     pub ca_url: Option<String>,
     pub root_fingerprint: Option<String>,
     pub client_cert_not_after: Option<u64>,
     pub snapshot_version: Option<u64>,
+    /// Smith users this host serves (after skipping those colliding with local
+    /// accounts).
     pub users_known: Option<usize>,
+    /// Users in the stored snapshot (before skipping).
+    pub snapshot_users: Option<usize>,
     pub last_sync_unix: Option<u64>,
     pub last_sync_error: Option<String>,
     pub daemon: DaemonStatus,
@@ -122,6 +128,7 @@ pub fn gather(r: &Resolved) -> Status {
         });
     Status {
         enrolled: r.config.is_some() && creds.is_some(),
+        daemon_reachable: daemon.reachable,
         host_name: r.config.as_ref().map(|c| c.host_name.to_string()),
         tags: state.as_ref().map(|s| s.tags.to_string()).or(cache_tags),
         ca_url: r.config.as_ref().map(|c| c.ca_url.clone()),
@@ -132,11 +139,12 @@ pub fn gather(r: &Resolved) -> Status {
             .map(|s| s.version)
             .or(daemon.snapshot_version)
             .or(cache.snapshot_version),
-        users_known: state
-            .as_ref()
-            .map(|s| s.users.len())
-            .or(daemon.users.map(|u| u as usize))
-            .or(cache.users.map(|u| u as usize)),
+        users_known: daemon
+            .users
+            .or(cache.users)
+            .map(|u| u as usize)
+            .or(state.as_ref().map(|s| s.users.len())),
+        snapshot_users: state.as_ref().map(|s| s.users.len()),
         last_sync_unix,
         last_sync_error: sync.and_then(|s| s.last_error),
         daemon,

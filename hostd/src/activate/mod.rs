@@ -642,9 +642,13 @@ fn fresh_owned(
             break;
         };
         let line = cert.trim();
-        if ssh_key::Certificate::from_openssh(line).is_err() {
+        let parsed = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|b64| smith_proto::sshcert::parse_cert_base64(b64).ok());
+        if parsed.is_none_or(|c| c.cert_type != 2) || line.contains('\n') {
             warnings.push(format!(
-                "the host certificate for {} is not a valid OpenSSH certificate; skipped",
+                "the host certificate for {} is not a valid OpenSSH host certificate; skipped",
                 key_path.display()
             ));
             continue;

@@ -1,0 +1,534 @@
+//! smith-hostd against a fake CA: sync, cache, local collisions, CA outages, restarts,
+//! the socket (lookups, event permissions, hostile clients), pending files, renewal.
+
+mod common;
+
+use common::*;
+use smith_proto::event::{DeniedEvent, HostEvent, SessionEvent, SessionPhase};
+use smith_proto::wire::{self, ErrorCode, Request, Response};
+use smith_proto::Level;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ask(h: &HostRoot, req: Request) -> Response {
+    smith_hostd::localclient::request(&h.socket(), &req, Duration::from_secs(3)).unwrap()
+}
+
+fn status(h: &HostRoot) -> serde_json::Value {
+    let o = h.host_cmd(&["status", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn denied(user: &str) -> HostEvent {
+    HostEvent::Denied(DeniedEvent {
+        user: user.into(),
+        service: "sshd".into(),
+        rhost: "10.0.0.9".into(),
+        reason: "no grant".into(),
+        key_id: String::new(),
+        at_unix: 1,
+    })
+}
+
+#[test]
+fn syncs_serves_and_keeps_serving_without_the_ca() {
+    let mut ca = FakeCa::start();
+    // deploy collides with a local user's name, carol with a local uid, lab with a
+    // local group.
+    ca.update(|d| {
+        d.users.push(user("deploy", 200003, Level::Ssh, &["dev"]));
+        d.users.push(user("carol", 200050, Level::Ssh, &[]));
+        d.groups.push(group("lab", 200012));
+    });
+    let h = HostRoot::new();
+    h.activate_ok(&ca, "web-1", "env=prod,role=web");
+    let d = h.start_daemon();
+
+    wait_for(
+        "the first snapshot in the cache",
+        Duration::from_secs(10),
+        || (h.cache_users() == ["alice", "oscar"]).then_some(()),
+    );
+    let c = h.cache().unwrap();
+    assert_eq!(c.host_name, "web-1");
+    assert_eq!(c.host_tags, "env=prod,role=web");
+    let groups: Vec<(&str, Vec<String>)> = c
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.members.clone()))
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("dev", vec!["alice".to_string()]),
+            ("ops", vec!["oscar".to_string()]),
+            ("smith-sudo", vec!["oscar".to_string()]),
+        ]
+    );
+    let oscar = c.users.iter().find(|u| u.name == "oscar").unwrap();
+    assert_eq!(
+        (oscar.uid, oscar.gid, oscar.dir.as_str()),
+        (200002, 200002, "/home/oscar")
+    );
+    assert_eq!(oscar.gids, vec![200000, 200011]);
+    assert_eq!(
+        std::fs::metadata(h.path("/var/lib/smith/nss.cache"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+    let log = d.log();
+    assert!(
+        log.contains("deploy") && log.contains("a local user has this name"),
+        "{log}"
+    );
+    assert!(log.contains("carol") && log.contains("uid 200050"), "{log}");
+    assert!(log.contains("lab"), "{log}");
+    let version = ca.with(|d| d.version);
+    let state: smith_proto::snapshot::HostState =
+        serde_json::from_slice(&std::fs::read(h.path("/var/lib/smith/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state.version, version);
+
+    // Socket lookups give the cache's answers.
+    match ask(&h, Request::UserByName("alice".into())) {
+        Response::User(Some(u)) => assert_eq!((u.uid, u.level), (200001, 1)),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        ask(&h, Request::UserByName("deploy".into())),
+        Response::User(None)
+    );
+    assert_eq!(ask(&h, Request::UserByUid(200003)), Response::User(None));
+    match ask(&h, Request::GroupByGid(200000)) {
+        Response::Group(Some(g)) => assert_eq!(
+            (g.name.as_str(), g.members),
+            ("smith-sudo", vec!["oscar".to_string()])
+        ),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        ask(&h, Request::GroupsOfUser("oscar".into())),
+        Response::Gids(Some(vec![200000, 200011]))
+    );
+    match ask(&h, Request::Ping) {
+        Response::Pong {
+            snapshot_version,
+            users,
+            last_sync_unix,
+        } => {
+            assert_eq!((snapshot_version, users), (version, 2));
+            assert!(last_sync_unix >= now() - 60);
+        }
+        r => panic!("{r:?}"),
+    }
+    let s = status(&h);
+    assert_eq!(s["enrolled"], true);
+    assert_eq!(s["daemon_reachable"], true);
+    assert_eq!(s["users_known"], 2);
+    assert_eq!(s["snapshot_version"], version);
+    assert_eq!(s["tags"], "env=prod,role=web");
+
+    // A change at the CA reaches the cache within a few seconds (long-poll, delta).
+    let t = Instant::now();
+    ca.update(|d| {
+        d.users.retain(|u| u.name.as_str() != "oscar");
+        d.users.push(user("bob", 200004, Level::Ssh, &["dev"]));
+    });
+    wait_for(
+        "oscar removed and bob added",
+        Duration::from_secs(5),
+        || (h.cache_users() == ["alice", "bob"]).then_some(()),
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "propagation took {:?}",
+        t.elapsed()
+    );
+    assert!(ca.with(|d| d
+        .syncs
+        .iter()
+        .any(|(_, since, wait)| *since == version && *wait > 0)));
+    assert!(
+        d.log().contains("full=false"),
+        "a delta should have been applied"
+    );
+    let sudo = h
+        .cache()
+        .unwrap()
+        .groups
+        .into_iter()
+        .find(|g| g.name == "smith-sudo")
+        .unwrap();
+    assert!(sudo.members.is_empty());
+
+    // A new local account wins at once (within the housekeeping period).
+    let mut passwd = h.read("/etc/passwd");
+    passwd.push_str("bob:x:1002:1002::/home/bob:/bin/sh\n");
+    std::fs::write(h.path("/etc/passwd"), passwd).unwrap();
+    wait_for(
+        "local bob to shadow Smith's bob",
+        Duration::from_secs(10),
+        || (h.cache_users() == ["alice"]).then_some(()),
+    );
+
+    // The CA goes down: the last snapshot keeps serving; status says why.
+    let cache_bytes = std::fs::read(h.path("/var/lib/smith/nss.cache")).unwrap();
+    ca.stop();
+    wait_for(
+        "the sync error to be recorded",
+        Duration::from_secs(10),
+        || {
+            status(&h)["last_sync_error"]
+                .as_str()
+                .map(|s| s.contains("cannot reach"))
+                .filter(|b| *b)
+        },
+    );
+    assert_eq!(
+        std::fs::read(h.path("/var/lib/smith/nss.cache")).unwrap(),
+        cache_bytes
+    );
+    assert!(matches!(
+        ask(&h, Request::UserByName("alice".into())),
+        Response::User(Some(_))
+    ));
+
+    // Killed and restarted with the CA still down: still serves, cache untouched.
+    d.kill();
+    let d = h.start_daemon();
+    assert!(matches!(
+        ask(&h, Request::UserByName("alice".into())),
+        Response::User(Some(_))
+    ));
+    assert_eq!(
+        std::fs::read(h.path("/var/lib/smith/nss.cache")).unwrap(),
+        cache_bytes
+    );
+    assert!(h.path("/run/smith/hostd.pid").exists());
+
+    // A corrupt state.json: the cache file keeps logins working, the daemon resyncs.
+    d.kill();
+    std::fs::write(
+        h.path("/var/lib/smith/state.json"),
+        b"{\"host\": \"web-1\", \"tru",
+    )
+    .unwrap();
+    let d = h.start_daemon();
+    assert!(matches!(
+        ask(&h, Request::UserByName("alice".into())),
+        Response::User(Some(_))
+    ));
+    assert_eq!(
+        std::fs::read(h.path("/var/lib/smith/nss.cache")).unwrap(),
+        cache_bytes
+    );
+    assert!(
+        d.log().contains("cannot load the last snapshot"),
+        "{}",
+        d.log()
+    );
+
+    // The CA returns: the daemon catches up (full snapshot) and follows changes.
+    ca.restart();
+    ca.update(|d| d.users.push(user("dave", 200005, Level::Ssh, &[])));
+    wait_for(
+        "dave after the CA came back",
+        Duration::from_secs(40),
+        || (h.cache_users() == ["alice", "dave"]).then_some(()),
+    );
+    let state: smith_proto::snapshot::HostState =
+        serde_json::from_slice(&std::fs::read(h.path("/var/lib/smith/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state.version, ca.with(|d| d.version));
+
+    // `smith-host sync` signals the daemon, which asks the CA at once (wait=0).
+    let before = ca.with(|d| d.syncs.len());
+    let o = h.host_cmd(&["sync", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["signalled_pid"], d.pid());
+    wait_for("an immediate sync request", Duration::from_secs(5), || {
+        ca.with(|d| d.syncs[before..].iter().any(|(_, _, wait)| *wait == 0))
+            .then_some(())
+    });
+
+    // SIGTERM: clean stop, socket and pid file removed, cache kept.
+    let st = d.stop();
+    assert!(st.success(), "{st:?}");
+    assert!(!h.socket().exists());
+    assert!(!h.path("/run/smith/hostd.pid").exists());
+    assert!(h.path("/var/lib/smith/nss.cache").exists());
+    let s = status(&h);
+    assert_eq!(s["daemon_reachable"], false);
+    assert_eq!(s["users_known"], 2);
+}
+
+const PY_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+req = bytes.fromhex(sys.argv[2])
+s.sendall(len(req).to_bytes(4, 'big') + req)
+n = int.from_bytes(s.recv(4, socket.MSG_WAITALL), 'big')
+data = b''
+while len(data) < n:
+    data += s.recv(n - len(data))
+print(data.hex())
+"#;
+
+/// Sends `req` as the `nobody` user (setpriv) and returns the response.
+fn ask_as_nobody(h: &HostRoot, req: &Request) -> Response {
+    let o = run_ok(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+                PY_CLIENT,
+            ])
+            .arg(h.socket())
+            .arg(hex::encode(req.encode())),
+    );
+    let hexed = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    Response::decode(&hex::decode(hexed).unwrap()).unwrap()
+}
+
+fn write_evt(dir: &std::path::Path, name: &str, ev: &HostEvent) {
+    std::fs::write(dir.join(name), wire::encode_event(ev)).unwrap();
+}
+
+#[test]
+fn socket_rules_hostile_clients_and_pending_files() {
+    if !root_available("socket permission tests") {
+        return;
+    }
+    let ca = FakeCa::start();
+    let h = HostRoot::new();
+    h.activate_ok(&ca, "db-1", "env=dev");
+
+    // Events pam_smith left while hostd was down.
+    let pending = h.path("/var/lib/smith/pending");
+    std::fs::create_dir_all(&pending).unwrap();
+    std::fs::set_permissions(&pending, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let open = HostEvent::Session(SessionEvent {
+        phase: SessionPhase::Open,
+        user: "alice".into(),
+        service: "sshd".into(),
+        rhost: "10.0.0.1".into(),
+        tty: "ssh".into(),
+        pid: 4242,
+        key_id: "smith:alice:abc".into(),
+        serial: Some(7),
+        at_unix: 100,
+        duration_secs: None,
+    });
+    write_evt(&pending, "0000000001-1-a.evt", &open);
+    write_evt(&pending, "0000000002-1-b.evt", &denied("mallory"));
+    std::fs::write(pending.join("0000000003-1-c.evt"), b"\x01\xee\x09garbage").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(pending.join("0000000003-1-c.evt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+
+    let d = h.start_daemon();
+    let spool = h.path("/var/lib/smith/spool");
+    wait_for(
+        "the pending files to be ingested",
+        Duration::from_secs(10),
+        || (smith_hostd::spool::read_all(&spool).unwrap().len() == 2).then_some(()),
+    );
+    let recs = smith_hostd::spool::read_all(&spool).unwrap();
+    assert_eq!((recs[0].seq, recs[0].via.as_str()), (1, "pending"));
+    assert_eq!(recs[0].event, open);
+    assert_eq!(recs[1].event, denied("mallory"));
+    wait_for("the bad file moved aside", Duration::from_secs(10), || {
+        pending
+            .join("bad/0000000003-1-c.evt")
+            .exists()
+            .then_some(())
+    });
+    assert!(
+        !pending.join("0000000001-1-a.evt").exists()
+            && !pending.join("0000000002-1-b.evt").exists()
+    );
+    assert!(d.log().contains("bad pending event file"), "{}", d.log());
+
+    // The socket is open to everyone for lookups, root-only for events.
+    let sock_mode = std::fs::symlink_metadata(h.socket())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(sock_mode, 0o666);
+    assert_eq!(
+        std::fs::metadata(h.path("/run/smith"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    wait_for("the snapshot", Duration::from_secs(10), || {
+        matches!(
+            ask(&h, Request::UserByName("alice".into())),
+            Response::User(Some(_))
+        )
+        .then_some(())
+    });
+    assert!(matches!(
+        ask_as_nobody(&h, &Request::UserByName("alice".into())),
+        Response::User(Some(_))
+    ));
+    match ask_as_nobody(&h, &Request::Event(denied("forged"))) {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::PermissionDenied),
+        r => panic!("nobody recorded an event: {r:?}"),
+    }
+    assert_eq!(ask(&h, Request::Event(denied("eve"))), Response::Ack(3));
+    let recs = smith_hostd::spool::read_all(&spool).unwrap();
+    assert_eq!(recs.len(), 3);
+    assert_eq!(
+        (recs[2].via.as_str(), recs[2].event.user()),
+        ("socket", "eve")
+    );
+    assert!(d
+        .log()
+        .contains("refused an audit event from a non-root client"));
+
+    // Slow clients: 60 connections that send half a length and stall.
+    let mut slow = Vec::new();
+    for _ in 0..60 {
+        let mut s = UnixStream::connect(h.socket()).unwrap();
+        s.write_all(&[0, 0]).unwrap();
+        slow.push(s);
+    }
+    // Garbage and oversized frames get an error and a closed connection.
+    let mut g = UnixStream::connect(h.socket()).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    g.write_all(b"\x00\x00\x00\x05hello").unwrap();
+    match Response::decode(&wire::read_frame(&mut g).unwrap()).unwrap() {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        g.read(&mut [0u8; 16]).unwrap(),
+        0,
+        "garbage client not disconnected"
+    );
+    let mut big = UnixStream::connect(h.socket()).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    big.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    assert!(matches!(
+        Response::decode(&wire::read_frame(&mut big).unwrap()).unwrap(),
+        Response::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
+    // Meanwhile a well-behaved client is answered at once.
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert!(matches!(
+            ask(&h, Request::UserByUid(200001)),
+            Response::User(Some(_))
+        ));
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "lookups stalled: {:?}",
+        t.elapsed()
+    );
+    // The stalled clients are cut off after the frame timeout.
+    std::thread::sleep(Duration::from_secs(6));
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(s.read(&mut [0u8; 4]).unwrap_or(0), 0);
+    }
+
+    // Pending files keep being picked up while running.
+    write_evt(&pending, "0000000009-1-z.evt", &denied("late"));
+    wait_for("a late pending file", Duration::from_secs(10), || {
+        (smith_hostd::spool::read_all(&spool).unwrap().len() == 4).then_some(())
+    });
+    drop(d);
+}
+
+#[test]
+fn renews_its_certificate_and_syncs_once_without_a_daemon() {
+    let ca = FakeCa::start();
+    // The enrollment certificate is already past 2/3 of its life.
+    ca.update(|d| {
+        d.cert_backdate_secs = 1000;
+        d.cert_lifetime_secs = 1200;
+    });
+    let h = HostRoot::new();
+    h.activate_ok(&ca, "web-9", "env=prod");
+    let old_cert = h.read("/etc/smith/host.crt");
+    ca.update(|d| {
+        d.cert_backdate_secs = 60;
+        d.cert_lifetime_secs = 86400;
+    });
+
+    let d = h.start_daemon();
+    wait_for("the certificate renewal", Duration::from_secs(20), || {
+        (ca.with(|d| d.renewals) >= 1 && h.read("/etc/smith/host.crt") != old_cert).then_some(())
+    });
+    let key = h.read("/etc/smith/host.key");
+    let cert = h.read("/etc/smith/host.crt");
+    assert!(smith_hostd::identity::key_matches_cert(&key, cert.as_bytes()).unwrap());
+    let s = smith_hostd::identity::summarize_pem(cert.as_bytes()).unwrap();
+    assert!(s.not_after > now() + 80000);
+    assert_eq!(s.common_name.as_deref(), Some("web-9"));
+    // It keeps syncing with the new certificate.
+    ca.update(|d| d.users.push(user("frank", 200006, Level::Ssh, &[])));
+    wait_for("frank", Duration::from_secs(10), || {
+        h.cache_users().contains(&"frank".to_string()).then_some(())
+    });
+    assert!(
+        d.log().contains("client certificate renewed"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(ca.with(|d| d.renewals), 1, "renewed more than once");
+    assert!(d.stop().success());
+
+    // No daemon: `smith-host sync` syncs once in-process.
+    ca.update(|d| d.users.push(user("erin", 200007, Level::Ssh, &[])));
+    let o = h.host_cmd(&["sync", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["signalled_pid"], serde_json::Value::Null);
+    assert_eq!(r["to_version"], ca.with(|d| d.version));
+    assert!(h.cache_users().contains(&"erin".to_string()));
+
+    // A CA without renewal: the daemon says so and carries on.
+    ca.update(|d| {
+        d.offer_renewal = false;
+        d.cert_backdate_secs = 1000;
+        d.cert_lifetime_secs = 1200;
+    });
+    let h2 = HostRoot::new();
+    h2.activate_ok(&ca, "web-10", "env=prod");
+    let d2 = h2.start_daemon();
+    wait_for("the no-renewal notice", Duration::from_secs(10), || {
+        d2.log()
+            .contains("does not offer certificate renewal")
+            .then_some(())
+    });
+    wait_for("a synced cache", Duration::from_secs(10), || {
+        h2.cache().map(|_| ())
+    });
+    drop(d2);
+}

@@ -177,6 +177,27 @@ pub struct Store {
     conn: Connection,
 }
 
+/// The model's allocation cursors, which a commit persists (copied out so that no model
+/// lock is held while SQLite fsyncs).
+#[derive(Debug, Clone, Copy)]
+pub struct Counters {
+    pub next_grant_id: u64,
+    pub next_host_id: u64,
+    pub next_id: u32,
+    pub id_range: IdRange,
+}
+
+impl Counters {
+    pub fn of(m: &Model) -> Counters {
+        Counters {
+            next_grant_id: m.next_grant_id,
+            next_host_id: m.next_host_id,
+            next_id: m.next_id,
+            id_range: m.settings.id_range,
+        }
+    }
+}
+
 fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -478,7 +499,7 @@ impl Store {
     /// version and a line in the `changes` table describing `what`.
     pub fn commit(
         &mut self,
-        model: &Model,
+        model: &Counters,
         changes: &[Change],
         new_version: Option<u64>,
         what: &str,
@@ -540,22 +561,22 @@ impl Store {
     }
 }
 
-fn next_grant_id(m: &Model, changes: &[Change]) -> u64 {
+fn next_grant_id(m: &Counters, changes: &[Change]) -> u64 {
     changes.iter().fold(m.next_grant_id, |acc, c| match c {
         Change::AddGrant(g) => acc.max(g.id + 1),
         _ => acc,
     })
 }
 
-fn next_host_id(m: &Model, changes: &[Change]) -> u64 {
+fn next_host_id(m: &Counters, changes: &[Change]) -> u64 {
     changes.iter().fold(m.next_host_id, |acc, c| match c {
         Change::Enroll { host, .. } => acc.max(host.id + 1),
         _ => acc,
     })
 }
 
-fn next_id(m: &Model, changes: &[Change]) -> u32 {
-    let range = m.settings.id_range;
+fn next_id(m: &Counters, changes: &[Change]) -> u32 {
+    let range = m.id_range;
     changes.iter().fold(m.next_id, |acc, c| {
         let id = match c {
             Change::AddUser(u) => u.uid.get(),
@@ -779,7 +800,7 @@ mod tests {
         };
         let changes = vec![Change::AddGroup(g)];
         store
-            .commit(&m, &changes, Some(1), "group add dev", 5)
+            .commit(&Counters::of(&m), &changes, Some(1), "group add dev", 5)
             .unwrap();
         m.apply(&changes, Some(1));
         let uid = m.allocate_id(IdKind::User, "alice", None).unwrap();
@@ -796,7 +817,7 @@ mod tests {
         };
         let changes = vec![Change::AddUser(u)];
         store
-            .commit(&m, &changes, Some(2), "user add alice", 6)
+            .commit(&Counters::of(&m), &changes, Some(2), "user add alice", 6)
             .unwrap();
         m.apply(&changes, Some(2));
         drop(store);
@@ -841,7 +862,7 @@ mod tests {
         };
         let err = store
             .commit(
-                &m,
+                &Counters::of(&m),
                 &[Change::AddGroup(g), Change::AddUser(u)],
                 Some(1),
                 "x",

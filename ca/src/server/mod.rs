@@ -140,22 +140,19 @@ impl Ca {
         tokio::task::spawn_blocking(move || {
             let mut store = ca.store.lock().unwrap_or_else(|e| e.into_inner());
             let at = now();
-            let (changes, new_version, current) = {
+            let (changes, new_version, current, counters) = {
                 let m = ca.model();
                 let changes = plan(&m, at)?;
                 let nv = changes
                     .iter()
                     .any(Change::is_policy)
                     .then_some(m.version + 1);
-                (changes, nv, m.version)
+                (changes, nv, m.version, crate::db::Counters::of(&m))
             };
             if changes.is_empty() {
                 return Ok(current);
             }
-            {
-                let m = ca.model();
-                store.commit(&m, &changes, new_version, &what, at)?;
-            }
+            store.commit(&counters, &changes, new_version, &what, at)?;
             ca.model_mut().apply(&changes, new_version);
             if let Some(v) = new_version {
                 ca.version_tx.send_replace(v);

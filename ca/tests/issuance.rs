@@ -476,3 +476,38 @@ fn real_sshd_accepts_ca_certificates_only() {
         "{log}"
     );
 }
+
+#[test]
+fn concurrent_issuance_gives_unique_serials_all_recorded() {
+    let ca = TestCa::start();
+    let token = setup(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keypair(dir.path(), "k");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let http = ca.http(None);
+            let (url, token, public) = (ca.url.clone(), token.clone(), public.clone());
+            std::thread::spawn(move || {
+                (0..15)
+                    .map(|_| {
+                        let r = http
+                            .post(format!("{url}/v1/certs/user"))
+                            .bearer_auth(&token)
+                            .json(&json!({"public_key": public.trim(), "scope": "env=dev", "ttl_secs": 600}))
+                            .send()
+                            .unwrap();
+                        assert_eq!(r.status().as_u16(), 200);
+                        r.json::<Value>().unwrap()["serial"].as_u64().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut serials: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), 16 * 15, "unique serials");
+    let ds: Value = serde_json::from_str(&ca.admin_ok(&["decisions", "--json", "--limit", "1000"])).unwrap();
+    assert_eq!(ds.as_array().unwrap().len(), 16 * 15, "every issuance recorded before its answer");
+}

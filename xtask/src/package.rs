@@ -48,6 +48,9 @@ pub struct PackageArgs {
     /// Do not install missing build tools with apt-get (fail instead).
     #[arg(long)]
     pub no_install: bool,
+    /// A quick build for tests (deb only): gzip -1 instead of xz, no -dbgsym packages.
+    #[arg(long)]
+    pub fast: bool,
 }
 
 /// Build tools per format: (Debian package, why).
@@ -144,7 +147,7 @@ pub fn run(args: PackageArgs) -> Result<()> {
                 .out
                 .clone()
                 .unwrap_or_else(|| root.join("target/package/deb"));
-            let debs = build_deb(&root, &version, args.bin_dir.as_deref(), &out)?;
+            let debs = build_deb(&root, &version, args.bin_dir.as_deref(), &out, args.fast)?;
             check_deb_contents(&debs)?;
             if !args.no_lintian {
                 lintian(&out)?;
@@ -288,6 +291,7 @@ fn build_deb(
     version: &str,
     bin_dir: Option<&Path>,
     out: &Path,
+    fast: bool,
 ) -> Result<Vec<PathBuf>> {
     // debian/changelog names the package version: it must follow Cargo.toml.
     let changelog = std::fs::read_to_string(root.join("debian/changelog"))?;
@@ -327,15 +331,19 @@ fn build_deb(
         .args(["-b", "-us", "-uc"])
         .env("SMITH_SRCDIR", root)
         .env("DEB_BUILD_OPTIONS", "nocheck");
+    if fast {
+        // xz takes about a minute on these binaries, gzip -1 a second.
+        cmd.env("DEB_BUILD_OPTIONS", "nocheck noddebs")
+            .env("DPKG_DEB_COMPRESSOR_TYPE", "gzip")
+            .env("DPKG_DEB_COMPRESSOR_LEVEL", "1");
+    }
     if let Some(dir) = bin_dir {
         let dir = absolute(dir)?;
         println!(
             "xtask: building .debs from the artifacts in {}",
             dir.display()
         );
-        // Debug symbols of a debug build are not worth a -dbgsym package.
-        cmd.env("SMITH_BINDIR", &dir)
-            .env("DEB_BUILD_OPTIONS", "nocheck noddebs");
+        cmd.env("SMITH_BINDIR", &dir);
     } else {
         println!("xtask: building .debs (cargo build --release inside dpkg-buildpackage)");
     }

@@ -187,6 +187,10 @@ pub enum GrantCmd {
         /// Certificates need a --reason.
         #[arg(long)]
         require_reason: bool,
+        /// Certificates only inside this window, e.g. "mon-fri 09:00-18:00 UTC" or
+        /// "daily 22:00-06:00 +02:00" (UTC or fixed offsets). Repeatable (any matches).
+        #[arg(long = "time-window")]
+        time_windows: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -280,6 +284,9 @@ fn print_grant(g: &GrantInfo) {
     }
     if g.require_reason {
         cond.push("reason required".to_string());
+    }
+    if !g.time_windows.is_empty() {
+        cond.push(format!("during {}", g.time_windows.join(" or ")));
     }
     println!(
         "#{:<4} group {:<14} -> {:<24} : {:<4}  max {}{}",
@@ -444,6 +451,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 max_ttl,
                 source_cidrs,
                 require_reason,
+                time_windows,
                 json: as_json,
             } => {
                 let info: GrantInfo = c.post(
@@ -455,7 +463,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                         max_ttl_secs: max_ttl,
                         source_cidrs,
                         require_reason,
-                        time_windows: vec![],
+                        time_windows,
                     },
                 )?;
                 if as_json {

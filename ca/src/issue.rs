@@ -27,6 +27,8 @@ pub struct IssueRequest<'a> {
     pub source: IpAddr,
     /// The CA-wide maximum validity.
     pub ca_max_ttl_secs: u64,
+    /// Unix seconds, for time windows.
+    pub now: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,11 +188,20 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
                 return false;
             }
             if !g.time_windows.is_empty() {
-                failed.push(format!(
-                    "{}: time windows are not evaluated by this CA version, so the grant is not usable",
-                    grant_text(g)
-                ));
-                return false;
+                // A window that does not parse (never accepted at `grant add`) fails closed.
+                let open = g
+                    .time_windows
+                    .iter()
+                    .any(|w| crate::timewin::Window::parse(w).is_ok_and(|w| w.contains(req.now)));
+                if !open {
+                    failed.push(format!(
+                        "{}: outside its time windows ({}); now is {}",
+                        grant_text(g),
+                        g.time_windows.join("; "),
+                        crate::timewin::describe(req.now)
+                    ));
+                    return false;
+                }
             }
             true
         })
@@ -289,6 +300,7 @@ mod tests {
             reason,
             source: src.parse().unwrap(),
             ca_max_ttl_secs: 86400,
+            now: 1_704_067_200 + 10 * 3600, // Monday 10:00 UTC
         }
     }
 
@@ -329,6 +341,35 @@ mod tests {
         let a = decide(&m, &req(&alice, &any, 600, Some("x"), "10.1.2.3")).unwrap();
         assert_eq!(a.grant_ids, vec![1, 2]);
         assert_eq!(a.source_address, None);
+    }
+
+    #[test]
+    fn time_windows_decide() {
+        let mut m = setup();
+        let alice = UserName::new("alice").unwrap();
+        let mut g = m.grants.get(&1).unwrap().clone();
+        g.time_windows = vec!["sat,sun 10:00-12:00 UTC".into()];
+        m.apply(
+            &[
+                Change::RemoveGrant { id: 1, at: 0 },
+                Change::AddGrant(g.clone()),
+            ],
+            Some(9),
+        );
+        let dev = Tags::parse("env=dev").unwrap();
+        let d = decide(&m, &req(&alice, &dev, 600, None, "127.0.0.1")).unwrap_err();
+        assert_eq!(d.code, "condition_failed");
+        assert!(
+            d.reason.contains("outside its time windows") && d.reason.contains("Mon 10:00 UTC"),
+            "{}",
+            d.reason
+        );
+        g.time_windows.push("mon-fri 09:00-18:00 UTC".into());
+        m.apply(
+            &[Change::RemoveGrant { id: 1, at: 0 }, Change::AddGrant(g)],
+            Some(10),
+        );
+        assert!(decide(&m, &req(&alice, &dev, 600, None, "127.0.0.1")).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod model;
 mod server;
 mod sshca;
 mod sync;
+mod timewin;
 mod tlsca;
 mod writer;
 

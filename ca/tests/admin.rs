@@ -235,10 +235,35 @@ fn hostile_input_is_refused_with_clear_errors_and_nothing_written() {
     assert!(err.contains("smith-ca admin group add nope"), "{err}");
     let (s, b) = post(
         "/v1/admin/grants",
-        json!({"group": "dev", "selector": "env=dev", "level": "ssh", "max_ttl_secs": 600, "time_windows": ["mon-fri 09:00-18:00 UTC"]}),
+        json!({"group": "dev", "selector": "env=dev", "level": "ssh", "max_ttl_secs": 600,
+               "time_windows": ["mon-fri 09:00-18:00 Europe/Paris"]}),
     );
-    assert_eq!((s, b["code"].as_str()), (400, Some("unsupported")));
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (400, Some("invalid_time_window")),
+        "{b}"
+    );
+    assert!(
+        b["error"].as_str().unwrap().contains("not supported yet"),
+        "{b}"
+    );
+    let grant = [
+        "grant",
+        "add",
+        "--group",
+        "dev",
+        "--tags",
+        "env=dev",
+        "--level",
+        "ssh",
+        "--max-ttl",
+        "1h",
+    ];
+    let err = ca.admin_err(&[&grant[..], &["--time-window", "weekdays 09:00-17:00"]].concat());
+    assert!(err.contains("unknown day"), "{err}");
     assert_eq!(ca.admin_ok(&["grant", "list", "--json"]).trim(), "[]");
+    let out = ca.admin_ok(&[&grant[..], &["--time-window", "mon-fri 09:00-18:00 UTC"]].concat());
+    assert!(out.contains("during mon-fri 09:00-18:00 UTC"), "{out}");
 }
 
 #[test]

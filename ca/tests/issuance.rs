@@ -229,6 +229,33 @@ fn denials_say_why_and_are_recorded() {
         "--source-cidr",
         "10.1.0.0/16",
     ]);
+    // A window that is never open now (the hour that ended two hours ago, every day),
+    // and one that always is.
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let h = (now / 3600 + 22) % 24;
+    let window = format!("daily {h:02}:00-{:02}:00", (h + 1) % 24);
+    for (tags, w) in [
+        ("env=night", window.as_str()),
+        ("env=always", "daily 00:00-24:00"),
+    ] {
+        ca.admin_ok(&[
+            "grant",
+            "add",
+            "--group",
+            "far",
+            "--tags",
+            tags,
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "1h",
+            "--time-window",
+            w,
+        ]);
+    }
     let carol = ca.user_token("carol");
     let dir = tempfile::tempdir().unwrap();
     let key = keypair(dir.path(), "k");
@@ -289,6 +316,15 @@ fn denials_say_why_and_are_recorded() {
             "condition_failed",
             "127.0.0.1 is not in 10.1.0.0/16",
         ),
+        (
+            &carol,
+            "env=night",
+            600,
+            None,
+            403,
+            "condition_failed",
+            "outside its time windows",
+        ),
         (&token, "env=dev", 59, None, 400, "invalid_ttl", "minimum"),
         (
             &token,
@@ -319,6 +355,10 @@ fn denials_say_why_and_are_recorded() {
             r.body
         );
     }
+    assert_eq!(
+        request(&ca, &carol, &key, "env=always", 600, None).status,
+        200
+    );
     // A bad public key, a certificate instead of a key.
     let r = ca
         .http(None)
@@ -344,10 +384,11 @@ fn denials_say_why_and_are_recorded() {
 
     let ds: Value = serde_json::from_str(&ca.admin_ok(&["decisions", "--json"])).unwrap();
     let ds = ds.as_array().unwrap();
-    assert_eq!(ds.len(), cases.len() + 2, "{ds:?}");
+    assert_eq!(ds.len(), cases.len() + 3, "{ds:?}");
+    assert_eq!(ds.iter().filter(|d| d["allowed"] == true).count(), 1);
     assert!(ds
         .iter()
-        .all(|d| d["allowed"] == false && d["serial"].is_null()));
+        .all(|d| d["allowed"] == true || d["serial"].is_null()));
     assert!(ds.last().unwrap()["reason"]
         .as_str()
         .unwrap()
@@ -504,10 +545,18 @@ fn concurrent_issuance_gives_unique_serials_all_recorded() {
             })
         })
         .collect();
-    let mut serials: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut serials: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     serials.sort();
     serials.dedup();
     assert_eq!(serials.len(), 16 * 15, "unique serials");
-    let ds: Value = serde_json::from_str(&ca.admin_ok(&["decisions", "--json", "--limit", "1000"])).unwrap();
-    assert_eq!(ds.as_array().unwrap().len(), 16 * 15, "every issuance recorded before its answer");
+    let ds: Value =
+        serde_json::from_str(&ca.admin_ok(&["decisions", "--json", "--limit", "1000"])).unwrap();
+    assert_eq!(
+        ds.as_array().unwrap().len(),
+        16 * 15,
+        "every issuance recorded before its answer"
+    );
 }

@@ -508,11 +508,18 @@ pub async fn add_grant(
         })?;
         cidrs.push(net.trunc());
     }
-    if !req.time_windows.is_empty() {
+    if req.time_windows.len() > crate::timewin::MAX_WINDOWS {
         return Err(ApiError::bad_request(
-            "unsupported",
-            "time windows are not supported by this CA version yet; add the grant without them",
+            "invalid_time_window",
+            format!(
+                "at most {} time windows per grant",
+                crate::timewin::MAX_WINDOWS
+            ),
         ));
+    }
+    for w in &req.time_windows {
+        crate::timewin::Window::parse(w)
+            .map_err(|e| ApiError::bad_request("invalid_time_window", e.to_string()))?;
     }
     let id_cell = Arc::new(std::sync::Mutex::new(0u64));
     let id_out = id_cell.clone();

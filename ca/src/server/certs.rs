@@ -114,6 +114,7 @@ pub async fn issue(
                 reason: req.reason.as_deref(),
                 source: peer.addr.ip().to_canonical(),
                 ca_max_ttl_secs: ca.cfg.max_cert_ttl.as_secs(),
+                now: at,
             },
         )
     };

@@ -2,7 +2,8 @@
 //! `pam_smith.so`, the test's PAM service files, `/home`, `/etc/skel`, `/etc/passwd`, a
 //! cache file, hostd's socket directory and a syslog socket, all controlled from the
 //! test. The machine's own `/etc`, `/usr`, `/var`, `/home` and `/dev` are never
-//! modified: every change is a mount inside `unshare --mount --propagation private`.
+//! modified: every change is a mount inside `unshare --mount --propagation private`
+//! (plus `--pid --fork`, so nothing a test starts can outlive it).
 //!
 //! Sandbox `D` → inside the namespace:
 //! - `D/lib/security/pam_smith.so` → `/usr/lib/x86_64-linux-gnu/security/` (read-only
@@ -271,6 +272,8 @@ touch /dev/log; mount --bind {d}/log.sock /dev/log
     /// Runs `script` (sh) inside a fresh namespace.
     pub fn run(&self, script: &str) -> Output {
         let mut c = Command::new("timeout");
+        // --pid --fork: the shell is the namespace's first process, so when it ends (or
+        // `timeout` kills it) the kernel kills everything it started (sshd included).
         c.args([
             "-s",
             "KILL",
@@ -279,6 +282,8 @@ touch /dev/log; mount --bind {d}/log.sock /dev/log
             "--mount",
             "--propagation",
             "private",
+            "--pid",
+            "--fork",
         ]);
         if self.net {
             c.arg("--net");

@@ -23,7 +23,6 @@ pub struct Window {
     end_min: u32,
     /// Offset from UTC in minutes.
     offset_min: i32,
-    text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +134,6 @@ impl Window {
             start_min,
             end_min,
             offset_min,
-            text: text.to_string(),
         })
     }
 
@@ -153,10 +151,6 @@ impl Window {
         } else {
             (on(wd) && minute >= self.start_min) || (on(prev) && minute < self.end_min)
         }
-    }
-
-    pub fn text(&self) -> &str {
-        &self.text
     }
 }
 

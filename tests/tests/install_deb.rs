@@ -1,7 +1,8 @@
 //! Issue 6's install test: the .deb packages in a fresh Debian root.
 //!
-//! 1. `cargo xtask package deb --bin-dir <the built artifacts>` builds smith-host and
-//!    smith (no release build: the debs package what `cargo build` made).
+//! 1. `cargo xtask package deb --fast --bin-dir <the built artifacts>` builds the debs
+//!    (no release build: they package what `cargo build` made) and checks them: expected
+//!    files, lintian, `systemd-analyze verify` of the units.
 //! 2. A Debian 12 root from `debootstrap --variant=minbase` (plus openssh-server, sudo),
 //!    cached as a tarball under `target/install-deb/` so it is downloaded once per
 //!    clone, is unpacked into the fleet's directory.
@@ -14,6 +15,9 @@
 //!    restores the post-install `/etc`; a second activation is then undone by
 //!    `dpkg --purge` alone (prerm runs deactivate), and the root's `/etc` is identical,
 //!    contents, modes and owners, to before the install.
+//!
+//! Also here: `cargo xtask package rpm` (file lists and scriptlets checked with
+//! `rpm -qlp` / `rpm -qp --scripts`), and the Vagrant lab's syntax (`ruby -c`, `sh -n`).
 //!
 //! Skipped (with a message) unless root; with `SMITH_E2E_REQUIRED=1` a missing
 //! prerequisite or an unreachable Debian mirror is a failure. `SMITH_DEBIAN_MIRROR`
@@ -148,31 +152,37 @@ fn root_tarball() -> Result<Option<PathBuf>> {
 
 /// `cargo xtask package deb` from the artifacts the suite runs against.
 fn build_debs(out: &Path) -> Result<Vec<PathBuf>> {
-    let bin_dir = std::env::var_os("SMITH_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/debug"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.current_dir(workspace())
-        .args([
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
+    let bin_dir = std::env::var("SMITH_BIN_DIR").unwrap_or_else(|_| {
+        workspace()
+            .join("target/debug")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let out_s = out.to_string_lossy().to_string();
+    let o = xtask(
+        &[
             "package",
             "deb",
             "--fast",
-            "--no-lintian",
             "--bin-dir",
-        ])
-        .arg(&bin_dir)
-        .arg("--out")
-        .arg(out)
-        .env("RUST_BACKTRACE", "0");
-    run(c, Duration::from_secs(600))?
-        .ok()
-        .context("cargo xtask package deb")?;
+            &bin_dir,
+            "--out",
+            &out_s,
+        ],
+        Duration::from_secs(600),
+    )?
+    .ok()
+    .context("cargo xtask package deb")?;
+    for check in [
+        "lintian: no errors, no warnings",
+        "systemd-analyze verify: 2 units OK",
+        "Overall exposure level for smith-hostd.service",
+    ] {
+        ensure!(
+            o.stdout.contains(check),
+            "cargo xtask package deb did not report {check:?}: {o}"
+        );
+    }
     let mut debs: Vec<PathBuf> = std::fs::read_dir(out)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
@@ -654,5 +664,104 @@ fn debs_install_activate_log_in_and_purge_without_a_trace() -> Result<()> {
     same_tree(&etc_pristine, &root.join("etc"), "after dpkg --purge")?;
     eprintln!("install test passed in {:.0?}", started.elapsed());
     drop(deb);
+    Ok(())
+}
+
+/// Runs `cargo xtask ARGS` in the workspace.
+fn xtask(args: &[&str], timeout: Duration) -> Result<Outcome> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(workspace())
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .env("RUST_BACKTRACE", "0");
+    run(c, timeout)
+}
+
+#[test]
+fn rpms_carry_the_files_and_scriptlets() -> Result<()> {
+    if !e2e_available() {
+        return Ok(());
+    }
+    let bin_dir = std::env::var("SMITH_BIN_DIR").unwrap_or_else(|_| {
+        workspace()
+            .join("target/debug")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let out = workspace().join("target/install-deb/rpms");
+    let out_s = out.to_string_lossy().to_string();
+    // xtask checks every expected path (`rpm -qlp`) and scriptlet (`rpm -qp --scripts`)
+    // and fails otherwise; here we check that it did, on the packages themselves too.
+    let o = xtask(
+        &["package", "rpm", "--bin-dir", &bin_dir, "--out", &out_s],
+        Duration::from_secs(600),
+    )?
+    .ok()
+    .context("cargo xtask package rpm")?;
+    ensure!(
+        o.stdout
+            .contains("rpm file lists and scriptlets as expected"),
+        "{o}"
+    );
+    let host_rpm = std::fs::read_dir(out.join("RPMS/x86_64"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("smith-host-"))
+        })
+        .context("no smith-host rpm")?;
+    let mut c = Command::new("rpm");
+    c.arg("-qlp").arg(&host_rpm);
+    let list = run(c, Duration::from_secs(60))?.ok()?;
+    for f in [
+        "/usr/lib64/libnss_smith.so.2",
+        "/usr/lib64/security/pam_smith.so",
+        "/usr/sbin/smith-hostd",
+        "/usr/lib/systemd/system/smith-hostd.service",
+    ] {
+        ensure!(
+            list.stdout.lines().any(|l| l == f),
+            "{f} not in {}: {list}",
+            host_rpm.display()
+        );
+    }
+    let mut c = Command::new("rpm");
+    c.args(["-qp", "--scripts"]).arg(&host_rpm);
+    let scripts = run(c, Duration::from_secs(60))?.ok()?;
+    ensure!(
+        scripts.stdout.contains("preuninstall") && scripts.stdout.contains("smith-host deactivate"),
+        "the erase scriptlet does not deactivate the host: {scripts}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_vagrant_lab_parses() -> Result<()> {
+    let dir = workspace().join("vagrant");
+    let o = run(
+        sh(&format!("sh -n {}/enroll.sh", dir.display())),
+        Duration::from_secs(30),
+    )?;
+    ensure!(o.success(), "vagrant/enroll.sh does not parse: {o}");
+    if !Path::new("/usr/bin/ruby").exists() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let _ = run(
+                sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ruby"),
+                Duration::from_secs(300),
+            );
+        }
+        if !Path::new("/usr/bin/ruby").exists() {
+            return unavailable("ruby is not installed: cannot check vagrant/Vagrantfile");
+        }
+    }
+    let mut c = Command::new("ruby");
+    c.arg("-c").arg(dir.join("Vagrantfile"));
+    let o = run(c, Duration::from_secs(30))?;
+    ensure!(
+        o.success() && o.stdout.contains("Syntax OK"),
+        "ruby -c Vagrantfile: {o}"
+    );
     Ok(())
 }

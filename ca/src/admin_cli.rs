@@ -80,6 +80,7 @@ pub enum AdminCmd {
         /// Only this user's decisions.
         #[arg(long, value_parser = UserName::new)]
         user: Option<UserName>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -98,6 +99,7 @@ pub enum UserCmd {
         /// Fixed uid (else allocated from the CA's range; stable forever for this name).
         #[arg(long, value_parser = parse_id)]
         uid: Option<PosixId>,
+        /// Full name or comment (GECOS field on hosts).
         #[arg(long)]
         gecos: Option<String>,
         /// Login shell on hosts (default /bin/bash).
@@ -106,11 +108,13 @@ pub enum UserCmd {
         /// Refuse instead of creating groups that do not exist.
         #[arg(long)]
         strict_groups: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List users.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +122,7 @@ pub enum UserCmd {
     Disable {
         #[arg(value_parser = UserName::new)]
         name: UserName,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -128,6 +133,7 @@ pub enum UserCmd {
         /// Token lifetime.
         #[arg(long, value_parser = parse_ttl, default_value = "7d")]
         ttl: u64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +147,7 @@ pub enum GroupCmd {
         name: GroupName,
         #[arg(long, value_parser = parse_id)]
         gid: Option<PosixId>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -160,6 +167,7 @@ pub enum GroupCmd {
     },
     /// List groups with their members.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -169,6 +177,7 @@ pub enum GroupCmd {
 pub enum GrantCmd {
     /// Grant a group access to hosts whose tags include --tags.
     Add {
+        /// The group whose members get this access.
         #[arg(long, value_parser = GroupName::new)]
         group: GroupName,
         /// Host-tag selector `k=v,...`; every pair must be among a host's tags.
@@ -191,11 +200,13 @@ pub enum GrantCmd {
         /// "daily 22:00-06:00 +02:00" (UTC or fixed offsets). Repeatable (any matches).
         #[arg(long = "time-window")]
         time_windows: Vec<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List grants.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -211,11 +222,13 @@ pub enum HostCmd {
         tags: Tags,
         #[arg(long, value_parser = parse_ttl, default_value = "1h")]
         ttl: u64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List enrolled (and removed) hosts.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -35,6 +35,16 @@ const INCLUDE: &str = "openssh-server,sudo,libpam-modules,libpam-runtime";
 const HOST_NAME: &str = "deb-1";
 const TAGS: &str = "env=pkg,os=debian";
 
+/// The tests of this file run one at a time: they may install Debian packages, and
+/// two apt-get runs at once would fight over dpkg's lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn required() -> bool {
     std::env::var("SMITH_E2E_REQUIRED").as_deref() == Ok("1")
 }
@@ -71,7 +81,7 @@ fn ensure_debootstrap() -> Result<bool> {
         return Ok(true);
     }
     let o = run(
-        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap"),
+        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends debootstrap"),
         Duration::from_secs(300),
     )?;
     if !o.success() {
@@ -389,6 +399,7 @@ fn json_field(o: &Outcome, field: &str) -> Result<String> {
 
 #[test]
 fn debs_install_activate_log_in_and_purge_without_a_trace() -> Result<()> {
+    let _serial = serial();
     if !e2e_available() {
         return Ok(());
     }
@@ -680,6 +691,7 @@ fn xtask(args: &[&str], timeout: Duration) -> Result<Outcome> {
 
 #[test]
 fn rpms_carry_the_files_and_scriptlets() -> Result<()> {
+    let _serial = serial();
     if !e2e_available() {
         return Ok(());
     }
@@ -738,6 +750,7 @@ fn rpms_carry_the_files_and_scriptlets() -> Result<()> {
 
 #[test]
 fn the_vagrant_lab_parses() -> Result<()> {
+    let _serial = serial();
     let dir = workspace().join("vagrant");
     let o = run(
         sh(&format!("sh -n {}/enroll.sh", dir.display())),
@@ -748,7 +761,7 @@ fn the_vagrant_lab_parses() -> Result<()> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             let _ = run(
-                sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ruby"),
+                sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends ruby"),
                 Duration::from_secs(300),
             );
         }

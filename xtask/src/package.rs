@@ -205,7 +205,14 @@ fn ensure_tools(tools: &[(&str, &str)], no_install: bool, no_lintian: bool) -> R
     }
     println!("xtask: installing {}", missing.join(" "));
     for args in [vec!["update", "-qq"], {
-        let mut a = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        let mut a = vec![
+            "install",
+            "-y",
+            "-qq",
+            "-o",
+            "DPkg::Lock::Timeout=300",
+            "--no-install-recommends",
+        ];
         a.extend(missing.iter().copied());
         a
     }] {

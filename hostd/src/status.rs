@@ -152,19 +152,20 @@ pub fn gather(r: &Resolved) -> Status {
     }
 }
 
+/// A duration for people: seconds below a minute, else rounded to minutes.
+pub fn human_duration(secs: u64) -> String {
+    let secs = if secs >= 60 { secs - secs % 60 } else { secs };
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// `2025-01-01T10:00:00Z (3m ago)` / `(in 23h 59m)`.
 pub fn when(unix: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(unix);
     let now = crate::now_unix();
     let rel = if unix <= now {
-        format!(
-            "{} ago",
-            humantime::format_duration(Duration::from_secs(now - unix))
-        )
+        format!("{} ago", human_duration(now - unix))
     } else {
-        format!(
-            "in {}",
-            humantime::format_duration(Duration::from_secs(unix - now))
-        )
+        format!("in {}", human_duration(unix - now))
     };
     format!("{} ({rel})", humantime::format_rfc3339_seconds(t))
 }

@@ -167,7 +167,8 @@ impl Store {
 
     /// Whether `/etc/passwd` or `/etc/group` changed since the cache was built.
     pub fn local_accounts_changed(&self) -> bool {
-        (stamp(&self.paths.passwd), stamp(&self.paths.group)) != self.local_stamp
+        self.state.is_some()
+            && (stamp(&self.paths.passwd), stamp(&self.paths.group)) != self.local_stamp
     }
 
     /// Rebuilds the cache (e.g. after a local account change).

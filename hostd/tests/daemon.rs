@@ -532,3 +532,97 @@ fn renews_its_certificate_and_syncs_once_without_a_daemon() {
     });
     drop(d2);
 }
+
+#[test]
+fn a_full_disk_keeps_the_old_files_and_retries() {
+    if !root_available("the full-disk test (mount namespace)") {
+        return;
+    }
+    let ca = FakeCa::start();
+    let h = HostRoot::new();
+    h.activate_ok(&ca, "web-3", "env=prod");
+    // The daemon runs in a private mount namespace where /var/lib/smith is a small
+    // tmpfs; the test reaches it through /proc/PID/root.
+    let state_dir = h.path("/var/lib/smith");
+    let log = h.tmp.path().join("hostd-full.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=512k,mode=0755 smith-test \"$0\" && exec \"$@\"")
+        .arg(&state_dir)
+        .arg(smith_hostd())
+        .arg("--root")
+        .arg(&h.root)
+        .args(["--log", "stderr"])
+        .env("SMITH_LOG", "debug")
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let inner =
+        std::path::PathBuf::from(format!("/proc/{}/root{}", child.id(), state_dir.display()));
+    let read_cache = || -> Option<smith_proto::cache::CacheContents> {
+        let b = std::fs::read(inner.join("nss.cache")).ok()?;
+        smith_hostd::view::contents_from_view(&smith_proto::cache::CacheView::parse(&b).ok()?)
+    };
+    let names = |c: &smith_proto::cache::CacheContents| {
+        c.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>()
+    };
+    wait_for(
+        "the first cache in the tmpfs",
+        Duration::from_secs(15),
+        || {
+            read_cache()
+                .filter(|c| names(c) == ["alice", "oscar"])
+                .map(|_| ())
+        },
+    );
+
+    // Fill the file system.
+    let filler = inner.join("filler");
+    let mut fill = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while fill.write_all(&chunk).is_ok() {}
+    drop(fill);
+    ca.update(|d| {
+        for i in 0..300u64 {
+            d.users
+                .push(user(&format!("u{i:04}"), 210_000 + i, Level::Ssh, &["dev"]));
+        }
+    });
+    let logtext = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(
+        "the write failure to be logged",
+        Duration::from_secs(10),
+        || {
+            logtext()
+                .contains("cannot write the cache file")
+                .then_some(())
+        },
+    );
+    // The old files are intact; the socket already answers with the new data.
+    assert_eq!(names(&read_cache().unwrap()), ["alice", "oscar"]);
+    let old_state: smith_proto::snapshot::HostState =
+        serde_json::from_slice(&std::fs::read(inner.join("state.json")).unwrap()).unwrap();
+    assert_eq!(old_state.users.len(), 2);
+    assert!(matches!(
+        ask(&h, Request::UserByName("u0007".into())),
+        Response::User(Some(_))
+    ));
+    assert!(std::fs::read_dir(&inner).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("smith-tmp")));
+
+    // Space comes back: the daemon retries and catches up without a new sync.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("the retried writes", Duration::from_secs(15), || {
+        read_cache().filter(|c| c.users.len() == 302).map(|_| ())
+    });
+    let st: smith_proto::snapshot::HostState =
+        serde_json::from_slice(&std::fs::read(inner.join("state.json")).unwrap()).unwrap();
+    assert_eq!(st.version, ca.with(|d| d.version));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -220,6 +220,9 @@ fn main() -> ExitCode {
                         );
                     } else {
                         println!("Smith deactivated.");
+                        for a in &r.actions {
+                            println!("  {a}");
+                        }
                         for f in &r.undo.restored {
                             println!("  restored  {f}");
                         }
@@ -228,9 +231,6 @@ fn main() -> ExitCode {
                         }
                         for f in &r.undo.removed {
                             println!("  removed   {f}");
-                        }
-                        for a in &r.actions {
-                            println!("  {a}");
                         }
                         for w in &r.undo.warnings {
                             eprintln!("warning: {w}");

@@ -105,6 +105,7 @@ fn systemctl(args: &[&str]) -> Result<(), String> {
 /// else SIGHUP to the pid in the sshd pid file. Returns what was done.
 pub fn reload_sshd(paths: &HostPaths) -> Result<String, String> {
     if use_systemd(paths) {
+        check_sshd_config()?;
         for unit in ["ssh", "sshd"] {
             if systemctl(&["reload", unit]).is_ok() {
                 return Ok(format!("reloaded sshd (systemctl reload {unit})"));
@@ -112,8 +113,39 @@ pub fn reload_sshd(paths: &HostPaths) -> Result<String, String> {
         }
         return Err("systemctl reload ssh/sshd failed; reload sshd by hand".into());
     }
-    let pid = signal_pid_file(&paths.sshd_pid_file, "sshd", Signal::SIGHUP)?;
+    let pid = running_pid(&paths.sshd_pid_file, "sshd").ok_or_else(|| {
+        format!(
+            "no running sshd found through {}",
+            paths.sshd_pid_file.display()
+        )
+    })?;
+    if !paths.is_relocated() {
+        check_sshd_config()?;
+    }
+    kill(Pid::from_raw(pid), Signal::SIGHUP)
+        .map_err(|e| format!("cannot signal sshd (pid {pid}): {e}"))?;
     Ok(format!("reloaded sshd (SIGHUP to pid {pid})"))
+}
+
+/// `sshd -t`: never reload an sshd into a configuration it rejects (that would lock
+/// everyone out at its next restart).
+fn check_sshd_config() -> Result<(), String> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        return Ok(());
+    }
+    let out = Command::new(sshd)
+        .arg("-t")
+        .output()
+        .map_err(|e| format!("cannot run sshd -t: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "sshd -t rejects the configuration, so sshd was not reloaded: {}\nfix it, or undo Smith's changes with `smith-host deactivate`",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// Starts the daemon under systemd (`systemctl enable --now smith-hostd`).

@@ -128,6 +128,20 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
         }
         r => panic!("{r:?}"),
     }
+    // A second daemon for the same host refuses to start.
+    let o = Command::new(smith_hostd())
+        .arg("--root")
+        .arg(&h.root)
+        .args(["--log", "stderr"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already running"),
+        "{o:?}"
+    );
+    assert!(matches!(ask(&h, Request::Ping), Response::Pong { .. }));
+
     let s = status(&h);
     assert_eq!(s["enrolled"], true);
     assert_eq!(s["daemon_reachable"], true);

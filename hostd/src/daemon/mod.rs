@@ -117,7 +117,8 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
         crate::identity::load_credentials(&paths.ca_bundle, &paths.host_cert, &paths.host_key)
             .map_err(anyhow::Error::msg)?;
 
-    // Refuse to run twice on the same socket.
+    // Refuse to run twice: the pid file is locked for our lifetime.
+    let _pid_lock = lock_pid_file(&paths)?;
     if tokio::net::UnixStream::connect(&paths.socket).await.is_ok() {
         anyhow::bail!(
             "another smith-hostd is already serving {}; stop it first (pid file {})",
@@ -160,7 +161,6 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
 
     let listener = server::bind(&paths.socket)
         .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
-    write_pid_file(&paths);
     if has_state {
         shared.notify_ready("last snapshot loaded");
     }
@@ -241,19 +241,39 @@ async fn housekeeping(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-fn write_pid_file(paths: &HostPaths) {
+/// Opens and locks the pid file (held until exit) and writes our pid in it.
+fn lock_pid_file(paths: &HostPaths) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = paths.pid_file.parent() {
-        let _ = crate::fsutil::create_dirs(dir, 0o755);
+        crate::fsutil::create_dirs(dir, 0o755)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let pid = format!("{}\n", std::process::id());
-    if let Err(e) = crate::fsutil::atomic_write_with(
-        &paths.pid_file,
-        pid.as_bytes(),
-        0o644,
-        crate::fsutil::Durability::AtomicOnly,
-    ) {
-        warn!(path = %paths.pid_file.display(), error = %e, "cannot write the pid file; `smith-host sync` will not find the daemon");
-    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&paths.pid_file)
+        .with_context(|| format!("cannot open the pid file {}", paths.pid_file.display()))?;
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(l) => l,
+        Err((_, _)) => {
+            let other = crate::service::read_pid(&paths.pid_file)
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "another smith-hostd{other} is already running for {}; stop it first",
+                paths.root.display()
+            );
+        }
+    };
+    lock.set_len(0)?;
+    lock.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(lock)
 }
 
 fn remove_pid_file(paths: &HostPaths) {

@@ -236,7 +236,9 @@ impl Store {
         let tx = self.conn.transaction()?;
         let sudo_gid = m.id_range.start;
         for (k, v) in [
-            ("version", "0".to_string()),
+            // Version 1 from the start: `since=0` means "nothing yet", so a host that
+            // synced an empty policy long-polls at 1 instead of spinning at 0.
+            ("version", "1".to_string()),
             ("serial", "0".to_string()),
             ("next_id", (sudo_gid + 1).to_string()),
             ("next_grant_id", "1".to_string()),
@@ -872,6 +874,6 @@ mod tests {
         assert!(err.to_string().contains("already allocated"), "{err}");
         let loaded = store.load().unwrap();
         assert!(loaded.groups.is_empty() && loaded.users.is_empty());
-        assert_eq!(loaded.version, 0);
+        assert_eq!(loaded.version, 1);
     }
 }

@@ -147,7 +147,13 @@ fn enrollment_is_single_use_and_validated() {
         cert_pem: b["client_cert_pem"].as_str().unwrap().as_bytes().to_vec(),
         key_pem: key_pem.into_bytes(),
     };
-    assert_eq!(sync(&ca, Some(&id), "since=0").0, 200);
+    let (s, first) = sync(&ca, Some(&id), "since=0");
+    assert_eq!(s, 200);
+    // Even with no policy yet the version is >= 1, so the host long-polls instead of
+    // spinning on since=0.
+    let v = parse(first.unwrap()).version;
+    assert!(v >= 1);
+    assert_eq!(sync(&ca, Some(&id), &format!("since={v}&wait=1")).0, 204);
 
     // Single use.
     let (s, b) = enroll(&ca, &token, "web-2").err().unwrap();

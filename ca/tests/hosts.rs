@@ -371,3 +371,22 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
     assert_eq!(sync(&ca, Some(&again.identity), "since=0").0, 200);
     assert_eq!(sync(&ca, Some(&web.identity), "since=0").0, 403);
 }
+
+#[test]
+fn sigterm_ends_long_polls_and_exits_cleanly() {
+    let mut ca = TestCa::start();
+    let web = enroll(&ca, &host_token(&ca, "env=prod", "1h"), "web-1")
+        .ok()
+        .unwrap();
+    let v = parse(sync(&ca, Some(&web.identity), "since=0").1.unwrap()).version;
+    let http = ca.http(Some(&web.identity));
+    let url = format!("{}/v1/host/sync?since={v}&wait=60", ca.url);
+    let poll = std::thread::spawn(move || http.get(url).send().map(|r| r.status().as_u16()));
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert!(ca.stop(), "exit status 0 after SIGTERM: {}", ca.log());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The poll ended with 204 (nothing changed), not after its 60 s.
+    assert_eq!(poll.join().unwrap().ok(), Some(204));
+    assert!(ca.log().contains("smith-ca stopped"));
+}

@@ -162,6 +162,15 @@ fn principals_command(paths: &HostPaths, opts: &ActivateOptions) -> Result<Strin
         }
         cmd.push_str(&format!(" --root {root}"));
     }
+    if paths.config != crate::paths::relocate(&paths.root, smith_proto::paths::CONFIG_FILE) {
+        let c = paths.config.to_string_lossy();
+        if c.contains(char::is_whitespace) || !paths.config.is_absolute() {
+            return Err(usage(format!(
+                "--config '{c}' must be an absolute path without spaces (it appears in sshd's configuration)"
+            )));
+        }
+        cmd.push_str(&format!(" --config {c}"));
+    }
     Ok(cmd)
 }
 

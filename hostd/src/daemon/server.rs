@@ -119,7 +119,15 @@ async fn read_frame(stream: &mut UnixStream) -> FrameRead {
 }
 
 async fn write_response(stream: &mut UnixStream, resp: &Response) -> bool {
-    let payload = resp.encode();
+    let mut payload = resp.encode();
+    if payload.len() > wire::MAX_FRAME {
+        // e.g. a group with thousands of members: clients read the cache file instead.
+        payload = error(
+            ErrorCode::Internal,
+            "answer too large for the socket protocol; read the cache file",
+        )
+        .encode();
+    }
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     buf.extend_from_slice(&payload);

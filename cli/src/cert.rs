@@ -49,7 +49,8 @@ fn now() -> u64 {
 
 fn write_new(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     // Replace an older file of ours atomically: write a fresh temp file, then rename.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = suffixed(path, &format!(".tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -69,7 +69,6 @@ fn fresh(path: &Path, name: &str) -> bool {
         ws.join(crate_dir),
         ws.join("api/src"),
         ws.join("proto/src"),
-        ws.join("Cargo.lock"),
     ];
     while let Some(p) = stack.pop() {
         if p.ends_with("tests") {

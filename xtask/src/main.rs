@@ -4,9 +4,11 @@
 //!   every test, the multi-host end-to-end suite included.
 //! - `demo`: the whole story on one machine, in namespaces, cleaned up afterwards.
 //! - `package deb|rpm`: the packages an operator installs, built and checked.
+//! - `bench`: measured speed against the anchors (issue 7), see `src/bench/README.md`.
 //!
 //! Must never: modify the machine's own `/etc` beyond installing packages.
 
+mod bench;
 mod demo;
 mod deps;
 mod package;
@@ -47,6 +49,15 @@ enum Cmd {
     Deps,
     /// Build the .deb or .rpm packages and check them (lintian, systemd-analyze, rpm -qlp).
     Package(package::PackageArgs),
+    /// Measure Smith against its baselines (NSS, login, CA issuance, propagation,
+    /// snapshot apply) in release mode and print one table; see xtask/src/bench/README.md.
+    Bench(bench::BenchArgs),
+    /// Internal helpers the bench runs inside test hosts.
+    #[command(hide = true)]
+    BenchHelper {
+        #[command(subcommand)]
+        cmd: bench::helper::HelperCmd,
+    },
 }
 
 /// The workspace root (xtask lives in `<root>/xtask`).
@@ -67,5 +78,7 @@ fn main() -> Result<()> {
         Cmd::Demo { no_install, keep } => demo::run(no_install, keep),
         Cmd::Deps => deps::ensure(),
         Cmd::Package(args) => package::run(args),
+        Cmd::Bench(args) => bench::run(args),
+        Cmd::BenchHelper { cmd } => bench::helper::run(cmd),
     }
 }

@@ -1,0 +1,375 @@
+//! Parts that need a real host (the `smith-tests` fleet: network + mount + UTS namespaces,
+//! real sshd, smith-hostd, nss_smith and pam_smith, a release CA on the fleet's LAN):
+//!
+//! - `login`: a certificate login (Smith cert from `smith cert --out`, sshd with
+//!   TrustedUserCAKeys, the principals command, nss_smith, pam_smith) against a plain
+//!   authorized_keys login of a local user, to the same sshd, alternating A-B-B-A, ratio
+//!   of medians. Both use a key file (no agent), `-o ControlMaster=no`, command `true`.
+//! - `propagation` (real host): `group remove-member` at the CA until a process inside
+//!   the host, calling `getpwnam_r` in a loop, stops finding the user.
+//! - `apply`: 10,000 users are created (admin API, in parallel), then one grant makes them
+//!   all the host's; timed until `getpwnam_r("u09999")` answers inside the host; hostd's
+//!   RSS and idle CPU before and after.
+//!
+//! This runs in its own thread, which enters the fleet's LAN network namespace after the
+//! fleet is built, so that ssh and the API client reach the hosts and the CA like an
+//! engineer's workstation would.
+//!
+//! Must never: touch the machine's own /etc (the fleet's hosts have private overlays).
+
+use super::api::Api;
+use super::report::{Figure, Goal};
+use super::util::{cpu_secs, enter_netns, mono_ns, progress, rss_mib, runtime, stats};
+use anyhow::{bail, Context, Result};
+use smith_proto::Level;
+use smith_tests::{Fleet, Host};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HOST: &str = "bench-1";
+const TAGS: &str = "env=bench";
+const GROUP: &str = "benchers";
+
+pub struct Parts {
+    pub login: bool,
+    pub propagation: bool,
+    pub apply: bool,
+}
+
+pub fn run(parts: &Parts, xtask: &Path, quick: bool) -> Result<Vec<Figure>> {
+    progress("fleet: building a LAN, a release CA and host bench-1 (sshd, smith-hostd)");
+    let mut fleet = Fleet::new("bench")?;
+    fleet.start_ca()?;
+    for args in [
+        vec!["group", "add", GROUP],
+        vec!["user", "add", "alice", "--groups", GROUP],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            GROUP,
+            "--tags",
+            TAGS,
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
+    ] {
+        fleet.admin_ok(&args)?;
+    }
+    fleet.add_host(HOST, TAGS)?;
+    enter_netns(&fleet.lan_ns)?;
+    let rt = runtime()?;
+    let ca = fleet.ca();
+    let api = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
+    let mut figs = Vec::new();
+    if parts.login {
+        figs.extend(login(&fleet, &rt, &api, quick)?);
+    }
+    if parts.propagation {
+        figs.extend(real_propagation(&fleet, &rt, &api, xtask, quick)?);
+    }
+    if parts.apply {
+        figs.extend(apply(&fleet, &rt, &api, xtask, quick)?);
+    }
+    Ok(figs)
+}
+
+// --- login -----------------------------------------------------------------------------------
+
+fn ssh_once(home: &Path, key: &Path, user: &str, ip: &str) -> Result<f64> {
+    let t = Instant::now();
+    let o = Command::new("ssh")
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["-F", "/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+        .args(["-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes"])
+        .arg("-i")
+        .arg(key)
+        .arg(format!("{user}@{ip}"))
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .context("running ssh")?;
+    let secs = t.elapsed().as_secs_f64();
+    if !o.status.success() {
+        bail!(
+            "ssh {user}@{ip} true failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(secs * 1000.0)
+}
+
+fn login(
+    fleet: &Fleet,
+    rt: &tokio::runtime::Runtime,
+    api: &Api,
+    quick: bool,
+) -> Result<Vec<Figure>> {
+    let host = fleet.host(HOST);
+    let mut alice = fleet.client("alice")?;
+    alice.set_token(&rt.block_on(api.user_token("alice"))?);
+    let cert_key = alice.home.join("id_alice");
+    alice
+        .smith(&[
+            "cert",
+            "--scope",
+            TAGS,
+            "--ttl",
+            "1h",
+            "--out",
+            &cert_key.display().to_string(),
+        ])?
+        .ok()
+        .context("smith cert --out for alice")?;
+    let (plain_key, _) = fleet.admin_key()?;
+    let home = alice.home.clone();
+    let pairs = if quick { 10 } else { 40 };
+    progress(format!(
+        "login: {pairs} certificate + {pairs} authorized_keys logins, alternating"
+    ));
+    // Warm-up: alice's home is created at her first session; caches settle.
+    for _ in 0..3 {
+        ssh_once(&home, &cert_key, "alice", &host.ip)?;
+        ssh_once(&home, &plain_key, "deploy", &host.ip)?;
+    }
+    let (mut cert, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        // A-B then B-A: a drift in the machine's load hits both sides alike.
+        if i % 2 == 0 {
+            cert.push(ssh_once(&home, &cert_key, "alice", &host.ip)?);
+            plain.push(ssh_once(&home, &plain_key, "deploy", &host.ip)?);
+        } else {
+            plain.push(ssh_once(&home, &plain_key, "deploy", &host.ip)?);
+            cert.push(ssh_once(&home, &cert_key, "alice", &host.ip)?);
+        }
+    }
+    let (c, p) = (stats(&cert), stats(&plain));
+    Ok(vec![
+        Figure::new("Login", "certificate login, median", c.p50, "ms")
+            .baseline("authorized_keys login, same sshd", p.p50)
+            .note(format!(
+                "{pairs} each; p90 {:.1} vs {:.1} ms; ssh -i keyfile, ControlMaster=no, command `true`",
+                c.p90, p.p90
+            )),
+        Figure::new("Login", "certificate / authorized_keys (ratio of medians)", c.p50 / p.p50, "")
+            .goal(Goal::AtMost(1.05)),
+    ])
+}
+
+// --- the watcher inside the host ---------------------------------------------------------------
+
+struct Watcher {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Watcher {
+    /// Starts `xtask bench-helper wait-user USER --until STATE` inside `host` and waits for
+    /// its `ready` line (which must report the opposite state).
+    fn start(host: &Host, xtask: &Path, user: &str, until_present: bool) -> Result<Watcher> {
+        let until = if until_present { "present" } else { "absent" };
+        let mut c = host.cmd(&xtask.display().to_string());
+        c.args([
+            "bench-helper",
+            "wait-user",
+            user,
+            "--until",
+            until,
+            "--timeout-ms",
+            "30000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut child = c.spawn().context("starting the watcher inside the host")?;
+        let mut out = BufReader::new(child.stdout.take().context("watcher stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let want_first = if until_present {
+            "ready absent"
+        } else {
+            "ready present"
+        };
+        if line.trim() != want_first {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "watcher for {user} in {} said {:?}, expected {want_first:?}",
+                host.name,
+                line.trim()
+            );
+        }
+        Ok(Watcher { child, out })
+    }
+
+    /// The CLOCK_MONOTONIC time at which the state was seen.
+    fn seen(mut self) -> Result<u64> {
+        let mut line = String::new();
+        self.out.read_line(&mut line)?;
+        let _ = self.child.wait();
+        line.trim()
+            .strip_prefix("seen ")
+            .and_then(|t| t.parse().ok())
+            .with_context(|| format!("watcher said {:?} instead of `seen NS`", line.trim()))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// --- propagation to a real host ----------------------------------------------------------------
+
+fn real_propagation(
+    fleet: &Fleet,
+    rt: &tokio::runtime::Runtime,
+    api: &Api,
+    xtask: &Path,
+    quick: bool,
+) -> Result<Vec<Figure>> {
+    let host = fleet.host(HOST);
+    let rounds = if quick { 3 } else { 10 };
+    progress(format!(
+        "propagation: real host, {rounds} removals of alice, watched through NSS"
+    ));
+    let (mut lat, mut admin_ms) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let w = Watcher::start(host, xtask, "alice", false)?;
+        let t0 = mono_ns();
+        rt.block_on(api.member_remove(GROUP, "alice"))?;
+        admin_ms.push((mono_ns() - t0) as f64 / 1e6);
+        lat.push(w.seen()?.saturating_sub(t0) as f64 / 1e6);
+        let w = Watcher::start(host, xtask, "alice", true)?;
+        rt.block_on(api.member_add(GROUP, "alice"))?;
+        w.seen()?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let s = stats(&lat);
+    let a = stats(&admin_ms);
+    Ok(vec![
+        Figure::new(
+            "Propagation",
+            "1 real host, until NSS misses: p50",
+            s.p50,
+            "ms",
+        )
+        .baseline("remove-member API call p50 (incl. commit)", a.p50),
+        Figure::new(
+            "Propagation",
+            "1 real host, until NSS misses: max",
+            s.max,
+            "ms",
+        )
+        .baseline("remove-member API call max", a.max)
+        .note(format!(
+            "{} removals; smith-hostd long-poll → cache file → nss_smith in a running process",
+            s.n
+        )),
+    ])
+}
+
+// --- snapshot apply --------------------------------------------------------------------------
+
+fn hostd_pid(host: &Host) -> Result<u32> {
+    let pid = host
+        .hostd
+        .as_ref()
+        .context("smith-hostd is not running")?
+        .pid();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "smith-hostd" {
+        bail!("pid {pid} is {:?}, not smith-hostd", comm.trim());
+    }
+    Ok(pid)
+}
+
+fn idle_cpu_percent(pid: u32, secs: f64) -> Result<f64> {
+    let c0 = cpu_secs(pid)?;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    Ok((cpu_secs(pid)? - c0) / secs * 100.0)
+}
+
+fn apply(
+    fleet: &Fleet,
+    rt: &tokio::runtime::Runtime,
+    api: &Api,
+    xtask: &Path,
+    quick: bool,
+) -> Result<Vec<Figure>> {
+    let host = fleet.host(HOST);
+    let n: usize = if quick { 2000 } else { 10_000 };
+    let pid = hostd_pid(host)?;
+    let idle_secs = if quick { 3.0 } else { 10.0 };
+    let rss_before = rss_mib(pid)?;
+    let cpu_before = idle_cpu_percent(pid, idle_secs)?;
+    progress(format!(
+        "apply: creating {n} users through the admin API (16 requests in flight)"
+    ));
+    let t = Instant::now();
+    rt.block_on(async {
+        api.group_add("bulk").await?;
+        let sem = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (api, sem) = (api.clone(), sem.clone());
+            set.spawn(async move {
+                let _p = sem.acquire_owned().await;
+                api.user_add(&format!("u{i:05}"), &["bulk"])
+                    .await
+                    .map(|_| ())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.context("a user-creation task panicked")??;
+        }
+        anyhow::Ok(())
+    })?;
+    let create_secs = t.elapsed().as_secs_f64();
+    let last = format!("u{:05}", n - 1);
+    progress(format!(
+        "apply: {n} users created in {create_secs:.1} s; adding the grant, watching {last}"
+    ));
+    let w = Watcher::start(host, xtask, &last, true)?;
+    let t0 = mono_ns();
+    rt.block_on(api.grant_add("bulk", TAGS, Level::Ssh))?;
+    let apply_ms = w.seen()?.saturating_sub(t0) as f64 / 1e6;
+    let getent = host.exec(&["getent", "passwd", &last])?;
+    if !getent.success() {
+        bail!("getent passwd {last} failed after the watcher saw it: {getent}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = rss_mib(pid)?;
+    let cpu_after = idle_cpu_percent(pid, idle_secs)?;
+    let k = n / 1000;
+    Ok(vec![
+        Figure::new("Snapshot apply", format!("{k}k-user grant until getpwnam({last}) answers"), apply_ms, "ms")
+            .goal(Goal::AtMost(1000.0))
+            .note("CA commit + long-poll wake + delta of every user + hostd apply + cache write + NSS remap"),
+        Figure::new("Snapshot apply", format!("smith-hostd RSS at {k}k users"), rss_after, "MiB")
+            .baseline("smith-hostd RSS at 1 user", rss_before)
+            .goal(Goal::AtMost(20.0)),
+        Figure::new("Snapshot apply", format!("smith-hostd idle CPU at {k}k users ({idle_secs:.0} s)"), cpu_after, "%")
+            .baseline("idle at 1 user", cpu_before)
+            .note("% of one core, from /proc/PID/stat"),
+        Figure::new("Snapshot apply", "admin API: users created", n as f64 / create_secs, "users/s")
+            .note(format!("{n} POST /v1/admin/users in {create_secs:.1} s, 16 in flight (the CA serializes admin changes, one commit each)")),
+    ])
+}
+
+/// Where fleet directories go for the bench.
+pub fn fleet_dir(work: &Path) -> PathBuf {
+    work.join("fleet")
+}

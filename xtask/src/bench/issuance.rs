@@ -1,0 +1,282 @@
+//! Part `ca`: certificate issuance over HTTPS against `ssh-keygen -s`.
+//!
+//! A user with a grant and a token; for 1, 16 and 64 concurrent clients, each client is a
+//! tokio task with its own keep-alive connection (reqwest + `smith_api::tls`) sending
+//! `POST /v1/certs/user` back to back for a fixed time. Certificates per second and the
+//! per-request latency (p50/p99) are recorded, with the CPU time the CA and this load
+//! generator used. Afterwards the `certificates` rows in the CA's SQLite must equal the
+//! certificates answered (each issuance durably recorded before its response). Baseline:
+//! `ssh-keygen -s` run once per certificate, sequentially, with an Ed25519 CA key (the
+//! CA's default algorithm), in the same run.
+//!
+//! Must never: count a failed or non-200 answer as a certificate.
+
+use super::api::{http_client, Api};
+use super::localca::{count_rows, LocalCa};
+use super::report::{Figure, Goal};
+use super::util::{cpu_secs, progress, runtime, self_cpu_secs, stats};
+use anyhow::{bail, Context, Result};
+use smith_api::CertRequest;
+use smith_proto::{Level, Tags};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECTION: &str = "CA issuance";
+const TARGET_PER_SEC: f64 = 5000.0;
+
+struct LevelRun {
+    clients: usize,
+    ok: usize,
+    warm_ok: usize,
+    errors: usize,
+    elapsed: f64,
+    lat_us: Vec<f64>,
+    ca_cpu: f64,
+    gen_cpu: f64,
+    first_error: Option<String>,
+}
+
+/// One level: `clients` tasks issuing until `dur` has passed.
+async fn level(
+    api: &Api,
+    user_token: &str,
+    body: Arc<Vec<u8>>,
+    clients: usize,
+    dur: Duration,
+    ca_pid: u32,
+) -> Result<LevelRun> {
+    let url = format!("{}/v1/certs/user", api.base);
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let http = http_client(&api.fingerprint, None)?;
+        let (url, body, barrier, token) = (
+            url.clone(),
+            body.clone(),
+            barrier.clone(),
+            user_token.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let one = |http: reqwest::Client| {
+                let (url, body, token) = (url.clone(), body.clone(), token.clone());
+                async move {
+                    let r = http
+                        .post(url)
+                        .bearer_auth(token)
+                        .header("content-type", "application/json")
+                        .body((*body).clone())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let status = r.status();
+                    let b = r.bytes().await.map_err(|e| e.to_string())?;
+                    if status != reqwest::StatusCode::OK
+                        || !b.starts_with(b"{\"certificate\":\"ssh-")
+                    {
+                        return Err(format!("{status}: {}", String::from_utf8_lossy(&b)));
+                    }
+                    Ok::<(), String>(())
+                }
+            };
+            // Warm-up: the TLS handshake and the keep-alive connection.
+            let warm = one(http.clone()).await;
+            barrier.wait().await;
+            let deadline = Instant::now() + dur;
+            let warm_ok = warm.is_ok();
+            let (mut lat, mut errors, mut first_error) = (Vec::new(), 0usize, warm.err());
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match one(http.clone()).await {
+                    Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1e6),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (lat, errors, first_error, warm_ok)
+        }));
+    }
+    barrier.wait().await;
+    let (ca0, gen0, t0) = (cpu_secs(ca_pid)?, self_cpu_secs(), Instant::now());
+    let mut out = LevelRun {
+        clients,
+        ok: 0,
+        warm_ok: 0,
+        errors: 0,
+        elapsed: 0.0,
+        lat_us: Vec::new(),
+        ca_cpu: 0.0,
+        gen_cpu: 0.0,
+        first_error: None,
+    };
+    for t in tasks {
+        let (lat, errors, first_error, warm_ok) = t.await.context("an issuance task panicked")?;
+        out.warm_ok += usize::from(warm_ok);
+        out.ok += lat.len();
+        out.lat_us.extend(lat);
+        out.errors += errors;
+        if out.first_error.is_none() {
+            out.first_error = first_error;
+        }
+    }
+    out.elapsed = t0.elapsed().as_secs_f64();
+    out.ca_cpu = cpu_secs(ca_pid)? - ca0;
+    out.gen_cpu = self_cpu_secs() - gen0;
+    Ok(out)
+}
+
+/// `ssh-keygen -s` once per certificate, sequentially: (certs/s, latencies in µs).
+fn keygen_baseline(work: &Path, runs: usize) -> Result<(f64, Vec<f64>)> {
+    let dir = work.join("keygen");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for k in ["ca", "user"] {
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", k, "-f"])
+            .arg(dir.join(k))
+            .status()
+            .context("running ssh-keygen")?;
+        if !st.success() {
+            bail!("ssh-keygen -t ed25519 failed");
+        }
+    }
+    let mut lat = Vec::with_capacity(runs);
+    let t0 = Instant::now();
+    for i in 0..runs {
+        let t = Instant::now();
+        let st = Command::new("ssh-keygen")
+            .arg("-q")
+            .arg("-s")
+            .arg(dir.join("ca"))
+            .args([
+                "-I",
+                &format!("bench:ivan:{i}"),
+                "-n",
+                "ivan",
+                "-V",
+                "-5m:+1h",
+                "-z",
+                &(i + 1).to_string(),
+            ])
+            .arg(dir.join("user.pub"))
+            .status()
+            .context("running ssh-keygen -s")?;
+        if !st.success() {
+            bail!("ssh-keygen -s failed");
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok((runs as f64 / t0.elapsed().as_secs_f64(), lat))
+}
+
+pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
+    let rt = runtime()?;
+    let admin = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
+    let token = rt.block_on(async {
+        admin.group_add("issuers").await?;
+        admin.user_add("ivan", &["issuers"]).await?;
+        admin.grant_add("issuers", "env=bench", Level::Ssh).await?;
+        admin.user_token("ivan").await
+    })?;
+    // The subject key: an Ed25519 public key line, as `smith cert` sends.
+    let key = work.join("issue_key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(work.join("issue_key.pub"));
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
+        .arg(&key)
+        .status()
+        .context("running ssh-keygen")?;
+    if !st.success() {
+        bail!("ssh-keygen failed");
+    }
+    let public_key = std::fs::read_to_string(work.join("issue_key.pub"))?
+        .trim()
+        .to_string();
+    let body = Arc::new(serde_json::to_vec(&CertRequest {
+        public_key,
+        scope: Tags::parse("env=bench").map_err(|e| anyhow::anyhow!("{e}"))?,
+        ttl_secs: 3600,
+        reason: None,
+    })?);
+    let rows_before = count_rows(&ca.db(), "certificates")?;
+    let dur = Duration::from_secs_f64(if quick { 2.0 } else { 6.0 });
+    let mut levels = Vec::new();
+    let mut answered = 0usize;
+    for clients in [1usize, 16, 64] {
+        progress(format!(
+            "ca: {clients} concurrent client(s) for {:.0?}",
+            dur
+        ));
+        let l = rt.block_on(level(&admin, &token, body.clone(), clients, dur, ca.pid()))?;
+        // The warm-up certificates are recorded like any other.
+        answered += l.ok + l.warm_ok;
+        if l.errors > 0 {
+            progress(format!(
+                "ca: {} errors at {clients} clients, first: {}",
+                l.errors,
+                l.first_error.as_deref().unwrap_or("?")
+            ));
+        }
+        levels.push(l);
+    }
+    let keygen_runs = if quick { 100 } else { 300 };
+    progress(format!("ca: baseline, ssh-keygen -s x {keygen_runs}"));
+    let (kg_rate, kg_lat) = keygen_baseline(work, keygen_runs)?;
+    let kg = stats(&kg_lat);
+    let rows_after = count_rows(&ca.db(), "certificates")?;
+    let recorded = rows_after - rows_before;
+
+    let mut figs = Vec::new();
+    for l in &levels {
+        let rate = l.ok as f64 / l.elapsed;
+        let s = stats(&l.lat_us);
+        let c = l.clients;
+        let mut f = Figure::new(SECTION, format!("certificates/s, {c} client(s)"), rate, "/s")
+            .baseline("ssh-keygen -s per cert", kg_rate)
+            .note(format!(
+                "{} certs in {:.1} s, {} errors; CPU: CA {:.0} µs/cert, load generator {:.0} µs/cert (same 2 cores)",
+                l.ok,
+                l.elapsed,
+                l.errors,
+                l.ca_cpu / l.ok.max(1) as f64 * 1e6,
+                l.gen_cpu / l.ok.max(1) as f64 * 1e6
+            ));
+        if c == 1 {
+            f.note
+                .push_str("; sequential: every certificate waits for its own fsync");
+        } else {
+            f = f.goal(Goal::AtLeast(TARGET_PER_SEC));
+        }
+        figs.push(f);
+        figs.push(
+            Figure::new(
+                SECTION,
+                format!("latency p50, {c} client(s)"),
+                s.p50 / 1000.0,
+                "ms",
+            )
+            .baseline("ssh-keygen -s p50", kg.p50 / 1000.0),
+        );
+        figs.push(
+            Figure::new(
+                SECTION,
+                format!("latency p99, {c} client(s)"),
+                s.p99 / 1000.0,
+                "ms",
+            )
+            .baseline("ssh-keygen -s p99", kg.p99 / 1000.0),
+        );
+    }
+    figs.push(
+        Figure::new(SECTION, "certificates in SQLite / answered", recorded as f64 / answered.max(1) as f64, "")
+            .goal(Goal::AtLeast(1.0))
+            .note(format!(
+                "{recorded} rows added to `certificates` for {answered} certificates answered (warm-ups included)"
+            )),
+    );
+    Ok(figs)
+}

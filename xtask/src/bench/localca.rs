@@ -1,0 +1,131 @@
+//! A release `smith-ca` on loopback for the issuance and simulated-propagation parts:
+//! `smith-ca init` into a fresh data directory, `smith-ca serve --listen 127.0.0.1:0`,
+//! and a clean stop (SIGTERM, so the writer flushes) when dropped.
+//!
+//! Must never: listen anywhere but loopback, or reuse a data directory (every run starts
+//! from an empty CA so that figures are comparable).
+
+use super::util::progress;
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct LocalCa {
+    pub data_dir: PathBuf,
+    pub url: String,
+    pub fingerprint: String,
+    pub admin_token: String,
+    child: Child,
+}
+
+impl LocalCa {
+    /// Initializes and starts a CA from `bin_dir` in `dir/ca`, logging to `dir/ca.log`.
+    pub fn start(bin_dir: &Path, dir: &Path) -> Result<LocalCa> {
+        let data_dir = dir.join("ca");
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let ca_bin = bin_dir.join("smith-ca");
+        let out = Command::new(&ca_bin)
+            .args(["init", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--san", "127.0.0.1", "--json"])
+            .output()
+            .with_context(|| format!("running {} init", ca_bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "smith-ca init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("smith-ca init --json printed no JSON")?;
+        let fingerprint = v["root_fingerprint"]
+            .as_str()
+            .context("no root_fingerprint")?
+            .to_string();
+        let admin_token = v["admin_token"]
+            .as_str()
+            .context("no admin_token")?
+            .to_string();
+        let log = std::fs::File::create(dir.join("ca.log"))?;
+        let mut child = Command::new(&ca_bin)
+            .args(["serve", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting smith-ca serve")?;
+        let stdout = child.stdout.take().context("smith-ca stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut log2 = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("ca.log"))?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("smith-ca listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                let _ = writeln!(log2, "{line}");
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "smith-ca serve did not say where it listens within 30 s; see {}",
+                    dir.join("ca.log").display()
+                );
+            }
+        };
+        progress(format!(
+            "CA (release) listening on {addr}, pid {}",
+            child.id()
+        ));
+        Ok(LocalCa {
+            data_dir,
+            url: format!("https://{addr}"),
+            fingerprint,
+            admin_token,
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data_dir.join("ca.db")
+    }
+}
+
+impl Drop for LocalCa {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..150 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rows in one table of the CA's SQLite (read-only connection; the CA keeps running).
+pub fn count_rows(db: &Path, table: &str) -> Result<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {} read-only", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let n: i64 = conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .with_context(|| format!("counting rows of {table}"))?;
+    Ok(n as u64)
+}

@@ -1,0 +1,160 @@
+//! Small tools the bench parts share: percentiles, the monotonic clock as nanoseconds,
+//! per-process memory and CPU from `/proc`, entering a network namespace, progress lines.
+//!
+//! Must never: change anything outside the calling thread (a network namespace is
+//! entered by the calling thread only, never by the whole process).
+
+use anyhow::{bail, Context, Result};
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Progress output (stderr), prefixed with the time since the bench started.
+pub fn progress(msg: impl AsRef<str>) {
+    let t = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+    eprintln!("[bench {:02}:{:02}] {}", t / 60, t % 60, msg.as_ref());
+}
+
+pub fn start_clock() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every namespace of this machine, so
+/// a timestamp printed by a helper inside a host compares with ours.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sorted-sample statistics (same index rule as nssbench: `lat[(n-1)*q]`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub n: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+pub fn stats(samples: &[f64]) -> Stats {
+    if samples.is_empty() {
+        return Stats::default();
+    }
+    let mut v = samples.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let q = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    Stats {
+        n: v.len(),
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        max: v[v.len() - 1],
+    }
+}
+
+/// Resident set size of `pid` in MiB (`VmRSS`).
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status (did the process exit?)"))?;
+    for line in s.lines() {
+        if let Some(rest) = line.strip_prefix("VmRSS:") {
+            let kb: f64 = rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .context("VmRSS is not a number")?;
+            return Ok(kb / 1024.0);
+        }
+    }
+    bail!("no VmRSS in /proc/{pid}/status")
+}
+
+/// User + system CPU time of `pid` (all its threads) in seconds.
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat (did the process exit?)"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = s
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15.
+    let utime: f64 = f.get(11).context("no utime")?.parse()?;
+    let stime: f64 = f.get(12).context("no stime")?.parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((utime + stime) / hz)
+}
+
+/// CPU seconds (user + system) used by this process so far.
+pub fn self_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Moves the calling thread (only) into the named network namespace (`ip netns`). Threads
+/// and processes it creates afterwards are in that namespace too.
+pub fn enter_netns(name: &str) -> Result<()> {
+    let path = format!("/var/run/netns/{name}");
+    let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: setns on a descriptor we hold open; affects only the calling thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "cannot enter network namespace {name}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// A tokio runtime sized for this 2-core machine (its threads live in the network
+/// namespace of the thread that builds it).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
+}
+
+/// Load averages from /proc/loadavg.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_lower_index() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let s = stats(&v);
+        assert_eq!(s.p50, 50.0);
+        assert_eq!(s.p99, 99.0);
+        assert_eq!(s.max, 100.0);
+        assert_eq!(stats(&[]).n, 0);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let pid = std::process::id();
+        assert!(rss_mib(pid).unwrap() > 0.0);
+        assert!(cpu_secs(pid).unwrap() >= 0.0);
+    }
+}

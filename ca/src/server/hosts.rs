@@ -46,7 +46,9 @@ fn sign_host_keys(
         let cert = sign_host_cert(
             &ca.host_ca,
             &key,
-            ca.next_serial(),
+            // Host certificates are signed by the host CA: their serials are random and
+            // separate from the user certificates' sequence.
+            rand::Rng::gen_range(&mut rand::rngs::OsRng, 1..u64::MAX),
             &format!("smith-host:{host}"),
             &[host.to_string()],
             at.saturating_sub(super::certs::BACKDATE_SECS),

@@ -192,7 +192,10 @@ impl Fleet {
 
     fn create_lan(&mut self) -> Result<()> {
         let ns = &self.lan_ns;
-        let _ = outcome(sh(&format!("ip netns del {ns} 2>/dev/null || true")), DEFAULT_TIMEOUT);
+        let _ = outcome(
+            sh(&format!("ip netns del {ns} 2>/dev/null || true")),
+            DEFAULT_TIMEOUT,
+        );
         run_ok(sh(&format!(
             "ip netns add {ns}
              ip -n {ns} link set lo up
@@ -234,8 +237,14 @@ impl Fleet {
         let out = run_ok(init).context("smith-ca init")?;
         let v: serde_json::Value = serde_json::from_str(out.out())
             .with_context(|| format!("smith-ca init --json printed {:?}", out.stdout))?;
-        let fingerprint = v["root_fingerprint"].as_str().context("root_fingerprint")?.to_string();
-        let admin_token = v["admin_token"].as_str().context("admin_token")?.to_string();
+        let fingerprint = v["root_fingerprint"]
+            .as_str()
+            .context("root_fingerprint")?
+            .to_string();
+        let admin_token = v["admin_token"]
+            .as_str()
+            .context("admin_token")?
+            .to_string();
         let mut ca = Ca {
             data_dir,
             url: format!("https://{listen}"),
@@ -256,7 +265,11 @@ impl Fleet {
             .arg(&ca.data_dir)
             .args(["--listen", &ca.listen])
             .env("RUST_LOG", "info");
-        ca.process = Some(Background::spawn("smith-ca", serve, &self.dir.join("ca.log"))?);
+        ca.process = Some(Background::spawn(
+            "smith-ca",
+            serve,
+            &self.dir.join("ca.log"),
+        )?);
         let url = ca.url.clone();
         let fp = ca.fingerprint.clone();
         wait_for("the CA to answer", Duration::from_secs(20), || {
@@ -362,8 +375,15 @@ impl Fleet {
         let ip = format!("10.213.{}.{}", self.subnet, i);
         let dir = self.dir.join(name);
         for d in [
-            "etc.upper", "etc.work", "usr.upper", "usr.work", "var.upper", "var.work", "home",
-            "root", "tmp",
+            "etc.upper",
+            "etc.work",
+            "usr.upper",
+            "usr.work",
+            "var.upper",
+            "var.work",
+            "home",
+            "root",
+            "tmp",
         ] {
             std::fs::create_dir_all(dir.join(d))?;
         }
@@ -399,7 +419,19 @@ impl Fleet {
         );
         let mut anchor = Command::new("ip");
         anchor
-            .args(["netns", "exec", &ns, "unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+            ])
             .arg(&script)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -479,7 +511,8 @@ impl Fleet {
         if !key.exists() {
             run_ok({
                 let mut c = Command::new("ssh-keygen");
-                c.args(["-q", "-t", "ed25519", "-N", "", "-C", "fleet-admin", "-f"]).arg(&key);
+                c.args(["-q", "-t", "ed25519", "-N", "", "-C", "fleet-admin", "-f"])
+                    .arg(&key);
                 c
             })?;
         }
@@ -514,7 +547,9 @@ impl Fleet {
         let mut agent = Command::new("ssh-agent");
         agent.arg("-D").arg("-a").arg(&sock);
         let bg = Background::spawn(&format!("ssh-agent-{who}"), agent, &home.join("agent.log"))?;
-        wait_for("ssh-agent socket", Duration::from_secs(5), || Ok(sock.exists().then_some(())))?;
+        wait_for("ssh-agent socket", Duration::from_secs(5), || {
+            Ok(sock.exists().then_some(()))
+        })?;
         let mut env = HashMap::new();
         if let Some(ca) = &self.ca {
             env.insert("SMITH_CA_URL".to_string(), ca.url.clone());
@@ -554,7 +589,10 @@ impl Drop for Fleet {
             let _ = h.anchor.wait();
         }
         for ns in &namespaces {
-            let _ = outcome(sh(&format!("ip netns del {ns} 2>/dev/null || true")), Duration::from_secs(10));
+            let _ = outcome(
+                sh(&format!("ip netns del {ns} 2>/dev/null || true")),
+                Duration::from_secs(10),
+            );
         }
         if std::env::var("SMITH_FLEET_KEEP").as_deref() != Ok("1") && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -580,7 +618,10 @@ impl Host {
         let mut c = Command::new("nsenter");
         c.args(["-t", &self.anchor_pid().to_string(), "-m", "-u", "-n", "--"])
             .arg(program)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env_remove("SMITH_NSS_BYPASS");
         c
     }
@@ -617,11 +658,25 @@ impl Host {
     pub fn start_hostd(&mut self) -> Result<()> {
         let mut c = self.cmd("/usr/sbin/smith-hostd");
         c.env("RUST_LOG", "info");
-        self.hostd = Some(Background::spawn("smith-hostd", c, &self.dir.join("hostd.log"))?);
+        self.hostd = Some(Background::spawn(
+            "smith-hostd",
+            c,
+            &self.dir.join("hostd.log"),
+        )?);
         let pid = self.anchor_pid();
         wait_for("smith-hostd's socket", Duration::from_secs(20), || {
             let mut c = Command::new("nsenter");
-            c.args(["-t", &pid.to_string(), "-m", "-u", "-n", "--", "/usr/sbin/smith-host", "status", "--json"]);
+            c.args([
+                "-t",
+                &pid.to_string(),
+                "-m",
+                "-u",
+                "-n",
+                "--",
+                "/usr/sbin/smith-host",
+                "status",
+                "--json",
+            ]);
             let o = outcome(c, Duration::from_secs(10))?;
             let v: serde_json::Value = match serde_json::from_str(o.out()) {
                 Ok(v) => v,
@@ -641,7 +696,9 @@ impl Host {
     /// Starts sshd (foreground, logging to /var/log/auth.log inside the host) and waits
     /// for port 22.
     pub fn start_sshd(&mut self) -> Result<()> {
-        self.sh("/usr/sbin/sshd -t")?.ok().context("sshd -t (config check)")?;
+        self.sh("/usr/sbin/sshd -t")?
+            .ok()
+            .context("sshd -t (config check)")?;
         let mut c = self.cmd("/usr/sbin/sshd");
         c.args(["-D", "-E", "/var/log/auth.log"]);
         self.sshd = Some(Background::spawn("sshd", c, &self.dir.join("sshd.out"))?);
@@ -649,7 +706,14 @@ impl Host {
         let lan = self.lan_ns.clone();
         wait_for("sshd on port 22", Duration::from_secs(10), || {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", &lan, "bash", "-c", &format!("exec 3<>/dev/tcp/{ip}/22")]);
+            c.args([
+                "netns",
+                "exec",
+                &lan,
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{ip}/22"),
+            ]);
             Ok(outcome(c, Duration::from_secs(5))?.success().then_some(()))
         })
     }
@@ -705,7 +769,13 @@ impl Client {
         self.ssh_with(user, host, command, &[])
     }
 
-    pub fn ssh_with(&self, user: &str, host: &Host, command: &str, extra: &[&str]) -> Result<Outcome> {
+    pub fn ssh_with(
+        &self,
+        user: &str,
+        host: &Host,
+        command: &str,
+        extra: &[&str],
+    ) -> Result<Outcome> {
         let mut c = self.base("ssh");
         c.args([
             "-o",

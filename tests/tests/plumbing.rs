@@ -19,12 +19,23 @@ fn a_bare_host_accepts_authorized_keys_logins_and_leaves_the_machine_alone() -> 
     let (key, _) = fleet.admin_key()?;
     let client = fleet.client("ops")?;
     let key = key.to_string_lossy().to_string();
-    let o = client.ssh_with("root", host, "id -u; hostname", &["-i", &key])?.ok()?;
+    let o = client
+        .ssh_with("root", host, "id -u; hostname", &["-i", &key])?
+        .ok()?;
     assert_eq!(o.out(), "0\nplain-1");
-    let o = client.ssh_with("deploy", host, "whoami", &["-i", &key])?.ok()?;
+    let o = client
+        .ssh_with("deploy", host, "whoami", &["-i", &key])?
+        .ok()?;
     assert_eq!(o.out(), "deploy");
     // The machine's own accounts were not touched by the host's useradd.
     assert_eq!(std::fs::read("/etc/passwd")?, machine_passwd);
-    assert!(std::process::Command::new("id").arg("deploy").output()?.status.code() != Some(0));
+    assert!(
+        std::process::Command::new("id")
+            .arg("deploy")
+            .output()?
+            .status
+            .code()
+            != Some(0)
+    );
     Ok(())
 }

@@ -40,10 +40,43 @@ fn story_fleet() -> Result<Fleet> {
         vec!["user", "add", "oscar", "--groups", "ops"],
         // A Smith user named like a local account of the hosts.
         vec!["user", "add", "deploy", "--groups", "dev,ops"],
-        vec!["grant", "add", "--group", "dev", "--tags", "env=dev", "--level", "ssh", "--max-ttl", "8h"],
-        vec!["grant", "add", "--group", "ops", "--tags", "env=prod", "--level", "sudo", "--max-ttl", "8h"],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "ops",
+            "--tags",
+            "env=prod",
+            "--level",
+            "sudo",
+            "--max-ttl",
+            "8h",
+        ],
         // So that oscar can hold a certificate scoped env=dev (useless on web-1).
-        vec!["grant", "add", "--group", "ops", "--tags", "env=dev", "--level", "ssh", "--max-ttl", "8h"],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "ops",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
     ] {
         fleet.admin_ok(&args)?;
     }
@@ -67,22 +100,41 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
     // dev; her home directory was created from skel.
     cert(&alice, "env=dev")?;
     let listed = alice.run(&["ssh-add", "-L"])?.ok()?;
-    ensure!(listed.stdout.contains("-cert-v01@openssh.com"), "agent holds no certificate: {listed}");
-    let id = alice.ssh("alice", db, "id; ls -a ~; stat -c '%U %a' ~")?.ok()?;
+    ensure!(
+        listed.stdout.contains("-cert-v01@openssh.com"),
+        "agent holds no certificate: {listed}"
+    );
+    let id = alice
+        .ssh("alice", db, "id; ls -a ~; stat -c '%U %a' ~")?
+        .ok()?;
     let uid = db.exec(&["getent", "passwd", "alice"])?.ok()?;
     let uid: u32 = uid.out().split(':').nth(2).context("uid")?.parse()?;
-    ensure!((200_000..300_000).contains(&uid), "alice's uid {uid} is not from the CA's range");
     ensure!(
-        id.stdout.contains(&format!("uid={uid}(alice) gid={uid}(alice)")) && id.stdout.contains("(dev)"),
+        (200_000..300_000).contains(&uid),
+        "alice's uid {uid} is not from the CA's range"
+    );
+    ensure!(
+        id.stdout
+            .contains(&format!("uid={uid}(alice) gid={uid}(alice)"))
+            && id.stdout.contains("(dev)"),
         "unexpected id output: {id}"
     );
-    ensure!(id.stdout.contains(".bashrc"), "home not populated from /etc/skel: {id}");
-    ensure!(id.stdout.contains("alice 700"), "home not owned by alice with mode 0700: {id}");
+    ensure!(
+        id.stdout.contains(".bashrc"),
+        "home not populated from /etc/skel: {id}"
+    );
+    ensure!(
+        id.stdout.contains("alice 700"),
+        "home not owned by alice with mode 0700: {id}"
+    );
 
     // alice is refused on web-1, and web-1 does not know her.
     alice.ssh("alice", web, "true")?.failed()?;
     let g = web.exec(&["getent", "passwd", "alice"])?;
-    ensure!(g.code == Some(2) && g.stdout.is_empty(), "web-1 resolves alice: {g}");
+    ensure!(
+        g.code == Some(2) && g.stdout.is_empty(),
+        "web-1 resolves alice: {g}"
+    );
 
     // oscar logs in to web-1; a certificate scoped env=dev is refused there even for him.
     cert(&oscar, "env=prod")?;
@@ -97,23 +149,71 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let key = dir.join("id");
     let keyp = key.to_string_lossy().to_string();
-    alice.run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &keyp])?.ok()?;
+    alice
+        .run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &keyp])?
+        .ok()?;
     alice
         .run(&[
-            "ssh-keygen", "-q", "-s", &ca_key.to_string_lossy(), "-I", "smith:alice:expired", "-n", "alice",
-            "-V", "20200101:20200102", &format!("{keyp}.pub"),
+            "ssh-keygen",
+            "-q",
+            "-s",
+            &ca_key.to_string_lossy(),
+            "-I",
+            "smith:alice:expired",
+            "-n",
+            "alice",
+            "-V",
+            "20200101:20200102",
+            &format!("{keyp}.pub"),
         ])?
         .ok()?;
-    let only_this_key = ["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-i", keyp.as_str()];
-    alice.ssh_with("alice", db, "true", &only_this_key)?.failed()?;
+    let only_this_key = [
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-i",
+        keyp.as_str(),
+    ];
+    alice
+        .ssh_with("alice", db, "true", &only_this_key)?
+        .failed()?;
     let other_ca = dir.join("other_ca");
     let other_ca_p = other_ca.to_string_lossy().to_string();
-    alice.run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &other_ca_p])?.ok()?;
     alice
-        .run(&["ssh-keygen", "-q", "-s", &other_ca_p, "-I", "smith:alice:other", "-n", "alice", "-V", "-5m:+1h", &format!("{keyp}.pub")])?
+        .run(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            &other_ca_p,
+        ])?
         .ok()?;
-    alice.ssh_with("alice", db, "true", &only_this_key)?.failed()?;
-    ensure!(db.auth_log().contains("smith:alice:"), "sshd's log never mentions a Smith key ID");
+    alice
+        .run(&[
+            "ssh-keygen",
+            "-q",
+            "-s",
+            &other_ca_p,
+            "-I",
+            "smith:alice:other",
+            "-n",
+            "alice",
+            "-V",
+            "-5m:+1h",
+            &format!("{keyp}.pub"),
+        ])?
+        .ok()?;
+    alice
+        .ssh_with("alice", db, "true", &only_this_key)?
+        .failed()?;
+    ensure!(
+        db.auth_log().contains("smith:alice:"),
+        "sshd's log never mentions a Smith key ID"
+    );
 
     // root and the local account still log in with authorized_keys on both hosts; the
     // Smith user named like the local one never replaces it.
@@ -121,13 +221,25 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
     let admin_key = admin_key.to_string_lossy().to_string();
     let ops = fleet.client("operator")?;
     for h in [web, db] {
-        let o = ops.ssh_with("root", h, "id -u", &["-i", &admin_key])?.ok()?;
+        let o = ops
+            .ssh_with("root", h, "id -u", &["-i", &admin_key])?
+            .ok()?;
         ensure!(o.out() == "0", "{o}");
-        let o = ops.ssh_with("deploy", h, "id -u; getent passwd deploy | cut -d: -f3", &["-i", &admin_key])?.ok()?;
+        let o = ops
+            .ssh_with(
+                "deploy",
+                h,
+                "id -u; getent passwd deploy | cut -d: -f3",
+                &["-i", &admin_key],
+            )?
+            .ok()?;
         let lines: Vec<&str> = o.out().lines().collect();
         ensure!(lines.len() == 2 && lines[0] == lines[1], "{o}");
         let local_uid: u32 = lines[0].parse()?;
-        ensure!(local_uid < 200_000, "deploy resolved to the Smith user ({local_uid})");
+        ensure!(
+            local_uid < 200_000,
+            "deploy resolved to the Smith user ({local_uid})"
+        );
     }
     ensure!(
         fleet.host("web-1").hostd_log().contains("deploy"),
@@ -140,9 +252,11 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
     oscar.ssh("oscar", web, "true")?.ok()?;
     fleet.admin_ok(&["group", "remove-member", "ops", "oscar"])?;
     let t = Instant::now();
-    wait_for("oscar to be refused on web-1", Duration::from_secs(5), || {
-        Ok((!oscar.ssh("oscar", web, "true")?.success()).then_some(()))
-    })?;
+    wait_for(
+        "oscar to be refused on web-1",
+        Duration::from_secs(5),
+        || Ok((!oscar.ssh("oscar", web, "true")?.success()).then_some(())),
+    )?;
     eprintln!("oscar refused {:?} after remove-member", t.elapsed());
     Ok(())
 }
@@ -168,9 +282,16 @@ fn a_dead_hostd_neither_locks_out_nor_lets_in() -> Result<()> {
     bob.ssh("bob", fleet.host("db-1"), "true")?.failed()?;
     // Restarted, hostd catches up.
     fleet.host_mut("db-1").start_hostd()?;
-    wait_for("bob to be admitted after hostd restarts", Duration::from_secs(10), || {
-        Ok(bob.ssh("bob", fleet.host("db-1"), "true")?.success().then_some(()))
-    })?;
+    wait_for(
+        "bob to be admitted after hostd restarts",
+        Duration::from_secs(10),
+        || {
+            Ok(bob
+                .ssh("bob", fleet.host("db-1"), "true")?
+                .success()
+                .then_some(()))
+        },
+    )?;
     Ok(())
 }
 
@@ -210,7 +331,8 @@ print(f"{worst[0]:.3f} {len(errors)} {found[0]}")
     let host = fleet.host("db-1");
     let mut stress = host.cmd("python3");
     stress.args(["-c", script]);
-    let stress = std::thread::spawn(move || smith_tests::cmd::outcome(stress, Duration::from_secs(60)));
+    let stress =
+        std::thread::spawn(move || smith_tests::cmd::outcome(stress, Duration::from_secs(60)));
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(500));
         fleet.host_mut("db-1").kill_hostd();

@@ -58,7 +58,12 @@ impl Narrator {
         let verdict = if o.success() {
             format!("{}ok{}", self.paint(GREEN), self.paint(RESET))
         } else {
-            format!("{}refused (exit {:?}){}", self.paint(RED), o.code, self.paint(RESET))
+            format!(
+                "{}refused (exit {:?}){}",
+                self.paint(RED),
+                o.code,
+                self.paint(RESET)
+            )
         };
         println!("     → {verdict}");
     }
@@ -122,7 +127,10 @@ fn story(n: &mut Narrator) -> Result<()> {
     fleet.start_ca()?;
     let ca = fleet.ca();
     n.say(&format!("smith-ca serve listens on {}", ca.url));
-    n.say(&format!("TLS root fingerprint (every client pins it): {}", ca.fingerprint));
+    n.say(&format!(
+        "TLS root fingerprint (every client pins it): {}",
+        ca.fingerprint
+    ));
 
     n.chapter("The admin maps groups to host tags");
     for args in [
@@ -130,8 +138,30 @@ fn story(n: &mut Narrator) -> Result<()> {
         vec!["group", "add", "ops"],
         vec!["user", "add", "alice", "--groups", "dev"],
         vec!["user", "add", "oscar", "--groups", "ops"],
-        vec!["grant", "add", "--group", "dev", "--tags", "env=dev", "--level", "ssh", "--max-ttl", "8h"],
-        vec!["grant", "add", "--group", "ops", "--tags", "env=prod", "--level", "sudo", "--max-ttl", "8h"],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "ops",
+            "--tags",
+            "env=prod",
+            "--level",
+            "sudo",
+            "--max-ttl",
+            "8h",
+        ],
     ] {
         let o = expect(fleet.admin(&args)?, true, "admin setup")?;
         n.show("admin", &format!("smith-ca admin {}", args.join(" ")), &o);
@@ -140,10 +170,15 @@ fn story(n: &mut Narrator) -> Result<()> {
     n.show("admin", "smith-ca admin grant list", &o);
 
     n.chapter("Two hosts enroll with one-time tokens");
-    n.say("Each host is a network + mount + UTS namespace with its own /etc, sshd and smith-hostd.");
+    n.say(
+        "Each host is a network + mount + UTS namespace with its own /etc, sshd and smith-hostd.",
+    );
     for (name, tags) in [("web-1", "env=prod,role=web"), ("db-1", "env=dev,role=db")] {
         fleet.add_host(name, tags)?;
-        n.say(&format!("{name} ({tags}): smith-host activate --ca {} --token … --ca-fingerprint …", fleet.ca().url));
+        n.say(&format!(
+            "{name} ({tags}): smith-host activate --ca {} --token … --ca-fingerprint …",
+            fleet.ca().url
+        ));
     }
     let o = fleet.host("db-1").exec(&["smith-host", "status"])?;
     n.show("root@db-1", "smith-host status", &o);
@@ -151,28 +186,44 @@ fn story(n: &mut Narrator) -> Result<()> {
     n.chapter("Alice asks for access to dev for 60 minutes");
     let alice = engineer(&fleet, "alice")?;
     let o = expect(
-        alice.smith(&["cert", "--scope", "env=dev", "--ttl", "60m", "--reason", "INC-42"])?,
+        alice.smith(&[
+            "cert", "--scope", "env=dev", "--ttl", "60m", "--reason", "INC-42",
+        ])?,
         true,
         "alice's certificate",
     )?;
-    n.show("alice", "smith cert --scope env=dev --ttl 60m --reason INC-42", &o);
+    n.show(
+        "alice",
+        "smith cert --scope env=dev --ttl 60m --reason INC-42",
+        &o,
+    );
     let o = alice.run(&["ssh-add", "-l"])?;
     n.show("alice", "ssh-add -l", &o);
 
     n.chapter("Plain ssh now works where her grant and scope allow, and only there");
     let db = fleet.host("db-1");
     let web = fleet.host("web-1");
-    let o = expect(alice.ssh("alice", db, "id; echo home: $HOME")?, true, "alice on db-1")?;
+    let o = expect(
+        alice.ssh("alice", db, "id; echo home: $HOME")?,
+        true,
+        "alice on db-1",
+    )?;
     n.show("alice", "ssh alice@db-1 'id; echo home: $HOME'", &o);
     let o = expect(alice.ssh("alice", web, "true")?, false, "alice on web-1")?;
     n.show("alice", "ssh alice@web-1 true", &o);
     let o = web.exec(&["getent", "passwd", "alice"])?;
-    n.show("root@web-1", "getent passwd alice   (web-1 does not even know her)", &o);
+    n.show(
+        "root@web-1",
+        "getent passwd alice   (web-1 does not even know her)",
+        &o,
+    );
 
     n.chapter("Oscar, on call, gets sudo on prod");
     let oscar = engineer(&fleet, "oscar")?;
     expect(
-        oscar.smith(&["cert", "--scope", "env=prod", "--ttl", "30m", "--reason", "on-call"])?,
+        oscar.smith(&[
+            "cert", "--scope", "env=prod", "--ttl", "30m", "--reason", "on-call",
+        ])?,
         true,
         "oscar's certificate",
     )?;
@@ -180,18 +231,33 @@ fn story(n: &mut Narrator) -> Result<()> {
     n.show("oscar", "ssh oscar@web-1 sudo -n id -u", &o);
 
     n.chapter("The admin removes Oscar from ops: every host follows within a second");
-    let o = expect(fleet.admin(&["group", "remove-member", "ops", "oscar"])?, true, "remove-member")?;
+    let o = expect(
+        fleet.admin(&["group", "remove-member", "ops", "oscar"])?,
+        true,
+        "remove-member",
+    )?;
     n.show("admin", "smith-ca admin group remove-member ops oscar", &o);
     let t = Instant::now();
     wait_for("oscar to be refused", Duration::from_secs(10), || {
         Ok((!oscar.ssh("oscar", web, "true")?.success()).then_some(()))
     })?;
-    n.say(&format!("oscar is refused on web-1 {:.0?} later, with no action on the host", t.elapsed()));
+    n.say(&format!(
+        "oscar is refused on web-1 {:.0?} later, with no action on the host",
+        t.elapsed()
+    ));
 
     n.chapter("Hosts keep working offline: kill smith-hostd on db-1");
     fleet.host_mut("db-1").kill_hostd();
-    let o = expect(alice.ssh("alice", fleet.host("db-1"), "echo still in")?, true, "alice with hostd dead")?;
-    n.show("alice", "ssh alice@db-1 'echo still in'   (smith-hostd is dead)", &o);
+    let o = expect(
+        alice.ssh("alice", fleet.host("db-1"), "echo still in")?,
+        true,
+        "alice with hostd dead",
+    )?;
+    n.show(
+        "alice",
+        "ssh alice@db-1 'echo still in'   (smith-hostd is dead)",
+        &o,
+    );
     fleet.host_mut("db-1").start_hostd()?;
     n.say("smith-hostd restarted and caught up from the CA.");
 

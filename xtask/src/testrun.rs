@@ -47,8 +47,13 @@ pub fn run(no_install: bool, cargo_args: &[String]) -> Result<()> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             for part in rest.split(';') {
                 let mut w = part.split_whitespace().rev();
-                let (Some(what), Some(n)) = (w.next(), w.next()) else { continue };
-                let n: u64 = n.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0);
+                let (Some(what), Some(n)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let n: u64 = n
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .unwrap_or(0);
                 match what {
                     "passed" => passed += n,
                     "failed" => failed += n,
@@ -59,10 +64,7 @@ pub fn run(no_install: bool, cargo_args: &[String]) -> Result<()> {
         }
     }
     let st = child.wait()?;
-    println!(
-        "xtask: finished in {:.0?}",
-        started.elapsed()
-    );
+    println!("xtask: finished in {:.0?}", started.elapsed());
     println!("{passed} passed, {failed} failed, {ignored} skipped");
     if !st.success() || failed > 0 {
         bail!("some tests failed");

@@ -65,8 +65,11 @@ fn fresh(path: &Path, name: &str) -> bool {
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let crate_dir = if name == "smith" { "cli" } else { "ca" };
     let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    let mut stack: Vec<PathBuf> =
-        vec![ws.join(crate_dir), ws.join("api/src"), ws.join("proto/src")];
+    let mut stack: Vec<PathBuf> = vec![
+        ws.join(crate_dir).join("src"),
+        ws.join("api/src"),
+        ws.join("proto/src"),
+    ];
     while let Some(p) = stack.pop() {
         if p.ends_with("tests") {
             continue;

@@ -13,6 +13,17 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "unshare and nsenter"),
     ("libpam0g-dev", "linking pam_smith against libpam"),
     ("python3", "multi-threaded resolver stress"),
+    (
+        "debootstrap",
+        "a fresh Debian root for the package install test",
+    ),
+    ("debhelper", "building the .deb packages"),
+    ("dpkg-dev", "building the .deb packages"),
+    ("help2man", "man pages for the packages"),
+    ("lintian", "checking the .deb packages"),
+    ("rpm", "building and checking the RPM packages"),
+    ("ruby", "syntax check of the Vagrantfile"),
+    ("gcc", "the NSS benchmark and C resolver stress"),
 ];
 
 pub fn is_root() -> bool {

@@ -8,7 +8,8 @@
 //! | `GET /v1/health` | none | → [`Health`] |
 //! | `GET /v1/ca/user-keys` | none | → [`CaKeys`] (OpenSSH lines of the user CA keys) |
 //! | `GET /v1/ca/host-keys` | none | → [`CaKeys`] (host CA, for `@cert-authority`) |
-//! | `POST /v1/certs/user` | user token / OIDC | [`CertRequest`] → [`CertResponse`] |
+//! | `GET /v1/auth/config` | none | → [`AuthConfig`] (the OpenID Provider `smith login` uses; 404 `oidc_not_configured` without one) |
+//! | `POST /v1/certs/user` | user token / OIDC ID token | [`CertRequest`] → [`CertResponse`] |
 //! | `GET /v1/admin/users` | admin | → `Vec<`[`UserInfo`]`>` |
 //! | `POST /v1/admin/users` | admin | [`UserAdd`] → [`UserInfo`] |
 //! | `POST /v1/admin/users/{name}/disable` | admin | → [`UserInfo`] |
@@ -23,10 +24,12 @@
 //! | `POST /v1/admin/hosts/tokens` | admin | [`HostTokenRequest`] → [`TokenResponse`] |
 //! | `GET /v1/admin/hosts` | admin | → `Vec<`[`HostInfo`]`>` |
 //! | `DELETE /v1/admin/hosts/{name}` | admin | → [`HostInfo`] |
+//! | `POST /v1/admin/scim/token` | admin | [`TokenRequest`] → [`TokenResponse`] (a SCIM bearer token) |
 //! | `GET /v1/admin/decisions?limit=N&user=U` | admin | → `Vec<`[`Decision`]`>` (oldest first, the last `limit`, default 100) |
 //! | `POST /v1/hosts/enroll` | enrollment token in body | [`EnrollRequest`] → [`EnrollResponse`] |
 //! | `POST /v1/host/renew` | mTLS | [`RenewRequest`] → [`EnrollResponse`] (new client certificate) |
 //! | `GET /v1/host/sync?since=V&wait=S&host=H` | mTLS | → `SyncResponse` (200) or 204 when nothing changed within `wait` seconds |
+//! | `/scim/v2/...` | SCIM token | SCIM 2.0 (RFC 7643/7644) `Users`, `Groups`, `ServiceProviderConfig`, `ResourceTypes`, `Schemas`; SCIM error bodies (see ca/README.md) |
 
 use serde::{Deserialize, Serialize};
 use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
@@ -38,6 +41,18 @@ pub struct ErrorBody {
     pub code: String,
     /// A sentence for a person, saying what to do next where possible.
     pub error: String,
+}
+
+/// `GET /v1/auth/config`: what `smith login` needs to sign in with the CA's OpenID
+/// Provider, so that engineers configure only the CA URL.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The OpenID Provider's issuer URL (exactly the `iss` of its ID tokens).
+    pub issuer: String,
+    /// The public (native) client `smith login` uses.
+    pub client_id: String,
+    /// Scopes to ask for, e.g. `["openid", "profile", "groups"]`.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -161,6 +176,11 @@ pub struct CertRequest {
     pub ttl_secs: u64,
     #[serde(default)]
     pub reason: Option<String>,
+    /// With an OIDC ID token as the bearer: the `nonce` the client sent in its
+    /// authorization request. It must equal the token's `nonce` claim; a token with a
+    /// nonce and a request without one (or the reverse) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

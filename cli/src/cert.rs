@@ -87,6 +87,7 @@ pub fn run(cfg: &Effective, args: CertArgs) -> anyhow::Result<()> {
             scope: args.scope.clone(),
             ttl_secs: args.ttl.as_secs(),
             reason: args.reason.clone(),
+            oidc_nonce: None,
         },
     ) {
         Ok(r) => r,

@@ -201,6 +201,7 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
         scope: Tags::parse("env=bench").map_err(|e| anyhow::anyhow!("{e}"))?,
         ttl_secs: 3600,
         reason: None,
+        oidc_nonce: None,
     })?);
     let rows_before = count_rows(&ca.db(), "certificates")?;
     let dur = Duration::from_secs_f64(if quick { 2.0 } else { 6.0 });

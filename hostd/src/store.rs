@@ -180,11 +180,17 @@ impl Store {
 
     /// Writes whatever is out of date; failures are logged and retried next time.
     pub fn flush(&mut self) {
-        let Some(state) = self.state.clone() else {
+        // Taken out while the derived files are written (no copy of a large state).
+        let Some(state) = self.state.take() else {
             return;
         };
+        self.flush_from(&state);
+        self.state = Some(state);
+    }
+
+    fn flush_from(&mut self, state: &HostState) {
         if self.dirty_state {
-            match state::save_state(&self.paths.state_file, &state) {
+            match state::save_state(&self.paths.state_file, state) {
                 Ok(()) => self.dirty_state = false,
                 Err(e) => error!(
                     path = %self.paths.state_file.display(),
@@ -194,10 +200,10 @@ impl Store {
             }
         }
         if self.dirty_cache {
-            self.dirty_cache = !self.rebuild_cache(&state);
+            self.dirty_cache = !self.rebuild_cache(state);
         }
         if self.dirty_trust {
-            self.dirty_trust = !self.write_trust(&state);
+            self.dirty_trust = !self.write_trust(state);
         }
     }
 

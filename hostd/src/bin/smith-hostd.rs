@@ -31,6 +31,12 @@ fn main() {
     // First thing, before any thread exists: nss_smith must never call back into this
     // process's own socket (it would wait on itself).
     std::env::set_var(smith_proto::paths::NSS_BYPASS_ENV, "1");
+    // Few malloc arenas: the daemon is mostly idle and should stay small (every tokio
+    // and blocking thread would otherwise get its own arena).
+    // SAFETY: called before any other thread exists; mallopt only sets a glibc tunable.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let args = Args::parse();
     let opts = smith_hostd::daemon::DaemonOptions {
         root: args.root,

@@ -199,6 +199,7 @@ async fn apply(shared: &Arc<Shared>, resp: SyncResponse) -> Outcome {
             Err(_) => None,
         };
         sh.publish();
+        release_freed_memory();
         r
     })
     .await;
@@ -229,6 +230,16 @@ async fn apply(shared: &Arc<Shared>, resp: SyncResponse) -> Outcome {
         )),
         Ok(Some(Err(e))) => Outcome::Failed(e.to_string()),
         Ok(None) | Err(_) => Outcome::Failed("internal error applying the snapshot".into()),
+    }
+}
+
+/// Gives memory freed after a large snapshot (JSON body, old state) back to the
+/// system, so the daemon's RSS reflects what it holds, not its peak.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heap structures under its locks; it has
+    // no preconditions and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

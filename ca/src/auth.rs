@@ -1,8 +1,10 @@
 //! Bearer tokens and who a request comes from.
 //!
 //! Tokens are 32 random bytes, shown once as `smith_<kind>_<base64url>`; only their
-//! SHA-256 is stored. [`Authenticator`] is the seam OIDC will plug into later: it maps a
-//! bearer credential to a [`Principal`] using only the in-memory model.
+//! SHA-256 is stored. [`Authenticator`] maps such a bearer credential to a [`Principal`]
+//! using only the in-memory model. OIDC ID tokens (JWTs) take another path: they are
+//! verified by [`crate::oidc`] in the issuance handler, which needs the request body
+//! (the nonce) and records refusals as decisions.
 //!
 //! Must never: store or log a token in clear, or read SQLite.
 
@@ -16,6 +18,8 @@ use smith_proto::{Tags, UserName};
 pub enum Principal {
     Admin,
     User(UserName),
+    /// The IdP's SCIM client (`/scim/v2/...` only).
+    Scim,
     /// An enrollment token (only valid in the enroll body, never as a bearer).
     Enroll {
         token_hash: String,
@@ -69,6 +73,7 @@ impl Authenticator for TokenAuthenticator {
         }
         match t.kind {
             TokenKind::Admin => Ok(Principal::Admin),
+            TokenKind::Scim => Ok(Principal::Scim),
             TokenKind::User => UserName::new(&t.subject)
                 .map(Principal::User)
                 .map_err(|_| AuthError::Unknown),

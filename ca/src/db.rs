@@ -31,7 +31,8 @@ pub enum StoreError {
 }
 
 /// Schema migrations; index i brings the schema from version i to i+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE allocated_ids (
     id INTEGER PRIMARY KEY,
@@ -133,7 +134,30 @@ CREATE TABLE changes (
     at INTEGER NOT NULL,
     what TEXT NOT NULL
 );
-"#];
+"#,
+    // 2: identity. SCIM/OIDC attributes, deleted users and groups (rows kept, marked),
+    // and the `scim` token kind (SQLite cannot alter a CHECK: the table is rebuilt).
+    r#"
+ALTER TABLE users ADD COLUMN external_id TEXT;
+ALTER TABLE users ADD COLUMN oidc_subject TEXT;
+ALTER TABLE users ADD COLUMN deleted_at INTEGER;
+ALTER TABLE groups ADD COLUMN external_id TEXT;
+ALTER TABLE groups ADD COLUMN deleted_at INTEGER;
+CREATE TABLE tokens_v2 (
+    hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('admin', 'user', 'enroll', 'scim')),
+    subject TEXT NOT NULL,
+    tags TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    used_at INTEGER
+);
+INSERT INTO tokens_v2 (hash, kind, subject, tags, created_at, expires_at, used_at)
+    SELECT hash, kind, subject, tags, created_at, expires_at, used_at FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v2 RENAME TO tokens;
+"#,
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -308,16 +332,20 @@ impl Store {
         }
         m.next_id = m.next_id.max(meta_u64(c, "next_id")? as u32);
 
-        let mut st = c.prepare("SELECT name, gid, created_at FROM groups ORDER BY name")?;
+        let mut st = c.prepare(
+            "SELECT name, gid, created_at, external_id FROM groups
+             WHERE deleted_at IS NULL ORDER BY name",
+        )?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
             ))
         })?;
         for row in rows {
-            let (name, gid, created_at) = row?;
+            let (name, gid, created_at, external_id) = row?;
             let name = GroupName::new(&name).map_err(corrupt("group name"))?;
             m.groups.insert(
                 name.clone(),
@@ -326,25 +354,34 @@ impl Store {
                     gid: PosixId::new(gid as u64).map_err(corrupt("gid"))?,
                     members: Default::default(),
                     created_at: created_at as u64,
+                    external_id,
                 },
             );
         }
 
         let mut st = c.prepare(
-            "SELECT name, uid, disabled, gecos, shell, created_at FROM users ORDER BY name",
+            "SELECT name, uid, disabled, gecos, shell, created_at, external_id, oidc_subject
+             FROM users WHERE deleted_at IS NULL ORDER BY name",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, bool>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)?,
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ),
+                (
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ),
             ))
         })?;
         for row in rows {
-            let (name, uid, disabled, gecos, shell, created_at) = row?;
+            let ((name, uid, disabled, gecos, shell, created_at), (external_id, oidc_subject)) =
+                row?;
             let name = UserName::new(&name).map_err(corrupt("user name"))?;
             m.users.insert(
                 name.clone(),
@@ -356,6 +393,8 @@ impl Store {
                     shell,
                     created_at: created_at as u64,
                     groups: Default::default(),
+                    external_id,
+                    oidc_subject,
                 },
             );
         }
@@ -625,18 +664,34 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
     match c {
         Change::AddUser(u) => {
             allocate(tx, u.uid.get(), IdKind::User, u.name.as_str(), now)?;
-            tx.execute(
-                "INSERT INTO users (name, uid, disabled, gecos, shell, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            // A deleted user's row is reused when the name comes back (same uid).
+            let n = tx.execute(
+                "INSERT INTO users (name, uid, disabled, gecos, shell, created_at, external_id,
+                                    oidc_subject)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(name) DO UPDATE SET uid = excluded.uid,
+                     disabled = excluded.disabled, gecos = excluded.gecos,
+                     shell = excluded.shell, created_at = excluded.created_at,
+                     external_id = excluded.external_id, oidc_subject = excluded.oidc_subject,
+                     disabled_at = NULL, deleted_at = NULL
+                 WHERE users.deleted_at IS NOT NULL",
                 params![
                     u.name.as_str(),
                     u.uid.get(),
                     u.disabled,
                     u.gecos,
                     u.shell,
-                    u.created_at as i64
+                    u.created_at as i64,
+                    u.external_id,
+                    u.oidc_subject
                 ],
             )?;
+            if n != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "user '{}' already exists in the database",
+                    u.name
+                )));
+            }
             for g in &u.groups {
                 tx.execute(
                     "INSERT INTO memberships (group_name, user_name, added_at) VALUES (?1, ?2, ?3)",
@@ -650,12 +705,71 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                 params![name.as_str(), *at as i64],
             )?;
         }
+        Change::EnableUser { name } => {
+            tx.execute(
+                "UPDATE users SET disabled = 0, disabled_at = NULL WHERE name = ?1",
+                params![name.as_str()],
+            )?;
+        }
+        Change::SetUserAttrs {
+            name,
+            gecos,
+            external_id,
+            oidc_subject,
+        } => {
+            tx.execute(
+                "UPDATE users SET gecos = ?2, external_id = ?3, oidc_subject = ?4 WHERE name = ?1",
+                params![name.as_str(), gecos, external_id, oidc_subject],
+            )?;
+        }
+        Change::DeleteUser { name, at } => {
+            tx.execute(
+                "DELETE FROM memberships WHERE user_name = ?1",
+                params![name.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE users SET deleted_at = ?2, disabled = 1,
+                     disabled_at = COALESCE(disabled_at, ?2) WHERE name = ?1",
+                params![name.as_str(), *at as i64],
+            )?;
+        }
+        Change::SetGroupExternalId { name, external_id } => {
+            tx.execute(
+                "UPDATE groups SET external_id = ?2 WHERE name = ?1",
+                params![name.as_str(), external_id],
+            )?;
+        }
+        Change::DeleteGroup { name, at } => {
+            tx.execute(
+                "DELETE FROM memberships WHERE group_name = ?1",
+                params![name.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE groups SET deleted_at = ?2 WHERE name = ?1",
+                params![name.as_str(), *at as i64],
+            )?;
+        }
         Change::AddGroup(g) => {
             allocate(tx, g.gid.get(), IdKind::Group, g.name.as_str(), now)?;
-            tx.execute(
-                "INSERT INTO groups (name, gid, created_at) VALUES (?1, ?2, ?3)",
-                params![g.name.as_str(), g.gid.get(), g.created_at as i64],
+            let n = tx.execute(
+                "INSERT INTO groups (name, gid, created_at, external_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET gid = excluded.gid,
+                     created_at = excluded.created_at, external_id = excluded.external_id,
+                     deleted_at = NULL
+                 WHERE groups.deleted_at IS NOT NULL",
+                params![
+                    g.name.as_str(),
+                    g.gid.get(),
+                    g.created_at as i64,
+                    g.external_id
+                ],
             )?;
+            if n != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "group '{}' already exists in the database",
+                    g.name
+                )));
+            }
         }
         Change::AddMember { group, user, at } => {
             tx.execute(
@@ -799,6 +913,7 @@ mod tests {
             gid,
             members: BTreeSet::new(),
             created_at: 5,
+            external_id: None,
         };
         let changes = vec![Change::AddGroup(g)];
         store
@@ -816,6 +931,8 @@ mod tests {
             shell: "/bin/bash".into(),
             created_at: 6,
             groups,
+            external_id: Some("00u-alice".into()),
+            oidc_subject: None,
         };
         let changes = vec![Change::AddUser(u)];
         store
@@ -829,6 +946,108 @@ mod tests {
         assert_eq!(loaded.version, 2);
         assert_eq!(loaded.next_id, 200003);
         assert_eq!(loaded.tokens.len(), 1);
+    }
+
+    #[test]
+    fn deleted_users_and_groups_stay_deleted_and_names_come_back_with_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .initialize(&InitMeta {
+                id_range: IdRange::new(200000, 299999).unwrap(),
+                user_ca_algorithm: "ed25519",
+                admin_token_hash: "abc",
+                now: 1,
+            })
+            .unwrap();
+        let mut m = store.load().unwrap();
+        let dev = GroupName::new("dev").unwrap();
+        let alice = UserName::new("alice").unwrap();
+        let g = Group {
+            name: dev.clone(),
+            gid: m.allocate_id(IdKind::Group, "dev", None).unwrap(),
+            members: BTreeSet::new(),
+            created_at: 1,
+            external_id: Some("okta-grp-1".into()),
+        };
+        let mut u = User {
+            name: alice.clone(),
+            uid: m
+                .allocate_id_with(IdKind::User, "alice", None, &[g.gid.get()])
+                .unwrap(),
+            disabled: false,
+            gecos: String::new(),
+            shell: "/bin/bash".into(),
+            created_at: 1,
+            groups: BTreeSet::new(),
+            external_id: None,
+            oidc_subject: None,
+        };
+        u.groups.insert(dev.clone());
+        let mut step = |m: &mut Model, changes: Vec<Change>, v: u64| {
+            store
+                .commit(&Counters::of(m), &changes, Some(v), "t", v)
+                .unwrap();
+            m.apply(&changes, Some(v));
+        };
+        step(
+            &mut m,
+            vec![Change::AddGroup(g.clone()), Change::AddUser(u.clone())],
+            2,
+        );
+        step(
+            &mut m,
+            vec![Change::SetUserAttrs {
+                name: alice.clone(),
+                gecos: "Alice".into(),
+                external_id: Some("00u1".into()),
+                oidc_subject: Some("sub-1".into()),
+            }],
+            3,
+        );
+        step(
+            &mut m,
+            vec![
+                Change::DeleteUser {
+                    name: alice.clone(),
+                    at: 4,
+                },
+                Change::DeleteGroup {
+                    name: dev.clone(),
+                    at: 4,
+                },
+            ],
+            4,
+        );
+        assert!(m.users.is_empty() && m.groups.is_empty());
+        drop(step);
+        let loaded = store.load().unwrap();
+        assert!(loaded.users.is_empty() && loaded.groups.is_empty());
+        // The names come back with the same ids, without their old memberships.
+        assert_eq!(
+            loaded.allocate_id(IdKind::User, "alice", None).unwrap(),
+            u.uid
+        );
+        let mut again = u.clone();
+        again.groups.clear();
+        let changes = vec![Change::AddGroup(g.clone()), Change::AddUser(again)];
+        store
+            .commit(&Counters::of(&loaded), &changes, Some(5), "t", 5)
+            .unwrap();
+        let back = store.load().unwrap();
+        let a = back.users.get(&alice).unwrap();
+        assert_eq!((a.uid, a.disabled, a.groups.len()), (u.uid, false, 0));
+        assert_eq!(
+            back.groups.get(&dev).unwrap().external_id.as_deref(),
+            Some("okta-grp-1")
+        );
+        assert!(back.groups.get(&dev).unwrap().members.is_empty());
+        // A live row is never overwritten by an add.
+        let err = store
+            .commit(&Counters::of(&back), &[Change::AddUser(u)], Some(6), "t", 6)
+            .unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
     }
 
     #[test]
@@ -852,6 +1071,7 @@ mod tests {
             gid: PosixId::new(200005).unwrap(),
             members: BTreeSet::new(),
             created_at: 1,
+            external_id: None,
         };
         let u = User {
             name: UserName::new("alice").unwrap(),
@@ -861,6 +1081,8 @@ mod tests {
             shell: "/bin/bash".into(),
             created_at: 1,
             groups: BTreeSet::new(),
+            external_id: None,
+            oidc_subject: None,
         };
         let err = store
             .commit(

@@ -260,6 +260,7 @@ mod tests {
             gid: m.allocate_id(IdKind::Group, "dev", None).unwrap(),
             members: Default::default(),
             created_at: 0,
+            external_id: None,
         };
         m.apply(&[Change::AddGroup(dev)], Some(1));
         let mut a = user(&m, "alice");

@@ -27,6 +27,11 @@ pub struct User {
     pub shell: String,
     pub created_at: u64,
     pub groups: BTreeSet<GroupName>,
+    /// The IdP's id for this user (SCIM `externalId`), if provisioned by SCIM.
+    pub external_id: Option<String>,
+    /// The OIDC `sub` this user is bound to since their first OIDC sign-in; a token for
+    /// the same login name with another `sub` is refused.
+    pub oidc_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +40,8 @@ pub struct Group {
     pub gid: PosixId,
     pub members: BTreeSet<UserName>,
     pub created_at: u64,
+    /// The IdP's id for this group (SCIM `externalId`).
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +62,8 @@ pub enum TokenKind {
     Admin,
     User,
     Enroll,
+    /// The IdP's SCIM client: `/scim/v2/...` only.
+    Scim,
 }
 
 impl TokenKind {
@@ -63,6 +72,7 @@ impl TokenKind {
             TokenKind::Admin => "admin",
             TokenKind::User => "user",
             TokenKind::Enroll => "enroll",
+            TokenKind::Scim => "scim",
         }
     }
     pub fn parse(s: &str) -> Option<TokenKind> {
@@ -70,6 +80,7 @@ impl TokenKind {
             "admin" => Some(TokenKind::Admin),
             "user" => Some(TokenKind::User),
             "enroll" => Some(TokenKind::Enroll),
+            "scim" => Some(TokenKind::Scim),
             _ => None,
         }
     }
@@ -142,7 +153,35 @@ pub enum Change {
         name: UserName,
         at: u64,
     },
+    /// Re-enables a disabled user (SCIM `active: true`).
+    EnableUser {
+        name: UserName,
+    },
+    /// Sets a user's descriptive attributes (SCIM updates, OIDC subject binding).
+    SetUserAttrs {
+        name: UserName,
+        gecos: String,
+        external_id: Option<String>,
+        oidc_subject: Option<String>,
+    },
+    /// Removes a user and their memberships (SCIM `DELETE`). Their id stays allocated to
+    /// the name forever; the row is kept, marked deleted.
+    DeleteUser {
+        name: UserName,
+        at: u64,
+    },
     AddGroup(Group),
+    /// Sets a group's SCIM `externalId`.
+    SetGroupExternalId {
+        name: GroupName,
+        external_id: Option<String>,
+    },
+    /// Removes a group and its memberships (SCIM `DELETE`; its grants are removed by
+    /// `RemoveGrant` changes planned with it). Its gid stays allocated to the name.
+    DeleteGroup {
+        name: GroupName,
+        at: u64,
+    },
     AddMember {
         group: GroupName,
         user: UserName,
@@ -184,7 +223,11 @@ impl Change {
             self,
             Change::AddUser(_)
                 | Change::DisableUser { .. }
+                | Change::EnableUser { .. }
+                | Change::SetUserAttrs { .. }
+                | Change::DeleteUser { .. }
                 | Change::AddGroup(_)
+                | Change::DeleteGroup { .. }
                 | Change::AddMember { .. }
                 | Change::RemoveMember { .. }
                 | Change::AddGrant(_)
@@ -200,8 +243,16 @@ impl Change {
             Change::AddUser(u) => {
                 set.insert(u.name.clone());
             }
-            Change::DisableUser { name, .. } => {
+            Change::DisableUser { name, .. }
+            | Change::EnableUser { name }
+            | Change::SetUserAttrs { name, .. }
+            | Change::DeleteUser { name, .. } => {
                 set.insert(name.clone());
+            }
+            Change::DeleteGroup { name, .. } => {
+                if let Some(group) = m.groups.get(name) {
+                    set.extend(group.members.iter().cloned());
+                }
             }
             Change::AddMember { user, .. } | Change::RemoveMember { user, .. } => {
                 set.insert(user.clone());
@@ -217,6 +268,7 @@ impl Change {
                 }
             }
             Change::AddGroup(_)
+            | Change::SetGroupExternalId { .. }
             | Change::AddToken { .. }
             | Change::Enroll { .. }
             | Change::HostCert { .. }
@@ -409,9 +461,49 @@ impl Model {
                     u.disabled = true;
                 }
             }
+            Change::EnableUser { name } => {
+                if let Some(u) = self.users.get_mut(name) {
+                    u.disabled = false;
+                }
+            }
+            Change::SetUserAttrs {
+                name,
+                gecos,
+                external_id,
+                oidc_subject,
+            } => {
+                if let Some(u) = self.users.get_mut(name) {
+                    u.gecos = gecos.clone();
+                    u.external_id = external_id.clone();
+                    u.oidc_subject = oidc_subject.clone();
+                }
+            }
+            Change::DeleteUser { name, .. } => {
+                if let Some(u) = self.users.remove(name) {
+                    for g in &u.groups {
+                        if let Some(group) = self.groups.get_mut(g) {
+                            group.members.remove(name);
+                        }
+                    }
+                }
+            }
             Change::AddGroup(g) => {
                 self.note_id(g.gid.get(), IdKind::Group, g.name.as_str());
                 self.groups.insert(g.name.clone(), g.clone());
+            }
+            Change::SetGroupExternalId { name, external_id } => {
+                if let Some(g) = self.groups.get_mut(name) {
+                    g.external_id = external_id.clone();
+                }
+            }
+            Change::DeleteGroup { name, .. } => {
+                if let Some(g) = self.groups.remove(name) {
+                    for member in &g.members {
+                        if let Some(u) = self.users.get_mut(member) {
+                            u.groups.remove(name);
+                        }
+                    }
+                }
             }
             Change::AddMember { group, user, .. } => {
                 if let Some(g) = self.groups.get_mut(group) {
@@ -526,6 +618,8 @@ pub(crate) mod tests {
             shell: "/bin/bash".into(),
             created_at: 1,
             groups: BTreeSet::new(),
+            external_id: None,
+            oidc_subject: None,
         }
     }
 
@@ -543,6 +637,7 @@ pub(crate) mod tests {
                 .unwrap(),
             members: BTreeSet::new(),
             created_at: 1,
+            external_id: None,
         };
         m.apply(&[Change::AddGroup(g)], Some(2));
         assert_eq!(user(&m, "bob").uid.get(), 200003);
@@ -574,6 +669,7 @@ pub(crate) mod tests {
             gid: m.allocate_id(IdKind::Group, "dev", None).unwrap(),
             members: BTreeSet::new(),
             created_at: 1,
+            external_id: None,
         };
         m.apply(&[Change::AddGroup(g)], Some(1));
         let mut a = user(&m, "alice");

@@ -149,6 +149,7 @@ mod tests {
             gid: m.allocate_id(IdKind::Group, name, None).unwrap(),
             members: Default::default(),
             created_at: 0,
+            external_id: None,
         }
     }
 

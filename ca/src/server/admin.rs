@@ -189,6 +189,7 @@ fn plan_group(
             .map_err(id_error)?,
         members: BTreeSet::new(),
         created_at: at,
+        external_id: None,
     })
 }
 
@@ -270,6 +271,8 @@ pub async fn add_user(
             shell: req.shell.clone().unwrap_or_else(|| "/bin/bash".into()),
             created_at: at,
             groups: req.groups.iter().cloned().collect(),
+            external_id: None,
+            oidc_subject: None,
         }));
         Ok(changes)
     })

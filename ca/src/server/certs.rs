@@ -41,6 +41,10 @@ impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
                 "not_a_user",
                 "an enrollment token cannot get certificates",
             )),
+            Principal::Scim => Err(ApiError::forbidden(
+                "not_a_user",
+                "a SCIM token cannot get certificates",
+            )),
         }
     }
 }

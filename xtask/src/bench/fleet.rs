@@ -19,7 +19,10 @@
 
 use super::api::Api;
 use super::report::{Figure, Goal};
-use super::util::{cpu_secs, enter_netns, mono_ns, progress, rss_mib, runtime, stats};
+use super::util::{
+    cpu_secs, enter_netns, mono_ns, progress, register_netns, rss_mb, runtime, stats,
+    unregister_netns,
+};
 use anyhow::{bail, Context, Result};
 use smith_proto::Level;
 use smith_tests::{Fleet, Host};
@@ -42,6 +45,23 @@ pub struct Parts {
 pub fn run(parts: &Parts, xtask: &Path, quick: bool) -> Result<Vec<Figure>> {
     progress("fleet: building a LAN, a release CA and host bench-1 (sshd, smith-hostd)");
     let mut fleet = Fleet::new("bench")?;
+    let mut namespaces = vec![fleet.lan_ns.clone()];
+    register_netns(&fleet.lan_ns);
+    let r = with_fleet(&mut fleet, &mut namespaces, parts, xtask, quick);
+    drop(fleet);
+    for ns in &namespaces {
+        unregister_netns(ns);
+    }
+    r
+}
+
+fn with_fleet(
+    fleet: &mut Fleet,
+    namespaces: &mut Vec<String>,
+    parts: &Parts,
+    xtask: &Path,
+    quick: bool,
+) -> Result<Vec<Figure>> {
     fleet.start_ca()?;
     for args in [
         vec!["group", "add", GROUP],
@@ -61,20 +81,43 @@ pub fn run(parts: &Parts, xtask: &Path, quick: bool) -> Result<Vec<Figure>> {
     ] {
         fleet.admin_ok(&args)?;
     }
-    fleet.add_host(HOST, TAGS)?;
+    // The host's namespace name is known once it exists; register it right away.
+    let added = fleet.add_host(HOST, TAGS);
+    for h in &fleet.hosts {
+        register_netns(&h.ns);
+        namespaces.push(h.ns.clone());
+    }
+    added?;
     enter_netns(&fleet.lan_ns)?;
     let rt = runtime()?;
     let ca = fleet.ca();
     let api = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
     let mut figs = Vec::new();
     if parts.login {
-        figs.extend(login(&fleet, &rt, &api, quick)?);
+        figs.extend(login(fleet, &rt, &api, quick)?);
     }
     if parts.propagation {
-        figs.extend(real_propagation(&fleet, &rt, &api, xtask, quick)?);
+        figs.extend(real_propagation(fleet, &rt, &api, xtask, quick)?);
     }
     if parts.apply {
-        figs.extend(apply(&fleet, &rt, &api, xtask, quick)?);
+        figs.extend(apply(fleet, &rt, &api, xtask, quick)?);
+    }
+    if let Some(secs) = std::env::var("SMITH_BENCH_HOLD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let h = fleet.host(HOST);
+        progress(format!(
+            "SMITH_BENCH_HOLD: fleet kept up {secs} s; enter the host with \
+             `nsenter -t {} -m -u -n`, the LAN with `ip netns exec {}`",
+            h.cmd("true")
+                .get_args()
+                .nth(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            fleet.lan_ns
+        ));
+        std::thread::sleep(Duration::from_secs(secs));
     }
     Ok(figs)
 }
@@ -313,7 +356,7 @@ fn apply(
     let n: usize = if quick { 2000 } else { 10_000 };
     let pid = hostd_pid(host)?;
     let idle_secs = if quick { 3.0 } else { 10.0 };
-    let rss_before = rss_mib(pid)?;
+    let rss_before = rss_mb(pid)?;
     let cpu_before = idle_cpu_percent(pid, idle_secs)?;
     progress(format!(
         "apply: creating {n} users through the admin API (16 requests in flight)"
@@ -351,14 +394,14 @@ fn apply(
         bail!("getent passwd {last} failed after the watcher saw it: {getent}");
     }
     std::thread::sleep(Duration::from_secs(1));
-    let rss_after = rss_mib(pid)?;
+    let rss_after = rss_mb(pid)?;
     let cpu_after = idle_cpu_percent(pid, idle_secs)?;
     let k = n / 1000;
     Ok(vec![
         Figure::new("Snapshot apply", format!("{k}k-user grant until getpwnam({last}) answers"), apply_ms, "ms")
             .goal(Goal::AtMost(1000.0))
             .note("CA commit + long-poll wake + delta of every user + hostd apply + cache write + NSS remap"),
-        Figure::new("Snapshot apply", format!("smith-hostd RSS at {k}k users"), rss_after, "MiB")
+        Figure::new("Snapshot apply", format!("smith-hostd RSS at {k}k users"), rss_after, "MB")
             .baseline("smith-hostd RSS at 1 user", rss_before)
             .goal(Goal::AtMost(20.0)),
         Figure::new("Snapshot apply", format!("smith-hostd idle CPU at {k}k users ({idle_secs:.0} s)"), cpu_after, "%")

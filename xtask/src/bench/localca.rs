@@ -5,7 +5,7 @@
 //! Must never: listen anywhere but loopback, or reuse a data directory (every run starts
 //! from an empty CA so that figures are comparable).
 
-use super::util::progress;
+use super::util::{progress, register_pid, unregister_pid};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -58,6 +58,7 @@ impl LocalCa {
             .stderr(log)
             .spawn()
             .context("starting smith-ca serve")?;
+        register_pid(child.id());
         let stdout = child.stdout.take().context("smith-ca stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         let mut log2 = std::fs::OpenOptions::new()
@@ -109,12 +110,14 @@ impl Drop for LocalCa {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         for _ in 0..150 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
+                unregister_pid(self.child.id());
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        unregister_pid(self.child.id());
     }
 }
 

@@ -171,10 +171,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             bail!("cannot run {}: {e}", rel_xtask.display());
         }
     }
+    util::install_interrupt_cleanup();
     let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
     let xtask = std::env::current_exe()?;
     let work = workspace_target().join(format!("bench/run-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
+    if std::env::var("SMITH_BENCH_KEEP").as_deref() != Ok("1") {
+        util::register_work_dir(&work);
+    }
     // The fleet harness reads these (release binaries; fleet directories under ours).
     std::env::set_var("SMITH_BIN_DIR", &release);
     std::env::set_var("SMITH_FLEET_DIR", fleet::fleet_dir(&work));

@@ -14,7 +14,7 @@
 use super::api::{http_client, Api};
 use super::localca::LocalCa;
 use super::report::{Figure, Goal};
-use super::util::{cpu_secs, mono_ns, progress, rss_mib, runtime, stats};
+use super::util::{cpu_secs, mono_ns, progress, rss_mb, runtime, stats};
 use anyhow::{bail, Context, Result};
 use reqwest::Method;
 use smith_api::tls::Identity;
@@ -239,7 +239,7 @@ pub fn run(ca: &LocalCa, quick: bool) -> Result<Vec<Figure>> {
 
     let pid = ca.pid();
     let idle_secs = if quick { 3.0 } else { 10.0 };
-    let rss_idle = rss_mib(pid)?;
+    let rss_idle = rss_mb(pid)?;
     let cpu0 = cpu_secs(pid)?;
     std::thread::sleep(Duration::from_secs_f64(idle_secs));
     let cpu_idle_none = (cpu_secs(pid)? - cpu0) / idle_secs * 100.0;
@@ -270,7 +270,7 @@ pub fn run(ca: &LocalCa, quick: bool) -> Result<Vec<Figure>> {
                 let cpu0 = cpu_secs(pid)?;
                 tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
                 let cpu = (cpu_secs(pid)? - cpu0) / idle_secs * 100.0;
-                holding = Some((rss_mib(pid)?, cpu));
+                holding = Some((rss_mb(pid)?, cpu));
             }
             let mut out = StageResult {
                 n,
@@ -319,7 +319,7 @@ pub fn run(ca: &LocalCa, quick: bool) -> Result<Vec<Figure>> {
         let mut p99 = Figure::new(SECTION, format!("{n} simulated host(s): p99"), s.p99, "ms")
             .baseline(base.0, base.1)
             .note(format!(
-                "{} samples, max {:.1} ms; CA CPU {:.1} ms per change",
+                "{} samples, max {:.1} ms; CA CPU {:.0} ms per change (10 ms clock ticks)",
                 s.n,
                 s.max,
                 r.ca_cpu_per_change * 1e3
@@ -341,7 +341,7 @@ pub fn run(ca: &LocalCa, quick: bool) -> Result<Vec<Figure>> {
                 SECTION,
                 format!("CA RSS holding {max_n} long-polling hosts"),
                 rss,
-                "MiB",
+                "MB",
             )
             .baseline("CA RSS, no host connected", rss_idle),
         );

@@ -6,8 +6,9 @@
 
 use anyhow::{bail, Context, Result};
 use std::os::fd::AsRawFd;
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
@@ -59,8 +60,8 @@ pub fn stats(samples: &[f64]) -> Stats {
     }
 }
 
-/// Resident set size of `pid` in MiB (`VmRSS`).
-pub fn rss_mib(pid: u32) -> Result<f64> {
+/// Resident set size of `pid` in MB (10^6 bytes; `VmRSS`, which the kernel counts in KiB).
+pub fn rss_mb(pid: u32) -> Result<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status (did the process exit?)"))?;
     for line in s.lines() {
@@ -71,7 +72,7 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
                 .trim()
                 .parse()
                 .context("VmRSS is not a number")?;
-            return Ok(kb / 1024.0);
+            return Ok(kb * 1024.0 / 1e6);
         }
     }
     bail!("no VmRSS in /proc/{pid}/status")
@@ -137,6 +138,98 @@ pub fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+// --- cleanup on Ctrl-C / SIGTERM -------------------------------------------------------------
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Network namespaces and processes this bench created and must not leave behind.
+static NAMESPACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Removed on interruption too (unless the caller wants it kept).
+static WORK_DIR: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+
+pub fn register_work_dir(dir: &std::path::Path) {
+    if let Ok(mut w) = WORK_DIR.lock() {
+        *w = Some(dir.to_path_buf());
+    }
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// On SIGINT/SIGTERM/SIGHUP: kill every registered process and every process in a
+/// registered network namespace, delete those namespaces, exit 130. (A handler, not a
+/// blocked mask: children get the default dispositions back at exec.)
+pub fn install_interrupt_cleanup() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic (async-
+        // signal-safe); sa_mask empty; installing it has no other effect.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    std::thread::spawn(|| loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            progress("interrupted: stopping what the bench started");
+            cleanup_registered();
+            std::process::exit(130);
+        }
+    });
+}
+
+pub fn register_netns(name: &str) {
+    if let Ok(mut v) = NAMESPACES.lock() {
+        v.push(name.to_string());
+    }
+}
+
+pub fn unregister_netns(name: &str) {
+    if let Ok(mut v) = NAMESPACES.lock() {
+        v.retain(|n| n != name);
+    }
+}
+
+pub fn register_pid(pid: u32) {
+    if let Ok(mut v) = PIDS.lock() {
+        v.push(pid);
+    }
+}
+
+pub fn unregister_pid(pid: u32) {
+    if let Ok(mut v) = PIDS.lock() {
+        v.retain(|p| *p != pid);
+    }
+}
+
+fn cleanup_registered() {
+    let pids = PIDS.lock().map(|v| v.clone()).unwrap_or_default();
+    for pid in pids {
+        // SAFETY: kill(2) on a child this bench started and has not reaped yet.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let namespaces = NAMESPACES.lock().map(|v| v.clone()).unwrap_or_default();
+    for ns in namespaces {
+        if let Ok(o) = std::process::Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: kill(2) on a process inside a namespace this bench created.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +247,7 @@ mod tests {
     #[test]
     fn own_process_is_readable() {
         let pid = std::process::id();
-        assert!(rss_mib(pid).unwrap() > 0.0);
+        assert!(rss_mb(pid).unwrap() > 0.0);
         assert!(cpu_secs(pid).unwrap() >= 0.0);
     }
 }

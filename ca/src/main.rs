@@ -10,6 +10,8 @@ mod db;
 mod init;
 mod issue;
 mod model;
+mod oidc;
+mod scim;
 mod server;
 mod sshca;
 mod sync;
@@ -81,6 +83,8 @@ enum Cmd {
         /// Default lifetime of user tokens minted without --ttl.
         #[arg(long, value_parser = parse_duration, default_value = "7d")]
         user_token_ttl: Duration,
+        #[command(flatten)]
+        oidc: oidc::OidcArgs,
     },
     /// Administer a running CA over HTTPS (needs --ca-url, --ca-fingerprint and the admin
     /// --token, or SMITH_CA_URL, SMITH_CA_FINGERPRINT and SMITH_TOKEN).
@@ -113,11 +117,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_cert_ttl,
             host_cert_ttl,
             user_token_ttl,
+            oidc,
         } => {
+            let file = oidc::read_ca_file(&data_dir).map_err(anyhow::Error::msg)?;
             if max_cert_ttl < Duration::from_secs(60) || host_cert_ttl < Duration::from_secs(300) {
                 anyhow::bail!("--max-cert-ttl must be at least 1m and --host-cert-ttl at least 5m");
             }
             server::init_logging();
+            let oidc = oidc::resolve(&oidc, file.oidc.as_ref()).map_err(anyhow::Error::msg)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -128,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     max_cert_ttl,
                     host_cert_ttl,
                     default_user_token_ttl: user_token_ttl,
+                    oidc,
                 },
             ))
         }

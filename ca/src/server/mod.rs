@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub max_cert_ttl: Duration,
     pub host_cert_ttl: Duration,
     pub default_user_token_ttl: Duration,
+    /// OIDC sign-in (`--oidc-*`, `[oidc]` in `D/ca.toml`); `None`: tokens only.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 /// Per-connection facts every request of that connection carries.
@@ -74,6 +76,8 @@ pub struct Ca {
     store: Mutex<Store>,
     pub writer: Writer,
     pub auth: Box<dyn Authenticator>,
+    /// Verifies OIDC ID tokens, when an issuer is configured.
+    pub oidc: Option<Arc<crate::oidc::Verifier>>,
     pub user_ca: PrivateKey,
     pub host_ca: PrivateKey,
     pub user_ca_keys: Vec<String>,
@@ -234,11 +238,18 @@ pub fn load(
     .context("cannot load the TLS root")?;
     let writer = Writer::start(&dd.db())?;
     let (version_tx, _) = watch::channel(model.version);
+    let oidc = match &cfg.oidc {
+        Some(c) => Some(Arc::new(
+            crate::oidc::Verifier::new(c.clone()).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     Ok(Arc::new(Ca {
         model: RwLock::new(model),
         store: Mutex::new(store),
         writer,
         auth: Box::new(TokenAuthenticator),
+        oidc,
         user_ca,
         host_ca,
         user_ca_keys,
@@ -258,6 +269,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/ca/user-keys", get(admin::user_keys))
         .route("/v1/ca/host-keys", get(admin::host_keys))
         .route("/v1/certs/user", post(certs::issue))
+        .route("/v1/auth/config", get(certs::auth_config))
         .route(
             "/v1/admin/users",
             get(admin::list_users).post(admin::add_user),
@@ -285,6 +297,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
+        .merge(crate::scim::router())
         .fallback(|| async {
             ApiError::not_found(
                 "not_found",
@@ -352,6 +365,10 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local = listener.local_addr()?;
     let app = router(ca.clone());
+    if let Some(v) = ca.oidc.clone() {
+        tracing::info!(issuer = %v.cfg.issuer, client_id = %v.cfg.client_id, "OIDC sign-in enabled");
+        tokio::spawn(async move { v.keys.warm().await });
+    }
     {
         let m = ca.model();
         tracing::info!(

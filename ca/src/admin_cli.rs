@@ -72,6 +72,10 @@ pub enum AdminCmd {
     /// Hosts: enrollment tokens, list, remove.
     #[command(subcommand)]
     Host(HostCmd),
+    /// SCIM provisioning (Okta, Entra ID): mint the bearer token the IdP uses on
+    /// /scim/v2/Users and /scim/v2/Groups.
+    #[command(subcommand)]
+    Scim(ScimCmd),
     /// Recorded certificate issuance decisions (allowed and denied), oldest first.
     Decisions {
         /// Show at most this many (the most recent).
@@ -81,6 +85,20 @@ pub enum AdminCmd {
         #[arg(long, value_parser = UserName::new)]
         user: Option<UserName>,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScimCmd {
+    /// Mint a SCIM bearer token (printed once, on stdout). Give it to the IdP's SCIM app
+    /// with the base URL https://CA/scim/v2. It works on /scim/v2 only.
+    Token {
+        /// Token lifetime (at most 365d).
+        #[arg(long, value_parser = parse_ttl, default_value = "365d")]
+        ttl: u64,
+        /// Print {"token", "expires_at"} as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -412,6 +430,15 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 print_token(&t, as_json, &format!("user {name}'s"))?;
             }
         },
+        AdminCmd::Scim(ScimCmd::Token { ttl, json: as_json }) => {
+            let t: TokenResponse = c.post(
+                "/v1/admin/scim/token",
+                &TokenRequest {
+                    ttl_secs: Some(ttl),
+                },
+            )?;
+            print_token(&t, as_json, "SCIM")?;
+        }
         AdminCmd::Group(g) => match g {
             GroupCmd::Add {
                 name,

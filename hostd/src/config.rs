@@ -38,6 +38,10 @@ impl std::str::FromStr for LogTarget {
     }
 }
 
+fn default_sshd_log() -> String {
+    "auto".into()
+}
+
 fn default_home_base() -> String {
     DEFAULT_HOME_BASE.into()
 }
@@ -71,6 +75,11 @@ pub struct HostConfig {
     pub principals_user: String,
     #[serde(default)]
     pub log: LogTarget,
+    /// sshd's own log, read for accepted and failed logins: `auto` (the journal when
+    /// journald runs, else `/var/log/auth.log`, else `/var/log/secure`), `journal`, `off`,
+    /// or the absolute path of a log file (relocated under `root`).
+    #[serde(default = "default_sshd_log")]
+    pub sshd_log: String,
     /// Relocate every path under this directory (tests; `--root` wins).
     #[serde(default)]
     pub root: Option<PathBuf>,
@@ -99,6 +108,7 @@ impl HostConfig {
             sync_wait_secs: DEFAULT_SYNC_WAIT_SECS,
             principals_user: default_principals_user(),
             log: LogTarget::Auto,
+            sshd_log: default_sshd_log(),
             root: None,
             paths: PathOverrides::default(),
         }
@@ -152,6 +162,11 @@ impl HostConfig {
         if let Some(root) = &self.root {
             crate::paths::check_logical(root).map_err(|e| format!("root: {e}"))?;
         }
+        if !matches!(self.sshd_log.as_str(), "auto" | "journal" | "off") {
+            crate::paths::check_logical(Path::new(&self.sshd_log)).map_err(|e| {
+                format!("sshd_log must be auto, journal, off or an absolute path: {e}")
+            })?;
+        }
         self.paths.validate()
     }
 
@@ -182,6 +197,11 @@ impl HostConfig {
             LogTarget::Stderr => "stderr",
         };
         out.push_str(&format!("log = {}\n", q(log)));
+        out.push_str(
+            "# sshd's own log, for accepted/failed logins: auto (journal, else\n\
+             # /var/log/auth.log, else /var/log/secure), journal, off, or a file path.\n",
+        );
+        out.push_str(&format!("sshd_log = {}\n", q(&self.sshd_log)));
         if let Some(root) = &self.root {
             out.push_str("# Every path is relocated under this directory.\n");
             out.push_str(&format!("root = {}\n", q(&root.to_string_lossy())));
@@ -290,6 +310,7 @@ mod tests {
             "ca_url = \"https://ca\"\nhost_name = \"a\"\nhome_base = \"home\"\n",
             "ca_url = \"https://ca\"\nhost_name = \"a\"\nprincipals_user = \"a b\"\n",
             "ca_url = \"https://ca\"\nhost_name = \"a\"\n[paths]\nbogus = \"/x\"\n",
+            "ca_url = \"https://ca\"\nhost_name = \"a\"\nsshd_log = \"auth.log\"\n",
         ] {
             assert!(HostConfig::parse(bad).is_err(), "{bad}");
         }

@@ -465,6 +465,71 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             Err(e) => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),
         }
     }
+
+    // The audit trail.
+    let (pending, acked, up) = crate::daemon::upload::summarize(p);
+    let up = up.unwrap_or_default();
+    if let Some(f) = &up.fork {
+        c.push(
+            "audit",
+            Level::Fail,
+            format!("this host's audit chain and the CA's disagree: {f}"),
+            "uploading is stopped and the spool is kept; compare the spool with `smith-ca admin audit list --host` before changing anything",
+        );
+    } else if let Some(r) = &up.rejection {
+        c.push(
+            "audit",
+            Level::Fail,
+            format!(
+                "the CA rejected audit record {} ({}): {}; {pending} record(s) wait in the spool",
+                r.seq, r.code, r.message
+            ),
+            "a spooled record was altered or lost; the spool is kept as evidence: inspect it and `smith-ca admin audit rejections`",
+        );
+    } else if pending > 1000 {
+        c.push(
+            "audit",
+            Level::Warn,
+            format!(
+                "{pending} audit record(s) not yet uploaded (acknowledged through {}){}",
+                acked.acked_through,
+                up.last_error
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+            "check that the CA is reachable; records are kept until it acknowledges them",
+        );
+    } else {
+        c.ok(
+            "audit",
+            format!(
+                "{pending} record(s) waiting, acknowledged through {}",
+                acked.acked_through
+            ),
+        );
+    }
+    if p.sudoers.exists() {
+        match crate::sudoers::visudo() {
+            Some(v) => {
+                let ok = std::process::Command::new(v)
+                    .arg("-cf")
+                    .arg(&p.sudoers)
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    c.ok("sudoers", p.sudoers.display().to_string());
+                } else {
+                    c.push(
+                        "sudoers",
+                        Level::Fail,
+                        format!("visudo refuses {}", p.sudoers.display()),
+                        REACTIVATE,
+                    );
+                }
+            }
+            None => c.push("sudoers", Level::Warn, "visudo not found", "install sudo"),
+        }
+    }
     c.0
 }
 

@@ -3,8 +3,10 @@
 //!
 //! Owns, on the host: enrollment and the files it writes (`activate`, `deactivate`),
 //! the sync with the CA over mTLS, the NSS cache file, the user CA keys and KRL files,
-//! the local socket server, the audit spool and the ingestion of pending event files,
-//! and the `AuthorizedPrincipalsCommand` decision (`smith-host principals`).
+//! the local socket server, the audit spool (hash chain, upload to the CA) and the
+//! ingestion of pending event files and of sshd's own log, the session table that
+//! attributes sudo to a certificate, `/etc/sudoers.d/smith`, and the
+//! `AuthorizedPrincipalsCommand` decision (`smith-host principals`).
 //!
 //! Must never: shadow or modify a local account, let in anyone who was not allowed at
 //! the last successful sync, lock out anyone who was, leave a half-written file behind,
@@ -28,10 +30,13 @@ pub mod oneshot;
 pub mod paths;
 pub mod principals;
 pub mod service;
+pub mod sessions;
 pub mod spool;
+pub mod sshdlog;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod sudoers;
 pub mod syncclient;
 pub mod trust;
 pub mod view;

@@ -91,6 +91,16 @@ pub struct HostPaths {
     pub cache_file: PathBuf,
     pub pending_dir: PathBuf,
     pub spool_dir: PathBuf,
+    /// Audit upload status (`audit-status.json`, for `status` and `doctor`).
+    pub audit_status_file: PathBuf,
+    /// Live SSH sessions by sshd pid (`sessions.json`), to attribute sudo to a key ID.
+    pub sessions_file: PathBuf,
+    /// Where the sshd log reader stopped (`sshd-log.json`).
+    pub sshd_log_position: PathBuf,
+    /// `/etc/sudoers.d/smith`.
+    pub sudoers: PathBuf,
+    /// `/proc` (never relocated: processes are the machine's).
+    pub proc_root: PathBuf,
     /// What `activate` changed (`activation.json`).
     pub manifest: PathBuf,
     /// Original copies of files `activate` changed.
@@ -136,6 +146,11 @@ impl HostPaths {
             manifest: state_dir.join("activation.json"),
             backup_dir: state_dir.join("backup"),
             spool_dir: state_dir.join("spool"),
+            audit_status_file: state_dir.join("audit-status.json"),
+            sessions_file: state_dir.join("sessions.json"),
+            sshd_log_position: state_dir.join("sshd-log.json"),
+            sudoers: r(p::SUDOERS_FILE),
+            proc_root: PathBuf::from("/proc"),
             state_dir,
             cache_file: r(p::CACHE_FILE),
             pending_dir: r(p::PENDING_DIR),
@@ -171,6 +186,9 @@ impl HostPaths {
             self.manifest = sd.join("activation.json");
             self.backup_dir = sd.join("backup");
             self.spool_dir = sd.join("spool");
+            self.audit_status_file = sd.join("audit-status.json");
+            self.sessions_file = sd.join("sessions.json");
+            self.sshd_log_position = sd.join("sshd-log.json");
             self.state_dir = sd;
         }
         set(&mut self.cache_file, &o.cache_file);

@@ -1,118 +1,593 @@
-//! The host audit spool: every accepted [`HostEvent`] is appended, durably, to
-//! `spool/events.jsonl` (one JSON record per line) with a per-host sequence number.
+//! The host audit spool: every accepted [`HostEvent`] becomes one record of this host's
+//! SHA-256 hash chain (`smith_api::chain`), appended durably to segment files in
+//! `/var/lib/smith/spool/` until the CA has acknowledged it.
 //!
-//! Owns: the spool file format and the sequence counter. Must never: acknowledge an
-//! event before it is on disk (fsync), or rewrite a record once written.
+//! Files (directory 0700, files 0600):
+//! - `seg-<first seq, 20 digits>.jsonl`: append-only segments, one JSON line per record:
+//!   `{"seq","prev_hash","hash","event","received_at","via"}`. The first four fields are
+//!   the [`AuditRecord`] that is uploaded and hashed (`event` is the exact JSON text of
+//!   the `HostEvent`); `received_at` and `via` are local metadata. A new segment starts
+//!   after [`SEGMENT_RECORDS`] records or [`SEGMENT_BYTES`] bytes.
+//! - `acked.json`: `{"acked_through","head_hash"}`, the CA's last acknowledgement,
+//!   replaced atomically (write, fsync, rename).
 //!
-//! Seam for the audit issue: records will gain the SHA-256 of the previous record
-//! (hash chain) and an uploader will send them to the CA in order and delete only what
-//! the CA acknowledged; keep both here.
+//! Owns: the record format, the chain head, recovery at open (a torn last line is cut
+//! and logged; the head is the last complete record, else `acked.json`), group commit
+//! ([`SpoolWriter`]: one fsync for every event that arrived while the previous one
+//! ran), reading records for upload, and deleting segments.
+//!
+//! Must never: acknowledge an event before it is on disk (fsync), rewrite or "fix" a
+//! record once written, delete a segment holding a record the CA has not acknowledged,
+//! or delete the newest segment (the writer may be appending to it).
 
 use serde::{Deserialize, Serialize};
+use smith_api::chain::{self, AuditAck, AuditRecord, GENESIS};
 use smith_proto::event::HostEvent;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
 
-pub const SPOOL_FILE: &str = "events.jsonl";
+/// A segment holds at most this many records.
+pub const SEGMENT_RECORDS: u64 = 10_000;
+/// A segment is closed once it is this large.
+pub const SEGMENT_BYTES: u64 = 4 << 20;
+/// The acknowledgement file.
+pub const ACKED_FILE: &str = "acked.json";
+/// The spool file of earlier versions (no chain); imported into the chain at open.
+pub const LEGACY_FILE: &str = "events.jsonl";
+/// Most events written with one fsync.
+const MAX_GROUP: usize = 1024;
 
-/// One line of the spool.
+/// One line of a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpoolRecord {
-    pub seq: u64,
+pub struct SpoolLine {
+    #[serde(flatten)]
+    pub record: AuditRecord,
     /// When hostd accepted the event (Unix seconds).
+    #[serde(default)]
     pub received_at: u64,
-    /// `socket` or `pending` (an `.evt` file pam_smith left while hostd was down).
+    /// `socket`, `pending` (a file pam_smith left while hostd was down), `sshd-log`.
+    #[serde(default)]
     pub via: String,
-    pub event: HostEvent,
 }
 
-pub struct Spool {
-    path: PathBuf,
+/// A spooled record with its event decoded (for status, tests and tools).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolRecord {
+    pub seq: u64,
+    pub via: String,
+    pub received_at: u64,
+    pub event: HostEvent,
+    pub record: AuditRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error(
+        "spool segment {file} line {line} is not a valid record ({reason}); it is kept as it \
+         is and uploading stops before it: inspect the file"
+    )]
+    Corrupt {
+        file: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// The CA's last acknowledgement as persisted in `acked.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AckState {
+    pub acked_through: u64,
+    pub head_hash: String,
+}
+
+/// What [`Spool::open`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Bytes of a torn last line that were cut.
+    pub torn_bytes: u64,
+    /// Records imported from the legacy `events.jsonl`.
+    pub imported: u64,
+}
+
+fn seg_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.jsonl")
+}
+
+fn seg_first_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// Segment files as (first seq, path), oldest first.
+pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in rd.flatten() {
+        if let Some(first) = e.file_name().to_str().and_then(seg_first_seq) {
+            out.push((first, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn open_file(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(create)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Reads `acked.json` (absent: nothing acknowledged).
+pub fn load_acked(dir: &Path) -> io::Result<AckState> {
+    match crate::fsutil::read_optional(&dir.join(ACKED_FILE))? {
+        None => Ok(AckState::default()),
+        Some(b) => serde_json::from_slice(&b).map_err(|e| {
+            io::Error::other(format!(
+                "{} is not valid ({e}); fix or remove it (the CA's head is asked again)",
+                dir.join(ACKED_FILE).display()
+            ))
+        }),
+    }
+}
+
+/// The complete lines of a segment (`(line number, bytes)`), and the length of the
+/// complete part.
+fn complete_lines(bytes: &[u8]) -> (Vec<(usize, &[u8])>, usize) {
+    let complete = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let lines = bytes[..complete]
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| (i + 1, l))
+        .collect();
+    (lines, complete)
+}
+
+fn parse_line(file: &Path, line: usize, bytes: &[u8]) -> Result<SpoolLine, SpoolError> {
+    serde_json::from_slice(bytes).map_err(|e| SpoolError::Corrupt {
+        file: file.display().to_string(),
+        line,
+        reason: e.to_string(),
+    })
+}
+
+struct Active {
+    first_seq: u64,
     file: File,
-    next_seq: u64,
+    records: u64,
+    bytes: u64,
+}
+
+/// The spool, owned by one writer (see [`SpoolWriter`]).
+pub struct Spool {
+    dir: PathBuf,
+    host: String,
+    head_seq: u64,
+    head_hash: [u8; 32],
+    active: Option<Active>,
 }
 
 impl Spool {
-    /// Opens (creating `dir` 0700 and the file 0600) and finds the next sequence number.
-    /// A torn last line (crash during a write, never acknowledged) is cut off.
-    pub fn open(dir: &Path) -> io::Result<Spool> {
+    /// Opens the spool of `host` in `dir` (created 0700), recovering the chain head.
+    pub fn open(dir: &Path, host: &str) -> Result<(Spool, OpenReport), SpoolError> {
         crate::fsutil::create_dirs(dir, 0o700)?;
-        let path = dir.join(SPOOL_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)?;
-        let mut text = Vec::new();
-        file.seek(SeekFrom::Start(0))?;
-        file.read_to_end(&mut text)?;
-        let complete = match text.iter().rposition(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None => 0,
-        };
-        if complete < text.len() {
-            file.set_len(complete as u64)?;
-            file.sync_all()?;
-        }
-        let last_seq = text[..complete]
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .filter_map(|l| serde_json::from_slice::<SpoolRecord>(l).ok())
-            .map(|r| r.seq)
-            .max()
-            .unwrap_or(0);
-        Ok(Spool {
-            path,
-            file,
-            next_seq: last_seq + 1,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends `event` and fsyncs; returns its sequence number.
-    pub fn append(&mut self, event: &HostEvent, via: &str) -> io::Result<u64> {
-        let rec = SpoolRecord {
-            seq: self.next_seq,
-            received_at: crate::now_unix(),
-            via: via.to_string(),
-            event: event.clone(),
-        };
-        let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let before = self.file.metadata()?.len();
-        if let Err(e) = self
-            .file
-            .write_all(&line)
-            .and_then(|_| self.file.sync_data())
         {
-            // Do not leave a torn line behind for the next append.
-            let _ = self.file.set_len(before);
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+        let mut report = OpenReport::default();
+        let acked = load_acked(dir)?;
+        let (mut head_seq, mut head_hash) = (
+            acked.acked_through,
+            chain::parse_hash(&acked.head_hash).unwrap_or(GENESIS),
+        );
+        let mut active = None;
+        if let Some((first, path)) = segments(dir)?.pop() {
+            let mut file = open_file(&path, false)?;
+            let mut bytes = Vec::new();
+            file.seek(SeekFrom::Start(0))?;
+            file.read_to_end(&mut bytes)?;
+            let (lines, complete) = complete_lines(&bytes);
+            if complete < bytes.len() {
+                report.torn_bytes = (bytes.len() - complete) as u64;
+                warn!(
+                    file = %path.display(),
+                    bytes = report.torn_bytes,
+                    "cutting a torn last spool line (a crash during a write; that event was never acknowledged)"
+                );
+                file.set_len(complete as u64)?;
+                file.sync_all()?;
+            }
+            let n = lines.len() as u64;
+            if let Some((no, last)) = lines.last() {
+                let rec = parse_line(&path, *no, last)?.record;
+                head_seq = rec.seq;
+                head_hash = chain::parse_hash(&rec.hash).ok_or_else(|| SpoolError::Corrupt {
+                    file: path.display().to_string(),
+                    line: *no,
+                    reason: "hash is not 64 hex digits".into(),
+                })?;
+            }
+            active = Some(Active {
+                first_seq: first,
+                file,
+                records: n,
+                bytes: complete as u64,
+            });
+        }
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            host: host.to_string(),
+            head_seq,
+            head_hash,
+            active,
+        };
+        report.imported = spool.import_legacy()?;
+        Ok((spool, report))
+    }
+
+    /// Imports the unchained `events.jsonl` of earlier versions, then removes it.
+    fn import_legacy(&mut self) -> Result<u64, SpoolError> {
+        #[derive(Deserialize)]
+        struct Legacy {
+            #[serde(default)]
+            received_at: u64,
+            #[serde(default)]
+            via: String,
+            event: HostEvent,
+        }
+        let path = self.dir.join(LEGACY_FILE);
+        let Some(bytes) = crate::fsutil::read_optional(&path)? else {
+            return Ok(0);
+        };
+        let (lines, _) = complete_lines(&bytes);
+        let mut batch = Vec::new();
+        for (_, l) in lines {
+            if let Ok(r) = serde_json::from_slice::<Legacy>(l) {
+                if let Ok(text) = serde_json::to_string(&r.event) {
+                    batch.push((text, r.via, r.received_at));
+                }
+            }
+        }
+        let n = batch.len() as u64;
+        if !batch.is_empty() {
+            self.append_texts(&batch)?;
+        }
+        fs::remove_file(&path)?;
+        info!(
+            records = n,
+            "imported the unchained spool of an earlier version"
+        );
+        Ok(n)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The chain head: (last seq, its hash).
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        (self.head_seq, self.head_hash)
+    }
+
+    /// Appends one event and fsyncs; returns its sequence number.
+    pub fn append(&mut self, event: &HostEvent, via: &str) -> io::Result<u64> {
+        let text = serde_json::to_string(event).map_err(io::Error::other)?;
+        let seqs = self.append_texts(&[(text, via.to_string(), crate::now_unix())])?;
+        Ok(seqs[0])
+    }
+
+    /// Appends events (JSON texts with `via` and `received_at`) with one fsync; returns
+    /// their sequence numbers. On failure nothing of this call remains on disk.
+    pub fn append_texts(&mut self, events: &[(String, String, u64)]) -> io::Result<Vec<u64>> {
+        let mut seqs = Vec::with_capacity(events.len());
+        let (mut seq, mut hash) = (self.head_seq, self.head_hash);
+        let mut out = Vec::new();
+        for (text, via, at) in events {
+            let rec = chain::next_record(&self.host, seq, &hash, text.clone());
+            seq = rec.seq;
+            hash = chain::parse_hash(&rec.hash).unwrap_or(GENESIS);
+            seqs.push(rec.seq);
+            let line = SpoolLine {
+                record: rec,
+                received_at: *at,
+                via: via.clone(),
+            };
+            serde_json::to_writer(&mut out, &line).map_err(io::Error::other)?;
+            out.push(b'\n');
+        }
+        let rotate = match &self.active {
+            None => true,
+            Some(a) => a.records >= SEGMENT_RECORDS || a.bytes >= SEGMENT_BYTES,
+        };
+        if rotate {
+            let first = self.head_seq + 1;
+            let path = self.dir.join(seg_name(first));
+            let file = open_file(&path, true)?;
+            crate::fsutil::fsync_dir(&path)?;
+            self.active = Some(Active {
+                first_seq: first,
+                file,
+                records: 0,
+                bytes: 0,
+            });
+        }
+        let Some(a) = self.active.as_mut() else {
+            return Err(io::Error::other("no active spool segment"));
+        };
+        if let Err(e) = a.file.write_all(&out).and_then(|_| a.file.sync_data()) {
+            // Never leave a torn line for the next append.
+            let _ = a.file.set_len(a.bytes);
             return Err(e);
         }
-        self.next_seq += 1;
-        Ok(rec.seq)
+        a.records += events.len() as u64;
+        a.bytes += out.len() as u64;
+        self.head_seq = seq;
+        self.head_hash = hash;
+        Ok(seqs)
+    }
+
+    /// First seq of the segment being written (tests).
+    pub fn active_segment(&self) -> Option<u64> {
+        self.active.as_ref().map(|a| a.first_seq)
     }
 }
 
-/// Reads every record (for tests and `status`).
+/// Reads up to `max_records` records (and about `max_bytes` of them) with
+/// `seq > after`, in order. Only complete lines are read.
+pub fn read_after(
+    dir: &Path,
+    after: u64,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<Vec<AuditRecord>, SpoolError> {
+    let segs = segments(dir)?;
+    let mut out = Vec::new();
+    let mut size = 0usize;
+    for (i, (_, path)) in segs.iter().enumerate() {
+        if let Some((next_first, _)) = segs.get(i + 1) {
+            if *next_first <= after + 1 {
+                continue;
+            }
+        }
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let (lines, _) = complete_lines(&bytes);
+        for (no, l) in lines {
+            let rec = parse_line(path, no, l)?.record;
+            if rec.seq <= after {
+                continue;
+            }
+            size += l.len();
+            if !out.is_empty() && size > max_bytes {
+                return Ok(out);
+            }
+            out.push(rec);
+            if out.len() >= max_records {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every record with its decoded event, oldest first (status, tests). Unreadable lines
+/// are skipped.
 pub fn read_all(dir: &Path) -> io::Result<Vec<SpoolRecord>> {
-    let text = match fs::read(dir.join(SPOOL_FILE)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let mut out = Vec::new();
+    for (_, path) in segments(dir)? {
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let (lines, _) = complete_lines(&bytes);
+        for (_, l) in lines {
+            let Ok(line) = serde_json::from_slice::<SpoolLine>(l) else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str::<HostEvent>(&line.record.event) else {
+                continue;
+            };
+            out.push(SpoolRecord {
+                seq: line.record.seq,
+                via: line.via,
+                received_at: line.received_at,
+                event,
+                record: line.record,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Persists the CA's acknowledgement (atomically) and deletes every segment whose
+/// records are all acknowledged, except the newest. Returns the segments deleted.
+pub fn mark_acked(dir: &Path, ack: &AuditAck) -> io::Result<usize> {
+    let state = AckState {
+        acked_through: ack.acked_through,
+        head_hash: ack.head_hash.clone(),
     };
-    Ok(text
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect())
+    let bytes = serde_json::to_vec(&state).map_err(io::Error::other)?;
+    crate::fsutil::atomic_write(&dir.join(ACKED_FILE), &bytes, 0o600)?;
+    prune(dir, ack.acked_through)
+}
+
+/// Deletes segments entirely at or below `acked_through`, never the newest.
+pub fn prune(dir: &Path, acked_through: u64) -> io::Result<usize> {
+    let segs = segments(dir)?;
+    let mut deleted = 0;
+    for w in segs.windows(2) {
+        // Segment w[0] holds seqs first..w[1].first-1.
+        if w[1].0 <= acked_through + 1 {
+            match fs::remove_file(&w[0].1) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if deleted > 0 {
+        crate::fsutil::fsync_dir(&dir.join("x"))?;
+    }
+    Ok(deleted)
+}
+
+/// Highest seq in the spool (0 when empty), from the newest segment, else `acked.json`.
+pub fn head_seq(dir: &Path) -> io::Result<u64> {
+    if let Some((_, path)) = segments(dir)?.pop() {
+        let bytes = fs::read(&path)?;
+        let (lines, _) = complete_lines(&bytes);
+        if let Some((_, l)) = lines.last() {
+            if let Ok(line) = serde_json::from_slice::<SpoolLine>(l) {
+                return Ok(line.record.seq);
+            }
+        }
+    }
+    Ok(load_acked(dir)?.acked_through)
+}
+
+/// The record with sequence number `seq`, if still in the spool.
+pub fn record_at(dir: &Path, seq: u64) -> Result<Option<AuditRecord>, SpoolError> {
+    if seq == 0 {
+        return Ok(None);
+    }
+    Ok(read_after(dir, seq - 1, 1, usize::MAX)?
+        .into_iter()
+        .next()
+        .filter(|r| r.seq == seq))
+}
+
+type Reply = mpsc::SyncSender<io::Result<u64>>;
+
+/// Group commit in front of a [`Spool`]: callers block until their event is on disk;
+/// events that arrive while a write+fsync runs share the next one.
+pub struct SpoolWriter {
+    tx: Mutex<Option<mpsc::Sender<(String, String, Reply)>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    head: Arc<Mutex<(u64, [u8; 32])>>,
+    /// Woken after every write (the uploader waits on it).
+    pub written: Arc<tokio::sync::Notify>,
+}
+
+impl SpoolWriter {
+    pub fn start(spool: Spool) -> io::Result<SpoolWriter> {
+        let (tx, rx) = mpsc::channel::<(String, String, Reply)>();
+        let head = Arc::new(Mutex::new(spool.head()));
+        let written = Arc::new(tokio::sync::Notify::new());
+        let (h, w) = (head.clone(), written.clone());
+        let thread = std::thread::Builder::new()
+            .name("smith-spool".into())
+            .spawn(move || writer_loop(spool, rx, h, w))?;
+        Ok(SpoolWriter {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            head,
+            written,
+        })
+    }
+
+    /// Appends `event` (its JSON text) durably; blocks until fsynced. Returns its seq.
+    pub fn append(&self, event: &HostEvent, via: &str) -> io::Result<u64> {
+        let text = serde_json::to_string(event).map_err(io::Error::other)?;
+        let (reply, wait) = mpsc::sync_channel(1);
+        {
+            let guard = self
+                .tx
+                .lock()
+                .map_err(|_| io::Error::other("spool writer lock poisoned"))?;
+            let tx = guard
+                .as_ref()
+                .ok_or_else(|| io::Error::other("the spool writer has stopped"))?;
+            tx.send((text, via.to_string(), reply))
+                .map_err(|_| io::Error::other("the spool writer has stopped"))?;
+        }
+        wait.recv()
+            .map_err(|_| io::Error::other("the spool writer has stopped"))?
+    }
+
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        self.head.lock().map(|h| *h).unwrap_or((0, GENESIS))
+    }
+
+    /// Finishes pending writes and stops the thread.
+    pub fn shutdown(&self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        let t = self.thread.lock().ok().and_then(|mut g| g.take());
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn writer_loop(
+    mut spool: Spool,
+    rx: mpsc::Receiver<(String, String, Reply)>,
+    head: Arc<Mutex<(u64, [u8; 32])>>,
+    written: Arc<tokio::sync::Notify>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        let now = crate::now_unix();
+        let texts: Vec<(String, String, u64)> = group
+            .iter()
+            .map(|(t, v, _)| (t.clone(), v.clone(), now))
+            .collect();
+        match spool.append_texts(&texts) {
+            Ok(seqs) => {
+                if let Ok(mut h) = head.lock() {
+                    *h = spool.head();
+                }
+                for ((_, _, reply), seq) in group.into_iter().zip(seqs) {
+                    let _ = reply.send(Ok(seq));
+                }
+                written.notify_one();
+            }
+            Err(e) => {
+                for (_, _, reply) in group {
+                    let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,28 +606,144 @@ mod tests {
         })
     }
 
+    fn verify(dir: &Path, host: &str) -> u64 {
+        let recs = read_after(dir, 0, usize::MAX, usize::MAX).unwrap();
+        let start = recs.first().map(|r| r.seq - 1).unwrap_or(0);
+        let prev = if start == 0 {
+            GENESIS
+        } else {
+            chain::parse_hash(&recs[0].prev_hash).unwrap()
+        };
+        chain::verify_chain(host, start, prev, &recs).unwrap().0
+    }
+
     #[test]
-    fn sequence_survives_reopen_and_torn_lines() {
+    fn chain_survives_reopen_and_torn_lines() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(d.path()).unwrap();
+        let (mut s, r) = Spool::open(d.path(), "web-1").unwrap();
+        assert_eq!(r, OpenReport::default());
         assert_eq!(s.append(&ev("a"), "socket").unwrap(), 1);
         assert_eq!(s.append(&ev("b"), "pending").unwrap(), 2);
+        let head = s.head();
         drop(s);
-        // Simulate a crash in the middle of a write.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(d.path().join(SPOOL_FILE))
-            .unwrap();
-        f.write_all(b"{\"seq\":3,\"rece").unwrap();
+        // A crash in the middle of a write.
+        let seg = segments(d.path()).unwrap().pop().unwrap().1;
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b"{\"seq\":3,\"prev_h").unwrap();
         drop(f);
-        let mut s = Spool::open(d.path()).unwrap();
+        let (mut s, r) = Spool::open(d.path(), "web-1").unwrap();
+        assert_eq!(r.torn_bytes, 16);
+        assert_eq!(s.head(), head);
         assert_eq!(s.append(&ev("c"), "socket").unwrap(), 3);
         let all = read_all(d.path()).unwrap();
         assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(all[2].event.user(), "c");
+        assert_eq!(all[1].via, "pending");
+        assert_eq!(verify(d.path(), "web-1"), 3);
+        assert_eq!(crate::fsutil::mode_of(&seg), Some(0o600));
+        assert_eq!(crate::fsutil::mode_of(d.path()), Some(0o700));
+    }
+
+    #[test]
+    fn segments_rotate_and_only_acked_ones_are_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(d.path(), "h").unwrap();
+        // Force small segments by writing past the record limit in two big groups.
+        let many: Vec<(String, String, u64)> = (0..SEGMENT_RECORDS)
+            .map(|i| (format!("{{\"i\":{i}}}"), "socket".into(), 1))
+            .collect();
+        s.append_texts(&many).unwrap();
+        s.append_texts(&many[..5]).unwrap();
+        s.append_texts(&many[..5]).unwrap();
+        let segs = segments(d.path()).unwrap();
         assert_eq!(
-            crate::fsutil::mode_of(&d.path().join(SPOOL_FILE)),
-            Some(0o600)
+            segs.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![1, SEGMENT_RECORDS + 1]
         );
+        let head = s.head();
+        // Not everything of the first segment is acked: nothing deleted.
+        let h = |seq| {
+            hex::encode(
+                chain::parse_hash(&record_at(d.path(), seq).unwrap().unwrap().hash).unwrap(),
+            )
+        };
+        let ack = AuditAck {
+            acked_through: SEGMENT_RECORDS - 1,
+            head_hash: h(SEGMENT_RECORDS - 1),
+        };
+        assert_eq!(mark_acked(d.path(), &ack).unwrap(), 0);
+        let ack = AuditAck {
+            acked_through: SEGMENT_RECORDS,
+            head_hash: h(SEGMENT_RECORDS),
+        };
+        assert_eq!(mark_acked(d.path(), &ack).unwrap(), 1);
+        // The newest is never deleted, even when fully acked.
+        let ack = AuditAck {
+            acked_through: head.0,
+            head_hash: hex::encode(head.1),
+        };
+        assert_eq!(mark_acked(d.path(), &ack).unwrap(), 0);
+        let batch = read_after(d.path(), SEGMENT_RECORDS, 500, usize::MAX).unwrap();
+        assert_eq!(batch.len(), 10);
+        assert_eq!(batch[0].seq, SEGMENT_RECORDS + 1);
+        drop(s);
+        let (s, _) = Spool::open(d.path(), "h").unwrap();
+        assert_eq!(s.head(), head);
+    }
+
+    #[test]
+    fn head_comes_from_acked_when_no_segment_is_left() {
+        let d = tempfile::tempdir().unwrap();
+        let h = chain::record_hash("h", 7, &GENESIS, "{}");
+        mark_acked(
+            d.path(),
+            &AuditAck {
+                acked_through: 7,
+                head_hash: hex::encode(h),
+            },
+        )
+        .unwrap();
+        let (mut s, _) = Spool::open(d.path(), "h").unwrap();
+        assert_eq!(s.head(), (7, h));
+        assert_eq!(s.append(&ev("x"), "socket").unwrap(), 8);
+        let r = record_at(d.path(), 8).unwrap().unwrap();
+        assert_eq!(r.prev_hash, hex::encode(h));
+    }
+
+    #[test]
+    fn legacy_spool_is_imported_into_the_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let line =
+            serde_json::json!({"seq": 1, "received_at": 5, "via": "socket", "event": ev("old")});
+        fs::write(d.path().join(LEGACY_FILE), format!("{line}\n")).unwrap();
+        let (s, r) = Spool::open(d.path(), "h").unwrap();
+        assert_eq!(r.imported, 1);
+        assert_eq!(s.head().0, 1);
+        assert!(!d.path().join(LEGACY_FILE).exists());
+        assert_eq!(read_all(d.path()).unwrap()[0].event.user(), "old");
+    }
+
+    #[test]
+    fn group_commit_writer_orders_and_acknowledges() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(d.path(), "h").unwrap();
+        let w = Arc::new(SpoolWriter::start(s).unwrap());
+        let mut threads = Vec::new();
+        for t in 0..8 {
+            let w = w.clone();
+            threads.push(std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| w.append(&ev(&format!("u{t}x{i}")), "socket").unwrap())
+                    .collect::<Vec<u64>>()
+            }));
+        }
+        let mut all: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        assert_eq!(all, (1..=200).collect::<Vec<u64>>());
+        assert_eq!(w.head().0, 200);
+        assert_eq!(verify(d.path(), "h"), 200);
     }
 }

@@ -50,6 +50,38 @@ pub struct Status {
     pub last_sync_error: Option<String>,
     pub daemon: DaemonStatus,
     pub cache: CacheStatus,
+    pub audit: AuditStatus,
+}
+
+/// The audit spool and its upload to the CA.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditStatus {
+    /// Records in the spool the CA has not acknowledged yet.
+    pub pending: u64,
+    /// Highest seq spooled.
+    pub head_seq: u64,
+    /// Highest seq the CA acknowledged.
+    pub acked_through: u64,
+    pub last_upload_unix: Option<u64>,
+    pub last_error: Option<String>,
+    /// The last batch the CA rejected (altered record, gap): kept in the spool.
+    pub rejection: Option<crate::daemon::upload::Rejection>,
+    /// Set while this host's chain and the CA's disagree (uploading stopped).
+    pub fork: Option<String>,
+}
+
+fn audit_status(p: &HostPaths) -> AuditStatus {
+    let (pending, acked, up) = crate::daemon::upload::summarize(p);
+    let up = up.unwrap_or_default();
+    AuditStatus {
+        pending,
+        head_seq: acked.acked_through + pending,
+        acked_through: acked.acked_through,
+        last_upload_unix: up.last_upload_unix,
+        last_error: up.last_error,
+        rejection: up.rejection,
+        fork: up.fork,
+    }
 }
 
 pub fn gather(r: &Resolved) -> Status {
@@ -149,6 +181,7 @@ pub fn gather(r: &Resolved) -> Status {
         last_sync_error: sync.and_then(|s| s.last_error),
         daemon,
         cache,
+        audit: audit_status(p),
     }
 }
 
@@ -258,5 +291,41 @@ pub fn render(s: &Status) -> String {
             format!("{}: {}", c.path, c.error.as_deref().unwrap_or("invalid"))
         },
     );
+    let a = &s.audit;
+    line(
+        &mut out,
+        "audit:",
+        format!(
+            "{} record(s) waiting for the CA (spooled through {}, acknowledged through {}){}",
+            a.pending,
+            a.head_seq,
+            a.acked_through,
+            a.last_upload_unix
+                .map(|t| format!(", last upload {}", when(t)))
+                .unwrap_or_default()
+        ),
+    );
+    if let Some(r) = &a.rejection {
+        line(
+            &mut out,
+            "REJECTED:",
+            format!(
+                "the CA rejected record {} ({}): {} (kept in the spool)",
+                r.seq, r.code, r.message
+            ),
+        );
+    }
+    if let Some(f) = &a.fork {
+        line(&mut out, "CHAIN FORK:", format!("{f} (uploading stopped)"));
+    }
+    if let (Some(e), None) = (&a.last_error, &a.rejection) {
+        if a.pending > 0 {
+            line(
+                &mut out,
+                "upload error:",
+                e.lines().next().unwrap_or("").to_string(),
+            );
+        }
+    }
     out
 }

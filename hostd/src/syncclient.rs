@@ -1,5 +1,6 @@
 //! The host's HTTPS client for the CA's host endpoints (mTLS): the long-poll sync
-//! (`GET /v1/host/sync`) and client certificate renewal (`POST /v1/host/renew`).
+//! (`GET /v1/host/sync`), client certificate renewal (`POST /v1/host/renew`) and the
+//! audit upload (`GET /v1/host/audit/head`, `POST /v1/host/audit`).
 //!
 //! Owns: building the async reqwest client from `smith_api::tls::client_config` (the
 //! pinned root and the host identity), request timeouts, response size bounds and the
@@ -8,6 +9,7 @@
 
 use crate::identity::HostCredentials;
 use serde::Deserialize;
+use smith_api::chain::{AuditAck, AuditBatch};
 use smith_api::ErrorBody;
 use smith_proto::snapshot::SyncResponse;
 use smith_proto::HostName;
@@ -38,6 +40,12 @@ impl CaError {
     pub fn status(&self) -> Option<u16> {
         match self {
             CaError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CaError::Status { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -152,6 +160,43 @@ impl CaClient {
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| CaError::Decode(format!("sync response: {e}")))
+    }
+
+    /// The CA's head of this host's audit chain.
+    pub async fn audit_head(&self) -> Result<AuditAck, CaError> {
+        let url = format!("{}/v1/host/audit/head", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| CaError::Transport {
+                url: url.clone(),
+                message: smith_api::client::error_chain(&e),
+            })?;
+        let resp = Self::check(&url, resp).await?;
+        let body = Self::body(&url, resp, MAX_RENEW_BODY).await?;
+        serde_json::from_slice(&body).map_err(|e| CaError::Decode(format!("audit head: {e}")))
+    }
+
+    /// Uploads audit records (in chain order); the CA answers its new head.
+    pub async fn audit_upload(&self, batch: &AuditBatch) -> Result<AuditAck, CaError> {
+        let url = format!("{}/v1/host/audit", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(Duration::from_secs(60))
+            .json(batch)
+            .send()
+            .await
+            .map_err(|e| CaError::Transport {
+                url: url.clone(),
+                message: smith_api::client::error_chain(&e),
+            })?;
+        let resp = Self::check(&url, resp).await?;
+        let body = Self::body(&url, resp, MAX_RENEW_BODY).await?;
+        serde_json::from_slice(&body).map_err(|e| CaError::Decode(format!("audit upload: {e}")))
     }
 
     /// Asks for a new client certificate for `csr_pem`.

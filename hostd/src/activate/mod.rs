@@ -284,6 +284,29 @@ struct Enrolled {
     resp: EnrollResponse,
     key_pem: String,
     host_keys: Vec<(PathBuf, String)>,
+    /// The CA's head of this host name's audit chain (a re-enrolled host continues it).
+    audit_head: Option<smith_api::chain::AuditAck>,
+}
+
+/// Asks the CA (with the new mTLS identity) for the head of this host's audit chain.
+fn audit_head(
+    ca_url: &str,
+    fingerprint: &str,
+    key_pem: &str,
+    cert_pem: &str,
+) -> Option<smith_api::chain::AuditAck> {
+    let client = Client::new(ClientOptions {
+        base_url: ca_url.to_string(),
+        trust: Trust::Fingerprint(fingerprint.to_string()),
+        token: None,
+        identity: Some(smith_api::Identity {
+            cert_pem: cert_pem.as_bytes().to_vec(),
+            key_pem: key_pem.as_bytes().to_vec(),
+        }),
+        timeout: Duration::from_secs(10),
+    })
+    .ok()?;
+    client.get("/v1/host/audit/head").ok()
 }
 
 fn enroll(
@@ -352,10 +375,12 @@ fn enroll(
             "the client certificate is not for the key this host sent".into(),
         ));
     }
+    let audit_head = audit_head(ca_url, fingerprint, &new_key.key_pem, &resp.client_cert_pem);
     Ok(Enrolled {
         resp,
         key_pem: new_key.key_pem,
         host_keys,
+        audit_head,
     })
 }
 
@@ -672,6 +697,27 @@ fn fresh_owned(
         host_certs.push(cert_path);
     }
     plan.push(dropin_planned(paths, config, command, &host_certs));
+    // A host name the CA already has an audit chain for (re-enrollment): the new spool
+    // continues that chain instead of starting a second one at seq 1.
+    let acked = paths.spool_dir.join(crate::spool::ACKED_FILE);
+    if let Some(head) = e.audit_head.as_ref().filter(|h| h.acked_through > 0) {
+        if !acked.exists() && crate::spool::head_seq(&paths.spool_dir).unwrap_or(0) == 0 {
+            let state = crate::spool::AckState {
+                acked_through: head.acked_through,
+                head_hash: head.head_hash.clone(),
+            };
+            if let Ok(b) = serde_json::to_vec(&state) {
+                plan.push(owned(&acked, b, 0o600, true));
+            }
+        } else {
+            warnings.push(format!(
+                "the CA already has {} audit records for this host name and this host has its own spool; \
+                 if the chains differ, hostd reports a fork",
+                head.acked_through
+            ));
+        }
+    }
+    plan.push(sudoers_planned(paths)?);
     Ok(plan)
 }
 
@@ -743,7 +789,20 @@ fn reassert_owned(
         }
     }
     plan.push(dropin_planned(paths, config, command, &host_certs));
+    plan.push(sudoers_planned(paths)?);
     Ok(plan)
+}
+
+/// `/etc/sudoers.d/smith`, checked with `visudo -cf` before anything is written.
+fn sudoers_planned(paths: &HostPaths) -> Result<Planned, ActivateError> {
+    let text = crate::sudoers::render();
+    crate::sudoers::check(&text).map_err(ActivateError::Local)?;
+    Ok(owned(
+        &paths.sudoers,
+        text.into_bytes(),
+        crate::sudoers::MODE,
+        false,
+    ))
 }
 
 /// Writes the planned files that differ from what is on disk, recording originals in
@@ -1055,9 +1114,33 @@ pub fn deactivate(
                 .push(format!("cannot remove {}: {e}", show(p))),
         }
     }
-    let spool_file = paths.spool_dir.join(crate::spool::SPOOL_FILE);
-    if std::fs::metadata(&spool_file).is_ok_and(|m| m.len() == 0) {
-        let _ = std::fs::remove_file(&spool_file);
+    // The audit spool: removed when the CA has every record, else kept.
+    let unacked = crate::spool::head_seq(&paths.spool_dir)
+        .unwrap_or(0)
+        .saturating_sub(
+            crate::spool::load_acked(&paths.spool_dir)
+                .map(|a| a.acked_through)
+                .unwrap_or(0),
+        );
+    if unacked == 0 {
+        if let Ok(segs) = crate::spool::segments(&paths.spool_dir) {
+            for (_, p) in segs {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let _ = std::fs::remove_file(paths.spool_dir.join(crate::spool::ACKED_FILE));
+    } else {
+        undo.warnings.push(format!(
+            "{unacked} audit records were not uploaded to the CA yet; they are kept in {}",
+            show(&paths.spool_dir)
+        ));
+    }
+    for p in [
+        &paths.audit_status_file,
+        &paths.sessions_file,
+        &paths.sshd_log_position,
+    ] {
+        let _ = std::fs::remove_file(p);
     }
     for d in [
         &paths.spool_dir,

@@ -1,23 +1,41 @@
-//! Accepting an audit event: append it to the spool (durably) and log it with
-//! structured fields.
+//! Accepting an audit event: note SSH sessions in the session table, attribute a sudo
+//! to its session's certificate key ID, append the event to the spool (durably, hash
+//! chained) and log it with structured fields.
 //!
-//! Owns: the one path every event takes, whether it came over the socket or from a
-//! pending file. Must never: acknowledge an event that is not in the spool.
+//! Owns: the one path every event takes, whether it came over the socket, from a
+//! pending file or from sshd's log. Must never: acknowledge an event that is not in
+//! the spool, or refuse an event because its session is unknown.
 
 use super::Shared;
 use smith_proto::event::HostEvent;
 use tracing::{error, info};
 
-/// Spools and logs `ev`; returns its sequence number. Blocking (fsync): call from a
-/// blocking context.
-pub fn accept(shared: &Shared, ev: &HostEvent, via: &str) -> std::io::Result<u64> {
-    let seq = {
-        let mut spool = shared
-            .spool
-            .lock()
-            .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
-        spool.append(ev, via)
-    };
+/// Spools and logs `ev`; returns its sequence number. `peer_pid` is the sending
+/// process (`SO_PEERCRED`) for socket events: for a sudo event, the sudo process whose
+/// ancestors lead to the login session. Blocking (fsync): call from a blocking context.
+pub fn accept(
+    shared: &Shared,
+    ev: &HostEvent,
+    via: &str,
+    peer_pid: Option<u32>,
+) -> std::io::Result<u64> {
+    let mut ev = ev.clone();
+    if let Ok(mut sessions) = shared.sessions.lock() {
+        match &mut ev {
+            HostEvent::Sudo(s) => {
+                // Socket: the peer is the sudo process. Pending file: try the event's pid
+                // (the sudo process may still be running).
+                let pid = peer_pid.filter(|p| *p > 1).unwrap_or(s.pid);
+                sessions.fill_sudo(s, pid);
+            }
+            HostEvent::Session(_) => {
+                sessions.observe(&ev);
+            }
+            _ => {}
+        }
+    }
+    let ev = &ev;
+    let seq = shared.spool.append(ev, via);
     match &seq {
         Ok(seq) => log_event(*seq, via, ev),
         Err(e) => error!(error = %e, user = ev.user(), "cannot append an audit event to the spool"),

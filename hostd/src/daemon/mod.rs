@@ -12,11 +12,14 @@
 pub mod events;
 pub mod pending;
 pub mod server;
+pub mod sshdlog;
 pub mod sync;
+pub mod upload;
 
 use crate::config::{HostConfig, LogTarget};
 use crate::paths::HostPaths;
-use crate::spool::Spool;
+use crate::sessions::SessionTable;
+use crate::spool::{Spool, SpoolWriter};
 use crate::state::SyncStatus;
 use crate::store::Store;
 use anyhow::Context;
@@ -45,7 +48,10 @@ pub struct Shared {
     pub config: HostConfig,
     pub store: Mutex<Store>,
     pub served: RwLock<Served>,
-    pub spool: Mutex<Spool>,
+    /// The audit spool (group commit; every accepted event goes through it).
+    pub spool: SpoolWriter,
+    /// Live SSH sessions, to attribute sudo events to a certificate key ID.
+    pub sessions: Mutex<SessionTable>,
     pub sync_now: Notify,
     pub status: Mutex<SyncStatus>,
     ready: AtomicBool,
@@ -127,20 +133,31 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
         );
     }
 
-    let (store, spool, status) = {
+    let (store, spool, sessions, status) = {
         let paths = paths.clone();
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let store = Store::open(&paths, &config.host_name, &config.home_base);
-            let spool = Spool::open(&paths.spool_dir).with_context(|| {
-                format!(
-                    "cannot open the audit spool in {}",
-                    paths.spool_dir.display()
-                )
-            })?;
+            let (spool, report) = Spool::open(&paths.spool_dir, config.host_name.as_str())
+                .with_context(|| {
+                    format!(
+                        "cannot open the audit spool in {}",
+                        paths.spool_dir.display()
+                    )
+                })?;
+            if report.torn_bytes > 0 {
+                warn!(
+                    bytes = report.torn_bytes,
+                    "the audit spool ended with a torn line (crash during a write); it was cut"
+                );
+            }
+            let (head, _) = spool.head();
+            info!(head_seq = head, "audit spool opened");
+            let spool = SpoolWriter::start(spool).context("cannot start the spool writer")?;
+            let sessions = SessionTable::load(&paths.sessions_file, &paths.proc_root);
             let status =
                 crate::state::load_sync_status(&paths.sync_status_file).unwrap_or_default();
-            Ok((store, spool, status))
+            Ok((store, spool, sessions, status))
         })
         .await??
     };
@@ -151,7 +168,8 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
             last_sync_unix: status.last_sync_unix.unwrap_or(0),
         }),
         store: Mutex::new(store),
-        spool: Mutex::new(spool),
+        spool,
+        sessions: Mutex::new(sessions),
         sync_now: Notify::new(),
         status: Mutex::new(status),
         ready: AtomicBool::new(false),
@@ -170,6 +188,8 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
     tasks.spawn(server::serve(listener, shared.clone(), shutdown_rx.clone()));
     tasks.spawn(sync::run(shared.clone(), creds, shutdown_rx.clone()));
     tasks.spawn(pending::run(shared.clone(), shutdown_rx.clone()));
+    tasks.spawn(upload::run(shared.clone(), shutdown_rx.clone()));
+    tasks.spawn(sshdlog::run(shared.clone(), shutdown_rx.clone()));
     tasks.spawn(housekeeping(shared.clone(), shutdown_rx.clone()));
 
     wait_for_signals(&shared).await;
@@ -182,6 +202,7 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
     {
         warn!("some tasks did not stop within 5 s");
     }
+    shared.spool.shutdown();
     let _ = std::fs::remove_file(&paths.socket);
     remove_pid_file(&paths);
     info!("stopped");

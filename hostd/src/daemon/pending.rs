@@ -42,7 +42,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let dir = shared.paths.pending_dir.clone();
         let report = tokio::task::spawn_blocking(move || {
             ingest(&dir, |ev| {
-                super::events::accept(&sh, ev, "pending").map(|_| ())
+                super::events::accept(&sh, ev, "pending", None).map(|_| ())
             })
         })
         .await

@@ -145,7 +145,11 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 }
 
 async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
-    let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
+    let cred = stream.peer_cred().ok();
+    let peer_uid = cred.map(|c| c.uid());
+    let peer_pid = cred
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok());
     loop {
         let frame = match tokio::time::timeout(FRAME_TIMEOUT, read_frame(&mut stream)).await {
             Err(_) => {
@@ -167,7 +171,7 @@ async fn handle_connection(mut stream: UnixStream, shared: Arc<Shared>) {
             Ok(FrameRead::Frame(f)) => f,
         };
         let (resp, keep) = match Request::decode(&frame) {
-            Ok(req) => (answer(req, peer_uid, &shared).await, true),
+            Ok(req) => (answer(req, peer_uid, peer_pid, &shared).await, true),
             Err(e) => (error(ErrorCode::BadRequest, e.to_string()), false),
         };
         if !write_response(&mut stream, &resp).await || !keep {
@@ -241,7 +245,12 @@ pub fn lookup(cache: &[u8], req: &Request) -> Response {
     }
 }
 
-async fn answer(req: Request, peer_uid: Option<u32>, shared: &Arc<Shared>) -> Response {
+async fn answer(
+    req: Request,
+    peer_uid: Option<u32>,
+    peer_pid: Option<u32>,
+    shared: &Arc<Shared>,
+) -> Response {
     let served = match shared.served.read() {
         Ok(s) => s.clone(),
         Err(_) => return error(ErrorCode::Internal, "internal lock poisoned"),
@@ -272,8 +281,10 @@ async fn answer(req: Request, peer_uid: Option<u32>, shared: &Arc<Shared>) -> Re
                 );
             }
             let sh = shared.clone();
-            match tokio::task::spawn_blocking(move || super::events::accept(&sh, &ev, "socket"))
-                .await
+            match tokio::task::spawn_blocking(move || {
+                super::events::accept(&sh, &ev, "socket", peer_pid)
+            })
+            .await
             {
                 Ok(Ok(seq)) => Response::Ack(seq),
                 Ok(Err(e)) => error(ErrorCode::Internal, format!("cannot spool the event: {e}")),

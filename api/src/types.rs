@@ -53,6 +53,11 @@ pub struct AuthConfig {
     pub client_id: String,
     /// Scopes to ask for, e.g. `["openid", "profile", "groups"]`.
     pub scopes: Vec<String>,
+    /// The claims the CA maps to the login name and the groups (for display).
+    #[serde(default)]
+    pub username_claim: Option<String>,
+    #[serde(default)]
+    pub groups_claim: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

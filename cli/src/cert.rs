@@ -6,7 +6,7 @@
 //! key.
 
 use crate::agent::Agent;
-use crate::config::Effective;
+use crate::config::{Credential, Effective};
 use anyhow::Context;
 use rand::rngs::OsRng;
 use smith_api::{ApiError, CertRequest, CertResponse};
@@ -69,14 +69,14 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-pub fn run(cfg: &Effective, args: CertArgs) -> anyhow::Result<()> {
+pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result<()> {
     if cfg.ssh_auth_sock.is_none() && args.out.is_none() {
         anyhow::bail!(
             "no ssh-agent: SSH_AUTH_SOCK is not set, and without --out the key has nowhere to go\n\
              hint: start an agent with `eval $(ssh-agent)`, or pass --out PATH to write key files"
         );
     }
-    let client = cfg.client()?;
+    let client = cfg.client_with(Some(cred.bearer().to_string()))?;
     let key = PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519)
         .context("cannot generate a key")?;
     let public = key.public_key().to_openssh()?;
@@ -87,7 +87,7 @@ pub fn run(cfg: &Effective, args: CertArgs) -> anyhow::Result<()> {
             scope: args.scope.clone(),
             ttl_secs: args.ttl.as_secs(),
             reason: args.reason.clone(),
-            oidc_nonce: None,
+            oidc_nonce: cred.nonce(),
         },
     ) {
         Ok(r) => r,

@@ -1,9 +1,13 @@
 //! The CLI's effective configuration and where each value came from.
 //!
 //! Precedence: command-line flag, then environment (`SMITH_CA_URL`,
-//! `SMITH_CA_FINGERPRINT`, `SMITH_TOKEN`), then the config file (`$SMITH_CONFIG`, else
-//! `$XDG_CONFIG_HOME/smith/config.toml`, else `~/.config/smith/config.toml`) which may
-//! hold `ca_url` and `ca_fingerprint` only.
+//! `SMITH_CA_FINGERPRINT`, `SMITH_TOKEN`, `SMITH_PROFILE`), then the config file
+//! (`$SMITH_CONFIG`, else `$XDG_CONFIG_HOME/smith/config.toml`, else
+//! `~/.config/smith/config.toml`) which may hold `ca_url` and `ca_fingerprint` only.
+//!
+//! The credential for the CA ([`Effective::credential`]): a token from the flag or
+//! `SMITH_TOKEN` first, else the ID token `smith login` kept in the kernel keyring for
+//! this profile and CA (with its nonce).
 //!
 //! Must never: read a token from a file, or print a token (only whether one is set).
 
@@ -32,7 +36,36 @@ pub struct Effective {
     #[serde(skip)]
     pub token: Setting,
     pub token_source: String,
+    /// The sign-in profile (`--profile`, `SMITH_PROFILE`, default `default`).
+    pub profile: Setting,
     pub ssh_auth_sock: Option<String>,
+}
+
+/// What `smith cert` presents to the CA.
+#[derive(Clone)]
+pub enum Credential {
+    /// A Smith token (`--token`/`SMITH_TOKEN`).
+    Token(String),
+    /// An OIDC ID token from `smith login`, with the nonce of its sign-in.
+    IdToken {
+        token: String,
+        nonce: Option<String>,
+    },
+}
+
+impl Credential {
+    pub fn bearer(&self) -> &str {
+        match self {
+            Credential::Token(t) => t,
+            Credential::IdToken { token, .. } => token,
+        }
+    }
+    pub fn nonce(&self) -> Option<String> {
+        match self {
+            Credential::Token(_) => None,
+            Credential::IdToken { nonce, .. } => nonce.clone(),
+        }
+    }
 }
 
 /// Flag values as parsed by clap (no env fallback there: it is resolved here so the
@@ -42,6 +75,7 @@ pub struct Flags {
     pub ca_url: Option<String>,
     pub ca_fingerprint: Option<String>,
     pub token: Option<String>,
+    pub profile: Option<String>,
 }
 
 pub fn config_path() -> Option<PathBuf> {
@@ -95,6 +129,16 @@ pub fn resolve(flags: Flags) -> anyhow::Result<Effective> {
         _ => FileConfig::default(),
     };
     let token = pick(flags.token, "SMITH_TOKEN", None);
+    let mut profile = pick(flags.profile, "SMITH_PROFILE", None);
+    if profile.value.is_none() {
+        profile = Setting {
+            value: Some("default".into()),
+            source: "default".into(),
+        };
+    }
+    if let Some(p) = &profile.value {
+        crate::keyring::check_profile(p).map_err(anyhow::Error::msg)?;
+    }
     Ok(Effective {
         config_file: path.filter(|p| p.exists()).map(|p| p.display().to_string()),
         ca_url: pick(flags.ca_url, "SMITH_CA_URL", file.ca_url),
@@ -105,6 +149,7 @@ pub fn resolve(flags: Flags) -> anyhow::Result<Effective> {
         ),
         token_source: token.source.clone(),
         token,
+        profile,
         ssh_auth_sock: std::env::var("SSH_AUTH_SOCK")
             .ok()
             .filter(|s| !s.is_empty()),
@@ -112,29 +157,58 @@ pub fn resolve(flags: Flags) -> anyhow::Result<Effective> {
 }
 
 impl Effective {
-    pub fn client(&self) -> anyhow::Result<smith_api::Client> {
-        let url = self.ca_url.value.clone().ok_or_else(|| {
+    pub fn profile(&self) -> &str {
+        self.profile.value.as_deref().unwrap_or("default")
+    }
+
+    pub fn ca_url(&self) -> anyhow::Result<String> {
+        self.ca_url.value.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "no CA URL: pass --ca-url https://HOST:PORT, set SMITH_CA_URL, or put ca_url in \
                  the config file"
             )
-        })?;
+        })
+    }
+
+    /// The credential for the CA: the token flag/env, else this profile's sign-in.
+    pub fn credential(&self) -> anyhow::Result<Credential> {
+        if let Some(t) = &self.token.value {
+            return Ok(Credential::Token(t.clone()));
+        }
+        let url = self.ca_url()?;
+        let profile = self.profile();
+        match crate::keyring::load(profile, &url)? {
+            Some(s) if s.expires_at > crate::oidc::now() + 10 => Ok(Credential::IdToken {
+                token: s.id_token,
+                nonce: s.nonce,
+            }),
+            Some(s) => anyhow::bail!(
+                "your sign-in (profile '{profile}') expired at {}; run `smith login`",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.expires_at)
+                )
+            ),
+            None => anyhow::bail!(
+                "not signed in: run `smith login` (profile '{profile}', CA {url}; a sign-in \
+                 that expired is forgotten), or pass --token / set SMITH_TOKEN (your admin mints \
+                 one with `smith-ca admin user token NAME`)"
+            ),
+        }
+    }
+
+    /// A pinned client for the CA with `token` as the bearer (or none).
+    pub fn client_with(&self, token: Option<String>) -> anyhow::Result<smith_api::Client> {
+        let url = self.ca_url()?;
         let fp = self.ca_fingerprint.value.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "no CA fingerprint: pass --ca-fingerprint SHA256:..., set SMITH_CA_FINGERPRINT, \
                  or put ca_fingerprint in the config file (ask your admin for it)"
             )
         })?;
-        let token = self.token.value.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "no token: pass --token or set SMITH_TOKEN (your admin mints one with \
-                 `smith-ca admin user token NAME`)"
-            )
-        })?;
         Ok(smith_api::Client::new(smith_api::ClientOptions {
             base_url: url,
             trust: smith_api::Trust::Fingerprint(fp),
-            token: Some(token),
+            token,
             identity: None,
             timeout: std::time::Duration::from_secs(30),
         })?)

@@ -1,10 +1,13 @@
-//! `smith`: the engineer's CLI. `smith cert` gets a short-lived OpenSSH certificate into
-//! the ssh-agent; `smith config show` prints the effective configuration. See
-//! cli/README.md.
+//! `smith`: the engineer's CLI. `smith login` signs in with the CA's OpenID Provider,
+//! `smith cert` gets a short-lived OpenSSH certificate into the ssh-agent, `smith config
+//! show` prints the effective configuration. See cli/README.md.
 
 mod agent;
 mod cert;
 mod config;
+mod keyring;
+mod login;
+mod oidc;
 
 use clap::{Parser, Subcommand};
 use smith_proto::Tags;
@@ -20,8 +23,11 @@ use std::time::Duration;
 `smith cert --scope env=prod --ttl 60m --reason INC-42` asks the CA for a certificate \
 valid on hosts tagged env=prod for 60 minutes and puts it, with a fresh private key that \
 never touches disk, into your ssh-agent. Then plain `ssh`, `rsync` or `ansible` work.\n\n\
+Sign in first with `smith login` (your company's identity provider; the ID token stays \
+in your kernel keyring, never in a file), or use a token from your admin.\n\n\
 Configuration: --ca-url/SMITH_CA_URL, --ca-fingerprint/SMITH_CA_FINGERPRINT (the CA's \
-TLS root, pinned), --token/SMITH_TOKEN (from your admin). `ca_url` and `ca_fingerprint` \
+TLS root, pinned), --token/SMITH_TOKEN (a token from your admin; it wins over a sign-in), \
+--profile/SMITH_PROFILE (several sign-ins side by side). `ca_url` and `ca_fingerprint` \
 may also live in ~/.config/smith/config.toml.\n\n\
 Exit codes: 0 success, 1 error, 2 usage, 3 the CA refused the request."
 )]
@@ -35,6 +41,10 @@ struct Cli {
     /// Your bearer token [env: SMITH_TOKEN]
     #[arg(long, global = true)]
     token: Option<String>,
+    /// Sign-in profile: several identities can be signed in at once, one per profile
+    /// [env: SMITH_PROFILE] [default: default]
+    #[arg(long, global = true)]
+    profile: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -48,24 +58,63 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 5m: {e}"))
+}
+
+/// What a certificate request says (shared by `cert` and `login --cert`).
+#[derive(clap::Args, Debug)]
+struct CertFlags {
+    /// Hosts you want to reach, as tags `k=v,...` (a host must have all of them).
+    /// Empty: wherever your grants allow.
+    #[arg(long, value_parser = Tags::parse, default_value = "")]
+    scope: Tags,
+    /// How long the certificate should live; policy may clip it.
+    #[arg(long, value_parser = parse_ttl, default_value = "1h")]
+    ttl: Duration,
+    /// Why you need access (recorded; some grants require it).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Also write PATH (private key, 0600), PATH.pub and PATH-cert.pub. Without it the
+    /// private key never touches disk.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Get a certificate for a fresh key and add both to the ssh-agent.
+    /// Sign in with your identity provider (the one the CA names). Opens a browser (or
+    /// prints the URL) for the authorization code flow with PKCE and a loopback redirect;
+    /// --device signs in from a machine without a browser. The ID token is kept in your
+    /// kernel keyring (never a file) until it expires; `smith cert` then uses it.
+    Login {
+        /// Use the device flow: print a URL and a code to enter on any other device.
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in URL instead of opening a browser (also the default without
+        /// DISPLAY/WAYLAND_DISPLAY).
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the browser to come back.
+        #[arg(long, value_parser = parse_wait, default_value = "5m")]
+        timeout: Duration,
+        /// Get a certificate right away with the cert flags below, keeping the token in
+        /// memory only (for machines without a usable keyring).
+        #[arg(long)]
+        cert: bool,
+        #[command(flatten)]
+        flags: CertFlags,
+        /// Print the sign-in (or, with --cert, the certificate) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget this profile's sign-in (the ID token in the kernel keyring).
+    Logout,
+    /// Get a certificate for a fresh key and add both to the ssh-agent. Uses --token /
+    /// SMITH_TOKEN if set, else your `smith login` sign-in.
     Cert {
-        /// Hosts you want to reach, as tags `k=v,...` (a host must have all of them).
-        /// Empty: wherever your grants allow.
-        #[arg(long, value_parser = Tags::parse, default_value = "")]
-        scope: Tags,
-        /// How long the certificate should live; policy may clip it.
-        #[arg(long, value_parser = parse_ttl, default_value = "1h")]
-        ttl: Duration,
-        /// Why you need access (recorded; some grants require it).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Also write PATH (private key, 0600), PATH.pub and PATH-cert.pub. Without it the
-        /// private key never touches disk.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        flags: CertFlags,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -84,29 +133,46 @@ enum ConfigCmd {
     },
 }
 
+fn cert_args(f: CertFlags, json: bool) -> cert::CertArgs {
+    cert::CertArgs {
+        scope: f.scope,
+        ttl: f.ttl,
+        reason: f.reason,
+        out: f.out,
+        json,
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config::resolve(config::Flags {
         ca_url: cli.ca_url,
         ca_fingerprint: cli.ca_fingerprint,
         token: cli.token,
+        profile: cli.profile,
     })?;
     match cli.cmd {
-        Cmd::Cert {
-            scope,
-            ttl,
-            reason,
-            out,
+        Cmd::Login {
+            device,
+            no_browser,
+            timeout,
+            cert,
+            flags,
             json,
-        } => cert::run(
+        } => login::run(
             &cfg,
-            cert::CertArgs {
-                scope,
-                ttl,
-                reason,
-                out,
+            login::LoginArgs {
+                device,
+                no_browser,
+                timeout,
                 json,
+                cert: cert.then(|| cert_args(flags, json)),
             },
         ),
+        Cmd::Logout => login::logout(&cfg),
+        Cmd::Cert { flags, json } => {
+            let cred = cfg.credential()?;
+            cert::run(&cfg, cert_args(flags, json), &cred)
+        }
         Cmd::Config(ConfigCmd::Show { json }) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&cfg)?);
@@ -134,6 +200,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 cfg.token_source
             );
+            println!(
+                "profile         {:<50} ({})",
+                cfg.profile(),
+                cfg.profile.source
+            );
+            println!("sign-in         {}", login::status(&cfg));
             println!(
                 "ssh-agent       {}",
                 cfg.ssh_auth_sock

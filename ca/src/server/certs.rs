@@ -113,6 +113,8 @@ pub async fn auth_config(State(ca): State<Arc<Ca>>) -> Result<Json<AuthConfig>, 
             issuer: v.cfg.issuer.clone(),
             client_id: v.cfg.client_id.clone(),
             scopes: v.cfg.scopes.clone(),
+            username_claim: Some(v.cfg.username_claim.clone()),
+            groups_claim: Some(v.cfg.groups_claim.clone()),
         })),
         None => Err(ApiError::not_found(
             "oidc_not_configured",

@@ -94,7 +94,7 @@ fn with_fleet(
     let api = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
     let mut figs = Vec::new();
     if parts.login {
-        figs.extend(login(fleet, &rt, &api, quick)?);
+        figs.extend(login(fleet, &rt, &api, xtask, quick)?);
     }
     if parts.propagation {
         figs.extend(real_propagation(fleet, &rt, &api, xtask, quick)?);
@@ -156,6 +156,7 @@ fn login(
     fleet: &Fleet,
     rt: &tokio::runtime::Runtime,
     api: &Api,
+    xtask: &Path,
     quick: bool,
 ) -> Result<Vec<Figure>> {
     let host = fleet.host(HOST);
@@ -197,7 +198,7 @@ fn login(
         }
     }
     let (c, p) = (stats(&cert), stats(&plain));
-    Ok(vec![
+    let mut figs = vec![
         Figure::new("Login", "certificate login, median", c.p50, "ms")
             .baseline("authorized_keys login, same sshd", p.p50)
             .note(format!(
@@ -206,6 +207,95 @@ fn login(
             )),
         Figure::new("Login", "certificate / authorized_keys (ratio of medians)", c.p50 / p.p50, "")
             .goal(Goal::AtMost(1.05)),
+    ];
+    // What the certificate login adds, measured in the host: sshd runs the principals
+    // command twice per login (key query, then the signed request), and pam_smith's
+    // session records are fsynced by hostd (open, close).
+    match login_breakdown(fleet, &cert_key, xtask) {
+        Ok(f) => figs.extend(f),
+        Err(e) => figs.push(Figure::missing("Login", "breakdown", format!("{e:#}"))),
+    }
+    Ok(figs)
+}
+
+/// `p50_us p90_us` printed by a helper run inside the host.
+fn helper_times(host: &Host, xtask: &Path, args: &[&str]) -> Result<(f64, f64)> {
+    let mut argv = vec![
+        xtask.to_str().context("xtask path is not UTF-8")?,
+        "bench-helper",
+    ];
+    argv.extend_from_slice(args);
+    let o = host.exec(&argv)?.ok()?;
+    let mut it = o.out().split_whitespace().map(|v| v.parse::<f64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Ok((a / 1000.0, b / 1000.0)),
+        _ => bail!("helper printed {:?}", o.out()),
+    }
+}
+
+fn login_breakdown(fleet: &Fleet, cert_key: &Path, xtask: &Path) -> Result<Vec<Figure>> {
+    let host = fleet.host(HOST);
+    let cert_line = std::fs::read_to_string(format!("{}-cert.pub", cert_key.display()))?;
+    let blob = cert_line
+        .split_whitespace()
+        .nth(1)
+        .context("certificate file has no key blob")?;
+    let listing = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(format!("{}-cert.pub", cert_key.display()))
+        .output()?;
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(name)
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            })
+            .unwrap_or_default()
+    };
+    let (key_id, serial) = (field("Key ID:"), field("Serial:"));
+    let (pr50, _) = helper_times(
+        host,
+        xtask,
+        &[
+            "exec-times",
+            "--as-user",
+            "nobody",
+            "--",
+            "/usr/sbin/smith-host",
+            "principals",
+            "alice",
+            blob,
+            &key_id,
+            &serial,
+        ],
+    )?;
+    let (true50, _) = helper_times(
+        host,
+        xtask,
+        &["exec-times", "--as-user", "nobody", "--", "/bin/true"],
+    )?;
+    let (fs50, fs90) = helper_times(host, xtask, &["fsync-times", "/var/lib/smith"])?;
+    Ok(vec![
+        Figure::new(
+            "Login",
+            "breakdown: `smith-host principals` run (x2 per login)",
+            pr50,
+            "ms",
+        )
+        .baseline("/bin/true run the same way", true50)
+        .note("fork + exec as nobody, inside the host, p50 of 30"),
+        Figure::new(
+            "Login",
+            "breakdown: fdatasync in /var/lib/smith (hostd's audit spool)",
+            fs50,
+            "ms",
+        )
+        .note(format!(
+            "p90 {fs90:.1} ms; session open and close are each recorded durably"
+        )),
     ])
 }
 

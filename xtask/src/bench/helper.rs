@@ -29,6 +29,50 @@ pub enum HelperCmd {
         #[arg(long, default_value_t = 100)]
         poll_us: u64,
     },
+    /// Run CMD N times (optionally as USER) and print `p50_us p90_us` of its wall time.
+    ExecTimes {
+        #[arg(long, default_value_t = 30)]
+        n: usize,
+        #[arg(long, value_name = "USER")]
+        as_user: Option<String>,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Append 200 bytes + fdatasync N times to a file in DIR; print `p50_us p90_us`.
+    FsyncTimes {
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 30)]
+        n: usize,
+    },
+}
+
+/// (uid, gid) of a local user, through glibc.
+fn ids_of(user: &str) -> Result<(u32, u32)> {
+    let c = CString::new(user)?;
+    let mut buf = vec![0u8; 1 << 14];
+    // SAFETY: as in `present`: valid name, our own struct and buffer.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: see above.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut res,
+        )
+    };
+    if rc != 0 || res.is_null() {
+        bail!("no user {user}");
+    }
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
+fn print_times(mut us: Vec<f64>) {
+    us.sort_by(|a, b| a.total_cmp(b));
+    let q = |q: f64| us[((us.len() - 1) as f64 * q) as usize];
+    println!("{:.0} {:.0}", q(0.5), q(0.9));
 }
 
 /// Whether glibc finds `name` now.
@@ -79,6 +123,48 @@ pub fn run(cmd: HelperCmd) -> Result<()> {
                 }
                 std::thread::sleep(Duration::from_micros(poll_us));
             }
+        }
+        HelperCmd::ExecTimes { n, as_user, cmd } => {
+            use std::os::unix::process::CommandExt;
+            let ids = as_user.as_deref().map(ids_of).transpose()?;
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n.max(1) {
+                let mut c = std::process::Command::new(&cmd[0]);
+                c.args(&cmd[1..])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                if let Some((uid, gid)) = ids {
+                    // std drops supplementary groups when root sets a uid.
+                    c.uid(uid).gid(gid);
+                }
+                let t = Instant::now();
+                let st = c.status()?;
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+                if !st.success() {
+                    bail!("{} exited with {st}", cmd.join(" "));
+                }
+            }
+            print_times(us);
+            Ok(())
+        }
+        HelperCmd::FsyncTimes { dir, n } => {
+            let path = dir.join(format!(".bench-fsync-{}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n.max(1) {
+                f.write_all(&[b'x'; 200])?;
+                let t = Instant::now();
+                f.sync_data()?;
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            drop(f);
+            std::fs::remove_file(&path)?;
+            print_times(us);
+            Ok(())
         }
     }
 }

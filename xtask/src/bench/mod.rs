@@ -93,7 +93,11 @@ fn build(root: &Path) -> Result<()> {
             .status()
             .context("running cargo")?;
         if !st.success() {
-            bail!("cargo {} failed", args.join(" "));
+            bail!(
+                "cargo {} failed; fix the build, or measure what target/release already holds \
+                 with `cargo xtask bench --no-build`",
+                args.join(" ")
+            );
         }
     }
     Ok(())

@@ -319,6 +319,27 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
             &format!("-d {lib} -t 16"),
         );
     parse_results(&in_namespace(&script, "passwd: smith")?, &mut res)?;
+    let syscalls = if Path::new("/usr/bin/strace").exists() {
+        progress("nss: syscalls per lookup (strace -c, 1,000 vs 11,000 lookups)");
+        let counted = |tag: &str, n: usize, extra: &str| {
+            format!(
+                "strace -f -c -o {} {} -f {} -n {n} -w 0 -p pwnam_hit -l sc {extra} >/dev/null\n",
+                sh_quote(&s.dir.join(format!("strace.{tag}.{n}"))),
+                sh_quote(&s.nssbench),
+                sh_quote(&smith_names)
+            )
+        };
+        let script = binds(&s.dir.join("nsswitch.smith"), &s.sys_dir)
+            + &smith_cache_mount(&s)
+            + &counted("glibc", 1000, "")
+            + &counted("glibc", 11000, "")
+            + &counted("direct", 1000, &format!("-d {lib}"))
+            + &counted("direct", 11000, &format!("-d {lib}"));
+        in_namespace(&script, "strace")
+            .map(|_| ["glibc", "direct"].map(|tag| per_call_syscalls(&s.dir, tag, 1000, 11000)))
+    } else {
+        Err(anyhow::anyhow!("strace is not installed"))
+    };
 
     progress("nss: passwd: files smith (the system's passwd + 10k Smith users)");
     let script = binds(&s.dir.join("nsswitch.files-smith"), &s.sys_dir)
@@ -353,7 +374,71 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
     if !nscd_note.is_empty() {
         progress(format!("nss: nscd not measured: {nscd_note}"));
     }
-    Ok((figures(&res, &nscd_note), raw_json(&res)))
+    let mut figs = figures(&res, &nscd_note);
+    match syscalls {
+        Ok([glibc, direct]) => {
+            for (name, r) in [
+                ("syscalls per getpwnam_r hit [passwd: smith]", glibc),
+                ("syscalls per getpwnam_r hit [module alone]", direct),
+            ] {
+                figs.push(match r {
+                    Ok((total, detail)) => Figure::new(SECTION, name, total, "").note(detail),
+                    Err(e) => Figure::missing(SECTION, name, format!("{e:#}")),
+                });
+            }
+        }
+        Err(e) => figs.push(Figure::missing(
+            SECTION,
+            "syscalls per lookup",
+            format!("{e:#}"),
+        )),
+    }
+    Ok((figs, raw_json(&res)))
+}
+
+/// Per syscall: calls in a `strace -c` summary.
+fn strace_counts(path: &Path) -> Result<BTreeMap<String, f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // "% time seconds usecs/call calls [errors] syscall"
+        if f.len() >= 5 && f[0].parse::<f64>().is_ok() {
+            if let (Ok(calls), Some(name)) = (f[3].parse::<f64>(), f.last()) {
+                m.insert(name.to_string(), calls);
+            }
+        }
+    }
+    if !m.contains_key("total") {
+        bail!("{} is not a strace -c summary", path.display());
+    }
+    Ok(m)
+}
+
+/// (syscalls per lookup, "name per-call, ...") from the difference of two runs.
+fn per_call_syscalls(dir: &Path, tag: &str, small: usize, big: usize) -> Result<(f64, String)> {
+    let a = strace_counts(&dir.join(format!("strace.{tag}.{small}")))?;
+    let b = strace_counts(&dir.join(format!("strace.{tag}.{big}")))?;
+    let n = (big - small) as f64;
+    let per = |k: &str| (b.get(k).copied().unwrap_or(0.0) - a.get(k).copied().unwrap_or(0.0)) / n;
+    let mut detail: Vec<(String, f64)> = b
+        .keys()
+        .filter(|k| *k != "total")
+        .map(|k| (k.clone(), per(k)))
+        .filter(|(_, v)| *v >= 0.001)
+        .collect();
+    detail.sort_by(|x, y| y.1.total_cmp(&x.1));
+    let text = if detail.is_empty() {
+        "no syscall per lookup".to_string()
+    } else {
+        detail
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok((per("total").max(0.0), format!("per lookup: {text}")))
 }
 
 fn raw_json(res: &Results) -> Value {

@@ -76,6 +76,9 @@ pub enum AdminCmd {
     /// /scim/v2/Users and /scim/v2/Groups.
     #[command(subcommand)]
     Scim(ScimCmd),
+    /// The audit trail: list, verify, rejected uploads, out-of-band logins.
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCmd),
     /// Recorded certificate issuance decisions (allowed and denied), oldest first.
     Decisions {
         /// Show at most this many (the most recent).
@@ -564,6 +567,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 println!("host {name} removed: it can no longer sync");
             }
         },
+        AdminCmd::Audit(a) => return crate::audit::cli::run(&c, a),
         AdminCmd::Decisions {
             limit,
             user,

@@ -157,6 +157,43 @@ INSERT INTO tokens_v2 (hash, kind, subject, tags, created_at, expires_at, used_a
 DROP TABLE tokens;
 ALTER TABLE tokens_v2 RENAME TO tokens;
 "#,
+    // 3: the audit trail (see crate::audit::store): per-host hash chains and rejected
+    // uploads, append-only (triggers abort any UPDATE or DELETE).
+    r#"
+CREATE TABLE audit_records (
+    host TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    event TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    at_unix INTEGER NOT NULL,
+    PRIMARY KEY (host, seq)
+) WITHOUT ROWID;
+CREATE INDEX audit_records_user ON audit_records(user_name, at_unix);
+CREATE INDEX audit_records_kind ON audit_records(kind, host, seq);
+CREATE TABLE audit_rejections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    records INTEGER NOT NULL
+);
+CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END;
+CREATE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records
+BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END;
+CREATE TRIGGER audit_rejections_no_update BEFORE UPDATE ON audit_rejections
+BEGIN SELECT RAISE(ABORT, 'audit_rejections is append-only'); END;
+CREATE TRIGGER audit_rejections_no_delete BEFORE DELETE ON audit_rejections
+BEGIN SELECT RAISE(ABORT, 'audit_rejections is append-only'); END;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -249,6 +286,11 @@ fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '
 }
 
 impl Store {
+    /// The connection, for read-only queries of other modules (e.g. the audit store).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;

@@ -4,6 +4,7 @@
 //! that API for the admin. See ca/README.md.
 
 mod admin_cli;
+mod audit;
 mod auth;
 mod datadir;
 mod db;
@@ -94,6 +95,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: admin_cli::AdminCmd,
     },
+    /// Offline audit tools working on the data directory (no running CA needed).
+    #[command(subcommand)]
+    Audit(audit::cli::OfflineCmd),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -140,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         Cmd::Admin { conn, cmd } => admin_cli::run(&conn, cmd),
+        Cmd::Audit(cmd) => audit::cli::run_offline(cmd),
     }
 }
 

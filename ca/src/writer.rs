@@ -10,13 +10,18 @@
 //! the same transactions without anyone waiting for them.
 //!
 //! Also keeps the persisted serial high-water mark, so serials never repeat across
-//! restarts.
+//! restarts, and the CA's own audit chain (`@ca`): each decision gets its chain record
+//! in the same transaction (hashing only, no extra fsync). Host audit uploads are
+//! verified against the stored chain and stored (or their rejection recorded) here too,
+//! so that one writer orders every append to the audit tables.
 //!
 //! Must never: answer a request before its record is committed, or block an async task
 //! (callers only do a non-blocking send and await the reply).
 
+use crate::audit::store::{self as audit, Rejected, CA_CHAIN};
 use crate::db::{open_connection, StoreError};
 use rusqlite::{params, Connection};
+use smith_api::chain::{self, AuditAck, AuditRecord};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -79,7 +84,16 @@ enum Job {
         at: u64,
         synced_version: Option<u64>,
     },
+    Audit {
+        host: String,
+        records: Vec<AuditRecord>,
+        done: oneshot::Sender<Result<AuditOutcome, WriteError>>,
+    },
 }
+
+/// A host upload's outcome: the new head, or why the batch was refused (the refusal
+/// itself is stored).
+pub type AuditOutcome = Result<AuditAck, Rejected>;
 
 pub struct Writer {
     tx: RwLock<Option<SyncSender<Job>>>,
@@ -120,6 +134,21 @@ impl Writer {
         wait.await.map_err(|_| WriteError::ShuttingDown)?
     }
 
+    /// Verifies and stores a host's audit upload (one transaction).
+    pub async fn audit(
+        &self,
+        host: String,
+        records: Vec<AuditRecord>,
+    ) -> Result<AuditOutcome, WriteError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Job::Audit {
+            host,
+            records,
+            done,
+        })?;
+        wait.await.map_err(|_| WriteError::ShuttingDown)?
+    }
+
     /// Notes that a host synced; written with the next batch, nobody waits.
     pub fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>) {
         if let Err(e) = self.send(Job::HostSeen {
@@ -148,6 +177,13 @@ impl Drop for Writer {
 }
 
 fn run(mut conn: Connection, rx: Receiver<Job>) {
+    let mut ca_head = match audit::head(&conn, CA_CHAIN) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the head of the CA's audit chain; decisions will fail");
+            (u64::MAX, chain::GENESIS)
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -157,10 +193,16 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
             }
         }
         let mut records = Vec::new();
+        let mut uploads = Vec::new();
         let mut seen: HashMap<u64, (u64, Option<u64>)> = HashMap::new();
         for job in batch {
             match job {
                 Job::Record { rec, done } => records.push((rec, done)),
+                Job::Audit {
+                    host,
+                    records,
+                    done,
+                } => uploads.push((host, records, done)),
                 Job::HostSeen {
                     host_id,
                     at,
@@ -172,8 +214,14 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
                 }
             }
         }
+        if !uploads.is_empty() {
+            write_uploads(&mut conn, uploads);
+        }
+        if records.is_empty() && seen.is_empty() {
+            continue;
+        }
         let recs: Vec<&Record> = records.iter().map(|(r, _)| r.as_ref()).collect();
-        match write_batch(&mut conn, &recs, &seen) {
+        match write_batch(&mut conn, &recs, &seen, &mut ca_head) {
             Ok(ids) => {
                 for ((_, done), id) in records.into_iter().zip(ids) {
                     let _ = done.send(Ok(id));
@@ -182,7 +230,7 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
             Err(e) => {
                 tracing::error!(error = %e, records = recs.len(), "batch commit failed; retrying records one by one");
                 for (rec, done) in records {
-                    let r = write_batch(&mut conn, &[&rec], &HashMap::new())
+                    let r = write_batch(&mut conn, &[&rec], &HashMap::new(), &mut ca_head)
                         .map(|ids| ids.first().copied().unwrap_or(0))
                         .map_err(|e| WriteError::Failed(e.to_string()));
                     if let Err(e) = &r {
@@ -195,11 +243,70 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
     }
 }
 
+/// Host uploads: each verified against its host's stored chain and stored, or its
+/// rejection recorded; one transaction for all of them.
+fn write_uploads(
+    conn: &mut Connection,
+    uploads: Vec<(
+        String,
+        Vec<AuditRecord>,
+        oneshot::Sender<Result<AuditOutcome, WriteError>>,
+    )>,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let result = (|| -> Result<Vec<AuditOutcome>, rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(uploads.len());
+        for (host, records, _) in &uploads {
+            match audit::check_batch(&tx, host, records)? {
+                Ok(head) => {
+                    for r in records {
+                        audit::insert(&tx, host, r, now)?;
+                    }
+                    outcomes.push(Ok(audit::ack_of(head)));
+                }
+                Err(rej) => {
+                    audit::record_rejection(&tx, host, &rej, records, now)?;
+                    outcomes.push(Err(rej));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    })();
+    match result {
+        Ok(outcomes) => {
+            for ((_, _, done), o) in uploads.into_iter().zip(outcomes) {
+                let _ = done.send(Ok(o));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store audit uploads");
+            for (_, _, done) in uploads {
+                let _ = done.send(Err(WriteError::Failed(e.to_string())));
+            }
+        }
+    }
+}
+
 fn write_batch(
     conn: &mut Connection,
     records: &[&Record],
     seen: &HashMap<u64, (u64, Option<u64>)>,
+    ca_head: &mut (u64, [u8; 32]),
 ) -> Result<Vec<u64>, rusqlite::Error> {
+    if ca_head.0 == u64::MAX && !records.is_empty() {
+        // The head could not be read at start: try again rather than fork the chain.
+        *ca_head = audit::head(conn, CA_CHAIN)?;
+    }
+    let mut head = *ca_head;
+    let at_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let tx = conn.transaction()?;
     let mut ids = Vec::with_capacity(records.len());
     let mut max_serial = 0u64;
@@ -232,6 +339,18 @@ fn write_batch(
             ])?;
             let id = tx.last_insert_rowid();
             ids.push(id as u64);
+            let event = crate::audit::decision_event(
+                id as u64,
+                d,
+                r.cert.as_ref().map(|c| c.serial),
+                r.cert.as_ref().map(|c| c.key_id.as_str()),
+            );
+            let rec = chain::next_record(CA_CHAIN, head.0, &head.1, event);
+            audit::insert(&tx, CA_CHAIN, &rec, at_now)?;
+            head = (
+                rec.seq,
+                chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
+            );
             if let Some(c) = &r.cert {
                 max_serial = max_serial.max(c.serial);
                 ins_cert.execute(params![
@@ -265,5 +384,6 @@ fn write_batch(
         }
     }
     tx.commit()?;
+    *ca_head = head;
     Ok(ids)
 }

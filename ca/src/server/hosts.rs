@@ -172,7 +172,7 @@ pub async fn enroll(
 }
 
 /// The enrolled, not removed host presenting this connection's client certificate.
-fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
+pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
     let cert = peer.cert.as_ref().ok_or_else(|| {
         ApiError::unauthorized(
             "client_cert_required",

@@ -298,6 +298,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
         .merge(crate::scim::router())
+        .merge(crate::audit::server::router())
         .fallback(|| async {
             ApiError::not_found(
                 "not_found",

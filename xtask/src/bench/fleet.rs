@@ -186,17 +186,7 @@ fn login(
         ssh_once(&home, &cert_key, "alice", &host.ip)?;
         ssh_once(&home, &plain_key, "deploy", &host.ip)?;
     }
-    let (mut cert, mut plain) = (Vec::new(), Vec::new());
-    for i in 0..pairs {
-        // A-B then B-A: a drift in the machine's load hits both sides alike.
-        if i % 2 == 0 {
-            cert.push(ssh_once(&home, &cert_key, "alice", &host.ip)?);
-            plain.push(ssh_once(&home, &plain_key, "deploy", &host.ip)?);
-        } else {
-            plain.push(ssh_once(&home, &plain_key, "deploy", &host.ip)?);
-            cert.push(ssh_once(&home, &cert_key, "alice", &host.ip)?);
-        }
-    }
+    let (cert, plain) = ab_pairs(&home, &cert_key, &plain_key, &host.ip, pairs)?;
     let (c, p) = (stats(&cert), stats(&plain));
     let mut figs = vec![
         Figure::new("Login", "certificate login, median", c.p50, "ms")
@@ -215,7 +205,107 @@ fn login(
         Ok(f) => figs.extend(f),
         Err(e) => figs.push(Figure::missing("Login", "breakdown", format!("{e:#}"))),
     }
+    let diag_pairs = if quick { 5 } else { 20 };
+    match without_principals_command(
+        host,
+        &home,
+        &cert_key,
+        &plain_key,
+        diag_pairs,
+        c.p50 / p.p50,
+    ) {
+        Ok(f) => figs.push(f),
+        Err(e) => figs.push(Figure::missing("Login", "diagnostic", format!("{e:#}"))),
+    }
     Ok(figs)
+}
+
+/// `pairs` certificate and plain logins, A-B then B-A: a drift in the machine's load
+/// hits both sides alike. Returns (certificate ms, plain ms).
+fn ab_pairs(
+    home: &Path,
+    cert_key: &Path,
+    plain_key: &Path,
+    ip: &str,
+    pairs: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut cert, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        if i % 2 == 0 {
+            cert.push(ssh_once(home, cert_key, "alice", ip)?);
+            plain.push(ssh_once(home, plain_key, "deploy", ip)?);
+        } else {
+            plain.push(ssh_once(home, plain_key, "deploy", ip)?);
+            cert.push(ssh_once(home, cert_key, "alice", ip)?);
+        }
+    }
+    Ok((cert, plain))
+}
+
+/// Diagnostic: the same A/B with sshd's `AuthorizedPrincipalsCommand` swapped for a
+/// static `AuthorizedPrincipalsFile` naming alice (everything else unchanged: the CA
+/// keys, the KRL, nss_smith, pam_smith), then the host's configuration restored.
+fn without_principals_command(
+    host: &Host,
+    home: &Path,
+    cert_key: &Path,
+    plain_key: &Path,
+    pairs: usize,
+    ratio_with_command: f64,
+) -> Result<Figure> {
+    let sshd = host.sshd.as_ref().context("sshd is not running")?.pid();
+    let hup = |what: &str| -> Result<()> {
+        // SAFETY: kill(2) on the host's sshd, our child; SIGHUP makes it re-read its config.
+        if unsafe { libc::kill(sshd as i32, libc::SIGHUP) } != 0 {
+            bail!("cannot signal sshd ({what})");
+        }
+        // sshd re-executes itself; wait until a login works again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            match ssh_once(home, plain_key, "deploy", &host.ip) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("sshd after {what}")))
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    let dropin = "/etc/ssh/sshd_config.d/50-smith.conf";
+    host.sh(&format!(
+        "cp {dropin} /run/bench-50-smith.conf
+         sed -i -e 's|^AuthorizedPrincipalsCommand .*|AuthorizedPrincipalsFile /etc/ssh/bench_principals_%u|' \
+                -e '/^AuthorizedPrincipalsCommandUser/d' {dropin}
+         echo alice > /etc/ssh/bench_principals_alice
+         /usr/sbin/sshd -t"
+    ))?
+    .ok()
+    .context("switching sshd to a static principals file")?;
+    hup("switching to a static principals file")?;
+    let measured = (|| {
+        for _ in 0..2 {
+            ssh_once(home, cert_key, "alice", &host.ip)?;
+        }
+        ab_pairs(home, cert_key, plain_key, &host.ip, pairs)
+    })();
+    host.sh(&format!("cp /run/bench-50-smith.conf {dropin}; rm -f /etc/ssh/bench_principals_alice; /usr/sbin/sshd -t"))?
+        .ok()
+        .context("restoring sshd's Smith drop-in")?;
+    hup("restoring the drop-in")?;
+    let (cert, plain) = measured?;
+    let (c, p) = (stats(&cert), stats(&plain));
+    Ok(Figure::new(
+        "Login",
+        "diagnostic: same, static AuthorizedPrincipalsFile instead of the command",
+        c.p50 / p.p50,
+        "",
+    )
+    .baseline("ratio with smith-host principals", ratio_with_command)
+    .note(format!(
+        "{pairs} pairs: {:.1} vs {:.1} ms; shows what the principals command costs",
+        c.p50, p.p50
+    )))
 }
 
 /// `p50_us p90_us` printed by a helper run inside the host.

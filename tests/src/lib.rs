@@ -11,6 +11,7 @@
 
 pub mod cmd;
 pub mod fleet;
+pub mod oidc;
 
 pub use cmd::Outcome;
 pub use fleet::{e2e_available, Client, Fleet, Host};

@@ -178,7 +178,7 @@ impl Effective {
         let url = self.ca_url()?;
         let profile = self.profile();
         match crate::keyring::load(profile, &url)? {
-            Some(s) if s.expires_at > crate::oidc::now() + 10 => Ok(Credential::IdToken {
+            Some(s) if s.expires_at > crate::oidc::now() => Ok(Credential::IdToken {
                 token: s.id_token,
                 nonce: s.nonce,
             }),

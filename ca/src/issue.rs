@@ -198,7 +198,7 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
                         "{}: outside its time windows ({}); now is {}",
                         grant_text(g),
                         g.time_windows.join("; "),
-                        crate::timewin::describe(req.now)
+                        crate::timewin::describe_for(&g.time_windows, req.now)
                     ));
                     return false;
                 }

@@ -3,13 +3,16 @@
 //! day it starts on).
 //!
 //! DAYS: `daily` or `*`, or a comma list of days (`mon`..`sun`) and ranges (`mon-fri`,
-//! `fri-mon` wraps). ZONE: `UTC` (default) or a fixed offset `+HH:MM`/`-HH:MM`. Named
-//! zones (`Europe/Paris`) are refused with a clear error for now: evaluating them needs
-//! the tz database and its DST rules.
+//! `fri-mon` wraps). ZONE: `UTC` (default), a fixed offset `+HH:MM`/`-HH:MM`, or an IANA
+//! time zone name (`Europe/Paris`, `America/New_York`), evaluated with the tz database
+//! compiled in (`chrono-tz`), so office hours follow daylight saving time: `mon-fri
+//! 09:00-18:00 Europe/Paris` is 08:00-17:00 UTC in winter and 07:00-16:00 UTC in summer.
+//! Days and hours are those of the zone's local time.
 //!
 //! Must never: accept a window it cannot evaluate exactly (a grant with an unparsable
 //! window would otherwise be always or never usable by accident).
 
+use chrono::{Datelike, TimeZone, Timelike};
 use std::fmt;
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -21,8 +24,15 @@ pub struct Window {
     days: u8,
     start_min: u32,
     end_min: u32,
+    zone: Zone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Zone {
     /// Offset from UTC in minutes.
-    offset_min: i32,
+    Fixed(i32),
+    /// An IANA zone, with its DST rules.
+    Named(chrono_tz::Tz),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +116,8 @@ impl Window {
         if start_min == end_min || start_min >= 24 * 60 {
             return Err(err(text, "the window is empty"));
         }
-        let offset_min = if zone_s == "UTC" || zone_s == "Z" {
-            0
+        let zone = if zone_s == "UTC" || zone_s == "Z" {
+            Zone::Fixed(0)
         } else if let Some(rest) = zone_s
             .strip_prefix('+')
             .or_else(|| zone_s.strip_prefix('-'))
@@ -116,34 +126,76 @@ impl Window {
                 .filter(|m| *m <= 14 * 60)
                 .ok_or_else(|| err(text, &format!("bad offset '{zone_s}'")))?
                 as i32;
-            if zone_s.starts_with('-') {
-                -m
-            } else {
-                m
-            }
+            Zone::Fixed(if zone_s.starts_with('-') { -m } else { m })
         } else {
-            return Err(err(
-                text,
-                &format!(
-                    "zone '{zone_s}' is not supported yet; use UTC or a fixed offset like +02:00"
-                ),
-            ));
+            Zone::Named(zone_s.parse::<chrono_tz::Tz>().map_err(|_| {
+                err(
+                    text,
+                    &format!(
+                        "unknown time zone '{zone_s}'; use an IANA name like Europe/Paris, UTC, \
+                         or a fixed offset like +02:00"
+                    ),
+                )
+            })?)
         };
         Ok(Window {
             days,
             start_min,
             end_min,
-            offset_min,
+            zone,
         })
+    }
+
+    /// Weekday (0 = Monday) and minute of the day of unix time `t` in the window's zone.
+    fn local(&self, t: u64) -> (u32, u32) {
+        match self.zone {
+            Zone::Fixed(offset_min) => {
+                let local = t as i64 + offset_min as i64 * 60;
+                let days_since_epoch = local.div_euclid(86400);
+                // 1970-01-01 was a Thursday (index 3 with Monday = 0).
+                let wd = (days_since_epoch + 3).rem_euclid(7) as u32;
+                (wd, (local.rem_euclid(86400) / 60) as u32)
+            }
+            Zone::Named(tz) => match tz.timestamp_opt(t.min(i64::MAX as u64) as i64, 0) {
+                chrono::LocalResult::Single(d) | chrono::LocalResult::Ambiguous(d, _) => (
+                    d.weekday().num_days_from_monday(),
+                    d.hour() * 60 + d.minute(),
+                ),
+                // Cannot happen for instants; fail closed (no day matches).
+                chrono::LocalResult::None => (7, 0),
+            },
+        }
+    }
+
+    /// `t` in the window's zone, e.g. `Mon 11:00 Europe/Paris`; `None` for UTC.
+    pub fn describe_local(&self, t: u64) -> Option<String> {
+        let name = match self.zone {
+            Zone::Fixed(0) => return None,
+            Zone::Fixed(m) => format!(
+                "{}{:02}:{:02}",
+                if m < 0 { '-' } else { '+' },
+                m.abs() / 60,
+                m.abs() % 60
+            ),
+            Zone::Named(tz) => tz.name().to_string(),
+        };
+        let (wd, minute) = self.local(t);
+        let day = DAYS.get(wd as usize)?;
+        Some(format!(
+            "{}{} {:02}:{:02} {name}",
+            day[..1].to_uppercase(),
+            &day[1..],
+            minute / 60,
+            minute % 60
+        ))
     }
 
     /// Whether unix time `t` falls in the window.
     pub fn contains(&self, t: u64) -> bool {
-        let local = t as i64 + self.offset_min as i64 * 60;
-        let days_since_epoch = local.div_euclid(86400);
-        let minute = (local.rem_euclid(86400) / 60) as u32;
-        // 1970-01-01 was a Thursday (index 3 with Monday = 0).
-        let wd = (days_since_epoch + 3).rem_euclid(7) as u32;
+        let (wd, minute) = self.local(t);
+        if wd > 6 {
+            return false;
+        }
         let prev = (wd + 6) % 7;
         let on = |d: u32| self.days & (1 << d) != 0;
         if self.start_min < self.end_min {
@@ -152,6 +204,22 @@ impl Window {
             (on(wd) && minute >= self.start_min) || (on(prev) && minute < self.end_min)
         }
     }
+}
+
+/// `t` in UTC and in the zones of `windows`, e.g. `Mon 10:00 UTC (Mon 11:00
+/// Europe/Paris)`, for denial messages.
+pub fn describe_for(windows: &[String], t: u64) -> String {
+    let mut s = describe(t);
+    let mut locals: Vec<String> = windows
+        .iter()
+        .filter_map(|w| Window::parse(w).ok())
+        .filter_map(|w| w.describe_local(t))
+        .collect();
+    locals.dedup();
+    if !locals.is_empty() {
+        s.push_str(&format!(" ({})", locals.join(", ")));
+    }
+    s
 }
 
 /// A human form of `t` in UTC, e.g. `Sat 10:05 UTC`.
@@ -208,9 +276,44 @@ mod tests {
     }
 
     #[test]
+    fn named_zones_follow_daylight_saving_time() {
+        let w = Window::parse("mon-fri 09:00-18:00 Europe/Paris").unwrap();
+        // Winter (CET, UTC+1): Monday 2024-01-01 09:00 Paris = 08:00 UTC.
+        assert!(!w.contains(MON + 7 * H + 59 * 60));
+        assert!(w.contains(MON + 8 * H));
+        assert!(w.contains(MON + 16 * H + 59 * 60));
+        assert!(!w.contains(MON + 17 * H));
+        // Summer (CEST, UTC+2): Monday 2024-07-01 09:00 Paris = 07:00 UTC.
+        let jul = 1_719_792_000; // 2024-07-01 00:00 UTC, a Monday
+        assert!(w.contains(jul + 7 * H));
+        assert!(!w.contains(jul + 6 * H + 59 * 60));
+        assert!(!w.contains(jul + 16 * H));
+        // Local days: Friday 23:30 UTC is Saturday 00:30 in Tokyo.
+        let t = Window::parse("sat 00:00-01:00 Asia/Tokyo").unwrap();
+        let fri = MON + 4 * 86400;
+        assert!(t.contains(fri + 15 * H + 30 * 60));
+        assert_eq!(
+            t.describe_local(fri + 15 * H + 30 * 60).as_deref(),
+            Some("Sat 00:30 Asia/Tokyo")
+        );
+        // The DST switch day in New York (2024-03-10, clocks 02:00 -> 03:00):
+        // 09:00 local is 13:00 UTC that day (EDT), 14:00 UTC the day before (EST).
+        let ny = Window::parse("daily 09:00-09:30 America/New_York").unwrap();
+        let mar10 = 1_710_028_800; // 2024-03-10 00:00 UTC
+        assert!(ny.contains(mar10 + 13 * H));
+        assert!(!ny.contains(mar10 + 14 * H));
+        assert!(ny.contains(mar10 - 86400 + 14 * H));
+        assert_eq!(
+            describe_for(&["mon 09:00-10:00 Europe/Paris".into()], MON + 10 * H),
+            "Mon 10:00 UTC (Mon 11:00 Europe/Paris)"
+        );
+    }
+
+    #[test]
     fn refuses_what_it_cannot_evaluate() {
         for bad in [
-            "mon-fri 09:00-18:00 Europe/Paris",
+            "mon-fri 09:00-18:00 Europe/Pariss",
+            "mon-fri 09:00-18:00 CEST",
             "weekdays 09:00-18:00",
             "mon 9:00-18:00",
             "mon 09:00-09:00",
@@ -221,9 +324,9 @@ mod tests {
         ] {
             assert!(Window::parse(bad).is_err(), "{bad}");
         }
-        assert!(Window::parse("mon-fri 09:00-18:00 Europe/Paris")
+        assert!(Window::parse("mon-fri 09:00-18:00 Mars/Olympus")
             .unwrap_err()
             .to_string()
-            .contains("not supported yet"));
+            .contains("unknown time zone"));
     }
 }

@@ -29,6 +29,12 @@
 //! | `POST /v1/hosts/enroll` | enrollment token in body | [`EnrollRequest`] → [`EnrollResponse`] |
 //! | `POST /v1/host/renew` | mTLS | [`RenewRequest`] → [`EnrollResponse`] (new client certificate) |
 //! | `GET /v1/host/sync?since=V&wait=S&host=H` | mTLS | → `SyncResponse` (200) or 204 when nothing changed within `wait` seconds |
+//! | `POST /v1/host/audit` | mTLS | [`crate::chain::AuditBatch`] → [`crate::chain::AuditAck`]; 409 `audit_chain_broken` (gap, reordering, altered record: the message names the seq) or `audit_replay` (every record already stored) |
+//! | `GET /v1/host/audit/head` | mTLS | → [`crate::chain::AuditAck`] (the CA's head of this host's chain) |
+//! | `GET /v1/admin/audit?host=H&user=U&since=UNIX&limit=N` | admin | → audit records in chain order per host (host `@ca`: issuance decisions); see ca/README.md |
+//! | `GET /v1/admin/audit/verify` | admin | → every chain recomputed from the database, first broken record |
+//! | `GET /v1/admin/audit/rejections?limit=N` | admin | → rejected uploads |
+//! | `GET /v1/admin/audit/out-of-band?window_secs=S&threshold=N` | admin | → sshd logins that did not go through Smith |
 //! | `/scim/v2/...` | SCIM token | SCIM 2.0 (RFC 7643/7644) `Users`, `Groups`, `ServiceProviderConfig`, `ResourceTypes`, `Schemas`; SCIM error bodies (see ca/README.md) |
 
 use serde::{Deserialize, Serialize};

@@ -95,6 +95,13 @@ enum Job {
 /// itself is stored).
 pub type AuditOutcome = Result<AuditAck, Rejected>;
 
+/// A host upload waiting for the writer: host, records, where to answer.
+type Upload = (
+    String,
+    Vec<AuditRecord>,
+    oneshot::Sender<Result<AuditOutcome, WriteError>>,
+);
+
 pub struct Writer {
     tx: RwLock<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -245,14 +252,7 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
 
 /// Host uploads: each verified against its host's stored chain and stored, or its
 /// rejection recorded; one transaction for all of them.
-fn write_uploads(
-    conn: &mut Connection,
-    uploads: Vec<(
-        String,
-        Vec<AuditRecord>,
-        oneshot::Sender<Result<AuditOutcome, WriteError>>,
-    )>,
-) {
+fn write_uploads(conn: &mut Connection, uploads: Vec<Upload>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

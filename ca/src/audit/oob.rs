@@ -71,7 +71,8 @@ pub fn classify(
     cfg: Config,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut failures: BTreeMap<(String, String, String), Vec<(u64, u64, &str)>> = BTreeMap::new();
+    // (host, "source"|"user", value) → (at, seq) of each failure.
+    let mut failures: BTreeMap<(String, String, String), Vec<(u64, u64)>> = BTreeMap::new();
     let parsed: Vec<(&str, u64, SshdLoginEvent)> = events
         .iter()
         .filter_map(|(h, s, e)| match serde_json::from_str::<HostEvent>(e) {
@@ -98,7 +99,7 @@ pub fn classify(
                 failures
                     .entry((host.to_string(), k.to_string(), v.clone()))
                     .or_default()
-                    .push((e.at_unix, *seq, ""));
+                    .push((e.at_unix, *seq));
             }
             continue;
         }
@@ -156,7 +157,7 @@ pub fn classify(
             ));
             continue;
         }
-        if cert.user != e.user || !cert.principals.iter().any(|p| *p == e.user) {
+        if cert.user != e.user || !cert.principals.contains(&e.user) {
             out.push(finding(
                 "principal_mismatch",
                 format!(
@@ -204,7 +205,7 @@ pub fn classify(
                 {
                     end += 1;
                 }
-                let (last_at, last_seq, _) = hits[end];
+                let (last_at, last_seq) = hits[end];
                 let e = by_key.get(&(host.as_str(), last_seq));
                 out.push(Finding {
                     kind: "failed_attempts".into(),

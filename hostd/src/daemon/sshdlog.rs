@@ -141,28 +141,25 @@ impl FileFollower {
         let mut lines = Vec::new();
         // Drain the descriptor we hold (which may be a rotated file by now).
         self.drain(&mut lines);
-        match std::fs::metadata(&self.path) {
-            Ok(meta) => {
-                let same = self.file.as_ref().map(|(_, i)| *i) == Some(meta.ino());
-                if !same {
-                    if let Ok(file) = File::open(&self.path) {
-                        if self.file.is_some() {
-                            info!(path = %self.path.display(), "sshd log rotated; following the new file");
-                        }
-                        let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
-                        self.file = Some((file, ino));
-                        self.offset = 0;
-                        self.partial.clear();
-                        self.drain(&mut lines);
+        if let Ok(meta) = std::fs::metadata(&self.path) {
+            let same = self.file.as_ref().map(|(_, i)| *i) == Some(meta.ino());
+            if !same {
+                if let Ok(file) = File::open(&self.path) {
+                    if self.file.is_some() {
+                        info!(path = %self.path.display(), "sshd log rotated; following the new file");
                     }
-                } else if meta.len() < self.offset {
-                    info!(path = %self.path.display(), "sshd log truncated; reading it from its start");
+                    let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
+                    self.file = Some((file, ino));
                     self.offset = 0;
                     self.partial.clear();
                     self.drain(&mut lines);
                 }
+            } else if meta.len() < self.offset {
+                info!(path = %self.path.display(), "sshd log truncated; reading it from its start");
+                self.offset = 0;
+                self.partial.clear();
+                self.drain(&mut lines);
             }
-            Err(_) => {}
         }
         lines
     }

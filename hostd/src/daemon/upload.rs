@@ -153,6 +153,9 @@ struct Uploader {
     need_head: bool,
     status: UploadStatus,
     backoff: super::sync::Backoff,
+    /// After a rejection at this seq: upload only the records before it (so the CA gets
+    /// everything up to the bad record), then retry from it after [`REJECT_RETRY`].
+    stop_before: Option<u64>,
 }
 
 impl Uploader {
@@ -231,7 +234,7 @@ impl Uploader {
             spool::read_after(&d, after, MAX_BATCH, MAX_BATCH_BYTES)
         })
         .await;
-        let records = match batch {
+        let mut records = match batch {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 self.status.last_error = Some(e.to_string());
@@ -241,6 +244,16 @@ impl Uploader {
             }
             Err(e) => return self.failed(e.to_string()),
         };
+        if let Some(stop) = self.stop_before {
+            let full = !records.is_empty();
+            records.retain(|r| r.seq < stop);
+            if records.is_empty() && full {
+                // Only the rejected record and what follows are left: retry them later.
+                self.stop_before = None;
+                self.save();
+                return Step::Wait(REJECT_RETRY);
+            }
+        }
         if records.is_empty() {
             self.save();
             return Step::Idle;
@@ -282,7 +295,9 @@ impl Uploader {
                 );
                 self.status.last_upload_unix = Some(crate::now_unix());
                 self.status.last_error = None;
-                self.status.rejection = None;
+                if self.stop_before.is_none() {
+                    self.status.rejection = None;
+                }
                 self.backoff.reset();
                 self.save();
                 Step::Again
@@ -316,6 +331,12 @@ impl Uploader {
                 });
                 self.need_head = true;
                 self.save();
+                if seq > first && seq <= last && self.stop_before.is_none() {
+                    // Send the good records before it now.
+                    self.stop_before = Some(seq);
+                    return Step::Again;
+                }
+                self.stop_before = None;
                 Step::Wait(REJECT_RETRY)
             }
             Err(e) if matches!(e.status(), Some(404) | Some(405)) => {
@@ -353,6 +374,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         client: None,
         need_head: true,
         backoff: super::sync::Backoff::new(),
+        stop_before: None,
     };
     // A fork or rejection from a previous run is re-established by this run's checks.
     up.status.fork = None;

@@ -1063,7 +1063,6 @@ mod tests {
             4,
         );
         assert!(m.users.is_empty() && m.groups.is_empty());
-        drop(step);
         let loaded = store.load().unwrap();
         assert!(loaded.users.is_empty() && loaded.groups.is_empty());
         // The names come back with the same ids, without their old memberships.

@@ -770,6 +770,10 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                 params![name.as_str()],
             )?;
             tx.execute(
+                "DELETE FROM tokens WHERE kind = 'user' AND subject = ?1",
+                params![name.as_str()],
+            )?;
+            tx.execute(
                 "UPDATE users SET deleted_at = ?2, disabled = 1,
                      disabled_at = COALESCE(disabled_at, ?2) WHERE name = ?1",
                 params![name.as_str(), *at as i64],

@@ -164,8 +164,9 @@ pub enum Change {
         external_id: Option<String>,
         oidc_subject: Option<String>,
     },
-    /// Removes a user and their memberships (SCIM `DELETE`). Their id stays allocated to
-    /// the name forever; the row is kept, marked deleted.
+    /// Removes a user, their memberships and their user tokens (SCIM `DELETE`: a later
+    /// user of the same name must not inherit them). Their id stays allocated to the name
+    /// forever; the row is kept, marked deleted.
     DeleteUser {
         name: UserName,
         at: u64,
@@ -486,6 +487,8 @@ impl Model {
                         }
                     }
                 }
+                self.tokens
+                    .retain(|_, t| !(t.kind == TokenKind::User && t.subject == name.as_str()));
             }
             Change::AddGroup(g) => {
                 self.note_id(g.gid.get(), IdKind::Group, g.name.as_str());

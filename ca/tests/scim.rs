@@ -495,6 +495,7 @@ fn groups_memberships_and_deactivation_reach_the_host() {
 fn provisioning_survives_a_restart_and_deleted_names_come_back_with_their_ids() {
     let mut ca = TestCa::start();
     let bob_uid;
+    let bob_token;
     {
         let scim = Scim::new(&ca);
         scim.ok("POST", "/Users", Some(okta_user("alice", Some(250_001))));
@@ -511,6 +512,7 @@ fn provisioning_survives_a_restart_and_deleted_names_come_back_with_their_ids() 
             "/Users/alice",
             Some(json!({"Operations": [{"op": "replace", "value": {"active": false}}]})),
         );
+        bob_token = ca.user_token("bob");
         let (s, _) = scim.call("DELETE", "/Users/bob", None, None);
         assert_eq!(s, 204);
     }
@@ -531,4 +533,39 @@ fn provisioning_survives_a_restart_and_deleted_names_come_back_with_their_ids() 
     let b = scim.ok("POST", "/Users", Some(entra_user("bob")));
     assert_eq!(b[USER_EXT]["uidNumber"].as_u64(), Some(bob_uid));
     assert_eq!(b["active"], true);
+    // The token minted for the deleted bob does not work for the new one.
+    ca.admin_ok(&["group", "add", "dev"]);
+    ca.admin_ok(&["group", "add-member", "dev", "bob"]);
+    ca.admin_ok(&[
+        "grant",
+        "add",
+        "--group",
+        "dev",
+        "--tags",
+        "env=dev",
+        "--level",
+        "ssh",
+        "--max-ttl",
+        "1h",
+    ]);
+    let key =
+        ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let body = json!({"public_key": key.public_key().to_openssh().unwrap(), "scope": "env=dev", "ttl_secs": 600});
+    let r = ca
+        .http(None)
+        .post(format!("{}/v1/certs/user", ca.url))
+        .bearer_auth(&bob_token)
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "{:?}", r.text());
+    let fresh = ca.user_token("bob");
+    let r = ca
+        .http(None)
+        .post(format!("{}/v1/certs/user", ca.url))
+        .bearer_auth(&fresh)
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
 }

@@ -35,6 +35,15 @@ pub struct Key {
     pub key: DecodingKey,
 }
 
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct Keys {
     fetched_at: Option<Instant>,
@@ -361,5 +370,112 @@ mod tests {
             ]
         );
         assert!(parse_jwks(&json!({"nokeys": 1})).is_err());
+    }
+
+    /// A tiny IdP on loopback serving discovery and a JWKS; counts JWKS fetches.
+    async fn idp() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", l.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (iss, h) = (issuer.clone(), hits.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let body = if req.starts_with("GET /.well-known/openid-configuration") {
+                    json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")}).to_string()
+                } else {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+                        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]})
+                    .to_string()
+                };
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        (issuer, hits)
+    }
+
+    fn cfg(issuer: &str, min_refresh: Duration) -> Arc<OidcConfig> {
+        Arc::new(OidcConfig {
+            issuer: issuer.into(),
+            client_id: "smith".into(),
+            username_claim: "preferred_username".into(),
+            groups_claim: "groups".into(),
+            scopes: vec!["openid".into()],
+            extra_roots_pem: None,
+            allow_http: true,
+            leeway: Duration::from_secs(30),
+            jwks_min_refresh: min_refresh,
+        })
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refresh_at_most_once_per_interval() {
+        use std::sync::atomic::Ordering;
+        let (issuer, hits) = idp().await;
+        let cache = KeyCache::new(cfg(&issuer, Duration::from_secs(30))).unwrap();
+        assert_eq!(
+            cache
+                .keys_for(Some("k1"), Algorithm::ES256)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        for _ in 0..5 {
+            let e = cache
+                .keys_for(Some("forged"), Algorithm::ES256)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, KeyError::UnknownKey(ref m) if m.contains("forged")),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "no refetch within the interval"
+        );
+        // Known kid: served from the cache.
+        cache.keys_for(Some("k1"), Algorithm::ES256).await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // Without a rate limit every unknown kid refetches (what the limit prevents).
+        let (issuer, hits) = idp().await;
+        let cache = KeyCache::new(cfg(&issuer, Duration::ZERO)).unwrap();
+        for _ in 0..3 {
+            let _ = cache.keys_for(Some("forged"), Algorithm::ES256).await;
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+        // An issuer whose discovery names another issuer is refused.
+        let (issuer, _) = idp().await;
+        let cache = KeyCache::new(cfg(&format!("{issuer}/"), Duration::ZERO)).unwrap();
+        let e = cache
+            .keys_for(Some("k1"), Algorithm::ES256)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, KeyError::Unavailable(ref m) if m.contains("names issuer")),
+            "{e}"
+        );
     }
 }

@@ -379,7 +379,8 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     });
     assert_eq!(st["audit"]["rejection"]["seq"], 659, "{st}");
     assert_eq!(st["audit"]["rejection"]["code"], "audit_chain_broken");
-    assert!(st["audit"]["pending"].as_u64().unwrap() >= 2);
+    // At least the altered record waits (the one before it may already be uploaded).
+    assert!(st["audit"]["pending"].as_u64().unwrap() >= 1, "{st}");
     let human = String::from_utf8_lossy(&h.host_cmd(&["status"]).stdout).to_string();
     assert!(human.contains("REJECTED"), "{human}");
     let o = h.host_cmd(&["doctor", "--json"]);

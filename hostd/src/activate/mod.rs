@@ -480,8 +480,10 @@ pub fn activate(
         }
     }
 
-    // 3. Local edits (before the token is used).
+    // 3. Local edits (before the token is used), including the sudoers file, which
+    //    visudo must accept.
     let mut plan = plan_local_edits(paths, &mut warnings)?;
+    plan.push(sudoers_planned(paths)?);
     let host_keys = ssh_host_keys(paths, &mut warnings);
 
     // 4. Enroll if needed.
@@ -717,7 +719,6 @@ fn fresh_owned(
             ));
         }
     }
-    plan.push(sudoers_planned(paths)?);
     Ok(plan)
 }
 
@@ -789,7 +790,6 @@ fn reassert_owned(
         }
     }
     plan.push(dropin_planned(paths, config, command, &host_certs));
-    plan.push(sudoers_planned(paths)?);
     Ok(plan)
 }
 

@@ -39,6 +39,27 @@ pub const UNSUPPORTED_RETRY: Duration = Duration::from_secs(300);
 /// Idle check even without new events.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// Longest wait between retries while the CA is unreachable (events keep being
+/// spooled; a new event also triggers a retry).
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// 1 s doubling to [`RETRY_MAX`].
+#[derive(Debug, Default)]
+struct Backoff {
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let d = self.next.unwrap_or(Duration::from_secs(1));
+        self.next = Some((d * 2).min(RETRY_MAX));
+        d
+    }
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
 /// A batch the CA refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
@@ -152,7 +173,7 @@ struct Uploader {
     client: Option<CaClient>,
     need_head: bool,
     status: UploadStatus,
-    backoff: super::sync::Backoff,
+    backoff: Backoff,
     /// After a rejection at this seq: upload only the records before it (so the CA gets
     /// everything up to the bad record), then retry from it after [`REJECT_RETRY`].
     stop_before: Option<u64>,
@@ -373,7 +394,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         shared,
         client: None,
         need_head: true,
-        backoff: super::sync::Backoff::new(),
+        backoff: Backoff::default(),
         stop_before: None,
     };
     // A fork or rejection from a previous run is re-established by this run's checks.
@@ -386,19 +407,19 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             s = up.step() => s,
             _ = shutdown.changed() => return,
         };
-        let wait = match step {
+        match step {
             Step::Again => continue,
-            Step::Idle => IDLE,
-            Step::Wait(d) => d,
-        };
-        tokio::select! {
-            _ = written.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
-        }
-        if matches!(step, Step::Wait(_)) && up.status.fork.is_none() {
-            // Throttle retries after an error even if events keep arriving.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // New events wake an idle uploader at once.
+            Step::Idle => tokio::select! {
+                _ = written.notified() => {}
+                _ = tokio::time::sleep(IDLE) => {}
+                _ = shutdown.changed() => return,
+            },
+            // After a failure, wait the full delay whatever arrives meanwhile.
+            Step::Wait(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown.changed() => return,
+            },
         }
     }
 }

@@ -39,12 +39,29 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Node.js and npm run the test OpenID Provider (npm `oidc-provider`). They are
+/// checked as commands, not packages: an image may carry another distribution's build
+/// (e.g. NodeSource's, which bundles npm and conflicts with Debian's `npm`).
+fn node_present() -> bool {
+    ["node", "npm"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+}
+
 pub fn missing() -> Vec<&'static str> {
-    PACKAGES
+    let mut m: Vec<&'static str> = PACKAGES
         .iter()
         .filter(|(p, _)| !installed(p))
         .map(|(p, _)| *p)
-        .collect()
+        .collect();
+    if !node_present() {
+        m.extend(["nodejs", "npm"]);
+    }
+    m
 }
 
 /// Installs the missing packages with apt-get (needs root).

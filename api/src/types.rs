@@ -12,7 +12,7 @@
 //! | `POST /v1/certs/user` | user token / OIDC ID token | [`CertRequest`] → [`CertResponse`] |
 //! | `GET /v1/admin/users` | admin | → `Vec<`[`UserInfo`]`>` |
 //! | `POST /v1/admin/users` | admin | [`UserAdd`] → [`UserInfo`] |
-//! | `POST /v1/admin/users/{name}/disable` | admin | → [`UserInfo`] |
+//! | `POST /v1/admin/users/{name}/disable` | admin | → [`UserInfo`] (also revokes the user's still-valid certificates) |
 //! | `POST /v1/admin/users/{name}/token` | admin | [`TokenRequest`] → [`TokenResponse`] |
 //! | `GET /v1/admin/groups` | admin | → `Vec<`[`GroupInfo`]`>` |
 //! | `POST /v1/admin/groups` | admin | [`GroupAdd`] → [`GroupInfo`] |
@@ -21,13 +21,15 @@
 //! | `GET /v1/admin/grants` | admin | → `Vec<`[`GrantInfo`]`>` |
 //! | `POST /v1/admin/grants` | admin | [`GrantAdd`] → [`GrantInfo`] |
 //! | `DELETE /v1/admin/grants/{id}` | admin | → [`GrantInfo`] |
-//! | `POST /v1/admin/hosts/tokens` | admin | [`HostTokenRequest`] → [`TokenResponse`] |
+//! | `POST /v1/admin/hosts/tokens` | admin | [`HostTokenRequest`] or [`HostTokenRequestNamed`] → [`TokenResponse`] |
 //! | `GET /v1/admin/hosts` | admin | → `Vec<`[`HostInfo`]`>` |
 //! | `DELETE /v1/admin/hosts/{name}` | admin | → [`HostInfo`] |
 //! | `POST /v1/admin/scim/token` | admin | [`TokenRequest`] → [`TokenResponse`] (a SCIM bearer token) |
 //! | `GET /v1/admin/decisions?limit=N&user=U` | admin | → `Vec<`[`Decision`]`>` (oldest first, the last `limit`, default 100) |
-//! | `POST /v1/hosts/enroll` | enrollment token in body | [`EnrollRequest`] → [`EnrollResponse`] |
-//! | `POST /v1/host/renew` | mTLS | [`RenewRequest`] → [`EnrollResponse`] (new client certificate) |
+//! | `GET /v1/admin/certs?user=U&valid=true&limit=N` | admin | → `Vec<`[`IssuedCert`]`>` (newest first; `valid`: not expired and not revoked) |
+//! | `POST /v1/admin/certs/revoke` | admin | [`RevokeRequest`] → [`RevokeResponse`] (exactly one of serial, key_id, user) |
+//! | `POST /v1/hosts/enroll` | enrollment token in body | [`EnrollRequest`] or [`EnrollRequestNamed`] → [`EnrollResponse`] |
+//! | `POST /v1/host/renew` | mTLS | [`RenewRequest`] → [`EnrollResponse`] (new client certificate; SSH host certificates for `ssh_host_keys`) |
 //! | `GET /v1/host/sync?since=V&wait=S&host=H` | mTLS | → `SyncResponse` (200) or 204 when nothing changed within `wait` seconds |
 //! | `POST /v1/host/audit` | mTLS | [`crate::chain::AuditBatch`] → [`crate::chain::AuditAck`]; 409 `audit_chain_broken` (gap, reordering, altered record: the message names the seq) or `audit_replay` (every record already stored) |
 //! | `GET /v1/host/audit/head` | mTLS | → [`crate::chain::AuditAck`] (the CA's head of this host's chain) |
@@ -233,6 +235,18 @@ pub struct HostTokenRequest {
     pub ttl_secs: u64,
 }
 
+/// [`HostTokenRequest`] with the extra names (besides its own) a host enrolled with this
+/// token may put in its SSH host certificates, e.g. `web.example.com`: the same JSON
+/// object with one more key, `ssh_names` (the CA accepts both shapes). A host asking for
+/// any other name is refused, so a host cannot claim another host's name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostTokenRequestNamed {
+    #[serde(flatten)]
+    pub request: HostTokenRequest,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_names: Vec<HostName>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostInfo {
     pub name: HostName,
@@ -241,6 +255,9 @@ pub struct HostInfo {
     pub last_seen: Option<u64>,
     pub synced_version: Option<u64>,
     pub removed: bool,
+    /// Principals of the host's SSH host certificates (its name first).
+    #[serde(default)]
+    pub ssh_names: Vec<HostName>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -253,6 +270,18 @@ pub struct EnrollRequest {
     /// The host's SSH host public keys (OpenSSH lines) to be certified by the host CA.
     #[serde(default)]
     pub ssh_host_keys: Vec<String>,
+}
+
+/// [`EnrollRequest`] with extra principals for the SSH host certificates (the host name
+/// is always one): the same JSON object with one more key, `ssh_names`. Each must be
+/// allowed by the enrollment token (`smith-ca admin host token --ssh-name NAME`), else
+/// the enrollment is refused (403 `ssh_name_not_allowed`) and the token is not used up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnrollRequestNamed {
+    #[serde(flatten)]
+    pub request: EnrollRequest,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_names: Vec<HostName>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -275,4 +304,93 @@ pub struct EnrollResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RenewRequest {
     pub csr_pem: String,
+    /// SSH host public keys to certify again (same principals as at enrollment); the
+    /// response's `ssh_host_certs` are in the same order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_host_keys: Vec<String>,
+}
+
+// --- certificates issued, revocation -----------------------------------------------------
+
+/// `POST /v1/admin/certs/revoke`: exactly one selector.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RevokeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Every still-valid certificate of this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A revocation as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationInfo {
+    /// Unix seconds.
+    pub revoked_at: u64,
+    pub reason: String,
+    /// How it was asked for: `serial`, `key_id`, `user`, `user_disabled`, `scim`, ...
+    pub via: String,
+}
+
+/// One certificate the CA issued.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuedCert {
+    pub serial: u64,
+    pub key_id: String,
+    pub user: String,
+    pub principals: Vec<String>,
+    /// The requested scope (`k=v,...`; empty = wherever a grant allows).
+    pub scope: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub issued_at: u64,
+    #[serde(default)]
+    pub revoked: Option<RevocationInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevokeResponse {
+    /// Certificates revoked by this request.
+    pub revoked: Vec<IssuedCert>,
+    /// Matching certificates that were revoked before (nothing changed for them).
+    pub already_revoked: Vec<u64>,
+    /// Matching certificates that had expired already (nothing to revoke).
+    pub expired: Vec<u64>,
+    /// The CA's policy version after the change (hosts get the new KRL with it).
+    pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_requests_are_the_same_object_with_one_more_key() {
+        let plain = HostTokenRequest {
+            tags: Tags::parse("env=prod").unwrap(),
+            ttl_secs: 60,
+        };
+        let named = HostTokenRequestNamed {
+            request: plain.clone(),
+            ssh_names: vec![HostName::new("web.example.com").unwrap()],
+        };
+        let v = serde_json::to_value(&named).unwrap();
+        assert_eq!(v["tags"], "env=prod");
+        assert_eq!(v["ssh_names"][0], "web.example.com");
+        // An old client's body is a valid named request without names, and the reverse.
+        let back: HostTokenRequestNamed =
+            serde_json::from_value(serde_json::to_value(&plain).unwrap()).unwrap();
+        assert!(back.ssh_names.is_empty() && back.request == plain);
+        let old: HostTokenRequest = serde_json::from_value(v).unwrap();
+        assert_eq!(old, plain);
+        let bad = serde_json::json!({"tags": "env=prod", "ttl_secs": 60, "ssh_names": ["no/slash"]});
+        assert!(serde_json::from_value::<HostTokenRequestNamed>(bad).is_err());
+        // A renewal without host keys is what older hosts send.
+        let r: RenewRequest = serde_json::from_str(r#"{"csr_pem":"x"}"#).unwrap();
+        assert!(r.ssh_host_keys.is_empty());
+    }
 }

@@ -636,6 +636,7 @@ pub fn host_info(h: &crate::model::Host) -> HostInfo {
         last_seen: h.last_seen,
         synced_version: h.synced_version,
         removed: h.removed,
+        ssh_names: vec![h.name.clone()],
     }
 }
 

@@ -131,6 +131,8 @@ pub struct Ca {
     pub fingerprint: String,
     pub admin_token: String,
     pub listen: String,
+    /// Extra `smith-ca serve` arguments (e.g. OIDC settings).
+    pub serve_args: Vec<String>,
     pub(crate) process: Option<Background>,
 }
 
@@ -228,6 +230,11 @@ impl Fleet {
 
     /// `smith-ca init` + `smith-ca serve` on the LAN address.
     pub fn start_ca(&mut self) -> Result<&Ca> {
+        self.start_ca_with(&[])
+    }
+
+    /// Like [`Fleet::start_ca`], with extra `smith-ca serve` arguments.
+    pub fn start_ca_with(&mut self, serve_args: &[&str]) -> Result<&Ca> {
         let data_dir = self.dir.join("ca");
         let listen = format!("{}:8443", self.lan_ip());
         let mut init = Command::new(self.bins.path("smith-ca"));
@@ -251,6 +258,7 @@ impl Fleet {
             fingerprint,
             admin_token,
             listen,
+            serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
             process: None,
         };
         self.ca_serve(&mut ca)?;
@@ -264,6 +272,7 @@ impl Fleet {
             .args(["serve", "--data-dir"])
             .arg(&ca.data_dir)
             .args(["--listen", &ca.listen])
+            .args(&ca.serve_args)
             .env("RUST_LOG", "info");
         ca.process = Some(Background::spawn(
             "smith-ca",
@@ -551,6 +560,9 @@ impl Fleet {
             Ok(sock.exists().then_some(()))
         })?;
         let mut env = HashMap::new();
+        // Engineers of one fleet share the test's Unix user: a profile each keeps their
+        // OIDC sign-ins (kernel keyring) apart.
+        env.insert("SMITH_PROFILE".to_string(), who.to_string());
         if let Some(ca) = &self.ca {
             env.insert("SMITH_CA_URL".to_string(), ca.url.clone());
             env.insert("SMITH_CA_FINGERPRINT".to_string(), ca.fingerprint.clone());
@@ -751,6 +763,17 @@ impl Client {
             c.env(k, v);
         }
         c
+    }
+
+    /// Starts `smith ARGS` in the background with stderr piped (for interactive flows
+    /// such as `smith login`, whose prompts arrive on stderr).
+    pub fn spawn_smith(&self, args: &[&str]) -> Result<std::process::Child> {
+        let mut c = self.base(self.bins.path("smith"));
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().context("starting smith")
     }
 
     pub fn set_token(&mut self, token: &str) {

@@ -28,6 +28,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// `program`, run inside network namespace `netns` when one is given (the fleet's LAN).
+fn command_in(netns: &Option<String>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// `tests/oidc` of this workspace.
 pub fn oidc_dir() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -159,6 +171,8 @@ pub struct ProviderOptions {
     pub accounts: Vec<Account>,
     /// ID token lifetime in seconds (provider default 600).
     pub id_token_ttl: Option<u64>,
+    /// Run the provider inside this network namespace (the fleet's LAN).
+    pub netns: Option<String>,
 }
 
 impl Default for ProviderOptions {
@@ -167,6 +181,7 @@ impl Default for ProviderOptions {
             listen: "127.0.0.1:0".into(),
             accounts: vec![],
             id_token_ttl: None,
+            netns: None,
         }
     }
 }
@@ -218,7 +233,7 @@ impl Provider {
 
     fn spawn(&mut self, listen: &str, rotate: bool) -> Result<(), String> {
         let dir = self.scratch.0.clone();
-        let mut cmd = Command::new("node");
+        let mut cmd = command_in(&self.opts.netns, "node");
         cmd.arg(oidc_dir().join("provider.js"))
             .args(["--listen", listen])
             .arg("--keys")
@@ -343,6 +358,7 @@ pub struct Answer {
 /// A scripted browser: curl with a cookie jar, redirects followed by hand.
 pub struct Browser {
     scratch: Scratch,
+    netns: Option<String>,
 }
 
 impl Default for Browser {
@@ -375,6 +391,15 @@ impl Browser {
     pub fn new() -> Browser {
         Browser {
             scratch: Scratch::new("browser"),
+            netns: None,
+        }
+    }
+
+    /// A browser on a machine of the fleet's LAN (network namespace `ns`).
+    pub fn in_netns(ns: &str) -> Browser {
+        Browser {
+            scratch: Scratch::new("browser"),
+            netns: Some(ns.to_string()),
         }
     }
 
@@ -383,7 +408,7 @@ impl Browser {
         let jar = self.scratch.0.join("cookies");
         let body_file = self.scratch.0.join("body");
         let _ = std::fs::remove_file(&body_file);
-        let mut cmd = Command::new("curl");
+        let mut cmd = command_in(&self.netns, "curl");
         cmd.args(["-sS", "--max-time", "20", "-o"])
             .arg(&body_file)
             .args(["-w", "%{http_code} %{redirect_url}", "-c"])

@@ -387,7 +387,8 @@ mod tests {
         assert!(back.ssh_names.is_empty() && back.request == plain);
         let old: HostTokenRequest = serde_json::from_value(v).unwrap();
         assert_eq!(old, plain);
-        let bad = serde_json::json!({"tags": "env=prod", "ttl_secs": 60, "ssh_names": ["no/slash"]});
+        let bad =
+            serde_json::json!({"tags": "env=prod", "ttl_secs": 60, "ssh_names": ["no/slash"]});
         assert!(serde_json::from_value::<HostTokenRequestNamed>(bad).is_err());
         // A renewal without host keys is what older hosts send.
         let r: RenewRequest = serde_json::from_str(r#"{"csr_pem":"x"}"#).unwrap();

@@ -23,14 +23,25 @@ fn engineer(fleet: &Fleet, user: &str) -> Result<Client> {
 fn cert(c: &Client, scope: &str) -> Result<String> {
     c.run(&["ssh-add", "-D"])?;
     let o = c
-        .smith(&["cert", "--scope", scope, "--ttl", "30m", "--reason", "audit-e2e", "--json"])?
+        .smith(&[
+            "cert",
+            "--scope",
+            scope,
+            "--ttl",
+            "30m",
+            "--reason",
+            "audit-e2e",
+            "--json",
+        ])?
         .ok()?;
     Ok(json(&o)?["key_id"].as_str().context("key_id")?.to_string())
 }
 
 /// The CA's trail for one host, in chain order.
 fn trail(fleet: &Fleet, host: &str) -> Result<Vec<Value>> {
-    let o = fleet.admin_ok(&["audit", "list", "--host", host, "--limit", "100000", "--json"])?;
+    let o = fleet.admin_ok(&[
+        "audit", "list", "--host", host, "--limit", "100000", "--json",
+    ])?;
     let v = json(&o)?;
     let mut records: Vec<Value> = v.as_array().context("array")?.clone();
     records.sort_by_key(|r| r["seq"].as_u64().unwrap_or(0));
@@ -65,10 +76,43 @@ fn audit_fleet(label: &str) -> Result<Fleet> {
         vec!["group", "add", "prodssh"],
         vec!["user", "add", "alice", "--groups", "dev"],
         vec!["user", "add", "oscar", "--groups", "ops,prodssh"],
-        vec!["grant", "add", "--group", "dev", "--tags", "env=dev", "--level", "ssh", "--max-ttl", "8h"],
-        vec!["grant", "add", "--group", "ops", "--tags", "env=prod", "--level", "sudo", "--max-ttl", "8h"],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "ops",
+            "--tags",
+            "env=prod",
+            "--level",
+            "sudo",
+            "--max-ttl",
+            "8h",
+        ],
         // oscar keeps ssh on prod after losing sudo: the refusal is sudo's.
-        vec!["grant", "add", "--group", "prodssh", "--tags", "env=prod", "--level", "ssh", "--max-ttl", "8h"],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "prodssh",
+            "--tags",
+            "env=prod",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
     ] {
         fleet.admin_ok(&args)?;
     }
@@ -94,33 +138,66 @@ fn sudo_follows_grants_and_the_trail_shows_it_in_order() -> Result<()> {
     ensure!(o.out() == "0", "oscar's sudo on web-1: {o}");
     cert(&alice, "env=dev")?;
     let o = alice.ssh("alice", db, "sudo -n id -u")?;
-    ensure!(!o.success() && o.stdout.trim().is_empty(), "alice got sudo on db-1: {o}");
+    ensure!(
+        !o.success() && o.stdout.trim().is_empty(),
+        "alice got sudo on db-1: {o}"
+    );
     let sudoers = web.exec(&["cat", "/etc/sudoers.d/smith"])?.ok()?;
     ensure!(sudoers.stdout.contains("%smith-sudo"), "{sudoers}");
     let members = web.exec(&["getent", "group", "smith-sudo"])?.ok()?;
-    ensure!(members.out().ends_with(":oscar"), "smith-sudo members on web-1: {members}");
+    ensure!(
+        members.out().ends_with(":oscar"),
+        "smith-sudo members on web-1: {members}"
+    );
 
     // The CA's trail for web-1: session open, the sudo with its command line and key
     // ID, session close, in this order.
-    let records = wait_for("web-1's session close at the CA", Duration::from_secs(15), || {
-        let r = trail(&fleet, "web-1")?;
-        let closed = r.iter().any(|r| {
-            kind(r) == "session_close" && ev(r, "user") == "oscar" && ev(r, "key_id") == oscar_key.as_str()
-        });
-        Ok(closed.then_some(r))
-    })?;
+    let records = wait_for(
+        "web-1's session close at the CA",
+        Duration::from_secs(15),
+        || {
+            let r = trail(&fleet, "web-1")?;
+            let closed = r.iter().any(|r| {
+                kind(r) == "session_close"
+                    && ev(r, "user") == "oscar"
+                    && ev(r, "key_id") == oscar_key.as_str()
+            });
+            Ok(closed.then_some(r))
+        },
+    )?;
     let pos = |pred: &dyn Fn(&Value) -> bool| records.iter().position(pred);
-    let open = pos(&|r| kind(r) == "session_open" && ev(r, "user") == "oscar" && ev(r, "key_id") == oscar_key.as_str())
-        .context("no session open for oscar with his key ID")?;
-    let sudo = pos(&|r| kind(r) == "sudo" && ev(r, "user") == "oscar" && ev(r, "command") == "id -u")
-        .context("no sudo record with command `id -u`")?;
-    let close = pos(&|r| kind(r) == "session_close" && ev(r, "user") == "oscar" && ev(r, "key_id") == oscar_key.as_str())
-        .context("no session close")?;
-    ensure!(open < sudo && sudo < close, "trail out of order: open {open}, sudo {sudo}, close {close}");
+    let open = pos(&|r| {
+        kind(r) == "session_open"
+            && ev(r, "user") == "oscar"
+            && ev(r, "key_id") == oscar_key.as_str()
+    })
+    .context("no session open for oscar with his key ID")?;
+    let sudo =
+        pos(&|r| kind(r) == "sudo" && ev(r, "user") == "oscar" && ev(r, "command") == "id -u")
+            .context("no sudo record with command `id -u`")?;
+    let close = pos(&|r| {
+        kind(r) == "session_close"
+            && ev(r, "user") == "oscar"
+            && ev(r, "key_id") == oscar_key.as_str()
+    })
+    .context("no session close")?;
+    ensure!(
+        open < sudo && sudo < close,
+        "trail out of order: open {open}, sudo {sudo}, close {close}"
+    );
     let s = &records[sudo]["event"];
-    ensure!(s["allowed"] == true && s["target"] == "root", "sudo record: {s}");
-    ensure!(s["key_id"] == oscar_key.as_str(), "sudo record without the session's key ID: {s}");
-    ensure!(!s["tty"].is_null() && !s["cwd"].as_str().unwrap_or("").is_empty(), "sudo record lacks cwd/tty: {s}");
+    ensure!(
+        s["allowed"] == true && s["target"] == "root",
+        "sudo record: {s}"
+    );
+    ensure!(
+        s["key_id"] == oscar_key.as_str(),
+        "sudo record without the session's key ID: {s}"
+    );
+    ensure!(
+        !s["tty"].is_null() && !s["cwd"].as_str().unwrap_or("").is_empty(),
+        "sudo record lacks cwd/tty: {s}"
+    );
     ensure!(
         records[close]["event"]["duration_secs"].is_u64(),
         "session close without a duration: {}",
@@ -129,7 +206,9 @@ fn sudo_follows_grants_and_the_trail_shows_it_in_order() -> Result<()> {
     // Issuance decisions are in the same trail (the CA's own chain).
     let ca_chain = trail(&fleet, "@ca")?;
     ensure!(
-        ca_chain.iter().any(|r| kind(r) == "cert_decision" && ev(r, "key_id") == oscar_key.as_str()),
+        ca_chain
+            .iter()
+            .any(|r| kind(r) == "cert_decision" && ev(r, "key_id") == oscar_key.as_str()),
         "oscar's issuance is not in the @ca chain"
     );
     fleet.admin_ok(&["audit", "verify"])?;
@@ -142,21 +221,34 @@ fn sudo_follows_grants_and_the_trail_shows_it_in_order() -> Result<()> {
         Ok((!o.success()).then_some(()))
     })?;
     eprintln!("oscar's sudo refused {:?} after remove-member", t.elapsed());
-    oscar.ssh("oscar", web, "true")?.ok().context("oscar should still log in (prodssh)")?;
+    oscar
+        .ssh("oscar", web, "true")?
+        .ok()
+        .context("oscar should still log in (prodssh)")?;
     let members = web.exec(&["getent", "group", "smith-sudo"])?.ok()?;
-    ensure!(!members.out().contains("oscar"), "oscar still in smith-sudo: {members}");
+    ensure!(
+        !members.out().contains("oscar"),
+        "oscar still in smith-sudo: {members}"
+    );
 
     // root with authorized_keys shows up as out-of-band; oscar's certificate logins don't.
     let (admin_key, _) = fleet.admin_key()?;
     let ops = fleet.client("operator")?;
-    ops.ssh_with("root", web, "true", &["-i", &admin_key.to_string_lossy()])?.ok()?;
-    let findings = wait_for("root's login among the out-of-band findings", Duration::from_secs(15), || {
-        let o = fleet.admin_ok(&["audit", "out-of-band", "--json"])?;
-        let v = json(&o)?;
-        let list = v.as_array().cloned().unwrap_or_default();
-        let root = list.iter().any(|f| f["host"] == "web-1" && f["user"] == "root");
-        Ok(root.then_some(list))
-    })?;
+    ops.ssh_with("root", web, "true", &["-i", &admin_key.to_string_lossy()])?
+        .ok()?;
+    let findings = wait_for(
+        "root's login among the out-of-band findings",
+        Duration::from_secs(15),
+        || {
+            let o = fleet.admin_ok(&["audit", "out-of-band", "--json"])?;
+            let v = json(&o)?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            let root = list
+                .iter()
+                .any(|f| f["host"] == "web-1" && f["user"] == "root");
+            Ok(root.then_some(list))
+        },
+    )?;
     ensure!(
         !findings.iter().any(|f| f["user"] == "oscar"),
         "oscar's certificate login flagged as out-of-band: {findings:?}"
@@ -165,12 +257,31 @@ fn sudo_follows_grants_and_the_trail_shows_it_in_order() -> Result<()> {
 }
 
 /// `curl` inside a host with its mTLS identity.
-fn host_post(fleet: &Fleet, host: &str, path: &str, body_file: &str) -> Result<smith_tests::Outcome> {
+fn host_post(
+    fleet: &Fleet,
+    host: &str,
+    path: &str,
+    body_file: &str,
+) -> Result<smith_tests::Outcome> {
     let url = format!("{}{path}", fleet.ca().url);
     fleet.host(host).exec(&[
-        "curl", "-sS", "--max-time", "10", "--cacert", "/etc/smith/ca.crt", "--cert", "/etc/smith/host.crt", "--key",
-        "/etc/smith/host.key", "-H", "content-type: application/json", "--data-binary", &format!("@{body_file}"),
-        "-w", "\n%{http_code}", &url,
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        "/etc/smith/ca.crt",
+        "--cert",
+        "/etc/smith/host.crt",
+        "--key",
+        "/etc/smith/host.key",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{body_file}"),
+        "-w",
+        "\n%{http_code}",
+        &url,
     ])
 }
 
@@ -202,7 +313,11 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
     // CA down: 50 sudo commands on web-1 keep working.
     fleet.stop_ca();
     let o = oscar
-        .ssh("oscar", fleet.host("web-1"), "for i in $(seq 1 50); do sudo -n echo n$i >/dev/null || exit 1; done; echo done")?
+        .ssh(
+            "oscar",
+            fleet.host("web-1"),
+            "for i in $(seq 1 50); do sudo -n echo n$i >/dev/null || exit 1; done; echo done",
+        )?
         .ok()?;
     ensure!(o.out() == "done", "{o}");
     // Keep a copy of what is spooled now, to replay later.
@@ -210,20 +325,30 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    ensure!(queued.len() >= 50, "only {} records spooled while the CA was down", queued.len());
+    ensure!(
+        queued.len() >= 50,
+        "only {} records spooled while the CA was down",
+        queued.len()
+    );
 
     // The CA returns: all 50 arrive, in order, chain intact.
     fleet.restart_ca()?;
     let want: Vec<String> = (1..=50).map(|i| format!("echo n{i}")).collect();
-    wait_for("the 50 sudo records at the CA", Duration::from_secs(30), || {
-        Ok((sudo_commands(&trail(&fleet, "web-1")?, "echo n") == want).then_some(()))
-    })?;
+    wait_for(
+        "the 50 sudo records at the CA",
+        Duration::from_secs(30),
+        || Ok((sudo_commands(&trail(&fleet, "web-1")?, "echo n") == want).then_some(())),
+    )?;
     fleet.admin_ok(&["audit", "verify"])?;
 
     // hostd killed during uploads: nothing lost or duplicated.
     fleet.stop_ca();
     let o = oscar
-        .ssh("oscar", fleet.host("web-1"), "for i in $(seq 1 150); do sudo -n echo m$i >/dev/null || exit 1; done; echo done")?
+        .ssh(
+            "oscar",
+            fleet.host("web-1"),
+            "for i in $(seq 1 150); do sudo -n echo m$i >/dev/null || exit 1; done; echo done",
+        )?
         .ok()?;
     ensure!(o.out() == "done", "{o}");
     fleet.restart_ca()?;
@@ -234,9 +359,11 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
         h.start_hostd()?;
     }
     let want: Vec<String> = (1..=150).map(|i| format!("echo m{i}")).collect();
-    wait_for("the 150 sudo records, once each, in order", Duration::from_secs(40), || {
-        Ok((sudo_commands(&trail(&fleet, "web-1")?, "echo m") == want).then_some(()))
-    })?;
+    wait_for(
+        "the 150 sudo records, once each, in order",
+        Duration::from_secs(40),
+        || Ok((sudo_commands(&trail(&fleet, "web-1")?, "echo m") == want).then_some(())),
+    )?;
     fleet.admin_ok(&["audit", "verify"])?;
 
     // Replaying an old batch is rejected and reported, and stores nothing twice.
@@ -247,12 +374,20 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
     std::fs::write(&batch_file, serde_json::to_vec(&batch)?)?;
     let before = trail(&fleet, "web-1")?.len();
     let o = host_post(&fleet, "web-1", "/v1/host/audit", "/tmp/replay.json")?;
-    ensure!(o.out().ends_with("409") && o.stdout.contains("audit_replay"), "replay not refused: {o}");
-    ensure!(trail(&fleet, "web-1")?.len() == before, "the replay stored records");
+    ensure!(
+        o.out().ends_with("409") && o.stdout.contains("audit_replay"),
+        "replay not refused: {o}"
+    );
+    ensure!(
+        trail(&fleet, "web-1")?.len() == before,
+        "the replay stored records"
+    );
 
     // One byte edited in a spooled record before upload: rejected and reported.
     fleet.stop_ca();
-    oscar.ssh("oscar", fleet.host("web-1"), "sudo -n echo tamper-me")?.ok()?;
+    oscar
+        .ssh("oscar", fleet.host("web-1"), "sudo -n echo tamper-me")?
+        .ok()?;
     let dir = fleet.host("web-1").dir.join("var.upper/lib/smith/spool");
     let mut edited = false;
     for e in std::fs::read_dir(&dir)? {
@@ -265,14 +400,22 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
     }
     ensure!(edited, "the sudo record never reached web-1's spool");
     fleet.restart_ca()?;
-    let rejections = wait_for("the CA to reject the altered record", Duration::from_secs(30), || {
-        let v = json(&fleet.admin_ok(&["audit", "rejections", "--json"])?)?;
-        let list = v.as_array().cloned().unwrap_or_default();
-        let hit = list.iter().any(|r| r["host"] == "web-1" && r["code"] == "audit_chain_broken");
-        Ok(hit.then_some(list))
-    })?;
+    let rejections = wait_for(
+        "the CA to reject the altered record",
+        Duration::from_secs(30),
+        || {
+            let v = json(&fleet.admin_ok(&["audit", "rejections", "--json"])?)?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            let hit = list
+                .iter()
+                .any(|r| r["host"] == "web-1" && r["code"] == "audit_chain_broken");
+            Ok(hit.then_some(list))
+        },
+    )?;
     ensure!(
-        rejections.iter().any(|r| r["host"] == "web-1" && r["code"] == "audit_replay"),
+        rejections
+            .iter()
+            .any(|r| r["host"] == "web-1" && r["code"] == "audit_replay"),
         "the replay is not among the reported rejections: {rejections:?}"
     );
     ensure!(
@@ -304,7 +447,9 @@ c.commit()
     let o = outcome(py, Duration::from_secs(30))?.ok()?;
     ensure!(o.out() == "1", "tampering changed {} rows", o.out());
     let mut verify = Command::new(fleet.bins.path("smith-ca"));
-    verify.args(["audit", "verify", "--data-dir"]).arg(&data_dir);
+    verify
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data_dir);
     let o = outcome(verify, Duration::from_secs(30))?.failed()?;
     let text = format!("{}{}", o.stdout, o.stderr);
     ensure!(text.contains("web-1"), "verify does not name the host: {o}");

@@ -82,17 +82,59 @@ fn alice_signs_in_with_the_idp_and_context_decides() -> Result<()> {
     for args in [
         vec!["group", "add", "dev"],
         vec!["group", "add", "ops"],
-        vec!["grant", "add", "--group", "dev", "--tags", "env=dev", "--level", "ssh", "--max-ttl", "8h"],
-        vec!["grant", "add", "--group", "ops", "--tags", "env=prod", "--level", "sudo", "--max-ttl", "8h"],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "ops",
+            "--tags",
+            "env=prod",
+            "--level",
+            "sudo",
+            "--max-ttl",
+            "8h",
+        ],
         // Reachable only from a network alice is not on.
         vec![
-            "grant", "add", "--group", "dev", "--tags", "env=staging", "--level", "ssh", "--max-ttl", "1h",
-            "--source-cidr", "192.0.2.0/24",
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=staging",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "1h",
+            "--source-cidr",
+            "192.0.2.0/24",
         ],
         // Only in a window that is closed now.
         vec![
-            "grant", "add", "--group", "dev", "--tags", "env=qa", "--level", "ssh", "--max-ttl", "1h",
-            "--time-window", closed_window.as_str(),
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=qa",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "1h",
+            "--time-window",
+            closed_window.as_str(),
         ],
     ] {
         fleet.admin_ok(&args)?;
@@ -103,30 +145,63 @@ fn alice_signs_in_with_the_idp_and_context_decides() -> Result<()> {
     // alice signs in through the provider; her IdP groups say dev.
     let alice = fleet.client("alice")?;
     let who = sign_in(&fleet, &alice, "alice-0001")?;
-    ensure!(who.contains("alice"), "smith login does not say who signed in: {who}");
+    ensure!(
+        who.contains("alice"),
+        "smith login does not say who signed in: {who}"
+    );
     alice.run(&["ssh-add", "-D"])?;
     alice
-        .smith(&["cert", "--scope", "env=dev", "--ttl", "30m", "--reason", "INC-7"])?
+        .smith(&[
+            "cert", "--scope", "env=dev", "--ttl", "30m", "--reason", "INC-7",
+        ])?
         .ok()
         .context("alice's certificate with her ID token")?;
     let o = alice.ssh("alice", fleet.host("db-1"), "id")?.ok()?;
-    ensure!(o.stdout.contains("(alice)") && o.stdout.contains("(dev)"), "{o}");
+    ensure!(
+        o.stdout.contains("(alice)") && o.stdout.contains("(dev)"),
+        "{o}"
+    );
     alice.ssh("alice", fleet.host("web-1"), "true")?.failed()?;
 
     // Not what her groups allow: prod.
-    let o = alice.smith(&["cert", "--scope", "env=prod", "--ttl", "30m", "--reason", "INC-7"])?.failed()?;
-    ensure!(o.stderr.contains("env=prod"), "the denial does not name the scope: {o}");
+    let o = alice
+        .smith(&[
+            "cert", "--scope", "env=prod", "--ttl", "30m", "--reason", "INC-7",
+        ])?
+        .failed()?;
+    ensure!(
+        o.stderr.contains("env=prod"),
+        "the denial does not name the scope: {o}"
+    );
     // A grant limited to a network that excludes her source: refused, and the trail says why.
-    let o = alice.smith(&["cert", "--scope", "env=staging", "--ttl", "30m", "--reason", "INC-7"])?.failed()?;
+    let o = alice
+        .smith(&[
+            "cert",
+            "--scope",
+            "env=staging",
+            "--ttl",
+            "30m",
+            "--reason",
+            "INC-7",
+        ])?
+        .failed()?;
     let d = last_decision(&fleet, "alice")?;
     let reason = d["event"]["reason"].as_str().unwrap_or("").to_lowercase();
     ensure!(
-        d["event"]["allowed"] == false && (reason.contains("source") || reason.contains("192.0.2.0/24")),
+        d["event"]["allowed"] == false
+            && (reason.contains("source") || reason.contains("192.0.2.0/24")),
         "the trail does not say the source address decided: {d}\n{o}"
     );
-    ensure!(o.stderr.contains("192.0.2.0/24"), "smith cert does not show the CIDR reason plainly: {o}");
+    ensure!(
+        o.stderr.contains("192.0.2.0/24"),
+        "smith cert does not show the CIDR reason plainly: {o}"
+    );
     // Outside the grant's time window: likewise.
-    let o = alice.smith(&["cert", "--scope", "env=qa", "--ttl", "30m", "--reason", "INC-7"])?.failed()?;
+    let o = alice
+        .smith(&[
+            "cert", "--scope", "env=qa", "--ttl", "30m", "--reason", "INC-7",
+        ])?
+        .failed()?;
     let d = last_decision(&fleet, "alice")?;
     let reason = d["event"]["reason"].as_str().unwrap_or("").to_lowercase();
     ensure!(

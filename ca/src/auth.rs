@@ -131,6 +131,7 @@ mod tests {
             created_at: 0,
             expires_at: exp,
             used_at: used,
+            ssh_names: vec![],
         };
         m.tokens.insert(
             hash_token(&admin),

@@ -194,6 +194,32 @@ BEGIN SELECT RAISE(ABORT, 'audit_rejections is append-only'); END;
 CREATE TRIGGER audit_rejections_no_delete BEFORE DELETE ON audit_rejections
 BEGIN SELECT RAISE(ABORT, 'audit_rejections is append-only'); END;
 "#,
+    // 4: certificate revocations (see crate::revoke): append-only like the audit tables;
+    // one row per revoked serial, written with its `@ca` audit record.
+    r#"
+CREATE TABLE revocations (
+    serial INTEGER PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    valid_before INTEGER NOT NULL,
+    ca_key TEXT NOT NULL,
+    revoked_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    via TEXT NOT NULL
+);
+CREATE INDEX revocations_valid ON revocations(valid_before);
+CREATE INDEX certificates_valid ON certificates(valid_before);
+CREATE TRIGGER revocations_no_update BEFORE UPDATE ON revocations
+BEGIN SELECT RAISE(ABORT, 'revocations is append-only'); END;
+CREATE TRIGGER revocations_no_delete BEFORE DELETE ON revocations
+BEGIN SELECT RAISE(ABORT, 'revocations is append-only'); END;
+"#,
+    // 5: SSH host certificate names: extra principals an enrollment token allows, and
+    // those a host got at enrollment (comma-separated host names; '' = none).
+    r#"
+ALTER TABLE tokens ADD COLUMN ssh_names TEXT NOT NULL DEFAULT '';
+ALTER TABLE hosts ADD COLUMN ssh_names TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -500,21 +526,27 @@ impl Store {
         }
 
         let mut st = c.prepare(
-            "SELECT hash, kind, subject, tags, created_at, expires_at, used_at FROM tokens",
+            "SELECT hash, kind, subject, tags, created_at, expires_at, used_at, ssh_names
+             FROM tokens",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<i64>>(6)?,
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ),
+                (
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, String>(7)?,
+                ),
             ))
         })?;
         for row in rows {
-            let (hash, kind, subject, tags, created, expires, used) = row?;
+            let ((hash, kind, subject, tags), (created, expires, used, ssh_names)) = row?;
             let kind = TokenKind::parse(&kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("token kind '{kind}'")))?;
             let tags = match tags {
@@ -530,29 +562,36 @@ impl Store {
                     created_at: created as u64,
                     expires_at: expires.map(|v| v as u64),
                     used_at: used.map(|v| v as u64),
+                    ssh_names: parse_names(&ssh_names)?,
                 },
             );
         }
 
         let mut st = c.prepare(
             "SELECT id, name, tags, enrolled_at, last_seen, synced_version, removed, cert_serial,
-                    cert_not_after FROM hosts ORDER BY id",
+                    cert_not_after, ssh_names FROM hosts ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, bool>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, i64>(8)?,
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ),
+                (
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, bool>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, String>(9)?,
+                ),
             ))
         })?;
         for row in rows {
-            let (id, name, tags, enrolled, seen, synced, removed, serial, not_after) = row?;
+            let ((id, name, tags, enrolled, seen), (synced, removed, serial, not_after, names)) =
+                row?;
             let host = Host {
                 id: id as u64,
                 name: HostName::new(&name).map_err(corrupt("host name"))?,
@@ -563,6 +602,7 @@ impl Store {
                 removed,
                 cert_serial: serial,
                 cert_not_after: not_after as u64,
+                ssh_names: parse_names(&names)?,
             };
             if !removed {
                 m.active_hosts.insert(host.name.clone(), host.id);
@@ -575,11 +615,21 @@ impl Store {
             let (serial, host) = row?;
             m.host_certs.insert(serial, host as u64);
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for r in crate::revoke::load_unexpired(c, now)? {
+            m.revoked.insert(r.serial, r);
+        }
+        m.rebuild_krl(now);
         Ok(m)
     }
 
     /// Persists `changes` in one transaction; with `new_version`, also the bumped global
     /// version and a line in the `changes` table describing `what`.
+    /// Revocations are refused here: they need their audit records in the same
+    /// transaction, which only the writer appends ([`crate::writer::Writer::commit`]).
     pub fn commit(
         &mut self,
         model: &Counters,
@@ -588,28 +638,13 @@ impl Store {
         what: &str,
         now: u64,
     ) -> Result<(), StoreError> {
+        if changes.iter().any(|c| matches!(c, Change::Revoke(_))) {
+            return Err(StoreError::Corrupt(
+                "revocations are committed through the writer (with their audit records)".into(),
+            ));
+        }
         let tx = self.conn.transaction()?;
-        for c in changes {
-            persist(&tx, c, now)?;
-        }
-        meta_set(
-            &tx,
-            "next_grant_id",
-            &next_grant_id(model, changes).to_string(),
-        )?;
-        meta_set(
-            &tx,
-            "next_host_id",
-            &next_host_id(model, changes).to_string(),
-        )?;
-        meta_set(&tx, "next_id", &next_id(model, changes).to_string())?;
-        if let Some(v) = new_version {
-            meta_set(&tx, "version", &v.to_string())?;
-            tx.execute(
-                "INSERT INTO changes (version, at, what) VALUES (?1, ?2, ?3)",
-                params![v as i64, now as i64, what],
-            )?;
-        }
+        write_changes(&tx, model, changes, new_version, what, now)?;
         tx.commit()?;
         Ok(())
     }
@@ -642,6 +677,52 @@ impl Store {
         out.reverse();
         Ok(out)
     }
+}
+
+/// Writes `changes` (and the counters, the bumped version and its `changes` line) in
+/// `tx`, which the caller commits.
+pub fn write_changes(
+    tx: &Transaction<'_>,
+    model: &Counters,
+    changes: &[Change],
+    new_version: Option<u64>,
+    what: &str,
+    now: u64,
+) -> Result<(), StoreError> {
+    for c in changes {
+        persist(tx, c, now)?;
+    }
+    meta_set(
+        tx,
+        "next_grant_id",
+        &next_grant_id(model, changes).to_string(),
+    )?;
+    meta_set(
+        tx,
+        "next_host_id",
+        &next_host_id(model, changes).to_string(),
+    )?;
+    meta_set(tx, "next_id", &next_id(model, changes).to_string())?;
+    if let Some(v) = new_version {
+        meta_set(tx, "version", &v.to_string())?;
+        tx.execute(
+            "INSERT INTO changes (version, at, what) VALUES (?1, ?2, ?3)",
+            params![v as i64, now as i64, what],
+        )?;
+    }
+    Ok(())
+}
+
+/// Host names stored comma-separated.
+fn parse_names(s: &str) -> Result<Vec<HostName>, StoreError> {
+    s.split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| HostName::new(n).map_err(corrupt("SSH host name")))
+        .collect()
+}
+
+fn join_names(v: &[HostName]) -> String {
+    v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",")
 }
 
 fn next_grant_id(m: &Counters, changes: &[Change]) -> u64 {
@@ -895,14 +976,20 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                 params![*host_id as i64, *at as i64],
             )?;
         }
+        Change::Revoke(list) => {
+            for r in list {
+                crate::revoke::insert(tx, r)?;
+            }
+        }
     }
     Ok(())
 }
 
 fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO tokens (hash, kind, subject, tags, created_at, expires_at, used_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO tokens (hash, kind, subject, tags, created_at, expires_at, used_at,
+                             ssh_names)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             hash,
             t.kind.as_str(),
@@ -910,7 +997,8 @@ fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), Store
             t.tags.as_ref().map(|t| t.to_string()),
             t.created_at as i64,
             t.expires_at.map(|v| v as i64),
-            t.used_at.map(|v| v as i64)
+            t.used_at.map(|v| v as i64),
+            join_names(&t.ssh_names)
         ],
     )?;
     Ok(())
@@ -918,15 +1006,17 @@ fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), Store
 
 fn insert_host(tx: &Transaction<'_>, h: &Host) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO hosts (id, name, tags, enrolled_at, removed, cert_serial, cert_not_after)
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+        "INSERT INTO hosts (id, name, tags, enrolled_at, removed, cert_serial, cert_not_after,
+                            ssh_names)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
         params![
             h.id as i64,
             h.name.as_str(),
             h.tags.to_string(),
             h.enrolled_at as i64,
             h.cert_serial,
-            h.cert_not_after as i64
+            h.cert_not_after as i64,
+            join_names(&h.ssh_names)
         ],
     )?;
     Ok(())

@@ -7,12 +7,17 @@
 //! then applied here with [`Model::apply`] (write-through), so the model never holds
 //! anything the database does not.
 //!
+//! Also holds the unexpired certificate revocations and the OpenSSH KRL built from them
+//! (rebuilt, expired entries pruned, whenever revocations change or the model loads), so
+//! that every host sync hands out the KRL without any work.
+//!
 //! Must never: touch SQLite or the network, or be mutated except through
 //! [`Model::apply`] after a successful commit.
 
 use ipnet::IpNet;
 use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 /// How many versions the in-memory change log keeps; a host further behind gets a full
 /// snapshot.
@@ -96,6 +101,8 @@ pub struct Token {
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub used_at: Option<u64>,
+    /// Enrollment tokens: extra SSH host certificate principals the host may ask for.
+    pub ssh_names: Vec<HostName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +116,38 @@ pub struct Host {
     pub removed: bool,
     pub cert_serial: String,
     pub cert_not_after: u64,
+    /// Extra principals of its SSH host certificates (besides its name), fixed at
+    /// enrollment from what the token allowed.
+    pub ssh_names: Vec<HostName>,
+}
+
+impl Host {
+    /// Every principal of the host's SSH host certificates: its name first.
+    pub fn principals(&self) -> Vec<HostName> {
+        let mut v = vec![self.name.clone()];
+        for n in &self.ssh_names {
+            if !v.contains(n) {
+                v.push(n.clone());
+            }
+        }
+        v
+    }
+}
+
+/// One revoked user certificate (the `revocations` table, append-only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub serial: u64,
+    pub key_id: String,
+    pub user: String,
+    /// The certificate's own end of validity: after it the entry leaves the KRL.
+    pub valid_before: u64,
+    /// The user CA key (OpenSSH public key line) that signed the certificate.
+    pub ca_key: String,
+    pub revoked_at: u64,
+    pub reason: String,
+    /// How it was asked for: `serial`, `key_id`, `user`, `user_disabled`, ...
+    pub via: String,
 }
 
 /// One mTLS client certificate issued to a host.
@@ -215,6 +254,9 @@ pub enum Change {
         host_id: u64,
         at: u64,
     },
+    /// Revokes certificates (they go into the KRL hosts sync). Committed only through
+    /// the writer, which appends each to the CA's audit chain in the same transaction.
+    Revoke(Vec<Revocation>),
 }
 
 impl Change {
@@ -233,6 +275,7 @@ impl Change {
                 | Change::RemoveMember { .. }
                 | Change::AddGrant(_)
                 | Change::RemoveGrant { .. }
+                | Change::Revoke(_)
         )
     }
 
@@ -273,7 +316,9 @@ impl Change {
             | Change::AddToken { .. }
             | Change::Enroll { .. }
             | Change::HostCert { .. }
-            | Change::RemoveHost { .. } => {}
+            | Change::RemoveHost { .. }
+            // The KRL is sent whole with every response: no user entry changes.
+            | Change::Revoke(_) => {}
         }
         Affected::Users(set)
     }
@@ -312,6 +357,10 @@ pub struct Model {
     pub log: VecDeque<(u64, Affected)>,
     /// The change log covers every version in `(log_base, version]`.
     pub log_base: u64,
+    /// Unexpired revocations by serial.
+    pub revoked: BTreeMap<u64, Revocation>,
+    /// The KRL of `revoked` (binary, base64), `None` when nothing is revoked.
+    pub krl_base64: Option<Arc<String>>,
 }
 
 /// Why an id could not be allocated or used.
@@ -346,6 +395,58 @@ impl Model {
             version: 0,
             log: VecDeque::new(),
             log_base: 0,
+            revoked: BTreeMap::new(),
+            krl_base64: None,
+        }
+    }
+
+    /// Rebuilds the KRL from the unexpired revocations (expired ones are dropped here:
+    /// sshd refuses an expired certificate anyway, and the KRL stays small). The KRL's
+    /// version is the model's.
+    pub fn rebuild_krl(&mut self, now: u64) {
+        self.revoked.retain(|_, r| r.valid_before > now);
+        if self.revoked.is_empty() {
+            self.krl_base64 = None;
+            return;
+        }
+        let mut sections: BTreeMap<&str, crate::krl::CaRevocations> = BTreeMap::new();
+        for r in self.revoked.values() {
+            if !sections.contains_key(r.ca_key.as_str()) {
+                match ssh_key::PublicKey::from_openssh(&r.ca_key) {
+                    Ok(k) => {
+                        sections.insert(&r.ca_key, crate::krl::CaRevocations::new(k));
+                    }
+                    Err(e) => {
+                        tracing::error!(serial = r.serial, error = %e, "revocation names an unreadable CA key; left out of the KRL");
+                        continue;
+                    }
+                }
+            }
+            if let Some(s) = sections.get_mut(r.ca_key.as_str()) {
+                s.serials.insert(r.serial);
+            }
+        }
+        let krl = crate::krl::Krl {
+            version: self.version,
+            generated_at: now,
+            comment: "smith-ca revoked user certificates".into(),
+            sections: sections.into_values().collect(),
+        };
+        if krl.is_empty() {
+            self.krl_base64 = None;
+            return;
+        }
+        match krl.encode() {
+            Ok(b) => {
+                use base64::Engine;
+                self.krl_base64 = Some(Arc::new(
+                    base64::engine::general_purpose::STANDARD.encode(b),
+                ));
+            }
+            // Keep the previous KRL rather than dropping revocations.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the KRL; hosts keep the previous one")
+            }
         }
     }
 
@@ -423,7 +524,9 @@ impl Model {
     /// change.
     pub fn apply(&mut self, changes: &[Change], new_version: Option<u64>) {
         let mut affected = Affected::Users(BTreeSet::new());
+        let mut revocations = false;
         for c in changes {
+            revocations |= matches!(c, Change::Revoke(_));
             if c.is_policy() {
                 if let (Affected::Users(acc), Affected::Users(more)) =
                     (&mut affected, c.affected(self))
@@ -443,6 +546,13 @@ impl Model {
                     self.log_base = old;
                 }
             }
+        }
+        if revocations {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            self.rebuild_krl(now);
         }
     }
 
@@ -559,6 +669,11 @@ impl Model {
                 if let Some(h) = self.hosts.get_mut(host_id) {
                     h.removed = true;
                     self.active_hosts.remove(&h.name);
+                }
+            }
+            Change::Revoke(list) => {
+                for r in list {
+                    self.revoked.insert(r.serial, r.clone());
                 }
             }
         }

@@ -13,13 +13,17 @@
 //! restarts, and the CA's own audit chain (`@ca`): each decision gets its chain record
 //! in the same transaction (hashing only, no extra fsync). Host audit uploads are
 //! verified against the stored chain and stored (or their rejection recorded) here too,
-//! so that one writer orders every append to the audit tables.
+//! so that one writer orders every append to the audit tables. Model changes that need
+//! audit records (certificate revocations) are committed here as well
+//! ([`Writer::commit`]): the changes and one `@ca` record per revocation in one
+//! transaction.
 //!
 //! Must never: answer a request before its record is committed, or block an async task
 //! (callers only do a non-blocking send and await the reply).
 
 use crate::audit::store::{self as audit, Rejected, CA_CHAIN};
-use crate::db::{open_connection, StoreError};
+use crate::db::{open_connection, Counters, StoreError};
+use crate::model::Change;
 use rusqlite::{params, Connection};
 use smith_api::chain::{self, AuditAck, AuditRecord};
 use std::collections::HashMap;
@@ -89,6 +93,20 @@ enum Job {
         records: Vec<AuditRecord>,
         done: oneshot::Sender<Result<AuditOutcome, WriteError>>,
     },
+    Commit {
+        commit: Box<PendingCommit>,
+        done: oneshot::Sender<Result<(), WriteError>>,
+    },
+}
+
+/// Model changes to commit with their audit records (see [`Writer::commit`]).
+#[derive(Debug)]
+pub struct PendingCommit {
+    pub counters: Counters,
+    pub changes: Vec<Change>,
+    pub new_version: Option<u64>,
+    pub what: String,
+    pub now: u64,
 }
 
 /// A host upload's outcome: the new head, or why the batch was refused (the refusal
@@ -156,6 +174,19 @@ impl Writer {
         wait.await.map_err(|_| WriteError::ShuttingDown)?
     }
 
+    /// Commits model changes in one transaction with a `@ca` audit record for each
+    /// revocation among them. Blocking: call it from a blocking thread (the admin
+    /// mutation path runs in `spawn_blocking`). Every job queued before it is committed
+    /// first.
+    pub fn commit(&self, commit: PendingCommit) -> Result<(), WriteError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Job::Commit {
+            commit: Box::new(commit),
+            done,
+        })?;
+        wait.blocking_recv().map_err(|_| WriteError::ShuttingDown)?
+    }
+
     /// Notes that a host synced; written with the next batch, nobody waits.
     pub fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>) {
         if let Err(e) = self.send(Job::HostSeen {
@@ -201,10 +232,12 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
         }
         let mut records = Vec::new();
         let mut uploads = Vec::new();
+        let mut commits = Vec::new();
         let mut seen: HashMap<u64, (u64, Option<u64>)> = HashMap::new();
         for job in batch {
             match job {
                 Job::Record { rec, done } => records.push((rec, done)),
+                Job::Commit { commit, done } => commits.push((commit, done)),
                 Job::Audit {
                     host,
                     records,
@@ -224,11 +257,64 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
         if !uploads.is_empty() {
             write_uploads(&mut conn, uploads);
         }
-        if records.is_empty() && seen.is_empty() {
-            continue;
+        if !(records.is_empty() && seen.is_empty()) {
+            write_records(&mut conn, records, &seen, &mut ca_head);
         }
+        // After the records queued with them: a revocation sweep then sees every
+        // certificate issued before it was asked for.
+        for (commit, done) in commits {
+            let r = write_commit(&mut conn, &commit, &mut ca_head).map_err(|e| {
+                tracing::error!(error = %e, change = %commit.what, "could not commit a change");
+                WriteError::Failed(e.to_string())
+            });
+            let _ = done.send(r);
+        }
+    }
+}
+
+/// Model changes and the `@ca` records of their revocations, in one transaction.
+fn write_commit(
+    conn: &mut Connection,
+    c: &PendingCommit,
+    ca_head: &mut (u64, [u8; 32]),
+) -> Result<(), StoreError> {
+    if ca_head.0 == u64::MAX {
+        *ca_head = audit::head(conn, CA_CHAIN)?;
+    }
+    let mut head = *ca_head;
+    let tx = conn.transaction()?;
+    crate::db::write_changes(&tx, &c.counters, &c.changes, c.new_version, &c.what, c.now)?;
+    for change in &c.changes {
+        if let Change::Revoke(list) = change {
+            for r in list {
+                let rec =
+                    chain::next_record(CA_CHAIN, head.0, &head.1, crate::revoke::audit_event(r));
+                audit::insert(&tx, CA_CHAIN, &rec, c.now)?;
+                head = (
+                    rec.seq,
+                    chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
+                );
+            }
+        }
+    }
+    tx.commit()?;
+    *ca_head = head;
+    Ok(())
+}
+
+type PendingRecord = (Box<Record>, oneshot::Sender<Result<u64, WriteError>>);
+
+/// Issuance records (and host last-seen updates) in one transaction; on failure, each
+/// record alone.
+fn write_records(
+    conn: &mut Connection,
+    records: Vec<PendingRecord>,
+    seen: &HashMap<u64, (u64, Option<u64>)>,
+    ca_head: &mut (u64, [u8; 32]),
+) {
+    {
         let recs: Vec<&Record> = records.iter().map(|(r, _)| r.as_ref()).collect();
-        match write_batch(&mut conn, &recs, &seen, &mut ca_head) {
+        match write_batch(conn, &recs, seen, ca_head) {
             Ok(ids) => {
                 for ((_, done), id) in records.into_iter().zip(ids) {
                     let _ = done.send(Ok(id));
@@ -237,7 +323,7 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
             Err(e) => {
                 tracing::error!(error = %e, records = recs.len(), "batch commit failed; retrying records one by one");
                 for (rec, done) in records {
-                    let r = write_batch(&mut conn, &[&rec], &HashMap::new(), &mut ca_head)
+                    let r = write_batch(conn, &[&rec], &HashMap::new(), ca_head)
                         .map(|ids| ids.first().copied().unwrap_or(0))
                         .map_err(|e| WriteError::Failed(e.to_string()));
                     if let Err(e) = &r {

@@ -314,6 +314,7 @@ pub async fn mint_token(
                 created_at: at,
                 expires_at: Some(expires_at),
                 used_at: None,
+                ssh_names: vec![],
             },
         }])
     })

@@ -359,6 +359,7 @@ pub async fn user_token(
                     created_at: at,
                     expires_at: Some(expires_at),
                     used_at: None,
+                    ssh_names: vec![],
                 },
             }]),
         }
@@ -618,6 +619,7 @@ pub async fn host_token(
                 created_at: at,
                 expires_at: Some(expires_at),
                 used_at: None,
+                ssh_names: vec![],
             },
         }])
     })

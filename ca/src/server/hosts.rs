@@ -30,6 +30,7 @@ pub const HOST_SSH_CERT_SECS: u64 = 90 * 86400;
 fn sign_host_keys(
     ca: &Ca,
     host: &HostName,
+    principals: &[HostName],
     keys: &[String],
     at: u64,
 ) -> Result<Vec<String>, ApiError> {
@@ -50,7 +51,7 @@ fn sign_host_keys(
             // separate from the user certificates' sequence.
             rand::Rng::gen_range(&mut rand::rngs::OsRng, 1..u64::MAX),
             &format!("smith-host:{host}"),
-            &[host.to_string()],
+            &principals.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             at.saturating_sub(super::certs::BACKDATE_SECS),
             at + HOST_SSH_CERT_SECS,
         )
@@ -112,7 +113,13 @@ pub async fn enroll(
             crate::tlsca::TlsCaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
             e => ApiError::internal("issuing a host certificate", e),
         })?;
-    let ssh_host_certs = sign_host_keys(&ca, &req.host_name, &req.ssh_host_keys, at)?;
+    let ssh_host_certs = sign_host_keys(
+        &ca,
+        &req.host_name,
+        std::slice::from_ref(&req.host_name),
+        &req.ssh_host_keys,
+        at,
+    )?;
     let host_name = req.host_name.clone();
     let host_tags = tags.clone();
     let cert_serial = serial.clone();
@@ -147,6 +154,7 @@ pub async fn enroll(
                 removed: false,
                 cert_serial: cert_serial.clone(),
                 cert_not_after: not_after,
+                ssh_names: vec![],
             },
             cert: HostCert {
                 serial: cert_serial,
@@ -222,6 +230,8 @@ pub async fn renew(
             crate::tlsca::TlsCaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
             e => ApiError::internal("issuing a host certificate", e),
         })?;
+    let ssh_host_certs =
+        sign_host_keys(&ca, &host.name, &host.principals(), &req.ssh_host_keys, at)?;
     let host_id = host.id;
     ca.mutate(format!("host renew {}", host.name), move |m, at| {
         if m.hosts.get(&host_id).is_none_or(|h| h.removed) {
@@ -245,7 +255,7 @@ pub async fn renew(
         root_pem: ca.tls_root.cert_pem.clone(),
         client_cert_not_after: not_after,
         user_ca_keys: ca.user_ca_keys.clone(),
-        ssh_host_certs: vec![],
+        ssh_host_certs,
     }))
 }
 

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod certs;
 pub mod error;
 pub mod hosts;
+pub mod revocation;
 
 use crate::auth::{AuthError, Authenticator, Principal, TokenAuthenticator};
 use crate::datadir::DataDir;
@@ -28,6 +29,7 @@ use error::ApiError;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+use smith_proto::UserName;
 use ssh_key::PrivateKey;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,10 +137,24 @@ impl Ca {
     /// Runs one admin mutation: `plan` computes the changes from the current model (all
     /// mutations are serialized by the store lock, so the plan cannot go stale), they are
     /// committed in one transaction, then applied to the model, then hosts are woken.
-    /// Returns the version after the change.
+    /// Returns the version after the change. See [`Ca::mutate_with`].
     pub async fn mutate<F>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, ApiError>
     where
         F: FnOnce(&Model, u64) -> Result<Vec<Change>, ApiError> + Send + 'static,
+    {
+        self.mutate_with(what, move |m, _, at| plan(m, at)).await
+    }
+
+    /// [`Ca::mutate`] whose plan may also read the store (issued certificates).
+    ///
+    /// A change that disables or deletes a user also revokes every still-valid
+    /// certificate of theirs, in the same transaction; after the model is updated (from
+    /// then on issuance refuses the user) a second pass revokes any certificate whose
+    /// issuance was in flight. Changes with revocations are committed by the writer,
+    /// which adds their `@ca` audit records in the same transaction.
+    pub async fn mutate_with<F>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, ApiError>
+    where
+        F: FnOnce(&Model, &Store, u64) -> Result<Vec<Change>, ApiError> + Send + 'static,
     {
         let ca = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -146,7 +162,14 @@ impl Ca {
             let at = now();
             let (changes, new_version, current, counters) = {
                 let m = ca.model();
-                let changes = plan(&m, at)?;
+                let mut changes = plan(&m, &store, at)?;
+                let ended = ended_users(&changes);
+                if !ended.is_empty() {
+                    let revs = ca.revocations_for(&store, &ended, &changes, at)?;
+                    if !revs.is_empty() {
+                        changes.push(Change::Revoke(revs));
+                    }
+                }
                 let nv = changes
                     .iter()
                     .any(Change::is_policy)
@@ -156,18 +179,102 @@ impl Ca {
             if changes.is_empty() {
                 return Ok(current);
             }
-            store.commit(&counters, &changes, new_version, &what, at)?;
-            ca.model_mut().apply(&changes, new_version);
-            if let Some(v) = new_version {
-                ca.version_tx.send_replace(v);
-                tracing::info!(version = v, change = %what, "policy changed");
-            } else {
-                tracing::info!(change = %what, "state changed");
+            let ended = ended_users(&changes);
+            ca.commit_and_apply(&mut store, changes, counters, new_version, &what, at)?;
+            // Issuances decided before the model said "disabled" may have been recorded
+            // since the plan read the certificates: revoke those too.
+            let mut version = new_version.unwrap_or(current);
+            if !ended.is_empty() {
+                let at = now();
+                let (revs, counters, nv) = {
+                    let m = ca.model();
+                    let revs = ca.revocations_for(&store, &ended, &[], at)?;
+                    (revs, crate::db::Counters::of(&m), m.version + 1)
+                };
+                if !revs.is_empty() {
+                    tracing::warn!(count = revs.len(), "certificates issued while their user was being disabled; revoking them too");
+                    let what = format!("{what} (certificates issued meanwhile)");
+                    ca.commit_and_apply(&mut store, vec![Change::Revoke(revs)], counters, Some(nv), &what, at)?;
+                    version = nv;
+                }
             }
-            Ok(new_version.unwrap_or(current))
+            Ok(version)
         })
         .await
         .map_err(|e| ApiError::internal("running a change", e))?
+    }
+
+    /// The revocations of every still-valid certificate of `users` not already in
+    /// `changes`.
+    fn revocations_for(
+        &self,
+        store: &Store,
+        users: &[(UserName, &'static str)],
+        changes: &[Change],
+        at: u64,
+    ) -> Result<Vec<crate::model::Revocation>, ApiError> {
+        let planned: std::collections::BTreeSet<u64> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Revoke(l) => Some(l.iter().map(|r| r.serial)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut out = Vec::new();
+        for (user, via) in users {
+            let certs: Vec<smith_api::IssuedCert> =
+                crate::revoke::valid_of_user(store.conn(), user, at)?
+                    .into_iter()
+                    .filter(|c| !planned.contains(&c.serial))
+                    .collect();
+            let reason = match *via {
+                "user_deleted" => format!("user {user} was deleted"),
+                _ => format!("user {user} was disabled"),
+            };
+            out.extend(crate::revoke::revocations(
+                &certs,
+                self.user_ca_keys.first().map(String::as_str).unwrap_or(""),
+                at,
+                &reason,
+                via,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Commits (through the writer when revocations are among the changes), applies to
+    /// the model and wakes the hosts.
+    fn commit_and_apply(
+        &self,
+        store: &mut Store,
+        changes: Vec<Change>,
+        counters: crate::db::Counters,
+        new_version: Option<u64>,
+        what: &str,
+        at: u64,
+    ) -> Result<(), ApiError> {
+        if changes.iter().any(|c| matches!(c, Change::Revoke(_))) {
+            self.writer
+                .commit(crate::writer::PendingCommit {
+                    counters,
+                    changes: changes.clone(),
+                    new_version,
+                    what: what.to_string(),
+                    now: at,
+                })
+                .map_err(|e| ApiError::internal("recording a revocation", e))?;
+        } else {
+            store.commit(&counters, &changes, new_version, what, at)?;
+        }
+        self.model_mut().apply(&changes, new_version);
+        if let Some(v) = new_version {
+            self.version_tx.send_replace(v);
+            tracing::info!(version = v, change = %what, "policy changed");
+        } else {
+            tracing::info!(change = %what, "state changed");
+        }
+        Ok(())
     }
 
     /// Runs a read-only query against the store (not on hot paths).
@@ -294,6 +401,8 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/admin/hosts", get(admin::list_hosts))
         .route("/v1/admin/hosts/{name}", delete(admin::remove_host))
         .route("/v1/admin/decisions", get(admin::decisions))
+        .route("/v1/admin/certs", get(revocation::list))
+        .route("/v1/admin/certs/revoke", post(revocation::revoke))
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
@@ -470,6 +579,26 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
     ca.writer.shutdown();
     tracing::info!("smith-ca stopped");
     Ok(())
+}
+
+/// Users a change set disables or deletes, with how their certificates are revoked.
+fn ended_users(changes: &[Change]) -> Vec<(UserName, &'static str)> {
+    let mut out: Vec<(UserName, &'static str)> = Vec::new();
+    for c in changes {
+        let (name, via) = match c {
+            Change::DisableUser { name, .. } => (name, "user_disabled"),
+            Change::DeleteUser { name, .. } => (name, "user_deleted"),
+            _ => continue,
+        };
+        if let Some(e) = out.iter_mut().find(|(n, _)| n == name) {
+            if via == "user_deleted" {
+                e.1 = via;
+            }
+        } else {
+            out.push((name.clone(), via));
+        }
+    }
+    out
 }
 
 /// Starts the server's log output: journald when it is there, else stderr.

@@ -146,15 +146,26 @@ pub fn run(r: &Resolved) -> Vec<Check> {
                 .ok()
                 .and_then(|k| crate::identity::key_matches_cert(&k, &cr.identity.cert_pem).ok())
                 .unwrap_or(false);
-            if !cr.cert.is_valid_at(now) {
+            if cr.cert.not_after <= now {
                 c.push(
                     "client certificate",
                     Level::Fail,
                     format!(
-                        "expired or not yet valid (not after {})",
+                        "{} (expired {})",
+                        crate::refusal::EXPIRED_ADVICE,
                         crate::status::when(cr.cert.not_after)
                     ),
-                    "re-enroll: smith-host deactivate, then smith-host activate with a new token",
+                    "ask the admin for a token (smith-ca admin host token --tags ...), then smith-host activate --token T",
+                );
+            } else if !cr.cert.is_valid_at(now) {
+                c.push(
+                    "client certificate",
+                    Level::Fail,
+                    format!(
+                        "not valid yet (valid from {}): is this host's clock right?",
+                        crate::status::when(cr.cert.not_before)
+                    ),
+                    "fix the clock (timedatectl / chrony), then smith-host doctor",
                 );
             } else if cr.cert.common_name.as_deref() != Some(cfg.host_name.as_str()) {
                 c.push(
@@ -462,7 +473,54 @@ pub fn run(r: &Resolved) -> Vec<Check> {
         });
         match result {
             Ok(_) => c.ok("CA", format!("{} accepts this host (mTLS sync)", cfg.ca_url)),
-            Err(e) => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),
+            Err(e) => match crate::refusal::classify_api(&e) {
+                Some(kind) => c.push(
+                    "CA",
+                    Level::Fail,
+                    format!("{} (the CA said: {e})", kind.advice()),
+                    match kind {
+                        crate::refusal::RefusalKind::HostRemoved => "smith-host deactivate, or smith-host activate --token T with a new token from `smith-ca admin host token`",
+                        crate::refusal::RefusalKind::ClientCertExpired => "smith-host activate --token T with a new token from `smith-ca admin host token`",
+                    },
+                ),
+                None => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),
+            },
+        }
+    }
+    // What hostd last heard from the CA (also when the CA is not reachable now).
+    if let Some(r) = crate::state::load_sync_status(&p.sync_status_file).and_then(|s| s.ca_refusal)
+    {
+        c.push(
+            "CA enrollment",
+            Level::Fail,
+            format!(
+                "{} (smith-hostd was refused since {}: {} {})",
+                r.kind.advice(),
+                crate::status::when(r.since),
+                r.code,
+                r.message
+            ),
+            "smith-host deactivate, or smith-host activate --token T with a new token",
+        );
+    }
+
+    // SSH host certificates (sshd's HostCertificate), renewed by smith-hostd.
+    for h in crate::status::host_certs(p, crate::now_unix()) {
+        let name = "SSH host certificate";
+        match (h.state.as_str(), h.valid_before) {
+            ("valid", Some(t)) => c.ok(name, format!("{}: valid until {}", h.path, crate::status::when(t))),
+            ("due", Some(t)) => c.push(
+                name,
+                Level::Warn,
+                format!("{}: past 2/3 of its lifetime, valid until {}", h.path, crate::status::when(t)),
+                "smith-hostd renews it with its client certificate; check that it runs and reaches the CA",
+            ),
+            (st, _) => c.push(
+                name,
+                Level::Fail,
+                format!("{}: {st}; ssh clients trusting the host CA cannot verify this host", h.path),
+                "smith-hostd gets a new one at its next renewal; check that it runs and reaches the CA (smith-host status)",
+            ),
         }
     }
 

@@ -61,6 +61,10 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// Snapshot version after the last success.
     pub version: u64,
+    /// Set while the CA refuses this host (removed, client certificate expired);
+    /// cleared by the next successful sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_refusal: Option<crate::refusal::CaRefusal>,
 }
 
 pub fn load_sync_status(path: &Path) -> Option<SyncStatus> {

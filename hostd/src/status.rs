@@ -51,6 +51,73 @@ pub struct Status {
     pub daemon: DaemonStatus,
     pub cache: CacheStatus,
     pub audit: AuditStatus,
+    /// The CA's refusal of this host as hostd last saw it (removed, client certificate
+    /// expired), from `sync-status.json`.
+    pub ca_refusal: Option<crate::refusal::CaRefusal>,
+    /// What needs the admin's attention, as a sentence: `removed at the CA: run
+    /// smith-host deactivate, or re-enroll with a new token ...` or `client certificate
+    /// expired: re-enroll with smith-host activate --token ...`.
+    pub problem: Option<String>,
+    /// The SSH host certificates hostd keeps renewed.
+    pub ssh_host_certs: Vec<HostCertStatus>,
+}
+
+/// One managed SSH host certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostCertStatus {
+    pub path: String,
+    /// `valid`, `due` (past 2/3 of its lifetime), `missing` or `invalid: ...`.
+    pub state: String,
+    pub valid_before: Option<u64>,
+    pub renew_at: Option<u64>,
+}
+
+/// The managed host certificates and their state.
+pub fn host_certs(p: &HostPaths, now: u64) -> Vec<HostCertStatus> {
+    use crate::hostcerts::CertState;
+    crate::hostcerts::managed(p)
+        .iter()
+        .map(|m| {
+            let st = crate::hostcerts::state(m);
+            let (state, valid_before, renew_at) = match &st {
+                CertState::Missing => ("missing".to_string(), None, None),
+                CertState::Invalid(e) => (format!("invalid: {e}"), None, None),
+                CertState::Current {
+                    renew_at,
+                    valid_before,
+                } => (
+                    if st.due(now) { "due" } else { "valid" }.to_string(),
+                    Some(*valid_before),
+                    Some(*renew_at),
+                ),
+            };
+            HostCertStatus {
+                path: p.logical(&m.cert_path).display().to_string(),
+                state,
+                valid_before,
+                renew_at,
+            }
+        })
+        .collect()
+}
+
+/// The sentence for what needs the admin's attention: a removal recorded by hostd wins,
+/// then an expired client certificate (known locally, or from the CA's refusal).
+pub fn problem(
+    refusal: Option<&crate::refusal::CaRefusal>,
+    client_cert_not_after: Option<u64>,
+    now: u64,
+) -> Option<String> {
+    use crate::refusal::RefusalKind;
+    if let Some(r) = refusal.filter(|r| r.kind == RefusalKind::HostRemoved) {
+        return Some(r.kind.advice().to_string());
+    }
+    if client_cert_not_after.is_some_and(|t| t <= now)
+        || refusal.is_some_and(|r| r.kind == RefusalKind::ClientCertExpired)
+    {
+        return Some(RefusalKind::ClientCertExpired.advice().to_string());
+    }
+    None
 }
 
 /// The audit spool and its upload to the CA.
@@ -158,14 +225,20 @@ pub fn gather(r: &Resolved) -> Status {
                 .ok()
                 .map(|v| String::from_utf8_lossy(v.host_tags()).into_owned())
         });
+    let now = crate::now_unix();
+    let ca_refusal = sync.as_ref().and_then(|s| s.ca_refusal.clone());
+    let client_cert_not_after = creds.as_ref().map(|c| c.cert.not_after);
     Status {
+        problem: problem(ca_refusal.as_ref(), client_cert_not_after, now),
+        ca_refusal,
+        ssh_host_certs: host_certs(p, now),
         enrolled: r.config.is_some() && creds.is_some(),
         daemon_reachable: daemon.reachable,
         host_name: r.config.as_ref().map(|c| c.host_name.to_string()),
         tags: state.as_ref().map(|s| s.tags.to_string()).or(cache_tags),
         ca_url: r.config.as_ref().map(|c| c.ca_url.clone()),
         root_fingerprint: creds.as_ref().map(|c| c.root_fingerprint.clone()),
-        client_cert_not_after: creds.as_ref().map(|c| c.cert.not_after),
+        client_cert_not_after,
         snapshot_version: state
             .as_ref()
             .map(|s| s.version)
@@ -218,6 +291,9 @@ pub fn render(s: &Status) -> String {
         s.host_name.as_deref().unwrap_or("?"),
         s.ca_url.as_deref().unwrap_or("?")
     ));
+    if let Some(p) = &s.problem {
+        line(&mut out, "ATTENTION:", p.clone());
+    }
     line(
         &mut out,
         "tags:",
@@ -239,6 +315,14 @@ pub fn render(s: &Status) -> String {
                 when(t)
             ),
         );
+    }
+    for c in &s.ssh_host_certs {
+        let v = match (c.state.as_str(), c.valid_before) {
+            ("valid", Some(t)) => format!("{}: valid until {}", c.path, when(t)),
+            ("due", Some(t)) => format!("{}: due for renewal, valid until {}", c.path, when(t)),
+            (st, _) => format!("{}: {st}", c.path),
+        };
+        line(&mut out, "host cert:", v);
     }
     let synced = match (s.snapshot_version, s.last_sync_unix) {
         (Some(v), Some(t)) => format!("version {v}, last sync {}", when(t)),

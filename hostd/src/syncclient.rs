@@ -58,6 +58,10 @@ pub struct RenewResponse {
     pub client_cert_pem: String,
     #[serde(default)]
     pub client_cert_not_after: Option<u64>,
+    /// SSH host certificates for the `ssh_host_keys` sent, same order (empty from a CA
+    /// that does not sign them on renewal).
+    #[serde(default)]
+    pub ssh_host_certs: Vec<String>,
 }
 
 /// The sync URL path.
@@ -199,14 +203,22 @@ impl CaClient {
         serde_json::from_slice(&body).map_err(|e| CaError::Decode(format!("audit upload: {e}")))
     }
 
-    /// Asks for a new client certificate for `csr_pem`.
-    pub async fn renew(&self, csr_pem: &str) -> Result<RenewResponse, CaError> {
+    /// Asks for a new client certificate for `csr_pem`, and SSH host certificates for
+    /// `ssh_host_keys` (OpenSSH public key lines).
+    pub async fn renew(
+        &self,
+        csr_pem: &str,
+        ssh_host_keys: &[String],
+    ) -> Result<RenewResponse, CaError> {
         let url = format!("{}/v1/host/renew", self.base);
         let resp = self
             .http
             .post(&url)
             .timeout(Duration::from_secs(30))
-            .json(&serde_json::json!({ "csr_pem": csr_pem }))
+            .json(&smith_api::RenewRequest {
+                csr_pem: csr_pem.to_string(),
+                ssh_host_keys: ssh_host_keys.to_vec(),
+            })
             .send()
             .await
             .map_err(|e| CaError::Transport {

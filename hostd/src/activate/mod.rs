@@ -25,7 +25,7 @@ use crate::paths::{host_cert_path_for, HostPaths};
 use crate::service;
 use manifest::{backup_name, sha256_hex, FileEntry, Kind, Manifest, Undo};
 use serde::Serialize;
-use smith_api::{Client, ClientOptions, EnrollRequest, EnrollResponse, Trust};
+use smith_api::{Client, ClientOptions, EnrollRequest, EnrollRequestNamed, EnrollResponse, Trust};
 use smith_proto::HostName;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,6 +58,9 @@ pub struct ActivateOptions {
     /// Path of `smith-host` for sshd's `AuthorizedPrincipalsCommand` (default: this
     /// binary).
     pub principals_command: Option<PathBuf>,
+    /// Extra principals for the SSH host certificates (the host name is always one);
+    /// the enrollment token must allow each (`smith-ca admin host token --ssh-name`).
+    pub ssh_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +71,11 @@ pub struct ActivateReport {
     pub ca_url: String,
     pub root_fingerprint: String,
     pub client_cert_not_after: u64,
+    /// Set when this run enrolled again a host the CA had refused (removed, or its
+    /// client certificate expired).
+    pub reenrolled: bool,
+    /// SSH host certificates written by this run's enrollment.
+    pub ssh_host_certs: Vec<String>,
     /// Logical paths written by this run.
     pub changed: Vec<String>,
     /// Logical paths that already had the right contents.
@@ -314,6 +322,7 @@ fn enroll(
     fingerprint: &str,
     token: &str,
     host: &HostName,
+    ssh_names: &[HostName],
     host_keys: Vec<(PathBuf, String)>,
 ) -> Result<Enrolled, ActivateError> {
     let new_key = identity::generate_key_and_csr(host).map_err(ActivateError::Local)?;
@@ -325,17 +334,23 @@ fn enroll(
         timeout: Duration::from_secs(30),
     })
     .map_err(|e| usage(e.to_string()))?;
-    let req = EnrollRequest {
-        token: token.to_string(),
-        host_name: host.clone(),
-        csr_pem: new_key.csr_pem.clone(),
-        ssh_host_keys: host_keys.iter().map(|(_, l)| l.clone()).collect(),
+    let req = EnrollRequestNamed {
+        request: EnrollRequest {
+            token: token.to_string(),
+            host_name: host.clone(),
+            csr_pem: new_key.csr_pem.clone(),
+            ssh_host_keys: host_keys.iter().map(|(_, l)| l.clone()).collect(),
+        },
+        ssh_names: ssh_names.to_vec(),
     };
     let resp: EnrollResponse = client.post("/v1/hosts/enroll", &req).map_err(|e| {
-        let hint = match e.status() {
+        let hint = match (e.status(), e.code()) {
+            (Some(403), Some("ssh_name_not_allowed")) => "\nhint: every --ssh-name must be allowed by the token; ask the admin for one with `smith-ca admin host token --tags ... --ssh-name NAME` (the token was not used up)".to_string(),
+            _ => match e.status() {
             Some(401) | Some(403) => "\nhint: enrollment tokens are single-use and expire; ask the admin for a new one: smith-ca admin host token --tags k=v,... --ttl 1h".to_string(),
             Some(409) => format!("\nhint: a host named {host} is already enrolled; remove it first (smith-ca admin host remove {host}) or pass --name"),
             _ => String::new(),
+            },
         };
         ActivateError::Enroll(format!("enrollment failed, nothing was changed: {e}{hint}"))
     })?;
@@ -393,9 +408,25 @@ pub fn activate(
     let mut warnings = Vec::new();
     let manifest = Manifest::load(&paths.manifest).map_err(ActivateError::Local)?;
 
-    // 1. Are we enrolled already?
-    let enrolled =
-        existing.and_then(|c| current_enrollment(paths, c).ok().map(|cr| (c.clone(), cr)));
+    // 1. Are we enrolled already? A host the CA refuses (removed, expired client
+    //    certificate) enrolls again when given a token.
+    let refused = crate::state::load_sync_status(&paths.sync_status_file)
+        .and_then(|s| s.ca_refusal)
+        .is_some();
+    let reenroll = opts.token.is_some()
+        && existing.is_some_and(|c| refused || current_enrollment(paths, c).is_err());
+    let enrolled = if reenroll {
+        None
+    } else {
+        existing.and_then(|c| current_enrollment(paths, c).ok().map(|cr| (c.clone(), cr)))
+    };
+    // Re-enrolling: the CA, its pinned root and the name default to the current ones.
+    let prior = if enrolled.is_none() { existing } else { None };
+    let ssh_names = opts
+        .ssh_names
+        .iter()
+        .map(|n| HostName::new(n).map_err(|e| usage(format!("--ssh-name '{n}': {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some((cfg, creds)) = &enrolled {
         if let Some(fp) = &opts.ca_fingerprint {
             let want = smith_api::tls::parse_fingerprint(fp).map_err(usage)?;
@@ -426,18 +457,32 @@ pub fn activate(
     }
 
     // 2. Inputs.
-    let host_name = match (&enrolled, &opts.name) {
-        (Some((cfg, _)), _) => cfg.host_name.clone(),
-        (None, Some(n)) => HostName::new(n).map_err(|e| usage(format!("--name '{n}': {e}")))?,
-        (None, None) => system_host_name()?,
+    if enrolled.is_some() && !ssh_names.is_empty() {
+        return Err(usage(
+            "--ssh-name applies at enrollment; this host is enrolled: run `smith-host deactivate`, then activate again with a token allowing the names",
+        ));
+    }
+    let host_name = match (&enrolled, &opts.name, prior) {
+        (Some((cfg, _)), _, _) => cfg.host_name.clone(),
+        (None, Some(n), _) => HostName::new(n).map_err(|e| usage(format!("--name '{n}': {e}")))?,
+        (None, None, Some(p)) => p.host_name.clone(),
+        (None, None, None) => system_host_name()?,
     };
+    let ca_url_opt = opts
+        .ca_url
+        .clone()
+        .or_else(|| prior.map(|p| p.ca_url.clone()));
+    let fingerprint_opt = opts
+        .ca_fingerprint
+        .clone()
+        .or_else(|| prior.and_then(|p| p.ca_fingerprint.clone()));
     let mut config = match &enrolled {
         Some((cfg, _)) => cfg.clone(),
         None => {
             let missing: Vec<&str> = [
-                ("--ca", opts.ca_url.is_none()),
+                ("--ca", ca_url_opt.is_none()),
                 ("--token", opts.token.is_none()),
-                ("--ca-fingerprint", opts.ca_fingerprint.is_none()),
+                ("--ca-fingerprint", fingerprint_opt.is_none()),
             ]
             .iter()
             .filter(|(_, m)| *m)
@@ -449,9 +494,9 @@ pub fn activate(
                     missing.join(", ")
                 )));
             }
-            let url = opts.ca_url.clone().unwrap_or_default();
+            let url = ca_url_opt.clone().unwrap_or_default();
             crate::config::validate_ca_url(&url).map_err(usage)?;
-            let fp = opts.ca_fingerprint.clone().unwrap_or_default();
+            let fp = fingerprint_opt.clone().unwrap_or_default();
             smith_api::tls::parse_fingerprint(&fp)
                 .map_err(|e| usage(format!("--ca-fingerprint: {e}")))?;
             let token = opts.token.as_deref().unwrap_or("");
@@ -461,7 +506,13 @@ pub fn activate(
                     "--token must be the enrollment token printed by `smith-ca admin host token`",
                 ));
             }
-            let mut c = HostConfig::new(url.trim_end_matches('/').to_string(), host_name.clone());
+            // Keep the settings of a previous enrollment (home_base, paths, ...).
+            let mut c = match prior {
+                Some(p) => p.clone(),
+                None => HostConfig::new(String::new(), host_name.clone()),
+            };
+            c.ca_url = url.trim_end_matches('/').to_string();
+            c.host_name = host_name.clone();
             c.ca_fingerprint = Some(fp);
             c
         }
@@ -503,6 +554,7 @@ pub fn activate(
                 config.ca_fingerprint.as_deref().unwrap_or(""),
                 opts.token.as_deref().unwrap_or(""),
                 &host_name,
+                &ssh_names,
                 host_keys,
             )?;
             let summary = identity::summarize_pem(e.resp.client_cert_pem.as_bytes())
@@ -518,10 +570,23 @@ pub fn activate(
             )
         }
     };
+    let ssh_host_certs: Vec<String> = owned
+        .iter()
+        .filter(|p| enrolled.is_none() && p.path.to_string_lossy().ends_with("-cert.pub"))
+        .map(|p| paths.logical(&p.path).display().to_string())
+        .collect();
     plan.extend(owned);
 
     // 5. Write.
     let (changed, unchanged) = apply_plan(paths, plan, manifest, host_name.as_str())?;
+    if enrolled.is_none() {
+        // A refusal recorded for the previous enrollment no longer applies.
+        if let Some(mut st) = crate::state::load_sync_status(&paths.sync_status_file) {
+            if st.ca_refusal.take().is_some() {
+                let _ = crate::state::save_sync_status(&paths.sync_status_file, &st);
+            }
+        }
+    }
     let logical = |v: Vec<PathBuf>| -> Vec<String> {
         v.iter()
             .map(|p| paths.logical(p).display().to_string())
@@ -575,6 +640,8 @@ pub fn activate(
         ca_url: config.ca_url.clone(),
         root_fingerprint: root_fp,
         client_cert_not_after: creds_summary.not_after,
+        reenrolled: enrolled.is_none() && existing.is_some(),
+        ssh_host_certs,
         changed: logical(changed),
         unchanged: logical(unchanged),
         actions,
@@ -690,11 +757,12 @@ fn fresh_owned(
             continue;
         }
         let cert_path = host_cert_path_for(key_path);
+        // smith-hostd renews it: a change since activation is expected.
         plan.push(owned(
             &cert_path,
             format!("{line}\n").into_bytes(),
-            0o644,
-            false,
+            crate::hostcerts::CERT_MODE,
+            true,
         ));
         host_certs.push(cert_path);
     }
@@ -784,7 +852,7 @@ fn reassert_owned(
             .is_some_and(|e| e.kind == Kind::Owned);
         if ours {
             if let Some(b) = current(&cert) {
-                plan.push(owned(&cert, b, 0o644, false));
+                plan.push(owned(&cert, b, crate::hostcerts::CERT_MODE, true));
                 host_certs.push(cert);
             }
         }

@@ -36,7 +36,9 @@ enum Cmd {
     /// nsswitch.conf and the pam_smith lines in /etc/pam.d/{sshd,sudo}, recording the
     /// original of every file so `deactivate` can restore it. If anything fails before
     /// the files are written, nothing changes. On an enrolled host it needs no token
-    /// and only re-asserts the files (running it twice changes nothing).
+    /// and only re-asserts the files (running it twice changes nothing). A host the CA
+    /// refuses (removed, client certificate expired) enrolls again with `--token T`
+    /// alone: the CA URL, fingerprint and name default to the current ones.
     Activate {
         /// The CA's URL, e.g. https://ca.example.com:8443.
         #[arg(long = "ca", value_name = "URL", env = "SMITH_CA_URL")]
@@ -70,6 +72,13 @@ enum Cmd {
         /// writable by others.
         #[arg(long, value_name = "PATH")]
         principals_command: Option<PathBuf>,
+        /// Another name for this host's SSH host certificates, besides the host name
+        /// (repeatable), e.g. web.example.com. The enrollment token must allow each one
+        /// (`smith-ca admin host token --ssh-name NAME`), so a host cannot claim another
+        /// host's name. Clients then connect with `ssh NAME` (or `-o HostKeyAlias=NAME`)
+        /// without a TOFU prompt.
+        #[arg(long = "ssh-name", value_name = "NAME")]
+        ssh_names: Vec<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -178,9 +187,11 @@ fn main() -> ExitCode {
             principals_user,
             home_base,
             principals_command,
+            ssh_names,
             json,
         } => {
             let opts = ActivateOptions {
+                ssh_names,
                 ca_url,
                 token,
                 ca_fingerprint,
@@ -285,6 +296,12 @@ fn main() -> ExitCode {
 }
 
 fn print_activate(r: &activate::ActivateReport) {
+    if r.reenrolled {
+        println!("Enrolled {} again with {}.", r.host_name, r.ca_url);
+    }
+    for c in &r.ssh_host_certs {
+        println!("  SSH host certificate: {c}");
+    }
     if r.already_enrolled {
         println!(
             "{} is already enrolled with {}; files re-asserted.",

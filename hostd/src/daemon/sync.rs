@@ -5,10 +5,22 @@
 //! Owns: the retry policy (1 s doubling to 30 s, with jitter, reset on success), the
 //! reaction to `SIGUSR1` (abandon the current long-poll and ask again without waiting),
 //! recovery from a delta on the wrong base (ask for a full snapshot), and the
-//! renewal seam (`POST /v1/host/renew`; a CA without it is asked again hourly).
+//! renewal seam (`POST /v1/host/renew`; a CA without it is asked again hourly). The
+//! renewal also sends the SSH host public keys of the managed host certificates
+//! ([`crate::hostcerts`]); when one of those is due (2/3 of its lifetime, or missing) the
+//! certificates the CA returns are checked, written atomically, and sshd is reloaded
+//! (retried every 5 minutes until it works). A renewal is also started when only the
+//! host certificates are due.
 //!
-//! Must never: stop serving the last good snapshot because the CA is unreachable or
-//! answers garbage, or hammer the CA in a tight loop.
+//! A CA refusing this host (403 `host_removed`, an expired client certificate) is
+//! logged once as an error saying what to do and recorded in `sync-status.json` for
+//! `status`/`doctor` ([`crate::refusal`]); the last snapshot keeps serving. When
+//! `host.crt` changes on disk (re-enrollment by `smith-host activate --token` while the
+//! daemon runs) the credentials are reloaded.
+//!
+//! Must never: stop serving the last good snapshot because the CA is unreachable,
+//! refuses this host or answers garbage, replace working host certificates with ones
+//! that fail the checks, or hammer the CA in a tight loop.
 
 use super::Shared;
 use crate::identity::{self, HostCredentials};
@@ -64,6 +76,11 @@ enum Outcome {
 
 struct Renewal {
     next_attempt: u64,
+    /// Earliest renewal for host certificates alone (after the CA returned none or
+    /// unusable ones).
+    host_next_attempt: u64,
+    /// Host certificates were replaced but sshd could not be reloaded: retry then.
+    reload_at: Option<u64>,
 }
 
 pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watch::Receiver<bool>) {
@@ -78,7 +95,11 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
         }
     };
     let mut backoff = Backoff::new();
-    let mut renewal = Renewal { next_attempt: 0 };
+    let mut renewal = Renewal {
+        next_attempt: 0,
+        host_next_attempt: 0,
+        reload_at: None,
+    };
     let mut force_full = false;
     let mut immediate = true;
     let mut warned_expiry = false;
@@ -87,12 +108,21 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
             return;
         }
         let now = crate::now_unix();
-        if now >= creds.cert.renew_at() && now >= renewal.next_attempt {
-            if let Some((c, new_creds)) = renew(&shared, &client, &creds, &mut renewal).await {
+        let managed = crate::hostcerts::managed(&shared.paths);
+        let client_due = now >= creds.cert.renew_at();
+        let hosts_due =
+            now >= renewal.host_next_attempt && crate::hostcerts::any_due(&managed, now);
+        if (client_due || hosts_due) && now >= renewal.next_attempt {
+            if let Some((c, new_creds)) =
+                renew(&shared, &client, &creds, &managed, &mut renewal).await
+            {
                 client = c;
                 creds = new_creds;
                 warned_expiry = false;
             }
+        }
+        if renewal.reload_at.is_some_and(|t| now >= t) {
+            reload_sshd(&shared, &mut renewal).await;
         }
         if now >= creds.cert.not_after && !warned_expiry {
             warned_expiry = true;
@@ -122,7 +152,16 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
                 record(&shared, None, lock_version(&shared));
                 Outcome::Synced
             }
-            Err(e) => Outcome::Failed(describe(&e)),
+            Err(e) => {
+                if let Some((c, new_creds)) = note_refusal(&shared, &e, &creds) {
+                    client = c;
+                    creds = new_creds;
+                    warned_expiry = false;
+                    immediate = true;
+                    continue;
+                }
+                Outcome::Failed(describe(&e))
+            }
         };
         match outcome {
             Outcome::Synced => {
@@ -156,7 +195,61 @@ fn lock_version(shared: &Shared) -> u64 {
     shared.store.lock().map(|s| s.version()).unwrap_or(0)
 }
 
+/// Records (and logs once) a refusal of this host by the CA. If `host.crt` on disk is
+/// not the certificate in use (re-enrolled meanwhile), returns a client for the new
+/// credentials instead.
+fn note_refusal(
+    shared: &Shared,
+    e: &CaError,
+    creds: &HostCredentials,
+) -> Option<(CaClient, HostCredentials)> {
+    let refused = crate::refusal::classify(e);
+    let auth_like = refused.is_some() || matches!(e.status(), Some(401) | Some(403));
+    if auth_like {
+        if let Ok(disk) = identity::load_credentials(
+            &shared.paths.ca_bundle,
+            &shared.paths.host_cert,
+            &shared.paths.host_key,
+        ) {
+            if disk.cert.fingerprint != creds.cert.fingerprint {
+                match CaClient::new(&shared.config.ca_url, &disk) {
+                    Ok(c) => {
+                        info!(
+                            not_after = disk.cert.not_after,
+                            "host.crt changed on disk (re-enrolled?); using the new credentials"
+                        );
+                        return Some((c, disk));
+                    }
+                    Err(err) => warn!(error = %err, "cannot use the new host.crt"),
+                }
+            }
+        }
+    }
+    let (kind, code, message) = refused?;
+    let Ok(mut st) = shared.status.lock() else {
+        return None;
+    };
+    if st.ca_refusal.as_ref().map(|r| r.kind) != Some(kind) {
+        error!(
+            code = %code,
+            ca_message = %message,
+            "the CA refuses this host: {} (the last snapshot keeps serving; `smith-host status` shows this too)",
+            kind.advice()
+        );
+        st.ca_refusal = Some(crate::refusal::CaRefusal::new(
+            kind,
+            code,
+            message,
+            crate::now_unix(),
+        ));
+    }
+    None
+}
+
 fn describe(e: &CaError) -> String {
+    if let Some((kind, _, _)) = crate::refusal::classify(e) {
+        return format!("{e}\nhint: {}", kind.advice());
+    }
     match e.status() {
         Some(401) | Some(403) => format!(
             "{e}\nhint: the CA does not accept this host's certificate (removed by the admin, or expired?); re-enroll with `smith-host activate`"
@@ -177,6 +270,9 @@ fn record(shared: &Shared, error: Option<String>, version: u64) {
         st.version = version;
         if error.is_none() {
             st.last_sync_unix = Some(now);
+            if st.ca_refusal.take().is_some() {
+                info!("the CA accepts this host again");
+            }
             if let Ok(mut s) = shared.served.write() {
                 s.last_sync_unix = now;
             }
@@ -248,13 +344,15 @@ async fn renew(
     shared: &Arc<Shared>,
     client: &CaClient,
     creds: &HostCredentials,
+    managed: &[crate::hostcerts::Managed],
     renewal: &mut Renewal,
 ) -> Option<(CaClient, HostCredentials)> {
     let now = crate::now_unix();
     let host = &shared.config.host_name;
     info!(
         not_after = creds.cert.not_after,
-        "renewing the host's client certificate"
+        host_keys = managed.len(),
+        "renewing the host's client certificate and SSH host certificates"
     );
     let new_key = match identity::generate_key_and_csr(host) {
         Ok(k) => k,
@@ -264,7 +362,8 @@ async fn renew(
             return None;
         }
     };
-    let resp = match client.renew(&new_key.csr_pem).await {
+    let host_keys: Vec<String> = managed.iter().map(|m| m.key_line.clone()).collect();
+    let resp = match client.renew(&new_key.csr_pem, &host_keys).await {
         Ok(r) => r,
         Err(CaError::Status { status, .. }) if status == 404 || status == 405 => {
             info!("the CA does not offer certificate renewal; asking again in an hour");
@@ -272,7 +371,17 @@ async fn renew(
             return None;
         }
         Err(e) => {
-            warn!(error = %e, "certificate renewal failed; retrying in 5 minutes");
+            match crate::refusal::classify(&e) {
+                Some((kind, _, _)) => error!(
+                    error = %e,
+                    "certificate renewal refused: {}; retrying in 5 minutes",
+                    kind.advice()
+                ),
+                None => warn!(
+                    error = %e,
+                    "certificate renewal failed (the current certificates stay in use); retrying in 5 minutes"
+                ),
+            }
             renewal.next_attempt = now + 300;
             return None;
         }
@@ -328,6 +437,7 @@ async fn renew(
                 not_after = new_creds.cert.not_after,
                 "client certificate renewed"
             );
+            renew_host_certs(shared, managed, &resp.ssh_host_certs, renewal).await;
             Some((c, new_creds))
         }
         Err(e) => {
@@ -335,6 +445,88 @@ async fn renew(
             renewal.next_attempt = now + 300;
             None
         }
+    }
+}
+
+/// Replaces the managed host certificates with the renewed ones when any is due, then
+/// reloads sshd. On any doubt the old certificates stay.
+async fn renew_host_certs(
+    shared: &Arc<Shared>,
+    managed: &[crate::hostcerts::Managed],
+    certs: &[String],
+    renewal: &mut Renewal,
+) {
+    let now = crate::now_unix();
+    if managed.is_empty() || !crate::hostcerts::any_due(managed, now) {
+        return;
+    }
+    if certs.is_empty() {
+        warn!(
+            "the CA returned no SSH host certificates on renewal (an older CA?);              keeping the current ones and asking again in an hour"
+        );
+        renewal.host_next_attempt = now + 3600;
+        return;
+    }
+    let lines = match crate::hostcerts::check_renewed(managed, certs, &shared.config.host_name, now)
+    {
+        Ok(l) => l,
+        Err(e) => {
+            error!(
+                error = %e,
+                "refusing the renewed SSH host certificates; keeping the current ones, retrying in 5 minutes"
+            );
+            renewal.host_next_attempt = now + 300;
+            return;
+        }
+    };
+    let m = managed.to_vec();
+    let written = tokio::task::spawn_blocking(move || crate::hostcerts::write(&m, &lines)).await;
+    if crate::hostcerts::any_due(managed, now) {
+        // Never renew in a loop, whatever the CA issues.
+        warn!("the SSH host certificates are still due after renewal; asking again in 5 minutes");
+        renewal.host_next_attempt = now + 300;
+    }
+    match written {
+        Ok(Ok(changed)) if changed.is_empty() => {}
+        Ok(Ok(changed)) => {
+            info!(
+                files = %changed
+                    .iter()
+                    .map(|p| shared.paths.logical(p).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "SSH host certificates renewed"
+            );
+            renewal.reload_at = Some(now);
+            reload_sshd(shared, renewal).await;
+        }
+        Ok(Err(e)) => {
+            error!(error = %e, "cannot write the renewed SSH host certificates; sshd keeps the current ones, retrying in 5 minutes");
+            renewal.host_next_attempt = now + 300;
+        }
+        Err(_) => {
+            renewal.host_next_attempt = now + 300;
+        }
+    }
+}
+
+/// Reloads sshd so it presents the new host certificates; retried every 5 minutes.
+async fn reload_sshd(shared: &Arc<Shared>, renewal: &mut Renewal) {
+    let paths = shared.paths.clone();
+    let r = tokio::task::spawn_blocking(move || crate::service::reload_sshd(&paths)).await;
+    match r {
+        Ok(Ok(what)) => {
+            info!(action = %what, "sshd reloaded for the new host certificates");
+            renewal.reload_at = None;
+        }
+        Ok(Err(e)) => {
+            warn!(
+                error = %e,
+                "sshd was not reloaded: it presents its previous host certificates until it is (retrying in 5 minutes)"
+            );
+            renewal.reload_at = Some(crate::now_unix() + 300);
+        }
+        Err(_) => renewal.reload_at = Some(crate::now_unix() + 300),
     }
 }
 

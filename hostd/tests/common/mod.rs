@@ -190,6 +190,25 @@ pub struct CaData {
     /// (host, since, wait) of every sync request.
     pub syncs: Vec<(String, u64, u64)>,
     pub offer_renewal: bool,
+    /// `ssh-keygen -V` validity of SSH host certificates signed at enrollment and on
+    /// renewal.
+    pub host_cert_validity_enroll: String,
+    pub host_cert_validity_renew: String,
+    /// What renewal answers for `ssh_host_keys`.
+    pub renew_host_certs: RenewHostCerts,
+    /// The host keys sent with each renewal.
+    pub renew_host_keys: Vec<Vec<String>>,
+}
+
+/// How the fake CA answers `ssh_host_keys` on renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewHostCerts {
+    /// Certificates for the keys sent.
+    Sign,
+    /// None (an older CA).
+    Omit,
+    /// Certificates for other keys (a broken CA): the host must keep its own.
+    WrongKey,
 }
 
 struct Shared {
@@ -319,6 +338,10 @@ impl FakeCa {
             renewals: 0,
             syncs: Vec::new(),
             offer_renewal: true,
+            host_cert_validity_enroll: "-1m:+90d".into(),
+            host_cert_validity_renew: "-1m:+90d".into(),
+            renew_host_certs: RenewHostCerts::Sign,
+            renew_host_keys: Vec::new(),
         };
         let (tx, _) = tokio::sync::watch::channel(1);
         let shared = Arc::new(Shared {
@@ -518,6 +541,7 @@ async fn enroll(State(sh): State<Arc<Shared>>, Json(req): Json<EnrollRequest>) -
             Ok(c) => c,
             Err(e) => return err(StatusCode::BAD_REQUEST, "bad_csr", &e),
         };
+    let validity = sh.data.lock().unwrap().host_cert_validity_enroll.clone();
     let ssh_host_certs = req
         .ssh_host_keys
         .iter()
@@ -527,7 +551,7 @@ async fn enroll(State(sh): State<Arc<Shared>>, Json(req): Json<EnrollRequest>) -
                 &format!("host:{}", req.host_name),
                 req.host_name.as_str(),
                 true,
-                &[],
+                &["-V", &validity],
             )
         })
         .collect();
@@ -559,9 +583,49 @@ async fn renew(
     if !sh.data.lock().unwrap().offer_renewal {
         return err(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
     }
+    if !sh.data.lock().unwrap().hosts.contains_key(&host) {
+        return err(StatusCode::FORBIDDEN, "host_removed", "host was removed");
+    }
     match issue_client_cert(&sh, &host, &req.csr_pem) {
         Ok((pem, not_after)) => {
-            sh.data.lock().unwrap().renewals += 1;
+            let (mode, validity) = {
+                let mut d = sh.data.lock().unwrap();
+                d.renewals += 1;
+                d.renew_host_keys.push(req.ssh_host_keys.clone());
+                (d.renew_host_certs, d.host_cert_validity_renew.clone())
+            };
+            let certs: Vec<String> = match mode {
+                RenewHostCerts::Omit => Vec::new(),
+                RenewHostCerts::Sign => req
+                    .ssh_host_keys
+                    .iter()
+                    .map(|k| {
+                        sh.host_ca
+                            .sign(k, &format!("host:{host}"), &host, true, &["-V", &validity])
+                    })
+                    .collect(),
+                RenewHostCerts::WrongKey => req
+                    .ssh_host_keys
+                    .iter()
+                    .map(|_| {
+                        let d = tempfile::tempdir().unwrap();
+                        let k = d.path().join("k");
+                        run_ok(
+                            Command::new("ssh-keygen")
+                                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                                .arg(&k),
+                        );
+                        let other = std::fs::read_to_string(k.with_extension("pub")).unwrap();
+                        sh.host_ca.sign(
+                            other.trim(),
+                            &format!("host:{host}"),
+                            &host,
+                            true,
+                            &["-V", &validity],
+                        )
+                    })
+                    .collect(),
+            };
             Json(serde_json::json!({
                 "host_name": host,
                 "tags": "",
@@ -569,6 +633,7 @@ async fn renew(
                 "root_pem": sh.root_pem,
                 "client_cert_not_after": not_after,
                 "user_ca_keys": [],
+                "ssh_host_certs": certs,
             }))
             .into_response()
         }

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use smith_api::{
     Client, ClientOptions, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, HostInfo,
-    HostTokenRequest, MemberChange, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
+    HostTokenRequest, HostTokenRequestNamed, IssuedCert, MemberChange, RevokeRequest,
+    RevokeResponse, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
 };
 use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,6 +73,10 @@ pub enum AdminCmd {
     /// Hosts: enrollment tokens, list, remove.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Issued user certificates: list them, revoke them (hosts get the revocation list
+    /// at their next sync, within about a second, and sshd refuses the certificates).
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// SCIM provisioning (Okta, Entra ID): mint the bearer token the IdP uses on
     /// /scim/v2/Users and /scim/v2/Groups.
     #[command(subcommand)]
@@ -87,6 +92,47 @@ pub enum AdminCmd {
         /// Only this user's decisions.
         #[arg(long, value_parser = UserName::new)]
         user: Option<UserName>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCmd {
+    /// Revoke certificates: one by serial, the one with a key ID, or every still-valid
+    /// certificate of a user. They go into the OpenSSH KRL every host syncs to sshd's
+    /// RevokedKeys (until they expire). Recorded in the audit trail (`@ca`).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["serial", "key_id", "user"])))]
+    Revoke {
+        /// The certificate's serial (see `cert list`, or `ssh-keygen -L -f CERT`).
+        #[arg(long)]
+        serial: Option<u64>,
+        /// The certificate's key ID, e.g. smith:alice:0123456789abcdef.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Every still-valid certificate of this user (the user keeps their access:
+        /// a new certificate works; use `user disable` to stop that too).
+        #[arg(long, value_parser = UserName::new)]
+        user: Option<UserName>,
+        /// Why (kept with the revocation and in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List issued certificates, newest first.
+    List {
+        /// Only this user's certificates.
+        #[arg(long, value_parser = UserName::new)]
+        user: Option<UserName>,
+        /// Only certificates still valid (not expired, not revoked).
+        #[arg(long)]
+        valid: bool,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -243,6 +289,11 @@ pub enum HostCmd {
         tags: Tags,
         #[arg(long, value_parser = parse_ttl, default_value = "1h")]
         ttl: u64,
+        /// An extra name (besides its own host name) the enrolling host may put in its
+        /// SSH host certificates, e.g. web.example.com (repeatable). A host asking for
+        /// a name the token does not allow is refused.
+        #[arg(long = "ssh-name", value_parser = HostName::new)]
+        ssh_names: Vec<HostName>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -341,6 +392,36 @@ fn print_grant(g: &GrantInfo) {
     );
 }
 
+fn join_serials(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn print_cert(c: &IssuedCert) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let state = match &c.revoked {
+        Some(r) => format!("REVOKED {} ({}; {})", time(r.revoked_at), r.via, r.reason),
+        None if c.valid_before <= now => "expired".to_string(),
+        None => "valid".to_string(),
+    };
+    println!(
+        "serial {:<8} {:<16} {:<40} scope {:<20} {} .. {}  {}",
+        c.serial,
+        c.user,
+        c.key_id,
+        if c.scope.is_empty() {
+            "(any)"
+        } else {
+            c.scope.as_str()
+        },
+        time(c.valid_after),
+        time(c.valid_before),
+        state
+    );
+}
+
 fn print_token(t: &TokenResponse, as_json: bool, what: &str) -> anyhow::Result<()> {
     if as_json {
         return json(t);
@@ -417,7 +498,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 if as_json {
                     return json(&info);
                 }
-                println!("user {name} is disabled: no more certificates, removed from hosts at their next sync");
+                println!("user {name} is disabled: no more certificates, their valid certificates are revoked, removed from hosts at their next sync");
             }
             UserCmd::Token {
                 name,
@@ -532,16 +613,29 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             HostCmd::Token {
                 tags,
                 ttl,
+                ssh_names,
                 json: as_json,
             } => {
+                let what = if ssh_names.is_empty() {
+                    format!("single-use enrollment (tags {tags})")
+                } else {
+                    let n: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
+                    format!(
+                        "single-use enrollment (tags {tags}; SSH names allowed: {})",
+                        n.join(", ")
+                    )
+                };
                 let t: TokenResponse = c.post(
                     "/v1/admin/hosts/tokens",
-                    &HostTokenRequest {
-                        tags: tags.clone(),
-                        ttl_secs: ttl,
+                    &HostTokenRequestNamed {
+                        request: HostTokenRequest {
+                            tags,
+                            ttl_secs: ttl,
+                        },
+                        ssh_names,
                     },
                 )?;
-                print_token(&t, as_json, &format!("single-use enrollment (tags {tags})"))?;
+                print_token(&t, as_json, &what)?;
             }
             HostCmd::List { json: as_json } => {
                 let hosts: Vec<HostInfo> = c.get("/v1/admin/hosts")?;
@@ -549,8 +643,14 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                     return json(&hosts);
                 }
                 for h in &hosts {
+                    let extra: Vec<&str> = h
+                        .ssh_names
+                        .iter()
+                        .filter(|n| **n != h.name)
+                        .map(|n| n.as_str())
+                        .collect();
                     println!(
-                        "{:<24} {:<28} {:<8} enrolled {}  last seen {}  version {}",
+                        "{:<24} {:<28} {:<8} enrolled {}  last seen {}  version {}{}",
                         h.name.as_str(),
                         h.tags.to_string(),
                         if h.removed { "REMOVED" } else { "active" },
@@ -558,7 +658,12 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                         ago(h.last_seen),
                         h.synced_version
                             .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into())
+                            .unwrap_or_else(|| "-".into()),
+                        if extra.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ssh names {}", extra.join(","))
+                        }
                     );
                 }
             }
@@ -568,6 +673,75 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             }
         },
         AdminCmd::Audit(a) => return crate::audit::cli::run(&c, a),
+        AdminCmd::Cert(CertCmd::Revoke {
+            serial,
+            key_id,
+            user,
+            reason,
+            json: as_json,
+        }) => {
+            let r: RevokeResponse = c
+                .post(
+                    "/v1/admin/certs/revoke",
+                    &RevokeRequest {
+                        serial,
+                        key_id,
+                        user,
+                        reason,
+                    },
+                )
+                .context("cannot revoke")?;
+            if as_json {
+                return json(&r);
+            }
+            for cert in &r.revoked {
+                print!("revoked ");
+                print_cert(cert);
+            }
+            if !r.already_revoked.is_empty() {
+                println!(
+                    "already revoked: serial {}",
+                    join_serials(&r.already_revoked)
+                );
+            }
+            if !r.expired.is_empty() {
+                println!(
+                    "expired already (nothing to revoke): serial {}",
+                    join_serials(&r.expired)
+                );
+            }
+            if r.revoked.is_empty() {
+                println!("nothing newly revoked");
+            } else {
+                println!(
+                    "{} certificate(s) revoked; hosts get the revocation list with version {}",
+                    r.revoked.len(),
+                    r.version
+                );
+            }
+        }
+        AdminCmd::Cert(CertCmd::List {
+            user,
+            valid,
+            limit,
+            json: as_json,
+        }) => {
+            let mut path = format!("/v1/admin/certs?limit={limit}");
+            if let Some(u) = user {
+                path.push_str(&format!("&user={u}"));
+            }
+            if valid {
+                path.push_str("&valid=true");
+            }
+            let certs: Vec<IssuedCert> = c.get(&path).context("cannot list certificates")?;
+            if as_json {
+                return json(&certs);
+            }
+            if certs.is_empty() {
+                println!("no certificates");
+            }
+            certs.iter().for_each(print_cert);
+        }
         AdminCmd::Decisions {
             limit,
             user,

@@ -83,6 +83,11 @@ enum Cmd {
         /// Lifetime of hosts' mTLS client certificates.
         #[arg(long, value_parser = parse_duration, default_value = "24h")]
         host_cert_ttl: Duration,
+        /// Validity of the SSH host certificates the host CA signs at enrollment and at
+        /// each renewal (`POST /v1/host/renew` with the host keys; hostd renews at 2/3 of
+        /// it). Between 1h and 365d.
+        #[arg(long, value_parser = parse_duration, default_value = "90d")]
+        host_ssh_cert_ttl: Duration,
         /// Default lifetime of user tokens minted without --ttl.
         #[arg(long, value_parser = parse_duration, default_value = "7d")]
         user_token_ttl: Duration,
@@ -122,12 +127,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             max_cert_ttl,
             host_cert_ttl,
+            host_ssh_cert_ttl,
             user_token_ttl,
             oidc,
         } => {
             let file = oidc::read_ca_file(&data_dir).map_err(anyhow::Error::msg)?;
             if max_cert_ttl < Duration::from_secs(60) || host_cert_ttl < Duration::from_secs(300) {
                 anyhow::bail!("--max-cert-ttl must be at least 1m and --host-cert-ttl at least 5m");
+            }
+            if host_ssh_cert_ttl < Duration::from_secs(3600)
+                || host_ssh_cert_ttl > Duration::from_secs(365 * 86400)
+            {
+                anyhow::bail!("--host-ssh-cert-ttl must be between 1h and 365d");
             }
             server::init_logging();
             let oidc = oidc::resolve(&oidc, file.oidc.as_ref()).map_err(anyhow::Error::msg)?;
@@ -140,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     listen,
                     max_cert_ttl,
                     host_cert_ttl,
+                    host_ssh_cert_ttl,
                     default_user_token_ttl: user_token_ttl,
                     oidc,
                 },

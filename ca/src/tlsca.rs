@@ -166,9 +166,39 @@ pub struct PeerCert {
     pub common_name: String,
     /// Hex of the serial number bytes.
     pub serial: String,
+    /// Validity, Unix seconds (the handshake lets certificates outside it through:
+    /// see `server::mtls`).
+    pub not_before: i64,
+    pub not_after: i64,
 }
 
-/// Reads CN and serial from a client certificate rustls has already verified.
+/// Why a client certificate is outside its validity period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidityError {
+    Expired { not_after: i64 },
+    NotYetValid { not_before: i64 },
+}
+
+impl PeerCert {
+    /// Whether the certificate is valid at `now` (Unix seconds).
+    pub fn validity_error(&self, now: u64) -> Option<ValidityError> {
+        let now = now.min(i64::MAX as u64) as i64;
+        if now > self.not_after {
+            Some(ValidityError::Expired {
+                not_after: self.not_after,
+            })
+        } else if now < self.not_before {
+            Some(ValidityError::NotYetValid {
+                not_before: self.not_before,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads CN, serial and validity from a client certificate rustls has already verified
+/// (all but its dates: callers check [`PeerCert::validity_error`]).
 pub fn peer_identity(der: &[u8]) -> Option<PeerCert> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert
@@ -180,6 +210,8 @@ pub fn peer_identity(der: &[u8]) -> Option<PeerCert> {
     Some(PeerCert {
         common_name: cn,
         serial: hex::encode(cert.tbs_certificate.raw_serial()),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
     })
 }
 

@@ -16,8 +16,8 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use smith_api::{
-    CaKeys, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, Health, HostInfo, HostTokenRequest,
-    MemberChange, TokenRequest, TokenResponse, UserAdd, UserInfo,
+    CaKeys, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, Health, HostInfo,
+    HostTokenRequestNamed, MemberChange, TokenRequest, TokenResponse, UserAdd, UserInfo,
 };
 use smith_proto::{GroupName, HostName, UserName};
 use std::collections::BTreeSet;
@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86400;
 pub const MAX_ENROLL_TTL_SECS: u64 = 30 * 86400;
+/// Most extra SSH host certificate names one enrollment token may allow.
+pub const MAX_SSH_NAMES: usize = 16;
 pub const MAX_CIDRS: usize = 32;
 
 /// Extractor: the request carries the admin token.
@@ -596,8 +598,25 @@ pub async fn remove_grant(
 pub async fn host_token(
     _: Admin,
     State(ca): State<Arc<Ca>>,
-    ApiJson(req): ApiJson<HostTokenRequest>,
+    ApiJson(req): ApiJson<HostTokenRequestNamed>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    let HostTokenRequestNamed {
+        request: req,
+        ssh_names,
+    } = req;
+    if ssh_names.len() > MAX_SSH_NAMES {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            format!("at most {MAX_SSH_NAMES} SSH names per enrollment token"),
+        ));
+    }
+    let mut ssh_names_dedup: Vec<HostName> = Vec::new();
+    for n in ssh_names {
+        if !ssh_names_dedup.contains(&n) {
+            ssh_names_dedup.push(n);
+        }
+    }
+    let ssh_names = ssh_names_dedup;
     let ttl = ttl_in(
         Some(req.ttl_secs),
         3600,
@@ -609,7 +628,13 @@ pub async fn host_token(
     let hash = hash_token(&token);
     let expires_at = super::now() + ttl;
     let tags = req.tags.clone();
-    ca.mutate(format!("host token {tags}"), move |_, at| {
+    let what = if ssh_names.is_empty() {
+        format!("host token {tags}")
+    } else {
+        let names: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
+        format!("host token {tags} ssh names {}", names.join(","))
+    };
+    ca.mutate(what, move |_, at| {
         Ok(vec![Change::AddToken {
             hash,
             token: Token {
@@ -619,7 +644,7 @@ pub async fn host_token(
                 created_at: at,
                 expires_at: Some(expires_at),
                 used_at: None,
-                ssh_names: vec![],
+                ssh_names,
             },
         }])
     })
@@ -638,7 +663,7 @@ pub fn host_info(h: &crate::model::Host) -> HostInfo {
         last_seen: h.last_seen,
         synced_version: h.synced_version,
         removed: h.removed,
-        ssh_names: vec![h.name.clone()],
+        ssh_names: h.principals(),
     }
 }
 

@@ -297,6 +297,15 @@ pub async fn issue(
         },
     )
     .await?;
+    // A disable or delete that reached the model while this certificate was being signed
+    // revokes only the certificates committed by then (crate::server::Ca::mutate_with):
+    // never hand out one it may have missed.
+    if ca.model().users.get(&user).is_none_or(|u| u.disabled) {
+        return Err(ApiError::forbidden(
+            "user_disabled",
+            format!("user '{user}' was disabled while this certificate was being issued"),
+        ));
+    }
     tracing::info!(%user, serial, key_id = %key_id, scope = %req.scope, validity = allowed.validity_secs, "certificate issued");
     Ok(Json(CertResponse {
         certificate: line,

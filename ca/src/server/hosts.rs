@@ -13,19 +13,18 @@ use super::{now, Ca, Peer};
 use crate::auth::{hash_token, AuthError, Principal};
 use crate::model::{Change, Host, HostCert};
 use crate::sshca::sign_host_cert;
+use crate::tlsca::ValidityError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use smith_api::{EnrollRequest, EnrollResponse, RenewRequest};
+use smith_api::{EnrollRequestNamed, EnrollResponse, RenewRequest};
 use smith_proto::HostName;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest long-poll a host may ask for.
 pub const MAX_WAIT_SECS: u64 = 60;
-/// Validity of SSH host certificates issued at enrollment.
-pub const HOST_SSH_CERT_SECS: u64 = 90 * 86400;
 
 fn sign_host_keys(
     ca: &Ca,
@@ -53,7 +52,7 @@ fn sign_host_keys(
             &format!("smith-host:{host}"),
             &principals.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             at.saturating_sub(super::certs::BACKDATE_SECS),
-            at + HOST_SSH_CERT_SECS,
+            at + ca.cfg.host_ssh_cert_ttl.as_secs(),
         )
         .map_err(|e| ApiError::internal("signing a host certificate", e))?;
         out.push(
@@ -67,16 +66,26 @@ fn sign_host_keys(
 pub async fn enroll(
     State(ca): State<Arc<Ca>>,
     peer: Peer,
-    ApiJson(req): ApiJson<EnrollRequest>,
+    ApiJson(req): ApiJson<EnrollRequestNamed>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    let EnrollRequestNamed {
+        request: req,
+        ssh_names: asked,
+    } = req;
     let at = now();
     let token_hash = hash_token(&req.token);
     // Check the token first so that a bad token learns nothing else.
-    let tags =
+    let (tags, allowed_names) =
         {
             let m = ca.model();
             match ca.auth.authenticate(&m, &req.token, at) {
-                Ok(Principal::Enroll { tags, .. }) => tags,
+                Ok(Principal::Enroll { tags, .. }) => (
+                    tags,
+                    m.tokens
+                        .get(&token_hash)
+                        .map(|t| t.ssh_names.clone())
+                        .unwrap_or_default(),
+                ),
                 Ok(_) => {
                     return Err(ApiError::forbidden(
                         "wrong_token_kind",
@@ -96,6 +105,9 @@ pub async fn enroll(
                 Err(e) => return Err(ApiError::unauthorized("invalid_token", e.to_string())),
             }
         };
+    // Before anything is issued or the token used: a refused name leaves the token
+    // usable (the host may retry without the name, or the admin mint a fitting token).
+    let ssh_names = check_ssh_names(&ca.model(), &req.host_name, &asked, &allowed_names)?;
     if ca.model().active_hosts.contains_key(&req.host_name) {
         return Err(ApiError::conflict(
             "host_exists",
@@ -113,15 +125,26 @@ pub async fn enroll(
             crate::tlsca::TlsCaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
             e => ApiError::internal("issuing a host certificate", e),
         })?;
+    let host = Host {
+        id: 0,
+        name: req.host_name.clone(),
+        tags: tags.clone(),
+        enrolled_at: at,
+        last_seen: None,
+        synced_version: None,
+        removed: false,
+        cert_serial: serial.clone(),
+        cert_not_after: not_after,
+        ssh_names,
+    };
     let ssh_host_certs = sign_host_keys(
         &ca,
         &req.host_name,
-        std::slice::from_ref(&req.host_name),
+        &host.principals(),
         &req.ssh_host_keys,
         at,
     )?;
     let host_name = req.host_name.clone();
-    let host_tags = tags.clone();
     let cert_serial = serial.clone();
     ca.mutate(format!("host enroll {host_name}"), move |m, at| {
         // Re-check under the mutation lock: a concurrent enrollment may have won.
@@ -140,21 +163,15 @@ pub async fn enroll(
                 format!("a host named '{host_name}' is already enrolled"),
             ));
         }
+        check_ssh_names(m, &host_name, &host.ssh_names, &host.ssh_names)?;
         let id = m.next_host_id;
         Ok(vec![Change::Enroll {
             token_hash,
             at,
             host: Host {
                 id,
-                name: host_name,
-                tags: host_tags,
                 enrolled_at: at,
-                last_seen: None,
-                synced_version: None,
-                removed: false,
-                cert_serial: cert_serial.clone(),
-                cert_not_after: not_after,
-                ssh_names: vec![],
+                ..host
             },
             cert: HostCert {
                 serial: cert_serial,
@@ -179,6 +196,79 @@ pub async fn enroll(
     ))
 }
 
+/// The extra SSH host certificate names a host asked for, checked against what its
+/// enrollment token allows and against every other enrolled host's names (a host never
+/// gets another host's name, even when a token allowed it). Its own name is always a
+/// principal and is dropped from the list.
+fn check_ssh_names(
+    m: &crate::model::Model,
+    host_name: &HostName,
+    asked: &[HostName],
+    allowed: &[HostName],
+) -> Result<Vec<HostName>, ApiError> {
+    if let Some(other) = m
+        .hosts
+        .values()
+        .find(|h| !h.removed && &h.name != host_name && h.ssh_names.contains(host_name))
+    {
+        return Err(ApiError::conflict(
+            "ssh_name_taken",
+            format!(
+                "'{host_name}' is an SSH host name of enrolled host '{}'; remove that host \
+                 first (`smith-ca admin host remove {}`) or pick another name",
+                other.name, other.name
+            ),
+        ));
+    }
+    let mut out: Vec<HostName> = Vec::new();
+    for n in asked {
+        if n == host_name || out.contains(n) {
+            continue;
+        }
+        if !allowed.contains(n) {
+            let allowed_text = if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(ApiError::forbidden(
+                "ssh_name_not_allowed",
+                format!(
+                    "this enrollment token does not allow the SSH host name '{n}' (it allows: \
+                     {allowed_text}); the token was not used: enroll without that name or \
+                     get a token with `smith-ca admin host token --tags ... --ssh-name {n}`"
+                ),
+            ));
+        }
+        if let Some(other) = m
+            .hosts
+            .values()
+            .filter(|h| !h.removed && &h.name != host_name)
+            .find(|h| h.principals().contains(n))
+        {
+            return Err(ApiError::conflict(
+                "ssh_name_taken",
+                format!(
+                    "the SSH host name '{n}' belongs to enrolled host '{}'; remove that host \
+                     first (`smith-ca admin host remove {}`) or pick another name",
+                    other.name, other.name
+                ),
+            ));
+        }
+        out.push(n.clone());
+    }
+    Ok(out)
+}
+
+fn rfc3339(t: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// The enrolled, not removed host presenting this connection's client certificate.
 pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
     let cert = peer.cert.as_ref().ok_or_else(|| {
@@ -191,22 +281,50 @@ pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
     let host = m
         .host_certs
         .get(&cert.serial)
-        .and_then(|id| m.hosts.get(id))
-        .ok_or_else(|| {
-            ApiError::forbidden(
-                "unknown_host",
-                "this client certificate was not issued to a host of this CA; enroll again",
-            )
-        })?;
-    if host.removed {
+        .and_then(|id| m.hosts.get(id));
+    if let Some(host) = host.filter(|h| h.removed) {
         return Err(ApiError::forbidden(
             "host_removed",
             format!(
-                "host '{}' was removed from the CA; enroll it again with a new token",
+                "host '{}' was removed from the CA by an admin: it gets no more policy \
+                 updates; to bring it back, enroll it again with a new token \
+                 (`smith-ca admin host token`, then `smith-host activate --token ...`)",
                 host.name
             ),
         ));
     }
+    // The handshake lets expired client certificates through (server::mtls) so that
+    // the host learns what to do.
+    match cert.validity_error(now()) {
+        Some(ValidityError::Expired { not_after }) => {
+            return Err(ApiError::unauthorized(
+                "client_cert_expired",
+                format!(
+                    "client certificate expired at {}: it was not renewed in time; re-enroll \
+                     with smith-host activate --token <token from `smith-ca admin host token`>",
+                    rfc3339(not_after)
+                ),
+            ))
+        }
+        Some(ValidityError::NotYetValid { not_before }) => {
+            return Err(ApiError::unauthorized(
+                "client_cert_not_yet_valid",
+                format!(
+                    "client certificate is not valid before {}: check this host's clock \
+                     (the CA's time is {})",
+                    rfc3339(not_before),
+                    rfc3339(now() as i64)
+                ),
+            ))
+        }
+        None => {}
+    }
+    let host = host.ok_or_else(|| {
+        ApiError::forbidden(
+            "unknown_host",
+            "this client certificate was not issued to a host of this CA; enroll again",
+        )
+    })?;
     if host.name.as_str() != cert.common_name {
         return Err(ApiError::forbidden(
             "wrong_host",

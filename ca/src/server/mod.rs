@@ -13,6 +13,7 @@ pub mod admin;
 pub mod certs;
 pub mod error;
 pub mod hosts;
+pub mod mtls;
 pub mod revocation;
 
 use crate::auth::{AuthError, Authenticator, Principal, TokenAuthenticator};
@@ -49,6 +50,8 @@ pub struct ServeConfig {
     pub listen: String,
     pub max_cert_ttl: Duration,
     pub host_cert_ttl: Duration,
+    /// Validity of the SSH host certificates signed at enrollment and renewal.
+    pub host_ssh_cert_ttl: Duration,
     pub default_user_token_ttl: Duration,
     /// OIDC sign-in (`--oidc-*`, `[oidc]` in `D/ca.toml`); `None`: tokens only.
     pub oidc: Option<crate::oidc::OidcConfig>,
@@ -150,8 +153,11 @@ impl Ca {
     /// A change that disables or deletes a user also revokes every still-valid
     /// certificate of theirs, in the same transaction; after the model is updated (from
     /// then on issuance refuses the user) a second pass revokes any certificate whose
-    /// issuance was in flight. Changes with revocations are committed by the writer,
-    /// which adds their `@ca` audit records in the same transaction.
+    /// issuance was in flight and got committed meanwhile. An issuance committed after
+    /// that pass is never handed out: `certs::issue` checks the model again after its
+    /// record is durable (disabled by then → 403 `user_disabled`). Changes with
+    /// revocations are committed by the writer, which adds their `@ca` audit records in
+    /// the same transaction.
     pub async fn mutate_with<F>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, ApiError>
     where
         F: FnOnce(&Model, &Store, u64) -> Result<Vec<Change>, ApiError> + Send + 'static,
@@ -163,7 +169,7 @@ impl Ca {
             let (changes, new_version, current, counters) = {
                 let m = ca.model();
                 let mut changes = plan(&m, &store, at)?;
-                let ended = ended_users(&changes);
+                let ended = ended_users(&changes, what.starts_with("scim "));
                 if !ended.is_empty() {
                     let revs = ca.revocations_for(&store, &ended, &changes, at)?;
                     if !revs.is_empty() {
@@ -179,7 +185,7 @@ impl Ca {
             if changes.is_empty() {
                 return Ok(current);
             }
-            let ended = ended_users(&changes);
+            let ended = ended_users(&changes, what.starts_with("scim "));
             ca.commit_and_apply(&mut store, changes, counters, new_version, &what, at)?;
             // Issuances decided before the model said "disabled" may have been recorded
             // since the plan read the certificates: revoke those too.
@@ -230,6 +236,8 @@ impl Ca {
                     .collect();
             let reason = match *via {
                 "user_deleted" => format!("user {user} was deleted"),
+                "scim_deleted" => format!("user {user} was deleted by SCIM provisioning"),
+                "scim_deactivated" => format!("user {user} was deactivated by SCIM provisioning"),
                 _ => format!("user {user} was disabled"),
             };
             out.extend(crate::revoke::revocations(
@@ -433,6 +441,9 @@ fn tls_config(dd: &DataDir, root: &TlsRoot) -> anyhow::Result<rustls::ServerConf
         .allow_unauthenticated()
         .build()
         .context("cannot build the client certificate verifier")?;
+    // Expired client certificates get through the handshake so that the API can say
+    // what to do (401 client_cert_expired); see mtls.rs.
+    let verifier = Arc::new(mtls::LenientValidity::new(verifier));
     let mut chain = smith_api::tls::certs_from_pem(dd.read(&dd.tls_server_cert())?.as_bytes())
         .map_err(anyhow::Error::msg)?;
     chain.push(root.cert_der.clone());
@@ -582,16 +593,19 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
 }
 
 /// Users a change set disables or deletes, with how their certificates are revoked.
-fn ended_users(changes: &[Change]) -> Vec<(UserName, &'static str)> {
+/// `scim`: the change came from the IdP's SCIM provisioning.
+fn ended_users(changes: &[Change], scim: bool) -> Vec<(UserName, &'static str)> {
     let mut out: Vec<(UserName, &'static str)> = Vec::new();
     for c in changes {
-        let (name, via) = match c {
-            Change::DisableUser { name, .. } => (name, "user_disabled"),
-            Change::DeleteUser { name, .. } => (name, "user_deleted"),
+        let (name, via) = match (c, scim) {
+            (Change::DisableUser { name, .. }, false) => (name, "user_disabled"),
+            (Change::DeleteUser { name, .. }, false) => (name, "user_deleted"),
+            (Change::DisableUser { name, .. }, true) => (name, "scim_deactivated"),
+            (Change::DeleteUser { name, .. }, true) => (name, "scim_deleted"),
             _ => continue,
         };
         if let Some(e) = out.iter_mut().find(|(n, _)| n == name) {
-            if via == "user_deleted" {
+            if via.ends_with("deleted") {
                 e.1 = via;
             }
         } else {

@@ -387,6 +387,11 @@ fn free_port() -> u16 {
 
 impl Sshd {
     pub fn start(user: &str, user_ca_pub: &Path) -> Sshd {
+        Sshd::start_with(user, user_ca_pub, "")
+    }
+
+    /// [`Sshd::start`] with more `sshd_config` lines (e.g. `RevokedKeys PATH`).
+    pub fn start_with(user: &str, user_ca_pub: &Path, extra_config: &str) -> Sshd {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let home = d.join("home").join(user);
@@ -411,7 +416,7 @@ impl Sshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM no\n\
              AuthorizedKeysFile none\nTrustedUserCAKeys {}\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n\
-             AllowUsers {user}\n",
+             AllowUsers {user}\n{extra_config}",
             hk.display(),
             d.join("sshd.pid").display(),
             d.join("trusted_ca.pub").display()

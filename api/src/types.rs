@@ -38,6 +38,12 @@
 //! | `GET /v1/admin/audit/rejections?limit=N` | admin | → rejected uploads |
 //! | `GET /v1/admin/audit/out-of-band?window_secs=S&threshold=N` | admin | → sshd logins that did not go through Smith |
 //! | `/scim/v2/...` | SCIM token | SCIM 2.0 (RFC 7643/7644) `Users`, `Groups`, `ServiceProviderConfig`, `ResourceTypes`, `Schemas`; SCIM error bodies (see ca/README.md) |
+//!
+//! The mTLS endpoints refuse a removed host with 403 `host_removed`, and an expired or
+//! not-yet-valid client certificate (let through the TLS handshake so that the CA can say
+//! so) with 401 `client_cert_expired` / `client_cert_not_yet_valid`. Enrollment refuses
+//! an SSH name the token does not allow with 403 `ssh_name_not_allowed` and one another
+//! enrolled host has with 409 `ssh_name_taken` (the token is not used up).
 
 use serde::{Deserialize, Serialize};
 use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
@@ -332,7 +338,8 @@ pub struct RevocationInfo {
     /// Unix seconds.
     pub revoked_at: u64,
     pub reason: String,
-    /// How it was asked for: `serial`, `key_id`, `user`, `user_disabled`, `scim`, ...
+    /// How it was asked for: `serial`, `key_id`, `user`, `user_disabled`, `user_deleted`,
+    /// `scim_deactivated`, `scim_deleted`.
     pub via: String,
 }
 

@@ -717,6 +717,46 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn krl_holds_unexpired_revocations_only_and_follows_the_version() {
+        use base64::Engine;
+        let ca = crate::sshca::generate(crate::sshca::CaAlgorithm::Ed25519, "ca").unwrap();
+        let ca_key = ca.public_key().to_openssh().unwrap();
+        let rev = |serial: u64, valid_before: u64| Revocation {
+            serial,
+            key_id: format!("smith:alice:{serial}"),
+            user: "alice".into(),
+            valid_before,
+            ca_key: ca_key.clone(),
+            revoked_at: 1,
+            reason: "test".into(),
+            via: "serial".into(),
+        };
+        let mut m = model();
+        assert!(m.krl_base64.is_none());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        m.apply(
+            &[Change::Revoke(vec![rev(7, now + 3600), rev(8, now - 1)])],
+            Some(5),
+        );
+        assert_eq!(m.version, 5);
+        // The expired one is pruned; the KRL names serial 7 only, version 5.
+        assert_eq!(m.revoked.keys().copied().collect::<Vec<_>>(), vec![7]);
+        let krl = base64::engine::general_purpose::STANDARD
+            .decode(m.krl_base64.as_deref().unwrap().as_str())
+            .unwrap();
+        assert_eq!(&krl[..8], crate::krl::MAGIC);
+        assert_eq!(&krl[12..20], &5u64.to_be_bytes());
+        assert!(krl.windows(8).any(|w| w == 7u64.to_be_bytes()));
+        assert!(!krl.windows(8).any(|w| w == 8u64.to_be_bytes()));
+        // Once everything has expired, no KRL at all (hosts write an empty file).
+        m.rebuild_krl(now + 7200);
+        assert!(m.krl_base64.is_none() && m.revoked.is_empty());
+    }
+
     pub fn model() -> Model {
         let mut m = Model::empty(settings());
         m.note_id(200000, IdKind::Group, "smith-sudo");

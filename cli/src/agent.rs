@@ -109,11 +109,39 @@ impl Agent {
     /// Number of identities the agent holds.
     #[allow(dead_code)]
     pub fn count(&mut self) -> Result<u32, AgentError> {
+        Ok(self.identities()?.len() as u32)
+    }
+
+    /// The identities the agent holds: (public key or certificate blob, comment).
+    pub fn identities(&mut self) -> Result<Vec<(Vec<u8>, String)>, AgentError> {
         let reply = self.call(&[SSH2_AGENTC_REQUEST_IDENTITIES])?;
-        if reply.first() != Some(&SSH2_AGENT_IDENTITIES_ANSWER) || reply.len() < 5 {
+        if reply.first() != Some(&SSH2_AGENT_IDENTITIES_ANSWER) {
             return Err(AgentError::Protocol(reply.first().copied().unwrap_or(0)));
         }
-        Ok(u32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]))
+        let mut r = &reply[1..];
+        let bad = || AgentError::Protocol(SSH2_AGENT_IDENTITIES_ANSWER);
+        let take_u32 = |r: &mut &[u8]| -> Option<u32> {
+            let (n, rest) = r.split_first_chunk::<4>()?;
+            *r = rest;
+            Some(u32::from_be_bytes(*n))
+        };
+        let take_string = |r: &mut &[u8]| -> Option<Vec<u8>> {
+            let n = take_u32(r)? as usize;
+            if r.len() < n {
+                return None;
+            }
+            let (v, rest) = r.split_at(n);
+            *r = rest;
+            Some(v.to_vec())
+        };
+        let n = take_u32(&mut r).ok_or_else(bad)?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let blob = take_string(&mut r).ok_or_else(bad)?;
+            let comment = take_string(&mut r).ok_or_else(bad)?;
+            out.push((blob, String::from_utf8_lossy(&comment).into_owned()));
+        }
+        Ok(out)
     }
 }
 

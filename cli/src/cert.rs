@@ -23,6 +23,8 @@ pub struct CertArgs {
     pub reason: Option<String>,
     pub out: Option<PathBuf>,
     pub json: bool,
+    /// Print nothing on success (`--ensure --quiet`).
+    pub quiet: bool,
 }
 
 /// Exit code for a refusal by the CA (as opposed to 1 for other errors).
@@ -47,7 +49,7 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn write_new(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     // Replace an older file of ours atomically: write a fresh temp file, then rename.
     let tmp = suffixed(path, &format!(".tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
@@ -102,6 +104,23 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
     };
     let cert = Certificate::from_openssh(&resp.certificate)
         .context("the CA sent a certificate this client cannot read")?;
+    // Remember the request for `smith cert --ensure` (no secrets: no token, no key).
+    let last = crate::ensure::LastCert {
+        ca_url: cfg.ca_url()?,
+        scope: args.scope.to_string(),
+        ttl_secs: args.ttl.as_secs(),
+        reason: args.reason.clone(),
+        user_ca_keys: ssh_key::PublicKey::new(cert.signature_key().clone(), "")
+            .to_openssh()
+            .map(|k| vec![k])
+            .unwrap_or_default(),
+        updated_at: now(),
+    };
+    if let Err(e) = crate::ensure::save_last(cfg.profile(), &last) {
+        if !args.quiet {
+            eprintln!("warning: cannot remember this request for `smith cert --ensure`: {e:#}");
+        }
+    }
 
     let mut files = Vec::new();
     if let Some(out) = &args.out {
@@ -155,6 +174,9 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
         }
     }
 
+    if args.quiet {
+        return Ok(());
+    }
     if args.json {
         println!(
             "{}",

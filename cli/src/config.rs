@@ -3,7 +3,8 @@
 //! Precedence: command-line flag, then environment (`SMITH_CA_URL`,
 //! `SMITH_CA_FINGERPRINT`, `SMITH_TOKEN`, `SMITH_PROFILE`), then the config file
 //! (`$SMITH_CONFIG`, else `$XDG_CONFIG_HOME/smith/config.toml`, else
-//! `~/.config/smith/config.toml`) which may hold `ca_url` and `ca_fingerprint` only.
+//! `~/.config/smith/config.toml`) which may hold `ca_url`, `ca_fingerprint` and
+//! `ssh_hosts` (the default host patterns of `smith config ssh`) only.
 //!
 //! The credential for the CA ([`Effective::credential`]): a token from the flag or
 //! `SMITH_TOKEN` first, else the ID token `smith login` kept in the kernel keyring for
@@ -19,6 +20,31 @@ use std::path::PathBuf;
 pub struct FileConfig {
     pub ca_url: Option<String>,
     pub ca_fingerprint: Option<String>,
+    /// Host patterns for `smith config ssh` (`"*.example.com 10.0.*"` or a list).
+    pub ssh_hosts: Option<SshHosts>,
+}
+
+/// `ssh_hosts` as one string of patterns (separated by spaces or commas) or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SshHosts {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl SshHosts {
+    pub fn patterns(&self) -> Vec<String> {
+        let split = |s: &str| -> Vec<String> {
+            s.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        match self {
+            SshHosts::One(s) => split(s),
+            SshHosts::Many(v) => v.iter().flat_map(|s| split(s)).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,6 +65,8 @@ pub struct Effective {
     /// The sign-in profile (`--profile`, `SMITH_PROFILE`, default `default`).
     pub profile: Setting,
     pub ssh_auth_sock: Option<String>,
+    /// `ssh_hosts` from the config file (patterns), if set.
+    pub ssh_hosts: Option<Vec<String>>,
 }
 
 /// What `smith cert` presents to the CA.
@@ -76,6 +104,14 @@ pub struct Flags {
     pub ca_fingerprint: Option<String>,
     pub token: Option<String>,
     pub profile: Option<String>,
+}
+
+/// Where `smith` keeps non-secret state (the settings of the last `smith cert`, per
+/// profile): the config file's directory. `create` tells whether it may be created
+/// (only the default location, never a directory named by `$SMITH_CONFIG`).
+pub fn state_dir() -> Option<(PathBuf, bool)> {
+    let dir = config_path()?.parent()?.to_path_buf();
+    Some((dir, std::env::var_os("SMITH_CONFIG").is_none()))
 }
 
 pub fn config_path() -> Option<PathBuf> {
@@ -121,7 +157,7 @@ pub fn resolve(flags: Flags) -> anyhow::Result<Effective> {
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
             toml::from_str::<FileConfig>(&text).map_err(|e| {
                 anyhow::anyhow!(
-                    "{} is not a valid smith config (keys: ca_url, ca_fingerprint): {e}",
+                    "{} is not a valid smith config (keys: ca_url, ca_fingerprint, ssh_hosts): {e}",
                     p.display()
                 )
             })?
@@ -153,6 +189,7 @@ pub fn resolve(flags: Flags) -> anyhow::Result<Effective> {
         ssh_auth_sock: std::env::var("SSH_AUTH_SOCK")
             .ok()
             .filter(|s| !s.is_empty()),
+        ssh_hosts: file.ssh_hosts.as_ref().map(SshHosts::patterns),
     })
 }
 

@@ -5,9 +5,11 @@
 mod agent;
 mod cert;
 mod config;
+mod ensure;
 mod keyring;
 mod login;
 mod oidc;
+mod sshconfig;
 
 use clap::{Parser, Subcommand};
 use smith_proto::Tags;
@@ -66,12 +68,13 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 #[derive(clap::Args, Debug)]
 struct CertFlags {
     /// Hosts you want to reach, as tags `k=v,...` (a host must have all of them).
-    /// Empty: wherever your grants allow.
-    #[arg(long, value_parser = Tags::parse, default_value = "")]
-    scope: Tags,
-    /// How long the certificate should live; policy may clip it.
-    #[arg(long, value_parser = parse_ttl, default_value = "1h")]
-    ttl: Duration,
+    /// Default: empty, wherever your grants allow (with --ensure: the last request's).
+    #[arg(long, value_parser = Tags::parse)]
+    scope: Option<Tags>,
+    /// How long the certificate should live; policy may clip it. Default: 1h (with
+    /// --ensure: the last request's).
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<Duration>,
     /// Why you need access (recorded; some grants require it).
     #[arg(long)]
     reason: Option<String>,
@@ -112,11 +115,27 @@ enum Cmd {
     Logout,
     /// Get a certificate for a fresh key and add both to the ssh-agent. Uses --token /
     /// SMITH_TOKEN if set, else your `smith login` sign-in.
+    ///
+    /// With --ensure: do nothing (and touch no network) if the agent already holds a
+    /// certificate from this CA, for the same scope, valid for at least --min-valid
+    /// more; otherwise get one with the scope, TTL and reason of your last `smith cert`
+    /// (remembered per profile in the config directory, no secrets), or the flags given.
+    /// This is what the ~/.ssh/config block of `smith config ssh` runs before ssh
+    /// connects. Exits non-zero on failure (ssh then goes on without a new certificate).
     Cert {
         #[command(flatten)]
         flags: CertFlags,
-        /// Print the result as JSON.
+        /// Only get a certificate if the agent has no fitting one.
         #[arg(long)]
+        ensure: bool,
+        /// With --ensure: how long the certificate in the agent must still be valid.
+        #[arg(long, value_parser = parse_wait, default_value = "5m", requires = "ensure")]
+        min_valid: Duration,
+        /// Print nothing on success (errors still go to stderr, briefly).
+        #[arg(long)]
+        quiet: bool,
+        /// Print the result as JSON.
+        #[arg(long, conflicts_with = "ensure")]
         json: bool,
     },
     /// Configuration.
@@ -131,15 +150,41 @@ enum ConfigCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Set up OpenSSH for Smith: trust the CA's host certificates and renew your
+    /// certificate before connecting.
+    ///
+    /// Fetches the host CA keys (GET /v1/ca/host-keys, pinned TLS) and writes in
+    /// ~/.ssh/known_hosts one `@cert-authority PATTERNS KEY smith-ca <CA URL>` line per
+    /// key, so ssh verifies Smith hosts by their host certificates (no "trust this host
+    /// key?" prompt, and StrictHostKeyChecking=yes works). Appends to ~/.ssh/config a
+    /// block between `# BEGIN smith` and `# END smith`:
+    /// `Match host PATTERNS exec "smith cert --ensure --quiet"`, which gets a fresh
+    /// certificate into your agent before ssh connects when yours expired. Running it
+    /// again changes nothing; no other line is touched; --remove takes them out.
+    Ssh {
+        /// Host patterns (ssh_config PATTERNS: *.example.com, 10.0.0.*, !bastion);
+        /// repeatable or comma-separated. Default: `ssh_hosts` in the config file, else *.
+        #[arg(long = "hosts", value_name = "PATTERN")]
+        hosts: Vec<String>,
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove Smith's lines from ~/.ssh/known_hosts and ~/.ssh/config.
+        #[arg(long)]
+        remove: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn cert_args(f: CertFlags, json: bool) -> cert::CertArgs {
+fn cert_args(f: CertFlags, json: bool, quiet: bool) -> cert::CertArgs {
     cert::CertArgs {
-        scope: f.scope,
-        ttl: f.ttl,
+        scope: f.scope.unwrap_or_default(),
+        ttl: f.ttl.unwrap_or(Duration::from_secs(3600)),
         reason: f.reason,
         out: f.out,
         json,
+        quiet,
     }
 }
 
@@ -165,14 +210,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 no_browser,
                 timeout,
                 json,
-                cert: cert.then(|| cert_args(flags, json)),
+                cert: cert.then(|| cert_args(flags, json, false)),
             },
         ),
         Cmd::Logout => login::logout(&cfg),
-        Cmd::Cert { flags, json } => {
-            let cred = cfg.credential()?;
-            cert::run(&cfg, cert_args(flags, json), &cred)
+        Cmd::Cert {
+            flags,
+            ensure: true,
+            min_valid,
+            quiet,
+            ..
+        } => {
+            if flags.out.is_some() {
+                anyhow::bail!("--ensure works with the ssh-agent only, not --out");
+            }
+            ensure::run(
+                &cfg,
+                ensure::EnsureArgs {
+                    min_valid,
+                    quiet,
+                    scope: flags.scope,
+                    ttl: flags.ttl,
+                    reason: flags.reason,
+                },
+            )
         }
+        Cmd::Cert {
+            flags, json, quiet, ..
+        } => {
+            let cred = cfg.credential()?;
+            cert::run(&cfg, cert_args(flags, json, quiet), &cred)
+        }
+        Cmd::Config(ConfigCmd::Ssh {
+            hosts,
+            dry_run,
+            remove,
+            json,
+        }) => sshconfig::run(
+            &cfg,
+            sshconfig::SshArgs {
+                hosts,
+                dry_run,
+                remove,
+                json,
+            },
+        ),
         Cmd::Config(ConfigCmd::Show { json }) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&cfg)?);

@@ -126,7 +126,32 @@ fn cert_goes_into_the_agent_with_a_lifetime_and_nothing_on_disk() {
         listed.contains("smith:alice:"),
         "comment is the key ID: {listed}"
     );
-    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0);
+    // Only the (non-secret) record of the request for `smith cert --ensure`.
+    let mut written = Vec::new();
+    let mut stack = vec![home.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                written.push(e.path().strip_prefix(home.path()).unwrap().to_path_buf());
+            }
+        }
+    }
+    let cfg_dir = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty());
+    if cfg_dir.is_none() {
+        assert_eq!(
+            written,
+            vec![Path::new(".config/smith/last-cert-default.json").to_path_buf()]
+        );
+        let last = std::fs::read_to_string(home.path().join(&written[0])).unwrap();
+        assert!(
+            !last.contains("PRIVATE") && !last.contains(&token),
+            "{last}"
+        );
+    } else {
+        assert!(written.is_empty(), "{written:?}");
+    }
     // The decision log has the reason.
     let ds = ca.admin_ok(&["decisions"]);
     assert!(ds.contains("ISSUED") && ds.contains("INC-42"), "{ds}");

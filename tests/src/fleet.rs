@@ -349,24 +349,41 @@ impl Fleet {
     /// Builds host `name` with `tags`, enrolls it with `smith-host activate`, starts
     /// `smith-hostd` and `sshd`.
     pub fn add_host(&mut self, name: &str, tags: &str) -> Result<usize> {
-        let token = self.host_token(tags)?;
+        self.add_host_named(name, tags, &[])
+    }
+
+    /// [`Fleet::add_host`] whose SSH host certificates also name `ssh_names` (allowed by
+    /// its enrollment token and asked for at activation).
+    pub fn add_host_named(&mut self, name: &str, tags: &str, ssh_names: &[&str]) -> Result<usize> {
+        let mut args = vec!["host", "token", "--tags", tags, "--ttl", "1h", "--json"];
+        for n in ssh_names {
+            args.extend(["--ssh-name", n]);
+        }
+        let o = self.admin_ok(&args)?;
+        let v: serde_json::Value = serde_json::from_str(o.out())
+            .with_context(|| format!("host token --json printed {:?}", o.stdout))?;
+        let token = v["token"].as_str().context("token field")?.to_string();
         let idx = self.create_host(name, tags)?;
         let ca_url = self.ca().url.clone();
         let fp = self.ca().fingerprint.clone();
+        let mut activate = vec![
+            "smith-host",
+            "activate",
+            "--ca",
+            &ca_url,
+            "--token",
+            &token,
+            "--ca-fingerprint",
+            &fp,
+            "--name",
+            name,
+            "--no-start",
+        ];
+        for n in ssh_names {
+            activate.extend(["--ssh-name", n]);
+        }
         self.hosts[idx]
-            .exec(&[
-                "smith-host",
-                "activate",
-                "--ca",
-                &ca_url,
-                "--token",
-                &token,
-                "--ca-fingerprint",
-                &fp,
-                "--name",
-                name,
-                "--no-start",
-            ])?
+            .exec(&activate)?
             .ok()
             .context("smith-host activate")?;
         self.hosts[idx].start_hostd()?;

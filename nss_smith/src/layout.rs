@@ -70,7 +70,7 @@ struct Writer<'b> {
 impl Writer<'_> {
     /// Appends `s` and a NUL; returns its offset.
     fn put_str(&mut self, s: &[u8]) -> Result<usize, FillError> {
-        if s.contains(&0) {
+        if smith_proto::cache::has_nul(s) {
             return Err(FillError::Corrupt);
         }
         let start = self.pos;
@@ -89,15 +89,31 @@ impl Writer<'_> {
 
 /// Places a passwd entry: name, `*`, gecos, dir, shell.
 pub fn fill_passwd(f: &PasswdFields<'_>, buf: &mut [u8]) -> Result<PasswdLayout, FillError> {
-    let mut w = Writer { buf, pos: 0 };
+    use smith_proto::cache::has_nul;
+    // The hot path of every getpwnam/getpwuid: check everything first, then copy with
+    // no further decisions (one size test instead of one per field).
+    if has_nul(f.name) || has_nul(f.gecos) || has_nul(f.dir) || has_nul(f.shell) {
+        return Err(FillError::Corrupt);
+    }
+    if buf.len() < passwd_len(f) {
+        return Err(FillError::TooSmall);
+    }
+    let mut pos = 0usize;
+    let mut put = |s: &[u8]| {
+        let start = pos;
+        buf[start..start + s.len()].copy_from_slice(s);
+        buf[start + s.len()] = 0;
+        pos = start + s.len() + 1;
+        start
+    };
     Ok(PasswdLayout {
-        name: w.put_str(f.name)?,
-        passwd: w.put_str(NO_PASSWORD)?,
+        name: put(f.name),
+        passwd: put(NO_PASSWORD),
         uid: f.uid,
         gid: f.gid,
-        gecos: w.put_str(f.gecos)?,
-        dir: w.put_str(f.dir)?,
-        shell: w.put_str(f.shell)?,
+        gecos: put(f.gecos),
+        dir: put(f.dir),
+        shell: put(f.shell),
     })
 }
 

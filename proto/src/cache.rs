@@ -1,23 +1,38 @@
 //! The NSS cache file: hostd writes it, `libnss_smith`, `pam_smith` and
 //! `smith-host principals` read it (memory-mapped), so lookups never need the daemon.
 //!
-//! # Layout (all integers little-endian)
+//! # Layout, format 2 (all integers little-endian)
 //!
 //! ```text
-//! [0, HEADER_LEN)     header (see `Header`); bytes [0,128) are covered by a checksum,
-//!                     the `stale` word at STALE_OFFSET is not (it is flipped in place)
-//! users               n_users records of USER_RECORD_LEN bytes
-//! user name index     user_index_cap u32 slots (0 = empty, else record index + 1)
-//! user id index       user_index_cap u32 slots
+//! [0, HEADER_LEN)     header (see `Header`); bytes [0,128) and [144,256) are covered by
+//!                     a checksum at 128; the `stale` word at STALE_OFFSET is not (it is
+//!                     flipped in place by the writer after a replacement)
+//! users               a blob of variable-length user records (below), each 8-aligned
+//! user offsets        n_users u32: byte offset of user i's record in the blob
+//! user name index     user_index_cap u64 slots: 0 = empty, else
+//!                     (name_hash >> 32) << 32 | (record offset + 1)
+//! user id index       user_index_cap u64 slots: 0 = empty, else uid << 32 | (offset + 1)
 //! groups              n_groups records of GROUP_RECORD_LEN bytes
-//! group name index    group_index_cap u32 slots
+//! group name index    group_index_cap u32 slots (0 = empty, else record index + 1)
 //! group id index      group_index_cap u32 slots
-//! u32 pool            supplementary gids of users, member indexes of groups
-//! strings             every name, gecos, home and shell, no NUL inside
+//! u32 pool            member indexes (user numbers) of groups
+//! strings             group names, host name and tags, no NUL inside
+//! ```
+//!
+//! A user record is everything one lookup needs, in one or two cache lines:
+//!
+//! ```text
+//! 0  u32 index (enumeration number)   4  u32 uid        8  u32 gid
+//! 12 u8 level   13 u8 name_len   14 u16 gecos_len   16 u16 dir_len   18 u16 shell_len
+//! 20 u32 n_gids
+//! 24 name, gecos, dir, shell (no NUL), zero padding to 4, n_gids u32 (supplementary)
 //! ```
 //!
 //! Indexes are open-addressing tables with linear probing; capacities are powers of two
-//! at least twice the number of records, so a miss ends at the first empty slot.
+//! at least twice the number of records, so a miss ends at the first empty slot. The
+//! user index slots carry the record's byte offset (no indirection) and a tag (the
+//! high half of the name hash, or the uid itself), so a probe touches a record only
+//! when the tag matches: a hit reads one slot and one record.
 //!
 //! Every user also has a private group with the same name and id; it is not stored but
 //! synthesized by the reader ([`CacheView::group_by_name`] falls back to users).
@@ -31,23 +46,31 @@
 //! # Safety of reading
 //!
 //! [`CacheView::parse`] checks the header, the checksum, the file length and that every
-//! section lies inside the buffer; every string and list reference is checked again on
-//! access. A truncated, corrupted or hostile file yields [`CacheError`], never a panic or
-//! an out-of-bounds read.
+//! section lies inside the buffer (O(1): a reader maps the file once per process and
+//! must not walk 10,000 records to answer its first question). Every slot, record,
+//! string and list reference is checked again on access, against the section it must
+//! lie in. A truncated, corrupted or hostile file yields [`CacheError`] (or a wrong but
+//! bounded answer for a file whose checksummed header is intact but whose body was
+//! altered), never a panic or an out-of-bounds read.
 
 use crate::ids::is_allowed_id;
 use crate::tags::Level;
 use std::fmt;
 
 pub const MAGIC: [u8; 8] = *b"SMITHNSS";
-pub const FORMAT_VERSION: u32 = 1;
+/// Format 2: inline user records and tagged u64 user index slots (format 1 had fixed
+/// user records with strings in the shared table and u32 slots).
+pub const FORMAT_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 256;
-/// Bytes of the header covered by the checksum.
+/// Bytes of the header covered by the checksum: [0, CHECKED_LEN) and
+/// [CHECKED_TAIL, HEADER_LEN).
 const CHECKED_LEN: usize = 128;
+const CHECKED_TAIL: usize = 144;
 const CHECKSUM_OFFSET: usize = 128;
 /// Offset of the `stale` u32 in the header (0 = current, 1 = replaced by a newer file).
 pub const STALE_OFFSET: usize = 136;
-pub const USER_RECORD_LEN: usize = 56;
+/// Fixed part of a user record (the strings and gids follow it).
+pub const USER_RECORD_HEAD: usize = 24;
 pub const GROUP_RECORD_LEN: usize = 24;
 /// Largest cache file accepted (64 MiB: ~500,000 users).
 pub const MAX_FILE_LEN: usize = 64 << 20;
@@ -75,7 +98,11 @@ impl fmt::Display for CacheError {
         match self {
             CacheError::TooShort(n) => write!(f, "cache file is truncated ({n} bytes)"),
             CacheError::BadMagic => write!(f, "not a Smith cache file (bad magic)"),
-            CacheError::UnsupportedFormat(v) => write!(f, "unsupported cache format {v}"),
+            CacheError::UnsupportedFormat(v) => write!(
+                f,
+                "unsupported cache format {v} (this reader knows {FORMAT_VERSION}; \
+                 restart smith-hostd so it rewrites the file)"
+            ),
             CacheError::BadChecksum => write!(f, "cache header checksum mismatch"),
             CacheError::LengthMismatch { header, actual } => write!(
                 f,
@@ -90,9 +117,12 @@ impl fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
-/// FNV-1a, 64 bit: the name hash of the indexes and the header checksum.
+/// FNV-1a, 64 bit: the header checksum.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+fn fnv1a_from(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -100,9 +130,51 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+fn header_checksum(b: &[u8]) -> u64 {
+    fnv1a_from(fnv1a(&b[..CHECKED_LEN]), &b[CHECKED_TAIL..HEADER_LEN])
+}
+
+/// The name hash of the indexes: 8 bytes at a time (names are at most 32 bytes), a
+/// multiply-xorshift per word and a final avalanche. Stable: it is part of the format.
+#[inline]
+pub fn name_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 29)
+}
+
 #[inline]
 fn id_hash(id: u32) -> u64 {
     (id as u64 ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17
+}
+
+/// Whether `s` contains a NUL byte (a word at a time: fields are short and this runs on
+/// every lookup).
+#[inline]
+pub fn has_nul(s: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if w.wrapping_sub(LO) & !w & HI != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().contains(&0)
 }
 
 #[inline]
@@ -117,6 +189,11 @@ fn rd_u64(b: &[u8], off: usize) -> Option<u64> {
     let mut a = [0u8; 8];
     a.copy_from_slice(s);
     Some(u64::from_le_bytes(a))
+}
+
+#[inline]
+fn rd_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
 }
 
 /// Parsed header fields.
@@ -143,6 +220,8 @@ struct Header {
     host_name: (u32, u32),
     host_tags: (u32, u32),
     sudo_gid: u32,
+    user_offsets_off: u32,
+    users_len: u32,
 }
 
 impl Header {
@@ -170,6 +249,8 @@ impl Header {
             host_name: (u(104)?, u(108)?),
             host_tags: (u(112)?, u(116)?),
             sudo_gid: u(120)?,
+            user_offsets_off: u(144)?,
+            users_len: u(148)?,
         })
     }
 
@@ -197,13 +278,15 @@ impl Header {
         put32(112, self.host_tags.0);
         put32(116, self.host_tags.1);
         put32(120, self.sudo_gid);
+        put32(144, self.user_offsets_off);
+        put32(148, self.users_len);
         out[16..24].copy_from_slice(&self.generation.to_le_bytes());
         out[24..32].copy_from_slice(&self.snapshot_version.to_le_bytes());
         out[32..40].copy_from_slice(&self.written_at.to_le_bytes());
         out[40..48].copy_from_slice(&self.file_len.to_le_bytes());
-        let sum = fnv1a(&out[..CHECKED_LEN]);
-        out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 8].copy_from_slice(&sum.to_le_bytes());
         out[STALE_OFFSET..STALE_OFFSET + 4].copy_from_slice(&0u32.to_le_bytes());
+        let sum = header_checksum(out);
+        out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 8].copy_from_slice(&sum.to_le_bytes());
     }
 }
 
@@ -215,6 +298,8 @@ impl Header {
 #[derive(Clone, Copy)]
 pub struct CacheView<'a> {
     buf: &'a [u8],
+    /// The user record blob (`buf[users_off..users_off + users_len]`).
+    users: &'a [u8],
     h: Header,
 }
 
@@ -242,7 +327,7 @@ pub struct GroupEntry<'a> {
     pub members: Members<'a>,
 }
 
-/// A list of u32 in the pool.
+/// A list of u32 (little-endian) inside the file.
 #[derive(Debug, Clone, Copy)]
 pub struct U32List<'a> {
     bytes: &'a [u8],
@@ -265,15 +350,19 @@ impl<'a> U32List<'a> {
     }
 }
 
-/// Group members: user record indexes resolved to names on access.
-#[derive(Debug, Clone, Copy)]
+/// Group members: user numbers resolved to names on access.
+#[derive(Clone, Copy)]
 pub struct Members<'a> {
-    view_buf: &'a [u8],
-    users_off: u32,
-    n_users: u32,
-    strings_off: u32,
-    strings_len: u32,
+    view: Option<CacheView<'a>>,
     list: U32List<'a>,
+}
+
+impl fmt::Debug for Members<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Members")
+            .field("len", &self.list.len())
+            .finish()
+    }
 }
 
 impl<'a> Members<'a> {
@@ -286,14 +375,9 @@ impl<'a> Members<'a> {
     /// Member names. A member index that points nowhere yields an error.
     pub fn iter(&self) -> impl Iterator<Item = Result<&'a [u8], CacheError>> + 'a {
         let m = *self;
-        m.list.iter().map(move |idx| {
-            if idx >= m.n_users {
-                return Err(CacheError::Corrupt("group member index out of range"));
-            }
-            let rec = m.users_off as usize + idx as usize * USER_RECORD_LEN;
-            let off = rd_u32(m.view_buf, rec).ok_or(CacheError::Corrupt("member record"))?;
-            let len = rd_u32(m.view_buf, rec + 4).ok_or(CacheError::Corrupt("member record"))?;
-            str_at(m.view_buf, m.strings_off, m.strings_len, off, len)
+        m.list.iter().map(move |idx| match m.view {
+            Some(v) => v.user(idx).map(|u| u.name),
+            None => Err(CacheError::Corrupt("group member index out of range")),
         })
     }
 }
@@ -315,7 +399,7 @@ fn str_at(
     let s = buf
         .get(start..start + len as usize)
         .ok_or(CacheError::Corrupt("string reference out of range"))?;
-    if s.contains(&0) {
+    if has_nul(s) {
         return Err(CacheError::Corrupt("string contains NUL"));
     }
     Ok(s)
@@ -340,7 +424,7 @@ impl<'a> CacheView<'a> {
             return Err(CacheError::UnsupportedFormat(format));
         }
         let sum = rd_u64(buf, CHECKSUM_OFFSET).unwrap_or(0);
-        if sum != fnv1a(&buf[..CHECKED_LEN]) {
+        if sum != header_checksum(buf) {
             return Err(CacheError::BadChecksum);
         }
         let h = Header::read(buf).ok_or(CacheError::TooShort(buf.len()))?;
@@ -365,9 +449,10 @@ impl<'a> CacheView<'a> {
             return Err(CacheError::BadLayout("index too small"));
         }
         let n = buf.len();
-        let ok = section_fits(n, h.users_off, h.n_users as u64, USER_RECORD_LEN as u64)
-            && section_fits(n, h.user_name_idx_off, h.user_index_cap as u64, 4)
-            && section_fits(n, h.user_id_idx_off, h.user_index_cap as u64, 4)
+        let ok = section_fits(n, h.users_off, h.users_len as u64, 1)
+            && section_fits(n, h.user_offsets_off, h.n_users as u64, 4)
+            && section_fits(n, h.user_name_idx_off, h.user_index_cap as u64, 8)
+            && section_fits(n, h.user_id_idx_off, h.user_index_cap as u64, 8)
             && section_fits(n, h.groups_off, h.n_groups as u64, GROUP_RECORD_LEN as u64)
             && section_fits(n, h.group_name_idx_off, h.group_index_cap as u64, 4)
             && section_fits(n, h.group_id_idx_off, h.group_index_cap as u64, 4)
@@ -376,7 +461,11 @@ impl<'a> CacheView<'a> {
         if !ok {
             return Err(CacheError::BadLayout("a section lies outside the file"));
         }
-        let view = CacheView { buf, h };
+        if (h.users_len as u64) < h.n_users as u64 * USER_RECORD_HEAD as u64 {
+            return Err(CacheError::BadLayout("user records too short"));
+        }
+        let users = &buf[h.users_off as usize..h.users_off as usize + h.users_len as usize];
+        let view = CacheView { buf, users, h };
         view.str(h.host_name.0, h.host_name.1)?;
         view.str(h.host_tags.0, h.host_tags.1)?;
         Ok(view)
@@ -440,26 +529,45 @@ impl<'a> CacheView<'a> {
         Ok(U32List { bytes })
     }
 
-    /// The `i`-th user (enumeration order).
-    pub fn user(&self, i: u32) -> Result<UserEntry<'a>, CacheError> {
-        if i >= self.h.n_users {
-            return Err(CacheError::Corrupt("user index out of range"));
+    /// The user record at byte offset `off` of the blob, every part bounds-checked
+    /// against the blob.
+    #[inline]
+    fn user_record(&self, off: u32) -> Result<UserEntry<'a>, CacheError> {
+        const BAD: CacheError = CacheError::Corrupt("user record out of range");
+        let off = off as usize;
+        let head = self.users.get(off..off + USER_RECORD_HEAD).ok_or(BAD)?;
+        let index = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let uid = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let gid = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        let level = Level::from_u8(head[12]);
+        let nl = head[13] as usize;
+        let gl = rd_u16(head, 14) as usize;
+        let dl = rd_u16(head, 16) as usize;
+        let sl = rd_u16(head, 18) as usize;
+        let n_gids = u32::from_le_bytes([head[20], head[21], head[22], head[23]]) as usize;
+        if gl > MAX_FIELD_LEN || dl > MAX_FIELD_LEN || sl > MAX_FIELD_LEN {
+            return Err(CacheError::Corrupt("user field too long"));
         }
-        let r = self.h.users_off as usize + i as usize * USER_RECORD_LEN;
-        let u = |o: usize| rd_u32(self.buf, r + o).ok_or(CacheError::Corrupt("user record"));
-        let name = self.str(u(0)?, u(4)?)?;
-        let gecos = self.str(u(8)?, u(12)?)?;
-        let dir = self.str(u(16)?, u(20)?)?;
-        let shell = self.str(u(24)?, u(28)?)?;
-        let uid = u(32)?;
-        let gid = u(36)?;
-        let gids = self.list(u(40)?, u(44)?)?;
-        let level = Level::from_u8(u(48)? as u8);
+        let s0 = off + USER_RECORD_HEAD;
+        let s_end = s0 + nl + gl + dl + sl;
+        let strings = self.users.get(s0..s_end).ok_or(BAD)?;
+        if has_nul(strings) {
+            return Err(CacheError::Corrupt("string contains NUL"));
+        }
+        let g0 = (s_end + 3) & !3;
+        let g_len = n_gids.checked_mul(4).ok_or(BAD)?;
+        let gids = self
+            .users
+            .get(g0..g0.checked_add(g_len).ok_or(BAD)?)
+            .ok_or(BAD)?;
         if !is_allowed_id(uid) || !is_allowed_id(gid) {
             return Err(CacheError::Corrupt("user id outside the allowed ranges"));
         }
+        let (name, rest) = strings.split_at(nl);
+        let (gecos, rest) = rest.split_at(gl);
+        let (dir, shell) = rest.split_at(dl);
         Ok(UserEntry {
-            index: i,
+            index,
             name,
             uid,
             gid,
@@ -467,8 +575,18 @@ impl<'a> CacheView<'a> {
             dir,
             shell,
             level,
-            gids,
+            gids: U32List { bytes: gids },
         })
+    }
+
+    /// The `i`-th user (enumeration order).
+    pub fn user(&self, i: u32) -> Result<UserEntry<'a>, CacheError> {
+        if i >= self.h.n_users {
+            return Err(CacheError::Corrupt("user index out of range"));
+        }
+        let off = rd_u32(self.buf, self.h.user_offsets_off as usize + i as usize * 4)
+            .ok_or(CacheError::Corrupt("user offset out of range"))?;
+        self.user_record(off)
     }
 
     /// The `i`-th explicit group (enumeration order; private groups not included).
@@ -487,29 +605,27 @@ impl<'a> CacheView<'a> {
         Ok(GroupEntry {
             name,
             gid,
-            members: self.members(list),
+            members: Members {
+                view: Some(*self),
+                list,
+            },
         })
     }
 
-    fn members(&self, list: U32List<'a>) -> Members<'a> {
-        Members {
-            view_buf: self.buf,
-            users_off: self.h.users_off,
-            n_users: self.h.n_users,
-            strings_off: self.h.strings_off,
-            strings_len: self.h.strings_len,
-            list,
+    fn private_group_of(u: &UserEntry<'a>) -> GroupEntry<'a> {
+        GroupEntry {
+            name: u.name,
+            gid: u.gid,
+            members: Members {
+                view: None,
+                list: U32List { bytes: &[] },
+            },
         }
     }
 
     /// The private group of user `i`: same name and id, no members.
     pub fn private_group(&self, i: u32) -> Result<GroupEntry<'a>, CacheError> {
-        let u = self.user(i)?;
-        Ok(GroupEntry {
-            name: u.name,
-            gid: u.gid,
-            members: self.members(U32List { bytes: &[] }),
-        })
+        Ok(Self::private_group_of(&self.user(i)?))
     }
 
     /// Total groups in enumeration: explicit groups, then one private group per user.
@@ -530,15 +646,45 @@ impl<'a> CacheView<'a> {
         }
     }
 
-    /// Probes an index. `check(record)` says whether the record matches.
-    fn probe<T>(
+    /// Probes a user index (u64 slots) for `tag`; `check(record offset)` says whether
+    /// the record matches.
+    #[inline]
+    fn probe_users(
         &self,
         idx_off: u32,
-        cap: u32,
-        n_records: u32,
         hash: u64,
-        mut check: impl FnMut(u32) -> Result<Option<T>, CacheError>,
-    ) -> Result<Option<T>, CacheError> {
+        tag: u32,
+        mut check: impl FnMut(u32) -> Result<Option<UserEntry<'a>>, CacheError>,
+    ) -> Result<Option<UserEntry<'a>>, CacheError> {
+        let cap = self.h.user_index_cap;
+        let mask = cap - 1;
+        let base = idx_off as usize;
+        let mut i = (hash as u32) & mask;
+        for _ in 0..cap {
+            let slot = rd_u64(self.buf, base + i as usize * 8)
+                .ok_or(CacheError::Corrupt("index slot out of range"))?;
+            let rec = slot as u32;
+            if rec == 0 {
+                return Ok(None);
+            }
+            if (slot >> 32) as u32 == tag {
+                if let Some(found) = check(rec - 1)? {
+                    return Ok(Some(found));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        Ok(None)
+    }
+
+    /// Probes a group index (u32 slots holding record index + 1).
+    fn probe_groups(
+        &self,
+        idx_off: u32,
+        hash: u64,
+        mut check: impl FnMut(u32) -> Result<Option<GroupEntry<'a>>, CacheError>,
+    ) -> Result<Option<GroupEntry<'a>>, CacheError> {
+        let cap = self.h.group_index_cap;
         let mask = cap - 1;
         let mut i = (hash as u32) & mask;
         for _ in 0..cap {
@@ -547,7 +693,7 @@ impl<'a> CacheView<'a> {
                 return Ok(None);
             }
             let rec = slot - 1;
-            if rec >= n_records {
+            if rec >= self.h.n_groups {
                 return Err(CacheError::Corrupt("index slot out of range"));
             }
             if let Some(found) = check(rec)? {
@@ -558,83 +704,38 @@ impl<'a> CacheView<'a> {
         Ok(None)
     }
 
-    /// Fast name comparison for index probes: compares the stored name without
-    /// building a full entry.
-    fn user_name_is(&self, rec: u32, name: &[u8]) -> Result<bool, CacheError> {
-        let r = self.h.users_off as usize + rec as usize * USER_RECORD_LEN;
-        let off = rd_u32(self.buf, r).ok_or(CacheError::Corrupt("user record"))?;
-        let len = rd_u32(self.buf, r + 4).ok_or(CacheError::Corrupt("user record"))?;
-        if len as usize != name.len() {
-            return Ok(false);
-        }
-        Ok(self.str(off, len)? == name)
-    }
-
     pub fn user_by_name(&self, name: &[u8]) -> Result<Option<UserEntry<'a>>, CacheError> {
-        let h = self.h;
-        self.probe(
-            h.user_name_idx_off,
-            h.user_index_cap,
-            h.n_users,
-            fnv1a(name),
-            |rec| {
-                if self.user_name_is(rec, name)? {
-                    Ok(Some(self.user(rec)?))
-                } else {
-                    Ok(None)
-                }
-            },
-        )
+        let hash = name_hash(name);
+        self.probe_users(self.h.user_name_idx_off, hash, (hash >> 32) as u32, |off| {
+            let u = self.user_record(off)?;
+            Ok((u.name == name).then_some(u))
+        })
     }
 
     pub fn user_by_uid(&self, uid: u32) -> Result<Option<UserEntry<'a>>, CacheError> {
-        let h = self.h;
-        self.probe(
-            h.user_id_idx_off,
-            h.user_index_cap,
-            h.n_users,
-            id_hash(uid),
-            |rec| {
-                let r = h.users_off as usize + rec as usize * USER_RECORD_LEN;
-                if rd_u32(self.buf, r + 32) == Some(uid) {
-                    Ok(Some(self.user(rec)?))
-                } else {
-                    Ok(None)
-                }
-            },
-        )
+        self.probe_users(self.h.user_id_idx_off, id_hash(uid), uid, |off| {
+            let u = self.user_record(off)?;
+            Ok((u.uid == uid).then_some(u))
+        })
     }
 
     fn explicit_group_by_name(&self, name: &[u8]) -> Result<Option<GroupEntry<'a>>, CacheError> {
-        let h = self.h;
-        self.probe(
-            h.group_name_idx_off,
-            h.group_index_cap,
-            h.n_groups,
-            fnv1a(name),
-            |rec| {
-                let g = self.group(rec)?;
-                Ok((g.name == name).then_some(g))
-            },
-        )
+        self.probe_groups(self.h.group_name_idx_off, name_hash(name), |rec| {
+            let g = self.group(rec)?;
+            Ok((g.name == name).then_some(g))
+        })
     }
 
     fn explicit_group_by_gid(&self, gid: u32) -> Result<Option<GroupEntry<'a>>, CacheError> {
         let h = self.h;
-        self.probe(
-            h.group_id_idx_off,
-            h.group_index_cap,
-            h.n_groups,
-            id_hash(gid),
-            |rec| {
-                let r = h.groups_off as usize + rec as usize * GROUP_RECORD_LEN;
-                if rd_u32(self.buf, r + 8) == Some(gid) {
-                    Ok(Some(self.group(rec)?))
-                } else {
-                    Ok(None)
-                }
-            },
-        )
+        self.probe_groups(h.group_id_idx_off, id_hash(gid), |rec| {
+            let r = h.groups_off as usize + rec as usize * GROUP_RECORD_LEN;
+            if rd_u32(self.buf, r + 8) == Some(gid) {
+                Ok(Some(self.group(rec)?))
+            } else {
+                Ok(None)
+            }
+        })
     }
 
     /// An explicit group, else a user's private group.
@@ -642,10 +743,7 @@ impl<'a> CacheView<'a> {
         if let Some(g) = self.explicit_group_by_name(name)? {
             return Ok(Some(g));
         }
-        match self.user_by_name(name)? {
-            Some(u) => Ok(Some(self.private_group(u.index)?)),
-            None => Ok(None),
-        }
+        Ok(self.user_by_name(name)?.map(|u| Self::private_group_of(&u)))
     }
 
     /// An explicit group, else a user's private group (gid == uid).
@@ -654,7 +752,7 @@ impl<'a> CacheView<'a> {
             return Ok(Some(g));
         }
         match self.user_by_uid(gid)? {
-            Some(u) if u.gid == gid => Ok(Some(self.private_group(u.index)?)),
+            Some(u) if u.gid == gid => Ok(Some(Self::private_group_of(&u))),
             _ => Ok(None),
         }
     }
@@ -736,6 +834,16 @@ fn insert_slot(index: &mut [u32], hash: u64, rec: u32) {
     index[i as usize] = rec + 1;
 }
 
+/// Inserts a tagged user slot: `tag << 32 | (offset + 1)`.
+fn insert_slot64(index: &mut [u64], hash: u64, tag: u32, off: u32) {
+    let mask = index.len() as u32 - 1;
+    let mut i = (hash as u32) & mask;
+    while index[i as usize] != 0 {
+        i = (i + 1) & mask;
+    }
+    index[i as usize] = (tag as u64) << 32 | (off as u64 + 1);
+}
+
 /// Serializes `c` into a cache file. Refuses duplicate names or ids, ids outside the
 /// allowed ranges, fields that would corrupt a passwd line, and unknown members.
 pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
@@ -812,30 +920,36 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
     let host_name = strings.add(&c.host_name);
     let host_tags = strings.add(&c.host_tags);
 
-    let mut users = vec![0u8; nu * USER_RECORD_LEN];
-    let mut uname_idx = vec![0u32; ucap as usize];
-    let mut uid_idx = vec![0u32; ucap as usize];
+    let mut users: Vec<u8> = Vec::new();
+    let mut user_offsets: Vec<u32> = Vec::with_capacity(nu);
+    let mut uname_idx = vec![0u64; ucap as usize];
+    let mut uid_idx = vec![0u64; ucap as usize];
     for (i, u) in c.users.iter().enumerate() {
-        let r = &mut users[i * USER_RECORD_LEN..(i + 1) * USER_RECORD_LEN];
-        let fields = [
-            strings.add(&u.name),
-            strings.add(&u.gecos),
-            strings.add(&u.dir),
-            strings.add(&u.shell),
-        ];
-        for (k, (off, len)) in fields.iter().enumerate() {
-            r[k * 8..k * 8 + 4].copy_from_slice(&off.to_le_bytes());
-            r[k * 8 + 4..k * 8 + 8].copy_from_slice(&len.to_le_bytes());
+        let off = u32::try_from(users.len())
+            .map_err(|_| CacheError::Invalid("user records exceed 4 GiB".into()))?;
+        user_offsets.push(off);
+        let mut head = [0u8; USER_RECORD_HEAD];
+        head[0..4].copy_from_slice(&(i as u32).to_le_bytes());
+        head[4..8].copy_from_slice(&u.uid.to_le_bytes());
+        head[8..12].copy_from_slice(&u.gid.to_le_bytes());
+        head[12] = u.level as u8;
+        head[13] = u.name.len() as u8;
+        head[14..16].copy_from_slice(&(u.gecos.len() as u16).to_le_bytes());
+        head[16..18].copy_from_slice(&(u.dir.len() as u16).to_le_bytes());
+        head[18..20].copy_from_slice(&(u.shell.len() as u16).to_le_bytes());
+        head[20..24].copy_from_slice(&(u.gids.len() as u32).to_le_bytes());
+        users.extend_from_slice(&head);
+        for s in [&u.name, &u.gecos, &u.dir, &u.shell] {
+            users.extend_from_slice(s.as_bytes());
         }
-        r[32..36].copy_from_slice(&u.uid.to_le_bytes());
-        r[36..40].copy_from_slice(&u.gid.to_le_bytes());
-        let gids_off = pool.len() as u32;
-        pool.extend(u.gids.iter().copied());
-        r[40..44].copy_from_slice(&gids_off.to_le_bytes());
-        r[44..48].copy_from_slice(&(u.gids.len() as u32).to_le_bytes());
-        r[48] = u.level as u8;
-        insert_slot(&mut uname_idx, fnv1a(u.name.as_bytes()), i as u32);
-        insert_slot(&mut uid_idx, id_hash(u.uid), i as u32);
+        users.resize((users.len() + 3) & !3, 0);
+        for g in &u.gids {
+            users.extend_from_slice(&g.to_le_bytes());
+        }
+        users.resize((users.len() + 7) & !7, 0);
+        let h = name_hash(u.name.as_bytes());
+        insert_slot64(&mut uname_idx, h, (h >> 32) as u32, off);
+        insert_slot64(&mut uid_idx, id_hash(u.uid), u.uid, off);
     }
 
     let mut groups = vec![0u8; ng * GROUP_RECORD_LEN];
@@ -851,15 +965,16 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
         pool.extend(g.members.iter().map(|m| by_name[m.as_str()]));
         r[12..16].copy_from_slice(&moff.to_le_bytes());
         r[16..20].copy_from_slice(&(g.members.len() as u32).to_le_bytes());
-        insert_slot(&mut gname_idx, fnv1a(g.name.as_bytes()), i as u32);
+        insert_slot(&mut gname_idx, name_hash(g.name.as_bytes()), i as u32);
         insert_slot(&mut gid_idx, id_hash(g.gid), i as u32);
     }
 
     let align8 = |n: usize| (n + 7) & !7;
     let users_off = HEADER_LEN;
-    let user_name_idx_off = align8(users_off + users.len());
-    let user_id_idx_off = user_name_idx_off + ucap as usize * 4;
-    let groups_off = align8(user_id_idx_off + ucap as usize * 4);
+    let user_offsets_off = align8(users_off + users.len());
+    let user_name_idx_off = align8(user_offsets_off + nu * 4);
+    let user_id_idx_off = user_name_idx_off + ucap as usize * 8;
+    let groups_off = align8(user_id_idx_off + ucap as usize * 8);
     let group_name_idx_off = align8(groups_off + groups.len());
     let group_id_idx_off = group_name_idx_off + gcap as usize * 4;
     let u32s_off = align8(group_id_idx_off + gcap as usize * 4);
@@ -894,6 +1009,8 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
         host_name,
         host_tags,
         sudo_gid: c.sudo_gid,
+        user_offsets_off: user_offsets_off as u32,
+        users_len: users.len() as u32,
     };
     h.write(&mut out[..HEADER_LEN]);
     out[users_off..users_off + users.len()].copy_from_slice(&users);
@@ -902,8 +1019,14 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
             out[off + i * 4..off + i * 4 + 4].copy_from_slice(&x.to_le_bytes());
         }
     };
-    put_u32s(&mut out, user_name_idx_off, &uname_idx);
-    put_u32s(&mut out, user_id_idx_off, &uid_idx);
+    put_u32s(&mut out, user_offsets_off, &user_offsets);
+    let put_u64s = |out: &mut [u8], off: usize, v: &[u64]| {
+        for (i, x) in v.iter().enumerate() {
+            out[off + i * 8..off + i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+        }
+    };
+    put_u64s(&mut out, user_name_idx_off, &uname_idx);
+    put_u64s(&mut out, user_id_idx_off, &uid_idx);
     out[groups_off..groups_off + groups.len()].copy_from_slice(&groups);
     put_u32s(&mut out, group_name_idx_off, &gname_idx);
     put_u32s(&mut out, group_id_idx_off, &gid_idx);
@@ -1089,5 +1212,174 @@ mod tests {
         bytes[STALE_OFFSET] = 1;
         let v = CacheView::parse(&bytes).unwrap();
         assert!(v.is_stale_flag_set());
+    }
+
+    #[test]
+    fn other_format_versions_are_refused() {
+        let mut bytes = build(&sample()).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(
+            CacheView::parse(&bytes).err(),
+            Some(CacheError::UnsupportedFormat(1))
+        );
+    }
+
+    #[test]
+    fn header_tail_fields_are_checksummed() {
+        let bytes = build(&sample()).unwrap();
+        // user_offsets_off, users_len and the reserved bytes after them.
+        for i in [144, 147, 148, 151, 200, 255] {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert_eq!(
+                CacheView::parse(&b).err(),
+                Some(CacheError::BadChecksum),
+                "{i}"
+            );
+        }
+        // The stale word and the bytes around it that are not fields: outside.
+        for i in STALE_OFFSET..STALE_OFFSET + 4 {
+            let mut b = bytes.clone();
+            b[i] = 1;
+            assert!(CacheView::parse(&b).is_ok(), "{i}");
+        }
+    }
+
+    /// Rewrites a header field and fixes the checksum, as a hostile writer would.
+    fn set_field(bytes: &mut [u8], off: usize, v: u32) {
+        bytes[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        let sum = header_checksum(bytes);
+        bytes[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    #[test]
+    fn hostile_index_slots_and_offsets_are_errors() {
+        let good = build(&sample()).unwrap();
+        let v = CacheView::parse(&good).unwrap();
+        let h = v.h;
+        // Every user slot pointed at every possible offset (in, mid-record, past the
+        // blob, u32::MAX): lookups answer or fail, never panic or read outside.
+        let slots = h.user_index_cap as usize;
+        for which in [h.user_name_idx_off, h.user_id_idx_off] {
+            for target in [
+                0u32,
+                1,
+                7,
+                23,
+                24,
+                h.users_len - 1,
+                h.users_len,
+                u32::MAX - 1,
+            ] {
+                let mut b = good.clone();
+                for s in 0..slots {
+                    let at = which as usize + s * 8;
+                    let tag = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) >> 32;
+                    let slot = tag << 32 | (target as u64 + 1);
+                    b[at..at + 8].copy_from_slice(&slot.to_le_bytes());
+                }
+                let v = CacheView::parse(&b).unwrap();
+                let _ = v.user_by_name(b"alice");
+                let _ = v.user_by_uid(200_002);
+                let _ = v.group_by_name(b"oscar");
+                let _ = v.group_by_gid(200_001);
+            }
+        }
+        // Offsets table pointing outside the blob: enumeration and members fail.
+        let mut b = good.clone();
+        let at = h.user_offsets_off as usize;
+        b[at..at + 4].copy_from_slice(&(h.users_len - 2).to_le_bytes());
+        let v = CacheView::parse(&b).unwrap();
+        assert!(v.user(0).is_err());
+        let dev = v.group_by_name(b"dev").unwrap().unwrap();
+        assert!(dev.members.iter().any(|m| m.is_err()));
+        // A blob length beyond the file, or too short for its users: refused at parse.
+        let mut b = good.clone();
+        set_field(&mut b, 148, good.len() as u32);
+        assert!(matches!(
+            CacheView::parse(&b),
+            Err(CacheError::BadLayout(_))
+        ));
+        let mut b = good.clone();
+        set_field(&mut b, 148, 10);
+        assert!(matches!(
+            CacheView::parse(&b),
+            Err(CacheError::BadLayout(_))
+        ));
+        let mut b = good.clone();
+        set_field(&mut b, 144, good.len() as u32 - 2);
+        assert!(matches!(
+            CacheView::parse(&b),
+            Err(CacheError::BadLayout(_))
+        ));
+    }
+
+    #[test]
+    fn user_record_with_nul_or_forbidden_id_is_corrupt() {
+        let good = build(&sample()).unwrap();
+        let v = CacheView::parse(&good).unwrap();
+        let rec = v.h.users_off as usize; // alice, the first record
+        let mut b = good.clone();
+        b[rec + USER_RECORD_HEAD + 2] = 0; // inside "alice"
+        let v = CacheView::parse(&b).unwrap();
+        assert!(v.user(0).is_err());
+        let mut b = good.clone();
+        b[rec + 4..rec + 8].copy_from_slice(&0u32.to_le_bytes()); // uid 0
+        let v = CacheView::parse(&b).unwrap();
+        assert!(v.user(0).is_err());
+        assert!(v.user_by_uid(0).unwrap().is_none());
+    }
+
+    #[test]
+    fn long_fields_and_many_gids_roundtrip() {
+        let mut c = sample();
+        c.users[0].gecos = "g".repeat(MAX_FIELD_LEN);
+        c.users[0].dir = format!("/home/{}", "d".repeat(300));
+        c.users[0].name = "a".repeat(crate::names::MAX_NAME_LEN);
+        c.groups[0].members = vec![c.users[0].name.clone()];
+        c.users[1].gids = (0..500).map(|i| 300_000 + i).collect();
+        let bytes = build(&c).unwrap();
+        let v = CacheView::parse(&bytes).unwrap();
+        let a = v.user_by_name(c.users[0].name.as_bytes()).unwrap().unwrap();
+        assert_eq!(a.gecos.len(), MAX_FIELD_LEN);
+        assert_eq!(a.dir, c.users[0].dir.as_bytes());
+        assert_eq!(a.shell, b"/bin/bash");
+        let o = v.user_by_uid(200_002).unwrap().unwrap();
+        assert_eq!(o.gids.len(), 500);
+        assert_eq!(o.gids.get(499), Some(300_499));
+        assert_eq!(o.shell, b"/bin/sh");
+        let m: Vec<_> = v
+            .group_by_name(b"dev")
+            .unwrap()
+            .unwrap()
+            .members
+            .iter()
+            .collect();
+        assert_eq!(m, vec![Ok(c.users[0].name.as_bytes())]);
+    }
+
+    #[test]
+    fn name_hash_is_stable_and_nul_check_is_exact() {
+        // The hash is part of the format: a change needs a new FORMAT_VERSION.
+        assert_ne!(name_hash(b"u00001"), name_hash(b"u00002"));
+        assert_ne!(name_hash(b"abcdefgh"), name_hash(b"abcdefgh\0"));
+        assert_eq!(
+            name_hash(b"alice"),
+            0x1ea5_8e8e_164a_1245,
+            "the index hash is pinned by the format"
+        );
+        for len in 0..40 {
+            let s = vec![b'x'; len];
+            assert!(!has_nul(&s));
+            for i in 0..len {
+                let mut t = s.clone();
+                t[i] = 0;
+                assert!(has_nul(&t), "len {len} at {i}");
+                t[i] = 0x80;
+                assert!(!has_nul(&t));
+                t[i] = 0x01;
+                assert!(!has_nul(&t));
+            }
+        }
     }
 }

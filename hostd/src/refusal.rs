@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// What `status` and `doctor` print for a removed host.
 pub const REMOVED_ADVICE: &str = "removed at the CA: run smith-host deactivate, or re-enroll with a new token (smith-host activate --token T); until then the last snapshot keeps serving";
 /// What `status` and `doctor` print for an expired client certificate.
-pub const EXPIRED_ADVICE: &str = "client certificate expired: re-enroll with smith-host activate --token T (a new token from `smith-ca admin host token`); until then the last snapshot keeps serving";
+pub const EXPIRED_ADVICE: &str = "client certificate expired: re-enroll with smith-host activate --token T (the admin first runs `smith-ca admin host remove NAME`, then `smith-ca admin host token`); until then the last snapshot keeps serving";
 
 /// Why the CA refuses this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -222,3 +222,188 @@ fn enrolls_and_syncs_with_the_real_ca() {
     }
     drop(d);
 }
+
+/// A client certificate for this host's key, signed by the CA's TLS root, that expired
+/// a minute ago (as if hostd had not renewed it in time).
+fn forge_expired_client_cert(ca: &RealCa, h: &HostRoot, name: &str) -> String {
+    let data = ca._dir.path().join("ca");
+    let root_pem = std::fs::read_to_string(data.join("tls-root.crt")).unwrap();
+    let root_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(data.join("tls-root.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&root_pem, root_key).unwrap();
+    let host_key = rcgen::KeyPair::from_pem(&h.read("/etc/smith/host.key")).unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let t = |s: u64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(s);
+    p.not_before = t(now() - 7200);
+    p.not_after = t(now() - 60);
+    p.signed_by(&host_key, &issuer).unwrap().pem()
+}
+
+fn status_of(h: &HostRoot) -> serde_json::Value {
+    serde_json::from_slice(&h.host_cmd(&["status", "--json"]).stdout).unwrap()
+}
+
+fn doctor_check(h: &HostRoot, name: &str) -> (i32, serde_json::Value) {
+    let o = h.host_cmd(&["doctor", "--json"]);
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let c = checks
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {checks:?}"))
+        .clone();
+    (o.status.code().unwrap_or(-1), c)
+}
+
+#[test]
+fn removed_or_expired_hosts_keep_serving_and_say_what_to_do() {
+    let ca = RealCa::start();
+    for args in [
+        vec!["group", "add", "dev"],
+        vec!["user", "add", "alice", "--groups", "dev"],
+        vec![
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
+        ],
+    ] {
+        ca.admin(&args);
+    }
+    let h = HostRoot::new();
+    let activate = |extra: &[&str]| {
+        let mut a = vec!["activate", "--no-start", "--json"];
+        a.extend_from_slice(extra);
+        h.host_cmd(&a)
+    };
+    let token = ca.host_token("env=dev");
+    let o = activate(&[
+        "--ca",
+        &ca.url,
+        "--token",
+        &token,
+        "--ca-fingerprint",
+        &ca.fingerprint,
+        "--name",
+        "db-1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = h.start_daemon();
+    wait_for("alice in the cache", Duration::from_secs(15), || {
+        (h.cache_users() == ["alice"]).then_some(())
+    });
+    assert!(status_of(&h)["problem"].is_null());
+
+    // Removed at the CA: refused (403 host_removed), reported, still serving.
+    ca.admin(&["host", "remove", "db-1"]);
+    h.host_cmd(&["sync"]);
+    let s = wait_for("the removal to be noticed", Duration::from_secs(20), || {
+        let s = status_of(&h);
+        s["problem"].is_string().then_some(s)
+    });
+    assert!(
+        s["problem"].as_str().unwrap().starts_with(
+            "removed at the CA: run smith-host deactivate, or re-enroll with a new token"
+        ),
+        "{s}"
+    );
+    assert_eq!(s["ca_refusal"]["code"], "host_removed", "{s}");
+    let text = String::from_utf8_lossy(&h.host_cmd(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("ATTENTION:") && text.contains("removed at the CA"),
+        "{text}"
+    );
+    let (code, c) = doctor_check(&h, "CA");
+    assert_eq!(code, 1);
+    assert_eq!(c["level"], "fail");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("removed at the CA"),
+        "{c}"
+    );
+    // Never lock out on doubt: the last snapshot keeps serving.
+    assert_eq!(h.cache_users(), ["alice"]);
+    let reply = smith_hostd::localclient::ping(&h.socket()).unwrap();
+    assert!(reply.1 >= 1, "{reply:?}");
+    let log = d.log();
+    assert_eq!(
+        log.matches("the CA refuses this host").count(),
+        1,
+        "logged once: {log}"
+    );
+
+    // Re-enrolled with a new token alone (CA, fingerprint and name from host.toml);
+    // the running daemon picks up the new credentials and the problem clears.
+    let token = ca.host_token("env=dev");
+    let o = activate(&["--token", &token]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["reenrolled"], true, "{r}");
+    h.host_cmd(&["sync"]);
+    wait_for("the daemon to sync again", Duration::from_secs(40), || {
+        let s = status_of(&h);
+        (s["problem"].is_null() && s["last_sync_error"].is_null()).then_some(())
+    });
+    assert!(d.log().contains("using the new credentials"), "{}", d.log());
+    assert!(d.log().contains("the CA accepts this host again"));
+    d.stop();
+
+    // An expired client certificate: the CA's TLS layer lets it through and answers
+    // 401 client_cert_expired; status and doctor say what to do; still serving.
+    std::fs::write(
+        h.path("/etc/smith/host.crt"),
+        forge_expired_client_cert(&ca, &h, "db-1"),
+    )
+    .unwrap();
+    let s = status_of(&h);
+    assert!(
+        s["problem"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("client certificate expired: re-enroll with smith-host activate --token"),
+        "{s}"
+    );
+    let (code, c) = doctor_check(&h, "CA");
+    assert_eq!(code, 1);
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("client certificate expired: re-enroll with smith-host activate --token"),
+        "{c}"
+    );
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("client_cert_expired"),
+        "{c}"
+    );
+    let (_, c) = doctor_check(&h, "client certificate");
+    assert_eq!(c["level"], "fail");
+    assert!(c["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("client certificate expired"));
+    let d = h.start_daemon();
+    wait_for("the refusal", Duration::from_secs(20), || {
+        (status_of(&h)["ca_refusal"]["code"] == "client_cert_expired").then_some(())
+    });
+    assert_eq!(h.cache_users(), ["alice"]);
+    assert!(
+        d.log().contains("client certificate expired"),
+        "{}",
+        d.log()
+    );
+}

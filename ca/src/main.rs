@@ -16,6 +16,7 @@ mod oidc;
 mod revoke;
 mod scim;
 mod server;
+mod signer;
 mod sshca;
 mod sync;
 mod timewin;

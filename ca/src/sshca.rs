@@ -144,8 +144,8 @@ pub struct UserCertSpec<'a> {
     pub scope: Option<String>,
 }
 
-pub fn sign_user_cert(
-    ca: &PrivateKey,
+pub fn sign_user_cert<S: ssh_key::SigningKey>(
+    ca: &S,
     subject: &PublicKey,
     spec: &UserCertSpec<'_>,
 ) -> Result<Certificate, SshCaError> {

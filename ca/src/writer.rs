@@ -432,7 +432,13 @@ fn write_batch(
                 r.cert.as_ref().map(|c| c.key_id.as_str()),
             );
             let rec = chain::next_record(CA_CHAIN, head.0, &head.1, event);
-            audit::insert(&tx, CA_CHAIN, &rec, at_now)?;
+            audit::insert_derived(
+                &tx,
+                CA_CHAIN,
+                &rec,
+                at_now,
+                (crate::audit::DECISION_KIND, &d.user, d.at as i64),
+            )?;
             head = (
                 rec.seq,
                 chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
@@ -456,10 +462,10 @@ fn write_batch(
             }
         }
         if max_serial > 0 {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE meta SET value = ?1 WHERE key = 'serial' AND CAST(value AS INTEGER) < ?1",
-                [max_serial as i64],
-            )?;
+            )?
+            .execute([max_serial as i64])?;
         }
         let mut upd_host = tx.prepare_cached(
             "UPDATE hosts SET last_seen = ?2, synced_version = COALESCE(?3, synced_version)

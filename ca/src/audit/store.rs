@@ -84,6 +84,18 @@ pub fn insert(
     received_at: u64,
 ) -> rusqlite::Result<()> {
     let (kind, user, at) = derived(&r.event);
+    insert_derived(conn, host, r, received_at, (&kind, &user, at))
+}
+
+/// [`insert`] when the caller built the event and knows what [`derived`] would read
+/// from it (the writer's `@ca` decision records), without parsing it again.
+pub fn insert_derived(
+    conn: &Connection,
+    host: &str,
+    r: &AuditRecord,
+    received_at: u64,
+    (kind, user, at): (&str, &str, i64),
+) -> rusqlite::Result<()> {
     let mut st = conn.prepare_cached(
         "INSERT INTO audit_records (host, seq, prev_hash, hash, event, received_at, kind,
                                     user_name, at_unix)

@@ -255,7 +255,7 @@ pub async fn issue(
     let valid_before = at + allowed.validity_secs;
     let scope_text = req.scope.to_string();
     let cert = sign_user_cert(
-        &ca.user_ca,
+        &ca.user_ca_signer,
         &subject,
         &UserCertSpec {
             serial,
@@ -306,7 +306,9 @@ pub async fn issue(
             format!("user '{user}' was disabled while this certificate was being issued"),
         ));
     }
-    tracing::info!(%user, serial, key_id = %key_id, scope = %req.scope, validity = allowed.validity_secs, "certificate issued");
+    // Debug, not info: one line per certificate costs the hot path more than the rest of
+    // its bookkeeping, and every issuance is in `decisions` and the `@ca` audit chain.
+    tracing::debug!(%user, serial, key_id = %key_id, scope = %req.scope, validity = allowed.validity_secs, "certificate issued");
     Ok(Json(CertResponse {
         certificate: line,
         serial,

@@ -83,7 +83,8 @@ pub struct Ca {
     pub auth: Box<dyn Authenticator>,
     /// Verifies OIDC ID tokens, when an issuer is configured.
     pub oidc: Option<Arc<crate::oidc::Verifier>>,
-    pub user_ca: PrivateKey,
+    /// The user CA key prepared for signing (see [`crate::signer`]).
+    pub user_ca_signer: crate::signer::CaSigner,
     pub host_ca: PrivateKey,
     pub user_ca_keys: Vec<String>,
     pub host_ca_keys: Vec<String>,
@@ -345,6 +346,8 @@ pub fn load(
     let user_ca = read_key(dd, &dd.user_ca())?;
     let host_ca = read_key(dd, &dd.host_ca())?;
     let user_ca_keys = vec![user_ca.public_key().to_openssh()?];
+    let user_ca_signer = crate::signer::CaSigner::new(&user_ca)
+        .with_context(|| format!("{} is not a usable key", dd.user_ca().display()))?;
     let host_ca_keys = vec![host_ca.public_key().to_openssh()?];
     let tls_root = TlsRoot::load(
         &dd.read(&dd.tls_root_cert())?,
@@ -365,7 +368,7 @@ pub fn load(
         writer,
         auth: Box::new(TokenAuthenticator),
         oidc,
-        user_ca,
+        user_ca_signer,
         host_ca,
         user_ca_keys,
         host_ca_keys,

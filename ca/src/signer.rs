@@ -1,0 +1,127 @@
+//! The user CA's signing key, prepared once for the issuance hot path.
+//!
+//! `ssh-key` signs with an Ed25519 [`PrivateKey`] by rebuilding an
+//! `ed25519_dalek::SigningKey` from the secret bytes (a SHA-512 and a base-point
+//! multiplication) and decompressing and comparing the public key, on every signature:
+//! about as much work again as the signature itself. [`CaSigner`] does that check once,
+//! at load, and then only signs. Other algorithms (ECDSA, RSA) sign through `ssh-key`
+//! as before.
+//!
+//! Must never: sign with a key whose public half differs from the CA's published key
+//! (checked at construction), or expose the secret.
+
+use ssh_key::public::KeyData;
+use ssh_key::{Algorithm, PrivateKey, Signature};
+
+/// A CA key ready to sign certificates ([`ssh_key::SigningKey`]).
+pub enum CaSigner {
+    /// Ed25519: the expanded dalek key and its (checked) public key.
+    Ed25519 {
+        key: Box<ed25519_dalek::SigningKey>,
+        public: KeyData,
+    },
+    /// Any other algorithm: `ssh-key`'s own signing.
+    Other(Box<PrivateKey>),
+}
+
+impl CaSigner {
+    /// Prepares `key`; an Ed25519 key whose public half does not match its secret is
+    /// refused (a corrupt key file).
+    pub fn new(key: &PrivateKey) -> Result<CaSigner, ssh_key::Error> {
+        match key.key_data().ed25519() {
+            Some(kp) => {
+                // The same consistency check ssh-key makes before each signature.
+                let key = ed25519_dalek::SigningKey::try_from(kp)?;
+                let public = key_data_of(key.verifying_key());
+                Ok(CaSigner::Ed25519 {
+                    key: Box::new(key),
+                    public,
+                })
+            }
+            None => Ok(CaSigner::Other(Box::new(key.clone()))),
+        }
+    }
+}
+
+fn key_data_of(vk: ed25519_dalek::VerifyingKey) -> KeyData {
+    KeyData::Ed25519(ssh_key::public::Ed25519PublicKey(vk.to_bytes()))
+}
+
+impl signature::Signer<Signature> for CaSigner {
+    fn try_sign(&self, msg: &[u8]) -> signature::Result<Signature> {
+        match self {
+            CaSigner::Ed25519 { key, .. } => {
+                let sig = ed25519_dalek::Signer::sign(key.as_ref(), msg);
+                Signature::new(Algorithm::Ed25519, sig.to_bytes().to_vec())
+                    .map_err(signature::Error::from_source)
+            }
+            CaSigner::Other(k) => k.try_sign(msg),
+        }
+    }
+}
+
+impl From<&CaSigner> for KeyData {
+    fn from(s: &CaSigner) -> KeyData {
+        match s {
+            CaSigner::Ed25519 { public, .. } => public.clone(),
+            CaSigner::Other(k) => k.public_key().key_data().clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sshca::{generate, sign_user_cert, CaAlgorithm, UserCertSpec};
+    use ssh_key::HashAlg;
+
+    fn spec() -> UserCertSpec<'static> {
+        UserCertSpec {
+            serial: 7,
+            key_id: "smith:alice:0123456789abcdef",
+            principal: "alice",
+            valid_after: 1000,
+            valid_before: 5000,
+            source_address: None,
+            scope: Some("env=dev".into()),
+        }
+    }
+
+    #[test]
+    fn prepared_keys_sign_like_ssh_key_does() {
+        let subject = generate(CaAlgorithm::Ed25519, "alice").unwrap();
+        for alg in [CaAlgorithm::Ed25519, CaAlgorithm::EcdsaP256] {
+            let ca = generate(alg, "ca").unwrap();
+            let signer = CaSigner::new(&ca).unwrap();
+            assert_eq!(KeyData::from(&signer), *ca.public_key().key_data());
+            let cert = sign_user_cert(&signer, subject.public_key(), &spec()).unwrap();
+            cert.validate_at(2000, &[ca.public_key().fingerprint(HashAlg::Sha256)])
+                .unwrap();
+            assert_eq!(cert.signature_key(), ca.public_key().key_data());
+            // Same bytes as ssh-key's own signing (Ed25519 is deterministic; ECDSA
+            // signatures at least verify, above).
+            if alg == CaAlgorithm::Ed25519 {
+                let msg = b"to be signed";
+                let ours = signature::Signer::<Signature>::try_sign(&signer, msg).unwrap();
+                let theirs = signature::Signer::<Signature>::try_sign(&ca, msg).unwrap();
+                assert_eq!(ours, theirs);
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_whose_halves_differ_is_refused() {
+        let a = generate(CaAlgorithm::Ed25519, "a").unwrap();
+        let b = generate(CaAlgorithm::Ed25519, "b").unwrap();
+        let (ka, kb) = (
+            a.key_data().ed25519().unwrap(),
+            b.key_data().ed25519().unwrap(),
+        );
+        let mixed = ssh_key::private::Ed25519Keypair {
+            public: kb.public,
+            private: ka.private.clone(),
+        };
+        let key = PrivateKey::from(mixed);
+        assert!(CaSigner::new(&key).is_err());
+    }
+}

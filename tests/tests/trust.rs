@@ -190,3 +190,106 @@ fn a_revoked_certificate_is_refused_by_sshd_on_every_host_while_a_fresh_one_work
     );
     Ok(())
 }
+
+/// `ssh` with only the files `smith config ssh` wrote, host keys checked strictly.
+fn strict_ssh(alice: &Client, host: &Host, alias: &str, command: &str) -> Result<Outcome> {
+    let home = alice.home.display().to_string();
+    alice.run(&[
+        "ssh",
+        "-F",
+        &format!("{home}/.ssh/config"),
+        "-o",
+        &format!("UserKnownHostsFile={home}/.ssh/known_hosts"),
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        &format!("HostKeyAlias={alias}"),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        &format!("alice@{}", host.ip),
+        command,
+    ])
+}
+
+#[test]
+fn ssh_trusts_enrolled_hosts_through_the_host_ca_without_a_prompt() -> Result<()> {
+    if !e2e_available() {
+        return Ok(());
+    }
+    let mut fleet = trust_fleet("hostca")?;
+    fleet.add_host_named("db-1", "env=dev", &["db-1.dev.example"])?;
+    // A host whose sshd key no Smith CA signed.
+    fleet.create_host("plain-1", "env=dev")?;
+    fleet.host_mut("plain-1").start_sshd()?;
+    let alice = alice(&fleet)?;
+    fresh_cert(&alice)?;
+
+    // An empty known_hosts plus the @cert-authority line, and the Match block.
+    let o = alice.smith(&["config", "ssh"])?.ok()?;
+    let known = std::fs::read_to_string(alice.home.join(".ssh/known_hosts"))?;
+    let lines: Vec<&str> = known.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(
+        lines.len() == 1 && lines[0].starts_with("@cert-authority "),
+        "known_hosts is not just the @cert-authority line ({o}):\n{known}"
+    );
+    let config = std::fs::read_to_string(alice.home.join(".ssh/config"))?;
+    ensure!(
+        config.contains("# BEGIN smith") && config.contains("cert --ensure"),
+        "~/.ssh/config has no smith block:\n{config}"
+    );
+    // Running it again changes nothing.
+    alice.smith(&["config", "ssh"])?.ok()?;
+    ensure!(std::fs::read_to_string(alice.home.join(".ssh/known_hosts"))? == known);
+    ensure!(std::fs::read_to_string(alice.home.join(".ssh/config"))? == config);
+
+    let db = fleet.host("db-1");
+    for alias in ["db-1", "db-1.dev.example"] {
+        let o = strict_ssh(&alice, db, alias, "hostname")?
+            .ok()
+            .with_context(|| format!("strict ssh to db-1 as {alias}"))?;
+        ensure!(o.out() == "db-1", "{o}");
+    }
+    // The certificate does not name this alias: refused before authentication.
+    let o = strict_ssh(&alice, db, "web-9", "true")?.failed()?;
+    ensure!(
+        o.stderr.contains("Host key verification failed"),
+        "wrong alias not refused as a host key failure: {o}"
+    );
+    // A host whose key is not certified: no prompt, no login.
+    let o = strict_ssh(&alice, fleet.host("plain-1"), "plain-1", "true")?.failed()?;
+    ensure!(
+        o.stderr.contains("Host key verification failed"),
+        "uncertified host not refused as a host key failure: {o}"
+    );
+    ensure!(
+        std::fs::read_to_string(alice.home.join(".ssh/known_hosts"))? == known,
+        "ssh added a host key to known_hosts"
+    );
+
+    // No certificate in the agent: the Match block's `smith cert --ensure` gets one
+    // (with the scope last used) before ssh authenticates.
+    alice.run(&["ssh-add", "-D"])?.ok()?;
+    let o = strict_ssh(&alice, db, "db-1", "whoami")?
+        .ok()
+        .context("ssh with an empty agent, renewed through smith cert --ensure")?;
+    ensure!(o.out() == "alice", "{o}");
+    let listed = alice.run(&["ssh-add", "-L"])?.ok()?;
+    ensure!(
+        listed.stdout.contains("-cert-v01@openssh.com"),
+        "no certificate in the agent after --ensure: {listed}"
+    );
+
+    // --remove takes the lines out again.
+    alice.smith(&["config", "ssh", "--remove"])?.ok()?;
+    let known = std::fs::read_to_string(alice.home.join(".ssh/known_hosts"))?;
+    let config = std::fs::read_to_string(alice.home.join(".ssh/config"))?;
+    ensure!(
+        !known.contains("@cert-authority") && !config.contains("smith"),
+        "config ssh --remove left lines:\n{known}\n{config}"
+    );
+    Ok(())
+}

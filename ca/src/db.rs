@@ -1027,9 +1027,8 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    #[test]
-    fn commit_then_load_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store initialized in `dir` (ids 200000–299999), and its path.
+    fn initialized_store(dir: &tempfile::TempDir) -> (std::path::PathBuf, Store) {
         let path = dir.path().join("ca.db");
         let mut store = Store::open(&path).unwrap();
         store
@@ -1040,6 +1039,13 @@ mod tests {
                 now: 1,
             })
             .unwrap();
+        (path, store)
+    }
+
+    #[test]
+    fn commit_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut store) = initialized_store(&dir);
         let mut m = store.load().unwrap();
         assert_eq!(m.settings.sudo_gid.get(), 200000);
         let gid = m.allocate_id(IdKind::Group, "dev", None).unwrap();
@@ -1087,16 +1093,7 @@ mod tests {
     #[test]
     fn deleted_users_and_groups_stay_deleted_and_names_come_back_with_their_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.db");
-        let mut store = Store::open(&path).unwrap();
-        store
-            .initialize(&InitMeta {
-                id_range: IdRange::new(200000, 299999).unwrap(),
-                user_ca_algorithm: "ed25519",
-                admin_token_hash: "abc",
-                now: 1,
-            })
-            .unwrap();
+        let (_, mut store) = initialized_store(&dir);
         let mut m = store.load().unwrap();
         let dev = GroupName::new("dev").unwrap();
         let alice = UserName::new("alice").unwrap();
@@ -1188,16 +1185,7 @@ mod tests {
     #[test]
     fn a_failed_change_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.db");
-        let mut store = Store::open(&path).unwrap();
-        store
-            .initialize(&InitMeta {
-                id_range: IdRange::new(200000, 299999).unwrap(),
-                user_ca_algorithm: "ed25519",
-                admin_token_hash: "abc",
-                now: 1,
-            })
-            .unwrap();
+        let (_, mut store) = initialized_store(&dir);
         let m = store.load().unwrap();
         // A user whose uid collides with the reserved sudo gid and a group that is fine:
         // the whole transaction must be refused.

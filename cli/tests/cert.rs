@@ -5,55 +5,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{bin, run, text, Sshd, TestCa};
-
-/// A private `ssh-agent -D -a SOCK`, killed on drop.
-struct Agent {
-    _dir: tempfile::TempDir,
-    sock: std::path::PathBuf,
-    child: Child,
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Agent {
-            _dir: dir,
-            sock,
-            child,
-        }
-    }
-    fn list(&self) -> String {
-        let out = run(Command::new("ssh-add")
-            .arg("-L")
-            .env("SSH_AUTH_SOCK", &self.sock));
-        text(&out.stdout)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Command;
+use std::time::Duration;
+use support::{bin, run, text, Agent, Sshd, TestCa};
 
 fn smith(ca: &TestCa, token: &str, agent: Option<&Path>, args: &[&str]) -> std::process::Output {
     let mut c = Command::new(bin("smith"));

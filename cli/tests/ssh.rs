@@ -10,63 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{bin, run, text, TestCa};
-
-struct Agent {
-    _dir: tempfile::TempDir,
-    sock: PathBuf,
-    child: Child,
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Agent {
-            _dir: dir,
-            sock,
-            child,
-        }
-    }
-    /// The certificate lines the agent holds.
-    fn certs(&self) -> Vec<String> {
-        let out = run(Command::new("ssh-add")
-            .arg("-L")
-            .env("SSH_AUTH_SOCK", &self.sock));
-        text(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("-cert-v01@openssh.com"))
-            .map(str::to_string)
-            .collect()
-    }
-    fn clear(&self) {
-        let out = run(Command::new("ssh-add")
-            .arg("-D")
-            .env("SSH_AUTH_SOCK", &self.sock));
-        assert!(out.status.success());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{bin, run, text, Agent, TestCa};
 
 /// `smith ARGS` as an engineer whose HOME (and so ~/.ssh and ~/.config/smith) is `home`.
 fn smith_cmd(ca_url: &str, fp: &str, token: &str, home: &Path, agent: Option<&Path>) -> Command {

@@ -505,3 +505,68 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+/// A private `ssh-agent -D -a SOCK`, killed on drop.
+pub struct Agent {
+    _dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    child: std::process::Child,
+}
+
+impl Agent {
+    pub fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            _dir: dir,
+            sock,
+            child,
+        }
+    }
+
+    /// `ssh-add -L`: every key line the agent holds.
+    pub fn list(&self) -> String {
+        let out = run(Command::new("ssh-add")
+            .arg("-L")
+            .env("SSH_AUTH_SOCK", &self.sock));
+        text(&out.stdout)
+    }
+
+    /// The certificate lines the agent holds.
+    pub fn certs(&self) -> Vec<String> {
+        self.list()
+            .lines()
+            .filter(|l| l.contains("-cert-v01@openssh.com"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `ssh-add -D`.
+    pub fn clear(&self) {
+        let out = run(Command::new("ssh-add")
+            .arg("-D")
+            .env("SSH_AUTH_SOCK", &self.sock));
+        assert!(out.status.success());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -12,8 +12,8 @@
 
 use super::filter::{member_path_value, parse_filter, patch_ops, Op, Page};
 use super::{
-    external_id, mutate, posix_id, rfc3339, scim_response, ScimBody, ScimClient, ScimError, BASE,
-    CORE_GROUP, GROUP_EXT,
+    external_id, mutate, posix_id, rfc3339, scim_response, unchanged_id, ScimBody, ScimClient,
+    ScimError, BASE, CORE_GROUP, GROUP_EXT,
 };
 use crate::model::{Change, Group, IdKind, Model};
 use crate::server::Ca;
@@ -246,18 +246,6 @@ fn same_name(g: &Group, v: Option<&Value>) -> Result<(), ScimError> {
     Ok(())
 }
 
-fn same_gid(g: &Group, body: &Value) -> Result<(), ScimError> {
-    if let Some(gid) = posix_id(body, GROUP_EXT, "gidNumber")? {
-        if gid != g.gid {
-            return Err(ScimError::mutability(format!(
-                "gidNumber cannot change ({} to {gid}): gids are fixed at creation",
-                g.gid
-            )));
-        }
-    }
-    Ok(())
-}
-
 pub async fn replace(
     _: ScimClient,
     State(ca): State<Arc<Ca>>,
@@ -269,7 +257,7 @@ pub async fn replace(
     mutate(&ca, format!("scim group replace {name}"), move |m, at| {
         let g = found(m, &id)?;
         same_name(&g, body.get("displayName"))?;
-        same_gid(&g, &body)?;
+        unchanged_id(&body, GROUP_EXT, "gidNumber", g.gid, "gids")?;
         check_users(m, &want)?;
         let ext = external_id(body.get("externalId").unwrap_or(&Value::Null))?;
         let mut c = Vec::new();

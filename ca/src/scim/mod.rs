@@ -258,6 +258,23 @@ pub fn posix_id(
     }
 }
 
+/// Refuses a body whose POSIX id (`attr`, e.g. `uidNumber`) differs from `current`: ids
+/// are fixed at creation.
+pub fn unchanged_id(
+    body: &Value,
+    ext: &str,
+    attr: &str,
+    current: smith_proto::PosixId,
+    what: &str,
+) -> Result<(), ScimError> {
+    match posix_id(body, ext, attr)? {
+        Some(id) if id != current => Err(ScimError::mutability(format!(
+            "{attr} cannot change ({current} to {id}): {what} are fixed at creation"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub fn router() -> axum::Router<Arc<Ca>> {
     use axum::routing::{get, post};
     axum::Router::new()

@@ -12,8 +12,8 @@
 
 use super::filter::{parse_filter, patch_ops, Op, Page};
 use super::{
-    boolean, external_id, gecos_from, mutate, posix_id, rfc3339, scim_response, ScimBody,
-    ScimClient, ScimError, BASE, CORE_USER, USER_EXT,
+    boolean, external_id, gecos_from, mutate, posix_id, rfc3339, scim_response, unchanged_id,
+    ScimBody, ScimClient, ScimError, BASE, CORE_USER, USER_EXT,
 };
 use crate::model::{Change, IdKind, Model, User};
 use crate::server::Ca;
@@ -229,18 +229,6 @@ fn same_name(u: &User, v: Option<&Value>) -> Result<(), ScimError> {
     Ok(())
 }
 
-fn same_uid(u: &User, body: &Value) -> Result<(), ScimError> {
-    if let Some(uid) = posix_id(body, USER_EXT, "uidNumber")? {
-        if uid != u.uid {
-            return Err(ScimError::mutability(format!(
-                "uidNumber cannot change ({} to {uid}): uids are fixed at creation",
-                u.uid
-            )));
-        }
-    }
-    Ok(())
-}
-
 pub async fn replace(
     _: ScimClient,
     State(ca): State<Arc<Ca>>,
@@ -251,7 +239,7 @@ pub async fn replace(
     mutate(&ca, format!("scim user replace {name}"), move |m, _| {
         let u = found(m, &id)?;
         same_name(&u, body.get("userName"))?;
-        same_uid(&u, &body)?;
+        unchanged_id(&body, USER_EXT, "uidNumber", u.uid, "uids")?;
         let w = Wanted {
             gecos: display(&body).unwrap_or_default(),
             active: match body.get("active") {

@@ -563,6 +563,17 @@ impl Fleet {
 
     // --- clients --------------------------------------------------------------------------
 
+    /// [`Fleet::client`] for Smith user `who`, with the per-user token the admin minted
+    /// (`smith-ca admin user token`) set as `SMITH_TOKEN`.
+    pub fn engineer(&self, who: &str) -> Result<Client> {
+        let o = self.admin_ok(&["user", "token", who, "--json"])?;
+        let v: serde_json::Value = serde_json::from_str(o.out())
+            .with_context(|| format!("user token --json printed {:?}", o.stdout))?;
+        let mut c = self.client(who)?;
+        c.set_token(v["token"].as_str().context("token field")?);
+        Ok(c)
+    }
+
     /// An engineer's workstation in the LAN: a HOME and a running `ssh-agent`.
     pub fn client(&self, who: &str) -> Result<Client> {
         let home = self.dir.join("clients").join(who);

@@ -12,13 +12,6 @@ fn json(o: &smith_tests::Outcome) -> Result<Value> {
     serde_json::from_str(o.out()).with_context(|| format!("not JSON: {o}"))
 }
 
-fn engineer(fleet: &Fleet, user: &str) -> Result<Client> {
-    let o = fleet.admin_ok(&["user", "token", user, "--json"])?;
-    let mut c = fleet.client(user)?;
-    c.set_token(json(&o)?["token"].as_str().context("token")?);
-    Ok(c)
-}
-
 /// A fresh certificate in the agent; returns its key ID.
 fn cert(c: &Client, scope: &str) -> Result<String> {
     c.run(&["ssh-add", "-D"])?;
@@ -129,8 +122,8 @@ fn sudo_follows_grants_and_the_trail_shows_it_in_order() -> Result<()> {
     let fleet = audit_fleet("audit")?;
     let web = fleet.host("web-1");
     let db = fleet.host("db-1");
-    let oscar = engineer(&fleet, "oscar")?;
-    let alice = engineer(&fleet, "alice")?;
+    let oscar = fleet.engineer("oscar")?;
+    let alice = fleet.engineer("alice")?;
 
     // oscar (sudo on prod) → 0 on web-1; alice (ssh on dev) is refused on db-1.
     let oscar_key = cert(&oscar, "env=prod")?;
@@ -306,7 +299,7 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
         return Ok(());
     }
     let mut fleet = audit_fleet("audit-outage")?;
-    let oscar = engineer(&fleet, "oscar")?;
+    let oscar = fleet.engineer("oscar")?;
     cert(&oscar, "env=prod")?;
     oscar.ssh("oscar", fleet.host("web-1"), "true")?.ok()?;
 

@@ -8,20 +8,6 @@ use smith_tests::cmd::wait_for;
 use smith_tests::{e2e_available, Client, Fleet};
 use std::time::{Duration, Instant};
 
-fn user_token(fleet: &Fleet, user: &str) -> Result<String> {
-    let o = fleet.admin_ok(&["user", "token", user, "--json"])?;
-    let v: serde_json::Value = serde_json::from_str(o.out())
-        .with_context(|| format!("user token --json printed {:?}", o.stdout))?;
-    Ok(v["token"].as_str().context("token")?.to_string())
-}
-
-/// alice / oscar with a token and an agent.
-fn engineer(fleet: &Fleet, user: &str) -> Result<Client> {
-    let mut c = fleet.client(user)?;
-    c.set_token(&user_token(fleet, user)?);
-    Ok(c)
-}
-
 fn cert(c: &Client, scope: &str) -> Result<()> {
     c.run(&["ssh-add", "-D"])?;
     c.smith(&["cert", "--scope", scope, "--ttl", "30m", "--reason", "e2e"])?
@@ -93,8 +79,8 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
     let fleet = story_fleet()?;
     let web = fleet.host("web-1");
     let db = fleet.host("db-1");
-    let alice = engineer(&fleet, "alice")?;
-    let oscar = engineer(&fleet, "oscar")?;
+    let alice = fleet.engineer("alice")?;
+    let oscar = fleet.engineer("oscar")?;
 
     // alice logs in to db-1 with a certificate; `id` shows her uid, private group and
     // dev; her home directory was created from skel.
@@ -267,7 +253,7 @@ fn a_dead_hostd_neither_locks_out_nor_lets_in() -> Result<()> {
         return Ok(());
     }
     let mut fleet = story_fleet()?;
-    let alice = engineer(&fleet, "alice")?;
+    let alice = fleet.engineer("alice")?;
     cert(&alice, "env=dev")?;
     alice.ssh("alice", fleet.host("db-1"), "true")?.ok()?;
 
@@ -276,7 +262,7 @@ fn a_dead_hostd_neither_locks_out_nor_lets_in() -> Result<()> {
     alice.ssh("alice", fleet.host("db-1"), "true")?.ok()?;
     // ... and a user granted after the kill does not.
     fleet.admin_ok(&["user", "add", "bob", "--groups", "dev"])?;
-    let bob = engineer(&fleet, "bob")?;
+    let bob = fleet.engineer("bob")?;
     cert(&bob, "env=dev")?;
     std::thread::sleep(Duration::from_secs(2));
     bob.ssh("bob", fleet.host("db-1"), "true")?.failed()?;

@@ -40,13 +40,6 @@ fn trust_fleet(label: &str) -> Result<Fleet> {
     Ok(fleet)
 }
 
-fn alice(fleet: &Fleet) -> Result<Client> {
-    let mut c = fleet.client("alice")?;
-    let o = fleet.admin_ok(&["user", "token", "alice", "--json"])?;
-    c.set_token(json(&o)?["token"].as_str().context("token")?);
-    Ok(c)
-}
-
 /// A fresh certificate in alice's agent (the only one): its serial and key ID.
 fn fresh_cert(alice: &Client) -> Result<(u64, String)> {
     alice.run(&["ssh-add", "-D"])?;
@@ -93,7 +86,7 @@ fn a_revoked_certificate_is_refused_by_sshd_on_every_host_while_a_fresh_one_work
     let mut fleet = trust_fleet("revoke")?;
     fleet.add_host("db-1", "env=dev")?;
     fleet.add_host("db-2", "env=dev")?;
-    let alice = alice(&fleet)?;
+    let alice = fleet.engineer("alice")?;
     let hosts = [fleet.host("db-1"), fleet.host("db-2")];
 
     // Nothing revoked yet: the hosts hold an empty KRL that sshd accepts.
@@ -225,7 +218,7 @@ fn ssh_trusts_enrolled_hosts_through_the_host_ca_without_a_prompt() -> Result<()
     // A host whose sshd key no Smith CA signed.
     fleet.create_host("plain-1", "env=dev")?;
     fleet.host_mut("plain-1").start_sshd()?;
-    let alice = alice(&fleet)?;
+    let alice = fleet.engineer("alice")?;
     fresh_cert(&alice)?;
 
     // An empty known_hosts plus the @cert-authority line, and the Match block.

@@ -7,9 +7,9 @@
 //! on this machine's own `/etc` changes; everything is removed at the end.
 
 use crate::{deps, workspace_root};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use smith_tests::cmd::wait_for;
-use smith_tests::{Client, Fleet, Outcome};
+use smith_tests::{Fleet, Outcome};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -74,11 +74,6 @@ fn expect(o: Outcome, want_success: bool, what: &str) -> Result<Outcome> {
         bail!("demo step went wrong ({what}):\n{o}");
     }
     Ok(o)
-}
-
-fn token_of(o: &Outcome) -> Result<String> {
-    let v: serde_json::Value = serde_json::from_str(o.out()).context("token --json output")?;
-    Ok(v["token"].as_str().context("token field")?.to_string())
 }
 
 pub fn run(no_install: bool, keep: bool) -> Result<()> {
@@ -184,7 +179,7 @@ fn story(n: &mut Narrator) -> Result<()> {
     n.show("root@db-1", "smith-host status", &o);
 
     n.chapter("Alice asks for access to dev for 60 minutes");
-    let alice = engineer(&fleet, "alice")?;
+    let alice = fleet.engineer("alice")?;
     let o = expect(
         alice.smith(&[
             "cert", "--scope", "env=dev", "--ttl", "60m", "--reason", "INC-42",
@@ -219,7 +214,7 @@ fn story(n: &mut Narrator) -> Result<()> {
     );
 
     n.chapter("Oscar, on call, gets sudo on prod");
-    let oscar = engineer(&fleet, "oscar")?;
+    let oscar = fleet.engineer("oscar")?;
     expect(
         oscar.smith(&[
             "cert", "--scope", "env=prod", "--ttl", "30m", "--reason", "on-call",
@@ -264,11 +259,4 @@ fn story(n: &mut Narrator) -> Result<()> {
     n.chapter("Cleaning up");
     drop(fleet);
     Ok(())
-}
-
-fn engineer(fleet: &Fleet, user: &str) -> Result<Client> {
-    let o = fleet.admin(&["user", "token", user, "--json"])?.ok()?;
-    let mut c = fleet.client(user)?;
-    c.set_token(&token_of(&o)?);
-    Ok(c)
 }

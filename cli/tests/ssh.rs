@@ -275,11 +275,9 @@ fn cert_ensure_is_offline_when_valid_and_renews_otherwise() {
 
     // Valid for long enough: nothing to do, and no network needed (the CA is down).
     assert!(ca.stop());
-    let t = Instant::now();
     let out = smith(&ca, &token, h, a, &["cert", "--ensure", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let out = smith(&ca, &token, h, a, &["cert", "--ensure"]);
     assert!(
         text(&out.stdout).contains("nothing to do"),

@@ -415,13 +415,12 @@ mod tests {
     }
 
     #[test]
-    fn no_daemon_is_enoent_quickly() {
+    fn no_daemon_is_enoent_at_connect() {
         let dir = crate::test_dir("client-none");
         let c = Client::new(leak_path(&dir.join("hostd.sock")));
-        let t = Instant::now();
         let e = c.ask(&Request::Ping).unwrap_err();
+        // ENOENT comes from connect itself: nothing was waited for.
         assert_eq!(e.errno(), libc::ENOENT, "{e:?}");
-        assert!(t.elapsed().as_millis() < 100);
     }
 
     #[test]

@@ -378,17 +378,17 @@ mod tests {
     }
 
     #[test]
-    fn no_daemon_queues_quickly() {
+    fn no_daemon_queues_without_waiting_for_a_reply() {
+        // No socket at all: the failure is at connect (ENOENT), never a reply timeout.
         let d = crate::test_dir("deliver");
-        let t = Instant::now();
         match deliver(&d.join("hostd.sock"), &d.join("pending"), &ev()) {
             Delivery::Queued { file, socket_error } => {
                 assert!(file.exists());
                 assert!(socket_error.contains("connect"), "{socket_error}");
+                assert!(!socket_error.contains("timed out"), "{socket_error}");
             }
             other => panic!("{other:?}"),
         }
-        assert!(t.elapsed() < Duration::from_millis(200));
     }
 
     #[test]
@@ -399,9 +399,16 @@ mod tests {
         let t = Instant::now();
         let r = deliver(&sock, &d.join("pending"), &ev());
         let el = t.elapsed();
-        assert!(matches!(r, Delivery::Queued { .. }), "{r:?}");
+        match &r {
+            Delivery::Queued { socket_error, .. } => {
+                assert!(socket_error.contains("timed out"), "{socket_error}")
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(
-            el >= Duration::from_millis(900) && el < Duration::from_millis(1500),
+            // The reply timeout (1 s) was waited for, and bounded: queueing the event
+            // (two fsyncs) may be slow on a loaded disk, so the upper bound is generous.
+            el >= Duration::from_millis(900) && el < Duration::from_secs(10),
             "{el:?}"
         );
     }

@@ -8,8 +8,9 @@
 //! session process's start time (field 22 of `stat`) so that a recycled pid is never
 //! mistaken for the session.
 //!
-//! Persisted as `/var/lib/smith/sessions.json` (0600, replaced atomically) so a hostd
-//! restart keeps it; entries whose process is gone are dropped at load.
+//! Persisted as `/var/lib/smith/sessions.json` (0600, replaced atomically, not fsynced:
+//! nothing in it outlives a reboot) so a hostd restart keeps it; entries whose process
+//! is gone are dropped at load.
 //!
 //! Owns: the table and the `/proc` walk. Must never: trust anything but `/proc` and
 //! root-sent session events, or fail an event because the table cannot be written.
@@ -100,7 +101,15 @@ impl SessionTable {
             Ok(b) => b,
             Err(_) => return,
         };
-        if let Err(e) = crate::fsutil::atomic_write(&self.path, &bytes, 0o600) {
+        // Atomic but not fsynced: the table only describes live processes, none of which
+        // survives the machine going down, while a hostd restart finds the file in the
+        // page cache. (The audit record itself is in the spool, fsynced before the ack.)
+        if let Err(e) = crate::fsutil::atomic_write_with(
+            &self.path,
+            &bytes,
+            0o600,
+            crate::fsutil::Durability::AtomicOnly,
+        ) {
             tracing::warn!(error = %e, path = %self.path.display(), "cannot persist the session table");
         }
     }

@@ -235,12 +235,19 @@ impl Fleet {
 
     /// Like [`Fleet::start_ca`], with extra `smith-ca serve` arguments.
     pub fn start_ca_with(&mut self, serve_args: &[&str]) -> Result<&Ca> {
+        self.start_ca_init_with(&[], serve_args)
+    }
+
+    /// Like [`Fleet::start_ca`], with extra `smith-ca init` arguments (e.g.
+    /// `--user-ca-algorithm ecdsa-p256`) and extra `smith-ca serve` arguments.
+    pub fn start_ca_init_with(&mut self, init_args: &[&str], serve_args: &[&str]) -> Result<&Ca> {
         let data_dir = self.dir.join("ca");
         let listen = format!("{}:8443", self.lan_ip());
         let mut init = Command::new(self.bins.path("smith-ca"));
         init.args(["init", "--data-dir"])
             .arg(&data_dir)
-            .args(["--san", &self.lan_ip(), "--json"]);
+            .args(["--san", &self.lan_ip(), "--json"])
+            .args(init_args);
         let out = run_ok(init).context("smith-ca init")?;
         let v: serde_json::Value = serde_json::from_str(out.out())
             .with_context(|| format!("smith-ca init --json printed {:?}", out.stdout))?;

@@ -235,12 +235,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     if fleet_parts.login || fleet_parts.propagation || fleet_parts.apply {
         // Its own thread: it enters the fleet's network namespace.
-        let r = std::thread::scope(|s| {
-            s.spawn(|| fleet::run(&fleet_parts, &xtask, args.quick))
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the fleet part panicked")))
-        });
+        let on_fleet = |parts: &fleet::Parts, user_ca| {
+            std::thread::scope(|s| {
+                s.spawn(|| fleet::run(parts, user_ca, &xtask, args.quick))
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the fleet part panicked")))
+            })
+        };
+        let r = on_fleet(&fleet_parts, fleet::UserCa::Ed25519);
         part(&mut figs, &mut failed, "Fleet", r);
+        if fleet_parts.login {
+            // The same login comparison with an ECDSA P-256 user CA, on a fleet of its own.
+            let login_only = fleet::Parts {
+                login: true,
+                propagation: false,
+                apply: false,
+            };
+            let r = on_fleet(&login_only, fleet::UserCa::EcdsaP256);
+            part(&mut figs, &mut failed, "Fleet (ECDSA user CA)", r);
+        }
     }
     // Sections in a fixed order.
     let order = [

@@ -220,6 +220,39 @@ BEGIN SELECT RAISE(ABORT, 'revocations is append-only'); END;
 ALTER TABLE tokens ADD COLUMN ssh_names TEXT NOT NULL DEFAULT '';
 ALTER TABLE hosts ADD COLUMN ssh_names TEXT NOT NULL DEFAULT '';
 "#,
+    // 6: issuance writes only to the ends of indexes. An index keyed by user (or by key
+    // ID, which starts with the user) takes one dirty page per distinct user in each
+    // group commit, written whole to the WAL: with many engineers signing in at once that
+    // was most of the bytes per certificate. Key IDs end in a time-ordered request id
+    // (crate::auth::request_id), so the unique index moves to `request_id` and a key ID
+    // is found through it; by-user lookups go through `valid_before` (still valid
+    // certificates) or scan (admin listings).
+    r#"
+CREATE TABLE certificates_v6 (
+    serial INTEGER PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    principals TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    valid_after INTEGER NOT NULL,
+    valid_before INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    public_key_fp TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    source_ip TEXT NOT NULL,
+    decision_id INTEGER NOT NULL
+);
+INSERT INTO certificates_v6 (serial, key_id, user_name, principals, scope, valid_after,
+                             valid_before, request_id, public_key_fp, issued_at, source_ip,
+                             decision_id)
+    SELECT serial, key_id, user_name, principals, scope, valid_after, valid_before,
+           request_id, public_key_fp, issued_at, source_ip, decision_id FROM certificates;
+DROP TABLE certificates;
+ALTER TABLE certificates_v6 RENAME TO certificates;
+CREATE UNIQUE INDEX certificates_request ON certificates(request_id);
+CREATE INDEX certificates_valid ON certificates(valid_before);
+DROP INDEX audit_records_user;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -1040,6 +1073,63 @@ mod tests {
             })
             .unwrap();
         (path, store)
+    }
+
+    #[test]
+    fn migration_6_keeps_certificates_and_moves_the_unique_index_to_request_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("ca.db")).unwrap();
+        // A CA at schema 5 with one certificate (random request id, as issued then).
+        for (i, sql) in MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO certificates (serial, key_id, user_name, principals, scope, valid_after,
+                 valid_before, request_id, public_key_fp, issued_at, source_ip, decision_id)
+             VALUES (7, 'smith:alice:0123456789abcdef', 'alice', 'alice', 'env=dev', 1, 2,
+                     '0123456789abcdef', 'SHA256:x', 1, '10.0.0.1', 3)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let row: (i64, String, String, i64) = conn
+            .query_row(
+                "SELECT serial, key_id, request_id, decision_id FROM certificates",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                7,
+                "smith:alice:0123456789abcdef".into(),
+                "0123456789abcdef".into(),
+                3
+            )
+        );
+        let indexes: BTreeSet<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.contains("certificates_request") && indexes.contains("certificates_valid"));
+        assert!(!indexes.contains("certificates_user") && !indexes.contains("audit_records_user"));
+        // A repeated request id is still refused.
+        let dup = conn.execute(
+            "INSERT INTO certificates (serial, key_id, user_name, principals, scope, valid_after,
+                 valid_before, request_id, public_key_fp, issued_at, source_ip, decision_id)
+             VALUES (8, 'smith:bob:0123456789abcdef', 'bob', 'bob', '', 1, 2,
+                     '0123456789abcdef', 'SHA256:y', 1, '10.0.0.1', 4)",
+            [],
+        );
+        assert!(dup.is_err());
     }
 
     #[test]

@@ -106,15 +106,25 @@ pub fn list(
 /// The certificates `sel` names, sorted into to-revoke / already revoked / expired.
 /// `None` when it names no certificate this CA issued.
 pub fn plan(conn: &Connection, sel: &Selector, now: u64) -> Result<Option<Plan>, StoreError> {
-    let (clause, arg): (&str, rusqlite::types::Value) = match sel {
+    use rusqlite::types::Value;
+    let (clause, args): (&str, Vec<Value>) = match sel {
         Selector::Serial(s) => {
             if *s > i64::MAX as u64 {
                 return Ok(None);
             }
-            ("c.serial = ?1", (*s as i64).into())
+            ("c.serial = ?1", vec![(*s as i64).into()])
         }
-        Selector::KeyId(k) => ("c.key_id = ?1", k.clone().into()),
-        Selector::User(u) => ("c.user_name = ?1", u.to_string().into()),
+        // Through the unique request-id index: a key ID is `smith:<user>:<request id>`.
+        Selector::KeyId(k) => match k.rsplit_once(':') {
+            Some((_, rid)) => (
+                "c.request_id = ?1 AND c.key_id = ?2",
+                vec![rid.to_string().into(), k.clone().into()],
+            ),
+            None => return Ok(None),
+        },
+        // An admin's explicit revocation: every certificate of the user (a scan; no index
+        // is keyed by user, see migration 6).
+        Selector::User(u) => ("c.user_name = ?1", vec![u.to_string().into()]),
     };
     let sql = format!(
         "SELECT {CERT_COLUMNS} FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
@@ -122,7 +132,7 @@ pub fn plan(conn: &Connection, sel: &Selector, now: u64) -> Result<Option<Plan>,
     );
     let mut st = conn.prepare(&sql)?;
     let certs = st
-        .query_map([arg], cert_row)?
+        .query_map(rusqlite::params_from_iter(args), cert_row)?
         .collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
         return Ok(None);
@@ -146,9 +156,20 @@ pub fn valid_of_user(
     user: &UserName,
     now: u64,
 ) -> Result<Vec<IssuedCert>, StoreError> {
-    Ok(plan(conn, &Selector::User(user.clone()), now)?
-        .map(|p| p.revoke)
-        .unwrap_or_default())
+    // Through the `valid_before` index: only certificates that have not expired yet.
+    let sql = format!(
+        "SELECT {CERT_COLUMNS} FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
+         WHERE c.valid_before > ?2 AND c.user_name = ?1 AND r.serial IS NULL
+         ORDER BY c.serial"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let certs = st
+        .query_map(
+            params![user.as_str(), now.min(i64::MAX as u64) as i64],
+            cert_row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(certs)
 }
 
 /// The revocation rows for `certs`.
@@ -276,8 +297,14 @@ mod tests {
         conn.execute(
             "INSERT INTO certificates (serial, key_id, user_name, principals, scope, valid_after,
                  valid_before, request_id, public_key_fp, issued_at, source_ip, decision_id)
-             VALUES (?1, ?2, ?3, ?3, '', 0, ?4, 'r', 'fp', 1, '127.0.0.1', 1)",
-            params![serial, format!("smith:{user}:{serial}"), user, valid_before],
+             VALUES (?1, ?2, ?3, ?3, '', 0, ?4, ?5, 'fp', 1, '127.0.0.1', 1)",
+            params![
+                serial,
+                format!("smith:{user}:{serial}"),
+                user,
+                valid_before,
+                serial.to_string()
+            ],
         )
         .unwrap();
     }
@@ -319,6 +346,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(p.revoke[0].user, "bob");
+        // The request id alone does not name a certificate: the whole key ID must match.
+        assert!(plan(c, &Selector::KeyId("smith:alice:4".into()), now)
+            .unwrap()
+            .is_none());
         // Listing: newest first, `valid` leaves out revoked and expired.
         let all: Vec<u64> = list(c, Some("alice"), false, 10, now)
             .unwrap()

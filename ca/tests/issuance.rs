@@ -119,9 +119,16 @@ fn certificates_carry_what_policy_says() {
         .strip_prefix("smith:alice:")
         .expect("key id names the user");
     assert!(
-        rid.len() == 16 && rid.chars().all(|c| c.is_ascii_hexdigit()),
+        rid.len() == 20 && rid.chars().all(|c| c.is_ascii_hexdigit()),
         "{key_id}"
     );
+    // Time-ordered: the first 12 hex digits are the issuance time in milliseconds.
+    let ms = u64::from_str_radix(&rid[..12], 16).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(ms <= now_ms && now_ms - ms < 60_000, "{key_id}");
     let (va, vb) = (
         b["valid_after"].as_u64().unwrap(),
         b["valid_before"].as_u64().unwrap(),

@@ -1,7 +1,8 @@
 //! Part `ca`: certificate issuance over HTTPS against `ssh-keygen -s`.
 //!
-//! A user with a grant and a token; for 1, 16 and 64 concurrent clients, each client is a
-//! tokio task with its own keep-alive connection (reqwest + `smith_api::tls`) sending
+//! 64 users with a grant and a token each; for 1, 16 and 64 concurrent clients, each
+//! client is a different user (as on a morning when engineers sign in) and a tokio task
+//! with its own keep-alive connection (reqwest + `smith_api::tls`) sending
 //! `POST /v1/certs/user` back to back for a fixed time. Certificates per second and the
 //! per-request latency (p50/p99) are recorded, with the CPU time the CA and this load
 //! generator used. Afterwards the `certificates` rows in the CA's SQLite must equal the
@@ -25,6 +26,8 @@ use std::time::{Duration, Instant};
 
 const SECTION: &str = "CA issuance";
 const TARGET_PER_SEC: f64 = 5000.0;
+/// Distinct users issuing (client i is user i mod USERS).
+const USERS: usize = 64;
 
 struct LevelRun {
     clients: usize,
@@ -41,7 +44,7 @@ struct LevelRun {
 /// One level: `clients` tasks issuing until `dur` has passed.
 async fn level(
     api: &Api,
-    user_token: &str,
+    user_tokens: &[String],
     body: Arc<Vec<u8>>,
     clients: usize,
     dur: Duration,
@@ -50,13 +53,13 @@ async fn level(
     let url = format!("{}/v1/certs/user", api.base);
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for i in 0..clients {
         let http = http_client(&api.fingerprint, None)?;
         let (url, body, barrier, token) = (
             url.clone(),
             body.clone(),
             barrier.clone(),
-            user_token.to_string(),
+            user_tokens[i % user_tokens.len()].clone(),
         );
         tasks.push(tokio::spawn(async move {
             let one = |http: reqwest::Client| {
@@ -175,11 +178,16 @@ fn keygen_baseline(work: &Path, runs: usize) -> Result<(f64, Vec<f64>)> {
 pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
     let rt = runtime()?;
     let admin = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
-    let token = rt.block_on(async {
+    let tokens = rt.block_on(async {
         admin.group_add("issuers").await?;
-        admin.user_add("ivan", &["issuers"]).await?;
         admin.grant_add("issuers", "env=bench", Level::Ssh).await?;
-        admin.user_token("ivan").await
+        let mut tokens = Vec::with_capacity(USERS);
+        for i in 0..USERS {
+            let name = format!("ivan{i:02}");
+            admin.user_add(&name, &["issuers"]).await?;
+            tokens.push(admin.user_token(&name).await?);
+        }
+        anyhow::Ok(tokens)
     })?;
     // The subject key: an Ed25519 public key line, as `smith cert` sends.
     let key = work.join("issue_key");
@@ -212,7 +220,7 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
             "ca: {clients} concurrent client(s) for {:.0?}",
             dur
         ));
-        let l = rt.block_on(level(&admin, &token, body.clone(), clients, dur, ca.pid()))?;
+        let l = rt.block_on(level(&admin, &tokens, body.clone(), clients, dur, ca.pid()))?;
         // The warm-up certificates are recorded like any other.
         answered += l.ok + l.warm_ok;
         if l.errors > 0 {

@@ -7,7 +7,6 @@ use common::*;
 use smith_proto::cache::{build, CacheContents, CacheGroup, CacheUser};
 use smith_proto::Level;
 use std::process::{Command, Output};
-use std::time::Instant;
 
 fn cache_user(name: &str, uid: u32, level: Level) -> CacheUser {
     CacheUser {
@@ -142,16 +141,10 @@ fn decisions() {
     assert_eq!(decide(&h, "alice", &alice_prod), "");
     std::fs::write(&p, &good).unwrap();
 
-    // Fast: no runtime on this path.
-    let t = Instant::now();
-    for _ in 0..10 {
+    // Repeated calls agree (its speed is measured by `cargo xtask bench --only login`).
+    for _ in 0..3 {
         assert_eq!(decide(&h, "alice", &alice_prod), "alice\n");
     }
-    let per_call = t.elapsed() / 10;
-    assert!(
-        per_call.as_millis() < 200,
-        "principals took {per_call:?} per call"
-    );
 }
 
 #[test]

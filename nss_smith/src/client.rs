@@ -435,7 +435,9 @@ mod tests {
         if crate::mapping::tests::is_root() {
             assert_eq!(e, TransportError::TimedOut);
             assert_eq!(e.errno(), libc::EAGAIN);
-            assert!((100..=400).contains(&ms), "{ms} ms");
+            // Waited (not an instant failure) and gave up: bounded by the 300 ms budget,
+            // with room for a loaded machine's scheduling.
+            assert!((100..2000).contains(&ms), "{ms} ms");
         } else {
             assert_eq!(e, TransportError::UntrustedPeer);
         }

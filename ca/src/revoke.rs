@@ -89,18 +89,34 @@ pub fn list(
     limit: u32,
     now: u64,
 ) -> Result<Vec<IssuedCert>, StoreError> {
+    select_certs(
+        conn,
+        "WHERE (?1 IS NULL OR c.user_name = ?1)
+           AND (?2 = 0 OR (c.valid_before > ?3 AND r.serial IS NULL))
+         ORDER BY c.serial DESC LIMIT ?4",
+        params![user, valid_only, sql_time(now), limit],
+    )
+}
+
+/// Certificates (with their revocation, if any) selected by `tail` (WHERE/ORDER BY over
+/// `c` = certificates and `r` = revocations).
+fn select_certs(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<IssuedCert>, StoreError> {
     let sql = format!(
         "SELECT {CERT_COLUMNS} FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
-         WHERE (?1 IS NULL OR c.user_name = ?1)
-           AND (?2 = 0 OR (c.valid_before > ?3 AND r.serial IS NULL))
-         ORDER BY c.serial DESC LIMIT ?4"
+         {tail}"
     );
     let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map(
-        params![user, valid_only, now.min(i64::MAX as u64) as i64, limit],
-        cert_row,
-    )?;
+    let rows = st.query_map(args, cert_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A Unix time as SQLite's signed integer.
+fn sql_time(t: u64) -> i64 {
+    t.min(i64::MAX as u64) as i64
 }
 
 /// The certificates `sel` names, sorted into to-revoke / already revoked / expired.
@@ -126,14 +142,11 @@ pub fn plan(conn: &Connection, sel: &Selector, now: u64) -> Result<Option<Plan>,
         // is keyed by user, see migration 6).
         Selector::User(u) => ("c.user_name = ?1", vec![u.to_string().into()]),
     };
-    let sql = format!(
-        "SELECT {CERT_COLUMNS} FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
-         WHERE {clause} ORDER BY c.serial"
-    );
-    let mut st = conn.prepare(&sql)?;
-    let certs = st
-        .query_map(rusqlite::params_from_iter(args), cert_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    let certs = select_certs(
+        conn,
+        &format!("WHERE {clause} ORDER BY c.serial"),
+        rusqlite::params_from_iter(args),
+    )?;
     if certs.is_empty() {
         return Ok(None);
     }
@@ -157,19 +170,12 @@ pub fn valid_of_user(
     now: u64,
 ) -> Result<Vec<IssuedCert>, StoreError> {
     // Through the `valid_before` index: only certificates that have not expired yet.
-    let sql = format!(
-        "SELECT {CERT_COLUMNS} FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
-         WHERE c.valid_before > ?2 AND c.user_name = ?1 AND r.serial IS NULL
-         ORDER BY c.serial"
-    );
-    let mut st = conn.prepare(&sql)?;
-    let certs = st
-        .query_map(
-            params![user.as_str(), now.min(i64::MAX as u64) as i64],
-            cert_row,
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(certs)
+    select_certs(
+        conn,
+        "WHERE c.valid_before > ?2 AND c.user_name = ?1 AND r.serial IS NULL
+         ORDER BY c.serial",
+        params![user.as_str(), sql_time(now)],
+    )
 }
 
 /// The revocation rows for `certs`.
@@ -211,7 +217,7 @@ pub fn insert(conn: &Connection, r: &Revocation) -> Result<(), StoreError> {
             r.serial as i64,
             r.key_id,
             r.user,
-            r.valid_before.min(i64::MAX as u64) as i64,
+            sql_time(r.valid_before),
             r.ca_key,
             r.revoked_at as i64,
             r.reason,
@@ -227,7 +233,7 @@ pub fn load_unexpired(conn: &Connection, now: u64) -> Result<Vec<Revocation>, St
         "SELECT serial, key_id, user_name, valid_before, ca_key, revoked_at, reason, via
          FROM revocations WHERE valid_before > ?1 ORDER BY serial",
     )?;
-    let rows = st.query_map([now.min(i64::MAX as u64) as i64], |r| {
+    let rows = st.query_map([sql_time(now)], |r| {
         Ok(Revocation {
             serial: r.get::<_, i64>(0)? as u64,
             key_id: r.get(1)?,

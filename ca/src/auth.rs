@@ -108,12 +108,12 @@ pub fn new_token(kind: TokenKind) -> String {
 
 /// A request id: 12 hex digits of Unix time in milliseconds, then 8 random hex digits.
 ///
-/// Time-ordered on purpose: key IDs (`smith:<user>:<request id>`) are indexed UNIQUE, and
-/// ids that grow with time land at the end of their user's range in that index, so a
-/// batch of issuances dirties a few index pages instead of one random page each (the
-/// WAL bytes per certificate are most of the writer's cost). Unique as long as one user
-/// gets fewer than ~65,000 certificates in the same millisecond (birthday bound on 32
-/// random bits); a collision would be refused by the index, never stored twice.
+/// Time-ordered on purpose: request ids are indexed UNIQUE (migration 6) and a key ID is
+/// `smith:<user>:<request id>`; ids that grow with time are appended at the end of that
+/// index, so a batch of issuances dirties a page or two of it instead of one random page
+/// each (the WAL bytes per certificate are most of the writer's cost). Two issuances in
+/// the same millisecond collide with chance 2^-32 per pair; a collision is refused by the
+/// index, never stored twice.
 pub fn request_id() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -218,20 +218,6 @@ fn login(
         .smith(&["cert", "--scope", TAGS, "--ttl", "1h"])?
         .ok()
         .context("smith cert for alice")?;
-    // The same certificate flow to a key file, for the `-i` diagnostic and the breakdown.
-    let cert_key = alice.home.join("id_alice");
-    alice
-        .smith(&[
-            "cert",
-            "--scope",
-            TAGS,
-            "--ttl",
-            "1h",
-            "--out",
-            &cert_key.display().to_string(),
-        ])?
-        .ok()
-        .context("smith cert --out for alice")?;
     // The operator's way without Smith: a local user, a key in authorized_keys, in an agent.
     let (plain_key, _) = fleet.admin_key()?;
     let ops = fleet.client("ops")?;
@@ -277,6 +263,20 @@ fn login(
     if user_ca != UserCa::Ed25519 {
         return Ok(figs);
     }
+    // The same certificate flow to a key file, for the `-i` diagnostic and the breakdown.
+    let cert_key = alice.home.join("id_alice");
+    alice
+        .smith(&[
+            "cert",
+            "--scope",
+            TAGS,
+            "--ttl",
+            "1h",
+            "--out",
+            &cert_key.display().to_string(),
+        ])?
+        .ok()
+        .context("smith cert --out for alice")?;
     let diag_pairs = if quick { 5 } else { 20 };
     // The same with key files: what OpenSSH's key-then-certificate order costs.
     let files = ab_pairs(

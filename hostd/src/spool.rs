@@ -4,17 +4,21 @@
 //!
 //! Files (directory 0700, files 0600):
 //! - `seg-<first seq, 20 digits>.jsonl`: append-only segments, one JSON line per record:
-//!   `{"seq","prev_hash","hash","event","received_at","via"}`. The first four fields are
-//!   the [`AuditRecord`] that is uploaded and hashed (`event` is the exact JSON text of
-//!   the `HostEvent`); `received_at` and `via` are local metadata. A new segment starts
-//!   after [`SEGMENT_RECORDS`] records or [`SEGMENT_BYTES`] bytes.
+//!   `{"seq","prev_hash","hash","event","received_at","via","id"}`. The first four fields
+//!   are the [`AuditRecord`] that is uploaded and hashed (`event` is the exact JSON text
+//!   of the `HostEvent`); `received_at`, `via` and `id` (the sender's [`EventId`], absent
+//!   for senders of earlier versions) are local metadata. A new segment starts after
+//!   [`SEGMENT_RECORDS`] records or [`SEGMENT_BYTES`] bytes.
 //! - `acked.json`: `{"acked_through","head_hash"}`, the CA's last acknowledgement,
 //!   replaced atomically (write, fsync, rename).
 //!
 //! Owns: the record format, the chain head, recovery at open (a torn last line is cut
 //! and logged; the head is the last complete record, else `acked.json`), group commit
 //! ([`SpoolWriter`]: one fsync for every event that arrived while the previous one
-//! ran), reading records for upload, and deleting segments.
+//! ran), reading records for upload, deleting segments, and **once-only** appends: an
+//! event whose id is among the last [`RECENT_IDS`] spooled is not written again, its
+//! earlier seq is returned ([`Spooled::repeat`]). The ids are read back from the newest
+//! segments at open, so a repeat after a hostd restart is caught too.
 //!
 //! Must never: acknowledge an event before it is on disk (fsync), rewrite or "fix" a
 //! record once written, delete a segment holding a record the CA has not acknowledged,
@@ -22,7 +26,8 @@
 
 use serde::{Deserialize, Serialize};
 use smith_api::chain::{self, AuditAck, AuditRecord, GENESIS};
-use smith_proto::event::HostEvent;
+use smith_proto::event::{EventId, HostEvent};
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -41,6 +46,10 @@ pub const ACKED_FILE: &str = "acked.json";
 pub const LEGACY_FILE: &str = "events.jsonl";
 /// Most events written with one fsync.
 const MAX_GROUP: usize = 1024;
+/// How many of the latest event ids are remembered to drop repeats. A repeat follows
+/// its original within seconds (pam_smith's socket budget, then the next pending scan;
+/// a restart re-reading sshd's log), so this is a wide margin at ~40 bytes each.
+pub const RECENT_IDS: usize = 8192;
 
 /// One line of a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +62,69 @@ pub struct SpoolLine {
     /// `socket`, `pending` (a file pam_smith left while hostd was down), `sshd-log`.
     #[serde(default)]
     pub via: String,
+    /// The sender's id for the event (absent: a sender of an earlier version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<EventId>,
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// The exact JSON text of the `HostEvent` (what is hashed).
+    pub text: String,
+    pub via: String,
+    pub received_at: u64,
+    pub id: Option<EventId>,
+}
+
+/// Where an appended event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spooled {
+    pub seq: u64,
+    /// The id was already spooled (under `seq`): nothing was written.
+    pub repeat: bool,
+}
+
+/// The latest [`RECENT_IDS`] event ids and their seqs, oldest forgotten first.
+#[derive(Debug, Default)]
+struct RecentIds {
+    seqs: HashMap<EventId, u64>,
+    order: VecDeque<EventId>,
+}
+
+impl RecentIds {
+    fn get(&self, id: &EventId) -> Option<u64> {
+        self.seqs.get(id).copied()
+    }
+    fn insert(&mut self, id: EventId, seq: u64) {
+        if self.seqs.insert(id, seq).is_some() {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.seqs.remove(&old);
+            }
+        }
+    }
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+/// The `(id, seq)` of each complete line of a segment that has an id, in order.
+fn ids_in(lines: &[(usize, &[u8])]) -> Vec<(EventId, u64)> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        seq: u64,
+        #[serde(default)]
+        id: Option<EventId>,
+    }
+    lines
+        .iter()
+        .filter_map(|(_, l)| serde_json::from_slice::<IdOnly>(l).ok())
+        .filter_map(|l| Some((l.id?, l.seq)))
+        .collect()
 }
 
 /// A spooled record with its event decoded (for status, tests and tools).
@@ -186,6 +258,7 @@ pub struct Spool {
     head_seq: u64,
     head_hash: [u8; 32],
     active: Option<Active>,
+    recent: RecentIds,
 }
 
 impl Spool {
@@ -203,7 +276,9 @@ impl Spool {
             chain::parse_hash(&acked.head_hash).unwrap_or(GENESIS),
         );
         let mut active = None;
-        if let Some((first, path)) = segments(dir)?.pop() {
+        let mut segs = segments(dir)?;
+        let mut recent_ids = Vec::new();
+        if let Some((first, path)) = segs.pop() {
             let mut file = open_file(&path, false)?;
             let mut bytes = Vec::new();
             file.seek(SeekFrom::Start(0))?;
@@ -220,6 +295,7 @@ impl Spool {
                 file.sync_all()?;
             }
             let n = lines.len() as u64;
+            recent_ids = ids_in(&lines);
             if let Some((no, last)) = lines.last() {
                 let rec = parse_line(&path, *no, last)?.record;
                 head_seq = rec.seq;
@@ -236,12 +312,26 @@ impl Spool {
                 bytes: complete as u64,
             });
         }
+        // Too few ids in the newest segment (it was just started): the one before too.
+        if recent_ids.len() < RECENT_IDS {
+            if let Some((_, path)) = segs.pop() {
+                let bytes = fs::read(&path)?;
+                let mut older = ids_in(&complete_lines(&bytes).0);
+                older.append(&mut recent_ids);
+                recent_ids = older;
+            }
+        }
+        let mut recent = RecentIds::default();
+        for (id, seq) in recent_ids {
+            recent.insert(id, seq);
+        }
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             host: host.to_string(),
             head_seq,
             head_hash,
             active,
+            recent,
         };
         report.imported = spool.import_legacy()?;
         Ok((spool, report))
@@ -266,13 +356,18 @@ impl Spool {
         for (_, l) in lines {
             if let Ok(r) = serde_json::from_slice::<Legacy>(l) {
                 if let Ok(text) = serde_json::to_string(&r.event) {
-                    batch.push((text, r.via, r.received_at));
+                    batch.push(NewRecord {
+                        text,
+                        via: r.via,
+                        received_at: r.received_at,
+                        id: None,
+                    });
                 }
             }
         }
         let n = batch.len() as u64;
         if !batch.is_empty() {
-            self.append_texts(&batch)?;
+            self.append_records(&batch)?;
         }
         fs::remove_file(&path)?;
         info!(
@@ -291,31 +386,55 @@ impl Spool {
         (self.head_seq, self.head_hash)
     }
 
-    /// Appends one event and fsyncs; returns its sequence number.
+    /// Appends one event (no id) and fsyncs; returns its sequence number.
     pub fn append(&mut self, event: &HostEvent, via: &str) -> io::Result<u64> {
         let text = serde_json::to_string(event).map_err(io::Error::other)?;
-        let seqs = self.append_texts(&[(text, via.to_string(), crate::now_unix())])?;
-        Ok(seqs[0])
+        let done = self.append_records(&[NewRecord {
+            text,
+            via: via.to_string(),
+            received_at: crate::now_unix(),
+            id: None,
+        }])?;
+        Ok(done[0].seq)
     }
 
-    /// Appends events (JSON texts with `via` and `received_at`) with one fsync; returns
-    /// their sequence numbers. On failure nothing of this call remains on disk.
-    pub fn append_texts(&mut self, events: &[(String, String, u64)]) -> io::Result<Vec<u64>> {
-        let mut seqs = Vec::with_capacity(events.len());
+    /// Appends events with one fsync, each once per id; returns where each is. On
+    /// failure nothing of this call remains on disk.
+    pub fn append_records(&mut self, events: &[NewRecord]) -> io::Result<Vec<Spooled>> {
+        let mut done = Vec::with_capacity(events.len());
         let (mut seq, mut hash) = (self.head_seq, self.head_hash);
         let mut out = Vec::new();
-        for (text, via, at) in events {
-            let rec = chain::next_record(&self.host, seq, &hash, text.clone());
+        // Ids written by this call (a repeat may come in the same group).
+        let mut fresh: Vec<(EventId, u64)> = Vec::new();
+        for ev in events {
+            if let Some(id) = ev.id {
+                let known = self
+                    .recent
+                    .get(&id)
+                    .or_else(|| fresh.iter().find(|(f, _)| *f == id).map(|(_, s)| *s));
+                if let Some(seq) = known {
+                    done.push(Spooled { seq, repeat: true });
+                    continue;
+                }
+            }
+            let rec = chain::next_record(&self.host, seq, &hash, ev.text.clone());
             seq = rec.seq;
             hash = chain::parse_hash(&rec.hash).unwrap_or(GENESIS);
-            seqs.push(rec.seq);
+            done.push(Spooled { seq, repeat: false });
+            if let Some(id) = ev.id {
+                fresh.push((id, seq));
+            }
             let line = SpoolLine {
                 record: rec,
-                received_at: *at,
-                via: via.clone(),
+                received_at: ev.received_at,
+                via: ev.via.clone(),
+                id: ev.id,
             };
             serde_json::to_writer(&mut out, &line).map_err(io::Error::other)?;
             out.push(b'\n');
+        }
+        if out.is_empty() {
+            return Ok(done);
         }
         let rotate = match &self.active {
             None => true,
@@ -341,11 +460,19 @@ impl Spool {
             let _ = a.file.set_len(a.bytes);
             return Err(e);
         }
-        a.records += events.len() as u64;
+        a.records += seq - self.head_seq;
         a.bytes += out.len() as u64;
         self.head_seq = seq;
         self.head_hash = hash;
-        Ok(seqs)
+        for (id, seq) in fresh {
+            self.recent.insert(id, seq);
+        }
+        Ok(done)
+    }
+
+    /// How many event ids are remembered (tests, status).
+    pub fn recent_ids(&self) -> usize {
+        self.recent.len()
     }
 
     /// First seq of the segment being written (tests).
@@ -482,12 +609,14 @@ pub fn record_at(dir: &Path, seq: u64) -> Result<Option<AuditRecord>, SpoolError
         .filter(|r| r.seq == seq))
 }
 
-type Reply = mpsc::SyncSender<io::Result<u64>>;
+type Reply = mpsc::SyncSender<io::Result<Spooled>>;
+/// An event for the writer thread: its JSON text, `via`, id, and where to answer.
+type Job = (String, String, Option<EventId>, Reply);
 
 /// Group commit in front of a [`Spool`]: callers block until their event is on disk;
 /// events that arrive while a write+fsync runs share the next one.
 pub struct SpoolWriter {
-    tx: Mutex<Option<mpsc::Sender<(String, String, Reply)>>>,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     head: Arc<Mutex<(u64, [u8; 32])>>,
     /// Woken after every write (the uploader waits on it).
@@ -496,7 +625,7 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     pub fn start(spool: Spool) -> io::Result<SpoolWriter> {
-        let (tx, rx) = mpsc::channel::<(String, String, Reply)>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let head = Arc::new(Mutex::new(spool.head()));
         let written = Arc::new(tokio::sync::Notify::new());
         let (h, w) = (head.clone(), written.clone());
@@ -511,8 +640,8 @@ impl SpoolWriter {
         })
     }
 
-    /// Appends `event` (its JSON text) durably; blocks until fsynced. Returns its seq.
-    pub fn append(&self, event: &HostEvent, via: &str) -> io::Result<u64> {
+    /// Appends `event` (its JSON text) durably, once per `id`; blocks until fsynced.
+    pub fn append(&self, event: &HostEvent, via: &str, id: Option<EventId>) -> io::Result<Spooled> {
         let text = serde_json::to_string(event).map_err(io::Error::other)?;
         let (reply, wait) = mpsc::sync_channel(1);
         {
@@ -523,7 +652,7 @@ impl SpoolWriter {
             let tx = guard
                 .as_ref()
                 .ok_or_else(|| io::Error::other("the spool writer has stopped"))?;
-            tx.send((text, via.to_string(), reply))
+            tx.send((text, via.to_string(), id, reply))
                 .map_err(|_| io::Error::other("the spool writer has stopped"))?;
         }
         wait.recv()
@@ -554,7 +683,7 @@ impl Drop for SpoolWriter {
 
 fn writer_loop(
     mut spool: Spool,
-    rx: mpsc::Receiver<(String, String, Reply)>,
+    rx: mpsc::Receiver<Job>,
     head: Arc<Mutex<(u64, [u8; 32])>>,
     written: Arc<tokio::sync::Notify>,
 ) {
@@ -567,22 +696,27 @@ fn writer_loop(
             }
         }
         let now = crate::now_unix();
-        let texts: Vec<(String, String, u64)> = group
+        let records: Vec<NewRecord> = group
             .iter()
-            .map(|(t, v, _)| (t.clone(), v.clone(), now))
+            .map(|(text, via, id, _)| NewRecord {
+                text: text.clone(),
+                via: via.clone(),
+                received_at: now,
+                id: *id,
+            })
             .collect();
-        match spool.append_texts(&texts) {
-            Ok(seqs) => {
+        match spool.append_records(&records) {
+            Ok(done) => {
                 if let Ok(mut h) = head.lock() {
                     *h = spool.head();
                 }
-                for ((_, _, reply), seq) in group.into_iter().zip(seqs) {
-                    let _ = reply.send(Ok(seq));
+                for ((_, _, _, reply), d) in group.into_iter().zip(done) {
+                    let _ = reply.send(Ok(d));
                 }
                 written.notify_one();
             }
             Err(e) => {
-                for (_, _, reply) in group {
+                for (_, _, _, reply) in group {
                     let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
                 }
             }
@@ -649,12 +783,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (mut s, _) = Spool::open(d.path(), "h").unwrap();
         // Force small segments by writing past the record limit in two big groups.
-        let many: Vec<(String, String, u64)> = (0..SEGMENT_RECORDS)
-            .map(|i| (format!("{{\"i\":{i}}}"), "socket".into(), 1))
+        let many: Vec<NewRecord> = (0..SEGMENT_RECORDS)
+            .map(|i| NewRecord {
+                text: format!("{{\"i\":{i}}}"),
+                via: "socket".into(),
+                received_at: 1,
+                id: None,
+            })
             .collect();
-        s.append_texts(&many).unwrap();
-        s.append_texts(&many[..5]).unwrap();
-        s.append_texts(&many[..5]).unwrap();
+        s.append_records(&many).unwrap();
+        s.append_records(&many[..5]).unwrap();
+        s.append_records(&many[..5]).unwrap();
         let segs = segments(d.path()).unwrap();
         assert_eq!(
             segs.iter().map(|s| s.0).collect::<Vec<_>>(),
@@ -723,6 +862,152 @@ mod tests {
         assert_eq!(read_all(d.path()).unwrap()[0].event.user(), "old");
     }
 
+    fn rec(i: u64, id: Option<u128>) -> NewRecord {
+        NewRecord {
+            text: format!("{{\"i\":{i}}}"),
+            via: "socket".into(),
+            received_at: 1,
+            id: id.map(EventId),
+        }
+    }
+
+    #[test]
+    fn an_event_id_is_spooled_once_even_across_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(d.path(), "h").unwrap();
+        let first = s.append_records(&[rec(1, Some(10)), rec(2, None)]).unwrap();
+        assert_eq!(
+            first,
+            vec![
+                Spooled {
+                    seq: 1,
+                    repeat: false
+                },
+                Spooled {
+                    seq: 2,
+                    repeat: false
+                }
+            ]
+        );
+        // The same id again, twice within one group, beside a new one and an id-less
+        // event (never deduplicated): only the new ones are written.
+        let again = s
+            .append_records(&[
+                rec(1, Some(10)),
+                rec(3, Some(11)),
+                rec(3, Some(11)),
+                rec(2, None),
+            ])
+            .unwrap();
+        assert_eq!(
+            again,
+            vec![
+                Spooled {
+                    seq: 1,
+                    repeat: true
+                },
+                Spooled {
+                    seq: 3,
+                    repeat: false
+                },
+                Spooled {
+                    seq: 3,
+                    repeat: true
+                },
+                Spooled {
+                    seq: 4,
+                    repeat: false
+                }
+            ]
+        );
+        // Nothing at all to write: no write, same head.
+        let head = s.head();
+        assert_eq!(
+            s.append_records(&[rec(1, Some(11))]).unwrap(),
+            vec![Spooled {
+                seq: 3,
+                repeat: true
+            }]
+        );
+        assert_eq!(s.head(), head);
+        drop(s);
+        // A restart reads the ids back from the segment.
+        let (mut s, _) = Spool::open(d.path(), "h").unwrap();
+        assert_eq!(s.recent_ids(), 2);
+        assert_eq!(
+            s.append_records(&[rec(1, Some(10))]).unwrap(),
+            vec![Spooled {
+                seq: 1,
+                repeat: true
+            }]
+        );
+        assert_eq!(
+            read_after(d.path(), 0, 10, usize::MAX).unwrap().len(),
+            4,
+            "one record per id"
+        );
+        assert_eq!(verify(d.path(), "h"), 4);
+        let lines = fs::read_to_string(&segments(d.path()).unwrap()[0].1).unwrap();
+        assert!(
+            lines.contains(&format!("\"id\":\"{}\"", EventId(10))),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn remembered_ids_are_bounded_and_come_from_the_last_two_segments() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(d.path(), "h").unwrap();
+        let n = SEGMENT_RECORDS + 3;
+        let batch: Vec<NewRecord> = (0..n).map(|i| rec(i, Some(1000 + i as u128))).collect();
+        s.append_records(&batch[..SEGMENT_RECORDS as usize])
+            .unwrap();
+        s.append_records(&batch[SEGMENT_RECORDS as usize..])
+            .unwrap();
+        assert_eq!(segments(d.path()).unwrap().len(), 2);
+        assert_eq!(s.recent_ids(), RECENT_IDS);
+        drop(s);
+        let (mut s, _) = Spool::open(d.path(), "h").unwrap();
+        assert_eq!(s.recent_ids(), RECENT_IDS);
+        // The newest ids are known (the 3 of the new segment and the end of the older
+        // one); the oldest were forgotten.
+        let last = s
+            .append_records(&[rec(0, Some(1000 + n as u128 - 1))])
+            .unwrap();
+        assert!(last[0].repeat);
+        let old_seg = s
+            .append_records(&[rec(0, Some(1000 + n as u128 - 5))])
+            .unwrap();
+        assert_eq!(
+            old_seg[0],
+            Spooled {
+                seq: n - 4,
+                repeat: true
+            }
+        );
+        let forgotten = s.append_records(&[rec(0, Some(1000))]).unwrap();
+        assert!(!forgotten[0].repeat);
+    }
+
+    #[test]
+    fn the_writer_spools_concurrent_deliveries_of_one_id_once() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(d.path(), "h").unwrap();
+        let w = Arc::new(SpoolWriter::start(s).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    w.append(&ev("dup"), "socket", Some(EventId(42))).unwrap()
+                })
+            })
+            .collect();
+        let done: Vec<Spooled> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(done.iter().all(|d| d.seq == 1), "{done:?}");
+        assert_eq!(done.iter().filter(|d| !d.repeat).count(), 1, "{done:?}");
+        assert_eq!(w.head().0, 1);
+    }
+
     #[test]
     fn group_commit_writer_orders_and_acknowledges() {
         let d = tempfile::tempdir().unwrap();
@@ -733,7 +1018,11 @@ mod tests {
             let w = w.clone();
             threads.push(std::thread::spawn(move || {
                 (0..25)
-                    .map(|i| w.append(&ev(&format!("u{t}x{i}")), "socket").unwrap())
+                    .map(|i| {
+                        w.append(&ev(&format!("u{t}x{i}")), "socket", None)
+                            .unwrap()
+                            .seq
+                    })
                     .collect::<Vec<u64>>()
             }));
         }

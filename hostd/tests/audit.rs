@@ -151,10 +151,20 @@ fn sudo(user: &str, cmd: &str) -> HostEvent {
     })
 }
 
+/// A new event id for each event this test sends.
+fn rand_id() -> u128 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ((std::process::id() as u128) << 64) | n as u128
+}
+
 fn send(h: &HostRoot, ev: HostEvent) -> u64 {
     match smith_hostd::localclient::request(
         &h.socket(),
-        &Request::Event(ev),
+        &Request::Event {
+            id: Some(smith_proto::event::EventId(rand_id())),
+            event: ev,
+        },
         Duration::from_secs(5),
     )
     .unwrap()

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use smith_proto::event::{DeniedEvent, HostEvent, SessionEvent, SessionPhase};
+use smith_proto::event::{DeniedEvent, EventId, HostEvent, SessionEvent, SessionPhase};
 use smith_proto::wire::{self, ErrorCode, Request, Response};
 use smith_proto::Level;
 use std::io::{Read, Write};
@@ -311,8 +311,15 @@ fn ask_as_nobody(h: &HostRoot, req: &Request) -> Response {
     Response::decode(&hex::decode(hexed).unwrap()).unwrap()
 }
 
-fn write_evt(dir: &std::path::Path, name: &str, ev: &HostEvent) {
-    std::fs::write(dir.join(name), wire::encode_event(ev)).unwrap();
+fn write_evt(dir: &std::path::Path, name: &str, id: u128, ev: &HostEvent) {
+    std::fs::write(dir.join(name), wire::encode_event(EventId(id), ev)).unwrap();
+}
+
+fn event(id: u128, event: HostEvent) -> Request {
+    Request::Event {
+        id: Some(EventId(id)),
+        event,
+    }
 }
 
 #[test]
@@ -340,8 +347,8 @@ fn socket_rules_hostile_clients_and_pending_files() {
         at_unix: 100,
         duration_secs: None,
     });
-    write_evt(&pending, "0000000001-1-a.evt", &open);
-    write_evt(&pending, "0000000002-1-b.evt", &denied("mallory"));
+    write_evt(&pending, "0000000001-1-a.evt", 1, &open);
+    write_evt(&pending, "0000000002-1-b.evt", 2, &denied("mallory"));
     std::fs::write(pending.join("0000000003-1-c.evt"), b"\x01\xee\x09garbage").unwrap();
     let old = std::time::SystemTime::now() - Duration::from_secs(120);
     std::fs::File::options()
@@ -400,11 +407,11 @@ fn socket_rules_hostile_clients_and_pending_files() {
         ask_as_nobody(&h, &Request::UserByName("alice".into())),
         Response::User(Some(_))
     ));
-    match ask_as_nobody(&h, &Request::Event(denied("forged"))) {
+    match ask_as_nobody(&h, &event(3, denied("forged"))) {
         Response::Error { code, .. } => assert_eq!(code, ErrorCode::PermissionDenied),
         r => panic!("nobody recorded an event: {r:?}"),
     }
-    assert_eq!(ask(&h, Request::Event(denied("eve"))), Response::Ack(3));
+    assert_eq!(ask(&h, event(4, denied("eve"))), Response::Ack(3));
     let recs = smith_hostd::spool::read_all(&spool).unwrap();
     assert_eq!(recs.len(), 3);
     assert_eq!(
@@ -414,6 +421,29 @@ fn socket_rules_hostile_clients_and_pending_files() {
     assert!(d
         .log()
         .contains("refused an audit event from a non-root client"));
+
+    // Delivered twice (pam_smith's Ack came too late, so it also left a pending file;
+    // or it retried the socket): recorded once, the repeat answered with the same seq.
+    assert_eq!(ask(&h, event(4, denied("eve"))), Response::Ack(3));
+    write_evt(&pending, "0000000004-1-d.evt", 4, &denied("eve"));
+    wait_for("the repeated pending file", Duration::from_secs(10), || {
+        (!pending.join("0000000004-1-d.evt").exists()).then_some(())
+    });
+    assert_eq!(smith_hostd::spool::read_all(&spool).unwrap().len(), 3);
+    assert!(
+        d.log().contains("not recorded twice"),
+        "the repeat is not logged: {}",
+        d.log()
+    );
+    // The pending file of the first start had id 1: a late socket copy is dropped too.
+    assert_eq!(ask(&h, event(1, open.clone())), Response::Ack(1));
+    // A sender of an earlier version (no id) is still recorded, each time.
+    let legacy = Request::Event {
+        id: None,
+        event: denied("old"),
+    };
+    assert_eq!(ask(&h, legacy.clone()), Response::Ack(4));
+    assert_eq!(ask(&h, legacy), Response::Ack(5));
 
     // Slow clients: 60 connections that send half a length and stall.
     let mut slow = Vec::new();
@@ -467,9 +497,9 @@ fn socket_rules_hostile_clients_and_pending_files() {
     }
 
     // Pending files keep being picked up while running.
-    write_evt(&pending, "0000000009-1-z.evt", &denied("late"));
+    write_evt(&pending, "0000000009-1-z.evt", 9, &denied("late"));
     wait_for("a late pending file", Duration::from_secs(10), || {
-        (smith_hostd::spool::read_all(&spool).unwrap().len() == 4).then_some(())
+        (smith_hostd::spool::read_all(&spool).unwrap().len() == 6).then_some(())
     });
     drop(d);
 }

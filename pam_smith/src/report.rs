@@ -14,10 +14,12 @@
 //! [`Delivery::Lost`] with a reason the caller logs), follow a symlink for the pending
 //! directory, or raise SIGPIPE.
 //!
-//! Delivery is at-least-once: if hostd spooled the event but its Ack did not arrive in
-//! time, the pending copy is a duplicate hostd may see.
+//! Every event gets one random [`EventId`] before the first attempt, and both paths
+//! carry it (the pending file's name ends in it too): if hostd spooled the event but its
+//! Ack did not arrive in time, the pending copy has the same id and hostd drops it. So
+//! delivery is exactly-once as long as hostd still knows the id (see hostd's spool).
 
-use smith_proto::event::HostEvent;
+use smith_proto::event::{EventId, HostEvent};
 use smith_proto::wire::{self, Request, Response};
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -188,10 +190,14 @@ impl Read for Conn {
 }
 
 /// Sends `ev` to hostd; `Ok(seq)` once hostd acknowledged it.
-pub fn send(socket: &Path, ev: &HostEvent) -> Result<u64, String> {
+pub fn send(socket: &Path, id: EventId, ev: &HostEvent) -> Result<u64, String> {
     let deadline = Instant::now() + Duration::from_millis(SOCKET_BUDGET_MS);
     let mut c = Conn::connect(socket, deadline)?;
-    wire::write_frame(&mut c, &Request::Event(ev.clone()).encode())
+    let req = Request::Event {
+        id: Some(id),
+        event: ev.clone(),
+    };
+    wire::write_frame(&mut c, &req.encode())
         .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
     let frame = wire::read_frame(&mut c).map_err(|e| format!("waiting for hostd's answer: {e}"))?;
     match Response::decode(&frame) {
@@ -204,9 +210,11 @@ pub fn send(socket: &Path, ev: &HostEvent) -> Result<u64, String> {
     }
 }
 
-fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: `b` is valid for 8 bytes of writes.
+/// A fresh random event id (the kernel's CSPRNG; if it cannot answer at once, the
+/// time in ns, the pid and a per-process counter, which still never repeat on a host).
+pub fn new_event_id() -> EventId {
+    let mut b = [0u8; 16];
+    // SAFETY: `b` is valid for 16 bytes of writes.
     let n = unsafe {
         libc::getrandom(
             b.as_mut_ptr() as *mut libc::c_void,
@@ -214,14 +222,16 @@ fn random_hex() -> String {
             libc::GRND_NONBLOCK,
         )
     };
-    if n != b.len() as isize {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        b = (t ^ ((std::process::id() as u64) << 32)).to_le_bytes();
+    if n == b.len() as isize {
+        return EventId(u128::from_ne_bytes(b));
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    EventId(((ns as u128) << 64) | ((std::process::id() as u128) << 32) | count as u128)
 }
 
 /// Creates `dir` (0700) if missing; its parent is created 0755 if missing (it is
@@ -243,7 +253,7 @@ fn ensure_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Writes `ev` as a new pending file in `dir`; returns its path.
-pub fn queue(dir: &Path, ev: &HostEvent) -> Result<PathBuf, String> {
+pub fn queue(dir: &Path, id: EventId, ev: &HostEvent) -> Result<PathBuf, String> {
     ensure_dir(dir)?;
     let cdir = cpath(dir)?;
     // SAFETY: NUL-terminated path; O_NOFOLLOW refuses a symlinked directory.
@@ -262,7 +272,7 @@ pub fn queue(dir: &Path, ev: &HostEvent) -> Result<PathBuf, String> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let name = format!("{ns}-{}-{}.evt", std::process::id(), random_hex());
+    let name = format!("{ns}-{}-{id}.evt", std::process::id());
     let tmp = CString::new(format!(".{name}.tmp")).map_err(|e| e.to_string())?;
     let fin = CString::new(name.clone()).map_err(|e| e.to_string())?;
     // SAFETY: valid dirfd and NUL-terminated relative name.
@@ -284,7 +294,7 @@ pub fn queue(dir: &Path, ev: &HostEvent) -> Result<PathBuf, String> {
         unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp.as_ptr(), 0) };
     };
     if let Err(e) = f
-        .write_all(&wire::encode_event(ev))
+        .write_all(&wire::encode_event(id, ev))
         .and_then(|_| f.sync_all())
     {
         unlink_tmp();
@@ -311,11 +321,12 @@ pub fn queue(dir: &Path, ev: &HostEvent) -> Result<PathBuf, String> {
     Ok(dir.join(name))
 }
 
-/// Sends, else queues.
+/// Sends, else queues, both under one new event id.
 pub fn deliver(socket: &Path, pending: &Path, ev: &HostEvent) -> Delivery {
-    match send(socket, ev) {
+    let id = new_event_id();
+    match send(socket, id, ev) {
         Ok(seq) => Delivery::Sent(seq),
-        Err(socket_error) => match queue(pending, ev) {
+        Err(socket_error) => match queue(pending, id, ev) {
             Ok(file) => Delivery::Queued { file, socket_error },
             Err(e) => Delivery::Lost(format!("{socket_error}; and {e}")),
         },
@@ -344,14 +355,16 @@ mod tests {
         let d = crate::test_dir("queue");
         let pending = d.join("state/pending");
         std::fs::create_dir_all(d.join("state")).unwrap();
-        let f = queue(&pending, &ev()).unwrap();
+        let id = new_event_id();
+        let f = queue(&pending, id, &ev()).unwrap();
         let name = f.file_name().unwrap().to_str().unwrap().to_string();
         let parts: Vec<&str> = name.trim_end_matches(".evt").split('-').collect();
         assert!(name.ends_with(".evt") && parts.len() == 3, "{name}");
         assert_eq!(parts[1], std::process::id().to_string());
+        assert_eq!(parts[2], id.to_string());
         assert_eq!(
             wire::decode_event(&std::fs::read(&f).unwrap()).unwrap(),
-            ev()
+            (Some(id), ev())
         );
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -364,7 +377,7 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         // Two events, two files.
-        queue(&pending, &ev()).unwrap();
+        queue(&pending, new_event_id(), &ev()).unwrap();
         assert_eq!(std::fs::read_dir(&pending).unwrap().count(), 2);
     }
 
@@ -373,7 +386,7 @@ mod tests {
         let d = crate::test_dir("queue-link");
         std::fs::create_dir_all(d.join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(d.join("elsewhere"), d.join("pending")).unwrap();
-        assert!(queue(&d.join("pending"), &ev()).is_err());
+        assert!(queue(&d.join("pending"), new_event_id(), &ev()).is_err());
         assert_eq!(std::fs::read_dir(d.join("elsewhere")).unwrap().count(), 0);
     }
 
@@ -428,7 +441,37 @@ mod tests {
             deliver(&sock, &d.join("pending"), &ev()),
             Delivery::Sent(77)
         );
-        assert_eq!(h.join().unwrap(), Request::Event(ev()));
+        match h.join().unwrap() {
+            Request::Event { id: Some(_), event } => assert_eq!(event, ev()),
+            other => panic!("{other:?}"),
+        }
         assert!(!d.join("pending").exists(), "nothing queued");
+    }
+
+    #[test]
+    fn an_ack_too_late_and_the_pending_copy_share_one_id() {
+        // hostd reads the event (and may spool it) but answers after the budget: the
+        // pending copy must carry the id hostd saw, so hostd can drop the repeat.
+        let d = crate::test_dir("deliver-late");
+        let sock = d.join("hostd.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let req = Request::decode(&wire::read_frame(&mut s).unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(SOCKET_BUDGET_MS + 300));
+            let _ = wire::write_frame(&mut s, &Response::Ack(5).encode());
+            req
+        });
+        let file = match deliver(&sock, &d.join("pending"), &ev()) {
+            Delivery::Queued { file, .. } => file,
+            other => panic!("{other:?}"),
+        };
+        let Request::Event { id: Some(sent), .. } = h.join().unwrap() else {
+            panic!("the event was sent without an id");
+        };
+        let (queued, event) = wire::decode_event(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!((queued, event), (Some(sent), ev()));
+        // A second event gets another id.
+        assert_ne!(new_event_id(), sent);
     }
 }

@@ -1,6 +1,53 @@
 //! Host audit events, as pam_smith reports them to hostd (over the socket, or as a
 //! pending file when hostd is down) and as hostd records them in its spool.
 
+use std::fmt;
+use std::str::FromStr;
+
+/// The sender's identity for one event, the same on every attempt to deliver it.
+///
+/// Delivery to hostd is retried (an Ack that arrives after pam_smith's socket budget is
+/// followed by a pending file; sshd's log is re-read after a crash from the last saved
+/// position), so hostd spools an event once per id and answers a repeat with the
+/// sequence number it already has. pam_smith draws ids at random; hostd derives the id
+/// of a log line from where it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u128);
+
+impl fmt::Display for EventId {
+    /// 32 lowercase hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EventId, String> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("an event id is 32 hex digits, not {s:?}"));
+        }
+        u128::from_str_radix(s, 16)
+            .map(EventId)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A session opening or closing (sshd, or any PAM service that runs pam_smith's
 /// session hooks).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +156,28 @@ impl HostEvent {
             HostEvent::Sudo(e) => e.at_unix,
             HostEvent::Denied(e) => e.at_unix,
             HostEvent::Sshd(e) => e.at_unix,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventId;
+
+    #[test]
+    fn event_ids_are_32_hex_digits_both_ways() {
+        let id = EventId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert_eq!(id.to_string(), "0123456789abcdef0011223344556677");
+        assert_eq!(id.to_string().parse::<EventId>(), Ok(id));
+        assert_eq!(EventId(1).to_string().len(), 32);
+        for bad in [
+            "",
+            "12",
+            "0123456789abcdef0011223344556677aa",
+            "g123456789abcdef0011223344556677",
+            "+123456789abcdef0011223344556677",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad}");
         }
     }
 }

@@ -7,9 +7,13 @@
 //! [`MAX_STRING`]). One request, one response, per frame; a connection may carry many.
 //!
 //! The same encoding of a [`HostEvent`] is used for the pending-event files pam_smith
-//! writes when hostd is unreachable.
+//! writes when hostd is unreachable. An event travels with its [`EventId`] (kinds
+//! [`RQ_EVENT_ID`] and [`PENDING_ID`]) so that hostd spools it once however often it is
+//! delivered; the kinds without an id are still read (senders of earlier versions).
 
-use crate::event::{DeniedEvent, HostEvent, SessionEvent, SessionPhase, SshdLoginEvent, SudoEvent};
+use crate::event::{
+    DeniedEvent, EventId, HostEvent, SessionEvent, SessionPhase, SshdLoginEvent, SudoEvent,
+};
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -75,6 +79,9 @@ pub struct WireGroup {
     pub members: Vec<String>,
 }
 
+// A request lives on the stack for one exchange; boxing the event (the large variant)
+// would only add an allocation inside pam_smith's host process.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Ping,
@@ -84,8 +91,12 @@ pub enum Request {
     GroupByGid(u32),
     /// Supplementary gids of a user.
     GroupsOfUser(String),
-    /// Record an audit event; accepted only from root peers.
-    Event(HostEvent),
+    /// Record an audit event; accepted only from root peers. `id` makes a repeated
+    /// delivery of the same event a no-op (`None`: a sender of an earlier version).
+    Event {
+        id: Option<EventId>,
+        event: HostEvent,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +181,10 @@ impl Enc {
             None => self.u8(0),
         }
     }
+    fn id(&mut self, id: EventId) -> &mut Self {
+        self.buf.extend_from_slice(&id.0.to_be_bytes());
+        self
+    }
     fn finish(self) -> Vec<u8> {
         self.buf
     }
@@ -223,6 +238,11 @@ impl<'a> Dec<'a> {
             0 => Ok(None),
             _ => Ok(Some(self.u64()?)),
         }
+    }
+    fn id(&mut self) -> Result<EventId, WireError> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16)?);
+        Ok(EventId(u128::from_be_bytes(a)))
     }
     fn list_len(&mut self) -> Result<usize, WireError> {
         let n = self.u32()? as usize;
@@ -357,21 +377,30 @@ fn dec_event(d: &mut Dec<'_>) -> Result<HostEvent, WireError> {
     })
 }
 
-/// Encodes an event alone (the pending-file format: version, kind 0xEE, event).
-pub fn encode_event(ev: &HostEvent) -> Vec<u8> {
-    let mut e = Enc::new(0xEE);
+/// Pending-file kind of earlier versions: version, kind, event.
+pub const PENDING: u8 = 0xEE;
+/// Pending-file kind: version, kind, 16-byte event id, event.
+pub const PENDING_ID: u8 = 0xEF;
+
+/// Encodes an event with its id (the pending-file format, [`PENDING_ID`]).
+pub fn encode_event(id: EventId, ev: &HostEvent) -> Vec<u8> {
+    let mut e = Enc::new(PENDING_ID);
+    e.id(id);
     enc_event(&mut e, ev);
     e.finish()
 }
 
-pub fn decode_event(buf: &[u8]) -> Result<HostEvent, WireError> {
+/// Decodes a pending file: the event and its id (`None` for the [`PENDING`] kind).
+pub fn decode_event(buf: &[u8]) -> Result<(Option<EventId>, HostEvent), WireError> {
     let (mut d, kind) = Dec::open(buf)?;
-    if kind != 0xEE {
-        return Err(WireError::BadKind(kind));
-    }
+    let id = match kind {
+        PENDING => None,
+        PENDING_ID => Some(d.id()?),
+        k => return Err(WireError::BadKind(k)),
+    };
     let ev = dec_event(&mut d)?;
     d.end()?;
-    Ok(ev)
+    Ok((id, ev))
 }
 
 // --- requests and responses ----------------------------------------------------------------
@@ -382,7 +411,10 @@ const RQ_USER_UID: u8 = 3;
 const RQ_GROUP_NAME: u8 = 4;
 const RQ_GROUP_GID: u8 = 5;
 const RQ_GROUPS_OF: u8 = 6;
+/// An event without an id (senders of earlier versions).
 const RQ_EVENT: u8 = 7;
+/// An event with its 16-byte id.
+pub const RQ_EVENT_ID: u8 = 8;
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
@@ -413,9 +445,16 @@ impl Request {
                 e.str(n);
                 e.finish()
             }
-            Request::Event(ev) => {
-                let mut e = Enc::new(RQ_EVENT);
-                enc_event(&mut e, ev);
+            Request::Event { id, event } => {
+                let mut e = match id {
+                    Some(id) => {
+                        let mut e = Enc::new(RQ_EVENT_ID);
+                        e.id(*id);
+                        e
+                    }
+                    None => Enc::new(RQ_EVENT),
+                };
+                enc_event(&mut e, event);
                 e.finish()
             }
         }
@@ -430,7 +469,17 @@ impl Request {
             RQ_GROUP_NAME => Request::GroupByName(d.str()?),
             RQ_GROUP_GID => Request::GroupByGid(d.u32()?),
             RQ_GROUPS_OF => Request::GroupsOfUser(d.str()?),
-            RQ_EVENT => Request::Event(dec_event(&mut d)?),
+            RQ_EVENT => Request::Event {
+                id: None,
+                event: dec_event(&mut d)?,
+            },
+            RQ_EVENT_ID => {
+                let id = d.id()?;
+                Request::Event {
+                    id: Some(id),
+                    event: dec_event(&mut d)?,
+                }
+            }
             k => return Err(WireError::BadKind(k)),
         };
         d.end()?;
@@ -666,7 +715,10 @@ mod tests {
             Request::GroupByGid(5),
             Request::GroupsOfUser("alice".into()),
         ];
-        reqs.extend(events().into_iter().map(Request::Event));
+        for (i, event) in events().into_iter().enumerate() {
+            let id = (i % 2 == 0).then_some(EventId(u128::MAX - i as u128));
+            reqs.push(Request::Event { id, event });
+        }
         for r in reqs {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         }
@@ -719,8 +771,9 @@ mod tests {
             Err(WireError::TooLarge(u32::MAX as usize))
         );
         assert_eq!(Request::decode(&[1, 1, 0]), Err(WireError::TrailingBytes));
-        for ev in events() {
-            let bytes = Request::Event(ev).encode();
+        for event in events() {
+            let id = Some(EventId(7));
+            let bytes = Request::Event { id, event }.encode();
             for cut in 0..bytes.len() {
                 assert!(Request::decode(&bytes[..cut]).is_err());
             }
@@ -733,11 +786,32 @@ mod tests {
         if let HostEvent::Sudo(s) = &mut ev {
             s.command = "é".repeat(MAX_STRING);
         }
-        let bytes = encode_event(&ev);
+        let bytes = encode_event(EventId(1), &ev);
         match decode_event(&bytes).unwrap() {
-            HostEvent::Sudo(s) => assert!(s.command.len() <= MAX_STRING),
+            (Some(EventId(1)), HostEvent::Sudo(s)) => assert!(s.command.len() <= MAX_STRING),
             _ => panic!(),
         }
+    }
+
+    #[test]
+    fn pending_files_carry_the_id_and_old_ones_still_decode() {
+        for ev in events() {
+            let id = EventId(0xfeed_0000_0000_0000_0000_0000_0000_0001);
+            let bytes = encode_event(id, &ev);
+            assert_eq!(bytes[1], PENDING_ID);
+            assert_eq!(decode_event(&bytes).unwrap(), (Some(id), ev.clone()));
+            for cut in 0..bytes.len() {
+                assert!(decode_event(&bytes[..cut]).is_err());
+            }
+            // An earlier version's file: same layout without the id.
+            let mut old = vec![PROTOCOL_VERSION, PENDING];
+            old.extend_from_slice(&bytes[18..]);
+            assert_eq!(decode_event(&old).unwrap(), (None, ev));
+        }
+        assert_eq!(
+            decode_event(&[PROTOCOL_VERSION, RQ_EVENT_ID]),
+            Err(WireError::BadKind(RQ_EVENT_ID))
+        );
     }
 
     #[test]

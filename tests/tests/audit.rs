@@ -359,6 +359,73 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
     )?;
     fleet.admin_ok(&["audit", "verify"])?;
 
+    // hostd frozen while a session with a sudo runs: pam_smith's Acks never come within
+    // its budget, so each event is also left as a pending file; hostd, thawed, reads the
+    // socket requests it had not answered and the pending copies. Each event is in the
+    // trail once.
+    let pid = fleet.host("web-1").hostd.as_ref().context("hostd")?.pid();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
+    ensure!(comm.trim() == "smith-hostd", "pid {pid} is {comm}");
+    let before = trail(&fleet, "web-1")?.len();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let o = oscar.ssh("oscar", fleet.host("web-1"), "sudo -n echo frozen");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    o?.ok()?;
+    let pending = fleet.host("web-1").dir.join("var.upper/lib/smith/pending");
+    let pending_left = || {
+        std::fs::read_dir(&pending)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".evt"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Every record since the freeze is of that session (hostd thawed may take the
+    // requests in any order): done once its open, sudo and close are in.
+    let count = |records: &[Value], k: &str| records.iter().filter(|r| kind(r) == k).count();
+    let since = wait_for(
+        "the frozen session at the CA and web-1's pending files ingested",
+        Duration::from_secs(30),
+        || {
+            // In this order: no pending file left, so all are spooled; nothing left
+            // unacknowledged, so all are at the CA; then the CA's trail.
+            if pending_left() > 0 {
+                return Ok(None);
+            }
+            let st = json(
+                &fleet
+                    .host("web-1")
+                    .exec(&["smith-host", "status", "--json"])?,
+            )?;
+            if st["audit"]["pending"].as_u64() != Some(0) {
+                return Ok(None);
+            }
+            let records = trail(&fleet, "web-1")?.split_off(before);
+            let all_in = !sudo_commands(&records, "echo frozen").is_empty()
+                && count(&records, "session_open") > 0
+                && count(&records, "session_close") > 0;
+            Ok(all_in.then_some(records))
+        },
+    )?;
+    ensure!(
+        sudo_commands(&since, "echo frozen") == ["echo frozen"],
+        "the sudo is not in the trail exactly once: {:?}",
+        sudo_commands(&since, "echo frozen")
+    );
+    for k in ["session_open", "session_close"] {
+        let n = count(&since, k);
+        ensure!(n == 1, "{n} {k} records for the frozen session");
+    }
+    let log = std::fs::read_to_string(fleet.host("web-1").dir.join("hostd.log"))?;
+    ensure!(
+        log.contains("via=\"pending\"") && log.contains("not recorded twice"),
+        "the frozen hostd did not get both copies of an event"
+    );
+    fleet.admin_ok(&["audit", "verify"])?;
+
     // Replaying an old batch is rejected and reported, and stores nothing twice.
     let batch = serde_json::json!({ "records": queued.iter().take(5).map(|r| serde_json::json!({
         "seq": r["seq"], "prev_hash": r["prev_hash"], "hash": r["hash"], "event": r["event"],

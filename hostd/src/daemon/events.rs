@@ -4,20 +4,24 @@
 //!
 //! Owns: the one path every event takes, whether it came over the socket, from a
 //! pending file or from sshd's log. Must never: acknowledge an event that is not in
-//! the spool, or refuse an event because its session is unknown.
+//! the spool, refuse an event because its session is unknown, or record one event
+//! twice (a repeated id is answered with the seq it already has).
 
 use super::Shared;
-use smith_proto::event::HostEvent;
+use smith_proto::event::{EventId, HostEvent};
 use tracing::{error, info};
 
 /// Spools and logs `ev`; returns its sequence number. `peer_pid` is the sending
 /// process (`SO_PEERCRED`) for socket events: for a sudo event, the sudo process whose
-/// ancestors lead to the login session. Blocking (fsync): call from a blocking context.
+/// ancestors lead to the login session. `id` is the sender's event id: a repeat of an
+/// id already spooled is not recorded again. Blocking (fsync): call from a blocking
+/// context.
 pub fn accept(
     shared: &Shared,
     ev: &HostEvent,
     via: &str,
     peer_pid: Option<u32>,
+    id: Option<EventId>,
 ) -> std::io::Result<u64> {
     let mut ev = ev.clone();
     if let Ok(mut sessions) = shared.sessions.lock() {
@@ -35,12 +39,25 @@ pub fn accept(
         }
     }
     let ev = &ev;
-    let seq = shared.spool.append(ev, via);
-    match &seq {
-        Ok(seq) => log_event(*seq, via, ev),
-        Err(e) => error!(error = %e, user = ev.user(), "cannot append an audit event to the spool"),
+    match shared.spool.append(ev, via, id) {
+        Ok(done) if done.repeat => {
+            info!(
+                seq = done.seq,
+                via,
+                event_id = %id.map(|i| i.to_string()).unwrap_or_default(),
+                "a repeated delivery of an event already spooled; not recorded twice"
+            );
+            Ok(done.seq)
+        }
+        Ok(done) => {
+            log_event(done.seq, via, ev);
+            Ok(done.seq)
+        }
+        Err(e) => {
+            error!(error = %e, user = ev.user(), "cannot append an audit event to the spool");
+            Err(e)
+        }
     }
-    seq
 }
 
 pub fn log_event(seq: u64, via: &str, ev: &HostEvent) {

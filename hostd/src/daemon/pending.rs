@@ -41,8 +41,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let sh = shared.clone();
         let dir = shared.paths.pending_dir.clone();
         let report = tokio::task::spawn_blocking(move || {
-            ingest(&dir, |ev| {
-                super::events::accept(&sh, ev, "pending", None).map(|_| ())
+            ingest(&dir, |id, ev| {
+                super::events::accept(&sh, ev, "pending", None, id).map(|_| ())
             })
         })
         .await
@@ -75,10 +75,14 @@ fn move_aside(dir: &Path, name: &str, why: &str) {
 }
 
 /// Processes every `*.evt` file in `dir` in name order (pam_smith names them by time).
-/// `accept` must durably record the event; the file is deleted only after it did.
+/// `accept` gets the event and its id; it must durably record the event (or know it is
+/// recorded already); the file is deleted only after it did.
 pub fn ingest(
     dir: &Path,
-    mut accept: impl FnMut(&smith_proto::event::HostEvent) -> std::io::Result<()>,
+    mut accept: impl FnMut(
+        Option<smith_proto::event::EventId>,
+        &smith_proto::event::HostEvent,
+    ) -> std::io::Result<()>,
 ) -> Report {
     let mut report = Report::default();
     let entries = match fs::read_dir(dir) {
@@ -123,7 +127,7 @@ pub fn ingest(
             continue;
         }
         match smith_proto::wire::decode_event(&bytes) {
-            Ok(ev) => match accept(&ev) {
+            Ok((id, ev)) => match accept(id, &ev) {
                 Ok(()) => {
                     let _ = fs::remove_file(&path);
                     report.ingested += 1;
@@ -157,7 +161,7 @@ pub fn ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smith_proto::event::{DeniedEvent, HostEvent};
+    use smith_proto::event::{DeniedEvent, EventId, HostEvent};
 
     #[test]
     fn good_bad_and_young_files() {
@@ -172,18 +176,18 @@ mod tests {
         });
         fs::write(
             d.path().join("1-1-a.evt"),
-            smith_proto::wire::encode_event(&ev),
+            smith_proto::wire::encode_event(EventId(9), &ev),
         )
         .unwrap();
         fs::write(d.path().join("2-1-b.evt"), b"garbage").unwrap();
         fs::write(d.path().join("ignored.txt"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("3-1-c.evt")).unwrap();
         let mut got = Vec::new();
-        let r = ingest(d.path(), |e| {
-            got.push(e.clone());
+        let r = ingest(d.path(), |id, e| {
+            got.push((id, e.clone()));
             Ok(())
         });
-        assert_eq!(got, vec![ev]);
+        assert_eq!(got, vec![(Some(EventId(9)), ev)]);
         // The garbage file is young: deferred, not yet moved. The symlink is bad.
         assert_eq!((r.ingested, r.bad, r.deferred), (1, 1, 1));
         assert!(!d.path().join("1-1-a.evt").exists());
@@ -195,7 +199,7 @@ mod tests {
             .open(d.path().join("2-1-b.evt"))
             .unwrap();
         f.set_modified(old).unwrap();
-        let r = ingest(d.path(), |_| Ok(()));
+        let r = ingest(d.path(), |_, _| Ok(()));
         assert_eq!((r.ingested, r.bad, r.deferred), (0, 1, 0));
         assert!(d.path().join("bad/2-1-b.evt").exists());
         assert!(d.path().join("ignored.txt").exists());
@@ -212,8 +216,12 @@ mod tests {
             key_id: String::new(),
             at_unix: 1,
         });
-        fs::write(d.path().join("1.evt"), smith_proto::wire::encode_event(&ev)).unwrap();
-        let r = ingest(d.path(), |_| Err(std::io::Error::other("disk full")));
+        fs::write(
+            d.path().join("1.evt"),
+            smith_proto::wire::encode_event(EventId(1), &ev),
+        )
+        .unwrap();
+        let r = ingest(d.path(), |_, _| Err(std::io::Error::other("disk full")));
         assert_eq!(r.ingested, 0);
         assert!(d.path().join("1.evt").exists());
     }

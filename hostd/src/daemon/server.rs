@@ -241,7 +241,7 @@ pub fn lookup(cache: &[u8], req: &Request) -> Response {
             Ok(u) => Response::Gids(u.map(|u| u.gids.iter().collect())),
             Err(e) => internal(e),
         },
-        Request::Ping | Request::Event(_) => error(ErrorCode::BadRequest, "not a lookup"),
+        Request::Ping | Request::Event { .. } => error(ErrorCode::BadRequest, "not a lookup"),
     }
 }
 
@@ -272,7 +272,7 @@ async fn answer(
                 last_sync_unix: served.last_sync_unix,
             }
         }
-        Request::Event(ev) => {
+        Request::Event { id, event } => {
             if peer_uid != Some(0) {
                 warn!(peer_uid = ?peer_uid, "refused an audit event from a non-root client");
                 return error(
@@ -282,7 +282,7 @@ async fn answer(
             }
             let sh = shared.clone();
             match tokio::task::spawn_blocking(move || {
-                super::events::accept(&sh, &ev, "socket", peer_pid)
+                super::events::accept(&sh, &event, "socket", peer_pid, id)
             })
             .await
             {

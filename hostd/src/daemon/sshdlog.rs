@@ -10,8 +10,10 @@
 //!
 //! Position: `/var/lib/smith/sshd-log.json` holds `{"path","inode","offset"}` or
 //! `{"cursor"}`, written atomically after the events before it are in the spool, so a
-//! restart neither repeats nor skips (a crash between the two can repeat the last
-//! events, never lose them). A file seen for the first time is read from its start when
+//! restart neither skips nor records twice: a crash between the two re-reads the last
+//! lines, but each event's id is derived from where it was read ([`line_id`]: inode,
+//! offset and text of the line; [`cursor_id`]: the journal cursor), and the spool drops
+//! an id it already has. A file seen for the first time is read from its start when
 //! smaller than [`FIRST_READ_MAX`], else from its end.
 //!
 //! Owns: the position file. Must never: stop the daemon because the log is missing or
@@ -20,7 +22,8 @@
 use super::Shared;
 use crate::sshdlog::Parser;
 use serde::{Deserialize, Serialize};
-use smith_proto::event::HostEvent;
+use sha2::{Digest, Sha256};
+use smith_proto::event::{EventId, HostEvent};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -93,6 +96,41 @@ pub fn resolve_source(setting: &str, paths: &crate::paths::HostPaths) -> Source 
     }
 }
 
+fn id_of(parts: &[&[u8]]) -> EventId {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&d[..16]);
+    EventId(u128::from_be_bytes(a))
+}
+
+/// The event id of the log line at `offset` of the file with `inode` (the text is part
+/// of it: a file truncated and written again reuses offsets).
+pub fn line_id(inode: u64, offset: u64, line: &str) -> EventId {
+    id_of(&[
+        b"sshd-log file",
+        &inode.to_be_bytes(),
+        &offset.to_be_bytes(),
+        line.as_bytes(),
+    ])
+}
+
+/// The event id of the journal entry at `cursor`.
+pub fn cursor_id(cursor: &str) -> EventId {
+    id_of(&[b"sshd-log journal", cursor.as_bytes()])
+}
+
+/// A complete line read from a log file, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub id: EventId,
+    pub text: String,
+}
+
 /// Follows one log file. Holds the open descriptor across rotations.
 pub struct FileFollower {
     path: PathBuf,
@@ -137,7 +175,7 @@ impl FileFollower {
 
     /// Reads the complete lines that appeared since the last call (following rotation
     /// and truncation). The position advances past them.
-    pub fn poll(&mut self) -> Vec<String> {
+    pub fn poll(&mut self) -> Vec<Line> {
         let mut lines = Vec::new();
         // Drain the descriptor we hold (which may be a rotated file by now).
         self.drain(&mut lines);
@@ -164,10 +202,11 @@ impl FileFollower {
         lines
     }
 
-    fn drain(&mut self, lines: &mut Vec<String>) {
-        let Some((file, _)) = self.file.as_mut() else {
+    fn drain(&mut self, lines: &mut Vec<Line>) {
+        let Some((file, inode)) = self.file.as_mut() else {
             return;
         };
+        let inode = *inode;
         if file
             .seek(SeekFrom::Start(self.offset + self.partial.len() as u64))
             .is_err()
@@ -183,7 +222,9 @@ impl FileFollower {
         while let Some(i) = self.partial[start..].iter().position(|&b| b == b'\n') {
             let line = &self.partial[start..start + i];
             if line.len() <= MAX_LINE {
-                lines.push(String::from_utf8_lossy(line).into_owned());
+                let text = String::from_utf8_lossy(line).into_owned();
+                let id = line_id(inode, self.offset + start as u64, &text);
+                lines.push(Line { id, text });
             }
             start += i + 1;
         }
@@ -197,9 +238,9 @@ impl FileFollower {
     }
 }
 
-fn spool(shared: &Arc<Shared>, events: Vec<HostEvent>) -> bool {
-    for ev in events {
-        if let Err(e) = super::events::accept(shared, &ev, "sshd-log", None) {
+fn spool(shared: &Arc<Shared>, events: Vec<(EventId, HostEvent)>) -> bool {
+    for (id, ev) in events {
+        if let Err(e) = super::events::accept(shared, &ev, "sshd-log", None, Some(id)) {
             warn!(error = %e, "cannot spool an sshd login event; will retry");
             return false;
         }
@@ -235,10 +276,9 @@ async fn follow_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch::Re
             let before = follower.position();
             let lines = follower.poll();
             let now = crate::now_unix();
-            let events: Vec<HostEvent> = lines
+            let events: Vec<(EventId, HostEvent)> = lines
                 .iter()
-                .filter_map(|l| parser.parse_line(l, now))
-                .map(HostEvent::Sshd)
+                .filter_map(|l| Some((l.id, HostEvent::Sshd(parser.parse_line(&l.text, now)?))))
                 .collect();
             let n = events.len();
             let ok = spool(&sh, events);
@@ -341,9 +381,10 @@ async fn follow_journal(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             let Some((msg, at, cur)) = journal_entry(&line) else {
                 continue;
             };
-            let events: Vec<HostEvent> = parser
+            let id = cursor_id(&cur);
+            let events: Vec<(EventId, HostEvent)> = parser
                 .parse_message(&msg, at)
-                .map(HostEvent::Sshd)
+                .map(|e| (id, HostEvent::Sshd(e)))
                 .into_iter()
                 .collect();
             let sh = shared.clone();
@@ -391,37 +432,55 @@ mod tests {
             .unwrap();
     }
 
+    fn texts(lines: Vec<Line>) -> Vec<String> {
+        lines.into_iter().map(|l| l.text).collect()
+    }
+
     #[test]
     fn follows_partial_lines_rotation_truncation_and_resumes() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("auth.log");
         append(&log, "one\ntw");
         let mut f = FileFollower::new(&log, None);
-        assert_eq!(f.poll(), vec!["one"]);
-        assert_eq!(f.poll(), Vec::<String>::new());
+        assert_eq!(texts(f.poll()), vec!["one"]);
+        assert_eq!(texts(f.poll()), Vec::<String>::new());
         append(&log, "o\nthree\n");
-        assert_eq!(f.poll(), vec!["two", "three"]);
+        let pos_two = f.position();
+        let two_three = f.poll();
+        assert_eq!(texts(two_three.clone()), vec!["two", "three"]);
+        // A crash before the position was saved: the same lines again, with the same
+        // ids (so the spool drops them).
+        let mut again = FileFollower::new(&log, Some(&pos_two));
+        assert_eq!(again.poll(), two_three);
+        assert_ne!(two_three[0].id, two_three[1].id);
         // Restart from the saved position: nothing repeated, nothing skipped.
         let pos = f.position();
         append(&log, "four\n");
         let mut f = FileFollower::new(&log, Some(&pos));
-        assert_eq!(f.poll(), vec!["four"]);
+        assert_eq!(texts(f.poll()), vec!["four"]);
         // Rotation: a last line lands in the old file after the rename.
         std::fs::rename(&log, d.path().join("auth.log.1")).unwrap();
         append(&d.path().join("auth.log.1"), "five\n");
         append(&log, "six\n");
-        assert_eq!(f.poll(), vec!["five", "six"]);
-        // Truncation in place.
+        assert_eq!(texts(f.poll()), vec!["five", "six"]);
+        // Truncation in place: offset 0 again, another line, another id.
         std::fs::write(&log, "").unwrap();
         append(&log, "7\n");
-        assert_eq!(f.poll(), vec!["7"]);
+        let seven = f.poll();
+        assert_eq!(texts(seven.clone()), vec!["7"]);
+        let inode = std::fs::metadata(&log).unwrap().ino();
+        assert_eq!(seven[0].id, line_id(inode, 0, "7"));
+        assert_ne!(seven[0].id, line_id(inode, 0, "six"));
         // A saved position for a rotated-away inode: the new file from its start.
         let stale = Position {
             inode: 1,
             ..f.position()
         };
         let mut g = FileFollower::new(&log, Some(&stale));
-        assert_eq!(g.poll(), vec!["7"]);
+        assert_eq!(g.poll(), seven);
+        // Journal entries: one id per cursor.
+        assert_eq!(cursor_id("s=1;i=2"), cursor_id("s=1;i=2"));
+        assert_ne!(cursor_id("s=1;i=2"), cursor_id("s=1;i=3"));
     }
 
     #[test]

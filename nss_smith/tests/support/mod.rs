@@ -327,7 +327,7 @@ impl FakeHostd {
             .unwrap()
             .iter()
             .filter_map(|r| match r {
-                Request::Event(e) => Some(e.clone()),
+                Request::Event { event, .. } => Some(event.clone()),
                 _ => None,
             })
             .collect()
@@ -390,7 +390,7 @@ fn serve(
                     .unwrap()
                     .map(|u| u.gids.iter().collect()),
             ),
-            Request::Event(_) => {
+            Request::Event { .. } => {
                 seq += 1;
                 Response::Ack(seq)
             }

@@ -329,7 +329,11 @@ touch /dev/log; mount --bind {d}/log.sock /dev/log
         files.sort();
         files
             .iter()
-            .map(|f| smith_proto::wire::decode_event(&std::fs::read(f).unwrap()).unwrap())
+            .map(|f| {
+                smith_proto::wire::decode_event(&std::fs::read(f).unwrap())
+                    .unwrap()
+                    .1
+            })
             .collect()
     }
 
@@ -458,7 +462,7 @@ impl FakeHostd {
                             };
                             r2.lock().unwrap().push(req.clone());
                             let resp = match req {
-                                Request::Event(_) => {
+                                Request::Event { .. } => {
                                     seq += 1;
                                     Response::Ack(seq)
                                 }
@@ -491,7 +495,7 @@ impl FakeHostd {
             .unwrap()
             .iter()
             .filter_map(|r| match r {
-                Request::Event(e) => Some(e.clone()),
+                Request::Event { event, .. } => Some(event.clone()),
                 _ => None,
             })
             .collect()

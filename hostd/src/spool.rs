@@ -18,7 +18,8 @@
 //! ran), reading records for upload, deleting segments, and **once-only** appends: an
 //! event whose id is among the last [`RECENT_IDS`] spooled is not written again, its
 //! earlier seq is returned ([`Spooled::repeat`]). The ids are read back from the newest
-//! segments at open, so a repeat after a hostd restart is caught too.
+//! segments at open (up to [`RECENT_IDS`]), so a repeat after a hostd restart is caught
+//! too.
 //!
 //! Must never: acknowledge an event before it is on disk (fsync), rewrite or "fix" a
 //! record once written, delete a segment holding a record the CA has not acknowledged,
@@ -278,6 +279,8 @@ impl Spool {
         let mut active = None;
         let mut segs = segments(dir)?;
         let mut recent_ids = Vec::new();
+        // Lines looked at for ids (records of earlier versions have none).
+        let mut examined = 0;
         if let Some((first, path)) = segs.pop() {
             let mut file = open_file(&path, false)?;
             let mut bytes = Vec::new();
@@ -296,6 +299,7 @@ impl Spool {
             }
             let n = lines.len() as u64;
             recent_ids = ids_in(&lines);
+            examined = lines.len();
             if let Some((no, last)) = lines.last() {
                 let rec = parse_line(&path, *no, last)?.record;
                 head_seq = rec.seq;
@@ -312,13 +316,22 @@ impl Spool {
                 bytes: complete as u64,
             });
         }
-        // Too few ids in the newest segment (it was just started): the one before too.
-        if recent_ids.len() < RECENT_IDS {
-            if let Some((_, path)) = segs.pop() {
-                let bytes = fs::read(&path)?;
-                let mut older = ids_in(&complete_lines(&bytes).0);
-                older.append(&mut recent_ids);
-                recent_ids = older;
+        // Too few ids in the newest segment (it was just started, or its lines are
+        // long): older ones too, best-effort (they are only read for their ids).
+        while examined < RECENT_IDS {
+            let Some((_, path)) = segs.pop() else { break };
+            match fs::read(&path) {
+                Ok(bytes) => {
+                    let lines = complete_lines(&bytes).0;
+                    examined += lines.len();
+                    let mut older = ids_in(&lines);
+                    older.append(&mut recent_ids);
+                    recent_ids = older;
+                }
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "cannot read an older spool segment for its event ids; repeats of its events are not recognised");
+                    break;
+                }
             }
         }
         let mut recent = RecentIds::default();
@@ -955,7 +968,7 @@ mod tests {
     }
 
     #[test]
-    fn remembered_ids_are_bounded_and_come_from_the_last_two_segments() {
+    fn remembered_ids_are_bounded_and_read_back_from_the_newest_segments() {
         let d = tempfile::tempdir().unwrap();
         let (mut s, _) = Spool::open(d.path(), "h").unwrap();
         let n = SEGMENT_RECORDS + 3;

@@ -311,8 +311,11 @@ fn ask_as_nobody(h: &HostRoot, req: &Request) -> Response {
     Response::decode(&hex::decode(hexed).unwrap()).unwrap()
 }
 
-fn write_evt(dir: &std::path::Path, name: &str, id: u128, ev: &HostEvent) {
-    std::fs::write(dir.join(name), wire::encode_event(EventId(id), ev)).unwrap();
+/// A pending file as pam_smith names it, `<ns>-<pid>-<id>.evt`; returns the name.
+fn write_evt(dir: &std::path::Path, ns: u64, id: u128, ev: &HostEvent) -> String {
+    let name = format!("{ns:010}-1-{}.evt", EventId(id));
+    std::fs::write(dir.join(&name), wire::encode_event(ev)).unwrap();
+    name
 }
 
 fn event(id: u128, event: HostEvent) -> Request {
@@ -347,8 +350,8 @@ fn socket_rules_hostile_clients_and_pending_files() {
         at_unix: 100,
         duration_secs: None,
     });
-    write_evt(&pending, "0000000001-1-a.evt", 1, &open);
-    write_evt(&pending, "0000000002-1-b.evt", 2, &denied("mallory"));
+    let open_file = write_evt(&pending, 1, 1, &open);
+    let mallory_file = write_evt(&pending, 2, 2, &denied("mallory"));
     std::fs::write(pending.join("0000000003-1-c.evt"), b"\x01\xee\x09garbage").unwrap();
     let old = std::time::SystemTime::now() - Duration::from_secs(120);
     std::fs::File::options()
@@ -375,10 +378,7 @@ fn socket_rules_hostile_clients_and_pending_files() {
             .exists()
             .then_some(())
     });
-    assert!(
-        !pending.join("0000000001-1-a.evt").exists()
-            && !pending.join("0000000002-1-b.evt").exists()
-    );
+    assert!(!pending.join(&open_file).exists() && !pending.join(&mallory_file).exists());
     assert!(d.log().contains("bad pending event file"), "{}", d.log());
 
     // The socket is open to everyone for lookups, root-only for events.
@@ -424,26 +424,55 @@ fn socket_rules_hostile_clients_and_pending_files() {
 
     // Delivered twice (pam_smith's Ack came too late, so it also left a pending file;
     // or it retried the socket): recorded once, the repeat answered with the same seq.
+    let repeats = || d.log().matches("not recorded twice").count();
+    assert_eq!(repeats(), 0);
     assert_eq!(ask(&h, event(4, denied("eve"))), Response::Ack(3));
-    write_evt(&pending, "0000000004-1-d.evt", 4, &denied("eve"));
+    assert_eq!(repeats(), 1);
+    let eve_file = write_evt(&pending, 4, 4, &denied("eve"));
     wait_for("the repeated pending file", Duration::from_secs(10), || {
-        (!pending.join("0000000004-1-d.evt").exists()).then_some(())
+        (!pending.join(&eve_file).exists()).then_some(())
     });
     assert_eq!(smith_hostd::spool::read_all(&spool).unwrap().len(), 3);
-    assert!(
-        d.log().contains("not recorded twice"),
-        "the repeat is not logged: {}",
+    assert_eq!(
+        repeats(),
+        2,
+        "the pending repeat is not logged: {}",
         d.log()
     );
-    // The pending file of the first start had id 1: a late socket copy is dropped too.
+    assert!(
+        !pending.join("bad").join(&eve_file).exists(),
+        "the repeat was moved aside, not recognised"
+    );
+    // The pending file of the first start had id 1 (alice's session open): after the
+    // session closed, a late socket copy of the open is dropped and does not bring the
+    // session back into the session table.
+    let sessions = h.path("/var/lib/smith/sessions.json");
+    let has_4242 = || {
+        let t: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&sessions).unwrap_or_default())
+                .unwrap_or_default();
+        t.get("4242").is_some()
+    };
+    assert!(
+        has_4242(),
+        "the pending open did not reach the session table"
+    );
+    let mut close = open.clone();
+    if let HostEvent::Session(s) = &mut close {
+        s.phase = SessionPhase::Close;
+        s.duration_secs = Some(5);
+    }
+    assert_eq!(ask(&h, event(5, close)), Response::Ack(4));
+    assert!(!has_4242());
     assert_eq!(ask(&h, event(1, open.clone())), Response::Ack(1));
+    assert!(!has_4242(), "a repeated open brought a closed session back");
     // A sender of an earlier version (no id) is still recorded, each time.
     let legacy = Request::Event {
         id: None,
         event: denied("old"),
     };
-    assert_eq!(ask(&h, legacy.clone()), Response::Ack(4));
-    assert_eq!(ask(&h, legacy), Response::Ack(5));
+    assert_eq!(ask(&h, legacy.clone()), Response::Ack(5));
+    assert_eq!(ask(&h, legacy), Response::Ack(6));
 
     // Slow clients: 60 connections that send half a length and stall.
     let mut slow = Vec::new();
@@ -497,9 +526,9 @@ fn socket_rules_hostile_clients_and_pending_files() {
     }
 
     // Pending files keep being picked up while running.
-    write_evt(&pending, "0000000009-1-z.evt", 9, &denied("late"));
+    write_evt(&pending, 9, 9, &denied("late"));
     wait_for("a late pending file", Duration::from_secs(10), || {
-        (smith_hostd::spool::read_all(&spool).unwrap().len() == 6).then_some(())
+        (smith_hostd::spool::read_all(&spool).unwrap().len() == 7).then_some(())
     });
     drop(d);
 }

@@ -15,9 +15,11 @@
 //! directory, or raise SIGPIPE.
 //!
 //! Every event gets one random [`EventId`] before the first attempt, and both paths
-//! carry it (the pending file's name ends in it too): if hostd spooled the event but its
-//! Ack did not arrive in time, the pending copy has the same id and hostd drops it. So
-//! delivery is exactly-once as long as hostd still knows the id (see hostd's spool).
+//! carry it (the socket request, and the pending file's name): if hostd spooled the event
+//! but its Ack did not arrive in time, the pending copy has the same id and hostd drops
+//! it, as long as it still remembers the id (the last 8,192 events; see hostd's spool).
+//! A hostd of an earlier version refuses the request with an id as `BadRequest`; the
+//! event is then sent without one (and may be duplicated as before).
 
 use smith_proto::event::{EventId, HostEvent};
 use smith_proto::wire::{self, Request, Response};
@@ -189,24 +191,55 @@ impl Read for Conn {
     }
 }
 
-/// Sends `ev` to hostd; `Ok(seq)` once hostd acknowledged it.
+/// Sends `ev` to hostd; `Ok(seq)` once hostd acknowledged it. A hostd of an earlier
+/// version answers the request with an id `BadRequest` (it does not know the kind and
+/// recorded nothing): the event is sent again without the id, within the same budget.
 pub fn send(socket: &Path, id: EventId, ev: &HostEvent) -> Result<u64, String> {
     let deadline = Instant::now() + Duration::from_millis(SOCKET_BUDGET_MS);
-    let mut c = Conn::connect(socket, deadline)?;
+    match exchange(socket, deadline, Some(id), ev) {
+        Err(Refusal::BadRequest(_)) => exchange(socket, deadline, None, ev),
+        other => other,
+    }
+    .map_err(|r| match r {
+        Refusal::BadRequest(m) => m,
+        Refusal::Other(m) => m,
+    })
+}
+
+enum Refusal {
+    /// hostd answered `ErrorCode::BadRequest`.
+    BadRequest(String),
+    Other(String),
+}
+
+fn exchange(
+    socket: &Path,
+    deadline: Instant,
+    id: Option<EventId>,
+    ev: &HostEvent,
+) -> Result<u64, Refusal> {
+    let mut c = Conn::connect(socket, deadline).map_err(Refusal::Other)?;
     let req = Request::Event {
-        id: Some(id),
+        id,
         event: ev.clone(),
     };
     wire::write_frame(&mut c, &req.encode())
-        .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
-    let frame = wire::read_frame(&mut c).map_err(|e| format!("waiting for hostd's answer: {e}"))?;
+        .map_err(|e| Refusal::Other(format!("sending to {}: {e}", socket.display())))?;
+    let frame = wire::read_frame(&mut c)
+        .map_err(|e| Refusal::Other(format!("waiting for hostd's answer: {e}")))?;
     match Response::decode(&frame) {
         Ok(Response::Ack(seq)) => Ok(seq),
         Ok(Response::Error { code, message }) => {
-            Err(format!("hostd refused the event ({code:?}): {message}"))
+            let m = format!("hostd refused the event ({code:?}): {message}");
+            Err(match code {
+                wire::ErrorCode::BadRequest => Refusal::BadRequest(m),
+                _ => Refusal::Other(m),
+            })
         }
-        Ok(other) => Err(format!("unexpected answer from hostd: {other:?}")),
-        Err(e) => Err(format!("malformed answer from hostd: {e}")),
+        Ok(other) => Err(Refusal::Other(format!(
+            "unexpected answer from hostd: {other:?}"
+        ))),
+        Err(e) => Err(Refusal::Other(format!("malformed answer from hostd: {e}"))),
     }
 }
 
@@ -252,7 +285,9 @@ fn ensure_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `ev` as a new pending file in `dir`; returns its path.
+/// Writes `ev` as a new pending file in `dir`; returns its path. The id is the end of the
+/// file's name (`<ns>-<pid>-<id>.evt`); the content is the format every hostd version
+/// reads.
 pub fn queue(dir: &Path, id: EventId, ev: &HostEvent) -> Result<PathBuf, String> {
     ensure_dir(dir)?;
     let cdir = cpath(dir)?;
@@ -294,7 +329,7 @@ pub fn queue(dir: &Path, id: EventId, ev: &HostEvent) -> Result<PathBuf, String>
         unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp.as_ptr(), 0) };
     };
     if let Err(e) = f
-        .write_all(&wire::encode_event(id, ev))
+        .write_all(&wire::encode_event(ev))
         .and_then(|_| f.sync_all())
     {
         unlink_tmp();
@@ -364,8 +399,9 @@ mod tests {
         assert_eq!(parts[2], id.to_string());
         assert_eq!(
             wire::decode_event(&std::fs::read(&f).unwrap()).unwrap(),
-            (Some(id), ev())
+            ev()
         );
+        assert_eq!(wire::pending_file_id(&name), Some(id));
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dmode = std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777;
@@ -469,9 +505,43 @@ mod tests {
         let Request::Event { id: Some(sent), .. } = h.join().unwrap() else {
             panic!("the event was sent without an id");
         };
-        let (queued, event) = wire::decode_event(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!((queued, event), (Some(sent), ev()));
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert_eq!(wire::pending_file_id(name), Some(sent));
+        let event = wire::decode_event(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(event, ev());
         // A second event gets another id.
         assert_ne!(new_event_id(), sent);
+    }
+
+    #[test]
+    fn a_hostd_of_an_earlier_version_gets_the_event_without_the_id() {
+        // It does not know the request kind with an id: BadRequest, nothing recorded.
+        let d = crate::test_dir("deliver-old-hostd");
+        let sock = d.join("hostd.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let h = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = l.accept().unwrap();
+                let frame = wire::read_frame(&mut s).unwrap();
+                seen.push(frame[1]);
+                let resp = if frame[1] == wire::RQ_EVENT_ID {
+                    Response::Error {
+                        code: wire::ErrorCode::BadRequest,
+                        message: "unknown message kind 8".into(),
+                    }
+                } else {
+                    Response::Ack(12)
+                };
+                wire::write_frame(&mut s, &resp.encode()).unwrap();
+            }
+            seen
+        });
+        assert_eq!(
+            deliver(&sock, &d.join("pending"), &ev()),
+            Delivery::Sent(12)
+        );
+        assert_eq!(h.join().unwrap(), vec![wire::RQ_EVENT_ID, wire::RQ_EVENT]);
+        assert!(!d.join("pending").exists(), "nothing queued");
     }
 }

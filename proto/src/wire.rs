@@ -7,9 +7,11 @@
 //! [`MAX_STRING`]). One request, one response, per frame; a connection may carry many.
 //!
 //! The same encoding of a [`HostEvent`] is used for the pending-event files pam_smith
-//! writes when hostd is unreachable. An event travels with its [`EventId`] (kinds
-//! [`RQ_EVENT_ID`] and [`PENDING_ID`]) so that hostd spools it once however often it is
-//! delivered; the kinds without an id are still read (senders of earlier versions).
+//! writes when hostd is unreachable. An event travels with its [`EventId`] (request kind
+//! [`RQ_EVENT_ID`]; a pending file's name ends in it, see [`pending_file_id`]) so that
+//! hostd spools it once however often it is delivered. The request kind without an id
+//! is still read (senders of earlier versions), and pending files keep the one format
+//! every version reads.
 
 use crate::event::{
     DeniedEvent, EventId, HostEvent, SessionEvent, SessionPhase, SshdLoginEvent, SudoEvent,
@@ -377,30 +379,30 @@ fn dec_event(d: &mut Dec<'_>) -> Result<HostEvent, WireError> {
     })
 }
 
-/// Pending-file kind of earlier versions: version, kind, event.
+/// The pending-file kind: version, kind, event.
 pub const PENDING: u8 = 0xEE;
-/// Pending-file kind: version, kind, 16-byte event id, event.
-pub const PENDING_ID: u8 = 0xEF;
 
-/// Encodes an event with its id (the pending-file format, [`PENDING_ID`]).
-pub fn encode_event(id: EventId, ev: &HostEvent) -> Vec<u8> {
-    let mut e = Enc::new(PENDING_ID);
-    e.id(id);
+/// Encodes an event alone (the pending-file format, [`PENDING`]).
+pub fn encode_event(ev: &HostEvent) -> Vec<u8> {
+    let mut e = Enc::new(PENDING);
     enc_event(&mut e, ev);
     e.finish()
 }
 
-/// Decodes a pending file: the event and its id (`None` for the [`PENDING`] kind).
-pub fn decode_event(buf: &[u8]) -> Result<(Option<EventId>, HostEvent), WireError> {
+pub fn decode_event(buf: &[u8]) -> Result<HostEvent, WireError> {
     let (mut d, kind) = Dec::open(buf)?;
-    let id = match kind {
-        PENDING => None,
-        PENDING_ID => Some(d.id()?),
-        k => return Err(WireError::BadKind(k)),
-    };
+    if kind != PENDING {
+        return Err(WireError::BadKind(kind));
+    }
     let ev = dec_event(&mut d)?;
     d.end()?;
-    Ok((id, ev))
+    Ok(ev)
+}
+
+/// The event id at the end of a pending file's name, `<ns>-<pid>-<id: 32 hex>.evt`
+/// (`None` for the names of earlier versions, which end in 16 random hex digits).
+pub fn pending_file_id(name: &str) -> Option<EventId> {
+    name.strip_suffix(".evt")?.rsplit('-').next()?.parse().ok()
 }
 
 // --- requests and responses ----------------------------------------------------------------
@@ -412,7 +414,7 @@ const RQ_GROUP_NAME: u8 = 4;
 const RQ_GROUP_GID: u8 = 5;
 const RQ_GROUPS_OF: u8 = 6;
 /// An event without an id (senders of earlier versions).
-const RQ_EVENT: u8 = 7;
+pub const RQ_EVENT: u8 = 7;
 /// An event with its 16-byte id.
 pub const RQ_EVENT_ID: u8 = 8;
 
@@ -786,32 +788,43 @@ mod tests {
         if let HostEvent::Sudo(s) = &mut ev {
             s.command = "é".repeat(MAX_STRING);
         }
-        let bytes = encode_event(EventId(1), &ev);
+        let bytes = encode_event(&ev);
         match decode_event(&bytes).unwrap() {
-            (Some(EventId(1)), HostEvent::Sudo(s)) => assert!(s.command.len() <= MAX_STRING),
+            HostEvent::Sudo(s) => assert!(s.command.len() <= MAX_STRING),
             _ => panic!(),
         }
     }
 
     #[test]
-    fn pending_files_carry_the_id_and_old_ones_still_decode() {
+    fn pending_files_decode_and_their_names_carry_the_id() {
         for ev in events() {
-            let id = EventId(0xfeed_0000_0000_0000_0000_0000_0000_0001);
-            let bytes = encode_event(id, &ev);
-            assert_eq!(bytes[1], PENDING_ID);
-            assert_eq!(decode_event(&bytes).unwrap(), (Some(id), ev.clone()));
+            let bytes = encode_event(&ev);
+            assert_eq!(bytes[1], PENDING);
+            assert_eq!(decode_event(&bytes).unwrap(), ev);
             for cut in 0..bytes.len() {
                 assert!(decode_event(&bytes[..cut]).is_err());
             }
-            // An earlier version's file: same layout without the id.
-            let mut old = vec![PROTOCOL_VERSION, PENDING];
-            old.extend_from_slice(&bytes[18..]);
-            assert_eq!(decode_event(&old).unwrap(), (None, ev));
         }
         assert_eq!(
             decode_event(&[PROTOCOL_VERSION, RQ_EVENT_ID]),
             Err(WireError::BadKind(RQ_EVENT_ID))
         );
+        let id = EventId(0xfeed_0000_0000_0000_0000_0000_0000_0001);
+        assert_eq!(
+            pending_file_id(&format!("1795663749000000000-4242-{id}.evt")),
+            Some(id)
+        );
+        // Names of earlier versions and hostile ones: no id.
+        for name in [
+            "1795663749000000000-4242-0123456789abcdef.evt",
+            "1-2-3.evt",
+            &format!("1-2-{id}.tmp"),
+            &format!(".1-2-{id}.evt.tmp"),
+            "evt",
+            "",
+        ] {
+            assert_eq!(pending_file_id(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! Owns: the one path every event takes, whether it came over the socket, from a
 //! pending file or from sshd's log. Must never: acknowledge an event that is not in
-//! the spool, refuse an event because its session is unknown, or record one event
-//! twice (a repeated id is answered with the seq it already has).
+//! the spool, refuse an event because its session is unknown, or record an event with
+//! an id twice (a repeated id is answered with the seq it already has, and changes
+//! nothing else).
 
 use super::Shared;
 use smith_proto::event::{EventId, HostEvent};
@@ -24,18 +25,12 @@ pub fn accept(
     id: Option<EventId>,
 ) -> std::io::Result<u64> {
     let mut ev = ev.clone();
-    if let Ok(mut sessions) = shared.sessions.lock() {
-        match &mut ev {
-            HostEvent::Sudo(s) => {
-                // Socket: the peer is the sudo process. Pending file: try the event's pid
-                // (the sudo process may still be running).
-                let pid = peer_pid.filter(|p| *p > 1).unwrap_or(s.pid);
-                sessions.fill_sudo(s, pid);
-            }
-            HostEvent::Session(_) => {
-                sessions.observe(&ev);
-            }
-            _ => {}
+    if let HostEvent::Sudo(s) = &mut ev {
+        if let Ok(sessions) = shared.sessions.lock() {
+            // Socket: the peer is the sudo process. Pending file: try the event's pid
+            // (the sudo process may still be running).
+            let pid = peer_pid.filter(|p| *p > 1).unwrap_or(s.pid);
+            sessions.fill_sudo(s, pid);
         }
     }
     let ev = &ev;
@@ -50,6 +45,13 @@ pub fn accept(
             Ok(done.seq)
         }
         Ok(done) => {
+            // Before the Ack, so a sudo of this session finds it; never for a repeat
+            // (a late copy of an open would bring back a closed session).
+            if matches!(ev, HostEvent::Session(_)) {
+                if let Ok(mut sessions) = shared.sessions.lock() {
+                    sessions.observe(ev);
+                }
+            }
             log_event(done.seq, via, ev);
             Ok(done.seq)
         }

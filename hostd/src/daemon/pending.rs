@@ -75,8 +75,9 @@ fn move_aside(dir: &Path, name: &str, why: &str) {
 }
 
 /// Processes every `*.evt` file in `dir` in name order (pam_smith names them by time).
-/// `accept` gets the event and its id; it must durably record the event (or know it is
-/// recorded already); the file is deleted only after it did.
+/// `accept` gets the event and its id (the end of the file's name, when it is one); it
+/// must durably record the event (or know it is recorded already); the file is deleted
+/// only after it did.
 pub fn ingest(
     dir: &Path,
     mut accept: impl FnMut(
@@ -127,7 +128,7 @@ pub fn ingest(
             continue;
         }
         match smith_proto::wire::decode_event(&bytes) {
-            Ok((id, ev)) => match accept(id, &ev) {
+            Ok(ev) => match accept(smith_proto::wire::pending_file_id(&name), &ev) {
                 Ok(()) => {
                     let _ = fs::remove_file(&path);
                     report.ingested += 1;
@@ -174,9 +175,11 @@ mod tests {
             key_id: String::new(),
             at_unix: 5,
         });
+        let named = format!("1-1-{}.evt", EventId(9));
+        fs::write(d.path().join(&named), smith_proto::wire::encode_event(&ev)).unwrap();
         fs::write(
-            d.path().join("1-1-a.evt"),
-            smith_proto::wire::encode_event(EventId(9), &ev),
+            d.path().join("1-2-0123456789abcdef.evt"),
+            smith_proto::wire::encode_event(&ev),
         )
         .unwrap();
         fs::write(d.path().join("2-1-b.evt"), b"garbage").unwrap();
@@ -187,10 +190,11 @@ mod tests {
             got.push((id, e.clone()));
             Ok(())
         });
-        assert_eq!(got, vec![(Some(EventId(9)), ev)]);
+        // The id comes from the name; an earlier version's name has none.
+        assert_eq!(got, vec![(Some(EventId(9)), ev.clone()), (None, ev)]);
         // The garbage file is young: deferred, not yet moved. The symlink is bad.
-        assert_eq!((r.ingested, r.bad, r.deferred), (1, 1, 1));
-        assert!(!d.path().join("1-1-a.evt").exists());
+        assert_eq!((r.ingested, r.bad, r.deferred), (2, 1, 1));
+        assert!(!d.path().join(&named).exists());
         assert!(d.path().join("bad/3-1-c.evt").symlink_metadata().is_ok());
         // Age the garbage file: now it is moved aside.
         let old = SystemTime::now() - Duration::from_secs(60);
@@ -216,11 +220,7 @@ mod tests {
             key_id: String::new(),
             at_unix: 1,
         });
-        fs::write(
-            d.path().join("1.evt"),
-            smith_proto::wire::encode_event(EventId(1), &ev),
-        )
-        .unwrap();
+        fs::write(d.path().join("1.evt"), smith_proto::wire::encode_event(&ev)).unwrap();
         let r = ingest(d.path(), |_, _| Err(std::io::Error::other("disk full")));
         assert_eq!(r.ingested, 0);
         assert!(d.path().join("1.evt").exists());

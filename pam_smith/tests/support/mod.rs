@@ -329,11 +329,7 @@ touch /dev/log; mount --bind {d}/log.sock /dev/log
         files.sort();
         files
             .iter()
-            .map(|f| {
-                smith_proto::wire::decode_event(&std::fs::read(f).unwrap())
-                    .unwrap()
-                    .1
-            })
+            .map(|f| smith_proto::wire::decode_event(&std::fs::read(f).unwrap()).unwrap())
             .collect()
     }
 

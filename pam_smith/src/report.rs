@@ -374,6 +374,28 @@ mod tests {
     use smith_proto::event::DeniedEvent;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A fake hostd on `sock` for `conns` connections: reads one frame on each, waits
+    /// `delay`, writes `reply(frame)` (the client may be gone). Returns the frames read.
+    fn fake_hostd(
+        sock: &Path,
+        conns: usize,
+        delay: Duration,
+        reply: impl Fn(&[u8]) -> Response + Send + 'static,
+    ) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+        let l = std::os::unix::net::UnixListener::bind(sock).unwrap();
+        std::thread::spawn(move || {
+            (0..conns)
+                .map(|_| {
+                    let (mut s, _) = l.accept().unwrap();
+                    let frame = wire::read_frame(&mut s).unwrap();
+                    std::thread::sleep(delay);
+                    let _ = wire::write_frame(&mut s, &reply(&frame).encode());
+                    frame
+                })
+                .collect()
+        })
+    }
+
     fn ev() -> HostEvent {
         HostEvent::Denied(DeniedEvent {
             user: "alice".into(),
@@ -466,18 +488,12 @@ mod tests {
     fn acked_event_is_sent() {
         let d = crate::test_dir("deliver-ok");
         let sock = d.join("hostd.sock");
-        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let h = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let req = Request::decode(&wire::read_frame(&mut s).unwrap()).unwrap();
-            wire::write_frame(&mut s, &Response::Ack(77).encode()).unwrap();
-            req
-        });
+        let h = fake_hostd(&sock, 1, Duration::ZERO, |_| Response::Ack(77));
         assert_eq!(
             deliver(&sock, &d.join("pending"), &ev()),
             Delivery::Sent(77)
         );
-        match h.join().unwrap() {
+        match Request::decode(&h.join().unwrap()[0]).unwrap() {
             Request::Event { id: Some(_), event } => assert_eq!(event, ev()),
             other => panic!("{other:?}"),
         }
@@ -490,19 +506,14 @@ mod tests {
         // pending copy must carry the id hostd saw, so hostd can drop the repeat.
         let d = crate::test_dir("deliver-late");
         let sock = d.join("hostd.sock");
-        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let h = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let req = Request::decode(&wire::read_frame(&mut s).unwrap()).unwrap();
-            std::thread::sleep(Duration::from_millis(SOCKET_BUDGET_MS + 300));
-            let _ = wire::write_frame(&mut s, &Response::Ack(5).encode());
-            req
-        });
+        let late = Duration::from_millis(SOCKET_BUDGET_MS + 300);
+        let h = fake_hostd(&sock, 1, late, |_| Response::Ack(5));
         let file = match deliver(&sock, &d.join("pending"), &ev()) {
             Delivery::Queued { file, .. } => file,
             other => panic!("{other:?}"),
         };
-        let Request::Event { id: Some(sent), .. } = h.join().unwrap() else {
+        let Request::Event { id: Some(sent), .. } = Request::decode(&h.join().unwrap()[0]).unwrap()
+        else {
             panic!("the event was sent without an id");
         };
         let name = file.file_name().unwrap().to_str().unwrap();
@@ -518,30 +529,22 @@ mod tests {
         // It does not know the request kind with an id: BadRequest, nothing recorded.
         let d = crate::test_dir("deliver-old-hostd");
         let sock = d.join("hostd.sock");
-        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let h = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for _ in 0..2 {
-                let (mut s, _) = l.accept().unwrap();
-                let frame = wire::read_frame(&mut s).unwrap();
-                seen.push(frame[1]);
-                let resp = if frame[1] == wire::RQ_EVENT_ID {
-                    Response::Error {
-                        code: wire::ErrorCode::BadRequest,
-                        message: "unknown message kind 8".into(),
-                    }
-                } else {
-                    Response::Ack(12)
-                };
-                wire::write_frame(&mut s, &resp.encode()).unwrap();
+        let h = fake_hostd(&sock, 2, Duration::ZERO, |frame| {
+            if frame[1] == wire::RQ_EVENT_ID {
+                Response::Error {
+                    code: wire::ErrorCode::BadRequest,
+                    message: "unknown message kind 8".into(),
+                }
+            } else {
+                Response::Ack(12)
             }
-            seen
         });
         assert_eq!(
             deliver(&sock, &d.join("pending"), &ev()),
             Delivery::Sent(12)
         );
-        assert_eq!(h.join().unwrap(), vec![wire::RQ_EVENT_ID, wire::RQ_EVENT]);
+        let kinds: Vec<u8> = h.join().unwrap().iter().map(|f| f[1]).collect();
+        assert_eq!(kinds, vec![wire::RQ_EVENT_ID, wire::RQ_EVENT]);
         assert!(!d.join("pending").exists(), "nothing queued");
     }
 }

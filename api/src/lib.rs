@@ -8,6 +8,8 @@
 //! Must never: trust a server whose TLS chain does not lead to the pinned root, or print
 //! a bearer token.
 
+#![forbid(unsafe_code)]
+
 pub mod chain;
 pub mod client;
 pub mod tls;

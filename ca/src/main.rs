@@ -3,6 +3,8 @@
 //! `init` creates a CA in a data directory, `serve` runs the HTTPS API, `admin` drives
 //! that API for the admin. See ca/README.md.
 
+#![forbid(unsafe_code)]
+
 mod admin_cli;
 mod audit;
 mod auth;

@@ -1,6 +1,8 @@
 //! The admin API and `smith-ca admin`, through real HTTPS: users, groups, grants,
 //! tokens, hostile input, authentication, and nothing half-written.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use serde_json::{json, Value};

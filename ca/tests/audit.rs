@@ -4,6 +4,8 @@
 //! the SQLite file, issuance decisions in the `@ca` chain, `audit list` filters, and
 //! out-of-band classification of sshd logins.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use serde_json::{json, Value};

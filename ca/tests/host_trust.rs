@@ -4,6 +4,8 @@
 //! (403 `host_removed`) on sync, renew and audit; an expired or not-yet-valid client
 //! certificate gets through TLS and is refused with 401 and advice.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use serde_json::{json, Value};

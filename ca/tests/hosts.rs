@@ -2,6 +2,8 @@
 //! (full, delta, wake-up, 204, wrong or removed host), with client certificates obtained
 //! through enrollment.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use serde_json::{json, Value};

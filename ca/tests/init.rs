@@ -1,5 +1,7 @@
 //! `smith-ca init`: files, modes, refusal to overwrite, --json, key algorithms.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use std::os::unix::fs::PermissionsExt;

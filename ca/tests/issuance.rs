@@ -1,6 +1,8 @@
 //! Certificate issuance over HTTPS, read back with `ssh-keygen -L`; denials and the
 //! decision log; restarts; and a real sshd accepting (and refusing) certificates.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use serde_json::{json, Value};

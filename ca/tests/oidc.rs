@@ -5,6 +5,8 @@
 //! and recorded; a key rotation at the provider is picked up through a JWKS refresh on the
 //! unknown `kid`; the CA keeps serving tokens while the provider is down.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 #[path = "../../tests/src/oidc.rs"]

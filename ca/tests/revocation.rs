@@ -4,6 +4,8 @@
 //! restart; and a real sshd with `RevokedKeys` refusing a still-valid revoked certificate
 //! while a fresh one (and an empty RevokedKeys file) works.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use base64::Engine;

@@ -14,6 +14,8 @@
 //! A host enrolled with the CA syncs after each change: a deactivated user is gone from its
 //! snapshot, a reactivated one comes back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use reqwest::blocking::Client;

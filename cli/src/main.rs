@@ -2,6 +2,8 @@
 //! `smith cert` gets a short-lived OpenSSH certificate into the ssh-agent, `smith config
 //! show` prints the effective configuration. See cli/README.md.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod cert;
 mod config;

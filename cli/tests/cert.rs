@@ -1,6 +1,8 @@
 //! `smith cert` and `smith config show` against a real CA over HTTPS, with a real
 //! `ssh-agent` and a real `sshd`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 #[path = "../../ca/tests/support/mod.rs"]
 mod support;
 

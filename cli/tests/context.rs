@@ -3,6 +3,8 @@
 //! shown plainly by `smith cert` and recorded in the CA's decision log with the grant and
 //! the condition that decided it; a TTL over the maximum is clipped, not denied.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 #[path = "../../ca/tests/support/mod.rs"]
 mod support;
 

@@ -5,6 +5,8 @@
 //! kernel keyring per profile, `smith cert` using it (read back with `ssh-keygen -L`, and
 //! as root accepted by a real sshd), `login --cert`, logout and expiry.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 #[path = "../../ca/tests/support/mod.rs"]
 mod support;
 

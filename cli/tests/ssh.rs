@@ -3,6 +3,8 @@
 //! certificate the CA signed at enrollment, reached with real `ssh` and
 //! `StrictHostKeyChecking=yes`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 #[path = "../../ca/tests/support/mod.rs"]
 mod support;
 

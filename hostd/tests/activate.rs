@@ -1,6 +1,8 @@
 //! `smith-host activate` / `deactivate` against a fake CA, on host roots populated with
 //! copies of the machine's sshd_config, nsswitch.conf and pam.d/{sshd,sudo}.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod common;
 
 use common::*;

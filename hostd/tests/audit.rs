@@ -7,6 +7,8 @@
 //! `status`; `/etc/sudoers.d/smith` is written (0440, visudo-checked) and removed by
 //! deactivate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! smith-hostd against a fake CA: sync, cache, local collisions, CA outages, restarts,
 //! the socket (lookups, event permissions, hostile clients), pending files, renewal.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod common;
 
 use common::*;

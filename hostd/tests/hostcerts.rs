@@ -3,6 +3,8 @@
 //! sshd is reloaded (SIGHUP through its pid file); a renewal answering unusable
 //! certificates, or none, keeps the current ones and does not loop.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod common;
 
 use common::*;

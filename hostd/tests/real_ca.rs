@@ -2,6 +2,8 @@
 //! loopback port): enrollment, token reuse, sync, a membership change reaching the
 //! cache, doctor's CA check.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod common;
 
 use common::*;

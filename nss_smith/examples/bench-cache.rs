@@ -10,6 +10,8 @@
 //! the members' supplementary groups. Output: `OUTDIR/nss.cache` (mode 0644) and
 //! `OUTDIR/names.txt` ("name uid gid" per user).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a measurement tool, not shipped
+
 use smith_proto::cache::{build, CacheContents, CacheGroup, CacheUser};
 use smith_proto::Level;
 use std::io::Write;

@@ -2,6 +2,8 @@
 //! run inside a private mount namespace (see `support`). Needs root; skips otherwise,
 //! fails when `SMITH_E2E_REQUIRED=1`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use smith_proto::cache::{CacheContents, CacheGroup, CacheUser};

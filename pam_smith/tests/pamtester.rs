@@ -5,6 +5,8 @@
 //! `[success=done ignore=ignore default=die]` makes SUCCESS end the stack (no marker),
 //! IGNORE reach pam_exec (marker written), and any failure fail the stack.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use smith_proto::cache::{CacheContents, CacheGroup, CacheUser};

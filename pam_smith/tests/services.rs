@@ -4,6 +4,8 @@
 //! argv). Private mount + network namespace per run (see `support`). Needs root; skips
 //! otherwise, fails when `SMITH_E2E_REQUIRED=1`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod support;
 
 use smith_proto::cache::{CacheContents, CacheGroup, CacheUser};

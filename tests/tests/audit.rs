@@ -1,6 +1,8 @@
 //! Issue 4's scenarios through real sudo, sshd and the CA: sudo by grant, the trail in
 //! order with key IDs, outages, crashes, tampering, replays, and out-of-band logins.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use smith_tests::cmd::{outcome, wait_for};

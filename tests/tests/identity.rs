@@ -2,6 +2,8 @@
 //! `oidc-provider`) and gets certificates only for what her IdP groups allow, within the
 //! grants' conditions; each refusal is recorded with its reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use smith_tests::oidc::{self, Browser, Provider, ProviderOptions};

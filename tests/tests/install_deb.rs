@@ -23,6 +23,8 @@
 //! prerequisite or an unreachable Debian mirror is a failure. `SMITH_DEBIAN_MIRROR`
 //! overrides the mirror.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use anyhow::{bail, ensure, Context, Result};
 use smith_tests::cmd::{outcome, wait_for, Background, Outcome};
 use smith_tests::{e2e_available, Fleet};

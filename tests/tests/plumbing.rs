@@ -2,6 +2,8 @@
 //! the LAN, with local accounts logging in by authorized_keys, and the machine's /etc
 //! untouched.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use smith_tests::{e2e_available, Fleet};
 
 #[test]

@@ -3,6 +3,8 @@
 //! CA; host `web-1` tagged `env=prod,role=web`; host `db-1` tagged `env=dev,role=db`.
 //! alice is in `dev` (ssh on `env=dev`); oscar is in `ops` (sudo on `env=prod`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use anyhow::{ensure, Context, Result};
 use smith_tests::cmd::wait_for;
 use smith_tests::{e2e_available, Client, Fleet};

@@ -6,6 +6,8 @@
 //! certificate still works. Engineers trust enrolled hosts through the host CA
 //! (`smith config ssh`), with `StrictHostKeyChecking yes` and no TOFU.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use smith_tests::cmd::wait_for;

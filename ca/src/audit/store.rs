@@ -291,8 +291,9 @@ pub fn verify_all(conn: &Connection) -> rusqlite::Result<VerifyReport> {
                 head_hash: hex::encode(GENESIS),
             });
         }
-        let Some(c) = cur.as_mut() else { continue };
-        let report = chains.last_mut().expect("pushed above");
+        let (Some(c), Some(report)) = (cur.as_mut(), chains.last_mut()) else {
+            continue;
+        };
         report.records += 1;
         report.head_seq = seq;
         report.head_hash = rec.hash.clone();

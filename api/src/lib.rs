@@ -12,8 +12,10 @@
 
 pub mod chain;
 pub mod client;
+pub mod error;
 pub mod tls;
 pub mod types;
 
 pub use client::{ApiError, Client, ClientOptions, Identity, Trust};
+pub use error::ErrorCode;
 pub use types::*;

@@ -83,7 +83,7 @@ pub enum AdminCmd {
     Scim(ScimCmd),
     /// The audit trail: list, verify, rejected uploads, out-of-band logins.
     #[command(subcommand)]
-    Audit(crate::audit::cli::AuditCmd),
+    Audit(smith_ca::audit::cli::AuditCmd),
     /// Recorded certificate issuance decisions (allowed and denied), oldest first.
     Decisions {
         /// Show at most this many (the most recent).
@@ -672,7 +672,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 println!("host {name} removed: it can no longer sync");
             }
         },
-        AdminCmd::Audit(a) => return crate::audit::cli::run(&c, a),
+        AdminCmd::Audit(a) => return smith_ca::audit::cli::run(&c, a),
         AdminCmd::Cert(CertCmd::Revoke {
             serial,
             key_id,

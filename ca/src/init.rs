@@ -51,15 +51,24 @@ fn machine_hostname() -> Option<String> {
     .then_some(h)
 }
 
-#[derive(serde::Serialize)]
-struct InitJson {
-    root_fingerprint: String,
-    admin_token: String,
-    data_dir: String,
-    user_ca_public_key: String,
+/// What a new CA hands its operator once (`--json` prints it as is).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Created {
+    pub root_fingerprint: String,
+    pub admin_token: String,
+    pub data_dir: String,
+    pub user_ca_public_key: String,
+    /// The names and IPs in the HTTPS server certificate.
+    #[serde(skip)]
+    pub sans: Vec<String>,
+    #[serde(skip)]
+    pub user_ca_algorithm: &'static str,
+    #[serde(skip)]
+    pub id_range: IdRange,
 }
 
-pub fn run(args: InitArgs) -> anyhow::Result<()> {
+/// Creates the CA (see the module doc) and returns what the operator must keep.
+pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
     let alg = CaAlgorithm::parse(&args.user_ca_algorithm).map_err(anyhow::Error::msg)?;
     let range = parse_id_range(&args.id_range)?;
     let mut sans = args.sans.clone();
@@ -98,7 +107,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", dd.root.display()))?;
 
     let mut created: Vec<PathBuf> = Vec::new();
-    let result = (|| -> anyhow::Result<InitJson> {
+    let result = (|| -> anyhow::Result<Created> {
         let now = crate::server::now();
         let user_ca = sshca::generate(alg, "smith-user-ca")?;
         let host_ca = sshca::generate(CaAlgorithm::Ed25519, "smith-host-ca")?;
@@ -139,22 +148,31 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         for extra in ["ca.db-wal", "ca.db-shm"] {
             created.push(dd.root.join(extra));
         }
-        Ok(InitJson {
+        Ok(Created {
             root_fingerprint: smith_api::tls::fingerprint(&tls.root_der),
             admin_token: token,
             data_dir: dd.root.display().to_string(),
             user_ca_public_key: user_pub,
+            sans: sans.clone(),
+            user_ca_algorithm: alg.as_str(),
+            id_range: range,
         })
     })();
-    let out = match result {
-        Ok(o) => o,
+    match result {
+        Ok(o) => Ok(o),
         Err(e) => {
             for f in &created {
                 let _ = std::fs::remove_file(f);
             }
-            return Err(e.context("smith-ca init failed; nothing was left behind"));
+            Err(e.context("smith-ca init failed; nothing was left behind"))
         }
-    };
+    }
+}
+
+/// `smith-ca init`: [`create`], then tell the operator what to do next.
+pub fn run(args: InitArgs) -> anyhow::Result<()> {
+    let out = create(&args)?;
+    let (sans, range) = (&out.sans, out.id_range);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -162,8 +180,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         println!();
         println!(
             "  user CA key ({}):  {}",
-            alg.as_str(),
-            out.user_ca_public_key
+            out.user_ca_algorithm, out.user_ca_public_key
         );
         println!("  TLS root fingerprint: {}", out.root_fingerprint);
         println!("  server certificate names: {}", sans.join(", "));

@@ -12,6 +12,7 @@
 //! Must never: issue to a disabled or unknown user, or for a scope no grant covers.
 
 use crate::model::{Grant, Model};
+use smith_api::ErrorCode;
 use smith_proto::{Tags, UserName};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -44,16 +45,14 @@ pub struct Allowed {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
-    pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub reason: String,
     pub grant_ids: Vec<u64>,
 }
 
 impl Denied {
-    pub fn new(status: u16, code: &'static str, reason: impl Into<String>) -> Denied {
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Denied {
         Denied {
-            status,
             code,
             reason: reason.into(),
             grant_ids: vec![],
@@ -78,15 +77,13 @@ pub fn check_reason(reason: Option<&str>) -> Result<(), Denied> {
     if let Some(r) = reason {
         if r.chars().count() > MAX_REASON_LEN {
             return Err(Denied::new(
-                400,
-                "invalid_reason",
+                ErrorCode::InvalidReason,
                 format!("the reason is longer than {MAX_REASON_LEN} characters"),
             ));
         }
         if r.chars().any(|c| c.is_control()) {
             return Err(Denied::new(
-                400,
-                "invalid_reason",
+                ErrorCode::InvalidReason,
                 "the reason may not contain control characters (newlines, tabs, NUL...)",
             ));
         }
@@ -98,8 +95,7 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
     check_reason(req.reason)?;
     if req.ttl_secs < MIN_TTL_SECS {
         return Err(Denied::new(
-            400,
-            "invalid_ttl",
+            ErrorCode::InvalidTtl,
             format!(
                 "requested TTL of {}s is below the minimum of {MIN_TTL_SECS}s",
                 req.ttl_secs
@@ -108,8 +104,7 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
     }
     if req.ttl_secs > req.ca_max_ttl_secs {
         return Err(Denied::new(
-            400,
-            "invalid_ttl",
+            ErrorCode::InvalidTtl,
             format!(
                 "requested TTL of {} is above this CA's maximum of {}",
                 humantime::format_duration(std::time::Duration::from_secs(req.ttl_secs)),
@@ -119,15 +114,13 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
     }
     let user = m.users.get(req.user).ok_or_else(|| {
         Denied::new(
-            403,
-            "unknown_user",
+            ErrorCode::UnknownUser,
             format!("user '{}' does not exist at this CA", req.user),
         )
     })?;
     if user.disabled {
         return Err(Denied::new(
-            403,
-            "user_disabled",
+            ErrorCode::UserDisabled,
             format!("user '{}' is disabled; no certificate is issued", user.name),
         ));
     }
@@ -154,8 +147,7 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
             )
         };
         return Err(Denied::new(
-            403,
-            "no_matching_grant",
+            ErrorCode::NoMatchingGrant,
             format!(
                 "no grant covers scope '{scope_text}' for user '{}' (groups: {}); {have}",
                 user.name,
@@ -208,8 +200,7 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
         .collect();
     if matching.is_empty() {
         let mut d = Denied::new(
-            403,
-            "condition_failed",
+            ErrorCode::ConditionFailed,
             format!(
                 "grants cover scope '{scope_text}' but their conditions are not met: {}",
                 failed.join("; ")
@@ -321,7 +312,7 @@ mod tests {
 
         let other = Tags::parse("env=staging").unwrap();
         let d = decide(&m, &req(&alice, &other, 3600, None, "127.0.0.1")).unwrap_err();
-        assert_eq!(d.code, "no_matching_grant");
+        assert_eq!(d.code, ErrorCode::NoMatchingGrant);
         assert!(d.reason.contains("env=staging"), "{}", d.reason);
     }
 
@@ -331,7 +322,7 @@ mod tests {
         let alice = UserName::new("alice").unwrap();
         let prod = Tags::parse("env=prod").unwrap();
         let d = decide(&m, &req(&alice, &prod, 600, Some("INC-1"), "127.0.0.1")).unwrap_err();
-        assert_eq!(d.code, "condition_failed");
+        assert_eq!(d.code, ErrorCode::ConditionFailed);
         assert!(d.reason.contains("not in 10.0.0.0/8"), "{}", d.reason);
         let d = decide(&m, &req(&alice, &prod, 600, None, "10.1.2.3")).unwrap_err();
         assert!(d.reason.contains("requires a reason"), "{}", d.reason);
@@ -359,7 +350,7 @@ mod tests {
         );
         let dev = Tags::parse("env=dev").unwrap();
         let d = decide(&m, &req(&alice, &dev, 600, None, "127.0.0.1")).unwrap_err();
-        assert_eq!(d.code, "condition_failed");
+        assert_eq!(d.code, ErrorCode::ConditionFailed);
         assert!(
             d.reason.contains("outside its time windows") && d.reason.contains("Mon 10:00 UTC"),
             "{}",
@@ -382,19 +373,19 @@ mod tests {
             decide(&m, &req(&alice, &dev, 59, None, "127.0.0.1"))
                 .unwrap_err()
                 .code,
-            "invalid_ttl"
+            ErrorCode::InvalidTtl
         );
         assert_eq!(
             decide(&m, &req(&alice, &dev, 86401, None, "127.0.0.1"))
                 .unwrap_err()
                 .code,
-            "invalid_ttl"
+            ErrorCode::InvalidTtl
         );
         assert_eq!(
             decide(&m, &req(&alice, &dev, 600, Some("a\nb"), "127.0.0.1"))
                 .unwrap_err()
                 .code,
-            "invalid_reason"
+            ErrorCode::InvalidReason
         );
         m.apply(
             &[Change::DisableUser {
@@ -407,7 +398,7 @@ mod tests {
             decide(&m, &req(&alice, &dev, 600, None, "127.0.0.1"))
                 .unwrap_err()
                 .code,
-            "user_disabled"
+            ErrorCode::UserDisabled
         );
     }
 }

@@ -6,24 +6,8 @@
 #![forbid(unsafe_code)]
 
 mod admin_cli;
-mod audit;
-mod auth;
-mod datadir;
-mod db;
-mod init;
-mod issue;
-mod krl;
-mod model;
-mod oidc;
-mod revoke;
-mod scim;
-mod server;
-mod signer;
-mod sshca;
-mod sync;
-mod timewin;
-mod tlsca;
-mod writer;
+
+use smith_ca::{audit, datadir, init, oidc, server};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -27,6 +27,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::Json;
 use axum::Router;
 use smith_api::chain::{AuditAck, AuditBatch};
+use smith_api::ErrorCode;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -54,14 +55,14 @@ async fn upload(
 ) -> Result<Json<AuditAck>, ApiError> {
     let host = crate::server::hosts::host_of(&ca, &peer)?;
     if batch.records.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_input",
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
             "an audit batch needs at least one record",
         ));
     }
     if batch.records.len() > MAX_RECORDS {
-        return Err(ApiError::bad_request(
-            "invalid_input",
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
             format!("at most {MAX_RECORDS} records per batch"),
         ));
     }
@@ -70,15 +71,15 @@ async fn upload(
         .writer
         .audit(host.name.to_string(), batch.records)
         .await
-        .map_err(|e| ApiError::new(503, "unavailable", e.to_string()))?
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?
     {
         Ok(ack) => {
             tracing::debug!(host = %host.name, records = n, acked_through = ack.acked_through, "audit records stored");
             Ok(Json(ack))
         }
         Err(rej) => {
-            tracing::warn!(host = %host.name, seq = rej.seq, code = rej.code, reason = %rej.reason, "audit upload rejected");
-            Err(ApiError::conflict(rej.code, rej.message()))
+            tracing::warn!(host = %host.name, seq = rej.seq, code = %rej.code, reason = %rej.reason, "audit upload rejected");
+            Err(ApiError::new(rej.code, rej.message()))
         }
     }
 }

@@ -12,6 +12,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use smith_api::chain::{self, AuditAck, AuditRecord, GENESIS};
+use smith_api::ErrorCode;
 
 /// The CA's own chain (issuance decisions). `@` is not allowed in host names.
 pub const CA_CHAIN: &str = "@ca";
@@ -20,7 +21,7 @@ pub const CA_CHAIN: &str = "@ca";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     /// `audit_chain_broken` or `audit_replay`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub seq: u64,
     pub reason: String,
 }
@@ -28,7 +29,7 @@ pub struct Rejected {
 impl Rejected {
     pub fn message(&self) -> String {
         match self.code {
-            "audit_replay" => format!(
+            ErrorCode::AuditReplay => format!(
                 "audit replay: every record of this batch (up to seq {}) is already stored; {}",
                 self.seq, self.reason
             ),
@@ -128,7 +129,7 @@ pub fn check_batch(
     if records.first().is_some_and(|r| r.seq <= seq) {
         let last = records.iter().map(|r| r.seq).max().unwrap_or(0);
         return Ok(Err(Rejected {
-            code: "audit_replay",
+            code: ErrorCode::AuditReplay,
             seq: last,
             reason: format!(
                 "the CA's chain for {host} is already at seq {seq}; ask GET /v1/host/audit/head \
@@ -138,7 +139,7 @@ pub fn check_batch(
     }
     Ok(
         chain::verify_chain(host, seq, hash, records).map_err(|e| Rejected {
-            code: "audit_chain_broken",
+            code: ErrorCode::AuditChainBroken,
             seq: e.seq,
             reason: e.reason,
         }),
@@ -159,7 +160,7 @@ pub fn record_rejection(
         params![
             host,
             rej.seq as i64,
-            rej.code,
+            rej.code.as_str(),
             rej.reason,
             at as i64,
             records.first().map(|r| r.seq as i64).unwrap_or(0),

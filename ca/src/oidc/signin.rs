@@ -14,12 +14,12 @@
 
 use super::verify::{IdToken, Refusal};
 use crate::model::{Change, IdKind, Model, User};
+use smith_api::ErrorCode;
 use smith_proto::GroupName;
 use std::collections::BTreeSet;
 
-fn refuse(status: u16, code: &'static str, reason: String) -> Refusal {
+fn refuse(code: ErrorCode, reason: String) -> Refusal {
     Refusal {
-        status,
         code,
         reason,
         claimed_user: None,
@@ -41,8 +41,7 @@ pub fn plan(m: &Model, t: &IdToken, at: u64) -> Result<Vec<Change>, Refusal> {
             match &u.oidc_subject {
                 Some(s) if s != &t.subject => {
                     return Err(refuse(
-                        403,
-                        "oidc_subject_mismatch",
+                        ErrorCode::OidcSubjectMismatch,
                         format!(
                             "user '{}' is bound to another identity of the OpenID Provider \
                              (a different 'sub'); ask the admin to check the account",
@@ -80,8 +79,7 @@ pub fn plan(m: &Model, t: &IdToken, at: u64) -> Result<Vec<Change>, Refusal> {
             if let Ok(g) = GroupName::new(t.username.as_str()) {
                 if m.groups.contains_key(&g) {
                     return Err(refuse(
-                        409,
-                        "name_conflict",
+                        ErrorCode::NameConflict,
                         format!(
                             "'{}' is the name of a group at this CA, so it cannot become a \
                              user (their private group would collide); ask the admin",
@@ -92,7 +90,7 @@ pub fn plan(m: &Model, t: &IdToken, at: u64) -> Result<Vec<Change>, Refusal> {
             }
             let uid = m
                 .allocate_id(IdKind::User, t.username.as_str(), None)
-                .map_err(|e| refuse(503, "id_exhausted", e.to_string()))?;
+                .map_err(|e| refuse(ErrorCode::IdExhausted, e.to_string()))?;
             changes.push(Change::AddUser(User {
                 name: t.username.clone(),
                 uid,
@@ -174,7 +172,7 @@ mod tests {
         assert!(m.groups[&GroupName::new("dev").unwrap()].members.is_empty());
         // Another sub for the same login name is refused.
         let r = plan(&m, &token("alice", "s-2", &["ops"]), 13).unwrap_err();
-        assert_eq!((r.status, r.code), (403, "oidc_subject_mismatch"));
+        assert_eq!(r.code, ErrorCode::OidcSubjectMismatch);
     }
 
     #[test]
@@ -203,6 +201,6 @@ mod tests {
         assert!(plan(&m, &token("bob", "s-b", &[]), 7).unwrap().is_empty());
         // A login name that is a group's name cannot be provisioned.
         let r = plan(&m, &token("dev", "s-d", &[]), 8).unwrap_err();
-        assert_eq!(r.code, "name_conflict");
+        assert_eq!(r.code, ErrorCode::NameConflict);
     }
 }

@@ -19,6 +19,7 @@ use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
+use smith_api::ErrorCode;
 use smith_proto::{GroupName, UserName};
 use std::sync::Arc;
 
@@ -45,17 +46,15 @@ pub struct IdToken {
 /// Why a token was refused: HTTP status, a stable code, a sentence for the engineer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub reason: String,
     /// The username claim as the (unverified) token states it, to label the decision.
     pub claimed_user: Option<String>,
 }
 
 impl Refusal {
-    fn new(status: u16, code: &'static str, reason: impl Into<String>) -> Refusal {
+    fn new(code: ErrorCode, reason: impl Into<String>) -> Refusal {
         Refusal {
-            status,
             code,
             reason: reason.into(),
             claimed_user: None,
@@ -80,20 +79,17 @@ pub fn check_nonce(token: Option<&str>, request: Option<&str>) -> Result<(), Ref
         (None, None) => Ok(()),
         (Some(t), Some(r)) if t == r => Ok(()),
         (Some(_), Some(_)) => Err(Refusal::new(
-            401,
-            "oidc_nonce_mismatch",
+            ErrorCode::OidcNonceMismatch,
             "the ID token's nonce is not the one this request expects (a token replayed from \
              another sign-in?); run `smith login` again",
         )),
         (Some(_), None) => Err(Refusal::new(
-            401,
-            "oidc_nonce_mismatch",
+            ErrorCode::OidcNonceMismatch,
             "the ID token carries a nonce but the request does not say which nonce it \
              expects; send the nonce of your sign-in (`smith cert` does this after `smith login`)",
         )),
         (None, Some(_)) => Err(Refusal::new(
-            401,
-            "oidc_nonce_mismatch",
+            ErrorCode::OidcNonceMismatch,
             "the request expects a nonce but the ID token carries none",
         )),
     }
@@ -165,22 +161,18 @@ impl Verifier {
         let cfg = &self.cfg;
         if token.len() > MAX_TOKEN_LEN || !looks_like_jwt(token) {
             return Err(Refusal::new(
-                401,
-                "oidc_malformed",
+                ErrorCode::OidcMalformed,
                 "the bearer credential is not a well-formed ID token (JWT)",
             ));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
-            Refusal::new(
-                401,
-                "oidc_malformed",
+            Refusal::new(ErrorCode::OidcMalformed,
                 format!("the ID token's header cannot be read ({e}); only RS*, PS*, ES256, ES384 and EdDSA are accepted"),
             )
         })?;
         if !accepted(header.alg) {
             return Err(Refusal::new(
-                401,
-                "oidc_bad_algorithm",
+                ErrorCode::OidcBadAlgorithm,
                 format!(
                     "the ID token is signed with {:?}; only asymmetric algorithms (RS*, PS*, \
                      ES256, ES384, EdDSA) are accepted",
@@ -190,16 +182,14 @@ impl Verifier {
         }
         let payload = unverified_payload(token).ok_or_else(|| {
             Refusal::new(
-                401,
-                "oidc_malformed",
+                ErrorCode::OidcMalformed,
                 "the ID token's claims are not a JSON object",
             )
         })?;
         let iss = payload.get("iss").and_then(|v| v.as_str()).unwrap_or("");
         if iss != cfg.issuer {
             return Err(Refusal::new(
-                401,
-                "oidc_wrong_issuer",
+                ErrorCode::OidcWrongIssuer,
                 format!(
                     "the ID token was issued by '{}', but this CA trusts '{}'; sign in with \
                      `smith login` against this CA",
@@ -214,16 +204,14 @@ impl Verifier {
             .await
             .map_err(|e| match e {
                 KeyError::Unavailable(m) => Refusal::new(
-                    503,
-                    "oidc_unavailable",
+                    ErrorCode::OidcUnavailable,
                     format!(
                         "cannot verify the ID token now: the OpenID Provider's keys could not be \
                          fetched ({m}); try again later or use a token from your admin"
                     ),
                 ),
                 KeyError::UnknownKey(m) => Refusal::new(
-                    401,
-                    "oidc_unknown_key",
+                    ErrorCode::OidcUnknownKey,
                     format!("the ID token's signing key is unknown: {m}"),
                 ),
             })?;
@@ -263,15 +251,12 @@ impl Verifier {
         let leeway = cfg.leeway.as_secs();
         let iat = claims.get("iat").and_then(|v| v.as_u64()).ok_or_else(|| {
             Refusal::new(
-                401,
-                "oidc_malformed",
+                ErrorCode::OidcMalformed,
                 "the ID token has no numeric 'iat' claim",
             )
         })?;
         if iat > now + leeway {
-            return Err(Refusal::new(
-                401,
-                "oidc_not_yet_valid",
+            return Err(Refusal::new(ErrorCode::OidcNotYetValid,
                 "the ID token was issued in the future (iat); check the clocks of the CA and the IdP",
             ));
         }
@@ -283,8 +268,7 @@ impl Verifier {
         match claims.get("azp") {
             Some(Value::String(azp)) if azp != &cfg.client_id => {
                 return Err(Refusal::new(
-                    401,
-                    "oidc_wrong_audience",
+                    ErrorCode::OidcWrongAudience,
                     format!(
                         "the ID token was issued to client '{}' (azp), not to '{}'",
                         azp.escape_debug(),
@@ -295,16 +279,14 @@ impl Verifier {
             Some(Value::String(_)) => {}
             None if auds.len() > 1 => {
                 return Err(Refusal::new(
-                    401,
-                    "oidc_wrong_audience",
+                    ErrorCode::OidcWrongAudience,
                     "the ID token has several audiences but no 'azp' naming this client",
                 ))
             }
             None => {}
             Some(_) => {
                 return Err(Refusal::new(
-                    401,
-                    "oidc_malformed",
+                    ErrorCode::OidcMalformed,
                     "the 'azp' claim is not a string",
                 ))
             }
@@ -313,15 +295,16 @@ impl Verifier {
             .get("sub")
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty() && s.len() <= 255)
-            .ok_or_else(|| Refusal::new(401, "oidc_malformed", "the ID token has no usable 'sub'"))?
+            .ok_or_else(|| {
+                Refusal::new(ErrorCode::OidcMalformed, "the ID token has no usable 'sub'")
+            })?
             .to_string();
         let raw_user = claims
             .get(&cfg.username_claim)
             .and_then(|v| v.as_str())
             .ok_or_else(|| {
                 Refusal::new(
-                    403,
-                    "oidc_invalid_username",
+                    ErrorCode::OidcInvalidUsername,
                     format!(
                         "the ID token has no '{}' claim to take the login name from; ask the \
                          admin to map a claim with --oidc-username-claim",
@@ -331,8 +314,7 @@ impl Verifier {
             })?;
         let username = UserName::new(raw_user).map_err(|e| {
             Refusal::new(
-                403,
-                "oidc_invalid_username",
+                ErrorCode::OidcInvalidUsername,
                 format!(
                     "the ID token's '{}' claim '{}' is not a valid login name ({e}); ask the \
                      admin to map another claim with --oidc-username-claim",
@@ -390,24 +372,20 @@ impl Verifier {
 fn map_error(kind: Option<&ErrorKind>, cfg: &OidcConfig) -> Refusal {
     match kind {
         Some(ErrorKind::InvalidSignature) => Refusal::new(
-            401,
-            "oidc_bad_signature",
+            ErrorCode::OidcBadSignature,
             "the ID token's signature does not verify with the provider's keys (tampered or \
              forged token)",
         ),
         Some(ErrorKind::ExpiredSignature) => Refusal::new(
-            401,
-            "oidc_expired",
+            ErrorCode::OidcExpired,
             "the ID token has expired; run `smith login` again",
         ),
         Some(ErrorKind::ImmatureSignature) => Refusal::new(
-            401,
-            "oidc_not_yet_valid",
+            ErrorCode::OidcNotYetValid,
             "the ID token is not valid yet (nbf); check the clocks of the CA and the IdP",
         ),
         Some(ErrorKind::InvalidAudience) => Refusal::new(
-            401,
-            "oidc_wrong_audience",
+            ErrorCode::OidcWrongAudience,
             format!(
                 "the ID token is not meant for this CA: its audience does not include the \
                  client '{}'",
@@ -415,28 +393,23 @@ fn map_error(kind: Option<&ErrorKind>, cfg: &OidcConfig) -> Refusal {
             ),
         ),
         Some(ErrorKind::InvalidIssuer) => Refusal::new(
-            401,
-            "oidc_wrong_issuer",
+            ErrorCode::OidcWrongIssuer,
             format!("the ID token was not issued by '{}'", cfg.issuer),
         ),
         Some(ErrorKind::MissingRequiredClaim(c)) => Refusal::new(
-            401,
-            "oidc_malformed",
+            ErrorCode::OidcMalformed,
             format!("the ID token has no '{c}' claim"),
         ),
         Some(ErrorKind::InvalidAlgorithm) => Refusal::new(
-            401,
-            "oidc_bad_algorithm",
+            ErrorCode::OidcBadAlgorithm,
             "the ID token's algorithm does not match its key",
         ),
         Some(other) => Refusal::new(
-            401,
-            "oidc_malformed",
+            ErrorCode::OidcMalformed,
             format!("the ID token cannot be verified: {other:?}"),
         ),
         None => Refusal::new(
-            401,
-            "oidc_unknown_key",
+            ErrorCode::OidcUnknownKey,
             "no key to verify the ID token with",
         ),
     }
@@ -501,38 +474,38 @@ mod tests {
         let mut c = base();
         c["preferred_username"] = json!("alice@example.com");
         let r = v.check_and_map(claims(c), NOW).unwrap_err();
-        assert_eq!((r.status, r.code), (403, "oidc_invalid_username"));
+        assert_eq!(r.code, ErrorCode::OidcInvalidUsername);
         assert!(r.reason.contains("--oidc-username-claim"), "{}", r.reason);
         let mut c = base();
         c["preferred_username"] = json!("root");
         assert_eq!(
             v.check_and_map(claims(c), NOW).unwrap_err().code,
-            "oidc_invalid_username"
+            ErrorCode::OidcInvalidUsername
         );
         let mut c = base();
         c["aud"] = json!(["smith", "other"]);
         assert_eq!(
             v.check_and_map(claims(c.clone()), NOW).unwrap_err().code,
-            "oidc_wrong_audience"
+            ErrorCode::OidcWrongAudience
         );
         c["azp"] = json!("smith");
         assert!(v.check_and_map(claims(c.clone()), NOW).is_ok());
         c["azp"] = json!("other");
         assert_eq!(
             v.check_and_map(claims(c), NOW).unwrap_err().code,
-            "oidc_wrong_audience"
+            ErrorCode::OidcWrongAudience
         );
         let mut c = base();
         c["iat"] = json!(NOW + 120);
         assert_eq!(
             v.check_and_map(claims(c), NOW).unwrap_err().code,
-            "oidc_not_yet_valid"
+            ErrorCode::OidcNotYetValid
         );
         let mut c = base();
         c.as_object_mut().unwrap().remove("iat");
         assert_eq!(
             v.check_and_map(claims(c), NOW).unwrap_err().code,
-            "oidc_malformed"
+            ErrorCode::OidcMalformed
         );
     }
 
@@ -541,7 +514,10 @@ mod tests {
         assert!(check_nonce(None, None).is_ok());
         assert!(check_nonce(Some("a"), Some("a")).is_ok());
         for (t, r) in [(Some("a"), Some("b")), (Some("a"), None), (None, Some("a"))] {
-            assert_eq!(check_nonce(t, r).unwrap_err().code, "oidc_nonce_mismatch");
+            assert_eq!(
+                check_nonce(t, r).unwrap_err().code,
+                ErrorCode::OidcNonceMismatch
+            );
         }
     }
 
@@ -584,23 +560,26 @@ mod tests {
         forged["preferred_username"] = json!("oscar");
         parts[1] = b64(forged.to_string().as_bytes());
         let r = v.verify(&parts.join(".")).await.unwrap_err();
-        assert_eq!(r.code, "oidc_bad_signature");
+        assert_eq!(r.code, ErrorCode::OidcBadSignature);
         assert_eq!(r.claimed_user.as_deref(), Some("oscar"));
 
         let mut w = c.clone();
         w["aud"] = json!("smith-other");
         assert_eq!(
             v.verify(&sign(&w)).await.unwrap_err().code,
-            "oidc_wrong_audience"
+            ErrorCode::OidcWrongAudience
         );
         let mut e = c.clone();
         e["exp"] = json!(now - 120);
-        assert_eq!(v.verify(&sign(&e)).await.unwrap_err().code, "oidc_expired");
+        assert_eq!(
+            v.verify(&sign(&e)).await.unwrap_err().code,
+            ErrorCode::OidcExpired
+        );
         let mut i = c.clone();
         i["iss"] = json!("https://evil.example");
         assert_eq!(
             v.verify(&sign(&i)).await.unwrap_err().code,
-            "oidc_wrong_issuer"
+            ErrorCode::OidcWrongIssuer
         );
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -608,6 +587,9 @@ mod tests {
             &EncodingKey::from_secret(b"k"),
         )
         .unwrap();
-        assert_eq!(v.verify(&hs).await.unwrap_err().code, "oidc_bad_algorithm");
+        assert_eq!(
+            v.verify(&hs).await.unwrap_err().code,
+            ErrorCode::OidcBadAlgorithm
+        );
     }
 }

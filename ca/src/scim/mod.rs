@@ -35,6 +35,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use smith_api::ErrorCode;
 use smith_api::{TokenRequest, TokenResponse};
 use std::sync::Arc;
 
@@ -59,17 +60,6 @@ pub struct ScimError {
     pub detail: String,
 }
 
-const SCIM_TYPES: &[&str] = &[
-    "invalidValue",
-    "uniqueness",
-    "mutability",
-    "invalidFilter",
-    "invalidSyntax",
-    "invalidPath",
-    "noTarget",
-    "tooMany",
-];
-
 impl ScimError {
     pub fn new(status: u16, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
         ScimError {
@@ -93,17 +83,24 @@ impl ScimError {
     pub fn mutability(detail: impl Into<String>) -> Self {
         Self::new(400, Some("mutability"), detail)
     }
-    /// Carried through [`Ca::mutate`] as an [`ApiError`] whose code is the scimType.
-    pub fn into_api(self) -> ApiError {
-        ApiError::new(self.status, self.scim_type.unwrap_or("scim"), self.detail)
-    }
 }
 
 impl From<ApiError> for ScimError {
     fn from(e: ApiError) -> ScimError {
-        let scim_type = SCIM_TYPES.iter().find(|t| **t == e.code).copied();
+        let scim_type = match e.code {
+            ErrorCode::UserExists
+            | ErrorCode::GroupExists
+            | ErrorCode::NameConflict
+            | ErrorCode::IdConflict => Some("uniqueness"),
+            ErrorCode::InvalidInput
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidTtl
+            | ErrorCode::UnknownUser
+            | ErrorCode::UnknownGroup => Some("invalidValue"),
+            _ => None,
+        };
         ScimError {
-            status: e.status.as_u16(),
+            status: e.status().as_u16(),
             scim_type,
             detail: e.message,
         }
@@ -185,9 +182,7 @@ pub async fn mutate<F>(ca: &Arc<Ca>, what: String, plan: F) -> Result<u64, ScimE
 where
     F: FnOnce(&crate::model::Model, u64) -> Result<Vec<Change>, ScimError> + Send + 'static,
 {
-    ca.mutate(what, move |m, at| plan(m, at).map_err(ScimError::into_api))
-        .await
-        .map_err(ScimError::from)
+    ca.mutate(what, plan).await
 }
 
 /// RFC 3339 form of unix seconds.
@@ -313,15 +308,15 @@ pub async fn mint_token(
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
     if !(60..=crate::server::admin::MAX_TOKEN_TTL_SECS).contains(&ttl) {
-        return Err(ApiError::bad_request(
-            "invalid_ttl",
+        return Err(ApiError::new(
+            ErrorCode::InvalidTtl,
             "a SCIM token's lifetime must be between 1m and 365d",
         ));
     }
     let token = new_token(TokenKind::Scim);
     let hash = hash_token(&token);
     let expires_at = crate::server::now() + ttl;
-    ca.mutate("scim token".into(), move |_, at| {
+    ca.mutate::<_, ApiError>("scim token".into(), move |_, at| {
         Ok(vec![Change::AddToken {
             hash,
             token: Token {
@@ -370,7 +365,7 @@ mod tests {
         );
         assert!(posix_id(&json!({"uidNumber": 0}), USER_EXT, "uidNumber").is_err());
         assert_eq!(
-            ScimError::from(ScimError::uniqueness("x").into_api()).scim_type,
+            ScimError::from(ApiError::new(ErrorCode::NameConflict, "x")).scim_type,
             Some("uniqueness")
         );
     }

@@ -15,6 +15,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
+use smith_api::ErrorCode;
 use smith_api::{
     CaKeys, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, Health, HostInfo,
     HostTokenRequestNamed, MemberChange, TokenRequest, TokenResponse, UserAdd, UserInfo,
@@ -37,8 +38,8 @@ impl FromRequestParts<Arc<Ca>> for Admin {
     async fn from_request_parts(parts: &mut Parts, ca: &Arc<Ca>) -> Result<Self, ApiError> {
         match ca.principal(parts)? {
             Principal::Admin => Ok(Admin),
-            _ => Err(ApiError::forbidden(
-                "admin_only",
+            _ => Err(ApiError::new(
+                ErrorCode::AdminOnly,
                 "this endpoint needs the admin token; a user or enrollment token cannot use it",
             )),
         }
@@ -66,8 +67,8 @@ pub async fn host_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
 
 fn parse_user(s: &str) -> Result<UserName, ApiError> {
     UserName::new(s).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_name",
+        ApiError::new(
+            ErrorCode::InvalidName,
             format!("user name '{}': {e}", s.escape_debug()),
         )
     })
@@ -75,8 +76,8 @@ fn parse_user(s: &str) -> Result<UserName, ApiError> {
 
 fn parse_group(s: &str) -> Result<GroupName, ApiError> {
     GroupName::new(s).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_name",
+        ApiError::new(
+            ErrorCode::InvalidName,
             format!("group name '{}': {e}", s.escape_debug()),
         )
     })
@@ -121,22 +122,23 @@ fn current_user(ca: &Ca, name: &UserName) -> Result<UserInfo, ApiError> {
         .users
         .get(name)
         .map(user_info)
-        .ok_or_else(|| ApiError::not_found("not_found", format!("user '{name}' does not exist")))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("user '{name}' does not exist")))
 }
 
 fn current_group(ca: &Ca, name: &GroupName) -> Result<GroupInfo, ApiError> {
-    ca.model()
-        .groups
-        .get(name)
-        .map(group_info)
-        .ok_or_else(|| ApiError::not_found("not_found", format!("group '{name}' does not exist")))
+    ca.model().groups.get(name).map(group_info).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("group '{name}' does not exist"),
+        )
+    })
 }
 
 /// GECOS: printable, no `:` (it would break /etc/passwd lines), bounded.
 fn check_gecos(s: &str) -> Result<(), ApiError> {
     if s.len() > 256 || s.chars().any(|c| c.is_control() || c == ':') {
-        return Err(ApiError::bad_request(
-            "invalid_gecos",
+        return Err(ApiError::new(
+            ErrorCode::InvalidGecos,
             "gecos must be at most 256 bytes without ':' or control characters",
         ));
     }
@@ -152,8 +154,8 @@ fn check_shell(s: &str) -> Result<(), ApiError> {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.' | b'+'));
     if !ok {
-        return Err(ApiError::bad_request(
-            "invalid_shell",
+        return Err(ApiError::new(
+            ErrorCode::InvalidShell,
             format!(
                 "shell '{}' must be an absolute path of [A-Za-z0-9/_.+-], at most 256 bytes",
                 s.escape_debug()
@@ -164,7 +166,7 @@ fn check_shell(s: &str) -> Result<(), ApiError> {
 }
 
 fn id_error(e: crate::model::IdError) -> ApiError {
-    ApiError::conflict("id_conflict", e.to_string())
+    ApiError::new(ErrorCode::IdConflict, e.to_string())
 }
 
 fn plan_group(
@@ -175,10 +177,9 @@ fn plan_group(
 ) -> Result<Group, ApiError> {
     if m.users.contains_key(
         &UserName::new(name.as_str())
-            .map_err(|_| ApiError::bad_request("invalid_name", "invalid group name"))?,
+            .map_err(|_| ApiError::new(ErrorCode::InvalidName, "invalid group name"))?,
     ) {
-        return Err(ApiError::conflict(
-            "name_conflict",
+        return Err(ApiError::new(ErrorCode::NameConflict,
             format!(
                 "'{name}' is a user's name (and so their private group on hosts); pick another group name"
             ),
@@ -211,24 +212,22 @@ pub async fn add_user(
         check_shell(s)?;
     }
     if req.groups.len() > 256 {
-        return Err(ApiError::bad_request(
-            "invalid_input",
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
             "at most 256 groups per user",
         ));
     }
     let name = req.name.clone();
     ca.mutate(format!("user add {name}"), move |m, at| {
         if m.users.contains_key(&req.name) {
-            return Err(ApiError::conflict(
-                "user_exists",
+            return Err(ApiError::new(ErrorCode::UserExists,
                 format!("user '{}' already exists", req.name),
             ));
         }
         if m.groups.contains_key(&GroupName::new(req.name.as_str()).map_err(|_| {
-            ApiError::bad_request("invalid_name", "invalid user name")
+            ApiError::new(ErrorCode::InvalidName, "invalid user name")
         })?) {
-            return Err(ApiError::conflict(
-                "name_conflict",
+            return Err(ApiError::new(ErrorCode::NameConflict,
                 format!(
                     "'{}' is already a group's name; a user's private group would collide with it",
                     req.name
@@ -241,16 +240,14 @@ pub async fn add_user(
         for g in wanted {
             if !m.groups.contains_key(g) {
                 if !req.create_groups {
-                    return Err(ApiError::not_found(
-                        "unknown_group",
+                    return Err(ApiError::new(ErrorCode::UnknownGroup,
                         format!(
                             "group '{g}' does not exist; create it with `smith-ca admin group add {g}`"
                         ),
                     ));
                 }
                 if g.as_str() == req.name.as_str() {
-                    return Err(ApiError::conflict(
-                        "name_conflict",
+                    return Err(ApiError::new(ErrorCode::NameConflict,
                         format!("group '{g}' would have the same name as the user's private group"),
                     ));
                 }
@@ -291,8 +288,8 @@ pub async fn disable_user(
     let n = name.clone();
     ca.mutate(format!("user disable {name}"), move |m, at| {
         match m.users.get(&n) {
-            None => Err(ApiError::not_found(
-                "not_found",
+            None => Err(ApiError::new(
+                ErrorCode::NotFound,
                 format!("user '{n}' does not exist"),
             )),
             Some(u) if u.disabled => Ok(vec![]),
@@ -306,8 +303,8 @@ pub async fn disable_user(
 fn ttl_in(ttl: Option<u64>, default: u64, min: u64, max: u64, what: &str) -> Result<u64, ApiError> {
     let ttl = ttl.unwrap_or(default);
     if !(min..=max).contains(&ttl) {
-        return Err(ApiError::bad_request(
-            "invalid_ttl",
+        return Err(ApiError::new(
+            ErrorCode::InvalidTtl,
             format!(
                 "{what} lifetime must be between {} and {}",
                 humantime::format_duration(std::time::Duration::from_secs(min)),
@@ -329,7 +326,7 @@ pub async fn user_token(
         TokenRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_input", format!("invalid JSON body: {e}"))
+            ApiError::new(ErrorCode::InvalidInput, format!("invalid JSON body: {e}"))
         })?
     };
     let ttl = ttl_in(
@@ -344,12 +341,12 @@ pub async fn user_token(
     let expires_at = super::now() + ttl;
     ca.mutate(format!("user token {name}"), move |m, at| {
         match m.users.get(&name) {
-            None => Err(ApiError::not_found(
-                "not_found",
+            None => Err(ApiError::new(
+                ErrorCode::NotFound,
                 format!("user '{name}' does not exist"),
             )),
-            Some(u) if u.disabled => Err(ApiError::conflict(
-                "user_disabled",
+            Some(u) if u.disabled => Err(ApiError::new(
+                ErrorCode::UserDisabled,
                 format!("user '{name}' is disabled; no token is minted"),
             )),
             Some(_) => Ok(vec![Change::AddToken {
@@ -393,8 +390,8 @@ pub async fn add_group(
     if created {
         ca.mutate(format!("group add {name}"), move |m, at| {
             if let Some(g) = m.groups.get(&req.name) {
-                return Err(ApiError::conflict(
-                    "group_exists",
+                return Err(ApiError::new(
+                    ErrorCode::GroupExists,
                     format!("group '{}' already exists with gid {}", req.name, g.gid),
                 ));
             }
@@ -424,11 +421,11 @@ pub async fn add_member(
         format!("group add-member {group} {}", req.user),
         move |m, at| {
             let grp = m.groups.get(&g).ok_or_else(|| {
-                ApiError::not_found("not_found", format!("group '{g}' does not exist"))
+                ApiError::new(ErrorCode::NotFound, format!("group '{g}' does not exist"))
             })?;
             if !m.users.contains_key(&req.user) {
-                return Err(ApiError::not_found(
-                    "not_found",
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
                     format!(
                         "user '{}' does not exist; add it with `smith-ca admin user add {}`",
                         req.user, req.user
@@ -461,11 +458,11 @@ pub async fn remove_member(
         format!("group remove-member {group} {user}"),
         move |m, _| {
             let grp = m.groups.get(&g).ok_or_else(|| {
-                ApiError::not_found("not_found", format!("group '{g}' does not exist"))
+                ApiError::new(ErrorCode::NotFound, format!("group '{g}' does not exist"))
             })?;
             if !grp.members.contains(&user) {
-                return Err(ApiError::not_found(
-                    "not_a_member",
+                return Err(ApiError::new(
+                    ErrorCode::NotAMember,
                     format!("user '{user}' is not a member of group '{g}'"),
                 ));
             }
@@ -487,8 +484,8 @@ pub async fn add_grant(
 ) -> Result<(StatusCode, Json<GrantInfo>), ApiError> {
     let max = ca.cfg.max_cert_ttl.as_secs();
     if req.max_ttl_secs < crate::issue::MIN_TTL_SECS || req.max_ttl_secs > max {
-        return Err(ApiError::bad_request(
-            "invalid_ttl",
+        return Err(ApiError::new(
+            ErrorCode::InvalidTtl,
             format!(
                 "max TTL must be between 1m and this CA's maximum of {}",
                 humantime::format_duration(ca.cfg.max_cert_ttl)
@@ -496,16 +493,16 @@ pub async fn add_grant(
         ));
     }
     if req.source_cidrs.len() > MAX_CIDRS {
-        return Err(ApiError::bad_request(
-            "invalid_cidr",
+        return Err(ApiError::new(
+            ErrorCode::InvalidCidr,
             format!("at most {MAX_CIDRS} source CIDRs per grant"),
         ));
     }
     let mut cidrs = Vec::new();
     for c in &req.source_cidrs {
         let net: ipnet::IpNet = c.trim().parse().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cidr",
+            ApiError::new(
+                ErrorCode::InvalidCidr,
                 format!(
                     "'{}' is not a network in CIDR notation (e.g. 10.0.0.0/8 or 2001:db8::/32)",
                     c.escape_debug()
@@ -515,8 +512,8 @@ pub async fn add_grant(
         cidrs.push(net.trunc());
     }
     if req.time_windows.len() > crate::timewin::MAX_WINDOWS {
-        return Err(ApiError::bad_request(
-            "invalid_time_window",
+        return Err(ApiError::new(
+            ErrorCode::InvalidTimeWindow,
             format!(
                 "at most {} time windows per grant",
                 crate::timewin::MAX_WINDOWS
@@ -525,7 +522,7 @@ pub async fn add_grant(
     }
     for w in &req.time_windows {
         crate::timewin::Window::parse(w)
-            .map_err(|e| ApiError::bad_request("invalid_time_window", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidTimeWindow, e.to_string()))?;
     }
     let id_cell = Arc::new(std::sync::Mutex::new(0u64));
     let id_out = id_cell.clone();
@@ -533,8 +530,8 @@ pub async fn add_grant(
         format!("grant add {} {} {}", req.group, req.selector, req.level),
         move |m, at| {
             if !m.groups.contains_key(&req.group) {
-                return Err(ApiError::not_found(
-                    "unknown_group",
+                return Err(ApiError::new(
+                    ErrorCode::UnknownGroup,
                     format!(
                         "group '{}' does not exist; create it with `smith-ca admin group add {}`",
                         req.group, req.group
@@ -573,19 +570,19 @@ pub async fn remove_grant(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<GrantInfo>, ApiError> {
     let id: u64 = id.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_input",
+        ApiError::new(
+            ErrorCode::InvalidInput,
             format!("grant id '{}' is not a number", id.escape_debug()),
         )
     })?;
     let info =
         ca.model().grants.get(&id).map(grant_info).ok_or_else(|| {
-            ApiError::not_found("not_found", format!("grant {id} does not exist"))
+            ApiError::new(ErrorCode::NotFound, format!("grant {id} does not exist"))
         })?;
     ca.mutate(format!("grant remove {id}"), move |m, at| {
         if !m.grants.contains_key(&id) {
-            return Err(ApiError::not_found(
-                "not_found",
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
                 format!("grant {id} does not exist"),
             ));
         }
@@ -605,8 +602,8 @@ pub async fn host_token(
         ssh_names,
     } = req;
     if ssh_names.len() > MAX_SSH_NAMES {
-        return Err(ApiError::bad_request(
-            "invalid_input",
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
             format!("at most {MAX_SSH_NAMES} SSH names per enrollment token"),
         ));
     }
@@ -634,7 +631,7 @@ pub async fn host_token(
         let names: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
         format!("host token {tags} ssh names {}", names.join(","))
     };
-    ca.mutate(what, move |_, at| {
+    ca.mutate::<_, ApiError>(what, move |_, at| {
         Ok(vec![Change::AddToken {
             hash,
             token: Token {
@@ -677,17 +674,20 @@ pub async fn remove_host(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<HostInfo>, ApiError> {
     let name = HostName::new(&name).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_name",
+        ApiError::new(
+            ErrorCode::InvalidName,
             format!("host name '{}': {e}", name.escape_debug()),
         )
     })?;
     let id = *ca.model().active_hosts.get(&name).ok_or_else(|| {
-        ApiError::not_found("not_found", format!("no enrolled host is named '{name}'"))
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("no enrolled host is named '{name}'"),
+        )
     })?;
     ca.mutate(format!("host remove {name}"), move |m, at| {
         if m.hosts.get(&id).is_none_or(|h| h.removed) {
-            return Err(ApiError::not_found("not_found", "host already removed"));
+            return Err(ApiError::new(ErrorCode::NotFound, "host already removed"));
         }
         Ok(vec![Change::RemoveHost { host_id: id, at }])
     })

@@ -21,6 +21,7 @@ use crate::writer::{CertRow, DecisionRow, Record};
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::Json;
+use smith_api::ErrorCode;
 use smith_api::{AuthConfig, CertRequest, CertResponse};
 use smith_proto::UserName;
 use std::sync::Arc;
@@ -59,17 +60,17 @@ impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
         }
         match ca.principal(parts)? {
             Principal::User(u) => Ok(Engineer::Token(u)),
-            Principal::Admin => Err(ApiError::forbidden(
-                "not_a_user",
+            Principal::Admin => Err(ApiError::new(
+                ErrorCode::NotAUser,
                 "the admin token cannot get certificates; mint a user token with \
                  `smith-ca admin user token NAME`",
             )),
-            Principal::Enroll { .. } => Err(ApiError::forbidden(
-                "not_a_user",
+            Principal::Enroll { .. } => Err(ApiError::new(
+                ErrorCode::NotAUser,
                 "an enrollment token cannot get certificates",
             )),
-            Principal::Scim => Err(ApiError::forbidden(
-                "not_a_user",
+            Principal::Scim => Err(ApiError::new(
+                ErrorCode::NotAUser,
                 "a SCIM token cannot get certificates",
             )),
         }
@@ -78,9 +79,11 @@ impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
 
 async fn record(ca: &Ca, rec: Record) -> Result<u64, ApiError> {
     ca.writer.record(rec).await.map_err(|e| match e {
-        crate::writer::WriteError::Overloaded => ApiError::new(503, "overloaded", e.to_string()),
+        crate::writer::WriteError::Overloaded => {
+            ApiError::new(ErrorCode::Overloaded, e.to_string())
+        }
         crate::writer::WriteError::ShuttingDown => {
-            ApiError::new(503, "shutting_down", e.to_string())
+            ApiError::new(ErrorCode::ShuttingDown, e.to_string())
         }
         crate::writer::WriteError::Failed(_) => ApiError::internal("recording the decision", e),
     })
@@ -91,7 +94,7 @@ async fn deny(ca: &Ca, decision: DecisionRow, d: Denied) -> ApiError {
     decision.allowed = false;
     decision.reason = d.reason.clone();
     decision.grant_ids = d.grant_ids.clone();
-    tracing::info!(user = %decision.user, scope = %decision.scope, code = d.code, reason = %d.reason, "certificate denied");
+    tracing::info!(user = %decision.user, scope = %decision.scope, code = %d.code, reason = %d.reason, "certificate denied");
     if let Err(e) = record(
         ca,
         Record {
@@ -103,7 +106,7 @@ async fn deny(ca: &Ca, decision: DecisionRow, d: Denied) -> ApiError {
     {
         return e;
     }
-    ApiError::new(d.status, d.code, d.reason)
+    ApiError::new(d.code, d.reason)
 }
 
 /// `GET /v1/auth/config` (public): the OpenID Provider `smith login` signs in with.
@@ -116,8 +119,8 @@ pub async fn auth_config(State(ca): State<Arc<Ca>>) -> Result<Json<AuthConfig>, 
             username_claim: Some(v.cfg.username_claim.clone()),
             groups_claim: Some(v.cfg.groups_claim.clone()),
         })),
-        None => Err(ApiError::not_found(
-            "oidc_not_configured",
+        None => Err(ApiError::new(
+            ErrorCode::OidcNotConfigured,
             "this CA has no OpenID Provider configured (smith-ca serve --oidc-issuer); sign \
              in with a token from your admin instead (--token or SMITH_TOKEN)",
         )),
@@ -125,7 +128,7 @@ pub async fn auth_config(State(ca): State<Arc<Ca>>) -> Result<Json<AuthConfig>, 
 }
 
 fn refused(r: Refusal) -> Denied {
-    Denied::new(r.status, r.code, r.reason)
+    Denied::new(r.code, r.reason)
 }
 
 /// Applies a verified OIDC sign-in: nonce rule, then provisioning and memberships.
@@ -144,13 +147,11 @@ async fn sign_in(
         let tok = t.clone();
         let what = format!("oidc sign-in {} (sub {})", t.username, t.subject);
         ca.mutate(what, move |m, at| {
-            crate::oidc::signin::plan(m, &tok, at)
-                .map_err(|r| ApiError::new(r.status, r.code, r.reason))
+            crate::oidc::signin::plan(m, &tok, at).map_err(|r| ApiError::new(r.code, r.reason))
         })
         .await
         .map_err(|e| Refusal {
-            status: e.status.as_u16(),
-            code: "oidc_sign_in_failed",
+            code: ErrorCode::OidcSignInFailed,
             reason: e.message,
             claimed_user: None,
         })?;
@@ -224,7 +225,7 @@ pub async fn issue(
             return Err(deny(
                 &ca,
                 decision,
-                with_via(Denied::new(400, "invalid_public_key", e.to_string())),
+                with_via(Denied::new(ErrorCode::InvalidPublicKey, e.to_string())),
             )
             .await)
         }
@@ -301,8 +302,8 @@ pub async fn issue(
     // revokes only the certificates committed by then (crate::server::Ca::mutate_with):
     // never hand out one it may have missed.
     if ca.model().users.get(&user).is_none_or(|u| u.disabled) {
-        return Err(ApiError::forbidden(
-            "user_disabled",
+        return Err(ApiError::new(
+            ErrorCode::UserDisabled,
             format!("user '{user}' was disabled while this certificate was being issued"),
         ));
     }

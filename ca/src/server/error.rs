@@ -11,43 +11,96 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use smith_api::ErrorBody;
+use smith_api::ErrorCode;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
+/// The HTTP status of each error code: the only place statuses are chosen.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode as C;
+    match code {
+        C::InvalidInput
+        | C::InvalidName
+        | C::InvalidGecos
+        | C::InvalidShell
+        | C::InvalidTtl
+        | C::InvalidCidr
+        | C::InvalidTimeWindow
+        | C::InvalidReason
+        | C::InvalidPublicKey
+        | C::InvalidCsr
+        | C::InvalidHostKey => StatusCode::BAD_REQUEST,
+        C::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        C::NotFound | C::UnknownGroup | C::NotAMember | C::OidcNotConfigured => {
+            StatusCode::NOT_FOUND
+        }
+        C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        C::MissingToken
+        | C::InvalidToken
+        | C::TokenExpired
+        | C::TokenUsed
+        | C::ClientCertRequired
+        | C::ClientCertExpired
+        | C::ClientCertNotYetValid
+        | C::OidcMalformed
+        | C::OidcBadAlgorithm
+        | C::OidcWrongIssuer
+        | C::OidcUnknownKey
+        | C::OidcBadSignature
+        | C::OidcWrongAudience
+        | C::OidcExpired
+        | C::OidcNotYetValid
+        | C::OidcNonceMismatch => StatusCode::UNAUTHORIZED,
+        C::AdminOnly
+        | C::NotAUser
+        | C::WrongTokenKind
+        | C::UnknownHost
+        | C::WrongHost
+        | C::HostRemoved
+        | C::SshNameNotAllowed
+        | C::UnknownUser
+        | C::UserDisabled
+        | C::NoMatchingGrant
+        | C::ConditionFailed
+        | C::OidcInvalidUsername
+        | C::OidcSubjectMismatch => StatusCode::FORBIDDEN,
+        C::HostExists
+        | C::SshNameTaken
+        | C::UserExists
+        | C::GroupExists
+        | C::NameConflict
+        | C::IdConflict
+        | C::AuditChainBroken
+        | C::AuditReplay => StatusCode::CONFLICT,
+        C::IdExhausted | C::OidcUnavailable | C::Overloaded | C::ShuttingDown | C::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        // ErrorCode is non_exhaustive for clients; the server answers 500 for anything
+        // it did not name above.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl ApiError {
-    pub fn new(status: u16, code: &str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            code: code.to_string(),
+            code,
             message: message.into(),
         }
     }
-    pub fn bad_request(code: &str, m: impl Into<String>) -> ApiError {
-        ApiError::new(400, code, m)
-    }
-    pub fn unauthorized(code: &str, m: impl Into<String>) -> ApiError {
-        ApiError::new(401, code, m)
-    }
-    pub fn forbidden(code: &str, m: impl Into<String>) -> ApiError {
-        ApiError::new(403, code, m)
-    }
-    pub fn not_found(code: &str, m: impl Into<String>) -> ApiError {
-        ApiError::new(404, code, m)
-    }
-    pub fn conflict(code: &str, m: impl Into<String>) -> ApiError {
-        ApiError::new(409, code, m)
+    pub fn status(&self) -> StatusCode {
+        status_of(self.code)
     }
     /// Logs `e` and answers 500 without details.
     pub fn internal(context: &str, e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "{context}");
         ApiError::new(
-            500,
-            "internal",
+            ErrorCode::Internal,
             format!("internal error while {context}; the CA's log has the details"),
         )
     }
@@ -55,11 +108,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let body = ErrorBody {
-            code: self.code,
+            code: self.code.as_str().to_string(),
             error: self.message,
         };
-        (self.status, axum::Json(body)).into_response()
+        (status, axum::Json(body)).into_response()
     }
 }
 
@@ -73,32 +127,31 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::new(413, "too_large", "request body is larger than 64 KiB");
+            return ApiError::new(ErrorCode::TooLarge, "request body is larger than 64 KiB");
         }
         if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             return ApiError::new(
-                415,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with `Content-Type: application/json`",
             );
         }
         let text = r.body_text();
         if text.contains("length limit exceeded") {
-            return ApiError::new(413, "too_large", "request body is larger than 64 KiB");
+            return ApiError::new(ErrorCode::TooLarge, "request body is larger than 64 KiB");
         }
-        ApiError::bad_request("invalid_input", text)
+        ApiError::new(ErrorCode::InvalidInput, text)
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> ApiError {
-        ApiError::bad_request("invalid_input", r.body_text())
+        ApiError::new(ErrorCode::InvalidInput, r.body_text())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> ApiError {
-        ApiError::bad_request("invalid_input", r.body_text())
+        ApiError::new(ErrorCode::InvalidInput, r.body_text())
     }
 }
 

@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use smith_api::ErrorCode;
 use smith_api::{EnrollRequestNamed, EnrollResponse, RenewRequest};
 use smith_proto::HostName;
 use std::sync::Arc;
@@ -34,15 +35,15 @@ fn sign_host_keys(
     at: u64,
 ) -> Result<Vec<String>, ApiError> {
     if keys.len() > 8 {
-        return Err(ApiError::bad_request(
-            "invalid_input",
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
             "at most 8 SSH host keys",
         ));
     }
     let mut out = Vec::new();
     for line in keys {
         let key = crate::sshca::parse_subject_key(line)
-            .map_err(|e| ApiError::bad_request("invalid_host_key", format!("SSH host key: {e}")))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidHostKey, format!("SSH host key: {e}")))?;
         let cert = sign_host_cert(
             &ca.host_ca,
             &key,
@@ -87,30 +88,30 @@ pub async fn enroll(
                         .unwrap_or_default(),
                 ),
                 Ok(_) => {
-                    return Err(ApiError::forbidden(
-                        "wrong_token_kind",
+                    return Err(ApiError::new(
+                        ErrorCode::WrongTokenKind,
                         "this is not an enrollment token; get one with `smith-ca admin host token`",
                     ))
                 }
-                Err(AuthError::Used) => return Err(ApiError::unauthorized(
-                    "token_used",
+                Err(AuthError::Used) => return Err(ApiError::new(
+                    ErrorCode::TokenUsed,
                     "enrollment token already used; get a new one with `smith-ca admin host token`",
                 )),
                 Err(AuthError::Expired) => {
-                    return Err(ApiError::unauthorized(
-                        "token_expired",
+                    return Err(ApiError::new(
+                        ErrorCode::TokenExpired,
                         "enrollment token expired; get a new one with `smith-ca admin host token`",
                     ))
                 }
-                Err(e) => return Err(ApiError::unauthorized("invalid_token", e.to_string())),
+                Err(e) => return Err(ApiError::new(ErrorCode::InvalidToken, e.to_string())),
             }
         };
     // Before anything is issued or the token used: a refused name leaves the token
     // usable (the host may retry without the name, or the admin mint a fitting token).
     let ssh_names = check_ssh_names(&ca.model(), &req.host_name, &asked, &allowed_names)?;
     if ca.model().active_hosts.contains_key(&req.host_name) {
-        return Err(ApiError::conflict(
-            "host_exists",
+        return Err(ApiError::new(
+            ErrorCode::HostExists,
             format!(
                 "a host named '{}' is already enrolled; remove it first with \
                  `smith-ca admin host remove {}` or pick another name",
@@ -122,7 +123,7 @@ pub async fn enroll(
         .tls_root
         .issue_client_cert(&req.host_name, &req.csr_pem, ca.cfg.host_cert_ttl, at)
         .map_err(|e| match e {
-            crate::tlsca::TlsCaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
+            crate::tlsca::TlsCaError::BadCsr(m) => ApiError::new(ErrorCode::InvalidCsr, m),
             e => ApiError::internal("issuing a host certificate", e),
         })?;
     let host = Host {
@@ -151,15 +152,15 @@ pub async fn enroll(
         match m.tokens.get(&token_hash) {
             Some(t) if t.used_at.is_none() => {}
             _ => {
-                return Err(ApiError::unauthorized(
-                    "token_used",
+                return Err(ApiError::new(
+                    ErrorCode::TokenUsed,
                     "enrollment token already used; get a new one with `smith-ca admin host token`",
                 ))
             }
         }
         if m.active_hosts.contains_key(&host_name) {
-            return Err(ApiError::conflict(
-                "host_exists",
+            return Err(ApiError::new(
+                ErrorCode::HostExists,
                 format!("a host named '{host_name}' is already enrolled"),
             ));
         }
@@ -211,8 +212,8 @@ fn check_ssh_names(
         .values()
         .find(|h| !h.removed && &h.name != host_name && h.ssh_names.contains(host_name))
     {
-        return Err(ApiError::conflict(
-            "ssh_name_taken",
+        return Err(ApiError::new(
+            ErrorCode::SshNameTaken,
             format!(
                 "'{host_name}' is an SSH host name of enrolled host '{}'; remove that host \
                  first (`smith-ca admin host remove {}`) or pick another name",
@@ -235,8 +236,8 @@ fn check_ssh_names(
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            return Err(ApiError::forbidden(
-                "ssh_name_not_allowed",
+            return Err(ApiError::new(
+                ErrorCode::SshNameNotAllowed,
                 format!(
                     "this enrollment token does not allow the SSH host name '{n}' (it allows: \
                      {allowed_text}); the token was not used: enroll without that name or \
@@ -250,8 +251,8 @@ fn check_ssh_names(
             .filter(|h| !h.removed && &h.name != host_name)
             .find(|h| h.principals().contains(n))
         {
-            return Err(ApiError::conflict(
-                "ssh_name_taken",
+            return Err(ApiError::new(
+                ErrorCode::SshNameTaken,
                 format!(
                     "the SSH host name '{n}' belongs to enrolled host '{}'; remove that host \
                      first (`smith-ca admin host remove {}`) or pick another name",
@@ -272,8 +273,8 @@ fn rfc3339(t: i64) -> String {
 /// The enrolled, not removed host presenting this connection's client certificate.
 pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
     let cert = peer.cert.as_ref().ok_or_else(|| {
-        ApiError::unauthorized(
-            "client_cert_required",
+        ApiError::new(
+            ErrorCode::ClientCertRequired,
             "this endpoint needs the host's mTLS client certificate (from enrollment)",
         )
     })?;
@@ -283,8 +284,8 @@ pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
         .get(&cert.serial)
         .and_then(|id| m.hosts.get(id));
     if let Some(host) = host.filter(|h| h.removed) {
-        return Err(ApiError::forbidden(
-            "host_removed",
+        return Err(ApiError::new(
+            ErrorCode::HostRemoved,
             format!(
                 "host '{}' was removed from the CA by an admin: it gets no more policy \
                  updates; to bring it back, enroll it again with a new token \
@@ -297,8 +298,8 @@ pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
     // the host learns what to do.
     match cert.validity_error(now()) {
         Some(ValidityError::Expired { not_after }) => {
-            return Err(ApiError::unauthorized(
-                "client_cert_expired",
+            return Err(ApiError::new(
+                ErrorCode::ClientCertExpired,
                 format!(
                     "client certificate expired at {}: it was not renewed in time; re-enroll \
                      with smith-host activate --token <token from `smith-ca admin host token`>",
@@ -307,8 +308,8 @@ pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
             ))
         }
         Some(ValidityError::NotYetValid { not_before }) => {
-            return Err(ApiError::unauthorized(
-                "client_cert_not_yet_valid",
+            return Err(ApiError::new(
+                ErrorCode::ClientCertNotYetValid,
                 format!(
                     "client certificate is not valid before {}: check this host's clock \
                      (the CA's time is {})",
@@ -320,14 +321,14 @@ pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
         None => {}
     }
     let host = host.ok_or_else(|| {
-        ApiError::forbidden(
-            "unknown_host",
+        ApiError::new(
+            ErrorCode::UnknownHost,
             "this client certificate was not issued to a host of this CA; enroll again",
         )
     })?;
     if host.name.as_str() != cert.common_name {
-        return Err(ApiError::forbidden(
-            "wrong_host",
+        return Err(ApiError::new(
+            ErrorCode::WrongHost,
             "the client certificate's name does not match its enrollment",
         ));
     }
@@ -345,7 +346,7 @@ pub async fn renew(
         .tls_root
         .issue_client_cert(&host.name, &req.csr_pem, ca.cfg.host_cert_ttl, at)
         .map_err(|e| match e {
-            crate::tlsca::TlsCaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
+            crate::tlsca::TlsCaError::BadCsr(m) => ApiError::new(ErrorCode::InvalidCsr, m),
             e => ApiError::internal("issuing a host certificate", e),
         })?;
     let ssh_host_certs =
@@ -353,7 +354,7 @@ pub async fn renew(
     let host_id = host.id;
     ca.mutate(format!("host renew {}", host.name), move |m, at| {
         if m.hosts.get(&host_id).is_none_or(|h| h.removed) {
-            return Err(ApiError::forbidden("host_removed", "host was removed"));
+            return Err(ApiError::new(ErrorCode::HostRemoved, "host was removed"));
         }
         Ok(vec![Change::HostCert {
             host_id,
@@ -395,8 +396,8 @@ pub async fn sync(
     let host = host_of(&ca, &peer)?;
     if let Some(h) = &q.host {
         if h != host.name.as_str() {
-            return Err(ApiError::forbidden(
-                "wrong_host",
+            return Err(ApiError::new(
+                ErrorCode::WrongHost,
                 format!(
                     "this client certificate belongs to host '{}', not '{}'",
                     host.name,

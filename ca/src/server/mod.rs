@@ -30,6 +30,7 @@ use error::ApiError;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+use smith_api::ErrorCode;
 use smith_proto::UserName;
 use ssh_key::PrivateKey;
 use std::net::SocketAddr;
@@ -131,10 +132,10 @@ impl Ca {
         self.auth
             .authenticate(&self.model(), token, now())
             .map_err(|e| match e {
-                AuthError::Missing => ApiError::unauthorized("missing_token", e.to_string()),
-                AuthError::Expired => ApiError::unauthorized("token_expired", e.to_string()),
-                AuthError::Used => ApiError::unauthorized("token_used", e.to_string()),
-                AuthError::Unknown => ApiError::unauthorized("invalid_token", e.to_string()),
+                AuthError::Missing => ApiError::new(ErrorCode::MissingToken, e.to_string()),
+                AuthError::Expired => ApiError::new(ErrorCode::TokenExpired, e.to_string()),
+                AuthError::Used => ApiError::new(ErrorCode::TokenUsed, e.to_string()),
+                AuthError::Unknown => ApiError::new(ErrorCode::InvalidToken, e.to_string()),
             })
     }
 
@@ -142,9 +143,10 @@ impl Ca {
     /// mutations are serialized by the store lock, so the plan cannot go stale), they are
     /// committed in one transaction, then applied to the model, then hosts are woken.
     /// Returns the version after the change. See [`Ca::mutate_with`].
-    pub async fn mutate<F>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, ApiError>
+    pub async fn mutate<F, E>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, E>
     where
-        F: FnOnce(&Model, u64) -> Result<Vec<Change>, ApiError> + Send + 'static,
+        F: FnOnce(&Model, u64) -> Result<Vec<Change>, E> + Send + 'static,
+        E: From<ApiError> + Send + 'static,
     {
         self.mutate_with(what, move |m, _, at| plan(m, at)).await
     }
@@ -159,9 +161,10 @@ impl Ca {
     /// record is durable (disabled by then → 403 `user_disabled`). Changes with
     /// revocations are committed by the writer, which adds their `@ca` audit records in
     /// the same transaction.
-    pub async fn mutate_with<F>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, ApiError>
+    pub async fn mutate_with<F, E>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, E>
     where
-        F: FnOnce(&Model, &Store, u64) -> Result<Vec<Change>, ApiError> + Send + 'static,
+        F: FnOnce(&Model, &Store, u64) -> Result<Vec<Change>, E> + Send + 'static,
+        E: From<ApiError> + Send + 'static,
     {
         let ca = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -172,7 +175,9 @@ impl Ca {
                 let mut changes = plan(&m, &store, at)?;
                 let ended = ended_users(&changes, what.starts_with("scim "));
                 if !ended.is_empty() {
-                    let revs = ca.revocations_for(&store, &ended, &changes, at)?;
+                    let revs = ca
+                        .revocations_for(&store, &ended, &changes, at)
+                        .map_err(E::from)?;
                     if !revs.is_empty() {
                         changes.push(Change::Revoke(revs));
                     }
@@ -187,7 +192,8 @@ impl Ca {
                 return Ok(current);
             }
             let ended = ended_users(&changes, what.starts_with("scim "));
-            ca.commit_and_apply(&mut store, changes, counters, new_version, &what, at)?;
+            ca.commit_and_apply(&mut store, changes, counters, new_version, &what, at)
+                .map_err(E::from)?;
             // Issuances decided before the model said "disabled" may have been recorded
             // since the plan read the certificates: revoke those too.
             let mut version = new_version.unwrap_or(current);
@@ -195,20 +201,23 @@ impl Ca {
                 let at = now();
                 let (revs, counters, nv) = {
                     let m = ca.model();
-                    let revs = ca.revocations_for(&store, &ended, &[], at)?;
+                    let revs = ca
+                        .revocations_for(&store, &ended, &[], at)
+                        .map_err(E::from)?;
                     (revs, crate::db::Counters::of(&m), m.version + 1)
                 };
                 if !revs.is_empty() {
                     tracing::warn!(count = revs.len(), "certificates issued while their user was being disabled; revoking them too");
                     let what = format!("{what} (certificates issued meanwhile)");
-                    ca.commit_and_apply(&mut store, vec![Change::Revoke(revs)], counters, Some(nv), &what, at)?;
+                    ca.commit_and_apply(&mut store, vec![Change::Revoke(revs)], counters, Some(nv), &what, at)
+                        .map_err(E::from)?;
                     version = nv;
                 }
             }
             Ok(version)
         })
         .await
-        .map_err(|e| ApiError::internal("running a change", e))?
+        .map_err(|e| E::from(ApiError::internal("running a change", e)))?
     }
 
     /// The revocations of every still-valid certificate of `users` not already in
@@ -420,15 +429,14 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .merge(crate::scim::router())
         .merge(crate::audit::server::router())
         .fallback(|| async {
-            ApiError::not_found(
-                "not_found",
+            ApiError::new(
+                ErrorCode::NotFound,
                 "no such endpoint; the API is documented in smith-api's types.rs",
             )
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                405,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method",
             )
         })
@@ -478,8 +486,30 @@ async fn signals() {
     }
 }
 
-/// Runs the server until SIGTERM/SIGINT.
-pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
+/// A CA serving on its listener, started by [`start`]: the bound address, the shared
+/// state, and the handle that stops it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub ca: Arc<Ca>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, ends long polls, drains connections (at most
+    /// [`DRAIN_TIMEOUT`]) and flushes the writer.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        self.ca.writer.shutdown();
+        tracing::info!("smith-ca stopped");
+    }
+}
+
+/// Loads the CA from `dd`, binds `cfg.listen` and serves in a background task until
+/// [`Running::stop`]. `smith-ca serve` is this plus the signals; the test kit starts
+/// CAs in-process with it.
+pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ca = load(&dd, cfg.clone(), shutdown_rx.clone())?;
     let tls = Arc::new(tls_config(&dd, &ca.tls_root)?);
@@ -487,8 +517,7 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let local = listener.local_addr()?;
-    let app = router(ca.clone());
+    let addr = listener.local_addr()?;
     if let Some(v) = ca.oidc.clone() {
         tracing::info!(issuer = %v.cfg.issuer, client_id = %v.cfg.client_id, "OIDC sign-in enabled");
         tokio::spawn(async move { v.keys.warm().await });
@@ -496,29 +525,60 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
     {
         let m = ca.model();
         tracing::info!(
-            %local,
+            local = %addr,
             version = m.version,
             users = m.users.len(),
             hosts = m.active_hosts.len(),
             "smith-ca serving"
         );
     }
+    let task = tokio::spawn(accept_loop(
+        listener,
+        acceptor,
+        router(ca.clone()),
+        shutdown_rx,
+    ));
+    Ok(Running {
+        addr,
+        ca,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
+    let running = start(dd, cfg).await?;
     // Tests and scripts read this line to learn the port (`--listen 127.0.0.1:0`).
-    println!("smith-ca listening on {local}");
+    println!("smith-ca listening on {}", running.addr);
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    signals().await;
+    running.stop().await;
+    Ok(())
+}
 
+/// Accepts connections until `shutdown` turns true, then drains them.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    shutdown_rx: watch::Receiver<bool>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = tokio::task::JoinSet::new();
-    let sig = signals();
-    tokio::pin!(sig);
+    let mut stop = shutdown_rx.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
     loop {
         let permit = tokio::select! {
-            _ = &mut sig => break,
+            _ = &mut stopped => break,
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let (tcp, addr) = tokio::select! {
-            _ = &mut sig => break,
+            _ = &mut stopped => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -581,7 +641,6 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
         });
     }
     drop(listener);
-    let _ = shutdown_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -590,9 +649,6 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
         tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         tasks.abort_all();
     }
-    ca.writer.shutdown();
-    tracing::info!("smith-ca stopped");
-    Ok(())
 }
 
 /// Users a change set disables or deletes, with how their certificates are revoked.

@@ -11,6 +11,7 @@ use crate::model::Change;
 use crate::revoke::{self, Selector};
 use axum::extract::State;
 use axum::Json;
+use smith_api::ErrorCode;
 use smith_api::{IssuedCert, RevokeRequest, RevokeResponse};
 use smith_proto::UserName;
 use std::sync::{Arc, Mutex};
@@ -34,8 +35,8 @@ pub async fn list(
         Some(u) => Some(
             UserName::new(&u)
                 .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_name",
+                    ApiError::new(
+                        ErrorCode::InvalidName,
                         format!("user name '{}': {e}", u.escape_debug()),
                     )
                 })?
@@ -61,8 +62,8 @@ fn selector(req: &RevokeRequest) -> Result<Selector, ApiError> {
     .filter(|g| **g)
     .count();
     if given != 1 {
-        return Err(ApiError::bad_request(
-            "invalid_input",
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
             "name exactly one of serial, key_id or user",
         ));
     }
@@ -71,16 +72,16 @@ fn selector(req: &RevokeRequest) -> Result<Selector, ApiError> {
     }
     if let Some(k) = &req.key_id {
         if k.is_empty() || k.len() > 256 || k.chars().any(|c| c.is_control()) {
-            return Err(ApiError::bad_request(
-                "invalid_input",
+            return Err(ApiError::new(
+                ErrorCode::InvalidInput,
                 "key_id must be 1 to 256 printable characters",
             ));
         }
         return Ok(Selector::KeyId(k.clone()));
     }
     req.user.clone().map(Selector::User).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_input",
+        ApiError::new(
+            ErrorCode::InvalidInput,
             "name exactly one of serial, key_id or user",
         )
     })
@@ -98,7 +99,7 @@ pub async fn revoke(
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "revoked by the admin".to_string());
-    revoke::check_reason(&reason).map_err(|e| ApiError::bad_request("invalid_reason", e))?;
+    revoke::check_reason(&reason).map_err(|e| ApiError::new(ErrorCode::InvalidReason, e))?;
     let via = match &sel {
         Selector::Serial(_) => "serial",
         Selector::KeyId(_) => "key_id",
@@ -118,8 +119,7 @@ pub async fn revoke(
                 // A known user without certificates: nothing to do, not an error.
                 (None, Selector::User(u)) if m.users.contains_key(u) => Default::default(),
                 (None, _) => {
-                    return Err(ApiError::not_found(
-                        "not_found",
+                    return Err(ApiError::new(ErrorCode::NotFound,
                         format!(
                             "this CA issued no certificate with {sel_text}; see `smith-ca admin cert list`"
                         ),

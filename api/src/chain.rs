@@ -5,6 +5,7 @@
 //! where `event` is the exact JSON text stored in the record and `hash(0)` of the first
 //! record's predecessor is 32 zero bytes. Sequence numbers start at 1 and increase by 1.
 
+use crate::ErrorCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -122,6 +123,48 @@ pub fn verify_chain<'a>(
     Ok((prev_seq, prev_hash))
 }
 
+/// Why the CA refused an audit upload: 409 `audit_chain_broken` (the record at `seq`
+/// does not continue the chain) or `audit_replay` (every record up to `seq` is stored
+/// already). The wire body has only a code and a message, so the message states `seq`
+/// in the fixed form [`Refusal::message`] writes and [`Refusal::seq_in`] reads back;
+/// both live here so that they cannot drift apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub seq: u64,
+    pub reason: String,
+}
+
+impl Refusal {
+    /// The message the CA answers with.
+    pub fn message(&self) -> String {
+        match self.code {
+            ErrorCode::AuditReplay => format!(
+                "audit replay: every record of this batch (up to seq {}) is already stored; {}",
+                self.seq, self.reason
+            ),
+            _ => format!("audit chain broken at record {}: {}", self.seq, self.reason),
+        }
+    }
+
+    /// The record a refusal message names: the first `record N` (or, from other
+    /// versions of the CA, `seq N` / `sequence N`).
+    pub fn seq_in(message: &str) -> Option<u64> {
+        for key in ["record ", "seq ", "sequence "] {
+            if let Some(i) = message.find(key) {
+                let digits: String = message[i + key.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                if let Ok(n) = digits.parse() {
+                    return Some(n);
+                }
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +204,20 @@ mod tests {
             .reason
             .contains("gap"));
         assert!(verify_chain("db-1", 0, GENESIS, &c).is_err());
+    }
+
+    #[test]
+    fn a_refusal_names_its_record_in_a_form_read_back() {
+        for code in [ErrorCode::AuditChainBroken, ErrorCode::AuditReplay] {
+            let r = Refusal {
+                code,
+                seq: 17,
+                reason: "gap: expected sequence 12 next".into(),
+            };
+            assert_eq!(Refusal::seq_in(&r.message()), Some(17), "{code}");
+        }
+        assert_eq!(Refusal::seq_in("record 5 seq 7"), Some(5));
+        assert_eq!(Refusal::seq_in("sequence 9 was already recorded"), Some(9));
+        assert_eq!(Refusal::seq_in("no number here"), None);
     }
 }

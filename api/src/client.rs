@@ -1,13 +1,53 @@
-//! A blocking client for the CA's API, for the CLIs (`smith`, `smith-ca admin`,
-//! `smith-host`). Never use it inside an async runtime (it runs its own).
+//! The one client of the CA's API, with one typed method per endpoint, for every caller:
+//! `smith`, `smith-ca admin`, `smith-host` and smith-hostd, xtask and the tests.
+//!
+//! Two faces over the same code: [`Client`] (blocking, for CLIs) and [`AsyncClient`]
+//! (for hostd and other async callers). A method builds a [`Call`] (method, path from
+//! [`crate::endpoints`], JSON body, timeout, largest answer accepted, how to decode),
+//! one async executor sends it and maps the answer; the blocking face runs that same
+//! future on a private single-threaded runtime. Every refusal of the CA becomes
+//! [`ClientError::Status`] with a typed [`ErrorCode`]; a failure to reach it keeps the
+//! typed transport error ([`ClientError::tls_error`] tells a TLS alert apart).
+//!
+//! Authentication: a bearer token (people, the admin) and/or an mTLS identity (hosts),
+//! both fixed when the client is built; the server is trusted only through
+//! [`crate::tls`] (the pinned root).
+//!
+//! Owns: request building, timeouts, response size bounds, and the mapping of HTTP
+//! answers to [`ClientError`]. Must never: trust anything but the pinned root, accept an
+//! unbounded response body, print a bearer token, or be used (blocking face) from inside
+//! an async runtime.
 
-use crate::types::ErrorBody;
+use crate::chain::{AuditAck, AuditBatch};
+use crate::endpoints as ep;
+use crate::error::ErrorCode;
+use crate::types::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::fmt;
+use smith_proto::snapshot::SyncResponse;
+use smith_proto::{GroupName, HostName, UserName};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 pub use crate::tls::{Identity, Trust};
+
+/// Largest answer accepted from most endpoints.
+pub const MAX_BODY: usize = 1 << 20;
+/// Largest sync answer or listing accepted (a 10,000-user snapshot is a few MB).
+pub const MAX_LARGE_BODY: usize = 64 << 20;
+/// Most bytes of an error answer read.
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// Most characters of a non-JSON error answer kept as its message.
+const MAX_ERROR_TEXT: usize = 500;
+/// An audit upload may take longer than other calls (up to 1 MiB of records, fsync).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// A long poll may take this much longer than its `wait` (at most the client's timeout).
+const LONG_POLL_GRACE: Duration = Duration::from_secs(20);
+
+/// What the CLIs add to "cannot reach the Smith CA" ([`ClientOptions::unreachable_hint`]).
+pub const CLI_UNREACHABLE_HINT: &str = "check the CA URL (--ca-url or SMITH_CA_URL), the pinned \
+     fingerprint (--ca-fingerprint or SMITH_CA_FINGERPRINT) and that `smith-ca serve` is running";
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -18,60 +58,102 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// mTLS identity (hosts).
     pub identity: Option<Identity>,
+    /// Per request (a long poll gets its `wait` on top; an audit upload at least 60 s).
     pub timeout: Duration,
+    /// Said after "cannot reach the Smith CA ..." (what the user should check).
+    pub unreachable_hint: Option<&'static str>,
 }
 
-#[derive(Debug)]
-pub enum ApiError {
-    /// Bad local configuration (URL, fingerprint, PEM files).
-    Config(String),
-    /// The CA could not be reached or the TLS handshake failed.
-    Transport { url: String, message: String },
-    /// The CA answered with an error.
-    Status {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    /// The CA answered something this client does not understand.
-    Decode(String),
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApiError::Config(m) => write!(f, "{m}"),
-            ApiError::Transport { url, message } => write!(
-                f,
-                "cannot reach the Smith CA at {url}: {message}\n\
-                 hint: check the CA URL (--ca-url or SMITH_CA_URL), the pinned fingerprint \
-                 (--ca-fingerprint or SMITH_CA_FINGERPRINT) and that `smith-ca serve` is running"
-            ),
-            ApiError::Status {
-                status,
-                code,
-                message,
-            } => write!(f, "the CA refused the request ({status} {code}): {message}"),
-            ApiError::Decode(m) => write!(f, "unexpected answer from the CA: {m}"),
+impl ClientOptions {
+    /// No credentials, 30 s timeout, no hint.
+    pub fn new(base_url: impl Into<String>, trust: Trust) -> ClientOptions {
+        ClientOptions {
+            base_url: base_url.into(),
+            trust,
+            token: None,
+            identity: None,
+            timeout: Duration::from_secs(30),
+            unreachable_hint: None,
         }
     }
 }
 
-impl std::error::Error for ApiError {}
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Bad local configuration (URL, fingerprint, PEM files).
+    #[error("{0}")]
+    Config(String),
+    /// The CA could not be reached, the TLS handshake failed or the connection broke.
+    /// `cause` is the typed error (its chain is in the message; it is not `source()`,
+    /// so that chains of errors do not print it twice).
+    #[error("cannot reach the Smith CA at {url}: {}{}", error_chain(cause), hint_line(*hint))]
+    Transport {
+        url: String,
+        cause: reqwest::Error,
+        hint: Option<&'static str>,
+    },
+    /// The CA answered with an error. `wire_code` is the code as sent (also for codes
+    /// this build does not know, `code` then being [`ErrorCode::Unrecognized`]; and
+    /// `http_error` for an answer that is not an error body).
+    #[error("the CA refused the request ({status} {wire_code}): {message}")]
+    Status {
+        status: u16,
+        code: ErrorCode,
+        wire_code: String,
+        message: String,
+    },
+    /// The CA answered something this client does not understand, or too much.
+    #[error("unexpected answer from the CA: {0}")]
+    Decode(String),
+    /// The request body could not be encoded.
+    #[error("cannot encode the request: {0}")]
+    Encode(serde_json::Error),
+}
 
-impl ApiError {
+fn hint_line(hint: Option<&'static str>) -> String {
+    hint.map(|h| format!("\nhint: {h}")).unwrap_or_default()
+}
+
+impl ClientError {
     /// HTTP status of a refusal, if that is what this is.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ApiError::Status { status, .. } => Some(*status),
+            ClientError::Status { status, .. } => Some(*status),
             _ => None,
         }
     }
-    pub fn code(&self) -> Option<&str> {
+
+    /// The CA's error code, if it refused.
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ApiError::Status { code, .. } => Some(code),
+            ClientError::Status { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// The TLS error that broke the connection, if any (e.g. the server's alert
+    /// `rustls::Error::AlertReceived(AlertDescription::CertificateExpired)`).
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        let ClientError::Transport { cause, .. } = self else {
+            return None;
+        };
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(cause);
+        while let Some(e) = cur {
+            if let Some(t) = e.downcast_ref::<rustls::Error>() {
+                return Some(t);
+            }
+            // io::Error::source() skips the error it wraps; look inside.
+            cur = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => Some(inner),
+                None => e.source(),
+            };
+        }
+        None
     }
 }
 
@@ -90,110 +172,617 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub struct Client {
-    http: reqwest::blocking::Client,
-    base: String,
-    token: Option<String>,
+// --- one request, described ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Delete,
 }
 
-impl Client {
-    pub fn new(opts: ClientOptions) -> Result<Client, ApiError> {
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The client's timeout.
+    Default,
+    /// A long poll of this many seconds.
+    LongPoll(u64),
+    /// At least this long.
+    AtLeast(Duration),
+}
+
+/// One request to the CA and how to read its answer: everything both faces share.
+struct Call<T> {
+    method: Method,
+    /// Path and query, e.g. `/v1/host/sync?since=3&wait=25`.
+    path: String,
+    body: Option<Result<Vec<u8>, serde_json::Error>>,
+    wait: Wait,
+    /// Largest successful answer accepted.
+    limit: usize,
+    /// `None`: 204 No Content.
+    decode: fn(Option<&[u8]>) -> Result<T, String>,
+}
+
+fn required<T: DeserializeOwned>(body: Option<&[u8]>) -> Result<T, String> {
+    match body {
+        Some(b) => serde_json::from_slice(b).map_err(|e| e.to_string()),
+        None => Err("empty response".into()),
+    }
+}
+
+fn optional<T: DeserializeOwned>(body: Option<&[u8]>) -> Result<Option<T>, String> {
+    match body {
+        Some(b) => serde_json::from_slice(b)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
+impl<T: DeserializeOwned> Call<T> {
+    fn new(method: Method, path: impl Into<String>) -> Call<T> {
+        Call {
+            method,
+            path: path.into(),
+            body: None,
+            wait: Wait::Default,
+            limit: MAX_BODY,
+            decode: required::<T>,
+        }
+    }
+    fn get(path: impl Into<String>) -> Call<T> {
+        Call::new(Method::Get, path)
+    }
+    fn delete(path: impl Into<String>) -> Call<T> {
+        Call::new(Method::Delete, path)
+    }
+    fn post<B: Serialize + ?Sized>(path: impl Into<String>, body: &B) -> Call<T> {
+        let mut c = Call::new(Method::Post, path);
+        c.body = Some(serde_json::to_vec(body));
+        c
+    }
+    /// A listing or snapshot: up to [`MAX_LARGE_BODY`].
+    fn large(mut self) -> Call<T> {
+        self.limit = MAX_LARGE_BODY;
+        self
+    }
+}
+
+/// `path?query` (just `path` when every parameter is absent).
+fn with_query<Q: Serialize>(path: &str, q: &Q) -> String {
+    match serde_urlencoded::to_string(q) {
+        Ok(s) if s.is_empty() => path.to_string(),
+        Ok(s) => format!("{path}?{s}"),
+        // Every query type is a flat struct of scalars, which always encodes.
+        Err(_) => path.to_string(),
+    }
+}
+
+/// What an answer (status and body) means: the decoded value, or the CA's refusal.
+fn map_answer<T>(
+    status: u16,
+    body: &[u8],
+    path: &str,
+    decode: fn(Option<&[u8]>) -> Result<T, String>,
+) -> Result<T, ClientError> {
+    let route = path.split('?').next().unwrap_or(path);
+    match status {
+        204 => decode(None).map_err(|e| ClientError::Decode(format!("{route}: {e}"))),
+        200..=299 => decode(Some(body)).map_err(|e| ClientError::Decode(format!("{route}: {e}"))),
+        _ => Err(refusal(status, body)),
+    }
+}
+
+/// A non-2xx answer as [`ClientError::Status`].
+fn refusal(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ClientError::Status {
+            status,
+            code: ErrorCode::parse(&b.code),
+            wire_code: b.code,
+            message: b.error,
+        },
+        Err(_) => ClientError::Status {
+            status,
+            code: ErrorCode::Unrecognized,
+            wire_code: "http_error".into(),
+            message: String::from_utf8_lossy(body)
+                .chars()
+                .take(MAX_ERROR_TEXT)
+                .collect(),
+        },
+    }
+}
+
+// --- the executor (async; the blocking face runs it to completion) ------------------------
+
+#[derive(Clone)]
+struct Core {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+    hint: Option<&'static str>,
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+impl Core {
+    fn new(opts: ClientOptions) -> Result<Core, ClientError> {
         let base = opts.base_url.trim_end_matches('/').to_string();
         if !base.starts_with("https://") {
-            return Err(ApiError::Config(format!(
+            return Err(ClientError::Config(format!(
                 "CA URL '{base}' must start with https://"
             )));
         }
         let tls = crate::tls::client_config(&opts.trust, opts.identity.as_ref())
-            .map_err(ApiError::Config)?;
-        let http = reqwest::blocking::Client::builder()
+            .map_err(ClientError::Config)?;
+        let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .timeout(opts.timeout)
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
             .build()
-            .map_err(|e| ApiError::Config(error_chain(&e)))?;
-        Ok(Client {
+            .map_err(|e| ClientError::Config(error_chain(&e)))?;
+        Ok(Core {
             http,
             base,
             token: opts.token,
+            timeout: opts.timeout,
+            hint: opts.unreachable_hint,
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
+    fn timeout(&self, wait: Wait) -> Duration {
+        match wait {
+            Wait::Default => self.timeout,
+            Wait::LongPoll(s) => Duration::from_secs(s) + self.timeout.min(LONG_POLL_GRACE),
+            Wait::AtLeast(d) => self.timeout.max(d),
+        }
     }
 
-    fn send(
-        &self,
-        req: reqwest::blocking::RequestBuilder,
-        url: &str,
-    ) -> Result<Option<reqwest::blocking::Response>, ApiError> {
-        let req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        };
-        let resp = req.send().map_err(|e| ApiError::Transport {
+    fn transport(&self, url: &str, cause: reqwest::Error) -> ClientError {
+        ClientError::Transport {
             url: url.to_string(),
-            message: error_chain(&e),
-        })?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NO_CONTENT {
-            return Ok(None);
+            cause,
+            hint: self.hint,
         }
-        if status.is_success() {
-            return Ok(Some(resp));
+    }
+
+    /// Reads at most `limit` bytes of the body.
+    async fn body(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+        let mut out = Vec::new();
+        while let Some(c) = resp.chunk().await.map_err(BodyError::Transport)? {
+            if out.len() + c.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            out.extend_from_slice(&c);
         }
-        let text = resp.text().unwrap_or_default();
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => (b.code, b.error),
-            Err(_) => ("http_error".to_string(), text.chars().take(500).collect()),
+        Ok(out)
+    }
+
+    async fn execute<T>(&self, call: Call<T>) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, call.path);
+        let body = call.body.transpose().map_err(ClientError::Encode)?;
+        let method = match call.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Delete => reqwest::Method::DELETE,
         };
-        Err(ApiError::Status {
-            status: status.as_u16(),
-            code,
-            message,
+        let mut req = self
+            .http
+            .request(method, &url)
+            .timeout(self.timeout(call.wait));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let mut resp = req.send().await.map_err(|e| self.transport(&url, e))?;
+        let status = resp.status().as_u16();
+        let body = if resp.status().is_success() {
+            match Self::body(&mut resp, call.limit).await {
+                Ok(b) => b,
+                Err(BodyError::TooLarge) => {
+                    return Err(ClientError::Decode(format!(
+                        "the answer from {url} is larger than {} bytes",
+                        call.limit
+                    )))
+                }
+                Err(BodyError::Transport(e)) => return Err(self.transport(&url, e)),
+            }
+        } else {
+            // What can be read of an error answer is enough to explain it.
+            Self::body(&mut resp, MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default()
+        };
+        map_answer(status, &body, &call.path, call.decode)
+    }
+}
+
+// --- the two faces ---------------------------------------------------------------------------
+
+/// A boxed future, as the async face returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a client's methods deliver their result: [`Blocking`] or [`Async`].
+pub trait Face: sealed::Sealed + Send + Sync + 'static {
+    /// What a method returns for a call answering `T`.
+    type Output<'a, T: 'a>;
+    #[doc(hidden)]
+    fn run<'a, T: 'a>(&'a self, call: BoxFuture<'a, Result<T, ClientError>>)
+        -> Self::Output<'a, T>;
+}
+
+/// Methods return `Result`s; each call runs on the client's own single-threaded
+/// runtime. Never use it (nor drop it) inside an async runtime.
+pub struct Blocking {
+    rt: tokio::runtime::Runtime,
+}
+
+/// Methods return futures (`Send`).
+pub struct Async(());
+
+impl sealed::Sealed for Blocking {}
+impl sealed::Sealed for Async {}
+
+impl Face for Blocking {
+    type Output<'a, T: 'a> = Result<T, ClientError>;
+    fn run<'a, T: 'a>(
+        &'a self,
+        call: BoxFuture<'a, Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        self.rt.block_on(call)
+    }
+}
+
+impl Face for Async {
+    type Output<'a, T: 'a> = BoxFuture<'a, Result<T, ClientError>>;
+    fn run<'a, T: 'a>(
+        &'a self,
+        call: BoxFuture<'a, Result<T, ClientError>>,
+    ) -> BoxFuture<'a, Result<T, ClientError>> {
+        call
+    }
+}
+
+/// A client of the CA's API; see the module doc. Use [`Client`] or [`AsyncClient`].
+pub struct ApiClient<F: Face> {
+    core: Core,
+    face: F,
+}
+
+/// A copy shares the connection pool.
+impl Clone for ApiClient<Async> {
+    fn clone(&self) -> Self {
+        ApiClient {
+            core: self.core.clone(),
+            face: Async(()),
+        }
+    }
+}
+
+/// The blocking client (CLIs).
+pub type Client = ApiClient<Blocking>;
+/// The async client (hostd, xtask).
+pub type AsyncClient = ApiClient<Async>;
+
+impl ApiClient<Blocking> {
+    pub fn new(opts: ClientOptions) -> Result<Client, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot start the HTTPS client: {e}")))?;
+        Ok(ApiClient {
+            core: Core::new(opts)?,
+            face: Blocking { rt },
         })
     }
+}
 
-    fn decode<T: DeserializeOwned>(resp: reqwest::blocking::Response) -> Result<T, ApiError> {
-        let text = resp.text().map_err(|e| ApiError::Decode(error_chain(&e)))?;
-        serde_json::from_str(&text).map_err(|e| ApiError::Decode(e.to_string()))
+impl ApiClient<Async> {
+    pub fn new(opts: ClientOptions) -> Result<AsyncClient, ClientError> {
+        Ok(ApiClient {
+            core: Core::new(opts)?,
+            face: Async(()),
+        })
+    }
+}
+
+/// `{}`: the body of a POST that takes no parameters.
+#[derive(Serialize)]
+struct Empty {}
+
+impl<F: Face> ApiClient<F> {
+    /// The CA's URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.core.base
     }
 
-    fn required<T: DeserializeOwned>(
-        r: Option<reqwest::blocking::Response>,
-    ) -> Result<T, ApiError> {
-        match r {
-            Some(resp) => Self::decode(resp),
-            None => Err(ApiError::Decode("empty response".into())),
+    fn call<T: Send + 'static>(&self, call: Call<T>) -> F::Output<'_, T> {
+        self.face.run(Box::pin(self.core.execute(call)))
+    }
+
+    // --- public ---
+
+    /// `GET /v1/health`.
+    pub fn health(&self) -> F::Output<'_, Health> {
+        self.call(Call::get(ep::HEALTH))
+    }
+
+    /// `GET /v1/ca/user-keys`: the user CA keys (OpenSSH lines).
+    pub fn user_ca_keys(&self) -> F::Output<'_, CaKeys> {
+        self.call(Call::get(ep::CA_USER_KEYS))
+    }
+
+    /// `GET /v1/ca/host-keys`: the host CA keys, for `@cert-authority`.
+    pub fn host_ca_keys(&self) -> F::Output<'_, CaKeys> {
+        self.call(Call::get(ep::CA_HOST_KEYS))
+    }
+
+    /// `GET /v1/auth/config`: the OpenID Provider `smith login` uses (404
+    /// [`ErrorCode::OidcNotConfigured`] without one).
+    pub fn auth_config(&self) -> F::Output<'_, AuthConfig> {
+        self.call(Call::get(ep::AUTH_CONFIG))
+    }
+
+    // --- people ---
+
+    /// `POST /v1/certs/user` (user token or OIDC ID token).
+    pub fn issue_cert(&self, req: &CertRequest) -> F::Output<'_, CertResponse> {
+        self.call(Call::post(ep::CERTS_USER, req))
+    }
+
+    // --- admin ---
+
+    pub fn list_users(&self) -> F::Output<'_, Vec<UserInfo>> {
+        self.call(Call::get(ep::ADMIN_USERS).large())
+    }
+
+    pub fn add_user(&self, req: &UserAdd) -> F::Output<'_, UserInfo> {
+        self.call(Call::post(ep::ADMIN_USERS, req))
+    }
+
+    /// Also revokes the user's still-valid certificates.
+    pub fn disable_user(&self, name: &UserName) -> F::Output<'_, UserInfo> {
+        self.call(Call::post(ep::admin_user_disable(name), &Empty {}))
+    }
+
+    pub fn user_token(&self, name: &UserName, req: &TokenRequest) -> F::Output<'_, TokenResponse> {
+        self.call(Call::post(ep::admin_user_token(name), req))
+    }
+
+    pub fn list_groups(&self) -> F::Output<'_, Vec<GroupInfo>> {
+        self.call(Call::get(ep::ADMIN_GROUPS).large())
+    }
+
+    pub fn add_group(&self, req: &GroupAdd) -> F::Output<'_, GroupInfo> {
+        self.call(Call::post(ep::ADMIN_GROUPS, req))
+    }
+
+    pub fn add_member(&self, group: &GroupName, user: &UserName) -> F::Output<'_, GroupInfo> {
+        let body = MemberChange { user: user.clone() };
+        self.call(Call::post(ep::admin_group_members(group), &body))
+    }
+
+    pub fn remove_member(&self, group: &GroupName, user: &UserName) -> F::Output<'_, GroupInfo> {
+        self.call(Call::delete(ep::admin_group_member(group, user)))
+    }
+
+    pub fn list_grants(&self) -> F::Output<'_, Vec<GrantInfo>> {
+        self.call(Call::get(ep::ADMIN_GRANTS).large())
+    }
+
+    pub fn add_grant(&self, req: &GrantAdd) -> F::Output<'_, GrantInfo> {
+        self.call(Call::post(ep::ADMIN_GRANTS, req))
+    }
+
+    pub fn remove_grant(&self, id: u64) -> F::Output<'_, GrantInfo> {
+        self.call(Call::delete(ep::admin_grant(id)))
+    }
+
+    /// A single-use enrollment token (a request without `ssh_names` is what older CAs
+    /// take).
+    pub fn host_token(&self, req: &HostTokenRequestNamed) -> F::Output<'_, TokenResponse> {
+        self.call(Call::post(ep::ADMIN_HOST_TOKENS, req))
+    }
+
+    pub fn list_hosts(&self) -> F::Output<'_, Vec<HostInfo>> {
+        self.call(Call::get(ep::ADMIN_HOSTS).large())
+    }
+
+    pub fn remove_host(&self, name: &HostName) -> F::Output<'_, HostInfo> {
+        self.call(Call::delete(ep::admin_host(name)))
+    }
+
+    /// A SCIM bearer token.
+    pub fn scim_token(&self, req: &TokenRequest) -> F::Output<'_, TokenResponse> {
+        self.call(Call::post(ep::ADMIN_SCIM_TOKEN, req))
+    }
+
+    /// Issuance decisions, oldest first.
+    pub fn decisions(&self, q: &DecisionQuery) -> F::Output<'_, Vec<Decision>> {
+        self.call(Call::get(with_query(ep::ADMIN_DECISIONS, q)).large())
+    }
+
+    /// Issued certificates, newest first.
+    pub fn list_certs(&self, q: &CertQuery) -> F::Output<'_, Vec<IssuedCert>> {
+        self.call(Call::get(with_query(ep::ADMIN_CERTS, q)).large())
+    }
+
+    pub fn revoke(&self, req: &RevokeRequest) -> F::Output<'_, RevokeResponse> {
+        self.call(Call::post(ep::ADMIN_CERTS_REVOKE, req).large())
+    }
+
+    /// Audit records in chain order per host.
+    pub fn audit_list(&self, q: &AuditQuery) -> F::Output<'_, Vec<AuditEntry>> {
+        self.call(Call::get(with_query(ep::ADMIN_AUDIT, q)).large())
+    }
+
+    /// Every audit chain recomputed from the CA's database.
+    pub fn audit_verify(&self) -> F::Output<'_, AuditVerifyReport> {
+        self.call(Call::get(ep::ADMIN_AUDIT_VERIFY).large())
+    }
+
+    pub fn audit_rejections(&self, q: &RejectionQuery) -> F::Output<'_, Vec<AuditRejection>> {
+        self.call(Call::get(with_query(ep::ADMIN_AUDIT_REJECTIONS, q)).large())
+    }
+
+    pub fn audit_out_of_band(&self, q: &OutOfBandQuery) -> F::Output<'_, Vec<OutOfBandFinding>> {
+        self.call(Call::get(with_query(ep::ADMIN_AUDIT_OUT_OF_BAND, q)).large())
+    }
+
+    // --- hosts ---
+
+    /// Enrollment (the token is in the body; a request without `ssh_names` is what
+    /// older CAs take).
+    pub fn enroll(&self, req: &EnrollRequestNamed) -> F::Output<'_, EnrollResponse> {
+        self.call(Call::post(ep::HOSTS_ENROLL, req))
+    }
+
+    /// A new client certificate for the CSR, SSH host certificates for the keys (mTLS).
+    pub fn renew(&self, req: &RenewRequest) -> F::Output<'_, EnrollResponse> {
+        self.call(Call::post(ep::HOST_RENEW, req))
+    }
+
+    /// One long poll (mTLS). `None`: nothing changed within `q.wait` seconds (204).
+    pub fn sync(&self, q: &SyncQuery) -> F::Output<'_, Option<SyncResponse>> {
+        let mut c = Call::<Option<SyncResponse>>::get(with_query(ep::HOST_SYNC, q)).large();
+        c.decode = optional::<SyncResponse>;
+        c.wait = Wait::LongPoll(q.wait);
+        self.call(c)
+    }
+
+    /// The CA's head of this host's audit chain (mTLS).
+    pub fn audit_head(&self) -> F::Output<'_, AuditAck> {
+        self.call(Call::get(ep::HOST_AUDIT_HEAD))
+    }
+
+    /// Uploads audit records in chain order; the CA answers its new head (mTLS).
+    pub fn audit_upload(&self, batch: &AuditBatch) -> F::Output<'_, AuditAck> {
+        let mut c = Call::post(ep::HOST_AUDIT, batch);
+        c.wait = Wait::AtLeast(UPLOAD_TIMEOUT);
+        self.call(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_maps_to_its_typed_code() {
+        for code in ErrorCode::ALL {
+            let body = serde_json::to_vec(&ErrorBody {
+                code: code.as_str().into(),
+                error: "why".into(),
+            })
+            .unwrap();
+            let e = map_answer(403, &body, "/v1/x", required::<Health>).unwrap_err();
+            assert_eq!(e.code(), Some(*code));
+            assert_eq!(e.status(), Some(403));
+            assert!(e.to_string().contains(&format!("(403 {code}): why")), "{e}");
+        }
+        // From a newer CA: typed as unrecognized, the wire code kept for people.
+        let body = br#"{"code":"from_the_future","error":"later"}"#;
+        let e = map_answer(409, body, "/v1/x", required::<Health>).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Unrecognized));
+        assert!(
+            e.to_string().contains("(409 from_the_future): later"),
+            "{e}"
+        );
+        // Not an error body (a proxy's page): the text, bounded.
+        let page = "<html>".repeat(1000);
+        let e = map_answer(502, page.as_bytes(), "/v1/x", required::<Health>).unwrap_err();
+        match e {
+            ClientError::Status {
+                status: 502,
+                code: ErrorCode::Unrecognized,
+                wire_code,
+                message,
+            } => {
+                assert_eq!(wire_code, "http_error");
+                assert_eq!(message.chars().count(), MAX_ERROR_TEXT);
+            }
+            other => panic!("{other:?}"),
         }
     }
 
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let url = format!("{}{}", self.base, path);
-        Self::required(self.send(self.http.get(&url), &url)?)
+    #[test]
+    fn no_content_is_none_only_where_expected() {
+        assert_eq!(
+            map_answer(204, b"", "/v1/host/sync?since=1", optional::<Health>).unwrap(),
+            None
+        );
+        let e = map_answer(204, b"", "/v1/health", required::<Health>).unwrap_err();
+        assert!(matches!(e, ClientError::Decode(m) if m == "/v1/health: empty response"));
+        let e = map_answer(200, b"{", "/v1/health?x=1", required::<Health>).unwrap_err();
+        assert!(matches!(e, ClientError::Decode(m) if m.starts_with("/v1/health: ")));
     }
 
-    /// GET that maps `204 No Content` to `None`.
-    pub fn get_optional<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ApiError> {
-        let url = format!("{}{}", self.base, path);
-        match self.send(self.http.get(&url), &url)? {
-            Some(r) => Ok(Some(Self::decode(r)?)),
-            None => Ok(None),
-        }
+    #[test]
+    fn queries_carry_only_what_is_set() {
+        assert_eq!(
+            with_query(ep::ADMIN_CERTS, &CertQuery::default()),
+            "/v1/admin/certs"
+        );
+        let q = CertQuery {
+            limit: Some(5),
+            user: Some(UserName::new("alice").unwrap()),
+            valid: true,
+        };
+        assert_eq!(
+            with_query(ep::ADMIN_CERTS, &q),
+            "/v1/admin/certs?limit=5&user=alice&valid=true"
+        );
+        let q = SyncQuery {
+            since: 7,
+            wait: 25,
+            host: Some(HostName::new("web-1").unwrap()),
+        };
+        assert_eq!(
+            with_query(ep::HOST_SYNC, &q),
+            "/v1/host/sync?since=7&wait=25&host=web-1"
+        );
+        // Free text is escaped.
+        let q = AuditQuery {
+            host: Some("@ca".into()),
+            user: Some("a&b=c d".into()),
+            ..AuditQuery::default()
+        };
+        assert_eq!(
+            with_query(ep::ADMIN_AUDIT, &q),
+            "/v1/admin/audit?user=a%26b%3Dc+d&host=%40ca"
+        );
     }
 
-    pub fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ApiError> {
-        let url = format!("{}{}", self.base, path);
-        Self::required(self.send(self.http.post(&url).json(body), &url)?)
-    }
-
-    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let url = format!("{}{}", self.base, path);
-        Self::required(self.send(self.http.delete(&url), &url)?)
+    #[test]
+    fn timeouts() {
+        let core = Core::new(ClientOptions::new(
+            "https://ca.invalid",
+            Trust::Fingerprint(crate::tls::fingerprint(b"x")),
+        ))
+        .unwrap();
+        assert_eq!(core.timeout(Wait::Default), Duration::from_secs(30));
+        assert_eq!(core.timeout(Wait::LongPoll(25)), Duration::from_secs(45));
+        assert_eq!(core.timeout(Wait::AtLeast(UPLOAD_TIMEOUT)), UPLOAD_TIMEOUT);
+        assert!(matches!(
+            Core::new(ClientOptions::new(
+                "http://ca.invalid",
+                Trust::Fingerprint(crate::tls::fingerprint(b"x")),
+            )),
+            Err(ClientError::Config(_))
+        ));
     }
 }

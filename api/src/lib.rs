@@ -1,9 +1,10 @@
 //! `smith-api`: the CA's HTTPS API as both ends see it.
 //!
-//! Owns: the JSON request/response types ([`types`]), the audit hash chain ([`chain`]),
-//! the TLS root fingerprint format and the pinning verifier ([`tls`]), and a blocking
-//! client for CLIs ([`client`]). Async callers (hostd) build their own `reqwest::Client`
-//! from [`tls::client_config`].
+//! Owns: the JSON request/response types ([`types`]), every endpoint path
+//! ([`endpoints`]), the stable error codes ([`ErrorCode`]), the audit hash chain
+//! ([`chain`]), the TLS root fingerprint format and the pinning verifier ([`tls`]), and
+//! the one client of the API ([`client`]: a blocking face for CLIs, an async face for
+//! hostd, one typed method per endpoint).
 //!
 //! Must never: trust a server whose TLS chain does not lead to the pinned root, or print
 //! a bearer token.
@@ -12,10 +13,11 @@
 
 pub mod chain;
 pub mod client;
+pub mod endpoints;
 pub mod error;
 pub mod tls;
 pub mod types;
 
-pub use client::{ApiError, Client, ClientOptions, Identity, Trust};
+pub use client::{AsyncClient, Client, ClientError, ClientOptions, Identity, Trust};
 pub use error::ErrorCode;
 pub use types::*;

@@ -371,6 +371,159 @@ pub struct RevokeResponse {
     pub version: u64,
 }
 
+// --- queries (the GET parameters the client sends) ----------------------------------------
+
+/// `GET /v1/host/sync?since=V&wait=S&host=H`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct SyncQuery {
+    /// The host's version; 0 asks for a full snapshot.
+    #[serde(default)]
+    pub since: u64,
+    /// Long poll: answer 204 if nothing changed within this many seconds.
+    #[serde(default)]
+    pub wait: u64,
+    /// The host's own name (checked against its client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
+}
+
+/// `GET /v1/admin/decisions?limit=N&user=U`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct DecisionQuery {
+    /// The last `limit` decisions (the CA's default: 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserName>,
+}
+
+/// `GET /v1/admin/certs?limit=N&user=U&valid=true`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CertQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserName>,
+    /// Only certificates not expired and not revoked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub valid: bool,
+}
+
+/// `GET /v1/admin/audit?limit=N&user=U&host=H&since=UNIX`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct AuditQuery {
+    /// The most recently stored `limit` records (the CA's default: 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A host's chain, or `@ca` for the CA's issuance decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Events at or after this time (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// `GET /v1/admin/audit/rejections?limit=N`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RejectionQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/admin/audit/out-of-band?window_secs=S&threshold=N`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct OutOfBandQuery {
+    /// Failed attempts within this window count towards a hot spot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+    /// Failures (one host and source, or one host and user) that make a hot spot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u64>,
+}
+
+// --- the audit trail (admin) -----------------------------------------------------------------
+
+/// One stored audit record, as `GET /v1/admin/audit` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub host: String,
+    pub seq: u64,
+    pub kind: String,
+    pub user: String,
+    /// Event time (the host's clock; the CA's for `@ca`).
+    pub at_unix: u64,
+    /// When the CA stored it.
+    pub received_at: u64,
+    pub hash: String,
+    /// The event as recorded (parsed from the exact JSON text that was hashed).
+    pub event: serde_json::Value,
+}
+
+/// One chain's verification result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditChainReport {
+    pub host: String,
+    pub records: u64,
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// The first broken record found in a chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditBreak {
+    pub host: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// `GET /v1/admin/audit/verify`: every chain recomputed from the CA's database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditVerifyReport {
+    pub ok: bool,
+    pub records: u64,
+    pub chains: Vec<AuditChainReport>,
+    /// The first broken record (hosts in name order, records in seq order).
+    pub first_break: Option<AuditBreak>,
+    /// Every chain with a break (its first break).
+    pub breaks: Vec<AuditBreak>,
+}
+
+/// One rejected audit upload (`GET /v1/admin/audit/rejections`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRejection {
+    pub id: u64,
+    pub host: String,
+    pub seq: u64,
+    /// `audit_chain_broken` or `audit_replay` (see [`crate::ErrorCode`]).
+    pub code: String,
+    pub reason: String,
+    pub at: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: u64,
+}
+
+/// One login sshd recorded that did not go through Smith
+/// (`GET /v1/admin/audit/out-of-band`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutOfBandFinding {
+    pub kind: String,
+    pub host: String,
+    /// The record (for `failed_attempts`, the last one of the hot spot).
+    pub seq: u64,
+    pub at_unix: u64,
+    pub user: String,
+    pub rhost: String,
+    pub method: String,
+    pub key_id: String,
+    pub serial: Option<u64>,
+    pub fingerprint: String,
+    /// A sentence for a person.
+    pub detail: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,9 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use smith_api::{
-    Client, ClientOptions, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, HostInfo,
-    HostTokenRequest, HostTokenRequestNamed, IssuedCert, MemberChange, RevokeRequest,
-    RevokeResponse, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
+    CertQuery, Client, ClientOptions, DecisionQuery, GrantAdd, GrantInfo, GroupAdd, GroupInfo,
+    HostTokenRequest, HostTokenRequestNamed, IssuedCert, RevokeRequest, TokenRequest,
+    TokenResponse, Trust, UserAdd, UserInfo,
 };
 use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,11 +39,9 @@ impl Conn {
             )
         })?;
         Ok(Client::new(ClientOptions {
-            base_url: url,
-            trust: Trust::Fingerprint(fp),
             token: self.token.clone(),
-            identity: None,
-            timeout: Duration::from_secs(30),
+            unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
+            ..ClientOptions::new(url, Trust::Fingerprint(fp))
         })?)
     }
 }
@@ -450,24 +448,21 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 let missing: Vec<GroupName> = if strict_groups || groups.is_empty() {
                     vec![]
                 } else {
-                    let existing: Vec<GroupInfo> = c.get("/v1/admin/groups")?;
+                    let existing = c.list_groups()?;
                     groups
                         .iter()
                         .filter(|g| !existing.iter().any(|e| &e.name == *g))
                         .cloned()
                         .collect()
                 };
-                let info: UserInfo = c.post(
-                    "/v1/admin/users",
-                    &UserAdd {
-                        name,
-                        groups,
-                        uid,
-                        gecos,
-                        shell,
-                        create_groups: !strict_groups,
-                    },
-                )?;
+                let info = c.add_user(&UserAdd {
+                    name,
+                    groups,
+                    uid,
+                    gecos,
+                    shell,
+                    create_groups: !strict_groups,
+                })?;
                 for g in &missing {
                     eprintln!("note: group '{g}' did not exist; created it");
                 }
@@ -478,7 +473,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 print_user(&info);
             }
             UserCmd::List { json: as_json } => {
-                let users: Vec<UserInfo> = c.get("/v1/admin/users")?;
+                let users = c.list_users()?;
                 if as_json {
                     return json(&users);
                 }
@@ -491,10 +486,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 name,
                 json: as_json,
             } => {
-                let info: UserInfo = c.post(
-                    &format!("/v1/admin/users/{name}/disable"),
-                    &serde_json::json!({}),
-                )?;
+                let info = c.disable_user(&name)?;
                 if as_json {
                     return json(&info);
                 }
@@ -505,8 +497,8 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 ttl,
                 json: as_json,
             } => {
-                let t: TokenResponse = c.post(
-                    &format!("/v1/admin/users/{name}/token"),
+                let t = c.user_token(
+                    &name,
                     &TokenRequest {
                         ttl_secs: Some(ttl),
                     },
@@ -515,12 +507,9 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             }
         },
         AdminCmd::Scim(ScimCmd::Token { ttl, json: as_json }) => {
-            let t: TokenResponse = c.post(
-                "/v1/admin/scim/token",
-                &TokenRequest {
-                    ttl_secs: Some(ttl),
-                },
-            )?;
+            let t = c.scim_token(&TokenRequest {
+                ttl_secs: Some(ttl),
+            })?;
             print_token(&t, as_json, "SCIM")?;
         }
         AdminCmd::Group(g) => match g {
@@ -529,11 +518,8 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 gid,
                 json: as_json,
             } => {
-                let existed = c
-                    .get::<Vec<GroupInfo>>("/v1/admin/groups")?
-                    .into_iter()
-                    .any(|g| g.name == name);
-                let info: GroupInfo = c.post("/v1/admin/groups", &GroupAdd { name, gid })?;
+                let existed = c.list_groups()?.into_iter().any(|g| g.name == name);
+                let info = c.add_group(&GroupAdd { name, gid })?;
                 if as_json {
                     return json(&info);
                 }
@@ -548,19 +534,15 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 }
             }
             GroupCmd::AddMember { group, user } => {
-                let info: GroupInfo = c.post(
-                    &format!("/v1/admin/groups/{group}/members"),
-                    &MemberChange { user },
-                )?;
+                let info = c.add_member(&group, &user)?;
                 print_group(&info);
             }
             GroupCmd::RemoveMember { group, user } => {
-                let info: GroupInfo =
-                    c.delete(&format!("/v1/admin/groups/{group}/members/{user}"))?;
+                let info = c.remove_member(&group, &user)?;
                 print_group(&info);
             }
             GroupCmd::List { json: as_json } => {
-                let groups: Vec<GroupInfo> = c.get("/v1/admin/groups")?;
+                let groups = c.list_groups()?;
                 if as_json {
                     return json(&groups);
                 }
@@ -578,18 +560,15 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 time_windows,
                 json: as_json,
             } => {
-                let info: GrantInfo = c.post(
-                    "/v1/admin/grants",
-                    &GrantAdd {
-                        group,
-                        selector: tags,
-                        level,
-                        max_ttl_secs: max_ttl,
-                        source_cidrs,
-                        require_reason,
-                        time_windows,
-                    },
-                )?;
+                let info = c.add_grant(&GrantAdd {
+                    group,
+                    selector: tags,
+                    level,
+                    max_ttl_secs: max_ttl,
+                    source_cidrs,
+                    require_reason,
+                    time_windows,
+                })?;
                 if as_json {
                     return json(&info);
                 }
@@ -597,14 +576,14 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 print_grant(&info);
             }
             GrantCmd::List { json: as_json } => {
-                let grants: Vec<GrantInfo> = c.get("/v1/admin/grants")?;
+                let grants = c.list_grants()?;
                 if as_json {
                     return json(&grants);
                 }
                 grants.iter().for_each(print_grant);
             }
             GrantCmd::Remove { id } => {
-                let info: GrantInfo = c.delete(&format!("/v1/admin/grants/{id}"))?;
+                let info = c.remove_grant(id)?;
                 print!("removed grant ");
                 print_grant(&info);
             }
@@ -625,20 +604,17 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                         n.join(", ")
                     )
                 };
-                let t: TokenResponse = c.post(
-                    "/v1/admin/hosts/tokens",
-                    &HostTokenRequestNamed {
-                        request: HostTokenRequest {
-                            tags,
-                            ttl_secs: ttl,
-                        },
-                        ssh_names,
+                let t = c.host_token(&HostTokenRequestNamed {
+                    request: HostTokenRequest {
+                        tags,
+                        ttl_secs: ttl,
                     },
-                )?;
+                    ssh_names,
+                })?;
                 print_token(&t, as_json, &what)?;
             }
             HostCmd::List { json: as_json } => {
-                let hosts: Vec<HostInfo> = c.get("/v1/admin/hosts")?;
+                let hosts = c.list_hosts()?;
                 if as_json {
                     return json(&hosts);
                 }
@@ -668,7 +644,7 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 }
             }
             HostCmd::Remove { name } => {
-                let _: HostInfo = c.delete(&format!("/v1/admin/hosts/{name}"))?;
+                c.remove_host(&name)?;
                 println!("host {name} removed: it can no longer sync");
             }
         },
@@ -680,16 +656,13 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             reason,
             json: as_json,
         }) => {
-            let r: RevokeResponse = c
-                .post(
-                    "/v1/admin/certs/revoke",
-                    &RevokeRequest {
-                        serial,
-                        key_id,
-                        user,
-                        reason,
-                    },
-                )
+            let r = c
+                .revoke(&RevokeRequest {
+                    serial,
+                    key_id,
+                    user,
+                    reason,
+                })
                 .context("cannot revoke")?;
             if as_json {
                 return json(&r);
@@ -726,14 +699,13 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             limit,
             json: as_json,
         }) => {
-            let mut path = format!("/v1/admin/certs?limit={limit}");
-            if let Some(u) = user {
-                path.push_str(&format!("&user={u}"));
-            }
-            if valid {
-                path.push_str("&valid=true");
-            }
-            let certs: Vec<IssuedCert> = c.get(&path).context("cannot list certificates")?;
+            let certs = c
+                .list_certs(&CertQuery {
+                    limit: Some(limit),
+                    user,
+                    valid,
+                })
+                .context("cannot list certificates")?;
             if as_json {
                 return json(&certs);
             }
@@ -747,11 +719,12 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             user,
             json: as_json,
         } => {
-            let mut path = format!("/v1/admin/decisions?limit={limit}");
-            if let Some(u) = user {
-                path.push_str(&format!("&user={u}"));
-            }
-            let ds: Vec<Decision> = c.get(&path).context("cannot list decisions")?;
+            let ds = c
+                .decisions(&DecisionQuery {
+                    limit: Some(limit),
+                    user,
+                })
+                .context("cannot list decisions")?;
             if as_json {
                 return json(&ds);
             }

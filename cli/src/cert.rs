@@ -9,7 +9,7 @@ use crate::agent::Agent;
 use crate::config::{Credential, Effective};
 use anyhow::Context;
 use rand::rngs::OsRng;
-use smith_api::{ApiError, CertRequest, CertResponse};
+use smith_api::{CertRequest, CertResponse, ClientError};
 use smith_proto::Tags;
 use ssh_key::{Certificate, LineEnding, PrivateKey};
 use std::io::Write;
@@ -82,23 +82,21 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
     let key = PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519)
         .context("cannot generate a key")?;
     let public = key.public_key().to_openssh()?;
-    let resp: CertResponse = match client.post(
-        "/v1/certs/user",
-        &CertRequest {
-            public_key: public,
-            scope: args.scope.clone(),
-            ttl_secs: args.ttl.as_secs(),
-            reason: args.reason.clone(),
-            oidc_nonce: cred.nonce(),
-        },
-    ) {
+    let resp: CertResponse = match client.issue_cert(&CertRequest {
+        public_key: public,
+        scope: args.scope.clone(),
+        ttl_secs: args.ttl.as_secs(),
+        reason: args.reason.clone(),
+        oidc_nonce: cred.nonce(),
+    }) {
         Ok(r) => r,
-        Err(ApiError::Status {
+        Err(ClientError::Status {
             status,
-            code,
+            wire_code,
             message,
+            ..
         }) if (400..500).contains(&status) => {
-            return Err(Denied(format!("the CA refused ({code}): {message}")).into());
+            return Err(Denied(format!("the CA refused ({wire_code}): {message}")).into());
         }
         Err(e) => return Err(e.into()),
     };

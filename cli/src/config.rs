@@ -243,11 +243,9 @@ impl Effective {
             )
         })?;
         Ok(smith_api::Client::new(smith_api::ClientOptions {
-            base_url: url,
-            trust: smith_api::Trust::Fingerprint(fp),
             token,
-            identity: None,
-            timeout: std::time::Duration::from_secs(30),
+            unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
+            ..smith_api::ClientOptions::new(url, smith_api::Trust::Fingerprint(fp))
         })?)
     }
 }

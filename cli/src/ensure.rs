@@ -149,9 +149,9 @@ pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
         .map(|l| parse_keys(&l.user_ca_keys))
         .unwrap_or_default();
     if ca_keys.is_empty() {
-        let keys: smith_api::CaKeys = cfg
+        let keys = cfg
             .client_with(None)?
-            .get("/v1/ca/user-keys")
+            .user_ca_keys()
             .context("cannot get the CA's user keys")?;
         ca_keys = parse_keys(&keys.keys);
     }

@@ -10,7 +10,7 @@ use crate::config::{Credential, Effective};
 use crate::keyring::{self, Stored};
 use crate::oidc::{self, Provider, SignIn};
 use anyhow::{anyhow, Context};
-use smith_api::AuthConfig;
+use smith_api::{AuthConfig, ErrorCode};
 use std::time::{Duration, UNIX_EPOCH};
 
 pub struct LoginArgs {
@@ -35,8 +35,8 @@ struct Summary<'a> {
 
 fn auth_config(cfg: &Effective) -> anyhow::Result<AuthConfig> {
     let client = cfg.client_with(None)?;
-    client.get("/v1/auth/config").map_err(|e| match e.code() {
-        Some("oidc_not_configured") => anyhow!(
+    client.auth_config().map_err(|e| match e.code() {
+        Some(ErrorCode::OidcNotConfigured) => anyhow!(
             "this CA has no OpenID Provider configured, so there is nothing to sign in to; use \
              a token from your admin (--token or SMITH_TOKEN)"
         ),

@@ -306,9 +306,9 @@ pub fn run(cfg: &Effective, args: SshArgs) -> anyhow::Result<()> {
         )
     } else {
         let url = cfg.ca_url()?.trim_end_matches('/').to_string();
-        let keys: smith_api::CaKeys = cfg
+        let keys = cfg
             .client_with(None)?
-            .get("/v1/ca/host-keys")
+            .host_ca_keys()
             .context("cannot get the CA's host keys")?;
         let lines = render_known_hosts(&patterns, &keys.keys, &url)?;
         let smith = std::env::current_exe()

@@ -458,14 +458,13 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             .map(|s| s.version)
             .unwrap_or(0);
         let client = smith_api::Client::new(smith_api::ClientOptions {
-            base_url: cfg.ca_url.clone(),
-            trust: cr.trust.clone(),
-            token: None,
             identity: Some(cr.identity.clone()),
             timeout: std::time::Duration::from_secs(10),
+            unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
+            ..smith_api::ClientOptions::new(cfg.ca_url.clone(), cr.trust.clone())
         });
         let result = client.and_then(|cl| {
-            cl.get_optional::<serde_json::Value>(&crate::syncclient::sync_path(
+            cl.sync(&crate::syncclient::sync_query(
                 version.max(1),
                 0,
                 &cfg.host_name,

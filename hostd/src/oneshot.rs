@@ -7,7 +7,6 @@
 
 use crate::config::Resolved;
 use crate::store::Store;
-use crate::syncclient::CaClient;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use smith_proto::snapshot::ApplyError;
@@ -39,11 +38,8 @@ pub fn sync(r: &Resolved) -> Result<SyncReport, String> {
         .ok_or("this host is not enrolled: run `smith-host activate` first")?;
     let creds =
         crate::identity::load_credentials(&paths.ca_bundle, &paths.host_cert, &paths.host_key)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    let client = CaClient::new(&cfg.ca_url, &creds).map_err(|e| e.to_string())?;
+    let client =
+        crate::syncclient::connect_blocking(&cfg.ca_url, &creds).map_err(|e| e.to_string())?;
     let mut store = Store::open(paths, &cfg.host_name, &cfg.home_base);
     let from = store.version();
     let mut since = from;
@@ -51,7 +47,7 @@ pub fn sync(r: &Resolved) -> Result<SyncReport, String> {
     status.last_attempt_unix = Some(crate::now_unix());
     let result = (|| {
         for _ in 0..2 {
-            match rt.block_on(client.sync(since, 0, &cfg.host_name)) {
+            match client.sync(&crate::syncclient::sync_query(since, 0, &cfg.host_name)) {
                 Ok(None) => return Ok(()),
                 Ok(Some(resp)) => match store.apply(resp) {
                     Ok(_) => return Ok(()),

@@ -1,16 +1,16 @@
 //! The CA no longer accepting this host: removed by the admin (`403 host_removed`) or
 //! an expired client certificate (refused by the CA's TLS layer with a
-//! `certificate_expired` alert, or a 401/403 whose code says so, or simply past its
+//! `CertificateExpired` alert, or a 401/403 `client_cert_expired`, or simply past its
 //! `not_after` here).
 //!
-//! Owns: recognising those answers, the [`CaRefusal`] record kept in
+//! Owns: recognising those answers (by their typed code and TLS error, never by text), the [`CaRefusal`] record kept in
 //! `sync-status.json` (so `status` and `doctor` can explain it without asking the CA),
 //! and the sentence telling the admin what to do. Must never: make hostd stop serving
 //! its last snapshot (never lock out on doubt: the admin deactivates the host, or the
 //! users' grants change at the CA and reach the host when it is enrolled again).
 
-use crate::syncclient::CaError;
 use serde::{Deserialize, Serialize};
+use smith_api::{ClientError, ErrorCode};
 
 /// What `status` and `doctor` print for a removed host.
 pub const REMOVED_ADVICE: &str = "removed at the CA: run smith-host deactivate, or re-enroll with a new token (smith-host activate --token T); until then the last snapshot keeps serving";
@@ -51,50 +51,51 @@ pub struct CaRefusal {
     pub advice: String,
 }
 
-/// Whether a TLS error text is the CA's server refusing an expired client certificate.
-pub fn is_expired_tls_alert(text: &str) -> bool {
-    // rustls: "received fatal alert: CertificateExpired"; OpenSSL-style peers:
-    // "certificate expired" / "certificate_expired".
-    let t = text.to_ascii_lowercase();
-    t.contains("certificateexpired")
-        || t.contains("certificate_expired")
-        || t.contains("certificate expired")
-}
+/// The wire code recorded for a TLS alert refusing an expired client certificate.
+pub const EXPIRED_ALERT_CODE: &str = "certificate_expired";
 
 /// Classifies an HTTP refusal by status and code.
-pub fn classify_status(status: u16, code: &str) -> Option<RefusalKind> {
+pub fn classify_status(status: u16, code: ErrorCode) -> Option<RefusalKind> {
     match (status, code) {
-        (403, "host_removed") => Some(RefusalKind::HostRemoved),
-        (401 | 403, c) if c.contains("expired") && c.contains("cert") => {
-            Some(RefusalKind::ClientCertExpired)
-        }
+        (403, ErrorCode::HostRemoved) => Some(RefusalKind::HostRemoved),
+        (401 | 403, ErrorCode::ClientCertExpired) => Some(RefusalKind::ClientCertExpired),
         _ => None,
     }
 }
 
-/// Classifies an error of the async host client.
-pub fn classify(e: &CaError) -> Option<(RefusalKind, String, String)> {
+/// Whether the connection broke on the TLS alert a server sends for an expired client
+/// certificate.
+pub fn is_expired_alert(e: &ClientError) -> bool {
+    matches!(
+        e.tls_error(),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateExpired
+        ))
+    )
+}
+
+/// Classifies an error of the CA client: the kind, the code to record (the CA's, or
+/// [`EXPIRED_ALERT_CODE`]) and the CA's message (or the TLS error).
+pub fn classify(e: &ClientError) -> Option<(RefusalKind, String, String)> {
     match e {
-        CaError::Status {
+        ClientError::Status {
             status,
             code,
+            wire_code,
             message,
-        } => classify_status(*status, code).map(|k| (k, code.clone(), message.clone())),
-        CaError::Transport { message, .. } if is_expired_tls_alert(message) => Some((
+        } => classify_status(*status, *code).map(|k| (k, wire_code.clone(), message.clone())),
+        ClientError::Transport { cause, .. } if is_expired_alert(e) => Some((
             RefusalKind::ClientCertExpired,
-            "certificate_expired".into(),
-            message.clone(),
+            EXPIRED_ALERT_CODE.into(),
+            smith_api::client::error_chain(cause),
         )),
         _ => None,
     }
 }
 
-/// Classifies an error of the blocking API client (`doctor`).
-pub fn classify_api(e: &smith_api::ApiError) -> Option<RefusalKind> {
-    if let (Some(status), Some(code)) = (e.status(), e.code()) {
-        return classify_status(status, code);
-    }
-    is_expired_tls_alert(&e.to_string()).then_some(RefusalKind::ClientCertExpired)
+/// The kind of refusal alone (`doctor`).
+pub fn classify_api(e: &ClientError) -> Option<RefusalKind> {
+    classify(e).map(|(kind, _, _)| kind)
 }
 
 impl CaRefusal {
@@ -116,28 +117,32 @@ mod tests {
     #[test]
     fn recognises_removal_and_expiry_only() {
         assert_eq!(
-            classify_status(403, "host_removed"),
+            classify_status(403, ErrorCode::HostRemoved),
             Some(RefusalKind::HostRemoved)
         );
         assert_eq!(
-            classify_status(401, "client_cert_expired"),
+            classify_status(401, ErrorCode::ClientCertExpired),
             Some(RefusalKind::ClientCertExpired)
         );
-        assert_eq!(classify_status(401, "token_expired"), None);
-        assert_eq!(classify_status(403, "wrong_host"), None);
-        assert_eq!(classify_status(500, "host_removed"), None);
-        let e = CaError::Transport {
-            url: "https://ca".into(),
-            message: "error sending request: received fatal alert: CertificateExpired".into(),
+        assert_eq!(classify_status(401, ErrorCode::TokenExpired), None);
+        assert_eq!(classify_status(403, ErrorCode::WrongHost), None);
+        assert_eq!(classify_status(500, ErrorCode::HostRemoved), None);
+        let e = ClientError::Status {
+            status: 403,
+            code: ErrorCode::HostRemoved,
+            wire_code: "host_removed".into(),
+            message: "removed".into(),
         };
         assert_eq!(
-            classify(&e).map(|c| c.0),
-            Some(RefusalKind::ClientCertExpired)
+            classify(&e),
+            Some((
+                RefusalKind::HostRemoved,
+                "host_removed".to_string(),
+                "removed".to_string()
+            ))
         );
-        let e = CaError::Transport {
-            url: "https://ca".into(),
-            message: "connection refused".into(),
-        };
+        // A message that merely mentions an expired certificate is not a refusal.
+        let e = ClientError::Decode("received fatal alert: CertificateExpired".into());
         assert!(classify(&e).is_none());
         assert!(REMOVED_ADVICE.starts_with(
             "removed at the CA: run smith-host deactivate, or re-enroll with a new token"

@@ -4,11 +4,10 @@
 //! Must never: write to the database (the offline verifier opens it read-only), or
 //! exit 0 when a chain is broken.
 
-use super::oob::Finding;
-use super::store::{self, Entry, RejectionInfo, VerifyReport};
+use super::store::{self, Entry, VerifyReport};
 use anyhow::Context;
 use clap::Subcommand;
-use smith_api::Client;
+use smith_api::{AuditQuery, Client, OutOfBandQuery, RejectionQuery};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -110,10 +109,6 @@ fn time(unix: u64) -> String {
 fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// One line for a person.
@@ -260,17 +255,14 @@ pub fn run(c: &Client, cmd: AuditCmd) -> anyhow::Result<()> {
             limit,
             json: as_json,
         } => {
-            let mut path = format!("/v1/admin/audit?limit={limit}");
-            if let Some(u) = user {
-                path.push_str(&format!("&user={}", enc(&u)));
-            }
-            if let Some(h) = host {
-                path.push_str(&format!("&host={}", enc(&h)));
-            }
-            if let Some(s) = since {
-                path.push_str(&format!("&since={s}"));
-            }
-            let es: Vec<Entry> = c.get(&path).context("cannot list the audit trail")?;
+            let es = c
+                .audit_list(&AuditQuery {
+                    limit: Some(limit),
+                    user,
+                    host,
+                    since,
+                })
+                .context("cannot list the audit trail")?;
             if as_json {
                 return json(&es);
             }
@@ -283,14 +275,12 @@ pub fn run(c: &Client, cmd: AuditCmd) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCmd::Verify { json: as_json } => {
-            let r: VerifyReport = c
-                .get("/v1/admin/audit/verify")
-                .context("cannot verify the audit trail")?;
+            let r = c.audit_verify().context("cannot verify the audit trail")?;
             print_verify(&r, as_json)
         }
         AuditCmd::Rejections { json: as_json } => {
-            let rs: Vec<RejectionInfo> = c
-                .get("/v1/admin/audit/rejections")
+            let rs = c
+                .audit_rejections(&RejectionQuery::default())
                 .context("cannot list audit rejections")?;
             if as_json {
                 return json(&rs);
@@ -318,10 +308,11 @@ pub fn run(c: &Client, cmd: AuditCmd) -> anyhow::Result<()> {
             threshold,
             json: as_json,
         } => {
-            let fs: Vec<Finding> = c
-                .get(&format!(
-                    "/v1/admin/audit/out-of-band?window_secs={window}&threshold={threshold}"
-                ))
+            let fs = c
+                .audit_out_of_band(&OutOfBandQuery {
+                    window_secs: Some(window),
+                    threshold: Some(threshold as u64),
+                })
                 .context("cannot compute out-of-band access")?;
             if as_json {
                 return json(&fs);

@@ -44,22 +44,8 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Finding {
-    pub kind: String,
-    pub host: String,
-    /// The record (for `failed_attempts`, the last one of the hot spot).
-    pub seq: u64,
-    pub at_unix: u64,
-    pub user: String,
-    pub rhost: String,
-    pub method: String,
-    pub key_id: String,
-    pub serial: Option<u64>,
-    pub fingerprint: String,
-    /// A sentence for a person.
-    pub detail: String,
-}
+/// A finding (the wire type of `GET /v1/admin/audit/out-of-band`).
+pub use smith_api::OutOfBandFinding as Finding;
 
 /// Inputs: sshd events as (host, seq, event JSON), issued certificates by serial, users'
 /// disable times, this CA's user CA key fingerprints (`SHA256:...`).

@@ -17,26 +17,8 @@ use smith_api::ErrorCode;
 /// The CA's own chain (issuance decisions). `@` is not allowed in host names.
 pub const CA_CHAIN: &str = "@ca";
 
-/// Why an upload was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// `audit_chain_broken` or `audit_replay`.
-    pub code: ErrorCode,
-    pub seq: u64,
-    pub reason: String,
-}
-
-impl Rejected {
-    pub fn message(&self) -> String {
-        match self.code {
-            ErrorCode::AuditReplay => format!(
-                "audit replay: every record of this batch (up to seq {}) is already stored; {}",
-                self.seq, self.reason
-            ),
-            _ => format!("audit chain broken at record {}: {}", self.seq, self.reason),
-        }
-    }
-}
+/// Why an upload was refused (the message format is smith-api's, which hostd reads).
+pub use smith_api::chain::Refusal as Rejected;
 
 /// The head of `host`'s chain: (last seq, its hash), (0, zeros) when empty.
 pub fn head(conn: &Connection, host: &str) -> rusqlite::Result<(u64, [u8; 32])> {
@@ -171,21 +153,8 @@ pub fn record_rejection(
     Ok(())
 }
 
-/// One stored record, for listing.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Entry {
-    pub host: String,
-    pub seq: u64,
-    pub kind: String,
-    pub user: String,
-    /// Event time (the host's clock; the CA's for `@ca`).
-    pub at_unix: u64,
-    /// When the CA stored it.
-    pub received_at: u64,
-    pub hash: String,
-    /// The event as recorded (parsed from the exact JSON text that was hashed).
-    pub event: serde_json::Value,
-}
+/// One stored record, for listing (the wire type of `GET /v1/admin/audit`).
+pub use smith_api::AuditEntry as Entry;
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -230,33 +199,10 @@ pub fn list(conn: &Connection, f: &Filter) -> rusqlite::Result<Vec<Entry>> {
     rows.collect()
 }
 
-/// One chain's verification result.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ChainReport {
-    pub host: String,
-    pub records: u64,
-    pub head_seq: u64,
-    pub head_hash: String,
-}
-
-/// The first broken record found.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Break {
-    pub host: String,
-    pub seq: u64,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub ok: bool,
-    pub records: u64,
-    pub chains: Vec<ChainReport>,
-    /// The first broken record (hosts in name order, records in seq order).
-    pub first_break: Option<Break>,
-    /// Every chain with a break (its first break).
-    pub breaks: Vec<Break>,
-}
+/// The wire types of `GET /v1/admin/audit/verify`.
+pub use smith_api::{
+    AuditBreak as Break, AuditChainReport as ChainReport, AuditVerifyReport as VerifyReport,
+};
 
 /// Recomputes every chain from the rows in the database: sequence continuity from 1,
 /// each `prev_hash`, each `hash` over the stored event text, and the query columns
@@ -334,18 +280,8 @@ pub fn verify_all(conn: &Connection) -> rusqlite::Result<VerifyReport> {
     })
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct RejectionInfo {
-    pub id: u64,
-    pub host: String,
-    pub seq: u64,
-    pub code: String,
-    pub reason: String,
-    pub at: u64,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub records: u64,
-}
+/// The wire type of `GET /v1/admin/audit/rejections`.
+pub use smith_api::AuditRejection as RejectionInfo;
 
 pub fn rejections(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<RejectionInfo>> {
     let mut st = conn.prepare(

@@ -25,7 +25,9 @@ use crate::paths::{host_cert_path_for, HostPaths};
 use crate::service;
 use manifest::{backup_name, sha256_hex, FileEntry, Kind, Manifest, Undo};
 use serde::Serialize;
-use smith_api::{Client, ClientOptions, EnrollRequest, EnrollRequestNamed, EnrollResponse, Trust};
+use smith_api::{
+    Client, ClientOptions, EnrollRequest, EnrollRequestNamed, EnrollResponse, ErrorCode, Trust,
+};
 use smith_proto::HostName;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -304,17 +306,15 @@ fn audit_head(
     cert_pem: &str,
 ) -> Option<smith_api::chain::AuditAck> {
     let client = Client::new(ClientOptions {
-        base_url: ca_url.to_string(),
-        trust: Trust::Fingerprint(fingerprint.to_string()),
-        token: None,
         identity: Some(smith_api::Identity {
             cert_pem: cert_pem.as_bytes().to_vec(),
             key_pem: key_pem.as_bytes().to_vec(),
         }),
         timeout: Duration::from_secs(10),
+        ..ClientOptions::new(ca_url, Trust::Fingerprint(fingerprint.to_string()))
     })
     .ok()?;
-    client.get("/v1/host/audit/head").ok()
+    client.audit_head().ok()
 }
 
 fn enroll(
@@ -327,11 +327,8 @@ fn enroll(
 ) -> Result<Enrolled, ActivateError> {
     let new_key = identity::generate_key_and_csr(host).map_err(ActivateError::Local)?;
     let client = Client::new(ClientOptions {
-        base_url: ca_url.to_string(),
-        trust: Trust::Fingerprint(fingerprint.to_string()),
-        token: None,
-        identity: None,
-        timeout: Duration::from_secs(30),
+        unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
+        ..ClientOptions::new(ca_url, Trust::Fingerprint(fingerprint.to_string()))
     })
     .map_err(|e| usage(e.to_string()))?;
     let req = EnrollRequestNamed {
@@ -343,9 +340,9 @@ fn enroll(
         },
         ssh_names: ssh_names.to_vec(),
     };
-    let resp: EnrollResponse = client.post("/v1/hosts/enroll", &req).map_err(|e| {
+    let resp: EnrollResponse = client.enroll(&req).map_err(|e| {
         let hint = match (e.status(), e.code()) {
-            (Some(403), Some("ssh_name_not_allowed")) => "\nhint: every --ssh-name must be allowed by the token; ask the admin for one with `smith-ca admin host token --tags ... --ssh-name NAME` (the token was not used up)".to_string(),
+            (Some(403), Some(ErrorCode::SshNameNotAllowed)) => "\nhint: every --ssh-name must be allowed by the token; ask the admin for one with `smith-ca admin host token --tags ... --ssh-name NAME` (the token was not used up)".to_string(),
             _ => match e.status() {
             Some(401) | Some(403) => "\nhint: enrollment tokens are single-use and expire; ask the admin for a new one: smith-ca admin host token --tags k=v,... --ttl 1h".to_string(),
             Some(409) => format!("\nhint: a host named {host} is already enrolled; remove it first (smith-ca admin host remove {host}) or pass --name"),

@@ -24,8 +24,9 @@
 
 use super::Shared;
 use crate::identity::{self, HostCredentials};
-use crate::syncclient::{CaClient, CaError};
+use crate::syncclient;
 use rand::Rng;
+use smith_api::{AsyncClient, ClientError, RenewRequest};
 use smith_proto::snapshot::{ApplyError, SyncResponse};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +88,7 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
     let host = shared.config.host_name.clone();
     let wait_secs = shared.config.sync_wait_secs;
     let mut creds = creds;
-    let mut client = match CaClient::new(&shared.config.ca_url, &creds) {
+    let mut client = match syncclient::connect(&shared.config.ca_url, &creds) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "cannot build the CA client; not syncing (the last snapshot keeps serving)");
@@ -138,7 +139,7 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
         immediate = false;
         debug!(since, wait, "sync request");
         let result = tokio::select! {
-            r = client.sync(since, wait, &host) => r,
+            r = client.sync(&syncclient::sync_query(since, wait, &host)) => r,
             _ = shared.sync_now.notified() => {
                 immediate = true;
                 backoff.reset();
@@ -200,9 +201,9 @@ fn lock_version(shared: &Shared) -> u64 {
 /// credentials instead.
 fn note_refusal(
     shared: &Shared,
-    e: &CaError,
+    e: &ClientError,
     creds: &HostCredentials,
-) -> Option<(CaClient, HostCredentials)> {
+) -> Option<(AsyncClient, HostCredentials)> {
     let refused = crate::refusal::classify(e);
     let auth_like = refused.is_some() || matches!(e.status(), Some(401) | Some(403));
     if auth_like {
@@ -212,7 +213,7 @@ fn note_refusal(
             &shared.paths.host_key,
         ) {
             if disk.cert.fingerprint != creds.cert.fingerprint {
-                match CaClient::new(&shared.config.ca_url, &disk) {
+                match syncclient::connect(&shared.config.ca_url, &disk) {
                     Ok(c) => {
                         info!(
                             not_after = disk.cert.not_after,
@@ -246,7 +247,7 @@ fn note_refusal(
     None
 }
 
-fn describe(e: &CaError) -> String {
+fn describe(e: &ClientError) -> String {
     if let Some((kind, _, _)) = crate::refusal::classify(e) {
         return format!("{e}\nhint: {}", kind.advice());
     }
@@ -342,11 +343,11 @@ fn release_freed_memory() {
 /// Renews the client certificate. On success returns the new client and credentials.
 async fn renew(
     shared: &Arc<Shared>,
-    client: &CaClient,
+    client: &AsyncClient,
     creds: &HostCredentials,
     managed: &[crate::hostcerts::Managed],
     renewal: &mut Renewal,
-) -> Option<(CaClient, HostCredentials)> {
+) -> Option<(AsyncClient, HostCredentials)> {
     let now = crate::now_unix();
     let host = &shared.config.host_name;
     info!(
@@ -363,9 +364,13 @@ async fn renew(
         }
     };
     let host_keys: Vec<String> = managed.iter().map(|m| m.key_line.clone()).collect();
-    let resp = match client.renew(&new_key.csr_pem, &host_keys).await {
+    let req = RenewRequest {
+        csr_pem: new_key.csr_pem.clone(),
+        ssh_host_keys: host_keys,
+    };
+    let resp = match client.renew(&req).await {
         Ok(r) => r,
-        Err(CaError::Status { status, .. }) if status == 404 || status == 405 => {
+        Err(ClientError::Status { status, .. }) if status == 404 || status == 405 => {
             info!("the CA does not offer certificate renewal; asking again in an hour");
             renewal.next_attempt = now + 3600;
             return None;
@@ -431,7 +436,7 @@ async fn renew(
             return None;
         }
     };
-    match CaClient::new(&shared.config.ca_url, &new_creds) {
+    match syncclient::connect(&shared.config.ca_url, &new_creds) {
         Ok(c) => {
             info!(
                 not_after = new_creds.cert.not_after,

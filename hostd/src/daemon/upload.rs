@@ -17,9 +17,10 @@
 use super::Shared;
 use crate::identity;
 use crate::spool::{self, AckState};
-use crate::syncclient::{CaClient, CaError};
 use serde::{Deserialize, Serialize};
+use smith_api::chain::Refusal;
 use smith_api::chain::{AuditAck, AuditBatch};
+use smith_api::{AsyncClient, ClientError, ErrorCode};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,10 +155,10 @@ pub fn reconcile(dir: &Path, ca: &AuditAck, local_head: u64) -> std::io::Result<
     }
 }
 
-fn client(shared: &Shared) -> Result<CaClient, String> {
+fn client(shared: &Shared) -> Result<AsyncClient, String> {
     let p = &shared.paths;
     let creds = identity::load_credentials(&p.ca_bundle, &p.host_cert, &p.host_key)?;
-    CaClient::new(&shared.config.ca_url, &creds).map_err(|e| e.to_string())
+    crate::syncclient::connect(&shared.config.ca_url, &creds).map_err(|e| e.to_string())
 }
 
 enum Step {
@@ -170,7 +171,7 @@ enum Step {
 
 struct Uploader {
     shared: Arc<Shared>,
-    client: Option<CaClient>,
+    client: Option<AsyncClient>,
     need_head: bool,
     status: UploadStatus,
     backoff: Backoff,
@@ -323,21 +324,23 @@ impl Uploader {
                 self.save();
                 Step::Again
             }
-            Err(CaError::Status {
+            Err(ClientError::Status {
                 status: 409,
-                code,
+                code: ErrorCode::AuditReplay,
                 message,
-            }) if code == "audit_replay" => {
+                ..
+            }) => {
                 info!(first, last, message = %message, "the CA already has these records; asking its head");
                 self.need_head = true;
                 Step::Again
             }
-            Err(CaError::Status {
+            Err(ClientError::Status {
                 status,
-                code,
+                wire_code: code,
                 message,
+                ..
             }) if status == 409 || status == 400 => {
-                let seq = seq_in(&message).unwrap_or(first);
+                let seq = Refusal::seq_in(&message).unwrap_or(first);
                 error!(
                     seq,
                     code = %code,
@@ -369,22 +372,6 @@ impl Uploader {
             Err(e) => self.failed(e.to_string()),
         }
     }
-}
-
-/// The first "record N" / "seq N" number in a CA message.
-fn seq_in(msg: &str) -> Option<u64> {
-    for key in ["record ", "seq ", "sequence "] {
-        if let Some(i) = msg.find(key) {
-            let digits: String = msg[i + key.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            if let Ok(n) = digits.parse() {
-                return Some(n);
-            }
-        }
-    }
-    None
 }
 
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -499,14 +486,5 @@ mod tests {
             reconcile(d.path(), &behind, 5).unwrap(),
             Reconciled::Fork(_)
         ));
-    }
-
-    #[test]
-    fn seq_is_found_in_ca_messages() {
-        assert_eq!(
-            seq_in("audit chain broken at record 17: record hash does not match"),
-            Some(17)
-        );
-        assert_eq!(seq_in("nothing"), None);
     }
 }

@@ -1,42 +1,39 @@
-//! The bench's async client for the CA's HTTPS API (admin calls, enrollment, issuance),
-//! built on `smith_api::tls::client_config` so that it pins the CA's root exactly like
-//! Smith's own clients.
+//! The bench's handle on the CA's HTTPS API: smith-api's async client (which pins the
+//! CA's root exactly like Smith's own clients), with helpers taking plain names.
 //!
-//! Must never: trust anything but the pinned root, or hide a CA error (every non-2xx
-//! answer becomes an error carrying the CA's own message).
+//! Must never: trust anything but the pinned root, or hide a CA error (every refusal
+//! becomes an error carrying the CA's own code and message).
 
-use anyhow::{anyhow, bail, Context, Result};
-use reqwest::Method;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use smith_api::tls::{client_config, Identity, Trust};
+use anyhow::{anyhow, Context, Result};
+use smith_api::tls::{Identity, Trust};
 use smith_api::{
-    ErrorBody, GrantAdd, GroupAdd, GroupInfo, HostTokenRequest, MemberChange, TokenRequest,
-    TokenResponse, UserAdd, UserInfo,
+    AsyncClient, ClientOptions, GrantAdd, GrantInfo, GroupAdd, GroupInfo, HostTokenRequest,
+    HostTokenRequestNamed, TokenRequest, UserAdd, UserInfo,
 };
 use smith_proto::{GroupName, Level, Tags, UserName};
-use std::time::Duration;
 
-/// A reqwest client that trusts only the CA whose root has `fingerprint`, optionally
-/// presenting a host's mTLS identity. Each client keeps its own keep-alive connections.
-pub fn http_client(fingerprint: &str, identity: Option<&Identity>) -> Result<reqwest::Client> {
-    let tls = client_config(&Trust::Fingerprint(fingerprint.to_string()), identity)
-        .map_err(|e| anyhow!("TLS configuration: {e}"))?;
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(300))
-        .build()
-        .context("building the HTTPS client")
+/// A client of the CA whose root has `fingerprint`, with a bearer `token` and/or a
+/// host's mTLS identity. Each client keeps its own keep-alive connections.
+pub fn client(
+    base: &str,
+    fingerprint: &str,
+    token: Option<&str>,
+    identity: Option<&Identity>,
+) -> Result<AsyncClient> {
+    AsyncClient::new(ClientOptions {
+        token: token.map(str::to_string),
+        identity: identity.cloned(),
+        ..ClientOptions::new(base, Trust::Fingerprint(fingerprint.to_string()))
+    })
+    .context("building the HTTPS client")
 }
 
-/// The CA's API with a bearer token (the admin's, or a user's).
+/// The CA's API with the admin's bearer token.
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub fingerprint: String,
-    http: reqwest::Client,
-    token: String,
+    pub client: AsyncClient,
 }
 
 impl Api {
@@ -44,44 +41,7 @@ impl Api {
         Ok(Api {
             base: base.trim_end_matches('/').to_string(),
             fingerprint: fingerprint.to_string(),
-            http: http_client(fingerprint, None)?,
-            token: token.to_string(),
-        })
-    }
-
-    pub async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<R> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}: cannot reach the CA at {}", self.base))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("{method} {path}: reading the answer"))?;
-        if !status.is_success() {
-            let why = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| format!("{}: {}", e.code, e.error))
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{method} {path}: the CA answered {status}: {why}");
-        }
-        serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{method} {path}: unexpected answer {:?}",
-                String::from_utf8_lossy(&bytes)
-            )
+            client: client(base, fingerprint, Some(token), None)?,
         })
     }
 
@@ -90,8 +50,7 @@ impl Api {
             name: GroupName::new(name)?,
             gid: None,
         };
-        self.call(Method::POST, "/v1/admin/groups", Some(&body))
-            .await
+        Ok(self.client.add_group(&body).await?)
     }
 
     pub async fn user_add(&self, name: &str, groups: &[&str]) -> Result<UserInfo> {
@@ -106,37 +65,24 @@ impl Api {
             shell: None,
             create_groups: false,
         };
-        self.call(Method::POST, "/v1/admin/users", Some(&body))
-            .await
+        Ok(self.client.add_user(&body).await?)
     }
 
     pub async fn member_add(&self, group: &str, user: &str) -> Result<GroupInfo> {
-        let body = MemberChange {
-            user: UserName::new(user)?,
-        };
-        self.call(
-            Method::POST,
-            &format!("/v1/admin/groups/{group}/members"),
-            Some(&body),
-        )
-        .await
+        Ok(self
+            .client
+            .add_member(&GroupName::new(group)?, &UserName::new(user)?)
+            .await?)
     }
 
     pub async fn member_remove(&self, group: &str, user: &str) -> Result<GroupInfo> {
-        self.call::<(), _>(
-            Method::DELETE,
-            &format!("/v1/admin/groups/{group}/members/{user}"),
-            None,
-        )
-        .await
+        Ok(self
+            .client
+            .remove_member(&GroupName::new(group)?, &UserName::new(user)?)
+            .await?)
     }
 
-    pub async fn grant_add(
-        &self,
-        group: &str,
-        tags: &str,
-        level: Level,
-    ) -> Result<serde_json::Value> {
+    pub async fn grant_add(&self, group: &str, tags: &str, level: Level) -> Result<GrantInfo> {
         let body = GrantAdd {
             group: GroupName::new(group)?,
             selector: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
@@ -146,32 +92,25 @@ impl Api {
             require_reason: false,
             time_windows: vec![],
         };
-        self.call(Method::POST, "/v1/admin/grants", Some(&body))
-            .await
+        Ok(self.client.add_grant(&body).await?)
     }
 
     pub async fn user_token(&self, user: &str) -> Result<String> {
         let body = TokenRequest {
             ttl_secs: Some(86400),
         };
-        let t: TokenResponse = self
-            .call(
-                Method::POST,
-                &format!("/v1/admin/users/{user}/token"),
-                Some(&body),
-            )
-            .await?;
+        let t = self.client.user_token(&UserName::new(user)?, &body).await?;
         Ok(t.token)
     }
 
     pub async fn host_token(&self, tags: &str) -> Result<String> {
-        let body = HostTokenRequest {
-            tags: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
-            ttl_secs: 3600,
+        let body = HostTokenRequestNamed {
+            request: HostTokenRequest {
+                tags: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
+                ttl_secs: 3600,
+            },
+            ssh_names: vec![],
         };
-        let t: TokenResponse = self
-            .call(Method::POST, "/v1/admin/hosts/tokens", Some(&body))
-            .await?;
-        Ok(t.token)
+        Ok(self.client.host_token(&body).await?.token)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! 64 users with a grant and a token each; for 1, 16 and 64 concurrent clients, each
 //! client is a different user (as on a morning when engineers sign in) and a tokio task
-//! with its own keep-alive connection (reqwest + `smith_api::tls`) sending
+//! with its own keep-alive connection (smith-api's async client) sending
 //! `POST /v1/certs/user` back to back for a fixed time. Certificates per second and the
 //! per-request latency (p50/p99) are recorded, with the CPU time the CA and this load
 //! generator used. Afterwards the `certificates` rows in the CA's SQLite must equal the
@@ -12,7 +12,7 @@
 //!
 //! Must never: count a failed or non-200 answer as a certificate.
 
-use super::api::{http_client, Api};
+use super::api::{client, Api};
 use super::localca::{count_rows, LocalCa};
 use super::report::{Figure, Goal};
 use super::util::{cpu_secs, progress, runtime, self_cpu_secs, stats};
@@ -45,53 +45,34 @@ struct LevelRun {
 async fn level(
     api: &Api,
     user_tokens: &[String],
-    body: Arc<Vec<u8>>,
+    req: Arc<CertRequest>,
     clients: usize,
     dur: Duration,
     ca_pid: u32,
 ) -> Result<LevelRun> {
-    let url = format!("{}/v1/certs/user", api.base);
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let http = http_client(&api.fingerprint, None)?;
-        let (url, body, barrier, token) = (
-            url.clone(),
-            body.clone(),
-            barrier.clone(),
-            user_tokens[i % user_tokens.len()].clone(),
-        );
+        let token = &user_tokens[i % user_tokens.len()];
+        let user = client(&api.base, &api.fingerprint, Some(token), None)?;
+        let (req, barrier) = (req.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
-            let one = |http: reqwest::Client| {
-                let (url, body, token) = (url.clone(), body.clone(), token.clone());
-                async move {
-                    let r = http
-                        .post(url)
-                        .bearer_auth(token)
-                        .header("content-type", "application/json")
-                        .body((*body).clone())
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let status = r.status();
-                    let b = r.bytes().await.map_err(|e| e.to_string())?;
-                    if status != reqwest::StatusCode::OK
-                        || !b.starts_with(b"{\"certificate\":\"ssh-")
-                    {
-                        return Err(format!("{status}: {}", String::from_utf8_lossy(&b)));
-                    }
-                    Ok::<(), String>(())
+            let one = || async {
+                let c = user.issue_cert(&req).await.map_err(|e| e.to_string())?;
+                if !c.certificate.starts_with("ssh-") {
+                    return Err(format!("not a certificate: {}", c.certificate));
                 }
+                Ok::<(), String>(())
             };
             // Warm-up: the TLS handshake and the keep-alive connection.
-            let warm = one(http.clone()).await;
+            let warm = one().await;
             barrier.wait().await;
             let deadline = Instant::now() + dur;
             let warm_ok = warm.is_ok();
             let (mut lat, mut errors, mut first_error) = (Vec::new(), 0usize, warm.err());
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match one(http.clone()).await {
+                match one().await {
                     Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1e6),
                     Err(e) => {
                         errors += 1;
@@ -204,13 +185,13 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
     let public_key = std::fs::read_to_string(work.join("issue_key.pub"))?
         .trim()
         .to_string();
-    let body = Arc::new(serde_json::to_vec(&CertRequest {
+    let req = Arc::new(CertRequest {
         public_key,
         scope: Tags::parse("env=bench").map_err(|e| anyhow::anyhow!("{e}"))?,
         ttl_secs: 3600,
         reason: None,
         oidc_nonce: None,
-    })?);
+    });
     let rows_before = count_rows(&ca.db(), "certificates")?;
     let dur = Duration::from_secs_f64(if quick { 2.0 } else { 6.0 });
     let mut levels = Vec::new();
@@ -220,7 +201,7 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
             "ca: {clients} concurrent client(s) for {:.0?}",
             dur
         ));
-        let l = rt.block_on(level(&admin, &tokens, body.clone(), clients, dur, ca.pid()))?;
+        let l = rt.block_on(level(&admin, &tokens, req.clone(), clients, dur, ca.pid()))?;
         // The warm-up certificates are recorded like any other.
         answered += l.ok + l.warm_ok;
         if l.errors > 0 {

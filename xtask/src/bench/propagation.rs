@@ -11,15 +11,13 @@
 //!
 //! Must never: count a host as updated before it parsed a response with the new version.
 
-use super::api::{http_client, Api};
+use super::api::{client, Api};
 use super::localca::LocalCa;
 use super::report::{Figure, Goal};
 use super::util::{cpu_secs, mono_ns, progress, rss_mb, runtime, stats};
 use anyhow::{bail, Context, Result};
-use reqwest::Method;
 use smith_api::tls::Identity;
-use smith_api::{EnrollRequest, EnrollResponse};
-use smith_proto::snapshot::SyncResponse;
+use smith_api::{EnrollRequest, EnrollRequestNamed, SyncQuery};
 use smith_proto::{HostName, Level};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,15 +72,16 @@ fn key_and_csr(name: &HostName) -> Result<(String, String)> {
 async fn enroll_one(admin: &Api, name: HostName) -> Result<SimHost> {
     let token = admin.host_token(SIM_TAGS).await?;
     let (key_pem, csr_pem) = key_and_csr(&name)?;
-    let req = EnrollRequest {
-        token,
-        host_name: name.clone(),
-        csr_pem,
-        ssh_host_keys: vec![],
+    let req = EnrollRequestNamed {
+        request: EnrollRequest {
+            token,
+            host_name: name.clone(),
+            csr_pem,
+            ssh_host_keys: vec![],
+        },
+        ssh_names: vec![],
     };
-    let resp: EnrollResponse = admin
-        .call(Method::POST, "/v1/hosts/enroll", Some(&req))
-        .await?;
+    let resp = admin.client.enroll(&req).await?;
     Ok(SimHost {
         name,
         identity: Identity {
@@ -114,53 +113,30 @@ async fn enroll(admin: &Api, n: usize) -> Result<Vec<SimHost>> {
 
 /// hostd's loop, reduced to what the CA sees: long-poll, parse, remember the version.
 async fn sync_loop(i: usize, base: String, fp: String, host: Arc<SimHost>, board: Arc<Board>) {
-    let http = match http_client(&fp, Some(&host.identity)) {
-        Ok(h) => h,
+    let c = match client(&base, &fp, None, Some(&host.identity)) {
+        Ok(c) => c,
         Err(e) => return board.fail(format!("{e:#}")),
     };
     let mut since = 0u64;
     loop {
-        let url = format!(
-            "{base}/v1/host/sync?since={since}&wait={WAIT_SECS}&host={}",
-            host.name
-        );
-        let r = match http
-            .get(&url)
-            .timeout(Duration::from_secs(WAIT_SECS + 30))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                board.fail(e.to_string());
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
+        let q = SyncQuery {
+            since,
+            wait: WAIT_SECS,
+            host: Some(host.name.clone()),
         };
-        match r.status().as_u16() {
-            204 => continue,
-            200 => {}
-            s => {
-                board.fail(format!("sync answered {s}"));
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        }
-        let body = match r.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                board.fail(e.to_string());
-                continue;
-            }
-        };
-        match serde_json::from_slice::<SyncResponse>(&body) {
-            Ok(s) => {
+        match c.sync(&q).await {
+            Ok(None) => continue,
+            Ok(Some(s)) => {
                 since = s.version;
                 let slot = &board.slots[i];
                 slot.at_ns.store(mono_ns(), Ordering::Release);
                 slot.version.store(since, Ordering::Release);
             }
-            Err(e) => board.fail(format!("sync response: {e}")),
+            Err(e @ smith_api::ClientError::Decode(_)) => board.fail(e.to_string()),
+            Err(e) => {
+                board.fail(e.to_string());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 }

@@ -26,31 +26,29 @@ fn main() {
     let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
         .expect("key");
     let public = key.public_key().to_openssh().expect("public key");
-    let body = serde_json::json!({"public_key": public, "scope": scope, "ttl_secs": 600});
+    let req = smith_api::CertRequest {
+        public_key: public,
+        scope: smith_proto::Tags::parse(&scope).expect("scope k=v,..."),
+        ttl_secs: 600,
+        reason: None,
+        oidc_nonce: None,
+    };
     let start = Instant::now();
     let threads: Vec<_> = (0..conc)
         .map(|i| {
-            let (url, fp, token, body) = (url.clone(), fp.clone(), token.clone(), body.clone());
+            let (url, fp, token, req) = (url.clone(), fp.clone(), token.clone(), req.clone());
             let n = count / conc + usize::from(i < count % conc);
             std::thread::spawn(move || {
-                let tls = smith_api::tls::client_config(&smith_api::Trust::Fingerprint(fp), None)
-                    .expect("tls");
-                let http = reqwest::blocking::Client::builder()
-                    .use_preconfigured_tls(tls)
-                    .timeout(Duration::from_secs(60))
-                    .build()
-                    .expect("client");
+                let client = smith_api::Client::new(smith_api::ClientOptions {
+                    token: Some(token),
+                    timeout: Duration::from_secs(60),
+                    ..smith_api::ClientOptions::new(url, smith_api::Trust::Fingerprint(fp))
+                })
+                .expect("client");
                 let mut lat = Vec::with_capacity(n);
                 for _ in 0..n {
                     let t = Instant::now();
-                    let r = http
-                        .post(format!("{url}/v1/certs/user"))
-                        .bearer_auth(&token)
-                        .json(&body)
-                        .send()
-                        .expect("request");
-                    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
-                    let _ = r.bytes();
+                    client.issue_cert(&req).expect("a certificate");
                     lat.push(t.elapsed());
                 }
                 lat

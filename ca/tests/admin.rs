@@ -6,7 +6,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{text, TestCa};
+use smith_api::{endpoints, ErrorCode};
+use support::{code_of, text, TestCa};
 
 fn users(ca: &TestCa) -> Value {
     serde_json::from_str(&ca.admin_ok(&["user", "list", "--json"])).unwrap()
@@ -145,25 +146,28 @@ fn hostile_input_is_refused_with_clear_errors_and_nothing_written() {
         (status, body)
     };
     for name in ["root", "../x", "a:b", "a\nb", "a\u{0}b", "", "x y"] {
-        let (s, b) = post("/v1/admin/users", json!({"name": name}));
+        let (s, b) = post(endpoints::ADMIN_USERS, json!({"name": name}));
         assert_eq!(s, 400, "{name:?}: {b}");
-        assert_eq!(b["code"], "invalid_input", "{b}");
+        assert_eq!(code_of(&b), ErrorCode::InvalidInput, "{b}");
         assert!(b["error"].as_str().unwrap().contains("name"), "{b}");
-        let (s, _) = post("/v1/admin/groups", json!({"name": name}));
+        let (s, _) = post(endpoints::ADMIN_GROUPS, json!({"name": name}));
         assert_eq!(s, 400);
     }
     for uid in [0u64, 500, 60001, 65535, 1 << 33] {
-        let (s, b) = post("/v1/admin/users", json!({"name": "eve", "uid": uid}));
+        let (s, b) = post(endpoints::ADMIN_USERS, json!({"name": "eve", "uid": uid}));
         assert_eq!(s, 400, "{uid}: {b}");
         assert!(b["error"].as_str().unwrap().contains("not allowed"), "{b}");
     }
     // Just over the 64 KiB limit: a clean 413 (the body fits in the socket buffers).
-    let (s, b) = post("/v1/admin/users", json!({"name": "a".repeat(70 * 1024)}));
+    let (s, b) = post(
+        endpoints::ADMIN_USERS,
+        json!({"name": "a".repeat(70 * 1024)}),
+    );
     assert_eq!(s, 413, "{b}");
-    assert_eq!(b["code"], "too_large");
+    assert_eq!(code_of(&b), ErrorCode::TooLarge);
     // 1 MB: 413, or the server closes the connection before the client finished writing.
     let r = http
-        .post(format!("{}/v1/admin/users", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::ADMIN_USERS))
         .bearer_auth(&ca.admin_token)
         .json(&json!({"name": huge}))
         .send();
@@ -171,26 +175,33 @@ fn hostile_input_is_refused_with_clear_errors_and_nothing_written() {
         assert_eq!(r.status().as_u16(), 413);
     }
     assert!(ca.admin_ok(&["user", "list", "--json"]).trim() == "[]");
-    let (s, b) = post("/v1/admin/users", json!({"name": "eve", "gecos": "a:b"}));
-    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_gecos")));
     let (s, b) = post(
-        "/v1/admin/users",
+        endpoints::ADMIN_USERS,
+        json!({"name": "eve", "gecos": "a:b"}),
+    );
+    assert_eq!((s, code_of(&b)), (400, ErrorCode::InvalidGecos));
+    let (s, b) = post(
+        endpoints::ADMIN_USERS,
         json!({"name": "eve", "shell": "../../bin/sh"}),
     );
-    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_shell")));
+    assert_eq!((s, code_of(&b)), (400, ErrorCode::InvalidShell));
     let (s, b) = post(
-        "/v1/admin/grants",
+        endpoints::ADMIN_GRANTS,
         json!({"group": "dev", "selector": "env=a b", "level": "ssh", "max_ttl_secs": 600}),
     );
     assert_eq!(s, 400, "{b}");
     let (s, b) = post(
-        "/v1/admin/grants",
+        endpoints::ADMIN_GRANTS,
         json!({"group": "dev", "selector": "env=dev", "level": "root", "max_ttl_secs": 600}),
     );
     assert_eq!(s, 400, "{b}");
     // Path parameters are validated as well.
     let r = http
-        .post(format!("{}/v1/admin/users/..%2Fx/disable", ca.url))
+        .post(format!(
+            "{}{}",
+            ca.url,
+            endpoints::ADMIN_USER_DISABLE.replace("{name}", "..%2Fx")
+        ))
         .bearer_auth(&ca.admin_token)
         .send()
         .unwrap();
@@ -236,15 +247,11 @@ fn hostile_input_is_refused_with_clear_errors_and_nothing_written() {
     ]);
     assert!(err.contains("smith-ca admin group add nope"), "{err}");
     let (s, b) = post(
-        "/v1/admin/grants",
+        endpoints::ADMIN_GRANTS,
         json!({"group": "dev", "selector": "env=dev", "level": "ssh", "max_ttl_secs": 600,
                "time_windows": ["mon-fri 09:00-18:00 Europe/Atlantis"]}),
     );
-    assert_eq!(
-        (s, b["code"].as_str()),
-        (400, Some("invalid_time_window")),
-        "{b}"
-    );
+    assert_eq!((s, code_of(&b)), (400, ErrorCode::InvalidTimeWindow), "{b}");
     assert!(
         b["error"].as_str().unwrap().contains("unknown time zone"),
         "{b}"
@@ -275,7 +282,7 @@ fn authentication_and_authorization() {
     let user_token = ca.user_token("alice");
     let http = ca.http(None);
     let get = |token: Option<&str>| {
-        let mut r = http.get(format!("{}/v1/admin/users", ca.url));
+        let mut r = http.get(format!("{}{}", ca.url, endpoints::ADMIN_USERS));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -284,11 +291,11 @@ fn authentication_and_authorization() {
         (s, r.json::<Value>().unwrap())
     };
     let (s, b) = get(None);
-    assert_eq!((s, b["code"].as_str()), (401, Some("missing_token")));
+    assert_eq!((s, code_of(&b)), (401, ErrorCode::MissingToken));
     let (s, b) = get(Some("smith_admin_forged"));
-    assert_eq!((s, b["code"].as_str()), (401, Some("invalid_token")));
+    assert_eq!((s, code_of(&b)), (401, ErrorCode::InvalidToken));
     let (s, b) = get(Some(&user_token));
-    assert_eq!((s, b["code"].as_str()), (403, Some("admin_only")));
+    assert_eq!((s, code_of(&b)), (403, ErrorCode::AdminOnly));
     let (s, _) = get(Some(&ca.admin_token));
     assert_eq!(s, 200);
     // The CLI says the same.
@@ -303,7 +310,7 @@ fn authentication_and_authorization() {
     );
     // The admin token cannot get certificates.
     let r = http
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(&ca.admin_token)
         .json(&json!({"public_key": "x", "ttl_secs": 600}))
         .send()
@@ -322,7 +329,7 @@ fn authentication_and_authorization() {
     );
     // Public endpoints and the JSON 404.
     let keys: Value = http
-        .get(format!("{}/v1/ca/user-keys", ca.url))
+        .get(format!("{}{}", ca.url, endpoints::CA_USER_KEYS))
         .send()
         .unwrap()
         .json()
@@ -331,5 +338,5 @@ fn authentication_and_authorization() {
     assert_eq!(keys["keys"][0].as_str().unwrap(), on_disk.trim());
     let r = http.get(format!("{}/v1/nope", ca.url)).send().unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    assert_eq!(r.json::<Value>().unwrap()["code"], "not_found");
+    assert_eq!(code_of(&r.json::<Value>().unwrap()), ErrorCode::NotFound);
 }

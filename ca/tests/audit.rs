@@ -10,39 +10,13 @@ mod support;
 
 use serde_json::{json, Value};
 use smith_api::chain::{self, AuditRecord, GENESIS};
+use smith_api::{endpoints, ErrorCode};
 use smith_proto::event::{HostEvent, SessionEvent, SessionPhase, SshdLoginEvent, SudoEvent};
 use std::process::Command;
-use support::{bin, run, text, TestCa};
-
-fn csr() -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let p = rcgen::CertificateParams::new(vec!["ignored.example".to_string()]).unwrap();
-    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
-    (key.serialize_pem(), csr)
-}
+use support::{bin, code_of, run, text, TestCa};
 
 fn enroll(ca: &TestCa, name: &str, tags: &str) -> smith_api::Identity {
-    let token = ca
-        .admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h"])
-        .trim()
-        .to_string();
-    let (key_pem, csr_pem) = csr();
-    let r = ca
-        .http(None)
-        .post(format!("{}/v1/hosts/enroll", ca.url))
-        .json(&json!({"token": token, "host_name": name, "csr_pem": csr_pem}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let body: Value = r.json().unwrap();
-    smith_api::Identity {
-        cert_pem: body["client_cert_pem"]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-        key_pem: key_pem.into_bytes(),
-    }
+    ca.enroll_host(name, tags)
 }
 
 /// A host's chain builder.
@@ -106,7 +80,7 @@ fn sudo(user: &str, cmd: &str, key: &str, at: u64) -> HostEvent {
 fn upload(ca: &TestCa, id: &smith_api::Identity, records: &[AuditRecord]) -> (u16, Value) {
     let r = ca
         .http(Some(id))
-        .post(format!("{}/v1/host/audit", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::HOST_AUDIT))
         .json(&json!({ "records": records }))
         .send()
         .unwrap();
@@ -114,12 +88,7 @@ fn upload(ca: &TestCa, id: &smith_api::Identity, records: &[AuditRecord]) -> (u1
 }
 
 fn head(ca: &TestCa, id: &smith_api::Identity) -> Value {
-    ca.http(Some(id))
-        .get(format!("{}/v1/host/audit/head", ca.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
+    serde_json::to_value(ca.client(None, Some(id)).audit_head().unwrap()).unwrap()
 }
 
 fn list(ca: &TestCa, args: &[&str]) -> Vec<Value> {
@@ -170,7 +139,7 @@ fn host_chains_are_verified_stored_and_tamper_evident() {
 
     // Replay of an old batch: 409 audit_replay, nothing stored twice.
     let (s, e) = upload(&ca, &web, &b1);
-    assert_eq!((s, e["code"].as_str()), (409, Some("audit_replay")), "{e}");
+    assert_eq!((s, code_of(&e)), (409, ErrorCode::AuditReplay), "{e}");
     assert_eq!(count(&ca, "web-1"), 3);
     // A batch that starts at or below the head but runs past it (a killed hostd's
     // upload landed while its successor was reading the head): the same answer, so the
@@ -185,7 +154,7 @@ fn host_chains_are_verified_stored_and_tamper_evident() {
         ahead.push(&sudo("oscar", "/bin/true", key, 119)),
     ];
     let (s, e) = upload(&ca, &web, &overlap);
-    assert_eq!((s, e["code"].as_str()), (409, Some("audit_replay")), "{e}");
+    assert_eq!((s, code_of(&e)), (409, ErrorCode::AuditReplay), "{e}");
     assert_eq!(count(&ca, "web-1"), 3);
 
     // One byte edited in a record: rejected, naming the record.
@@ -200,11 +169,7 @@ fn host_chains_are_verified_stored_and_tamper_evident() {
     ];
     t[1].event = t[1].event.replace("/bin/false", "/bin/fals3");
     let (s, e) = upload(&ca, &web, &t);
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (409, Some("audit_chain_broken")),
-        "{e}"
-    );
+    assert_eq!((s, code_of(&e)), (409, ErrorCode::AuditChainBroken), "{e}");
     assert!(e["error"].as_str().unwrap().contains("record 5"), "{e}");
     assert!(e["error"].as_str().unwrap().contains("altered"), "{e}");
     assert_eq!(
@@ -221,10 +186,10 @@ fn host_chains_are_verified_stored_and_tamper_evident() {
     let r4 = g.push(&sudo("oscar", "a", key, 130));
     let r5 = g.push(&sudo("oscar", "b", key, 131));
     let (s, e) = upload(&ca, &web, std::slice::from_ref(&r5));
-    assert_eq!((s, e["code"].as_str()), (409, Some("audit_chain_broken")));
+    assert_eq!((s, code_of(&e)), (409, ErrorCode::AuditChainBroken));
     assert!(e["error"].as_str().unwrap().contains("gap"), "{e}");
     let (s, e) = upload(&ca, &web, &[r5.clone(), r4.clone()]);
-    assert_eq!((s, e["code"].as_str()), (409, Some("audit_chain_broken")));
+    assert_eq!((s, code_of(&e)), (409, ErrorCode::AuditChainBroken));
     // Another host's records cannot be pushed into web-1's chain (the host is in the hash).
     let mut other = Chain::new("db-1");
     let foreign = other.push(&sudo("alice", "x", "", 1));
@@ -255,7 +220,7 @@ fn host_chains_are_verified_stored_and_tamper_evident() {
     // Without a client certificate: refused.
     let r = ca
         .http(None)
-        .get(format!("{}/v1/host/audit/head", ca.url))
+        .get(format!("{}{}", ca.url, endpoints::HOST_AUDIT_HEAD))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
@@ -346,7 +311,7 @@ fn issue(ca: &TestCa, token: &str, scope: &str) -> (u16, Value) {
         ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(token)
         .json(&json!({
             "public_key": key.public_key().to_openssh().unwrap(),

@@ -9,10 +9,11 @@
 mod support;
 
 use serde_json::{json, Value};
+use smith_api::{endpoints, ErrorCode};
 use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::{keygen_l, run, TestCa};
+use support::{code_of, keygen_l, run, TestCa};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -82,7 +83,7 @@ fn enroll(
     if !ssh_names.is_empty() {
         body["ssh_names"] = json!(ssh_names);
     }
-    let (s, b) = post(ca, "/v1/hosts/enroll", body, None);
+    let (s, b) = post(ca, endpoints::HOSTS_ENROLL, body, None);
     let id = (s == 201).then(|| smith_api::Identity {
         cert_pem: b["client_cert_pem"].as_str().unwrap().as_bytes().to_vec(),
         key_pem: key_pem.into_bytes(),
@@ -129,11 +130,7 @@ fn ssh_host_names_only_as_the_token_allows_and_renewal_signs_again() {
 
     // A name the token does not allow: 403, nothing issued, the token still usable.
     let (s, b, _) = enroll(&ca, &t, "web-1", &["db.example.com"], &[&k1]);
-    assert_eq!(
-        (s, b["code"].as_str()),
-        (403, Some("ssh_name_not_allowed")),
-        "{b}"
-    );
+    assert_eq!((s, code_of(&b)), (403, ErrorCode::SshNameNotAllowed), "{b}");
     let msg = b["error"].as_str().unwrap();
     assert!(
         msg.contains("db.example.com")
@@ -144,7 +141,7 @@ fn ssh_host_names_only_as_the_token_allows_and_renewal_signs_again() {
     // A plain token allows no extra name at all.
     let plain = token(&ca, &[]);
     let (s, b, _) = enroll(&ca, &plain, "web-1", &["web.example.com"], &[&k1]);
-    assert_eq!((s, b["code"].as_str()), (403, Some("ssh_name_not_allowed")));
+    assert_eq!((s, code_of(&b)), (403, ErrorCode::SshNameNotAllowed));
 
     // Allowed names (and the host's own name, which is always first) are principals.
     let (s, b, id) = enroll(&ca, &t, "web-1", &["web.example.com", "web-1"], &[&k1, &k2]);
@@ -175,7 +172,7 @@ fn ssh_host_names_only_as_the_token_allows_and_renewal_signs_again() {
     let (_, csr_pem) = csr();
     let (s, r) = post(
         &ca,
-        "/v1/host/renew",
+        endpoints::HOST_RENEW,
         json!({"csr_pem": csr_pem, "ssh_host_keys": [k2]}),
         Some(&id),
     );
@@ -201,7 +198,7 @@ fn ssh_host_names_only_as_the_token_allows_and_renewal_signs_again() {
     let (_, csr_pem) = csr();
     let (s, r) = post(
         &ca,
-        "/v1/host/renew",
+        endpoints::HOST_RENEW,
         json!({"csr_pem": csr_pem}),
         Some(&id),
     );
@@ -212,17 +209,9 @@ fn ssh_host_names_only_as_the_token_allows_and_renewal_signs_again() {
     // enroll under a name that is web-1's SSH name.
     let t2 = token(&ca, &["--ssh-name", "web.example.com"]);
     let (s, b, _) = enroll(&ca, &t2, "web-2", &["web.example.com"], &[&k1]);
-    assert_eq!(
-        (s, b["code"].as_str()),
-        (409, Some("ssh_name_taken")),
-        "{b}"
-    );
+    assert_eq!((s, code_of(&b)), (409, ErrorCode::SshNameTaken), "{b}");
     let (s, b, _) = enroll(&ca, &t2, "web.example.com", &[], &[&k1]);
-    assert_eq!(
-        (s, b["code"].as_str()),
-        (409, Some("ssh_name_taken")),
-        "{b}"
-    );
+    assert_eq!((s, code_of(&b)), (409, ErrorCode::SshNameTaken), "{b}");
     // Once web-1 is removed, they are free.
     ca.admin_ok(&["host", "remove", "web-1"]);
     let (s, b, _) = enroll(&ca, &t2, "web-2", &["web.example.com"], &[&k1]);
@@ -235,31 +224,45 @@ fn removed_host_is_refused_on_sync_renew_and_audit() {
     let (s, _, id) = enroll(&ca, &token(&ca, &[]), "web-1", &[], &[]);
     assert_eq!(s, 201);
     let id = id.unwrap();
-    assert_eq!(get(&ca, "/v1/host/sync?since=0", Some(&id)).0, 200);
-    assert_eq!(get(&ca, "/v1/host/audit/head", Some(&id)).0, 200);
+    assert_eq!(
+        get(&ca, &format!("{}?since=0", endpoints::HOST_SYNC), Some(&id)).0,
+        200
+    );
+    assert_eq!(get(&ca, endpoints::HOST_AUDIT_HEAD, Some(&id)).0, 200);
 
     ca.admin_ok(&["host", "remove", "web-1"]);
     let (_, csr_pem) = csr();
     for (what, (s, b)) in [
-        ("sync", get(&ca, "/v1/host/sync?since=0", Some(&id))),
-        ("audit head", get(&ca, "/v1/host/audit/head", Some(&id))),
+        (
+            "sync",
+            get(&ca, &format!("{}?since=0", endpoints::HOST_SYNC), Some(&id)),
+        ),
+        (
+            "audit head",
+            get(&ca, endpoints::HOST_AUDIT_HEAD, Some(&id)),
+        ),
         (
             "renew",
             post(
                 &ca,
-                "/v1/host/renew",
+                endpoints::HOST_RENEW,
                 json!({"csr_pem": csr_pem}),
                 Some(&id),
             ),
         ),
         (
             "audit upload",
-            post(&ca, "/v1/host/audit", json!({"records": []}), Some(&id)),
+            post(
+                &ca,
+                endpoints::HOST_AUDIT,
+                json!({"records": []}),
+                Some(&id),
+            ),
         ),
     ] {
         assert_eq!(
-            (s, b["code"].as_str()),
-            (403, Some("host_removed")),
+            (s, code_of(&b)),
+            (403, ErrorCode::HostRemoved),
             "{what}: {b}"
         );
         assert!(
@@ -314,12 +317,19 @@ fn expired_or_not_yet_valid_client_certificates_get_401_with_advice() {
     };
     let (_, csr_pem) = csr();
     for (what, (s, b)) in [
-        ("sync", get(&ca, "/v1/host/sync?since=0", Some(&expired))),
+        (
+            "sync",
+            get(
+                &ca,
+                &format!("{}?since=0", endpoints::HOST_SYNC),
+                Some(&expired),
+            ),
+        ),
         (
             "renew",
             post(
                 &ca,
-                "/v1/host/renew",
+                endpoints::HOST_RENEW,
                 json!({"csr_pem": csr_pem}),
                 Some(&expired),
             ),
@@ -328,15 +338,15 @@ fn expired_or_not_yet_valid_client_certificates_get_401_with_advice() {
             "audit upload",
             post(
                 &ca,
-                "/v1/host/audit",
+                endpoints::HOST_AUDIT,
                 json!({"records": []}),
                 Some(&expired),
             ),
         ),
     ] {
         assert_eq!(
-            (s, b["code"].as_str()),
-            (401, Some("client_cert_expired")),
+            (s, code_of(&b)),
+            (401, ErrorCode::ClientCertExpired),
             "{what}: {b}"
         );
         let msg = b["error"].as_str().unwrap();
@@ -351,15 +361,22 @@ fn expired_or_not_yet_valid_client_certificates_get_401_with_advice() {
         cert_pem: forge(&ca, "web-1", &serial, &key_pem, t + 3600, t + 86400),
         key_pem: id.key_pem.clone(),
     };
-    let (s, b) = get(&ca, "/v1/host/sync?since=0", Some(&future));
+    let (s, b) = get(
+        &ca,
+        &format!("{}?since=0", endpoints::HOST_SYNC),
+        Some(&future),
+    );
     assert_eq!(
-        (s, b["code"].as_str()),
-        (401, Some("client_cert_not_yet_valid")),
+        (s, code_of(&b)),
+        (401, ErrorCode::ClientCertNotYetValid),
         "{b}"
     );
     assert!(b["error"].as_str().unwrap().contains("clock"), "{b}");
     // The real one still works.
-    assert_eq!(get(&ca, "/v1/host/sync?since=0", Some(&id)).0, 200);
+    assert_eq!(
+        get(&ca, &format!("{}?since=0", endpoints::HOST_SYNC), Some(&id)).0,
+        200
+    );
 
     // An expired certificate from another root is still refused in the handshake.
     let other_root = TestCa::start();
@@ -369,7 +386,7 @@ fn expired_or_not_yet_valid_client_certificates_get_401_with_advice() {
     };
     let r = ca
         .http(Some(&foreign))
-        .get(format!("{}/v1/host/sync?since=0", ca.url))
+        .get(format!("{}{}?since=0", ca.url, endpoints::HOST_SYNC))
         .send();
     assert!(
         r.is_err(),

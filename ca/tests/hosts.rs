@@ -7,10 +7,11 @@
 mod support;
 
 use serde_json::{json, Value};
+use smith_api::{endpoints, ErrorCode};
 use smith_proto::snapshot::{HostState, SyncResponse};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{keygen_l, run, text, TestCa};
+use support::{code_of, keygen_l, run, text, TestCa};
 
 struct Enrolled {
     identity: smith_api::Identity,
@@ -41,7 +42,7 @@ fn enroll(ca: &TestCa, token: &str, name: &str) -> Result<Enrolled, (u16, Value)
     let (key_pem, csr_pem) = csr();
     let (s, body) = post(
         ca,
-        "/v1/hosts/enroll",
+        endpoints::HOSTS_ENROLL,
         json!({"token": token, "host_name": name, "csr_pem": csr_pem}),
         None,
     );
@@ -68,7 +69,7 @@ fn host_token(ca: &TestCa, tags: &str, ttl: &str) -> String {
 fn sync(ca: &TestCa, id: Option<&smith_api::Identity>, query: &str) -> (u16, Option<Value>) {
     let r = ca
         .http(id)
-        .get(format!("{}/v1/host/sync?{query}", ca.url))
+        .get(format!("{}{}?{query}", ca.url, endpoints::HOST_SYNC))
         .send()
         .unwrap();
     let s = r.status().as_u16();
@@ -104,15 +105,15 @@ fn enrollment_is_single_use_and_validated() {
     // A bad CSR is refused and does not use the token up.
     let (s, b) = post(
         &ca,
-        "/v1/hosts/enroll",
+        endpoints::HOSTS_ENROLL,
         json!({"token": token, "host_name": "web-1", "csr_pem": "nope"}),
         None,
     );
-    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_csr")), "{b}");
+    assert_eq!((s, code_of(&b)), (400, ErrorCode::InvalidCsr), "{b}");
 
     let (s, b) = post(
         &ca,
-        "/v1/hosts/enroll",
+        endpoints::HOSTS_ENROLL,
         json!({"token": token, "host_name": "web-1", "csr_pem": csr_pem, "ssh_host_keys": [host_pub.trim()]}),
         None,
     );
@@ -159,19 +160,19 @@ fn enrollment_is_single_use_and_validated() {
 
     // Single use.
     let (s, b) = enroll(&ca, &token, "web-2").err().unwrap();
-    assert_eq!((s, b["code"].as_str()), (401, Some("token_used")));
+    assert_eq!((s, code_of(&b)), (401, ErrorCode::TokenUsed));
     assert!(b["error"].as_str().unwrap().contains("already used"), "{b}");
     // Expired.
     let short = host_token(&ca, "env=dev", "1s");
     std::thread::sleep(Duration::from_millis(2100));
     let (s, b) = enroll(&ca, &short, "db-9").err().unwrap();
-    assert_eq!((s, b["code"].as_str()), (401, Some("token_expired")));
+    assert_eq!((s, code_of(&b)), (401, ErrorCode::TokenExpired));
     assert!(b["error"].as_str().unwrap().contains("expired"), "{b}");
     // Wrong kinds and unknown tokens.
     ca.admin_ok(&["user", "add", "alice"]);
     let user_token = ca.user_token("alice");
     let (s, b) = enroll(&ca, &user_token, "db-1").err().unwrap();
-    assert_eq!((s, b["code"].as_str()), (403, Some("wrong_token_kind")));
+    assert_eq!((s, code_of(&b)), (403, ErrorCode::WrongTokenKind));
     let (s, _) = enroll(&ca, &ca.admin_token, "db-1").err().unwrap();
     assert_eq!(s, 403);
     let (s, _) = enroll(&ca, "smith_enroll_made_up", "db-1").err().unwrap();
@@ -179,7 +180,7 @@ fn enrollment_is_single_use_and_validated() {
     // A duplicate name is a conflict and leaves the token usable.
     let t2 = host_token(&ca, "env=prod", "1h");
     let (s, b) = enroll(&ca, &t2, "web-1").err().unwrap();
-    assert_eq!((s, b["code"].as_str()), (409, Some("host_exists")));
+    assert_eq!((s, code_of(&b)), (409, ErrorCode::HostExists));
     assert!(enroll(&ca, &t2, "web-2").is_ok());
     // Hostile host names never reach the CA's logic.
     let t3 = host_token(&ca, "env=prod", "1h");
@@ -274,7 +275,10 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
     let http = ca.http(Some(&web.identity));
     std::thread::spawn(move || {
         let r = http
-            .get(format!("{ca_url}/v1/host/sync?since={v}&wait=30"))
+            .get(format!(
+                "{ca_url}{}?since={v}&wait=30",
+                endpoints::HOST_SYNC
+            ))
             .send()
             .unwrap();
         let s = r.status().as_u16();
@@ -318,14 +322,11 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
 
     // Identity checks.
     let (s, b) = sync(&ca, Some(&web.identity), "since=0&host=db-1");
-    assert_eq!(
-        (s, b.unwrap()["code"].as_str().map(str::to_string)),
-        (403, Some("wrong_host".into()))
-    );
+    assert_eq!((s, code_of(&b.unwrap())), (403, ErrorCode::WrongHost));
     let (s, b) = sync(&ca, None, "since=0");
     assert_eq!(
-        (s, b.unwrap()["code"].as_str().map(str::to_string)),
-        (401, Some("client_cert_required".into()))
+        (s, code_of(&b.unwrap())),
+        (401, ErrorCode::ClientCertRequired)
     );
     let hosts: Value = serde_json::from_str(&ca.admin_ok(&["host", "list", "--json"])).unwrap();
     assert!(hosts[0]["last_seen"].is_u64());
@@ -335,7 +336,7 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
     let (key_pem, csr_pem) = csr();
     let (s, b) = post(
         &ca,
-        "/v1/host/renew",
+        endpoints::HOST_RENEW,
         json!({"csr_pem": csr_pem}),
         Some(&db.identity),
     );
@@ -346,7 +347,7 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
         key_pem: key_pem.into_bytes(),
     };
     assert_eq!(sync(&ca, Some(&renewed), "since=0").0, 200);
-    let (s, _) = post(&ca, "/v1/host/renew", json!({"csr_pem": "x"}), None);
+    let (s, _) = post(&ca, endpoints::HOST_RENEW, json!({"csr_pem": "x"}), None);
     assert_eq!(s, 401);
 
     // After a restart the change log is gone: an older version gets a full snapshot.
@@ -362,10 +363,7 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
     // A removed host can no longer sync, and a long poll in progress ends.
     ca.admin_ok(&["host", "remove", "web-1"]);
     let (s, b) = sync(&ca, Some(&web.identity), "since=0");
-    assert_eq!(
-        (s, b.unwrap()["code"].as_str().map(str::to_string)),
-        (403, Some("host_removed".into()))
-    );
+    assert_eq!((s, code_of(&b.unwrap())), (403, ErrorCode::HostRemoved));
     // Re-enrolling the same name works, and the old certificate stays refused.
     let again = enroll(&ca, &host_token(&ca, "env=prod", "1h"), "web-1")
         .ok()
@@ -382,7 +380,7 @@ fn sigterm_ends_long_polls_and_exits_cleanly() {
         .unwrap();
     let v = parse(sync(&ca, Some(&web.identity), "since=0").1.unwrap()).version;
     let http = ca.http(Some(&web.identity));
-    let url = format!("{}/v1/host/sync?since={v}&wait=60", ca.url);
+    let url = format!("{}{}?since={v}&wait=60", ca.url, endpoints::HOST_SYNC);
     let poll = std::thread::spawn(move || http.get(url).send().map(|r| r.status().as_u16()));
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();

@@ -6,10 +6,11 @@
 mod support;
 
 use serde_json::{json, Value};
+use smith_api::{endpoints, ErrorCode};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
-use support::{keygen_l, run, text, Sshd, TestCa};
+use support::{code_of, keygen_l, run, text, Sshd, TestCa};
 
 struct Issued {
     status: u16,
@@ -36,7 +37,7 @@ fn request(
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(token)
         .json(&json!({"public_key": public.trim(), "scope": scope, "ttl_secs": ttl, "reason": reason}))
         .send()
@@ -276,7 +277,7 @@ fn denials_say_why_and_are_recorded() {
         u64,
         Option<&'a str>,
         u16,
-        &'a str,
+        ErrorCode,
         &'a str,
     );
     let cases: Vec<Case> = vec![
@@ -286,7 +287,7 @@ fn denials_say_why_and_are_recorded() {
             600,
             None,
             403,
-            "no_matching_grant",
+            ErrorCode::NoMatchingGrant,
             "you hold no grant",
         ),
         (
@@ -295,7 +296,7 @@ fn denials_say_why_and_are_recorded() {
             600,
             None,
             403,
-            "no_matching_grant",
+            ErrorCode::NoMatchingGrant,
             "env=staging",
         ),
         (
@@ -304,7 +305,7 @@ fn denials_say_why_and_are_recorded() {
             600,
             None,
             403,
-            "no_matching_grant",
+            ErrorCode::NoMatchingGrant,
             "env=dev",
         ),
         (
@@ -313,7 +314,7 @@ fn denials_say_why_and_are_recorded() {
             600,
             None,
             403,
-            "condition_failed",
+            ErrorCode::ConditionFailed,
             "requires a reason",
         ),
         (
@@ -322,7 +323,7 @@ fn denials_say_why_and_are_recorded() {
             600,
             None,
             403,
-            "condition_failed",
+            ErrorCode::ConditionFailed,
             "127.0.0.1 is not in 10.1.0.0/16",
         ),
         (
@@ -331,17 +332,25 @@ fn denials_say_why_and_are_recorded() {
             600,
             None,
             403,
-            "condition_failed",
+            ErrorCode::ConditionFailed,
             "outside its time windows",
         ),
-        (&token, "env=dev", 59, None, 400, "invalid_ttl", "minimum"),
+        (
+            &token,
+            "env=dev",
+            59,
+            None,
+            400,
+            ErrorCode::InvalidTtl,
+            "minimum",
+        ),
         (
             &token,
             "env=dev",
             25 * 3600,
             None,
             400,
-            "invalid_ttl",
+            ErrorCode::InvalidTtl,
             "maximum",
         ),
         (
@@ -350,14 +359,14 @@ fn denials_say_why_and_are_recorded() {
             600,
             Some("line\nbreak"),
             400,
-            "invalid_reason",
+            ErrorCode::InvalidReason,
             "control",
         ),
     ];
     for (tok, scope, ttl, reason, status, code, needle) in &cases {
         let r = request(&ca, tok, &key, scope, *ttl, *reason);
         assert_eq!(r.status, *status, "{scope}: {}", r.body);
-        assert_eq!(r.body["code"], *code, "{}", r.body);
+        assert_eq!(code_of(&r.body), *code, "{}", r.body);
         assert!(
             r.body["error"].as_str().unwrap().contains(needle),
             "{needle}: {}",
@@ -371,13 +380,16 @@ fn denials_say_why_and_are_recorded() {
     // A bad public key, a certificate instead of a key.
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(&token)
         .json(&json!({"public_key": "ssh-ed25519 AAAAnotbase64", "ttl_secs": 600}))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    assert_eq!(r.json::<Value>().unwrap()["code"], "invalid_public_key");
+    assert_eq!(
+        code_of(&r.json::<Value>().unwrap()),
+        ErrorCode::InvalidPublicKey
+    );
     // Bad and missing tokens: 401, not recorded as anyone's decision.
     for t in ["smith_user_nope", ""] {
         let r = request(&ca, t, &key, "env=dev", 600, None);
@@ -386,10 +398,7 @@ fn denials_say_why_and_are_recorded() {
     // Disabled user.
     ca.admin_ok(&["user", "disable", "alice"]);
     let r = request(&ca, &token, &key, "env=dev", 600, None);
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (403, Some("user_disabled"))
-    );
+    assert_eq!((r.status, code_of(&r.body)), (403, ErrorCode::UserDisabled));
 
     let ds: Value = serde_json::from_str(&ca.admin_ok(&["decisions", "--json"])).unwrap();
     let ds = ds.as_array().unwrap();
@@ -542,7 +551,7 @@ fn concurrent_issuance_gives_unique_serials_all_recorded() {
                 (0..15)
                     .map(|_| {
                         let r = http
-                            .post(format!("{url}/v1/certs/user"))
+                            .post(format!("{url}{}", endpoints::CERTS_USER))
                             .bearer_auth(&token)
                             .json(&json!({"public_key": public.trim(), "scope": "env=dev", "ttl_secs": 600}))
                             .send()

@@ -9,12 +9,13 @@
 
 mod support;
 
+use smith_api::{endpoints, ErrorCode};
 #[path = "../../tests/src/oidc.rs"]
 mod oidc;
 
 use oidc::{id_token, Account, Provider, ProviderOptions};
 use serde_json::{json, Value};
-use support::TestCa;
+use support::{code_of, TestCa};
 
 fn accounts() -> Vec<Account> {
     vec![
@@ -98,7 +99,7 @@ fn cert(ca: &TestCa, bearer: &str, scope: &str, nonce: Option<&str>) -> (u16, Va
     }
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(bearer)
         .json(&body)
         .send()
@@ -107,9 +108,9 @@ fn cert(ca: &TestCa, bearer: &str, scope: &str, nonce: Option<&str>) -> (u16, Va
     (s, r.json().unwrap_or(Value::Null))
 }
 
-fn refused(ca: &TestCa, bearer: &str, nonce: Option<&str>, status: u16, code: &str) -> String {
+fn refused(ca: &TestCa, bearer: &str, nonce: Option<&str>, status: u16, code: ErrorCode) -> String {
     let (s, v) = cert(ca, bearer, "env=dev", nonce);
-    assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{v}");
+    assert_eq!((s, code_of(&v)), (status, code), "{v}");
     v["error"].as_str().unwrap().to_string()
 }
 
@@ -160,7 +161,7 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
     // Public auth config for `smith login`.
     let r = ca
         .http(None)
-        .get(format!("{}/v1/auth/config", ca.url))
+        .get(format!("{}{}", ca.url, endpoints::AUTH_CONFIG))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -189,11 +190,7 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
     assert_eq!(alice.gecos, "alice Example");
     // Only what her IdP groups allow.
     let (s, v) = cert(&ca, &tok, "env=prod", Some("nonce-1"));
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (403, Some("no_matching_grant")),
-        "{v}"
-    );
+    assert_eq!((s, code_of(&v)), (403, ErrorCode::NoMatchingGrant), "{v}");
 
     // The token's groups are authoritative for groups the CA knows.
     ca.admin_ok(&["group", "add-member", "ops", "alice"]);
@@ -211,11 +208,23 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
     );
 
     // Nonce rule.
-    let why = refused(&ca, &tok, None, 401, "oidc_nonce_mismatch");
+    let why = refused(&ca, &tok, None, 401, ErrorCode::OidcNonceMismatch);
     assert!(why.contains("nonce"), "{why}");
-    refused(&ca, &tok, Some("nonce-2"), 401, "oidc_nonce_mismatch");
+    refused(
+        &ca,
+        &tok,
+        Some("nonce-2"),
+        401,
+        ErrorCode::OidcNonceMismatch,
+    );
     let no_nonce = id_token(&op, "smith", "alice-0001", None).unwrap();
-    refused(&ca, &no_nonce, Some("nonce-1"), 401, "oidc_nonce_mismatch");
+    refused(
+        &ca,
+        &no_nonce,
+        Some("nonce-1"),
+        401,
+        ErrorCode::OidcNonceMismatch,
+    );
     assert_eq!(cert(&ca, &no_nonce, "env=dev", None).0, 200);
 
     // Tampered: a flipped signature byte, a changed claim.
@@ -224,7 +233,7 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
         &flip_signature(&tok),
         Some("nonce-1"),
         401,
-        "oidc_bad_signature",
+        ErrorCode::OidcBadSignature,
     );
     assert!(why.contains("signature"), "{why}");
     refused(
@@ -232,21 +241,21 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
         &forge_claim(&tok, "oscar"),
         Some("nonce-1"),
         401,
-        "oidc_bad_signature",
+        ErrorCode::OidcBadSignature,
     );
     // Wrong audience (the provider's second client), wrong issuer (another provider).
     let aud = id_token(&op, "smith-other", "alice-0001", Some("n")).unwrap();
-    let why = refused(&ca, &aud, Some("n"), 401, "oidc_wrong_audience");
+    let why = refused(&ca, &aud, Some("n"), 401, ErrorCode::OidcWrongAudience);
     assert!(why.contains("smith"), "{why}");
     let iss = id_token(&other, "smith", "alice-0001", Some("n")).unwrap();
-    let why = refused(&ca, &iss, Some("n"), 401, "oidc_wrong_issuer");
+    let why = refused(&ca, &iss, Some("n"), 401, ErrorCode::OidcWrongIssuer);
     assert!(
         why.contains(&other.issuer) && why.contains(&op.issuer),
         "{why}"
     );
     // A login name that is not a valid Smith name.
     let bad = id_token(&op, "smith", "mallory-0003", Some("n")).unwrap();
-    let why = refused(&ca, &bad, Some("n"), 403, "oidc_invalid_username");
+    let why = refused(&ca, &bad, Some("n"), 403, ErrorCode::OidcInvalidUsername);
     assert!(why.contains("Mallory Q"), "{why}");
 
     // Every refusal is in the decision log with its reason.
@@ -279,7 +288,7 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
     // A disabled user gets nothing, even with a valid token.
     ca.admin_ok(&["user", "disable", "alice"]);
     let (s, v) = cert(&ca, &tok, "env=dev", Some("nonce-1"));
-    assert_eq!((s, v["code"].as_str()), (403, Some("user_disabled")), "{v}");
+    assert_eq!((s, code_of(&v)), (403, ErrorCode::UserDisabled), "{v}");
 }
 
 #[test]
@@ -290,7 +299,7 @@ fn expired_tokens_are_refused() {
     let tok = id_token(&op, "smith", "alice-0001", Some("n")).unwrap();
     assert_eq!(cert(&ca, &tok, "env=dev", Some("n")).0, 200);
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let why = refused(&ca, &tok, Some("n"), 401, "oidc_expired");
+    let why = refused(&ca, &tok, Some("n"), 401, ErrorCode::OidcExpired);
     assert!(why.contains("smith login"), "{why}");
 }
 
@@ -339,7 +348,7 @@ fn the_ca_serves_tokens_while_the_provider_is_down() {
         200,
         "user tokens work without the IdP"
     );
-    let why = refused(&ca, &tok, Some("n"), 503, "oidc_unavailable");
+    let why = refused(&ca, &tok, Some("n"), 503, ErrorCode::OidcUnavailable);
     assert!(why.contains("could not be fetched"), "{why}");
     // The provider comes back (same address and keys): sign-ins work again.
     op.restart(false).unwrap();

@@ -10,9 +10,10 @@ mod support;
 
 use base64::Engine;
 use serde_json::{json, Value};
+use smith_api::{endpoints, ErrorCode};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{run, text, Sshd, TestCa};
+use support::{code_of, run, text, Sshd, TestCa};
 
 fn keypair(dir: &Path, name: &str) -> PathBuf {
     let k = dir.join(name);
@@ -36,7 +37,7 @@ fn issue(ca: &TestCa, dir: &Path, token: &str, name: &str) -> Cert {
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(token)
         .json(&json!({"public_key": public.trim(), "scope": "env=dev", "ttl_secs": 3600}))
         .send()
@@ -59,49 +60,17 @@ fn issue(ca: &TestCa, dir: &Path, token: &str, name: &str) -> Cert {
 }
 
 fn enroll(ca: &TestCa, name: &str, tags: &str) -> smith_api::Identity {
-    let token = ca
-        .admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h"])
-        .trim()
-        .to_string();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::new(vec!["x".to_string()])
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    let r = ca
-        .http(None)
-        .post(format!("{}/v1/hosts/enroll", ca.url))
-        .json(&json!({"token": token, "host_name": name, "csr_pem": csr}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let body: Value = r.json().unwrap();
-    smith_api::Identity {
-        cert_pem: body["client_cert_pem"]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-        key_pem: key.serialize_pem().into_bytes(),
-    }
+    ca.enroll_host(name, tags)
 }
 
 /// A full sync: (version, KRL bytes; empty when the CA sends none).
 fn sync(ca: &TestCa, id: &smith_api::Identity) -> (u64, Vec<u8>) {
-    let r = ca
-        .http(Some(id))
-        .get(format!("{}/v1/host/sync?since=0", ca.url))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().unwrap();
-    let krl = match v["krl_base64"].as_str() {
+    let s = ca.sync_full(id);
+    let krl = match s.krl_base64 {
         Some(b) => base64::engine::general_purpose::STANDARD.decode(b).unwrap(),
         None => vec![],
     };
-    (v["version"].as_u64().unwrap(), krl)
+    (s.version, krl)
 }
 
 /// Writes the synced KRL like hostd does (an empty file when nothing is revoked).
@@ -227,17 +196,20 @@ fn revoke_by_serial_key_id_user_and_disable_reach_the_krl() {
     assert!(e.contains("--serial") && e.contains("--user"), "{e}");
     let r = ca
         .http(None)
-        .post(format!("{}/v1/admin/certs/revoke", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::ADMIN_CERTS_REVOKE))
         .bearer_auth(&ca.admin_token)
         .json(&json!({"serial": a2.serial, "user": "alice"}))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    assert_eq!(r.json::<Value>().unwrap()["code"], "invalid_input");
+    assert_eq!(
+        code_of(&r.json::<Value>().unwrap()),
+        ErrorCode::InvalidInput
+    );
     // Not for users.
     let r = ca
         .http(None)
-        .post(format!("{}/v1/admin/certs/revoke", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::ADMIN_CERTS_REVOKE))
         .bearer_auth(&alice)
         .json(&json!({"serial": a2.serial}))
         .send()

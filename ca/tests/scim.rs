@@ -20,7 +20,7 @@ mod support;
 
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use smith_proto::snapshot::SyncResponse;
+use smith_api::endpoints;
 use support::TestCa;
 
 const USER_EXT: &str = "urn:ietf:params:scim:schemas:extension:smith:2.0:User";
@@ -148,43 +148,15 @@ struct Host {
 
 impl Host {
     fn enroll(ca: &TestCa, name: &str, tags: &str) -> Host {
-        let token = ca
-            .admin_ok(&["host", "token", "--tags", tags, "--ttl", "10m"])
-            .trim()
-            .to_string();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let p = rcgen::CertificateParams::new(vec!["ignored.example".to_string()]).unwrap();
-        let csr = p.serialize_request(&key).unwrap().pem().unwrap();
-        let r = ca
-            .http(None)
-            .post(format!("{}/v1/hosts/enroll", ca.url))
-            .json(&json!({"token": token, "host_name": name, "csr_pem": csr}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        let body: Value = r.json().unwrap();
         Host {
-            identity: smith_api::Identity {
-                cert_pem: body["client_cert_pem"]
-                    .as_str()
-                    .unwrap()
-                    .as_bytes()
-                    .to_vec(),
-                key_pem: key.serialize_pem().into_bytes(),
-            },
+            identity: ca.enroll_host(name, tags),
         }
     }
 
     /// The users of a full snapshot, with their uids.
     fn users(&self, ca: &TestCa) -> Vec<(String, u32)> {
-        let r = ca
-            .http(Some(&self.identity))
-            .get(format!("{}/v1/host/sync?since=0&wait=0", ca.url))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        let s: SyncResponse = r.json().unwrap();
-        s.users
+        ca.sync_full(&self.identity)
+            .users
             .iter()
             .map(|u| (u.name.to_string(), u.uid.get()))
             .collect()
@@ -318,7 +290,7 @@ fn users_are_created_validated_filtered_and_paged() {
     assert_eq!(s, 403);
     let r = ca
         .http(None)
-        .get(format!("{}/v1/admin/users", ca.url))
+        .get(format!("{}{}", ca.url, endpoints::ADMIN_USERS))
         .bearer_auth(&scim.token)
         .send()
         .unwrap();
@@ -555,7 +527,7 @@ fn provisioning_survives_a_restart_and_deleted_names_come_back_with_their_ids() 
     let body = json!({"public_key": key.public_key().to_openssh().unwrap(), "scope": "env=dev", "ttl_secs": 600});
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(&bob_token)
         .json(&body)
         .send()
@@ -564,7 +536,7 @@ fn provisioning_survives_a_restart_and_deleted_names_come_back_with_their_ids() 
     let fresh = ca.user_token("bob");
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(&fresh)
         .json(&body)
         .send()

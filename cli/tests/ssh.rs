@@ -413,34 +413,9 @@ impl Drop for Sshd {
 /// Enrolls a "host" named `name` through the API (as smith-host would) with the SSH host
 /// key at `key`; writes the host certificate the CA returns next to it.
 fn enroll_host_key(ca: &TestCa, name: &str, key: &Path) -> PathBuf {
-    let out = ca.admin(&[
-        "host", "token", "--tags", "env=dev", "--ttl", "1h", "--json",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let token = v["token"].as_str().unwrap().to_string();
-    let tls_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let csr = params.serialize_request(&tls_key).unwrap().pem().unwrap();
     let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let resp = ca
-        .http(None)
-        .post(format!("{}/v1/hosts/enroll", ca.url))
-        .json(&serde_json::json!({
-            "token": token,
-            "host_name": name,
-            "csr_pem": csr,
-            "ssh_host_keys": [pubkey.trim()],
-        }))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{:?}", resp.text());
-    let v: serde_json::Value = resp.json().unwrap();
-    let cert = v["ssh_host_certs"][0].as_str().unwrap().to_string();
+    let (_, resp) = ca.enroll_host_with(name, "env=dev", &[pubkey.trim().to_string()]);
+    let cert = &resp.ssh_host_certs[0];
     let path = PathBuf::from(format!("{}-cert.pub", key.display()));
     std::fs::write(&path, format!("{cert}\n")).unwrap();
     path

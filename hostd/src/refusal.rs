@@ -130,14 +130,14 @@ mod tests {
         let e = ClientError::Status {
             status: 403,
             code: ErrorCode::HostRemoved,
-            wire_code: "host_removed".into(),
+            wire_code: ErrorCode::HostRemoved.as_str().into(),
             message: "removed".into(),
         };
         assert_eq!(
             classify(&e),
             Some((
                 RefusalKind::HostRemoved,
-                "host_removed".to_string(),
+                ErrorCode::HostRemoved.as_str().to_string(),
                 "removed".to_string()
             ))
         );

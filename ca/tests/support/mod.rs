@@ -306,6 +306,80 @@ impl TestCa {
             .expect("client")
     }
 
+    /// The typed API client, pinned to this CA, with an optional bearer token and mTLS
+    /// identity.
+    pub fn client(
+        &self,
+        token: Option<&str>,
+        identity: Option<&smith_api::Identity>,
+    ) -> smith_api::Client {
+        smith_api::Client::new(smith_api::ClientOptions {
+            token: token.map(str::to_string),
+            identity: identity.cloned(),
+            timeout: Duration::from_secs(90),
+            ..smith_api::ClientOptions::new(
+                &self.url,
+                smith_api::Trust::Fingerprint(self.fingerprint.clone()),
+            )
+        })
+        .expect("client")
+    }
+
+    /// Enrolls a host through the API (a fresh token with `tags`, a fresh key); returns
+    /// its mTLS identity.
+    pub fn enroll_host(&self, name: &str, tags: &str) -> smith_api::Identity {
+        self.enroll_host_with(name, tags, &[]).0
+    }
+
+    /// [`TestCa::enroll_host`] with SSH host public keys (OpenSSH lines) to certify; also
+    /// returns the CA's answer.
+    pub fn enroll_host_with(
+        &self,
+        name: &str,
+        tags: &str,
+        ssh_host_keys: &[String],
+    ) -> (smith_api::Identity, smith_api::EnrollResponse) {
+        let token = self
+            .admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h"])
+            .trim()
+            .to_string();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_string()])
+            .and_then(|p| p.serialize_request(&key))
+            .and_then(|c| c.pem())
+            .expect("csr");
+        let resp = self
+            .client(None, None)
+            .enroll(&smith_api::EnrollRequestNamed {
+                request: smith_api::EnrollRequest {
+                    token,
+                    host_name: smith_proto::HostName::new(name).expect("host name"),
+                    csr_pem: csr,
+                    ssh_host_keys: ssh_host_keys.to_vec(),
+                },
+                ssh_names: vec![],
+            })
+            .expect("enrollment");
+        let identity = smith_api::Identity {
+            cert_pem: resp.client_cert_pem.clone().into_bytes(),
+            key_pem: key.serialize_pem().into_bytes(),
+        };
+        (identity, resp)
+    }
+
+    /// A full snapshot for the host with `identity`.
+    pub fn sync_full(&self, identity: &smith_api::Identity) -> smith_proto::snapshot::SyncResponse {
+        self.client(None, Some(identity))
+            .sync(&smith_api::SyncQuery::default())
+            .expect("sync")
+            .expect("a full snapshot, not 204")
+    }
+
+    /// The typed API client with the admin token.
+    pub fn admin_client(&self) -> smith_api::Client {
+        self.client(Some(&self.admin_token), None)
+    }
+
     pub fn user_ca_pub(&self) -> PathBuf {
         self.data_dir.join("user_ca.pub")
     }
@@ -319,6 +393,11 @@ impl Drop for TestCa {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The typed code of an error body `{code, error}` (unknown codes: `Unrecognized`).
+pub fn code_of(body: &serde_json::Value) -> smith_api::ErrorCode {
+    smith_api::ErrorCode::parse(body["code"].as_str().unwrap_or(""))
 }
 
 /// Parsed `ssh-keygen -L` output.

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use smith_api::{
     CertQuery, Client, ClientOptions, DecisionQuery, GrantAdd, GrantInfo, GroupAdd, GroupInfo,
-    HostTokenRequest, HostTokenRequestNamed, IssuedCert, RevokeRequest, TokenRequest,
-    TokenResponse, Trust, UserAdd, UserInfo,
+    HostInfo, HostTokenRequest, HostTokenRequestNamed, IssuedCert, RevokeRequest, RevokeResponse,
+    TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
 };
 use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -420,6 +420,59 @@ fn print_cert(c: &IssuedCert) {
     );
 }
 
+fn print_host(h: &HostInfo) {
+    let extra: Vec<&str> = h
+        .ssh_names
+        .iter()
+        .filter(|n| **n != h.name)
+        .map(|n| n.as_str())
+        .collect();
+    println!(
+        "{:<24} {:<28} {:<8} enrolled {}  last seen {}  version {}{}",
+        h.name.as_str(),
+        h.tags.to_string(),
+        if h.removed { "REMOVED" } else { "active" },
+        time(h.enrolled_at),
+        ago(h.last_seen),
+        h.synced_version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into()),
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!("  ssh names {}", extra.join(","))
+        }
+    );
+}
+
+fn print_revoked(r: &RevokeResponse) {
+    for cert in &r.revoked {
+        print!("revoked ");
+        print_cert(cert);
+    }
+    if !r.already_revoked.is_empty() {
+        println!(
+            "already revoked: serial {}",
+            join_serials(&r.already_revoked)
+        );
+    }
+    if !r.expired.is_empty() {
+        println!(
+            "expired already (nothing to revoke): serial {}",
+            join_serials(&r.expired)
+        );
+    }
+    if r.revoked.is_empty() {
+        println!("nothing newly revoked");
+    } else {
+        println!(
+            "{} certificate(s) revoked; hosts get the revocation list with version {}",
+            r.revoked.len(),
+            r.version
+        );
+    }
+}
+
 fn print_token(t: &TokenResponse, as_json: bool, what: &str) -> anyhow::Result<()> {
     if as_json {
         return json(t);
@@ -435,227 +488,229 @@ fn print_token(t: &TokenResponse, as_json: bool, what: &str) -> anyhow::Result<(
 pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
     let c = conn.client()?;
     match cmd {
-        AdminCmd::User(u) => match u {
-            UserCmd::Add {
+        AdminCmd::User(u) => user(&c, u),
+        AdminCmd::Group(g) => group(&c, g),
+        AdminCmd::Grant(g) => grant(&c, g),
+        AdminCmd::Host(h) => host(&c, h),
+        AdminCmd::Cert(cmd) => cert(&c, cmd),
+        AdminCmd::Scim(ScimCmd::Token { ttl, json: as_json }) => {
+            let t = c.scim_token(&TokenRequest {
+                ttl_secs: Some(ttl),
+            })?;
+            print_token(&t, as_json, "SCIM")
+        }
+        AdminCmd::Audit(a) => smith_ca::audit::cli::run(&c, a),
+        AdminCmd::Decisions {
+            limit,
+            user,
+            json: as_json,
+        } => decisions(&c, limit, user, as_json),
+    }
+}
+
+fn user(c: &Client, cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Add {
+            name,
+            groups,
+            uid,
+            gecos,
+            shell,
+            strict_groups,
+            json: as_json,
+        } => {
+            let missing: Vec<GroupName> = if strict_groups || groups.is_empty() {
+                vec![]
+            } else {
+                let existing = c.list_groups()?;
+                groups
+                    .iter()
+                    .filter(|g| !existing.iter().any(|e| &e.name == *g))
+                    .cloned()
+                    .collect()
+            };
+            let info = c.add_user(&UserAdd {
                 name,
                 groups,
                 uid,
                 gecos,
                 shell,
-                strict_groups,
-                json: as_json,
-            } => {
-                let missing: Vec<GroupName> = if strict_groups || groups.is_empty() {
-                    vec![]
-                } else {
-                    let existing = c.list_groups()?;
-                    groups
-                        .iter()
-                        .filter(|g| !existing.iter().any(|e| &e.name == *g))
-                        .cloned()
-                        .collect()
-                };
-                let info = c.add_user(&UserAdd {
-                    name,
-                    groups,
-                    uid,
-                    gecos,
-                    shell,
-                    create_groups: !strict_groups,
-                })?;
-                for g in &missing {
-                    eprintln!("note: group '{g}' did not exist; created it");
-                }
-                if as_json {
-                    return json(&info);
-                }
-                print!("added user ");
-                print_user(&info);
-            }
-            UserCmd::List { json: as_json } => {
-                let users = c.list_users()?;
-                if as_json {
-                    return json(&users);
-                }
-                if users.is_empty() {
-                    println!("no users yet; add one with `smith-ca admin user add NAME`");
-                }
-                users.iter().for_each(print_user);
-            }
-            UserCmd::Disable {
-                name,
-                json: as_json,
-            } => {
-                let info = c.disable_user(&name)?;
-                if as_json {
-                    return json(&info);
-                }
-                println!("user {name} is disabled: no more certificates, their valid certificates are revoked, removed from hosts at their next sync");
-            }
-            UserCmd::Token {
-                name,
-                ttl,
-                json: as_json,
-            } => {
-                let t = c.user_token(
-                    &name,
-                    &TokenRequest {
-                        ttl_secs: Some(ttl),
-                    },
-                )?;
-                print_token(&t, as_json, &format!("user {name}'s"))?;
-            }
-        },
-        AdminCmd::Scim(ScimCmd::Token { ttl, json: as_json }) => {
-            let t = c.scim_token(&TokenRequest {
-                ttl_secs: Some(ttl),
+                create_groups: !strict_groups,
             })?;
-            print_token(&t, as_json, "SCIM")?;
+            for g in &missing {
+                eprintln!("note: group '{g}' did not exist; created it");
+            }
+            if as_json {
+                return json(&info);
+            }
+            print!("added user ");
+            print_user(&info);
         }
-        AdminCmd::Group(g) => match g {
-            GroupCmd::Add {
-                name,
-                gid,
-                json: as_json,
-            } => {
-                let existed = c.list_groups()?.into_iter().any(|g| g.name == name);
-                let info = c.add_group(&GroupAdd { name, gid })?;
-                if as_json {
-                    return json(&info);
-                }
-                if existed {
-                    println!(
-                        "group {} already exists (gid {}); nothing to do",
-                        info.name, info.gid
-                    );
-                } else {
-                    print!("added group ");
-                    print_group(&info);
-                }
+        UserCmd::List { json: as_json } => {
+            let users = c.list_users()?;
+            if as_json {
+                return json(&users);
             }
-            GroupCmd::AddMember { group, user } => {
-                let info = c.add_member(&group, &user)?;
+            if users.is_empty() {
+                println!("no users yet; add one with `smith-ca admin user add NAME`");
+            }
+            users.iter().for_each(print_user);
+        }
+        UserCmd::Disable {
+            name,
+            json: as_json,
+        } => {
+            let info = c.disable_user(&name)?;
+            if as_json {
+                return json(&info);
+            }
+            println!("user {name} is disabled: no more certificates, their valid certificates are revoked, removed from hosts at their next sync");
+        }
+        UserCmd::Token {
+            name,
+            ttl,
+            json: as_json,
+        } => {
+            let t = c.user_token(
+                &name,
+                &TokenRequest {
+                    ttl_secs: Some(ttl),
+                },
+            )?;
+            print_token(&t, as_json, &format!("user {name}'s"))?;
+        }
+    }
+    Ok(())
+}
+
+fn group(c: &Client, cmd: GroupCmd) -> anyhow::Result<()> {
+    match cmd {
+        GroupCmd::Add {
+            name,
+            gid,
+            json: as_json,
+        } => {
+            let existed = c.list_groups()?.into_iter().any(|g| g.name == name);
+            let info = c.add_group(&GroupAdd { name, gid })?;
+            if as_json {
+                return json(&info);
+            }
+            if existed {
+                println!(
+                    "group {} already exists (gid {}); nothing to do",
+                    info.name, info.gid
+                );
+            } else {
+                print!("added group ");
                 print_group(&info);
             }
-            GroupCmd::RemoveMember { group, user } => {
-                let info = c.remove_member(&group, &user)?;
-                print_group(&info);
+        }
+        GroupCmd::AddMember { group, user } => print_group(&c.add_member(&group, &user)?),
+        GroupCmd::RemoveMember { group, user } => print_group(&c.remove_member(&group, &user)?),
+        GroupCmd::List { json: as_json } => {
+            let groups = c.list_groups()?;
+            if as_json {
+                return json(&groups);
             }
-            GroupCmd::List { json: as_json } => {
-                let groups = c.list_groups()?;
-                if as_json {
-                    return json(&groups);
-                }
-                groups.iter().for_each(print_group);
-            }
-        },
-        AdminCmd::Grant(g) => match g {
-            GrantCmd::Add {
+            groups.iter().for_each(print_group);
+        }
+    }
+    Ok(())
+}
+
+fn grant(c: &Client, cmd: GrantCmd) -> anyhow::Result<()> {
+    match cmd {
+        GrantCmd::Add {
+            group,
+            tags,
+            level,
+            max_ttl,
+            source_cidrs,
+            require_reason,
+            time_windows,
+            json: as_json,
+        } => {
+            let info = c.add_grant(&GrantAdd {
                 group,
-                tags,
+                selector: tags,
                 level,
-                max_ttl,
+                max_ttl_secs: max_ttl,
                 source_cidrs,
                 require_reason,
                 time_windows,
-                json: as_json,
-            } => {
-                let info = c.add_grant(&GrantAdd {
-                    group,
-                    selector: tags,
-                    level,
-                    max_ttl_secs: max_ttl,
-                    source_cidrs,
-                    require_reason,
-                    time_windows,
-                })?;
-                if as_json {
-                    return json(&info);
-                }
-                print!("added grant ");
-                print_grant(&info);
+            })?;
+            if as_json {
+                return json(&info);
             }
-            GrantCmd::List { json: as_json } => {
-                let grants = c.list_grants()?;
-                if as_json {
-                    return json(&grants);
-                }
-                grants.iter().for_each(print_grant);
+            print!("added grant ");
+            print_grant(&info);
+        }
+        GrantCmd::List { json: as_json } => {
+            let grants = c.list_grants()?;
+            if as_json {
+                return json(&grants);
             }
-            GrantCmd::Remove { id } => {
-                let info = c.remove_grant(id)?;
-                print!("removed grant ");
-                print_grant(&info);
-            }
-        },
-        AdminCmd::Host(h) => match h {
-            HostCmd::Token {
-                tags,
-                ttl,
+            grants.iter().for_each(print_grant);
+        }
+        GrantCmd::Remove { id } => {
+            let info = c.remove_grant(id)?;
+            print!("removed grant ");
+            print_grant(&info);
+        }
+    }
+    Ok(())
+}
+
+fn host(c: &Client, cmd: HostCmd) -> anyhow::Result<()> {
+    match cmd {
+        HostCmd::Token {
+            tags,
+            ttl,
+            ssh_names,
+            json: as_json,
+        } => {
+            let what = if ssh_names.is_empty() {
+                format!("single-use enrollment (tags {tags})")
+            } else {
+                let n: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
+                format!(
+                    "single-use enrollment (tags {tags}; SSH names allowed: {})",
+                    n.join(", ")
+                )
+            };
+            let t = c.host_token(&HostTokenRequestNamed {
+                request: HostTokenRequest {
+                    tags,
+                    ttl_secs: ttl,
+                },
                 ssh_names,
-                json: as_json,
-            } => {
-                let what = if ssh_names.is_empty() {
-                    format!("single-use enrollment (tags {tags})")
-                } else {
-                    let n: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
-                    format!(
-                        "single-use enrollment (tags {tags}; SSH names allowed: {})",
-                        n.join(", ")
-                    )
-                };
-                let t = c.host_token(&HostTokenRequestNamed {
-                    request: HostTokenRequest {
-                        tags,
-                        ttl_secs: ttl,
-                    },
-                    ssh_names,
-                })?;
-                print_token(&t, as_json, &what)?;
+            })?;
+            print_token(&t, as_json, &what)?;
+        }
+        HostCmd::List { json: as_json } => {
+            let hosts = c.list_hosts()?;
+            if as_json {
+                return json(&hosts);
             }
-            HostCmd::List { json: as_json } => {
-                let hosts = c.list_hosts()?;
-                if as_json {
-                    return json(&hosts);
-                }
-                for h in &hosts {
-                    let extra: Vec<&str> = h
-                        .ssh_names
-                        .iter()
-                        .filter(|n| **n != h.name)
-                        .map(|n| n.as_str())
-                        .collect();
-                    println!(
-                        "{:<24} {:<28} {:<8} enrolled {}  last seen {}  version {}{}",
-                        h.name.as_str(),
-                        h.tags.to_string(),
-                        if h.removed { "REMOVED" } else { "active" },
-                        time(h.enrolled_at),
-                        ago(h.last_seen),
-                        h.synced_version
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        if extra.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  ssh names {}", extra.join(","))
-                        }
-                    );
-                }
-            }
-            HostCmd::Remove { name } => {
-                c.remove_host(&name)?;
-                println!("host {name} removed: it can no longer sync");
-            }
-        },
-        AdminCmd::Audit(a) => return smith_ca::audit::cli::run(&c, a),
-        AdminCmd::Cert(CertCmd::Revoke {
+            hosts.iter().for_each(print_host);
+        }
+        HostCmd::Remove { name } => {
+            c.remove_host(&name)?;
+            println!("host {name} removed: it can no longer sync");
+        }
+    }
+    Ok(())
+}
+
+fn cert(c: &Client, cmd: CertCmd) -> anyhow::Result<()> {
+    match cmd {
+        CertCmd::Revoke {
             serial,
             key_id,
             user,
             reason,
             json: as_json,
-        }) => {
+        } => {
             let r = c
                 .revoke(&RevokeRequest {
                     serial,
@@ -667,38 +722,14 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             if as_json {
                 return json(&r);
             }
-            for cert in &r.revoked {
-                print!("revoked ");
-                print_cert(cert);
-            }
-            if !r.already_revoked.is_empty() {
-                println!(
-                    "already revoked: serial {}",
-                    join_serials(&r.already_revoked)
-                );
-            }
-            if !r.expired.is_empty() {
-                println!(
-                    "expired already (nothing to revoke): serial {}",
-                    join_serials(&r.expired)
-                );
-            }
-            if r.revoked.is_empty() {
-                println!("nothing newly revoked");
-            } else {
-                println!(
-                    "{} certificate(s) revoked; hosts get the revocation list with version {}",
-                    r.revoked.len(),
-                    r.version
-                );
-            }
+            print_revoked(&r);
         }
-        AdminCmd::Cert(CertCmd::List {
+        CertCmd::List {
             user,
             valid,
             limit,
             json: as_json,
-        }) => {
+        } => {
             let certs = c
                 .list_certs(&CertQuery {
                     limit: Some(limit),
@@ -714,39 +745,37 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             }
             certs.iter().for_each(print_cert);
         }
-        AdminCmd::Decisions {
-            limit,
+    }
+    Ok(())
+}
+
+fn decisions(c: &Client, limit: u32, user: Option<UserName>, as_json: bool) -> anyhow::Result<()> {
+    let ds = c
+        .decisions(&DecisionQuery {
+            limit: Some(limit),
             user,
-            json: as_json,
-        } => {
-            let ds = c
-                .decisions(&DecisionQuery {
-                    limit: Some(limit),
-                    user,
-                })
-                .context("cannot list decisions")?;
-            if as_json {
-                return json(&ds);
-            }
-            for d in &ds {
-                println!(
-                    "{} {:<16} {:<7} scope {:<20} from {:<15} {}{}",
-                    time(d.at),
-                    d.user,
-                    if d.allowed { "ISSUED" } else { "DENIED" },
-                    if d.scope.is_empty() {
-                        "(any)"
-                    } else {
-                        d.scope.as_str()
-                    },
-                    d.source,
-                    d.serial
-                        .map(|s| format!("serial {s}: "))
-                        .unwrap_or_default(),
-                    d.reason
-                );
-            }
-        }
+        })
+        .context("cannot list decisions")?;
+    if as_json {
+        return json(&ds);
+    }
+    for d in &ds {
+        println!(
+            "{} {:<16} {:<7} scope {:<20} from {:<15} {}{}",
+            time(d.at),
+            d.user,
+            if d.allowed { "ISSUED" } else { "DENIED" },
+            if d.scope.is_empty() {
+                "(any)"
+            } else {
+                d.scope.as_str()
+            },
+            d.source,
+            d.serial
+                .map(|s| format!("serial {s}: "))
+                .unwrap_or_default(),
+            d.reason
+        );
     }
     Ok(())
 }

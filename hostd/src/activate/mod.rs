@@ -94,6 +94,58 @@ struct Planned {
     bytes: Vec<u8>,
     mode: u32,
     daemon_managed: bool,
+    role: Role,
+}
+
+/// What a planned file is to sshd (and to the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// An SSH host certificate (sshd's `HostCertificate`).
+    SshHostCert,
+    /// sshd's configuration or a file it was told to trust (`TrustedUserCAKeys`): a
+    /// change is followed by an sshd reload.
+    SshdConfig,
+    Other,
+}
+
+impl Planned {
+    fn role(mut self, role: Role) -> Planned {
+        self.role = role;
+        self
+    }
+
+    /// A change that sshd only sees after a reload.
+    fn reloads_sshd(&self) -> bool {
+        matches!(self.role, Role::SshHostCert | Role::SshdConfig)
+    }
+}
+
+/// How this run relates to the host's current enrollment.
+enum Mode<'a> {
+    /// Never enrolled: the token, the CA's URL and its fingerprint are needed.
+    Fresh,
+    /// Enrolled before, but the CA refuses this host (removed, client certificate
+    /// expired) or the credentials on disk are not usable: enroll again with a token;
+    /// the CA, its pinned root, the name and the settings default to `prior`'s.
+    Reenroll { prior: &'a HostConfig },
+    /// Enrolled and valid: no token; keep the credentials and re-assert the files.
+    Reassert {
+        config: &'a HostConfig,
+        creds: Box<HostCredentials>,
+    },
+}
+
+impl Mode<'_> {
+    fn enrolls(&self) -> bool {
+        !matches!(self, Mode::Reassert { .. })
+    }
+
+    fn prior(&self) -> Option<&HostConfig> {
+        match self {
+            Mode::Reenroll { prior } => Some(prior),
+            _ => None,
+        }
+    }
 }
 
 fn usage(msg: impl Into<String>) -> ActivateError {
@@ -222,6 +274,7 @@ fn plan_local_edits(
             bytes: edits::nss_add(&t).into_bytes(),
             mode: keep_mode(&paths.nsswitch),
             daemon_managed: false,
+            role: Role::Other,
         }),
         None => warnings.push(format!(
             "{} does not exist; glibc will not consult Smith for users and groups",
@@ -239,6 +292,7 @@ fn plan_local_edits(
                 bytes: edits::pam_add(&t, &lines).into_bytes(),
                 mode: keep_mode(path),
                 daemon_managed: false,
+                role: Role::Other,
             }),
             None => warnings.push(format!(
                 "{} does not exist; its PAM lines were not added",
@@ -261,6 +315,7 @@ fn plan_local_edits(
                     bytes: edits::sshd_add_include(&t, &paths.sshd_dropin).into_bytes(),
                     mode: keep_mode(&paths.sshd_config),
                     daemon_managed: false,
+                    role: Role::SshdConfig,
                 });
             }
         }
@@ -405,122 +460,16 @@ pub fn activate(
     let mut warnings = Vec::new();
     let manifest = Manifest::load(&paths.manifest).map_err(ActivateError::Local)?;
 
-    // 1. Are we enrolled already? A host the CA refuses (removed, expired client
-    //    certificate) enrolls again when given a token.
-    let refused = crate::state::load_sync_status(&paths.sync_status_file)
-        .and_then(|s| s.ca_refusal)
-        .is_some();
-    let reenroll = opts.token.is_some()
-        && existing.is_some_and(|c| refused || current_enrollment(paths, c).is_err());
-    let enrolled = if reenroll {
-        None
-    } else {
-        existing.and_then(|c| current_enrollment(paths, c).ok().map(|cr| (c.clone(), cr)))
-    };
-    // Re-enrolling: the CA, its pinned root and the name default to the current ones.
-    let prior = if enrolled.is_none() { existing } else { None };
-    let ssh_names = opts
-        .ssh_names
-        .iter()
-        .map(|n| HostName::new(n).map_err(|e| usage(format!("--ssh-name '{n}': {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some((cfg, creds)) = &enrolled {
-        if let Some(fp) = &opts.ca_fingerprint {
-            let want = smith_api::tls::parse_fingerprint(fp).map_err(usage)?;
-            if smith_api::tls::parse_fingerprint(&creds.root_fingerprint).ok() != Some(want) {
-                return Err(usage(format!(
-                    "this host is enrolled with another CA (root {}); run `smith-host deactivate` first to move it",
-                    creds.root_fingerprint
-                )));
-            }
-        }
-        if let Some(url) = &opts.ca_url {
-            if url.trim_end_matches('/') != cfg.ca_url.trim_end_matches('/') {
-                return Err(usage(format!(
-                    "this host is enrolled with the CA at {}; to change the URL edit {} (same CA) or run `smith-host deactivate` first",
-                    cfg.ca_url,
-                    paths.config.display()
-                )));
-            }
-        }
-        if let Some(n) = &opts.name {
-            if n != cfg.host_name.as_str() {
-                return Err(usage(format!(
-                    "this host is enrolled as {}; run `smith-host deactivate` first to rename it",
-                    cfg.host_name
-                )));
-            }
-        }
+    // 1. Are we enrolled already, and do the options fit?
+    let mode = mode(paths, existing, opts);
+    let ssh_names = ssh_names(opts)?;
+    if let Mode::Reassert { config, creds } = &mode {
+        check_same_enrollment(paths, config, creds, opts, &ssh_names)?;
     }
 
     // 2. Inputs.
-    if enrolled.is_some() && !ssh_names.is_empty() {
-        return Err(usage(
-            "--ssh-name applies at enrollment; this host is enrolled: run `smith-host deactivate`, then activate again with a token allowing the names",
-        ));
-    }
-    let host_name = match (&enrolled, &opts.name, prior) {
-        (Some((cfg, _)), _, _) => cfg.host_name.clone(),
-        (None, Some(n), _) => HostName::new(n).map_err(|e| usage(format!("--name '{n}': {e}")))?,
-        (None, None, Some(p)) => p.host_name.clone(),
-        (None, None, None) => system_host_name()?,
-    };
-    let ca_url_opt = opts
-        .ca_url
-        .clone()
-        .or_else(|| prior.map(|p| p.ca_url.clone()));
-    let fingerprint_opt = opts
-        .ca_fingerprint
-        .clone()
-        .or_else(|| prior.and_then(|p| p.ca_fingerprint.clone()));
-    let mut config = match &enrolled {
-        Some((cfg, _)) => cfg.clone(),
-        None => {
-            let missing: Vec<&str> = [
-                ("--ca", ca_url_opt.is_none()),
-                ("--token", opts.token.is_none()),
-                ("--ca-fingerprint", fingerprint_opt.is_none()),
-            ]
-            .iter()
-            .filter(|(_, m)| *m)
-            .map(|(f, _)| *f)
-            .collect();
-            if !missing.is_empty() {
-                return Err(usage(format!(
-                    "this host is not enrolled yet: {} required (smith-host activate --ca URL --token T --ca-fingerprint SHA256:...)",
-                    missing.join(", ")
-                )));
-            }
-            let url = ca_url_opt.clone().unwrap_or_default();
-            crate::config::validate_ca_url(&url).map_err(usage)?;
-            let fp = fingerprint_opt.clone().unwrap_or_default();
-            smith_api::tls::parse_fingerprint(&fp)
-                .map_err(|e| usage(format!("--ca-fingerprint: {e}")))?;
-            let token = opts.token.as_deref().unwrap_or("");
-            if token.trim().is_empty() || token.len() > 4096 || token.contains(char::is_whitespace)
-            {
-                return Err(usage(
-                    "--token must be the enrollment token printed by `smith-ca admin host token`",
-                ));
-            }
-            // Keep the settings of a previous enrollment (home_base, paths, ...).
-            let mut c = match prior {
-                Some(p) => p.clone(),
-                None => HostConfig::new(String::new(), host_name.clone()),
-            };
-            c.ca_url = url.trim_end_matches('/').to_string();
-            c.host_name = host_name.clone();
-            c.ca_fingerprint = Some(fp);
-            c
-        }
-    };
-    if let Some(u) = &opts.principals_user {
-        config.principals_user = u.clone();
-    }
-    if let Some(h) = &opts.home_base {
-        config.home_base = h.clone();
-    }
-    config.validate().map_err(usage)?;
+    let host_name = host_name(&mode, opts)?;
+    let config = host_config(&mode, opts, &host_name)?;
     let command = principals_command(paths, opts)?;
     if let Some(exe) = command.split(' ').next() {
         if let Some(p) = principals_command_problem(Path::new(exe)) {
@@ -534,18 +483,15 @@ pub fn activate(
     plan.push(sudoers_planned(paths)?);
     let host_keys = ssh_host_keys(paths, &mut warnings);
 
-    // 4. Enroll if needed.
-    let (creds_summary, root_fp, tags, owned) = match &enrolled {
-        Some((_, creds)) => {
-            let owned = reassert_owned(paths, &config, manifest.as_ref(), &command, &mut warnings)?;
-            (
-                creds.cert.clone(),
-                creds.root_fingerprint.clone(),
-                None,
-                owned,
-            )
-        }
-        None => {
+    // 4. Enroll if needed: the files Smith owns.
+    let owned = match &mode {
+        Mode::Reassert { creds, .. } => Owned {
+            cert: creds.cert.clone(),
+            root_fingerprint: creds.root_fingerprint.clone(),
+            tags: None,
+            files: reassert_owned(paths, &config, manifest.as_ref(), &command, &mut warnings)?,
+        },
+        Mode::Fresh | Mode::Reenroll { .. } => {
             let e = enroll(
                 &config.ca_url,
                 config.ca_fingerprint.as_deref().unwrap_or(""),
@@ -554,97 +500,283 @@ pub fn activate(
                 &ssh_names,
                 host_keys,
             )?;
-            let summary = identity::summarize_pem(e.resp.client_cert_pem.as_bytes())
-                .map_err(ActivateError::Enroll)?;
-            let root_der =
-                identity::first_der(e.resp.root_pem.as_bytes()).map_err(ActivateError::Enroll)?;
-            let owned = fresh_owned(paths, &config, &e, &command, &mut warnings)?;
-            (
-                summary,
-                smith_api::tls::fingerprint(&root_der),
-                Some(e.resp.tags.to_string()),
-                owned,
-            )
+            enrolled_owned(paths, &config, &e, &command, &mut warnings)?
         }
     };
     let ssh_host_certs: Vec<String> = owned
+        .files
         .iter()
-        .filter(|p| enrolled.is_none() && p.path.to_string_lossy().ends_with("-cert.pub"))
+        .filter(|p| mode.enrolls() && p.role == Role::SshHostCert)
         .map(|p| paths.logical(&p.path).display().to_string())
         .collect();
-    plan.extend(owned);
+    plan.extend(owned.files);
 
     // 5. Write.
     let (changed, unchanged) = apply_plan(paths, plan, manifest, host_name.as_str())?;
-    if enrolled.is_none() {
-        // A refusal recorded for the previous enrollment no longer applies.
-        if let Some(mut st) = crate::state::load_sync_status(&paths.sync_status_file) {
-            if st.ca_refusal.take().is_some() {
-                let _ = crate::state::save_sync_status(&paths.sync_status_file, &st);
-            }
-        }
+    if mode.enrolls() {
+        forget_refusal(paths);
     }
+    let sshd_changed = changed.iter().any(Planned::reloads_sshd);
+
+    // 6. Services.
+    let services = start_services(paths, opts, sshd_changed || mode.enrolls());
+    warnings.extend(services.warnings);
+
     let logical = |v: Vec<PathBuf>| -> Vec<String> {
         v.iter()
             .map(|p| paths.logical(p).display().to_string())
             .collect()
     };
-    let sshd_changed = changed.iter().any(|p| {
-        *p == paths.sshd_dropin
-            || *p == paths.sshd_config
-            || *p == paths.user_ca_keys
-            || p.to_string_lossy().ends_with("-cert.pub")
-    });
+    Ok(ActivateReport {
+        host_name: host_name.to_string(),
+        tags: owned.tags,
+        already_enrolled: !mode.enrolls(),
+        ca_url: config.ca_url.clone(),
+        root_fingerprint: owned.root_fingerprint,
+        client_cert_not_after: owned.cert.not_after,
+        reenrolled: matches!(mode, Mode::Reenroll { .. }),
+        ssh_host_certs,
+        changed: logical(changed.into_iter().map(|p| p.path).collect()),
+        unchanged: logical(unchanged),
+        actions: services.actions,
+        next_steps: services.next_steps,
+        warnings,
+    })
+}
 
-    // 6. Services.
-    let mut actions = Vec::new();
-    let mut next_steps = Vec::new();
+/// See [`Mode`]. A host the CA refuses enrolls again when given a token.
+fn mode<'a>(
+    paths: &HostPaths,
+    existing: Option<&'a HostConfig>,
+    opts: &ActivateOptions,
+) -> Mode<'a> {
+    let Some(existing) = existing else {
+        return Mode::Fresh;
+    };
+    let refused = crate::state::load_sync_status(&paths.sync_status_file)
+        .and_then(|s| s.ca_refusal)
+        .is_some();
+    let current = current_enrollment(paths, existing);
+    match current {
+        Ok(creds) if !(opts.token.is_some() && refused) => Mode::Reassert {
+            config: existing,
+            creds: Box::new(creds),
+        },
+        _ => Mode::Reenroll { prior: existing },
+    }
+}
+
+fn ssh_names(opts: &ActivateOptions) -> Result<Vec<HostName>, ActivateError> {
+    opts.ssh_names
+        .iter()
+        .map(|n| HostName::new(n).map_err(|e| usage(format!("--ssh-name '{n}': {e}"))))
+        .collect()
+}
+
+/// On an enrolled host, the options may only repeat the current enrollment.
+fn check_same_enrollment(
+    paths: &HostPaths,
+    cfg: &HostConfig,
+    creds: &HostCredentials,
+    opts: &ActivateOptions,
+    ssh_names: &[HostName],
+) -> Result<(), ActivateError> {
+    if let Some(fp) = &opts.ca_fingerprint {
+        let want = smith_api::tls::parse_fingerprint(fp).map_err(usage)?;
+        if smith_api::tls::parse_fingerprint(&creds.root_fingerprint).ok() != Some(want) {
+            return Err(usage(format!(
+                "this host is enrolled with another CA (root {}); run `smith-host deactivate` first to move it",
+                creds.root_fingerprint
+            )));
+        }
+    }
+    if let Some(url) = &opts.ca_url {
+        if url.trim_end_matches('/') != cfg.ca_url.trim_end_matches('/') {
+            return Err(usage(format!(
+                "this host is enrolled with the CA at {}; to change the URL edit {} (same CA) or run `smith-host deactivate` first",
+                cfg.ca_url,
+                paths.config.display()
+            )));
+        }
+    }
+    if let Some(n) = &opts.name {
+        if n != cfg.host_name.as_str() {
+            return Err(usage(format!(
+                "this host is enrolled as {}; run `smith-host deactivate` first to rename it",
+                cfg.host_name
+            )));
+        }
+    }
+    if !ssh_names.is_empty() {
+        return Err(usage(
+            "--ssh-name applies at enrollment; this host is enrolled: run `smith-host deactivate`, then activate again with a token allowing the names",
+        ));
+    }
+    Ok(())
+}
+
+/// The current name when enrolled; else `--name`, the previous enrollment's, or the
+/// system's.
+fn host_name(mode: &Mode, opts: &ActivateOptions) -> Result<HostName, ActivateError> {
+    match (mode, &opts.name) {
+        (Mode::Reassert { config, .. }, _) => Ok(config.host_name.clone()),
+        (_, Some(n)) => HostName::new(n).map_err(|e| usage(format!("--name '{n}': {e}"))),
+        (Mode::Reenroll { prior }, None) => Ok(prior.host_name.clone()),
+        (Mode::Fresh, None) => system_host_name(),
+    }
+}
+
+/// `hostd.toml` as this run writes it: the current one when enrolled; else from the
+/// options (defaulting to the previous enrollment's), checked before anything happens.
+fn host_config(
+    mode: &Mode,
+    opts: &ActivateOptions,
+    host_name: &HostName,
+) -> Result<HostConfig, ActivateError> {
+    let mut config = match mode {
+        Mode::Reassert { config, .. } => (*config).clone(),
+        Mode::Fresh | Mode::Reenroll { .. } => enrollment_config(mode.prior(), opts, host_name)?,
+    };
+    if let Some(u) = &opts.principals_user {
+        config.principals_user = u.clone();
+    }
+    if let Some(h) = &opts.home_base {
+        config.home_base = h.clone();
+    }
+    config.validate().map_err(usage)?;
+    Ok(config)
+}
+
+fn enrollment_config(
+    prior: Option<&HostConfig>,
+    opts: &ActivateOptions,
+    host_name: &HostName,
+) -> Result<HostConfig, ActivateError> {
+    let ca_url = opts
+        .ca_url
+        .clone()
+        .or_else(|| prior.map(|p| p.ca_url.clone()));
+    let fingerprint = opts
+        .ca_fingerprint
+        .clone()
+        .or_else(|| prior.and_then(|p| p.ca_fingerprint.clone()));
+    let missing: Vec<&str> = [
+        ("--ca", ca_url.is_none()),
+        ("--token", opts.token.is_none()),
+        ("--ca-fingerprint", fingerprint.is_none()),
+    ]
+    .iter()
+    .filter(|(_, m)| *m)
+    .map(|(f, _)| *f)
+    .collect();
+    if !missing.is_empty() {
+        return Err(usage(format!(
+            "this host is not enrolled yet: {} required (smith-host activate --ca URL --token T --ca-fingerprint SHA256:...)",
+            missing.join(", ")
+        )));
+    }
+    let url = ca_url.unwrap_or_default();
+    crate::config::validate_ca_url(&url).map_err(usage)?;
+    let fp = fingerprint.unwrap_or_default();
+    smith_api::tls::parse_fingerprint(&fp).map_err(|e| usage(format!("--ca-fingerprint: {e}")))?;
+    let token = opts.token.as_deref().unwrap_or("");
+    if token.trim().is_empty() || token.len() > 4096 || token.contains(char::is_whitespace) {
+        return Err(usage(
+            "--token must be the enrollment token printed by `smith-ca admin host token`",
+        ));
+    }
+    // Keep the settings of a previous enrollment (home_base, paths, ...).
+    let mut c = match prior {
+        Some(p) => p.clone(),
+        None => HostConfig::new(String::new(), host_name.clone()),
+    };
+    c.ca_url = url.trim_end_matches('/').to_string();
+    c.host_name = host_name.clone();
+    c.ca_fingerprint = Some(fp);
+    Ok(c)
+}
+
+/// The files Smith owns, and what the report says of the enrollment.
+struct Owned {
+    cert: identity::CertSummary,
+    root_fingerprint: String,
+    /// The tags the CA gave (set when this run enrolled).
+    tags: Option<String>,
+    files: Vec<Planned>,
+}
+
+fn enrolled_owned(
+    paths: &HostPaths,
+    config: &HostConfig,
+    e: &Enrolled,
+    command: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Owned, ActivateError> {
+    let cert = identity::summarize_pem(e.resp.client_cert_pem.as_bytes())
+        .map_err(ActivateError::Enroll)?;
+    let root_der =
+        identity::first_der(e.resp.root_pem.as_bytes()).map_err(ActivateError::Enroll)?;
+    Ok(Owned {
+        cert,
+        root_fingerprint: smith_api::tls::fingerprint(&root_der),
+        tags: Some(e.resp.tags.to_string()),
+        files: fresh_owned(paths, config, e, command, warnings)?,
+    })
+}
+
+/// A refusal recorded for the previous enrollment no longer applies.
+fn forget_refusal(paths: &HostPaths) {
+    if let Some(mut st) = crate::state::load_sync_status(&paths.sync_status_file) {
+        if st.ca_refusal.take().is_some() {
+            let _ = crate::state::save_sync_status(&paths.sync_status_file, &st);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Services {
+    actions: Vec<String>,
+    next_steps: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Reloads sshd (when `reload_sshd`) and starts the daemon; with `--no-start`, says
+/// how instead.
+fn start_services(paths: &HostPaths, opts: &ActivateOptions, reload_sshd: bool) -> Services {
+    let mut s = Services::default();
     if opts.no_start {
-        next_steps.push(format!(
+        s.next_steps.push(format!(
             "start the daemon: {}",
             service::hostd_command(paths)
         ));
         if service::use_systemd(paths) {
-            next_steps.push("or under systemd: systemctl enable --now smith-hostd".into());
-            next_steps.push("reload sshd: systemctl reload ssh".into());
+            s.next_steps
+                .push("or under systemd: systemctl enable --now smith-hostd".into());
+            s.next_steps
+                .push("reload sshd: systemctl reload ssh".into());
         } else {
-            next_steps.push(format!(
+            s.next_steps.push(format!(
                 "reload sshd: kill -HUP $(cat {})",
                 paths.sshd_pid_file.display()
             ));
         }
-    } else {
-        if sshd_changed || enrolled.is_none() {
-            match service::reload_sshd(paths) {
-                Ok(a) => actions.push(a),
-                Err(e) => warnings.push(format!("sshd was not reloaded: {e}")),
-            }
-        }
-        if service::running_pid(&paths.pid_file, "smith-hostd").is_some() {
-            actions.push("smith-hostd is already running".into());
-        } else {
-            match service::start_daemon(paths) {
-                Ok(a) => actions.push(a),
-                Err(e) => warnings.push(e),
-            }
+        return s;
+    }
+    if reload_sshd {
+        match service::reload_sshd(paths) {
+            Ok(a) => s.actions.push(a),
+            Err(e) => s.warnings.push(format!("sshd was not reloaded: {e}")),
         }
     }
-
-    Ok(ActivateReport {
-        host_name: host_name.to_string(),
-        tags,
-        already_enrolled: enrolled.is_some(),
-        ca_url: config.ca_url.clone(),
-        root_fingerprint: root_fp,
-        client_cert_not_after: creds_summary.not_after,
-        reenrolled: enrolled.is_none() && existing.is_some(),
-        ssh_host_certs,
-        changed: logical(changed),
-        unchanged: logical(unchanged),
-        actions,
-        next_steps,
-        warnings,
-    })
+    if service::running_pid(&paths.pid_file, "smith-hostd").is_some() {
+        s.actions.push("smith-hostd is already running".into());
+    } else {
+        match service::start_daemon(paths) {
+            Ok(a) => s.actions.push(a),
+            Err(e) => s.warnings.push(e),
+        }
+    }
+    s
 }
 
 fn dropin_planned(
@@ -666,6 +798,7 @@ fn dropin_planned(
         bytes: text.into_bytes(),
         mode: 0o644,
         daemon_managed: false,
+        role: Role::SshdConfig,
     }
 }
 
@@ -676,6 +809,7 @@ fn owned(path: &Path, bytes: Vec<u8>, mode: u32, daemon_managed: bool) -> Planne
         bytes,
         mode,
         daemon_managed,
+        role: Role::Other,
     }
 }
 
@@ -717,12 +851,15 @@ fn fresh_owned(
             "the CA sent no user CA key; no certificate can log in until a sync brings one".into(),
         );
     }
-    plan.push(owned(
-        &paths.user_ca_keys,
-        keys.into_bytes(),
-        crate::trust::TRUST_MODE,
-        true,
-    ));
+    plan.push(
+        owned(
+            &paths.user_ca_keys,
+            keys.into_bytes(),
+            crate::trust::TRUST_MODE,
+            true,
+        )
+        .role(Role::SshdConfig),
+    );
     let krl = fsutil::read_optional(&paths.revoked_keys)
         .ok()
         .flatten()
@@ -755,12 +892,15 @@ fn fresh_owned(
         }
         let cert_path = host_cert_path_for(key_path);
         // smith-hostd renews it: a change since activation is expected.
-        plan.push(owned(
-            &cert_path,
-            format!("{line}\n").into_bytes(),
-            crate::hostcerts::CERT_MODE,
-            true,
-        ));
+        plan.push(
+            owned(
+                &cert_path,
+                format!("{line}\n").into_bytes(),
+                crate::hostcerts::CERT_MODE,
+                true,
+            )
+            .role(Role::SshHostCert),
+        );
         host_certs.push(cert_path);
     }
     plan.push(dropin_planned(paths, config, command, &host_certs));
@@ -828,12 +968,9 @@ fn reassert_owned(
             }
         },
     };
-    plan.push(owned(
-        &paths.user_ca_keys,
-        keys,
-        crate::trust::TRUST_MODE,
-        true,
-    ));
+    plan.push(
+        owned(&paths.user_ca_keys, keys, crate::trust::TRUST_MODE, true).role(Role::SshdConfig),
+    );
     plan.push(owned(
         &paths.revoked_keys,
         current(&paths.revoked_keys).unwrap_or_default(),
@@ -849,7 +986,9 @@ fn reassert_owned(
             .is_some_and(|e| e.kind == Kind::Owned);
         if ours {
             if let Some(b) = current(&cert) {
-                plan.push(owned(&cert, b, crate::hostcerts::CERT_MODE, true));
+                plan.push(
+                    owned(&cert, b, crate::hostcerts::CERT_MODE, true).role(Role::SshHostCert),
+                );
                 host_certs.push(cert);
             }
         }
@@ -872,13 +1011,13 @@ fn sudoers_planned(paths: &HostPaths) -> Result<Planned, ActivateError> {
 
 /// Writes the planned files that differ from what is on disk, recording originals in
 /// the manifest first; rolls everything back if a write fails.
-/// Returns (changed, unchanged) effective paths.
+/// Returns (changed files, unchanged effective paths).
 fn apply_plan(
     paths: &HostPaths,
     plan: Vec<Planned>,
     manifest: Option<Manifest>,
     host_name: &str,
-) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ActivateError> {
+) -> Result<(Vec<Planned>, Vec<PathBuf>), ActivateError> {
     let write_err = |what: String| ActivateError::Write(what);
     let mut unchanged = Vec::new();
     let mut changes: Vec<(Planned, Option<Vec<u8>>, Option<u32>)> = Vec::new();
@@ -1001,10 +1140,7 @@ fn apply_plan(
             )));
         }
     }
-    Ok((
-        changes.into_iter().map(|(p, _, _)| p.path).collect(),
-        unchanged,
-    ))
+    Ok((changes.into_iter().map(|(p, _, _)| p).collect(), unchanged))
 }
 
 /// Removes directories (innermost first) if they are empty.

@@ -1181,193 +1181,14 @@ pub fn deactivate(
     let mut undo = Undo::default();
     let mut actions = Vec::new();
     let mut next_steps = Vec::new();
-    let show = |p: &Path| paths.logical(p).display().to_string();
 
-    if opts.no_stop {
-        if service::running_pid(&paths.pid_file, "smith-hostd").is_some() {
-            undo.warnings
-                .push("smith-hostd is still running and may rewrite its files; stop it".into());
-        }
-    } else {
-        match service::stop_daemon(paths) {
-            Ok(Some(a)) => actions.push(a),
-            Ok(None) => {}
-            Err(e) => undo.warnings.push(e),
-        }
-    }
-
+    stop_daemon(paths, opts, &mut undo, &mut actions);
     for entry in manifest.files.iter().rev() {
-        let cur = match fsutil::read_optional(&entry.path) {
-            Ok(c) => c,
-            Err(e) => {
-                undo.warnings.push(format!(
-                    "cannot read {}: {e}; left alone",
-                    entry.path.display()
-                ));
-                continue;
-            }
-        };
-        let untouched =
-            cur.as_deref().map(sha256_hex).as_deref() == Some(entry.written_sha256.as_str());
-        if untouched || entry.kind == Kind::Owned {
-            if !untouched && cur.is_some() && !entry.daemon_managed {
-                undo.warnings.push(format!(
-                    "{} was changed since activation; Smith owns it, so it was restored anyway",
-                    show(&entry.path)
-                ));
-            }
-            if entry.existed {
-                let Some(name) = &entry.backup else {
-                    undo.warnings.push(format!(
-                        "no backup of {} recorded; left alone",
-                        show(&entry.path)
-                    ));
-                    continue;
-                };
-                let backup = paths.backup_dir.join(name);
-                let bytes = match std::fs::read(&backup) {
-                    Ok(b) if Some(sha256_hex(&b)) == entry.original_sha256 => b,
-                    Ok(_) => {
-                        undo.warnings.push(format!(
-                            "the backup {} does not match its recorded hash; {} left alone",
-                            backup.display(),
-                            show(&entry.path)
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        undo.warnings.push(format!(
-                            "cannot read the backup {}: {e}; {} left alone",
-                            backup.display(),
-                            show(&entry.path)
-                        ));
-                        continue;
-                    }
-                };
-                match fsutil::atomic_write(
-                    &entry.path,
-                    &bytes,
-                    entry.original_mode.unwrap_or(0o644),
-                ) {
-                    Ok(()) => undo.restored.push(show(&entry.path)),
-                    Err(e) => undo
-                        .warnings
-                        .push(format!("cannot restore {}: {e}", show(&entry.path))),
-                }
-            } else {
-                match std::fs::remove_file(&entry.path) {
-                    Ok(()) => undo.removed.push(show(&entry.path)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => undo
-                        .warnings
-                        .push(format!("cannot remove {}: {e}", show(&entry.path))),
-                }
-            }
-            continue;
-        }
-        // An edited file the admin changed since: remove only our part.
-        let Some(cur) = cur else {
-            undo.warnings.push(format!(
-                "{} was deleted since activation; left alone",
-                show(&entry.path)
-            ));
-            continue;
-        };
-        let text = String::from_utf8_lossy(&cur).into_owned();
-        let cleaned = if entry.path == paths.nsswitch {
-            edits::nss_remove(&text)
-        } else {
-            edits::remove_marked_lines(&text)
-        };
-        if cleaned.as_bytes() == cur.as_slice() {
-            undo.warnings.push(format!(
-                "{} was changed since activation and holds no Smith lines; left alone",
-                show(&entry.path)
-            ));
-            continue;
-        }
-        let mode = fsutil::mode_of(&entry.path).unwrap_or(0o644);
-        match fsutil::atomic_write(&entry.path, cleaned.as_bytes(), mode) {
-            Ok(()) => {
-                undo.cleaned.push(show(&entry.path));
-                undo.warnings.push(format!(
-                    "{} was changed since activation: only Smith's lines were removed, the rest was kept",
-                    show(&entry.path)
-                ));
-            }
-            Err(e) => undo
-                .warnings
-                .push(format!("cannot clean {}: {e}", show(&entry.path))),
-        }
+        restore(paths, entry, &mut undo);
     }
-
-    // Files the daemon created.
-    for p in [
-        &paths.cache_file,
-        &paths.state_file,
-        &paths.sync_status_file,
-    ] {
-        match std::fs::remove_file(p) {
-            Ok(()) => undo.removed.push(show(p)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => undo
-                .warnings
-                .push(format!("cannot remove {}: {e}", show(p))),
-        }
-    }
-    // The audit spool: removed when the CA has every record, else kept.
-    let unacked = crate::spool::head_seq(&paths.spool_dir)
-        .unwrap_or(0)
-        .saturating_sub(
-            crate::spool::load_acked(&paths.spool_dir)
-                .map(|a| a.acked_through)
-                .unwrap_or(0),
-        );
-    if unacked == 0 {
-        if let Ok(segs) = crate::spool::segments(&paths.spool_dir) {
-            for (_, p) in segs {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-        let _ = std::fs::remove_file(paths.spool_dir.join(crate::spool::ACKED_FILE));
-    } else {
-        undo.warnings.push(format!(
-            "{unacked} audit records were not uploaded to the CA yet; they are kept in {}",
-            show(&paths.spool_dir)
-        ));
-    }
-    for p in [
-        &paths.audit_status_file,
-        &paths.sessions_file,
-        &paths.sshd_log_position,
-    ] {
-        let _ = std::fs::remove_file(p);
-    }
-    for d in [
-        &paths.spool_dir,
-        &paths.pending_dir.join("bad"),
-        &paths.pending_dir,
-    ] {
-        if d.exists() && std::fs::remove_dir(d).is_err() {
-            undo.warnings.push(format!(
-                "kept audit data in {} (not yet uploaded); remove it by hand once it is no longer needed",
-                show(d)
-            ));
-        }
-    }
-    for entry in &manifest.files {
-        if let Some(name) = &entry.backup {
-            let _ = std::fs::remove_file(paths.backup_dir.join(name));
-        }
-    }
-    if let Err(e) = std::fs::remove_file(&paths.manifest) {
-        undo.warnings
-            .push(format!("cannot remove {}: {e}", show(&paths.manifest)));
-    }
-    let _ = std::fs::remove_dir(&paths.backup_dir);
-    let _ = std::fs::remove_dir(&paths.run_dir);
-    remove_dirs(&manifest.dirs_created);
-
+    remove_daemon_files(paths, &mut undo);
+    remove_spool(paths, &mut undo);
+    remove_manifest(paths, &manifest, &mut undo);
     if opts.no_stop {
         next_steps.push(if service::use_systemd(paths) {
             "reload sshd: systemctl reload ssh".into()
@@ -1389,4 +1210,212 @@ pub fn deactivate(
         actions,
         next_steps,
     })
+}
+
+fn show(paths: &HostPaths, p: &Path) -> String {
+    paths.logical(p).display().to_string()
+}
+
+/// Stops smith-hostd (with `--no-stop`, warns if it runs: it may rewrite its files).
+fn stop_daemon(
+    paths: &HostPaths,
+    opts: &DeactivateOptions,
+    undo: &mut Undo,
+    actions: &mut Vec<String>,
+) {
+    if opts.no_stop {
+        if service::running_pid(&paths.pid_file, "smith-hostd").is_some() {
+            undo.warnings
+                .push("smith-hostd is still running and may rewrite its files; stop it".into());
+        }
+        return;
+    }
+    match service::stop_daemon(paths) {
+        Ok(Some(a)) => actions.push(a),
+        Ok(None) => {}
+        Err(e) => undo.warnings.push(e),
+    }
+}
+
+/// Puts one file of the manifest back: as it was (from its backup) or absent when
+/// Smith wrote it untouched since, or Smith owns it; else (an edited file the admin
+/// changed since) removes only Smith's lines.
+fn restore(paths: &HostPaths, entry: &FileEntry, undo: &mut Undo) {
+    let cur = match fsutil::read_optional(&entry.path) {
+        Ok(c) => c,
+        Err(e) => {
+            undo.warnings.push(format!(
+                "cannot read {}: {e}; left alone",
+                entry.path.display()
+            ));
+            return;
+        }
+    };
+    let untouched =
+        cur.as_deref().map(sha256_hex).as_deref() == Some(entry.written_sha256.as_str());
+    if untouched || entry.kind == Kind::Owned {
+        if !untouched && cur.is_some() && !entry.daemon_managed {
+            undo.warnings.push(format!(
+                "{} was changed since activation; Smith owns it, so it was restored anyway",
+                show(paths, &entry.path)
+            ));
+        }
+        if entry.existed {
+            restore_original(paths, entry, undo);
+        } else {
+            match std::fs::remove_file(&entry.path) {
+                Ok(()) => undo.removed.push(show(paths, &entry.path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => undo
+                    .warnings
+                    .push(format!("cannot remove {}: {e}", show(paths, &entry.path))),
+            }
+        }
+        return;
+    }
+    match cur {
+        Some(cur) => remove_smith_lines(paths, entry, &cur, undo),
+        None => undo.warnings.push(format!(
+            "{} was deleted since activation; left alone",
+            show(paths, &entry.path)
+        )),
+    }
+}
+
+/// Writes back the original of a file that existed before activation, if its backup is
+/// intact.
+fn restore_original(paths: &HostPaths, entry: &FileEntry, undo: &mut Undo) {
+    let shown = show(paths, &entry.path);
+    let Some(name) = &entry.backup else {
+        undo.warnings
+            .push(format!("no backup of {shown} recorded; left alone"));
+        return;
+    };
+    let backup = paths.backup_dir.join(name);
+    let bytes = match std::fs::read(&backup) {
+        Ok(b) if Some(sha256_hex(&b)) == entry.original_sha256 => b,
+        Ok(_) => {
+            undo.warnings.push(format!(
+                "the backup {} does not match its recorded hash; {shown} left alone",
+                backup.display(),
+            ));
+            return;
+        }
+        Err(e) => {
+            undo.warnings.push(format!(
+                "cannot read the backup {}: {e}; {shown} left alone",
+                backup.display(),
+            ));
+            return;
+        }
+    };
+    match fsutil::atomic_write(&entry.path, &bytes, entry.original_mode.unwrap_or(0o644)) {
+        Ok(()) => undo.restored.push(shown),
+        Err(e) => undo.warnings.push(format!("cannot restore {shown}: {e}")),
+    }
+}
+
+/// An edited file the admin changed since activation: removes only Smith's part.
+fn remove_smith_lines(paths: &HostPaths, entry: &FileEntry, cur: &[u8], undo: &mut Undo) {
+    let shown = show(paths, &entry.path);
+    let text = String::from_utf8_lossy(cur).into_owned();
+    let cleaned = if entry.path == paths.nsswitch {
+        edits::nss_remove(&text)
+    } else {
+        edits::remove_marked_lines(&text)
+    };
+    if cleaned.as_bytes() == cur {
+        undo.warnings.push(format!(
+            "{shown} was changed since activation and holds no Smith lines; left alone"
+        ));
+        return;
+    }
+    let mode = fsutil::mode_of(&entry.path).unwrap_or(0o644);
+    match fsutil::atomic_write(&entry.path, cleaned.as_bytes(), mode) {
+        Ok(()) => {
+            undo.cleaned.push(shown.clone());
+            undo.warnings.push(format!(
+                "{shown} was changed since activation: only Smith's lines were removed, the rest was kept"
+            ));
+        }
+        Err(e) => undo.warnings.push(format!("cannot clean {shown}: {e}")),
+    }
+}
+
+/// The files the daemon created (not in the manifest).
+fn remove_daemon_files(paths: &HostPaths, undo: &mut Undo) {
+    for p in [
+        &paths.cache_file,
+        &paths.state_file,
+        &paths.sync_status_file,
+    ] {
+        match std::fs::remove_file(p) {
+            Ok(()) => undo.removed.push(show(paths, p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => undo
+                .warnings
+                .push(format!("cannot remove {}: {e}", show(paths, p))),
+        }
+    }
+}
+
+/// The audit spool: removed when the CA has every record, else kept.
+fn remove_spool(paths: &HostPaths, undo: &mut Undo) {
+    let unacked = crate::spool::head_seq(&paths.spool_dir)
+        .unwrap_or(0)
+        .saturating_sub(
+            crate::spool::load_acked(&paths.spool_dir)
+                .map(|a| a.acked_through)
+                .unwrap_or(0),
+        );
+    if unacked == 0 {
+        if let Ok(segs) = crate::spool::segments(&paths.spool_dir) {
+            for (_, p) in segs {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let _ = std::fs::remove_file(paths.spool_dir.join(crate::spool::ACKED_FILE));
+    } else {
+        undo.warnings.push(format!(
+            "{unacked} audit records were not uploaded to the CA yet; they are kept in {}",
+            show(paths, &paths.spool_dir)
+        ));
+    }
+    for p in [
+        &paths.audit_status_file,
+        &paths.sessions_file,
+        &paths.sshd_log_position,
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
+    for d in [
+        &paths.spool_dir,
+        &paths.pending_dir.join("bad"),
+        &paths.pending_dir,
+    ] {
+        if d.exists() && std::fs::remove_dir(d).is_err() {
+            undo.warnings.push(format!(
+                "kept audit data in {} (not yet uploaded); remove it by hand once it is no longer needed",
+                show(paths, d)
+            ));
+        }
+    }
+}
+
+/// The backups, the manifest and the directories activation created.
+fn remove_manifest(paths: &HostPaths, manifest: &Manifest, undo: &mut Undo) {
+    for entry in &manifest.files {
+        if let Some(name) = &entry.backup {
+            let _ = std::fs::remove_file(paths.backup_dir.join(name));
+        }
+    }
+    if let Err(e) = std::fs::remove_file(&paths.manifest) {
+        undo.warnings.push(format!(
+            "cannot remove {}: {e}",
+            show(paths, &paths.manifest)
+        ));
+    }
+    let _ = std::fs::remove_dir(&paths.backup_dir);
+    let _ = std::fs::remove_dir(&paths.run_dir);
+    remove_dirs(&manifest.dirs_created);
 }

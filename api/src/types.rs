@@ -1,7 +1,9 @@
 //! Request and response bodies of the CA's HTTPS API (`/v1/...`), shared by the CA
 //! (server side), `smith-ca admin`, `smith` and `smith-host` (client side).
 //!
-//! Endpoints (all JSON; errors are [`ErrorBody`] with a fitting HTTP status):
+//! Endpoints (all JSON; errors are [`ErrorBody`] with a fitting HTTP status; the paths are
+//! constants in [`crate::endpoints`], and [`crate::client::ApiClient`] has one typed
+//! method per endpoint):
 //!
 //! | method & path | auth | body → response |
 //! |---|---|---|

@@ -27,6 +27,7 @@ mod hosts;
 mod issuance;
 mod revocation;
 
+pub use crate::store::{CertQuery, Selector};
 pub use directory::{gecos_from, MemberOp, NewGroup, NewUser, UserUpdate};
 pub use error::Error;
 pub use grants::NewGrant;

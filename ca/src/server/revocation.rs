@@ -6,8 +6,7 @@
 use super::admin::{parse_user, Admin};
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::Ca;
-use crate::authority::{now, Error};
-use crate::store::{CertQuery, Selector};
+use crate::authority::{now, CertQuery, Error, Selector};
 use axum::extract::State;
 use axum::Json;
 use smith_api::{IssuedCert, RevokeRequest, RevokeResponse};

@@ -364,6 +364,20 @@ impl Core {
         Ok(out)
     }
 
+    /// The start of an error answer (enough to explain it; the rest, or a broken
+    /// connection, does not matter).
+    async fn error_body(resp: &mut reqwest::Response) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Ok(Some(c)) = resp.chunk().await {
+            let room = MAX_ERROR_BODY - out.len();
+            out.extend_from_slice(&c[..c.len().min(room)]);
+            if out.len() == MAX_ERROR_BODY {
+                break;
+            }
+        }
+        out
+    }
+
     async fn execute<T>(&self, call: Call<T>) -> Result<T, ClientError> {
         let url = format!("{}{}", self.base, call.path);
         let body = call.body.transpose().map_err(ClientError::Encode)?;
@@ -398,10 +412,7 @@ impl Core {
                 Err(BodyError::Transport(e)) => return Err(self.transport(&url, e)),
             }
         } else {
-            // What can be read of an error answer is enough to explain it.
-            Self::body(&mut resp, MAX_ERROR_BODY)
-                .await
-                .unwrap_or_default()
+            Self::error_body(&mut resp).await
         };
         map_answer(status, &body, &call.path, call.decode)
     }

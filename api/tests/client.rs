@@ -39,6 +39,7 @@ fn answers(request_line: &str) -> (u16, Vec<u8>) {
         "/v1/health" => (200, br#"{"status":"ok","version":"test"}"#.to_vec()),
         "/v1/ca/user-keys" => (403, error_body("host_removed", "removed by the admin")),
         "/v1/ca/host-keys" => (409, error_body("from_a_newer_ca", "later")),
+        "/v1/auth/config" => (502, b"<html>bad gateway</html>".repeat(10_000)),
         "/v1/host/audit/head" => (200, vec![b' '; MAX_BODY + 1]),
         p if p.starts_with("/v1/host/sync?since=3&wait=0&host=web-1") => (204, vec![]),
         _ => (404, error_body("not_found", "no such endpoint")),
@@ -140,6 +141,7 @@ fn check_answers(
     newer: Result<smith_api::CaKeys, ClientError>,
     too_large: Result<AuditAck, ClientError>,
     sync: Result<Option<smith_proto::snapshot::SyncResponse>, ClientError>,
+    proxy_page: Result<smith_api::AuthConfig, ClientError>,
 ) {
     assert_eq!(health.unwrap().version, "test");
     match removed.unwrap_err() {
@@ -163,6 +165,19 @@ fn check_answers(
         "{e:?}"
     );
     assert_eq!(sync.unwrap(), None);
+    // A proxy's large error page: its start explains the refusal.
+    match proxy_page.unwrap_err() {
+        ClientError::Status {
+            status: 502,
+            wire_code,
+            message,
+            ..
+        } => {
+            assert_eq!(wire_code, "http_error");
+            assert!(message.starts_with("<html>bad gateway</html>"), "{message}");
+        }
+        e => panic!("{e:?}"),
+    }
 }
 
 fn sync_query() -> SyncQuery {
@@ -183,6 +198,7 @@ fn the_blocking_face_maps_answers_to_typed_results() {
         c.host_ca_keys(),
         c.audit_head(),
         c.sync(&sync_query()),
+        c.auth_config(),
     );
 }
 
@@ -196,6 +212,7 @@ async fn the_async_face_maps_answers_the_same_way() {
         c.host_ca_keys().await,
         c.audit_head().await,
         c.sync(&sync_query()).await,
+        c.auth_config().await,
     );
 }
 

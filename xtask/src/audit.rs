@@ -55,6 +55,16 @@ pub fn run(args: AuditArgs) -> Result<()> {
 
 /// Every lock file entry is a workspace crate or a checksummed crates.io crate.
 fn check_sources(root: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
+    let (registry, local) = check_lock(&text, &workspace_members(root)?)?;
+    println!(
+        "xtask audit: Cargo.lock: {registry} crates from crates.io, each pinned by checksum; {local} workspace crates; nothing else"
+    );
+    Ok(())
+}
+
+/// (crates.io crates, workspace crates) of a lock file, or what else it holds.
+fn check_lock(text: &str, members: &BTreeSet<String>) -> Result<(usize, usize)> {
     #[derive(serde::Deserialize)]
     struct Lock {
         package: Vec<Pkg>,
@@ -66,19 +76,18 @@ fn check_sources(root: &Path) -> Result<()> {
         source: Option<String>,
         checksum: Option<String>,
     }
-    let text = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
-    let lock: Lock = toml::from_str(&text).context("parsing Cargo.lock")?;
-    let members = workspace_members(root)?;
+    let lock: Lock = toml::from_str(text).context("parsing Cargo.lock")?;
     let mut bad = Vec::new();
     let (mut registry, mut local) = (0, 0);
     for p in &lock.package {
+        let hex64 = |c: &str| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit());
         match (&p.source, &p.checksum) {
             (None, _) if members.contains(&p.name) => local += 1,
             (None, _) => bad.push(format!(
                 "{} {}: a path dependency outside the workspace",
                 p.name, p.version
             )),
-            (Some(s), Some(c)) if s == CRATES_IO && c.len() == 64 => registry += 1,
+            (Some(s), Some(c)) if s == CRATES_IO && hex64(c) => registry += 1,
             (Some(s), _) if s == CRATES_IO => bad.push(format!(
                 "{} {}: from crates.io without a checksum",
                 p.name, p.version
@@ -92,10 +101,7 @@ fn check_sources(root: &Path) -> Result<()> {
             bad.join("\n  ")
         );
     }
-    println!(
-        "xtask audit: Cargo.lock: {registry} crates from crates.io, each pinned by checksum; {local} workspace crates; nothing else"
-    );
-    Ok(())
+    Ok((registry, local))
 }
 
 fn workspace_members(root: &Path) -> Result<BTreeSet<String>> {
@@ -230,4 +236,55 @@ fn rustsec(root: &Path, db: &Path) -> Result<()> {
     }
     println!("xtask audit: RustSec advisories: none unacknowledged");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUM: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn lock(extra: &str) -> String {
+        format!(
+            "version = 4\n\n[[package]]\nname = \"smith-proto\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"libc\"\nversion = \"0.2.0\"\nsource = \"{CRATES_IO}\"\nchecksum = \"{SUM}\"\n{extra}"
+        )
+    }
+
+    fn members() -> BTreeSet<String> {
+        ["smith-proto".to_string()].into_iter().collect()
+    }
+
+    #[test]
+    fn a_lock_of_crates_io_and_workspace_crates_passes() {
+        assert_eq!(check_lock(&lock(""), &members()).unwrap(), (1, 1));
+    }
+
+    #[test]
+    fn git_other_registries_paths_and_missing_checksums_are_refused() {
+        for (extra, what) in [
+            (
+                "\n[[package]]\nname = \"evil\"\nversion = \"1.0.0\"\nsource = \"git+https://example.invalid/evil#abc\"\n",
+                "from git+",
+            ),
+            (
+                "\n[[package]]\nname = \"evil\"\nversion = \"1.0.0\"\nsource = \"registry+https://example.invalid/index\"\nchecksum = \"00\"\n",
+                "from registry+https://example.invalid",
+            ),
+            (
+                "\n[[package]]\nname = \"vendored\"\nversion = \"1.0.0\"\n",
+                "path dependency outside the workspace",
+            ),
+            (
+                &format!("\n[[package]]\nname = \"serde\"\nversion = \"1.0.0\"\nsource = \"{CRATES_IO}\"\n"),
+                "without a checksum",
+            ),
+            (
+                &format!("\n[[package]]\nname = \"serde\"\nversion = \"1.0.0\"\nsource = \"{CRATES_IO}\"\nchecksum = \"not-hex\"\n"),
+                "without a checksum",
+            ),
+        ] {
+            let err = check_lock(&lock(extra), &members()).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! - One per package file, `<package file>.cdx.json` beside it: the crates compiled
 //!   into that package's binaries (scope `required`), and the crates only used to build
 //!   them: build scripts, proc macros and their dependencies (scope `excluded`), for
-//!   the build machine's target. Each with version, SPDX license expression, purl
+//!   the build machine's target and the features of the release build (`cargo tree -p`
+//!   the five packaged crates at once, as debian/rules and the spec build them). Each with version, SPDX license expression, purl
 //!   (`pkg:cargo/NAME@VERSION` for crates.io) and the SHA-256 that `Cargo.lock` pins;
 //!   the package file's own SHA-256 in `metadata.component`.
 //! - One for the whole lock file, `smith-VERSION.workspace.cdx.json`: every crate of
@@ -43,7 +44,6 @@ struct Crate {
     version: String,
     license: String,
     source: Option<String>,
-    proc_macro: bool,
     description: Option<String>,
 }
 
@@ -60,6 +60,12 @@ struct Graph {
 pub struct Inputs {
     all: Graph,
     host: Graph,
+    /// (name, version) -> id in `host`.
+    by_name_version: HashMap<(String, String), String>,
+    /// Per packaged workspace crate: what `cargo tree -e normal,build` shows under it.
+    tree_all: HashMap<String, BTreeSet<(String, String)>>,
+    /// Per packaged workspace crate: what it links (normal edges, not into proc macros).
+    tree_linked: HashMap<String, BTreeSet<(String, String)>>,
     checksums: HashMap<(String, String), String>,
     version: String,
     timestamp: String,
@@ -129,13 +135,6 @@ fn metadata(root: &Path, platform: Option<&str>) -> Result<Graph> {
                 p["license_file"]
             );
         };
-        let proc_macro = p["targets"].as_array().is_some_and(|ts| {
-            ts.iter().any(|t| {
-                t["kind"]
-                    .as_array()
-                    .is_some_and(|k| k.iter().any(|k| k == "proc-macro"))
-            })
-        });
         if members.contains(id.as_str()) {
             g.members.insert(name.clone(), id.clone());
         }
@@ -146,7 +145,6 @@ fn metadata(root: &Path, platform: Option<&str>) -> Result<Graph> {
                 version,
                 license: spdx(license),
                 source: p["source"].as_str().map(str::to_string),
-                proc_macro,
                 description: p["description"].as_str().map(str::to_string),
             },
         );
@@ -167,6 +165,74 @@ fn metadata(root: &Path, platform: Option<&str>) -> Result<Graph> {
         g.deps.insert(id, deps);
     }
     Ok(g)
+}
+
+/// Every workspace crate the packages are built from, as the packaging build compiles
+/// them (`cargo build --release -p` all of them at once: features unified across those
+/// crates only, not across xtask and the tests), with what `cargo tree -e EDGES` shows
+/// under it. With `normal` edges, what sits under a proc macro is not counted: a proc
+/// macro runs inside rustc and is not linked.
+fn tree(root: &Path, edges: &str) -> Result<HashMap<String, BTreeSet<(String, String)>>> {
+    let mut c = Command::new(cargo());
+    c.current_dir(root).args([
+        "tree",
+        "--locked",
+        "--no-dedupe",
+        "--prefix",
+        "depth",
+        "--format",
+        "{p}",
+        "-e",
+        edges,
+    ]);
+    for (_, crates) in PACKAGE_CRATES {
+        for k in *crates {
+            c.args(["-p", k]);
+        }
+    }
+    let out = c.output().context("running cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut sections: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
+    let mut current: Option<String> = None;
+    // Depth of the proc macro whose subtree is being skipped.
+    let mut skip_below: Option<usize> = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+        let Ok(depth) = line[..digits].parse::<usize>() else {
+            continue;
+        };
+        let mut words = line[digits..].split_whitespace();
+        let (Some(name), Some(version)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let version = version.trim_start_matches('v');
+        if let Some(d) = skip_below {
+            if depth > d {
+                continue;
+            }
+            skip_below = None;
+        }
+        if depth == 0 {
+            current = Some(name.to_string());
+        }
+        let Some(cur) = &current else {
+            bail!("cargo tree: {line:?} before any root");
+        };
+        if edges == "normal" && line.ends_with("(proc-macro)") {
+            skip_below = Some(depth);
+            continue;
+        }
+        sections
+            .entry(cur.clone())
+            .or_default()
+            .insert((name.to_string(), version.to_string()));
+    }
+    Ok(sections)
 }
 
 /// `(name, version) -> checksum` from Cargo.lock.
@@ -192,59 +258,63 @@ fn lock_checksums(root: &Path) -> Result<HashMap<(String, String), String>> {
 
 impl Inputs {
     pub fn read(root: &Path, version: &str, epoch: i64) -> Result<Inputs> {
-        let host = host_triple()?;
+        let triple = host_triple()?;
+        let host = metadata(root, Some(&triple))?;
+        let mut by_name_version = HashMap::new();
+        for (id, c) in &host.crates {
+            let key = (c.name.clone(), c.version.clone());
+            if by_name_version.insert(key, id.clone()).is_some() {
+                bail!("two crates named {} {} in Cargo.lock", c.name, c.version);
+            }
+        }
         Ok(Inputs {
             all: metadata(root, None)?,
-            host: metadata(root, Some(&host))?,
+            host,
+            by_name_version,
+            tree_all: tree(root, "normal,build")?,
+            tree_linked: tree(root, "normal")?,
             checksums: lock_checksums(root)?,
             version: version.to_string(),
             timestamp: release::rfc3339(epoch)?,
         })
     }
 
-    /// (linked into the binaries, only used to build them) for these workspace crates.
+    /// (linked into the binaries, only used to build them) for these workspace crates,
+    /// as ids of `self.host`.
     fn closure(&self, roots: &[&str]) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
-        let g = &self.host;
+        let ids = |set: BTreeSet<(String, String)>| -> Result<BTreeSet<String>> {
+            set.into_iter()
+                .map(|nv| {
+                    self.by_name_version
+                        .get(&nv)
+                        .cloned()
+                        .with_context(|| format!("cargo tree shows {nv:?}, cargo metadata not"))
+                })
+                .collect()
+        };
+        let mut all = BTreeSet::new();
         let mut runtime = BTreeSet::new();
-        let mut todo = Vec::new();
         for r in roots {
-            todo.push(
-                g.members
+            all.extend(
+                self.tree_all
                     .get(*r)
-                    .with_context(|| format!("{r} is not a workspace crate"))?
-                    .clone(),
+                    .with_context(|| format!("{r} is not a packaged crate"))?
+                    .iter()
+                    .cloned(),
+            );
+            runtime.extend(
+                self.tree_linked
+                    .get(*r)
+                    .with_context(|| format!("{r} is not a packaged crate"))?
+                    .iter()
+                    .cloned(),
             );
         }
-        // Linked: normal dependencies, not through a proc macro (which runs in rustc).
-        let mut build_roots = Vec::new();
-        while let Some(id) = todo.pop() {
-            if !runtime.insert(id.clone()) {
-                continue;
-            }
-            for (dep, normal, build) in g.deps.get(&id).into_iter().flatten() {
-                let is_macro = g.crates.get(dep).is_some_and(|c| c.proc_macro);
-                if *normal && !is_macro {
-                    todo.push(dep.clone());
-                } else if *normal || *build {
-                    build_roots.push(dep.clone());
-                }
-            }
-        }
-        // Build-time only: build scripts' and proc macros' dependencies, all kinds but dev.
-        let mut build_time = BTreeSet::new();
-        let mut todo = build_roots;
-        while let Some(id) = todo.pop() {
-            if runtime.contains(&id) || !build_time.insert(id.clone()) {
-                continue;
-            }
-            for (dep, normal, build) in g.deps.get(&id).into_iter().flatten() {
-                if *normal || *build {
-                    todo.push(dep.clone());
-                }
-            }
-        }
-        // A crate both linked and used at build time is linked.
-        build_time.retain(|id| !runtime.contains(id));
+        let runtime = ids(runtime)?;
+        let build_time = ids(all)?
+            .into_iter()
+            .filter(|id| !runtime.contains(id))
+            .collect();
         Ok((runtime, build_time))
     }
 
@@ -453,4 +523,20 @@ pub fn write(path: &Path, value: &Value) -> Result<PathBuf> {
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_license_fields_become_spdx_expressions() {
+        assert_eq!(spdx("MIT/Apache-2.0"), "MIT OR Apache-2.0");
+        assert_eq!(spdx("Apache-2.0 / MIT"), "Apache-2.0 OR MIT");
+        assert_eq!(spdx("MIT OR Apache-2.0"), "MIT OR Apache-2.0");
+        assert_eq!(
+            spdx("(MIT OR Apache-2.0) AND Unicode-3.0"),
+            "(MIT OR Apache-2.0) AND Unicode-3.0"
+        );
+    }
 }

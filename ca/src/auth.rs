@@ -39,6 +39,19 @@ pub enum AuthError {
     Used,
 }
 
+impl AuthError {
+    /// The stable code of this refusal.
+    pub fn code(&self) -> smith_api::ErrorCode {
+        use smith_api::ErrorCode as C;
+        match self {
+            AuthError::Missing => C::MissingToken,
+            AuthError::Unknown => C::InvalidToken,
+            AuthError::Expired => C::TokenExpired,
+            AuthError::Used => C::TokenUsed,
+        }
+    }
+}
+
 /// Maps a bearer credential to a principal.
 pub trait Authenticator: Send + Sync {
     fn authenticate(
@@ -67,7 +80,7 @@ impl Authenticator for TokenAuthenticator {
             return Err(AuthError::Unknown);
         }
         let hash = hash_token(credential);
-        let t = model.tokens.get(&hash).ok_or(AuthError::Unknown)?;
+        let t = model.token(&hash).ok_or(AuthError::Unknown)?;
         if t.expires_at.is_some_and(|e| e <= now) {
             return Err(AuthError::Expired);
         }
@@ -126,7 +139,7 @@ pub fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{tests::model, Token};
+    use crate::model::{tests::model, Change, Token};
 
     #[test]
     fn tokens_authenticate_by_hash_only() {
@@ -143,17 +156,26 @@ mod tests {
             used_at: used,
             ssh_names: vec![],
         };
-        m.tokens.insert(
-            hash_token(&admin),
-            tok(TokenKind::Admin, "admin", None, None),
+        m.apply(
+            &[Change::AddToken {
+                hash: hash_token(&admin),
+                token: tok(TokenKind::Admin, "admin", None, None),
+            }],
+            None,
         );
-        m.tokens.insert(
-            hash_token(&user),
-            tok(TokenKind::User, "alice", Some(100), None),
+        m.apply(
+            &[Change::AddToken {
+                hash: hash_token(&user),
+                token: tok(TokenKind::User, "alice", Some(100), None),
+            }],
+            None,
         );
-        m.tokens.insert(
-            hash_token(&enroll),
-            tok(TokenKind::Enroll, "host", Some(100), Some(5)),
+        m.apply(
+            &[Change::AddToken {
+                hash: hash_token(&enroll),
+                token: tok(TokenKind::Enroll, "host", Some(100), Some(5)),
+            }],
+            None,
         );
         let a = TokenAuthenticator;
         assert_eq!(a.authenticate(&m, &admin, 50), Ok(Principal::Admin));
@@ -165,6 +187,6 @@ mod tests {
         assert_eq!(a.authenticate(&m, &enroll, 50), Err(AuthError::Used));
         assert_eq!(a.authenticate(&m, "nope", 50), Err(AuthError::Unknown));
         assert_eq!(a.authenticate(&m, "", 50), Err(AuthError::Missing));
-        assert!(!m.tokens.contains_key(&admin), "clear text never stored");
+        assert!(m.token(&admin).is_none(), "clear text never stored");
     }
 }

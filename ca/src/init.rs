@@ -7,9 +7,10 @@
 
 use crate::auth::{hash_token, new_token};
 use crate::datadir::{create_new, ensure_private_dir, DataDir};
-use crate::db::{InitMeta, Store};
 use crate::model::TokenKind;
 use crate::sshca::{self, CaAlgorithm};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{InitMeta, Store};
 use anyhow::Context;
 use smith_proto::IdRange;
 use std::path::PathBuf;
@@ -108,7 +109,7 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
 
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| -> anyhow::Result<Created> {
-        let now = crate::server::now();
+        let now = crate::authority::now();
         let user_ca = sshca::generate(alg, "smith-user-ca")?;
         let host_ca = sshca::generate(CaAlgorithm::Ed25519, "smith-host-ca")?;
         let tls = crate::tlsca::generate(&sans, now)?;
@@ -137,13 +138,14 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             .with_context(|| format!("cannot create {}", dd.db().display()))?;
         created.push(dd.db());
         let token = new_token(TokenKind::Admin);
-        let mut store = Store::open(&dd.db())?;
+        let store = SqliteStore::open(&dd.db())?;
         store.initialize(&InitMeta {
             id_range: range,
             user_ca_algorithm: alg.as_str(),
             admin_token_hash: &hash_token(&token),
             now,
         })?;
+        store.shutdown();
         drop(store);
         for extra in ["ca.db-wal", "ca.db-shm"] {
             created.push(dd.root.join(extra));

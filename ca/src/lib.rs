@@ -2,27 +2,29 @@
 //! and that tests start in-process (see the test kit).
 //!
 //! The parts, from the centre out: [`model`] (the in-memory policy every hot path reads),
-//! [`db`] and [`writer`] (the durable store), [`issue`] and [`sync`] (pure decisions),
-//! [`server`] (the HTTPS adapter: authentication, routing, error mapping), [`scim`] and
-//! [`oidc`] (the IdP's adapters), [`audit`] (the trail). See ca/README.md.
+//! [`store`] (the durable store behind a trait: SQLite, in-memory), [`issue`] and
+//! [`sync`] (pure decisions), [`authority`] (the commands: every rule of the CA, once),
+//! and the adapters over it: [`server`] (HTTPS: authentication, routing, error mapping),
+//! [`scim`] (the IdP's provisioning), [`oidc`] (ID token verification). [`audit`] holds
+//! the trail's shared logic. See ca/README.md.
 
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod auth;
+pub mod authority;
 pub mod datadir;
-pub mod db;
 pub mod init;
 pub mod issue;
 pub mod krl;
 pub mod model;
 pub mod oidc;
-pub mod revoke;
+pub mod origin;
 pub mod scim;
 pub mod server;
 pub mod signer;
 pub mod sshca;
+pub mod store;
 pub mod sync;
 pub mod timewin;
 pub mod tlsca;
-pub mod writer;

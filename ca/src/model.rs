@@ -11,8 +11,9 @@
 //! (rebuilt, expired entries pruned, whenever revocations change or the model loads), so
 //! that every host sync hands out the KRL without any work.
 //!
-//! Must never: touch SQLite or the network, or be mutated except through
-//! [`Model::apply`] after a successful commit.
+//! Must never: touch a store or the network, or be mutated except through
+//! [`Model::apply`] after a successful commit (its fields are private: readers get
+//! accessors, stores build it with [`Model::restore`]).
 
 use ipnet::IpNet;
 use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
@@ -58,7 +59,8 @@ pub struct Grant {
     pub max_ttl_secs: u64,
     pub source_cidrs: Vec<IpNet>,
     pub require_reason: bool,
-    pub time_windows: Vec<String>,
+    /// Parsed once, when the grant is added or loaded.
+    pub time_windows: Vec<crate::timewin::Window>,
     pub created_at: u64,
 }
 
@@ -111,8 +113,6 @@ pub struct Host {
     pub name: HostName,
     pub tags: Tags,
     pub enrolled_at: u64,
-    pub last_seen: Option<u64>,
-    pub synced_version: Option<u64>,
     pub removed: bool,
     pub cert_serial: String,
     pub cert_not_after: u64,
@@ -146,8 +146,64 @@ pub struct Revocation {
     pub ca_key: String,
     pub revoked_at: u64,
     pub reason: String,
-    /// How it was asked for: `serial`, `key_id`, `user`, `user_disabled`, ...
-    pub via: String,
+    /// How it was asked for.
+    pub via: RevokeVia,
+}
+
+/// How a revocation was asked for (stored and shown as [`RevokeVia::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevokeVia {
+    /// An admin, by serial.
+    Serial,
+    /// An admin, by key ID.
+    KeyId,
+    /// An admin, every valid certificate of a user.
+    User,
+    /// The user was disabled by an admin.
+    UserDisabled,
+    /// The user was deleted by an admin.
+    UserDeleted,
+    /// SCIM deactivated the user.
+    ScimDeactivated,
+    /// SCIM deleted the user.
+    ScimDeleted,
+}
+
+impl RevokeVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeVia::Serial => "serial",
+            RevokeVia::KeyId => "key_id",
+            RevokeVia::User => "user",
+            RevokeVia::UserDisabled => "user_disabled",
+            RevokeVia::UserDeleted => "user_deleted",
+            RevokeVia::ScimDeactivated => "scim_deactivated",
+            RevokeVia::ScimDeleted => "scim_deleted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RevokeVia> {
+        [
+            RevokeVia::Serial,
+            RevokeVia::KeyId,
+            RevokeVia::User,
+            RevokeVia::UserDisabled,
+            RevokeVia::UserDeleted,
+            RevokeVia::ScimDeactivated,
+            RevokeVia::ScimDeleted,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+    /// Whether the user is gone (deleted), not only disabled.
+    pub fn is_deletion(self) -> bool {
+        matches!(self, RevokeVia::UserDeleted | RevokeVia::ScimDeleted)
+    }
+}
+
+impl std::fmt::Display for RevokeVia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One mTLS client certificate issued to a host.
@@ -333,34 +389,57 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub settings: Settings,
-    pub users: BTreeMap<UserName, User>,
-    pub groups: BTreeMap<GroupName, Group>,
-    pub grants: BTreeMap<u64, Grant>,
+    settings: Settings,
+    users: BTreeMap<UserName, User>,
+    groups: BTreeMap<GroupName, Group>,
+    grants: BTreeMap<u64, Grant>,
     /// By hex SHA-256 of the token.
-    pub tokens: HashMap<String, Token>,
-    pub hosts: BTreeMap<u64, Host>,
+    tokens: HashMap<String, Token>,
+    hosts: BTreeMap<u64, Host>,
     /// Non-removed hosts by name.
-    pub active_hosts: HashMap<HostName, u64>,
+    active_hosts: HashMap<HostName, u64>,
     /// Every mTLS client certificate ever issued: serial hex → host id.
-    pub host_certs: HashMap<String, u64>,
+    host_certs: HashMap<String, u64>,
     /// Allocated ids (users, groups, the reserved sudo gid), never freed.
-    pub ids: HashMap<u32, (IdKind, String)>,
-    pub id_by_name: HashMap<(IdKind, String), u32>,
+    ids: HashMap<u32, (IdKind, String)>,
+    id_by_name: HashMap<(IdKind, String), u32>,
     /// Allocation cursor: ids below it in the range are never handed out again.
+    next_id: u32,
+    next_grant_id: u64,
+    next_host_id: u64,
+    /// Global policy version (persisted, monotonic).
+    version: u64,
+    /// `(version, affected)` for versions after `log_base`.
+    log: VecDeque<(u64, Affected)>,
+    /// The change log covers every version in `(log_base, version]`.
+    log_base: u64,
+    /// Unexpired revocations by serial.
+    revoked: BTreeMap<u64, Revocation>,
+    /// The KRL of `revoked` (binary, base64), `None` when nothing is revoked.
+    krl_base64: Option<Arc<String>>,
+}
+
+/// What a store loads, handed to [`Model::restore`].
+#[derive(Debug, Clone)]
+pub struct Restore {
+    pub settings: Settings,
+    pub version: u64,
     pub next_id: u32,
     pub next_grant_id: u64,
     pub next_host_id: u64,
-    /// Global policy version (persisted, monotonic).
-    pub version: u64,
-    /// `(version, affected)` for versions after `log_base`.
-    pub log: VecDeque<(u64, Affected)>,
-    /// The change log covers every version in `(log_base, version]`.
-    pub log_base: u64,
-    /// Unexpired revocations by serial.
-    pub revoked: BTreeMap<u64, Revocation>,
-    /// The KRL of `revoked` (binary, base64), `None` when nothing is revoked.
-    pub krl_base64: Option<Arc<String>>,
+    /// Every id ever allocated.
+    pub ids: Vec<(u32, IdKind, String)>,
+    /// Live users and groups, without memberships (those come in `memberships`).
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+    pub memberships: Vec<(GroupName, UserName)>,
+    pub grants: Vec<Grant>,
+    pub tokens: Vec<(String, Token)>,
+    pub hosts: Vec<Host>,
+    /// Every mTLS client certificate ever issued: serial hex → host id.
+    pub host_certs: Vec<(String, u64)>,
+    /// Revocations of certificates not yet expired.
+    pub revocations: Vec<Revocation>,
 }
 
 /// Why an id could not be allocated or used.
@@ -398,6 +477,127 @@ impl Model {
             revoked: BTreeMap::new(),
             krl_base64: None,
         }
+    }
+
+    /// The model a store loaded: derived indexes rebuilt, the change log empty (hosts
+    /// behind the loaded version get a full snapshot), the KRL built as of `now`.
+    pub fn restore(r: Restore, now: u64) -> Model {
+        let mut m = Model::empty(r.settings);
+        for (id, kind, name) in &r.ids {
+            m.note_id(*id, *kind, name);
+        }
+        m.next_id = m.next_id.max(r.next_id);
+        m.next_grant_id = r.next_grant_id;
+        m.next_host_id = r.next_host_id;
+        m.version = r.version;
+        m.log_base = r.version;
+        for g in r.groups {
+            m.groups.insert(g.name.clone(), g);
+        }
+        for u in r.users {
+            m.users.insert(u.name.clone(), u);
+        }
+        for (g, u) in r.memberships {
+            if let (Some(group), Some(user)) = (m.groups.get_mut(&g), m.users.get_mut(&u)) {
+                group.members.insert(u);
+                user.groups.insert(g);
+            }
+        }
+        for g in r.grants {
+            m.grants.insert(g.id, g);
+        }
+        m.tokens.extend(r.tokens);
+        for h in r.hosts {
+            if !h.removed {
+                m.active_hosts.insert(h.name.clone(), h.id);
+            }
+            m.hosts.insert(h.id, h);
+        }
+        m.host_certs.extend(r.host_certs);
+        for rev in r.revocations {
+            m.revoked.insert(rev.serial, rev);
+        }
+        m.rebuild_krl(now);
+        m
+    }
+
+    /// A copy as a fresh load would give it (the change log empty).
+    pub fn reloaded(&self) -> Model {
+        let mut m = self.clone();
+        m.log.clear();
+        m.log_base = m.version;
+        m
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn users(&self) -> &BTreeMap<UserName, User> {
+        &self.users
+    }
+    pub fn user(&self, name: &UserName) -> Option<&User> {
+        self.users.get(name)
+    }
+    pub fn groups(&self) -> &BTreeMap<GroupName, Group> {
+        &self.groups
+    }
+    pub fn group(&self, name: &GroupName) -> Option<&Group> {
+        self.groups.get(name)
+    }
+    pub fn grants(&self) -> &BTreeMap<u64, Grant> {
+        &self.grants
+    }
+    /// A token by the hex SHA-256 of its text.
+    pub fn token(&self, hash: &str) -> Option<&Token> {
+        self.tokens.get(hash)
+    }
+    pub fn tokens(&self) -> &HashMap<String, Token> {
+        &self.tokens
+    }
+    pub fn hosts(&self) -> &BTreeMap<u64, Host> {
+        &self.hosts
+    }
+    pub fn host(&self, id: u64) -> Option<&Host> {
+        self.hosts.get(&id)
+    }
+    /// The enrolled (not removed) host of that name.
+    pub fn active_host(&self, name: &HostName) -> Option<&Host> {
+        self.active_hosts
+            .get(name)
+            .and_then(|id| self.hosts.get(id))
+    }
+    pub fn active_host_count(&self) -> usize {
+        self.active_hosts.len()
+    }
+    /// The host an mTLS client certificate (serial hex) was issued to.
+    pub fn host_of_cert(&self, serial: &str) -> Option<&Host> {
+        self.host_certs
+            .get(serial)
+            .and_then(|id| self.hosts.get(id))
+    }
+    pub fn next_id(&self) -> u32 {
+        self.next_id
+    }
+    pub fn next_grant_id(&self) -> u64 {
+        self.next_grant_id
+    }
+    pub fn next_host_id(&self) -> u64 {
+        self.next_host_id
+    }
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+    /// Unexpired revocations by serial.
+    pub fn revoked(&self) -> &BTreeMap<u64, Revocation> {
+        &self.revoked
+    }
+    /// The KRL hosts sync (base64), `None` when nothing is revoked.
+    pub fn krl_base64(&self) -> Option<&Arc<String>> {
+        self.krl_base64.as_ref()
+    }
+    /// Who owns an allocated id.
+    pub fn id_owner(&self, id: u32) -> Option<&(IdKind, String)> {
+        self.ids.get(&id)
     }
 
     /// Rebuilds the KRL from the unexpired revocations (expired ones are dropped here:
@@ -451,7 +651,7 @@ impl Model {
     }
 
     /// Records an id as allocated (used while loading and when applying changes).
-    pub fn note_id(&mut self, id: u32, kind: IdKind, name: &str) {
+    fn note_id(&mut self, id: u32, kind: IdKind, name: &str) {
         self.ids.insert(id, (kind, name.to_string()));
         self.id_by_name.insert((kind, name.to_string()), id);
         if self.settings.id_range.contains(id) && id >= self.next_id {
@@ -730,7 +930,7 @@ pub(crate) mod tests {
             ca_key: ca_key.clone(),
             revoked_at: 1,
             reason: "test".into(),
-            via: "serial".into(),
+            via: RevokeVia::Serial,
         };
         let mut m = model();
         assert!(m.krl_base64.is_none());

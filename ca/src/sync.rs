@@ -21,7 +21,7 @@ struct HostView<'a> {
 
 fn view<'a>(m: &'a Model, tags: &Tags) -> HostView<'a> {
     let grants: Vec<&Grant> = m
-        .grants
+        .grants()
         .values()
         .filter(|g| g.selector.is_subset_of(tags))
         .collect();
@@ -73,7 +73,7 @@ pub fn sync_response(
             let mut users = Vec::new();
             let mut removed = Vec::new();
             for name in changed {
-                match m.users.get(&name).and_then(|u| entry(u, &v)) {
+                match m.users().get(&name).and_then(|u| entry(u, &v)) {
                     Some(e) => users.push(e),
                     None => removed.push(name),
                 }
@@ -83,12 +83,12 @@ pub fn sync_response(
         None => {
             let mut users: BTreeMap<&str, SnapshotUser> = BTreeMap::new();
             for g in &v.groups {
-                if let Some(group) = m.groups.get(*g) {
+                if let Some(group) = m.groups().get(*g) {
                     for member in &group.members {
                         if users.contains_key(member.as_str()) {
                             continue;
                         }
-                        if let Some(e) = m.users.get(member).and_then(|u| entry(u, &v)) {
+                        if let Some(e) = m.users().get(member).and_then(|u| entry(u, &v)) {
                             users.insert(member.as_str(), e);
                         }
                     }
@@ -100,14 +100,14 @@ pub fn sync_response(
     SyncResponse {
         host: host.clone(),
         tags: tags.clone(),
-        version: m.version,
+        version: m.version(),
         base_version: base,
         users,
         removed_users: removed,
         groups: v
             .groups
             .iter()
-            .filter_map(|g| m.groups.get(*g))
+            .filter_map(|g| m.groups().get(*g))
             .map(|g| SnapshotGroup {
                 name: g.name.clone(),
                 gid: g.gid,
@@ -123,9 +123,9 @@ pub fn sync_response(
                 level: g.level,
             })
             .collect(),
-        sudo_gid: m.settings.sudo_gid,
+        sudo_gid: m.settings().sudo_gid,
         user_ca_keys: user_ca_keys.to_vec(),
-        krl_base64: m.krl_base64.as_ref().map(|k| k.as_str().to_string()),
+        krl_base64: m.krl_base64().map(|k| k.as_str().to_string()),
     }
 }
 

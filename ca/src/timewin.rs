@@ -18,8 +18,11 @@ use std::fmt;
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 pub const MAX_WINDOWS: usize = 8;
 
+/// A parsed window; it displays as the text it was parsed from (trimmed), which is how
+/// it is stored and listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
+    text: String,
     /// Bit i = day i (0 = Monday).
     days: u8,
     start_min: u32,
@@ -139,6 +142,7 @@ impl Window {
             })?)
         };
         Ok(Window {
+            text: parts.join(" "),
             days,
             start_min,
             end_min,
@@ -206,15 +210,17 @@ impl Window {
     }
 }
 
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// `t` in UTC and in the zones of `windows`, e.g. `Mon 10:00 UTC (Mon 11:00
 /// Europe/Paris)`, for denial messages.
-pub fn describe_for(windows: &[String], t: u64) -> String {
+pub fn describe_for(windows: &[Window], t: u64) -> String {
     let mut s = describe(t);
-    let mut locals: Vec<String> = windows
-        .iter()
-        .filter_map(|w| Window::parse(w).ok())
-        .filter_map(|w| w.describe_local(t))
-        .collect();
+    let mut locals: Vec<String> = windows.iter().filter_map(|w| w.describe_local(t)).collect();
     locals.dedup();
     if !locals.is_empty() {
         s.push_str(&format!(" ({})", locals.join(", ")));
@@ -304,9 +310,19 @@ mod tests {
         assert!(!ny.contains(mar10 + 14 * H));
         assert!(ny.contains(mar10 - 86400 + 14 * H));
         assert_eq!(
-            describe_for(&["mon 09:00-10:00 Europe/Paris".into()], MON + 10 * H),
+            describe_for(
+                &[Window::parse("mon 09:00-10:00 Europe/Paris").unwrap()],
+                MON + 10 * H
+            ),
             "Mon 10:00 UTC (Mon 11:00 Europe/Paris)"
         );
+    }
+
+    #[test]
+    fn a_window_displays_as_the_text_it_was_parsed_from() {
+        let w = Window::parse("  mon-fri   09:00-18:00 Europe/Paris ").unwrap();
+        assert_eq!(w.to_string(), "mon-fri 09:00-18:00 Europe/Paris");
+        assert_eq!(Window::parse(&w.to_string()).unwrap(), w);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `smith-ca admin audit ...` (over HTTPS, admin token) and the offline
-//! `smith-ca audit verify --data-dir D` (reads the SQLite file directly, read-only).
+//! `smith-ca audit verify --data-dir D` (reads the SQLite store read-only).
 //!
 //! Must never: write to the database (the offline verifier opens it read-only), or
 //! exit 0 when a chain is broken.
 
 use super::oob::Finding;
-use super::store::{self, Entry, RejectionInfo, VerifyReport};
+use super::{Entry, RejectionInfo, VerifyReport};
 use anyhow::Context;
 use clap::Subcommand;
 use smith_api::Client;
@@ -356,14 +356,7 @@ pub fn run_offline(cmd: OfflineCmd) -> anyhow::Result<()> {
             if !db.exists() {
                 anyhow::bail!("{} does not exist; pass the CA's --data-dir", db.display());
             }
-            let conn = rusqlite::Connection::open_with_flags(
-                &db,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .with_context(|| format!("cannot open {} read-only", db.display()))?;
-            conn.busy_timeout(Duration::from_secs(10))?;
-            let r = store::verify_all(&conn)
+            let r = crate::store::sqlite::SqliteStore::verify_file(&db)
                 .with_context(|| format!("cannot read the audit tables of {}", db.display()))?;
             print_verify(&r, as_json)
         }

@@ -1,24 +1,254 @@
 //! The CA's audit trail: every host's hash chain of events (sessions, sudo, denials,
 //! sshd logins) uploaded by hostd, and the CA's own chain `@ca` of certificate issuance
-//! decisions, all in one append-only store, verifiable offline.
+//! decisions and revocations, all in one append-only store, verifiable offline.
 //!
-//! - [`store`]: the SQLite tables and every statement on them (append-only, enforced by
-//!   triggers), chain checks and full verification;
-//! - [`server`]: the host upload/head endpoints and the admin list/verify/rejections/
-//!   out-of-band endpoints;
-//! - [`oob`]: classification of sshd logins against issued certificates;
-//! - [`cli`]: `smith-ca admin audit ...` and the offline `smith-ca audit verify`.
+//! This module holds what every store shares (pure functions, no I/O): the record types,
+//! the check that an upload continues a stored chain ([`check_batch`]), the full
+//! verification of stored chains ([`ChainVerifier`]), the columns derived from an event
+//! for queries ([`derived`]) and the `@ca` event texts. The stores
+//! ([`crate::store`]) keep the rows; [`oob`] classifies sshd logins; [`cli`] is
+//! `smith-ca admin audit ...` and the offline `smith-ca audit verify`.
 //!
-//! The `@ca` chain is written by the issuance writer ([`crate::writer`]) in the same
-//! transaction as each decision, with [`decision_event`] as the record's event text.
-//!
-//! Must never: update or delete an audit record, or let the `@ca` chain and the
-//! decisions table diverge (same transaction).
+//! Must never: accept a batch that does not continue its chain, or let the `@ca` chain
+//! and the decisions diverge (stores write both in one transaction).
 
 pub mod cli;
 pub mod oob;
-pub mod server;
-pub mod store;
+
+use crate::store::DecisionRow;
+use smith_api::chain::{self, AuditAck, AuditRecord, GENESIS};
+use smith_api::ErrorCode;
+
+/// The CA's own chain (issuance decisions, revocations). `@` is not allowed in host names.
+pub const CA_CHAIN: &str = "@ca";
+
+/// Why an upload was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// [`ErrorCode::AuditChainBroken`] or [`ErrorCode::AuditReplay`].
+    pub code: ErrorCode,
+    pub seq: u64,
+    pub reason: String,
+}
+
+impl Rejected {
+    pub fn message(&self) -> String {
+        match self.code {
+            ErrorCode::AuditReplay => format!(
+                "audit replay: every record of this batch (up to seq {}) is already stored; {}",
+                self.seq, self.reason
+            ),
+            _ => format!("audit chain broken at record {}: {}", self.seq, self.reason),
+        }
+    }
+}
+
+/// A host upload's outcome: the new head, or why the batch was refused (the refusal
+/// itself is stored).
+pub type AuditOutcome = Result<AuditAck, Rejected>;
+
+pub fn ack_of(head: (u64, [u8; 32])) -> AuditAck {
+    AuditAck {
+        acked_through: head.0,
+        head_hash: hex::encode(head.1),
+    }
+}
+
+/// Checks that `records` continue `host`'s chain whose head is `head`: the new head, or
+/// why not. Nothing is written.
+pub fn check_batch(
+    head: (u64, [u8; 32]),
+    host: &str,
+    records: &[AuditRecord],
+) -> Result<(u64, [u8; 32]), Rejected> {
+    let (seq, hash) = head;
+    // At or below the head, wholly or in part: the host is behind on what the CA has
+    // (an upload of a killed hostd can land after its successor read the head). It asks
+    // the head again, reconciles (the head record must be its own) and sends the rest.
+    if records.first().is_some_and(|r| r.seq <= seq) {
+        let last = records.iter().map(|r| r.seq).max().unwrap_or(0);
+        return Err(Rejected {
+            code: ErrorCode::AuditReplay,
+            seq: last,
+            reason: format!(
+                "the CA's chain for {host} is already at seq {seq}; ask GET /v1/host/audit/head \
+                 and send what follows it"
+            ),
+        });
+    }
+    chain::verify_chain(host, seq, hash, records).map_err(|e| Rejected {
+        code: ErrorCode::AuditChainBroken,
+        seq: e.seq,
+        reason: e.reason,
+    })
+}
+
+/// The fields copied out of an event for queries: (kind, user, at_unix).
+pub fn derived(event: &str) -> (String, String, i64) {
+    let v: serde_json::Value = serde_json::from_str(event).unwrap_or_default();
+    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
+    let kind = match (kind, v.get("phase").and_then(|p| p.as_str())) {
+        ("session", Some(p)) => format!("session_{p}"),
+        (k, _) => k.to_string(),
+    };
+    let user = v
+        .get("user")
+        .and_then(|u| u.as_str())
+        .unwrap_or("")
+        .to_string();
+    let at = v.get("at_unix").and_then(|a| a.as_i64()).unwrap_or(0);
+    (kind, user, at)
+}
+
+/// One stored record, for listing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Entry {
+    pub host: String,
+    pub seq: u64,
+    pub kind: String,
+    pub user: String,
+    /// Event time (the host's clock; the CA's for `@ca`).
+    pub at_unix: u64,
+    /// When the CA stored it.
+    pub received_at: u64,
+    pub hash: String,
+    /// The event as recorded (parsed from the exact JSON text that was hashed).
+    pub event: serde_json::Value,
+}
+
+/// Which records to list: with a limit, the most recent `limit` records (by reception)
+/// matching the filters, shown in chain order per host (hosts by name, `@ca` first).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub host: Option<String>,
+    pub user: Option<String>,
+    pub since: Option<u64>,
+    pub limit: u32,
+}
+
+/// One chain's verification result.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ChainReport {
+    pub host: String,
+    pub records: u64,
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// The first broken record found.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Break {
+    pub host: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub records: u64,
+    pub chains: Vec<ChainReport>,
+    /// The first broken record (hosts in name order, records in seq order).
+    pub first_break: Option<Break>,
+    /// Every chain with a break (its first break).
+    pub breaks: Vec<Break>,
+}
+
+/// A stored record as verification reads it: the record and the query columns stored
+/// beside it.
+pub struct StoredRecord {
+    pub host: String,
+    pub record: AuditRecord,
+    /// (kind, user, at_unix) as stored.
+    pub columns: (String, String, i64),
+}
+
+/// Recomputes chains from stored rows fed in (host, seq) order: sequence continuity from
+/// 1, each `prev_hash`, each `hash` over the stored event text, and the query columns
+/// against the event.
+#[derive(Default)]
+pub struct ChainVerifier {
+    chains: Vec<ChainReport>,
+    breaks: Vec<Break>,
+    total: u64,
+    /// Current host: (prev seq, prev hash, broken).
+    cur: Option<(String, u64, [u8; 32], bool)>,
+}
+
+impl ChainVerifier {
+    pub fn push(&mut self, row: StoredRecord) {
+        self.total += 1;
+        let StoredRecord {
+            host,
+            record: rec,
+            columns,
+        } = row;
+        if self.cur.as_ref().is_none_or(|c| c.0 != host) {
+            self.cur = Some((host.clone(), 0, GENESIS, false));
+            self.chains.push(ChainReport {
+                host: host.clone(),
+                records: 0,
+                head_seq: 0,
+                head_hash: hex::encode(GENESIS),
+            });
+        }
+        let (Some(c), Some(report)) = (self.cur.as_mut(), self.chains.last_mut()) else {
+            return;
+        };
+        report.records += 1;
+        report.head_seq = rec.seq;
+        report.head_hash = rec.hash.clone();
+        if c.3 {
+            return;
+        }
+        let mut problem = chain::verify_chain(&host, c.1, c.2, std::iter::once(&rec))
+            .err()
+            .map(|e| e.reason);
+        if problem.is_none() && derived(&rec.event) != columns {
+            problem = Some(
+                "the stored kind/user/time columns do not match the record's event (altered row)"
+                    .into(),
+            );
+        }
+        match problem {
+            Some(reason) => {
+                c.3 = true;
+                self.breaks.push(Break {
+                    host,
+                    seq: rec.seq,
+                    reason,
+                });
+            }
+            None => {
+                c.1 = rec.seq;
+                c.2 = chain::parse_hash(&rec.hash).unwrap_or(GENESIS);
+            }
+        }
+    }
+
+    pub fn finish(self) -> VerifyReport {
+        VerifyReport {
+            ok: self.breaks.is_empty(),
+            records: self.total,
+            first_break: self.breaks.first().cloned(),
+            chains: self.chains,
+            breaks: self.breaks,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RejectionInfo {
+    pub id: u64,
+    pub host: String,
+    pub seq: u64,
+    pub code: String,
+    pub reason: String,
+    pub at: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: u64,
+}
 
 /// The event text of the `@ca` record of an issuance decision (compact JSON, keys in
 /// a fixed order; the exact text is what the chain hashes).
@@ -28,7 +258,7 @@ pub mod store;
 /// map per decision on the writer thread.
 pub fn decision_event(
     decision_id: u64,
-    d: &crate::writer::DecisionRow,
+    d: &DecisionRow,
     serial: Option<u64>,
     key_id: Option<&str>,
 ) -> String {
@@ -66,12 +296,27 @@ pub fn decision_event(
     serde_json::to_string(&e).unwrap_or_default()
 }
 
+/// The event text of a revocation's `@ca` audit record (compact JSON, fixed key order).
+pub fn revocation_event(r: &crate::model::Revocation) -> String {
+    serde_json::json!({
+        "type": "cert_revocation",
+        "serial": r.serial,
+        "key_id": r.key_id,
+        "user": r.user,
+        "reason": r.reason,
+        "via": r.via.as_str(),
+        "valid_before": r.valid_before,
+        "at_unix": r.revoked_at,
+    })
+    .to_string()
+}
+
 /// The `type` of a [`decision_event`] (the `kind` column of its record).
 pub const DECISION_KIND: &str = "cert_decision";
 
 #[cfg(test)]
 mod tests {
-    use crate::writer::DecisionRow;
+    use crate::store::DecisionRow;
 
     /// The text the chain has always hashed for a decision: what `json!` printed.
     fn reference(id: u64, d: &DecisionRow, serial: Option<u64>, key_id: Option<&str>) -> String {
@@ -113,7 +358,7 @@ mod tests {
             super::decision_event(43, &d, None, None),
             reference(43, &d, None, None)
         );
-        let (kind, user, at) = super::store::derived(&super::decision_event(43, &d, None, None));
+        let (kind, user, at) = super::derived(&super::decision_event(43, &d, None, None));
         assert_eq!(
             (kind.as_str(), user.as_str(), at),
             (super::DECISION_KIND, "alice", 1_700_000_000)

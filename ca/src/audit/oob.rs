@@ -61,6 +61,15 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// SHA256 fingerprints (`SHA256:...`) of OpenSSH public key lines (the CA keys).
+pub fn fingerprints(lines: &[String]) -> HashSet<String> {
+    lines
+        .iter()
+        .filter_map(|l| ssh_key::PublicKey::from_openssh(l.trim()).ok())
+        .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+        .collect()
+}
+
 /// Inputs: sshd events as (host, seq, event JSON), issued certificates by serial, users'
 /// disable times, this CA's user CA key fingerprints (`SHA256:...`).
 pub fn classify(

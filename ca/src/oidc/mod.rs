@@ -1,6 +1,6 @@
-//! OIDC sign-in on the CA side: configuration, ID token verification against the
-//! OpenID Provider's JWKS, and what a verified sign-in changes (user provisioning and
-//! group memberships).
+//! OIDC on the CA side: configuration and ID token verification against the OpenID
+//! Provider's JWKS. What a verified sign-in changes (user provisioning and group
+//! memberships) is the authority's ([`crate::authority`]).
 //!
 //! - [`OidcArgs`] / [`OidcConfig`]: `smith-ca serve --oidc-*` flags, merged over the
 //!   optional `[oidc]` section of `D/ca.toml`;
@@ -9,15 +9,12 @@
 //!   down);
 //! - [`verify`]: the checks on one ID token (signature, `iss`, `aud`/`azp`, `exp`, `nbf`,
 //!   `iat`, claims mapping) and the `nonce` rule;
-//! - [`signin`]: the model changes a sign-in implies (first sign-in provisions the user;
-//!   memberships in groups that exist at the CA follow the token).
 //!
 //! Must never: accept a token whose signature was not verified with a key the
 //! configured issuer publishes, accept a symmetric (`HS*`) or `none` algorithm, block
 //! admin or user-token requests on the IdP, or log a token.
 
 pub mod jwks;
-pub mod signin;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

@@ -12,17 +12,18 @@
 
 use super::filter::{member_path_value, parse_filter, patch_ops, Op, Page};
 use super::{
-    external_id, mutate, posix_id, rfc3339, scim_response, unchanged_id, ScimBody, ScimClient,
-    ScimError, BASE, CORE_GROUP, GROUP_EXT,
+    external_id, posix_id, rfc3339, run, scim_response, ScimBody, ScimClient, ScimError, BASE,
+    CORE_GROUP, GROUP_EXT,
 };
-use crate::model::{Change, Group, IdKind, Model};
+use crate::authority::{MemberOp, NewGroup};
+use crate::model::{Group, Model};
 use crate::server::Ca;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 use smith_proto::{GroupName, UserName};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub fn resource(g: &Group, with_members: bool) -> Value {
@@ -59,7 +60,7 @@ pub fn resource(g: &Group, with_members: bool) -> Value {
 fn found(m: &Model, id: &str) -> Result<Group, ScimError> {
     GroupName::new(id)
         .ok()
-        .and_then(|n| m.groups.get(&n).cloned())
+        .and_then(|n| m.group(&n).cloned())
         .ok_or_else(|| ScimError::not_found(format!("no group with id '{}'", id.escape_debug())))
 }
 
@@ -99,36 +100,6 @@ fn members(v: Option<&Value>) -> Result<Vec<UserName>, ScimError> {
         .collect()
 }
 
-fn check_users(m: &Model, users: &BTreeSet<UserName>) -> Result<(), ScimError> {
-    for u in users {
-        if !m.users.contains_key(u) {
-            return Err(ScimError::invalid_value(format!(
-                "member '{u}' is not a user here; create the user first"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Changes that make `g`'s members exactly `want`.
-fn set_members(g: &Group, want: &BTreeSet<UserName>, at: u64) -> Vec<Change> {
-    let mut c = Vec::new();
-    for u in g.members.difference(want) {
-        c.push(Change::RemoveMember {
-            group: g.name.clone(),
-            user: u.clone(),
-        });
-    }
-    for u in want.difference(&g.members) {
-        c.push(Change::AddMember {
-            group: g.name.clone(),
-            user: u.clone(),
-            at,
-        });
-    }
-    c
-}
-
 fn located(status: StatusCode, g: &Group) -> Response {
     let mut r = scim_response(status, resource(g, true));
     if let Ok(v) = HeaderValue::from_str(&format!("{BASE}/Groups/{}", g.name)) {
@@ -137,46 +108,19 @@ fn located(status: StatusCode, g: &Group) -> Response {
     r
 }
 
-fn current(ca: &Ca, name: &GroupName) -> Result<Group, ScimError> {
-    found(&ca.model(), name.as_str())
-}
-
 pub async fn create(
     _: ScimClient,
     State(ca): State<Arc<Ca>>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let name = group_name(body.get("displayName"))?;
-    let gid = posix_id(&body, GROUP_EXT, "gidNumber")?;
-    let ext = external_id(body.get("externalId").unwrap_or(&Value::Null))?;
-    let want: BTreeSet<UserName> = members(body.get("members"))?.into_iter().collect();
-    let n = name.clone();
-    mutate(&ca, format!("scim group create {name}"), move |m, at| {
-        if m.groups.contains_key(&n) {
-            return Err(ScimError::uniqueness(format!("group '{n}' already exists")));
-        }
-        if UserName::new(n.as_str()).is_ok_and(|u| m.users.contains_key(&u)) {
-            return Err(ScimError::uniqueness(format!(
-                "'{n}' is a user's name (their private group on hosts); pick another group name"
-            )));
-        }
-        check_users(m, &want)?;
-        let gid = m
-            .allocate_id(IdKind::Group, n.as_str(), gid)
-            .map_err(|e| ScimError::new(409, Some("uniqueness"), e.to_string()))?;
-        let g = Group {
-            name: n.clone(),
-            gid,
-            members: Default::default(),
-            created_at: at,
-            external_id: ext,
-        };
-        let mut c = vec![Change::AddGroup(g.clone())];
-        c.extend(set_members(&g, &want, at));
-        Ok(c)
-    })
-    .await?;
-    Ok(located(StatusCode::CREATED, &current(&ca, &name)?))
+    let new = NewGroup {
+        name: group_name(body.get("displayName"))?,
+        gid: posix_id(&body, GROUP_EXT, "gidNumber")?,
+        external_id: external_id(body.get("externalId").unwrap_or(&Value::Null))?,
+        members: members(body.get("members"))?.into_iter().collect(),
+    };
+    let g = run(&ca, move |a, o| a.add_group(o, new)).await?;
+    Ok(located(StatusCode::CREATED, &g))
 }
 
 fn excludes_members(q: &HashMap<String, String>) -> bool {
@@ -202,9 +146,9 @@ pub async fn list(
         _ => None,
     };
     let with_members = !excludes_members(&q);
-    let m = ca.model();
+    let m = ca.authority.model();
     let all: Vec<Value> = m
-        .groups
+        .groups()
         .values()
         .filter(|g| match &filter {
             None => true,
@@ -225,21 +169,20 @@ pub async fn get(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ScimError> {
-    let g = found(&ca.model(), &id)?;
+    let g = found(&ca.authority.model(), &id)?;
     Ok(scim_response(
         StatusCode::OK,
         resource(&g, !excludes_members(&q)),
     ))
 }
 
-fn same_name(g: &Group, v: Option<&Value>) -> Result<(), ScimError> {
+fn same_name(name: &GroupName, v: Option<&Value>) -> Result<(), ScimError> {
     if let Some(v) = v {
         let n = group_name(Some(v))?;
-        if n != g.name {
+        if &n != name {
             return Err(ScimError::mutability(format!(
-                "displayName cannot change ('{}' to '{n}'): Smith group names are fixed (grants \
-                 refer to them); create a new group instead",
-                g.name
+                "displayName cannot change ('{name}' to '{n}'): Smith group names are fixed \
+                 (grants refer to them); create a new group instead"
             )));
         }
     }
@@ -252,26 +195,63 @@ pub async fn replace(
     Path(id): Path<String>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let name = found(&ca.model(), &id)?.name;
-    let want: BTreeSet<UserName> = members(body.get("members"))?.into_iter().collect();
-    mutate(&ca, format!("scim group replace {name}"), move |m, at| {
-        let g = found(m, &id)?;
-        same_name(&g, body.get("displayName"))?;
-        unchanged_id(&body, GROUP_EXT, "gidNumber", g.gid, "gids")?;
-        check_users(m, &want)?;
-        let ext = external_id(body.get("externalId").unwrap_or(&Value::Null))?;
-        let mut c = Vec::new();
-        if ext != g.external_id {
-            c.push(Change::SetGroupExternalId {
-                name: g.name.clone(),
-                external_id: ext,
-            });
-        }
-        c.extend(set_members(&g, &want, at));
-        Ok(c)
+    let name = found(&ca.authority.model(), &id)?.name;
+    same_name(&name, body.get("displayName"))?;
+    let ops = vec![MemberOp::Replace(members(body.get("members"))?)];
+    let ext = external_id(body.get("externalId").unwrap_or(&Value::Null))?;
+    let gid = posix_id(&body, GROUP_EXT, "gidNumber")?;
+    let g = run(&ca, move |a, o| {
+        a.update_group(o, &name, &ops, Some(ext), gid)
     })
     .await?;
-    Ok(located(StatusCode::OK, &current(&ca, &name)?))
+    Ok(located(StatusCode::OK, &g))
+}
+
+/// One PATCH operation as membership steps and an external id.
+fn patch_op(
+    name: &GroupName,
+    attr: &str,
+    op: Op,
+    v: Option<&Value>,
+    steps: &mut Vec<MemberOp>,
+    ext: &mut Option<Option<String>>,
+) -> Result<(), ScimError> {
+    if let Some(one) = member_path_value(attr)? {
+        // `members[value eq "X"]`: only remove makes sense.
+        let u = UserName::new(&one)
+            .map_err(|_| ScimError::invalid_value(format!("'{one}' is not a user id")))?;
+        if op != Op::Remove {
+            return Err(ScimError::new(
+                400,
+                Some("invalidPath"),
+                "a filtered members path only takes op remove",
+            ));
+        }
+        steps.push(MemberOp::Remove(vec![u]));
+        return Ok(());
+    }
+    match attr.to_ascii_lowercase().as_str() {
+        "members" => {
+            let list = members(v)?;
+            steps.push(match op {
+                Op::Add => MemberOp::Add(list),
+                Op::Remove if v.is_none_or(Value::is_null) => MemberOp::RemoveAll,
+                Op::Remove => MemberOp::Remove(list),
+                Op::Replace => MemberOp::Replace(list),
+            });
+        }
+        "displayname" => same_name(name, v)?,
+        "externalid" => {
+            *ext = Some(if op == Op::Remove {
+                None
+            } else {
+                external_id(v.unwrap_or(&Value::Null))?
+            });
+        }
+        // id, meta, schemas and attributes Smith does not keep are ignored.
+        _ => {}
+    }
+    Ok(())
 }
 
 pub async fn patch(
@@ -281,81 +261,28 @@ pub async fn patch(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let ops = patch_ops(&body)?;
-    let name = found(&ca.model(), &id)?.name;
-    mutate(&ca, format!("scim group patch {name}"), move |m, at| {
-        let g = found(m, &id)?;
-        let mut want = g.members.clone();
-        let mut ext = g.external_id.clone();
-        let mut apply = |attr: &str, op: Op, v: Option<&Value>| -> Result<(), ScimError> {
-            if let Some(one) = member_path_value(attr)? {
-                // `members[value eq "X"]`: only remove makes sense.
-                let u = UserName::new(&one)
-                    .map_err(|_| ScimError::invalid_value(format!("'{one}' is not a user id")))?;
-                if op != Op::Remove {
-                    return Err(ScimError::new(
-                        400,
-                        Some("invalidPath"),
-                        "a filtered members path only takes op remove",
-                    ));
+    let name = found(&ca.authority.model(), &id)?.name;
+    let mut steps = Vec::new();
+    let mut ext = None;
+    for op in &ops {
+        match (&op.path, &op.value) {
+            (Some(p), v) => patch_op(&name, p, op.op, v.as_ref(), &mut steps, &mut ext)?,
+            (None, Some(Value::Object(obj))) => {
+                for (k, v) in obj {
+                    patch_op(&name, k, op.op, Some(v), &mut steps, &mut ext)?;
                 }
-                want.remove(&u);
-                return Ok(());
             }
-            match attr.to_ascii_lowercase().as_str() {
-                "members" => {
-                    let list = members(v)?;
-                    match op {
-                        Op::Add => want.extend(list),
-                        Op::Remove if v.is_none_or(Value::is_null) => want.clear(),
-                        Op::Remove => list.iter().for_each(|u| {
-                            want.remove(u);
-                        }),
-                        Op::Replace => want = list.into_iter().collect(),
-                    }
-                }
-                "displayname" => same_name(&g, v)?,
-                "externalid" => {
-                    ext = if op == Op::Remove {
-                        None
-                    } else {
-                        external_id(v.unwrap_or(&Value::Null))?
-                    };
-                }
-                // id, meta, schemas and attributes Smith does not keep are ignored.
-                _ => {}
-            }
-            Ok(())
-        };
-        for op in &ops {
-            match (&op.path, &op.value) {
-                (Some(p), v) => apply(p, op.op, v.as_ref())?,
-                (None, Some(Value::Object(obj))) => {
-                    for (k, v) in obj {
-                        apply(k, op.op, Some(v))?;
-                    }
-                }
-                (None, _) => {
-                    return Err(ScimError::new(
-                        400,
-                        Some("noTarget"),
-                        "an operation without a path needs an object value",
-                    ))
-                }
+            (None, _) => {
+                return Err(ScimError::new(
+                    400,
+                    Some("noTarget"),
+                    "an operation without a path needs an object value",
+                ))
             }
         }
-        check_users(m, &want.difference(&g.members).cloned().collect())?;
-        let mut c = Vec::new();
-        if ext != g.external_id {
-            c.push(Change::SetGroupExternalId {
-                name: g.name.clone(),
-                external_id: ext,
-            });
-        }
-        c.extend(set_members(&g, &want, at));
-        Ok(c)
-    })
-    .await?;
-    Ok(located(StatusCode::OK, &current(&ca, &name)?))
+    }
+    let g = run(&ca, move |a, o| a.update_group(o, &name, &steps, ext, None)).await?;
+    Ok(located(StatusCode::OK, &g))
 }
 
 pub async fn delete(
@@ -363,18 +290,7 @@ pub async fn delete(
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
-    let name = found(&ca.model(), &id)?.name;
-    mutate(&ca, format!("scim group delete {name}"), move |m, at| {
-        let g = found(m, &id)?;
-        let mut c: Vec<Change> = m
-            .grants
-            .values()
-            .filter(|gr| gr.group == g.name)
-            .map(|gr| Change::RemoveGrant { id: gr.id, at })
-            .collect();
-        c.push(Change::DeleteGroup { name: g.name, at });
-        Ok(c)
-    })
-    .await?;
+    let name = found(&ca.authority.model(), &id)?.name;
+    run(&ca, move |a, o| a.delete_group(o, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

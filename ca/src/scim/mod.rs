@@ -1,7 +1,9 @@
 //! SCIM 2.0 provisioning (RFC 7643/7644) under `/scim/v2/...`: what Okta or Entra ID push
 //! (users and groups, created, updated, deactivated, deleted) becomes Smith users and
-//! groups, through the same [`Ca::mutate`] path as every admin change, so a change
-//! reaches hosts like any other (a deactivated user disappears from their snapshots).
+//! groups, through the same authority commands as every admin change (with
+//! [`Origin::Scim`]), so a change reaches hosts like any other (a deactivated user
+//! disappears from their snapshots). This module only translates SCIM to commands and
+//! the authority's refusals to SCIM errors.
 //!
 //! - Auth: `Authorization: Bearer <SCIM token>`, minted by `smith-ca admin scim token`
 //!   (`POST /v1/admin/scim/token`); admin and user tokens get 403 here.
@@ -24,8 +26,9 @@ pub mod groups;
 pub mod meta;
 pub mod users;
 
-use crate::auth::{hash_token, new_token, Principal};
-use crate::model::{Change, Token, TokenKind};
+use crate::auth::Principal;
+use crate::authority::{Authority, Error};
+use crate::origin::Origin;
 use crate::server::admin::Admin;
 use crate::server::error::{ApiError, ApiJson};
 use crate::server::Ca;
@@ -35,7 +38,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use smith_api::ErrorCode;
 use smith_api::{TokenRequest, TokenResponse};
 use std::sync::Arc;
 
@@ -47,8 +49,6 @@ pub const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 pub const BASE: &str = "/scim/v2";
 const CONTENT_TYPE: &str = "application/scim+json";
-/// Default lifetime of a SCIM token.
-pub const DEFAULT_TOKEN_TTL_SECS: u64 = 365 * 86400;
 
 /// A SCIM error response.
 #[derive(Debug, Clone)]
@@ -85,24 +85,31 @@ impl ScimError {
     }
 }
 
-impl From<ApiError> for ScimError {
-    fn from(e: ApiError) -> ScimError {
-        let scim_type = match e.code {
-            ErrorCode::UserExists
-            | ErrorCode::GroupExists
-            | ErrorCode::NameConflict
-            | ErrorCode::IdConflict => Some("uniqueness"),
-            ErrorCode::InvalidInput
-            | ErrorCode::InvalidName
-            | ErrorCode::InvalidTtl
-            | ErrorCode::UnknownUser
-            | ErrorCode::UnknownGroup => Some("invalidValue"),
+impl From<Error> for ScimError {
+    fn from(e: Error) -> ScimError {
+        let code = e.code();
+        let scim_type = match &e {
+            Error::UserExists(_)
+            | Error::GroupExists { .. }
+            | Error::NameIsAGroup(_)
+            | Error::NameIsAUser(_)
+            | Error::Id(_) => Some("uniqueness"),
+            Error::IdImmutable { .. } => Some("mutability"),
+            Error::InvalidInput(_)
+            | Error::InvalidGecos
+            | Error::MemberNotAUser(_)
+            | Error::UnknownGroup(_) => Some("invalidValue"),
             _ => None,
         };
+        let status = match &e {
+            Error::IdImmutable { .. } | Error::MemberNotAUser(_) => 400,
+            Error::Id(_) => 409,
+            _ => crate::server::error::status_of(code).as_u16(),
+        };
         ScimError {
-            status: e.status().as_u16(),
+            status,
             scim_type,
-            detail: e.message,
+            detail: e.to_string(),
         }
     }
 }
@@ -177,12 +184,18 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
     }
 }
 
-/// Runs a planned change through [`Ca::mutate`] with SCIM errors.
-pub async fn mutate<F>(ca: &Arc<Ca>, what: String, plan: F) -> Result<u64, ScimError>
+/// Runs a blocking authority command as SCIM (origin [`Origin::Scim`]) off the async
+/// runtime, with SCIM errors.
+pub async fn run<T, F>(ca: &Arc<Ca>, f: F) -> Result<T, ScimError>
 where
-    F: FnOnce(&crate::model::Model, u64) -> Result<Vec<Change>, ScimError> + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&Authority, &Origin) -> Result<T, Error> + Send + 'static,
 {
-    ca.mutate(what, plan).await
+    let a = ca.authority.clone();
+    tokio::task::spawn_blocking(move || f(&a, &Origin::Scim))
+        .await
+        .map_err(|e| ScimError::new(500, None, format!("internal error: {e}")))?
+        .map_err(ScimError::from)
 }
 
 /// RFC 3339 form of unix seconds.
@@ -191,17 +204,7 @@ pub fn rfc3339(t: u64) -> String {
         .to_string()
 }
 
-/// GECOS text from SCIM display attributes: printable, no `:`, at most 256 bytes.
-pub fn gecos_from(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars().filter(|c| !c.is_control() && *c != ':') {
-        if out.len() + c.len_utf8() > 256 {
-            break;
-        }
-        out.push(c);
-    }
-    out.trim().to_string()
-}
+pub use crate::authority::gecos_from;
 
 /// An `externalId`: printable, bounded.
 pub fn external_id(v: &Value) -> Result<Option<String>, ScimError> {
@@ -253,23 +256,6 @@ pub fn posix_id(
     }
 }
 
-/// Refuses a body whose POSIX id (`attr`, e.g. `uidNumber`) differs from `current`: ids
-/// are fixed at creation.
-pub fn unchanged_id(
-    body: &Value,
-    ext: &str,
-    attr: &str,
-    current: smith_proto::PosixId,
-    what: &str,
-) -> Result<(), ScimError> {
-    match posix_id(body, ext, attr)? {
-        Some(id) if id != current => Err(ScimError::mutability(format!(
-            "{attr} cannot change ({current} to {id}): {what} are fixed at creation"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 pub fn router() -> axum::Router<Arc<Ca>> {
     use axum::routing::{get, post};
     axum::Router::new()
@@ -302,35 +288,13 @@ pub fn router() -> axum::Router<Arc<Ca>> {
 
 /// `POST /v1/admin/scim/token` (admin): a SCIM bearer token for the IdP.
 pub async fn mint_token(
-    _: Admin,
+    Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    let ttl = req.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
-    if !(60..=crate::server::admin::MAX_TOKEN_TTL_SECS).contains(&ttl) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidTtl,
-            "a SCIM token's lifetime must be between 1m and 365d",
-        ));
-    }
-    let token = new_token(TokenKind::Scim);
-    let hash = hash_token(&token);
-    let expires_at = crate::server::now() + ttl;
-    ca.mutate::<_, ApiError>("scim token".into(), move |_, at| {
-        Ok(vec![Change::AddToken {
-            hash,
-            token: Token {
-                kind: TokenKind::Scim,
-                subject: "scim".into(),
-                tags: None,
-                created_at: at,
-                expires_at: Some(expires_at),
-                used_at: None,
-                ssh_names: vec![],
-            },
-        }])
-    })
-    .await?;
+    let (token, expires_at) = ca
+        .run(move |a| a.mint_scim_token(&origin, req.ttl_secs))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(TokenResponse { token, expires_at }),
@@ -340,6 +304,7 @@ pub async fn mint_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smith_proto::UserName;
 
     #[test]
     fn values() {
@@ -364,9 +329,9 @@ mod tests {
             200501
         );
         assert!(posix_id(&json!({"uidNumber": 0}), USER_EXT, "uidNumber").is_err());
-        assert_eq!(
-            ScimError::from(ApiError::new(ErrorCode::NameConflict, "x")).scim_type,
-            Some("uniqueness")
-        );
+        let e = ScimError::from(Error::NameIsAGroup(UserName::new("x").unwrap()));
+        assert_eq!((e.status, e.scim_type), (409, Some("uniqueness")));
+        let e = ScimError::from(Error::MemberNotAUser(UserName::new("x").unwrap()));
+        assert_eq!((e.status, e.scim_type), (400, Some("invalidValue")));
     }
 }

@@ -12,16 +12,17 @@
 
 use super::filter::{parse_filter, patch_ops, Op, Page};
 use super::{
-    boolean, external_id, gecos_from, mutate, posix_id, rfc3339, scim_response, unchanged_id,
-    ScimBody, ScimClient, ScimError, BASE, CORE_USER, USER_EXT,
+    boolean, external_id, gecos_from, posix_id, rfc3339, run, scim_response, ScimBody, ScimClient,
+    ScimError, BASE, CORE_USER, USER_EXT,
 };
-use crate::model::{Change, IdKind, Model, User};
+use crate::authority::{NewUser, UserUpdate};
+use crate::model::{Model, User};
 use crate::server::Ca;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
-use smith_proto::{GroupName, UserName};
+use smith_proto::UserName;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -56,7 +57,7 @@ pub fn resource(u: &User) -> Value {
 fn found(m: &Model, id: &str) -> Result<User, ScimError> {
     UserName::new(id)
         .ok()
-        .and_then(|n| m.users.get(&n).cloned())
+        .and_then(|n| m.user(&n).cloned())
         .ok_or_else(|| ScimError::not_found(format!("no user with id '{}'", id.escape_debug())))
 }
 
@@ -96,50 +97,23 @@ fn located(status: StatusCode, u: &User) -> Response {
     r
 }
 
-fn current(ca: &Ca, name: &UserName) -> Result<User, ScimError> {
-    found(&ca.model(), name.as_str())
-}
-
 pub async fn create(
     _: ScimClient,
     State(ca): State<Arc<Ca>>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let name = user_name(body.get("userName"))?;
-    let uid = posix_id(&body, USER_EXT, "uidNumber")?;
-    let active = match body.get("active") {
-        None | Some(Value::Null) => true,
-        Some(v) => boolean(v, "active")?,
+    let new = NewUser {
+        uid: posix_id(&body, USER_EXT, "uidNumber")?,
+        disabled: match body.get("active") {
+            None | Some(Value::Null) => false,
+            Some(v) => !boolean(v, "active")?,
+        },
+        external_id: external_id(body.get("externalId").unwrap_or(&Value::Null))?,
+        gecos: display(&body).unwrap_or_default(),
+        ..NewUser::named(user_name(body.get("userName"))?)
     };
-    let ext = external_id(body.get("externalId").unwrap_or(&Value::Null))?;
-    let gecos = display(&body).unwrap_or_default();
-    let n = name.clone();
-    mutate(&ca, format!("scim user create {name}"), move |m, at| {
-        if m.users.contains_key(&n) {
-            return Err(ScimError::uniqueness(format!("user '{n}' already exists")));
-        }
-        if GroupName::new(n.as_str()).is_ok_and(|g| m.groups.contains_key(&g)) {
-            return Err(ScimError::uniqueness(format!(
-                "'{n}' is a group's name; a user's private group would collide with it"
-            )));
-        }
-        let uid = m
-            .allocate_id(IdKind::User, n.as_str(), uid)
-            .map_err(|e| ScimError::new(409, Some("uniqueness"), e.to_string()))?;
-        Ok(vec![Change::AddUser(User {
-            name: n,
-            uid,
-            disabled: !active,
-            gecos,
-            shell: "/bin/bash".into(),
-            created_at: at,
-            groups: Default::default(),
-            external_id: ext,
-            oidc_subject: None,
-        })])
-    })
-    .await?;
-    Ok(located(StatusCode::CREATED, &current(&ca, &name)?))
+    let u = run(&ca, move |a, o| a.add_user(o, new)).await?;
+    Ok(located(StatusCode::CREATED, &u))
 }
 
 pub async fn list(
@@ -157,9 +131,9 @@ pub async fn list(
         }
         _ => None,
     };
-    let m = ca.model();
+    let m = ca.authority.model();
     let all: Vec<Value> = m
-        .users
+        .users()
         .values()
         .filter(|u| match &filter {
             None => true,
@@ -179,50 +153,17 @@ pub async fn get(
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
 ) -> Result<Response, ScimError> {
-    let u = found(&ca.model(), &id)?;
+    let u = found(&ca.authority.model(), &id)?;
     Ok(located(StatusCode::OK, &u))
 }
 
-/// The attributes SCIM may change on an existing user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Wanted {
-    gecos: String,
-    active: bool,
-    external_id: Option<String>,
-}
-
-fn changes_for(u: &User, w: Wanted) -> Vec<Change> {
-    let mut c = Vec::new();
-    if w.gecos != u.gecos || w.external_id != u.external_id {
-        c.push(Change::SetUserAttrs {
-            name: u.name.clone(),
-            gecos: w.gecos,
-            external_id: w.external_id,
-            oidc_subject: u.oidc_subject.clone(),
-        });
-    }
-    if w.active && u.disabled {
-        c.push(Change::EnableUser {
-            name: u.name.clone(),
-        });
-    }
-    if !w.active && !u.disabled {
-        c.push(Change::DisableUser {
-            name: u.name.clone(),
-            at: crate::server::now(),
-        });
-    }
-    c
-}
-
-fn same_name(u: &User, v: Option<&Value>) -> Result<(), ScimError> {
+fn same_name(name: &UserName, v: Option<&Value>) -> Result<(), ScimError> {
     if let Some(v) = v {
         let n = user_name(Some(v))?;
-        if n != u.name {
+        if &n != name {
             return Err(ScimError::mutability(format!(
-                "userName cannot change ('{}' to '{n}'): Smith login names are fixed; create a \
-                 new user instead",
-                u.name
+                "userName cannot change ('{name}' to '{n}'): Smith login names are fixed; create \
+                 a new user instead"
             )));
         }
     }
@@ -235,30 +176,26 @@ pub async fn replace(
     Path(id): Path<String>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let name = found(&ca.model(), &id)?.name;
-    mutate(&ca, format!("scim user replace {name}"), move |m, _| {
-        let u = found(m, &id)?;
-        same_name(&u, body.get("userName"))?;
-        unchanged_id(&body, USER_EXT, "uidNumber", u.uid, "uids")?;
-        let w = Wanted {
-            gecos: display(&body).unwrap_or_default(),
-            active: match body.get("active") {
-                None | Some(Value::Null) => true,
-                Some(v) => boolean(v, "active")?,
-            },
-            external_id: external_id(body.get("externalId").unwrap_or(&Value::Null))?,
-        };
-        Ok(changes_for(&u, w))
-    })
-    .await?;
-    Ok(located(StatusCode::OK, &current(&ca, &name)?))
+    let name = found(&ca.authority.model(), &id)?.name;
+    same_name(&name, body.get("userName"))?;
+    let up = UserUpdate {
+        gecos: Some(display(&body).unwrap_or_default()),
+        active: Some(match body.get("active") {
+            None | Some(Value::Null) => true,
+            Some(v) => boolean(v, "active")?,
+        }),
+        external_id: Some(external_id(body.get("externalId").unwrap_or(&Value::Null))?),
+        uid: posix_id(&body, USER_EXT, "uidNumber")?,
+    };
+    let u = run(&ca, move |a, o| a.update_user(o, &name, up)).await?;
+    Ok(located(StatusCode::OK, &u))
 }
 
-/// Applies one attribute of a PATCH to `w` (unknown attributes are ignored, as IdPs send
-/// many Smith has no use for).
+/// Applies one attribute of a PATCH to `up` (unknown attributes are ignored, as IdPs
+/// send many Smith has no use for).
 fn patch_attr(
-    u: &User,
-    w: &mut Wanted,
+    name: &UserName,
+    up: &mut UserUpdate,
     attr: &str,
     op: Op,
     v: Option<&Value>,
@@ -271,22 +208,22 @@ fn patch_attr(
     };
     match attr.to_ascii_lowercase().as_str() {
         "active" => {
-            w.active = if op == Op::Remove {
+            up.active = Some(if op == Op::Remove {
                 false
             } else {
                 boolean(v, "active")?
-            };
+            });
         }
         "displayname" | "name.formatted" => {
-            w.gecos = v.as_str().map(gecos_from).unwrap_or_default();
+            up.gecos = Some(v.as_str().map(gecos_from).unwrap_or_default());
         }
         "name" => {
             if let Some(g) = display(&json!({ "name": v })) {
-                w.gecos = g;
+                up.gecos = Some(g);
             }
         }
-        "externalid" => w.external_id = external_id(v)?,
-        "username" => same_name(u, Some(v))?,
+        "externalid" => up.external_id = Some(external_id(v)?),
+        "username" => same_name(name, Some(v))?,
         _ => {}
     }
     Ok(())
@@ -299,35 +236,27 @@ pub async fn patch(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let ops = patch_ops(&body)?;
-    let name = found(&ca.model(), &id)?.name;
-    mutate(&ca, format!("scim user patch {name}"), move |m, _| {
-        let u = found(m, &id)?;
-        let mut w = Wanted {
-            gecos: u.gecos.clone(),
-            active: !u.disabled,
-            external_id: u.external_id.clone(),
-        };
-        for op in &ops {
-            match (&op.path, &op.value) {
-                (Some(p), v) => patch_attr(&u, &mut w, p, op.op, v.as_ref())?,
-                (None, Some(Value::Object(obj))) => {
-                    for (k, v) in obj {
-                        patch_attr(&u, &mut w, k, op.op, Some(v))?;
-                    }
-                }
-                (None, _) => {
-                    return Err(ScimError::new(
-                        400,
-                        Some("noTarget"),
-                        "an operation without a path needs an object value",
-                    ))
+    let name = found(&ca.authority.model(), &id)?.name;
+    let mut up = UserUpdate::default();
+    for op in &ops {
+        match (&op.path, &op.value) {
+            (Some(p), v) => patch_attr(&name, &mut up, p, op.op, v.as_ref())?,
+            (None, Some(Value::Object(obj))) => {
+                for (k, v) in obj {
+                    patch_attr(&name, &mut up, k, op.op, Some(v))?;
                 }
             }
+            (None, _) => {
+                return Err(ScimError::new(
+                    400,
+                    Some("noTarget"),
+                    "an operation without a path needs an object value",
+                ))
+            }
         }
-        Ok(changes_for(&u, w))
-    })
-    .await?;
-    Ok(located(StatusCode::OK, &current(&ca, &name)?))
+    }
+    let u = run(&ca, move |a, o| a.update_user(o, &name, up)).await?;
+    Ok(located(StatusCode::OK, &u))
 }
 
 pub async fn delete(
@@ -335,19 +264,7 @@ pub async fn delete(
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
-    let name = found(&ca.model(), &id)?.name;
-    mutate(&ca, format!("scim user delete {name}"), move |m, at| {
-        let u = found(m, &id)?;
-        let mut c = Vec::new();
-        if !u.disabled {
-            c.push(Change::DisableUser {
-                name: u.name.clone(),
-                at,
-            });
-        }
-        c.push(Change::DeleteUser { name: u.name, at });
-        Ok(c)
-    })
-    .await?;
+    let name = found(&ca.authority.model(), &id)?.name;
+    run(&ca, move |a, o| a.delete_user(o, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

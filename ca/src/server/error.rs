@@ -1,4 +1,4 @@
-//! The one error type of the HTTP layer and extractors whose rejections use it, so that
+//! The one error type of the HTTP layer (authority errors map onto it by their code) and extractors whose rejections use it, so that
 //! every non-2xx answer is a `smith_api::ErrorBody {code, error}` with a fitting status.
 //!
 //! Must never: leak internal details (SQL, file paths) to clients: internal errors are
@@ -117,9 +117,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::db::StoreError> for ApiError {
-    fn from(e: crate::db::StoreError) -> ApiError {
-        ApiError::internal("writing to the CA database", e)
+impl From<crate::authority::Error> for ApiError {
+    fn from(e: crate::authority::Error) -> ApiError {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<crate::authority::IssueError> for ApiError {
+    fn from(e: crate::authority::IssueError) -> ApiError {
+        ApiError::new(e.code(), e.to_string())
     }
 }
 

@@ -1,27 +1,25 @@
-//! `smith-ca serve`: the HTTPS server. TLS (rustls, ring) with optional client
-//! certificates verified against the CA's own root, a hyper accept loop that hands each
-//! request the verified peer identity, the axum router, and graceful shutdown.
+//! `smith-ca serve`: the HTTPS adapter over the [`Authority`]. TLS (rustls, ring) with
+//! optional client certificates verified against the CA's own root, a hyper accept loop
+//! that hands each request the verified peer identity, the axum router, and graceful
+//! shutdown. Handlers parse, authenticate, call one authority command and map its errors
+//! to statuses ([`error`]).
 //!
-//! Owns: the shared [`Ca`] state (model, store, writer, keys) and the one path by which
-//! admin changes happen ([`Ca::mutate`]: plan against the model, commit to SQLite, apply
-//! to the model, wake long-polling hosts).
-//!
-//! Must never: let a request change the model without a committed transaction, or hold a
-//! model lock across an await point.
+//! Must never: decide a rule of the CA itself (the authority does), run a blocking
+//! command on the async runtime (they go through [`Ca::run`]), or hold a model lock across
+//! an await point.
 
 pub mod admin;
+pub mod audit;
 pub mod certs;
 pub mod error;
 pub mod hosts;
 pub mod mtls;
 pub mod revocation;
 
-use crate::auth::{AuthError, Authenticator, Principal, TokenAuthenticator};
+use crate::auth::Principal;
+use crate::authority::{self, Authority};
 use crate::datadir::DataDir;
-use crate::db::Store;
-use crate::model::{Change, Model};
 use crate::tlsca::{peer_identity, PeerCert, TlsRoot};
-use crate::writer::Writer;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
@@ -31,11 +29,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use smith_api::ErrorCode;
-use smith_proto::UserName;
-use ssh_key::PrivateKey;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
@@ -58,6 +53,18 @@ pub struct ServeConfig {
     pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
+impl ServeConfig {
+    /// The authority's part of the configuration.
+    pub fn authority(&self) -> authority::Config {
+        authority::Config {
+            max_cert_ttl: self.max_cert_ttl,
+            host_cert_ttl: self.host_cert_ttl,
+            host_ssh_cert_ttl: self.host_ssh_cert_ttl,
+            default_user_token_ttl: self.default_user_token_ttl,
+        }
+    }
+}
+
 /// Per-connection facts every request of that connection carries.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -77,294 +84,57 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// The server's state: the authority, the OIDC verifier, and the shutdown signal.
 pub struct Ca {
-    model: RwLock<Model>,
-    store: Mutex<Store>,
-    pub writer: Writer,
-    pub auth: Box<dyn Authenticator>,
+    pub authority: Arc<Authority>,
     /// Verifies OIDC ID tokens, when an issuer is configured.
     pub oidc: Option<Arc<crate::oidc::Verifier>>,
-    /// The user CA key prepared for signing (see [`crate::signer`]).
-    pub user_ca_signer: crate::signer::CaSigner,
-    pub host_ca: PrivateKey,
-    pub user_ca_keys: Vec<String>,
-    pub host_ca_keys: Vec<String>,
-    pub tls_root: TlsRoot,
-    /// Last certificate serial handed out.
-    serial: AtomicU64,
-    pub version_tx: watch::Sender<u64>,
     pub shutdown: watch::Receiver<bool>,
-    pub cfg: ServeConfig,
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// The bearer token of a request (`Authorization: Bearer ...`), `""` when none.
+pub fn bearer(parts: &Parts) -> &str {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .unwrap_or("")
+        .trim()
 }
 
 impl Ca {
-    pub fn model(&self) -> RwLockReadGuard<'_, Model> {
-        self.model.read().unwrap_or_else(|e| e.into_inner())
-    }
-    fn model_mut(&self) -> RwLockWriteGuard<'_, Model> {
-        self.model.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The next certificate serial: unique and increasing, never repeated across restarts
-    /// (the writer persists the high-water mark with each certificate).
-    pub fn next_serial(&self) -> u64 {
-        self.serial.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
     /// Authenticates the request's bearer token.
     pub fn principal(&self, parts: &Parts) -> Result<Principal, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .unwrap_or("");
-        self.auth
-            .authenticate(&self.model(), token, now())
-            .map_err(|e| match e {
-                AuthError::Missing => ApiError::new(ErrorCode::MissingToken, e.to_string()),
-                AuthError::Expired => ApiError::new(ErrorCode::TokenExpired, e.to_string()),
-                AuthError::Used => ApiError::new(ErrorCode::TokenUsed, e.to_string()),
-                AuthError::Unknown => ApiError::new(ErrorCode::InvalidToken, e.to_string()),
-            })
+        self.authority
+            .authenticate(bearer(parts))
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))
     }
 
-    /// Runs one admin mutation: `plan` computes the changes from the current model (all
-    /// mutations are serialized by the store lock, so the plan cannot go stale), they are
-    /// committed in one transaction, then applied to the model, then hosts are woken.
-    /// Returns the version after the change. See [`Ca::mutate_with`].
-    pub async fn mutate<F, E>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, E>
-    where
-        F: FnOnce(&Model, u64) -> Result<Vec<Change>, E> + Send + 'static,
-        E: From<ApiError> + Send + 'static,
-    {
-        self.mutate_with(what, move |m, _, at| plan(m, at)).await
-    }
-
-    /// [`Ca::mutate`] whose plan may also read the store (issued certificates).
-    ///
-    /// A change that disables or deletes a user also revokes every still-valid
-    /// certificate of theirs, in the same transaction; after the model is updated (from
-    /// then on issuance refuses the user) a second pass revokes any certificate whose
-    /// issuance was in flight and got committed meanwhile. An issuance committed after
-    /// that pass is never handed out: `certs::issue` checks the model again after its
-    /// record is durable (disabled by then → 403 `user_disabled`). Changes with
-    /// revocations are committed by the writer, which adds their `@ca` audit records in
-    /// the same transaction.
-    pub async fn mutate_with<F, E>(self: &Arc<Self>, what: String, plan: F) -> Result<u64, E>
-    where
-        F: FnOnce(&Model, &Store, u64) -> Result<Vec<Change>, E> + Send + 'static,
-        E: From<ApiError> + Send + 'static,
-    {
-        let ca = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = ca.store.lock().unwrap_or_else(|e| e.into_inner());
-            let at = now();
-            let (changes, new_version, current, counters) = {
-                let m = ca.model();
-                let mut changes = plan(&m, &store, at)?;
-                let ended = ended_users(&changes, what.starts_with("scim "));
-                if !ended.is_empty() {
-                    let revs = ca
-                        .revocations_for(&store, &ended, &changes, at)
-                        .map_err(E::from)?;
-                    if !revs.is_empty() {
-                        changes.push(Change::Revoke(revs));
-                    }
-                }
-                let nv = changes
-                    .iter()
-                    .any(Change::is_policy)
-                    .then_some(m.version + 1);
-                (changes, nv, m.version, crate::db::Counters::of(&m))
-            };
-            if changes.is_empty() {
-                return Ok(current);
-            }
-            let ended = ended_users(&changes, what.starts_with("scim "));
-            ca.commit_and_apply(&mut store, changes, counters, new_version, &what, at)
-                .map_err(E::from)?;
-            // Issuances decided before the model said "disabled" may have been recorded
-            // since the plan read the certificates: revoke those too.
-            let mut version = new_version.unwrap_or(current);
-            if !ended.is_empty() {
-                let at = now();
-                let (revs, counters, nv) = {
-                    let m = ca.model();
-                    let revs = ca
-                        .revocations_for(&store, &ended, &[], at)
-                        .map_err(E::from)?;
-                    (revs, crate::db::Counters::of(&m), m.version + 1)
-                };
-                if !revs.is_empty() {
-                    tracing::warn!(count = revs.len(), "certificates issued while their user was being disabled; revoking them too");
-                    let what = format!("{what} (certificates issued meanwhile)");
-                    ca.commit_and_apply(&mut store, vec![Change::Revoke(revs)], counters, Some(nv), &what, at)
-                        .map_err(E::from)?;
-                    version = nv;
-                }
-            }
-            Ok(version)
-        })
-        .await
-        .map_err(|e| E::from(ApiError::internal("running a change", e)))?
-    }
-
-    /// The revocations of every still-valid certificate of `users` not already in
-    /// `changes`.
-    fn revocations_for(
-        &self,
-        store: &Store,
-        users: &[(UserName, &'static str)],
-        changes: &[Change],
-        at: u64,
-    ) -> Result<Vec<crate::model::Revocation>, ApiError> {
-        let planned: std::collections::BTreeSet<u64> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Revoke(l) => Some(l.iter().map(|r| r.serial)),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let mut out = Vec::new();
-        for (user, via) in users {
-            let certs: Vec<smith_api::IssuedCert> =
-                crate::revoke::valid_of_user(store.conn(), user, at)?
-                    .into_iter()
-                    .filter(|c| !planned.contains(&c.serial))
-                    .collect();
-            let reason = match *via {
-                "user_deleted" => format!("user {user} was deleted"),
-                "scim_deleted" => format!("user {user} was deleted by SCIM provisioning"),
-                "scim_deactivated" => format!("user {user} was deactivated by SCIM provisioning"),
-                _ => format!("user {user} was disabled"),
-            };
-            out.extend(crate::revoke::revocations(
-                &certs,
-                self.user_ca_keys.first().map(String::as_str).unwrap_or(""),
-                at,
-                &reason,
-                via,
-            ));
-        }
-        Ok(out)
-    }
-
-    /// Commits (through the writer when revocations are among the changes), applies to
-    /// the model and wakes the hosts.
-    fn commit_and_apply(
-        &self,
-        store: &mut Store,
-        changes: Vec<Change>,
-        counters: crate::db::Counters,
-        new_version: Option<u64>,
-        what: &str,
-        at: u64,
-    ) -> Result<(), ApiError> {
-        if changes.iter().any(|c| matches!(c, Change::Revoke(_))) {
-            self.writer
-                .commit(crate::writer::PendingCommit {
-                    counters,
-                    changes: changes.clone(),
-                    new_version,
-                    what: what.to_string(),
-                    now: at,
-                })
-                .map_err(|e| ApiError::internal("recording a revocation", e))?;
-        } else {
-            store.commit(&counters, &changes, new_version, what, at)?;
-        }
-        self.model_mut().apply(&changes, new_version);
-        if let Some(v) = new_version {
-            self.version_tx.send_replace(v);
-            tracing::info!(version = v, change = %what, "policy changed");
-        } else {
-            tracing::info!(change = %what, "state changed");
-        }
-        Ok(())
-    }
-
-    /// Runs a read-only query against the store (not on hot paths).
-    pub async fn query<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    /// Runs a blocking authority command off the async runtime.
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, crate::db::StoreError> + Send + 'static,
+        F: FnOnce(&Authority) -> Result<T, authority::Error> + Send + 'static,
     {
-        let ca = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let store = ca.store.lock().unwrap_or_else(|e| e.into_inner());
-            f(&store).map_err(ApiError::from)
-        })
-        .await
-        .map_err(|e| ApiError::internal("reading the store", e))?
+        let a = self.authority.clone();
+        tokio::task::spawn_blocking(move || f(&a))
+            .await
+            .map_err(|e| ApiError::internal("running a command", e))?
+            .map_err(ApiError::from)
     }
-
-    /// Records that a host synced, in memory now and in the database soon.
-    pub fn host_seen(&self, host_id: u64, synced_version: Option<u64>) {
-        let at = now();
-        if let Some(h) = self.model_mut().hosts.get_mut(&host_id) {
-            h.last_seen = Some(at);
-            if synced_version.is_some() {
-                h.synced_version = synced_version;
-            }
-        }
-        self.writer.host_seen(host_id, at, synced_version);
-    }
-}
-
-fn read_key(dd: &DataDir, path: &std::path::Path) -> anyhow::Result<PrivateKey> {
-    let text = dd.read(path)?;
-    PrivateKey::from_openssh(text.trim())
-        .with_context(|| format!("{} is not an OpenSSH private key", path.display()))
 }
 
 /// Loads the CA from its data directory.
 pub fn load(
     dd: &DataDir,
-    cfg: ServeConfig,
+    cfg: &ServeConfig,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<Ca>> {
-    if !dd.db().exists() {
-        anyhow::bail!(
-            "{} does not exist\nhint: create the CA first with `smith-ca init --data-dir {}`",
-            dd.db().display(),
-            dd.root.display()
-        );
-    }
-    let store = Store::open(&dd.db()).context("cannot open the CA database")?;
-    if !store.is_initialized()? {
-        anyhow::bail!(
-            "{} was never initialized; remove it and run `smith-ca init` again",
-            dd.db().display()
-        );
-    }
-    let model = store.load().context("cannot load the CA database")?;
-    let last_serial = store.last_serial()?;
-    // Hosts' last-seen data is written by the writer; the model loaded it too.
-    let user_ca = read_key(dd, &dd.user_ca())?;
-    let host_ca = read_key(dd, &dd.host_ca())?;
-    let user_ca_keys = vec![user_ca.public_key().to_openssh()?];
-    let user_ca_signer = crate::signer::CaSigner::new(&user_ca)
-        .with_context(|| format!("{} is not a usable key", dd.user_ca().display()))?;
-    let host_ca_keys = vec![host_ca.public_key().to_openssh()?];
-    let tls_root = TlsRoot::load(
-        &dd.read(&dd.tls_root_cert())?,
-        &dd.read(&dd.tls_root_key())?,
-    )
-    .context("cannot load the TLS root")?;
-    let writer = Writer::start(&dd.db())?;
-    let (version_tx, _) = watch::channel(model.version);
+    let authority = Arc::new(Authority::open(dd, cfg.authority())?);
     let oidc = match &cfg.oidc {
         Some(c) => Some(Arc::new(
             crate::oidc::Verifier::new(c.clone()).map_err(anyhow::Error::msg)?,
@@ -372,20 +142,9 @@ pub fn load(
         None => None,
     };
     Ok(Arc::new(Ca {
-        model: RwLock::new(model),
-        store: Mutex::new(store),
-        writer,
-        auth: Box::new(TokenAuthenticator),
+        authority,
         oidc,
-        user_ca_signer,
-        host_ca,
-        user_ca_keys,
-        host_ca_keys,
-        tls_root,
-        serial: AtomicU64::new(last_serial),
-        version_tx,
         shutdown,
-        cfg,
     }))
 }
 
@@ -427,7 +186,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
         .merge(crate::scim::router())
-        .merge(crate::audit::server::router())
+        .merge(audit::router())
         .fallback(|| async {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -501,7 +260,7 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
-        self.ca.writer.shutdown();
+        self.ca.authority.shutdown();
         tracing::info!("smith-ca stopped");
     }
 }
@@ -511,8 +270,8 @@ impl Running {
 /// CAs in-process with it.
 pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let ca = load(&dd, cfg.clone(), shutdown_rx.clone())?;
-    let tls = Arc::new(tls_config(&dd, &ca.tls_root)?);
+    let ca = load(&dd, &cfg, shutdown_rx.clone())?;
+    let tls = Arc::new(tls_config(&dd, ca.authority.tls_root())?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -523,12 +282,12 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
         tokio::spawn(async move { v.keys.warm().await });
     }
     {
-        let m = ca.model();
+        let m = ca.authority.model();
         tracing::info!(
             local = %addr,
-            version = m.version,
-            users = m.users.len(),
-            hosts = m.active_hosts.len(),
+            version = m.version(),
+            users = m.users().len(),
+            hosts = m.active_host_count(),
             "smith-ca serving"
         );
     }
@@ -649,29 +408,6 @@ async fn accept_loop(
         tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         tasks.abort_all();
     }
-}
-
-/// Users a change set disables or deletes, with how their certificates are revoked.
-/// `scim`: the change came from the IdP's SCIM provisioning.
-fn ended_users(changes: &[Change], scim: bool) -> Vec<(UserName, &'static str)> {
-    let mut out: Vec<(UserName, &'static str)> = Vec::new();
-    for c in changes {
-        let (name, via) = match (c, scim) {
-            (Change::DisableUser { name, .. }, false) => (name, "user_disabled"),
-            (Change::DeleteUser { name, .. }, false) => (name, "user_deleted"),
-            (Change::DisableUser { name, .. }, true) => (name, "scim_deactivated"),
-            (Change::DeleteUser { name, .. }, true) => (name, "scim_deleted"),
-            _ => continue,
-        };
-        if let Some(e) = out.iter_mut().find(|(n, _)| n == name) {
-            if via.ends_with("deleted") {
-                e.1 = via;
-            }
-        } else {
-            out.push((name.clone(), via));
-        }
-    }
-    out
 }
 
 /// Starts the server's log output: journald when it is there, else stderr.

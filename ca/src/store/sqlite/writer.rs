@@ -1,31 +1,30 @@
-//! The issuance writer: one dedicated thread that owns its own SQLite connection and
-//! records issuance decisions and certificates with group commit.
+//! The SQLite store's writer: one dedicated thread that owns the write connection and
+//! commits everything the store writes, with group commit.
 //!
-//! Requests hand it a record and wait on a oneshot channel; the thread takes every record
-//! that is pending, writes them all in one transaction (one fsync, see [`crate::db`] for
-//! why `synchronous=FULL`) and only then answers each request. Under load, batches grow
-//! while the previous fsync runs, so throughput scales with concurrency instead of
-//! paying one fsync per certificate. If a batch fails, its records are retried one by one
-//! so that one bad record cannot sink the others. Host "last seen" updates ride along in
-//! the same transactions without anyone waiting for them.
+//! Requests hand it a job and wait on a oneshot channel; the thread takes every job that
+//! is pending, writes issuance records and host uploads in as few transactions as it can
+//! (one fsync each, see [`super::schema`] for why `synchronous=FULL`) and only then
+//! answers each request. Under load, batches grow while the previous fsync runs, so
+//! throughput scales with concurrency instead of paying one fsync per certificate. If a
+//! batch of records fails, they are retried one by one so that one bad record cannot
+//! sink the others. Host "last seen" updates ride along without anyone waiting for them.
 //!
 //! Also keeps the persisted serial high-water mark, so serials never repeat across
-//! restarts, and the CA's own audit chain (`@ca`): each decision gets its chain record
-//! in the same transaction (hashing only, no extra fsync). Host audit uploads are
-//! verified against the stored chain and stored (or their rejection recorded) here too,
-//! so that one writer orders every append to the audit tables. Model changes that need
-//! audit records (certificate revocations) are committed here as well
-//! ([`Writer::commit`]): the changes and one `@ca` record per revocation in one
-//! transaction.
+//! restarts, and the CA's own audit chain (`@ca`): each decision and each revocation
+//! gets its chain record in the same transaction (hashing only, no extra fsync). Model
+//! commits are written here too, after the records queued with them, so that one thread
+//! orders every write.
 //!
-//! Must never: answer a request before its record is committed, or block an async task
+//! Must never: answer a request before its write is committed, or block an async task
 //! (callers only do a non-blocking send and await the reply).
 
-use crate::audit::store::{self as audit, Rejected, CA_CHAIN};
-use crate::db::{open_connection, Counters, StoreError};
+use super::audit;
+use super::schema::open_connection;
+use crate::audit::{check_batch, AuditOutcome, CA_CHAIN};
 use crate::model::Change;
+use crate::store::{Commit, Pending, Record, StoreError, WriteError};
 use rusqlite::{params, Connection};
-use smith_api::chain::{self, AuditAck, AuditRecord};
+use smith_api::chain::{self, AuditRecord};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -37,46 +36,6 @@ use tokio::sync::oneshot;
 const MAX_BATCH: usize = 4096;
 /// Pending jobs beyond which new requests are refused (503) instead of queued.
 const QUEUE_CAPACITY: usize = 65_536;
-
-#[derive(Debug, Clone)]
-pub struct DecisionRow {
-    pub at: u64,
-    pub user: String,
-    pub allowed: bool,
-    pub reason: String,
-    pub scope: String,
-    pub requested_ttl_secs: u64,
-    pub source_ip: String,
-    pub grant_ids: Vec<u64>,
-}
-
-#[derive(Debug, Clone)]
-pub struct CertRow {
-    pub serial: u64,
-    pub key_id: String,
-    pub principals: Vec<String>,
-    pub scope: String,
-    pub valid_after: u64,
-    pub valid_before: u64,
-    pub request_id: String,
-    pub public_key_fp: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub decision: DecisionRow,
-    pub cert: Option<CertRow>,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    #[error("the CA is overloaded (too many pending records); retry in a moment")]
-    Overloaded,
-    #[error("the CA is shutting down")]
-    ShuttingDown,
-    #[error("could not record the decision durably: {0}")]
-    Failed(String),
-}
 
 enum Job {
     Record {
@@ -94,24 +53,10 @@ enum Job {
         done: oneshot::Sender<Result<AuditOutcome, WriteError>>,
     },
     Commit {
-        commit: Box<PendingCommit>,
-        done: oneshot::Sender<Result<(), WriteError>>,
+        commit: Box<Commit>,
+        done: oneshot::Sender<Result<(), StoreError>>,
     },
 }
-
-/// Model changes to commit with their audit records (see [`Writer::commit`]).
-#[derive(Debug)]
-pub struct PendingCommit {
-    pub counters: Counters,
-    pub changes: Vec<Change>,
-    pub new_version: Option<u64>,
-    pub what: String,
-    pub now: u64,
-}
-
-/// A host upload's outcome: the new head, or why the batch was refused (the refusal
-/// itself is stored).
-pub type AuditOutcome = Result<AuditAck, Rejected>;
 
 /// A host upload waiting for the writer: host, records, where to answer.
 type Upload = (
@@ -120,7 +65,7 @@ type Upload = (
     oneshot::Sender<Result<AuditOutcome, WriteError>>,
 );
 
-pub struct Writer {
+pub(super) struct Writer {
     tx: RwLock<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -148,43 +93,42 @@ impl Writer {
         })
     }
 
-    /// Records a decision (and its certificate); resolves to the decision id once
-    /// committed.
-    pub async fn record(&self, rec: Record) -> Result<u64, WriteError> {
+    /// Queues a decision (and its certificate); answers the decision id once committed.
+    pub fn record(&self, rec: Record) -> Pending<u64> {
         let (done, wait) = oneshot::channel();
-        self.send(Job::Record {
+        if let Err(e) = self.send(Job::Record {
             rec: Box::new(rec),
             done,
-        })?;
-        wait.await.map_err(|_| WriteError::ShuttingDown)?
+        }) {
+            return crate::store::answered(Err(e));
+        }
+        wait
     }
 
-    /// Verifies and stores a host's audit upload (one transaction).
-    pub async fn audit(
-        &self,
-        host: String,
-        records: Vec<AuditRecord>,
-    ) -> Result<AuditOutcome, WriteError> {
+    /// Queues a host's audit upload (verified and stored in one transaction).
+    pub fn audit(&self, host: String, records: Vec<AuditRecord>) -> Pending<AuditOutcome> {
         let (done, wait) = oneshot::channel();
-        self.send(Job::Audit {
+        if let Err(e) = self.send(Job::Audit {
             host,
             records,
             done,
-        })?;
-        wait.await.map_err(|_| WriteError::ShuttingDown)?
+        }) {
+            return crate::store::answered(Err(e));
+        }
+        wait
     }
 
     /// Commits model changes in one transaction with a `@ca` audit record for each
-    /// revocation among them. Blocking: call it from a blocking thread (the admin
-    /// mutation path runs in `spawn_blocking`). Every job queued before it is committed
-    /// first.
-    pub fn commit(&self, commit: PendingCommit) -> Result<(), WriteError> {
+    /// revocation among them. Blocking: call it from a blocking thread. Every job queued
+    /// before it is committed first.
+    pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.send(Job::Commit {
             commit: Box::new(commit),
             done,
         })?;
-        wait.blocking_recv().map_err(|_| WriteError::ShuttingDown)?
+        wait.blocking_recv()
+            .map_err(|_| StoreError::Write(WriteError::ShuttingDown))?
     }
 
     /// Notes that a host synced; written with the next batch, nobody waits.
@@ -263,10 +207,10 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
         // After the records queued with them: a revocation sweep then sees every
         // certificate issued before it was asked for.
         for (commit, done) in commits {
-            let r = write_commit(&mut conn, &commit, &mut ca_head).map_err(|e| {
+            let r = write_commit(&mut conn, &commit, &mut ca_head);
+            if let Err(e) = &r {
                 tracing::error!(error = %e, change = %commit.what, "could not commit a change");
-                WriteError::Failed(e.to_string())
-            });
+            }
             let _ = done.send(r);
         }
     }
@@ -275,7 +219,7 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
 /// Model changes and the `@ca` records of their revocations, in one transaction.
 fn write_commit(
     conn: &mut Connection,
-    c: &PendingCommit,
+    c: &Commit,
     ca_head: &mut (u64, [u8; 32]),
 ) -> Result<(), StoreError> {
     if ca_head.0 == u64::MAX {
@@ -283,12 +227,16 @@ fn write_commit(
     }
     let mut head = *ca_head;
     let tx = conn.transaction()?;
-    crate::db::write_changes(&tx, &c.counters, &c.changes, c.new_version, &c.what, c.now)?;
+    super::persist::write_commit(&tx, c)?;
     for change in &c.changes {
         if let Change::Revoke(list) = change {
             for r in list {
-                let rec =
-                    chain::next_record(CA_CHAIN, head.0, &head.1, crate::revoke::audit_event(r));
+                let rec = chain::next_record(
+                    CA_CHAIN,
+                    head.0,
+                    &head.1,
+                    crate::audit::revocation_event(r),
+                );
                 audit::insert(&tx, CA_CHAIN, &rec, c.now)?;
                 head = (
                     rec.seq,
@@ -347,12 +295,12 @@ fn write_uploads(conn: &mut Connection, uploads: Vec<Upload>) {
         let tx = conn.transaction()?;
         let mut outcomes = Vec::with_capacity(uploads.len());
         for (host, records, _) in &uploads {
-            match audit::check_batch(&tx, host, records)? {
+            match check_batch(audit::head(&tx, host)?, host, records) {
                 Ok(head) => {
                     for r in records {
                         audit::insert(&tx, host, r, now)?;
                     }
-                    outcomes.push(Ok(audit::ack_of(head)));
+                    outcomes.push(Ok(crate::audit::ack_of(head)));
                 }
                 Err(rej) => {
                     audit::record_rejection(&tx, host, &rej, records, now)?;

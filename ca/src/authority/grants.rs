@@ -1,0 +1,99 @@
+//! Grants: a group × a host-tag selector × a level, with conditions (max TTL, source
+//! networks, reason required, time windows), validated and parsed once when added.
+//!
+//! Must never: store a grant whose conditions cannot be evaluated exactly (an unparsable
+//! window, a malformed network), or one longer than the CA's maximum.
+
+use super::{Authority, Error};
+use crate::model::{Change, Grant};
+use crate::origin::Origin;
+use crate::timewin::{Window, MAX_WINDOWS};
+use ipnet::IpNet;
+use smith_proto::{GroupName, Level, Tags};
+
+/// Most source networks one grant may list.
+pub const MAX_CIDRS: usize = 32;
+
+/// A grant to add, as asked (validated by [`Authority::add_grant`]).
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub group: GroupName,
+    pub selector: Tags,
+    pub level: Level,
+    pub max_ttl_secs: u64,
+    /// CIDR texts, e.g. `10.0.0.0/8`.
+    pub source_cidrs: Vec<String>,
+    pub require_reason: bool,
+    /// Window texts, e.g. `mon-fri 09:00-18:00 Europe/Paris`.
+    pub time_windows: Vec<String>,
+}
+
+impl Authority {
+    /// Adds a grant; answers it as stored.
+    pub fn add_grant(&self, origin: &Origin, new: NewGrant) -> Result<Grant, Error> {
+        let max = self.cfg.max_cert_ttl.as_secs();
+        if new.max_ttl_secs < crate::issue::MIN_TTL_SECS || new.max_ttl_secs > max {
+            return Err(Error::InvalidTtl {
+                what: "a grant's max TTL",
+                min: crate::issue::MIN_TTL_SECS,
+                max,
+            });
+        }
+        if new.source_cidrs.len() > MAX_CIDRS {
+            return Err(Error::TooManyCidrs(MAX_CIDRS));
+        }
+        let source_cidrs = new
+            .source_cidrs
+            .iter()
+            .map(|c| {
+                c.trim()
+                    .parse::<IpNet>()
+                    .map(|n| n.trunc())
+                    .map_err(|_| Error::InvalidCidr(c.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if new.time_windows.len() > MAX_WINDOWS {
+            return Err(Error::TooManyTimeWindows(MAX_WINDOWS));
+        }
+        let time_windows = new
+            .time_windows
+            .iter()
+            .map(|w| Window::parse(w).map_err(Error::InvalidTimeWindow))
+            .collect::<Result<Vec<_>, _>>()?;
+        let what = format!("grant add {} {} {}", new.group, new.selector, new.level);
+        let (_, id) = self.mutate(origin, what, |m, _, at| {
+            if m.group(&new.group).is_none() {
+                return Err(Error::UnknownGroup(new.group.clone()));
+            }
+            let id = m.next_grant_id();
+            Ok((
+                vec![Change::AddGrant(Grant {
+                    id,
+                    group: new.group.clone(),
+                    selector: new.selector.clone(),
+                    level: new.level,
+                    max_ttl_secs: new.max_ttl_secs,
+                    source_cidrs,
+                    require_reason: new.require_reason,
+                    time_windows,
+                    created_at: at,
+                })],
+                id,
+            ))
+        })?;
+        self.model()
+            .grants()
+            .get(&id)
+            .cloned()
+            .ok_or(Error::NoSuchGrant(id))
+    }
+
+    /// Removes a grant; answers it as it was.
+    pub fn remove_grant(&self, origin: &Origin, id: u64) -> Result<Grant, Error> {
+        let (_, grant) = self.mutate(origin, format!("grant remove {id}"), |m, _, at| {
+            let g = m.grants().get(&id).cloned().ok_or(Error::NoSuchGrant(id))?;
+            Ok((vec![Change::RemoveGrant { id, at }], g))
+        })?;
+        Ok(grant)
+    }
+}

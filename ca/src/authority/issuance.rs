@@ -1,0 +1,272 @@
+//! Certificate issuance, end to end: who is asking (a user token, or an OIDC ID token
+//! verified by the adapter, whose nonce must match and whose sign-in may provision the
+//! user and set their memberships), the decision from the in-memory model
+//! ([`crate::issue::decide`]), the serial, the key ID, the signature, the durable record
+//! of the decision and the certificate (through the store's group commit), and only then
+//! the answer. Denials are recorded too, with their reason.
+//!
+//! Must never: read the store on this path, answer before the record is durable, sign for
+//! a principal other than the authenticated user's name, or hand out a certificate whose
+//! user was disabled while it was being issued.
+
+use super::{now, Authority, Error};
+use crate::auth::request_id;
+use crate::issue::{decide, Denied, IssueRequest};
+use crate::oidc::{IdToken, Refusal};
+use crate::sshca::{fingerprint, parse_subject_key, sign_user_cert, UserCertSpec};
+use crate::store::{settled, CertRow, DecisionRow, Record};
+use smith_api::ErrorCode;
+use smith_proto::{Tags, UserName};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use super::hosts::BACKDATE_SECS;
+
+/// Who asks for a certificate.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A user token, settled by the adapter.
+    Token(UserName),
+    /// An OIDC ID token: verified (then signed in here), or refused by verification.
+    Oidc(Result<IdToken, Refusal>),
+}
+
+/// A certificate request.
+#[derive(Debug, Clone)]
+pub struct IssueInput {
+    pub caller: Caller,
+    /// One OpenSSH public key line.
+    pub public_key: String,
+    pub scope: Tags,
+    pub ttl_secs: u64,
+    pub reason: Option<String>,
+    /// The request's source address (for grants with source networks).
+    pub source: IpAddr,
+    /// The nonce of the client's OIDC sign-in, when it presents an ID token.
+    pub oidc_nonce: Option<String>,
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// One OpenSSH line.
+    pub certificate: String,
+    pub serial: u64,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    pub scope: Tags,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    /// Set when the requested TTL was clipped.
+    pub clipped_to: Option<u64>,
+}
+
+/// Why no certificate was issued: a recorded denial, or a failure of the CA.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IssueError {
+    #[error("{}", .0.reason)]
+    Denied(Denied),
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl IssueError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            IssueError::Denied(d) => d.code,
+            IssueError::Failed(e) => e.code(),
+        }
+    }
+}
+
+impl Authority {
+    /// Records a denial and returns it.
+    async fn deny(&self, mut decision: DecisionRow, d: Denied) -> IssueError {
+        decision.allowed = false;
+        decision.reason = d.reason.clone();
+        decision.grant_ids = d.grant_ids.clone();
+        tracing::info!(user = %decision.user, scope = %decision.scope, code = %d.code, reason = %d.reason, "certificate denied");
+        match settled(self.store.record(Record {
+            decision,
+            cert: None,
+        }))
+        .await
+        {
+            Ok(_) => IssueError::Denied(d),
+            Err(e) => IssueError::Failed(e.into()),
+        }
+    }
+
+    /// Applies a verified OIDC sign-in (nonce rule, provisioning, memberships); returns
+    /// the user and a note for the decision log.
+    async fn oidc_caller(
+        self: &Arc<Self>,
+        t: IdToken,
+        nonce: Option<&str>,
+    ) -> Result<(UserName, String), Denied> {
+        crate::oidc::verify::check_nonce(t.nonce.as_deref(), nonce)
+            .map_err(|r| Denied::new(r.code, r.reason))?;
+        if !t.ignored_groups.is_empty() {
+            tracing::info!(user = %t.username, ignored = ?t.ignored_groups, "OIDC groups that are not valid group names were ignored");
+        }
+        let me = self.clone();
+        let token = t.clone();
+        tokio::task::spawn_blocking(move || me.sign_in(&token))
+            .await
+            .map_err(|e| Denied::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| Denied::new(e.code(), e.to_string()))?;
+        let groups: Vec<&str> = t.groups.iter().map(|g| g.as_str()).collect();
+        let note = format!(
+            "via OIDC (sub {}, token groups: {})",
+            t.subject,
+            if groups.is_empty() {
+                "none".to_string()
+            } else {
+                groups.join(",")
+            }
+        );
+        Ok((t.username, note))
+    }
+
+    /// Issues a certificate (see the module doc).
+    pub async fn issue(self: &Arc<Self>, input: IssueInput) -> Result<Issued, IssueError> {
+        let at = now();
+        let mut decision = DecisionRow {
+            at,
+            user: String::new(),
+            allowed: false,
+            reason: String::new(),
+            scope: input.scope.to_string(),
+            requested_ttl_secs: input.ttl_secs,
+            source_ip: input.source.to_string(),
+            grant_ids: vec![],
+        };
+        let (user, via) = match input.caller {
+            Caller::Token(u) => (u, None),
+            Caller::Oidc(verified) => {
+                let outcome = match verified {
+                    Ok(t) => {
+                        decision.user = t.username.to_string();
+                        self.oidc_caller(t, input.oidc_nonce.as_deref()).await
+                    }
+                    Err(r) => {
+                        decision.user = r
+                            .claimed_user
+                            .clone()
+                            .unwrap_or_else(|| "(unknown)".to_string());
+                        Err(Denied::new(r.code, r.reason))
+                    }
+                };
+                match outcome {
+                    Ok((u, note)) => (u, Some(note)),
+                    Err(mut d) => {
+                        d.reason = format!("ID token refused: {}", d.reason);
+                        return Err(self.deny(decision, d).await);
+                    }
+                }
+            }
+        };
+        decision.user = user.to_string();
+        let with_via = |mut d: Denied| {
+            if let Some(v) = &via {
+                d.reason = format!("{} [{v}]", d.reason);
+            }
+            d
+        };
+        let subject = match parse_subject_key(&input.public_key) {
+            Ok(k) => k,
+            Err(e) => {
+                let d = Denied::new(ErrorCode::InvalidPublicKey, e.to_string());
+                return Err(self.deny(decision, with_via(d)).await);
+            }
+        };
+        let outcome = {
+            let m = self.model();
+            decide(
+                &m,
+                &IssueRequest {
+                    user: &user,
+                    scope: &input.scope,
+                    ttl_secs: input.ttl_secs,
+                    reason: input.reason.as_deref(),
+                    source: input.source.to_canonical(),
+                    ca_max_ttl_secs: self.cfg.max_cert_ttl.as_secs(),
+                    now: at,
+                },
+            )
+        };
+        let allowed = match outcome {
+            Ok(a) => a,
+            Err(d) => return Err(self.deny(decision, with_via(d)).await),
+        };
+        let serial = self.next_serial();
+        let rid = request_id();
+        let key_id = format!("smith:{user}:{rid}");
+        let valid_after = at.saturating_sub(BACKDATE_SECS);
+        let valid_before = at + allowed.validity_secs;
+        let scope_text = input.scope.to_string();
+        let cert = sign_user_cert(
+            &self.keys.user_ca,
+            &subject,
+            &UserCertSpec {
+                serial,
+                key_id: &key_id,
+                principal: user.as_str(),
+                valid_after,
+                valid_before,
+                source_address: allowed.source_address.clone(),
+                scope: (!input.scope.is_empty()).then(|| scope_text.clone()),
+            },
+        )
+        .map_err(|e| Error::internal("signing a certificate", e))?;
+        let line = cert
+            .to_openssh()
+            .map_err(|e| Error::internal("encoding a certificate", e))?;
+        decision.allowed = true;
+        decision.reason = match &input.reason {
+            Some(r) if !r.is_empty() => format!("{}; reason: {r}", allowed.summary),
+            _ => allowed.summary.clone(),
+        };
+        if let Some(v) = &via {
+            decision.reason.push_str(&format!(" [{v}]"));
+        }
+        decision.grant_ids = allowed.grant_ids.clone();
+        settled(self.store.record(Record {
+            decision,
+            cert: Some(CertRow {
+                serial,
+                key_id: key_id.clone(),
+                principals: vec![user.to_string()],
+                scope: scope_text,
+                valid_after,
+                valid_before,
+                request_id: rid,
+                public_key_fp: fingerprint(&subject),
+            }),
+        }))
+        .await
+        .map_err(Error::from)?;
+        // A disable or delete that reached the model while this certificate was being
+        // signed revokes only the certificates committed by then (see `mutate`): never
+        // hand out one it may have missed.
+        if self.model().user(&user).is_none_or(|u| u.disabled) {
+            return Err(IssueError::Denied(Denied::new(
+                ErrorCode::UserDisabled,
+                format!("user '{user}' was disabled while this certificate was being issued"),
+            )));
+        }
+        // Debug, not info: one line per certificate costs the hot path more than the rest
+        // of its bookkeeping, and every issuance is in the decisions and the `@ca` chain.
+        tracing::debug!(%user, serial, key_id = %key_id, scope = %input.scope, validity = allowed.validity_secs, "certificate issued");
+        Ok(Issued {
+            certificate: line,
+            serial,
+            key_id,
+            principals: vec![user.to_string()],
+            scope: input.scope,
+            valid_after,
+            valid_before,
+            clipped_to: allowed.clipped_to,
+        })
+    }
+}

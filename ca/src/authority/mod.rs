@@ -1,0 +1,453 @@
+//! The authority: the one place where the CA's rules live. It owns the in-memory
+//! [`Model`], the durable [`Store`], the signers and the TLS root, and exposes typed
+//! commands (users, groups, grants, tokens, hosts, issuance, revocation, audit) that take
+//! an [`Origin`] and return typed results or a typed [`Error`]. HTTP, SCIM and OIDC
+//! sign-in are adapters over it: they parse, call, and map errors to their transport.
+//!
+//! Every change goes through one path ([`Authority::mutate`]): plan against the model
+//! (mutations are serialized, so the plan cannot go stale), commit to the store in one
+//! transaction, apply to the model, wake long-polling hosts. A change that disables or
+//! deletes a user also revokes every still-valid certificate of theirs in the same
+//! transaction; after the model is updated (from then on issuance refuses the user) a
+//! second pass revokes any certificate whose issuance was in flight and got committed
+//! meanwhile, and issuance checks the model again after its record is durable.
+//!
+//! Commands that touch the store block (call them off the async runtime, e.g. with
+//! `spawn_blocking`); issuance and audit uploads are async (they await the store's group
+//! commit).
+//!
+//! Must never: change the model without a committed transaction, hold the model lock
+//! across an await point, or sign anything no grant allows.
+
+mod audit;
+mod directory;
+mod error;
+mod grants;
+mod hosts;
+mod issuance;
+mod revocation;
+
+pub use directory::{gecos_from, MemberOp, NewGroup, NewUser, UserUpdate};
+pub use error::Error;
+pub use grants::NewGrant;
+pub use hosts::{EnrollInput, Enrolled, HostTokenInput};
+pub use issuance::{Caller, IssueError, IssueInput, Issued};
+pub use revocation::RevokeOutcome;
+
+use crate::auth::{AuthError, Authenticator, Principal, TokenAuthenticator};
+use crate::datadir::DataDir;
+use crate::model::{Change, Model, Revocation, RevokeVia};
+use crate::origin::Origin;
+use crate::signer::CaSigner;
+use crate::store::{Commit, Counters, Store};
+use crate::tlsca::TlsRoot;
+use anyhow::Context;
+use smith_proto::UserName;
+use ssh_key::PrivateKey;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The CA-wide settings of a running authority.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Longest user certificate, whatever the grants say.
+    pub max_cert_ttl: Duration,
+    /// Lifetime of hosts' mTLS client certificates.
+    pub host_cert_ttl: Duration,
+    /// Validity of SSH host certificates.
+    pub host_ssh_cert_ttl: Duration,
+    /// Lifetime of user tokens minted without one.
+    pub default_user_token_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_cert_ttl: Duration::from_secs(24 * 3600),
+            host_cert_ttl: Duration::from_secs(24 * 3600),
+            host_ssh_cert_ttl: Duration::from_secs(90 * 86400),
+            default_user_token_ttl: Duration::from_secs(7 * 86400),
+        }
+    }
+}
+
+/// The CA's keys: the user CA (prepared for signing), the host CA, the TLS root.
+pub struct Keys {
+    pub user_ca: CaSigner,
+    pub host_ca: PrivateKey,
+    /// OpenSSH lines of the user CA keys hosts trust (the signing key first).
+    pub user_ca_keys: Vec<String>,
+    /// OpenSSH lines of the host CA keys clients trust.
+    pub host_ca_keys: Vec<String>,
+    pub tls_root: TlsRoot,
+}
+
+fn read_key(dd: &DataDir, path: &std::path::Path) -> anyhow::Result<PrivateKey> {
+    let text = dd.read(path)?;
+    PrivateKey::from_openssh(text.trim())
+        .with_context(|| format!("{} is not an OpenSSH private key", path.display()))
+}
+
+impl Keys {
+    /// The keys of the data directory `dd`.
+    pub fn load(dd: &DataDir) -> anyhow::Result<Keys> {
+        let user_ca = read_key(dd, &dd.user_ca())?;
+        let host_ca = read_key(dd, &dd.host_ca())?;
+        let user_ca_keys = vec![user_ca.public_key().to_openssh()?];
+        let host_ca_keys = vec![host_ca.public_key().to_openssh()?];
+        let signer = CaSigner::new(&user_ca)
+            .with_context(|| format!("{} is not a usable key", dd.user_ca().display()))?;
+        let tls_root = TlsRoot::load(
+            &dd.read(&dd.tls_root_cert())?,
+            &dd.read(&dd.tls_root_key())?,
+        )
+        .context("cannot load the TLS root")?;
+        Ok(Keys {
+            user_ca: signer,
+            host_ca,
+            user_ca_keys,
+            host_ca_keys,
+            tls_root,
+        })
+    }
+}
+
+/// When a host last talked to the CA (kept beside the model, not in it: it changes on
+/// every sync and is no policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Liveness {
+    pub last_seen: Option<u64>,
+    pub synced_version: Option<u64>,
+}
+
+pub struct Authority {
+    model: RwLock<Model>,
+    store: Box<dyn Store>,
+    /// Serializes mutations: plan, commit and apply happen one change at a time.
+    mutations: Mutex<()>,
+    auth: Box<dyn Authenticator>,
+    keys: Keys,
+    cfg: Config,
+    /// Last certificate serial handed out.
+    serial: AtomicU64,
+    version_tx: watch::Sender<u64>,
+    liveness: Mutex<HashMap<u64, Liveness>>,
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Authority {
+    /// The authority over `store` (initialized) with `keys`.
+    pub fn new(store: Box<dyn Store>, keys: Keys, cfg: Config) -> Result<Authority, Error> {
+        if !store.is_initialized()? {
+            return Err(Error::internal(
+                "loading the CA",
+                "the store was never initialized (smith-ca init)",
+            ));
+        }
+        let loaded = store.load(now())?;
+        let (version_tx, _) = watch::channel(loaded.model.version());
+        let liveness = loaded
+            .liveness
+            .into_iter()
+            .map(|(id, (last_seen, synced_version))| {
+                (
+                    id,
+                    Liveness {
+                        last_seen,
+                        synced_version,
+                    },
+                )
+            })
+            .collect();
+        Ok(Authority {
+            model: RwLock::new(loaded.model),
+            store,
+            mutations: Mutex::new(()),
+            auth: Box::new(TokenAuthenticator),
+            keys,
+            cfg,
+            serial: AtomicU64::new(loaded.last_serial),
+            version_tx,
+            liveness: Mutex::new(liveness),
+        })
+    }
+
+    /// The authority of the data directory `dd` (its keys and its SQLite store).
+    pub fn open(dd: &DataDir, cfg: Config) -> anyhow::Result<Authority> {
+        if !dd.db().exists() {
+            anyhow::bail!(
+                "{} does not exist\nhint: create the CA first with `smith-ca init --data-dir {}`",
+                dd.db().display(),
+                dd.root.display()
+            );
+        }
+        let store = crate::store::sqlite::SqliteStore::open(&dd.db())
+            .context("cannot open the CA database")?;
+        if !crate::store::Store::is_initialized(&store)? {
+            anyhow::bail!(
+                "{} was never initialized; remove it and run `smith-ca init` again",
+                dd.db().display()
+            );
+        }
+        let keys = Keys::load(dd)?;
+        Authority::new(Box::new(store), keys, cfg).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Reads the model (never hold it across an await point).
+    pub fn model(&self) -> RwLockReadGuard<'_, Model> {
+        self.model.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn model_mut(&self) -> RwLockWriteGuard<'_, Model> {
+        self.model.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// OpenSSH lines of the user CA keys (what hosts put in `TrustedUserCAKeys`).
+    pub fn user_ca_keys(&self) -> &[String] {
+        &self.keys.user_ca_keys
+    }
+
+    /// OpenSSH lines of the host CA keys (for `@cert-authority` lines).
+    pub fn host_ca_keys(&self) -> &[String] {
+        &self.keys.host_ca_keys
+    }
+
+    /// The TLS root clients pin.
+    pub fn tls_root(&self) -> &TlsRoot {
+        &self.keys.tls_root
+    }
+
+    /// Wakes when the policy version changes (long-polling hosts).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version_tx.subscribe()
+    }
+
+    /// Who a bearer credential belongs to.
+    pub fn authenticate(&self, credential: &str) -> Result<Principal, AuthError> {
+        self.auth.authenticate(&self.model(), credential, now())
+    }
+
+    /// Stops background work and finishes pending writes.
+    pub fn shutdown(&self) {
+        self.store.shutdown()
+    }
+
+    /// The next certificate serial: unique and increasing, never repeated across restarts
+    /// (the store persists the high-water mark with each certificate).
+    fn next_serial(&self) -> u64 {
+        self.serial.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// When each host last synced.
+    pub fn liveness(&self, host_id: u64) -> Liveness {
+        self.liveness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Records that a host synced, in memory now and in the store soon.
+    pub fn host_seen(&self, host_id: u64, synced_version: Option<u64>) {
+        let at = now();
+        {
+            let mut l = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+            let e = l.entry(host_id).or_default();
+            e.last_seen = Some(at);
+            if synced_version.is_some() {
+                e.synced_version = synced_version;
+            }
+        }
+        self.store.host_seen(host_id, at, synced_version);
+    }
+
+    /// Runs one mutation (see the module doc): `plan` computes the changes (and a value
+    /// for the caller) from the current model and the store. Returns the version after
+    /// the change and the planned value.
+    fn mutate<T>(
+        &self,
+        origin: &Origin,
+        what: String,
+        plan: impl FnOnce(&Model, &dyn Store, u64) -> Result<(Vec<Change>, T), Error>,
+    ) -> Result<(u64, T), Error> {
+        let _serial = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
+        let at = now();
+        let (changes, out, new_version, current, counters) = {
+            let m = self.model();
+            let (mut changes, out) = plan(&m, self.store.as_ref(), at)?;
+            let ended = ended_users(&changes, origin);
+            if !ended.is_empty() {
+                let revs = self.revocations_for(&ended, &changes, at)?;
+                if !revs.is_empty() {
+                    changes.push(Change::Revoke(revs));
+                }
+            }
+            let nv = changes
+                .iter()
+                .any(Change::is_policy)
+                .then_some(m.version() + 1);
+            (changes, out, nv, m.version(), Counters::of(&m))
+        };
+        if changes.is_empty() {
+            return Ok((current, out));
+        }
+        let ended = ended_users(&changes, origin);
+        self.commit_and_apply(origin, &what, changes, counters, new_version, at)?;
+        // Issuances decided before the model said "disabled" may have been recorded
+        // since the plan read the certificates: revoke those too.
+        let mut version = new_version.unwrap_or(current);
+        if !ended.is_empty() {
+            let at = now();
+            let (revs, counters, nv) = {
+                let m = self.model();
+                let revs = self.revocations_for(&ended, &[], at)?;
+                (revs, Counters::of(&m), m.version() + 1)
+            };
+            if !revs.is_empty() {
+                tracing::warn!(
+                    count = revs.len(),
+                    "certificates issued while their user was being disabled; revoking them too"
+                );
+                let what = format!("{what} (certificates issued meanwhile)");
+                self.commit_and_apply(
+                    origin,
+                    &what,
+                    vec![Change::Revoke(revs)],
+                    counters,
+                    Some(nv),
+                    at,
+                )?;
+                version = nv;
+            }
+        }
+        Ok((version, out))
+    }
+
+    /// The revocations of every still-valid certificate of `users` not already in
+    /// `changes`.
+    fn revocations_for(
+        &self,
+        users: &[(UserName, RevokeVia)],
+        changes: &[Change],
+        at: u64,
+    ) -> Result<Vec<Revocation>, Error> {
+        let planned: BTreeSet<u64> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Revoke(l) => Some(l.iter().map(|r| r.serial)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut out = Vec::new();
+        for (user, via) in users {
+            let certs: Vec<smith_api::IssuedCert> = self
+                .store
+                .valid_certs_of(user, at)?
+                .into_iter()
+                .filter(|c| !planned.contains(&c.serial))
+                .collect();
+            let reason = match via {
+                RevokeVia::UserDeleted => format!("user {user} was deleted"),
+                RevokeVia::ScimDeleted => format!("user {user} was deleted by SCIM provisioning"),
+                RevokeVia::ScimDeactivated => {
+                    format!("user {user} was deactivated by SCIM provisioning")
+                }
+                _ => format!("user {user} was disabled"),
+            };
+            out.extend(self.revocations(&certs, at, &reason, *via));
+        }
+        Ok(out)
+    }
+
+    /// The revocation rows for `certs`.
+    fn revocations(
+        &self,
+        certs: &[smith_api::IssuedCert],
+        at: u64,
+        reason: &str,
+        via: RevokeVia,
+    ) -> Vec<Revocation> {
+        let ca_key = self.keys.user_ca_keys.first().cloned().unwrap_or_default();
+        certs
+            .iter()
+            .map(|c| Revocation {
+                serial: c.serial,
+                key_id: c.key_id.clone(),
+                user: c.user.clone(),
+                valid_before: c.valid_before,
+                ca_key: ca_key.clone(),
+                revoked_at: at,
+                reason: reason.to_string(),
+                via,
+            })
+            .collect()
+    }
+
+    /// Commits, applies to the model and wakes the hosts.
+    fn commit_and_apply(
+        &self,
+        origin: &Origin,
+        what: &str,
+        changes: Vec<Change>,
+        counters: Counters,
+        new_version: Option<u64>,
+        at: u64,
+    ) -> Result<(), Error> {
+        self.store.commit(Commit {
+            counters,
+            changes: changes.clone(),
+            new_version,
+            origin: origin.clone(),
+            what: what.to_string(),
+            now: at,
+        })?;
+        self.model_mut().apply(&changes, new_version);
+        if let Some(v) = new_version {
+            self.version_tx.send_replace(v);
+            tracing::info!(version = v, change = %what, origin = %origin, "policy changed");
+        } else {
+            tracing::info!(change = %what, origin = %origin, "state changed");
+        }
+        Ok(())
+    }
+}
+
+/// Users a change set disables or deletes, with how their certificates are revoked
+/// (what the origin says: SCIM's own kinds for the IdP's provisioning).
+fn ended_users(changes: &[Change], origin: &Origin) -> Vec<(UserName, RevokeVia)> {
+    let scim = matches!(origin, Origin::Scim);
+    let mut out: Vec<(UserName, RevokeVia)> = Vec::new();
+    for c in changes {
+        let (name, via) = match (c, scim) {
+            (Change::DisableUser { name, .. }, false) => (name, RevokeVia::UserDisabled),
+            (Change::DeleteUser { name, .. }, false) => (name, RevokeVia::UserDeleted),
+            (Change::DisableUser { name, .. }, true) => (name, RevokeVia::ScimDeactivated),
+            (Change::DeleteUser { name, .. }, true) => (name, RevokeVia::ScimDeleted),
+            _ => continue,
+        };
+        if let Some(e) = out.iter_mut().find(|(n, _)| n == name) {
+            if via.is_deletion() {
+                e.1 = via;
+            }
+        } else {
+            out.push((name.clone(), via));
+        }
+    }
+    out
+}

@@ -1,0 +1,825 @@
+//! The store conformance suite: the [`Store`] contract as executable checks, run against
+//! every store (`run_all` from each store's tests). A store that passes can stand in for
+//! another; a behaviour only one store has is not part of the contract.
+
+use super::{
+    CertQuery, CertRow, Commit, Counters, DecisionRow, InitMeta, Record, Selector, Store,
+    StoreError,
+};
+use crate::audit::{Filter, CA_CHAIN};
+use crate::model::{
+    Change, Grant, Group, Host, HostCert, IdKind, Model, Revocation, RevokeVia, Token, TokenKind,
+    User,
+};
+use crate::origin::Origin;
+use smith_api::chain::{self, AuditRecord, GENESIS};
+use smith_api::ErrorCode;
+use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
+use std::collections::BTreeSet;
+
+const NOW: u64 = 1_800_000_000;
+
+/// One check of the contract.
+type Check = fn(&dyn Store);
+
+/// Runs every check, each on a fresh store from `fresh` (not yet initialized).
+pub fn run_all(fresh: impl Fn() -> Box<dyn Store>) {
+    let checks: &[(&str, Check)] = &[
+        ("initialize", initialize),
+        ("commit_then_load_round_trips", commit_then_load_round_trips),
+        (
+            "deleted_names_come_back_with_their_ids",
+            deleted_names_come_back_with_their_ids,
+        ),
+        (
+            "a_refused_commit_leaves_nothing_behind",
+            a_refused_commit_leaves_nothing_behind,
+        ),
+        (
+            "records_are_chained_and_listed",
+            records_are_chained_and_listed,
+        ),
+        (
+            "a_serial_or_request_id_is_recorded_once",
+            a_serial_or_request_id_is_recorded_once,
+        ),
+        ("revocations", revocations),
+        (
+            "audit_uploads_continue_the_chain",
+            audit_uploads_continue_the_chain,
+        ),
+        (
+            "liveness_and_out_of_band_inputs",
+            liveness_and_out_of_band_inputs,
+        ),
+    ];
+    for (name, check) in checks {
+        let store = fresh();
+        store
+            .initialize(&InitMeta {
+                id_range: IdRange::new(200000, 299999).unwrap(),
+                user_ca_algorithm: "ed25519",
+                admin_token_hash: "admin-hash",
+                now: NOW,
+            })
+            .unwrap_or_else(|e| panic!("{name}: initialize: {e}"));
+        eprintln!("conformance: {name}");
+        check(store.as_ref());
+        store.shutdown();
+    }
+}
+
+fn un(s: &str) -> UserName {
+    UserName::new(s).unwrap()
+}
+fn gn(s: &str) -> GroupName {
+    GroupName::new(s).unwrap()
+}
+
+fn load(s: &dyn Store) -> Model {
+    s.load(NOW).unwrap().model
+}
+
+/// Commits `changes` (bumping the version when `policy`) and returns the model after.
+fn commit(s: &dyn Store, changes: Vec<Change>) -> Result<Model, StoreError> {
+    let m = load(s);
+    let nv = changes
+        .iter()
+        .any(Change::is_policy)
+        .then_some(m.version() + 1);
+    s.commit(Commit {
+        counters: Counters::of(&m),
+        changes,
+        new_version: nv,
+        origin: Origin::admin(),
+        what: "conformance".into(),
+        now: NOW,
+    })?;
+    Ok(load(s))
+}
+
+fn user(m: &Model, name: &str, groups: &[&str]) -> User {
+    User {
+        name: un(name),
+        uid: m.allocate_id(IdKind::User, name, None).unwrap(),
+        disabled: false,
+        gecos: format!("{name} gecos"),
+        shell: "/bin/bash".into(),
+        created_at: NOW,
+        groups: groups.iter().map(|g| gn(g)).collect(),
+        external_id: Some(format!("ext-{name}")),
+        oidc_subject: None,
+    }
+}
+
+fn group(m: &Model, name: &str) -> Group {
+    Group {
+        name: gn(name),
+        gid: m.allocate_id(IdKind::Group, name, None).unwrap(),
+        members: BTreeSet::new(),
+        created_at: NOW,
+        external_id: None,
+    }
+}
+
+fn initialize(s: &dyn Store) {
+    assert!(s.is_initialized().unwrap());
+    let l = s.load(NOW).unwrap();
+    let m = &l.model;
+    assert_eq!(m.version(), 1);
+    assert_eq!(l.last_serial, 0);
+    assert_eq!(m.settings().sudo_gid.get(), 200000);
+    assert_eq!(
+        m.id_owner(200000),
+        Some(&(IdKind::Group, smith_proto::names::SUDO_GROUP.to_string()))
+    );
+    assert_eq!(m.next_id(), 200001);
+    let t = m.token("admin-hash").expect("the bootstrap admin token");
+    assert_eq!(t.kind, TokenKind::Admin);
+    assert!(m.users().is_empty() && m.groups().is_empty() && m.hosts().is_empty());
+    assert!(m.krl_base64().is_none());
+}
+
+fn commit_then_load_round_trips(s: &dyn Store) {
+    let m = load(s);
+    let dev = group(&m, "dev");
+    let m = commit(s, vec![Change::AddGroup(dev)]).unwrap();
+    let alice = user(&m, "alice", &["dev"]);
+    let mut m = commit(s, vec![Change::AddUser(alice.clone())]).unwrap();
+    let grant = Grant {
+        id: m.next_grant_id(),
+        group: gn("dev"),
+        selector: Tags::parse("env=dev").unwrap(),
+        level: Level::Sudo,
+        max_ttl_secs: 3600,
+        source_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+        require_reason: true,
+        time_windows: vec![
+            crate::timewin::Window::parse("mon-fri 09:00-18:00 Europe/Paris").unwrap(),
+        ],
+        created_at: NOW,
+    };
+    let host = Host {
+        id: m.next_host_id(),
+        name: HostName::new("web-1").unwrap(),
+        tags: Tags::parse("env=dev").unwrap(),
+        enrolled_at: NOW,
+        removed: false,
+        cert_serial: "0a0b".into(),
+        cert_not_after: NOW + 86400,
+        ssh_names: vec![HostName::new("web-1.example.com").unwrap()],
+    };
+    let enroll = Token {
+        kind: TokenKind::Enroll,
+        subject: "host enrollment".into(),
+        tags: Some(Tags::parse("env=dev").unwrap()),
+        created_at: NOW,
+        expires_at: Some(NOW + 3600),
+        used_at: None,
+        ssh_names: vec![HostName::new("web-1.example.com").unwrap()],
+    };
+    commit(
+        s,
+        vec![
+            Change::AddGrant(grant.clone()),
+            Change::AddToken {
+                hash: "enroll-hash".into(),
+                token: enroll,
+            },
+        ],
+    )
+    .unwrap();
+    commit(
+        s,
+        vec![Change::Enroll {
+            token_hash: "enroll-hash".into(),
+            at: NOW,
+            host: host.clone(),
+            cert: HostCert {
+                serial: "0a0b".into(),
+                not_after: NOW + 86400,
+                issued_at: NOW,
+            },
+        }],
+    )
+    .unwrap();
+    m = commit(
+        s,
+        vec![Change::HostCert {
+            host_id: host.id,
+            cert: HostCert {
+                serial: "0c0d".into(),
+                not_after: NOW + 2 * 86400,
+                issued_at: NOW + 10,
+            },
+        }],
+    )
+    .unwrap();
+    // What was committed is what loads, with the derived indexes.
+    let a = m.user(&un("alice")).unwrap();
+    assert_eq!(a, &alice);
+    assert!(m.group(&gn("dev")).unwrap().members.contains(&un("alice")));
+    assert_eq!(m.grants().get(&grant.id), Some(&grant));
+    assert_eq!(
+        m.grants().get(&grant.id).unwrap().time_windows[0].to_string(),
+        "mon-fri 09:00-18:00 Europe/Paris"
+    );
+    assert_eq!(m.token("enroll-hash").unwrap().used_at, Some(NOW));
+    let h = m.active_host(&HostName::new("web-1").unwrap()).unwrap();
+    assert_eq!(
+        (h.cert_serial.as_str(), h.cert_not_after),
+        ("0c0d", NOW + 2 * 86400)
+    );
+    assert_eq!(h.ssh_names, host.ssh_names);
+    assert_eq!(m.host_of_cert("0a0b").map(|h| h.id), Some(host.id));
+    assert_eq!(m.host_of_cert("0c0d").map(|h| h.id), Some(host.id));
+    assert_eq!(m.next_grant_id(), grant.id + 1);
+    assert_eq!(m.next_host_id(), host.id + 1);
+    assert_eq!(m.next_id(), alice.uid.get() + 1);
+    // Only policy changes bump the version: group, user, grant+token (the token alone
+    // would not), enroll and host cert do not.
+    assert_eq!(m.version(), 4);
+    // Removals.
+    m = commit(
+        s,
+        vec![
+            Change::RemoveMember {
+                group: gn("dev"),
+                user: un("alice"),
+            },
+            Change::RemoveGrant {
+                id: grant.id,
+                at: NOW,
+            },
+            Change::RemoveHost {
+                host_id: host.id,
+                at: NOW,
+            },
+        ],
+    )
+    .unwrap();
+    assert!(m.user(&un("alice")).unwrap().groups.is_empty());
+    assert!(m.grants().is_empty());
+    assert!(m.active_host(&HostName::new("web-1").unwrap()).is_none());
+    assert!(m.host(host.id).unwrap().removed);
+    m = commit(
+        s,
+        vec![Change::DisableUser {
+            name: un("alice"),
+            at: NOW,
+        }],
+    )
+    .unwrap();
+    assert!(m.user(&un("alice")).unwrap().disabled);
+    m = commit(s, vec![Change::EnableUser { name: un("alice") }]).unwrap();
+    assert!(!m.user(&un("alice")).unwrap().disabled);
+}
+
+fn deleted_names_come_back_with_their_ids(s: &dyn Store) {
+    let m = load(s);
+    let dev = group(&m, "dev");
+    let alice = User {
+        uid: m
+            .allocate_id_with(IdKind::User, "alice", None, &[dev.gid.get()])
+            .unwrap(),
+        ..user(&m, "alice", &["dev"])
+    };
+    commit(
+        s,
+        vec![
+            Change::AddGroup(dev.clone()),
+            Change::AddUser(alice.clone()),
+        ],
+    )
+    .unwrap();
+    commit(
+        s,
+        vec![Change::AddToken {
+            hash: "alice-token".into(),
+            token: Token {
+                kind: TokenKind::User,
+                subject: "alice".into(),
+                tags: None,
+                created_at: NOW,
+                expires_at: Some(NOW + 60),
+                used_at: None,
+                ssh_names: vec![],
+            },
+        }],
+    )
+    .unwrap();
+    let m = commit(
+        s,
+        vec![
+            Change::DeleteUser {
+                name: un("alice"),
+                at: NOW,
+            },
+            Change::DeleteGroup {
+                name: gn("dev"),
+                at: NOW,
+            },
+        ],
+    )
+    .unwrap();
+    assert!(m.users().is_empty() && m.groups().is_empty());
+    assert!(
+        m.token("alice-token").is_none(),
+        "a deleted user's tokens go"
+    );
+    // The names come back with the same ids, without their old memberships.
+    assert_eq!(
+        m.allocate_id(IdKind::User, "alice", None).unwrap(),
+        alice.uid
+    );
+    assert_eq!(m.allocate_id(IdKind::Group, "dev", None).unwrap(), dev.gid);
+    let mut again = alice.clone();
+    again.groups.clear();
+    let m = commit(
+        s,
+        vec![Change::AddGroup(dev.clone()), Change::AddUser(again)],
+    )
+    .unwrap();
+    let a = m.user(&un("alice")).unwrap();
+    assert_eq!((a.uid, a.disabled, a.groups.len()), (alice.uid, false, 0));
+    assert!(m.group(&gn("dev")).unwrap().members.is_empty());
+    // A live row is never overwritten by an add.
+    let err = commit(s, vec![Change::AddUser(alice)]).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+}
+
+fn a_refused_commit_leaves_nothing_behind(s: &dyn Store) {
+    let before = load(s);
+    // A group that is fine and a user whose uid is the reserved sudo gid: all or nothing.
+    let g = Group {
+        gid: PosixId::new(200005).unwrap(),
+        ..group(&before, "dev")
+    };
+    let u = User {
+        uid: PosixId::new(200000).unwrap(),
+        ..user(&before, "alice", &[])
+    };
+    let err = commit(s, vec![Change::AddGroup(g), Change::AddUser(u)]).unwrap_err();
+    assert!(err.to_string().contains("already allocated"), "{err}");
+    let after = load(s);
+    assert!(after.groups().is_empty() && after.users().is_empty());
+    assert_eq!(after.version(), before.version());
+    assert_eq!(after.next_id(), before.next_id());
+    // An enrollment token is used once.
+    commit(
+        s,
+        vec![Change::AddToken {
+            hash: "t".into(),
+            token: Token {
+                kind: TokenKind::Enroll,
+                subject: "host enrollment".into(),
+                tags: Some(Tags::default()),
+                created_at: NOW,
+                expires_at: Some(NOW + 60),
+                used_at: None,
+                ssh_names: vec![],
+            },
+        }],
+    )
+    .unwrap();
+    let enroll = |name: &str, id: u64| Change::Enroll {
+        token_hash: "t".into(),
+        at: NOW,
+        host: Host {
+            id,
+            name: HostName::new(name).unwrap(),
+            tags: Tags::default(),
+            enrolled_at: NOW,
+            removed: false,
+            cert_serial: format!("{id:02x}"),
+            cert_not_after: NOW + 60,
+            ssh_names: vec![],
+        },
+        cert: HostCert {
+            serial: format!("{id:02x}"),
+            not_after: NOW + 60,
+            issued_at: NOW,
+        },
+    };
+    commit(s, vec![enroll("a", 1)]).unwrap();
+    assert!(matches!(
+        commit(s, vec![enroll("b", 2)]).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    assert!(load(s).active_host(&HostName::new("b").unwrap()).is_none());
+}
+
+fn decision(user: &str, allowed: bool) -> DecisionRow {
+    DecisionRow {
+        at: NOW,
+        user: user.into(),
+        allowed,
+        reason: if allowed {
+            "issued".into()
+        } else {
+            "no grant".into()
+        },
+        scope: "env=dev".into(),
+        requested_ttl_secs: 3600,
+        source_ip: "10.0.0.1".into(),
+        grant_ids: vec![1],
+    }
+}
+
+fn cert(serial: u64, user: &str, valid_before: u64) -> CertRow {
+    CertRow {
+        serial,
+        key_id: format!("smith:{user}:{serial:020}"),
+        principals: vec![user.into()],
+        scope: "env=dev".into(),
+        valid_after: NOW - 300,
+        valid_before,
+        request_id: format!("{serial:020}"),
+        public_key_fp: "SHA256:x".into(),
+    }
+}
+
+fn record(s: &dyn Store, user: &str, c: Option<CertRow>) -> Result<u64, super::WriteError> {
+    let allowed = c.is_some();
+    let p = s.record(Record {
+        decision: decision(user, allowed),
+        cert: c,
+    });
+    p.blocking_recv()
+        .map_err(|_| super::WriteError::ShuttingDown)?
+}
+
+fn records_are_chained_and_listed(s: &dyn Store) {
+    let a = record(s, "alice", Some(cert(1, "alice", NOW + 3600))).unwrap();
+    let b = record(s, "bob", None).unwrap();
+    let c = record(s, "alice", Some(cert(7, "alice", NOW + 3600))).unwrap();
+    assert!(a < b && b < c, "decision ids increase: {a} {b} {c}");
+    let l = s.load(NOW).unwrap();
+    assert_eq!(l.last_serial, 7, "the serial high-water mark");
+    let ds = s.decisions(2, None).unwrap();
+    assert_eq!(
+        ds.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![b, c],
+        "the last two, oldest first"
+    );
+    let alice = s.decisions(10, Some(&un("alice"))).unwrap();
+    assert_eq!(alice.len(), 2);
+    assert_eq!(
+        (alice[1].serial, alice[1].key_id.as_deref()),
+        (Some(7), Some(cert(7, "alice", 0).key_id.as_str()))
+    );
+    assert!(!s.decisions(10, Some(&un("bob"))).unwrap()[0].allowed);
+    // Certificates newest first; each decision has its @ca record, and the chain verifies.
+    let all = s
+        .certs(&CertQuery {
+            user: None,
+            valid_only: false,
+            limit: 10,
+            now: NOW,
+        })
+        .unwrap();
+    assert_eq!(all.iter().map(|c| c.serial).collect::<Vec<_>>(), vec![7, 1]);
+    assert_eq!(all[0].user, "alice");
+    let head = s.audit_head(CA_CHAIN).unwrap();
+    assert_eq!(head.0, 3);
+    let v = s.audit_verify().unwrap();
+    assert!(v.ok && v.records == 3, "{v:?}");
+    let entries = s
+        .audit_list(&Filter {
+            host: Some(CA_CHAIN.into()),
+            user: Some("alice".into()),
+            since: None,
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].kind, crate::audit::DECISION_KIND);
+    assert_eq!(entries[1].event["serial"].as_u64(), Some(7));
+}
+
+fn a_serial_or_request_id_is_recorded_once(s: &dyn Store) {
+    record(s, "alice", Some(cert(5, "alice", NOW + 60))).unwrap();
+    assert!(record(s, "alice", Some(cert(5, "alice", NOW + 60))).is_err());
+    let mut other = cert(6, "alice", NOW + 60);
+    other.request_id = cert(5, "alice", 0).request_id;
+    assert!(record(s, "alice", Some(other)).is_err());
+    // The refused ones left no certificate behind.
+    let all = s
+        .certs(&CertQuery {
+            user: Some(un("alice")),
+            valid_only: false,
+            limit: 10,
+            now: NOW,
+        })
+        .unwrap();
+    assert_eq!(all.iter().map(|c| c.serial).collect::<Vec<_>>(), vec![5]);
+}
+
+fn revocations(s: &dyn Store) {
+    record(s, "alice", Some(cert(1, "alice", NOW + 3600))).unwrap();
+    record(s, "alice", Some(cert(2, "alice", NOW - 1))).unwrap();
+    record(s, "alice", Some(cert(3, "alice", NOW + 3600))).unwrap();
+    record(s, "bob", Some(cert(4, "bob", NOW + 3600))).unwrap();
+    assert!(s.cert_plan(&Selector::Serial(99), NOW).unwrap().is_none());
+    assert!(s
+        .cert_plan(&Selector::KeyId("nope".into()), NOW)
+        .unwrap()
+        .is_none());
+    let p = s
+        .cert_plan(&Selector::User(un("alice")), NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            p.revoke.iter().map(|c| c.serial).collect::<Vec<_>>(),
+            p.expired.clone()
+        ),
+        (vec![1, 3], vec![2])
+    );
+    let ca_key = crate::sshca::generate(crate::sshca::CaAlgorithm::Ed25519, "ca")
+        .unwrap()
+        .public_key()
+        .to_openssh()
+        .unwrap();
+    let rev = |c: &smith_api::IssuedCert, via: RevokeVia| Revocation {
+        serial: c.serial,
+        key_id: c.key_id.clone(),
+        user: c.user.clone(),
+        valid_before: c.valid_before,
+        ca_key: ca_key.clone(),
+        revoked_at: NOW,
+        reason: "lost laptop".into(),
+        via,
+    };
+    let r1 = rev(&p.revoke[0], RevokeVia::Serial);
+    let m = commit(s, vec![Change::Revoke(vec![r1.clone()])]).unwrap();
+    assert_eq!(m.revoked().keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert!(m.krl_base64().is_some());
+    let p = s
+        .cert_plan(&Selector::User(un("alice")), NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.already_revoked, vec![1]);
+    assert_eq!(
+        s.valid_certs_of(&un("alice"), NOW)
+            .unwrap()
+            .iter()
+            .map(|c| c.serial)
+            .collect::<Vec<_>>(),
+        vec![3]
+    );
+    let bob = s
+        .cert_plan(&Selector::KeyId(cert(4, "bob", 0).key_id), NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!(bob.revoke[0].user, "bob");
+    // The whole key ID must match, not the request id alone.
+    let mut wrong = cert(4, "bob", 0).key_id;
+    wrong = wrong.replace("bob", "alice");
+    assert!(s.cert_plan(&Selector::KeyId(wrong), NOW).unwrap().is_none());
+    // Listing shows the revocation; `valid` leaves revoked and expired out.
+    let listed = s
+        .certs(&CertQuery {
+            user: Some(un("alice")),
+            valid_only: false,
+            limit: 10,
+            now: NOW,
+        })
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.serial).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    let info = listed[2].revoked.as_ref().unwrap();
+    assert_eq!(
+        (info.reason.as_str(), info.via.as_str()),
+        ("lost laptop", "serial")
+    );
+    let valid = s
+        .certs(&CertQuery {
+            user: None,
+            valid_only: true,
+            limit: 10,
+            now: NOW,
+        })
+        .unwrap();
+    assert_eq!(
+        valid.iter().map(|c| c.serial).collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+    // A serial is revoked once; the refused commit changes nothing.
+    assert!(matches!(
+        commit(s, vec![Change::Revoke(vec![r1])]).unwrap_err(),
+        StoreError::Conflict(_) | StoreError::Sql(_) | StoreError::Write(_)
+    ));
+    // The revocation has its @ca record after the decisions' records; the chain verifies.
+    let ca = s
+        .audit_list(&Filter {
+            host: Some(CA_CHAIN.into()),
+            user: None,
+            since: None,
+            limit: 100,
+        })
+        .unwrap();
+    let last = ca.last().unwrap();
+    assert_eq!(
+        (
+            last.kind.as_str(),
+            last.event["serial"].as_u64(),
+            last.event["via"].as_str()
+        ),
+        ("cert_revocation", Some(1), Some("serial"))
+    );
+    assert!(s.audit_verify().unwrap().ok);
+    // A load after the certificate expired leaves it out of the KRL.
+    let later = s.load(NOW + 7200).unwrap().model;
+    assert!(later.revoked().is_empty() && later.krl_base64().is_none());
+}
+
+fn host_records(host: &str, from: u64, n: u64, head: [u8; 32]) -> Vec<AuditRecord> {
+    let mut out = Vec::new();
+    let mut prev = (from - 1, head);
+    for seq in from..from + n {
+        let r = chain::next_record(
+            host,
+            prev.0,
+            &prev.1,
+            format!(
+                "{{\"type\":\"sudo\",\"user\":\"oscar\",\"at_unix\":{},\"command\":\"id {seq}\"}}",
+                NOW + seq
+            ),
+        );
+        prev = (r.seq, chain::parse_hash(&r.hash).unwrap());
+        out.push(r);
+    }
+    out
+}
+
+fn upload(s: &dyn Store, host: &str, records: Vec<AuditRecord>) -> crate::audit::AuditOutcome {
+    s.audit_upload(host.into(), records)
+        .blocking_recv()
+        .unwrap()
+        .unwrap()
+}
+
+fn audit_uploads_continue_the_chain(s: &dyn Store) {
+    let first = host_records("web-1", 1, 3, GENESIS);
+    let ack = upload(s, "web-1", first.clone()).unwrap();
+    assert_eq!(ack.acked_through, 3);
+    let head = s.audit_head("web-1").unwrap();
+    assert_eq!(head.0, 3);
+    assert_eq!(hex::encode(head.1), ack.head_hash);
+    // A replay of stored records, and a batch with a gap, are refused and recorded.
+    let replay = upload(s, "web-1", first[1..].to_vec()).unwrap_err();
+    assert_eq!(replay.code, ErrorCode::AuditReplay);
+    let gap = host_records("web-1", 5, 1, head.1);
+    let broken = upload(s, "web-1", gap).unwrap_err();
+    assert_eq!(broken.code, ErrorCode::AuditChainBroken);
+    let rej = s.audit_rejections(10).unwrap();
+    assert_eq!(
+        rej.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
+        vec!["audit_replay", "audit_chain_broken"]
+    );
+    assert_eq!(s.audit_rejections(1).unwrap()[0].code, "audit_chain_broken");
+    // What follows the head is taken; another host's chain is its own.
+    upload(s, "web-1", host_records("web-1", 4, 2, head.1)).unwrap();
+    upload(s, "db-1", host_records("db-1", 1, 1, GENESIS)).unwrap();
+    let v = s.audit_verify().unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(
+        v.chains
+            .iter()
+            .map(|c| (c.host.as_str(), c.records))
+            .collect::<Vec<_>>(),
+        vec![("db-1", 1), ("web-1", 5)]
+    );
+    // Listing: chain order per host, hosts by name; a limit keeps the most recent.
+    let all = s
+        .audit_list(&Filter {
+            host: None,
+            user: Some("oscar".into()),
+            since: None,
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.host.as_str(), e.seq))
+            .collect::<Vec<_>>(),
+        vec![
+            ("db-1", 1),
+            ("web-1", 1),
+            ("web-1", 2),
+            ("web-1", 3),
+            ("web-1", 4),
+            ("web-1", 5)
+        ]
+    );
+    assert_eq!(all[1].kind, "sudo");
+    assert_eq!(all[1].event["command"].as_str(), Some("id 1"));
+    let since = s
+        .audit_list(&Filter {
+            host: Some("web-1".into()),
+            user: None,
+            since: Some(NOW + 4),
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(since.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    let one = s
+        .audit_list(&Filter {
+            host: Some("web-1".into()),
+            user: None,
+            since: None,
+            limit: 1,
+        })
+        .unwrap();
+    assert_eq!(one.len(), 1);
+}
+
+fn liveness_and_out_of_band_inputs(s: &dyn Store) {
+    let m = load(s);
+    let alice = user(&m, "alice", &[]);
+    commit(s, vec![Change::AddUser(alice)]).unwrap();
+    commit(
+        s,
+        vec![Change::DisableUser {
+            name: un("alice"),
+            at: NOW + 5,
+        }],
+    )
+    .unwrap();
+    record(s, "alice", Some(cert(9, "alice", NOW + 60))).unwrap();
+    let m = commit(
+        s,
+        vec![Change::AddToken {
+            hash: "t".into(),
+            token: Token {
+                kind: TokenKind::Enroll,
+                subject: "host enrollment".into(),
+                tags: Some(Tags::default()),
+                created_at: NOW,
+                expires_at: Some(NOW + 60),
+                used_at: None,
+                ssh_names: vec![],
+            },
+        }],
+    )
+    .unwrap();
+    let id = m.next_host_id();
+    commit(
+        s,
+        vec![Change::Enroll {
+            token_hash: "t".into(),
+            at: NOW,
+            host: Host {
+                id,
+                name: HostName::new("web-1").unwrap(),
+                tags: Tags::default(),
+                enrolled_at: NOW,
+                removed: false,
+                cert_serial: "01".into(),
+                cert_not_after: NOW + 60,
+                ssh_names: vec![],
+            },
+            cert: HostCert {
+                serial: "01".into(),
+                not_after: NOW + 60,
+                issued_at: NOW,
+            },
+        }],
+    )
+    .unwrap();
+    s.host_seen(id, NOW + 1, Some(3));
+    s.host_seen(id, NOW + 2, None);
+    let event = format!(
+        "{{\"type\":\"sshd\",\"user\":\"alice\",\"at_unix\":{},\"serial\":9,\"key_id\":\"x\"}}",
+        NOW + 10
+    );
+    let r = chain::next_record("web-1", 0, &GENESIS, event);
+    upload(s, "web-1", vec![r]).unwrap();
+    // A commit after them orders the fire-and-forget liveness before the load.
+    commit(
+        s,
+        vec![Change::AddToken {
+            hash: "x".into(),
+            token: Token {
+                kind: TokenKind::Scim,
+                subject: "scim".into(),
+                tags: None,
+                created_at: NOW,
+                expires_at: None,
+                used_at: None,
+                ssh_names: vec![],
+            },
+        }],
+    )
+    .unwrap();
+    let l = s.load(NOW).unwrap();
+    assert_eq!(l.liveness.get(&id), Some(&(Some(NOW + 2), Some(3))));
+    let o = s.oob_inputs().unwrap();
+    assert_eq!(o.sshd_events.len(), 1);
+    assert_eq!(o.sshd_events[0].0, "web-1");
+    assert_eq!(o.issued.get(&9).map(|i| i.user.as_str()), Some("alice"));
+    assert_eq!(o.disabled.get("alice"), Some(&(NOW + 5)));
+}

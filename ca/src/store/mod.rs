@@ -1,0 +1,287 @@
+//! The store seam: everything the authority keeps durably, behind one trait, so that the
+//! embedded SQLite store ([`sqlite`]), the in-memory store ([`memory`], for tests and the
+//! conformance suite) and later a PostgreSQL store are interchangeable.
+//!
+//! The contract every store keeps (the [`conformance`] suite checks it on each):
+//! - [`Store::commit`] is atomic and durable before it returns: the changes, the bumped
+//!   version and its `changes` line, the allocation counters, and one `@ca` chain record
+//!   per revocation, all or nothing.
+//! - [`Store::record`] (an issuance decision and its certificate) answers only after the
+//!   decision, the certificate, its `@ca` chain record and the serial high-water mark are
+//!   durable. Records are group-committed where the backend can; commits queued after
+//!   records see them (a revocation sweep after an issuance finds its certificate).
+//! - [`Store::audit_upload`] stores a batch only if it continues the host's chain, else
+//!   records the rejection; both durable before the answer.
+//! - Audit records and revocations are append-only.
+//! - [`Store::load`] gives back exactly the committed state.
+//!
+//! Must never: answer before durability, or be read on the issuance or sync hot path (the
+//! model serves those).
+
+#[cfg(test)]
+pub mod conformance;
+pub mod memory;
+pub mod sqlite;
+
+use crate::audit::{AuditOutcome, Entry, Filter, RejectionInfo, VerifyReport};
+use crate::model::{Change, Model};
+use crate::origin::Origin;
+use smith_api::chain::AuditRecord;
+use smith_api::{Decision, IssuedCert};
+use smith_proto::{IdRange, UserName};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the database is corrupt or from another program: {0}")]
+    Corrupt(String),
+    #[error(
+        "the database schema version {found} is newer than this smith-ca supports ({supported}); \
+         upgrade smith-ca"
+    )]
+    TooNew { found: i64, supported: i64 },
+    /// A change the model should have refused reached the store (a programming error):
+    /// the whole commit is abandoned.
+    #[error("change refused by the store: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Why a queued write (issuance record, audit upload, commit) did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the CA is overloaded (too many pending records); retry in a moment")]
+    Overloaded,
+    #[error("the CA is shutting down")]
+    ShuttingDown,
+    #[error("could not record durably: {0}")]
+    Failed(String),
+}
+
+/// The answer to a queued write, once it is durable (or failed).
+pub type Pending<T> = oneshot::Receiver<Result<T, WriteError>>;
+
+/// Awaits a [`Pending`] answer.
+pub async fn settled<T>(p: Pending<T>) -> Result<T, WriteError> {
+    p.await.map_err(|_| WriteError::ShuttingDown)?
+}
+
+/// A [`Pending`] already answered.
+pub fn answered<T>(r: Result<T, WriteError>) -> Pending<T> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(r);
+    rx
+}
+
+/// What a fresh store is initialized with (`smith-ca init`).
+pub struct InitMeta<'a> {
+    pub id_range: IdRange,
+    pub user_ca_algorithm: &'a str,
+    pub admin_token_hash: &'a str,
+    pub now: u64,
+}
+
+/// The model's allocation cursors, which a commit persists (copied out so that no model
+/// lock is held while the store writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub next_grant_id: u64,
+    pub next_host_id: u64,
+    pub next_id: u32,
+    pub id_range: IdRange,
+}
+
+impl Counters {
+    pub fn of(m: &Model) -> Counters {
+        Counters {
+            next_grant_id: m.next_grant_id(),
+            next_host_id: m.next_host_id(),
+            next_id: m.next_id(),
+            id_range: m.settings().id_range,
+        }
+    }
+
+    /// The counters after `changes` (ids they allocate move the cursors past them).
+    pub fn after(&self, changes: &[Change]) -> Counters {
+        let mut c = *self;
+        for ch in changes {
+            match ch {
+                Change::AddGrant(g) => c.next_grant_id = c.next_grant_id.max(g.id + 1),
+                Change::Enroll { host, .. } => c.next_host_id = c.next_host_id.max(host.id + 1),
+                Change::AddUser(u) if c.id_range.contains(u.uid.get()) => {
+                    c.next_id = c.next_id.max(u.uid.get().saturating_add(1))
+                }
+                Change::AddGroup(g) if c.id_range.contains(g.gid.get()) => {
+                    c.next_id = c.next_id.max(g.gid.get().saturating_add(1))
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// One atomic change of the model.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub counters: Counters,
+    pub changes: Vec<Change>,
+    /// The version after the change, when it alters what hosts receive.
+    pub new_version: Option<u64>,
+    /// Who asked.
+    pub origin: Origin,
+    /// What was asked, for a person (the `changes` table).
+    pub what: String,
+    pub now: u64,
+}
+
+/// An issuance decision, allowed or denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRow {
+    pub at: u64,
+    pub user: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub scope: String,
+    pub requested_ttl_secs: u64,
+    pub source_ip: String,
+    pub grant_ids: Vec<u64>,
+}
+
+/// A certificate issued with an allowed decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRow {
+    pub serial: u64,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    pub scope: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub request_id: String,
+    pub public_key_fp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub decision: DecisionRow,
+    pub cert: Option<CertRow>,
+}
+
+/// What a revocation request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Serial(u64),
+    KeyId(String),
+    User(UserName),
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Serial(s) => write!(f, "serial {s}"),
+            Selector::KeyId(k) => write!(f, "key ID {k}"),
+            Selector::User(u) => write!(f, "user {u}"),
+        }
+    }
+}
+
+/// The certificates a selector names, sorted out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// To revoke now (still valid, not revoked yet), by serial.
+    pub revoke: Vec<IssuedCert>,
+    pub already_revoked: Vec<u64>,
+    pub expired: Vec<u64>,
+}
+
+impl Plan {
+    /// Sorts `certs` (with their revocations) as of `now`; `None` when empty.
+    pub fn of(certs: Vec<IssuedCert>, now: u64) -> Option<Plan> {
+        if certs.is_empty() {
+            return None;
+        }
+        let mut p = Plan::default();
+        for c in certs {
+            if c.revoked.is_some() {
+                p.already_revoked.push(c.serial);
+            } else if c.valid_before <= now {
+                p.expired.push(c.serial);
+            } else {
+                p.revoke.push(c);
+            }
+        }
+        Some(p)
+    }
+}
+
+/// Which issued certificates to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertQuery {
+    pub user: Option<UserName>,
+    /// Only those not expired and not revoked at `now`.
+    pub valid_only: bool,
+    pub limit: u32,
+    pub now: u64,
+}
+
+/// What the out-of-band classification reads ([`crate::audit::oob`]).
+#[derive(Debug, Clone, Default)]
+pub struct OobInputs {
+    /// Every sshd event: (host, seq, event JSON).
+    pub sshd_events: Vec<(String, u64, String)>,
+    /// What this CA issued under each serial those events name.
+    pub issued: std::collections::HashMap<u64, crate::audit::oob::Issued>,
+    /// Users ever disabled, with when.
+    pub disabled: std::collections::HashMap<String, u64>,
+}
+
+/// The state a store holds, loaded.
+pub struct Loaded {
+    pub model: Model,
+    /// Highest certificate serial ever issued.
+    pub last_serial: u64,
+    /// Hosts' last contact: host id → (last seen, version synced).
+    pub liveness: std::collections::HashMap<u64, (Option<u64>, Option<u64>)>,
+}
+
+/// The durable store (see the module doc for the contract).
+pub trait Store: Send + Sync {
+    /// Fills a fresh store: settings, the reserved sudo gid, the bootstrap admin token.
+    fn initialize(&self, meta: &InitMeta<'_>) -> Result<(), StoreError>;
+    /// Whether [`Store::initialize`] ran.
+    fn is_initialized(&self) -> Result<bool, StoreError>;
+    /// Everything the model holds, the serial high-water mark and hosts' liveness.
+    fn load(&self, now: u64) -> Result<Loaded, StoreError>;
+
+    /// Commits one change set atomically and durably (blocking: call it off the async
+    /// runtime). Every record queued before it is committed first.
+    fn commit(&self, c: Commit) -> Result<(), StoreError>;
+    /// Queues an issuance decision (and its certificate); answers its decision id once
+    /// durable.
+    fn record(&self, r: Record) -> Pending<u64>;
+    /// Queues a host's audit upload; answers the new head, or the stored rejection.
+    fn audit_upload(&self, host: String, records: Vec<AuditRecord>) -> Pending<AuditOutcome>;
+    /// Notes a host's contact; written with the next batch, nobody waits.
+    fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>);
+    /// Finishes pending writes and stops background work.
+    fn shutdown(&self);
+
+    /// The most recent decisions, oldest first.
+    fn decisions(&self, limit: u32, user: Option<&UserName>) -> Result<Vec<Decision>, StoreError>;
+    /// Issued certificates, newest first.
+    fn certs(&self, q: &CertQuery) -> Result<Vec<IssuedCert>, StoreError>;
+    /// The certificates `sel` names, sorted as of `now`; `None` when it names none.
+    fn cert_plan(&self, sel: &Selector, now: u64) -> Result<Option<Plan>, StoreError>;
+    /// The still-valid, unrevoked certificates of `user`, by serial.
+    fn valid_certs_of(&self, user: &UserName, now: u64) -> Result<Vec<IssuedCert>, StoreError>;
+    /// The head of `host`'s audit chain: (last seq, its hash), (0, zeros) when empty.
+    fn audit_head(&self, host: &str) -> Result<(u64, [u8; 32]), StoreError>;
+    fn audit_list(&self, f: &Filter) -> Result<Vec<Entry>, StoreError>;
+    /// Every chain recomputed from what is stored.
+    fn audit_verify(&self) -> Result<VerifyReport, StoreError>;
+    fn audit_rejections(&self, limit: u32) -> Result<Vec<RejectionInfo>, StoreError>;
+    fn oob_inputs(&self) -> Result<OobInputs, StoreError>;
+}

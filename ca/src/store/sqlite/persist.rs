@@ -1,0 +1,317 @@
+//! Writing a [`Commit`] inside a transaction: every [`Change`] as rows, the allocation
+//! counters, the bumped version and its `changes` line (what, and who asked).
+//!
+//! Must never: commit part of a change set (the caller owns the transaction and commits
+//! it only when everything here succeeded), or overwrite a live user's or group's row.
+
+use crate::model::{Change, Host, IdKind, Token};
+use crate::store::{Commit, StoreError};
+use rusqlite::{params, Transaction};
+use smith_proto::HostName;
+
+pub(super) fn meta_set(tx: &Transaction<'_>, key: &str, value: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Writes `c` (changes, counters, version and its `changes` line) in `tx`, which the
+/// caller commits.
+pub(super) fn write_commit(tx: &Transaction<'_>, c: &Commit) -> Result<(), StoreError> {
+    for change in &c.changes {
+        persist(tx, change, c.now)?;
+    }
+    let after = c.counters.after(&c.changes);
+    meta_set(tx, "next_grant_id", &after.next_grant_id.to_string())?;
+    meta_set(tx, "next_host_id", &after.next_host_id.to_string())?;
+    meta_set(tx, "next_id", &after.next_id.to_string())?;
+    if let Some(v) = c.new_version {
+        meta_set(tx, "version", &v.to_string())?;
+        tx.execute(
+            "INSERT INTO changes (version, at, what, origin) VALUES (?1, ?2, ?3, ?4)",
+            params![v as i64, c.now as i64, c.what, c.origin.to_string()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Host names stored comma-separated.
+pub(super) fn join_names(v: &[HostName]) -> String {
+    v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn allocate(
+    tx: &Transaction<'_>,
+    id: u32,
+    kind: IdKind,
+    name: &str,
+    now: u64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO allocated_ids (id, kind, name, allocated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO NOTHING",
+        params![id, kind.as_str(), name, now as i64],
+    )?;
+    // The id must now belong to exactly this name: anything else is a collision the
+    // model should have caught, and the transaction is abandoned.
+    let owner: (String, String) = tx.query_row(
+        "SELECT kind, name FROM allocated_ids WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if owner != (kind.as_str().to_string(), name.to_string()) {
+        return Err(StoreError::Conflict(format!(
+            "id {id} is already allocated to {} '{}'",
+            owner.0, owner.1
+        )));
+    }
+    Ok(())
+}
+
+fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError> {
+    match c {
+        Change::AddUser(u) => {
+            allocate(tx, u.uid.get(), IdKind::User, u.name.as_str(), now)?;
+            // A deleted user's row is reused when the name comes back (same uid).
+            let n = tx.execute(
+                "INSERT INTO users (name, uid, disabled, gecos, shell, created_at, external_id,
+                                    oidc_subject)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(name) DO UPDATE SET uid = excluded.uid,
+                     disabled = excluded.disabled, gecos = excluded.gecos,
+                     shell = excluded.shell, created_at = excluded.created_at,
+                     external_id = excluded.external_id, oidc_subject = excluded.oidc_subject,
+                     disabled_at = NULL, deleted_at = NULL
+                 WHERE users.deleted_at IS NOT NULL",
+                params![
+                    u.name.as_str(),
+                    u.uid.get(),
+                    u.disabled,
+                    u.gecos,
+                    u.shell,
+                    u.created_at as i64,
+                    u.external_id,
+                    u.oidc_subject
+                ],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "user '{}' already exists in the database",
+                    u.name
+                )));
+            }
+            for g in &u.groups {
+                tx.execute(
+                    "INSERT INTO memberships (group_name, user_name, added_at) VALUES (?1, ?2, ?3)",
+                    params![g.as_str(), u.name.as_str(), now as i64],
+                )?;
+            }
+        }
+        Change::DisableUser { name, at } => {
+            tx.execute(
+                "UPDATE users SET disabled = 1, disabled_at = ?2 WHERE name = ?1",
+                params![name.as_str(), *at as i64],
+            )?;
+        }
+        Change::EnableUser { name } => {
+            tx.execute(
+                "UPDATE users SET disabled = 0, disabled_at = NULL WHERE name = ?1",
+                params![name.as_str()],
+            )?;
+        }
+        Change::SetUserAttrs {
+            name,
+            gecos,
+            external_id,
+            oidc_subject,
+        } => {
+            tx.execute(
+                "UPDATE users SET gecos = ?2, external_id = ?3, oidc_subject = ?4 WHERE name = ?1",
+                params![name.as_str(), gecos, external_id, oidc_subject],
+            )?;
+        }
+        Change::DeleteUser { name, at } => {
+            tx.execute(
+                "DELETE FROM memberships WHERE user_name = ?1",
+                params![name.as_str()],
+            )?;
+            tx.execute(
+                "DELETE FROM tokens WHERE kind = 'user' AND subject = ?1",
+                params![name.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE users SET deleted_at = ?2, disabled = 1,
+                     disabled_at = COALESCE(disabled_at, ?2) WHERE name = ?1",
+                params![name.as_str(), *at as i64],
+            )?;
+        }
+        Change::SetGroupExternalId { name, external_id } => {
+            tx.execute(
+                "UPDATE groups SET external_id = ?2 WHERE name = ?1",
+                params![name.as_str(), external_id],
+            )?;
+        }
+        Change::DeleteGroup { name, at } => {
+            tx.execute(
+                "DELETE FROM memberships WHERE group_name = ?1",
+                params![name.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE groups SET deleted_at = ?2 WHERE name = ?1",
+                params![name.as_str(), *at as i64],
+            )?;
+        }
+        Change::AddGroup(g) => {
+            allocate(tx, g.gid.get(), IdKind::Group, g.name.as_str(), now)?;
+            let n = tx.execute(
+                "INSERT INTO groups (name, gid, created_at, external_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET gid = excluded.gid,
+                     created_at = excluded.created_at, external_id = excluded.external_id,
+                     deleted_at = NULL
+                 WHERE groups.deleted_at IS NOT NULL",
+                params![
+                    g.name.as_str(),
+                    g.gid.get(),
+                    g.created_at as i64,
+                    g.external_id
+                ],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "group '{}' already exists in the database",
+                    g.name
+                )));
+            }
+        }
+        Change::AddMember { group, user, at } => {
+            tx.execute(
+                "INSERT INTO memberships (group_name, user_name, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![group.as_str(), user.as_str(), *at as i64],
+            )?;
+        }
+        Change::RemoveMember { group, user } => {
+            tx.execute(
+                "DELETE FROM memberships WHERE group_name = ?1 AND user_name = ?2",
+                params![group.as_str(), user.as_str()],
+            )?;
+        }
+        Change::AddGrant(g) => {
+            let cidrs: Vec<String> = g.source_cidrs.iter().map(|c| c.to_string()).collect();
+            tx.execute(
+                "INSERT INTO grants (id, group_name, selector, level, max_ttl_secs, source_cidrs,
+                                     require_reason, time_windows, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    g.id as i64,
+                    g.group.as_str(),
+                    g.selector.to_string(),
+                    g.level.as_str(),
+                    g.max_ttl_secs as i64,
+                    cidrs.join(","),
+                    g.require_reason,
+                    serde_json::to_string(
+                        &g.time_windows
+                            .iter()
+                            .map(|w| w.to_string())
+                            .collect::<Vec<_>>()
+                    )
+                    .unwrap_or_else(|_| "[]".into()),
+                    g.created_at as i64
+                ],
+            )?;
+        }
+        Change::RemoveGrant { id, at } => {
+            tx.execute(
+                "UPDATE grants SET removed_at = ?2 WHERE id = ?1 AND removed_at IS NULL",
+                params![*id as i64, *at as i64],
+            )?;
+        }
+        Change::AddToken { hash, token } => {
+            insert_token(tx, hash, token)?;
+        }
+        Change::Enroll {
+            token_hash,
+            at,
+            host,
+            cert,
+        } => {
+            let n = tx.execute(
+                "UPDATE tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+                params![token_hash, *at as i64],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Conflict(
+                    "enrollment token was used concurrently".into(),
+                ));
+            }
+            insert_host(tx, host)?;
+            tx.execute(
+                "INSERT INTO host_certs (serial, host_id, not_after, issued_at) VALUES (?1, ?2, ?3, ?4)",
+                params![cert.serial, host.id as i64, cert.not_after as i64, cert.issued_at as i64],
+            )?;
+        }
+        Change::HostCert { host_id, cert } => {
+            tx.execute(
+                "INSERT INTO host_certs (serial, host_id, not_after, issued_at) VALUES (?1, ?2, ?3, ?4)",
+                params![cert.serial, *host_id as i64, cert.not_after as i64, cert.issued_at as i64],
+            )?;
+            tx.execute(
+                "UPDATE hosts SET cert_serial = ?2, cert_not_after = ?3 WHERE id = ?1",
+                params![*host_id as i64, cert.serial, cert.not_after as i64],
+            )?;
+        }
+        Change::RemoveHost { host_id, at } => {
+            tx.execute(
+                "UPDATE hosts SET removed = 1, removed_at = ?2 WHERE id = ?1",
+                params![*host_id as i64, *at as i64],
+            )?;
+        }
+        Change::Revoke(list) => {
+            for r in list {
+                super::certs::insert_revocation(tx, r)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO tokens (hash, kind, subject, tags, created_at, expires_at, used_at,
+                             ssh_names)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            hash,
+            t.kind.as_str(),
+            t.subject,
+            t.tags.as_ref().map(|t| t.to_string()),
+            t.created_at as i64,
+            t.expires_at.map(|v| v as i64),
+            t.used_at.map(|v| v as i64),
+            join_names(&t.ssh_names)
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_host(tx: &Transaction<'_>, h: &Host) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO hosts (id, name, tags, enrolled_at, removed, cert_serial, cert_not_after,
+                            ssh_names)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
+        params![
+            h.id as i64,
+            h.name.as_str(),
+            h.tags.to_string(),
+            h.enrolled_at as i64,
+            h.cert_serial,
+            h.cert_not_after as i64,
+            join_names(&h.ssh_names)
+        ],
+    )?;
+    Ok(())
+}

@@ -19,7 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use anyhow::{ensure, Context, Result};
-use smith_tests::cmd::{outcome, Outcome};
+use smith_tests::cmd::{outcome, workspace, xtask, Outcome};
 use smith_tests::e2e_available;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -35,13 +35,6 @@ const VERIFY: [&str; 2] = [
     "sha256sum -c SHA256SUMS",
 ];
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
-        .to_path_buf()
-}
-
 fn bin_dir() -> String {
     std::env::var("SMITH_BIN_DIR").unwrap_or_else(|_| {
         workspace()
@@ -55,17 +48,6 @@ fn sh_in(dir: &Path, script: &str) -> Result<Outcome> {
     let mut c = Command::new("/bin/sh");
     c.arg("-ec").arg(script).current_dir(dir);
     outcome(c, Duration::from_secs(60))
-}
-
-fn xtask(args: &[&str], timeout: Duration) -> Result<Outcome> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.current_dir(workspace())
-        .args(["run", "--quiet", "--package", "xtask", "--"])
-        .args(args)
-        .env_remove("SMITH_SIGNING_KEY")
-        .env("RUST_BACKTRACE", "0");
-    outcome(c, timeout)
 }
 
 /// xtask package and repro may install build tools with apt-get and run dpkg tools:

@@ -63,23 +63,30 @@ fn check_sources(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// (crates.io crates, workspace crates) of a lock file, or what else it holds.
-fn check_lock(text: &str, members: &BTreeSet<String>) -> Result<(usize, usize)> {
+/// One `[[package]]` of Cargo.lock.
+#[derive(Debug, serde::Deserialize)]
+pub struct Locked {
+    pub name: String,
+    pub version: String,
+    pub source: Option<String>,
+    pub checksum: Option<String>,
+}
+
+/// The packages of a Cargo.lock.
+pub fn parse_lock(text: &str) -> Result<Vec<Locked>> {
     #[derive(serde::Deserialize)]
     struct Lock {
-        package: Vec<Pkg>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Pkg {
-        name: String,
-        version: String,
-        source: Option<String>,
-        checksum: Option<String>,
+        package: Vec<Locked>,
     }
     let lock: Lock = toml::from_str(text).context("parsing Cargo.lock")?;
+    Ok(lock.package)
+}
+
+/// (crates.io crates, workspace crates) of a lock file, or what else it holds.
+fn check_lock(text: &str, members: &BTreeSet<String>) -> Result<(usize, usize)> {
     let mut bad = Vec::new();
     let (mut registry, mut local) = (0, 0);
-    for p in &lock.package {
+    for p in &parse_lock(text)? {
         let hex64 = |c: &str| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit());
         match (&p.source, &p.checksum) {
             (None, _) if members.contains(&p.name) => local += 1,

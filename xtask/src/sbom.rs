@@ -237,20 +237,8 @@ fn tree(root: &Path, edges: &str) -> Result<HashMap<String, BTreeSet<(String, St
 
 /// `(name, version) -> checksum` from Cargo.lock.
 fn lock_checksums(root: &Path) -> Result<HashMap<(String, String), String>> {
-    #[derive(serde::Deserialize)]
-    struct Lock {
-        package: Vec<Pkg>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Pkg {
-        name: String,
-        version: String,
-        checksum: Option<String>,
-    }
     let text = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
-    let lock: Lock = toml::from_str(&text).context("parsing Cargo.lock")?;
-    Ok(lock
-        .package
+    Ok(crate::audit::parse_lock(&text)?
         .into_iter()
         .filter_map(|p| p.checksum.map(|c| ((p.name, p.version), c)))
         .collect())

@@ -57,6 +57,9 @@ const ARTIFACTS: &[&str] = &[
 
 pub fn run(args: ReproArgs) -> Result<()> {
     let started = Instant::now();
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+        bail!("unset CARGO_TARGET_DIR: each of the two builds needs its own target directory");
+    }
     let root = workspace_root();
     let work = std::path::absolute(
         args.work

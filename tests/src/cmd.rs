@@ -191,3 +191,22 @@ pub fn wait_for<T>(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Runs `cargo xtask ARGS` in the workspace (never with the caller's
+/// `SMITH_SIGNING_KEY`: a test signs only with the throwaway key it names).
+pub fn xtask(args: &[&str], timeout: Duration) -> Result<Outcome> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(workspace())
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .env_remove("SMITH_SIGNING_KEY")
+        .env("RUST_BACKTRACE", "0");
+    outcome(c, timeout)
+}

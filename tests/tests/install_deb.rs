@@ -26,7 +26,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use anyhow::{bail, ensure, Context, Result};
-use smith_tests::cmd::{outcome, wait_for, Background, Outcome};
+use smith_tests::cmd::{outcome, wait_for, xtask, Background, Outcome};
 use smith_tests::{e2e_available, Fleet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -678,17 +678,6 @@ fn debs_install_activate_log_in_and_purge_without_a_trace() -> Result<()> {
     eprintln!("install test passed in {:.0?}", started.elapsed());
     drop(deb);
     Ok(())
-}
-
-/// Runs `cargo xtask ARGS` in the workspace.
-fn xtask(args: &[&str], timeout: Duration) -> Result<Outcome> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.current_dir(workspace())
-        .args(["run", "--quiet", "--package", "xtask", "--"])
-        .args(args)
-        .env("RUST_BACKTRACE", "0");
-    run(c, timeout)
 }
 
 #[test]

@@ -3,15 +3,22 @@
 //! - `test`: installs what the suite needs (Debian packages), builds everything and runs
 //!   every test, the multi-host end-to-end suite included.
 //! - `demo`: the whole story on one machine, in namespaces, cleaned up afterwards.
-//! - `package deb|rpm`: the packages an operator installs, built and checked.
+//! - `package deb|rpm`: the packages an operator installs, built and checked, with
+//!   their SBOMs and a signed `SHA256SUMS`.
+//! - `repro`: two builds of this commit in two directories, compared byte for byte.
+//! - `audit`: Cargo.lock's sources, and its crates against the RustSec advisories.
 //! - `bench`: measured speed against the anchors (issue 7), see `src/bench/README.md`.
 //!
 //! Must never: modify the machine's own `/etc` beyond installing packages.
 
+mod audit;
 mod bench;
 mod demo;
 mod deps;
 mod package;
+mod release;
+mod repro;
+mod sbom;
 mod testrun;
 
 use anyhow::Result;
@@ -47,8 +54,15 @@ enum Cmd {
     },
     /// Only install the Debian packages the suite needs.
     Deps,
-    /// Build the .deb or .rpm packages and check them (lintian, systemd-analyze, rpm -qlp).
+    /// Build the .deb or .rpm packages and check them (lintian, systemd-analyze, rpm -qlp);
+    /// write an SBOM per package and SHA256SUMS beside them, signed with --sign-key.
     Package(package::PackageArgs),
+    /// Build this commit twice in two different directories and compare the binaries
+    /// and packages byte for byte (--quick: the cheap check CI runs).
+    Repro(repro::ReproArgs),
+    /// Check Cargo.lock: every crate from crates.io with a checksum (or the workspace),
+    /// and none with a RustSec advisory (when an advisory database is at hand).
+    Audit(audit::AuditArgs),
     /// Measure Smith against its baselines (NSS, login, CA issuance, propagation,
     /// snapshot apply) in release mode and print one table; see xtask/src/bench/README.md.
     Bench(bench::BenchArgs),
@@ -76,6 +90,8 @@ fn main() -> Result<()> {
         Cmd::Demo { no_install, keep } => demo::run(no_install, keep),
         Cmd::Deps => deps::ensure(),
         Cmd::Package(args) => package::run(args),
+        Cmd::Repro(args) => repro::run(args),
+        Cmd::Audit(args) => audit::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::BenchHelper { cmd } => bench::helper::run(cmd),
     }

@@ -8,14 +8,25 @@
 //! - `rpm`: `rpmbuild -bb packaging/smith.spec`, then `rpm -qlp` / `rpm -qp --scripts`
 //!   on each package, checking the file lists and scriptlets.
 //!
+//! Then, beside the packages (`target/package/deb/`, `target/package/rpm/RPMS/<arch>/`):
+//! a CycloneDX SBOM per package (`<package file>.cdx.json`) and one for the whole lock
+//! file (`smith-VERSION.workspace.cdx.json`), see `sbom.rs`; `SHA256SUMS` over packages
+//! and SBOMs; and, given `--sign-key` (or `SMITH_SIGNING_KEY`), `SHA256SUMS.sig`, an
+//! `ssh-keygen -Y sign` signature, see `release.rs`.
+//!
+//! Builds run in `release::build_env`: `SOURCE_DATE_EPOCH` from debian/changelog and
+//! path remapping, so that two builds of one commit, in any two directories, give the
+//! same bytes (`cargo xtask repro` checks it).
+//!
 //! `--bin-dir DIR` packages already built artifacts (the install test uses
 //! `target/debug`); without it the packaging runs `cargo build --release` once.
 //!
 //! Owns: `target/package/`. Must never: install the packages on this machine or modify
 //! its `/etc` (the checks that need the packaged files run in a private mount namespace);
-//! the only change to the machine is installing missing build tools with apt-get.
+//! the only change to the machine is installing missing build tools with apt-get; hold
+//! or make a signing key.
 
-use crate::workspace_root;
+use crate::{release, sbom, workspace_root};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -51,6 +62,18 @@ pub struct PackageArgs {
     /// A quick build for tests (deb only): gzip -1 instead of xz, no -dbgsym packages.
     #[arg(long)]
     pub fast: bool,
+    /// Sign SHA256SUMS with this OpenSSH key (`ssh-keygen -Y sign -n smith-release`): a
+    /// private key file, or a .pub whose private key is in ssh-agent. Never keep it in
+    /// the repository. Without it SHA256SUMS is written unsigned.
+    #[arg(long, value_name = "KEY", env = "SMITH_SIGNING_KEY")]
+    pub sign_key: Option<PathBuf>,
+}
+
+/// What `cargo xtask package` produced: the directory that holds the packages, their
+/// SBOMs and `SHA256SUMS` (and `SHA256SUMS.sig` when signed).
+#[derive(Debug)]
+pub struct Release {
+    pub dir: PathBuf,
 }
 
 /// Build tools per format: (Debian package, why).
@@ -138,26 +161,43 @@ const UNITS: &[(&str, &str)] = &[
 ];
 
 pub fn run(args: PackageArgs) -> Result<()> {
-    let root = workspace_root();
+    build(&workspace_root(), &args).map(|_| ())
+}
+
+/// Builds, checks, describes and signs the packages of the source tree at `root`.
+pub fn build(root: &Path, args: &PackageArgs) -> Result<Release> {
+    let root = absolute(root)?;
     let version = workspace_version(&root)?;
-    match args.format {
+    let env = release::build_env(&root, &version)?;
+    let packages = match args.format {
         Format::Deb => {
             ensure_tools(DEB_TOOLS, args.no_install, args.no_lintian)?;
             let out = args
                 .out
                 .clone()
                 .unwrap_or_else(|| root.join("target/package/deb"));
-            let debs = build_deb(&root, &version, args.bin_dir.as_deref(), &out, args.fast)?;
+            let mut debs = build_deb(
+                &root,
+                &version,
+                args.bin_dir.as_deref(),
+                &out,
+                args.fast,
+                &env,
+            )?;
             check_deb_contents(&debs)?;
             if !args.no_lintian {
-                lintian(&out)?;
+                lintian(&root, &absolute(&out)?)?;
             }
-            check_units(&debs, &out)?;
-            println!("xtask: packages in {}:", out.display());
-            for d in &debs {
-                println!("  {}", d.display());
+            check_units(&debs, &absolute(&out)?)?;
+            // Debug symbol packages ship too (and so are summed and described).
+            for e in std::fs::read_dir(absolute(&out)?)? {
+                let p = e?.path();
+                if p.extension().is_some_and(|x| x == "ddeb") {
+                    debs.push(p);
+                }
             }
-            Ok(())
+            debs.sort();
+            debs
         }
         Format::Rpm => {
             ensure_tools(RPM_TOOLS, args.no_install, false)?;
@@ -165,13 +205,96 @@ pub fn run(args: PackageArgs) -> Result<()> {
                 .out
                 .clone()
                 .unwrap_or_else(|| root.join("target/package/rpm"));
-            let rpms = build_rpm(&root, &version, args.bin_dir.as_deref(), &out)?;
+            let rpms = build_rpm(&root, &version, args.bin_dir.as_deref(), &out, &env)?;
             check_rpms(&rpms)?;
-            println!("xtask: packages in {}:", out.display());
-            for r in &rpms {
-                println!("  {}", r.display());
+            rpms
+        }
+    };
+    let epoch = release::source_date_epoch(&root)?;
+    finish(&root, &version, epoch, args, packages)
+}
+
+/// SBOMs, SHA256SUMS and its signature beside the packages.
+fn finish(
+    root: &Path,
+    version: &str,
+    epoch: i64,
+    args: &PackageArgs,
+    packages: Vec<PathBuf>,
+) -> Result<Release> {
+    let dir = packages
+        .first()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .context("no packages were built")?;
+    if packages.iter().any(|p| p.parent() != Some(dir.as_path())) {
+        bail!("the packages are not all in {}", dir.display());
+    }
+    let inputs = sbom::Inputs::read(root, version, epoch)?;
+    let mut summed = packages.clone();
+    for p in &packages {
+        let (name, purl) = package_identity(p, args.format)?;
+        let file = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("package file name")?;
+        let doc = inputs.package_sbom(&name, p, &purl)?;
+        summed.push(sbom::write(&dir.join(format!("{file}.cdx.json")), &doc)?);
+    }
+    let workspace = dir.join(format!("smith-{version}.workspace.cdx.json"));
+    summed.push(sbom::write(&workspace, &inputs.workspace_sbom()?)?);
+    let sums = release::write_sums(&dir, &summed)?;
+    println!(
+        "xtask: {} SBOMs (CycloneDX 1.5), {} over {} files",
+        packages.len() + 1,
+        sums.display(),
+        summed.len()
+    );
+    match &args.sign_key {
+        Some(key) => {
+            let line = release::sign(&sums, key)?;
+            println!(
+                "xtask: signed {} with {} (namespace {})",
+                dir.join(release::SIG).display(),
+                key.display(),
+                release::NAMESPACE
+            );
+            if let Some(line) = line {
+                println!("xtask: allowed_signers line for this key: {line}");
             }
-            Ok(())
+        }
+        None => {
+            println!(
+                "xtask: {} is NOT signed: give --sign-key KEY or SMITH_SIGNING_KEY for a release",
+                sums.display()
+            );
+        }
+    }
+    println!("xtask: packages in {}:", dir.display());
+    for p in &packages {
+        println!("  {}", p.display());
+    }
+    Ok(Release { dir })
+}
+
+/// (package name, purl) of a package file.
+fn package_identity(p: &Path, format: Format) -> Result<(String, String)> {
+    match format {
+        Format::Deb => {
+            let name = deb_field(p, "Package")?;
+            let version = deb_field(p, "Version")?;
+            let arch = deb_field(p, "Architecture")?;
+            let purl = format!("pkg:deb/smith/{name}@{version}?arch={arch}");
+            Ok((name, purl))
+        }
+        Format::Rpm => {
+            let q = rpm_query(p, &["--qf", "%{NAME} %{VERSION}-%{RELEASE} %{ARCH}"])?;
+            let mut w = q.split_whitespace();
+            let (Some(name), Some(version), Some(arch)) = (w.next(), w.next(), w.next()) else {
+                bail!("rpm -qp printed {q:?} for {}", p.display());
+            };
+            let purl = format!("pkg:rpm/smith/{name}@{version}?arch={arch}");
+            Ok((name.to_string(), purl))
         }
     }
 }
@@ -299,6 +422,7 @@ fn build_deb(
     bin_dir: Option<&Path>,
     out: &Path,
     fast: bool,
+    env: &[(String, String)],
 ) -> Result<Vec<PathBuf>> {
     // debian/changelog names the package version: it must follow Cargo.toml.
     let changelog = std::fs::read_to_string(root.join("debian/changelog"))?;
@@ -324,10 +448,12 @@ fn build_deb(
     for e in std::fs::read_dir(&out)? {
         let p = e?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with("smith")
-            && [".deb", ".ddeb", ".changes", ".buildinfo"]
+        if (name.starts_with("smith")
+            && [".deb", ".ddeb", ".changes", ".buildinfo", ".cdx.json"]
                 .iter()
-                .any(|x| name.ends_with(x))
+                .any(|x| name.ends_with(x)))
+            || name == release::SUMS
+            || name == release::SIG
         {
             std::fs::remove_file(&p)?;
         }
@@ -336,6 +462,7 @@ fn build_deb(
     let mut cmd = Command::new("dpkg-buildpackage");
     cmd.current_dir(&src)
         .args(["-b", "-us", "-uc"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SMITH_SRCDIR", root)
         .env("DEB_BUILD_OPTIONS", "nocheck");
     if fast {
@@ -446,7 +573,7 @@ fn check_deb_contents(debs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-fn lintian(out: &Path) -> Result<()> {
+fn lintian(root: &Path, out: &Path) -> Result<()> {
     let changes: Vec<PathBuf> = std::fs::read_dir(out)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "changes"))
@@ -473,7 +600,7 @@ fn lintian(out: &Path) -> Result<()> {
     }
     println!("xtask: lintian: no errors, no warnings");
     // Overridden tags do not show above: name them, each is justified in its file.
-    for e in std::fs::read_dir(workspace_root().join("debian"))? {
+    for e in std::fs::read_dir(root.join("debian"))? {
         let p = e?.path();
         if p.to_string_lossy().ends_with(".lintian-overrides") {
             for l in std::fs::read_to_string(&p)?.lines() {
@@ -560,12 +687,14 @@ fn build_rpm(
     version: &str,
     bin_dir: Option<&Path>,
     out: &Path,
+    env: &[(String, String)],
 ) -> Result<Vec<PathBuf>> {
     let out = absolute(out)?;
     let _ = std::fs::remove_dir_all(out.join("RPMS"));
     std::fs::create_dir_all(&out)?;
     let mut cmd = Command::new("rpmbuild");
-    cmd.arg("-bb")
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("-bb")
         .arg(root.join("packaging/smith.spec"))
         // The build tools are Debian's here, not RPMs: nothing for rpm to check.
         .arg("--nodeps")

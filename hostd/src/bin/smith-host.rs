@@ -39,6 +39,12 @@ enum Cmd {
     /// and only re-asserts the files (running it twice changes nothing). A host the CA
     /// refuses (removed, client certificate expired) enrolls again with `--token T`
     /// alone: the CA URL, fingerprint and name default to the current ones.
+    ///
+    /// Check Smith packages before installing them, on this host and the next (README,
+    /// "Verify before installing"): in the directory with the packages, the project's
+    /// release key saved as smith-allowed-signers, `ssh-keygen -Y verify -f
+    /// smith-allowed-signers -I release@smith -n smith-release -s SHA256SUMS.sig <
+    /// SHA256SUMS`, then `sha256sum -c SHA256SUMS`.
     Activate {
         /// The CA's URL, e.g. https://ca.example.com:8443.
         #[arg(long = "ca", value_name = "URL", env = "SMITH_CA_URL")]

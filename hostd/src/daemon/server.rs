@@ -241,6 +241,13 @@ pub fn lookup(cache: &[u8], req: &Request) -> Response {
             Ok(u) => Response::Gids(u.map(|u| u.gids.iter().collect())),
             Err(e) => internal(e),
         },
+        Request::GidsOf(n) => match view.user_by_name(n.as_bytes()) {
+            Ok(u) => Response::GidsOf {
+                user: n.clone(),
+                gids: u.map(|u| u.gids.iter().collect()),
+            },
+            Err(e) => internal(e),
+        },
         Request::Ping | Request::Event { .. } => error(ErrorCode::BadRequest, "not a lookup"),
     }
 }

@@ -60,6 +60,25 @@ pub struct Status {
     pub problem: Option<String>,
     /// The SSH host certificates hostd keeps renewed.
     pub ssh_host_certs: Vec<HostCertStatus>,
+    /// Smith users and groups left out of the cache, each with why and what to do
+    /// (colliding with a local account, a subordinate id range or another NSS source).
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// One Smith user or group this host does not serve (from `skipped.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SkippedEntry {
+    pub kind: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// What hostd last recorded as skipped (empty if nothing, or not written yet).
+pub fn skipped(p: &HostPaths) -> Vec<SkippedEntry> {
+    std::fs::read(&p.skipped_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// One managed SSH host certificate.
@@ -230,6 +249,7 @@ pub fn gather(r: &Resolved) -> Status {
     let client_cert_not_after = creds.as_ref().map(|c| c.cert.not_after);
     Status {
         problem: problem(ca_refusal.as_ref(), client_cert_not_after, now),
+        skipped: skipped(p),
         ca_refusal,
         ssh_host_certs: host_certs(p, now),
         enrolled: r.config.is_some() && creds.is_some(),
@@ -337,6 +357,25 @@ pub fn render(s: &Status) -> String {
             .map(|u| u.to_string())
             .unwrap_or_else(|| "unknown".into()),
     );
+    if !s.skipped.is_empty() {
+        line(
+            &mut out,
+            "not served:",
+            format!(
+                "{} Smith user(s)/group(s) collide with this host's own ids or names:",
+                s.skipped.len()
+            ),
+        );
+        for k in s.skipped.iter().take(20) {
+            out.push_str(&format!("    {} {}: {}\n", k.kind, k.name, k.reason));
+        }
+        if s.skipped.len() > 20 {
+            out.push_str(&format!(
+                "    ... and {} more (smith-host status --json)\n",
+                s.skipped.len() - 20
+            ));
+        }
+    }
     if let Some(e) = &s.last_sync_error {
         line(
             &mut out,

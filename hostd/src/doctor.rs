@@ -1,9 +1,10 @@
 //! `smith-host doctor [--json]`: checks every piece a working Smith host needs and
 //! says, for each failure, what to do.
 //!
-//! Owns: the list of checks (files and modes, sshd drop-in and its inclusion, the
-//! principals command's ownership, nsswitch order, PAM lines, modules installed, cache,
-//! daemon, CA). Must never: change anything.
+//! Owns: the list of checks, one function each (files and modes, sshd drop-in and its
+//! inclusion, the principals command's ownership, nsswitch order, PAM lines, modules
+//! installed, cache, Smith entries not served because of collisions, daemon, CA, audit).
+//! Must never: change anything.
 
 use crate::activate::edits;
 use crate::config::{HostConfig, Resolved};
@@ -126,6 +127,7 @@ pub fn run(r: &Resolved) -> Vec<Check> {
     check_pam(&mut c, p);
     check_modules(&mut c, p);
     check_cache(&mut c, p);
+    check_collisions(&mut c, p);
     check_snapshot(&mut c, p);
     check_daemon(&mut c, p);
     if let Ok(cr) = &creds {
@@ -469,6 +471,27 @@ fn check_cache(c: &mut Checks, p: &HostPaths) {
             e,
             "restart smith-hostd; it rewrites the cache from its last snapshot",
         ),
+    }
+}
+
+/// Smith users and groups not served because they collide with this host's own ids or
+/// names (local accounts, subordinate id ranges, other NSS sources), each with what to do.
+fn check_collisions(c: &mut Checks, p: &HostPaths) {
+    let skipped = crate::status::skipped(p);
+    if skipped.is_empty() {
+        c.ok(
+            "collisions",
+            "no Smith user or group collides with this host's ids or names",
+        );
+        return;
+    }
+    for k in &skipped {
+        c.push(
+            "collisions",
+            Level::Warn,
+            format!("Smith {} '{}' is not served here", k.kind, k.name),
+            k.reason.clone(),
+        );
     }
 }
 

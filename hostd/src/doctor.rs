@@ -136,6 +136,7 @@ pub fn run(r: &Resolved) -> Vec<Check> {
     check_ca_enrollment(&mut c, p);
     check_host_certs(&mut c, p);
     check_audit(&mut c, p);
+    check_spool_quota(&mut c, p);
     check_sudoers(&mut c, p);
     c.0
 }
@@ -661,6 +662,24 @@ fn check_audit(c: &mut Checks, p: &HostPaths) {
                 "{pending} record(s) waiting, acknowledged through {}",
                 acked.acked_through
             ),
+        );
+    }
+}
+
+/// Events from sshd's log dropped because the spool was over its quota.
+fn check_spool_quota(c: &mut Checks, p: &HostPaths) {
+    let q = crate::daemon::events::load_quota(p);
+    if q.dropped > 0 {
+        c.push(
+            "audit spool quota",
+            Level::Warn,
+            format!(
+                "{} event(s) from sshd's log were dropped (last {}): the spool was over its {} MiB quota",
+                q.dropped,
+                q.last_dropped_unix.map(crate::status::when).unwrap_or_default(),
+                q.quota_bytes >> 20
+            ),
+            "check why the CA does not acknowledge the backlog (smith-host status); a flood of log lines means a local user writes to sshd's log: use sshd_log = \"journal\"",
         );
     }
 }

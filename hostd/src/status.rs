@@ -154,11 +154,15 @@ pub struct AuditStatus {
     pub rejection: Option<crate::daemon::upload::Rejection>,
     /// Set while this host's chain and the CA's disagree (uploading stopped).
     pub fork: Option<String>,
+    /// Events from sshd's log dropped because the spool was over its quota.
+    pub sshd_log_dropped: u64,
+    pub spool_quota_bytes: u64,
 }
 
 fn audit_status(p: &HostPaths) -> AuditStatus {
     let (pending, acked, up) = crate::daemon::upload::summarize(p);
     let up = up.unwrap_or_default();
+    let quota = crate::daemon::events::load_quota(p);
     AuditStatus {
         pending,
         head_seq: acked.acked_through + pending,
@@ -167,6 +171,8 @@ fn audit_status(p: &HostPaths) -> AuditStatus {
         last_error: up.last_error,
         rejection: up.rejection,
         fork: up.fork,
+        sshd_log_dropped: quota.dropped,
+        spool_quota_bytes: crate::daemon::events::SSHD_LOG_QUOTA_BYTES,
     }
 }
 
@@ -440,6 +446,17 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(f) = &a.fork {
         line(&mut out, "CHAIN FORK:", format!("{f} (uploading stopped)"));
+    }
+    if a.sshd_log_dropped > 0 {
+        line(
+            &mut out,
+            "SPOOL FULL:",
+            format!(
+                "{} event(s) from sshd's log dropped: the spool was over its {} MiB quota (the CA has not acknowledged the backlog: check the upload, smith-host doctor)",
+                a.sshd_log_dropped,
+                a.spool_quota_bytes >> 20
+            ),
+        );
     }
     if let (Some(e), None) = (&a.last_error, &a.rejection) {
         if a.pending > 0 {

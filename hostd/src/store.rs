@@ -520,7 +520,12 @@ impl Store {
                 error!(path = %self.paths.user_ca_keys.display(), error = %e, "cannot write the user CA keys; will retry");
             }
         }
-        match trust::render_krl(state.krl_base64.as_deref()) {
+        let krl = trust::render_krl(state.krl_base64.as_deref()).and_then(|krl| {
+            trust::validate_krl(&krl)
+                .map(|_| krl)
+                .map_err(|e| format!("the KRL from the CA is malformed ({e})"))
+        });
+        match krl {
             Ok(krl) => {
                 match trust::write_if_changed(&self.paths.revoked_keys, &krl, trust::TRUST_MODE) {
                     Ok(true) => info!(path = %self.paths.revoked_keys.display(), "KRL updated"),
@@ -531,8 +536,71 @@ impl Store {
                     }
                 }
             }
-            Err(e) => error!(error = %e, "keeping the previous KRL"),
+            // sshd would refuse every public key login, root's included, with a KRL it
+            // cannot parse: the previous one keeps serving until the CA sends a good one.
+            Err(e) => {
+                error!(error = %e, path = %self.paths.revoked_keys.display(), "keeping the previous KRL")
+            }
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use smith_proto::snapshot::SyncResponse;
+    use smith_proto::{PosixId, Tags};
+
+    fn response(version: u64, krl: Option<&[u8]>) -> SyncResponse {
+        SyncResponse {
+            host: HostName::new("web-1").unwrap(),
+            tags: Tags::parse("env=prod").unwrap(),
+            version,
+            base_version: None,
+            users: vec![crate::view::tests::user(
+                "alice",
+                2_001_000_001,
+                smith_proto::Level::Ssh,
+                &[],
+            )],
+            removed_users: vec![],
+            groups: vec![],
+            grants: vec![],
+            sudo_gid: PosixId::new(2_001_000_000).unwrap(),
+            user_ca_keys: vec![],
+            krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k)),
+        }
+    }
+
+    /// L6: a malformed KRL from the CA is not installed (sshd would then refuse every
+    /// public key login, root's included); the previous one keeps serving, and a good
+    /// one replaces it. Before issue 14 the decoded bytes were written as they came.
+    #[test]
+    fn a_malformed_krl_never_replaces_the_previous_one() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = HostPaths::under(d.path());
+        let mut store = Store::open(&paths, &HostName::new("web-1").unwrap(), "/home");
+        // A valid KRL with no sections (what ssh-keygen -k writes for an empty spec).
+        let mut good = b"SSHKRL\n\0".to_vec();
+        good.extend_from_slice(&1u32.to_be_bytes());
+        for _ in 0..3 {
+            good.extend_from_slice(&7u64.to_be_bytes());
+        }
+        good.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        store.apply(response(1, Some(&good))).unwrap();
+        store.flush();
+        assert_eq!(std::fs::read(&paths.revoked_keys).unwrap(), good);
+        for bad in [&b"garbage that sshd cannot parse"[..], &good[..20]] {
+            store
+                .apply(response(store.version() + 1, Some(bad)))
+                .unwrap();
+            store.flush();
+            assert_eq!(std::fs::read(&paths.revoked_keys).unwrap(), good, "kept");
+        }
+        store.apply(response(store.version() + 1, None)).unwrap();
+        store.flush();
+        assert!(std::fs::read(&paths.revoked_keys).unwrap().is_empty());
     }
 }

@@ -348,6 +348,11 @@ impl Store {
     /// before, and never lock out), and is not served otherwise until the source answers.
     fn other_sources(&mut self, state: &HostState) -> OtherSources {
         let conf = std::fs::read_to_string(&self.paths.nsswitch).unwrap_or_default();
+        // nsswitch.conf changed (a source added, removed, or brought back by an
+        // operator): ask again rather than trust answers about another configuration.
+        if self.local_stamp.get(4) != Some(&stamp(&self.paths.nsswitch)) {
+            self.probed.clear();
+        }
         let mut out = OtherSources::default();
         let mut asks: Vec<(String, Query)> = Vec::new();
         let sudo = (

@@ -49,7 +49,7 @@ enum Cmd {
         #[arg(long = "san")]
         sans: Vec<String>,
         /// uid/gid range to allocate from; its first id is the smith-sudo gid.
-        #[arg(long, default_value = "200000-299999")]
+        #[arg(long, default_value = "2001000000-2001999999")]
         id_range: String,
         /// Print {"root_fingerprint", "admin_token", ...} as JSON.
         #[arg(long)]

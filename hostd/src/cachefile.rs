@@ -98,6 +98,6 @@ mod tests {
         let now = read_valid(&p).unwrap().unwrap();
         let v = CacheView::parse(&now).unwrap();
         assert_eq!(v.snapshot_version(), 2);
-        assert!(!v.is_stale_flag_set());
+        assert_eq!(&now[STALE_OFFSET..STALE_OFFSET + 4], &[0; 4]);
     }
 }

@@ -1,13 +1,15 @@
 //! `smith-host doctor [--json]`: checks every piece a working Smith host needs and
 //! says, for each failure, what to do.
 //!
-//! Owns: the list of checks (files and modes, sshd drop-in and its inclusion, the
-//! principals command's ownership, nsswitch order, PAM lines, modules installed, cache,
-//! daemon, CA). Must never: change anything.
+//! Owns: the list of checks, one function each (files and modes, sshd drop-in and its
+//! inclusion, the principals command's ownership, nsswitch order, PAM lines, modules
+//! installed, cache, Smith entries not served because of collisions, daemon, CA, audit).
+//! Must never: change anything.
 
 use crate::activate::edits;
-use crate::config::Resolved;
+use crate::config::{HostConfig, Resolved};
 use crate::fsutil::mode_of;
+use crate::identity::HostCredentials;
 use crate::paths::{relocate, HostPaths};
 use serde::Serialize;
 use smith_proto::cache::CacheView;
@@ -113,7 +115,35 @@ fn module_candidates(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
 pub fn run(r: &Resolved) -> Vec<Check> {
     let p: &HostPaths = &r.paths;
     let mut c = Checks(Vec::new());
+    let Some(cfg) = check_config(&mut c, r) else {
+        return c.0;
+    };
+    let creds = crate::identity::load_credentials(&p.ca_bundle, &p.host_cert, &p.host_key);
+    check_credentials(&mut c, p, cfg, &creds);
+    check_user_ca_keys(&mut c, p);
+    check_krl(&mut c, p);
+    check_sshd(&mut c, p);
+    check_nsswitch(&mut c, p);
+    check_pam(&mut c, p);
+    check_modules(&mut c, p);
+    check_cache(&mut c, p);
+    check_collisions(&mut c, p);
+    check_snapshot(&mut c, p);
+    check_daemon(&mut c, p);
+    if let Ok(cr) = &creds {
+        check_ca(&mut c, p, cfg, cr);
+    }
+    check_ca_enrollment(&mut c, p);
+    check_host_certs(&mut c, p);
+    check_audit(&mut c, p);
+    check_spool_quota(&mut c, p);
+    check_sudoers(&mut c, p);
+    c.0
+}
 
+/// `host.toml`: without it the host is not enrolled and nothing else is checked.
+fn check_config<'a>(c: &mut Checks, r: &'a Resolved) -> Option<&'a HostConfig> {
+    let p = &r.paths;
     let Some(cfg) = &r.config else {
         c.push(
             "config",
@@ -124,7 +154,7 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             ),
             "smith-host activate --ca URL --token T --ca-fingerprint SHA256:...",
         );
-        return c.0;
+        return None;
     };
     c.ok(
         "config",
@@ -135,10 +165,19 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             cfg.ca_url
         ),
     );
+    Some(cfg)
+}
 
-    check_file(&mut c, "host key", &p.host_key, Some(0o600), REACTIVATE);
-    let creds = crate::identity::load_credentials(&p.ca_bundle, &p.host_cert, &p.host_key);
-    match &creds {
+/// The host key, the mTLS client certificate (validity, name, key match, renewal) and
+/// the pinned CA root.
+fn check_credentials(
+    c: &mut Checks,
+    p: &HostPaths,
+    cfg: &HostConfig,
+    creds: &Result<HostCredentials, String>,
+) {
+    check_file(c, "host key", &p.host_key, Some(0o600), REACTIVATE);
+    match creds {
         Err(e) => c.push("client certificate", Level::Fail, e.clone(), REACTIVATE),
         Ok(cr) => {
             let now = crate::now_unix();
@@ -148,15 +187,15 @@ pub fn run(r: &Resolved) -> Vec<Check> {
                 .unwrap_or(false);
             if cr.cert.not_after <= now {
                 c.push(
-                    "client certificate",
-                    Level::Fail,
-                    format!(
-                        "{} (expired {})",
-                        crate::refusal::EXPIRED_ADVICE,
-                        crate::status::when(cr.cert.not_after)
-                    ),
-                    "ask the admin for a token (smith-ca admin host token --tags ...), then smith-host activate --token T",
-                );
+                "client certificate",
+                Level::Fail,
+                format!(
+                    "{} (expired {})",
+                    crate::refusal::EXPIRED_ADVICE,
+                    crate::status::when(cr.cert.not_after)
+                ),
+                "ask the admin for a token (smith-ca admin host token --tags ...), then smith-host activate --token T",
+            );
             } else if !cr.cert.is_valid_at(now) {
                 c.push(
                     "client certificate",
@@ -220,8 +259,11 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             }
         }
     }
+}
 
-    if check_file(&mut c, "user CA keys", &p.user_ca_keys, None, REACTIVATE) {
+/// sshd's `TrustedUserCAKeys` file: present, root's, with at least one valid key.
+fn check_user_ca_keys(c: &mut Checks, p: &HostPaths) {
+    if check_file(c, "user CA keys", &p.user_ca_keys, None, REACTIVATE) {
         let text = std::fs::read_to_string(&p.user_ca_keys).unwrap_or_default();
         let keys: Vec<String> = text.lines().map(str::to_string).collect();
         let (valid, refused) = crate::trust::render_user_ca_keys(&keys);
@@ -241,11 +283,17 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             );
         }
     }
-    check_file(&mut c, "KRL", &p.revoked_keys, None, "sshd refuses every public key login when its RevokedKeys file is missing: run `smith-host activate` again");
+}
 
-    // sshd.
+/// sshd's `RevokedKeys` file.
+fn check_krl(c: &mut Checks, p: &HostPaths) {
+    check_file(c, "KRL", &p.revoked_keys, None, "sshd refuses every public key login when its RevokedKeys file is missing: run `smith-host activate` again");
+}
+
+/// The drop-in, its inclusion in sshd_config, and the principals command.
+fn check_sshd(c: &mut Checks, p: &HostPaths) {
     let dropin = std::fs::read_to_string(&p.sshd_dropin).unwrap_or_default();
-    if check_file(&mut c, "sshd drop-in", &p.sshd_dropin, None, REACTIVATE) {
+    if check_file(c, "sshd drop-in", &p.sshd_dropin, None, REACTIVATE) {
         for kw in [
             "TrustedUserCAKeys",
             "RevokedKeys",
@@ -289,13 +337,15 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             .map(str::to_string);
         if let Some(exe) = exe {
             match crate::activate::principals_command_problem(Path::new(&exe)) {
-                Some(problem) => c.push("principals command", Level::Fail, problem, "install smith-host in a root-owned directory (e.g. /usr/bin) and run `smith-host activate --principals-command PATH` again"),
-                None => c.ok("principals command", exe),
-            }
+            Some(problem) => c.push("principals command", Level::Fail, problem, "install smith-host in a root-owned directory (e.g. /usr/bin) and run `smith-host activate --principals-command PATH` again"),
+            None => c.ok("principals command", exe),
+        }
         }
     }
+}
 
-    // nsswitch and PAM.
+/// `passwd:` and `group:` list smith after files.
+fn check_nsswitch(c: &mut Checks, p: &HostPaths) {
     match std::fs::read_to_string(&p.nsswitch) {
         Ok(t) if edits::nss_is_configured(&t) => {
             c.ok("nsswitch", "passwd and group list smith after files")
@@ -316,6 +366,10 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             REACTIVATE,
         ),
     }
+}
+
+/// The pam_smith lines in sshd's and sudo's stacks.
+fn check_pam(c: &mut Checks, p: &HostPaths) {
     for (name, path, lines, required) in [
         ("PAM sshd", &p.pam_sshd, edits::pam_lines_sshd(), true),
         ("PAM sudo", &p.pam_sudo, edits::pam_lines_sudo(), false),
@@ -344,6 +398,10 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             ),
         }
     }
+}
+
+/// The two modules are installed where glibc and libpam look.
+fn check_modules(c: &mut Checks, p: &HostPaths) {
     for (name, file, hint) in [
         (
             "NSS module",
@@ -369,8 +427,10 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             ),
         }
     }
+}
 
-    // Cache, state, daemon.
+/// The NSS cache file.
+fn check_cache(c: &mut Checks, p: &HostPaths) {
     match crate::cachefile::read_valid(&p.cache_file) {
         Ok(Some(b)) => {
             let v = CacheView::parse(&b).ok();
@@ -413,6 +473,31 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             "restart smith-hostd; it rewrites the cache from its last snapshot",
         ),
     }
+}
+
+/// Smith users and groups not served because they collide with this host's own ids or
+/// names (local accounts, subordinate id ranges, other NSS sources), each with what to do.
+fn check_collisions(c: &mut Checks, p: &HostPaths) {
+    let skipped = crate::status::skipped(p);
+    if skipped.is_empty() {
+        c.ok(
+            "collisions",
+            "no Smith user or group collides with this host's ids or names",
+        );
+        return;
+    }
+    for k in &skipped {
+        c.push(
+            "collisions",
+            Level::Warn,
+            format!("Smith {} '{}' is not served here", k.kind, k.name),
+            k.reason.clone(),
+        );
+    }
+}
+
+/// The stored snapshot.
+fn check_snapshot(c: &mut Checks, p: &HostPaths) {
     match crate::state::load_state(&p.state_file) {
         Ok(Some(s)) => c.ok(
             "snapshot",
@@ -431,6 +516,10 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             "smith-hostd resyncs on start; check its logs",
         ),
     }
+}
+
+/// smith-hostd answers on its socket.
+fn check_daemon(c: &mut Checks, p: &HostPaths) {
     match crate::localclient::ping(&p.socket) {
         Ok((v, users, _)) => c.ok(
             "daemon",
@@ -449,9 +538,11 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             ),
         ),
     }
+}
 
-    // The CA, over mTLS, as the daemon talks to it.
-    if let Ok(cr) = &creds {
+/// The CA accepts this host, over mTLS, as the daemon talks to it.
+fn check_ca(c: &mut Checks, p: &HostPaths, cfg: &HostConfig, cr: &HostCredentials) {
+    {
         let version = crate::state::load_state(&p.state_file)
             .ok()
             .flatten()
@@ -471,22 +562,25 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             ))
         });
         match result {
-            Ok(_) => c.ok("CA", format!("{} accepts this host (mTLS sync)", cfg.ca_url)),
-            Err(e) => match crate::refusal::classify_api(&e) {
-                Some(kind) => c.push(
-                    "CA",
-                    Level::Fail,
-                    format!("{} (the CA said: {e})", kind.advice()),
-                    match kind {
-                        crate::refusal::RefusalKind::HostRemoved => "smith-host deactivate, or smith-host activate --token T with a new token from `smith-ca admin host token`",
-                        crate::refusal::RefusalKind::ClientCertExpired => "smith-host activate --token T with a new token from `smith-ca admin host token`",
-                    },
-                ),
-                None => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),
-            },
-        }
+        Ok(_) => c.ok("CA", format!("{} accepts this host (mTLS sync)", cfg.ca_url)),
+        Err(e) => match crate::refusal::classify_api(&e) {
+            Some(kind) => c.push(
+                "CA",
+                Level::Fail,
+                format!("{} (the CA said: {e})", kind.advice()),
+                match kind {
+                    crate::refusal::RefusalKind::HostRemoved => "smith-host deactivate, or smith-host activate --token T with a new token from `smith-ca admin host token`",
+                    crate::refusal::RefusalKind::ClientCertExpired => "smith-host activate --token T with a new token from `smith-ca admin host token`",
+                },
+            ),
+            None => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),
+        },
     }
-    // What hostd last heard from the CA (also when the CA is not reachable now).
+    }
+}
+
+/// What hostd last heard from the CA (also when the CA is not reachable now).
+fn check_ca_enrollment(c: &mut Checks, p: &HostPaths) {
     if let Some(r) = crate::state::load_sync_status(&p.sync_status_file).and_then(|s| s.ca_refusal)
     {
         c.push(
@@ -502,47 +596,51 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             "smith-host deactivate, or smith-host activate --token T with a new token",
         );
     }
+}
 
-    // SSH host certificates (sshd's HostCertificate), renewed by smith-hostd.
+/// SSH host certificates (sshd's HostCertificate), renewed by smith-hostd.
+fn check_host_certs(c: &mut Checks, p: &HostPaths) {
     for h in crate::status::host_certs(p, crate::now_unix()) {
         let name = "SSH host certificate";
         match (h.state.as_str(), h.valid_before) {
-            ("valid", Some(t)) => c.ok(name, format!("{}: valid until {}", h.path, crate::status::when(t))),
-            ("due", Some(t)) => c.push(
-                name,
-                Level::Warn,
-                format!("{}: past 2/3 of its lifetime, valid until {}", h.path, crate::status::when(t)),
-                "smith-hostd renews it with its client certificate; check that it runs and reaches the CA",
-            ),
-            (st, _) => c.push(
-                name,
-                Level::Fail,
-                format!("{}: {st}; ssh clients trusting the host CA cannot verify this host", h.path),
-                "smith-hostd gets a new one at its next renewal; check that it runs and reaches the CA (smith-host status)",
-            ),
-        }
+        ("valid", Some(t)) => c.ok(name, format!("{}: valid until {}", h.path, crate::status::when(t))),
+        ("due", Some(t)) => c.push(
+            name,
+            Level::Warn,
+            format!("{}: past 2/3 of its lifetime, valid until {}", h.path, crate::status::when(t)),
+            "smith-hostd renews it with its client certificate; check that it runs and reaches the CA",
+        ),
+        (st, _) => c.push(
+            name,
+            Level::Fail,
+            format!("{}: {st}; ssh clients trusting the host CA cannot verify this host", h.path),
+            "smith-hostd gets a new one at its next renewal; check that it runs and reaches the CA (smith-host status)",
+        ),
     }
+    }
+}
 
-    // The audit trail.
+/// The audit trail: chain agreement, rejections, backlog.
+fn check_audit(c: &mut Checks, p: &HostPaths) {
     let (pending, acked, up) = crate::daemon::upload::summarize(p);
     let up = up.unwrap_or_default();
     if let Some(f) = &up.fork {
         c.push(
-            "audit",
-            Level::Fail,
-            format!("this host's audit chain and the CA's disagree: {f}"),
-            "uploading is stopped and the spool is kept; compare the spool with `smith-ca admin audit list --host` before changing anything",
-        );
+        "audit",
+        Level::Fail,
+        format!("this host's audit chain and the CA's disagree: {f}"),
+        "uploading is stopped and the spool is kept; compare the spool with `smith-ca admin audit list --host` before changing anything",
+    );
     } else if let Some(r) = &up.rejection {
         c.push(
-            "audit",
-            Level::Fail,
-            format!(
-                "the CA rejected audit record {} ({}): {}; {pending} record(s) wait in the spool",
-                r.seq, r.code, r.message
-            ),
-            "a spooled record was altered or lost; the spool is kept as evidence: inspect it and `smith-ca admin audit rejections`",
-        );
+        "audit",
+        Level::Fail,
+        format!(
+            "the CA rejected audit record {} ({}): {}; {pending} record(s) wait in the spool",
+            r.seq, r.code, r.message
+        ),
+        "a spooled record was altered or lost; the spool is kept as evidence: inspect it and `smith-ca admin audit rejections`",
+    );
     } else if pending > 1000 {
         c.push(
             "audit",
@@ -565,6 +663,28 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             ),
         );
     }
+}
+
+/// Events from sshd's log dropped because the spool was over its quota.
+fn check_spool_quota(c: &mut Checks, p: &HostPaths) {
+    let q = crate::daemon::events::load_quota(p);
+    if q.dropped > 0 {
+        c.push(
+            "audit spool quota",
+            Level::Warn,
+            format!(
+                "{} event(s) from sshd's log were dropped (last {}): the spool was over its {} MiB quota",
+                q.dropped,
+                q.last_dropped_unix.map(crate::status::when).unwrap_or_default(),
+                q.quota_bytes >> 20
+            ),
+            "check why the CA does not acknowledge the backlog (smith-host status); a flood of log lines means a local user writes to sshd's log: use sshd_log = \"journal\"",
+        );
+    }
+}
+
+/// `/etc/sudoers.d/smith` passes visudo.
+fn check_sudoers(c: &mut Checks, p: &HostPaths) {
     if p.sudoers.exists() {
         match crate::sudoers::visudo() {
             Some(v) => {
@@ -587,7 +707,6 @@ pub fn run(r: &Resolved) -> Vec<Check> {
             None => c.push("sudoers", Level::Warn, "visudo not found", "install sudo"),
         }
     }
-    c.0
 }
 
 pub fn render(checks: &[Check]) -> String {

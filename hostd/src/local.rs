@@ -1,10 +1,17 @@
-//! The host's local accounts, read directly from `/etc/passwd` and `/etc/group`.
+//! The host's own identities that Smith must never collide with, read directly (never
+//! through NSS, which would ask nss_smith, i.e. ourselves).
 //!
-//! Owns: the set of local user names/uids and group names/gids that Smith must never
-//! shadow. Must never: resolve through NSS (that would ask nss_smith, i.e. ourselves,
-//! and could not tell local from Smith entries).
+//! Owns: the local user and group names and ids of `/etc/passwd` and `/etc/group`
+//! (parsed by the shared `smith_proto::local`, the same rules as pam_smith and
+//! nss_smith), and the subordinate uid/gid ranges of `/etc/subuid` and `/etc/subgid`
+//! (issue 14, D3: the ids local users' rootless containers run as; Debian and Ubuntu
+//! give the second and third local users 165536-231071 and 231072-296607).
+//!
+//! Must never: resolve through NSS, or treat an unreadable file as empty (the caller
+//! keeps the previous cache until the files can be read).
 
-use std::collections::HashSet;
+use smith_proto::local::{entries, sub_ranges, SubRange};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,24 +20,29 @@ pub struct LocalAccounts {
     pub uids: HashSet<u32>,
     pub group_names: HashSet<String>,
     pub gids: HashSet<u32>,
+    pub subuids: Vec<SubRange>,
+    pub subgids: Vec<SubRange>,
+    /// What the host's other NSS sources said about Smith's names and ids
+    /// (`crate::nssprobe`; empty when `nsswitch.conf` lists none).
+    pub other: OtherSources,
 }
 
-/// Parses `name:x:ID:...` lines, returning (name, id) pairs. `id_field` is the index of
-/// the numeric id (2 for both passwd and group). Comments, NIS `+`/`-` lines and
-/// malformed lines are skipped (a malformed line still reserves its name).
-fn parse_colon_file(text: &str, names: &mut HashSet<String>, ids: &mut HashSet<u32>) {
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split(':');
-        let name = fields.next().unwrap_or("");
-        let name = name.trim_start_matches(['+', '-']);
-        if !name.is_empty() {
-            names.insert(name.to_string());
-        }
-        if let Some(id) = fields.nth(1).and_then(|f| f.trim().parse::<u32>().ok()) {
+/// Smith's names and ids found in the host's other NSS sources (value: the source),
+/// and those no source could vouch for (it did not answer) that were not served before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtherSources {
+    pub user_names: HashMap<String, String>,
+    pub uids: HashMap<u32, String>,
+    pub group_names: HashMap<String, String>,
+    pub gids: HashMap<u32, String>,
+    pub unverified_users: HashMap<String, String>,
+    pub unverified_groups: HashMap<String, String>,
+}
+
+fn collect(text: &[u8], names: &mut HashSet<String>, ids: &mut HashSet<u32>) {
+    for e in entries(text) {
+        names.insert(String::from_utf8_lossy(e.name).into_owned());
+        if let Some(id) = e.id {
             ids.insert(id);
         }
     }
@@ -39,53 +51,67 @@ fn parse_colon_file(text: &str, names: &mut HashSet<String>, ids: &mut HashSet<u
 impl LocalAccounts {
     pub fn parse(passwd: &str, group: &str) -> LocalAccounts {
         let mut la = LocalAccounts::default();
-        parse_colon_file(passwd, &mut la.user_names, &mut la.uids);
-        parse_colon_file(group, &mut la.group_names, &mut la.gids);
+        collect(passwd.as_bytes(), &mut la.user_names, &mut la.uids);
+        collect(group.as_bytes(), &mut la.group_names, &mut la.gids);
         la
     }
 
-    /// Reads both files. A missing file counts as empty (logged by the caller through
-    /// the returned warnings); any other read error is returned.
-    pub fn load(passwd: &Path, group: &Path) -> std::io::Result<(LocalAccounts, Vec<String>)> {
+    /// Reads the four files. A missing file counts as empty (reported in the returned
+    /// warnings); any other read error is returned.
+    pub fn load(
+        passwd: &Path,
+        group: &Path,
+        subuid: &Path,
+        subgid: &Path,
+    ) -> std::io::Result<(LocalAccounts, Vec<String>)> {
         let mut warnings = Vec::new();
-        let mut read = |p: &Path| -> std::io::Result<String> {
-            match std::fs::read(p) {
-                Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    warnings.push(format!(
-                        "{} does not exist; treating it as empty",
-                        p.display()
-                    ));
-                    Ok(String::new())
+        let mut read = |p: &Path, quiet: bool| -> std::io::Result<Vec<u8>> {
+            match smith_proto::local::read(p) {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => {
+                    if !quiet {
+                        warnings.push(format!(
+                            "{} does not exist; treating it as empty",
+                            p.display()
+                        ));
+                    }
+                    Ok(Vec::new())
                 }
-                Err(e) => Err(e),
+                Err(errno) => Err(std::io::Error::from_raw_os_error(errno)),
             }
         };
-        let pw = read(passwd)?;
-        let gr = read(group)?;
-        Ok((LocalAccounts::parse(&pw, &gr), warnings))
+        let pw = read(passwd, false)?;
+        let gr = read(group, false)?;
+        // Hosts without rootless containers have no subordinate files: not worth a warning.
+        let su = read(subuid, true)?;
+        let sg = read(subgid, true)?;
+        let mut la = LocalAccounts::default();
+        collect(&pw, &mut la.user_names, &mut la.uids);
+        collect(&gr, &mut la.group_names, &mut la.gids);
+        la.subuids = sub_ranges(&su);
+        la.subgids = sub_ranges(&sg);
+        Ok((la, warnings))
     }
 
     pub fn has_user(&self, name: &str) -> bool {
         self.user_names.contains(name)
+    }
+
+    /// The subordinate uid range holding `uid`, if any.
+    pub fn subuid_range(&self, uid: u32) -> Option<&SubRange> {
+        self.subuids.iter().find(|r| r.contains(uid))
+    }
+
+    /// The subordinate gid range holding `gid`, if any.
+    pub fn subgid_range(&self, gid: u32) -> Option<&SubRange> {
+        self.subgids.iter().find(|r| r.contains(gid))
     }
 }
 
 /// Whether `name` is a local user in the passwd file at `passwd` (read directly).
 /// Unreadable file → `true` (on doubt, treat as local: Smith must not act on it).
 pub fn is_local_user(passwd: &Path, name: &str) -> bool {
-    match std::fs::read(passwd) {
-        Ok(b) => {
-            let text = String::from_utf8_lossy(&b);
-            text.lines().any(|l| {
-                l.split(':')
-                    .next()
-                    .is_some_and(|n| n.trim_start_matches(['+', '-']) == name)
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(_) => true,
-    }
+    smith_proto::local::find(passwd, name.as_bytes()).is_local()
 }
 
 #[cfg(test)]
@@ -105,5 +131,28 @@ mod tests {
         assert!(la.group_names.contains("ops"));
         assert!(la.gids.contains(&1500));
         assert!(!la.uids.contains(&1500));
+    }
+
+    #[test]
+    fn loads_subordinate_ranges() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |n: &str, t: &str| {
+            std::fs::write(d.path().join(n), t).unwrap();
+            d.path().join(n)
+        };
+        let (la, warnings) = LocalAccounts::load(
+            &w("passwd", "deploy:x:1000:1000::/home/deploy:/bin/sh\n"),
+            &w("group", "deploy:x:1000:\n"),
+            &w("subuid", "deploy:100000:65536\nci:165536:65536\n"),
+            &d.path().join("no-subgid"),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            la.subuid_range(200_001).map(|r| r.owner.as_str()),
+            Some("ci")
+        );
+        assert!(la.subuid_range(231_072).is_none());
+        assert!(la.subgid_range(200_001).is_none());
     }
 }

@@ -1,23 +1,21 @@
-//! A small blocking client for hostd's local socket, used by `smith-host status`,
-//! `doctor` and the tests.
+//! hostd's local socket as `smith-host status`, `doctor` and the tests use it: the
+//! shared bounded client (`smith_proto::client`, also used by nss_smith and pam_smith).
 //!
-//! Owns: one request/response exchange with bounded timeouts. Must never: block for
-//! more than about the given timeout.
+//! Owns: nothing of its own. Must never: block for more than the given timeout, or
+//! believe a peer that is not root.
 
-use smith_proto::wire::{self, Request, Response};
-use std::io;
-use std::os::unix::net::UnixStream;
+use smith_proto::client::{exchange, TransportError};
+use smith_proto::wire::{Request, Response};
 use std::path::Path;
 use std::time::Duration;
 
-/// Sends `req` and reads the response.
-pub fn request(socket: &Path, req: &Request, timeout: Duration) -> io::Result<Response> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    wire::write_frame(&mut s, &req.encode())?;
-    let frame = wire::read_frame(&mut s)?;
-    Ok(Response::decode(&frame)?)
+/// Sends `req` and reads the response, within `timeout`.
+pub fn request(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, TransportError> {
+    exchange(socket, req, timeout.as_millis() as u64)
 }
 
 /// `Ping`: `(snapshot_version, users, last_sync_unix)`.

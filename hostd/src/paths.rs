@@ -119,6 +119,16 @@ pub struct HostPaths {
     pub pam_sudo: PathBuf,
     pub passwd: PathBuf,
     pub group: PathBuf,
+    /// Subordinate uid/gid ranges of local users (rootless containers).
+    pub subuid: PathBuf,
+    pub subgid: PathBuf,
+    /// The Smith users and groups left out of the cache, and why (`skipped.json`, for
+    /// `status` and `doctor`).
+    pub skipped_file: PathBuf,
+}
+
+fn state_dir_skipped(root: &Path) -> PathBuf {
+    relocate(root, p::STATE_DIR).join("skipped.json")
 }
 
 /// `root` + logical `path` (which must be absolute).
@@ -168,6 +178,9 @@ impl HostPaths {
             pam_sudo: r("/etc/pam.d/sudo"),
             passwd: r("/etc/passwd"),
             group: r("/etc/group"),
+            subuid: r("/etc/subuid"),
+            subgid: r("/etc/subgid"),
+            skipped_file: state_dir_skipped(root),
         }
     }
 
@@ -189,6 +202,7 @@ impl HostPaths {
             self.audit_status_file = sd.join("audit-status.json");
             self.sessions_file = sd.join("sessions.json");
             self.sshd_log_position = sd.join("sshd-log.json");
+            self.skipped_file = sd.join("skipped.json");
             self.state_dir = sd;
         }
         set(&mut self.cache_file, &o.cache_file);

@@ -52,6 +52,18 @@ const MAX_GROUP: usize = 1024;
 /// a restart re-reading sshd's log), so this is a wide margin at ~40 bytes each.
 pub const RECENT_IDS: usize = 8192;
 
+/// Bytes of the spool's segments on disk (what the CA has not acknowledged yet, plus
+/// segments not pruned yet).
+pub fn disk_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .map(|segs| {
+            segs.iter()
+                .filter_map(|(_, p)| fs::metadata(p).ok().map(|m| m.len()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// One line of a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpoolLine {

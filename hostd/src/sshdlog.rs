@@ -27,33 +27,90 @@ use std::collections::HashMap;
 /// Connections remembered for de-duplication.
 const MAX_CONNECTIONS: usize = 4096;
 
-/// Extracts sshd's message from a log line: the text after `sshd[PID]: ` (or
-/// `sshd: `) for syslog lines, the whole line otherwise. `None` for another program's
-/// syslog line.
-pub fn sshd_message(line: &str) -> Option<&str> {
-    let line = line.trim_end_matches(['\n', '\r']);
-    if let Some(i) = line.find(" sshd[") {
-        let rest = &line[i + 6..];
-        let close = rest.find("]: ")?;
-        if rest[..close].bytes().all(|b| b.is_ascii_digit()) {
-            return Some(&rest[close + 3..]);
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// The program field of a syslog line, and the message after it: `None` if `line` does
+/// not start with a syslog header (`<time> <host> <prog>[PID]: ` or `<prog>: `, the time
+/// either RFC 3339 or `Mon dd hh:mm:ss`).
+fn syslog_header(line: &str) -> Option<(&str, &str)> {
+    let mut rest = line;
+    let next = |s: &mut &str| -> Option<String> {
+        let t = s.trim_start_matches(' ');
+        let end = t.find(' ')?;
+        let word = t[..end].to_string();
+        *s = &t[end..];
+        Some(word)
+    };
+    let first = next(&mut rest)?;
+    if MONTHS.contains(&first.as_str()) {
+        let day = next(&mut rest)?;
+        let time = next(&mut rest)?;
+        if day.parse::<u8>().is_err() || time.len() < 8 || time.as_bytes()[2] != b':' {
+            return None;
         }
-    }
-    if let Some(i) = line.find(" sshd: ") {
-        return Some(&line[i + 7..]);
-    }
-    // Another program's syslog line: "<time> <host> prog[pid]: ..." / "prog: ...".
-    let first = line.split(' ').next().unwrap_or("");
-    let syslog_time = first.len() >= 3
-        && (first.as_bytes()[0].is_ascii_digit()
-            || [
-                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-            ]
-            .contains(&first));
-    if syslog_time {
+    } else if !(first.len() >= 19
+        && first.as_bytes()[0].is_ascii_digit()
+        && first.as_bytes()[4] == b'-'
+        && first.as_bytes()[10] == b'T')
+    {
         return None;
     }
-    Some(line)
+    let _host = next(&mut rest)?;
+    let rest = rest.trim_start_matches(' ');
+    let colon = rest.find(": ")?;
+    let tag = &rest[..colon];
+    let prog = match tag.find('[') {
+        Some(b)
+            if tag.ends_with(']')
+                && tag[b + 1..tag.len() - 1]
+                    .bytes()
+                    .all(|c| c.is_ascii_digit()) =>
+        {
+            &tag[..b]
+        }
+        Some(_) => return None,
+        None => tag,
+    };
+    if prog.is_empty() || prog.contains(' ') {
+        return None;
+    }
+    Some((prog, &rest[colon + 2..]))
+}
+
+/// Whether a program name is OpenSSH's server (`sshd`; `sshd-session` in OpenSSH 9.8+).
+pub fn is_sshd_program(prog: &str) -> bool {
+    prog == "sshd" || prog == "sshd-session"
+}
+
+/// Extracts sshd's message from a log line. A syslog line (`auth.log`, `secure`) counts
+/// only when its header's program field is sshd: text that merely contains ` sshd[` (a
+/// sudo `COMMAND=` line, a user's message) is another program's line and is ignored
+/// (issue 14, M1). A line without a syslog header is taken whole: that is the format of
+/// `sshd -E FILE`, a file only sshd writes. `None` for another program's line.
+///
+/// A syslog *file* cannot tell sshd from a local user who runs `logger -t sshd`: the
+/// program field is what the sender claims. The journal can (`_COMM`, `_UID`, set by the
+/// kernel and journald): prefer `sshd_log = "journal"` where journald runs.
+pub fn sshd_message(line: &str) -> Option<&str> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    match syslog_header(line) {
+        Some((prog, msg)) if is_sshd_program(prog) => Some(msg),
+        Some(_) => None,
+        None => {
+            // Not a syslog line we can parse. If it still looks like one (starts with a
+            // time), it is some other program's: ignore it rather than guess.
+            let first = line.split(' ').next().unwrap_or("");
+            let looks_timed = first.len() >= 3
+                && (first.as_bytes()[0].is_ascii_digit() || MONTHS.contains(&first));
+            if looks_timed {
+                None
+            } else {
+                Some(line)
+            }
+        }
+    }
 }
 
 /// Stateful parser (remembers connections for de-duplication).
@@ -318,6 +375,18 @@ Connection closed by authenticating user root 127.0.0.1 port 56640 [preauth]
         assert!(p.parse_line(l, 1).is_none());
         let l = "2024-05-01T10:00:00+00:00 web-1 CRON[1]: pam_unix(cron:session): session opened";
         assert!(p.parse_line(l, 1).is_none());
+        // M1: another program's line that carries an sshd-looking text (a sudo command
+        // line, a user's message) is not sshd's. Before issue 14 the text after the
+        // first " sshd[" anywhere in the line was taken as sshd's message.
+        let forged = "May  1 10:00:00 web-1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/echo x sshd[1]: Accepted publickey for bob from 1.2.3.4 port 1 ssh2: ED25519-CERT SHA256:abc ID smith:bob:1 (serial 7) CA ED25519 SHA256:def";
+        assert!(p.parse_line(forged, 1).is_none());
+        let forged = "2024-05-01T10:00:00+00:00 web-1 alice: hello sshd: Accepted password for root from 1.2.3.4 port 1 ssh2";
+        assert!(p.parse_line(forged, 1).is_none());
+        let forged = "May  1 10:00:00 web-1 logger[77]: x sshd[1]: Accepted password for root from 1.2.3.4 port 1 ssh2";
+        assert!(p.parse_line(forged, 1).is_none());
+        // OpenSSH 9.8+ logs as sshd-session.
+        let l = "May  1 10:00:00 web-1 sshd-session[9]: Failed password for root from 10.1.2.3 port 5024 ssh2";
+        assert!(p.parse_line(l, 1).is_some());
         // A key ID with spaces and parentheses.
         let e = p
             .parse_message(

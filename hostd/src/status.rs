@@ -60,6 +60,25 @@ pub struct Status {
     pub problem: Option<String>,
     /// The SSH host certificates hostd keeps renewed.
     pub ssh_host_certs: Vec<HostCertStatus>,
+    /// Smith users and groups left out of the cache, each with why and what to do
+    /// (colliding with a local account, a subordinate id range or another NSS source).
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// One Smith user or group this host does not serve (from `skipped.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SkippedEntry {
+    pub kind: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// What hostd last recorded as skipped (empty if nothing, or not written yet).
+pub fn skipped(p: &HostPaths) -> Vec<SkippedEntry> {
+    std::fs::read(&p.skipped_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// One managed SSH host certificate.
@@ -135,11 +154,15 @@ pub struct AuditStatus {
     pub rejection: Option<crate::daemon::upload::Rejection>,
     /// Set while this host's chain and the CA's disagree (uploading stopped).
     pub fork: Option<String>,
+    /// Events from sshd's log dropped because the spool was over its quota.
+    pub sshd_log_dropped: u64,
+    pub spool_quota_bytes: u64,
 }
 
 fn audit_status(p: &HostPaths) -> AuditStatus {
     let (pending, acked, up) = crate::daemon::upload::summarize(p);
     let up = up.unwrap_or_default();
+    let quota = crate::daemon::events::load_quota(p);
     AuditStatus {
         pending,
         head_seq: acked.acked_through + pending,
@@ -148,6 +171,8 @@ fn audit_status(p: &HostPaths) -> AuditStatus {
         last_error: up.last_error,
         rejection: up.rejection,
         fork: up.fork,
+        sshd_log_dropped: quota.dropped,
+        spool_quota_bytes: crate::daemon::events::SSHD_LOG_QUOTA_BYTES,
     }
 }
 
@@ -230,6 +255,7 @@ pub fn gather(r: &Resolved) -> Status {
     let client_cert_not_after = creds.as_ref().map(|c| c.cert.not_after);
     Status {
         problem: problem(ca_refusal.as_ref(), client_cert_not_after, now),
+        skipped: skipped(p),
         ca_refusal,
         ssh_host_certs: host_certs(p, now),
         enrolled: r.config.is_some() && creds.is_some(),
@@ -337,6 +363,25 @@ pub fn render(s: &Status) -> String {
             .map(|u| u.to_string())
             .unwrap_or_else(|| "unknown".into()),
     );
+    if !s.skipped.is_empty() {
+        line(
+            &mut out,
+            "not served:",
+            format!(
+                "{} Smith user(s)/group(s) collide with this host's own ids or names:",
+                s.skipped.len()
+            ),
+        );
+        for k in s.skipped.iter().take(20) {
+            out.push_str(&format!("    {} {}: {}\n", k.kind, k.name, k.reason));
+        }
+        if s.skipped.len() > 20 {
+            out.push_str(&format!(
+                "    ... and {} more (smith-host status --json)\n",
+                s.skipped.len() - 20
+            ));
+        }
+    }
     if let Some(e) = &s.last_sync_error {
         line(
             &mut out,
@@ -401,6 +446,17 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(f) = &a.fork {
         line(&mut out, "CHAIN FORK:", format!("{f} (uploading stopped)"));
+    }
+    if a.sshd_log_dropped > 0 {
+        line(
+            &mut out,
+            "SPOOL FULL:",
+            format!(
+                "{} event(s) from sshd's log dropped: the spool was over its {} MiB quota (the CA has not acknowledged the backlog: check the upload, smith-host doctor)",
+                a.sshd_log_dropped,
+                a.spool_quota_bytes >> 20
+            ),
+        );
     }
     if let (Some(e), None) = (&a.last_error, &a.rejection) {
         if a.pending > 0 {

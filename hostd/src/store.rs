@@ -12,7 +12,8 @@
 //! existing cache file because `state.json` is unreadable, or resolve users via NSS.
 
 use crate::cachefile;
-use crate::local::LocalAccounts;
+use crate::local::{LocalAccounts, OtherSources};
+use crate::nssprobe::{self, Query, Verdict};
 use crate::paths::HostPaths;
 use crate::state;
 use crate::trust;
@@ -20,10 +21,11 @@ use crate::view::{self, Skip};
 use smith_proto::cache::CacheView;
 use smith_proto::snapshot::{ApplyError, HostState, SyncResponse};
 use smith_proto::HostName;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 /// Identity of a file's current version (inode, size, mtime), to notice edits.
@@ -33,6 +35,29 @@ fn stamp(path: &Path) -> FileStamp {
     std::fs::metadata(path)
         .ok()
         .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// How long an answer of another NSS source is reused.
+pub const PROBE_TTL: Duration = Duration::from_secs(600);
+/// How soon a source that did not answer is asked again.
+pub const PROBE_RETRY: Duration = Duration::from_secs(30);
+
+fn ttl(v: Verdict) -> Duration {
+    match v {
+        Verdict::Unavailable => PROBE_RETRY,
+        _ => PROBE_TTL,
+    }
+}
+
+/// The binary that answers `--nss-probe` (smith-hostd, beside `smith-host` when the
+/// one-shot sync runs).
+fn probe_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/sbin/smith-hostd"));
+    if exe.file_name().is_some_and(|n| n == "smith-hostd") {
+        exe
+    } else {
+        exe.with_file_name("smith-hostd")
+    }
 }
 
 /// What [`Store::apply`] did.
@@ -53,7 +78,10 @@ pub struct Store {
     served: Option<Arc<Vec<u8>>>,
     generation: u64,
     skips: BTreeSet<Skip>,
-    local_stamp: (FileStamp, FileStamp),
+    /// passwd, group, subuid, subgid, nsswitch.conf as of the last build.
+    local_stamp: Vec<FileStamp>,
+    /// What other NSS sources said, per (source, question), and when.
+    probed: HashMap<(String, Query), (Verdict, Instant)>,
     dirty_state: bool,
     dirty_cache: bool,
     dirty_trust: bool,
@@ -103,7 +131,8 @@ impl Store {
             served,
             generation,
             skips: BTreeSet::new(),
-            local_stamp: (None, None),
+            local_stamp: Vec::new(),
+            probed: HashMap::new(),
             dirty_state: false,
             dirty_cache: has_state,
             dirty_trust: has_state,
@@ -165,10 +194,26 @@ impl Store {
         })
     }
 
-    /// Whether `/etc/passwd` or `/etc/group` changed since the cache was built.
+    fn local_stamps(&self) -> Vec<FileStamp> {
+        [
+            &self.paths.passwd,
+            &self.paths.group,
+            &self.paths.subuid,
+            &self.paths.subgid,
+            &self.paths.nsswitch,
+        ]
+        .iter()
+        .map(|p| stamp(p))
+        .collect()
+    }
+
+    /// Whether the local account files (passwd, group, subuid, subgid, nsswitch.conf)
+    /// changed since the cache was built, or what other NSS sources said is due for a
+    /// new look (every [`PROBE_TTL`]; every [`PROBE_RETRY`] while one did not answer).
     pub fn local_accounts_changed(&self) -> bool {
         self.state.is_some()
-            && (stamp(&self.paths.passwd), stamp(&self.paths.group)) != self.local_stamp
+            && (self.local_stamps() != self.local_stamp
+                || self.probed.values().any(|(v, at)| at.elapsed() >= ttl(*v)))
     }
 
     /// Rebuilds the cache (e.g. after a local account change).
@@ -208,8 +253,13 @@ impl Store {
     }
 
     fn rebuild_cache(&mut self, state: &HostState) -> bool {
-        let stamp_before = (stamp(&self.paths.passwd), stamp(&self.paths.group));
-        let local = match LocalAccounts::load(&self.paths.passwd, &self.paths.group) {
+        let stamp_before = self.local_stamps();
+        let local = match LocalAccounts::load(
+            &self.paths.passwd,
+            &self.paths.group,
+            &self.paths.subuid,
+            &self.paths.subgid,
+        ) {
             Ok((l, warnings)) => {
                 for w in warnings {
                     warn!("{w}");
@@ -224,9 +274,12 @@ impl Store {
                 return false;
             }
         };
+        let mut local = local;
+        local.other = self.other_sources(state);
         let now = crate::now_unix();
         let (contents, skips) =
             view::build_contents(state, &local, &self.home_base, self.generation + 1, now);
+        self.save_skips(&skips);
         self.log_skips(skips);
         self.local_stamp = stamp_before;
         let current = self.served.as_ref().and_then(|b| {
@@ -272,6 +325,180 @@ impl Store {
         }
     }
 
+    /// `skipped.json`, for `status` and `doctor` (informational: not fsynced).
+    fn save_skips(&self, skips: &[Skip]) {
+        let list: Vec<serde_json::Value> = skips
+            .iter()
+            .map(|s| serde_json::json!({"kind": s.kind, "name": s.name, "reason": s.reason}))
+            .collect();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&list) {
+            let _ = crate::fsutil::atomic_write_with(
+                &self.paths.skipped_file,
+                &bytes,
+                0o644,
+                crate::fsutil::Durability::AtomicOnly,
+            );
+        }
+    }
+
+    /// Asks the host's other NSS sources (nsswitch.conf's `passwd:` and `group:` lines
+    /// besides files and smith) about the snapshot's names and ids, reusing answers
+    /// younger than [`PROBE_TTL`]. A source that does not answer leaves an entry
+    /// unverified: it keeps being served if the current cache serves it (it was checked
+    /// before, and never lock out), and is not served otherwise until the source answers.
+    fn other_sources(&mut self, state: &HostState) -> OtherSources {
+        let conf = std::fs::read_to_string(&self.paths.nsswitch).unwrap_or_default();
+        // nsswitch.conf changed (a source added, removed, or brought back by an
+        // operator): ask again rather than trust answers about another configuration.
+        if self.local_stamp.get(4) != Some(&stamp(&self.paths.nsswitch)) {
+            self.probed.clear();
+        }
+        let mut out = OtherSources::default();
+        let mut asks: Vec<(String, Query)> = Vec::new();
+        let sudo = (
+            smith_proto::names::SUDO_GROUP.to_string(),
+            state.sudo_gid.get(),
+        );
+        for db in ["passwd", "group"] {
+            for src in nssprobe::other_sources(&conf, db) {
+                let mut qs: Vec<Query> = Vec::new();
+                if db == "passwd" {
+                    for u in state.users.values() {
+                        qs.push(Query::UserName(u.name.to_string()));
+                        qs.push(Query::Uid(u.uid.get()));
+                    }
+                } else {
+                    for u in state.users.values() {
+                        qs.push(Query::GroupName(u.name.to_string()));
+                        qs.push(Query::Gid(u.uid.get()));
+                    }
+                    for g in &state.groups {
+                        qs.push(Query::GroupName(g.name.to_string()));
+                        qs.push(Query::Gid(g.gid.get()));
+                    }
+                    qs.push(Query::GroupName(sudo.0.clone()));
+                    qs.push(Query::Gid(sudo.1));
+                }
+                asks.extend(qs.into_iter().map(|q| (src.clone(), q)));
+            }
+        }
+        if asks.is_empty() {
+            self.probed.clear();
+            return out;
+        }
+        // Ask each source what is not known (or known for too long).
+        let mut due: HashMap<String, Vec<Query>> = HashMap::new();
+        for (src, q) in &asks {
+            let fresh = self
+                .probed
+                .get(&(src.clone(), q.clone()))
+                .is_some_and(|(v, at)| at.elapsed() < ttl(*v));
+            if !fresh {
+                due.entry(src.clone()).or_default().push(q.clone());
+            }
+        }
+        let exe = probe_exe();
+        for (src, qs) in due {
+            let answers = nssprobe::probe(&exe, &src, &qs, nssprobe::PROBE_TIMEOUT);
+            let down = answers
+                .values()
+                .filter(|v| **v == Verdict::Unavailable)
+                .count();
+            if down > 0 {
+                warn!(source = %src, unanswered = down, "an NSS source did not answer about Smith's names and ids; unverified entries not served before wait for it");
+            }
+            let now = Instant::now();
+            for (q, v) in answers {
+                self.probed.insert((src.clone(), q), (v, now));
+            }
+        }
+        let asked: HashSet<&(String, Query)> = asks.iter().collect();
+        self.probed.retain(|k, _| asked.contains(k));
+        let served = self.served_names();
+        for ((src, q), (v, _)) in &self.probed {
+            match (v, q) {
+                (Verdict::Found, Query::UserName(n)) => {
+                    out.user_names.insert(n.clone(), src.clone());
+                }
+                (Verdict::Found, Query::Uid(u)) => {
+                    out.uids.insert(*u, src.clone());
+                }
+                (Verdict::Found, Query::GroupName(n)) => {
+                    out.group_names.insert(n.clone(), src.clone());
+                }
+                (Verdict::Found, Query::Gid(g)) => {
+                    out.gids.insert(*g, src.clone());
+                }
+                (Verdict::Unavailable, q) => {
+                    // The user or group this question is about.
+                    let (users, groups) = (&served.0, &served.1);
+                    let mut mark = |kind_user: bool, name: &str| {
+                        let was_served = if kind_user {
+                            users.contains(name)
+                        } else {
+                            groups.contains(name)
+                        };
+                        if !was_served {
+                            let m = if kind_user {
+                                &mut out.unverified_users
+                            } else {
+                                &mut out.unverified_groups
+                            };
+                            m.insert(name.to_string(), src.clone());
+                        }
+                    };
+                    match q {
+                        Query::UserName(n) => mark(true, n),
+                        Query::Uid(u) => {
+                            for su in state.users.values().filter(|su| su.uid.get() == *u) {
+                                mark(true, su.name.as_str());
+                            }
+                        }
+                        Query::GroupName(n) => {
+                            if state.users.values().any(|su| su.name.as_str() == n) {
+                                mark(true, n);
+                            } else {
+                                mark(false, n);
+                            }
+                        }
+                        Query::Gid(g) => {
+                            for su in state.users.values().filter(|su| su.uid.get() == *g) {
+                                mark(true, su.name.as_str());
+                            }
+                            for sg in state.groups.iter().filter(|sg| sg.gid.get() == *g) {
+                                mark(false, sg.name.as_str());
+                            }
+                            if *g == sudo.1 {
+                                mark(false, &sudo.0);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// User and group names in the cache currently served.
+    fn served_names(&self) -> (HashSet<String>, HashSet<String>) {
+        let mut users = HashSet::new();
+        let mut groups = HashSet::new();
+        if let Some(v) = self.served.as_ref().and_then(|b| CacheView::parse(b).ok()) {
+            for i in 0..v.n_users() {
+                if let Ok(u) = v.user(i) {
+                    users.insert(String::from_utf8_lossy(u.name).into_owned());
+                }
+            }
+            for i in 0..v.n_groups() {
+                if let Ok(g) = v.group(i) {
+                    groups.insert(String::from_utf8_lossy(g.name).into_owned());
+                }
+            }
+        }
+        (users, groups)
+    }
+
     fn log_skips(&mut self, skips: Vec<Skip>) {
         let new: BTreeSet<Skip> = skips.into_iter().collect();
         for s in new.difference(&self.skips) {
@@ -298,7 +525,12 @@ impl Store {
                 error!(path = %self.paths.user_ca_keys.display(), error = %e, "cannot write the user CA keys; will retry");
             }
         }
-        match trust::render_krl(state.krl_base64.as_deref()) {
+        let krl = trust::render_krl(state.krl_base64.as_deref()).and_then(|krl| {
+            trust::validate_krl(&krl)
+                .map(|_| krl)
+                .map_err(|e| format!("the KRL from the CA is malformed ({e})"))
+        });
+        match krl {
             Ok(krl) => {
                 match trust::write_if_changed(&self.paths.revoked_keys, &krl, trust::TRUST_MODE) {
                     Ok(true) => info!(path = %self.paths.revoked_keys.display(), "KRL updated"),
@@ -309,8 +541,71 @@ impl Store {
                     }
                 }
             }
-            Err(e) => error!(error = %e, "keeping the previous KRL"),
+            // sshd would refuse every public key login, root's included, with a KRL it
+            // cannot parse: the previous one keeps serving until the CA sends a good one.
+            Err(e) => {
+                error!(error = %e, path = %self.paths.revoked_keys.display(), "keeping the previous KRL")
+            }
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use smith_proto::snapshot::SyncResponse;
+    use smith_proto::{PosixId, Tags};
+
+    fn response(version: u64, krl: Option<&[u8]>) -> SyncResponse {
+        SyncResponse {
+            host: HostName::new("web-1").unwrap(),
+            tags: Tags::parse("env=prod").unwrap(),
+            version,
+            base_version: None,
+            users: vec![crate::view::tests::user(
+                "alice",
+                2_001_000_001,
+                smith_proto::Level::Ssh,
+                &[],
+            )],
+            removed_users: vec![],
+            groups: vec![],
+            grants: vec![],
+            sudo_gid: PosixId::new(2_001_000_000).unwrap(),
+            user_ca_keys: vec![],
+            krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k)),
+        }
+    }
+
+    /// L6: a malformed KRL from the CA is not installed (sshd would then refuse every
+    /// public key login, root's included); the previous one keeps serving, and a good
+    /// one replaces it. Before issue 14 the decoded bytes were written as they came.
+    #[test]
+    fn a_malformed_krl_never_replaces_the_previous_one() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = HostPaths::under(d.path());
+        let mut store = Store::open(&paths, &HostName::new("web-1").unwrap(), "/home");
+        // A valid KRL with no sections (what ssh-keygen -k writes for an empty spec).
+        let mut good = b"SSHKRL\n\0".to_vec();
+        good.extend_from_slice(&1u32.to_be_bytes());
+        for _ in 0..3 {
+            good.extend_from_slice(&7u64.to_be_bytes());
+        }
+        good.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        store.apply(response(1, Some(&good))).unwrap();
+        store.flush();
+        assert_eq!(std::fs::read(&paths.revoked_keys).unwrap(), good);
+        for bad in [&b"garbage that sshd cannot parse"[..], &good[..20]] {
+            store
+                .apply(response(store.version() + 1, Some(bad)))
+                .unwrap();
+            store.flush();
+            assert_eq!(std::fs::read(&paths.revoked_keys).unwrap(), good, "kept");
+        }
+        store.apply(response(store.version() + 1, None)).unwrap();
+        store.flush();
+        assert!(std::fs::read(&paths.revoked_keys).unwrap().is_empty());
     }
 }

@@ -4,8 +4,12 @@
 //!
 //! Owns: the rules "local always wins" (a Smith user whose name or uid, or whose
 //! private group's name or gid, exists locally is skipped; so is a Smith group whose
-//! name or gid exists locally), home directories (`home_base/NAME`), supplementary gids
-//! and the synthetic `smith-sudo` group. Must never: produce contents that
+//! name or gid exists locally), "never an id a local user's containers run as" (an id
+//! inside a subordinate uid/gid range is skipped: D3), "never a name or id another NSS
+//! source has" (found in sss/ldap/systemd/...: skipped; a source that did not answer
+//! about an entry not served before: skipped until it does, M5), home directories
+//! (`home_base/NAME`), supplementary gids and the synthetic `smith-sudo` group. Every
+//! skip carries what to do about it. Must never: produce contents that
 //! `cache::build` refuses (everything is filtered here, with a reason), or read files.
 
 use crate::local::LocalAccounts;
@@ -55,6 +59,29 @@ fn valid_shell(s: &str) -> bool {
             .any(|c| c == ':' || c.is_control() || c.is_whitespace())
 }
 
+fn sub_reason(what: &str, id: u32, r: &smith_proto::local::SubRange, file: &str) -> String {
+    format!(
+        "{what} {id} is inside the subordinate {what} range {}-{} of '{}' ({file}), which that \
+         user's rootless containers run as; give the Smith entry an id outside it (the CA's \
+         id range) or move the range",
+        r.start, r.last, r.owner
+    )
+}
+
+fn other_reason(what: &str, source: &str) -> String {
+    format!(
+        "{what} exists in NSS source '{source}' (asked with Smith bypassed); rename or \
+         renumber one of them"
+    )
+}
+
+fn unverified_reason(source: &str) -> String {
+    format!(
+        "not verified: NSS source '{source}' did not answer; served once it answers (check \
+         that '{source}' is running, or remove it from nsswitch.conf)"
+    )
+}
+
 /// Builds the cache contents for `state` on a host with `local` accounts.
 /// `generation` and `written_at` are stored as given.
 pub fn build_contents(
@@ -74,6 +101,7 @@ pub fn build_contents(
     for u in state.users.values() {
         let name = u.name.as_str();
         let uid = u.uid.get();
+        let o = &local.other;
         let reason = if local.user_names.contains(name) {
             Some("a local user has this name".to_string())
         } else if local.uids.contains(&uid) {
@@ -84,6 +112,26 @@ pub fn build_contents(
             Some(format!(
                 "gid {uid} belongs to a local group (the user's private group would collide)"
             ))
+        } else if let Some(r) = local.subuid_range(uid) {
+            Some(sub_reason("uid", uid, r, "/etc/subuid"))
+        } else if let Some(r) = local.subgid_range(uid) {
+            Some(sub_reason("gid", uid, r, "/etc/subgid"))
+        } else if let Some(src) = o.user_names.get(name) {
+            Some(other_reason(&format!("a user named '{name}'"), src))
+        } else if let Some(src) = o.uids.get(&uid) {
+            Some(other_reason(&format!("uid {uid}"), src))
+        } else if let Some(src) = o.group_names.get(name) {
+            Some(other_reason(
+                &format!("a group named '{name}' (the user's private group would collide)"),
+                src,
+            ))
+        } else if let Some(src) = o.gids.get(&uid) {
+            Some(other_reason(
+                &format!("gid {uid} (the user's private group would collide)"),
+                src,
+            ))
+        } else if let Some(src) = o.unverified_users.get(name) {
+            Some(unverified_reason(src))
         } else if taken_ids.contains(&uid) {
             Some(format!("uid {uid} is used twice in the snapshot"))
         } else if !valid_shell(&u.shell) {
@@ -111,10 +159,19 @@ pub fn build_contents(
     // Explicit groups.
     let mut groups: BTreeMap<&str, u32> = BTreeMap::new();
     let mut check_group = |name: &str, gid: u32, skips: &mut Vec<Skip>| -> bool {
+        let o = &local.other;
         let reason = if local.group_names.contains(name) {
             Some("a local group has this name".to_string())
         } else if local.gids.contains(&gid) {
             Some(format!("gid {gid} belongs to a local group"))
+        } else if let Some(r) = local.subgid_range(gid) {
+            Some(sub_reason("gid", gid, r, "/etc/subgid"))
+        } else if let Some(src) = o.group_names.get(name) {
+            Some(other_reason(&format!("a group named '{name}'"), src))
+        } else if let Some(src) = o.gids.get(&gid) {
+            Some(other_reason(&format!("gid {gid}"), src))
+        } else if let Some(src) = o.unverified_groups.get(name) {
+            Some(unverified_reason(src))
         } else if taken_names.contains(name) {
             Some("a Smith user's private group has this name".to_string())
         } else if taken_ids.contains(&gid) {
@@ -346,6 +403,50 @@ pub(crate) mod tests {
         let bytes = smith_proto::cache::build(&c).unwrap();
         let v = CacheView::parse(&bytes).unwrap();
         assert_eq!(contents_from_view(&v).unwrap(), c);
+    }
+
+    /// D3: Smith ids inside a local user's subordinate range (Debian gives the second
+    /// local user 165536-231071) are skipped, with what to do.
+    #[test]
+    fn subordinate_ranges_are_never_served() {
+        let mut local = LocalAccounts::default();
+        local.subuids = smith_proto::local::sub_ranges(b"ci:165536:65536\n");
+        local.subgids = smith_proto::local::sub_ranges(b"ci:200011:1\n");
+        let (c, skips) = build_contents(&state(), &local, "/home", 1, 2);
+        let names: Vec<_> = c.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, vec!["carol"], "{skips:?}");
+        let alice = skips.iter().find(|s| s.name == "alice").unwrap();
+        assert!(
+            alice.reason.contains("165536-231071 of 'ci' (/etc/subuid)"),
+            "{}",
+            alice.reason
+        );
+        assert!(skips
+            .iter()
+            .any(|s| s.kind == "group" && s.name == "ops" && s.reason.contains("/etc/subgid")));
+    }
+
+    /// M5: names and ids other NSS sources have are skipped; entries a source could not
+    /// vouch for (and that were not served before) wait.
+    #[test]
+    fn other_sources_win_and_silence_waits() {
+        let mut local = LocalAccounts::default();
+        local
+            .other
+            .user_names
+            .insert("alice".into(), "extrausers".into());
+        local.other.gids.insert(200011, "sss".into());
+        local
+            .other
+            .unverified_users
+            .insert("bob".into(), "sss".into());
+        let (c, skips) = build_contents(&state(), &local, "/home", 1, 2);
+        let names: Vec<_> = c.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, vec!["carol", "oscar"]);
+        let why = |n: &str| skips.iter().find(|s| s.name == n).unwrap().reason.clone();
+        assert!(why("alice").contains("NSS source 'extrausers'"));
+        assert!(why("ops").contains("gid 200011 exists in NSS source 'sss'"));
+        assert!(why("bob").contains("did not answer"));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! and `end*ent` reset the cursor (and release the mapping). An entry that does not
 //! fit the buffer is not consumed, so glibc's retry with a bigger buffer gets it.
 //!
-//! Must never: wait for a lock held across `fork()` (bounded try, then UNAVAIL), or
+//! Must never: wait for a lock held across `fork()` (taken over), wait unboundedly for a
+//! sibling (bounded try, then UNAVAIL), or
 //! use the socket (hostd has no enumeration request; without a cache: UNAVAIL).
 
 use crate::lookup::CacheAnswer;
@@ -13,9 +14,9 @@ use crate::mapping::Mapping;
 use crate::resolve::Outcome;
 use crate::source::Source;
 use smith_proto::cache::CacheView;
-use std::sync::{Arc, Mutex, TryLockError};
+use smith_proto::pidlock::PidLock;
+use std::sync::Arc;
 
-#[derive(Default)]
 struct Cursor {
     map: Option<Arc<Mapping>>,
     next: u64,
@@ -23,7 +24,11 @@ struct Cursor {
 
 /// A per-process enumeration cursor.
 pub struct Enumerator {
-    cursor: Mutex<Cursor>,
+    cursor: PidLock<Cursor>,
+}
+
+const fn start() -> Cursor {
+    Cursor { map: None, next: 0 }
 }
 
 impl Default for Enumerator {
@@ -35,26 +40,21 @@ impl Default for Enumerator {
 impl Enumerator {
     pub const fn new() -> Enumerator {
         Enumerator {
-            cursor: Mutex::new(Cursor { map: None, next: 0 }),
+            cursor: PidLock::new(start()),
         }
     }
 
     fn with_cursor<R>(&self, f: impl FnOnce(&mut Cursor) -> R) -> Option<R> {
-        // glibc serializes *ent calls, so contention only happens after a fork() in the
-        // middle of one: never wait for that.
-        for _ in 0..50 {
-            match self.cursor.try_lock() {
-                Ok(mut g) => return Some(f(&mut g)),
-                Err(TryLockError::Poisoned(p)) => return Some(f(&mut p.into_inner())),
-                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-            }
-        }
-        None
+        // glibc serializes *ent calls; a cursor left locked by a thread of the process
+        // we were forked from is taken over (and restarted), never waited for.
+        let mut g = self.cursor.lock(10, start)?;
+        Some(f(&mut g))
     }
 
-    /// `set*ent` / `end*ent`: back to the start, mapping released.
-    pub fn reset(&self) {
-        self.with_cursor(|c| *c = Cursor::default());
+    /// `set*ent` / `end*ent`: back to the start, copy released. `false` if the cursor
+    /// could not be reached (another thread kept it busy).
+    pub fn reset(&self) -> bool {
+        self.with_cursor(|c| *c = start()).is_some()
     }
 
     /// `get*ent_r`: the next entry, placed by `at`.

@@ -17,9 +17,10 @@
 //! - no cache and no daemon: `NSS_STATUS_UNAVAIL`, `ENOENT` (nothing there) or `EAGAIN`
 //!   (a daemon exists but did not answer in time).
 
-use crate::client::Client;
+use crate::client::Daemon;
 use crate::enumerate::Enumerator;
 use crate::layout::{GroupLayout, PasswdLayout};
+use crate::localnames::LocalNames;
 use crate::lookup::{self, GidSink};
 use crate::resolve::{Outcome, Resolver};
 use crate::source::Source;
@@ -37,10 +38,13 @@ pub const NSS_STATUS_SUCCESS: c_int = 1;
 /// The cache file (same text as `smith_proto::paths::CACHE_FILE`; a test checks).
 pub static CACHE: Source = Source::new(c"/var/lib/smith/nss.cache");
 /// hostd's socket (same text as `smith_proto::paths::SOCKET`).
-pub static DAEMON: Client = Client::new(c"/run/smith/hostd.sock");
+pub static DAEMON: Daemon = Daemon::new("/run/smith/hostd.sock");
+/// Local account names (never given Smith's groups by `initgroups`).
+pub static LOCAL: LocalNames = LocalNames::new("/etc/passwd");
 pub static RESOLVER: Resolver = Resolver {
     cache: &CACHE,
     daemon: &DAEMON,
+    local: &LOCAL,
 };
 static PW_ENUM: Enumerator = Enumerator::new();
 static GR_ENUM: Enumerator = Enumerator::new();
@@ -249,11 +253,13 @@ pub unsafe extern "C" fn _nss_smith_getgrgid_r(
     )
 }
 
+/// `set*ent`/`end*ent`: SUCCESS only if the cursor was really reset (D18: it used to
+/// report SUCCESS when the cursor's lock could not be taken).
 fn reset(e: &Enumerator) -> c_int {
     quiet_panics();
     match catch_unwind(AssertUnwindSafe(|| e.reset())) {
-        Ok(()) => NSS_STATUS_SUCCESS,
-        Err(_) => NSS_STATUS_UNAVAIL,
+        Ok(true) => NSS_STATUS_SUCCESS,
+        Ok(false) | Err(_) => NSS_STATUS_UNAVAIL,
     }
 }
 
@@ -336,11 +342,12 @@ struct GlibcGids {
 impl GidSink for GlibcGids {
     fn add(&mut self, gid: u32) -> bool {
         // SAFETY: the pointers were checked non-NULL at entry and follow glibc's
-        // contract: `*groupsp` is a malloc'ed array of `*size` gids, `*start <= *size`.
+        // contract: `*groupsp` is a malloc'ed array of `*size` gids; `*start <= *size`
+        // was checked at entry and is checked again here (we only ever raise both).
         unsafe {
             let start = *self.start;
             let groups = *self.groupsp;
-            if start < 0 || groups.is_null() {
+            if start < 0 || groups.is_null() || start > *self.size {
                 return false;
             }
             let used = std::slice::from_raw_parts(groups, start as usize);
@@ -386,6 +393,13 @@ pub unsafe extern "C" fn _nss_smith_initgroups_dyn(
     if start.is_null() || size.is_null() || groupsp.is_null() {
         return bad_args(errnop);
     }
+    // D14: glibc never passes `*start > *size` (or negative counts), but the array
+    // growth below relies on `*start <= *size`; one comparison instead of trust.
+    // SAFETY: the three pointers are non-NULL (checked above) and glibc's to read.
+    let (used, capacity, array_null) = unsafe { (*start, *size, (*groupsp).is_null()) };
+    if used < 0 || capacity < 0 || used > capacity || (array_null && used > 0) {
+        return bad_args(errnop);
+    }
     // SAFETY: glibc's contract for `user`.
     let user = unsafe { name_bytes(user) };
     let mut sink = GlibcGids {
@@ -424,6 +438,34 @@ mod tests {
             crate::client::BYPASS_ENV.to_str().unwrap(),
             smith_proto::paths::NSS_BYPASS_ENV
         );
+        assert_eq!(DAEMON.path(), smith_proto::paths::SOCKET);
+    }
+
+    /// D14: `*start > *size` is refused before anything is written (before, the grown
+    /// array could still be smaller than `start` and the gid went out of bounds).
+    #[test]
+    fn initgroups_refuses_start_beyond_size() {
+        // SAFETY: a malloc'ed array as glibc would pass it.
+        let mut groups = unsafe { libc::malloc(std::mem::size_of::<gid_t>()) } as *mut gid_t;
+        let (mut start, mut size, mut errno) = (5 as c_long, 1 as c_long, 0);
+        // SAFETY: valid pointers; the name is NUL-terminated.
+        let st = unsafe {
+            _nss_smith_initgroups_dyn(
+                c"alice".as_ptr(),
+                0,
+                &mut start,
+                &mut size,
+                &mut groups,
+                0,
+                &mut errno,
+            )
+        };
+        assert_eq!(
+            (st, errno, start, size),
+            (NSS_STATUS_UNAVAIL, libc::EINVAL, 5, 1)
+        );
+        // SAFETY: glibc frees it with free().
+        unsafe { libc::free(groups as *mut libc::c_void) };
     }
 
     #[test]

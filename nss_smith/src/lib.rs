@@ -22,6 +22,7 @@ pub mod client;
 pub mod enumerate;
 pub mod ffi;
 pub mod layout;
+pub mod localnames;
 pub mod lookup;
 pub mod mapping;
 pub mod resolve;

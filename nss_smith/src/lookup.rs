@@ -11,7 +11,7 @@
 use crate::layout::{fill_group, fill_passwd, FillError, GroupLayout, PasswdFields, PasswdLayout};
 use smith_proto::cache::{CacheView, GroupEntry, UserEntry};
 use smith_proto::ids::is_allowed_id;
-use smith_proto::names::MAX_NAME_LEN;
+use smith_proto::names::{is_cache_group_name, is_user_name};
 
 /// The answer of the cache to one question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +25,18 @@ pub enum CacheAnswer<T> {
     Corrupt,
 }
 
-/// Whether `name` could be a Smith user or group name at all:
-/// `[a-z_][a-z0-9_-]{0,31}`. Anything else is answered "not found" without a lookup.
-///
-/// This is the syntax of `smith_proto::UserName` without its reserved-name list (a
-/// reserved name can never be in the cache, so the lookup misses anyway) and without
-/// allocating, and it admits Smith's own `smith-*` groups (`smith-sudo`).
-pub fn plausible_name(name: &[u8]) -> bool {
-    match name.split_first() {
-        None => false,
-        Some((first, rest)) => {
-            name.len() <= MAX_NAME_LEN
-                && (first.is_ascii_lowercase() || *first == b'_')
-                && rest.iter().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-')
-                })
-        }
-    }
+/// Whether `name` could be a Smith user: the full `smith_proto::UserName` rule,
+/// reserved names included (`root` is never looked up), without allocating. Anything
+/// else is answered "not found" without a lookup. A record found by this name has this
+/// name, so by-name answers need no second check (D17).
+pub fn plausible_user_name(name: &[u8]) -> bool {
+    is_user_name(name)
+}
+
+/// Whether `name` could be a Smith group: a valid group name or one of the groups hostd
+/// synthesizes (`smith-sudo`, `smith-cmd-*`).
+pub fn plausible_group_name(name: &[u8]) -> bool {
+    is_cache_group_name(name)
 }
 
 /// Whether `id` could be a Smith uid/gid (never 0 or a system/reserved id).
@@ -50,8 +45,9 @@ pub fn plausible_id(id: u32) -> bool {
 }
 
 fn place_user(u: &UserEntry<'_>, buf: &mut [u8]) -> CacheAnswer<PasswdLayout> {
-    if u.level.is_none() {
-        // A record without a valid level is corrupt; every Smith reader refuses it.
+    if u.level.is_none() || !plausible_id(u.uid) || u.uid != u.gid {
+        // A record without a valid level or with a forbidden id is corrupt; every
+        // Smith reader refuses it.
         return CacheAnswer::Corrupt;
     }
     let f = PasswdFields {
@@ -101,14 +97,39 @@ fn group_answer(
     }
 }
 
-/// `getpwnam`: the caller has checked [`plausible_name`].
+/// `getpwnam`: the caller has checked [`plausible_user_name`].
 pub fn user_by_name(v: &CacheView<'_>, name: &[u8], buf: &mut [u8]) -> CacheAnswer<PasswdLayout> {
     user_answer(v.user_by_name(name), buf)
 }
 
+/// A record reached by id or by position carries a name nobody asked for: it must pass
+/// the name rule before it is handed out (D17: a file not written by `cache::build`
+/// could hold `root`).
+fn named_user(
+    r: Result<Option<UserEntry<'_>>, smith_proto::cache::CacheError>,
+) -> Result<Option<UserEntry<'_>>, smith_proto::cache::CacheError> {
+    match r {
+        Ok(Some(u)) if !is_user_name(u.name) => {
+            Err(smith_proto::cache::CacheError::Corrupt("user name"))
+        }
+        other => other,
+    }
+}
+
+fn named_group(
+    r: Result<Option<GroupEntry<'_>>, smith_proto::cache::CacheError>,
+) -> Result<Option<GroupEntry<'_>>, smith_proto::cache::CacheError> {
+    match r {
+        Ok(Some(g)) if !is_cache_group_name(g.name) => {
+            Err(smith_proto::cache::CacheError::Corrupt("group name"))
+        }
+        other => other,
+    }
+}
+
 /// `getpwuid`: the caller has checked [`plausible_id`].
 pub fn user_by_uid(v: &CacheView<'_>, uid: u32, buf: &mut [u8]) -> CacheAnswer<PasswdLayout> {
-    user_answer(v.user_by_uid(uid), buf)
+    user_answer(named_user(v.user_by_uid(uid)), buf)
 }
 
 /// `getgrnam`: explicit groups, then users' private groups.
@@ -118,7 +139,7 @@ pub fn group_by_name(v: &CacheView<'_>, name: &[u8], buf: &mut [u8]) -> CacheAns
 
 /// `getgrgid`: explicit groups, then users' private groups (gid == uid).
 pub fn group_by_gid(v: &CacheView<'_>, gid: u32, buf: &mut [u8]) -> CacheAnswer<GroupLayout> {
-    group_answer(v.group_by_gid(gid), buf)
+    group_answer(named_group(v.group_by_gid(gid)), buf)
 }
 
 /// Enumeration: user number `i`; `Missing` past the end.
@@ -126,10 +147,7 @@ pub fn user_at(v: &CacheView<'_>, i: u64, buf: &mut [u8]) -> CacheAnswer<PasswdL
     if i >= v.n_users() as u64 {
         return CacheAnswer::Missing;
     }
-    match v.user(i as u32) {
-        Ok(u) => place_user(&u, buf),
-        Err(_) => CacheAnswer::Corrupt,
-    }
+    user_answer(named_user(v.user(i as u32).map(Some)), buf)
 }
 
 /// Enumeration: group number `i` (explicit groups, then private groups); `Missing`
@@ -138,7 +156,7 @@ pub fn group_at(v: &CacheView<'_>, i: u64, buf: &mut [u8]) -> CacheAnswer<GroupL
     if i >= v.n_groups_with_private() {
         return CacheAnswer::Missing;
     }
-    group_answer(v.group_enum(i).map(Some), buf)
+    group_answer(named_group(v.group_enum(i).map(Some)), buf)
 }
 
 /// Where `initgroups_dyn` puts gids (glibc's growable array, or a Vec in tests).
@@ -250,8 +268,16 @@ pub(crate) mod tests {
 
     #[test]
     fn plausible_names_match_the_username_rule() {
-        for n in ["alice", "_x", "a-b_c9", "smith-sudo", &"a".repeat(32)] {
-            assert!(plausible_name(n.as_bytes()), "{n}");
+        for n in ["alice", "_x", "a-b_c9", &"a".repeat(32)] {
+            assert!(plausible_user_name(n.as_bytes()), "{n}");
+            assert!(plausible_group_name(n.as_bytes()), "{n}");
+        }
+        // Smith's synthesized groups are groups, never users; reserved names are neither.
+        assert!(plausible_group_name(b"smith-sudo"));
+        assert!(!plausible_user_name(b"smith-sudo"));
+        for n in ["root", "nobody", "sudo", "docker"] {
+            assert!(!plausible_user_name(n.as_bytes()), "{n}");
+            assert!(!plausible_group_name(n.as_bytes()), "{n}");
         }
         for n in [
             "",
@@ -264,13 +290,11 @@ pub(crate) mod tests {
             "é",
             &"a".repeat(33),
         ] {
-            assert!(!plausible_name(n.as_bytes()), "{n:?}");
+            assert!(!plausible_user_name(n.as_bytes()), "{n:?}");
         }
-        // Everything UserName accepts is plausible (the converse differs only by the
-        // reserved list, which the cache never contains).
         for n in ["alice", "bob-1", "_svc", "u00001"] {
             assert!(smith_proto::UserName::new(n).is_ok());
-            assert!(plausible_name(n.as_bytes()));
+            assert!(plausible_user_name(n.as_bytes()));
         }
         for id in [0, 1, 999, 60000, 65534, 65535, u32::MAX] {
             assert!(!plausible_id(id), "{id}");

@@ -1,229 +1,83 @@
-//! One read-only memory mapping of a cache file, validated once.
+//! One validated copy of a cache file, in memory this process owns (issue 14, D1).
 //!
-//! Owns: `open` + `fstat` + `mmap(PROT_READ, MAP_SHARED)` of the cache file, the checks
-//! made before mapping (regular file, owned by root, not group/world-writable, size
-//! within bounds), the parse (`CacheView::parse` checks the header, checksum, length and
-//! layout), the atomic read of the `stale` word, and `munmap` on drop.
+//! Owns: loading the file through `smith_proto::cachefile::load` (trust checks: regular
+//! file, owned by root, not group/world-writable, size within bounds; a read of exactly
+//! `st_size` bytes into a private buffer, a file rewritten meanwhile refused, then
+//! `CacheView::parse` and the body checksum) and keeping the view over that buffer.
 //!
-//! Must never: map a file whose size differs from what its header says (that is how a
-//! truncated file would SIGBUS), keep the file descriptor open, or write to the mapping.
+//! Why a private copy and not `mmap(MAP_SHARED)` of the file (the design before issue
+//! 14): a shared mapping's validity belongs to whoever can write the file. Anyone who
+//! truncates or rewrites it in place (`cp backup nss.cache`, `> nss.cache`, a restore
+//! tool) makes every process that has it mapped die of SIGBUS at its next lookup. A
+//! copy is only ours: nothing another process does to the file can fault it or change
+//! it. It costs one read of the file per process per version (a 10,000-user cache is
+//! 1.7 MB) and that much private memory in each process that resolves users (shared
+//! with children after `fork`). A sealed memfd handed out by hostd would share the
+//! pages, but then every new process would need a live hostd before its first lookup:
+//! a stopped or wedged daemon would cost each `ls` the socket timeout. The hot path is
+//! unchanged: no syscall, no allocation.
+//!
+//! Must never: map the file, keep its descriptor open, or hand out a view that outlives
+//! its buffer.
 
-use smith_proto::cache::{CacheError, CacheView, HEADER_LEN, MAX_FILE_LEN, STALE_OFFSET};
-use std::ffi::CStr;
-use std::sync::atomic::{AtomicU32, Ordering};
+#[cfg(test)]
+use smith_proto::cache::CacheError;
+use smith_proto::cache::CacheView;
+pub use smith_proto::cachefile::{FileId, LoadError as MapError};
+use std::ffi::{CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-/// What identifies one version of the file on disk (the stat backstop compares these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: i64,
-    pub mtime: i64,
-    pub mtime_nsec: i64,
-}
-
-impl FileId {
-    fn of(st: &libc::stat) -> FileId {
-        FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size,
-            mtime: st.st_mtime,
-            mtime_nsec: st.st_mtime_nsec,
-        }
-    }
-}
-
-/// Why a file could not be mapped. Every variant means "unavailable", never "not found".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MapError {
-    /// `open` failed with this errno (ENOENT: no cache yet).
-    Open(i32),
-    /// The file is not a regular file owned by root and writable only by root.
-    Untrusted(FileId),
-    /// Too small, too large, or changed size.
-    BadSize(FileId),
-    /// `mmap` failed.
-    Map(FileId),
-    /// The contents failed validation.
-    Invalid(FileId, CacheError),
-    /// The file is the same one that already failed (not mapped again).
-    KnownBad(FileId),
-}
-
-impl MapError {
-    /// The identity of the bad file, to avoid re-parsing it on every call.
-    pub fn bad_file(&self) -> Option<FileId> {
-        match self {
-            MapError::Open(_) => None,
-            MapError::Untrusted(id)
-            | MapError::BadSize(id)
-            | MapError::Map(id)
-            | MapError::Invalid(id, _)
-            | MapError::KnownBad(id) => Some(*id),
-        }
-    }
-}
-
-/// A mapped, validated cache file.
+/// A validated private copy of a cache file.
 pub struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
+    /// The view borrows `bytes`' heap buffer (declared first: dropped first).
     view: CacheView<'static>,
+    bytes: Box<[u8]>,
     id: FileId,
-    /// The file was already marked stale when mapped (a writer bug, or a race with a
-    /// replacement): ignore the flag for this mapping, so we do not reload in a loop;
-    /// the stat backstop still notices the real replacement.
-    stale_at_open: bool,
 }
 
 impl std::fmt::Debug for Mapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mapping")
-            .field("len", &self.len)
+            .field("len", &self.bytes.len())
             .field("id", &self.id)
             .field("generation", &self.view.generation())
             .finish()
     }
 }
 
-// SAFETY: the mapping is read-only and never unmapped while a `&Mapping` exists (drop
-// needs ownership); the raw pointer is only an address. Sharing it between threads is
-// sharing immutable bytes.
-unsafe impl Send for Mapping {}
-// SAFETY: as above; all access is through shared reads (the stale word atomically).
-unsafe impl Sync for Mapping {}
+fn as_path(p: &CStr) -> &Path {
+    Path::new(OsStr::from_bytes(p.to_bytes()))
+}
 
 /// `stat` of `path`, or `None` if it does not exist / cannot be stat'ed.
 pub fn stat_path(path: &CStr) -> Option<FileId> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `path` is NUL-terminated; `st` is a valid out-pointer for one `stat`.
-    let rc = unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: stat returned 0, so it initialized `st`.
-    Some(FileId::of(unsafe { &st.assume_init() }))
-}
-
-struct Fd(i32);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: we own this descriptor (opened below) and close it exactly once.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
+    smith_proto::cachefile::stat(as_path(path))
 }
 
 impl Mapping {
-    /// Opens, checks, maps and validates `path`. `known_bad`: the identity of a file that
-    /// failed before; if the file is still that one, fail without mapping it again.
+    /// Loads and validates `path`. `known_bad`: the identity of a file that failed
+    /// before; if the file is still that one, fail without reading it again.
     pub fn open(path: &CStr, known_bad: Option<FileId>) -> Result<Mapping, MapError> {
-        // SAFETY: `path` is NUL-terminated; flags are plain constants.
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
-            )
-        };
-        if fd < 0 {
-            return Err(MapError::Open(errno()));
-        }
-        let fd = Fd(fd);
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `fd` is open; `st` is a valid out-pointer.
-        if unsafe { libc::fstat(fd.0, st.as_mut_ptr()) } != 0 {
-            return Err(MapError::Open(errno()));
-        }
-        // SAFETY: fstat returned 0, so `st` is initialized.
-        let st = unsafe { st.assume_init() };
-        let id = FileId::of(&st);
-        if known_bad == Some(id) {
-            return Err(MapError::KnownBad(id));
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != 0 || st.st_mode & 0o022 != 0 {
-            return Err(MapError::Untrusted(id));
-        }
-        let len = match usize::try_from(st.st_size) {
-            Ok(n) if (HEADER_LEN..=MAX_FILE_LEN).contains(&n) => n,
-            _ => return Err(MapError::BadSize(id)),
-        };
-        // SAFETY: a fresh read-only shared mapping of `len` bytes of an open regular
-        // file; the kernel picks the address. Checked for MAP_FAILED below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.0,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(MapError::Map(id));
-        }
-        drop(fd);
-        // SAFETY: `ptr` maps `len` readable bytes that stay mapped until `Drop` (which
-        // needs ownership of the `Mapping`, so no borrow of `view` can outlive it). The
-        // file is at least `len` bytes (fstat above) and hostd only ever replaces it by
-        // rename, never truncates in place, so reading it cannot fault. The bytes are
-        // immutable except the `stale` word, which the view never reads (we read it
-        // atomically through `is_stale`).
-        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
-        let view = match CacheView::parse(bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                // SAFETY: unmapping the region mapped above; `bytes` is not used again.
-                unsafe { libc::munmap(ptr, len) };
-                return Err(MapError::Invalid(id, e));
-            }
-        };
-        let mut m = Mapping {
-            ptr,
-            len,
-            view,
-            id,
-            stale_at_open: false,
-        };
-        m.stale_at_open = m.stale_word() != 0;
-        Ok(m)
+        let (bytes, id) = smith_proto::cachefile::load(as_path(path), known_bad)?;
+        // SAFETY: the slice points into the heap buffer owned by `bytes`, which is never
+        // mutated, moved out of or freed while the `Mapping` exists (the Box is only
+        // moved as a pointer; its buffer stays put), and `view` is dropped before
+        // `bytes` (field order). `view` is never handed out with the 'static lifetime:
+        // `view()` ties it to `&self`.
+        let slice: &'static [u8] =
+            unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+        let view = CacheView::parse(slice).map_err(|e| MapError::Invalid(id, e))?;
+        Ok(Mapping { view, bytes, id })
     }
 
-    /// The validated view; borrowing it ties its lifetime to the mapping.
+    /// The validated view; borrowing it ties its lifetime to the copy.
     pub fn view(&self) -> &CacheView<'_> {
         &self.view
     }
 
     pub fn id(&self) -> FileId {
         self.id
-    }
-
-    fn stale_word(&self) -> u32 {
-        // SAFETY: STALE_OFFSET + 4 <= HEADER_LEN <= len, the mapping is page-aligned so
-        // the address is 4-aligned, and the memory lives as long as `self`. Another
-        // process writes this word through the page cache, hence the atomic load.
-        let word = unsafe { &*((self.ptr as *const u8).add(STALE_OFFSET) as *const AtomicU32) };
-        word.load(Ordering::Acquire)
-    }
-
-    /// Whether hostd has replaced this file (one memory load, no syscall).
-    pub fn is_stale(&self) -> bool {
-        !self.stale_at_open && self.stale_word() != 0
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the region mapped in `open`; `self` is being
-        // dropped so no view or reference into it remains.
-        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -257,16 +111,15 @@ pub(crate) mod tests {
         let dir = crate::test_dir("mapping");
         let path = dir.join("nss.cache");
         let c = cpath(&path);
-        assert_eq!(
-            Mapping::open(&c, None).err(),
-            Some(MapError::Open(libc::ENOENT))
-        );
+        assert!(matches!(
+            Mapping::open(&c, None),
+            Err(MapError::Io(libc::ENOENT))
+        ));
         let bytes = smith_proto::cache::build(&crate::lookup::tests::contents()).unwrap();
         write_file(&path, &bytes);
         if is_root() {
             let m = Mapping::open(&c, None).unwrap();
             assert!(m.view().user_by_name(b"alice").unwrap().is_some());
-            assert!(!m.is_stale());
             // Truncated: the header's length no longer matches.
             write_file(&path, &bytes[..bytes.len() - 1]);
             let e = Mapping::open(&c, None).unwrap_err();
@@ -300,23 +153,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn stale_flag_is_seen_through_the_mapping() {
+    fn a_file_truncated_or_rewritten_in_place_does_not_touch_the_copy() {
         if !is_root() {
             eprintln!("SKIPPED: needs root (the cache file must be root-owned)");
             return;
         }
-        let dir = crate::test_dir("stale");
+        let dir = crate::test_dir("inplace");
         let path = dir.join("nss.cache");
         let bytes = smith_proto::cache::build(&crate::lookup::tests::contents()).unwrap();
         write_file(&path, &bytes);
         let m = Mapping::open(&cpath(&path), None).unwrap();
-        assert!(!m.is_stale());
-        // What hostd does to the old file after the rename: pwrite 1 at STALE_OFFSET.
+        // `> nss.cache`, `truncate`, `cp backup nss.cache`: the same inode, in place.
+        // With a shared mapping (before issue 14) the next read died of SIGBUS.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        std::os::unix::fs::FileExt::write_at(&f, &1u32.to_le_bytes(), STALE_OFFSET as u64).unwrap();
-        assert!(m.is_stale());
-        // A file mapped while already stale does not report stale (no reload loop).
-        let m2 = Mapping::open(&cpath(&path), None).unwrap();
-        assert!(!m2.is_stale());
+        f.set_len(0).unwrap();
+        assert!(m.view().user_by_name(b"alice").unwrap().is_some());
+        std::os::unix::fs::FileExt::write_at(&f, &vec![0xAA; 8192], 0).unwrap();
+        assert!(m.view().user_by_name(b"alice").unwrap().is_some());
     }
 }

@@ -5,14 +5,16 @@
 //! answer), and the validation of socket answers before they reach the caller.
 //!
 //! Must never: report NOTFOUND because of a transport or cache failure, use the socket
-//! for a name or id that Smith can never serve, or trust a socket answer that does not
-//! match the question.
+//! for a name or id that Smith can never serve, trust a socket answer that does not
+//! match the question, or add Smith's groups to a name that is in `/etc/passwd` (D4).
 
-use crate::client::Client;
+use crate::client::Daemon;
 use crate::layout::{fill_group, fill_passwd, FillError, GroupLayout, PasswdFields, PasswdLayout};
-use crate::lookup::{self, add_gids, plausible_id, plausible_name, CacheAnswer, GidSink};
+use crate::localnames::LocalNames;
+use crate::lookup::{
+    self, add_gids, plausible_group_name, plausible_id, plausible_user_name, CacheAnswer, GidSink,
+};
 use crate::source::Source;
-use smith_proto::names::{GroupName, UserName, SUDO_GROUP};
 use smith_proto::wire::{ErrorCode, Request, Response, WireGroup, WireUser};
 use smith_proto::Level;
 
@@ -31,7 +33,9 @@ pub enum Outcome<T> {
 /// Where answers come from: a cache file and a daemon socket.
 pub struct Resolver {
     pub cache: &'static Source,
-    pub daemon: &'static Client,
+    pub daemon: &'static Daemon,
+    /// `/etc/passwd`'s names: never given Smith's groups.
+    pub local: &'static LocalNames,
 }
 
 fn from_fill<T>(r: Result<T, FillError>) -> Outcome<T> {
@@ -52,7 +56,7 @@ fn error_errno(code: ErrorCode) -> i32 {
 }
 
 fn valid_wire_user(u: &WireUser) -> bool {
-    plausible_name(u.name.as_bytes())
+    plausible_user_name(u.name.as_bytes())
         && plausible_id(u.uid)
         && u.uid == u.gid
         && Level::from_u8(u.level).is_some()
@@ -71,17 +75,11 @@ fn place_wire_user(u: &WireUser, buf: &mut [u8]) -> Outcome<PasswdLayout> {
 }
 
 fn place_wire_group(g: &WireGroup, buf: &mut [u8]) -> Outcome<GroupLayout> {
-    if !plausible_name(g.name.as_bytes()) || !plausible_id(g.gid) {
+    if !plausible_group_name(g.name.as_bytes()) || !plausible_id(g.gid) {
         return Outcome::Unavailable(libc::EAGAIN);
     }
     let members = || g.members.iter().map(|m| Ok(m.as_bytes()));
     from_fill(fill_group(g.name.as_bytes(), g.gid, members, buf))
-}
-
-/// Whether a group name may be asked of the daemon: a valid group name, or Smith's own
-/// `smith-sudo`.
-fn askable_group(name: &str) -> bool {
-    GroupName::new(name).is_ok() || name == SUDO_GROUP
 }
 
 /// What the cache said: a final outcome, or `None` to ask the daemon.
@@ -94,13 +92,9 @@ fn settle<T>(r: Result<CacheAnswer<T>, crate::source::Unavailable>) -> Option<Ou
     }
 }
 
-/// `name` as a `&str` if it passes `rule` (checked before bothering the daemon).
-fn askable(name: &[u8], rule: impl Fn(&str) -> bool) -> Option<&str> {
-    std::str::from_utf8(name).ok().filter(|n| rule(n))
-}
-
-fn user_rule(n: &str) -> bool {
-    UserName::new(n).is_ok()
+/// `name` as a `&str` (the caller checked the name rule, which is ASCII).
+fn askable(name: &[u8]) -> Option<&str> {
+    std::str::from_utf8(name).ok()
 }
 
 impl Resolver {
@@ -137,13 +131,13 @@ impl Resolver {
     }
 
     pub fn passwd_by_name(&self, name: &[u8], buf: &mut [u8]) -> Outcome<PasswdLayout> {
-        if !plausible_name(name) {
+        if !plausible_user_name(name) {
             return Outcome::NotFound;
         }
         if let Some(o) = settle(self.cache.with_view(|v| lookup::user_by_name(v, name, buf))) {
             return o;
         }
-        match askable(name, user_rule) {
+        match askable(name) {
             Some(n) => self.ask_user(Request::UserByName(n.into()), |u| u.name == n, buf),
             None => Outcome::NotFound,
         }
@@ -160,7 +154,7 @@ impl Resolver {
     }
 
     pub fn group_by_name(&self, name: &[u8], buf: &mut [u8]) -> Outcome<GroupLayout> {
-        if !plausible_name(name) {
+        if !plausible_group_name(name) {
             return Outcome::NotFound;
         }
         if let Some(o) = settle(
@@ -169,7 +163,7 @@ impl Resolver {
         ) {
             return o;
         }
-        match askable(name, askable_group) {
+        match askable(name) {
             Some(n) => self.ask_group(Request::GroupByName(n.into()), |g| g.name == n, buf),
             None => Outcome::NotFound,
         }
@@ -185,29 +179,93 @@ impl Resolver {
         self.ask_group(Request::GroupByGid(gid), |g| g.gid == gid, buf)
     }
 
-    /// `initgroups_dyn`: adds `user`'s supplementary gids (except `skip`) to `sink`.
+    /// `initgroups_dyn`: adds `user`'s supplementary gids (except `skip`) to `sink`,
+    /// unless `user` is a local account's name (D4: the groups are Smith's user's, and
+    /// the caller is setting up the local one).
     pub fn groups_of_user(&self, user: &[u8], skip: u32, sink: &mut impl GidSink) -> Outcome<()> {
-        if !plausible_name(user) {
+        if !plausible_user_name(user) {
             return Outcome::NotFound;
         }
+        let mut gids = GidBuffer::default();
         let r = self
             .cache
-            .with_view(|v| lookup::groups_of_user(v, user, skip, sink));
-        if let Some(o) = settle(r) {
-            return o;
-        }
-        let Some(n) = askable(user, user_rule) else {
-            return Outcome::NotFound;
+            .with_view(|v| lookup::groups_of_user(v, user, skip, &mut gids));
+        let from_cache = settle(r);
+        let outcome = match from_cache {
+            Some(o) => o,
+            None => {
+                let Some(n) = askable(user) else {
+                    return Outcome::NotFound;
+                };
+                match self.daemon.ask(&Request::GidsOf(n.into())) {
+                    // Bound to the question: an answer about someone else is refused.
+                    Ok(Response::GidsOf { user: u, gids: g }) if u == n => match g {
+                        Some(g) => {
+                            gids.extend(g, skip);
+                            Outcome::Found(())
+                        }
+                        None => Outcome::NotFound,
+                    },
+                    Ok(Response::Error { code, .. }) => Outcome::Unavailable(error_errno(code)),
+                    Ok(_) => Outcome::Unavailable(libc::EAGAIN),
+                    Err(e) => Outcome::Unavailable(e.errno()),
+                }
+            }
         };
-        match self.daemon.ask(&Request::GroupsOfUser(n.into())) {
-            Ok(Response::Gids(Some(gids))) => {
-                add_gids(gids.into_iter(), skip, sink);
+        match outcome {
+            Outcome::Found(()) if self.local.contains(user) => Outcome::NotFound,
+            Outcome::Found(()) => {
+                gids.drain_into(sink);
                 Outcome::Found(())
             }
-            Ok(Response::Gids(None)) => Outcome::NotFound,
-            Ok(Response::Error { code, .. }) => Outcome::Unavailable(error_errno(code)),
-            Ok(_) => Outcome::Unavailable(libc::EAGAIN),
-            Err(e) => Outcome::Unavailable(e.errno()),
+            other => other,
         }
+    }
+}
+
+/// The gids of one `initgroups` answer before they reach glibc's array (which cannot be
+/// taken back): up to 64 on the stack, no allocation on the hot path.
+struct GidBuffer {
+    inline: [u32; 64],
+    n: usize,
+    more: Vec<u32>,
+}
+
+impl Default for GidBuffer {
+    fn default() -> Self {
+        GidBuffer {
+            inline: [0; 64],
+            n: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl GidBuffer {
+    fn extend(&mut self, gids: Vec<u32>, skip: u32) {
+        add_gids(gids.into_iter(), skip, self);
+    }
+
+    fn drain_into(&self, sink: &mut impl GidSink) {
+        for &g in self.inline[..self.n].iter().chain(self.more.iter()) {
+            if !sink.add(g) {
+                break;
+            }
+        }
+    }
+}
+
+impl GidSink for GidBuffer {
+    fn add(&mut self, gid: u32) -> bool {
+        if self.inline[..self.n].contains(&gid) || self.more.contains(&gid) {
+            return true;
+        }
+        if self.n < self.inline.len() {
+            self.inline[self.n] = gid;
+            self.n += 1;
+        } else {
+            self.more.push(gid);
+        }
+        true
     }
 }

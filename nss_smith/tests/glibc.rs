@@ -468,6 +468,72 @@ fn cache_replaced_under_16_threads() {
     assert!(out.contains("child_status 0"), "{out}");
 }
 
+/// Issue 14, D1: the cache truncated (`> nss.cache`) and later rewritten *in place*
+/// (the same inode, as `cp backup nss.cache` or a restore tool does) under 16 threads
+/// that keep resolving. Before issue 14 the module mapped the file `MAP_SHARED` and the
+/// process died of SIGBUS (exit 135) at its next lookup. Now it keeps answering from its
+/// own copy, then reports "unavailable" (never "no such user") once it notices the empty
+/// file, and serves the restored one.
+#[test]
+fn cache_truncated_in_place_under_16_threads() {
+    if !ready(&["/usr/bin/gcc"]) {
+        return;
+    }
+    let sb = sandbox("nss-truncate");
+    let src = sb.path("threads.c");
+    std::fs::write(&src, THREADS_C).unwrap();
+    let exe = sb.path("threads");
+    let o = std::process::Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "gcc: {}", describe(&o));
+    let mut c = contents();
+    c.users[0].uid = 220_000;
+    c.users[0].gid = 220_000;
+    sb.write_cache(&c);
+    let stop_file = sb.path("stop");
+    let child = sb.spawn(&format!("exec {} {}", exe.display(), stop_file.display()));
+    std::thread::sleep(Duration::from_millis(300));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(sb.cache_path())
+        .unwrap();
+    f.set_len(0).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    c.users[0].uid = 220_001;
+    c.users[0].gid = 220_001;
+    c.generation += 1;
+    let bytes = smith_proto::cache::build(&c).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(&stop_file, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    assert!(
+        o.status.success(),
+        "no crash (SIGBUS is exit 135): {}",
+        describe(&o)
+    );
+    for line in out.lines().filter(|l| l.starts_with("thread ")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let num = |k: &str| -> f64 {
+            let i = f.iter().position(|x| *x == k).unwrap();
+            f[i + 1].parse().unwrap()
+        };
+        assert!(num("hits") > 0.0, "{line}");
+        assert_eq!(num("misses"), 0.0, "never 'no such user': {line}");
+        assert_eq!(
+            num("max") as u32,
+            220_001,
+            "the restored file is served: {line}"
+        );
+    }
+    assert!(out.contains("child 220001"), "{out}");
+}
+
 /// `nm -D --defined-only`: exactly the NSS entry points, nothing else (no Rust symbols
 /// leaking into every process that resolves a user).
 #[test]

@@ -31,6 +31,12 @@ pub struct Config {
     pub debug: bool,
     /// Do not create home directories (`nohome`).
     pub no_home: bool,
+    /// Refuse non-local users once hostd's last successful sync is older than this
+    /// (`max_age=DURATION`, e.g. `8h`; seconds without a unit). Unset by default: a dead
+    /// daemon or CA must not lock anyone out (issue 14, D11).
+    pub max_age_secs: Option<u64>,
+    /// hostd's sync status file, read for `max_age=` (`sync_status=PATH`).
+    pub sync_status: PathBuf,
 }
 
 impl Default for Config {
@@ -45,6 +51,8 @@ impl Default for Config {
             level: Level::Ssh,
             debug: false,
             no_home: false,
+            max_age_secs: None,
+            sync_status: PathBuf::from(paths::SYNC_STATUS_FILE),
         }
     }
 }
@@ -61,6 +69,23 @@ fn abs_path(key: &str, v: &str) -> Result<PathBuf, String> {
     } else {
         trimmed
     }))
+}
+
+/// `30`, `90s`, `15m`, `8h`, `2d`.
+fn duration_secs(key: &str, v: &str) -> Result<u64, String> {
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, 's')) => (&v[..i], 1),
+        Some((i, 'm')) => (&v[..i], 60),
+        Some((i, 'h')) => (&v[..i], 3600),
+        Some((i, 'd')) => (&v[..i], 86_400),
+        _ => (v, 1),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n.saturating_mul(mult)),
+        _ => Err(format!(
+            "{key}={v:?}: a positive duration is required (e.g. 3600, 90m, 8h, 2d)"
+        )),
+    }
 }
 
 impl Config {
@@ -80,11 +105,13 @@ impl Config {
                 ("home_base", Some(v)) => c.home_base = abs_path(k, v)?,
                 ("skel", Some(v)) => c.skel = abs_path(k, v)?,
                 ("level", Some(v)) => c.level = v.parse()?,
+                ("max_age", Some(v)) => c.max_age_secs = Some(duration_secs(k, v)?),
+                ("sync_status", Some(v)) => c.sync_status = abs_path(k, v)?,
                 ("debug", None) => c.debug = true,
                 ("nohome", None) => c.no_home = true,
                 _ => {
                     return Err(format!(
-                        "unknown argument {a:?} (known: cache=PATH socket=PATH pending=PATH passwd=PATH home_base=PATH skel=PATH level=ssh|sudo debug nohome)"
+                        "unknown argument {a:?} (known: cache=PATH socket=PATH pending=PATH passwd=PATH home_base=PATH skel=PATH level=ssh|sudo max_age=DURATION sync_status=PATH debug nohome)"
                     ))
                 }
             }
@@ -121,8 +148,15 @@ mod tests {
             "pending=/tmp/p",
             "passwd=/tmp/passwd",
             "nohome",
+            "max_age=8h",
+            "sync_status=/tmp/s.json",
         ])
         .unwrap();
+        assert_eq!(c.max_age_secs, Some(8 * 3600));
+        assert_eq!(
+            Config::parse(["max_age=90"]).unwrap().max_age_secs,
+            Some(90)
+        );
         assert_eq!(c.level, Level::Sudo);
         assert!(c.debug && c.no_home);
         assert_eq!(c.home_base, PathBuf::from("/srv/home"));
@@ -138,6 +172,9 @@ mod tests {
             "home_base=home",
             "cache=",
             "debug=1",
+            "max_age=0",
+            "max_age=soon",
+            "max_age=5y",
         ] {
             assert!(Config::parse([bad]).is_err(), "{bad}");
         }

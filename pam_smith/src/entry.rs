@@ -1,19 +1,23 @@
 //! The exported PAM service functions (`pam_sm_*`), each wrapped in `catch_unwind`.
 //!
 //! Owns: turning `argc/argv` into a [`Config`], the two-stage structure every hook
-//! shares: (1) find `PAM_USER` and answer `PAM_IGNORE` for local accounts, with no other
-//! work and before anything that could fail; (2) the Smith logic in [`crate::hooks`].
+//! shares: (1) find `PAM_USER` (an item: never a prompt) and answer `PAM_IGNORE` for
+//! local accounts — including every name when the passwd file cannot be read — with no
+//! other work and before anything that could fail; (2) the Smith logic in
+//! [`crate::hooks`], which is handed stage 1's answer (the passwd file is read once).
 //! A panic in stage 2 denies (`PAM_SYSTEM_ERR`); local users never reach stage 2.
 //!
 //! Must never: unwind into libpam, abort, or make a local account depend on the cache,
 //! the daemon or the module arguments.
 
 use crate::args::Config;
-use crate::hooks;
-use crate::identity::is_local;
+use crate::hooks::{self, Hostd, Invocation, Who};
+use crate::identity::local_presence;
 use crate::pam::{
-    Pam, PamHandleT, Priority, PAM_IGNORE, PAM_SERVICE_ERR, PAM_SYSTEM_ERR, PAM_USER_UNKNOWN,
+    Pam, PamHandle, PamHandleT, Priority, PAM_IGNORE, PAM_SERVICE_ERR, PAM_SYSTEM_ERR,
+    PAM_USER_UNKNOWN,
 };
+use smith_proto::local::Presence;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
@@ -75,10 +79,10 @@ unsafe fn run(
     // Stage 1: who, and local accounts out.
     let stage1 = catch_unwind(AssertUnwindSafe(|| {
         let user = pam.user()?;
-        let local = is_local(&passwd, &user) == Some(true);
-        Some((user, local))
+        let local = local_presence(&passwd, &user);
+        Some(Who { name: user, local })
     }));
-    let (user, local) = match stage1 {
+    let who = match stage1 {
         Ok(Some(v)) => v,
         Ok(None) => {
             return match phase {
@@ -88,7 +92,18 @@ unsafe fn run(
         }
         Err(_) => return PAM_SYSTEM_ERR,
     };
-    if local {
+    if let Presence::Unreadable(errno) = who.local {
+        pam.log(
+            Priority::Warning,
+            &format!(
+                "cannot read {}: {}; treating {} as a local account (Smith does not act on it)",
+                passwd.display(),
+                std::io::Error::from_raw_os_error(errno),
+                String::from_utf8_lossy(&who.name)
+            ),
+        );
+    }
+    if who.local.is_local() {
         return PAM_IGNORE;
     }
     // Stage 2: Smith's say.
@@ -103,10 +118,15 @@ unsafe fn run(
                 return PAM_SERVICE_ERR;
             }
         };
+        let rec = Hostd {
+            socket: &cfg.socket,
+            pending: &cfg.pending,
+        };
+        let inv = Invocation::current();
         match phase {
-            Phase::Account => hooks::account(&pam, cfg, &user),
-            Phase::OpenSession => hooks::open_session(&pam, cfg, &user),
-            Phase::CloseSession => hooks::close_session(&pam, cfg),
+            Phase::Account => hooks::account(&pam, &rec, cfg, &who, &inv),
+            Phase::OpenSession => hooks::open_session(&pam, &rec, cfg, &who, &inv),
+            Phase::CloseSession => hooks::close_session(&pam, &rec, cfg, &inv),
         }
     }));
     stage2.unwrap_or(PAM_SYSTEM_ERR)

@@ -8,12 +8,21 @@
 //! `openat(O_NOFOLLOW)` (regular files and directories only; symlinks, devices, fifos
 //! and sockets are skipped; setuid/setgid/sticky bits dropped); everything chowned
 //! through its own descriptor (`fchown`, the race-free form of
-//! `fchownat(AT_SYMLINK_NOFOLLOW)`); the home itself 0700 and handed to the user last,
-//! so the user never owns a half-built tree.
+//! `fchownat(AT_SYMLINK_NOFOLLOW)`).
 //!
-//! Must never: touch an existing home (no chown, no chmod, no copy), follow a symlink
-//! at or below the home path, create anything outside `home_base`, or copy an unbounded
-//! skeleton (at most [`MAX_ENTRIES`] entries, [`MAX_BYTES`] bytes, [`MAX_DEPTH`] levels).
+//! Atomic (issue 14, D5): the home is built aside, under a hidden temporary name in
+//! `home_base` (root-owned 0700 while it is filled), handed to the user (0700), then
+//! renamed into place with `renameat2(RENAME_NOREPLACE)`. The home path therefore never
+//! shows a half-built or root-owned tree: a failed copy (too large a skeleton, a full
+//! disk) removes the temporary tree and leaves no home, so the next login tries again;
+//! two first logins at once each build their own, one rename wins, the other removes
+//! its copy and uses the winner's.
+//!
+//! Must never: touch an existing home (no chown, no chmod, no copy: an existing home
+//! owned by someone else is only reported), follow a symlink at or below the home path,
+//! create anything outside `home_base`, leave a temporary tree behind, or copy an
+//! unbounded skeleton (at most [`MAX_ENTRIES`] entries, [`MAX_BYTES`] bytes,
+//! [`MAX_DEPTH`] levels).
 //!
 //! `home_base` and `skel` themselves are trusted (root's configuration) and may be
 //! symlinks (e.g. `/home -> /var/home`).
@@ -33,6 +42,9 @@ pub const MAX_DEPTH: usize = 16;
 pub enum HomeOutcome {
     /// A directory was already there: left untouched.
     Exists,
+    /// A directory was already there, owned by another uid (a recycled name or uid):
+    /// left untouched, reported.
+    ExistsOwnedBy(u32),
     /// Created, with this many entries copied from the skeleton.
     Created { copied: usize },
 }
@@ -310,6 +322,90 @@ fn copy_tree(
     Ok(())
 }
 
+/// Removes `name` in `dir` and everything below it, never following a symlink.
+fn remove_tree(dir: &OwnedFd, name: &CStr, depth: usize) {
+    if depth <= MAX_DEPTH + 1 {
+        if let Ok(sub) = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+            if let Ok(names) = list(&sub) {
+                for n in names {
+                    match lstat_at(&sub, &n) {
+                        Ok(Some(st)) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                            remove_tree(&sub, &n, depth + 1)
+                        }
+                        _ => {
+                            // SAFETY: valid dirfd and NUL-terminated name.
+                            unsafe { libc::unlinkat(sub.as_raw_fd(), n.as_ptr(), 0) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // SAFETY: valid dirfd and NUL-terminated name.
+    unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
+}
+
+fn existing(st: &libc::stat, uid: u32, show: String) -> Result<HomeOutcome, HomeError> {
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(HomeError::NotADirectory {
+            path: show,
+            what: kind(st.st_mode),
+        });
+    }
+    if st.st_uid != uid {
+        return Ok(HomeOutcome::ExistsOwnedBy(st.st_uid));
+    }
+    Ok(HomeOutcome::Exists)
+}
+
+/// A hidden name for the tree being built, unique on this host.
+fn temp_name(user: &str) -> Result<CString, HomeError> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CString::new(format!(
+        ".smith-home-{user}.{}.{ns}.{n}",
+        std::process::id()
+    ))
+    .map_err(|_| HomeError::Io("name contains NUL".into()))
+}
+
+/// `renameat2(RENAME_NOREPLACE)`; `Err(errno)`.
+fn rename_noreplace(dir: &OwnedFd, from: &CStr, to: &CStr) -> Result<(), i32> {
+    // SAFETY: valid dirfd and NUL-terminated names.
+    let rc = unsafe {
+        libc::renameat2(
+            dir.as_raw_fd(),
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    match errno() {
+        // A file system without RENAME_NOREPLACE: a plain rename, which still never
+        // replaces a non-empty directory (ENOTEMPTY) and fails on a non-directory.
+        libc::EINVAL | libc::ENOSYS => {
+            // SAFETY: valid dirfd and NUL-terminated names.
+            let rc = unsafe {
+                libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr())
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(errno())
+            }
+        }
+        e => Err(e),
+    }
+}
+
 /// Makes sure `user`'s home exists. `dir` is the home from the cache.
 pub fn ensure_home(
     base: &Path,
@@ -330,44 +426,57 @@ pub fn ensure_home(
         CString::new(user.as_str()).map_err(|_| HomeError::Io("name contains NUL".into()))?;
     let base_fd = open_dir_path(base)?;
     let show = expected.display().to_string();
-    for _ in 0..2 {
-        match lstat_at(&base_fd, &name)? {
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                return Ok(HomeOutcome::Exists)
-            }
-            Some(st) => {
-                return Err(HomeError::NotADirectory {
-                    path: show,
-                    what: kind(st.st_mode),
-                })
-            }
-            None => {}
-        }
-        // Root-owned and 0700 while it is being filled; the user gets it at the end.
-        // SAFETY: valid dirfd, NUL-terminated name.
-        if unsafe { libc::mkdirat(base_fd.as_raw_fd(), name.as_ptr(), 0o700) } == 0 {
-            break;
-        }
-        if errno() != libc::EEXIST {
-            return Err(io(&format!("mkdir {show}")));
-        }
-        // Raced with someone: look again (once).
+    if let Some(st) = lstat_at(&base_fd, &name)? {
+        return existing(&st, uid, show);
     }
-    let home = match open_at(&base_fd, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
-        Ok(fd) => fd,
-        Err(libc::ELOOP) | Err(libc::ENOTDIR) => {
-            return Err(HomeError::NotADirectory {
-                path: show,
-                what: "symlink (swapped in during creation)",
-            })
+    // Built aside, root-owned 0700 while it is filled.
+    let tmp = temp_name(user.as_str())?;
+    // SAFETY: valid dirfd, NUL-terminated name.
+    if unsafe { libc::mkdirat(base_fd.as_raw_fd(), tmp.as_ptr(), 0o700) } != 0 {
+        return Err(io(&format!("mkdir a temporary home in {}", base.display())));
+    }
+    let built = build(&base_fd, &tmp, skel, uid, gid);
+    let copied = match built {
+        Ok(n) => n,
+        Err(e) => {
+            remove_tree(&base_fd, &tmp, 0);
+            return Err(e);
+        }
+    };
+    match rename_noreplace(&base_fd, &tmp, &name) {
+        Ok(()) => Ok(HomeOutcome::Created { copied }),
+        // Someone created it meanwhile (another first login): theirs is complete.
+        Err(libc::EEXIST) | Err(libc::ENOTEMPTY) => {
+            remove_tree(&base_fd, &tmp, 0);
+            match lstat_at(&base_fd, &name)? {
+                Some(st) => existing(&st, uid, show),
+                None => Err(HomeError::Io(format!("{show} vanished during creation"))),
+            }
         }
         Err(e) => {
-            return Err(HomeError::Io(format!(
-                "open {show}: {}",
+            remove_tree(&base_fd, &tmp, 0);
+            Err(HomeError::Io(format!(
+                "rename into {show}: {}",
                 std::io::Error::from_raw_os_error(e)
             )))
         }
-    };
+    }
+}
+
+/// Fills the temporary home `tmp` from the skeleton and hands it to the user.
+fn build(
+    base_fd: &OwnedFd,
+    tmp: &CStr,
+    skel: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<usize, HomeError> {
+    let home = open_at(base_fd, tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
+        HomeError::Io(format!(
+            "open the temporary home: {}",
+            std::io::Error::from_raw_os_error(e)
+        ))
+    })?;
     let mut budget = Budget {
         entries: 0,
         bytes: 0,
@@ -380,7 +489,7 @@ pub fn ensure_home(
         Err(_) => 0, // no skeleton: an empty home
     };
     chown_chmod(&home, uid, gid, 0o700)?;
-    Ok(HomeOutcome::Created { copied })
+    Ok(copied)
 }
 
 #[cfg(test)]
@@ -510,5 +619,95 @@ mod tests {
         .unwrap();
         assert_eq!(r, HomeOutcome::Created { copied: 0 });
         assert_eq!(std::fs::read_dir(base.join("carol")).unwrap().count(), 0);
+    }
+
+    /// D5 (review experiment E5): a failed first creation (a skeleton over the size
+    /// bound) used to leave `root:root 0700` at the home path, and every later login took
+    /// it as existing: the user could never enter their home. Now nothing is left, and
+    /// the next login (with a fixed skeleton) creates a complete home.
+    #[test]
+    fn a_failed_creation_leaves_no_home_and_the_next_login_builds_one() {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root (chown)");
+            return;
+        }
+        let (_d, base, skel) = setup("home-failed");
+        let big = std::fs::File::create(skel.join("big")).unwrap();
+        big.set_len(MAX_BYTES + 1).unwrap();
+        let dave = UserName::new("dave").unwrap();
+        let dir = base.join("dave");
+        let e =
+            ensure_home(&base, &skel, &dave, dir.to_str().unwrap(), 200_004, 200_004).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        assert!(!dir.exists(), "no half-built home at the path");
+        assert_eq!(
+            std::fs::read_dir(&base).unwrap().count(),
+            0,
+            "no temporary tree left behind"
+        );
+        std::fs::remove_file(skel.join("big")).unwrap();
+        let r = ensure_home(&base, &skel, &dave, dir.to_str().unwrap(), 200_004, 200_004).unwrap();
+        assert!(matches!(r, HomeOutcome::Created { .. }), "{r:?}");
+        let md = std::fs::metadata(&dir).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o7777), (200_004, 0o700));
+        assert!(dir.join(".bashrc").exists());
+    }
+
+    /// D5: first logins at once (Ansible opens several sessions): every caller sees a
+    /// complete home owned by the user, never a half-built root-owned one.
+    #[test]
+    fn concurrent_first_logins_see_a_complete_home() {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root (chown)");
+            return;
+        }
+        let (_d, base, skel) = setup("home-race");
+        for i in 0..200 {
+            std::fs::write(skel.join(format!("f{i}")), vec![b'x'; 4096]).unwrap();
+        }
+        let erin = UserName::new("erin").unwrap();
+        let dir = base.join("erin");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (base, skel, erin, dir) =
+                    (base.clone(), skel.clone(), erin.clone(), dir.clone());
+                std::thread::spawn(move || {
+                    let r =
+                        ensure_home(&base, &skel, &erin, dir.to_str().unwrap(), 200_005, 200_005)
+                            .unwrap();
+                    let md = std::fs::metadata(&dir).unwrap();
+                    let n = std::fs::read_dir(&dir).unwrap().count();
+                    (r, md.uid(), n)
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for t in threads {
+            let (r, owner, entries) = t.join().unwrap();
+            created += matches!(r, HomeOutcome::Created { .. }) as u32;
+            assert_eq!(owner, 200_005, "never root-owned");
+            assert_eq!(
+                entries, 202,
+                "never half-built (.bashrc, .config, 200 files)"
+            );
+        }
+        assert_eq!(created, 1);
+        assert_eq!(
+            std::fs::read_dir(&base).unwrap().count(),
+            1,
+            "no temporary trees left"
+        );
+    }
+
+    /// D18: an existing home owned by another uid is left alone and reported.
+    #[test]
+    fn an_existing_home_of_another_owner_is_reported() {
+        let (_d, base, skel) = setup("home-owner");
+        let frank = UserName::new("frank").unwrap();
+        let dir = base.join("frank");
+        std::fs::create_dir(&dir).unwrap();
+        let me = std::fs::metadata(&dir).unwrap().uid();
+        let r = ensure_home(&base, &skel, &frank, dir.to_str().unwrap(), me + 1, me + 1).unwrap();
+        assert_eq!(r, HomeOutcome::ExistsOwnedBy(me));
     }
 }

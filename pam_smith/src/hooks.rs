@@ -6,21 +6,28 @@
 //! `policy::check_certificate` accepts for this user and host), home creation, session
 //! and sudo records, and what is logged for each refusal.
 //!
+//! Every phase is written against [`PamHandle`] (PAM items, environment, log, module
+//! data) and [`Recorder`] (where audit events go), with the calling process described by
+//! an [`Invocation`], so its decision, its records and its return code are unit-tested
+//! without libpam (below); pamtester and sshd drive the real stack (tests/).
+//!
 //! Must never: let a non-local user in when the cache cannot be read ("never let in on
 //! doubt"), fail a session because an audit event could not be delivered, or read the
 //! certificate from anywhere but PAM's environment.
 
 use crate::args::Config;
 use crate::home::{ensure_home, HomeOutcome};
-use crate::identity::{classify, Identity, SmithUser};
-use crate::pam::{Pam, Priority, PAM_RHOST, PAM_SERVICE, PAM_TTY};
+use crate::identity::{classify_known, Identity, SmithUser};
+use crate::pam::{Item, PamHandle, Priority};
 use crate::pam::{PAM_AUTHINFO_UNAVAIL, PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS};
 use crate::report::{deliver, Delivery};
 use crate::sudo;
 use smith_proto::event::{DeniedEvent, HostEvent, SessionEvent, SessionPhase, SudoEvent};
+use smith_proto::local::Presence;
 use smith_proto::sshcert::{cert_from_auth_info, CertInfo};
 use smith_proto::{policy, Level};
 use std::ffi::{c_int, CStr};
+use std::path::Path;
 
 /// Module data key for the open session.
 pub const SESSION_DATA: &CStr = c"pam_smith_session";
@@ -102,7 +109,55 @@ pub fn check_session_cert(
     }
 }
 
-fn log_delivery(pam: &Pam, cfg: &Config, what: &str, d: &Delivery) {
+/// Where audit events go: hostd (socket, else a pending file) in the module, a list in
+/// the tests.
+pub trait Recorder {
+    fn deliver(&self, ev: &HostEvent) -> Delivery;
+}
+
+/// hostd at the configured socket and pending directory.
+pub struct Hostd<'a> {
+    pub socket: &'a Path,
+    pub pending: &'a Path,
+}
+
+impl Recorder for Hostd<'_> {
+    fn deliver(&self, ev: &HostEvent) -> Delivery {
+        deliver(self.socket, self.pending, ev)
+    }
+}
+
+/// The calling process, as far as a record needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The process's own argv (sudo's command line, exact: D12).
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub pid: u32,
+    pub now: u64,
+}
+
+impl Invocation {
+    pub fn current() -> Invocation {
+        Invocation {
+            argv: sudo::own_argv(),
+            cwd: std::env::current_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            now: now_unix(),
+        }
+    }
+}
+
+/// The PAM user and whether it is local (read once, in stage 1 of every entry point).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    pub name: Vec<u8>,
+    pub local: Presence,
+}
+
+fn log_delivery(pam: &impl PamHandle, cfg: &Config, what: &str, d: &Delivery) {
     match d {
         Delivery::Sent(seq) => {
             if cfg.debug {
@@ -123,53 +178,105 @@ fn log_delivery(pam: &Pam, cfg: &Config, what: &str, d: &Delivery) {
     }
 }
 
-fn report(pam: &Pam, cfg: &Config, what: &str, ev: HostEvent) {
-    let d = deliver(&cfg.socket, &cfg.pending, &ev);
+fn report(pam: &impl PamHandle, rec: &impl Recorder, cfg: &Config, what: &str, ev: HostEvent) {
+    let d = rec.deliver(&ev);
     log_delivery(pam, cfg, what, &d);
 }
 
-fn denied_event(pam: &Pam, user: &str, reason: &str, key_id: &str) -> HostEvent {
+fn denied_event(
+    pam: &impl PamHandle,
+    user: &str,
+    reason: &str,
+    key_id: &str,
+    now: u64,
+) -> HostEvent {
     HostEvent::Denied(DeniedEvent {
         user: user.to_string(),
-        service: pam.item(PAM_SERVICE),
-        rhost: pam.item(PAM_RHOST),
+        service: pam.item(Item::Service),
+        rhost: pam.item(Item::Rhost),
         reason: reason.to_string(),
         key_id: key_id.to_string(),
-        at_unix: now_unix(),
+        at_unix: now,
     })
 }
 
-fn pid() -> u32 {
-    std::process::id()
-}
-
-/// The sudo audit record for this invocation (issue 4's seam: hostd fills the key ID
-/// of the login session from the process tree).
-fn sudo_event(pam: &Pam, user: &str, allowed: bool, reason: &str) -> HostEvent {
-    let cmd = sudo::parse_argv(&sudo::own_argv());
+/// The sudo audit record for this invocation (hostd fills the key ID of the login
+/// session from the process tree).
+fn sudo_event(
+    pam: &impl PamHandle,
+    inv: &Invocation,
+    user: &str,
+    allowed: bool,
+    reason: &str,
+) -> HostEvent {
+    let cmd = sudo::parse_argv(&inv.argv);
     HostEvent::Sudo(SudoEvent {
         user: user.to_string(),
         target: cmd.target,
         command: cmd.command,
-        cwd: std::env::current_dir()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        tty: pam.item(PAM_TTY),
+        cwd: inv.cwd.clone(),
+        tty: pam.item(Item::Tty),
         allowed,
         reason: reason.to_string(),
-        pid: pid(),
+        pid: inv.pid,
         key_id: String::new(),
-        at_unix: now_unix(),
+        at_unix: inv.now,
     })
 }
 
+/// hostd's last successful sync (Unix seconds) from its status file, if the file is
+/// root's and says so.
+pub fn last_sync(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::open(path).ok()?;
+    let md = f.metadata().ok()?;
+    if !md.is_file() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    let rest = &text[text.find("\"last_sync_unix\"")? + "\"last_sync_unix\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// D11: with `max_age=`, a Smith user is refused once hostd has not synced for that
+/// long (its grants may have been revoked since). `None`: fresh enough, or no bound.
+fn too_old(cfg: &Config, now: u64) -> Option<String> {
+    let max = cfg.max_age_secs?;
+    match last_sync(&cfg.sync_status) {
+        Some(t) if now.saturating_sub(t) <= max => None,
+        Some(t) => Some(format!(
+            "smith-hostd last synced with the CA {}s ago, over max_age={max}s",
+            now.saturating_sub(t)
+        )),
+        None => Some(format!(
+            "no successful sync recorded in {} and max_age={max}s is set",
+            cfg.sync_status.display()
+        )),
+    }
+}
+
 /// `pam_sm_acct_mgmt` for a non-local user.
-pub fn account(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
-    let name = String::from_utf8_lossy(user).into_owned();
-    let id = classify(&cfg.passwd, &cfg.cache, user);
-    let decision = decide_account(&id, cfg.level);
+pub fn account(
+    pam: &impl PamHandle,
+    rec: &impl Recorder,
+    cfg: &Config,
+    who: &Who,
+    inv: &Invocation,
+) -> c_int {
+    let name = String::from_utf8_lossy(&who.name).into_owned();
+    let id = classify_known(who.local, &cfg.cache, &who.name);
+    let mut decision = decide_account(&id, cfg.level);
+    if decision == AccountDecision::Allow {
+        if let Some(why) = too_old(cfg, inv.now) {
+            decision = AccountDecision::Unavailable(why);
+        }
+    }
     let sudo_mode = cfg.level == Level::Sudo;
-    let svc = pam.item(PAM_SERVICE);
+    let svc = pam.item(Item::Service);
     match decision {
         AccountDecision::Ignore => {
             if cfg.debug {
@@ -182,7 +289,13 @@ pub fn account(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
         }
         AccountDecision::Allow => {
             if sudo_mode {
-                report(pam, cfg, "sudo record", sudo_event(pam, &name, true, ""));
+                report(
+                    pam,
+                    rec,
+                    cfg,
+                    "sudo record",
+                    sudo_event(pam, inv, &name, true, ""),
+                );
             }
             if cfg.debug {
                 pam.log(
@@ -198,11 +311,11 @@ pub fn account(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
                 &format!("access denied for {name} ({svc}): {reason}"),
             );
             let ev = if sudo_mode {
-                sudo_event(pam, &name, false, &reason)
+                sudo_event(pam, inv, &name, false, &reason)
             } else {
-                denied_event(pam, &name, &reason, &auth_info_key_id(pam))
+                denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
             };
-            report(pam, cfg, "denial record", ev);
+            report(pam, rec, cfg, "denial record", ev);
             PAM_PERM_DENIED
         }
         AccountDecision::Unavailable(why) => {
@@ -212,11 +325,11 @@ pub fn account(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
                 &format!("access denied for {name} ({svc}): {reason}"),
             );
             let ev = if sudo_mode {
-                sudo_event(pam, &name, false, &reason)
+                sudo_event(pam, inv, &name, false, &reason)
             } else {
-                denied_event(pam, &name, &reason, &auth_info_key_id(pam))
+                denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
             };
-            report(pam, cfg, "denial record", ev);
+            report(pam, rec, cfg, "denial record", ev);
             PAM_AUTHINFO_UNAVAIL
         }
     }
@@ -224,7 +337,7 @@ pub fn account(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
 
 /// Key ID of the certificate in `SSH_AUTH_INFO_0`, if any (empty in the account phase
 /// of OpenSSH 9.2; filled by later versions).
-fn auth_info_key_id(pam: &Pam) -> String {
+fn auth_info_key_id(pam: &impl PamHandle) -> String {
     pam.getenv(AUTH_INFO)
         .and_then(|i| cert_from_auth_info(&i))
         .map(|c| c.key_id)
@@ -232,9 +345,15 @@ fn auth_info_key_id(pam: &Pam) -> String {
 }
 
 /// `pam_sm_open_session` for a non-local user.
-pub fn open_session(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
-    let name = String::from_utf8_lossy(user).into_owned();
-    let u = match classify(&cfg.passwd, &cfg.cache, user) {
+pub fn open_session(
+    pam: &impl PamHandle,
+    rec: &impl Recorder,
+    cfg: &Config,
+    who: &Who,
+    inv: &Invocation,
+) -> c_int {
+    let name = String::from_utf8_lossy(&who.name).into_owned();
+    let u = match classify_known(who.local, &cfg.cache, &who.name) {
         Identity::Local | Identity::NotSmith => return PAM_IGNORE,
         Identity::Unavailable(why) => {
             pam.log(
@@ -245,7 +364,7 @@ pub fn open_session(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
         }
         Identity::Smith(u) => u,
     };
-    let now = now_unix();
+    let now = inv.now;
     let info = pam.getenv(AUTH_INFO);
     let cert = match check_session_cert(info.as_deref(), &u, now) {
         Ok(c) => c,
@@ -256,9 +375,10 @@ pub fn open_session(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
             );
             report(
                 pam,
+                rec,
                 cfg,
                 "denial record",
-                denied_event(pam, &name, &reason, &key_id),
+                denied_event(pam, &name, &reason, &key_id, now),
             );
             return PAM_PERM_DENIED;
         }
@@ -278,6 +398,13 @@ pub fn open_session(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
                 ),
             ),
             Ok(HomeOutcome::Exists) => {}
+            Ok(HomeOutcome::ExistsOwnedBy(owner)) => pam.log(
+                Priority::Warning,
+                &format!(
+                    "home {} of {name} (uid {}) is owned by uid {owner}; left as it is (a recycled name or uid?)",
+                    u.dir, u.uid
+                ),
+            ),
             Err(e) if e.is_security() => {
                 let reason = format!("home directory: {e}");
                 pam.log(
@@ -286,9 +413,10 @@ pub fn open_session(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
                 );
                 report(
                     pam,
+                    rec,
                     cfg,
                     "denial record",
-                    denied_event(pam, &name, &reason, &key_id),
+                    denied_event(pam, &name, &reason, &key_id, now),
                 );
                 return PAM_PERM_DENIED;
             }
@@ -301,47 +429,49 @@ pub fn open_session(pam: &Pam, cfg: &Config, user: &[u8]) -> c_int {
     let ev = HostEvent::Session(SessionEvent {
         phase: SessionPhase::Open,
         user: name.clone(),
-        service: pam.item(PAM_SERVICE),
-        rhost: pam.item(PAM_RHOST),
-        tty: pam.item(PAM_TTY),
-        pid: pid(),
+        service: pam.item(Item::Service),
+        rhost: pam.item(Item::Rhost),
+        tty: pam.item(Item::Tty),
+        pid: inv.pid,
         key_id: key_id.clone(),
         serial,
         at_unix: now,
         duration_secs: None,
     });
-    report(pam, cfg, "session open record", ev);
-    pam.set_data(
-        SESSION_DATA,
-        SessionData {
-            user: name,
-            opened_at: now,
-            key_id,
-            serial,
-        },
-    );
+    report(pam, rec, cfg, "session open record", ev);
+    pam.set_session(SessionData {
+        user: name,
+        opened_at: now,
+        key_id,
+        serial,
+    });
     PAM_SUCCESS
 }
 
 /// `pam_sm_close_session`: the close record for a session this module opened.
-pub fn close_session(pam: &Pam, cfg: &Config) -> c_int {
-    let Some(data) = pam.get_data::<SessionData>(SESSION_DATA) else {
+pub fn close_session(
+    pam: &impl PamHandle,
+    rec: &impl Recorder,
+    cfg: &Config,
+    inv: &Invocation,
+) -> c_int {
+    let Some(data) = pam.session() else {
         return PAM_IGNORE;
     };
-    let now = now_unix();
+    let now = inv.now;
     let ev = HostEvent::Session(SessionEvent {
         phase: SessionPhase::Close,
         user: data.user.clone(),
-        service: pam.item(PAM_SERVICE),
-        rhost: pam.item(PAM_RHOST),
-        tty: pam.item(PAM_TTY),
-        pid: pid(),
+        service: pam.item(Item::Service),
+        rhost: pam.item(Item::Rhost),
+        tty: pam.item(Item::Tty),
+        pid: inv.pid,
         key_id: data.key_id.clone(),
         serial: data.serial,
         at_unix: now,
         duration_secs: Some(now.saturating_sub(data.opened_at)),
     });
-    report(pam, cfg, "session close record", ev);
+    report(pam, rec, cfg, "session close record", ev);
     PAM_SUCCESS
 }
 
@@ -476,6 +606,274 @@ mod tests {
         assert!(
             check_session_cert(Some(garbled), &u, now).is_err(),
             "unreadable cert refuses"
+        );
+    }
+
+    // ---- the phases, driven through a fake PAM handle and a recording hostd -------------
+
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakePam {
+        user: Option<Vec<u8>>,
+        items: HashMap<Item, String>,
+        env: HashMap<String, String>,
+        logs: RefCell<Vec<(Priority, String)>>,
+        data: RefCell<Option<SessionData>>,
+    }
+
+    impl PamHandle for FakePam {
+        fn user(&self) -> Option<Vec<u8>> {
+            self.user.clone()
+        }
+        fn item(&self, item: Item) -> String {
+            self.items.get(&item).cloned().unwrap_or_default()
+        }
+        fn getenv(&self, name: &CStr) -> Option<String> {
+            self.env.get(name.to_str().unwrap()).cloned()
+        }
+        fn log(&self, prio: Priority, msg: &str) {
+            self.logs.borrow_mut().push((prio, msg.to_string()));
+        }
+        fn set_session(&self, data: SessionData) -> bool {
+            *self.data.borrow_mut() = Some(data);
+            true
+        }
+        fn session(&self) -> Option<SessionData> {
+            self.data.borrow().clone()
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorded(RefCell<Vec<HostEvent>>);
+
+    impl Recorder for Recorded {
+        fn deliver(&self, ev: &HostEvent) -> Delivery {
+            self.0.borrow_mut().push(ev.clone());
+            Delivery::Sent(self.0.borrow().len() as u64)
+        }
+    }
+
+    fn root() -> bool {
+        // SAFETY: no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// A config over a fresh directory holding the test cache (root-owned when run as
+    /// root, as the loader requires).
+    fn setup(label: &str, level: Level) -> Config {
+        let d = crate::test_dir(label);
+        let cache = d.join("nss.cache");
+        std::fs::write(
+            &cache,
+            smith_proto::cache::build(&crate::tests::contents()).unwrap(),
+        )
+        .unwrap();
+        let mut cfg = Config::parse([]).unwrap();
+        cfg.cache = cache;
+        cfg.level = level;
+        cfg.no_home = true;
+        cfg.sync_status = d.join("sync-status.json");
+        cfg
+    }
+
+    fn who(name: &str) -> Who {
+        Who {
+            name: name.as_bytes().to_vec(),
+            local: Presence::Absent,
+        }
+    }
+
+    fn inv(argv: &[&str]) -> Invocation {
+        Invocation {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: "/srv".into(),
+            pid: 4242,
+            now: 1_000_000,
+        }
+    }
+
+    fn pam(service: &str) -> FakePam {
+        let mut p = FakePam::default();
+        p.items.insert(Item::Service, service.into());
+        p.items.insert(Item::Tty, "pts/3".into());
+        p.items.insert(Item::Rhost, "10.0.0.9".into());
+        p
+    }
+
+    #[test]
+    fn sudo_account_phase_decisions_and_records() {
+        if !root() {
+            eprintln!("SKIPPED: the cache must be root-owned");
+            return;
+        }
+        let cfg = setup("phase-sudo", Level::Sudo);
+        let argv = inv(&["sudo", "-u", "www-data", "rm", "-rf", "", "/tmp/x"]);
+        // oscar has sudo: allowed, one record with the exact command (empty argument kept).
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(account(&p, &rec, &cfg, &who("oscar"), &argv), PAM_SUCCESS);
+        let evs = rec.0.borrow();
+        let [HostEvent::Sudo(e)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert!(e.allowed);
+        assert_eq!(e.command, "rm -rf '' /tmp/x");
+        assert_eq!(
+            (e.target.as_str(), e.cwd.as_str(), e.tty.as_str(), e.pid),
+            ("www-data", "/srv", "pts/3", 4242)
+        );
+        drop(evs);
+        // alice has ssh only: denied, logged at NOTICE, recorded as a refused sudo.
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("alice"), &argv),
+            PAM_PERM_DENIED
+        );
+        let evs = rec.0.borrow();
+        let [HostEvent::Sudo(e)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert!(!e.allowed && e.reason.contains("'sudo' is needed"), "{e:?}");
+        assert!(
+            p.logs
+                .borrow()
+                .iter()
+                .any(|(pr, m)| *pr == Priority::Notice
+                    && m.contains("access denied for alice (sudo)"))
+        );
+        // Someone Smith does not know: ignored, nothing recorded.
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(account(&p, &rec, &cfg, &who("mallory"), &argv), PAM_IGNORE);
+        assert!(rec.0.borrow().is_empty());
+    }
+
+    #[test]
+    fn no_cache_refuses_non_local_users_and_says_why() {
+        let mut cfg = setup("phase-nocache", Level::Ssh);
+        cfg.cache = cfg.cache.with_file_name("missing.cache");
+        let (p, rec) = (pam("sshd"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("alice"), &inv(&["sshd"])),
+            PAM_AUTHINFO_UNAVAIL
+        );
+        let evs = rec.0.borrow();
+        let [HostEvent::Denied(d)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert!(d.reason.contains("does not exist"), "{d:?}");
+        assert_eq!(d.rhost, "10.0.0.9");
+        // A local user never gets here, and with Presence::Unreadable neither.
+        let local = Who {
+            name: b"alice".to_vec(),
+            local: Presence::Unreadable(libc::EACCES),
+        };
+        let rec = Recorded::default();
+        assert_eq!(account(&p, &rec, &cfg, &local, &inv(&["sshd"])), PAM_IGNORE);
+        assert!(rec.0.borrow().is_empty());
+    }
+
+    /// D11: `max_age=` refuses once hostd has not synced for that long; without it (the
+    /// default) a stale grant still works: never lock out.
+    #[test]
+    fn max_age_bounds_a_stale_grant_only_when_asked() {
+        if !root() {
+            eprintln!("SKIPPED: the cache and status file must be root-owned");
+            return;
+        }
+        let mut cfg = setup("phase-maxage", Level::Sudo);
+        let now = inv(&["sudo", "id"]).now;
+        std::fs::write(
+            &cfg.sync_status,
+            format!(
+                "{{\n  \"last_sync_unix\": {},\n  \"version\": 3\n}}",
+                now - 7200
+            ),
+        )
+        .unwrap();
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("oscar"), &inv(&["sudo", "id"])),
+            PAM_SUCCESS
+        );
+        cfg.max_age_secs = Some(3600);
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("oscar"), &inv(&["sudo", "id"])),
+            PAM_AUTHINFO_UNAVAIL
+        );
+        let evs = rec.0.borrow();
+        let [HostEvent::Sudo(e)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert!(!e.allowed && e.reason.contains("7200s ago"), "{e:?}");
+        cfg.max_age_secs = Some(3 * 3600);
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("oscar"), &inv(&["sudo", "id"])),
+            PAM_SUCCESS
+        );
+        std::fs::remove_file(&cfg.sync_status).unwrap();
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("oscar"), &inv(&["sudo", "id"])),
+            PAM_AUTHINFO_UNAVAIL
+        );
+    }
+
+    #[test]
+    fn session_open_and_close_records() {
+        if !root() {
+            eprintln!("SKIPPED: the cache must be root-owned");
+            return;
+        }
+        let cfg = setup("phase-session", Level::Ssh);
+        let mut p = pam("sshd");
+        // The certificate sshd reports (scope matches the cache's env=prod host).
+        let line = cert_line("alice", Some("env=prod"), (10, 2_000_000));
+        p.env.insert("SSH_AUTH_INFO_0".into(), line);
+        let rec = Recorded::default();
+        assert_eq!(
+            open_session(&p, &rec, &cfg, &who("alice"), &inv(&["sshd"])),
+            PAM_SUCCESS
+        );
+        let data = p.session().unwrap();
+        assert_eq!(
+            (data.key_id.as_str(), data.serial),
+            ("smith:alice:req1", Some(7))
+        );
+        let mut later = inv(&["sshd"]);
+        later.now += 95;
+        assert_eq!(close_session(&p, &rec, &cfg, &later), PAM_SUCCESS);
+        let evs = rec.0.borrow();
+        let [HostEvent::Session(o), HostEvent::Session(c)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(
+            (o.phase, o.key_id.as_str(), o.serial, o.pid),
+            (SessionPhase::Open, "smith:alice:req1", Some(7), 4242)
+        );
+        assert_eq!((c.phase, c.duration_secs), (SessionPhase::Close, Some(95)));
+        drop(evs);
+        // A certificate for another scope: refused and recorded with its key ID.
+        let mut p = pam("sshd");
+        p.env.insert(
+            "SSH_AUTH_INFO_0".into(),
+            cert_line("alice", Some("env=dev"), (10, 2_000_000)),
+        );
+        let rec = Recorded::default();
+        assert_eq!(
+            open_session(&p, &rec, &cfg, &who("alice"), &inv(&["sshd"])),
+            PAM_PERM_DENIED
+        );
+        let evs = rec.0.borrow();
+        let [HostEvent::Denied(d)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(d.key_id, "smith:alice:req1");
+        // Close without an open: ignored.
+        assert_eq!(
+            close_session(&pam("sshd"), &Recorded::default(), &cfg, &inv(&["sshd"])),
+            PAM_IGNORE
         );
     }
 }

@@ -2,18 +2,20 @@
 //! a Smith user (with its level and the host's tags, from the cache file), someone Smith
 //! does not know, or "cannot tell" (no valid cache).
 //!
-//! Owns: reading `/etc/passwd` directly (never `getpwnam`: that would go through NSS and
-//! nss_smith, and a local name must win even if NSS is misconfigured), and reading the
-//! cache file (whole file, size-bounded, root-owned and not writable by others, then
-//! `CacheView::parse`).
+//! Owns: the answer "is this user local?" (`/etc/passwd` read directly with the shared
+//! `smith_proto::local` parser — never `getpwnam`, which would go through NSS and
+//! nss_smith — once per module call; an unreadable file means local, as in hostd: D8)
+//! and reading the cache file with the shared loader `smith_proto::cachefile::load`
+//! (the same checks as nss_smith: `O_NONBLOCK` open, root-owned, not writable by others,
+//! size-bounded, read once, validated once: D15).
 //!
 //! Must never: classify a user as "not Smith" because the cache could not be read (that
-//! is [`Identity::Unavailable`], and callers deny), or follow NSS.
+//! is [`Identity::Unavailable`], and callers deny), treat a user as non-local because
+//! the passwd file could not be read, or follow NSS.
 
-use smith_proto::cache::{CacheView, MAX_FILE_LEN};
+use smith_proto::cache::CacheView;
+use smith_proto::local::Presence;
 use smith_proto::{Level, Tags, UserName};
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// A Smith user as the cache describes it on this host.
@@ -39,39 +41,21 @@ pub enum Identity {
     Unavailable(String),
 }
 
-/// Whether `user` has a line in the passwd file at `path`. `None` if the file cannot be
-/// read.
-pub fn is_local(path: &Path, user: &[u8]) -> Option<bool> {
-    let data = std::fs::read(path).ok()?;
-    Some(data.split(|&b| b == b'\n').any(|line| {
-        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-        !name.is_empty() && name == user && line.contains(&b':')
-    }))
+/// Whether `user` is a local account per the passwd file at `path`.
+pub fn local_presence(path: &Path, user: &[u8]) -> Presence {
+    smith_proto::local::find(path, user)
 }
 
-/// Reads and validates the cache file.
-pub fn read_cache(path: &Path) -> Result<Vec<u8>, String> {
-    let f = std::fs::File::open(path).map_err(|e| {
-        format!(
-            "cannot open the Smith cache {}: {e} (is smith-hostd running?)",
+/// Reads and validates the cache file (the loader nss_smith uses).
+pub fn read_cache(path: &Path) -> Result<Box<[u8]>, String> {
+    match smith_proto::cachefile::load(path, None) {
+        Ok((bytes, _)) => Ok(bytes),
+        Err(smith_proto::cachefile::LoadError::Io(e)) if e == libc::ENOENT => Err(format!(
+            "the Smith cache {} does not exist (is smith-hostd running?)",
             path.display()
-        )
-    })?;
-    let md = f
-        .metadata()
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    if !md.is_file() || md.uid() != 0 || md.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is not a regular root-owned file writable only by root; refusing to trust it",
-            path.display()
-        ));
+        )),
+        Err(e) => Err(format!("the Smith cache {}: {e}", path.display())),
     }
-    let mut bytes = Vec::with_capacity(md.len().min(MAX_FILE_LEN as u64) as usize);
-    f.take(MAX_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    CacheView::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(bytes)
 }
 
 /// Finds `user` in a parsed cache.
@@ -98,9 +82,10 @@ pub fn lookup(view: &CacheView<'_>, user: &UserName) -> Identity {
     })
 }
 
-/// Classifies the PAM user.
-pub fn classify(passwd: &Path, cache: &Path, user: &[u8]) -> Identity {
-    if is_local(passwd, user) == Some(true) {
+/// Classifies the PAM user whose local presence was already read (stage 1 of every
+/// entry point): the passwd file is not read again, the cache once.
+pub fn classify_known(local: Presence, cache: &Path, user: &[u8]) -> Identity {
+    if local.is_local() {
         return Identity::Local;
     }
     let Some(name) = std::str::from_utf8(user)
@@ -118,6 +103,11 @@ pub fn classify(passwd: &Path, cache: &Path, user: &[u8]) -> Identity {
     }
 }
 
+/// Classifies the PAM user (reads the passwd file, then the cache).
+pub fn classify(passwd: &Path, cache: &Path, user: &[u8]) -> Identity {
+    classify_known(local_presence(passwd, user), cache, user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,12 +121,30 @@ mod tests {
             "root:x:0:0:root:/root:/bin/bash\ndeploy:x:1000:1000::/home/deploy:/bin/sh\n\nbroken\n",
         )
         .unwrap();
-        assert_eq!(is_local(&p, b"root"), Some(true));
-        assert_eq!(is_local(&p, b"deploy"), Some(true));
-        assert_eq!(is_local(&p, b"dep"), Some(false));
-        assert_eq!(is_local(&p, b"broken"), Some(false));
-        assert_eq!(is_local(&p, b""), Some(false));
-        assert_eq!(is_local(&d.join("missing"), b"root"), None);
+        assert_eq!(local_presence(&p, b"root"), Presence::Present);
+        assert_eq!(local_presence(&p, b"deploy"), Presence::Present);
+        assert_eq!(local_presence(&p, b"dep"), Presence::Absent);
+        // One rule set with hostd: a line without ':' still reserves its name.
+        assert_eq!(local_presence(&p, b"broken"), Presence::Present);
+        assert_eq!(local_presence(&p, b""), Presence::Absent);
+        assert_eq!(
+            local_presence(&d.join("missing"), b"root"),
+            Presence::Absent
+        );
+    }
+
+    /// D8 (review experiment E6): the passwd file cannot be read, no cache, a local
+    /// name. Before, `classify` answered `Unavailable` and the account phase refused the
+    /// local user with PAM_AUTHINFO_UNAVAIL; now "on doubt, local", like hostd.
+    #[test]
+    fn unreadable_passwd_means_local() {
+        let d = crate::test_dir("passwd-unreadable");
+        let dir_not_file = d.join("passwd");
+        std::fs::create_dir_all(&dir_not_file).unwrap();
+        assert_eq!(
+            classify(&dir_not_file, &d.join("no-cache"), b"deploy"),
+            Identity::Local
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! `Response::Ack` once the event is durably spooled), or, when hostd does not answer,
 //! as a pending file hostd ingests later.
 //!
-//! Owns: the bounded socket exchange (non-blocking connect with a 100 ms bound, sends
-//! with `MSG_NOSIGNAL`, the whole exchange within [`SOCKET_BUDGET_MS`]) and the pending
+//! Owns: the exchange with hostd through the shared bounded client (`smith_proto::client`:
+//! non-blocking connect with a 100 ms bound, the peer must be root, sends with
+//! `MSG_NOSIGNAL`, the whole exchange within [`SOCKET_BUDGET_MS`]) and the pending
 //! file protocol: `PENDING_DIR/<unix_ns>-<pid>-<random>.evt` containing
 //! `wire::encode_event`, mode 0600, written under a hidden temporary name
 //! (`.<name>.tmp`, `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`), fsynced, then published with
@@ -21,18 +22,18 @@
 //! A hostd of an earlier version refuses the request with an id as `BadRequest`; the
 //! event is then sent without one (and may be duplicated as before).
 
+use smith_proto::client;
 use smith_proto::event::{EventId, HostEvent};
 use smith_proto::wire::{self, Request, Response};
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Budget for one socket exchange (connect + send + Ack).
 pub const SOCKET_BUDGET_MS: u64 = 1000;
-const CONNECT_BUDGET_MS: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -58,144 +59,11 @@ fn cpath(p: &Path) -> Result<CString, String> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{p:?} contains NUL"))
 }
 
-/// A socket with a deadline; reads and writes wait with `poll` for the time left.
-struct Conn {
-    fd: OwnedFd,
-    deadline: Instant,
-}
-
-impl Conn {
-    fn wait(&self, events: i16) -> std::io::Result<()> {
-        loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
-            }
-            let mut p = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut p, 1, left.as_millis().max(1) as i32) };
-            if rc > 0 {
-                return Ok(());
-            }
-            if rc < 0 && errno() != libc::EINTR {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-
-    fn connect(path: &Path, deadline: Instant) -> Result<Conn, String> {
-        // SAFETY: plain socket(2).
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(os_err("socket"));
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_un is plain data; all-zero is valid.
-        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        let bytes = path.as_os_str().as_bytes();
-        if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-            return Err(format!("socket path {} is too long", path.display()));
-        }
-        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-            *d = *s as libc::c_char;
-        }
-        let conn = Conn {
-            fd,
-            deadline: deadline.min(Instant::now() + Duration::from_millis(CONNECT_BUDGET_MS)),
-        };
-        loop {
-            // SAFETY: valid sockaddr_un and length.
-            let rc = unsafe {
-                libc::connect(
-                    conn.fd.as_raw_fd(),
-                    &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
-            match errno() {
-                libc::EINTR => continue,
-                libc::EAGAIN | libc::EINPROGRESS if Instant::now() < conn.deadline => {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                libc::EISCONN => break,
-                _ => return Err(os_err(&format!("connect {}", path.display()))),
-            }
-        }
-        Ok(Conn { deadline, ..conn })
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            // SAFETY: `buf` valid for its length; MSG_NOSIGNAL avoids SIGPIPE.
-            let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    buf.as_ptr() as *const libc::c_void,
-                    buf.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            match errno() {
-                libc::EINTR => {}
-                libc::EAGAIN => self.wait(libc::POLLOUT)?,
-                e => return Err(std::io::Error::from_raw_os_error(e)),
-            }
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            // SAFETY: `buf` valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            match errno() {
-                libc::EINTR => {}
-                libc::EAGAIN => self.wait(libc::POLLIN)?,
-                e => return Err(std::io::Error::from_raw_os_error(e)),
-            }
-        }
-    }
-}
-
 /// Sends `ev` to hostd; `Ok(seq)` once hostd acknowledged it. A hostd of an earlier
 /// version answers the request with an id `BadRequest` (it does not know the kind and
 /// recorded nothing): the event is sent again without the id, within the same budget.
 pub fn send(socket: &Path, id: EventId, ev: &HostEvent) -> Result<u64, String> {
-    let deadline = Instant::now() + Duration::from_millis(SOCKET_BUDGET_MS);
+    let deadline = client::monotonic_ms() + SOCKET_BUDGET_MS;
     match exchange(socket, deadline, Some(id), ev) {
         Err(Refusal::BadRequest(_)) => exchange(socket, deadline, None, ev),
         other => other,
@@ -214,20 +82,20 @@ enum Refusal {
 
 fn exchange(
     socket: &Path,
-    deadline: Instant,
+    deadline_ms: u64,
     id: Option<EventId>,
     ev: &HostEvent,
 ) -> Result<u64, Refusal> {
-    let mut c = Conn::connect(socket, deadline).map_err(Refusal::Other)?;
     let req = Request::Event {
         id,
         event: ev.clone(),
     };
-    wire::write_frame(&mut c, &req.encode())
-        .map_err(|e| Refusal::Other(format!("sending to {}: {e}", socket.display())))?;
-    let frame = wire::read_frame(&mut c)
-        .map_err(|e| Refusal::Other(format!("waiting for hostd's answer: {e}")))?;
-    match Response::decode(&frame) {
+    // The shared client: bounded connect, the peer must be root (D16: whoever else
+    // listens at the path neither reads sudo command lines nor acknowledges them away).
+    let answer = client::Conn::connect(socket, deadline_ms)
+        .and_then(|mut c| c.roundtrip(&req.encode()))
+        .map_err(|e| Refusal::Other(format!("hostd at {}: {e}", socket.display())));
+    match answer {
         Ok(Response::Ack(seq)) => Ok(seq),
         Ok(Response::Error { code, message }) => {
             let m = format!("hostd refused the event ({code:?}): {message}");
@@ -239,7 +107,7 @@ fn exchange(
         Ok(other) => Err(Refusal::Other(format!(
             "unexpected answer from hostd: {other:?}"
         ))),
-        Err(e) => Err(Refusal::Other(format!("malformed answer from hostd: {e}"))),
+        Err(e) => Err(e),
     }
 }
 
@@ -270,19 +138,23 @@ pub fn new_event_id() -> EventId {
 /// Creates `dir` (0700) if missing; its parent is created 0755 if missing (it is
 /// `/var/lib/smith`, which every process reads the cache from).
 fn ensure_dir(dir: &Path) -> Result<(), String> {
-    if let Some(parent) = dir.parent() {
-        let c = cpath(parent)?;
+    // The mode is set explicitly after creation: the caller's umask (sudo's, sshd's)
+    // must not decide it (D18).
+    let make = |d: &Path, mode: libc::mode_t| -> Result<(), String> {
+        let c = cpath(d)?;
         // SAFETY: NUL-terminated path.
-        if unsafe { libc::mkdir(c.as_ptr(), 0o755) } != 0 && errno() != libc::EEXIST {
-            return Err(os_err(&format!("mkdir {}", parent.display())));
+        if unsafe { libc::mkdir(c.as_ptr(), mode) } == 0 {
+            // SAFETY: NUL-terminated path of the directory we just created.
+            unsafe { libc::chmod(c.as_ptr(), mode) };
+        } else if errno() != libc::EEXIST {
+            return Err(os_err(&format!("mkdir {}", d.display())));
         }
+        Ok(())
+    };
+    if let Some(parent) = dir.parent() {
+        make(parent, 0o755)?;
     }
-    let c = cpath(dir)?;
-    // SAFETY: NUL-terminated path.
-    if unsafe { libc::mkdir(c.as_ptr(), 0o700) } != 0 && errno() != libc::EEXIST {
-        return Err(os_err(&format!("mkdir {}", dir.display())));
-    }
-    Ok(())
+    make(dir, 0o700)
 }
 
 /// Writes `ev` as a new pending file in `dir`; returns its path. The id is the end of the
@@ -373,6 +245,7 @@ mod tests {
     use super::*;
     use smith_proto::event::DeniedEvent;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
 
     /// A fake hostd on `sock` for `conns` connections: reads one frame on each, waits
     /// `delay`, writes `reply(frame)` (the client may be gone). Returns the frames read.
@@ -455,8 +328,8 @@ mod tests {
         match deliver(&d.join("hostd.sock"), &d.join("pending"), &ev()) {
             Delivery::Queued { file, socket_error } => {
                 assert!(file.exists());
-                assert!(socket_error.contains("connect"), "{socket_error}");
-                assert!(!socket_error.contains("timed out"), "{socket_error}");
+                assert!(socket_error.contains("No such file"), "{socket_error}");
+                assert!(!socket_error.contains("in time"), "{socket_error}");
             }
             other => panic!("{other:?}"),
         }
@@ -472,7 +345,10 @@ mod tests {
         let el = t.elapsed();
         match &r {
             Delivery::Queued { socket_error, .. } => {
-                assert!(socket_error.contains("timed out"), "{socket_error}")
+                assert!(
+                    socket_error.contains("did not answer in time"),
+                    "{socket_error}"
+                )
             }
             other => panic!("{other:?}"),
         }

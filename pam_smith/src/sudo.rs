@@ -128,18 +128,36 @@ pub fn parse_argv(argv: &[String]) -> SudoCommand {
 /// Reads this process's argv.
 pub fn own_argv() -> Vec<String> {
     std::fs::read("/proc/self/cmdline")
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
+        .map(|b| split_cmdline(&b))
         .unwrap_or_default()
+}
+
+/// `/proc/PID/cmdline`: every argument followed by a NUL. Only the final terminator is
+/// dropped: an empty argument is an argument (D12: `sudo rm -rf '' /tmp/x` used to be
+/// recorded as `rm -rf /tmp/x`).
+pub fn split_cmdline(b: &[u8]) -> Vec<String> {
+    let b = b.strip_suffix(&[0]).unwrap_or(b);
+    if b.is_empty() {
+        return Vec::new();
+    }
+    b.split(|&c| c == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// D12 (review experiment E7): the empty argument is kept and shown as `''`.
+    #[test]
+    fn empty_arguments_are_recorded() {
+        let argv = split_cmdline(b"sudo\0rm\0-rf\0\0/tmp/x\0");
+        assert_eq!(argv, ["sudo", "rm", "-rf", "", "/tmp/x"]);
+        assert_eq!(parse_argv(&argv).command, "rm -rf '' /tmp/x");
+        assert_eq!(split_cmdline(b""), Vec::<String>::new());
+        assert_eq!(split_cmdline(b"sudo\0\0"), ["sudo", ""]);
+    }
 
     fn p(args: &[&str]) -> SudoCommand {
         let v: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -68,7 +68,12 @@ const CHECKED_LEN: usize = 128;
 const CHECKED_TAIL: usize = 144;
 const CHECKSUM_OFFSET: usize = 128;
 /// Offset of the `stale` u32 in the header (0 = current, 1 = replaced by a newer file).
+/// Written for readers that map the file (nss_smith before issue 14); current readers
+/// copy the file and do not look at it.
 pub const STALE_OFFSET: usize = 136;
+/// Offset of the u64 body checksum ([`body_checksum`] of `[HEADER_LEN, file_len)`),
+/// inside the checksummed header. 0 = not computed (files of earlier writers).
+pub const BODY_SUM_OFFSET: usize = 152;
 /// Fixed part of a user record (the strings and gids follow it).
 pub const USER_RECORD_HEAD: usize = 24;
 pub const GROUP_RECORD_LEN: usize = 24;
@@ -83,6 +88,8 @@ pub enum CacheError {
     BadMagic,
     UnsupportedFormat(u32),
     BadChecksum,
+    /// The records do not match the header's body checksum (a torn read or a bit flip).
+    BadBodyChecksum,
     LengthMismatch {
         header: u64,
         actual: usize,
@@ -104,6 +111,10 @@ impl fmt::Display for CacheError {
                  restart smith-hostd so it rewrites the file)"
             ),
             CacheError::BadChecksum => write!(f, "cache header checksum mismatch"),
+            CacheError::BadBodyChecksum => write!(
+                f,
+                "cache records do not match their checksum (rewritten while read, or corrupt)"
+            ),
             CacheError::LengthMismatch { header, actual } => write!(
                 f,
                 "cache file is {actual} bytes but its header says {header} (truncated?)"
@@ -128,6 +139,54 @@ fn fnv1a_from(mut h: u64, bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// The body checksum: four independent lanes of a multiply-xorshift over 8-byte words
+/// (so it runs near memory speed on a private copy of the file), the length and a final
+/// avalanche. Never 0 (0 in the header means "not computed").
+pub fn body_checksum(body: &[u8]) -> u64 {
+    const M: u64 = 0xbf58_476d_1ce4_e5b9;
+    #[inline]
+    fn word(c: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes([
+            c[o],
+            c[o + 1],
+            c[o + 2],
+            c[o + 3],
+            c[o + 4],
+            c[o + 5],
+            c[o + 6],
+            c[o + 7],
+        ])
+    }
+    let mut lanes: [u64; 4] = [
+        0x9e37_79b9_7f4a_7c15,
+        0x6a09_e667_f3bc_c908,
+        0xbb67_ae85_84ca_a73b,
+        0x3c6e_f372_fe94_f82b,
+    ];
+    let mix = |lanes: &mut [u64; 4], c: &[u8]| {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            *lane = (*lane ^ word(c, i * 8)).wrapping_mul(M);
+            *lane ^= *lane >> 29;
+        }
+    };
+    let mut chunks = body.chunks_exact(32);
+    for c in &mut chunks {
+        mix(&mut lanes, c);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 32];
+        last[..rest.len()].copy_from_slice(rest);
+        mix(&mut lanes, &last);
+    }
+    let mut h = body.len() as u64;
+    for lane in lanes {
+        h = (h ^ lane).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+    }
+    h.max(1)
 }
 
 fn header_checksum(b: &[u8]) -> u64 {
@@ -222,6 +281,7 @@ struct Header {
     sudo_gid: u32,
     user_offsets_off: u32,
     users_len: u32,
+    body_sum: u64,
 }
 
 impl Header {
@@ -251,6 +311,7 @@ impl Header {
             sudo_gid: u(120)?,
             user_offsets_off: u(144)?,
             users_len: u(148)?,
+            body_sum: rd_u64(b, BODY_SUM_OFFSET)?,
         })
     }
 
@@ -284,6 +345,7 @@ impl Header {
         out[24..32].copy_from_slice(&self.snapshot_version.to_le_bytes());
         out[32..40].copy_from_slice(&self.written_at.to_le_bytes());
         out[40..48].copy_from_slice(&self.file_len.to_le_bytes());
+        out[BODY_SUM_OFFSET..BODY_SUM_OFFSET + 8].copy_from_slice(&self.body_sum.to_le_bytes());
         out[STALE_OFFSET..STALE_OFFSET + 4].copy_from_slice(&0u32.to_le_bytes());
         let sum = header_checksum(out);
         out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 8].copy_from_slice(&sum.to_le_bytes());
@@ -500,10 +562,18 @@ impl<'a> CacheView<'a> {
         self.str(self.h.host_tags.0, self.h.host_tags.1)
             .unwrap_or(b"")
     }
-    /// Whether the writer has marked this file as replaced. Callers that hold the file
-    /// memory-mapped should read the word at [`STALE_OFFSET`] atomically instead.
-    pub fn is_stale_flag_set(&self) -> bool {
-        rd_u32(self.buf, STALE_OFFSET).unwrap_or(1) != 0
+    /// Checks the records against the header's body checksum (O(size): readers that
+    /// copy the file call it once per copy). A file without one (0, an earlier writer)
+    /// passes.
+    pub fn verify_body(&self) -> Result<(), CacheError> {
+        if self.h.body_sum == 0 {
+            return Ok(());
+        }
+        let body = self.buf.get(HEADER_LEN..).unwrap_or(&[]);
+        if body_checksum(body) != self.h.body_sum {
+            return Err(CacheError::BadBodyChecksum);
+        }
+        Ok(())
     }
 
     fn str(&self, off: u32, len: u32) -> Result<&'a [u8], CacheError> {
@@ -855,8 +925,11 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
         check_field("gecos", &u.gecos)?;
         check_field("home", &u.dir)?;
         check_field("shell", &u.shell)?;
-        if u.name.is_empty() || u.name.len() > crate::names::MAX_NAME_LEN {
-            return Err(CacheError::Invalid(format!("bad user name {:?}", u.name)));
+        if !crate::names::is_user_name(u.name.as_bytes()) {
+            return Err(CacheError::Invalid(format!(
+                "bad user name {:?} (not a valid Smith user name, or reserved)",
+                u.name
+            )));
         }
         if !is_allowed_id(u.uid) || !is_allowed_id(u.gid) {
             return Err(CacheError::Invalid(format!(
@@ -880,8 +953,11 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
     let mut group_names = std::collections::HashSet::new();
     for g in &c.groups {
         check_field("group name", &g.name)?;
-        if g.name.is_empty() || g.name.len() > crate::names::MAX_NAME_LEN {
-            return Err(CacheError::Invalid(format!("bad group name {:?}", g.name)));
+        if !crate::names::is_cache_group_name(g.name.as_bytes()) {
+            return Err(CacheError::Invalid(format!(
+                "bad group name {:?} (not a valid Smith group name, or reserved)",
+                g.name
+            )));
         }
         if !is_allowed_id(g.gid) {
             return Err(CacheError::Invalid(format!(
@@ -987,7 +1063,7 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
     }
 
     let mut out = vec![0u8; file_len];
-    let h = Header {
+    let mut h = Header {
         generation: c.generation,
         snapshot_version: c.snapshot_version,
         written_at: c.written_at,
@@ -1011,8 +1087,8 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
         sudo_gid: c.sudo_gid,
         user_offsets_off: user_offsets_off as u32,
         users_len: users.len() as u32,
+        body_sum: 0,
     };
-    h.write(&mut out[..HEADER_LEN]);
     out[users_off..users_off + users.len()].copy_from_slice(&users);
     let put_u32s = |out: &mut [u8], off: usize, v: &[u32]| {
         for (i, x) in v.iter().enumerate() {
@@ -1032,11 +1108,13 @@ pub fn build(c: &CacheContents) -> Result<Vec<u8>, CacheError> {
     put_u32s(&mut out, group_id_idx_off, &gid_idx);
     put_u32s(&mut out, u32s_off, &pool);
     out[strings_off..].copy_from_slice(&strings.bytes);
+    h.body_sum = body_checksum(&out[HEADER_LEN..]);
+    h.write(&mut out[..HEADER_LEN]);
     Ok(out)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> CacheContents {
@@ -1097,7 +1175,7 @@ mod tests {
         assert_eq!(v.snapshot_version(), 42);
         assert_eq!(v.host_name(), b"web-1");
         assert_eq!(v.host_tags(), b"env=prod,role=web");
-        assert!(!v.is_stale_flag_set());
+        assert_eq!(&bytes[STALE_OFFSET..STALE_OFFSET + 4], &[0; 4]);
         let a = v.user_by_name(b"alice").unwrap().unwrap();
         assert_eq!(
             (a.uid, a.gid, a.dir, a.shell),
@@ -1210,8 +1288,46 @@ mod tests {
     fn stale_flag_is_outside_checksum() {
         let mut bytes = build(&sample()).unwrap();
         bytes[STALE_OFFSET] = 1;
-        let v = CacheView::parse(&bytes).unwrap();
-        assert!(v.is_stale_flag_set());
+        CacheView::parse(&bytes).unwrap().verify_body().unwrap();
+    }
+
+    #[test]
+    fn every_body_byte_is_covered_by_the_body_checksum() {
+        let bytes = build(&sample()).unwrap();
+        CacheView::parse(&bytes).unwrap().verify_body().unwrap();
+        for i in HEADER_LEN..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            let v = CacheView::parse(&b).unwrap();
+            assert_eq!(
+                v.verify_body(),
+                Err(CacheError::BadBodyChecksum),
+                "byte {i}"
+            );
+        }
+        // A file of an earlier writer (no body checksum) still reads.
+        let mut old = bytes.clone();
+        old[BODY_SUM_OFFSET..BODY_SUM_OFFSET + 8].fill(0);
+        let sum = header_checksum(&old);
+        old[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 8].copy_from_slice(&sum.to_le_bytes());
+        CacheView::parse(&old).unwrap().verify_body().unwrap();
+    }
+
+    #[test]
+    fn the_writer_refuses_names_smith_may_not_serve() {
+        for bad in ["root", "nobody", "smith-sudo", "Alice", "a b"] {
+            let mut c = sample();
+            c.users[0].name = bad.into();
+            assert!(build(&c).is_err(), "user {bad:?}");
+        }
+        for bad in ["root", "sudo", "docker", "Ops"] {
+            let mut c = sample();
+            c.groups[0].name = bad.into();
+            assert!(build(&c).is_err(), "group {bad:?}");
+        }
+        let mut c = sample();
+        c.groups[0].name = "smith-cmd-restart".into();
+        build(&c).unwrap();
     }
 
     #[test]

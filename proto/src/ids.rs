@@ -14,10 +14,17 @@ pub const RESERVED_BLOCK: std::ops::RangeInclusive<u32> = 60000..=65535;
 /// Highest id accepted.
 pub const MAX_ID: u32 = i32::MAX as u32;
 
-/// Default allocation range for ids the CA assigns.
+/// Default allocation range for ids the CA assigns (`smith-ca init --id-range`; a CA
+/// keeps the range it was initialized with). Chosen clear of what else hands out ids on
+/// Linux hosts (issue 14, D3): shadow-utils' subordinate ranges (`SUB_UID_MIN` 100000 to
+/// `SUB_UID_MAX` 600100000, 65536 per user: the second and third local users of a Debian
+/// or Ubuntu host get 165536-296607, which the earlier default 200000-299999 overlapped),
+/// systemd's container ranges (524288-1879048191), SSSD's automatic id mapping (200000 to
+/// 2000200000 by default) and systemd's foreign range (from 2147352576); and below
+/// 2^31, which tools that treat ids as signed need.
 pub const DEFAULT_ID_RANGE: IdRange = IdRange {
-    start: 200_000,
-    end: 299_999,
+    start: 2_001_000_000,
+    end: 2_001_999_999,
 };
 
 /// Whether `id` may be used for a Smith user or group.
@@ -118,6 +125,8 @@ mod tests {
         assert!(IdRange::new(500, 2000).is_err());
         assert!(IdRange::new(50000, 70000).is_err());
         assert!(IdRange::new(3, 2).is_err());
-        assert!(DEFAULT_ID_RANGE.contains(200000));
+        assert!(DEFAULT_ID_RANGE.contains(2_001_000_000));
+        assert!(!DEFAULT_ID_RANGE.contains(200_000));
+        assert!(DEFAULT_ID_RANGE.end <= MAX_ID && DEFAULT_ID_RANGE.start > 600_165_535);
     }
 }

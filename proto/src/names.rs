@@ -133,6 +133,40 @@ fn validate_posix_name(s: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Whether `b` is a valid [`UserName`], without allocating (the NSS module checks every
+/// name it hands out with this).
+pub fn is_user_name(b: &[u8]) -> bool {
+    posix_syntax(b) && !is_reserved_bytes(b)
+}
+
+/// Whether `b` may name a group in a host's cache: a valid [`GroupName`], or one of the
+/// groups hostd synthesizes (`smith-sudo` and the per-command-rule groups), which carry
+/// the reserved prefix and follow the same syntax.
+pub fn is_cache_group_name(b: &[u8]) -> bool {
+    posix_syntax(b) && (b.starts_with(RESERVED_PREFIX.as_bytes()) || !is_reserved_bytes(b))
+}
+
+/// `[a-z_][a-z0-9_-]{0,31}`, byte by byte.
+fn posix_syntax(b: &[u8]) -> bool {
+    match b.split_first() {
+        Some((first, rest)) => {
+            b.len() <= MAX_NAME_LEN
+                && (first.is_ascii_lowercase() || *first == b'_')
+                && rest.iter().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-')
+                })
+        }
+        None => false,
+    }
+}
+
+fn is_reserved_bytes(b: &[u8]) -> bool {
+    b.starts_with(RESERVED_PREFIX.as_bytes())
+        || RESERVED_NAMES
+            .iter()
+            .any(|r| r.len() == b.len() && r.as_bytes() == b)
+}
+
 macro_rules! validated_name {
     ($(#[$meta:meta])* $name:ident, $validate:path) => {
         $(#[$meta])*
@@ -235,6 +269,39 @@ validated_name!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_rules_agree_with_the_typed_names() {
+        for n in [
+            "alice",
+            "root",
+            "sudo",
+            "smith-sudo",
+            "smith-cmd-x",
+            "Bad",
+            "",
+            "a b",
+            "_x",
+            "nobody",
+            "lp",
+            "1a",
+            "a:b",
+            "docker",
+            "ops",
+        ] {
+            assert_eq!(is_user_name(n.as_bytes()), UserName::new(n).is_ok(), "{n}");
+            let synthesized = n.starts_with(RESERVED_PREFIX) && is_cache_group_name(n.as_bytes());
+            assert_eq!(
+                is_cache_group_name(n.as_bytes()),
+                GroupName::new(n).is_ok() || synthesized,
+                "{n}"
+            );
+        }
+        assert!(is_cache_group_name(SUDO_GROUP.as_bytes()));
+        assert!(!is_user_name(SUDO_GROUP.as_bytes()));
+        assert!(!is_cache_group_name(b"root"));
+        assert!(!is_user_name(&[b'a'; 33]));
+    }
 
     #[test]
     fn accepts_ordinary_names() {

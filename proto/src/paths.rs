@@ -11,6 +11,8 @@ pub const STATE_DIR: &str = "/var/lib/smith";
 pub const CACHE_FILE: &str = "/var/lib/smith/nss.cache";
 /// Events pam_smith could not hand to hostd, one file each, picked up by hostd.
 pub const PENDING_DIR: &str = "/var/lib/smith/pending";
+/// hostd's sync status (JSON; `last_sync_unix` is read by pam_smith's `max_age=`).
+pub const SYNC_STATUS_FILE: &str = "/var/lib/smith/sync-status.json";
 pub const RUN_DIR: &str = "/run/smith";
 pub const SOCKET: &str = "/run/smith/hostd.sock";
 pub const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/50-smith.conf";

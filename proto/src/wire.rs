@@ -91,8 +91,12 @@ pub enum Request {
     UserByUid(u32),
     GroupByName(String),
     GroupByGid(u32),
-    /// Supplementary gids of a user.
+    /// Supplementary gids of a user, answered by [`Response::Gids`] (which does not say
+    /// whose: kept for modules of earlier versions).
     GroupsOfUser(String),
+    /// Supplementary gids of a user, answered by [`Response::GidsOf`], which names the
+    /// user it answers for (issue 14, D13: an answer is bound to its question).
+    GidsOf(String),
     /// Record an audit event; accepted only from root peers. `id` makes a repeated
     /// delivery of the same event a no-op (`None`: a sender of an earlier version).
     Event {
@@ -112,6 +116,11 @@ pub enum Response {
     User(Option<WireUser>),
     Group(Option<WireGroup>),
     Gids(Option<Vec<u32>>),
+    /// The answer to [`Request::GidsOf`]: `gids` is `None` for an authoritative miss.
+    GidsOf {
+        user: String,
+        gids: Option<Vec<u32>>,
+    },
     /// The event is durably in hostd's spool under this sequence number.
     Ack(u64),
     Error {
@@ -417,6 +426,7 @@ const RQ_GROUPS_OF: u8 = 6;
 pub const RQ_EVENT: u8 = 7;
 /// An event with its 16-byte id.
 pub const RQ_EVENT_ID: u8 = 8;
+const RQ_GIDS_OF: u8 = 9;
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
@@ -447,6 +457,11 @@ impl Request {
                 e.str(n);
                 e.finish()
             }
+            Request::GidsOf(n) => {
+                let mut e = Enc::new(RQ_GIDS_OF);
+                e.str(n);
+                e.finish()
+            }
             Request::Event { id, event } => {
                 let mut e = match id {
                     Some(id) => {
@@ -471,6 +486,7 @@ impl Request {
             RQ_GROUP_NAME => Request::GroupByName(d.str()?),
             RQ_GROUP_GID => Request::GroupByGid(d.u32()?),
             RQ_GROUPS_OF => Request::GroupsOfUser(d.str()?),
+            RQ_GIDS_OF => Request::GidsOf(d.str()?),
             RQ_EVENT => Request::Event {
                 id: None,
                 event: dec_event(&mut d)?,
@@ -495,6 +511,36 @@ const RS_GROUP: u8 = 3;
 const RS_GIDS: u8 = 4;
 const RS_ACK: u8 = 5;
 const RS_ERROR: u8 = 6;
+const RS_GIDS_OF: u8 = 7;
+
+fn enc_gids(e: &mut Enc, g: &Option<Vec<u32>>) {
+    match g {
+        None => {
+            e.u8(0);
+        }
+        Some(g) => {
+            let n = g.len().min(MAX_LIST);
+            e.u8(1).u32(n as u32);
+            for x in &g[..n] {
+                e.u32(*x);
+            }
+        }
+    }
+}
+
+fn dec_gids(d: &mut Dec<'_>) -> Result<Option<Vec<u32>>, WireError> {
+    Ok(match d.u8()? {
+        0 => None,
+        _ => {
+            let n = d.list_len()?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(d.u32()?);
+            }
+            Some(v)
+        }
+    })
+}
 
 impl Response {
     pub fn encode(&self) -> Vec<u8> {
@@ -545,18 +591,13 @@ impl Response {
             }
             Response::Gids(g) => {
                 let mut e = Enc::new(RS_GIDS);
-                match g {
-                    None => {
-                        e.u8(0);
-                    }
-                    Some(g) => {
-                        let n = g.len().min(MAX_LIST);
-                        e.u8(1).u32(n as u32);
-                        for x in &g[..n] {
-                            e.u32(*x);
-                        }
-                    }
-                }
+                enc_gids(&mut e, g);
+                e.finish()
+            }
+            Response::GidsOf { user, gids } => {
+                let mut e = Enc::new(RS_GIDS_OF);
+                e.str(user);
+                enc_gids(&mut e, gids);
                 e.finish()
             }
             Response::Ack(seq) => {
@@ -605,17 +646,14 @@ impl Response {
                     Some(WireGroup { name, gid, members })
                 }
             }),
-            RS_GIDS => Response::Gids(match d.u8()? {
-                0 => None,
-                _ => {
-                    let n = d.list_len()?;
-                    let mut v = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        v.push(d.u32()?);
-                    }
-                    Some(v)
+            RS_GIDS => Response::Gids(dec_gids(&mut d)?),
+            RS_GIDS_OF => {
+                let user = d.str()?;
+                Response::GidsOf {
+                    user,
+                    gids: dec_gids(&mut d)?,
                 }
-            }),
+            }
             RS_ACK => Response::Ack(d.u64()?),
             RS_ERROR => Response::Error {
                 code: ErrorCode::from_u8(d.u8()?),
@@ -716,6 +754,7 @@ mod tests {
             Request::GroupByName("dev".into()),
             Request::GroupByGid(5),
             Request::GroupsOfUser("alice".into()),
+            Request::GidsOf("alice".into()),
         ];
         for (i, event) in events().into_iter().enumerate() {
             let id = (i % 2 == 0).then_some(EventId(u128::MAX - i as u128));
@@ -752,6 +791,14 @@ mod tests {
             Response::Group(None),
             Response::Gids(Some(vec![1, 2, 3])),
             Response::Gids(None),
+            Response::GidsOf {
+                user: "alice".into(),
+                gids: Some(vec![4, 5]),
+            },
+            Response::GidsOf {
+                user: "bob".into(),
+                gids: None,
+            },
             Response::Ack(77),
             Response::Error {
                 code: ErrorCode::PermissionDenied,

@@ -649,6 +649,54 @@ impl Drop for Fleet {
     }
 }
 
+/// The part of `packaging/systemd/smith-hostd.service` that changes what the daemon
+/// can see and do, emulated for a host without systemd (issue 14, L11): its
+/// `ProtectProc=` and `ProcSubset=` become a private `/proc` mount with `hidepid=` and
+/// `subset=pid` (in hostd's own mount namespace), and an empty `CapabilityBoundingSet=`
+/// becomes `setpriv --bounding-set=-all` (root without any capability). Returns a shell
+/// script prefix that ends in `exec [setpriv ...]`: the daemon's path follows it. The
+/// unit file is read, not copied, so a change to it is what the fleet tests run.
+pub fn unit_sandbox() -> Result<String> {
+    let unit_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/smith-hostd.service");
+    let unit = std::fs::read_to_string(&unit_path)
+        .with_context(|| format!("reading {}", unit_path.display()))?;
+    let value = |key: &str| {
+        unit.lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+    };
+    for key in ["User=", "Group=", "DynamicUser="] {
+        if let Some(v) = value(key) {
+            bail!("cannot emulate {key}{v} (hostd is expected to run as root:root)");
+        }
+    }
+    let mut opts = Vec::new();
+    match value("ProtectProc=").as_deref() {
+        None | Some("default") => {}
+        Some(v @ ("noaccess" | "invisible" | "ptraceable")) => opts.push(format!("hidepid={v}")),
+        Some(v) => bail!("cannot emulate ProtectProc={v}"),
+    }
+    match value("ProcSubset=").as_deref() {
+        None | Some("all") => {}
+        Some("pid") => opts.push("subset=pid".to_string()),
+        Some(v) => bail!("cannot emulate ProcSubset={v}"),
+    }
+    let mut script = String::new();
+    if !opts.is_empty() {
+        script.push_str(&format!("mount -t proc -o {} proc /proc\n", opts.join(",")));
+    }
+    script.push_str("exec ");
+    match value("CapabilityBoundingSet=").as_deref() {
+        None => {}
+        Some("") => script.push_str(
+            "/usr/bin/setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all -- ",
+        ),
+        Some(v) => bail!("cannot emulate CapabilityBoundingSet={v}"),
+    }
+    Ok(script)
+}
+
 pub fn set_mode(p: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
@@ -700,10 +748,12 @@ impl Host {
         Ok(())
     }
 
-    /// Starts `smith-hostd` in the foreground inside the host, and waits until its
-    /// socket answers.
+    /// Starts `smith-hostd` in the foreground inside the host, as its systemd unit would
+    /// run it (see [`unit_sandbox`]), and waits until its socket answers.
     pub fn start_hostd(&mut self) -> Result<()> {
-        let mut c = self.cmd("/usr/sbin/smith-hostd");
+        let mut c = self.cmd("/usr/bin/unshare");
+        c.args(["--mount", "--propagation", "slave", "--", "/bin/sh", "-ec"])
+            .arg(format!("{}/usr/sbin/smith-hostd", unit_sandbox()?));
         c.env("RUST_LOG", "info");
         self.hostd = Some(Background::spawn(
             "smith-hostd",

@@ -24,6 +24,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("rpm", "building and checking the RPM packages"),
     ("ruby", "syntax check of the Vagrantfile"),
     ("gcc", "the NSS benchmark and C resolver stress"),
+    (
+        "libnss-extrausers",
+        "a second NSS source for the name-collision scenario",
+    ),
+    (
+        "libpython3.11-testsuite",
+        "CPython's test_pwd and test_grp on a fleet host",
+    ),
 ];
 
 pub fn is_root() -> bool {

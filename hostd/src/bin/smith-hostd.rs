@@ -25,6 +25,10 @@ struct Args {
     /// Default: `log` from the config. Level: SMITH_LOG (e.g. debug).
     #[arg(long, value_name = "TARGET")]
     log: Option<LogTarget>,
+    /// Internal: answer lookups on stdin from NSS module SOURCE only (the daemon runs
+    /// this to check Smith's names against the host's other NSS sources).
+    #[arg(long, value_name = "SOURCE", hide = true)]
+    nss_probe: Option<String>,
 }
 
 fn main() {
@@ -38,6 +42,9 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let args = Args::parse();
+    if let Some(source) = &args.nss_probe {
+        std::process::exit(smith_hostd::nssprobe::probe_main(source));
+    }
     let opts = smith_hostd::daemon::DaemonOptions {
         root: args.root,
         config: args.config,

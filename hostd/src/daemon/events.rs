@@ -9,8 +9,95 @@
 //! nothing else).
 
 use super::Shared;
+use serde::{Deserialize, Serialize};
 use smith_proto::event::{EventId, HostEvent};
-use tracing::{error, info};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::{error, info, warn};
+
+/// Events read from sshd's log are refused once the spool holds this much (issue 14,
+/// M1: a log a local user can write to, e.g. through syslog, must not fill
+/// `/var/lib/smith` or the CA). PAM's own events (from root processes) are always
+/// spooled.
+pub const SSHD_LOG_QUOTA_BYTES: u64 = 256 << 20;
+
+/// `spool-quota.json`: how many sshd-log events were dropped because the spool was over
+/// its quota, for `status` and `doctor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaStatus {
+    pub quota_bytes: u64,
+    pub dropped: u64,
+    pub last_dropped_unix: Option<u64>,
+}
+
+pub fn quota_file(paths: &crate::paths::HostPaths) -> std::path::PathBuf {
+    paths.state_dir.join("spool-quota.json")
+}
+
+pub fn load_quota(paths: &crate::paths::HostPaths) -> QuotaStatus {
+    std::fs::read(quota_file(paths))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+static SPOOL_BYTES: AtomicU64 = AtomicU64::new(0);
+static SPOOL_CHECKED: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the spool is over the sshd-log quota (the directory is summed at most once a
+/// second).
+fn over_quota(shared: &Shared, quota: u64) -> bool {
+    let now = crate::now_unix();
+    if SPOOL_CHECKED.swap(now, Ordering::Relaxed) != now {
+        SPOOL_BYTES.store(
+            crate::spool::disk_bytes(&shared.paths.spool_dir),
+            Ordering::Relaxed,
+        );
+    }
+    SPOOL_BYTES.load(Ordering::Relaxed) >= quota
+}
+
+/// Why an event was not spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error(
+        "the audit spool is over its quota for sshd log events ({quota} bytes); event dropped"
+    )]
+    OverQuota { quota: u64 },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// [`accept`] for an event read from sshd's log: dropped (counted, reported) when the
+/// spool is over [`SSHD_LOG_QUOTA_BYTES`].
+pub fn accept_from_log(
+    shared: &Shared,
+    ev: &HostEvent,
+    id: Option<EventId>,
+    quota: u64,
+) -> Result<u64, AcceptError> {
+    if over_quota(shared, quota) {
+        let n = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            warn!(dropped = n, quota, "the audit spool is over its quota: events from sshd's log are dropped until the CA acknowledges the backlog");
+        }
+        let st = QuotaStatus {
+            quota_bytes: quota,
+            dropped: n,
+            last_dropped_unix: Some(crate::now_unix()),
+        };
+        if let Ok(b) = serde_json::to_vec_pretty(&st) {
+            let _ = crate::fsutil::atomic_write_with(
+                &quota_file(&shared.paths),
+                &b,
+                0o644,
+                crate::fsutil::Durability::AtomicOnly,
+            );
+        }
+        return Err(AcceptError::OverQuota { quota });
+    }
+    Ok(accept(shared, ev, "sshd-log", None, id)?)
+}
 
 /// Spools and logs `ev`; returns its sequence number. `peer_pid` is the sending
 /// process (`SO_PEERCRED`) for socket events: for a sudo event, the sudo process whose

@@ -3,8 +3,11 @@
 //!
 //! Owns: the socket file (directory 0755, socket 0666: every process that resolves
 //! users may ask), per-connection limits (5 s to deliver each frame, bounded frame
-//! size, at most [`MAX_CONNECTIONS`] at once) and the rule that only root peers
-//! (`SO_PEERCRED`) may record audit events.
+//! size, at most [`MAX_CONNECTIONS`] at once, of which one uid may hold at most
+//! [`PER_UID`] and the last [`ROOT_RESERVED`] are root's: issue 14, L10 — one local user
+//! could hold every slot with a `Ping` every 4 s, and pam_smith's audit events then
+//! went to pending files) and the rule that only root peers (`SO_PEERCRED`) may record
+//! audit events.
 //!
 //! Must never: let one slow or hostile client delay another, allocate a frame larger
 //! than `wire::MAX_FRAME`, or answer "not found" when it has no data (that is
@@ -19,11 +22,66 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 /// Most connections served at once; more are closed immediately.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Most connections one non-root uid may hold at once.
+pub const PER_UID: usize = 32;
+/// Slots only root may use (pam_smith's audit events, smith-host).
+pub const ROOT_RESERVED: usize = 64;
+
+/// Who holds the socket's connection slots.
+#[derive(Debug, Default)]
+pub struct Slots {
+    total: usize,
+    by_uid: std::collections::HashMap<u32, usize>,
+}
+
+impl Slots {
+    /// Takes a slot for `uid` (`None`: the peer's credentials are unknown, counted as
+    /// an unprivileged uid of its own). `false`: refused.
+    pub fn take(&mut self, uid: Option<u32>) -> bool {
+        let key = uid.unwrap_or(u32::MAX);
+        let mine = self.by_uid.get(&key).copied().unwrap_or(0);
+        let ok = if key == 0 {
+            self.total < MAX_CONNECTIONS
+        } else {
+            self.total < MAX_CONNECTIONS - ROOT_RESERVED && mine < PER_UID
+        };
+        if ok {
+            self.total += 1;
+            *self.by_uid.entry(key).or_default() += 1;
+        }
+        ok
+    }
+
+    pub fn give_back(&mut self, uid: Option<u32>) {
+        let key = uid.unwrap_or(u32::MAX);
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.by_uid.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_uid.remove(&key);
+            }
+        }
+    }
+}
+
+/// A taken slot, given back on drop.
+struct Slot {
+    slots: Arc<std::sync::Mutex<Slots>>,
+    uid: Option<u32>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.slots.lock() {
+            s.give_back(self.uid);
+        }
+    }
+}
 /// Time a client has to deliver each request frame (also the idle timeout).
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time to write a response.
@@ -61,27 +119,29 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(std::sync::Mutex::new(Slots::default()));
     let mut refused: u64 = 0;
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => match limit.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                Ok((stream, _)) => {
+                    let uid = stream.peer_cred().ok().map(|c| c.uid());
+                    let taken = slots.lock().map(|mut s| s.take(uid)).unwrap_or(false);
+                    if taken {
+                        let slot = Slot { slots: slots.clone(), uid };
                         let shared = shared.clone();
                         tokio::spawn(async move {
                             handle_connection(stream, shared).await;
-                            drop(permit);
+                            drop(slot);
                         });
-                    }
-                    Err(_) => {
+                    } else {
                         refused += 1;
                         if refused.is_power_of_two() {
-                            warn!(refused, limit = MAX_CONNECTIONS, "too many socket connections; closing new ones");
+                            warn!(refused, peer_uid = ?uid, limit = MAX_CONNECTIONS, per_uid = PER_UID, "too many socket connections; closing new ones");
                         }
                         drop(stream);
                     }
-                },
+                }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -241,6 +301,13 @@ pub fn lookup(cache: &[u8], req: &Request) -> Response {
             Ok(u) => Response::Gids(u.map(|u| u.gids.iter().collect())),
             Err(e) => internal(e),
         },
+        Request::GidsOf(n) => match view.user_by_name(n.as_bytes()) {
+            Ok(u) => Response::GidsOf {
+                user: n.clone(),
+                gids: u.map(|u| u.gids.iter().collect()),
+            },
+            Err(e) => internal(e),
+        },
         Request::Ping | Request::Event { .. } => error(ErrorCode::BadRequest, "not a lookup"),
     }
 }
@@ -303,6 +370,39 @@ async fn answer(
 
 #[cfg(test)]
 mod tests {
+    use super::Slots;
+
+    /// L10: one local user holding connections (a `Ping` every 4 s on each) cannot take
+    /// the socket from others, nor from root. Before, the 256 slots were shared by all.
+    #[test]
+    fn one_uid_cannot_take_every_slot() {
+        let mut s = Slots::default();
+        let mallory = Some(1000);
+        let taken = (0..1000).filter(|_| s.take(mallory)).count();
+        assert_eq!(taken, super::PER_UID);
+        // Other users still get in, up to the share root keeps for itself.
+        let mut others = 0;
+        for uid in 1001..2000 {
+            if s.take(Some(uid)) {
+                others += 1;
+            }
+        }
+        assert_eq!(
+            super::PER_UID + others,
+            super::MAX_CONNECTIONS - super::ROOT_RESERVED
+        );
+        // Root (pam_smith's audit events, smith-host) still has its reserved slots.
+        for _ in 0..super::ROOT_RESERVED {
+            assert!(s.take(Some(0)));
+        }
+        assert!(!s.take(Some(0)), "the whole socket is full");
+        s.give_back(Some(0));
+        assert!(s.take(Some(0)), "a slot given back is free again");
+        // Peers whose credentials are unknown are capped like one user.
+        let mut s = Slots::default();
+        assert_eq!((0..100).filter(|_| s.take(None)).count(), super::PER_UID);
+    }
+
     use super::*;
 
     #[test]

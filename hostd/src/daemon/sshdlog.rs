@@ -4,8 +4,9 @@
 //! Sources: a log file (followed by polling every [`POLL`]: rotation is noticed by a new
 //! inode, the rest of the old file is read through the descriptor still open, then the
 //! new file from its start; truncation by a size below our offset), or the journal
-//! (`journalctl -f -o json _COMM=sshd + SYSLOG_IDENTIFIER=sshd`, resumed with
-//! `--after-cursor`). `auto` = the journal when journald runs (never for a relocated
+//! (`journalctl -f -o json _COMM=sshd _UID=0 + _COMM=sshd-session _UID=0`, resumed with
+//! `--after-cursor`; each entry's trusted fields are checked again: issue 14, M1 — the
+//! client-chosen `SYSLOG_IDENTIFIER` is never trusted, so `logger -t sshd` is not sshd). `auto` = the journal when journald runs (never for a relocated
 //! `--root` host), else `/var/log/auth.log`, else `/var/log/secure`.
 //!
 //! Position: `/var/lib/smith/sshd-log.json` holds `{"path","inode","offset"}` or
@@ -239,10 +240,16 @@ impl FileFollower {
 }
 
 fn spool(shared: &Arc<Shared>, events: Vec<(EventId, HostEvent)>) -> bool {
+    use super::events::{accept_from_log, AcceptError, SSHD_LOG_QUOTA_BYTES};
     for (id, ev) in events {
-        if let Err(e) = super::events::accept(shared, &ev, "sshd-log", None, Some(id)) {
-            warn!(error = %e, "cannot spool an sshd login event; will retry");
-            return false;
+        match accept_from_log(shared, &ev, Some(id), SSHD_LOG_QUOTA_BYTES) {
+            Ok(_) => {}
+            // Dropped and counted: move on (waiting would stall the log for good).
+            Err(AcceptError::OverQuota { .. }) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot spool an sshd login event; will retry");
+                return false;
+            }
         }
     }
     true
@@ -313,9 +320,18 @@ async fn follow_file(shared: Arc<Shared>, path: PathBuf, mut shutdown: watch::Re
     }
 }
 
-/// One journal entry's message, time (Unix seconds) and cursor.
+/// One journal entry's message, time (Unix seconds) and cursor, if the entry is
+/// sshd's: its trusted fields (`_COMM`, set from the kernel's view of the sender, and
+/// `_UID`) must say an sshd process running as root. A user's `logger -t sshd` has
+/// `SYSLOG_IDENTIFIER=sshd` but `_COMM=logger` and its own `_UID`; a copy of logger named
+/// sshd still has the user's `_UID`.
 pub fn journal_entry(line: &str) -> Option<(String, u64, String)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let comm = v.get("_COMM")?.as_str()?;
+    let uid = v.get("_UID")?.as_str()?;
+    if !crate::sshdlog::is_sshd_program(comm) || uid != "0" {
+        return None;
+    }
     let cursor = v.get("__CURSOR")?.as_str()?.to_string();
     let at = v
         .get("__REALTIME_TIMESTAMP")
@@ -354,7 +370,7 @@ async fn follow_journal(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
                 cmd.args(["-n", "0"]);
             }
         }
-        cmd.args(["_COMM=sshd", "+", "SYSLOG_IDENTIFIER=sshd"]);
+        cmd.args(["_COMM=sshd", "_UID=0", "+", "_COMM=sshd-session", "_UID=0"]);
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -485,12 +501,33 @@ mod tests {
 
     #[test]
     fn journal_json_entries() {
-        let l = r#"{"__CURSOR":"s=abc;i=1","__REALTIME_TIMESTAMP":"1700000000123456","_COMM":"sshd","MESSAGE":"Accepted password for root from 10.0.0.1 port 2 ssh2"}"#;
+        let l = r#"{"__CURSOR":"s=abc;i=1","__REALTIME_TIMESTAMP":"1700000000123456","_COMM":"sshd","_UID":"0","MESSAGE":"Accepted password for root from 10.0.0.1 port 2 ssh2"}"#;
         let (m, at, c) = journal_entry(l).unwrap();
         assert_eq!((at, c.as_str()), (1_700_000_000, "s=abc;i=1"));
         assert!(m.starts_with("Accepted password"));
-        let l = r#"{"__CURSOR":"x","MESSAGE":[65,66]}"#;
+        let l = r#"{"__CURSOR":"x","_COMM":"sshd-session","_UID":"0","MESSAGE":[65,66]}"#;
         assert_eq!(journal_entry(l).unwrap().0, "AB");
         assert!(journal_entry("not json").is_none());
+    }
+
+    /// M1: `logger -t sshd 'Accepted publickey for bob ...'` as a local user lands in
+    /// the journal with SYSLOG_IDENTIFIER=sshd (chosen by the client), which the old
+    /// filter (`_COMM=sshd + SYSLOG_IDENTIFIER=sshd`) let through and the reader took as
+    /// sshd's. Only the trusted fields count now.
+    #[test]
+    fn forged_journal_entries_are_not_sshd() {
+        let msg = "Accepted publickey for bob from 1.2.3.4 port 1 ssh2: ED25519-CERT SHA256:abc ID smith:bob:1 (serial 7) CA ED25519 SHA256:def";
+        for (comm, uid) in [
+            ("logger", "1000"),
+            ("sshd", "1000"),
+            ("logger", "0"),
+            ("bash", "0"),
+        ] {
+            let l = serde_json::json!({"__CURSOR": "c", "_COMM": comm, "_UID": uid, "SYSLOG_IDENTIFIER": "sshd", "MESSAGE": msg}).to_string();
+            assert!(journal_entry(&l).is_none(), "{comm} as uid {uid}");
+        }
+        let l = serde_json::json!({"__CURSOR": "c", "SYSLOG_IDENTIFIER": "sshd", "MESSAGE": msg})
+            .to_string();
+        assert!(journal_entry(&l).is_none(), "no trusted fields at all");
     }
 }

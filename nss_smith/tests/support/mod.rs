@@ -390,6 +390,13 @@ fn serve(
                     .unwrap()
                     .map(|u| u.gids.iter().collect()),
             ),
+            Request::GidsOf(n) => {
+                let gids = v
+                    .user_by_name(n.as_bytes())
+                    .unwrap()
+                    .map(|u| u.gids.iter().collect());
+                Response::GidsOf { user: n, gids }
+            }
             Request::Event { .. } => {
                 seq += 1;
                 Response::Ack(seq)

@@ -11,7 +11,7 @@ use smith_api::{
     HostTokenRequest, HostTokenRequestNamed, IssuedCert, MemberChange, RevokeRequest,
     RevokeResponse, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
 };
-use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug, Clone)]
@@ -283,15 +283,23 @@ pub enum GrantCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum HostCmd {
-    /// Mint a single-use enrollment token for a host with these tags. Prints only the token.
+    /// Mint an enrollment token for hosts with these tags and names. Prints only the
+    /// token.
     Token {
         #[arg(long, value_parser = Tags::parse)]
         tags: Tags,
         #[arg(long, value_parser = parse_ttl, default_value = "1h")]
         ttl: u64,
-        /// An extra name (besides its own host name) the enrolling host may put in its
-        /// SSH host certificates, e.g. web.example.com (repeatable). A host asking for
-        /// a name the token does not allow is refused.
+        /// A host name the token allows (repeatable, at least one): exact
+        /// (web-1.example.com, or an IP address) or one label under a domain
+        /// ('*.prod.example.com'). The enrolling host's name and every SSH name it asks
+        /// for must be allowed; nothing else is ever put in its host certificates.
+        #[arg(long = "name", value_parser = HostPattern::parse, required_unless_present = "ssh_names")]
+        names: Vec<HostPattern>,
+        /// How many hosts may enroll with this token (autoscaling groups); default 1.
+        #[arg(long)]
+        uses: Option<u32>,
+        /// An exact name the token allows (the same as --name NAME; kept for scripts).
         #[arg(long = "ssh-name", value_parser = HostName::new)]
         ssh_names: Vec<HostName>,
         /// Print JSON instead of text.
@@ -613,6 +621,8 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             HostCmd::Token {
                 tags,
                 ttl,
+                names,
+                uses,
                 ssh_names,
                 json: as_json,
             } => {
@@ -633,6 +643,8 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                             ttl_secs: ttl,
                         },
                         ssh_names,
+                        names,
+                        uses,
                     },
                 )?;
                 print_token(&t, as_json, &what)?;

@@ -23,7 +23,9 @@ fn csr() -> (String, String) {
 
 fn enroll(ca: &TestCa, name: &str, tags: &str) -> smith_api::Identity {
     let token = ca
-        .admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h"])
+        .admin_ok(&[
+            "host", "token", "--tags", tags, "--ttl", "1h", "--name", name,
+        ])
         .trim()
         .to_string();
     let (key_pem, csr_pem) = csr();

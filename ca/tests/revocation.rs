@@ -60,7 +60,9 @@ fn issue(ca: &TestCa, dir: &Path, token: &str, name: &str) -> Cert {
 
 fn enroll(ca: &TestCa, name: &str, tags: &str) -> smith_api::Identity {
     let token = ca
-        .admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h"])
+        .admin_ok(&[
+            "host", "token", "--tags", tags, "--ttl", "1h", "--name", name,
+        ])
         .trim()
         .to_string();
     let key = rcgen::KeyPair::generate().unwrap();

@@ -149,7 +149,9 @@ struct Host {
 impl Host {
     fn enroll(ca: &TestCa, name: &str, tags: &str) -> Host {
         let token = ca
-            .admin_ok(&["host", "token", "--tags", tags, "--ttl", "10m"])
+            .admin_ok(&[
+                "host", "token", "--tags", tags, "--ttl", "10m", "--name", name,
+            ])
             .trim()
             .to_string();
         let key = rcgen::KeyPair::generate().unwrap();

@@ -414,7 +414,7 @@ impl Drop for Sshd {
 /// key at `key`; writes the host certificate the CA returns next to it.
 fn enroll_host_key(ca: &TestCa, name: &str, key: &Path) -> PathBuf {
     let out = ca.admin(&[
-        "host", "token", "--tags", "env=dev", "--ttl", "1h", "--json",
+        "host", "token", "--tags", "env=dev", "--ttl", "1h", "--json", "--name", name,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

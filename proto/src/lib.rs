@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod event;
+pub mod hostpattern;
 pub mod ids;
 pub mod names;
 pub mod paths;
@@ -25,6 +26,7 @@ pub mod wire;
 #[cfg(feature = "serde")]
 pub mod snapshot;
 
+pub use hostpattern::HostPattern;
 pub use ids::{IdRange, PosixId};
 pub use names::{GroupName, HostName, UserName};
 pub use tags::{Level, Selector, Tags};

@@ -31,7 +31,7 @@ pub use crate::store::{CertQuery, Selector};
 pub use directory::{gecos_from, MemberOp, NewGroup, NewUser, UserUpdate};
 pub use error::Error;
 pub use grants::NewGrant;
-pub use hosts::{EnrollInput, Enrolled, HostTokenInput};
+pub use hosts::{EnrollInput, Enrolled, HostCertTarget, HostTokenInput};
 pub use issuance::{Caller, IssueError, IssueInput, Issued};
 pub use revocation::RevokeOutcome;
 
@@ -136,6 +136,11 @@ pub struct Authority {
     serial: AtomicU64,
     version_tx: watch::Sender<u64>,
     liveness: Mutex<HashMap<u64, Liveness>>,
+    /// Per host, its current client certificate's serial once a request used it (a
+    /// renewal from the previous one is then a second holder, not a retry).
+    cert_seen: Mutex<HashMap<u64, String>>,
+    /// Per host, the times of its recent renewals.
+    renewals: Mutex<HashMap<u64, Vec<u64>>>,
 }
 
 /// Unix seconds now.
@@ -180,6 +185,8 @@ impl Authority {
             serial: AtomicU64::new(loaded.last_serial),
             version_tx,
             liveness: Mutex::new(liveness),
+            cert_seen: Mutex::new(HashMap::new()),
+            renewals: Mutex::new(HashMap::new()),
         })
     }
 

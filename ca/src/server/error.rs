@@ -47,6 +47,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::ClientCertRequired
         | C::ClientCertExpired
         | C::ClientCertNotYetValid
+        | C::ClientCertSuperseded
         | C::OidcMalformed
         | C::OidcBadAlgorithm
         | C::OidcWrongIssuer
@@ -63,6 +64,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::WrongHost
         | C::HostRemoved
         | C::SshNameNotAllowed
+        | C::HostNameNotAllowed
         | C::UnknownUser
         | C::UserDisabled
         | C::NoMatchingGrant
@@ -76,7 +78,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::NameConflict
         | C::IdConflict
         | C::AuditChainBroken
-        | C::AuditReplay => StatusCode::CONFLICT,
+        | C::AuditReplay
+        | C::HostIdentityForked => StatusCode::CONFLICT,
+        C::RenewTooSoon => StatusCode::TOO_MANY_REQUESTS,
         C::IdExhausted | C::OidcUnavailable | C::Overloaded | C::ShuttingDown | C::Unavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }

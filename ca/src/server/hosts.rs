@@ -59,8 +59,9 @@ pub async fn renew(
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let host = host_of(&ca, &peer)?;
+    let presented = peer.cert.map(|c| c.serial).unwrap_or_default();
     let renewed = ca
-        .run(move |a| a.renew(&host, &req.csr_pem, &req.ssh_host_keys))
+        .run(move |a| a.renew(&host, &presented, &req.csr_pem, &req.ssh_host_keys))
         .await?;
     Ok(Json(answer(&ca, renewed)))
 }

@@ -154,6 +154,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/health", get(admin::health))
         .route("/v1/ca/user-keys", get(admin::user_keys))
         .route("/v1/ca/host-keys", get(admin::host_keys))
+        .route("/v1/ca/host-krl", get(admin::host_krl))
         .route("/v1/certs/user", post(certs::issue))
         .route("/v1/auth/config", get(certs::auth_config))
         .route(
@@ -179,6 +180,12 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/admin/hosts/tokens", post(admin::host_token))
         .route("/v1/admin/hosts", get(admin::list_hosts))
         .route("/v1/admin/hosts/{name}", delete(admin::remove_host))
+        .route("/v1/admin/hosts/{name}/tags", post(admin::set_host_tags))
+        .route("/v1/admin/hosts/certs", get(admin::host_certs))
+        .route(
+            "/v1/admin/hosts/certs/revoke",
+            post(admin::revoke_host_certs),
+        )
         .route("/v1/admin/decisions", get(admin::decisions))
         .route("/v1/admin/certs", get(revocation::list))
         .route("/v1/admin/certs/revoke", post(revocation::revoke))

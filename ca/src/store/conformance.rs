@@ -14,7 +14,7 @@ use crate::model::{
 use crate::origin::Origin;
 use smith_api::chain::{self, AuditRecord, GENESIS};
 use smith_api::ErrorCode;
-use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, IdRange, Level, PosixId, Tags, UserName};
 use std::collections::BTreeSet;
 
 const NOW: u64 = 1_800_000_000;
@@ -176,7 +176,12 @@ fn commit_then_load_round_trips(s: &dyn Store) {
         created_at: NOW,
         expires_at: Some(NOW + 3600),
         used_at: None,
-        ssh_names: vec![HostName::new("web-1.example.com").unwrap()],
+        names: vec![
+            HostPattern::parse("web-1").unwrap(),
+            HostPattern::parse("*.example.com").unwrap(),
+        ],
+        max_uses: 1,
+        uses: 0,
     };
     commit(
         s,
@@ -303,7 +308,9 @@ fn deleted_names_come_back_with_their_ids(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: Some(NOW + 60),
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )
@@ -377,7 +384,9 @@ fn a_refused_commit_leaves_nothing_behind(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: Some(NOW + 60),
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )
@@ -761,7 +770,9 @@ fn liveness_and_out_of_band_inputs(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: Some(NOW + 60),
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )
@@ -810,7 +821,9 @@ fn liveness_and_out_of_band_inputs(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: None,
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )

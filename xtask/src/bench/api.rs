@@ -11,10 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use smith_api::tls::{client_config, Identity, Trust};
 use smith_api::{
-    ErrorBody, GrantAdd, GroupAdd, GroupInfo, HostTokenRequest, MemberChange, TokenRequest,
-    TokenResponse, UserAdd, UserInfo,
+    ErrorBody, GrantAdd, GroupAdd, GroupInfo, HostTokenRequest, HostTokenRequestNamed,
+    MemberChange, TokenRequest, TokenResponse, UserAdd, UserInfo,
 };
-use smith_proto::{GroupName, Level, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, Level, Tags, UserName};
 use std::time::Duration;
 
 /// A reqwest client that trusts only the CA whose root has `fingerprint`, optionally
@@ -164,10 +164,16 @@ impl Api {
         Ok(t.token)
     }
 
-    pub async fn host_token(&self, tags: &str) -> Result<String> {
-        let body = HostTokenRequest {
-            tags: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
-            ttl_secs: 3600,
+    /// A single-use enrollment token for host `name` with `tags`.
+    pub async fn host_token(&self, tags: &str, name: &HostName) -> Result<String> {
+        let body = HostTokenRequestNamed {
+            request: HostTokenRequest {
+                tags: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
+                ttl_secs: 3600,
+            },
+            ssh_names: vec![],
+            names: vec![HostPattern::Exact(name.clone())],
+            uses: None,
         };
         let t: TokenResponse = self
             .call(Method::POST, "/v1/admin/hosts/tokens", Some(&body))

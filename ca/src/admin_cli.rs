@@ -7,9 +7,10 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use smith_api::{
-    Client, ClientOptions, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, HostInfo,
-    HostTokenRequest, HostTokenRequestNamed, IssuedCert, MemberChange, RevokeRequest,
-    RevokeResponse, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
+    Client, ClientOptions, Decision, GrantAdd, GrantInfo, GroupAdd, GroupInfo, HostCertInfo,
+    HostCertRevokeRequest, HostCertRevokeResponse, HostInfo, HostTagsRequest, HostTokenRequest,
+    HostTokenRequestNamed, IssuedCert, MemberChange, RevokeRequest, RevokeResponse, TokenRequest,
+    TokenResponse, Trust, UserAdd, UserInfo,
 };
 use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -312,10 +313,54 @@ pub enum HostCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a host: its client certificate stops working for sync at once.
+    /// Remove a host: its client certificate stops working for sync at once, and its SSH
+    /// host certificates are revoked.
     Remove {
         #[arg(value_parser = HostName::new)]
         name: HostName,
+    },
+    /// Replace a host's tags (a host never chooses its own); it gets a full snapshot of
+    /// what they select at its next sync.
+    Tags {
+        #[arg(value_parser = HostName::new)]
+        name: HostName,
+        /// The new tags, k=v,... (all of them: the old ones are replaced).
+        #[arg(long, value_parser = Tags::parse)]
+        set: Tags,
+    },
+    /// SSH host certificates the host CA signed, newest first.
+    Certs {
+        /// Only this host's.
+        #[arg(long, value_parser = HostName::new)]
+        host: Option<HostName>,
+        /// Only those neither expired nor revoked.
+        #[arg(long)]
+        valid: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke SSH host certificates (ssh clients configured by `smith config ssh` refuse
+    /// them once they refresh the host revocation list).
+    #[command(subcommand)]
+    Cert(HostCertCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCertCmd {
+    /// Revoke one host certificate (--serial) or every valid one of a host (--host).
+    Revoke {
+        #[arg(long, conflicts_with = "host", required_unless_present = "host")]
+        serial: Option<u64>,
+        #[arg(long, value_parser = HostName::new)]
+        host: Option<HostName>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -426,6 +471,21 @@ fn print_cert(c: &IssuedCert) {
         },
         time(c.valid_after),
         time(c.valid_before),
+        state
+    );
+}
+
+fn print_host_cert(c: &HostCertInfo) {
+    let state = match &c.revoked {
+        Some(r) => format!("REVOKED {} ({})", time(r.revoked_at), r.reason),
+        None => format!("valid until {}", time(c.valid_before)),
+    };
+    println!(
+        "serial {:<20} {:<24} {} {}  {}",
+        c.serial,
+        c.host.as_str(),
+        c.key_fingerprint,
+        c.principals.join(","),
         state
     );
 }
@@ -617,73 +677,132 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
                 print_grant(&info);
             }
         },
-        AdminCmd::Host(h) => match h {
-            HostCmd::Token {
-                tags,
-                ttl,
-                names,
-                uses,
-                ssh_names,
-                json: as_json,
-            } => {
-                let what = if ssh_names.is_empty() {
-                    format!("single-use enrollment (tags {tags})")
-                } else {
-                    let n: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
-                    format!(
-                        "single-use enrollment (tags {tags}; SSH names allowed: {})",
-                        n.join(", ")
-                    )
-                };
-                let t: TokenResponse = c.post(
-                    "/v1/admin/hosts/tokens",
-                    &HostTokenRequestNamed {
-                        request: HostTokenRequest {
-                            tags,
-                            ttl_secs: ttl,
+        AdminCmd::Host(h) => {
+            match h {
+                HostCmd::Token {
+                    tags,
+                    ttl,
+                    names,
+                    uses,
+                    ssh_names,
+                    json: as_json,
+                } => {
+                    let what = if ssh_names.is_empty() {
+                        format!("single-use enrollment (tags {tags})")
+                    } else {
+                        let n: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
+                        format!(
+                            "single-use enrollment (tags {tags}; SSH names allowed: {})",
+                            n.join(", ")
+                        )
+                    };
+                    let t: TokenResponse = c.post(
+                        "/v1/admin/hosts/tokens",
+                        &HostTokenRequestNamed {
+                            request: HostTokenRequest {
+                                tags,
+                                ttl_secs: ttl,
+                            },
+                            ssh_names,
+                            names,
+                            uses,
                         },
-                        ssh_names,
-                        names,
-                        uses,
-                    },
-                )?;
-                print_token(&t, as_json, &what)?;
-            }
-            HostCmd::List { json: as_json } => {
-                let hosts: Vec<HostInfo> = c.get("/v1/admin/hosts")?;
-                if as_json {
-                    return json(&hosts);
+                    )?;
+                    print_token(&t, as_json, &what)?;
                 }
-                for h in &hosts {
-                    let extra: Vec<&str> = h
-                        .ssh_names
-                        .iter()
-                        .filter(|n| **n != h.name)
-                        .map(|n| n.as_str())
-                        .collect();
-                    println!(
-                        "{:<24} {:<28} {:<8} enrolled {}  last seen {}  version {}{}",
-                        h.name.as_str(),
-                        h.tags.to_string(),
-                        if h.removed { "REMOVED" } else { "active" },
-                        time(h.enrolled_at),
-                        ago(h.last_seen),
-                        h.synced_version
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        if extra.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  ssh names {}", extra.join(","))
-                        }
-                    );
+                HostCmd::List { json: as_json } => {
+                    let hosts: Vec<HostInfo> = c.get("/v1/admin/hosts")?;
+                    if as_json {
+                        return json(&hosts);
+                    }
+                    for h in &hosts {
+                        let extra: Vec<&str> = h
+                            .ssh_names
+                            .iter()
+                            .filter(|n| **n != h.name)
+                            .map(|n| n.as_str())
+                            .collect();
+                        println!(
+                            "{:<24} {:<28} {:<8} enrolled {}  last seen {}  version {}{}",
+                            h.name.as_str(),
+                            h.tags.to_string(),
+                            if h.removed { "REMOVED" } else { "active" },
+                            time(h.enrolled_at),
+                            ago(h.last_seen),
+                            h.synced_version
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            if extra.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  ssh names {}", extra.join(","))
+                            }
+                        );
+                    }
+                }
+                HostCmd::Remove { name } => {
+                    let _: HostInfo = c.delete(&format!("/v1/admin/hosts/{name}"))?;
+                    println!("host {name} removed: it can no longer sync; its host certificates are revoked");
+                }
+                HostCmd::Tags { name, set } => {
+                    let h: HostInfo = c.post(
+                        &format!("/v1/admin/hosts/{name}/tags"),
+                        &HostTagsRequest { tags: set },
+                    )?;
+                    println!("host {} now has tags {}", h.name, h.tags);
+                }
+                HostCmd::Certs {
+                    host,
+                    valid,
+                    limit,
+                    json: as_json,
+                } => {
+                    let mut q = format!("/v1/admin/hosts/certs?limit={limit}&valid={valid}");
+                    if let Some(h) = host {
+                        q.push_str(&format!("&host={h}"));
+                    }
+                    let certs: Vec<HostCertInfo> = c.get(&q)?;
+                    if as_json {
+                        return json(&certs);
+                    }
+                    certs.iter().for_each(print_host_cert);
+                }
+                HostCmd::Cert(HostCertCmd::Revoke {
+                    serial,
+                    host,
+                    reason,
+                    json: as_json,
+                }) => {
+                    let r: HostCertRevokeResponse = c.post(
+                        "/v1/admin/hosts/certs/revoke",
+                        &HostCertRevokeRequest {
+                            serial,
+                            host,
+                            reason,
+                        },
+                    )?;
+                    if as_json {
+                        return json(&r);
+                    }
+                    for cert in &r.revoked {
+                        print!("revoked ");
+                        print_host_cert(cert);
+                    }
+                    if !r.already_revoked.is_empty() {
+                        println!(
+                            "already revoked: serial {}",
+                            join_serials(&r.already_revoked)
+                        );
+                    }
+                    if !r.expired.is_empty() {
+                        println!("already expired: serial {}", join_serials(&r.expired));
+                    }
+                    if r.revoked.is_empty() {
+                        println!("nothing to revoke");
+                    }
                 }
             }
-            HostCmd::Remove { name } => {
-                let _: HostInfo = c.delete(&format!("/v1/admin/hosts/{name}"))?;
-                println!("host {name} removed: it can no longer sync");
-            }
-        },
+        }
         AdminCmd::Audit(a) => return smith_ca::audit::cli::run(&c, a),
         AdminCmd::Cert(CertCmd::Revoke {
             serial,

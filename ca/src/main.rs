@@ -78,6 +78,11 @@ enum Cmd {
         /// Default lifetime of user tokens minted without --ttl.
         #[arg(long, value_parser = parse_duration, default_value = "7d")]
         user_token_ttl: Duration,
+        /// How long a host's previous mTLS client certificate keeps working after the host
+        /// renewed (requests in flight). After it, that certificate is refused
+        /// (`client_cert_superseded`): one identity per host.
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        host_cert_overlap: Duration,
         #[command(flatten)]
         oidc: oidc::OidcArgs,
     },
@@ -116,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host_cert_ttl,
             host_ssh_cert_ttl,
             user_token_ttl,
+            host_cert_overlap,
             oidc,
         } => {
             let file = oidc::read_ca_file(&data_dir).map_err(anyhow::Error::msg)?;
@@ -140,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     host_cert_ttl,
                     host_ssh_cert_ttl,
                     default_user_token_ttl: user_token_ttl,
+                    host_cert_overlap,
                     oidc,
                 },
             ))

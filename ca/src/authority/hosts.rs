@@ -10,8 +10,9 @@
 //!   certificate.
 //! - One identity per host: a host's identity is its verified client certificate (its
 //!   serial one this CA issued to a host that is not removed, its CN that host's name).
-//!   A renewal replaces the certificate; the replaced one keeps working for
-//!   [`CERT_OVERLAP_SECS`] (requests in flight), then is refused. A renewal presented
+//!   A renewal replaces the certificate; the replaced one keeps working for an overlap
+//!   (`--host-cert-overlap`, [`DEFAULT_CERT_OVERLAP_SECS`]: requests in flight), then is
+//!   refused. A renewal presented
 //!   with a replaced certificate while its successor is in use means two holders of one
 //!   identity: refused, and recorded as an alert in the CA's chain. A host renews at
 //!   most [`MAX_RENEWALS_PER_WINDOW`] times in [`RENEW_WINDOW_SECS`].
@@ -48,8 +49,9 @@ pub const MAX_SSH_NAMES: usize = 16;
 pub const MAX_HOST_KEYS: usize = 8;
 /// Clock-skew backdating of certificates' `valid_after`.
 pub const BACKDATE_SECS: u64 = 300;
-/// How long a replaced client certificate keeps working after its renewal.
-pub const CERT_OVERLAP_SECS: u64 = 600;
+/// How long a replaced client certificate keeps working after its renewal, by default
+/// (`smith-ca serve --host-cert-overlap`).
+pub const DEFAULT_CERT_OVERLAP_SECS: u64 = 600;
 /// Most renewals one host may make in [`RENEW_WINDOW_SECS`] (hostd renews at two thirds
 /// of a certificate's life: once a day with the default 24 h certificates).
 pub const MAX_RENEWALS_PER_WINDOW: usize = 6;
@@ -380,8 +382,8 @@ impl Authority {
     }
 
     /// The enrolled, not removed host presenting this client certificate (`None`: the
-    /// connection had none). A replaced certificate works for [`CERT_OVERLAP_SECS`] after
-    /// its renewal.
+    /// connection had none). A replaced certificate works for the configured overlap
+    /// after its renewal.
     pub fn host_identity(&self, cert: Option<&PeerCert>) -> Result<Host, Error> {
         let cert = cert.ok_or(Error::ClientCertRequired)?;
         let m = self.model();
@@ -415,7 +417,7 @@ impl Authority {
             return Err(Error::WrongCertName);
         }
         if let Some(since) = known.superseded_at {
-            if at > since.saturating_add(CERT_OVERLAP_SECS) {
+            if at > since.saturating_add(self.cfg.host_cert_overlap.as_secs()) {
                 return Err(Error::ClientCertSuperseded {
                     host: host.name.clone(),
                     since,

@@ -62,6 +62,8 @@ pub struct Config {
     pub host_ssh_cert_ttl: Duration,
     /// Lifetime of user tokens minted without one.
     pub default_user_token_ttl: Duration,
+    /// How long a host's replaced client certificate keeps working after a renewal.
+    pub host_cert_overlap: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             host_cert_ttl: Duration::from_secs(24 * 3600),
             host_ssh_cert_ttl: Duration::from_secs(90 * 86400),
             default_user_token_ttl: Duration::from_secs(7 * 86400),
+            host_cert_overlap: Duration::from_secs(hosts::DEFAULT_CERT_OVERLAP_SECS),
         }
     }
 }

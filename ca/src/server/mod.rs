@@ -49,6 +49,8 @@ pub struct ServeConfig {
     /// Validity of the SSH host certificates signed at enrollment and renewal.
     pub host_ssh_cert_ttl: Duration,
     pub default_user_token_ttl: Duration,
+    /// How long a host's replaced client certificate keeps working after a renewal.
+    pub host_cert_overlap: Duration,
     /// OIDC sign-in (`--oidc-*`, `[oidc]` in `D/ca.toml`); `None`: tokens only.
     pub oidc: Option<crate::oidc::OidcConfig>,
 }
@@ -61,6 +63,7 @@ impl ServeConfig {
             host_cert_ttl: self.host_cert_ttl,
             host_ssh_cert_ttl: self.host_ssh_cert_ttl,
             default_user_token_ttl: self.default_user_token_ttl,
+            host_cert_overlap: self.host_cert_overlap,
         }
     }
 }

@@ -52,6 +52,14 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Store>) {
             "liveness_and_out_of_band_inputs",
             liveness_and_out_of_band_inputs,
         ),
+        (
+            "reusable_tokens_count_their_uses",
+            reusable_tokens_count_their_uses,
+        ),
+        (
+            "host_identity_and_host_certificates",
+            host_identity_and_host_certificates,
+        ),
     ];
     for (name, check) in checks {
         let store = fresh();

@@ -289,6 +289,7 @@ impl Store for MemoryStore {
         let st = self.state();
         let mut model = st.model()?.reloaded();
         model.rebuild_krl(now);
+        model.rebuild_host_krl(now);
         Ok(Loaded {
             model,
             last_serial: st.last_serial,

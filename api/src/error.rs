@@ -53,6 +53,8 @@ error_codes! {
     TooLarge = "too_large",
     /// The body is not `application/json`.
     UnsupportedMediaType = "unsupported_media_type",
+    /// The body did not arrive in time.
+    RequestTimeout = "request_timeout",
     /// No such endpoint.
     NotFound = "not_found",
     /// The endpoint does not take that method.

@@ -74,10 +74,17 @@ pub struct AuthConfig {
     pub groups_claim: Option<String>,
 }
 
+/// `GET /v1/health` (public). The version and counters only for the admin token: an
+/// anonymous caller learns that the CA is up, not what it runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Health {
     pub status: String,
-    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Credentials refused before authentication since the CA started (forged or
+    /// replayed tokens: counted, never recorded as decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_credentials: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

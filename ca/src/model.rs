@@ -503,7 +503,7 @@ pub struct Model {
     /// Unexpired SSH host certificate revocations by serial.
     host_revoked: BTreeMap<u64, HostCertRevocation>,
     /// The KRL of `host_revoked` (binary, base64), `None` when nothing is revoked.
-    host_krl_base64: Option<Arc<String>>,
+    host_krl_base64: Option<Arc<str>>,
     /// Allocated ids (users, groups, the reserved sudo gid), never freed.
     ids: HashMap<u32, (IdKind, String)>,
     id_by_name: HashMap<(IdKind, String), u32>,
@@ -520,7 +520,7 @@ pub struct Model {
     /// Unexpired revocations by serial.
     revoked: BTreeMap<u64, Revocation>,
     /// The KRL of `revoked` (binary, base64), `None` when nothing is revoked.
-    krl_base64: Option<Arc<String>>,
+    krl_base64: Option<Arc<str>>,
 }
 
 /// What a store loads, handed to [`Model::restore`].
@@ -696,7 +696,7 @@ impl Model {
         &self.host_revoked
     }
     /// The KRL of revoked SSH host certificates (base64), `None` when nothing is revoked.
-    pub fn host_krl_base64(&self) -> Option<&Arc<String>> {
+    pub fn host_krl_base64(&self) -> Option<&Arc<str>> {
         self.host_krl_base64.as_ref()
     }
     pub fn next_id(&self) -> u32 {
@@ -716,7 +716,7 @@ impl Model {
         &self.revoked
     }
     /// The KRL hosts sync (base64), `None` when nothing is revoked.
-    pub fn krl_base64(&self) -> Option<&Arc<String>> {
+    pub fn krl_base64(&self) -> Option<&Arc<str>> {
         self.krl_base64.as_ref()
     }
     /// Who owns an allocated id.
@@ -1059,7 +1059,7 @@ fn encode_krl<'a>(
     version: u64,
     now: u64,
     comment: &str,
-) -> Option<Option<Arc<String>>> {
+) -> Option<Option<Arc<str>>> {
     let mut sections: BTreeMap<&str, crate::krl::CaRevocations> = BTreeMap::new();
     for (serial, ca_key) in entries {
         if !sections.contains_key(ca_key) {
@@ -1089,7 +1089,7 @@ fn encode_krl<'a>(
     match krl.encode() {
         Ok(b) => {
             use base64::Engine;
-            Some(Some(Arc::new(
+            Some(Some(Arc::from(
                 base64::engine::general_purpose::STANDARD.encode(b),
             )))
         }
@@ -1140,7 +1140,7 @@ pub(crate) mod tests {
         // The expired one is pruned; the KRL names serial 7 only, version 5.
         assert_eq!(m.revoked.keys().copied().collect::<Vec<_>>(), vec![7]);
         let krl = base64::engine::general_purpose::STANDARD
-            .decode(m.krl_base64.as_deref().unwrap().as_str())
+            .decode(m.krl_base64.as_deref().unwrap())
             .unwrap();
         assert_eq!(&krl[..8], crate::krl::MAGIC);
         assert_eq!(&krl[12..20], &5u64.to_be_bytes());

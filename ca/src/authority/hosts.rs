@@ -290,24 +290,28 @@ impl Authority {
         Ok((lines, records))
     }
 
+    /// The names an enrollment token allows, or why it cannot enroll anything (used,
+    /// expired, unknown, another kind).
+    pub fn check_enrollment_token(&self, token: &str) -> Result<Vec<HostPattern>, Error> {
+        let m = self.model();
+        match self.auth.authenticate(&m, token, now()) {
+            Ok(Principal::Enroll { .. }) => Ok(m
+                .token(&hash_token(token))
+                .map(|t| t.names.clone())
+                .unwrap_or_default()),
+            Ok(_) => Err(Error::NotAnEnrollmentToken),
+            Err(AuthError::Used) => Err(Error::EnrollmentTokenUsed),
+            Err(AuthError::Expired) => Err(Error::EnrollmentTokenExpired),
+            Err(e) => Err(Error::Credential(e)),
+        }
+    }
+
     /// Enrolls a host with an enrollment token.
     pub fn enroll(&self, input: EnrollInput) -> Result<Enrolled, Error> {
         let at = now();
         let token_hash = hash_token(&input.token);
         // Check the token first so that a bad token learns nothing else.
-        let allowed = {
-            let m = self.model();
-            match self.auth.authenticate(&m, &input.token, at) {
-                Ok(Principal::Enroll { .. }) => m
-                    .token(&token_hash)
-                    .map(|t| t.names.clone())
-                    .unwrap_or_default(),
-                Ok(_) => return Err(Error::NotAnEnrollmentToken),
-                Err(AuthError::Used) => return Err(Error::EnrollmentTokenUsed),
-                Err(AuthError::Expired) => return Err(Error::EnrollmentTokenExpired),
-                Err(e) => return Err(Error::Credential(e)),
-            }
-        };
+        let allowed = self.check_enrollment_token(&input.token)?;
         // Before anything is issued or the token used: a refused name leaves the token
         // usable (the host may retry with another name, or the admin mint a fitting one).
         check_host_name(&input.host_name, &allowed)?;
@@ -644,7 +648,7 @@ impl Authority {
     pub fn host_krl(&self) -> Option<String> {
         self.model()
             .host_krl_base64()
-            .map(|k| k.as_str().to_string())
+            .map(|k| k.to_string())
     }
 
     /// The host name patterns this CA certifies hosts for: enrolled hosts' names and

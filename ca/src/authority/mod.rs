@@ -90,7 +90,7 @@ pub struct Keys {
 }
 
 fn read_key(dd: &DataDir, path: &std::path::Path) -> anyhow::Result<PrivateKey> {
-    let text = dd.read(path)?;
+    let text = dd.read_secret(path)?;
     PrivateKey::from_openssh(text.trim())
         .with_context(|| format!("{} is not an OpenSSH private key", path.display()))
 }
@@ -106,7 +106,7 @@ impl Keys {
             .with_context(|| format!("{} is not a usable key", dd.user_ca().display()))?;
         let tls_root = TlsRoot::load(
             &dd.read(&dd.tls_root_cert())?,
-            &dd.read(&dd.tls_root_key())?,
+            &dd.read_secret(&dd.tls_root_key())?,
         )
         .context("cannot load the TLS root")?;
         Ok(Keys {
@@ -144,6 +144,8 @@ pub struct Authority {
     cert_seen: Mutex<HashMap<u64, String>>,
     /// Per host, the times of its recent renewals.
     renewals: Mutex<HashMap<u64, Vec<u64>>>,
+    /// Credentials refused before authentication (never recorded as decisions).
+    rejected_credentials: AtomicU64,
 }
 
 /// Unix seconds now.
@@ -190,6 +192,7 @@ impl Authority {
             liveness: Mutex::new(liveness),
             cert_seen: Mutex::new(HashMap::new()),
             renewals: Mutex::new(HashMap::new()),
+            rejected_credentials: AtomicU64::new(0),
         })
     }
 

@@ -5,7 +5,7 @@
 //! Must never: answer an admin endpoint for anything but an admin token (a user token gets
 //! 403 `admin_only`), or return a token other than the one just minted.
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
 use super::Ca;
 use crate::auth::Principal;
 use crate::authority::{Error, HostCertTarget, HostTokenInput, NewGrant, NewGroup, NewUser};
@@ -39,10 +39,12 @@ impl FromRequestParts<Arc<Ca>> for Admin {
     }
 }
 
-pub async fn health() -> Json<Health> {
+pub async fn health(State(ca): State<Arc<Ca>>, parts: axum::http::request::Parts) -> Json<Health> {
+    let admin = matches!(ca.authority.authenticate(super::bearer(&parts)), Ok(Principal::Admin));
     Json(Health {
         status: "ok".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: admin.then(|| env!("CARGO_PKG_VERSION").to_string()),
+        rejected_credentials: admin.then(|| ca.authority.rejected_credentials()),
     })
 }
 
@@ -162,7 +164,7 @@ pub async fn user_token(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(name): ApiPath<String>,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let name = parse_user(&name)?;
     let req: TokenRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {

@@ -21,6 +21,7 @@ pub mod paths;
 pub mod policy;
 pub mod sshcert;
 pub mod tags;
+pub mod text;
 pub mod wire;
 
 #[cfg(feature = "serde")]

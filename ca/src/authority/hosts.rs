@@ -646,9 +646,7 @@ impl Authority {
 
     /// The KRL of revoked SSH host certificates (base64), `None` when nothing is revoked.
     pub fn host_krl(&self) -> Option<String> {
-        self.model()
-            .host_krl_base64()
-            .map(|k| k.to_string())
+        self.model().host_krl_base64().map(|k| k.to_string())
     }
 
     /// The host name patterns this CA certifies hosts for: enrolled hosts' names and

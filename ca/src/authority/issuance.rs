@@ -167,9 +167,10 @@ impl Authority {
             Caller::Oidc(t) => {
                 // A nonce that does not match: a token replayed from another sign-in,
                 // so not this caller's: refused like a forged one, not recorded.
-                if let Err(r) =
-                    crate::oidc::verify::check_nonce(t.nonce.as_deref(), input.oidc_nonce.as_deref())
-                {
+                if let Err(r) = crate::oidc::verify::check_nonce(
+                    t.nonce.as_deref(),
+                    input.oidc_nonce.as_deref(),
+                ) {
                     self.reject_credential(&r);
                     return Err(IssueError::Unauthenticated(r));
                 }

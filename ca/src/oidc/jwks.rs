@@ -163,11 +163,14 @@ fn same_host_https_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let first = attempt.previous().first().cloned();
         let next = attempt.url().clone();
-        let same_host = first
-            .as_ref()
-            .is_some_and(|f| f.host_str() == next.host_str() && f.port_or_known_default() == next.port_or_known_default());
+        let same_host = first.as_ref().is_some_and(|f| {
+            f.host_str() == next.host_str()
+                && f.port_or_known_default() == next.port_or_known_default()
+        });
         let scheme_ok = next.scheme() == "https"
-            || first.as_ref().is_some_and(|f| f.scheme() == "http" && next.scheme() == "http");
+            || first
+                .as_ref()
+                .is_some_and(|f| f.scheme() == "http" && next.scheme() == "http");
         if attempt.previous().len() > 3 {
             attempt.error("too many redirects")
         } else if same_host && scheme_ok {

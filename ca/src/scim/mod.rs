@@ -170,15 +170,15 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
         .await
         .map_err(|_| ScimError::new(408, None, crate::server::error::body_timeout().message))?
         .map_err(|_| {
-                ScimError::new(
-                    413,
-                    Some("tooMany"),
-                    format!(
-                        "the request body is larger than {} KiB",
-                        crate::server::BODY_LIMIT / 1024
-                    ),
-                )
-            })?;
+            ScimError::new(
+                413,
+                Some("tooMany"),
+                format!(
+                    "the request body is larger than {} KiB",
+                    crate::server::BODY_LIMIT / 1024
+                ),
+            )
+        })?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ScimError::syntax(format!("the body is not JSON: {e}")))?;
         if !v.is_object() {

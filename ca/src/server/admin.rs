@@ -40,7 +40,10 @@ impl FromRequestParts<Arc<Ca>> for Admin {
 }
 
 pub async fn health(State(ca): State<Arc<Ca>>, parts: axum::http::request::Parts) -> Json<Health> {
-    let admin = matches!(ca.authority.authenticate(super::bearer(&parts)), Ok(Principal::Admin));
+    let admin = matches!(
+        ca.authority.authenticate(super::bearer(&parts)),
+        Ok(Principal::Admin)
+    );
     Json(Health {
         status: "ok".into(),
         version: admin.then(|| env!("CARGO_PKG_VERSION").to_string()),

@@ -32,7 +32,10 @@ impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
                     // Unauthenticated: counted, never recorded, no claim of it shown.
                     Err(r) => {
                         ca.authority.reject_credential(&r);
-                        Err(ApiError::new(r.code, format!("ID token refused: {}", r.reason)))
+                        Err(ApiError::new(
+                            r.code,
+                            format!("ID token refused: {}", r.reason),
+                        ))
                     }
                 };
             }

@@ -203,13 +203,12 @@ pub struct ApiBytes(pub axum::body::Bytes);
 impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let b = tokio::time::timeout(
-            BODY_DEADLINE,
-            axum::body::Bytes::from_request(req, state),
-        )
-        .await
-        .map_err(|_| body_timeout())?
-        .map_err(|_| ApiError::new(ErrorCode::TooLarge, "request body is larger than 64 KiB"))?;
+        let b = tokio::time::timeout(BODY_DEADLINE, axum::body::Bytes::from_request(req, state))
+            .await
+            .map_err(|_| body_timeout())?
+            .map_err(|_| {
+                ApiError::new(ErrorCode::TooLarge, "request body is larger than 64 KiB")
+            })?;
         Ok(ApiBytes(b))
     }
 }

@@ -68,24 +68,32 @@ pub fn parse(buf: &[u8]) -> Result<Option<(usize, Header)>, ProxyError> {
 fn parse_v1(buf: &[u8]) -> Result<Option<(usize, Header)>, ProxyError> {
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return if buf.len() >= V1_MAX {
-            Err(ProxyError::Malformed("version 1 header longer than 107 bytes"))
+            Err(ProxyError::Malformed(
+                "version 1 header longer than 107 bytes",
+            ))
         } else {
             Ok(None)
         };
     };
     if end + 2 > V1_MAX {
-        return Err(ProxyError::Malformed("version 1 header longer than 107 bytes"));
+        return Err(ProxyError::Malformed(
+            "version 1 header longer than 107 bytes",
+        ));
     }
     let line = std::str::from_utf8(&buf[..end]).map_err(|_| ProxyError::Malformed("not ASCII"))?;
     let f: Vec<&str> = line.split(' ').collect();
     let header = match f.as_slice() {
         ["PROXY", "UNKNOWN", ..] => Header::Local,
         ["PROXY", fam @ ("TCP4" | "TCP6"), src, _dst, sport, _dport] => {
-            let ip: IpAddr = src.parse().map_err(|_| ProxyError::Malformed("source address"))?;
+            let ip: IpAddr = src
+                .parse()
+                .map_err(|_| ProxyError::Malformed("source address"))?;
             if (*fam == "TCP4") != ip.is_ipv4() {
                 return Err(ProxyError::Malformed("address family"));
             }
-            let port: u16 = sport.parse().map_err(|_| ProxyError::Malformed("source port"))?;
+            let port: u16 = sport
+                .parse()
+                .map_err(|_| ProxyError::Malformed("source port"))?;
             Header::Proxied(SocketAddr::new(ip, port))
         }
         _ => return Err(ProxyError::Malformed("version 1 fields")),
@@ -96,7 +104,9 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(usize, Header)>, ProxyError> {
 fn parse_v2(buf: &[u8]) -> Result<Option<(usize, Header)>, ProxyError> {
     let ver_cmd = buf[12];
     if ver_cmd >> 4 != 2 {
-        return Err(ProxyError::Malformed("version 2 header with another version"));
+        return Err(ProxyError::Malformed(
+            "version 2 header with another version",
+        ));
     }
     let fam = buf[13];
     let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
@@ -131,7 +141,10 @@ pub async fn read_header(tcp: &mut TcpStream, deadline: Duration) -> Result<Head
     tokio::time::timeout(deadline, async {
         let mut peeked = vec![0u8; 16 + 536];
         loop {
-            let n = tcp.peek(&mut peeked).await.map_err(|_| ProxyError::Closed)?;
+            let n = tcp
+                .peek(&mut peeked)
+                .await
+                .map_err(|_| ProxyError::Closed)?;
             if n == 0 {
                 return Err(ProxyError::Closed);
             }
@@ -170,7 +183,10 @@ mod tests {
             parse(h6).unwrap().unwrap().1,
             Header::Proxied("[2001:db8::1]:1".parse().unwrap())
         );
-        assert_eq!(parse(b"PROXY UNKNOWN\r\n").unwrap().unwrap().1, Header::Local);
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\n").unwrap().unwrap().1,
+            Header::Local
+        );
         assert_eq!(parse(b"PROXY TCP4 1.2.3.4").unwrap(), None, "more needed");
         assert_eq!(parse(b"PRO").unwrap(), None);
         for bad in [
@@ -183,8 +199,14 @@ mod tests {
         }
         let long = format!("PROXY TCP4 {}\r\n", "1".repeat(120));
         assert!(parse(long.as_bytes()).is_err());
-        assert_eq!(parse(b"\x16\x03\x01\x02").unwrap_err(), ProxyError::NotProxy);
-        assert_eq!(parse(b"GET / HTTP/1.1\r\n").unwrap_err(), ProxyError::NotProxy);
+        assert_eq!(
+            parse(b"\x16\x03\x01\x02").unwrap_err(),
+            ProxyError::NotProxy
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\n").unwrap_err(),
+            ProxyError::NotProxy
+        );
     }
 
     #[test]

@@ -617,6 +617,24 @@ impl<F: Face> ApiClient<F> {
         self.call(Call::delete(ep::admin_host(name)))
     }
 
+    /// Replaces a host's tags; its next sync selects by them.
+    pub fn set_host_tags(&self, name: &HostName, req: &HostTagsRequest) -> F::Output<'_, HostInfo> {
+        self.call(Call::post(ep::admin_host_tags(name), req))
+    }
+
+    /// SSH host certificates, newest first.
+    pub fn host_certs(&self, q: &HostCertQuery) -> F::Output<'_, Vec<HostCertInfo>> {
+        self.call(Call::get(with_query(ep::ADMIN_HOST_CERTS, q)).large())
+    }
+
+    /// Revokes SSH host certificates by serial or every valid one of a host.
+    pub fn revoke_host_certs(
+        &self,
+        req: &HostCertRevokeRequest,
+    ) -> F::Output<'_, HostCertRevokeResponse> {
+        self.call(Call::post(ep::ADMIN_HOST_CERTS_REVOKE, req).large())
+    }
+
     /// A SCIM bearer token.
     pub fn scim_token(&self, req: &TokenRequest) -> F::Output<'_, TokenResponse> {
         self.call(Call::post(ep::ADMIN_SCIM_TOKEN, req))

@@ -18,6 +18,7 @@ use smith_proto::{GroupName, HostName, UserName};
 pub const HEALTH: &str = "/v1/health";
 pub const CA_USER_KEYS: &str = "/v1/ca/user-keys";
 pub const CA_HOST_KEYS: &str = "/v1/ca/host-keys";
+pub const CA_HOST_KRL: &str = "/v1/ca/host-krl";
 pub const AUTH_CONFIG: &str = "/v1/auth/config";
 
 // --- people ----------------------------------------------------------------------------------
@@ -37,6 +38,9 @@ pub const ADMIN_GRANT: &str = "/v1/admin/grants/{id}";
 pub const ADMIN_HOST_TOKENS: &str = "/v1/admin/hosts/tokens";
 pub const ADMIN_HOSTS: &str = "/v1/admin/hosts";
 pub const ADMIN_HOST: &str = "/v1/admin/hosts/{name}";
+pub const ADMIN_HOST_TAGS: &str = "/v1/admin/hosts/{name}/tags";
+pub const ADMIN_HOST_CERTS: &str = "/v1/admin/hosts/certs";
+pub const ADMIN_HOST_CERTS_REVOKE: &str = "/v1/admin/hosts/certs/revoke";
 pub const ADMIN_SCIM_TOKEN: &str = "/v1/admin/scim/token";
 pub const ADMIN_DECISIONS: &str = "/v1/admin/decisions";
 pub const ADMIN_CERTS: &str = "/v1/admin/certs";
@@ -61,6 +65,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("GET", HEALTH),
     ("GET", CA_USER_KEYS),
     ("GET", CA_HOST_KEYS),
+    ("GET", CA_HOST_KRL),
     ("GET", AUTH_CONFIG),
     ("POST", CERTS_USER),
     ("GET", ADMIN_USERS),
@@ -77,6 +82,9 @@ pub const ALL: &[(&str, &str)] = &[
     ("POST", ADMIN_HOST_TOKENS),
     ("GET", ADMIN_HOSTS),
     ("DELETE", ADMIN_HOST),
+    ("POST", ADMIN_HOST_TAGS),
+    ("GET", ADMIN_HOST_CERTS),
+    ("POST", ADMIN_HOST_CERTS_REVOKE),
     ("POST", ADMIN_SCIM_TOKEN),
     ("GET", ADMIN_DECISIONS),
     ("GET", ADMIN_CERTS),
@@ -131,6 +139,11 @@ pub fn admin_grant(id: u64) -> String {
 /// [`ADMIN_HOST`] for `name`.
 pub fn admin_host(name: &HostName) -> String {
     fill(ADMIN_HOST, &[("name", name.as_str())])
+}
+
+/// [`ADMIN_HOST_TAGS`] for `name`.
+pub fn admin_host_tags(name: &HostName) -> String {
+    fill(ADMIN_HOST_TAGS, &[("name", name.as_str())])
 }
 
 #[cfg(test)]

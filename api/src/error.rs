@@ -53,6 +53,8 @@ error_codes! {
     TooLarge = "too_large",
     /// The body is not `application/json`.
     UnsupportedMediaType = "unsupported_media_type",
+    /// The body did not arrive in time.
+    RequestTimeout = "request_timeout",
     /// No such endpoint.
     NotFound = "not_found",
     /// The endpoint does not take that method.
@@ -98,6 +100,15 @@ error_codes! {
     HostExists = "host_exists",
     SshNameNotAllowed = "ssh_name_not_allowed",
     SshNameTaken = "ssh_name_taken",
+    /// The enrollment token does not allow that host name.
+    HostNameNotAllowed = "host_name_not_allowed",
+    /// The client certificate was replaced by a renewal (after a short overlap).
+    ClientCertSuperseded = "client_cert_superseded",
+    /// A renewal from a replaced certificate while its successor is in use: two holders
+    /// of one host identity.
+    HostIdentityForked = "host_identity_forked",
+    /// The host renewed a moment ago.
+    RenewTooSoon = "renew_too_soon",
 
     // Directory.
     UserExists = "user_exists",

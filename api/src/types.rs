@@ -48,7 +48,7 @@
 //! enrolled host has with 409 `ssh_name_taken` (the token is not used up).
 
 use serde::{Deserialize, Serialize};
-use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 
 /// Every non-2xx response carries this body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -76,16 +76,37 @@ pub struct AuthConfig {
     pub groups_claim: Option<String>,
 }
 
+/// `GET /v1/health` (public). The version and counters only for the admin token: an
+/// anonymous caller learns that the CA is up, not what it runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Health {
     pub status: String,
-    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Credentials refused before authentication since the CA started (forged or
+    /// replayed tokens: counted, never recorded as decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_credentials: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CaKeys {
     /// OpenSSH public key lines.
     pub keys: Vec<String>,
+    /// Host CA keys only: the host name patterns the CA certifies hosts for (what
+    /// enrollment tokens allow and enrolled hosts' names), for `@cert-authority` lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+}
+
+/// `GET /v1/ca/host-krl` (public): the OpenSSH KRL of revoked SSH host certificates, for
+/// ssh clients' `RevokedHostKeys`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostKrl {
+    /// Base64 of the binary KRL; `None` when nothing is revoked (write an empty file).
+    pub krl_base64: Option<String>,
+    /// Unix seconds the list was built.
+    pub generated_at: u64,
 }
 
 // --- users, groups, grants -----------------------------------------------------------------
@@ -243,16 +264,62 @@ pub struct HostTokenRequest {
     pub ttl_secs: u64,
 }
 
-/// [`HostTokenRequest`] with the extra names (besides its own) a host enrolled with this
-/// token may put in its SSH host certificates, e.g. `web.example.com`: the same JSON
-/// object with one more key, `ssh_names` (the CA accepts both shapes). A host asking for
-/// any other name is refused, so a host cannot claim another host's name.
+/// [`HostTokenRequest`] with the host names a host enrolled with this token may take:
+/// `names` (exact names and `*.domain` patterns; at least one: a token that names no host
+/// is refused), `ssh_names` (exact names, the same as `names` entries, kept for older
+/// clients), and `uses` (how many hosts may enroll with it, default 1). A host's own name
+/// and every SSH name it asks for must be covered; nothing else is ever certified.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostTokenRequestNamed {
     #[serde(flatten)]
     pub request: HostTokenRequest,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_names: Vec<HostName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<HostPattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+}
+
+/// Body of `POST /v1/admin/hosts/{name}/tags`: the host's new tags (replacing the old).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostTagsRequest {
+    pub tags: Tags,
+}
+
+/// One SSH host certificate the host CA signed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostCertInfo {
+    pub serial: u64,
+    pub host: HostName,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    /// `SHA256:...` of the certified host key.
+    pub key_fingerprint: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub issued_at: u64,
+    #[serde(default)]
+    pub revoked: Option<RevocationInfo>,
+}
+
+/// Body of `POST /v1/admin/hosts/certs/revoke`: exactly one of `serial` and `host`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostCertRevokeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
+    /// Every still-valid host certificate of this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostCertRevokeResponse {
+    pub revoked: Vec<HostCertInfo>,
+    pub already_revoked: Vec<u64>,
+    pub expired: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -411,6 +478,18 @@ pub struct CertQuery {
     pub valid: bool,
 }
 
+/// `GET /v1/admin/hosts/certs?host=H&valid=true&limit=N`: SSH host certificates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct HostCertQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
+    /// Only certificates not expired and not revoked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
 /// `GET /v1/admin/audit?limit=N&user=U&host=H&since=UNIX`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct AuditQuery {
@@ -539,6 +618,8 @@ mod tests {
         let named = HostTokenRequestNamed {
             request: plain.clone(),
             ssh_names: vec![HostName::new("web.example.com").unwrap()],
+            names: vec![],
+            uses: None,
         };
         let v = serde_json::to_value(&named).unwrap();
         assert_eq!(v["tags"], "env=prod");

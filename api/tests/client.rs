@@ -143,7 +143,7 @@ fn check_answers(
     sync: Result<Option<smith_proto::snapshot::SyncResponse>, ClientError>,
     proxy_page: Result<smith_api::AuthConfig, ClientError>,
 ) {
-    assert_eq!(health.unwrap().version, "test");
+    assert_eq!(health.unwrap().version.as_deref(), Some("test"));
     match removed.unwrap_err() {
         ClientError::Status {
             status: 403,

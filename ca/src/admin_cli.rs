@@ -8,10 +8,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use smith_api::{
     CertQuery, Client, ClientOptions, DecisionQuery, GrantAdd, GrantInfo, GroupAdd, GroupInfo,
-    HostInfo, HostTokenRequest, HostTokenRequestNamed, IssuedCert, RevokeRequest, RevokeResponse,
-    TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
+    HostCertInfo, HostCertQuery, HostCertRevokeRequest, HostCertRevokeResponse, HostInfo,
+    HostTagsRequest, HostTokenRequest, HostTokenRequestNamed, IssuedCert, RevokeRequest,
+    RevokeResponse, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
 };
-use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug, Clone)]
@@ -281,15 +282,23 @@ pub enum GrantCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum HostCmd {
-    /// Mint a single-use enrollment token for a host with these tags. Prints only the token.
+    /// Mint an enrollment token for hosts with these tags and names. Prints only the
+    /// token.
     Token {
         #[arg(long, value_parser = Tags::parse)]
         tags: Tags,
         #[arg(long, value_parser = parse_ttl, default_value = "1h")]
         ttl: u64,
-        /// An extra name (besides its own host name) the enrolling host may put in its
-        /// SSH host certificates, e.g. web.example.com (repeatable). A host asking for
-        /// a name the token does not allow is refused.
+        /// A host name the token allows (repeatable, at least one): exact
+        /// (web-1.example.com, or an IP address) or one label under a domain
+        /// ('*.prod.example.com'). The enrolling host's name and every SSH name it asks
+        /// for must be allowed; nothing else is ever put in its host certificates.
+        #[arg(long = "name", value_parser = HostPattern::parse, required_unless_present = "ssh_names")]
+        names: Vec<HostPattern>,
+        /// How many hosts may enroll with this token (autoscaling groups); default 1.
+        #[arg(long)]
+        uses: Option<u32>,
+        /// An exact name the token allows (the same as --name NAME; kept for scripts).
         #[arg(long = "ssh-name", value_parser = HostName::new)]
         ssh_names: Vec<HostName>,
         /// Print JSON instead of text.
@@ -302,10 +311,54 @@ pub enum HostCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a host: its client certificate stops working for sync at once.
+    /// Remove a host: its client certificate stops working for sync at once, and its SSH
+    /// host certificates are revoked.
     Remove {
         #[arg(value_parser = HostName::new)]
         name: HostName,
+    },
+    /// Replace a host's tags (a host never chooses its own); it gets a full snapshot of
+    /// what they select at its next sync.
+    Tags {
+        #[arg(value_parser = HostName::new)]
+        name: HostName,
+        /// The new tags, k=v,... (all of them: the old ones are replaced).
+        #[arg(long, value_parser = Tags::parse)]
+        set: Tags,
+    },
+    /// SSH host certificates the host CA signed, newest first.
+    Certs {
+        /// Only this host's.
+        #[arg(long, value_parser = HostName::new)]
+        host: Option<HostName>,
+        /// Only those neither expired nor revoked.
+        #[arg(long)]
+        valid: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke SSH host certificates (ssh clients configured by `smith config ssh` refuse
+    /// them once they refresh the host revocation list).
+    #[command(subcommand)]
+    Cert(HostCertCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCertCmd {
+    /// Revoke one host certificate (--serial) or every valid one of a host (--host).
+    Revoke {
+        #[arg(long, conflicts_with = "host", required_unless_present = "host")]
+        serial: Option<u64>,
+        #[arg(long, value_parser = HostName::new)]
+        host: Option<HostName>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -470,6 +523,40 @@ fn print_revoked(r: &RevokeResponse) {
             r.revoked.len(),
             r.version
         );
+    }
+}
+
+fn print_host_cert(c: &HostCertInfo) {
+    let state = match &c.revoked {
+        Some(r) => format!("REVOKED {} ({})", time(r.revoked_at), r.reason),
+        None => format!("valid until {}", time(c.valid_before)),
+    };
+    println!(
+        "serial {:<20} {:<24} {} {}  {}",
+        c.serial,
+        c.host.as_str(),
+        c.key_fingerprint,
+        c.principals.join(","),
+        state
+    );
+}
+
+fn print_host_certs_revoked(r: &HostCertRevokeResponse) {
+    for cert in &r.revoked {
+        print!("revoked ");
+        print_host_cert(cert);
+    }
+    if !r.already_revoked.is_empty() {
+        println!(
+            "already revoked: serial {}",
+            join_serials(&r.already_revoked)
+        );
+    }
+    if !r.expired.is_empty() {
+        println!("already expired: serial {}", join_serials(&r.expired));
+    }
+    if r.revoked.is_empty() {
+        println!("nothing to revoke");
     }
 }
 
@@ -666,6 +753,8 @@ fn host(c: &Client, cmd: HostCmd) -> anyhow::Result<()> {
         HostCmd::Token {
             tags,
             ttl,
+            names,
+            uses,
             ssh_names,
             json: as_json,
         } => {
@@ -684,6 +773,8 @@ fn host(c: &Client, cmd: HostCmd) -> anyhow::Result<()> {
                     ttl_secs: ttl,
                 },
                 ssh_names,
+                names,
+                uses,
             })?;
             print_token(&t, as_json, &what)?;
         }
@@ -696,7 +787,45 @@ fn host(c: &Client, cmd: HostCmd) -> anyhow::Result<()> {
         }
         HostCmd::Remove { name } => {
             c.remove_host(&name)?;
-            println!("host {name} removed: it can no longer sync");
+            println!(
+                "host {name} removed: it can no longer sync; its host certificates are revoked"
+            );
+        }
+        HostCmd::Tags { name, set } => {
+            let h = c.set_host_tags(&name, &HostTagsRequest { tags: set })?;
+            println!("host {} now has tags {}", h.name, h.tags);
+        }
+        HostCmd::Certs {
+            host,
+            valid,
+            limit,
+            json: as_json,
+        } => {
+            let certs = c.host_certs(&HostCertQuery {
+                host,
+                valid,
+                limit: Some(limit),
+            })?;
+            if as_json {
+                return json(&certs);
+            }
+            certs.iter().for_each(print_host_cert);
+        }
+        HostCmd::Cert(HostCertCmd::Revoke {
+            serial,
+            host,
+            reason,
+            json: as_json,
+        }) => {
+            let r = c.revoke_host_certs(&HostCertRevokeRequest {
+                serial,
+                host,
+                reason,
+            })?;
+            if as_json {
+                return json(&r);
+            }
+            print_host_certs_revoked(&r);
         }
     }
     Ok(())

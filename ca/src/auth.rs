@@ -148,13 +148,8 @@ mod tests {
         let user = new_token(TokenKind::User);
         let enroll = new_token(TokenKind::Enroll);
         let tok = |kind, subject: &str, exp, used| Token {
-            kind,
-            subject: subject.into(),
-            tags: None,
-            created_at: 0,
-            expires_at: exp,
             used_at: used,
-            ssh_names: vec![],
+            ..Token::bearer(kind, subject, 0, exp)
         };
         m.apply(
             &[Change::AddToken {

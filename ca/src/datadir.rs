@@ -75,6 +75,50 @@ impl DataDir {
         ]
     }
 
+    /// Reads a secret file (a private key): refused when group or others may read it,
+    /// and held in memory that is wiped when dropped.
+    pub fn read_secret(&self, path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+        let meta = fs::metadata(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {}: {e}\nhint: is {} a data directory made by `smith-ca init`?",
+                path.display(),
+                self.root.display()
+            )
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} is readable by others than its owner (mode {mode:04o}): a CA key must be \
+                 0600; run `chmod 600 {}` (and check who could have read it)",
+                path.display(),
+                path.display()
+            );
+        }
+        Ok(zeroize::Zeroizing::new(self.read(path)?))
+    }
+
+    /// Takes the data directory's exclusive lock (`D/ca.lock`) for as long as the
+    /// returned guard lives: two servers on one directory would each keep their own
+    /// model and split the CA.
+    pub fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+        let path = self.root.join("ca.lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            anyhow::anyhow!(
+                "another smith-ca is serving {} ({} is locked: {e}); stop it first: two \
+                 servers on one data directory would each keep their own copy of the CA",
+                self.root.display(),
+                path.display()
+            )
+        })
+    }
+
     pub fn read(&self, path: &Path) -> anyhow::Result<String> {
         fs::read_to_string(path).map_err(|e| {
             anyhow::anyhow!(

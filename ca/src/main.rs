@@ -28,6 +28,12 @@ struct Cli {
     cmd: Cmd,
 }
 
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or a network like 10.0.0.0/8"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 24h: {e}"))
 }
@@ -78,6 +84,21 @@ enum Cmd {
         /// Default lifetime of user tokens minted without --ttl.
         #[arg(long, value_parser = parse_duration, default_value = "7d")]
         user_token_ttl: Duration,
+        /// How long a host's previous mTLS client certificate keeps working after the host
+        /// renewed (requests in flight). After it, that certificate is refused
+        /// (`client_cert_superseded`): one identity per host.
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        host_cert_overlap: Duration,
+        /// A load balancer (address or CIDR, repeatable) whose connections start with a
+        /// PROXY protocol header (v1 or v2, HAProxy's) naming the real client: its
+        /// address then counts for the per-source connection cap and for grants' source
+        /// networks. Connections from anywhere else never have their header read.
+        #[arg(long = "trusted-proxy", value_parser = parse_net)]
+        trusted_proxies: Vec<ipnet::IpNet>,
+        /// Connections one client address may hold open at once; more are closed at
+        /// once (slow or flooding clients cannot take the CA's connection budget).
+        #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
+        max_connections_per_source: usize,
         #[command(flatten)]
         oidc: oidc::OidcArgs,
     },
@@ -116,6 +137,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host_cert_ttl,
             host_ssh_cert_ttl,
             user_token_ttl,
+            host_cert_overlap,
+            trusted_proxies,
+            max_connections_per_source,
             oidc,
         } => {
             let file = oidc::read_ca_file(&data_dir).map_err(anyhow::Error::msg)?;
@@ -140,6 +164,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     host_cert_ttl,
                     host_ssh_cert_ttl,
                     default_user_token_ttl: user_token_ttl,
+                    host_cert_overlap,
+                    trusted_proxies,
+                    max_connections_per_source,
                     oidc,
                 },
             ))

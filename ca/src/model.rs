@@ -16,7 +16,7 @@
 //! accessors, stores build it with [`Model::restore`]).
 
 use ipnet::IpNet;
-use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, IdRange, Level, PosixId, Tags, UserName};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -102,9 +102,42 @@ pub struct Token {
     pub tags: Option<Tags>,
     pub created_at: u64,
     pub expires_at: Option<u64>,
+    /// When it was used up (enrollment tokens, after their last use).
     pub used_at: Option<u64>,
-    /// Enrollment tokens: extra SSH host certificate principals the host may ask for.
-    pub ssh_names: Vec<HostName>,
+    /// Enrollment tokens: the host names (exact or `*.domain`) a host may take, as its
+    /// name and as SSH names.
+    pub names: Vec<HostPattern>,
+    /// Enrollment tokens: how many hosts may enroll with it (1 for a single-use token).
+    pub max_uses: u32,
+    /// Enrollment tokens: how many did.
+    pub uses: u32,
+}
+
+impl Token {
+    /// A bearer token of `kind` for `subject` (no tags, names or uses).
+    pub fn bearer(
+        kind: TokenKind,
+        subject: &str,
+        created_at: u64,
+        expires_at: Option<u64>,
+    ) -> Token {
+        Token {
+            kind,
+            subject: subject.to_string(),
+            tags: None,
+            created_at,
+            expires_at,
+            used_at: None,
+            names: vec![],
+            max_uses: 1,
+            uses: 0,
+        }
+    }
+
+    /// Whether an enrollment token allows `name`.
+    pub fn allows_name(&self, name: &HostName) -> bool {
+        self.names.iter().any(|p| p.matches(name))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +237,54 @@ impl std::fmt::Display for RevokeVia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// An SSH host certificate the host CA signed (recorded so that it can be listed and
+/// revoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSshCert {
+    pub serial: u64,
+    pub host_id: u64,
+    pub host: HostName,
+    pub key_id: String,
+    pub principals: Vec<HostName>,
+    pub key_fingerprint: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub issued_at: u64,
+}
+
+/// One revoked SSH host certificate (append-only, like user certificate revocations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCertRevocation {
+    pub serial: u64,
+    pub host: HostName,
+    pub valid_before: u64,
+    /// The host CA key (OpenSSH line) that signed it.
+    pub ca_key: String,
+    pub revoked_at: u64,
+    pub reason: String,
+    /// `serial`, `host` (an admin, every certificate of a host) or `host_removed`.
+    pub via: String,
+}
+
+/// An event for the CA's audit chain that changes nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// e.g. `host_identity_forked`.
+    pub kind: String,
+    pub host: Option<HostName>,
+    pub detail: String,
+    pub at: u64,
+}
+
+/// What the model knows of an mTLS client certificate it issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertRef {
+    pub host_id: u64,
+    pub issued_at: u64,
+    /// When a renewal replaced it (`None`: the host's current certificate).
+    pub superseded_at: Option<u64>,
 }
 
 /// One mTLS client certificate issued to a host.
@@ -310,6 +391,19 @@ pub enum Change {
         host_id: u64,
         at: u64,
     },
+    /// Replaces a host's tags (an admin's; a host never chooses its own).
+    SetHostTags {
+        host_id: u64,
+        tags: Tags,
+    },
+    /// Records SSH host certificates the host CA signed (the store keeps them; the model
+    /// does not).
+    HostSshCerts(Vec<HostSshCert>),
+    /// Revokes SSH host certificates (into the host KRL ssh clients refresh).
+    RevokeHostCerts(Vec<HostCertRevocation>),
+    /// Something an operator must know about (e.g. two holders of one host identity):
+    /// recorded in the CA's audit chain only.
+    Alert(Alert),
     /// Revokes certificates (they go into the KRL hosts sync). Committed only through
     /// the writer, which appends each to the CA's audit chain in the same transaction.
     Revoke(Vec<Revocation>),
@@ -331,6 +425,7 @@ impl Change {
                 | Change::RemoveMember { .. }
                 | Change::AddGrant(_)
                 | Change::RemoveGrant { .. }
+                | Change::SetHostTags { .. }
                 | Change::Revoke(_)
         )
     }
@@ -367,12 +462,17 @@ impl Change {
                     set.extend(group.members.iter().cloned());
                 }
             }
+            // A host's tags decide which grants apply to it: it needs a full snapshot.
+            Change::SetHostTags { .. } => return Affected::All,
             Change::AddGroup(_)
             | Change::SetGroupExternalId { .. }
             | Change::AddToken { .. }
             | Change::Enroll { .. }
             | Change::HostCert { .. }
             | Change::RemoveHost { .. }
+            | Change::HostSshCerts(_)
+            | Change::RevokeHostCerts(_)
+            | Change::Alert(_)
             // The KRL is sent whole with every response: no user entry changes.
             | Change::Revoke(_) => {}
         }
@@ -398,8 +498,12 @@ pub struct Model {
     hosts: BTreeMap<u64, Host>,
     /// Non-removed hosts by name.
     active_hosts: HashMap<HostName, u64>,
-    /// Every mTLS client certificate ever issued: serial hex → host id.
-    host_certs: HashMap<String, u64>,
+    /// Every mTLS client certificate ever issued, by serial hex.
+    host_certs: HashMap<String, CertRef>,
+    /// Unexpired SSH host certificate revocations by serial.
+    host_revoked: BTreeMap<u64, HostCertRevocation>,
+    /// The KRL of `host_revoked` (binary, base64), `None` when nothing is revoked.
+    host_krl_base64: Option<Arc<str>>,
     /// Allocated ids (users, groups, the reserved sudo gid), never freed.
     ids: HashMap<u32, (IdKind, String)>,
     id_by_name: HashMap<(IdKind, String), u32>,
@@ -416,7 +520,7 @@ pub struct Model {
     /// Unexpired revocations by serial.
     revoked: BTreeMap<u64, Revocation>,
     /// The KRL of `revoked` (binary, base64), `None` when nothing is revoked.
-    krl_base64: Option<Arc<String>>,
+    krl_base64: Option<Arc<str>>,
 }
 
 /// What a store loads, handed to [`Model::restore`].
@@ -436,10 +540,12 @@ pub struct Restore {
     pub grants: Vec<Grant>,
     pub tokens: Vec<(String, Token)>,
     pub hosts: Vec<Host>,
-    /// Every mTLS client certificate ever issued: serial hex → host id.
-    pub host_certs: Vec<(String, u64)>,
+    /// Every mTLS client certificate ever issued, by serial hex.
+    pub host_certs: Vec<(String, CertRef)>,
     /// Revocations of certificates not yet expired.
     pub revocations: Vec<Revocation>,
+    /// Revocations of SSH host certificates not yet expired.
+    pub host_revocations: Vec<HostCertRevocation>,
 }
 
 /// Why an id could not be allocated or used.
@@ -467,6 +573,8 @@ impl Model {
             hosts: BTreeMap::new(),
             active_hosts: HashMap::new(),
             host_certs: HashMap::new(),
+            host_revoked: BTreeMap::new(),
+            host_krl_base64: None,
             ids: HashMap::new(),
             id_by_name: HashMap::new(),
             next_grant_id: 1,
@@ -517,7 +625,11 @@ impl Model {
         for rev in r.revocations {
             m.revoked.insert(rev.serial, rev);
         }
+        for rev in r.host_revocations {
+            m.host_revoked.insert(rev.serial, rev);
+        }
         m.rebuild_krl(now);
+        m.rebuild_host_krl(now);
         m
     }
 
@@ -573,7 +685,19 @@ impl Model {
     pub fn host_of_cert(&self, serial: &str) -> Option<&Host> {
         self.host_certs
             .get(serial)
-            .and_then(|id| self.hosts.get(id))
+            .and_then(|c| self.hosts.get(&c.host_id))
+    }
+    /// What the model knows of an mTLS client certificate (serial hex).
+    pub fn host_cert(&self, serial: &str) -> Option<CertRef> {
+        self.host_certs.get(serial).copied()
+    }
+    /// Unexpired SSH host certificate revocations by serial.
+    pub fn host_revoked(&self) -> &BTreeMap<u64, HostCertRevocation> {
+        &self.host_revoked
+    }
+    /// The KRL of revoked SSH host certificates (base64), `None` when nothing is revoked.
+    pub fn host_krl_base64(&self) -> Option<&Arc<str>> {
+        self.host_krl_base64.as_ref()
     }
     pub fn next_id(&self) -> u32 {
         self.next_id
@@ -592,7 +716,7 @@ impl Model {
         &self.revoked
     }
     /// The KRL hosts sync (base64), `None` when nothing is revoked.
-    pub fn krl_base64(&self) -> Option<&Arc<String>> {
+    pub fn krl_base64(&self) -> Option<&Arc<str>> {
         self.krl_base64.as_ref()
     }
     /// Who owns an allocated id.
@@ -605,48 +729,31 @@ impl Model {
     /// version is the model's.
     pub fn rebuild_krl(&mut self, now: u64) {
         self.revoked.retain(|_, r| r.valid_before > now);
-        if self.revoked.is_empty() {
-            self.krl_base64 = None;
-            return;
+        let entries = self.revoked.values().map(|r| (r.serial, r.ca_key.as_str()));
+        if let Some(krl) = encode_krl(
+            entries,
+            self.version,
+            now,
+            "smith-ca revoked user certificates",
+        ) {
+            self.krl_base64 = krl;
         }
-        let mut sections: BTreeMap<&str, crate::krl::CaRevocations> = BTreeMap::new();
-        for r in self.revoked.values() {
-            if !sections.contains_key(r.ca_key.as_str()) {
-                match ssh_key::PublicKey::from_openssh(&r.ca_key) {
-                    Ok(k) => {
-                        sections.insert(&r.ca_key, crate::krl::CaRevocations::new(k));
-                    }
-                    Err(e) => {
-                        tracing::error!(serial = r.serial, error = %e, "revocation names an unreadable CA key; left out of the KRL");
-                        continue;
-                    }
-                }
-            }
-            if let Some(s) = sections.get_mut(r.ca_key.as_str()) {
-                s.serials.insert(r.serial);
-            }
-        }
-        let krl = crate::krl::Krl {
-            version: self.version,
-            generated_at: now,
-            comment: "smith-ca revoked user certificates".into(),
-            sections: sections.into_values().collect(),
-        };
-        if krl.is_empty() {
-            self.krl_base64 = None;
-            return;
-        }
-        match krl.encode() {
-            Ok(b) => {
-                use base64::Engine;
-                self.krl_base64 = Some(Arc::new(
-                    base64::engine::general_purpose::STANDARD.encode(b),
-                ));
-            }
-            // Keep the previous KRL rather than dropping revocations.
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode the KRL; hosts keep the previous one")
-            }
+    }
+
+    /// Rebuilds the KRL of revoked SSH host certificates, like [`Model::rebuild_krl`].
+    pub fn rebuild_host_krl(&mut self, now: u64) {
+        self.host_revoked.retain(|_, r| r.valid_before > now);
+        let entries = self
+            .host_revoked
+            .values()
+            .map(|r| (r.serial, r.ca_key.as_str()));
+        if let Some(krl) = encode_krl(
+            entries,
+            self.version,
+            now,
+            "smith-ca revoked host certificates",
+        ) {
+            self.host_krl_base64 = krl;
         }
     }
 
@@ -725,8 +832,10 @@ impl Model {
     pub fn apply(&mut self, changes: &[Change], new_version: Option<u64>) {
         let mut affected = Affected::Users(BTreeSet::new());
         let mut revocations = false;
+        let mut host_revocations = false;
         for c in changes {
             revocations |= matches!(c, Change::Revoke(_));
+            host_revocations |= matches!(c, Change::RevokeHostCerts(_));
             if c.is_policy() {
                 if let (Affected::Users(acc), Affected::Users(more)) =
                     (&mut affected, c.affected(self))
@@ -747,12 +856,17 @@ impl Model {
                 }
             }
         }
-        if revocations {
-            let now = std::time::SystemTime::now()
+        let now = || {
+            std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
-                .unwrap_or(0);
-            self.rebuild_krl(now);
+                .unwrap_or(0)
+        };
+        if revocations {
+            self.rebuild_krl(now());
+        }
+        if host_revocations {
+            self.rebuild_host_krl(now());
         }
     }
 
@@ -851,18 +965,49 @@ impl Model {
                 cert,
             } => {
                 if let Some(t) = self.tokens.get_mut(token_hash) {
-                    t.used_at = Some(*at);
+                    t.uses = t.uses.saturating_add(1);
+                    if t.uses >= t.max_uses {
+                        t.used_at = Some(*at);
+                    }
                 }
                 self.next_host_id = self.next_host_id.max(host.id + 1);
                 self.active_hosts.insert(host.name.clone(), host.id);
-                self.host_certs.insert(cert.serial.clone(), host.id);
+                self.host_certs.insert(
+                    cert.serial.clone(),
+                    CertRef {
+                        host_id: host.id,
+                        issued_at: cert.issued_at,
+                        superseded_at: None,
+                    },
+                );
                 self.hosts.insert(host.id, host.clone());
             }
             Change::HostCert { host_id, cert } => {
-                self.host_certs.insert(cert.serial.clone(), *host_id);
                 if let Some(h) = self.hosts.get_mut(host_id) {
+                    if let Some(prev) = self.host_certs.get_mut(&h.cert_serial) {
+                        prev.superseded_at.get_or_insert(cert.issued_at);
+                    }
                     h.cert_serial = cert.serial.clone();
                     h.cert_not_after = cert.not_after;
+                }
+                self.host_certs.insert(
+                    cert.serial.clone(),
+                    CertRef {
+                        host_id: *host_id,
+                        issued_at: cert.issued_at,
+                        superseded_at: None,
+                    },
+                );
+            }
+            Change::SetHostTags { host_id, tags } => {
+                if let Some(h) = self.hosts.get_mut(host_id) {
+                    h.tags = tags.clone();
+                }
+            }
+            Change::HostSshCerts(_) | Change::Alert(_) => {}
+            Change::RevokeHostCerts(list) => {
+                for r in list {
+                    self.host_revoked.insert(r.serial, r.clone());
                 }
             }
             Change::RemoveHost { host_id, .. } => {
@@ -906,6 +1051,55 @@ impl Model {
     }
 }
 
+/// The base64 KRL of `(serial, signing CA key line)` entries, one section per CA key:
+/// `Some(None)` when there is nothing to revoke, `None` when it cannot be encoded (the
+/// caller keeps the previous KRL rather than dropping revocations).
+fn encode_krl<'a>(
+    entries: impl Iterator<Item = (u64, &'a str)>,
+    version: u64,
+    now: u64,
+    comment: &str,
+) -> Option<Option<Arc<str>>> {
+    let mut sections: BTreeMap<&str, crate::krl::CaRevocations> = BTreeMap::new();
+    for (serial, ca_key) in entries {
+        if !sections.contains_key(ca_key) {
+            match ssh_key::PublicKey::from_openssh(ca_key) {
+                Ok(k) => {
+                    sections.insert(ca_key, crate::krl::CaRevocations::new(k));
+                }
+                Err(e) => {
+                    tracing::error!(serial, error = %e, "revocation names an unreadable CA key; left out of the KRL");
+                    continue;
+                }
+            }
+        }
+        if let Some(s) = sections.get_mut(ca_key) {
+            s.serials.insert(serial);
+        }
+    }
+    let krl = crate::krl::Krl {
+        version,
+        generated_at: now,
+        comment: comment.into(),
+        sections: sections.into_values().collect(),
+    };
+    if krl.is_empty() {
+        return Some(None);
+    }
+    match krl.encode() {
+        Ok(b) => {
+            use base64::Engine;
+            Some(Some(Arc::from(
+                base64::engine::general_purpose::STANDARD.encode(b),
+            )))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a KRL; hosts and clients keep the previous one");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -946,7 +1140,7 @@ pub(crate) mod tests {
         // The expired one is pruned; the KRL names serial 7 only, version 5.
         assert_eq!(m.revoked.keys().copied().collect::<Vec<_>>(), vec![7]);
         let krl = base64::engine::general_purpose::STANDARD
-            .decode(m.krl_base64.as_deref().unwrap().as_str())
+            .decode(m.krl_base64.as_deref().unwrap())
             .unwrap();
         assert_eq!(&krl[..8], crate::krl::MAGIC);
         assert_eq!(&krl[12..20], &5u64.to_be_bytes());

@@ -98,10 +98,15 @@ fn the_issue_example_order_works_and_lists_are_json() {
         "env=prod,role=web",
         "--ttl",
         "1h",
+        "--name",
+        "web-1.example.com",
         "--json",
     ]))
     .unwrap();
     assert!(t["token"].as_str().unwrap().starts_with("smith_enroll_"));
+    // A token must say which hosts it is for.
+    let err = ca.admin_err(&["host", "token", "--tags", "env=dev", "--ttl", "1h"]);
+    assert!(err.contains("--name"), "{err}");
     assert_eq!(ca.admin_ok(&["host", "list", "--json"]).trim(), "[]");
 }
 

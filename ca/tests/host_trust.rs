@@ -63,8 +63,11 @@ fn host_key(dir: &Path, name: &str) -> String {
         .to_string()
 }
 
+/// An enrollment token for hosts web-1 and web-2 (and what `extra` adds).
 fn token(ca: &TestCa, extra: &[&str]) -> String {
-    let mut a = vec!["host", "token", "--tags", "env=prod", "--ttl", "1h"];
+    let mut a = vec![
+        "host", "token", "--tags", "env=prod", "--ttl", "1h", "--name", "web-1", "--name", "web-2",
+    ];
     a.extend_from_slice(extra);
     ca.admin_ok(&a).trim().to_string()
 }

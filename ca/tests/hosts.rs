@@ -59,10 +59,12 @@ fn enroll(ca: &TestCa, token: &str, name: &str) -> Result<Enrolled, (u16, Value)
     })
 }
 
-fn host_token(ca: &TestCa, tags: &str, ttl: &str) -> String {
-    ca.admin_ok(&["host", "token", "--tags", tags, "--ttl", ttl])
-        .trim()
-        .to_string()
+fn host_token(ca: &TestCa, tags: &str, ttl: &str, names: &[&str]) -> String {
+    let mut a = vec!["host", "token", "--tags", tags, "--ttl", ttl];
+    for n in names {
+        a.extend(["--name", n]);
+    }
+    ca.admin_ok(&a).trim().to_string()
 }
 
 /// GET /v1/host/sync; `None` on 204.
@@ -90,7 +92,7 @@ fn names(r: &SyncResponse) -> Vec<String> {
 #[test]
 fn enrollment_is_single_use_and_validated() {
     let ca = TestCa::start();
-    let token = host_token(&ca, "env=prod,role=web", "1h");
+    let token = host_token(&ca, "env=prod,role=web", "1h", &["web-1", "web-2"]);
     // SSH host keys are certified by the host CA.
     let dir = tempfile::tempdir().unwrap();
     let hk = dir.path().join("ssh_host_ed25519_key");
@@ -163,7 +165,7 @@ fn enrollment_is_single_use_and_validated() {
     assert_eq!((s, code_of(&b)), (401, ErrorCode::TokenUsed));
     assert!(b["error"].as_str().unwrap().contains("already used"), "{b}");
     // Expired.
-    let short = host_token(&ca, "env=dev", "1s");
+    let short = host_token(&ca, "env=dev", "1s", &["db-9"]);
     std::thread::sleep(Duration::from_millis(2100));
     let (s, b) = enroll(&ca, &short, "db-9").err().unwrap();
     assert_eq!((s, code_of(&b)), (401, ErrorCode::TokenExpired));
@@ -178,12 +180,12 @@ fn enrollment_is_single_use_and_validated() {
     let (s, _) = enroll(&ca, "smith_enroll_made_up", "db-1").err().unwrap();
     assert_eq!(s, 401);
     // A duplicate name is a conflict and leaves the token usable.
-    let t2 = host_token(&ca, "env=prod", "1h");
+    let t2 = host_token(&ca, "env=prod", "1h", &["web-1", "web-2"]);
     let (s, b) = enroll(&ca, &t2, "web-1").err().unwrap();
     assert_eq!((s, code_of(&b)), (409, ErrorCode::HostExists));
     assert!(enroll(&ca, &t2, "web-2").is_ok());
     // Hostile host names never reach the CA's logic.
-    let t3 = host_token(&ca, "env=prod", "1h");
+    let t3 = host_token(&ca, "env=prod", "1h", &["web-3"]);
     for bad in ["../etc", "WEB", "a b", ""] {
         let (s, _) = enroll(&ca, &t3, bad).err().unwrap();
         assert_eq!(s, 400, "{bad:?}");
@@ -227,12 +229,20 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
         "--max-ttl",
         "8h",
     ]);
-    let web = enroll(&ca, &host_token(&ca, "env=prod,role=web", "1h"), "web-1")
-        .ok()
-        .unwrap();
-    let db = enroll(&ca, &host_token(&ca, "env=dev,role=db", "1h"), "db-1")
-        .ok()
-        .unwrap();
+    let web = enroll(
+        &ca,
+        &host_token(&ca, "env=prod,role=web", "1h", &["web-1"]),
+        "web-1",
+    )
+    .ok()
+    .unwrap();
+    let db = enroll(
+        &ca,
+        &host_token(&ca, "env=dev,role=db", "1h", &["db-1"]),
+        "db-1",
+    )
+    .ok()
+    .unwrap();
     assert_eq!(web.body["tags"], "env=prod,role=web");
 
     // Full snapshots, each host only its part.
@@ -365,7 +375,7 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
     let (s, b) = sync(&ca, Some(&web.identity), "since=0");
     assert_eq!((s, code_of(&b.unwrap())), (403, ErrorCode::HostRemoved));
     // Re-enrolling the same name works, and the old certificate stays refused.
-    let again = enroll(&ca, &host_token(&ca, "env=prod", "1h"), "web-1")
+    let again = enroll(&ca, &host_token(&ca, "env=prod", "1h", &["web-1"]), "web-1")
         .ok()
         .unwrap();
     assert_eq!(sync(&ca, Some(&again.identity), "since=0").0, 200);
@@ -375,7 +385,7 @@ fn sync_serves_each_host_its_part_full_then_deltas() {
 #[test]
 fn sigterm_ends_long_polls_and_exits_cleanly() {
     let mut ca = TestCa::start();
-    let web = enroll(&ca, &host_token(&ca, "env=prod", "1h"), "web-1")
+    let web = enroll(&ca, &host_token(&ca, "env=prod", "1h", &["web-1"]), "web-1")
         .ok()
         .unwrap();
     let v = parse(sync(&ca, Some(&web.identity), "since=0").1.unwrap()).version;

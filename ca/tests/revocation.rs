@@ -67,7 +67,9 @@ fn enroll(ca: &TestCa, name: &str, tags: &str) -> smith_api::Identity {
 fn sync(ca: &TestCa, id: &smith_api::Identity) -> (u64, Vec<u8>) {
     let s = ca.sync_full(id);
     let krl = match s.krl_base64 {
-        Some(b) => base64::engine::general_purpose::STANDARD.decode(b).unwrap(),
+        Some(b) => base64::engine::general_purpose::STANDARD
+            .decode(b.as_bytes())
+            .unwrap(),
         None => vec![],
     };
     (s.version, krl)

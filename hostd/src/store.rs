@@ -575,7 +575,7 @@ mod tests {
             grants: vec![],
             sudo_gid: PosixId::new(2_001_000_000).unwrap(),
             user_ca_keys: vec![],
-            krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k)),
+            krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k).into()),
         }
     }
 

@@ -200,7 +200,7 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     let h = HostRoot::new();
     let token = {
         let o = ca.admin(&[
-            "host", "token", "--tags", "env=prod", "--ttl", "1h", "--json",
+            "host", "token", "--tags", "env=prod", "--ttl", "1h", "--json", "--name", "web-1",
         ]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         v["token"].as_str().unwrap().to_string()

@@ -93,8 +93,10 @@ impl RealCa {
         )
     }
 
-    fn host_token(&self, tags: &str) -> String {
-        let o = self.admin(&["host", "token", "--tags", tags, "--ttl", "1h", "--json"]);
+    fn host_token(&self, tags: &str, name: &str) -> String {
+        let o = self.admin(&[
+            "host", "token", "--tags", tags, "--ttl", "1h", "--json", "--name", name,
+        ]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         v["token"].as_str().unwrap().to_string()
     }
@@ -143,7 +145,7 @@ fn enrolls_and_syncs_with_the_real_ca() {
     ] {
         ca.admin(&args);
     }
-    let token = ca.host_token("env=dev,role=db");
+    let token = ca.host_token("env=dev,role=db", "db-1");
     let h = HostRoot::new();
     let activate = |h: &HostRoot, token: &str, name: &str| {
         h.host_cmd(&[
@@ -287,7 +289,7 @@ fn removed_or_expired_hosts_keep_serving_and_say_what_to_do() {
         a.extend_from_slice(extra);
         h.host_cmd(&a)
     };
-    let token = ca.host_token("env=dev");
+    let token = ca.host_token("env=dev", "db-1");
     let o = activate(&[
         "--ca",
         &ca.url,
@@ -347,7 +349,7 @@ fn removed_or_expired_hosts_keep_serving_and_say_what_to_do() {
 
     // Re-enrolled with a new token alone (CA, fingerprint and name from host.toml);
     // the running daemon picks up the new credentials and the problem clears.
-    let token = ca.host_token("env=dev");
+    let token = ca.host_token("env=dev", "db-1");
     let o = activate(&["--token", &token]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -127,6 +127,6 @@ mod tests {
         assert!(IdRange::new(3, 2).is_err());
         assert!(DEFAULT_ID_RANGE.contains(2_001_000_000));
         assert!(!DEFAULT_ID_RANGE.contains(200_000));
-        assert!(DEFAULT_ID_RANGE.end <= MAX_ID && DEFAULT_ID_RANGE.start > 600_165_535);
+        const { assert!(DEFAULT_ID_RANGE.end <= MAX_ID && DEFAULT_ID_RANGE.start > 600_165_535) };
     }
 }

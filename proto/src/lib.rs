@@ -21,6 +21,7 @@ pub mod cachefile;
 #[allow(unsafe_code)]
 pub mod client;
 pub mod event;
+pub mod hostpattern;
 pub mod ids;
 pub mod local;
 pub mod names;
@@ -30,11 +31,13 @@ pub mod pidlock;
 pub mod policy;
 pub mod sshcert;
 pub mod tags;
+pub mod text;
 pub mod wire;
 
 #[cfg(feature = "serde")]
 pub mod snapshot;
 
+pub use hostpattern::HostPattern;
 pub use ids::{IdRange, PosixId};
 pub use names::{GroupName, HostName, UserName};
 pub use tags::{Level, Selector, Tags};

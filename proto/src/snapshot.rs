@@ -64,9 +64,10 @@ pub struct SyncResponse {
     pub sudo_gid: PosixId,
     /// OpenSSH public key lines of the user CA (several during a rotation).
     pub user_ca_keys: Vec<String>,
-    /// OpenSSH KRL (binary, base64) of revoked certificates, if any.
+    /// OpenSSH KRL (binary, base64) of revoked certificates, if any. Shared: the CA
+    /// builds it once per version and every response serializes the same text.
     #[serde(default)]
-    pub krl_base64: Option<String>,
+    pub krl_base64: Option<std::sync::Arc<str>>,
 }
 
 /// A host's materialized view after applying sync responses.
@@ -126,7 +127,7 @@ impl HostState {
             grants: r.grants,
             sudo_gid: r.sudo_gid,
             user_ca_keys: r.user_ca_keys,
-            krl_base64: r.krl_base64,
+            krl_base64: r.krl_base64.map(|k| k.to_string()),
         }
     }
 
@@ -167,7 +168,7 @@ impl HostState {
                 self.grants = r.grants;
                 self.sudo_gid = r.sudo_gid;
                 self.user_ca_keys = r.user_ca_keys;
-                self.krl_base64 = r.krl_base64;
+                self.krl_base64 = r.krl_base64.map(|k| k.to_string());
             }
         }
         Ok(())

@@ -343,9 +343,11 @@ impl Fleet {
         self.admin(args)?.ok()
     }
 
-    /// A fresh single-use enrollment token for `tags`.
-    pub fn host_token(&self, tags: &str) -> Result<String> {
-        let o = self.admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h", "--json"])?;
+    /// A fresh single-use enrollment token for host `name` with `tags`.
+    pub fn host_token(&self, name: &str, tags: &str) -> Result<String> {
+        let o = self.admin_ok(&[
+            "host", "token", "--tags", tags, "--ttl", "1h", "--json", "--name", name,
+        ])?;
         let v: serde_json::Value = serde_json::from_str(o.out())
             .with_context(|| format!("host token --json printed {:?}", o.stdout))?;
         Ok(v["token"].as_str().context("token field")?.to_string())
@@ -362,7 +364,9 @@ impl Fleet {
     /// [`Fleet::add_host`] whose SSH host certificates also name `ssh_names` (allowed by
     /// its enrollment token and asked for at activation).
     pub fn add_host_named(&mut self, name: &str, tags: &str, ssh_names: &[&str]) -> Result<usize> {
-        let mut args = vec!["host", "token", "--tags", tags, "--ttl", "1h", "--json"];
+        let mut args = vec![
+            "host", "token", "--tags", tags, "--ttl", "1h", "--json", "--name", name,
+        ];
         for n in ssh_names {
             args.extend(["--ssh-name", n]);
         }

@@ -522,7 +522,7 @@ fn debs_install_activate_log_in_and_purge_without_a_trace() -> Result<()> {
 
     // Activate, start the root's own daemons, log in.
     let activate = |fleet: &Fleet, deb: &DebRoot| -> Result<()> {
-        let token = fleet.host_token(TAGS)?;
+        let token = fleet.host_token(HOST_NAME, TAGS)?;
         let ca = fleet.ca();
         deb.exec(&[
             "smith-host",

@@ -111,6 +111,12 @@ fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints one line of text that holds fields from hosts and users, with control
+/// characters shown as escapes (no forged lines, no terminal control).
+fn say(line: String) {
+    println!("{}", smith_proto::text::escape_controls(&line));
+}
+
 /// One line for a person.
 pub fn describe(e: &Entry) -> String {
     let v = &e.event;
@@ -202,7 +208,16 @@ pub fn describe(e: &Entry) -> String {
         ),
         other => format!("{other}: {v}"),
     };
-    format!("{} {:<8} #{:<5} {}", time(e.at_unix), e.host, e.seq, what)
+    // Fields come from hosts and users (command lines, directories, reasons): one line,
+    // no terminal control, whatever they hold.
+    smith_proto::text::escape_controls(&format!(
+        "{} {:<8} #{:<5} {}",
+        time(e.at_unix),
+        e.host,
+        e.seq,
+        what
+    ))
+    .into_owned()
 }
 
 fn print_verify(r: &VerifyReport, as_json: bool) -> anyhow::Result<()> {
@@ -286,7 +301,7 @@ pub fn run(c: &Client, cmd: AuditCmd) -> anyhow::Result<()> {
                 return json(&rs);
             }
             for r in &rs {
-                println!(
+                say(format!(
                     "{} {:<16} {} at record {} (batch {}..{}, {} records): {}",
                     time(r.at),
                     r.host,
@@ -296,7 +311,7 @@ pub fn run(c: &Client, cmd: AuditCmd) -> anyhow::Result<()> {
                     r.last_seq,
                     r.records,
                     r.reason
-                );
+                ));
             }
             if rs.is_empty() {
                 eprintln!("no upload was ever rejected");
@@ -318,14 +333,14 @@ pub fn run(c: &Client, cmd: AuditCmd) -> anyhow::Result<()> {
                 return json(&fs);
             }
             for f in &fs {
-                println!(
+                say(format!(
                     "{} {:<8} #{:<5} {:<20} {}",
                     time(f.at_unix),
                     f.host,
                     f.seq,
                     f.kind,
                     f.detail
-                );
+                ));
             }
             if fs.is_empty() {
                 eprintln!(

@@ -435,15 +435,7 @@ impl Authority {
                 Some(_) => Ok((
                     vec![Change::AddToken {
                         hash,
-                        token: Token {
-                            kind: TokenKind::User,
-                            subject: name.to_string(),
-                            tags: None,
-                            created_at: at,
-                            expires_at: Some(expires_at),
-                            used_at: None,
-                            ssh_names: vec![],
-                        },
+                        token: Token::bearer(TokenKind::User, name.as_str(), at, Some(expires_at)),
                     }],
                     (),
                 )),
@@ -471,15 +463,7 @@ impl Authority {
             Ok((
                 vec![Change::AddToken {
                     hash,
-                    token: Token {
-                        kind: TokenKind::Scim,
-                        subject: "scim".into(),
-                        tags: None,
-                        created_at: at,
-                        expires_at: Some(expires_at),
-                        used_at: None,
-                        ssh_names: vec![],
-                    },
+                    token: Token::bearer(TokenKind::Scim, "scim", at, Some(expires_at)),
                 }],
                 (),
             ))

@@ -112,8 +112,34 @@ pub enum Error {
          (`smith-ca admin host remove {owner}`) or pick another name"
     )]
     SshNameTaken { name: HostName, owner: HostName },
-    #[error("at most {0} SSH names per enrollment token")]
+    #[error("at most {0} SSH names per host")]
     TooManySshNames(usize),
+    #[error(
+        "this enrollment token does not allow the host name '{name}' (it allows: {allowed}){}; \
+         the token was not used: enroll with a name it allows (smith-host activate --name) or \
+         get a token with `smith-ca admin host token --name {name} ...`",
+        if *.ip { "; an IP address is allowed only when a token names it exactly" } else { "" }
+    )]
+    HostNameNotAllowed {
+        name: HostName,
+        allowed: String,
+        ip: bool,
+    },
+    #[error(
+        "this client certificate of host '{host}' was replaced by a renewal at {}: the host \
+         uses its new certificate (if this is the host itself, it lost it: re-enroll with \
+         `smith-host activate --token`; if not, someone holds a copy of its key)", rfc3339(*.since)
+    )]
+    ClientCertSuperseded { host: HostName, since: u64 },
+    #[error(
+        "refused: host '{0}' renewed with a certificate that a newer one, already in use, \
+         replaced: two holders of one host identity; the CA recorded an alert. If this is \
+         the real host, re-enroll it (`smith-ca admin host remove`, a new token, \
+         `smith-host activate --token`) and rotate its key"
+    )]
+    HostIdentityForked(HostName),
+    #[error("host '{host}' renewed too often in the last minutes; retry in {retry_after} s")]
+    RenewTooSoon { host: HostName, retry_after: u64 },
     #[error("at most 8 SSH host keys")]
     TooManyHostKeys,
     #[error("SSH host key: {0}")]
@@ -193,6 +219,10 @@ impl Error {
             Error::Credential(e) => e.code(),
             Error::HostExists(_) => C::HostExists,
             Error::SshNameNotAllowed { .. } => C::SshNameNotAllowed,
+            Error::HostNameNotAllowed { .. } => C::HostNameNotAllowed,
+            Error::ClientCertSuperseded { .. } => C::ClientCertSuperseded,
+            Error::HostIdentityForked(_) => C::HostIdentityForked,
+            Error::RenewTooSoon { .. } => C::RenewTooSoon,
             Error::SshNameTaken { .. } => C::SshNameTaken,
             Error::InvalidHostKey(_) => C::InvalidHostKey,
             Error::InvalidCsr(_) => C::InvalidCsr,

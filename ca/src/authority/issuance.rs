@@ -22,13 +22,16 @@ use std::sync::Arc;
 
 pub use super::hosts::BACKDATE_SECS;
 
-/// Who asks for a certificate.
+/// Who asks for a certificate: an authenticated caller (a token that did not verify
+/// never gets here: it is refused and counted by [`Authority::reject_credential`], never
+/// recorded as a decision).
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// A user token, settled by the adapter.
     Token(UserName),
-    /// An OIDC ID token: verified (then signed in here), or refused by verification.
-    Oidc(Result<IdToken, Refusal>),
+    /// An OIDC ID token whose signature, issuer, audience and times verified (signed in
+    /// here).
+    Oidc(IdToken),
 }
 
 /// A certificate request.
@@ -61,11 +64,14 @@ pub struct Issued {
     pub clipped_to: Option<u64>,
 }
 
-/// Why no certificate was issued: a recorded denial, or a failure of the CA.
+/// Why no certificate was issued: a recorded denial, a caller whose credential turned
+/// out not to be theirs (counted, not recorded), or a failure of the CA.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IssueError {
     #[error("{}", .0.reason)]
     Denied(Denied),
+    #[error("{}", .0.reason)]
+    Unauthenticated(Refusal),
     #[error(transparent)]
     Failed(#[from] Error),
 }
@@ -74,6 +80,7 @@ impl IssueError {
     pub fn code(&self) -> ErrorCode {
         match self {
             IssueError::Denied(d) => d.code,
+            IssueError::Unauthenticated(r) => r.code,
             IssueError::Failed(e) => e.code(),
         }
     }
@@ -97,15 +104,29 @@ impl Authority {
         }
     }
 
-    /// Applies a verified OIDC sign-in (nonce rule, provisioning, memberships); returns
-    /// the user and a note for the decision log.
-    async fn oidc_caller(
-        self: &Arc<Self>,
-        t: IdToken,
-        nonce: Option<&str>,
-    ) -> Result<(UserName, String), Denied> {
-        crate::oidc::verify::check_nonce(t.nonce.as_deref(), nonce)
-            .map_err(|r| Denied::new(r.code, r.reason))?;
+    /// Counts a credential that did not verify (a forged, expired or replayed token):
+    /// nothing is recorded about it (its claims are unverified, and unauthenticated
+    /// traffic must not write to the decisions or the chain); the count is logged now and
+    /// then.
+    pub fn reject_credential(&self, why: &Refusal) {
+        let n = self
+            .rejected_credentials
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(total = n, code = %why.code, "credentials refused before authentication (not recorded as decisions)");
+        }
+    }
+
+    /// How many credentials were refused before authentication since start.
+    pub fn rejected_credentials(&self) -> u64 {
+        self.rejected_credentials
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Applies a verified OIDC sign-in (provisioning, memberships); returns the user and
+    /// a note for the decision log.
+    async fn oidc_caller(self: &Arc<Self>, t: IdToken) -> Result<(UserName, String), Denied> {
         if !t.ignored_groups.is_empty() {
             tracing::info!(user = %t.username, ignored = ?t.ignored_groups, "OIDC groups that are not valid group names were ignored");
         }
@@ -143,24 +164,21 @@ impl Authority {
         };
         let (user, via) = match input.caller {
             Caller::Token(u) => (u, None),
-            Caller::Oidc(verified) => {
-                let outcome = match verified {
-                    Ok(t) => {
-                        decision.user = t.username.to_string();
-                        self.oidc_caller(t, input.oidc_nonce.as_deref()).await
-                    }
-                    Err(r) => {
-                        decision.user = r
-                            .claimed_user
-                            .clone()
-                            .unwrap_or_else(|| "(unknown)".to_string());
-                        Err(Denied::new(r.code, r.reason))
-                    }
-                };
-                match outcome {
+            Caller::Oidc(t) => {
+                // A nonce that does not match: a token replayed from another sign-in,
+                // so not this caller's: refused like a forged one, not recorded.
+                if let Err(r) = crate::oidc::verify::check_nonce(
+                    t.nonce.as_deref(),
+                    input.oidc_nonce.as_deref(),
+                ) {
+                    self.reject_credential(&r);
+                    return Err(IssueError::Unauthenticated(r));
+                }
+                decision.user = t.username.to_string();
+                match self.oidc_caller(t).await {
                     Ok((u, note)) => (u, Some(note)),
                     Err(mut d) => {
-                        d.reason = format!("ID token refused: {}", d.reason);
+                        d.reason = format!("sign-in refused: {}", d.reason);
                         return Err(self.deny(decision, d).await);
                     }
                 }

@@ -31,7 +31,7 @@ pub use crate::store::{CertQuery, Selector};
 pub use directory::{gecos_from, MemberOp, NewGroup, NewUser, UserUpdate};
 pub use error::Error;
 pub use grants::NewGrant;
-pub use hosts::{EnrollInput, Enrolled, HostTokenInput};
+pub use hosts::{EnrollInput, Enrolled, HostCertTarget, HostTokenInput};
 pub use issuance::{Caller, IssueError, IssueInput, Issued};
 pub use revocation::RevokeOutcome;
 
@@ -62,6 +62,8 @@ pub struct Config {
     pub host_ssh_cert_ttl: Duration,
     /// Lifetime of user tokens minted without one.
     pub default_user_token_ttl: Duration,
+    /// How long a host's replaced client certificate keeps working after a renewal.
+    pub host_cert_overlap: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             host_cert_ttl: Duration::from_secs(24 * 3600),
             host_ssh_cert_ttl: Duration::from_secs(90 * 86400),
             default_user_token_ttl: Duration::from_secs(7 * 86400),
+            host_cert_overlap: Duration::from_secs(hosts::DEFAULT_CERT_OVERLAP_SECS),
         }
     }
 }
@@ -87,7 +90,7 @@ pub struct Keys {
 }
 
 fn read_key(dd: &DataDir, path: &std::path::Path) -> anyhow::Result<PrivateKey> {
-    let text = dd.read(path)?;
+    let text = dd.read_secret(path)?;
     PrivateKey::from_openssh(text.trim())
         .with_context(|| format!("{} is not an OpenSSH private key", path.display()))
 }
@@ -103,7 +106,7 @@ impl Keys {
             .with_context(|| format!("{} is not a usable key", dd.user_ca().display()))?;
         let tls_root = TlsRoot::load(
             &dd.read(&dd.tls_root_cert())?,
-            &dd.read(&dd.tls_root_key())?,
+            &dd.read_secret(&dd.tls_root_key())?,
         )
         .context("cannot load the TLS root")?;
         Ok(Keys {
@@ -136,6 +139,13 @@ pub struct Authority {
     serial: AtomicU64,
     version_tx: watch::Sender<u64>,
     liveness: Mutex<HashMap<u64, Liveness>>,
+    /// Per host, its current client certificate's serial once a request used it (a
+    /// renewal from the previous one is then a second holder, not a retry).
+    cert_seen: Mutex<HashMap<u64, String>>,
+    /// Per host, the times of its recent renewals.
+    renewals: Mutex<HashMap<u64, Vec<u64>>>,
+    /// Credentials refused before authentication (never recorded as decisions).
+    rejected_credentials: AtomicU64,
 }
 
 /// Unix seconds now.
@@ -180,6 +190,9 @@ impl Authority {
             serial: AtomicU64::new(loaded.last_serial),
             version_tx,
             liveness: Mutex::new(liveness),
+            cert_seen: Mutex::new(HashMap::new()),
+            renewals: Mutex::new(HashMap::new()),
+            rejected_credentials: AtomicU64::new(0),
         })
     }
 

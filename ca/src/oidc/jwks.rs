@@ -155,6 +155,34 @@ fn usable(jwk: &Jwk) -> Option<Key> {
     })
 }
 
+/// Redirects the discovery and JWKS fetches may follow: at most 3, each to https on the
+/// host the chain started at (never a downgrade to http, never another host or an
+/// internal address the IdP's answer names). With `allow_http` (tests on loopback) the
+/// scheme may stay http, still on the same host.
+fn same_host_https_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let next = attempt.url().clone();
+        let same_host = first.as_ref().is_some_and(|f| {
+            f.host_str() == next.host_str()
+                && f.port_or_known_default() == next.port_or_known_default()
+        });
+        let scheme_ok = next.scheme() == "https"
+            || first
+                .as_ref()
+                .is_some_and(|f| f.scheme() == "http" && next.scheme() == "http");
+        if attempt.previous().len() > 3 {
+            attempt.error("too many redirects")
+        } else if same_host && scheme_ok {
+            attempt.follow()
+        } else {
+            attempt.error(format!(
+                "refusing a redirect to {next}: only https on the same host is followed"
+            ))
+        }
+    })
+}
+
 impl KeyCache {
     pub fn new(cfg: Arc<OidcConfig>) -> Result<KeyCache, String> {
         let tls = tls_config(cfg.extra_roots_pem.as_deref())?;
@@ -162,7 +190,7 @@ impl KeyCache {
             .use_preconfigured_tls(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(same_host_https_redirects())
             .user_agent(concat!("smith-ca/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the OIDC HTTP client: {e}"))?;

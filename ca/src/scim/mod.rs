@@ -163,18 +163,22 @@ pub struct ScimBody(pub Value);
 impl<S: Send + Sync> FromRequest<S> for ScimBody {
     type Rejection = ScimError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ScimError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| {
-                ScimError::new(
-                    413,
-                    Some("tooMany"),
-                    format!(
-                        "the request body is larger than {} KiB",
-                        crate::server::BODY_LIMIT / 1024
-                    ),
-                )
-            })?;
+        let bytes = tokio::time::timeout(
+            crate::server::error::BODY_DEADLINE,
+            axum::body::Bytes::from_request(req, state),
+        )
+        .await
+        .map_err(|_| ScimError::new(408, None, crate::server::error::body_timeout().message))?
+        .map_err(|_| {
+            ScimError::new(
+                413,
+                Some("tooMany"),
+                format!(
+                    "the request body is larger than {} KiB",
+                    crate::server::BODY_LIMIT / 1024
+                ),
+            )
+        })?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ScimError::syntax(format!("the body is not JSON: {e}")))?;
         if !v.is_object() {

@@ -5,10 +5,10 @@
 //! Must never: answer an admin endpoint for anything but an admin token (a user token gets
 //! 403 `admin_only`), or return a token other than the one just minted.
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
 use super::Ca;
 use crate::auth::Principal;
-use crate::authority::{Error, HostTokenInput, NewGrant, NewGroup, NewUser};
+use crate::authority::{Error, HostCertTarget, HostTokenInput, NewGrant, NewGroup, NewUser};
 use crate::model::{Grant, Group, User};
 use crate::origin::Origin;
 use axum::extract::{FromRequestParts, State};
@@ -16,10 +16,11 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use smith_api::{
-    CaKeys, Decision, ErrorCode, GrantAdd, GrantInfo, GroupAdd, GroupInfo, Health, HostInfo,
+    CaKeys, Decision, ErrorCode, GrantAdd, GrantInfo, GroupAdd, GroupInfo, Health, HostCertInfo,
+    HostCertRevokeRequest, HostCertRevokeResponse, HostInfo, HostKrl, HostTagsRequest,
     HostTokenRequestNamed, MemberChange, TokenRequest, TokenResponse, UserAdd, UserInfo,
 };
-use smith_proto::{GroupName, HostName, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, UserName};
 use std::sync::Arc;
 
 /// Extractor: the request carries the admin token; the origin of its changes.
@@ -38,22 +39,40 @@ impl FromRequestParts<Arc<Ca>> for Admin {
     }
 }
 
-pub async fn health() -> Json<Health> {
+pub async fn health(State(ca): State<Arc<Ca>>, parts: axum::http::request::Parts) -> Json<Health> {
+    let admin = matches!(
+        ca.authority.authenticate(super::bearer(&parts)),
+        Ok(Principal::Admin)
+    );
     Json(Health {
         status: "ok".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: admin.then(|| env!("CARGO_PKG_VERSION").to_string()),
+        rejected_credentials: admin.then(|| ca.authority.rejected_credentials()),
     })
 }
 
 pub async fn user_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
     Json(CaKeys {
         keys: ca.authority.user_ca_keys().to_vec(),
+        patterns: vec![],
     })
 }
 
+/// `GET /v1/ca/host-keys` (public): the host CA keys and the host name patterns they
+/// certify, for `@cert-authority` lines.
 pub async fn host_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
     Json(CaKeys {
         keys: ca.authority.host_ca_keys().to_vec(),
+        patterns: ca.authority.host_patterns(),
+    })
+}
+
+/// `GET /v1/ca/host-krl` (public): revoked SSH host certificates, for ssh clients'
+/// `RevokedHostKeys`.
+pub async fn host_krl(State(ca): State<Arc<Ca>>) -> Json<HostKrl> {
+    Json(HostKrl {
+        krl_base64: ca.authority.host_krl(),
+        generated_at: crate::authority::now(),
     })
 }
 
@@ -148,7 +167,7 @@ pub async fn user_token(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(name): ApiPath<String>,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let name = parse_user(&name)?;
     let req: TokenRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
@@ -283,10 +302,13 @@ pub async fn host_token(
     State(ca): State<Arc<Ca>>,
     ApiJson(req): ApiJson<HostTokenRequestNamed>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    let mut names = req.names;
+    names.extend(req.ssh_names.into_iter().map(HostPattern::Exact));
     let input = HostTokenInput {
         tags: req.request.tags,
         ttl_secs: req.request.ttl_secs,
-        ssh_names: req.ssh_names,
+        names,
+        uses: req.uses.unwrap_or(1),
     };
     let (token, expires_at) = ca.run(move |a| a.mint_host_token(&origin, input)).await?;
     Ok((
@@ -321,6 +343,67 @@ pub async fn remove_host(
     let name = HostName::new(&name).map_err(|e| invalid_name("host", &name, e))?;
     let h = ca.run(move |a| a.remove_host(&origin, &name)).await?;
     Ok(Json(host_info(&ca, &h)))
+}
+
+/// `POST /v1/admin/hosts/{name}/tags`: replaces a host's tags.
+pub async fn set_host_tags(
+    Admin(origin): Admin,
+    State(ca): State<Arc<Ca>>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<HostTagsRequest>,
+) -> Result<Json<HostInfo>, ApiError> {
+    let name = HostName::new(&name).map_err(|e| invalid_name("host", &name, e))?;
+    let h = ca
+        .run(move |a| a.set_host_tags(&origin, &name, req.tags))
+        .await?;
+    Ok(Json(host_info(&ca, &h)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct HostCertQueryParams {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    valid: bool,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `GET /v1/admin/hosts/certs?host=H&valid=true&limit=N`: SSH host certificates.
+pub async fn host_certs(
+    _: Admin,
+    State(ca): State<Arc<Ca>>,
+    ApiQuery(q): ApiQuery<HostCertQueryParams>,
+) -> Result<Json<Vec<HostCertInfo>>, ApiError> {
+    let host = match q.host {
+        Some(h) => Some(HostName::new(&h).map_err(|e| invalid_name("host", &h, e))?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    Ok(Json(
+        ca.run(move |a| a.host_certs(host, q.valid, limit)).await?,
+    ))
+}
+
+/// `POST /v1/admin/hosts/certs/revoke`: by serial, or every valid one of a host.
+pub async fn revoke_host_certs(
+    Admin(origin): Admin,
+    State(ca): State<Arc<Ca>>,
+    ApiJson(req): ApiJson<HostCertRevokeRequest>,
+) -> Result<Json<HostCertRevokeResponse>, ApiError> {
+    let target = match (req.serial, req.host) {
+        (Some(s), None) => HostCertTarget::Serial(s),
+        (None, Some(h)) => HostCertTarget::Host(h),
+        _ => return Err(Error::InvalidInput("name exactly one of serial and host".into()).into()),
+    };
+    let plan = ca
+        .run(move |a| a.revoke_host_certs(&origin, &target, req.reason.as_deref()))
+        .await?;
+    Ok(Json(HostCertRevokeResponse {
+        revoked: plan.revoke,
+        already_revoked: plan.already_revoked,
+        expired: plan.expired,
+    }))
 }
 
 #[derive(serde::Deserialize)]

@@ -18,7 +18,8 @@
 
 use super::admin::Admin;
 use super::error::{ApiError, ApiJson, ApiQuery};
-use super::{Ca, Peer};
+use super::hosts::HostCaller;
+use super::Ca;
 use crate::audit::{oob, Entry, Filter, RejectionInfo, VerifyReport};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::Json;
@@ -43,10 +44,9 @@ pub fn router() -> Router<Arc<Ca>> {
 
 async fn upload(
     State(ca): State<Arc<Ca>>,
-    peer: Peer,
+    HostCaller { host, .. }: HostCaller,
     ApiJson(batch): ApiJson<AuditBatch>,
 ) -> Result<Json<AuditAck>, ApiError> {
-    let host = super::hosts::host_of(&ca, &peer)?;
     let n = batch.records.len();
     match ca.authority.audit_upload(&host.name, batch.records).await? {
         Ok(ack) => {
@@ -60,8 +60,10 @@ async fn upload(
     }
 }
 
-async fn head(State(ca): State<Arc<Ca>>, peer: Peer) -> Result<Json<AuditAck>, ApiError> {
-    let host = super::hosts::host_of(&ca, &peer)?;
+async fn head(
+    State(ca): State<Arc<Ca>>,
+    HostCaller { host, .. }: HostCaller,
+) -> Result<Json<AuditAck>, ApiError> {
     let h = ca.run(move |a| a.audit_head(&host.name)).await?;
     Ok(Json(crate::audit::ack_of(h)))
 }

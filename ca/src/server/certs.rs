@@ -27,10 +27,26 @@ impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
         if let Some(v) = &ca.oidc {
             let token = bearer(parts);
             if crate::oidc::verify::looks_like_jwt(token) {
-                return Ok(Engineer(Caller::Oidc(v.verify(token).await)));
+                return match v.verify(token).await {
+                    Ok(t) => Ok(Engineer(Caller::Oidc(t))),
+                    // Unauthenticated: counted, never recorded, no claim of it shown.
+                    Err(r) => {
+                        ca.authority.reject_credential(&r);
+                        Err(ApiError::new(
+                            r.code,
+                            format!("ID token refused: {}", r.reason),
+                        ))
+                    }
+                };
             }
         }
-        let refused = match ca.principal(parts)? {
+        let principal = ca.principal(parts).inspect_err(|e| {
+            ca.authority.reject_credential(&crate::oidc::Refusal {
+                code: e.code,
+                reason: e.message.clone(),
+            })
+        })?;
+        let refused = match principal {
             Principal::User(u) => return Ok(Engineer(Caller::Token(u))),
             Principal::Admin => {
                 "the admin token cannot get certificates; mint a user token with \

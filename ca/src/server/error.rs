@@ -35,6 +35,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::InvalidCsr
         | C::InvalidHostKey => StatusCode::BAD_REQUEST,
         C::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         C::NotFound | C::UnknownGroup | C::NotAMember | C::OidcNotConfigured => {
             StatusCode::NOT_FOUND
@@ -47,6 +48,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::ClientCertRequired
         | C::ClientCertExpired
         | C::ClientCertNotYetValid
+        | C::ClientCertSuperseded
         | C::OidcMalformed
         | C::OidcBadAlgorithm
         | C::OidcWrongIssuer
@@ -63,6 +65,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::WrongHost
         | C::HostRemoved
         | C::SshNameNotAllowed
+        | C::HostNameNotAllowed
         | C::UnknownUser
         | C::UserDisabled
         | C::NoMatchingGrant
@@ -76,7 +79,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::NameConflict
         | C::IdConflict
         | C::AuditChainBroken
-        | C::AuditReplay => StatusCode::CONFLICT,
+        | C::AuditReplay
+        | C::HostIdentityForked => StatusCode::CONFLICT,
+        C::RenewTooSoon => StatusCode::TOO_MANY_REQUESTS,
         C::IdExhausted | C::OidcUnavailable | C::Overloaded | C::ShuttingDown | C::Unavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -161,14 +166,50 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// `Json` whose rejection is an [`ApiError`].
+/// How long a request body may take to arrive, whatever its size (bodies are at most
+/// 4 MiB): a client that trickles bytes holds its connection this long at most.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The refusal of a body that did not arrive within [`BODY_DEADLINE`].
+pub fn body_timeout() -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        format!(
+            "the request body did not arrive within {} s",
+            BODY_DEADLINE.as_secs()
+        ),
+    )
+}
+
+/// `Json` whose rejection is an [`ApiError`], read within [`BODY_DEADLINE`]. As the last
+/// extractor of a handler, it reads the body only after the credential extractors before
+/// it accepted the caller.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        let axum::Json(v) =
+            tokio::time::timeout(BODY_DEADLINE, axum::Json::<T>::from_request(req, state))
+                .await
+                .map_err(|_| body_timeout())??;
         Ok(ApiJson(v))
+    }
+}
+
+/// The raw body as bytes, read within [`BODY_DEADLINE`].
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let b = tokio::time::timeout(BODY_DEADLINE, axum::body::Bytes::from_request(req, state))
+            .await
+            .map_err(|_| body_timeout())?
+            .map_err(|_| {
+                ApiError::new(ErrorCode::TooLarge, "request body is larger than 64 KiB")
+            })?;
+        Ok(ApiBytes(b))
     }
 }
 

@@ -31,11 +31,38 @@ fn answer(ca: &Ca, e: Enrolled) -> EnrollResponse {
     }
 }
 
+/// Extractor: an enrollment token sent as `Authorization: Bearer` is checked before the
+/// body is read (a request without one carries it in its body, as older hosts send it).
+pub struct EnrollBearer(Option<String>);
+
+impl axum::extract::FromRequestParts<Arc<Ca>> for EnrollBearer {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        ca: &Arc<Ca>,
+    ) -> Result<Self, ApiError> {
+        let token = super::bearer(parts);
+        if token.is_empty() {
+            return Ok(EnrollBearer(None));
+        }
+        ca.authority.check_enrollment_token(token)?;
+        Ok(EnrollBearer(Some(token.to_string())))
+    }
+}
+
 pub async fn enroll(
     State(ca): State<Arc<Ca>>,
     peer: Peer,
+    EnrollBearer(bearer): EnrollBearer,
     ApiJson(req): ApiJson<EnrollRequestNamed>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    if bearer.as_ref().is_some_and(|b| *b != req.request.token) {
+        return Err(Error::InvalidInput(
+            "the enrollment token in the Authorization header and the one in the body differ"
+                .into(),
+        )
+        .into());
+    }
     let input = EnrollInput {
         token: req.request.token,
         host_name: req.request.host_name,
@@ -53,14 +80,39 @@ pub(crate) fn host_of(ca: &Ca, peer: &Peer) -> Result<Host, ApiError> {
     Ok(ca.authority.host_identity(peer.cert.as_ref())?)
 }
 
+/// Extractor: the host presenting this connection's client certificate, and that
+/// certificate's serial. As a parts extractor it runs before any body is read, so an
+/// unauthenticated peer never gets a body parsed.
+pub struct HostCaller {
+    pub host: Host,
+    pub serial: String,
+}
+
+impl axum::extract::FromRequestParts<Arc<Ca>> for HostCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        ca: &Arc<Ca>,
+    ) -> Result<Self, ApiError> {
+        let peer = Peer::from_request_parts(parts, ca).await?;
+        let host = host_of(ca, &peer)?;
+        Ok(HostCaller {
+            host,
+            serial: peer.cert.map(|c| c.serial).unwrap_or_default(),
+        })
+    }
+}
+
 pub async fn renew(
     State(ca): State<Arc<Ca>>,
-    peer: Peer,
+    HostCaller {
+        host,
+        serial: presented,
+    }: HostCaller,
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
-    let host = host_of(&ca, &peer)?;
     let renewed = ca
-        .run(move |a| a.renew(&host, &req.csr_pem, &req.ssh_host_keys))
+        .run(move |a| a.renew(&host, &presented, &req.csr_pem, &req.ssh_host_keys))
         .await?;
     Ok(Json(answer(&ca, renewed)))
 }

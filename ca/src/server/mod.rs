@@ -14,6 +14,7 @@ pub mod certs;
 pub mod error;
 pub mod hosts;
 pub mod mtls;
+pub mod proxy;
 pub mod revocation;
 
 use crate::auth::Principal;
@@ -39,7 +40,13 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 8192;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers must arrive within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// A trusted proxy's PROXY header must arrive within this.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--max-connections-per-source`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -49,6 +56,13 @@ pub struct ServeConfig {
     /// Validity of the SSH host certificates signed at enrollment and renewal.
     pub host_ssh_cert_ttl: Duration,
     pub default_user_token_ttl: Duration,
+    /// How long a host's replaced client certificate keeps working after a renewal.
+    pub host_cert_overlap: Duration,
+    /// Load balancers whose connections start with a PROXY protocol header (v1 or v2)
+    /// naming the real client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections one client address may hold at once; more are closed at once.
+    pub max_connections_per_source: usize,
     /// OIDC sign-in (`--oidc-*`, `[oidc]` in `D/ca.toml`); `None`: tokens only.
     pub oidc: Option<crate::oidc::OidcConfig>,
 }
@@ -61,6 +75,7 @@ impl ServeConfig {
             host_cert_ttl: self.host_cert_ttl,
             host_ssh_cert_ttl: self.host_ssh_cert_ttl,
             default_user_token_ttl: self.default_user_token_ttl,
+            host_cert_overlap: self.host_cert_overlap,
         }
     }
 }
@@ -154,6 +169,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/health", get(admin::health))
         .route("/v1/ca/user-keys", get(admin::user_keys))
         .route("/v1/ca/host-keys", get(admin::host_keys))
+        .route("/v1/ca/host-krl", get(admin::host_krl))
         .route("/v1/certs/user", post(certs::issue))
         .route("/v1/auth/config", get(certs::auth_config))
         .route(
@@ -179,6 +195,12 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/admin/hosts/tokens", post(admin::host_token))
         .route("/v1/admin/hosts", get(admin::list_hosts))
         .route("/v1/admin/hosts/{name}", delete(admin::remove_host))
+        .route("/v1/admin/hosts/{name}/tags", post(admin::set_host_tags))
+        .route("/v1/admin/hosts/certs", get(admin::host_certs))
+        .route(
+            "/v1/admin/hosts/certs/revoke",
+            post(admin::revoke_host_certs),
+        )
         .route("/v1/admin/decisions", get(admin::decisions))
         .route("/v1/admin/certs", get(revocation::list))
         .route("/v1/admin/certs/revoke", post(revocation::revoke))
@@ -217,7 +239,7 @@ fn tls_config(dd: &DataDir, root: &TlsRoot) -> anyhow::Result<rustls::ServerConf
     let mut chain = smith_api::tls::certs_from_pem(dd.read(&dd.tls_server_cert())?.as_bytes())
         .map_err(anyhow::Error::msg)?;
     chain.push(root.cert_der.clone());
-    let key = smith_api::tls::key_from_pem(dd.read(&dd.tls_server_key())?.as_bytes())
+    let key = smith_api::tls::key_from_pem(dd.read_secret(&dd.tls_server_key())?.as_bytes())
         .map_err(anyhow::Error::msg)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -252,6 +274,8 @@ pub struct Running {
     pub ca: Arc<Ca>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The data directory's exclusive lock, released when stopped.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Running {
@@ -269,6 +293,7 @@ impl Running {
 /// [`Running::stop`]. `smith-ca serve` is this plus the signals; the test kit starts
 /// CAs in-process with it.
 pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
+    let lock = dd.lock()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ca = load(&dd, &cfg, shutdown_rx.clone())?;
     let tls = Arc::new(tls_config(&dd, ca.authority.tls_root())?);
@@ -291,22 +316,51 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
             "smith-ca serving"
         );
     }
+    let limits = Arc::new(Limits {
+        trusted_proxies: cfg.trusted_proxies.clone(),
+        per_source: cfg.max_connections_per_source.max(1),
+        open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        refused: std::sync::atomic::AtomicU64::new(0),
+    });
     let task = tokio::spawn(accept_loop(
         listener,
         acceptor,
         router(ca.clone()),
         shutdown_rx,
+        limits,
     ));
     Ok(Running {
         addr,
         ca,
         shutdown: shutdown_tx,
         task,
+        _lock: lock,
     })
+}
+
+/// Process settings of a server holding CA keys: no core dumps (they would hold the
+/// keys), not dumpable by ptrace, and as many file descriptors as the hard limit allows
+/// (connections are files; the unit sets `LimitNOFILE`).
+pub fn harden_process() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot make the process non-dumpable");
+    }
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, "cannot raise the open file limit");
+            }
+        }
+    }
 }
 
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
+    harden_process();
     let running = start(dd, cfg).await?;
     // Tests and scripts read this line to learn the port (`--listen 127.0.0.1:0`).
     println!("smith-ca listening on {}", running.addr);
@@ -317,12 +371,66 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What unauthenticated connections may take: per-source connection caps, and which
+/// peers speak the PROXY protocol.
+struct Limits {
+    trusted_proxies: Vec<ipnet::IpNet>,
+    per_source: usize,
+    /// Open connections per client address.
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Connections closed for being over their source's cap (logged now and then).
+    refused: std::sync::atomic::AtomicU64,
+}
+
+/// One connection counted against its source; uncounted when dropped.
+struct SourceSlot {
+    limits: Arc<Limits>,
+    ip: std::net::IpAddr,
+}
+
+impl Limits {
+    /// Counts a connection from `ip`, or `None` when `ip` holds its cap already.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.per_source {
+            drop(open);
+            let refused = self
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(source = %ip, cap = self.per_source, refused, "a client address holds its connection cap; closing its new connections (--max-connections-per-source)");
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` turns true, then drains them.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
     shutdown_rx: watch::Receiver<bool>,
+    limits: Arc<Limits>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = tokio::task::JoinSet::new();
@@ -351,9 +459,26 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let mut shutdown = shutdown_rx.clone();
+        let limits = limits.clone();
         tasks.spawn(async move {
             let _permit = permit;
+            let mut tcp = tcp;
             let _ = tcp.set_nodelay(true);
+            // Behind a trusted load balancer, the client is who its PROXY header says.
+            let mut addr = addr;
+            if limits.trusted_proxies.iter().any(|n| n.contains(&addr.ip())) {
+                match proxy::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
+                    Ok(proxy::Header::Proxied(client)) => addr = client,
+                    Ok(proxy::Header::Local) => {}
+                    Err(e) => {
+                        tracing::debug!(proxy = %addr, error = %e, "no valid PROXY header from a trusted proxy");
+                        return;
+                    }
+                }
+            }
+            let Some(_slot) = limits.admit(addr.ip()) else {
+                return;
+            };
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
                 Ok(Ok(s)) => s,
@@ -383,7 +508,7 @@ async fn accept_loop(
             let svc = hyper_util::service::TowerToHyperService::new(svc);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {

@@ -3,18 +3,18 @@
 //! another; a behaviour only one store has is not part of the contract.
 
 use super::{
-    CertQuery, CertRow, Commit, Counters, DecisionRow, InitMeta, Record, Selector, Store,
-    StoreError,
+    CertQuery, CertRow, Commit, Counters, DecisionRow, HostCertQuery, HostCertSelector, InitMeta,
+    Record, Selector, Store, StoreError,
 };
 use crate::audit::{Filter, CA_CHAIN};
 use crate::model::{
-    Change, Grant, Group, Host, HostCert, IdKind, Model, Revocation, RevokeVia, Token, TokenKind,
-    User,
+    Change, Grant, Group, Host, HostCert, HostSshCert, IdKind, Model, Revocation, RevokeVia, Token,
+    TokenKind, User,
 };
 use crate::origin::Origin;
 use smith_api::chain::{self, AuditRecord, GENESIS};
 use smith_api::ErrorCode;
-use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, IdRange, Level, PosixId, Tags, UserName};
 use std::collections::BTreeSet;
 
 const NOW: u64 = 1_800_000_000;
@@ -51,6 +51,14 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Store>) {
         (
             "liveness_and_out_of_band_inputs",
             liveness_and_out_of_band_inputs,
+        ),
+        (
+            "reusable_tokens_count_their_uses",
+            reusable_tokens_count_their_uses,
+        ),
+        (
+            "host_identity_and_host_certificates",
+            host_identity_and_host_certificates,
         ),
     ];
     for (name, check) in checks {
@@ -176,7 +184,12 @@ fn commit_then_load_round_trips(s: &dyn Store) {
         created_at: NOW,
         expires_at: Some(NOW + 3600),
         used_at: None,
-        ssh_names: vec![HostName::new("web-1.example.com").unwrap()],
+        names: vec![
+            HostPattern::parse("web-1").unwrap(),
+            HostPattern::parse("*.example.com").unwrap(),
+        ],
+        max_uses: 1,
+        uses: 0,
     };
     commit(
         s,
@@ -303,7 +316,9 @@ fn deleted_names_come_back_with_their_ids(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: Some(NOW + 60),
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )
@@ -377,7 +392,9 @@ fn a_refused_commit_leaves_nothing_behind(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: Some(NOW + 60),
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )
@@ -761,7 +778,9 @@ fn liveness_and_out_of_band_inputs(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: Some(NOW + 60),
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )
@@ -810,7 +829,9 @@ fn liveness_and_out_of_band_inputs(s: &dyn Store) {
                 created_at: NOW,
                 expires_at: None,
                 used_at: None,
-                ssh_names: vec![],
+                names: vec![],
+                max_uses: 1,
+                uses: 0,
             },
         }],
     )
@@ -822,4 +843,222 @@ fn liveness_and_out_of_band_inputs(s: &dyn Store) {
     assert_eq!(o.sshd_events[0].0, "web-1");
     assert_eq!(o.issued.get(&9).map(|i| i.user.as_str()), Some("alice"));
     assert_eq!(o.disabled.get("alice"), Some(&(NOW + 5)));
+}
+
+fn enroll_token(uses: u32, names: &[&str]) -> Change {
+    Change::AddToken {
+        hash: "reusable".into(),
+        token: Token {
+            tags: Some(Tags::parse("env=prod").unwrap()),
+            names: names
+                .iter()
+                .map(|n| HostPattern::parse(n).unwrap())
+                .collect(),
+            max_uses: uses,
+            ..Token::bearer(TokenKind::Enroll, "host enrollment", NOW, Some(NOW + 3600))
+        },
+    }
+}
+
+fn enroll_change(m: &Model, token: &str, name: &str, serial: &str) -> (Change, Host) {
+    let host = Host {
+        id: m.next_host_id(),
+        name: HostName::new(name).unwrap(),
+        tags: Tags::parse("env=prod").unwrap(),
+        enrolled_at: NOW,
+        removed: false,
+        cert_serial: serial.into(),
+        cert_not_after: NOW + 86400,
+        ssh_names: vec![],
+    };
+    (
+        Change::Enroll {
+            token_hash: token.into(),
+            at: NOW,
+            host: host.clone(),
+            cert: HostCert {
+                serial: serial.into(),
+                not_after: NOW + 86400,
+                issued_at: NOW,
+            },
+        },
+        host,
+    )
+}
+
+fn reusable_tokens_count_their_uses(s: &dyn Store) {
+    let mut m = commit(s, vec![enroll_token(3, &["*.prod.example.com"])]).unwrap();
+    for i in 0..3 {
+        let (c, _) = enroll_change(
+            &m,
+            "reusable",
+            &format!("web-{i}.prod.example.com"),
+            &format!("0{i}"),
+        );
+        m = commit(s, vec![c]).unwrap();
+        let t = m.token("reusable").unwrap();
+        assert_eq!(t.uses, i + 1);
+        assert_eq!(t.used_at.is_some(), i == 2, "used up after the third");
+    }
+    let (c, _) = enroll_change(&m, "reusable", "web-9.prod.example.com", "09");
+    assert!(matches!(
+        commit(s, vec![c]).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    let m = load(s);
+    assert_eq!(
+        m.token("reusable").unwrap().names[0].to_string(),
+        "*.prod.example.com"
+    );
+    assert!(m
+        .active_host(&HostName::new("web-9.prod.example.com").unwrap())
+        .is_none());
+}
+
+fn host_identity_and_host_certificates(s: &dyn Store) {
+    let m = commit(s, vec![enroll_token(1, &["web-1"])]).unwrap();
+    let (c, host) = enroll_change(&m, "reusable", "web-1", "0a");
+    let ssh = |serial: u64, valid_before: u64| HostSshCert {
+        serial,
+        host_id: host.id,
+        host: host.name.clone(),
+        key_id: "smith-host:web-1".into(),
+        principals: vec![host.name.clone()],
+        key_fingerprint: format!("SHA256:{serial}"),
+        valid_after: NOW - 300,
+        valid_before,
+        issued_at: NOW,
+    };
+    commit(
+        s,
+        vec![
+            c,
+            Change::HostSshCerts(vec![ssh(11, NOW + 3600), ssh(12, NOW - 1)]),
+        ],
+    )
+    .unwrap();
+    // A renewal supersedes the previous client certificate; the new one is current.
+    let m = commit(
+        s,
+        vec![
+            Change::HostCert {
+                host_id: host.id,
+                cert: HostCert {
+                    serial: "0b".into(),
+                    not_after: NOW + 2 * 86400,
+                    issued_at: NOW + 50,
+                },
+            },
+            Change::HostSshCerts(vec![ssh(13, NOW + 7200)]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(m.host_cert("0a").unwrap().superseded_at, Some(NOW + 50));
+    assert_eq!(m.host_cert("0b").unwrap().superseded_at, None);
+    assert_eq!(m.host_cert("0b").unwrap().issued_at, NOW + 50);
+    assert_eq!(m.host_of_cert("0a").unwrap().cert_serial, "0b");
+    // Host certificates: listed newest first (by issue time), by host, valid only.
+    let q = |valid_only| HostCertQuery {
+        host: Some(host.name.clone()),
+        valid_only,
+        limit: 10,
+        now: NOW,
+    };
+    let all = s.host_certs(&q(false)).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].serial, 13);
+    assert_eq!(all[0].principals, vec!["web-1"]);
+    let valid: Vec<u64> = s
+        .host_certs(&q(true))
+        .unwrap()
+        .iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(valid, vec![13, 11]);
+    let plan = s
+        .host_cert_plan(HostCertSelector::Host(host.id), NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        plan.revoke.iter().map(|c| c.serial).collect::<Vec<_>>(),
+        vec![11, 13]
+    );
+    assert_eq!(plan.expired, vec![12]);
+    assert!(s
+        .host_cert_plan(HostCertSelector::Serial(99), NOW)
+        .unwrap()
+        .is_none());
+    // Revoked: in the host KRL, listed as revoked, once only, with a @ca record.
+    let ca_key = crate::sshca::generate(crate::sshca::CaAlgorithm::Ed25519, "hostca")
+        .unwrap()
+        .public_key()
+        .to_openssh()
+        .unwrap();
+    let rev = crate::model::HostCertRevocation {
+        serial: 11,
+        host: host.name.clone(),
+        valid_before: NOW + 3600,
+        ca_key,
+        revoked_at: NOW,
+        reason: "key leaked".into(),
+        via: "serial".into(),
+    };
+    let m = commit(s, vec![Change::RevokeHostCerts(vec![rev.clone()])]).unwrap();
+    assert_eq!(
+        m.host_revoked().keys().copied().collect::<Vec<_>>(),
+        vec![11]
+    );
+    assert!(m.host_krl_base64().is_some());
+    let valid: Vec<u64> = s
+        .host_certs(&q(true))
+        .unwrap()
+        .iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(valid, vec![13]);
+    let plan = s
+        .host_cert_plan(HostCertSelector::Serial(11), NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.already_revoked, vec![11]);
+    assert!(commit(s, vec![Change::RevokeHostCerts(vec![rev])]).is_err());
+    // Tags and alerts.
+    let m = commit(
+        s,
+        vec![Change::SetHostTags {
+            host_id: host.id,
+            tags: Tags::parse("env=dev").unwrap(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(m.host(host.id).unwrap().tags.to_string(), "env=dev");
+    commit(
+        s,
+        vec![Change::Alert(crate::model::Alert {
+            kind: "host_identity_forked".into(),
+            host: Some(host.name.clone()),
+            detail: "two holders".into(),
+            at: NOW,
+        })],
+    )
+    .unwrap();
+    let ca = s
+        .audit_list(&Filter {
+            host: Some(CA_CHAIN.into()),
+            user: None,
+            since: None,
+            limit: 100,
+        })
+        .unwrap();
+    let kinds: Vec<&str> = ca.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["host_cert_revocation", "alert"]);
+    assert_eq!(ca[1].event["kind"].as_str(), Some("host_identity_forked"));
+    assert!(s.audit_verify().unwrap().ok);
+    // After their certificates expire, revocations leave the KRL.
+    assert!(s
+        .load(NOW + 3601)
+        .unwrap()
+        .model
+        .host_krl_base64()
+        .is_none());
 }

@@ -13,13 +13,15 @@ use crate::audit::{
     self, check_batch, derived, AuditOutcome, ChainVerifier, Entry, Filter, RejectionInfo,
     StoredRecord, VerifyReport, CA_CHAIN,
 };
-use crate::model::{Change, IdKind, Model, Revocation, Settings, Token, TokenKind};
+use crate::model::{
+    Change, HostCertRevocation, HostSshCert, IdKind, Model, Revocation, Settings, Token, TokenKind,
+};
 use crate::store::{
-    answered, CertQuery, CertRow, Commit, DecisionRow, InitMeta, Loaded, OobInputs, Pending, Plan,
-    Record, Selector, Store, StoreError, WriteError,
+    answered, CertQuery, CertRow, Commit, DecisionRow, HostCertQuery, HostCertSelector, HostPlan,
+    InitMeta, Loaded, OobInputs, Pending, Plan, Record, Selector, Store, StoreError, WriteError,
 };
 use smith_api::chain::{self, AuditRecord, GENESIS};
-use smith_api::{Decision, IssuedCert, RevocationInfo};
+use smith_api::{Decision, HostCertInfo, IssuedCert, RevocationInfo};
 use smith_proto::{PosixId, UserName};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -47,6 +49,10 @@ struct State {
     request_ids: std::collections::HashSet<String>,
     /// Every revocation ever, by serial.
     revocations: BTreeMap<u64, Revocation>,
+    /// Every SSH host certificate signed, by serial.
+    host_certs: BTreeMap<u64, HostSshCert>,
+    /// Every host certificate revocation ever, by serial.
+    host_revocations: BTreeMap<u64, HostCertRevocation>,
     audit: BTreeMap<String, Vec<StoredAudit>>,
     rejections: Vec<RejectionInfo>,
     /// (version, at, what, origin)
@@ -152,9 +158,29 @@ impl State {
                     }
                 }
                 Change::Enroll { token_hash, .. }
-                    if m.token(token_hash).is_none_or(|t| t.used_at.is_some()) =>
+                    if m.token(token_hash)
+                        .is_none_or(|t| t.used_at.is_some() || t.uses >= t.max_uses) =>
                 {
                     return Err(conflict("enrollment token was used concurrently".into()));
+                }
+                Change::HostSshCerts(list) => {
+                    if let Some(c) = list
+                        .iter()
+                        .find(|c| self.host_certs.contains_key(&c.serial))
+                    {
+                        return Err(conflict(format!("host certificate {} exists", c.serial)));
+                    }
+                }
+                Change::RevokeHostCerts(list) => {
+                    if let Some(r) = list
+                        .iter()
+                        .find(|r| self.host_revocations.contains_key(&r.serial))
+                    {
+                        return Err(conflict(format!(
+                            "host certificate {} is already revoked",
+                            r.serial
+                        )));
+                    }
                 }
                 Change::Revoke(list) => {
                     for r in list {
@@ -170,6 +196,27 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    fn host_cert_info(&self, c: &HostSshCert) -> HostCertInfo {
+        HostCertInfo {
+            serial: c.serial,
+            host: c.host.clone(),
+            key_id: c.key_id.clone(),
+            principals: c.principals.iter().map(|p| p.to_string()).collect(),
+            key_fingerprint: c.key_fingerprint.clone(),
+            valid_after: c.valid_after,
+            valid_before: c.valid_before,
+            issued_at: c.issued_at,
+            revoked: self
+                .host_revocations
+                .get(&c.serial)
+                .map(|r| RevocationInfo {
+                    revoked_at: r.revoked_at,
+                    reason: r.reason.clone(),
+                    via: r.via.clone(),
+                }),
+        }
     }
 
     fn cert_info(&self, serial: u64, c: &StoredCert) -> IssuedCert {
@@ -220,19 +267,12 @@ impl Store for MemoryStore {
                 grants: vec![],
                 tokens: vec![(
                     meta.admin_token_hash.to_string(),
-                    Token {
-                        kind: TokenKind::Admin,
-                        subject: "admin".into(),
-                        tags: None,
-                        created_at: meta.now,
-                        expires_at: None,
-                        used_at: None,
-                        ssh_names: vec![],
-                    },
+                    Token::bearer(TokenKind::Admin, "admin", meta.now, None),
                 )],
                 hosts: vec![],
                 host_certs: vec![],
                 revocations: vec![],
+                host_revocations: vec![],
             },
             meta.now,
         );
@@ -249,6 +289,7 @@ impl Store for MemoryStore {
         let st = self.state();
         let mut model = st.model()?.reloaded();
         model.rebuild_krl(now);
+        model.rebuild_host_krl(now);
         Ok(Loaded {
             model,
             last_serial: st.last_serial,
@@ -282,11 +323,23 @@ impl Store for MemoryStore {
                 Change::Revoke(list) => {
                     for r in list {
                         st.revocations.insert(r.serial, r.clone());
-                        st.append_ca(audit::revocation_event(r), c.now);
+                    }
+                }
+                Change::HostSshCerts(list) => {
+                    for h in list {
+                        st.host_certs.insert(h.serial, h.clone());
+                    }
+                }
+                Change::RevokeHostCerts(list) => {
+                    for r in list {
+                        st.host_revocations.insert(r.serial, r.clone());
                     }
                 }
                 _ => {}
             }
+        }
+        for event in audit::commit_events(&c.changes) {
+            st.append_ca(event, c.now);
         }
         if let Some(v) = c.new_version {
             st.changes
@@ -440,6 +493,40 @@ impl Store for MemoryStore {
             })
             .map(|(s, c)| st.cert_info(*s, c))
             .collect())
+    }
+
+    fn host_certs(&self, q: &HostCertQuery) -> Result<Vec<HostCertInfo>, StoreError> {
+        let st = self.state();
+        let mut all: Vec<&HostSshCert> = st
+            .host_certs
+            .values()
+            .filter(|c| q.host.as_ref().is_none_or(|h| &c.host == h))
+            .collect();
+        all.sort_by_key(|c| std::cmp::Reverse((c.issued_at, c.serial)));
+        Ok(all
+            .into_iter()
+            .map(|c| st.host_cert_info(c))
+            .filter(|c| !q.valid_only || (c.valid_before > q.now && c.revoked.is_none()))
+            .take(q.limit as usize)
+            .collect())
+    }
+
+    fn host_cert_plan(
+        &self,
+        sel: HostCertSelector,
+        now: u64,
+    ) -> Result<Option<HostPlan>, StoreError> {
+        let st = self.state();
+        let certs = st
+            .host_certs
+            .values()
+            .filter(|c| match sel {
+                HostCertSelector::Serial(s) => c.serial == s,
+                HostCertSelector::Host(h) => c.host_id == h,
+            })
+            .map(|c| st.host_cert_info(c))
+            .collect();
+        Ok(HostPlan::of(certs, now))
     }
 
     fn audit_head(&self, host: &str) -> Result<(u64, [u8; 32]), StoreError> {

@@ -217,6 +217,53 @@ impl Plan {
     }
 }
 
+/// Which SSH host certificates to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCertQuery {
+    /// Only those issued to hosts of this name.
+    pub host: Option<smith_proto::HostName>,
+    /// Only those not expired and not revoked at `now`.
+    pub valid_only: bool,
+    pub limit: u32,
+    pub now: u64,
+}
+
+/// What a host certificate revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostCertSelector {
+    Serial(u64),
+    /// Every certificate of the host (by id).
+    Host(u64),
+}
+
+/// The host certificates a selector names, sorted out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPlan {
+    pub revoke: Vec<smith_api::HostCertInfo>,
+    pub already_revoked: Vec<u64>,
+    pub expired: Vec<u64>,
+}
+
+impl HostPlan {
+    /// Sorts `certs` as of `now`; `None` when empty.
+    pub fn of(certs: Vec<smith_api::HostCertInfo>, now: u64) -> Option<HostPlan> {
+        if certs.is_empty() {
+            return None;
+        }
+        let mut p = HostPlan::default();
+        for c in certs {
+            if c.revoked.is_some() {
+                p.already_revoked.push(c.serial);
+            } else if c.valid_before <= now {
+                p.expired.push(c.serial);
+            } else {
+                p.revoke.push(c);
+            }
+        }
+        Some(p)
+    }
+}
+
 /// Which issued certificates to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertQuery {
@@ -277,6 +324,14 @@ pub trait Store: Send + Sync {
     fn cert_plan(&self, sel: &Selector, now: u64) -> Result<Option<Plan>, StoreError>;
     /// The still-valid, unrevoked certificates of `user`, by serial.
     fn valid_certs_of(&self, user: &UserName, now: u64) -> Result<Vec<IssuedCert>, StoreError>;
+    /// SSH host certificates the host CA signed, newest first.
+    fn host_certs(&self, q: &HostCertQuery) -> Result<Vec<smith_api::HostCertInfo>, StoreError>;
+    /// The host certificates `sel` names, sorted as of `now`; `None` when it names none.
+    fn host_cert_plan(
+        &self,
+        sel: HostCertSelector,
+        now: u64,
+    ) -> Result<Option<HostPlan>, StoreError>;
     /// The head of `host`'s audit chain: (last seq, its hash), (0, zeros) when empty.
     fn audit_head(&self, host: &str) -> Result<(u64, [u8; 32]), StoreError>;
     fn audit_list(&self, f: &Filter) -> Result<Vec<Entry>, StoreError>;

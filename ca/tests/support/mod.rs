@@ -149,6 +149,8 @@ pub struct TestCa {
     pub admin_token: String,
     child: Option<Child>,
     serve_args: Vec<String>,
+    /// A command `smith-ca serve` runs under (e.g. `prlimit --nofile=N:N --`).
+    wrapper: Vec<String>,
 }
 
 impl TestCa {
@@ -158,6 +160,12 @@ impl TestCa {
 
     /// `init_args` go to `smith-ca init`, `serve_args` to `smith-ca serve`.
     pub fn start_with(init_args: &[&str], serve_args: &[&str]) -> TestCa {
+        TestCa::start_wrapped(init_args, serve_args, &[])
+    }
+
+    /// [`TestCa::start_with`], `smith-ca serve` run under `wrapper` (a command that
+    /// runs its arguments).
+    pub fn start_wrapped(init_args: &[&str], serve_args: &[&str], wrapper: &[&str]) -> TestCa {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("ca");
         // These tests were written against the range 200000-299999 (the default until
@@ -182,6 +190,7 @@ impl TestCa {
             admin_token: init.admin_token,
             child: None,
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         ca.serve("127.0.0.1:0");
         ca
@@ -193,7 +202,15 @@ impl TestCa {
             .append(true)
             .open(self.dir.path().join("serve.log"))
             .expect("log");
-        let mut child = Command::new(bin("smith-ca"))
+        let mut cmd = match self.wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(bin("smith-ca"));
+                c
+            }
+            None => Command::new(bin("smith-ca")),
+        };
+        let mut child = cmd
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", listen])
@@ -348,7 +365,9 @@ impl TestCa {
         ssh_host_keys: &[String],
     ) -> (smith_api::Identity, smith_api::EnrollResponse) {
         let token = self
-            .admin_ok(&["host", "token", "--tags", tags, "--ttl", "1h"])
+            .admin_ok(&[
+                "host", "token", "--tags", tags, "--ttl", "1h", "--name", name,
+            ])
             .trim()
             .to_string();
         let key = rcgen::KeyPair::generate().expect("key");

@@ -709,7 +709,7 @@ async fn sync(
         grants: vec![],
         sudo_gid: PosixId::new(d.sudo_gid as u64).unwrap(),
         user_ca_keys: d.user_ca_keys.clone(),
-        krl_base64: d.krl_base64.clone(),
+        krl_base64: d.krl_base64.as_deref().map(std::sync::Arc::from),
     })
     .into_response()
 }

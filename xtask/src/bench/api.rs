@@ -10,7 +10,7 @@ use smith_api::{
     AsyncClient, ClientOptions, GrantAdd, GrantInfo, GroupAdd, GroupInfo, HostTokenRequest,
     HostTokenRequestNamed, TokenRequest, UserAdd, UserInfo,
 };
-use smith_proto::{GroupName, Level, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, Level, Tags, UserName};
 
 /// A client of the CA whose root has `fingerprint`, with a bearer `token` and/or a
 /// host's mTLS identity. Each client keeps its own keep-alive connections.
@@ -103,13 +103,16 @@ impl Api {
         Ok(t.token)
     }
 
-    pub async fn host_token(&self, tags: &str) -> Result<String> {
+    /// A single-use enrollment token for host `name` with `tags`.
+    pub async fn host_token(&self, tags: &str, name: &HostName) -> Result<String> {
         let body = HostTokenRequestNamed {
             request: HostTokenRequest {
                 tags: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
                 ttl_secs: 3600,
             },
             ssh_names: vec![],
+            names: vec![HostPattern::Exact(name.clone())],
+            uses: None,
         };
         Ok(self.client.host_token(&body).await?.token)
     }

@@ -70,7 +70,7 @@ fn key_and_csr(name: &HostName) -> Result<(String, String)> {
 }
 
 async fn enroll_one(admin: &Api, name: HostName) -> Result<SimHost> {
-    let token = admin.host_token(SIM_TAGS).await?;
+    let token = admin.host_token(SIM_TAGS, &name).await?;
     let (key_pem, csr_pem) = key_and_csr(&name)?;
     let req = EnrollRequestNamed {
         request: EnrollRequest {

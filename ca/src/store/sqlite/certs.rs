@@ -3,11 +3,13 @@
 //! Must never: update or delete a revocation (triggers abort it), or find a key ID by
 //! anything but its exact text.
 
-use crate::model::{Revocation, RevokeVia};
-use crate::store::{CertQuery, Plan, Selector, StoreError};
+use crate::model::{HostCertRevocation, HostSshCert, Revocation, RevokeVia};
+use crate::store::{
+    CertQuery, HostCertQuery, HostCertSelector, HostPlan, Plan, Selector, StoreError,
+};
 use rusqlite::{params, Connection};
-use smith_api::{IssuedCert, RevocationInfo};
-use smith_proto::UserName;
+use smith_api::{HostCertInfo, IssuedCert, RevocationInfo};
+use smith_proto::{HostName, UserName};
 
 const CERT_COLUMNS: &str = "c.serial, c.key_id, c.user_name, c.principals, c.scope, c.valid_after,
      c.valid_before, c.issued_at, r.revoked_at, r.reason, r.via";
@@ -180,4 +182,185 @@ pub(super) fn load_unexpired(conn: &Connection, now: u64) -> Result<Vec<Revocati
         out.push(rev);
     }
     Ok(out)
+}
+
+/// Records one SSH host certificate (inside a commit's transaction).
+pub(super) fn insert_host_ssh_cert(conn: &Connection, c: &HostSshCert) -> Result<(), StoreError> {
+    if c.serial > i64::MAX as u64 {
+        return Err(StoreError::Conflict(format!(
+            "serial {} out of range",
+            c.serial
+        )));
+    }
+    conn.execute(
+        "INSERT INTO host_ssh_certs (serial, host_id, host, key_id, principals, key_fingerprint,
+                                     valid_after, valid_before, issued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            c.serial as i64,
+            c.host_id as i64,
+            c.host.as_str(),
+            c.key_id,
+            c.principals
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            c.key_fingerprint,
+            sql_time(c.valid_after),
+            sql_time(c.valid_before),
+            sql_time(c.issued_at)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Inserts one host certificate revocation (inside a commit's transaction).
+pub(super) fn insert_host_revocation(
+    conn: &Connection,
+    r: &HostCertRevocation,
+) -> Result<(), StoreError> {
+    if r.serial > i64::MAX as u64 {
+        return Err(StoreError::Conflict(format!(
+            "serial {} out of range",
+            r.serial
+        )));
+    }
+    conn.execute(
+        "INSERT INTO host_cert_revocations (serial, host, valid_before, ca_key, revoked_at,
+                                            reason, via)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            r.serial as i64,
+            r.host.as_str(),
+            sql_time(r.valid_before),
+            r.ca_key,
+            sql_time(r.revoked_at),
+            r.reason,
+            r.via
+        ],
+    )?;
+    Ok(())
+}
+
+/// Host certificate revocations whose certificates have not expired at `now`.
+pub(super) fn load_unexpired_host_revocations(
+    conn: &Connection,
+    now: u64,
+) -> Result<Vec<HostCertRevocation>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT serial, host, valid_before, ca_key, revoked_at, reason, via
+         FROM host_cert_revocations WHERE valid_before > ?1 ORDER BY serial",
+    )?;
+    let rows = st.query_map([sql_time(now)], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            (
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ),
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (serial, host, (valid_before, ca_key, revoked_at, reason, via)) = row?;
+        out.push(HostCertRevocation {
+            serial: serial as u64,
+            host: HostName::new(&host)
+                .map_err(|e| StoreError::Corrupt(format!("host certificate revocation: {e}")))?,
+            valid_before: valid_before.max(0) as u64,
+            ca_key,
+            revoked_at: revoked_at.max(0) as u64,
+            reason,
+            via,
+        });
+    }
+    Ok(out)
+}
+
+const HOST_CERT_COLUMNS: &str = "c.serial, c.host, c.key_id, c.principals, c.key_fingerprint,
+     c.valid_after, c.valid_before, c.issued_at, r.revoked_at, r.reason, r.via";
+
+fn select_host_certs(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<HostCertInfo>, StoreError> {
+    let sql = format!(
+        "SELECT {HOST_CERT_COLUMNS} FROM host_ssh_certs c
+         LEFT JOIN host_cert_revocations r ON r.serial = c.serial {tail}"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut rows = st.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let host: String = r.get(1)?;
+        let principals: String = r.get(3)?;
+        let revoked_at: Option<i64> = r.get(8)?;
+        out.push(HostCertInfo {
+            serial: r.get::<_, i64>(0)? as u64,
+            host: HostName::new(&host)
+                .map_err(|e| StoreError::Corrupt(format!("host certificate's host: {e}")))?,
+            key_id: r.get(2)?,
+            principals: principals
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
+            key_fingerprint: r.get(4)?,
+            valid_after: r.get::<_, i64>(5)?.max(0) as u64,
+            valid_before: r.get::<_, i64>(6)?.max(0) as u64,
+            issued_at: r.get::<_, i64>(7)?.max(0) as u64,
+            revoked: match revoked_at {
+                Some(at) => Some(RevocationInfo {
+                    revoked_at: at.max(0) as u64,
+                    reason: r.get(9)?,
+                    via: r.get(10)?,
+                }),
+                None => None,
+            },
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn host_certs(
+    conn: &Connection,
+    q: &HostCertQuery,
+) -> Result<Vec<HostCertInfo>, StoreError> {
+    select_host_certs(
+        conn,
+        "WHERE (?1 IS NULL OR c.host = ?1)
+           AND (?2 = 0 OR (c.valid_before > ?3 AND r.serial IS NULL))
+         ORDER BY c.issued_at DESC, c.serial DESC LIMIT ?4",
+        params![
+            q.host.as_ref().map(|h| h.as_str()),
+            q.valid_only,
+            sql_time(q.now),
+            q.limit
+        ],
+    )
+}
+
+pub(super) fn host_cert_plan(
+    conn: &Connection,
+    sel: HostCertSelector,
+    now: u64,
+) -> Result<Option<HostPlan>, StoreError> {
+    let certs = match sel {
+        HostCertSelector::Serial(s) if s > i64::MAX as u64 => return Ok(None),
+        HostCertSelector::Serial(s) => {
+            select_host_certs(conn, "WHERE c.serial = ?1", params![s as i64])?
+        }
+        HostCertSelector::Host(id) => select_host_certs(
+            conn,
+            "WHERE c.host_id = ?1 ORDER BY c.serial",
+            params![id as i64],
+        )?,
+    };
+    Ok(HostPlan::of(certs, now))
 }

@@ -1,10 +1,12 @@
 //! Loading the model from the database.
 
-use crate::model::{Grant, Group, Host, IdKind, Model, Restore, Settings, Token, TokenKind, User};
+use crate::model::{
+    CertRef, Grant, Group, Host, IdKind, Model, Restore, Settings, Token, TokenKind, User,
+};
 use crate::store::{Loaded, StoreError};
 use crate::timewin::Window;
 use rusqlite::{Connection, OptionalExtension};
-use smith_proto::{GroupName, HostName, IdRange, Level, PosixId, Tags, UserName};
+use smith_proto::{GroupName, HostName, HostPattern, IdRange, Level, PosixId, Tags, UserName};
 use std::collections::HashMap;
 
 pub(super) fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
@@ -62,6 +64,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
             hosts: Vec::new(),
             host_certs: Vec::new(),
             revocations: Vec::new(),
+            host_revocations: Vec::new(),
         };
         let mut liveness = HashMap::new();
 
@@ -198,7 +201,8 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
         }
 
         let mut st = c.prepare(
-            "SELECT hash, kind, subject, tags, created_at, expires_at, used_at, ssh_names
+            "SELECT hash, kind, subject, tags, created_at, expires_at, used_at, ssh_names, names,
+                    max_uses, uses
              FROM tokens",
         )?;
         let rows = st.query_map([], |r| {
@@ -215,10 +219,32 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, String>(7)?,
                 ),
+                (
+                    r.get::<_, String>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, i64>(10)?,
+                ),
             ))
         })?;
         for row in rows {
-            let ((hash, kind, subject, tags), (created, expires, used, ssh_names)) = row?;
+            let (
+                (hash, kind, subject, tags),
+                (created, expires, used, ssh_names),
+                (names, max_uses, uses),
+            ) = row?;
+            // Tokens of schema 5-7 listed extra SSH names only: they count as exact names.
+            let mut patterns: Vec<HostPattern> = names
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(HostPattern::parse)
+                .collect::<Result<_, _>>()
+                .map_err(corrupt("token host names"))?;
+            for n in parse_names(&ssh_names)? {
+                let p = HostPattern::Exact(n);
+                if !patterns.contains(&p) {
+                    patterns.push(p);
+                }
+            }
             let kind = TokenKind::parse(&kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("token kind '{kind}'")))?;
             let tags = match tags {
@@ -234,7 +260,9 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                     created_at: created as u64,
                     expires_at: expires.map(|v| v as u64),
                     used_at: used.map(|v| v as u64),
-                    ssh_names: parse_names(&ssh_names)?,
+                    names: patterns,
+                    max_uses: max_uses.clamp(0, u32::MAX as i64) as u32,
+                    uses: uses.clamp(0, u32::MAX as i64) as u32,
                 },
             ));
         }
@@ -279,13 +307,29 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 ssh_names: parse_names(&names)?,
             });
         }
-        let mut st = c.prepare("SELECT serial, host_id FROM host_certs")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut st =
+            c.prepare("SELECT serial, host_id, issued_at, superseded_at FROM host_certs")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
         for row in rows {
-            let (serial, host) = row?;
-            m.host_certs.push((serial, host as u64));
+            let (serial, host, issued, superseded) = row?;
+            m.host_certs.push((
+                serial,
+                CertRef {
+                    host_id: host as u64,
+                    issued_at: issued.max(0) as u64,
+                    superseded_at: superseded.map(|v| v.max(0) as u64),
+                },
+            ));
         }
         m.revocations = super::certs::load_unexpired(c, now)?;
+        m.host_revocations = super::certs::load_unexpired_host_revocations(c, now)?;
         Ok(Loaded {
             model: Model::restore(m, now),
             last_serial: last_serial(c)?,

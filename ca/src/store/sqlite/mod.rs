@@ -14,8 +14,8 @@ mod writer;
 
 use crate::audit::{AuditOutcome, Entry, Filter, RejectionInfo, VerifyReport};
 use crate::store::{
-    CertQuery, Commit, InitMeta, Loaded, OobInputs, Pending, Plan, Record, Selector, Store,
-    StoreError,
+    CertQuery, Commit, HostCertQuery, HostCertSelector, HostPlan, InitMeta, Loaded, OobInputs,
+    Pending, Plan, Record, Selector, Store, StoreError,
 };
 use rusqlite::{params, Connection};
 use smith_api::chain::AuditRecord;
@@ -162,6 +162,18 @@ impl Store for SqliteStore {
 
     fn valid_certs_of(&self, user: &UserName, now: u64) -> Result<Vec<IssuedCert>, StoreError> {
         certs::valid_of_user(&self.conn(), user, now)
+    }
+
+    fn host_certs(&self, q: &HostCertQuery) -> Result<Vec<smith_api::HostCertInfo>, StoreError> {
+        certs::host_certs(&self.conn(), q)
+    }
+
+    fn host_cert_plan(
+        &self,
+        sel: HostCertSelector,
+        now: u64,
+    ) -> Result<Option<HostPlan>, StoreError> {
+        certs::host_cert_plan(&self.conn(), sel, now)
     }
 
     fn audit_head(&self, host: &str) -> Result<(u64, [u8; 32]), StoreError> {

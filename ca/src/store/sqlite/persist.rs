@@ -240,7 +240,9 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             cert,
         } => {
             let n = tx.execute(
-                "UPDATE tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+                "UPDATE tokens SET uses = uses + 1,
+                     used_at = CASE WHEN uses + 1 >= max_uses THEN ?2 ELSE used_at END
+                 WHERE hash = ?1 AND used_at IS NULL AND uses < max_uses",
                 params![token_hash, *at as i64],
             )?;
             if n != 1 {
@@ -255,6 +257,12 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             )?;
         }
         Change::HostCert { host_id, cert } => {
+            tx.execute(
+                "UPDATE host_certs SET superseded_at = ?2
+                 WHERE serial = (SELECT cert_serial FROM hosts WHERE id = ?1)
+                   AND superseded_at IS NULL",
+                params![*host_id as i64, cert.issued_at as i64],
+            )?;
             tx.execute(
                 "INSERT INTO host_certs (serial, host_id, not_after, issued_at) VALUES (?1, ?2, ?3, ?4)",
                 params![cert.serial, *host_id as i64, cert.not_after as i64, cert.issued_at as i64],
@@ -275,6 +283,24 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                 super::certs::insert_revocation(tx, r)?;
             }
         }
+        Change::SetHostTags { host_id, tags } => {
+            tx.execute(
+                "UPDATE hosts SET tags = ?2 WHERE id = ?1",
+                params![*host_id as i64, tags.to_string()],
+            )?;
+        }
+        Change::HostSshCerts(list) => {
+            for c in list {
+                super::certs::insert_host_ssh_cert(tx, c)?;
+            }
+        }
+        Change::RevokeHostCerts(list) => {
+            for r in list {
+                super::certs::insert_host_revocation(tx, r)?;
+            }
+        }
+        // Recorded in the CA's audit chain only (the writer appends it).
+        Change::Alert(_) => {}
     }
     Ok(())
 }
@@ -282,8 +308,8 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
 fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO tokens (hash, kind, subject, tags, created_at, expires_at, used_at,
-                             ssh_names)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                             names, max_uses, uses)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             hash,
             t.kind.as_str(),
@@ -292,7 +318,13 @@ fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), Store
             t.created_at as i64,
             t.expires_at.map(|v| v as i64),
             t.used_at.map(|v| v as i64),
-            join_names(&t.ssh_names)
+            t.names
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            t.max_uses,
+            t.uses
         ],
     )?;
     Ok(())

@@ -241,6 +241,46 @@ DROP INDEX audit_records_user;
     r#"
 ALTER TABLE changes ADD COLUMN origin TEXT NOT NULL DEFAULT '';
 "#,
+    // 8: host identity. Enrollment tokens name the hosts they allow (`names`: exact names
+    // and `*.domain` patterns, comma-separated) and may be used `max_uses` times; a
+    // renewal marks the client certificate it replaces (`superseded_at`); every SSH host
+    // certificate is recorded and can be revoked (both tables append-only).
+    r#"
+ALTER TABLE tokens ADD COLUMN names TEXT NOT NULL DEFAULT '';
+ALTER TABLE tokens ADD COLUMN max_uses INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tokens ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+UPDATE tokens SET uses = 1 WHERE used_at IS NOT NULL;
+ALTER TABLE host_certs ADD COLUMN superseded_at INTEGER;
+CREATE TABLE host_ssh_certs (
+    serial INTEGER PRIMARY KEY,
+    host_id INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    principals TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    valid_after INTEGER NOT NULL,
+    valid_before INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL
+);
+CREATE INDEX host_ssh_certs_host ON host_ssh_certs(host_id, valid_before);
+CREATE TABLE host_cert_revocations (
+    serial INTEGER PRIMARY KEY,
+    host TEXT NOT NULL,
+    valid_before INTEGER NOT NULL,
+    ca_key TEXT NOT NULL,
+    revoked_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    via TEXT NOT NULL
+);
+CREATE TRIGGER host_ssh_certs_no_update BEFORE UPDATE ON host_ssh_certs
+BEGIN SELECT RAISE(ABORT, 'host_ssh_certs is append-only'); END;
+CREATE TRIGGER host_ssh_certs_no_delete BEFORE DELETE ON host_ssh_certs
+BEGIN SELECT RAISE(ABORT, 'host_ssh_certs is append-only'); END;
+CREATE TRIGGER host_cert_revocations_no_update BEFORE UPDATE ON host_cert_revocations
+BEGIN SELECT RAISE(ABORT, 'host_cert_revocations is append-only'); END;
+CREATE TRIGGER host_cert_revocations_no_delete BEFORE DELETE ON host_cert_revocations
+BEGIN SELECT RAISE(ABORT, 'host_cert_revocations is append-only'); END;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

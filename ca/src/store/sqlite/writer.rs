@@ -21,7 +21,6 @@
 use super::audit;
 use super::schema::open_connection;
 use crate::audit::{check_batch, AuditOutcome, CA_CHAIN};
-use crate::model::Change;
 use crate::store::{Commit, Pending, Record, StoreError, WriteError};
 use rusqlite::{params, Connection};
 use smith_api::chain::{self, AuditRecord};
@@ -228,22 +227,13 @@ fn write_commit(
     let mut head = *ca_head;
     let tx = conn.transaction()?;
     super::persist::write_commit(&tx, c)?;
-    for change in &c.changes {
-        if let Change::Revoke(list) = change {
-            for r in list {
-                let rec = chain::next_record(
-                    CA_CHAIN,
-                    head.0,
-                    &head.1,
-                    crate::audit::revocation_event(r),
-                );
-                audit::insert(&tx, CA_CHAIN, &rec, c.now)?;
-                head = (
-                    rec.seq,
-                    chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
-                );
-            }
-        }
+    for event in crate::audit::commit_events(&c.changes) {
+        let rec = chain::next_record(CA_CHAIN, head.0, &head.1, event);
+        audit::insert(&tx, CA_CHAIN, &rec, c.now)?;
+        head = (
+            rec.seq,
+            chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
+        );
     }
     tx.commit()?;
     *ca_head = head;

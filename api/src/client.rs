@@ -88,7 +88,7 @@ pub enum ClientError {
     /// The CA could not be reached, the TLS handshake failed or the connection broke.
     /// `cause` is the typed error (its chain is in the message; it is not `source()`,
     /// so that chains of errors do not print it twice).
-    #[error("cannot reach the Smith CA at {url}: {}{}", error_chain(cause), hint_line(*hint))]
+    #[error("cannot reach the Smith CA at {url}: {}{}", error_chain(cause), transport_hint(url, cause, *hint))]
     Transport {
         url: String,
         cause: reqwest::Error,
@@ -112,8 +112,46 @@ pub enum ClientError {
     Encode(serde_json::Error),
 }
 
-fn hint_line(hint: Option<&'static str>) -> String {
+/// What to do about a transport error: a server certificate that does not name the
+/// URL's host gets its own advice (the pinned root is right, the name is not), anything
+/// else the caller's hint.
+fn transport_hint(url: &str, cause: &reqwest::Error, hint: Option<&'static str>) -> String {
+    use rustls::CertificateError as C;
+    if let Some(rustls::Error::InvalidCertificate(
+        C::NotValidForName | C::NotValidForNameContext { .. },
+    )) = tls_error_in(cause)
+    {
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| url.to_string());
+        return format!(
+            "\nhint: the CA's server certificate does not name '{host}' (the fingerprint is right, \
+             the name is not): use a URL with a name the certificate lists (smith-ca init printed \
+             them as 'server certificate names'), or create the CA with \
+             `smith-ca init --url https://{host}:PORT` (or --san {host})"
+        );
+    }
     hint.map(|h| format!("\nhint: {h}")).unwrap_or_default()
+}
+
+/// The TLS error somewhere in `cause`'s chain.
+fn tls_error_in<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(cause);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        // io::Error::source() skips the error it wraps; look inside.
+        cur = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 impl ClientError {
@@ -139,21 +177,7 @@ impl ClientError {
         let ClientError::Transport { cause, .. } = self else {
             return None;
         };
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(cause);
-        while let Some(e) = cur {
-            if let Some(t) = e.downcast_ref::<rustls::Error>() {
-                return Some(t);
-            }
-            // io::Error::source() skips the error it wraps; look inside.
-            cur = match e
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-            {
-                Some(inner) => Some(inner),
-                None => e.source(),
-            };
-        }
-        None
+        tls_error_in(cause)
     }
 }
 
@@ -202,6 +226,9 @@ struct Call<T> {
     limit: usize,
     /// `None`: 204 No Content.
     decode: fn(Option<&[u8]>) -> Result<T, String>,
+    /// A bearer for this call instead of the client's (an enrollment token, sent as a
+    /// header too so that the CA checks it before reading the body).
+    bearer: Option<String>,
 }
 
 fn required<T: DeserializeOwned>(body: Option<&[u8]>) -> Result<T, String> {
@@ -229,6 +256,7 @@ impl<T: DeserializeOwned> Call<T> {
             wait: Wait::Default,
             limit: MAX_BODY,
             decode: required::<T>,
+            bearer: None,
         }
     }
     fn get(path: impl Into<String>) -> Call<T> {
@@ -390,7 +418,7 @@ impl Core {
             .http
             .request(method, &url)
             .timeout(self.timeout(call.wait));
-        if let Some(t) = &self.token {
+        if let Some(t) = call.bearer.as_ref().or(self.token.as_ref()) {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
@@ -542,6 +570,12 @@ impl<F: Face> ApiClient<F> {
         self.call(Call::get(ep::CA_HOST_KEYS))
     }
 
+    /// The KRL of revoked SSH host certificates (public), for ssh clients'
+    /// `RevokedHostKeys`.
+    pub fn host_krl(&self) -> F::Output<'_, HostKrl> {
+        self.call(Call::get(ep::CA_HOST_KRL).large())
+    }
+
     /// `GET /v1/auth/config`: the OpenID Provider `smith login` uses (404
     /// [`ErrorCode::OidcNotConfigured`] without one).
     pub fn auth_config(&self) -> F::Output<'_, AuthConfig> {
@@ -674,10 +708,13 @@ impl<F: Face> ApiClient<F> {
 
     // --- hosts ---
 
-    /// Enrollment (the token is in the body; a request without `ssh_names` is what
+    /// Enrollment (the token is in the body, and in the Authorization header so that the
+    /// CA refuses a wrong one before reading the body; a request without `ssh_names` is what
     /// older CAs take).
     pub fn enroll(&self, req: &EnrollRequestNamed) -> F::Output<'_, EnrollResponse> {
-        self.call(Call::post(ep::HOSTS_ENROLL, req))
+        let mut c = Call::post(ep::HOSTS_ENROLL, req);
+        c.bearer = Some(req.request.token.clone());
+        self.call(c)
     }
 
     /// A new client certificate for the CSR, SSH host certificates for the keys (mTLS).

@@ -12,6 +12,7 @@ use smith_api::{
     HostTagsRequest, HostTokenRequest, HostTokenRequestNamed, IssuedCert, RevokeRequest,
     RevokeResponse, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
 };
+use smith_ca::audit::cli::say;
 use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -457,7 +458,7 @@ fn print_cert(c: &IssuedCert) {
         None if c.valid_before <= now => "expired".to_string(),
         None => "valid".to_string(),
     };
-    println!(
+    say(format!(
         "serial {:<8} {:<16} {:<40} scope {:<20} {} .. {}  {}",
         c.serial,
         c.user,
@@ -469,8 +470,8 @@ fn print_cert(c: &IssuedCert) {
         },
         time(c.valid_after),
         time(c.valid_before),
-        state
-    );
+        stat
+    ));
 }
 
 fn print_host(h: &HostInfo) {
@@ -531,14 +532,14 @@ fn print_host_cert(c: &HostCertInfo) {
         Some(r) => format!("REVOKED {} ({})", time(r.revoked_at), r.reason),
         None => format!("valid until {}", time(c.valid_before)),
     };
-    println!(
+    say(format!(
         "serial {:<20} {:<24} {} {}  {}",
         c.serial,
         c.host.as_str(),
         c.key_fingerprint,
         c.principals.join(","),
-        state
-    );
+        stat
+    ));
 }
 
 fn print_host_certs_revoked(r: &HostCertRevokeResponse) {
@@ -889,7 +890,7 @@ fn decisions(c: &Client, limit: u32, user: Option<UserName>, as_json: bool) -> a
         return json(&ds);
     }
     for d in &ds {
-        println!(
+        say(format!(
             "{} {:<16} {:<7} scope {:<20} from {:<15} {}{}",
             time(d.at),
             d.user,
@@ -904,7 +905,7 @@ fn decisions(c: &Client, limit: u32, user: Option<UserName>, as_json: bool) -> a
                 .map(|s| format!("serial {s}: "))
                 .unwrap_or_default(),
             d.reason
-        );
+        ));
     }
     Ok(())
 }

@@ -19,8 +19,55 @@ pub struct InitArgs {
     pub data_dir: PathBuf,
     pub user_ca_algorithm: String,
     pub sans: Vec<String>,
+    /// The URL hosts and engineers will use (`https://ca.example.com:8443`): its host is
+    /// named in the server certificate and the printed exports use it.
+    pub url: Option<String>,
     pub id_range: String,
     pub json: bool,
+}
+
+/// The CA's URL as given to `--url`: https, a host, an optional port, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaUrl {
+    /// Without a trailing slash.
+    pub text: String,
+    /// The host as a certificate names it (an IPv6 address without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+pub fn parse_ca_url(s: &str) -> anyhow::Result<CaUrl> {
+    let u = url::Url::parse(s).with_context(|| {
+        format!(
+            "--url '{}' is not a URL (e.g. https://ca.example.com:8443)",
+            s.escape_debug()
+        )
+    })?;
+    if u.scheme() != "https" {
+        anyhow::bail!("--url must start with https:// (the CA serves only HTTPS)");
+    }
+    if !u.username().is_empty()
+        || u.password().is_some()
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || u.path() != "/"
+    {
+        anyhow::bail!(
+            "--url names the CA only: https://HOST[:PORT], without a path, user or query"
+        );
+    }
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => anyhow::bail!("--url has no host"),
+    };
+    let port = u.port_or_known_default().unwrap_or(443);
+    Ok(CaUrl {
+        text: s.trim_end_matches('/').to_string(),
+        host,
+        port,
+    })
 }
 
 pub fn parse_id_range(s: &str) -> anyhow::Result<IdRange> {
@@ -60,8 +107,13 @@ pub struct Created {
     pub data_dir: String,
     pub user_ca_public_key: String,
     /// The names and IPs in the HTTPS server certificate.
+    /// `--url`, as hosts and engineers will use it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(skip)]
     pub sans: Vec<String>,
+    #[serde(skip)]
+    pub port: Option<u16>,
     #[serde(skip)]
     pub user_ca_algorithm: &'static str,
     #[serde(skip)]
@@ -72,6 +124,7 @@ pub struct Created {
 pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
     let alg = CaAlgorithm::parse(&args.user_ca_algorithm).map_err(anyhow::Error::msg)?;
     let range = parse_id_range(&args.id_range)?;
+    let url = args.url.as_deref().map(parse_ca_url).transpose()?;
     let mut sans = args.sans.clone();
     if sans.is_empty() {
         sans = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -79,6 +132,11 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             if !sans.contains(&h) {
                 sans.push(h);
             }
+        }
+    }
+    if let Some(u) = &url {
+        if !sans.contains(&u.host) {
+            sans.push(u.host.clone());
         }
     }
     for s in &sans {
@@ -155,6 +213,8 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             admin_token: token,
             data_dir: dd.root.display().to_string(),
             user_ca_public_key: user_pub,
+            url: url.as_ref().map(|u| u.text.clone()),
+            port: url.as_ref().map(|u| u.port),
             sans: sans.clone(),
             user_ca_algorithm: alg.as_str(),
             id_range: range,
@@ -194,14 +254,22 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         println!("Bootstrap admin token (shown only now, keep it secret):");
         println!("  {}", out.admin_token);
         println!();
+        let (listen, url) = match (&out.url, out.port) {
+            (Some(u), Some(p)) => (format!("0.0.0.0:{p}"), u.clone()),
+            _ => (
+                "127.0.0.1:8443".to_string(),
+                "https://127.0.0.1:8443".to_string(),
+            ),
+        };
         println!("Next:");
         println!(
-            "  smith-ca serve --data-dir {} --listen 127.0.0.1:8443",
+            "  smith-ca serve --data-dir {} --listen {listen}",
             out.data_dir
         );
+        println!("  # in the admin's shell (the token is the one above):");
         println!(
-            "  export SMITH_CA_URL=https://127.0.0.1:8443 SMITH_CA_FINGERPRINT={} SMITH_TOKEN=<admin token>",
-            out.root_fingerprint
+            "  export SMITH_CA_URL={url} SMITH_CA_FINGERPRINT={} SMITH_TOKEN={}",
+            out.root_fingerprint, out.admin_token
         );
         println!("  smith-ca admin group add dev");
         println!("  smith-ca admin user add alice --groups dev");
@@ -209,4 +277,29 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         println!("  smith-ca admin user token alice");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_url_names_a_host_and_a_port() {
+        let u = parse_ca_url("https://ca.example.com:8443/").unwrap();
+        assert_eq!(
+            (u.text.as_str(), u.host.as_str(), u.port),
+            ("https://ca.example.com:8443", "ca.example.com", 8443)
+        );
+        assert_eq!(parse_ca_url("https://10.0.0.5").unwrap().port, 443);
+        assert_eq!(parse_ca_url("https://[::1]:9000").unwrap().host, "::1");
+        for bad in [
+            "http://ca.example.com",
+            "ca.example.com:8443",
+            "https://ca.example.com/v1",
+            "https://u:p@ca.example.com",
+            "https://ca.example.com/?x=1",
+        ] {
+            assert!(parse_ca_url(bad).is_err(), "{bad}");
+        }
+    }
 }

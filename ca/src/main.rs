@@ -54,6 +54,11 @@ enum Cmd {
         /// 127.0.0.1, ::1 and this machine's hostname.
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// The URL hosts and engineers will reach the CA at, e.g.
+        /// https://ca.example.com:8443: its host goes into the server certificate (beside
+        /// --san or the defaults) and the printed next steps use it.
+        #[arg(long)]
+        url: Option<String>,
         /// uid/gid range to allocate from; its first id is the smith-sudo gid.
         #[arg(long, default_value = "2001000000-2001999999")]
         id_range: String,
@@ -121,12 +126,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             user_ca_algorithm,
             sans,
+            url,
             id_range,
             json,
         } => init::run(init::InitArgs {
             data_dir,
             user_ca_algorithm,
             sans,
+            url,
             id_range,
             json,
         }),

@@ -14,6 +14,7 @@
 
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +236,15 @@ impl Effective {
 
     /// A pinned client for the CA with `token` as the bearer (or none).
     pub fn client_with(&self, token: Option<String>) -> anyhow::Result<smith_api::Client> {
+        self.client_with_timeout(token, Duration::from_secs(30))
+    }
+
+    /// [`Effective::client_with`] whose requests give up after `timeout`.
+    pub fn client_with_timeout(
+        &self,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<smith_api::Client> {
         let url = self.ca_url()?;
         let fp = self.ca_fingerprint.value.clone().ok_or_else(|| {
             anyhow::anyhow!(
@@ -245,6 +255,7 @@ impl Effective {
         Ok(smith_api::Client::new(smith_api::ClientOptions {
             token,
             unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
+            timeout,
             ..smith_api::ClientOptions::new(url, smith_api::Trust::Fingerprint(fp))
         })?)
     }

@@ -1,15 +1,19 @@
 //! `smith cert --ensure`: make sure the agent holds a certificate from this CA that is
 //! valid for a while longer, getting one only when needed. Run by ssh itself through
 //! the `Match host ... exec "smith cert --ensure --quiet"` block `smith config ssh`
-//! writes, so it must be fast and silent when there is nothing to do: no network then.
+//! writes, so it must be fast and silent when there is nothing to do.
 //!
 //! Also owns the record of the last certificate request per profile
 //! (`<config dir>/last-cert-<profile>.json`, 0600: CA URL, scope, TTL, reason and the
 //! user CA keys that signed it — no token, no key), which `--ensure` repeats and uses
 //! to recognise "this CA" offline.
 //!
-//! Must never: store a token or a private key, or touch the network when the agent
-//! already holds a fitting certificate (and the CA's user keys are known).
+//! Also refreshes the list of revoked SSH host certificates when `smith config ssh` set
+//! it up (see [`crate::hostkrl`]: one bounded request, so a revocation takes effect on
+//! the next connection).
+//!
+//! Must never: store a token or a private key, or touch the network for a certificate
+//! when the agent already holds a fitting one (and the CA's user keys are known).
 
 use crate::agent::Agent;
 use crate::cert::{self, CertArgs};
@@ -132,6 +136,9 @@ fn parse_keys(lines: &[String]) -> Vec<ssh_key::public::KeyData> {
 }
 
 pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
+    // Before anything else (also without an agent): ssh checks the host against this
+    // list right after.
+    crate::hostkrl::refresh_if_configured(cfg, args.quiet);
     let sock = cfg.ssh_auth_sock.clone().ok_or_else(|| {
         anyhow::anyhow!("no ssh-agent (SSH_AUTH_SOCK is not set): nothing to ensure")
     })?;

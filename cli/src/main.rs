@@ -8,6 +8,7 @@ mod agent;
 mod cert;
 mod config;
 mod ensure;
+mod hostkrl;
 mod keyring;
 mod login;
 mod oidc;

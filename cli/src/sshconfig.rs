@@ -7,11 +7,20 @@
 //! - `~/.ssh/config`: a block between `# BEGIN smith` and `# END smith`, appended at the
 //!   end of the file:
 //!   `Match host PATTERNS exec "/path/to/smith cert --ensure --quiet"` then `Host *`.
-//!   The Match sets no option: its only effect is the `exec`, which ssh runs while
+//!   Before it, `Match host PATTERNS` sets `RevokedHostKeys ~/.ssh/smith_revoked_host_keys`
+//!   (see [`crate::hostkrl`]), outside the exec's Match so that it holds even when the
+//!   exec fails. The exec's Match sets no option: its only effect is the `exec`, which ssh runs while
 //!   reading its configuration (before it authenticates), so its place in the file does
 //!   not matter for option precedence ("first obtained value wins"); the end is chosen so
 //!   that it never captures the user's global options, and the trailing `Host *` ends it
 //!   so lines added after it later stay global.
+//!
+//! - `~/.ssh/smith_revoked_host_keys`: the CA's list of revoked host certificates.
+//!
+//! The patterns are `--hosts`, else `ssh_hosts` from the config file, else the names the
+//! CA certifies hosts for (`GET /v1/ca/host-keys`: enrolled hosts' names and what
+//! enrollment tokens allow, e.g. `*.prod.example.com`), never `*` by default: a host CA
+//! trusted for every name would let a host certificate speak for any server.
 //!
 //! Owns: those lines only. Idempotent (a second run changes nothing), `--remove` takes
 //! them out again, `--dry-run` only shows. Must never: change a line outside its marked
@@ -179,12 +188,28 @@ fn shell_word(s: &str) -> anyhow::Result<String> {
     Ok(w.replace('%', "%%"))
 }
 
+/// A path as one ssh_config argument: double-quoted when it holds a space, `%`
+/// escaped (ssh expands `%` tokens in file options).
+fn config_path_word(p: &Path) -> anyhow::Result<String> {
+    let s = p.to_string_lossy();
+    if s.contains('"') || s.contains('\n') || s.contains('\\') {
+        anyhow::bail!("'{}' cannot appear in ~/.ssh/config", s.escape_debug());
+    }
+    let s = s.replace('%', "%%");
+    Ok(if s.contains(' ') || s.contains('\t') {
+        format!("\"{s}\"")
+    } else {
+        s
+    })
+}
+
 /// The `# BEGIN smith` ... `# END smith` block.
 pub fn render_block(
     patterns: &[String],
     smith: &Path,
     profile: Option<&str>,
     url: &str,
+    revoked_host_keys: &Path,
 ) -> anyhow::Result<Vec<String>> {
     let mut cmd = shell_word(&smith.to_string_lossy())?;
     if let Some(p) = profile {
@@ -194,6 +219,9 @@ pub fn render_block(
     Ok(vec![
         BEGIN.to_string(),
         format!("# Written by `smith config ssh` for the CA at {url}; `smith config ssh --remove` takes it out."),
+        "# ssh refuses a host certificate the CA revoked (the list is refreshed before each connection).".to_string(),
+        format!("Match host {}", patterns.join(",")),
+        format!("    RevokedHostKeys {}", config_path_word(revoked_host_keys)?),
         "# Before ssh connects to these hosts, it makes sure the agent holds a valid Smith certificate.".to_string(),
         format!("Match host {} exec \"{cmd}\"", patterns.join(",")),
         "Host *".to_string(),
@@ -267,22 +295,25 @@ pub fn run(cfg: &Effective, args: SshArgs) -> anyhow::Result<()> {
     let ssh_dir = home.join(".ssh");
     let kh_path = ssh_dir.join("known_hosts");
     let cfg_path = ssh_dir.join("config");
-    let patterns: Vec<String> = if !args.hosts.is_empty() {
-        args.hosts
-            .iter()
-            .flat_map(|h| h.split(',').map(str::to_string).collect::<Vec<_>>())
-            .filter(|p| !p.is_empty())
-            .collect()
+    let krl_path = crate::hostkrl::path_in(&home);
+    let explicit: Option<Vec<String>> = if !args.hosts.is_empty() {
+        Some(
+            args.hosts
+                .iter()
+                .flat_map(|h| h.split(',').map(str::to_string).collect::<Vec<_>>())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        )
     } else {
-        cfg.ssh_hosts
-            .clone()
-            .unwrap_or_else(|| vec!["*".to_string()])
+        cfg.ssh_hosts.clone()
     };
-    for p in &patterns {
-        check_pattern(p)?;
-    }
-    if patterns.is_empty() {
-        anyhow::bail!("no host patterns: pass --hosts PATTERN");
+    if let Some(ps) = &explicit {
+        for p in ps {
+            check_pattern(p)?;
+        }
+        if ps.is_empty() {
+            anyhow::bail!("no host patterns: pass --hosts PATTERN");
+        }
     }
     let url = cfg
         .ca_url
@@ -299,26 +330,49 @@ pub fn run(cfg: &Effective, args: SshArgs) -> anyhow::Result<()> {
     let kh_old = read(&kh_path)?;
     let cfg_old = read(&cfg_path)?;
 
-    let (kh_new, cfg_new) = if args.remove {
+    let (kh_new, cfg_new, patterns, krl) = if args.remove {
         (
             update_known_hosts(&kh_old, url.as_deref(), &[]),
             update_ssh_config(&cfg_old, &[]),
+            explicit.unwrap_or_default(),
+            None,
         )
     } else {
         let url = cfg.ca_url()?.trim_end_matches('/').to_string();
-        let keys = cfg
-            .client_with(None)?
+        let client = cfg.client_with(None)?;
+        let keys = client
             .host_ca_keys()
             .context("cannot get the CA's host keys")?;
+        let patterns = match explicit {
+            Some(p) => p,
+            None => {
+                for p in &keys.patterns {
+                    check_pattern(p).with_context(|| {
+                        format!("the CA sent a host name pattern ssh cannot use: {p}")
+                    })?;
+                }
+                if keys.patterns.is_empty() {
+                    anyhow::bail!(
+                        "the CA certifies no host names yet (no enrolled host, no enrollment \
+                         token naming one): pass --hosts PATTERN (e.g. --hosts '*.prod.example.com') \
+                         or set ssh_hosts in the config file"
+                    );
+                }
+                keys.patterns.clone()
+            }
+        };
+        let krl = crate::hostkrl::fetch(cfg)?;
         let lines = render_known_hosts(&patterns, &keys.keys, &url)?;
         let smith = std::env::current_exe()
             .and_then(|p| p.canonicalize())
             .context("cannot find the path of this smith binary")?;
         let profile = (cfg.profile.source != "default").then(|| cfg.profile());
-        let block = render_block(&patterns, &smith, profile, &url)?;
+        let block = render_block(&patterns, &smith, profile, &url, &krl_path)?;
         (
             update_known_hosts(&kh_old, Some(&url), &lines),
             update_ssh_config(&cfg_old, &block),
+            patterns,
+            Some(krl),
         )
     };
 
@@ -340,7 +394,7 @@ pub fn run(cfg: &Effective, args: SshArgs) -> anyhow::Result<()> {
         ssh_config: change(&cfg_path, &cfg_old, &cfg_new),
     };
     if !args.dry_run {
-        let any = report.known_hosts.changed || report.ssh_config.changed;
+        let any = report.known_hosts.changed || report.ssh_config.changed || krl.is_some();
         if any && !ssh_dir.exists() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -350,6 +404,18 @@ pub fn run(cfg: &Effective, args: SshArgs) -> anyhow::Result<()> {
         }
         if report.known_hosts.changed {
             write_keeping_mode(&kh_path, &kh_new)?;
+        }
+        // The list before the block that names it: ssh refuses every host whose
+        // RevokedHostKeys file is missing.
+        match &krl {
+            Some(k) => {
+                crate::hostkrl::store(&krl_path, k)?;
+            }
+            None => {
+                if !cfg_new.contains(BEGIN) {
+                    let _ = std::fs::remove_file(&krl_path);
+                }
+            }
         }
         if report.ssh_config.changed {
             write_keeping_mode(&cfg_path, &cfg_new)?;
@@ -432,10 +498,20 @@ mod tests {
             Path::new("/usr/bin/smith"),
             None,
             "https://ca",
+            Path::new("/home/a/.ssh/smith_revoked_host_keys"),
         )
         .unwrap();
         assert!(block
             .contains(&"Match host * exec \"/usr/bin/smith cert --ensure --quiet\"".to_string()));
+        let krl_at = block
+            .iter()
+            .position(|l| l == "    RevokedHostKeys /home/a/.ssh/smith_revoked_host_keys")
+            .unwrap();
+        assert_eq!(
+            block[krl_at - 1],
+            "Match host *",
+            "outside the exec's Match"
+        );
         let orig = "Host *\n    ServerAliveInterval 30\n\nHost db\n    User admin\n";
         let once = update_ssh_config(orig, &block);
         assert!(once.starts_with(orig));
@@ -452,6 +528,7 @@ mod tests {
             Path::new("/opt/my tools/smith%x"),
             Some("work"),
             "https://ca",
+            Path::new("/home/my home/%x/.ssh/smith_revoked_host_keys"),
         )
         .unwrap();
         let replaced = update_ssh_config(&after, &block2);
@@ -462,7 +539,22 @@ mod tests {
         assert!(replaced.contains(
             "Match host *.example.com exec \"'/opt/my tools/smith%%x' --profile work cert --ensure --quiet\""
         ), "{replaced}");
-        assert!(render_block(&["*".into()], Path::new("/a\"b"), None, "u").is_err());
+        assert!(
+            replaced.contains(
+                "    RevokedHostKeys \"/home/my home/%%x/.ssh/smith_revoked_host_keys\"\n"
+            ),
+            "{replaced}"
+        );
+        let k = Path::new("/k");
+        assert!(render_block(&["*".into()], Path::new("/a\"b"), None, "u", k).is_err());
+        assert!(render_block(
+            &["*".into()],
+            Path::new("/a"),
+            None,
+            "u",
+            Path::new("/a\"b")
+        )
+        .is_err());
     }
 
     #[test]

@@ -67,6 +67,25 @@ fn config_ssh_writes_idempotently_dry_runs_and_removes() {
     let ca = TestCa::start();
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
+    // A CA that certifies no host name yet: no default pattern (never `*`).
+    let out = smith(&ca, "unused", h, None, &["config", "ssh", "--dry-run"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("certifies no host names yet"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The default patterns are the names the CA certifies hosts for.
+    ca.admin_ok(&[
+        "host",
+        "token",
+        "--tags",
+        "env=dev",
+        "--name",
+        "*.dev.example",
+        "--name",
+        "db-1.example",
+    ]);
     // Nothing in ~/.ssh yet: created 0700, files 0600.
     let out = smith(&ca, "unused", h, None, &["config", "ssh", "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -75,7 +94,11 @@ fn config_ssh_writes_idempotently_dry_runs_and_removes() {
         "{}",
         text(&out.stdout)
     );
-    assert!(text(&out.stdout).contains("+ @cert-authority * "));
+    assert!(
+        text(&out.stdout).contains("+ @cert-authority *.dev.example,db-1.example "),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(!h.join(".ssh").exists(), "--dry-run wrote something");
 
     let out = smith(&ca, "unused", h, None, &["config", "ssh"]);
@@ -88,7 +111,7 @@ fn config_ssh_writes_idempotently_dry_runs_and_removes() {
     assert_eq!(
         kh,
         format!(
-            "@cert-authority * {} smith-ca {}\n",
+            "@cert-authority *.dev.example,db-1.example {} smith-ca {}\n",
             host_ca_key(&ca),
             ca.url
         )
@@ -98,11 +121,19 @@ fn config_ssh_writes_idempotently_dry_runs_and_removes() {
     assert!(cfg.starts_with("# BEGIN smith\n") && cfg.ends_with("Host *\n# END smith\n"));
     assert!(
         cfg.contains(&format!(
-            "Match host * exec \"{} cert --ensure --quiet\"\n",
+            "Match host *.dev.example,db-1.example exec \"{} cert --ensure --quiet\"\n",
             smith_path.display()
         )),
         "{cfg}"
     );
+    // The revoked host certificates: nothing yet, an empty list ssh reads.
+    let krl = ssh.join("smith_revoked_host_keys");
+    assert!(
+        cfg.contains(&format!("    RevokedHostKeys {}\n", krl.display())),
+        "{cfg}"
+    );
+    assert_eq!(std::fs::read(&krl).unwrap(), b"");
+    assert_eq!(mode(&krl), 0o644);
     // ssh itself accepts the file.
     let out = run(Command::new("ssh")
         .args(["-G", "-F"])
@@ -194,6 +225,7 @@ fn config_ssh_writes_idempotently_dry_runs_and_removes() {
         user_kh
     );
     assert_eq!(mode(&ssh.join("config")), 0o640);
+    assert!(!krl.exists(), "--remove leaves the revocation list behind");
 
     // A CA whose TLS root does not match the pin: refused, nothing written.
     let out = run(smith_cmd(
@@ -535,5 +567,40 @@ fn ssh_trusts_the_host_certificate_and_the_match_block_renews_the_user_certifica
         text(&out.stderr).contains("Host key verification failed"),
         "{}",
         text(&out.stderr)
+    );
+
+    // The host certificate is revoked: the next connection's `smith cert --ensure`
+    // (the Match exec) fetches the list, and ssh refuses the host.
+    let krl = h.join(".ssh/smith_revoked_host_keys");
+    assert_eq!(std::fs::read(&krl).unwrap(), b"", "nothing revoked yet");
+    ca.admin_ok(&[
+        "host", "cert", "revoke", "--host", "web-1", "--reason", "test",
+    ]);
+    let out = ssh_to(&sshd, h, &agent, "web-1", &env);
+    assert!(
+        !out.status.success(),
+        "a revoked host certificate was accepted"
+    );
+    assert!(
+        text(&out.stderr).contains("revoked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!std::fs::read(&krl).unwrap().is_empty());
+    // By hand too: `smith cert --ensure` refreshes the list (and changes nothing else).
+    std::fs::write(&krl, b"").unwrap();
+    let out = smith(
+        &ca,
+        &token,
+        h,
+        Some(agent.sock.as_path()),
+        &["cert", "--ensure", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!std::fs::read(&krl).unwrap().is_empty());
+    let out = ssh_to(&sshd, h, &agent, "web-1", &env);
+    assert!(
+        !out.status.success(),
+        "a revoked host certificate was accepted"
     );
 }

@@ -570,7 +570,9 @@ fn check_ca(c: &mut Checks, p: &HostPaths, cfg: &HostConfig, cr: &HostCredential
                 format!("{} (the CA said: {e})", kind.advice()),
                 match kind {
                     crate::refusal::RefusalKind::HostRemoved => "smith-host deactivate, or smith-host activate --token T with a new token from `smith-ca admin host token`",
-                    crate::refusal::RefusalKind::ClientCertExpired => "smith-host activate --token T with a new token from `smith-ca admin host token`",
+                    crate::refusal::RefusalKind::ClientCertExpired
+                    | crate::refusal::RefusalKind::ClientCertSuperseded
+                    | crate::refusal::RefusalKind::HostIdentityForked => "smith-host activate --token T with a new token from `smith-ca admin host token`",
                 },
             ),
             None => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),

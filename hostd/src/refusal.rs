@@ -1,4 +1,6 @@
-//! The CA no longer accepting this host: removed by the admin (`403 host_removed`) or
+//! The CA no longer accepting this host: removed by the admin (`403 host_removed`), a
+//! client certificate replaced by a renewal elsewhere (`client_cert_superseded`), a
+//! renewal refused as a second holder of the identity (`409 host_identity_forked`), or
 //! an expired client certificate (refused by the CA's TLS layer with a
 //! `CertificateExpired` alert, or a 401/403 `client_cert_expired`, or simply past its
 //! `not_after` here).
@@ -17,6 +19,11 @@ pub const REMOVED_ADVICE: &str = "removed at the CA: run smith-host deactivate, 
 /// What `status` and `doctor` print for an expired client certificate.
 pub const EXPIRED_ADVICE: &str = "client certificate expired: re-enroll with smith-host activate --token T (the admin first runs `smith-ca admin host remove NAME`, then `smith-ca admin host token`); until then the last snapshot keeps serving";
 
+/// What `status` and `doctor` print when a newer client certificate replaced this one.
+pub const SUPERSEDED_ADVICE: &str = "another holder of this host's identity renewed it (host.key was copied, or a restored backup runs beside this host): if this is the real host, ask the admin to run `smith-ca admin host remove NAME` (which also revokes its host certificates) and re-enroll with a new token (smith-host activate --token T); until then the last snapshot keeps serving";
+/// What `status` and `doctor` print when the CA refused a renewal as a fork.
+pub const FORKED_ADVICE: &str = "the CA refused to renew: a newer certificate of this host's identity is in use elsewhere (recorded as an alert at the CA): this copy of host.key is not the host's current one; re-enroll with a new token (smith-host activate --token T) after the admin checks the alert";
+
 /// Why the CA refuses this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,6 +32,11 @@ pub enum RefusalKind {
     HostRemoved,
     /// The client certificate expired (TLS alert, or the CA's 401/403 saying so).
     ClientCertExpired,
+    /// A renewal elsewhere replaced this client certificate (`client_cert_superseded`).
+    ClientCertSuperseded,
+    /// A renewal from this certificate was refused as a second holder
+    /// (`host_identity_forked`).
+    HostIdentityForked,
 }
 
 impl RefusalKind {
@@ -32,6 +44,8 @@ impl RefusalKind {
         match self {
             RefusalKind::HostRemoved => REMOVED_ADVICE,
             RefusalKind::ClientCertExpired => EXPIRED_ADVICE,
+            RefusalKind::ClientCertSuperseded => SUPERSEDED_ADVICE,
+            RefusalKind::HostIdentityForked => FORKED_ADVICE,
         }
     }
 }
@@ -59,6 +73,8 @@ pub fn classify_status(status: u16, code: ErrorCode) -> Option<RefusalKind> {
     match (status, code) {
         (403, ErrorCode::HostRemoved) => Some(RefusalKind::HostRemoved),
         (401 | 403, ErrorCode::ClientCertExpired) => Some(RefusalKind::ClientCertExpired),
+        (401 | 403, ErrorCode::ClientCertSuperseded) => Some(RefusalKind::ClientCertSuperseded),
+        (409, ErrorCode::HostIdentityForked) => Some(RefusalKind::HostIdentityForked),
         _ => None,
     }
 }
@@ -123,6 +139,14 @@ mod tests {
         assert_eq!(
             classify_status(401, ErrorCode::ClientCertExpired),
             Some(RefusalKind::ClientCertExpired)
+        );
+        assert_eq!(
+            classify_status(403, ErrorCode::ClientCertSuperseded),
+            Some(RefusalKind::ClientCertSuperseded)
+        );
+        assert_eq!(
+            classify_status(409, ErrorCode::HostIdentityForked),
+            Some(RefusalKind::HostIdentityForked)
         );
         assert_eq!(classify_status(401, ErrorCode::TokenExpired), None);
         assert_eq!(classify_status(403, ErrorCode::WrongHost), None);

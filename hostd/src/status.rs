@@ -120,15 +120,22 @@ pub fn host_certs(p: &HostPaths, now: u64) -> Vec<HostCertStatus> {
         .collect()
 }
 
-/// The sentence for what needs the admin's attention: a removal recorded by hostd wins,
-/// then an expired client certificate (known locally, or from the CA's refusal).
+/// The sentence for what needs the admin's attention: a removal or a second holder of
+/// the identity recorded by hostd wins, then an expired client certificate (known locally, or from the CA's refusal).
 pub fn problem(
     refusal: Option<&crate::refusal::CaRefusal>,
     client_cert_not_after: Option<u64>,
     now: u64,
 ) -> Option<String> {
     use crate::refusal::RefusalKind;
-    if let Some(r) = refusal.filter(|r| r.kind == RefusalKind::HostRemoved) {
+    if let Some(r) = refusal.filter(|r| {
+        matches!(
+            r.kind,
+            RefusalKind::HostRemoved
+                | RefusalKind::ClientCertSuperseded
+                | RefusalKind::HostIdentityForked
+        )
+    }) {
         return Some(r.kind.advice().to_string());
     }
     if client_cert_not_after.is_some_and(|t| t <= now)

@@ -113,7 +113,7 @@ fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 /// Prints one line of text that holds fields from hosts and users, with control
 /// characters shown as escapes (no forged lines, no terminal control).
-fn say(line: String) {
+pub fn say(line: String) {
     println!("{}", smith_proto::text::escape_controls(&line));
 }
 

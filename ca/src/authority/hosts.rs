@@ -654,21 +654,31 @@ impl Authority {
     pub fn host_patterns(&self) -> Vec<String> {
         let m = self.model();
         let at = now();
+        let domains: Vec<&HostPattern> = m
+            .tokens()
+            .values()
+            .filter(|t| {
+                t.kind == TokenKind::Enroll
+                    && t.used_at.is_none()
+                    && t.expires_at.is_none_or(|e| e > at)
+            })
+            .flat_map(|t| t.names.iter())
+            .collect();
+        // Enrolled names a pattern already covers are left out (shorter lines, and a
+        // domain's new hosts are trusted without running `smith config ssh` again).
         let mut out: Vec<String> = m
             .hosts()
             .values()
             .filter(|h| !h.removed)
             .flat_map(|h| h.principals())
+            .filter(|n| {
+                !domains
+                    .iter()
+                    .any(|p| matches!(p, HostPattern::Domain(_)) && p.matches(n))
+            })
             .map(|n| n.to_string())
+            .chain(domains.iter().map(|p| p.to_string()))
             .collect();
-        for t in m.tokens().values() {
-            if t.kind == TokenKind::Enroll
-                && t.used_at.is_none()
-                && t.expires_at.is_none_or(|e| e > at)
-            {
-                out.extend(t.names.iter().map(|p| p.to_string()));
-            }
-        }
         out.sort();
         out.dedup();
         out

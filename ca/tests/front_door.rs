@@ -16,6 +16,7 @@ mod support;
 
 use serde_json::{json, Value};
 use smith_api::chain::{self, GENESIS};
+use smith_api::endpoints;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
@@ -111,7 +112,10 @@ fn slow_and_flooding_clients_do_not_take_the_ca_down() {
     // Health and an issuance from another address still answer.
     let other = client_from(&ca, "127.0.0.2");
     let t = Instant::now();
-    let r = other.get(format!("{}/v1/health", ca.url)).send().unwrap();
+    let r = other
+        .get(format!("{}{}", ca.url, endpoints::HEALTH))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let health: Value = r.json().unwrap();
     assert!(
@@ -119,7 +123,7 @@ fn slow_and_flooding_clients_do_not_take_the_ca_down() {
         "no version for anonymous callers: {health}"
     );
     let r = other
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(&alice)
         .json(&json!({"public_key": pubkey.trim(), "scope": "env=dev", "ttl_secs": 600}))
         .send()
@@ -200,7 +204,7 @@ fn credentials_are_checked_before_a_body_is_read() {
     // (the body was never parsed; before, it answered 400 for the body).
     let r = ca
         .http(None)
-        .post(format!("{}/v1/host/audit", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::HOST_AUDIT))
         .header("content-type", "application/json")
         .body("this is not json".repeat(1000))
         .send()
@@ -215,7 +219,7 @@ fn credentials_are_checked_before_a_body_is_read() {
     // An enrollment token in the Authorization header is checked first too.
     let r = ca
         .http(None)
-        .post(format!("{}/v1/hosts/enroll", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::HOSTS_ENROLL))
         .bearer_auth("smith_enroll_made_up")
         .header("content-type", "application/json")
         .body("{")
@@ -267,7 +271,7 @@ fn forged_tokens_leave_no_record_and_are_counted() {
             "A".repeat(4000)
         };
         let r = http
-            .post(format!("{}/v1/certs/user", ca.url))
+            .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
             .bearer_auth(forged(&iss, "alice", i))
             .json(&json!({"public_key": "ssh-ed25519 AAAA", "ttl_secs": 600}))
             .send()
@@ -285,7 +289,7 @@ fn forged_tokens_leave_no_record_and_are_counted() {
     // The admin sees how many were refused; an anonymous caller does not.
     let admin_health: Value = ca
         .http(None)
-        .get(format!("{}/v1/health", ca.url))
+        .get(format!("{}{}", ca.url, endpoints::HEALTH))
         .bearer_auth(&ca.admin_token)
         .send()
         .unwrap()
@@ -314,7 +318,7 @@ fn audit_text_is_shown_as_text() {
         .unwrap();
     let r = ca
         .http(None)
-        .post(format!("{}/v1/hosts/enroll", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::HOSTS_ENROLL))
         .json(&json!({"token": token, "host_name": "web-1", "csr_pem": csr}))
         .send()
         .unwrap();
@@ -335,7 +339,7 @@ fn audit_text_is_shown_as_text() {
     let rec = chain::next_record("web-1", 0, &GENESIS, event.to_string());
     let r = ca
         .http(Some(&id))
-        .post(format!("{}/v1/host/audit", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::HOST_AUDIT))
         .json(&json!({"records": [rec]}))
         .send()
         .unwrap();

@@ -13,6 +13,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use smith_api::endpoints;
 use std::path::Path;
 use std::process::Command;
 use support::{run, text, TestCa};
@@ -80,7 +81,7 @@ fn enroll(
     let (key_pem, csr_pem) = csr();
     let body = json!({"token": token, "host_name": name, "csr_pem": csr_pem,
                       "ssh_host_keys": keys, "ssh_names": ssh_names});
-    let (s, b) = call(ca, "POST", "/v1/hosts/enroll", Some(body), None);
+    let (s, b) = call(ca, "POST", endpoints::HOSTS_ENROLL, Some(body), None);
     let id = (s == 201).then(|| smith_api::Identity {
         cert_pem: b["client_cert_pem"].as_str().unwrap().as_bytes().to_vec(),
         key_pem: key_pem.into_bytes(),
@@ -94,7 +95,7 @@ fn renew(ca: &TestCa, id: &smith_api::Identity) -> (u16, Value, Option<smith_api
     let (s, b) = call(
         ca,
         "POST",
-        "/v1/host/renew",
+        endpoints::HOST_RENEW,
         Some(json!({"csr_pem": csr_pem})),
         Some(id),
     );
@@ -106,7 +107,13 @@ fn renew(ca: &TestCa, id: &smith_api::Identity) -> (u16, Value, Option<smith_api
 }
 
 fn sync_status(ca: &TestCa, id: &smith_api::Identity) -> (u16, Value) {
-    call(ca, "GET", "/v1/host/sync?since=0", None, Some(id))
+    call(
+        ca,
+        "GET",
+        &format!("{}?since=0", endpoints::HOST_SYNC),
+        None,
+        Some(id),
+    )
 }
 
 fn hosts(ca: &TestCa) -> Vec<String> {
@@ -179,7 +186,7 @@ fn a_token_enrolls_only_the_names_it_allows() {
     let (s, b, _) = enroll(&ca, &pat, "web-4.prod.example.com", &[], &[]);
     assert_eq!((s, b["code"].as_str()), (401, Some("token_used")), "{b}");
     // The CA tells clients which names it certifies, for @cert-authority lines.
-    let (_, keys) = call(&ca, "GET", "/v1/ca/host-keys", None, None);
+    let (_, keys) = call(&ca, "GET", endpoints::CA_HOST_KEYS, None, None);
     let patterns: Vec<&str> = keys["patterns"]
         .as_array()
         .unwrap()
@@ -244,7 +251,7 @@ fn host_certificates_are_recorded_revocable_and_revoked_with_their_host() {
         .map(|c| c["serial"].as_u64().unwrap())
         .collect();
     assert_eq!(serials.len(), 2);
-    let krl = |ca: &TestCa| call(ca, "GET", "/v1/ca/host-krl", None, None).1;
+    let krl = |ca: &TestCa| call(ca, "GET", endpoints::CA_HOST_KRL, None, None).1;
     assert!(!revoked_by(
         dir.path(),
         krl(&ca)["krl_base64"].as_str(),
@@ -379,7 +386,7 @@ fn an_admin_sets_a_hosts_tags_and_its_next_sync_follows() {
     let (s, _) = call(
         &ca,
         "POST",
-        "/v1/admin/hosts/web-1/tags",
+        &endpoints::admin_host_tags(&smith_proto::HostName::new("web-1").unwrap()),
         Some(json!({"tags": "env=prod"})),
         Some(&id),
     );

@@ -98,7 +98,7 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
     let uid = db.exec(&["getent", "passwd", "alice"])?.ok()?;
     let uid: u32 = uid.out().split(':').nth(2).context("uid")?.parse()?;
     ensure!(
-        (200_000..300_000).contains(&uid),
+        smith_proto::ids::DEFAULT_ID_RANGE.contains(uid),
         "alice's uid {uid} is not from the CA's range"
     );
     ensure!(
@@ -225,7 +225,7 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
         ensure!(lines.len() == 2 && lines[0] == lines[1], "{o}");
         let local_uid: u32 = lines[0].parse()?;
         ensure!(
-            local_uid < 200_000,
+            !smith_proto::ids::DEFAULT_ID_RANGE.contains(local_uid),
             "deploy resolved to the Smith user ({local_uid})"
         );
     }

@@ -263,31 +263,6 @@ pub fn host_revocation_event(r: &crate::model::HostCertRevocation) -> String {
     .to_string()
 }
 
-/// The `@ca` records a commit appends, in order (the stores write them in the commit's
-/// transaction): one per certificate revocation, user or host.
-pub fn commit_events(changes: &[crate::model::Change]) -> Vec<String> {
-    use crate::model::Change;
-    let mut out = Vec::new();
-    for change in changes {
-        match change {
-            Change::Revoke(list) => out.extend(list.iter().map(revocation_event)),
-            Change::RevokeHostCerts(list) => out.extend(list.iter().map(host_revocation_event)),
-            Change::Alert(a) => out.push(
-                serde_json::json!({
-                    "type": "alert",
-                    "kind": a.kind,
-                    "host": a.host.as_ref().map(|h| h.as_str()),
-                    "detail": a.detail,
-                    "at_unix": a.at,
-                })
-                .to_string(),
-            ),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// The `type` of a [`decision_event`] (the `kind` column of its record).
 pub const DECISION_KIND: &str = "cert_decision";
 

@@ -338,7 +338,7 @@ impl Store for MemoryStore {
                 _ => {}
             }
         }
-        for event in audit::commit_events(&c.changes) {
+        for event in super::commit_events(&c.changes) {
             st.append_ca(event, c.now);
         }
         if let Some(v) = c.new_version {

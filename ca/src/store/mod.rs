@@ -18,6 +18,32 @@
 //! Must never: answer before durability, or be read on the issuance or sync hot path (the
 //! model serves those).
 
+/// The `@ca` records a commit appends, in order (the stores write them in the commit's
+/// transaction): one per certificate revocation, user or host.
+pub fn commit_events(changes: &[crate::model::Change]) -> Vec<String> {
+    use crate::audit::{host_revocation_event, revocation_event};
+    use crate::model::Change;
+    let mut out = Vec::new();
+    for change in changes {
+        match change {
+            Change::Revoke(list) => out.extend(list.iter().map(revocation_event)),
+            Change::RevokeHostCerts(list) => out.extend(list.iter().map(host_revocation_event)),
+            Change::Alert(a) => out.push(
+                serde_json::json!({
+                    "type": "alert",
+                    "kind": a.kind,
+                    "host": a.host.as_ref().map(|h| h.as_str()),
+                    "detail": a.detail,
+                    "at_unix": a.at,
+                })
+                .to_string(),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;

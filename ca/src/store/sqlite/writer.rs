@@ -227,7 +227,7 @@ fn write_commit(
     let mut head = *ca_head;
     let tx = conn.transaction()?;
     super::persist::write_commit(&tx, c)?;
-    for event in crate::audit::commit_events(&c.changes) {
+    for event in crate::store::commit_events(&c.changes) {
         let rec = chain::next_record(CA_CHAIN, head.0, &head.1, event);
         audit::insert(&tx, CA_CHAIN, &rec, c.now)?;
         head = (

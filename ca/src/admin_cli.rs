@@ -470,7 +470,7 @@ fn print_cert(c: &IssuedCert) {
         },
         time(c.valid_after),
         time(c.valid_before),
-        stat
+        state
     ));
 }
 
@@ -538,7 +538,7 @@ fn print_host_cert(c: &HostCertInfo) {
         c.host.as_str(),
         c.key_fingerprint,
         c.principals.join(","),
-        stat
+        state
     ));
 }
 

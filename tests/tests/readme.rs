@@ -560,7 +560,7 @@ impl Story {
             }
             ["host", "cert", "revoke", ..] => {
                 ensure!(
-                    o.stdout.contains("revoked") && o.stdout.contains(HOST),
+                    o.stdout.contains("REVOKED") && o.stdout.contains(HOST),
                     "host cert revoke did not report revoking {HOST}'s certificate:\n{o}"
                 );
                 self.revoked_host_cert_refused()?;

@@ -13,9 +13,11 @@
 pub mod chain;
 pub mod client;
 pub mod error;
+pub mod people;
 pub mod tls;
 pub mod types;
 
 pub use client::{ApiError, Client, ClientOptions, Identity, Trust};
 pub use error::ErrorCode;
+pub use people::*;
 pub use types::*;

@@ -137,13 +137,14 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
         create_new(&dd.db(), b"", 0o600)
             .with_context(|| format!("cannot create {}", dd.db().display()))?;
         created.push(dd.db());
-        let token = new_token(TokenKind::Admin);
+        let token = new_token(TokenKind::Bootstrap);
         let store = SqliteStore::open(&dd.db())?;
         store.initialize(&InitMeta {
             id_range: range,
             user_ca_algorithm: alg.as_str(),
             admin_token_hash: &hash_token(&token),
             now,
+            epoch: &crate::store::new_epoch(),
         })?;
         store.shutdown();
         drop(store);
@@ -193,6 +194,10 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         println!();
         println!("Bootstrap admin token (shown only now, keep it secret):");
         println!("  {}", out.admin_token);
+        println!(
+            "It works for 24 hours and stops as soon as a named admin exists \
+             (`smith-ca admin login`, or `smith-ca admin token create --name NAME`)."
+        );
         println!();
         println!("Next:");
         println!(
@@ -200,7 +205,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             out.data_dir
         );
         println!(
-            "  export SMITH_CA_URL=https://127.0.0.1:8443 SMITH_CA_FINGERPRINT={} SMITH_TOKEN=<admin token>",
+            "  export SMITH_CA_URL=https://127.0.0.1:8443 SMITH_CA_FINGERPRINT={}; read -rs SMITH_TOKEN; export SMITH_TOKEN   # paste the token",
             out.root_fingerprint
         );
         println!("  smith-ca admin group add dev");

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_cli;
+mod admin_people;
 
 use smith_ca::{audit, datadir, init, oidc, server};
 
@@ -30,6 +31,22 @@ struct Cli {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 24h: {e}"))
+}
+
+/// A retention in seconds (`None`: forever).
+#[derive(Debug, Clone, Copy)]
+struct Keep(Option<u64>);
+
+/// A retention: a duration of at least a day, or `forever`.
+fn parse_retention(s: &str) -> Result<Keep, String> {
+    if s == "forever" {
+        return Ok(Keep(None));
+    }
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(86400) {
+        return Err("a retention is at least 1d (or forever)".into());
+    }
+    Ok(Keep(Some(d.as_secs())))
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +95,21 @@ enum Cmd {
         /// Default lifetime of user tokens minted without --ttl.
         #[arg(long, value_parser = parse_duration, default_value = "7d")]
         user_token_ttl: Duration,
+        /// Lifetime of the named admin token `smith-ca admin login` gets.
+        #[arg(long, value_parser = parse_duration, default_value = "12h")]
+        admin_session_ttl: Duration,
+        /// Certificate requests each principal may make: N/PERIOD, a burst of N refilled
+        /// over PERIOD (e.g. 60/10m), or `off`. Requests beyond it get 429 and are not
+        /// recorded.
+        #[arg(long, value_parser = smith_ca::authority::RateLimit::parse, default_value = "60/10m")]
+        issuance_rate: smith_ca::authority::RateLimit,
+        /// Keep issuance decisions this long (`forever` keeps them all); their `@ca`
+        /// audit records stay regardless. Applied at start and hourly.
+        #[arg(long, value_parser = parse_retention, default_value = "400d")]
+        retain_decisions: Keep,
+        /// Keep certificates this long after they expired (`forever` keeps them all).
+        #[arg(long, value_parser = parse_retention, default_value = "400d")]
+        retain_certificates: Keep,
         #[command(flatten)]
         oidc: oidc::OidcArgs,
     },
@@ -116,8 +148,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host_cert_ttl,
             host_ssh_cert_ttl,
             user_token_ttl,
+            admin_session_ttl,
+            issuance_rate,
+            retain_decisions,
+            retain_certificates,
             oidc,
         } => {
+            if admin_session_ttl < Duration::from_secs(300)
+                || admin_session_ttl > Duration::from_secs(7 * 86400)
+            {
+                anyhow::bail!("--admin-session-ttl must be between 5m and 7d");
+            }
             let file = oidc::read_ca_file(&data_dir).map_err(anyhow::Error::msg)?;
             if max_cert_ttl < Duration::from_secs(60) || host_cert_ttl < Duration::from_secs(300) {
                 anyhow::bail!("--max-cert-ttl must be at least 1m and --host-cert-ttl at least 5m");
@@ -141,6 +182,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     host_ssh_cert_ttl,
                     default_user_token_ttl: user_token_ttl,
                     oidc,
+                    admin_session_ttl,
+                    issuance_rate,
+                    retention: smith_ca::store::Retention {
+                        decisions_secs: retain_decisions.0,
+                        certificates_secs: retain_certificates.0,
+                    },
                 },
             ))
         }

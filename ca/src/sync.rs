@@ -30,7 +30,7 @@ fn view<'a>(m: &'a Model, tags: &Tags) -> HostView<'a> {
 }
 
 fn entry(u: &User, v: &HostView<'_>) -> Option<SnapshotUser> {
-    if u.disabled {
+    if u.is_disabled() {
         return None;
     }
     let level = v
@@ -150,6 +150,7 @@ mod tests {
             members: Default::default(),
             created_at: 0,
             external_id: None,
+            source: crate::model::Source::Admin,
         }
     }
 

@@ -8,10 +8,10 @@ mod agent;
 mod cert;
 mod config;
 mod ensure;
-mod keyring;
 mod login;
-mod oidc;
 mod sshconfig;
+
+use smith_login::{keyring, oidc};
 
 use clap::{Parser, Subcommand};
 use smith_proto::Tags;

@@ -91,8 +91,10 @@ pub fn derived(event: &str) -> (String, String, i64) {
         ("session", Some(p)) => format!("session_{p}"),
         (k, _) => k.to_string(),
     };
+    // A change record's "user" is its actor: `audit list --user X` shows what X did.
+    let user_key = if kind == CHANGE_KIND { "actor" } else { "user" };
     let user = v
-        .get("user")
+        .get(user_key)
         .and_then(|u| u.as_str())
         .unwrap_or("")
         .to_string();
@@ -121,6 +123,9 @@ pub struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub host: Option<String>,
+    /// The `kind` column (`cert_decision`, `change`, `sudo`, ...).
+    pub kind: Option<String>,
+    /// The `user` column (the actor, for change records).
     pub user: Option<String>,
     pub since: Option<u64>,
     pub limit: u32,
@@ -313,6 +318,27 @@ pub fn revocation_event(r: &crate::model::Revocation) -> String {
 
 /// The `type` of a [`decision_event`] (the `kind` column of its record).
 pub const DECISION_KIND: &str = "cert_decision";
+
+/// The `type` of a [`change_event`].
+pub const CHANGE_KIND: &str = "change";
+
+/// The event text of the `@ca` record every committed change gets, in the same
+/// transaction: when, the origin's kind, the actor, the request's source address, the
+/// public id of the token that authenticated it, what was asked, and the policy version
+/// it made (absent when it changed nothing hosts receive). Keys sorted (compact JSON).
+pub fn change_event(c: &crate::store::Commit) -> String {
+    serde_json::json!({
+        "type": CHANGE_KIND,
+        "at_unix": c.now,
+        "origin": c.origin.kind(),
+        "actor": c.origin.actor_name(),
+        "source": c.origin.source.map(|s| s.to_string()),
+        "token_id": c.origin.token_id,
+        "what": c.what,
+        "version": c.new_version,
+    })
+    .to_string()
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,8 @@
 //! enrolled host's name; let one host read another's snapshot.
 
 use super::{now, Authority, Error};
-use crate::auth::{hash_token, new_token, AuthError, Principal};
-use crate::model::{Change, Host, HostCert, Model, Token, TokenKind};
+use crate::auth::{hash_token, AuthError, Principal};
+use crate::model::{Change, Host, HostCert, Model};
 use crate::origin::Origin;
 use crate::sshca::sign_host_cert;
 use crate::tlsca::{PeerCert, TlsCaError, ValidityError};
@@ -118,12 +118,12 @@ fn csr_error(e: TlsCaError) -> Error {
 }
 
 impl Authority {
-    /// Mints a single-use enrollment token (shown once): the token and its expiry.
+    /// Mints a single-use enrollment token (shown once).
     pub fn mint_host_token(
         &self,
         origin: &Origin,
         input: HostTokenInput,
-    ) -> Result<(String, u64), Error> {
+    ) -> Result<super::Minted, Error> {
         if input.ssh_names.len() > MAX_SSH_NAMES {
             return Err(Error::TooManySshNames(MAX_SSH_NAMES));
         }
@@ -140,33 +140,13 @@ impl Authority {
                 ssh_names.push(n);
             }
         }
-        let token = new_token(TokenKind::Enroll);
-        let hash = hash_token(&token);
-        let expires_at = now() + input.ttl_secs;
         let what = if ssh_names.is_empty() {
             format!("host token {}", input.tags)
         } else {
             let names: Vec<&str> = ssh_names.iter().map(|n| n.as_str()).collect();
             format!("host token {} ssh names {}", input.tags, names.join(","))
         };
-        self.mutate(origin, what, |_, _, at| {
-            Ok((
-                vec![Change::AddToken {
-                    hash,
-                    token: Token {
-                        kind: TokenKind::Enroll,
-                        subject: "host enrollment".into(),
-                        tags: Some(input.tags),
-                        created_at: at,
-                        expires_at: Some(expires_at),
-                        used_at: None,
-                        ssh_names,
-                    },
-                }],
-                (),
-            ))
-        })?;
-        Ok((token, expires_at))
+        self.mint_enroll_token(origin, what, input.ttl_secs, input.tags, ssh_names)
     }
 
     /// Certifies SSH host keys for `principals` (the host's name first).
@@ -212,7 +192,10 @@ impl Authority {
         let (tags, allowed_names) = {
             let m = self.model();
             match self.auth.authenticate(&m, &input.token, at) {
-                Ok(Principal::Enroll { tags, .. }) => (
+                Ok(crate::auth::Authenticated {
+                    principal: Principal::Enroll { tags, .. },
+                    ..
+                }) => (
                     tags,
                     m.token(&token_hash)
                         .map(|t| t.ssh_names.clone())
@@ -255,9 +238,8 @@ impl Authority {
             &input.ssh_host_keys,
             at,
         )?;
-        let origin = Origin::Host {
-            name: input.host_name.clone(),
-        };
+        let origin = Origin::host(input.host_name.clone())
+            .with_token(crate::auth::token_id(&token_hash).to_string());
         let (_, host) = self.mutate(
             &origin,
             format!("host enroll {}", input.host_name),
@@ -348,9 +330,7 @@ impl Authority {
             .map_err(csr_error)?;
         let ssh_host_certs =
             self.sign_host_keys(&host.name, &host.principals(), ssh_host_keys, at)?;
-        let origin = Origin::Host {
-            name: host.name.clone(),
-        };
+        let origin = Origin::host(host.name.clone());
         self.mutate(&origin, format!("host renew {}", host.name), |m, _, at| {
             if m.host(host.id).is_none_or(|h| h.removed) {
                 return Err(Error::HostRemoved(host.name.clone()));

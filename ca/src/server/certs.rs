@@ -30,9 +30,9 @@ impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
                 return Ok(Engineer(Caller::Oidc(v.verify(token).await)));
             }
         }
-        let refused = match ca.principal(parts)? {
+        let refused = match ca.authenticated(parts)?.principal {
             Principal::User(u) => return Ok(Engineer(Caller::Token(u))),
-            Principal::Admin => {
+            Principal::Admin { .. } => {
                 "the admin token cannot get certificates; mint a user token with \
                  `smith-ca admin user token NAME`"
             }

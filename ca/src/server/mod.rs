@@ -14,9 +14,10 @@ pub mod certs;
 pub mod error;
 pub mod hosts;
 pub mod mtls;
+pub mod people;
 pub mod revocation;
 
-use crate::auth::Principal;
+use crate::auth::Authenticated;
 use crate::authority::{self, Authority};
 use crate::datadir::DataDir;
 use crate::tlsca::{peer_identity, PeerCert, TlsRoot};
@@ -51,6 +52,12 @@ pub struct ServeConfig {
     pub default_user_token_ttl: Duration,
     /// OIDC sign-in (`--oidc-*`, `[oidc]` in `D/ca.toml`); `None`: tokens only.
     pub oidc: Option<crate::oidc::OidcConfig>,
+    /// Lifetime of a named admin's token from `smith-ca admin login`.
+    pub admin_session_ttl: Duration,
+    /// Certificate requests per principal.
+    pub issuance_rate: authority::RateLimit,
+    /// How long decisions and expired certificates are kept (`None`: forever).
+    pub retention: crate::store::Retention,
 }
 
 impl ServeConfig {
@@ -61,6 +68,13 @@ impl ServeConfig {
             host_cert_ttl: self.host_cert_ttl,
             host_ssh_cert_ttl: self.host_ssh_cert_ttl,
             default_user_token_ttl: self.default_user_token_ttl,
+            admin_groups: self
+                .oidc
+                .as_ref()
+                .map(|o| o.admin_groups.clone())
+                .unwrap_or_default(),
+            admin_session_ttl: self.admin_session_ttl,
+            issuance_rate: self.issuance_rate,
         }
     }
 }
@@ -108,7 +122,7 @@ pub fn bearer(parts: &Parts) -> &str {
 
 impl Ca {
     /// Authenticates the request's bearer token.
-    pub fn principal(&self, parts: &Parts) -> Result<Principal, ApiError> {
+    pub fn authenticated(&self, parts: &Parts) -> Result<Authenticated, ApiError> {
         self.authority
             .authenticate(bearer(parts))
             .map_err(|e| ApiError::new(e.code(), e.to_string()))
@@ -185,6 +199,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
+        .merge(people::router())
         .merge(crate::scim::router())
         .merge(audit::router())
         .fallback(|| async {
@@ -291,6 +306,7 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
             "smith-ca serving"
         );
     }
+    spawn_retention(ca.authority.clone(), cfg.retention, shutdown_rx.clone());
     let task = tokio::spawn(accept_loop(
         listener,
         acceptor,
@@ -303,6 +319,29 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Applies the retention settings at start and hourly.
+fn spawn_retention(
+    authority: Arc<Authority>,
+    r: crate::store::Retention,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if r.decisions_secs.is_none() && r.certificates_secs.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let a = authority.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.apply_retention(r)).await {
+                tracing::warn!(error = %e, "retention sweep failed; retrying in an hour");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
 }
 
 /// Runs the server until SIGTERM/SIGINT.

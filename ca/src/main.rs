@@ -124,6 +124,36 @@ enum Cmd {
     /// Offline audit tools working on the data directory (no running CA needed).
     #[command(subcommand)]
     Audit(audit::cli::OfflineCmd),
+    /// Copy the CA consistently while it serves: its database, keys, certificates and
+    /// ca.toml, into a new directory (0700; it holds the CA's private keys).
+    Backup {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a backup back (the CA must be stopped). The restored database gets a new
+    /// epoch: hosts take its full snapshot whatever version they had seen (their
+    /// sessions go on), and serials and ids issued since the backup are never reused.
+    /// Everything done after the backup is lost: re-apply revocations and disables.
+    Restore {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A directory made by `smith-ca backup`.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Break-glass: mint a new bootstrap admin token (a day's life) on the CA's machine,
+    /// with the CA stopped, when no admin can sign in. Recorded in the audit chain.
+    BootstrapToken {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -193,6 +223,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Admin { conn, cmd } => admin_cli::run(&conn, cmd),
         Cmd::Audit(cmd) => audit::cli::run_offline(cmd),
+        Cmd::Backup {
+            data_dir,
+            out,
+            json,
+        } => {
+            let i = smith_ca::backup::backup(&datadir::DataDir::new(&data_dir), &out)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!(
+                    "backed up {} to {} (version {}, epoch {}); it holds the CA's private keys: keep it as safe as the CA",
+                    data_dir.display(),
+                    out.display(),
+                    i.version,
+                    i.epoch
+                );
+            }
+            Ok(())
+        }
+        Cmd::Restore {
+            data_dir,
+            from,
+            json,
+        } => {
+            let r = smith_ca::backup::restore(&datadir::DataDir::new(&data_dir), &from)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "restored {} into {}: version {}, new epoch {} (hosts take a full snapshot at their next sync; no session ends)",
+                    from.display(),
+                    data_dir.display(),
+                    r.version,
+                    r.epoch
+                );
+                if !r.carried_over {
+                    println!("warning: the replaced database could not be read: serials and ids issued after the backup may be issued again");
+                }
+                println!("Everything done after the backup is gone: re-apply revocations, disables and token revocations made since.");
+            }
+            Ok(())
+        }
+        Cmd::BootstrapToken { data_dir } => {
+            let dd = datadir::DataDir::new(&data_dir);
+            let _lock = dd.lock("mint a bootstrap token")?;
+            let a = smith_ca::authority::Authority::open(&dd, Default::default())?;
+            let t = a
+                .mint_bootstrap_token(&smith_ca::origin::Origin::local("bootstrap-token"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            a.shutdown();
+            println!("{}", t.token);
+            eprintln!(
+                "bootstrap admin token {}, valid until {} (shown once; the previous bootstrap token is revoked)",
+                t.id,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(t.expires_at)
+                )
+            );
+            Ok(())
+        }
     }
 }
 

@@ -443,6 +443,9 @@ pub enum Change {
     /// Revokes certificates (they go into the KRL hosts sync). Committed only through
     /// the writer, which appends each to the CA's audit chain in the same transaction.
     Revoke(Vec<Revocation>),
+    /// A new epoch: hosts take the next full snapshot whatever their version (the
+    /// database went back in time without `smith-ca restore` saying so).
+    SetEpoch { epoch: String },
 }
 
 impl Change {
@@ -503,6 +506,7 @@ impl Change {
             | Change::MapGroup { .. }
             | Change::UnmapGroup { .. }
             | Change::RevokeTokens { .. }
+            | Change::SetEpoch { .. }
             | Change::AddToken { .. }
             | Change::Enroll { .. }
             | Change::HostCert { .. }
@@ -1122,6 +1126,9 @@ impl Model {
                 for r in list {
                     self.revoked.insert(r.serial, r.clone());
                 }
+            }
+            Change::SetEpoch { epoch } => {
+                self.epoch = epoch.clone();
             }
         }
     }

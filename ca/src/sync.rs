@@ -126,6 +126,7 @@ pub fn sync_response(
         sudo_gid: m.settings().sudo_gid,
         user_ca_keys: user_ca_keys.to_vec(),
         krl_base64: m.krl_base64().map(|k| k.as_str().to_string()),
+        epoch: Some(m.epoch().to_string()).filter(|e| !e.is_empty()),
     }
 }
 

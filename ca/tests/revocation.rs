@@ -128,9 +128,21 @@ fn revoked(krl: &Path, cert: &Cert) -> bool {
 
 fn setup(ca: &TestCa) {
     ca.admin_ok(&["group", "add", "dev"]);
-    for u in ["alice", "bob", "carol", "dave"] {
+    for u in ["alice", "bob", "carol"] {
         ca.admin_ok(&["user", "add", u, "--groups", "dev"]);
     }
+    // dave is SCIM's (SCIM deactivates only the users it provisioned).
+    let scim = ca.admin_ok(&["scim", "token"]).trim().to_string();
+    let r = ca
+        .http(None)
+        .post(format!("{}/scim/v2/Users", ca.url))
+        .bearer_auth(&scim)
+        .header("content-type", "application/scim+json")
+        .body(json!({"userName": "dave"}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    ca.admin_ok(&["group", "add-member", "dev", "dave"]);
     ca.admin_ok(&[
         "grant",
         "add",

@@ -469,6 +469,7 @@ pub fn run(r: &Resolved) -> Vec<Check> {
                 version.max(1),
                 0,
                 &cfg.host_name,
+                None,
             ))
         });
         match result {

@@ -64,9 +64,14 @@ pub struct RenewResponse {
     pub ssh_host_certs: Vec<String>,
 }
 
-/// The sync URL path.
-pub fn sync_path(since: u64, wait_secs: u64, host: &HostName) -> String {
-    format!("/v1/host/sync?since={since}&wait={wait_secs}&host={host}")
+/// The sync URL path (`epoch`: of the version `since`; a CA of another epoch answers a
+/// full snapshot).
+pub fn sync_path(since: u64, wait_secs: u64, host: &HostName, epoch: Option<&str>) -> String {
+    let mut p = format!("/v1/host/sync?since={since}&wait={wait_secs}&host={host}");
+    if let Some(e) = epoch.filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_hexdigit())) {
+        p.push_str(&format!("&epoch={e}"));
+    }
+    p
 }
 
 pub struct CaClient {
@@ -144,8 +149,9 @@ impl CaClient {
         since: u64,
         wait_secs: u64,
         host: &HostName,
+        epoch: Option<&str>,
     ) -> Result<Option<SyncResponse>, CaError> {
-        let url = format!("{}{}", self.base, sync_path(since, wait_secs, host));
+        let url = format!("{}{}", self.base, sync_path(since, wait_secs, host, epoch));
         let resp = self
             .http
             .get(&url)

@@ -327,15 +327,25 @@ pub const CHANGE_KIND: &str = "change";
 /// public id of the token that authenticated it, what was asked, and the policy version
 /// it made (absent when it changed nothing hosts receive). Keys sorted (compact JSON).
 pub fn change_event(c: &crate::store::Commit) -> String {
+    change_event_of(&c.origin, &c.what, c.new_version, c.now)
+}
+
+/// [`change_event`] of a change made outside a commit (a restore).
+pub fn change_event_of(
+    origin: &crate::origin::Origin,
+    what: &str,
+    version: Option<u64>,
+    at: u64,
+) -> String {
     serde_json::json!({
         "type": CHANGE_KIND,
-        "at_unix": c.now,
-        "origin": c.origin.kind(),
-        "actor": c.origin.actor_name(),
-        "source": c.origin.source.map(|s| s.to_string()),
-        "token_id": c.origin.token_id,
-        "what": c.what,
-        "version": c.new_version,
+        "at_unix": at,
+        "origin": origin.kind(),
+        "actor": origin.actor_name(),
+        "source": origin.source.map(|s| s.to_string()),
+        "token_id": origin.token_id,
+        "what": what,
+        "version": version,
     })
     .to_string()
 }

@@ -370,6 +370,52 @@ impl Authority {
             .ok_or_else(|| Error::NoSuchHost(name.clone()))
     }
 
+    /// The version a host that has `since` of `epoch` is to be answered from: 0 (a full
+    /// snapshot) when its epoch is not ours. A host of our epoch ahead of us means the
+    /// database went back in time without `smith-ca restore` (a copied file, a VM
+    /// snapshot rolled back): the epoch is renewed (at most once an hour), so that every
+    /// host takes the full snapshot instead of ignoring the lower version.
+    pub fn sync_base(&self, host: &Host, since: u64, epoch: Option<&str>) -> u64 {
+        let (ours, version) = {
+            let m = self.model();
+            (m.epoch().to_string(), m.version())
+        };
+        match epoch {
+            Some(e) if e != ours => 0,
+            Some(_) if since > version => {
+                self.renew_epoch_after_rollback(host, since, version);
+                0
+            }
+            _ => since,
+        }
+    }
+
+    fn renew_epoch_after_rollback(&self, host: &Host, theirs: u64, ours: u64) {
+        let at = now();
+        {
+            let mut last = self
+                .epoch_renewed_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| at < t + 3600) {
+                return;
+            }
+            *last = Some(at);
+        }
+        tracing::error!(host = %host.name, host_version = theirs, ca_version = ours, "a host has seen a higher policy version than this CA: the database went back in time (restored by hand?); starting a new epoch so that hosts take a full snapshot. Check what changed since (`smith-ca admin changes`) and re-apply revocations and disables made after the copy was taken");
+        let epoch = crate::store::new_epoch();
+        let origin = Origin::local("epoch check");
+        let what = format!(
+            "new epoch: host {} has seen version {theirs}, this database is at {ours}",
+            host.name
+        );
+        if let Err(e) = self.mutate(&origin, what, |_, _, _| {
+            Ok((vec![Change::SetEpoch { epoch }], ()))
+        }) {
+            tracing::error!(error = %e, "could not start a new epoch");
+        }
+    }
+
     /// What `host` receives when it has version `since` (0 = nothing): a full snapshot or
     /// a delta (see [`crate::sync`]).
     pub fn sync_view(&self, host: &Host, since: u64) -> SyncResponse {

@@ -155,6 +155,8 @@ pub struct Authority {
     liveness: Mutex<HashMap<u64, Liveness>>,
     /// Certificate requests per principal (see [`RateLimit`]).
     issuance_buckets: ratelimit::Buckets,
+    /// When the epoch was last renewed because a host was ahead of the database.
+    epoch_renewed_at: Mutex<Option<u64>>,
 }
 
 /// Unix seconds now.
@@ -201,6 +203,7 @@ impl Authority {
             version_tx,
             liveness: Mutex::new(liveness),
             issuance_buckets: ratelimit::Buckets::new(cfg_rate),
+            epoch_renewed_at: Mutex::new(None),
         })
     }
 

@@ -263,6 +263,22 @@ impl Authority {
         )
     }
 
+    /// A new bootstrap token (shown once, a day's life), the live ones revoked: the
+    /// break-glass of whoever runs `smith-ca bootstrap-token` on the CA's machine with the
+    /// CA stopped (they hold the keys anyway). Recorded like any change.
+    pub fn mint_bootstrap_token(&self, origin: &Origin) -> Result<Minted, Error> {
+        self.mint(
+            origin,
+            "bootstrap token (break-glass)".into(),
+            TokenKind::Bootstrap,
+            "bootstrap".into(),
+            crate::store::BOOTSTRAP_TTL_SECS,
+            None,
+            vec![],
+            |m, at| Ok(retire_bootstrap(m, at)),
+        )
+    }
+
     /// Every token in memory (live, and dead for less than 30 days), newest first.
     pub fn tokens(&self) -> Vec<TokenInfo> {
         let m = self.model();

@@ -267,6 +267,8 @@ pub struct Running {
     pub ca: Arc<Ca>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The data directory's lock, held while serving.
+    _lock: crate::datadir::DirLock,
 }
 
 impl Running {
@@ -285,6 +287,7 @@ impl Running {
 /// CAs in-process with it.
 pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let lock = dd.lock("serve")?;
     let ca = load(&dd, &cfg, shutdown_rx.clone())?;
     let tls = Arc::new(tls_config(&dd, ca.authority.tls_root())?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -318,6 +321,7 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
         ca,
         shutdown: shutdown_tx,
         task,
+        _lock: lock,
     })
 }
 

@@ -6,6 +6,7 @@
 //! path (the model serves those), or hold secrets other than token hashes.
 
 mod audit;
+pub mod backup;
 mod certs;
 mod load;
 mod persist;

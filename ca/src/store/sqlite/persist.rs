@@ -335,6 +335,9 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                 super::certs::insert_revocation(tx, r)?;
             }
         }
+        Change::SetEpoch { epoch } => {
+            meta_set(tx, "epoch", epoch)?;
+        }
     }
     Ok(())
 }

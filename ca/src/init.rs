@@ -21,6 +21,8 @@ pub struct InitArgs {
     pub sans: Vec<String>,
     pub id_range: String,
     pub json: bool,
+    /// Life of the bootstrap admin token (at most a day; `None`: a day).
+    pub bootstrap_ttl: Option<std::time::Duration>,
 }
 
 pub fn parse_id_range(s: &str) -> anyhow::Result<IdRange> {
@@ -145,6 +147,10 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             admin_token_hash: &hash_token(&token),
             now,
             epoch: &crate::store::new_epoch(),
+            bootstrap_ttl: args
+                .bootstrap_ttl
+                .map(|d| d.as_secs())
+                .unwrap_or(crate::store::BOOTSTRAP_TTL_SECS),
         })?;
         store.shutdown();
         drop(store);

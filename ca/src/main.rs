@@ -71,6 +71,10 @@ enum Cmd {
         /// Print {"root_fingerprint", "admin_token", ...} as JSON.
         #[arg(long)]
         json: bool,
+        /// Life of the bootstrap admin token (at most 1d). It also stops as soon as a
+        /// named admin exists.
+        #[arg(long, value_parser = parse_duration, default_value = "1d")]
+        bootstrap_ttl: Duration,
     },
     /// Serve the HTTPS API until SIGTERM/SIGINT. Prints `smith-ca listening on ADDR` once
     /// ready (use port 0 to pick a free port). Logs go to journald if present, else
@@ -164,13 +168,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sans,
             id_range,
             json,
-        } => init::run(init::InitArgs {
-            data_dir,
-            user_ca_algorithm,
-            sans,
-            id_range,
-            json,
-        }),
+            bootstrap_ttl,
+        } => {
+            if bootstrap_ttl < Duration::from_secs(1) || bootstrap_ttl > Duration::from_secs(86400)
+            {
+                anyhow::bail!("--bootstrap-ttl must be between 1s and 1d");
+            }
+            init::run(init::InitArgs {
+                data_dir,
+                user_ca_algorithm,
+                sans,
+                id_range,
+                json,
+                bootstrap_ttl: Some(bootstrap_ttl),
+            })
+        }
         Cmd::Serve {
             data_dir,
             listen,

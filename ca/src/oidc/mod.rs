@@ -261,8 +261,8 @@ pub fn resolve(args: &OidcArgs, file: Option<&OidcFile>) -> Result<Option<OidcCo
         24 * 3600,
         "max_token_age",
     )?;
-    if max_token_age < Duration::from_secs(60) {
-        return Err("the OIDC max token age is at least 1m".into());
+    if max_token_age < Duration::from_secs(5) {
+        return Err("the OIDC max token age is at least 5s".into());
     }
     let admin_groups: Vec<String> = if args.oidc_admin_groups.is_empty() {
         f.admin_groups.unwrap_or_default()

@@ -75,6 +75,7 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Store>) {
                 admin_token_hash: "admin-hash",
                 now: NOW,
                 epoch: "0123456789abcdef0123456789abcdef",
+                bootstrap_ttl: super::BOOTSTRAP_TTL_SECS,
             })
             .unwrap_or_else(|e| panic!("{name}: initialize: {e}"));
         eprintln!("conformance: {name}");

@@ -225,7 +225,9 @@ impl Store for MemoryStore {
                         subject: "bootstrap".into(),
                         tags: None,
                         created_at: meta.now,
-                        expires_at: meta.now.saturating_add(super::BOOTSTRAP_TTL_SECS),
+                        expires_at: meta
+                            .now
+                            .saturating_add(meta.bootstrap_ttl.min(super::BOOTSTRAP_TTL_SECS)),
                         used_at: None,
                         ssh_names: vec![],
                         created_by: "smith-ca init".into(),

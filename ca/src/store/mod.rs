@@ -134,11 +134,13 @@ pub fn retention_event(p: &Pruned, decided_before: Option<u64>, expired_before: 
 pub struct InitMeta<'a> {
     pub id_range: IdRange,
     pub user_ca_algorithm: &'a str,
-    /// The bootstrap admin token's hash; it expires [`BOOTSTRAP_TTL_SECS`] after `now`.
+    /// The bootstrap admin token's hash; it expires `bootstrap_ttl` after `now`.
     pub admin_token_hash: &'a str,
     pub now: u64,
     /// The new database's epoch (random: see [`crate::model::Model::epoch`]).
     pub epoch: &'a str,
+    /// The bootstrap token's life (at most [`BOOTSTRAP_TTL_SECS`]).
+    pub bootstrap_ttl: u64,
 }
 
 /// The model's allocation cursors, which a commit persists (copied out so that no model

@@ -98,7 +98,9 @@ impl Store for SqliteStore {
             params![
                 m.admin_token_hash,
                 m.now as i64,
-                m.now.saturating_add(crate::store::BOOTSTRAP_TTL_SECS) as i64
+                m.now
+                    .saturating_add(m.bootstrap_ttl.min(crate::store::BOOTSTRAP_TTL_SECS))
+                    as i64
             ],
         )?;
         tx.commit()?;
@@ -230,6 +232,7 @@ mod tests {
             admin_token_hash: "h",
             now: 1,
             epoch: "e",
+            bootstrap_ttl: crate::store::BOOTSTRAP_TTL_SECS,
         })
         .unwrap();
         let p = s.record(Record {

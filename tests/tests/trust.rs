@@ -223,8 +223,14 @@ fn ssh_trusts_enrolled_hosts_through_the_host_ca_without_a_prompt() -> Result<()
     let alice = fleet.engineer("alice")?;
     fresh_cert(&alice)?;
 
-    // An empty known_hosts plus the @cert-authority line, and the Match block.
-    let o = alice.smith(&["config", "ssh"])?.ok()?;
+    // An empty known_hosts plus the @cert-authority line, and the Match block. ssh
+    // connects to the host's address here (no DNS in the fleet) with the name as
+    // HostKeyAlias: `Match host` sees the address, known_hosts the alias, so both are
+    // named (by default the patterns are the names the CA certifies, which a client
+    // resolving names matches).
+    let db_ip = fleet.host("db-1").ip.clone();
+    let hosts = format!("db-1,db-1.dev.example,{db_ip}");
+    let o = alice.smith(&["config", "ssh", "--hosts", &hosts])?.ok()?;
     let known = std::fs::read_to_string(alice.home.join(".ssh/known_hosts"))?;
     let lines: Vec<&str> = known.lines().filter(|l| !l.trim().is_empty()).collect();
     ensure!(
@@ -237,7 +243,7 @@ fn ssh_trusts_enrolled_hosts_through_the_host_ca_without_a_prompt() -> Result<()
         "~/.ssh/config has no smith block:\n{config}"
     );
     // Running it again changes nothing.
-    alice.smith(&["config", "ssh"])?.ok()?;
+    alice.smith(&["config", "ssh", "--hosts", &hosts])?.ok()?;
     ensure!(std::fs::read_to_string(alice.home.join(".ssh/known_hosts"))? == known);
     ensure!(std::fs::read_to_string(alice.home.join(".ssh/config"))? == config);
 

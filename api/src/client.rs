@@ -698,7 +698,10 @@ impl<F: Face> ApiClient<F> {
     }
 
     pub fn enable_user(&self, name: &UserName) -> F::Output<'_, UserInfo> {
-        self.call(Call::post(ep::admin_user_enable(name), &serde_json::json!({})))
+        self.call(Call::post(
+            ep::admin_user_enable(name),
+            &serde_json::json!({}),
+        ))
     }
 
     /// Binds a user to an IdP identity (issuer and subject).
@@ -716,12 +719,20 @@ impl<F: Face> ApiClient<F> {
     }
 
     /// Maps an IdP group to `group`; answers every mapping.
-    pub fn map_group(&self, group: &GroupName, req: &MappingRequest) -> F::Output<'_, Vec<GroupMapping>> {
+    pub fn map_group(
+        &self,
+        group: &GroupName,
+        req: &MappingRequest,
+    ) -> F::Output<'_, Vec<GroupMapping>> {
         self.call(Call::post(ep::admin_group_mappings(group), req).large())
     }
 
     /// Removes a mapping; answers every mapping left.
-    pub fn unmap_group(&self, group: &GroupName, idp_group: &str) -> F::Output<'_, Vec<GroupMapping>> {
+    pub fn unmap_group(
+        &self,
+        group: &GroupName,
+        idp_group: &str,
+    ) -> F::Output<'_, Vec<GroupMapping>> {
         self.call(Call::delete(ep::admin_group_mapping(group, idp_group)).large())
     }
 
@@ -877,6 +888,7 @@ mod tests {
             since: 7,
             wait: 25,
             host: Some(HostName::new("web-1").unwrap()),
+            epoch: None,
         };
         assert_eq!(
             with_query(ep::HOST_SYNC, &q),

@@ -77,7 +77,10 @@ impl Conn {
         if let Some(p) = &self.token_file {
             return read_token_file(p).map(Some);
         }
-        if let Some(t) = std::env::var("SMITH_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        if let Some(t) = std::env::var("SMITH_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+        {
             return Ok(Some(t.trim().to_string()));
         }
         Ok(self

@@ -14,8 +14,8 @@ use anyhow::{anyhow, Context};
 use clap::Subcommand;
 use smith_api::{
     AdminLoginRequest, AdminTokenRequest, AuthConfig, BindRequest, ChangeInfo, ChangeQuery, Client,
-    ErrorCode,
-    GroupMapping, MappingRequest, TokenInfo, TokenResponse, TokenRotateRequest, UserInfo,
+    ErrorCode, GroupMapping, MappingRequest, TokenInfo, TokenResponse, TokenRotateRequest,
+    UserInfo,
 };
 use smith_login::{keyring, oidc};
 use smith_proto::{GroupName, UserName};
@@ -269,7 +269,11 @@ pub fn token(c: &Client, cmd: TokenCmd) -> anyhow::Result<()> {
             json: as_json,
         } => {
             let t: TokenResponse = c.rotate_token(&id, &TokenRotateRequest { ttl_secs: ttl })?;
-            print_minted(&t, as_json, &format!("replacement for token {id} (revoked)"))?;
+            print_minted(
+                &t,
+                as_json,
+                &format!("replacement for token {id} (revoked)"),
+            )?;
         }
     }
     Ok(())
@@ -354,7 +358,10 @@ pub fn changes(
             ch.seq,
             ch.origin,
             clean(&ch.actor),
-            ch.source.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+            ch.source
+                .as_deref()
+                .map(clean)
+                .unwrap_or_else(|| "-".into()),
             clean(&ch.what),
             ch.version
                 .map(|v| format!(" (version {v})"))

@@ -205,7 +205,10 @@ mod tests {
         let a = TokenAuthenticator;
         let p = |c: &str| a.authenticate(&m, c, 50).map(|x| x.principal);
         assert_eq!(p(&admin), Ok(Principal::Admin { name: None }));
-        assert_eq!(p(&user), Ok(Principal::User(UserName::new("alice").unwrap())));
+        assert_eq!(
+            p(&user),
+            Ok(Principal::User(UserName::new("alice").unwrap()))
+        );
         assert_eq!(
             a.authenticate(&m, &user, 50).unwrap().token_id,
             hash_token(&user)[..16]

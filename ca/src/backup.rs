@@ -48,7 +48,8 @@ pub fn backup(dd: &DataDir, out: &Path) -> anyhow::Result<BackupInfo> {
             if name == "ca.toml" && !from.exists() {
                 continue;
             }
-            let bytes = fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
+            let bytes =
+                fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
             create_new(&out.join(name), &bytes, mode)?;
         }
         let info = backup::backup(&dd.db(), &out.join("ca.db"), crate::authority::now())
@@ -68,17 +69,25 @@ pub fn backup(dd: &DataDir, out: &Path) -> anyhow::Result<BackupInfo> {
 
 /// `smith-ca restore --data-dir D --from DIR`.
 pub fn restore(dd: &DataDir, from: &Path) -> anyhow::Result<RestoreInfo> {
-    let info: BackupInfo = serde_json::from_slice(
-        &fs::read(from.join(INFO))
-            .with_context(|| format!("{} is not a backup made by `smith-ca backup`", from.display()))?,
-    )
-    .with_context(|| format!("{} is not a backup's description", from.join(INFO).display()))?;
+    let info: BackupInfo =
+        serde_json::from_slice(&fs::read(from.join(INFO)).with_context(|| {
+            format!(
+                "{} is not a backup made by `smith-ca backup`",
+                from.display()
+            )
+        })?)
+        .with_context(|| {
+            format!(
+                "{} is not a backup's description",
+                from.join(INFO).display()
+            )
+        })?;
     ensure_private_dir(&dd.root)?;
     let _lock = dd.lock("restore")?;
     // Keys: the data directory's must be the backup's; missing ones come back.
     for (name, mode) in KEY_FILES {
-        let theirs = fs::read(from.join(name))
-            .with_context(|| format!("the backup lacks {name}"))?;
+        let theirs =
+            fs::read(from.join(name)).with_context(|| format!("the backup lacks {name}"))?;
         let ours = dd.root.join(name);
         match fs::read(&ours) {
             Ok(b) if b == theirs => {}

@@ -75,9 +75,7 @@ impl DataDir {
             .truncate(false)
             .mode(0o600)
             .open(self.lock_file())
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open {}: {e}", self.lock_file().display())
-            })?;
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", self.lock_file().display()))?;
         match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(l) => Ok(DirLock(l)),
             Err((_, e)) => anyhow::bail!(

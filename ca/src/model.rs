@@ -541,7 +541,9 @@ pub enum Change {
     Revoke(Vec<Revocation>),
     /// A new epoch: hosts take the next full snapshot whatever their version (the
     /// database went back in time without `smith-ca restore` saying so).
-    SetEpoch { epoch: String },
+    SetEpoch {
+        epoch: String,
+    },
 }
 
 impl Change {
@@ -808,7 +810,11 @@ impl Model {
     }
     /// Who made `user`'s membership in `group` (`None`: not a member).
     pub fn membership_source(&self, group: &GroupName, user: &UserName) -> Option<Source> {
-        if !self.groups.get(group).is_some_and(|g| g.members.contains(user)) {
+        if !self
+            .groups
+            .get(group)
+            .is_some_and(|g| g.members.contains(user))
+        {
             return None;
         }
         Some(

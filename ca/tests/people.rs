@@ -70,7 +70,16 @@ fn oidc_args<'a>(op: &'a Provider, more: &[&'a str]) -> Vec<&'a str> {
 
 fn grant(ca: &TestCa, group: &str, tags: &str, level: &str) {
     ca.admin_ok(&[
-        "grant", "add", "--group", group, "--tags", tags, "--level", level, "--max-ttl", "1h",
+        "grant",
+        "add",
+        "--group",
+        group,
+        "--tags",
+        tags,
+        "--level",
+        level,
+        "--max-ttl",
+        "1h",
     ]);
 }
 
@@ -183,9 +192,16 @@ fn a_second_idp_account_cannot_take_an_account_and_group_names_grant_nothing() {
     assert_eq!(code(&r), (403, Some("oidc_not_bound")), "{}", r.1);
     // Not even the real alice takes it by a first sign-in.
     let real = id_token(&op, "smith", "alice-0001", Some("n")).unwrap();
-    assert_eq!(code(&cert(&ca, &real, "env=dev", Some("n"))).1, Some("oidc_not_bound"));
+    assert_eq!(
+        code(&cert(&ca, &real, "env=dev", Some("n"))).1,
+        Some("oidc_not_bound")
+    );
     let a = user(&ca, "alice").unwrap();
-    assert_eq!((a.oidc_subject, a.uid), (None, alice_uid), "nothing was bound");
+    assert_eq!(
+        (a.oidc_subject, a.uid),
+        (None, alice_uid),
+        "nothing was bound"
+    );
     // The admin binds it to alice's immutable identity: alice in, mallory still out.
     ca.admin_ok(&["user", "bind", "alice", "--oidc-subject", "alice-0001"]);
     let r = cert(&ca, &real, "env=dev", Some("n"));
@@ -207,12 +223,21 @@ fn a_second_idp_account_cannot_take_an_account_and_group_names_grant_nothing() {
     assert_eq!(s, 201);
     ca.admin_ok(&["group", "add-member", "dev", "bob"]);
     let imp = id_token(&op, "smith", "mal2-0777", Some("n")).unwrap();
-    assert_eq!(code(&cert(&ca, &imp, "env=dev", Some("n"))).1, Some("oidc_not_bound"));
+    assert_eq!(
+        code(&cert(&ca, &imp, "env=dev", Some("n"))).1,
+        Some("oidc_not_bound")
+    );
     let bob = id_token(&op, "smith", "bob-0002", Some("n")).unwrap();
     let r = cert(&ca, &bob, "env=dev", Some("n"));
     assert_eq!(r.0, 200, "{}", r.1);
-    assert_eq!(user(&ca, "bob").unwrap().oidc_subject.as_deref(), Some("bob-0002"));
-    assert_eq!(code(&cert(&ca, &imp, "env=dev", Some("n"))).1, Some("oidc_subject_mismatch"));
+    assert_eq!(
+        user(&ca, "bob").unwrap().oidc_subject.as_deref(),
+        Some("bob-0002")
+    );
+    assert_eq!(
+        code(&cert(&ca, &imp, "env=dev", Some("n"))).1,
+        Some("oidc_subject_mismatch")
+    );
 
     // An IdP group *named* ops grants nothing; the mapped id does.
     let carol = id_token(&op, "smith", "carol-0003", Some("n")).unwrap();
@@ -261,7 +286,13 @@ fn scim_changes_only_what_scim_created() {
         Some(patch(json!([{"op": "replace", "value": {"active": true}}]))),
     );
     assert_eq!(s, 403, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("disabled by an admin"), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("disabled by an admin"),
+        "{v}"
+    );
     let (s, _) = scim(
         &ca,
         &st,
@@ -271,7 +302,10 @@ fn scim_changes_only_what_scim_created() {
     );
     assert_eq!(s, 403);
     let sam = user(&ca, "sam").unwrap();
-    assert_eq!((sam.disabled, sam.disabled_by.as_deref()), (true, Some("admin")));
+    assert_eq!(
+        (sam.disabled, sam.disabled_by.as_deref()),
+        (true, Some("admin"))
+    );
     // The admin's enable works (and its revoked tokens stay revoked: see the token test).
     ca.admin_ok(&["user", "enable", "sam"]);
 
@@ -281,7 +315,9 @@ fn scim_changes_only_what_scim_created() {
         &st,
         "PATCH",
         "/Groups/oncall",
-        Some(patch(json!([{"op": "add", "path": "members", "value": [{"value": "sam"}]}]))),
+        Some(patch(
+            json!([{"op": "add", "path": "members", "value": [{"value": "sam"}]}]),
+        )),
     );
     assert_eq!(s, 403, "{v}");
     ca.admin_ok(&["user", "add", "root-ops"]);
@@ -290,7 +326,9 @@ fn scim_changes_only_what_scim_created() {
         &st,
         "PATCH",
         "/Users/root-ops",
-        Some(patch(json!([{"op": "replace", "value": {"active": false}}]))),
+        Some(patch(
+            json!([{"op": "replace", "value": {"active": false}}]),
+        )),
     );
     assert_eq!(s, 403);
     let (s, _) = scim(&ca, &st, "DELETE", "/Users/root-ops", None);
@@ -324,20 +362,39 @@ fn scim_changes_only_what_scim_created() {
         "/Users",
         Some(json!({"userName": "mallory", "uidNumber": 1000})),
     );
-    assert_eq!((s, v["scimType"].as_str()), (400, Some("invalidValue")), "{v}");
+    assert_eq!(
+        (s, v["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{v}"
+    );
     assert!(user(&ca, "mallory").is_none());
 
     // A recycled login name: a new uid, unless an admin says it is the same person.
-    let (_, v) = scim(&ca, &st, "POST", "/Users", Some(json!({"userName": "rita"})));
+    let (_, v) = scim(
+        &ca,
+        &st,
+        "POST",
+        "/Users",
+        Some(json!({"userName": "rita"})),
+    );
     let rita_uid = v["urn:ietf:params:scim:schemas:extension:smith:2.0:User"]["uidNumber"]
         .as_u64()
         .unwrap();
     assert_eq!(scim(&ca, &st, "DELETE", "/Users/rita", None).0, 204);
-    let (_, v) = scim(&ca, &st, "POST", "/Users", Some(json!({"userName": "rita"})));
+    let (_, v) = scim(
+        &ca,
+        &st,
+        "POST",
+        "/Users",
+        Some(json!({"userName": "rita"})),
+    );
     let again = v["urn:ietf:params:scim:schemas:extension:smith:2.0:User"]["uidNumber"]
         .as_u64()
         .unwrap();
-    assert_ne!(again, rita_uid, "a new rita never owns the old rita's files");
+    assert_ne!(
+        again, rita_uid,
+        "a new rita never owns the old rita's files"
+    );
     assert_eq!(scim(&ca, &st, "DELETE", "/Users/rita", None).0, 204);
     ca.admin_ok(&["user", "add", "rita", "--reuse-uid"]);
     assert_eq!(user(&ca, "rita").unwrap().uid.get() as u64, again);
@@ -407,7 +464,11 @@ fn the_bootstrap_token_dies_after_its_life() {
     std::thread::sleep(Duration::from_millis(3200));
     let out = admin_as(&ca, Some(&ca.admin_token), &["user", "list"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("token_expired"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("token_expired"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -433,7 +494,11 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
     // alice is not in the admins' IdP group: no admin token for her.
     let out = admin_login(&ca, "alice-0001");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("oidc_not_admin"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("oidc_not_admin"),
+        "{}",
+        text(&out.stderr)
+    );
     // ada is: the same flow as `smith login`, the admin token kept in the kernel keyring.
     let out = admin_login(&ca, "ada-0009");
     assert!(
@@ -442,7 +507,11 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    assert!(text(&out.stdout).contains("Signed in as admin ada"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("Signed in as admin ada"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(!text(&out.stdout).contains("smith_admin_"), "never printed");
     // Her commands need no secret anywhere: the session is found in the keyring.
     let out = admin_as(&ca, None, &["group", "add", "from-ada"]);
@@ -470,17 +539,29 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
     let login = ch.iter().len();
     assert!(login >= 1);
     let chain: Vec<Value> = serde_json::from_slice(
-        &admin_as(&ca, None, &["audit", "list", "--host", "@ca", "--user", "ada", "--json"]).stdout,
+        &admin_as(
+            &ca,
+            None,
+            &["audit", "list", "--host", "@ca", "--user", "ada", "--json"],
+        )
+        .stdout,
     )
     .unwrap();
     assert!(chain
         .iter()
         .any(|e| e["kind"] == "change" && e["event"]["what"] == "group add from-ada"));
     let human = text(&admin_as(&ca, None, &["changes"]).stdout);
-    assert!(human.contains("admin login ada") && human.contains("ada"), "{human}");
+    assert!(
+        human.contains("admin login ada") && human.contains("ada"),
+        "{human}"
+    );
 
     // A named admin token for automation, read from a file (no secret on a command line).
-    let out = admin_as(&ca, None, &["token", "create", "--name", "ci-bot", "--json"]);
+    let out = admin_as(
+        &ca,
+        None,
+        &["token", "create", "--name", "ci-bot", "--json"],
+    );
     let ci: smith_api::TokenResponse = serde_json::from_slice(&out.stdout).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ci-token");
@@ -498,10 +579,16 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
         .env("SMITH_CA_URL", &ca.url)
         .env("SMITH_CA_FINGERPRINT", &ca.fingerprint));
     assert!(out.status.success());
-    assert!(text(&out.stderr).contains("warning: --token"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning: --token"),
+        "{}",
+        text(&out.stderr)
+    );
     // Revoked by ada: refused at once.
     let id = ci.id.clone().unwrap();
-    assert!(admin_as(&ca, None, &["token", "revoke", &id]).status.success());
+    assert!(admin_as(&ca, None, &["token", "revoke", &id])
+        .status
+        .success());
     let out = admin_as(&ca, Some(&ci.token), &["user", "list"]);
     assert!(
         text(&out.stderr).contains("token_revoked"),
@@ -519,9 +606,11 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
 
     // User tokens: listed, rotated (the old one dies), killed by a disable and not back
     // with an enable.
-    assert!(admin_as(&ca, None, &["user", "add", "bob", "--groups", "dev"])
-        .status
-        .success());
+    assert!(
+        admin_as(&ca, None, &["user", "add", "bob", "--groups", "dev"])
+            .status
+            .success()
+    );
     grant(&ca, "dev", "env=dev", "ssh");
     let bob: smith_api::TokenResponse =
         serde_json::from_slice(&admin_as(&ca, None, &["user", "token", "bob", "--json"]).stdout)
@@ -536,7 +625,10 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
         .stdout,
     )
     .unwrap();
-    assert_eq!(code(&cert(&ca, &bob.token, "env=dev", None)), (401, Some("token_revoked")));
+    assert_eq!(
+        code(&cert(&ca, &bob.token, "env=dev", None)),
+        (401, Some("token_revoked"))
+    );
     assert_eq!(cert(&ca, &rotated.token, "env=dev", None).0, 200);
     let scim_tok = text(&admin_as(&ca, None, &["scim", "token"]).stdout);
     let kinds: Vec<smith_api::TokenInfo> =
@@ -547,8 +639,12 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
     }
     assert!(kinds.iter().all(|t| t.expires_at > 0));
     assert!(!scim_tok.trim().is_empty());
-    assert!(admin_as(&ca, None, &["user", "disable", "bob"]).status.success());
-    assert!(admin_as(&ca, None, &["user", "enable", "bob"]).status.success());
+    assert!(admin_as(&ca, None, &["user", "disable", "bob"])
+        .status
+        .success());
+    assert!(admin_as(&ca, None, &["user", "enable", "bob"])
+        .status
+        .success());
     assert_eq!(
         code(&cert(&ca, &rotated.token, "env=dev", None)),
         (401, Some("token_revoked")),
@@ -597,7 +693,8 @@ fn audit_verify_covers_every_change_and_fails_after_one_changed_row() {
     let db = ca.data_dir.join("ca.db");
     {
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("DROP TRIGGER audit_records_no_update").unwrap();
+        c.execute_batch("DROP TRIGGER audit_records_no_update")
+            .unwrap();
         let n = c
             .execute(
                 "UPDATE audit_records SET event = replace(event, '\"actor\":\"bootstrap\"', \
@@ -620,8 +717,10 @@ fn audit_verify_covers_every_change_and_fails_after_one_changed_row() {
 
 #[test]
 fn issuance_is_rate_limited_per_principal_and_old_id_tokens_are_refused() {
-    let Some(op) = provider(vec![Account::new("alice-0001", "alice", &[DEV_ID])], Some(600))
-    else {
+    let Some(op) = provider(
+        vec![Account::new("alice-0001", "alice", &[DEV_ID])],
+        Some(600),
+    ) else {
         return;
     };
     let ca = TestCa::start_with(
@@ -672,12 +771,21 @@ fn enroll(ca: &TestCa, name: &str, tags: &str) -> smith_api::Identity {
     assert_eq!(r.status().as_u16(), 201);
     let body: Value = r.json().unwrap();
     smith_api::Identity {
-        cert_pem: body["client_cert_pem"].as_str().unwrap().as_bytes().to_vec(),
+        cert_pem: body["client_cert_pem"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
         key_pem: key.serialize_pem().into_bytes(),
     }
 }
 
-fn sync(ca: &TestCa, id: &smith_api::Identity, since: u64, epoch: Option<&str>) -> (u16, Option<SyncResponse>) {
+fn sync(
+    ca: &TestCa,
+    id: &smith_api::Identity,
+    since: u64,
+    epoch: Option<&str>,
+) -> (u16, Option<SyncResponse>) {
     let mut url = format!("{}/v1/host/sync?since={since}&wait=0", ca.url);
     if let Some(e) = epoch {
         url.push_str(&format!("&epoch={e}"));
@@ -736,7 +844,11 @@ fn backup_online_and_restore_with_a_new_epoch() {
         .arg("--from")
         .arg(&backup));
     assert!(!busy.status.success());
-    assert!(text(&busy.stderr).contains("another smith-ca"), "{}", text(&busy.stderr));
+    assert!(
+        text(&busy.stderr).contains("another smith-ca"),
+        "{}",
+        text(&busy.stderr)
+    );
     assert!(ca.stop());
     let out = run(Command::new(bin("smith-ca"))
         .args(["restore", "--json", "--data-dir"])
@@ -756,9 +868,15 @@ fn backup_online_and_restore_with_a_new_epoch() {
     let full = full.unwrap();
     assert_eq!(full.base_version, None);
     assert!(full.version < seen.version);
-    assert_eq!(full.epoch.as_ref(), r["epoch"].as_str().map(str::to_string).as_ref());
     assert_eq!(
-        full.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        full.epoch.as_ref(),
+        r["epoch"].as_str().map(str::to_string).as_ref()
+    );
+    assert_eq!(
+        full.users
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect::<Vec<_>>(),
         vec!["alice"]
     );
     // Serials never go back; the restore is in the record of changes.

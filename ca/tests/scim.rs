@@ -467,12 +467,16 @@ fn groups_memberships_and_deactivation_reach_the_host() {
     assert!(names(&host).is_empty());
     let groups: Vec<smith_api::GroupInfo> =
         serde_json::from_str(&ca.admin_ok(&["group", "list", "--json"])).unwrap();
-    assert!(groups.iter().any(|g| g.name.as_str() == "dev" && g.members.is_empty()));
+    assert!(groups
+        .iter()
+        .any(|g| g.name.as_str() == "dev" && g.members.is_empty()));
     // It is the admin's now: SCIM can no longer change it.
     let v = scim.err(
         "PATCH",
         "/Groups/dev",
-        Some(patch(json!([{"op": "add", "path": "members", "value": [{"value": "alice"}]}]))),
+        Some(patch(
+            json!([{"op": "add", "path": "members", "value": [{"value": "alice"}]}]),
+        )),
         403,
     );
     assert_eq!(v["scimType"], "mutability");

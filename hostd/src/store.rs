@@ -612,6 +612,7 @@ mod tests {
             sudo_gid: PosixId::new(2_001_000_000).unwrap(),
             user_ca_keys: vec![],
             krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k).into()),
+            epoch: None,
         }
     }
 

@@ -306,8 +306,12 @@ mod tests {
 
     #[test]
     fn a_new_epoch_takes_a_full_snapshot_whatever_its_version() {
-        let mut s =
-            HostState::from_full(resp(150, None, vec![user("alice", 200001, Level::Ssh)], &[]));
+        let mut s = HostState::from_full(resp(
+            150,
+            None,
+            vec![user("alice", 200001, Level::Ssh)],
+            &[],
+        ));
         // The CA was restored to version 100 (another epoch): its full snapshot wins.
         let mut restored = resp(100, None, vec![user("oscar", 200002, Level::Sudo)], &[]);
         restored.epoch = Some("e2".into());

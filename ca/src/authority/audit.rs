@@ -6,10 +6,10 @@
 //! it in the same transaction), or answer a host before its records are durable.
 
 use super::{now, Authority, Error};
-use crate::store::Pruned;
 use crate::audit::oob;
 use crate::audit::{AuditOutcome, Entry, Filter, RejectionInfo, VerifyReport};
 use crate::store::settled;
+use crate::store::Pruned;
 use smith_api::chain::AuditRecord;
 use smith_api::{ChangeInfo, Decision};
 use smith_proto::{HostName, UserName};

@@ -192,11 +192,7 @@ fn check_group_name_free(m: &Model, name: &GroupName) -> Result<(), Error> {
 }
 
 /// No other user is bound to `b`.
-pub(super) fn check_binding_free(
-    m: &Model,
-    name: &UserName,
-    b: &OidcBinding,
-) -> Result<(), Error> {
+pub(super) fn check_binding_free(m: &Model, name: &UserName, b: &OidcBinding) -> Result<(), Error> {
     match super::identity::bound_user(m, &b.issuer, &b.subject) {
         Some(u) if &u.name != name => Err(Error::BindingTaken {
             subject: b.subject.clone(),

@@ -278,7 +278,10 @@ impl Authority {
     pub fn check_enrollment_token(&self, token: &str) -> Result<Vec<HostPattern>, Error> {
         let m = self.model();
         match self.auth.authenticate(&m, token, now()) {
-            Ok(Principal::Enroll { .. }) => Ok(m
+            Ok(crate::auth::Authenticated {
+                principal: Principal::Enroll { .. },
+                ..
+            }) => Ok(m
                 .token(&hash_token(token))
                 .map(|t| t.names.clone())
                 .unwrap_or_default()),
@@ -635,11 +638,7 @@ impl Authority {
         let domains: Vec<&HostPattern> = m
             .tokens()
             .values()
-            .filter(|t| {
-                t.kind == TokenKind::Enroll
-                    && t.used_at.is_none()
-                    && t.expires_at.is_none_or(|e| e > at)
-            })
+            .filter(|t| t.kind == TokenKind::Enroll && t.is_live(at))
             .flat_map(|t| t.names.iter())
             .collect();
         // Enrolled names a pattern already covers are left out (shorter lines, and a

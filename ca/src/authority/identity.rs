@@ -360,13 +360,16 @@ mod tests {
             );
         }
         // A group named like a CA group grants nothing: only mapped ids count.
-        let (who, c) = plan_sign_in(&m, &token("alice", "s-1", &["0f1e-dev-guid", "ops"]), 10)
-            .unwrap();
+        let (who, c) =
+            plan_sign_in(&m, &token("alice", "s-1", &["0f1e-dev-guid", "ops"]), 10).unwrap();
         assert_eq!(who.as_str(), "alice");
         apply(&mut m, c);
         let a = m.user(&UserName::new("alice").unwrap()).unwrap();
         assert_eq!(
-            (a.gecos.as_str(), a.oidc.as_ref().map(|b| b.subject.as_str())),
+            (
+                a.gecos.as_str(),
+                a.oidc.as_ref().map(|b| b.subject.as_str())
+            ),
             ("Alice Example", Some("s-1"))
         );
         assert_eq!(a.source, Source::SignIn);

@@ -300,9 +300,7 @@ impl Authority {
                 token: t.clone(),
             })
             .collect();
-        v.sort_by(|a, b| {
-            (b.token.created_at, &b.id).cmp(&(a.token.created_at, &a.id))
-        });
+        v.sort_by(|a, b| (b.token.created_at, &b.id).cmp(&(a.token.created_at, &a.id)));
         v
     }
 

@@ -281,7 +281,10 @@ pub async fn patch(
             }
         }
     }
-    let g = run(&ca, origin, move |a, o| a.update_group(o, &name, &steps, ext, None)).await?;
+    let g = run(&ca, origin, move |a, o| {
+        a.update_group(o, &name, &steps, ext, None)
+    })
+    .await?;
     Ok(located(StatusCode::OK, &g))
 }
 

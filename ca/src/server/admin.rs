@@ -142,11 +142,7 @@ pub fn user_info(u: &User) -> UserInfo {
 
 /// The binding an admin asks for: `subject` at `issuer`, else at the CA's configured
 /// issuer.
-pub fn binding(
-    ca: &Ca,
-    subject: String,
-    issuer: Option<String>,
-) -> Result<OidcBinding, ApiError> {
+pub fn binding(ca: &Ca, subject: String, issuer: Option<String>) -> Result<OidcBinding, ApiError> {
     let issuer = match issuer.or_else(|| ca.oidc.as_ref().map(|v| v.cfg.issuer.clone())) {
         Some(i) => i,
         None => {

@@ -14,8 +14,8 @@ pub mod certs;
 pub mod error;
 pub mod hosts;
 pub mod mtls;
-pub mod proxy;
 pub mod people;
+pub mod proxy;
 pub mod revocation;
 
 use crate::auth::Authenticated;

@@ -160,7 +160,9 @@ async fn bind_user(
 ) -> Result<Json<UserInfo>, ApiError> {
     let name = parse_user(&name)?;
     let b = binding(&ca, req.subject, req.issuer)?;
-    let u = ca.run(move |a| a.bind_user(&origin, &name, Some(b))).await?;
+    let u = ca
+        .run(move |a| a.bind_user(&origin, &name, Some(b)))
+        .await?;
     Ok(Json(user_info(&u)))
 }
 

@@ -3,13 +3,13 @@
 //! another; a behaviour only one store has is not part of the contract.
 
 use super::{
-    CertQuery, CertRow, Commit, Counters, DecisionRow, HostCertQuery, HostCertSelector, InitMeta, Record, Selector, Store,
-    StoreError,
+    CertQuery, CertRow, Commit, Counters, DecisionRow, HostCertQuery, HostCertSelector, InitMeta,
+    Record, Selector, Store, StoreError,
 };
 use crate::audit::{Filter, CA_CHAIN};
 use crate::model::{
-    Change, Grant, Group, Host, HostCert, HostSshCert, IdKind, Model, Revocation, RevokeVia, Token, TokenKind,
-    User,
+    Change, Grant, Group, Host, HostCert, HostSshCert, IdKind, Model, Revocation, RevokeVia, Token,
+    TokenKind, User,
 };
 use crate::origin::Origin;
 use smith_api::chain::{self, AuditRecord, GENESIS};
@@ -64,7 +64,10 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Store>) {
             "a_recycled_name_takes_a_new_id",
             a_recycled_name_takes_a_new_id,
         ),
-        ("retention_prunes_old_rows_only", retention_prunes_old_rows_only),
+        (
+            "retention_prunes_old_rows_only",
+            retention_prunes_old_rows_only,
+        ),
         (
             "reusable_tokens_count_their_uses",
             reusable_tokens_count_their_uses,
@@ -185,7 +188,11 @@ fn initialize(s: &dyn Store) {
     assert_eq!(m.next_id(), 200001);
     let t = m.token("admin-hash").expect("the bootstrap admin token");
     assert_eq!(t.kind, TokenKind::Bootstrap);
-    assert_eq!(t.expires_at, NOW + super::BOOTSTRAP_TTL_SECS, "it lives a day");
+    assert_eq!(
+        t.expires_at,
+        NOW + super::BOOTSTRAP_TTL_SECS,
+        "it lives a day"
+    );
     assert_eq!(m.epoch(), "0123456789abcdef0123456789abcdef");
     assert!(m.users().is_empty() && m.groups().is_empty() && m.hosts().is_empty());
     assert!(m.krl_base64().is_none());
@@ -945,7 +952,11 @@ fn every_commit_is_in_the_ca_chain(s: &dyn Store) {
     let m = load(s);
     assert!(commit(s, vec![Change::AddGroup(group(&m, "dev"))]).is_err());
     let changes = ca_records(s, crate::audit::CHANGE_KIND);
-    assert_eq!(changes.len(), before, "nothing recorded for a refused commit");
+    assert_eq!(
+        changes.len(),
+        before,
+        "nothing recorded for a refused commit"
+    );
     let first = &changes[changes.len() - 2];
     assert_eq!(first.event["origin"], "admin");
     assert_eq!(first.event["actor"], "alice");
@@ -956,7 +967,10 @@ fn every_commit_is_in_the_ca_chain(s: &dyn Store) {
     assert_eq!(first.user, "alice", "the actor is the record's user column");
     let second = &changes[changes.len() - 1];
     assert_eq!(
-        (second.event["origin"].as_str(), second.event["version"].is_null()),
+        (
+            second.event["origin"].as_str(),
+            second.event["version"].is_null()
+        ),
         (Some("scim"), true)
     );
     // `--user` on the chain finds what an actor did.
@@ -1019,7 +1033,10 @@ fn people_and_credentials_round_trip(s: &dyn Store) {
         m.membership_source(&gn("ops"), &un("bob")),
         Some(crate::model::Source::SignIn)
     );
-    assert_eq!(m.group(&gn("ops")).unwrap().source, crate::model::Source::Scim);
+    assert_eq!(
+        m.group(&gn("ops")).unwrap().source,
+        crate::model::Source::Scim
+    );
     assert!(m.idp_groups()["9f2c-ops guid"].contains(&gn("ops")));
     assert_eq!(m.token("ci-hash").unwrap(), &token(TokenKind::Admin, "ci"));
     // Disabled by SCIM, the binding changed, tokens revoked, a mapping ended.
@@ -1113,7 +1130,10 @@ fn a_recycled_name_takes_a_new_id(s: &dyn Store) {
     )
     .unwrap();
     let again = user(&m, "carol", &[]);
-    assert_ne!(again.uid, carol.uid, "a new user of the name gets a new uid");
+    assert_ne!(
+        again.uid, carol.uid,
+        "a new user of the name gets a new uid"
+    );
     let m = commit(s, vec![Change::AddUser(again.clone())]).unwrap();
     assert_eq!(m.user(&un("carol")).unwrap().uid, again.uid);
     assert_eq!(m.previous_id(IdKind::User, "carol"), Some(again.uid));
@@ -1140,7 +1160,10 @@ fn retention_prunes_old_rows_only(s: &dyn Store) {
     .unwrap()
     .unwrap();
     record(s, "alice", Some(cert(2, "alice", NOW + 3600))).unwrap();
-    assert_eq!(s.prune(None, None, 10, NOW).unwrap(), super::Pruned::default());
+    assert_eq!(
+        s.prune(None, None, 10, NOW).unwrap(),
+        super::Pruned::default()
+    );
     let p = s.prune(Some(NOW - 500), Some(NOW - 500), 10, NOW).unwrap();
     assert_eq!((p.decisions, p.certificates), (1, 1));
     assert_eq!(s.decisions(10, None).unwrap().len(), 1);
@@ -1174,7 +1197,13 @@ fn enroll_token(uses: u32, names: &[&str]) -> Change {
                 .map(|n| HostPattern::parse(n).unwrap())
                 .collect(),
             max_uses: uses,
-            ..Token::bearer(TokenKind::Enroll, "host enrollment", NOW, NOW + 3600, "conformance")
+            ..Token::bearer(
+                TokenKind::Enroll,
+                "host enrollment",
+                NOW,
+                NOW + 3600,
+                "conformance",
+            )
         },
     }
 }

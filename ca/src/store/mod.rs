@@ -144,7 +144,12 @@ pub struct Pruned {
 }
 
 /// The `@ca` record of a retention batch.
-pub fn retention_event(p: &Pruned, decided_before: Option<u64>, expired_before: Option<u64>, at: u64) -> String {
+pub fn retention_event(
+    p: &Pruned,
+    decided_before: Option<u64>,
+    expired_before: Option<u64>,
+    at: u64,
+) -> String {
     serde_json::json!({
         "type": "retention",
         "at_unix": at,

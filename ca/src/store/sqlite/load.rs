@@ -1,8 +1,8 @@
 //! Loading the model from the database.
 
 use crate::model::{
-    CertRef, Disabler, Grant, Group, Host, IdKind, Model, OidcBinding, Restore, Settings,
-    Source, Token, TokenKind, User,
+    CertRef, Disabler, Grant, Group, Host, IdKind, Model, OidcBinding, Restore, Settings, Source,
+    Token, TokenKind, User,
 };
 use crate::store::{Loaded, StoreError};
 use crate::timewin::Window;
@@ -78,7 +78,8 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
         };
         let mut liveness = HashMap::new();
 
-        let mut st = c.prepare("SELECT id, kind, name FROM allocated_ids ORDER BY allocated_at, id")?;
+        let mut st =
+            c.prepare("SELECT id, kind, name FROM allocated_ids ORDER BY allocated_at, id")?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,

@@ -138,7 +138,8 @@ impl Store for SqliteStore {
         limit: u32,
         now: u64,
     ) -> Result<Pruned, StoreError> {
-        self.writer.prune(decided_before, expired_before, limit, now)
+        self.writer
+            .prune(decided_before, expired_before, limit, now)
     }
 
     fn shutdown(&self) {

@@ -22,7 +22,6 @@
 use super::audit;
 use super::schema::open_connection;
 use crate::audit::{check_batch, AuditOutcome, CA_CHAIN};
-use crate::model::Change;
 use crate::store::{Commit, Pending, Pruned, Record, StoreError, WriteError};
 use rusqlite::{params, Connection};
 use smith_api::chain::{self, AuditRecord};

@@ -29,6 +29,7 @@ mod oidc;
 
 use oidc::{id_token, login_url, Account, Browser, Provider, ProviderOptions};
 use serde_json::{json, Value};
+use smith_api::endpoints;
 use smith_proto::snapshot::SyncResponse;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Output, Stdio};
@@ -97,7 +98,7 @@ fn cert(ca: &TestCa, bearer: &str, scope: &str, nonce: Option<&str>) -> (u16, Va
     }
     let r = ca
         .http(None)
-        .post(format!("{}/v1/certs/user", ca.url))
+        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
         .bearer_auth(bearer)
         .json(&body)
         .send()
@@ -611,7 +612,24 @@ fn named_admins_sign_in_tokens_have_a_lifecycle_and_changes_name_who() {
             .status
             .success()
     );
-    grant(&ca, "dev", "env=dev", "ssh");
+    // (as ada: the bootstrap token is retired)
+    let out = admin_as(
+        &ca,
+        None,
+        &[
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "1h",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let bob: smith_api::TokenResponse =
         serde_json::from_slice(&admin_as(&ca, None, &["user", "token", "bob", "--json"]).stdout)
             .unwrap();
@@ -755,29 +773,7 @@ fn issuance_is_rate_limited_per_principal_and_old_id_tokens_are_refused() {
 }
 
 fn enroll(ca: &TestCa, name: &str, tags: &str) -> smith_api::Identity {
-    let token = ca
-        .admin_ok(&["host", "token", "--tags", tags, "--ttl", "10m"])
-        .trim()
-        .to_string();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let p = rcgen::CertificateParams::new(vec!["ignored.example".to_string()]).unwrap();
-    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
-    let r = ca
-        .http(None)
-        .post(format!("{}/v1/hosts/enroll", ca.url))
-        .json(&json!({"token": token, "host_name": name, "csr_pem": csr}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let body: Value = r.json().unwrap();
-    smith_api::Identity {
-        cert_pem: body["client_cert_pem"]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-        key_pem: key.serialize_pem().into_bytes(),
-    }
+    ca.enroll_host(name, tags)
 }
 
 fn sync(
@@ -786,7 +782,7 @@ fn sync(
     since: u64,
     epoch: Option<&str>,
 ) -> (u16, Option<SyncResponse>) {
-    let mut url = format!("{}/v1/host/sync?since={since}&wait=0", ca.url);
+    let mut url = format!("{}{}?since={since}&wait=0", ca.url, endpoints::HOST_SYNC);
     if let Some(e) = epoch {
         url.push_str(&format!("&epoch={e}"));
     }

@@ -221,7 +221,25 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
-        .merge(people::router())
+        .route(
+            "/v1/admin/tokens",
+            get(people::list_tokens).post(people::admin_token),
+        )
+        .route("/v1/admin/tokens/{id}", delete(people::revoke_token))
+        .route("/v1/admin/tokens/{id}/rotate", post(people::rotate_token))
+        .route("/v1/admin/login", post(people::login))
+        .route("/v1/admin/users/{name}/enable", post(people::enable_user))
+        .route(
+            "/v1/admin/users/{name}/binding",
+            post(people::bind_user).delete(people::unbind_user),
+        )
+        .route("/v1/admin/groups/mappings", get(people::mappings))
+        .route("/v1/admin/groups/{name}/mappings", post(people::map_group))
+        .route(
+            "/v1/admin/groups/{name}/mappings/{idp_group}",
+            delete(people::unmap_group),
+        )
+        .route("/v1/admin/changes", get(people::changes))
         .merge(crate::scim::router())
         .merge(audit::router())
         .fallback(|| async {

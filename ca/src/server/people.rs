@@ -18,27 +18,6 @@ use smith_api::{
 };
 use std::sync::Arc;
 
-pub fn router() -> axum::Router<Arc<Ca>> {
-    use axum::routing::{delete, get, post};
-    axum::Router::new()
-        .route("/v1/admin/tokens", get(list_tokens).post(admin_token))
-        .route("/v1/admin/tokens/{id}", delete(revoke_token))
-        .route("/v1/admin/tokens/{id}/rotate", post(rotate_token))
-        .route("/v1/admin/login", post(login))
-        .route("/v1/admin/users/{name}/enable", post(enable_user))
-        .route(
-            "/v1/admin/users/{name}/binding",
-            post(bind_user).delete(unbind_user),
-        )
-        .route("/v1/admin/groups/mappings", get(mappings))
-        .route("/v1/admin/groups/{name}/mappings", post(map_group))
-        .route(
-            "/v1/admin/groups/{name}/mappings/{idp_group}",
-            delete(unmap_group),
-        )
-        .route("/v1/admin/changes", get(changes))
-}
-
 fn token_info(t: &Listed, now: u64) -> TokenInfo {
     let k = &t.token;
     let state = if k.revoked_at.is_some() {
@@ -64,7 +43,7 @@ fn token_info(t: &Listed, now: u64) -> TokenInfo {
     }
 }
 
-async fn list_tokens(_: Admin, State(ca): State<Arc<Ca>>) -> Json<Vec<TokenInfo>> {
+pub(super) async fn list_tokens(_: Admin, State(ca): State<Arc<Ca>>) -> Json<Vec<TokenInfo>> {
     let at = now();
     Json(
         ca.authority
@@ -75,7 +54,7 @@ async fn list_tokens(_: Admin, State(ca): State<Arc<Ca>>) -> Json<Vec<TokenInfo>
     )
 }
 
-async fn admin_token(
+pub(super) async fn admin_token(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiJson(req): ApiJson<AdminTokenRequest>,
@@ -86,7 +65,7 @@ async fn admin_token(
     Ok((StatusCode::CREATED, Json(minted(t))))
 }
 
-async fn revoke_token(
+pub(super) async fn revoke_token(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(id): ApiPath<String>,
@@ -95,7 +74,7 @@ async fn revoke_token(
     Ok(Json(token_info(&t, now())))
 }
 
-async fn rotate_token(
+pub(super) async fn rotate_token(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(id): ApiPath<String>,
@@ -117,7 +96,7 @@ async fn rotate_token(
 /// `POST /v1/admin/login`: an ID token of a member of the admin group gets a named admin
 /// token. The ID token is verified like an engineer's (signature, issuer, audience,
 /// times, age) and its nonce must be the one the sign-in asked for.
-async fn login(
+pub(super) async fn login(
     State(ca): State<Arc<Ca>>,
     peer: Peer,
     ApiJson(req): ApiJson<AdminLoginRequest>,
@@ -142,7 +121,7 @@ async fn login(
     Ok((StatusCode::CREATED, Json(minted(minted_token))))
 }
 
-async fn enable_user(
+pub(super) async fn enable_user(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(name): ApiPath<String>,
@@ -152,7 +131,7 @@ async fn enable_user(
     Ok(Json(user_info(&u)))
 }
 
-async fn bind_user(
+pub(super) async fn bind_user(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(name): ApiPath<String>,
@@ -166,7 +145,7 @@ async fn bind_user(
     Ok(Json(user_info(&u)))
 }
 
-async fn unbind_user(
+pub(super) async fn unbind_user(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(name): ApiPath<String>,
@@ -192,11 +171,11 @@ fn all_mappings(ca: &Ca) -> Vec<GroupMapping> {
     v
 }
 
-async fn mappings(_: Admin, State(ca): State<Arc<Ca>>) -> Json<Vec<GroupMapping>> {
+pub(super) async fn mappings(_: Admin, State(ca): State<Arc<Ca>>) -> Json<Vec<GroupMapping>> {
     Json(all_mappings(&ca))
 }
 
-async fn map_group(
+pub(super) async fn map_group(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath(name): ApiPath<String>,
@@ -208,7 +187,7 @@ async fn map_group(
     Ok(Json(all_mappings(&ca)))
 }
 
-async fn unmap_group(
+pub(super) async fn unmap_group(
     Admin(origin): Admin,
     State(ca): State<Arc<Ca>>,
     ApiPath((name, idp_group)): ApiPath<(String, String)>,
@@ -219,17 +198,10 @@ async fn unmap_group(
     Ok(Json(all_mappings(&ca)))
 }
 
-#[derive(serde::Deserialize)]
-struct ChangesQuery {
-    actor: Option<String>,
-    since: Option<u64>,
-    limit: Option<u32>,
-}
-
-async fn changes(
+pub(super) async fn changes(
     _: Admin,
     State(ca): State<Arc<Ca>>,
-    ApiQuery(q): ApiQuery<ChangesQuery>,
+    ApiQuery(q): ApiQuery<smith_api::ChangeQuery>,
 ) -> Result<Json<Vec<ChangeInfo>>, ApiError> {
     let f = ChangeFilter {
         actor: q.actor.filter(|a| !a.is_empty()),

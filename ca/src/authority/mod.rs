@@ -40,6 +40,7 @@ pub use identity::{bound_user, plan_sign_in};
 pub use issuance::{Caller, IssueError, IssueInput, Issued};
 pub use ratelimit::RateLimit;
 pub use revocation::RevokeOutcome;
+pub use crate::store::Retention;
 pub use tokens::{check_admin_name, Minted, TokenInfo};
 
 use crate::auth::{AuthError, Authenticated, Authenticator, TokenAuthenticator};

@@ -71,7 +71,7 @@ pub struct ServeConfig {
     /// Certificate requests per principal.
     pub issuance_rate: authority::RateLimit,
     /// How long decisions and expired certificates are kept (`None`: forever).
-    pub retention: crate::store::Retention,
+    pub retention: crate::authority::Retention,
 }
 
 impl ServeConfig {
@@ -395,7 +395,7 @@ pub fn harden_process() {
 /// Applies the retention settings at start and hourly.
 fn spawn_retention(
     authority: Arc<Authority>,
-    r: crate::store::Retention,
+    r: crate::authority::Retention,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if r.decisions_secs.is_none() && r.certificates_secs.is_none() {

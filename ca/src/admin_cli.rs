@@ -703,9 +703,15 @@ fn print_host_cert(c: &HostCertInfo) {
 }
 
 fn print_host_certs_revoked(r: &HostCertRevokeResponse) {
-    for cert in &r.revoked {
-        print!("revoked ");
-        print_host_cert(cert);
+    for c in &r.revoked {
+        say(format!(
+            "REVOKED serial {:<20} {:<24} {} {}  (was valid until {})",
+            c.serial,
+            c.host.as_str(),
+            c.key_fingerprint,
+            c.principals.join(","),
+            time(c.valid_before)
+        ));
     }
     if !r.already_revoked.is_empty() {
         println!(

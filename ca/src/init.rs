@@ -277,10 +277,10 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             "  smith-ca serve --data-dir {} --listen {listen}",
             out.data_dir
         );
-        println!("  # in the admin's shell (the token is the one above):");
+        println!("  # in the admin's shell (an environment variable, never a command-line argument):");
         println!(
-            "  export SMITH_CA_URL={url} SMITH_CA_FINGERPRINT={}; read -rs SMITH_TOKEN; export SMITH_TOKEN   # paste the token",
-            out.root_fingerprint
+            "  export SMITH_CA_URL={url} SMITH_CA_FINGERPRINT={} SMITH_TOKEN={}",
+            out.root_fingerprint, out.admin_token
         );
         println!("  smith-ca admin group add dev");
         println!("  smith-ca admin user add alice --groups dev");

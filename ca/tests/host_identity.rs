@@ -267,7 +267,7 @@ fn host_certificates_are_recorded_revocable_and_revoked_with_their_host() {
         "--reason",
         "key leaked",
     ]);
-    assert!(out.contains("revoked"), "{out}");
+    assert!(out.contains("REVOKED serial"), "{out}");
     let k = krl(&ca);
     let by_serial = |line: &str| {
         let l = support::keygen_l({

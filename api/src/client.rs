@@ -21,6 +21,7 @@
 use crate::chain::{AuditAck, AuditBatch};
 use crate::endpoints as ep;
 use crate::error::ErrorCode;
+use crate::people::*;
 use crate::types::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -669,6 +670,77 @@ impl<F: Face> ApiClient<F> {
         self.call(Call::post(ep::ADMIN_HOST_CERTS_REVOKE, req).large())
     }
 
+    // --- people and credentials ---
+
+    /// Every token (never its text).
+    pub fn list_tokens(&self) -> F::Output<'_, Vec<TokenInfo>> {
+        self.call(Call::get(ep::ADMIN_TOKENS).large())
+    }
+
+    /// A named admin token (for automation).
+    pub fn mint_admin_token(&self, req: &AdminTokenRequest) -> F::Output<'_, TokenResponse> {
+        self.call(Call::post(ep::ADMIN_TOKENS, req))
+    }
+
+    /// Revokes the token with public id `id`.
+    pub fn revoke_token(&self, id: &str) -> F::Output<'_, TokenInfo> {
+        self.call(Call::delete(ep::admin_token(id)))
+    }
+
+    /// A replacement for the token with public id `id` (which is revoked).
+    pub fn rotate_token(&self, id: &str, req: &TokenRotateRequest) -> F::Output<'_, TokenResponse> {
+        self.call(Call::post(ep::admin_token_rotate(id), req))
+    }
+
+    /// An admin's IdP sign-in (no bearer: the ID token is the credential).
+    pub fn admin_login(&self, req: &AdminLoginRequest) -> F::Output<'_, TokenResponse> {
+        self.call(Call::post(ep::ADMIN_LOGIN, req))
+    }
+
+    pub fn enable_user(&self, name: &UserName) -> F::Output<'_, UserInfo> {
+        self.call(Call::post(
+            ep::admin_user_enable(name),
+            &serde_json::json!({}),
+        ))
+    }
+
+    /// Binds a user to an IdP identity (issuer and subject).
+    pub fn bind_user(&self, name: &UserName, req: &BindRequest) -> F::Output<'_, UserInfo> {
+        self.call(Call::post(ep::admin_user_binding(name), req))
+    }
+
+    pub fn unbind_user(&self, name: &UserName) -> F::Output<'_, UserInfo> {
+        self.call(Call::delete(ep::admin_user_binding(name)))
+    }
+
+    /// Every IdP group mapping.
+    pub fn group_mappings(&self) -> F::Output<'_, Vec<GroupMapping>> {
+        self.call(Call::get(ep::ADMIN_GROUP_MAPPINGS_ALL).large())
+    }
+
+    /// Maps an IdP group to `group`; answers every mapping.
+    pub fn map_group(
+        &self,
+        group: &GroupName,
+        req: &MappingRequest,
+    ) -> F::Output<'_, Vec<GroupMapping>> {
+        self.call(Call::post(ep::admin_group_mappings(group), req).large())
+    }
+
+    /// Removes a mapping; answers every mapping left.
+    pub fn unmap_group(
+        &self,
+        group: &GroupName,
+        idp_group: &str,
+    ) -> F::Output<'_, Vec<GroupMapping>> {
+        self.call(Call::delete(ep::admin_group_mapping(group, idp_group)).large())
+    }
+
+    /// The record of changes, newest first.
+    pub fn changes(&self, q: &ChangeQuery) -> F::Output<'_, Vec<ChangeInfo>> {
+        self.call(Call::get(with_query(ep::ADMIN_CHANGES, q)).large())
+    }
+
     /// A SCIM bearer token.
     pub fn scim_token(&self, req: &TokenRequest) -> F::Output<'_, TokenResponse> {
         self.call(Call::post(ep::ADMIN_SCIM_TOKEN, req))
@@ -816,6 +888,7 @@ mod tests {
             since: 7,
             wait: 25,
             host: Some(HostName::new("web-1").unwrap()),
+            epoch: None,
         };
         assert_eq!(
             with_query(ep::HOST_SYNC, &q),

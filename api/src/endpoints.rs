@@ -42,6 +42,16 @@ pub const ADMIN_HOST_TAGS: &str = "/v1/admin/hosts/{name}/tags";
 pub const ADMIN_HOST_CERTS: &str = "/v1/admin/hosts/certs";
 pub const ADMIN_HOST_CERTS_REVOKE: &str = "/v1/admin/hosts/certs/revoke";
 pub const ADMIN_SCIM_TOKEN: &str = "/v1/admin/scim/token";
+pub const ADMIN_TOKENS: &str = "/v1/admin/tokens";
+pub const ADMIN_TOKEN: &str = "/v1/admin/tokens/{id}";
+pub const ADMIN_TOKEN_ROTATE: &str = "/v1/admin/tokens/{id}/rotate";
+pub const ADMIN_LOGIN: &str = "/v1/admin/login";
+pub const ADMIN_USER_ENABLE: &str = "/v1/admin/users/{name}/enable";
+pub const ADMIN_USER_BINDING: &str = "/v1/admin/users/{name}/binding";
+pub const ADMIN_GROUP_MAPPINGS_ALL: &str = "/v1/admin/groups/mappings";
+pub const ADMIN_GROUP_MAPPINGS: &str = "/v1/admin/groups/{name}/mappings";
+pub const ADMIN_GROUP_MAPPING: &str = "/v1/admin/groups/{name}/mappings/{idp_group}";
+pub const ADMIN_CHANGES: &str = "/v1/admin/changes";
 pub const ADMIN_DECISIONS: &str = "/v1/admin/decisions";
 pub const ADMIN_CERTS: &str = "/v1/admin/certs";
 pub const ADMIN_CERTS_REVOKE: &str = "/v1/admin/certs/revoke";
@@ -86,6 +96,18 @@ pub const ALL: &[(&str, &str)] = &[
     ("GET", ADMIN_HOST_CERTS),
     ("POST", ADMIN_HOST_CERTS_REVOKE),
     ("POST", ADMIN_SCIM_TOKEN),
+    ("GET", ADMIN_TOKENS),
+    ("POST", ADMIN_TOKENS),
+    ("DELETE", ADMIN_TOKEN),
+    ("POST", ADMIN_TOKEN_ROTATE),
+    ("POST", ADMIN_LOGIN),
+    ("POST", ADMIN_USER_ENABLE),
+    ("POST", ADMIN_USER_BINDING),
+    ("DELETE", ADMIN_USER_BINDING),
+    ("GET", ADMIN_GROUP_MAPPINGS_ALL),
+    ("POST", ADMIN_GROUP_MAPPINGS),
+    ("DELETE", ADMIN_GROUP_MAPPING),
+    ("GET", ADMIN_CHANGES),
     ("GET", ADMIN_DECISIONS),
     ("GET", ADMIN_CERTS),
     ("POST", ADMIN_CERTS_REVOKE),
@@ -139,6 +161,53 @@ pub fn admin_grant(id: u64) -> String {
 /// [`ADMIN_HOST`] for `name`.
 pub fn admin_host(name: &HostName) -> String {
     fill(ADMIN_HOST, &[("name", name.as_str())])
+}
+
+/// One path segment from free text (an IdP group id, a token id): anything but
+/// unreserved characters percent-encoded.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// [`ADMIN_TOKEN`] for the token with public id `id`.
+pub fn admin_token(id: &str) -> String {
+    fill(ADMIN_TOKEN, &[("id", &seg(id))])
+}
+
+/// [`ADMIN_TOKEN_ROTATE`] for the token with public id `id`.
+pub fn admin_token_rotate(id: &str) -> String {
+    fill(ADMIN_TOKEN_ROTATE, &[("id", &seg(id))])
+}
+
+/// [`ADMIN_USER_ENABLE`] for `name`.
+pub fn admin_user_enable(name: &UserName) -> String {
+    fill(ADMIN_USER_ENABLE, &[("name", name.as_str())])
+}
+
+/// [`ADMIN_USER_BINDING`] for `name`.
+pub fn admin_user_binding(name: &UserName) -> String {
+    fill(ADMIN_USER_BINDING, &[("name", name.as_str())])
+}
+
+/// [`ADMIN_GROUP_MAPPINGS`] for `group`.
+pub fn admin_group_mappings(group: &GroupName) -> String {
+    fill(ADMIN_GROUP_MAPPINGS, &[("name", group.as_str())])
+}
+
+/// [`ADMIN_GROUP_MAPPING`] for `idp_group` mapped to `group`.
+pub fn admin_group_mapping(group: &GroupName, idp_group: &str) -> String {
+    fill(
+        ADMIN_GROUP_MAPPING,
+        &[("name", group.as_str()), ("idp_group", &seg(idp_group))],
+    )
 }
 
 /// [`ADMIN_HOST_TAGS`] for `name`.

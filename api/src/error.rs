@@ -85,6 +85,11 @@ error_codes! {
     NotAUser = "not_a_user",
     /// An enrollment needs an enrollment token.
     WrongTokenKind = "wrong_token_kind",
+    /// The token was revoked (by an admin, by a disable, or the bootstrap token once a
+    /// named admin exists).
+    TokenRevoked = "token_revoked",
+    /// Too many requests from this principal; retry later.
+    RateLimited = "rate_limited",
 
     // Host identity (mTLS).
     ClientCertRequired = "client_cert_required",
@@ -123,6 +128,12 @@ error_codes! {
     /// The id range has no id left.
     IdExhausted = "id_exhausted",
     UserDisabled = "user_disabled",
+    /// SCIM may only change what SCIM created (users, groups, memberships).
+    NotScimManaged = "not_scim_managed",
+    /// An admin disabled this user: SCIM cannot enable them again.
+    DisabledByAdmin = "disabled_by_admin",
+    /// The uid or gid is outside the CA's id range (SCIM may only use the range).
+    IdOutOfRange = "id_out_of_range",
 
     // Issuance.
     NoMatchingGrant = "no_matching_grant",
@@ -144,6 +155,13 @@ error_codes! {
     OidcInvalidUsername = "oidc_invalid_username",
     OidcSubjectMismatch = "oidc_subject_mismatch",
     OidcSignInFailed = "oidc_sign_in_failed",
+    /// The login name belongs to an account not bound to this IdP identity (no binding
+    /// by the admin or by SCIM's externalId): a first sign-in never takes it over.
+    OidcNotBound = "oidc_not_bound",
+    /// The ID token was issued longer ago than the CA accepts (`iat`).
+    OidcTokenTooOld = "oidc_token_too_old",
+    /// The signed-in person is not in the IdP group of the CA's admins.
+    OidcNotAdmin = "oidc_not_admin",
 
     // Audit uploads.
     AuditChainBroken = "audit_chain_broken",
@@ -227,6 +245,8 @@ mod tests {
             "admin_only",
             "not_a_user",
             "wrong_token_kind",
+            "token_revoked",
+            "rate_limited",
             "client_cert_required",
             "client_cert_expired",
             "client_cert_not_yet_valid",
@@ -249,6 +269,9 @@ mod tests {
             "id_conflict",
             "id_exhausted",
             "user_disabled",
+            "not_scim_managed",
+            "disabled_by_admin",
+            "id_out_of_range",
             "no_matching_grant",
             "condition_failed",
             "oidc_not_configured",
@@ -265,6 +288,9 @@ mod tests {
             "oidc_invalid_username",
             "oidc_subject_mismatch",
             "oidc_sign_in_failed",
+            "oidc_not_bound",
+            "oidc_token_too_old",
+            "oidc_not_admin",
             "audit_chain_broken",
             "audit_replay",
             "overloaded",

@@ -15,9 +15,11 @@ pub mod chain;
 pub mod client;
 pub mod endpoints;
 pub mod error;
+pub mod people;
 pub mod tls;
 pub mod types;
 
 pub use client::{AsyncClient, Client, ClientError, ClientOptions, Identity, Trust};
 pub use error::ErrorCode;
+pub use people::*;
 pub use types::*;

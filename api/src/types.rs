@@ -127,6 +127,13 @@ pub struct UserAdd {
     /// of refusing with 404.
     #[serde(default)]
     pub create_groups: bool,
+    /// A recycled login name gets a new uid; `true`: give it the uid the name had (the
+    /// same person is back).
+    #[serde(default)]
+    pub reuse_uid: bool,
+    /// Bind the user to this IdP `sub` (with the CA's configured issuer).
+    #[serde(default)]
+    pub oidc_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,6 +145,20 @@ pub struct UserInfo {
     pub gecos: String,
     pub shell: String,
     pub created_at: u64,
+    /// Who disabled the user (`admin` or `scim`).
+    #[serde(default)]
+    pub disabled_by: Option<String>,
+    /// Who created the user (`admin`, `scim`, `signin`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The IdP identity the user is bound to.
+    #[serde(default)]
+    pub oidc_issuer: Option<String>,
+    #[serde(default)]
+    pub oidc_subject: Option<String>,
+    /// SCIM's `externalId`.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -152,6 +173,9 @@ pub struct TokenResponse {
     pub token: String,
     /// Unix seconds.
     pub expires_at: u64,
+    /// The token's public id (`smith-ca admin token list`, `token revoke ID`).
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -442,7 +466,7 @@ pub struct RevokeResponse {
 
 // --- queries (the GET parameters the client sends) ----------------------------------------
 
-/// `GET /v1/host/sync?since=V&wait=S&host=H`.
+/// `GET /v1/host/sync?since=V&wait=S&host=H&epoch=E`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct SyncQuery {
     /// The host's version; 0 asks for a full snapshot.
@@ -454,6 +478,9 @@ pub struct SyncQuery {
     /// The host's own name (checked against its client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostName>,
+    /// The CA epoch of `since` (a CA of another epoch answers a full snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// `GET /v1/admin/decisions?limit=N&user=U`.

@@ -185,6 +185,7 @@ fn sync_query() -> SyncQuery {
         since: 3,
         wait: 0,
         host: Some(smith_proto::HostName::new("web-1").unwrap()),
+        epoch: None,
     }
 }
 

@@ -1,6 +1,10 @@
 //! `smith-ca admin ...`: the admin's command line, a thin client of the HTTPS admin API
 //! through `smith_api::Client` (TLS root pinned by fingerprint).
 //!
+//! The admin token comes from, in order: `--token` (warned against: a command line is
+//! visible to every local user in /proc), `--token-file FILE` (`-`: stdin),
+//! `SMITH_TOKEN`, the session `smith-ca admin login` kept in the kernel keyring.
+//!
 //! Must never: talk to the database directly, print a token except the one the admin
 //! just asked for, or run inside an async runtime (the client is blocking).
 
@@ -24,16 +28,74 @@ pub struct Conn {
     /// SHA256:... fingerprint of the CA's TLS root (printed by `smith-ca init`).
     #[arg(long, env = "SMITH_CA_FINGERPRINT", global = true)]
     pub ca_fingerprint: Option<String>,
-    /// The admin token (printed once by `smith-ca init`).
-    #[arg(long, env = "SMITH_TOKEN", hide_env_values = true, global = true)]
+    /// An admin token on the command line (visible to every local user in /proc: prefer
+    /// SMITH_TOKEN, --token-file or `smith-ca admin login`).
+    #[arg(long, global = true)]
     pub token: Option<String>,
+    /// Read the admin token from FILE (`-`: standard input).
+    #[arg(long, env = "SMITH_TOKEN_FILE", global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
+/// Reads a token from `path` (`-`: stdin): its first line, trimmed.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().take(4096), &mut s)
+            .context("cannot read the token from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?
+    };
+    let t = text.lines().next().unwrap_or("").trim().to_string();
+    if t.is_empty() {
+        anyhow::bail!("{} holds no token", path.display());
+    }
+    Ok(t)
+}
+
+use std::io::Read as _;
+
 impl Conn {
-    pub fn client(&self) -> anyhow::Result<Client> {
-        let url = self.ca_url.clone().ok_or_else(|| {
+    pub fn url(&self) -> anyhow::Result<String> {
+        self.ca_url.clone().ok_or_else(|| {
             anyhow::anyhow!("no CA URL: pass --ca-url https://HOST:PORT or set SMITH_CA_URL")
-        })?;
+        })
+    }
+
+    /// The admin token to send (see the module doc for where it comes from).
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = &self.token {
+            eprintln!(
+                "warning: --token puts the secret on the command line, where every local user \
+                 can read it (/proc/PID/cmdline) and shell history keeps it; use SMITH_TOKEN, \
+                 --token-file FILE (or - for stdin), or `smith-ca admin login`"
+            );
+            return Ok(Some(t.clone()));
+        }
+        if let Some(p) = &self.token_file {
+            return read_token_file(p).map(Some);
+        }
+        if let Some(t) = std::env::var("SMITH_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+        {
+            return Ok(Some(t.trim().to_string()));
+        }
+        Ok(self
+            .ca_url
+            .as_deref()
+            .and_then(crate::admin_people::session_token))
+    }
+
+    pub fn client(&self) -> anyhow::Result<Client> {
+        self.client_with(self.admin_token()?)
+    }
+
+    /// A client sending `token` (none for `login`).
+    pub fn client_with(&self, token: Option<String>) -> anyhow::Result<Client> {
+        let url = self.url()?;
         let fp = self.ca_fingerprint.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "no CA fingerprint: pass --ca-fingerprint SHA256:... or set SMITH_CA_FINGERPRINT \
@@ -41,7 +103,7 @@ impl Conn {
             )
         })?;
         Ok(Client::new(ClientOptions {
-            token: self.token.clone(),
+            token,
             unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
             ..ClientOptions::new(url, Trust::Fingerprint(fp))
         })?)
@@ -77,6 +139,40 @@ pub enum AdminCmd {
     /// at their next sync, within about a second, and sshd refuses the certificates).
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Sign in as a named admin through the CA's OpenID Provider (the same flow as
+    /// `smith login`; members of the admin group configured at the CA). The admin token
+    /// it gets is kept in the kernel keyring and used by every `smith-ca admin` command.
+    Login {
+        /// Sign in on another device (device flow) instead of a browser here.
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in URL instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the browser to come back.
+        #[arg(long, value_parser = parse_ttl, default_value = "5m")]
+        timeout: u64,
+    },
+    /// Forget the admin session `login` kept.
+    Logout,
+    /// Tokens of every kind: list, revoke, rotate, and named admin tokens for automation.
+    #[command(subcommand)]
+    Token(crate::admin_people::TokenCmd),
+    /// Every change of the CA (users, groups, grants, tokens, hosts, revocations, SCIM
+    /// and sign-ins): when, who, from where, what; read from the CA's audit chain.
+    Changes {
+        /// Only this actor's (an admin's name, `bootstrap`, `scim`, an OIDC subject, a host).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only at or after T: RFC 3339 or a duration ago (1h, 7d).
+        #[arg(long, value_parser = smith_ca::audit::cli::parse_since)]
+        since: Option<u64>,
+        /// At most this many (the most recent).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// SCIM provisioning (Okta, Entra ID): mint the bearer token the IdP uses on
     /// /scim/v2/Users and /scim/v2/Groups.
     #[command(subcommand)]
@@ -144,8 +240,8 @@ pub enum ScimCmd {
     /// Mint a SCIM bearer token (printed once, on stdout). Give it to the IdP's SCIM app
     /// with the base URL https://CA/scim/v2. It works on /scim/v2 only.
     Token {
-        /// Token lifetime (at most 365d).
-        #[arg(long, value_parser = parse_ttl, default_value = "365d")]
+        /// Token lifetime (at most 365d; rotate it with `token rotate ID`).
+        #[arg(long, value_parser = parse_ttl, default_value = "90d")]
         ttl: u64,
         /// Print {"token", "expires_at"} as JSON.
         #[arg(long)]
@@ -163,9 +259,19 @@ pub enum UserCmd {
         /// Comma-separated groups to put the user in.
         #[arg(long, value_parser = GroupName::new, value_delimiter = ',')]
         groups: Vec<GroupName>,
-        /// Fixed uid (else allocated from the CA's range; stable forever for this name).
+        /// Fixed uid (else a fresh one from the CA's range).
         #[arg(long, value_parser = parse_id)]
         uid: Option<PosixId>,
+        /// The login name was deleted before and this is the same person: give them their
+        /// old uid back (else a recycled name gets a new uid, so the earlier owner's files
+        /// on hosts are not theirs).
+        #[arg(long)]
+        reuse_uid: bool,
+        /// Bind the user to this IdP identity (`sub`) at the CA's issuer: their first
+        /// sign-in may then use the account (an unbound existing account is never taken
+        /// by a sign-in).
+        #[arg(long)]
+        oidc_subject: Option<String>,
         /// Full name or comment (GECOS field on hosts).
         #[arg(long)]
         gecos: Option<String>,
@@ -185,11 +291,41 @@ pub enum UserCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Disable a user: no more certificates, removed from every host at its next sync.
+    /// Disable a user: no more certificates, removed from every host at its next sync,
+    /// their valid certificates and their tokens revoked. SCIM cannot enable them again.
     Disable {
         #[arg(value_parser = UserName::new)]
         name: UserName,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a disabled user again (whoever disabled them). Their revoked certificates
+    /// and tokens stay revoked: they sign in again or get a new token.
+    Enable {
+        #[arg(value_parser = UserName::new)]
+        name: UserName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bind a user to their IdP identity (the `sub` the IdP gives them): sign-ins by that
+    /// identity use this account, whatever login name the token states; an unbound
+    /// existing account is never taken by a sign-in.
+    Bind {
+        #[arg(value_parser = UserName::new)]
+        name: UserName,
+        #[arg(long)]
+        oidc_subject: String,
+        /// The issuer (default: the CA's configured OpenID Provider).
+        #[arg(long)]
+        oidc_issuer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user's IdP binding (their next sign-in is refused until bound again).
+    Unbind {
+        #[arg(value_parser = UserName::new)]
+        name: UserName,
         #[arg(long)]
         json: bool,
     },
@@ -235,6 +371,30 @@ pub enum GroupCmd {
     /// List groups with their members.
     List {
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let members of an IdP group into GROUP when they sign in. IDP_GROUP_ID is the
+    /// group as the ID token's groups claim carries it: Entra ID sends Object IDs
+    /// (GUIDs), Okta names or ids as its groups claim is set up. A group named like a CA
+    /// group grants nothing without a mapping.
+    Map {
+        #[arg(value_parser = GroupName::new)]
+        group: GroupName,
+        idp_group: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a mapping; the memberships sign-ins made through it are removed.
+    Unmap {
+        #[arg(value_parser = GroupName::new)]
+        group: GroupName,
+        idp_group: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the IdP group mappings.
+    Mappings {
         #[arg(long)]
         json: bool,
     },
@@ -580,8 +740,37 @@ fn print_token(t: &TokenResponse, as_json: bool, what: &str) -> anyhow::Result<(
 }
 
 pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
+    use crate::admin_people as people;
+    if let AdminCmd::Login {
+        device,
+        no_browser,
+        timeout,
+    } = cmd
+    {
+        let c = conn.client_with(None)?;
+        return people::login(
+            &c,
+            &conn.url()?,
+            people::LoginArgs {
+                device,
+                no_browser,
+                timeout: Duration::from_secs(timeout),
+            },
+        );
+    }
+    if let AdminCmd::Logout = cmd {
+        return people::logout(&conn.url()?);
+    }
     let c = conn.client()?;
     match cmd {
+        AdminCmd::Login { .. } | AdminCmd::Logout => Ok(()),
+        AdminCmd::Token(t) => people::token(&c, t),
+        AdminCmd::Changes {
+            actor,
+            since,
+            limit,
+            json: as_json,
+        } => people::changes(&c, actor, since, limit, as_json),
         AdminCmd::User(u) => user(&c, u),
         AdminCmd::Group(g) => group(&c, g),
         AdminCmd::Grant(g) => grant(&c, g),
@@ -603,11 +792,51 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
 }
 
 fn user(c: &Client, cmd: UserCmd) -> anyhow::Result<()> {
+    use crate::admin_people as people;
     match cmd {
+        UserCmd::Enable {
+            name,
+            json: as_json,
+        } => {
+            let info = people::enable(c, &name)?;
+            if as_json {
+                return json(&info);
+            }
+            print!("enabled ");
+            print_user(&info);
+        }
+        UserCmd::Bind {
+            name,
+            oidc_subject,
+            oidc_issuer,
+            json: as_json,
+        } => {
+            let info = people::bind(c, &name, oidc_subject, oidc_issuer)?;
+            if as_json {
+                return json(&info);
+            }
+            println!(
+                "user {name} is bound to {} sub {}",
+                info.oidc_issuer.as_deref().unwrap_or("?"),
+                info.oidc_subject.as_deref().unwrap_or("?")
+            );
+        }
+        UserCmd::Unbind {
+            name,
+            json: as_json,
+        } => {
+            let info = people::unbind(c, &name)?;
+            if as_json {
+                return json(&info);
+            }
+            println!("user {name} is bound to no IdP identity: their sign-ins are refused until bound again");
+        }
         UserCmd::Add {
             name,
             groups,
             uid,
+            reuse_uid,
+            oidc_subject,
             gecos,
             shell,
             strict_groups,
@@ -627,6 +856,8 @@ fn user(c: &Client, cmd: UserCmd) -> anyhow::Result<()> {
                 name,
                 groups,
                 uid,
+                reuse_uid,
+                oidc_subject,
                 gecos,
                 shell,
                 create_groups: !strict_groups,
@@ -678,7 +909,21 @@ fn user(c: &Client, cmd: UserCmd) -> anyhow::Result<()> {
 }
 
 fn group(c: &Client, cmd: GroupCmd) -> anyhow::Result<()> {
+    use crate::admin_people as people;
     match cmd {
+        GroupCmd::Map {
+            group,
+            idp_group,
+            json: as_json,
+        } => return people::mapping(c, Some(&group), Some(idp_group), false, as_json),
+        GroupCmd::Unmap {
+            group,
+            idp_group,
+            json: as_json,
+        } => return people::mapping(c, Some(&group), Some(idp_group), true, as_json),
+        GroupCmd::Mappings { json: as_json } => {
+            return people::mapping(c, None, None, false, as_json)
+        }
         GroupCmd::Add {
             name,
             gid,

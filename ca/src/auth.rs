@@ -16,7 +16,10 @@ use smith_proto::{Tags, UserName};
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    Admin,
+    /// An admin: `name` `None` for the bootstrap token, else the named admin.
+    Admin {
+        name: Option<String>,
+    },
     User(UserName),
     /// The IdP's SCIM client (`/scim/v2/...` only).
     Scim,
@@ -37,6 +40,8 @@ pub enum AuthError {
     Expired,
     #[error("the token was already used; enrollment tokens are single-use, ask for a new one")]
     Used,
+    #[error("the token was revoked; ask an admin for a new one")]
+    Revoked,
 }
 
 impl AuthError {
@@ -48,8 +53,17 @@ impl AuthError {
             AuthError::Unknown => C::InvalidToken,
             AuthError::Expired => C::TokenExpired,
             AuthError::Used => C::TokenUsed,
+            AuthError::Revoked => C::TokenRevoked,
         }
     }
+}
+
+/// Who a credential belongs to, and the credential's public id (for attribution).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub principal: Principal,
+    /// [`token_id`] of the token.
+    pub token_id: String,
 }
 
 /// Maps a bearer credential to a principal.
@@ -59,7 +73,7 @@ pub trait Authenticator: Send + Sync {
         model: &Model,
         credential: &str,
         now: u64,
-    ) -> Result<Principal, AuthError>;
+    ) -> Result<Authenticated, AuthError>;
 }
 
 /// The embedded default: tokens minted by the admin.
@@ -71,7 +85,7 @@ impl Authenticator for TokenAuthenticator {
         model: &Model,
         credential: &str,
         now: u64,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let credential = credential.trim();
         if credential.is_empty() {
             return Err(AuthError::Missing);
@@ -81,26 +95,42 @@ impl Authenticator for TokenAuthenticator {
         }
         let hash = hash_token(credential);
         let t = model.token(&hash).ok_or(AuthError::Unknown)?;
-        if t.expires_at.is_some_and(|e| e <= now) {
+        if t.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if t.expires_at <= now {
             return Err(AuthError::Expired);
         }
-        match t.kind {
-            TokenKind::Admin => Ok(Principal::Admin),
-            TokenKind::Scim => Ok(Principal::Scim),
+        let principal = match t.kind {
+            TokenKind::Bootstrap => Principal::Admin { name: None },
+            TokenKind::Admin => Principal::Admin {
+                name: Some(t.subject.clone()),
+            },
+            TokenKind::Scim => Principal::Scim,
             TokenKind::User => UserName::new(&t.subject)
                 .map(Principal::User)
-                .map_err(|_| AuthError::Unknown),
+                .map_err(|_| AuthError::Unknown)?,
             TokenKind::Enroll => {
                 if t.used_at.is_some() {
                     return Err(AuthError::Used);
                 }
-                Ok(Principal::Enroll {
-                    token_hash: hash,
+                Principal::Enroll {
+                    token_hash: hash.clone(),
                     tags: t.tags.clone().unwrap_or_default(),
-                })
+                }
             }
-        }
+        };
+        Ok(Authenticated {
+            principal,
+            token_id: token_id(&hash).to_string(),
+        })
     }
+}
+
+/// A token's public id: the first 16 hex digits of its hash. Listed, revoked and
+/// recorded by this id; it reveals nothing about the token (a prefix of a one-way hash).
+pub fn token_id(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
 }
 
 /// Hex SHA-256 of a token.
@@ -149,39 +179,52 @@ mod tests {
         let enroll = new_token(TokenKind::Enroll);
         let tok = |kind, subject: &str, exp, used| Token {
             used_at: used,
-            ..Token::bearer(kind, subject, 0, exp)
+            ..Token::bearer(kind, subject, 0, exp, "test")
         };
         m.apply(
             &[Change::AddToken {
                 hash: hash_token(&admin),
-                token: tok(TokenKind::Admin, "admin", None, None),
+                token: tok(TokenKind::Bootstrap, "bootstrap", 1000, None),
             }],
             None,
         );
         m.apply(
             &[Change::AddToken {
                 hash: hash_token(&user),
-                token: tok(TokenKind::User, "alice", Some(100), None),
+                token: tok(TokenKind::User, "alice", 100, None),
             }],
             None,
         );
         m.apply(
             &[Change::AddToken {
                 hash: hash_token(&enroll),
-                token: tok(TokenKind::Enroll, "host", Some(100), Some(5)),
+                token: tok(TokenKind::Enroll, "host", 100, Some(5)),
             }],
             None,
         );
         let a = TokenAuthenticator;
-        assert_eq!(a.authenticate(&m, &admin, 50), Ok(Principal::Admin));
+        let p = |c: &str| a.authenticate(&m, c, 50).map(|x| x.principal);
+        assert_eq!(p(&admin), Ok(Principal::Admin { name: None }));
         assert_eq!(
-            a.authenticate(&m, &user, 50),
+            p(&user),
             Ok(Principal::User(UserName::new("alice").unwrap()))
+        );
+        assert_eq!(
+            a.authenticate(&m, &user, 50).unwrap().token_id,
+            hash_token(&user)[..16]
         );
         assert_eq!(a.authenticate(&m, &user, 100), Err(AuthError::Expired));
         assert_eq!(a.authenticate(&m, &enroll, 50), Err(AuthError::Used));
         assert_eq!(a.authenticate(&m, "nope", 50), Err(AuthError::Unknown));
         assert_eq!(a.authenticate(&m, "", 50), Err(AuthError::Missing));
         assert!(m.token(&admin).is_none(), "clear text never stored");
+        m.apply(
+            &[Change::RevokeTokens {
+                hashes: vec![hash_token(&user)],
+                at: 60,
+            }],
+            None,
+        );
+        assert_eq!(a.authenticate(&m, &user, 61), Err(AuthError::Revoked));
     }
 }

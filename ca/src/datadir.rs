@@ -11,10 +11,12 @@
 //!   tls-server.key   0600  HTTPS server key
 //!   tls-server.crt         HTTPS server certificate, signed by the root
 //!   ca.db            0600  SQLite store (plus ca.db-wal, ca.db-shm)
+//!   ca.lock          0600  held (flock) by `serve`, `restore` and `bootstrap-token`: one
+//!                          at a time on a data directory
 //! ```
 //!
-//! Must never: overwrite an existing file, or create a secret readable by anyone but the
-//! owner.
+//! Must never: overwrite an existing file, create a secret readable by anyone but the
+//! owner, or let two processes that write the database run on one directory.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -59,6 +61,30 @@ impl DataDir {
     pub fn db(&self) -> PathBuf {
         self.root.join("ca.db")
     }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("ca.lock")
+    }
+
+    /// Takes the data directory's exclusive lock (held until the guard is dropped):
+    /// refused when another `smith-ca serve`, `restore` or `bootstrap-token` holds it.
+    pub fn lock(&self, what: &str) -> anyhow::Result<DirLock> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.lock_file())
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", self.lock_file().display()))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(DirLock(l)),
+            Err((_, e)) => anyhow::bail!(
+                "cannot {what}: another smith-ca process ({e}) is using {}; stop it first \
+                 (`systemctl stop smith-ca`)",
+                self.root.display()
+            ),
+        }
+    }
 
     /// Every file `init` creates, in creation order.
     pub fn all_files(&self) -> Vec<PathBuf> {
@@ -97,28 +123,6 @@ impl DataDir {
         Ok(zeroize::Zeroizing::new(self.read(path)?))
     }
 
-    /// Takes the data directory's exclusive lock (`D/ca.lock`) for as long as the
-    /// returned guard lives: two servers on one directory would each keep their own
-    /// model and split the CA.
-    pub fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-        let path = self.root.join("ca.lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            anyhow::anyhow!(
-                "another smith-ca is serving {} ({} is locked: {e}); stop it first: two \
-                 servers on one data directory would each keep their own copy of the CA",
-                self.root.display(),
-                path.display()
-            )
-        })
-    }
-
     pub fn read(&self, path: &Path) -> anyhow::Result<String> {
         fs::read_to_string(path).map_err(|e| {
             anyhow::anyhow!(
@@ -129,6 +133,22 @@ impl DataDir {
         })
     }
 }
+
+/// The data directory's lock, released when dropped.
+pub struct DirLock(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
+
+/// The files of a CA besides its database (keys, certificates, settings), as they are
+/// backed up and restored: (name, mode).
+pub const KEY_FILES: &[(&str, u32)] = &[
+    ("user_ca", 0o600),
+    ("user_ca.pub", 0o644),
+    ("host_ca", 0o600),
+    ("host_ca.pub", 0o644),
+    ("tls-root.key", 0o600),
+    ("tls-root.crt", 0o644),
+    ("tls-server.key", 0o600),
+    ("tls-server.crt", 0o644),
+];
 
 /// Creates `path` with `mode`, failing if it exists; fsyncs the content.
 pub fn create_new(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {

@@ -24,6 +24,8 @@ pub struct InitArgs {
     pub url: Option<String>,
     pub id_range: String,
     pub json: bool,
+    /// Life of the bootstrap admin token (at most a day; `None`: a day).
+    pub bootstrap_ttl: Option<std::time::Duration>,
 }
 
 /// The CA's URL as given to `--url`: https, a host, an optional port, nothing else.
@@ -195,13 +197,18 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
         create_new(&dd.db(), b"", 0o600)
             .with_context(|| format!("cannot create {}", dd.db().display()))?;
         created.push(dd.db());
-        let token = new_token(TokenKind::Admin);
+        let token = new_token(TokenKind::Bootstrap);
         let store = SqliteStore::open(&dd.db())?;
         store.initialize(&InitMeta {
             id_range: range,
             user_ca_algorithm: alg.as_str(),
             admin_token_hash: &hash_token(&token),
             now,
+            epoch: &crate::store::new_epoch(),
+            bootstrap_ttl: args
+                .bootstrap_ttl
+                .map(|d| d.as_secs())
+                .unwrap_or(crate::store::BOOTSTRAP_TTL_SECS),
         })?;
         store.shutdown();
         drop(store);
@@ -253,6 +260,10 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         println!();
         println!("Bootstrap admin token (shown only now, keep it secret):");
         println!("  {}", out.admin_token);
+        println!(
+            "It works for 24 hours and stops as soon as a named admin exists \
+             (`smith-ca admin login`, or `smith-ca admin token create --name NAME`)."
+        );
         println!();
         let (listen, url) = match (&out.url, out.port) {
             (Some(u), Some(p)) => (format!("0.0.0.0:{p}"), u.clone()),
@@ -266,7 +277,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             "  smith-ca serve --data-dir {} --listen {listen}",
             out.data_dir
         );
-        println!("  # in the admin's shell (the token is the one above):");
+        println!("  # in the admin's shell (an environment variable, never a command-line argument):");
         println!(
             "  export SMITH_CA_URL={url} SMITH_CA_FINGERPRINT={} SMITH_TOKEN={}",
             out.root_fingerprint, out.admin_token

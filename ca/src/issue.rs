@@ -118,7 +118,7 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
             format!("user '{}' does not exist at this CA", req.user),
         )
     })?;
-    if user.disabled {
+    if user.is_disabled() {
         return Err(Denied::new(
             ErrorCode::UserDisabled,
             format!("user '{}' is disabled; no certificate is issued", user.name),
@@ -252,6 +252,7 @@ mod tests {
             members: Default::default(),
             created_at: 0,
             external_id: None,
+            source: crate::model::Source::Admin,
         };
         m.apply(&[Change::AddGroup(dev)], Some(1));
         let mut a = user(&m, "alice");
@@ -392,6 +393,7 @@ mod tests {
             &[Change::DisableUser {
                 name: alice.clone(),
                 at: 1,
+                by: crate::model::Disabler::Admin,
             }],
             Some(4),
         );

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_cli;
+mod admin_people;
 
 use smith_ca::{audit, datadir, init, oidc, server};
 
@@ -38,7 +39,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 24h: {e}"))
 }
 
+/// A retention in seconds (`None`: forever).
+#[derive(Debug, Clone, Copy)]
+struct Keep(Option<u64>);
+
+/// A retention: a duration of at least a day, or `forever`.
+fn parse_retention(s: &str) -> Result<Keep, String> {
+    if s == "forever" {
+        return Ok(Keep(None));
+    }
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(86400) {
+        return Err("a retention is at least 1d (or forever)".into());
+    }
+    Ok(Keep(Some(d.as_secs())))
+}
+
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start; boxing buys nothing
 enum Cmd {
     /// Create a new CA: SSH user and host CA keys, TLS root and server certificate, the
     /// database and a bootstrap admin token (printed once).
@@ -65,6 +83,10 @@ enum Cmd {
         /// Print {"root_fingerprint", "admin_token", ...} as JSON.
         #[arg(long)]
         json: bool,
+        /// Life of the bootstrap admin token (at most 1d). It also stops as soon as a
+        /// named admin exists.
+        #[arg(long, value_parser = parse_duration, default_value = "1d")]
+        bootstrap_ttl: Duration,
     },
     /// Serve the HTTPS API until SIGTERM/SIGINT. Prints `smith-ca listening on ADDR` once
     /// ready (use port 0 to pick a free port). Logs go to journald if present, else
@@ -104,6 +126,21 @@ enum Cmd {
         /// once (slow or flooding clients cannot take the CA's connection budget).
         #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
         max_connections_per_source: usize,
+        /// Lifetime of the named admin token `smith-ca admin login` gets.
+        #[arg(long, value_parser = parse_duration, default_value = "12h")]
+        admin_session_ttl: Duration,
+        /// Certificate requests each principal may make: N/PERIOD, a burst of N refilled
+        /// over PERIOD (e.g. 60/10m), or `off`. Requests beyond it get 429 and are not
+        /// recorded.
+        #[arg(long, value_parser = smith_ca::authority::RateLimit::parse, default_value = "60/10m")]
+        issuance_rate: smith_ca::authority::RateLimit,
+        /// Keep issuance decisions this long (`forever` keeps them all); their `@ca`
+        /// audit records stay regardless. Applied at start and hourly.
+        #[arg(long, value_parser = parse_retention, default_value = "400d")]
+        retain_decisions: Keep,
+        /// Keep certificates this long after they expired (`forever` keeps them all).
+        #[arg(long, value_parser = parse_retention, default_value = "400d")]
+        retain_certificates: Keep,
         #[command(flatten)]
         oidc: oidc::OidcArgs,
     },
@@ -118,6 +155,36 @@ enum Cmd {
     /// Offline audit tools working on the data directory (no running CA needed).
     #[command(subcommand)]
     Audit(audit::cli::OfflineCmd),
+    /// Copy the CA consistently while it serves: its database, keys, certificates and
+    /// ca.toml, into a new directory (0700; it holds the CA's private keys).
+    Backup {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a backup back (the CA must be stopped). The restored database gets a new
+    /// epoch: hosts take its full snapshot whatever version they had seen (their
+    /// sessions go on), and serials and ids issued since the backup are never reused.
+    /// Everything done after the backup is lost: re-apply revocations and disables.
+    Restore {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A directory made by `smith-ca backup`.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Break-glass: mint a new bootstrap admin token (a day's life) on the CA's machine,
+    /// with the CA stopped, when no admin can sign in. Recorded in the audit chain.
+    BootstrapToken {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -129,14 +196,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             url,
             id_range,
             json,
-        } => init::run(init::InitArgs {
-            data_dir,
-            user_ca_algorithm,
-            sans,
-            url,
-            id_range,
-            json,
-        }),
+            bootstrap_ttl,
+        } => {
+            if bootstrap_ttl < Duration::from_secs(1) || bootstrap_ttl > Duration::from_secs(86400)
+            {
+                anyhow::bail!("--bootstrap-ttl must be between 1s and 1d");
+            }
+            init::run(init::InitArgs {
+                data_dir,
+                user_ca_algorithm,
+                sans,
+                url,
+                id_range,
+                json,
+                bootstrap_ttl: Some(bootstrap_ttl),
+            })
+        }
         Cmd::Serve {
             data_dir,
             listen,
@@ -147,8 +222,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host_cert_overlap,
             trusted_proxies,
             max_connections_per_source,
+            admin_session_ttl,
+            issuance_rate,
+            retain_decisions,
+            retain_certificates,
             oidc,
         } => {
+            if admin_session_ttl < Duration::from_secs(300)
+                || admin_session_ttl > Duration::from_secs(7 * 86400)
+            {
+                anyhow::bail!("--admin-session-ttl must be between 5m and 7d");
+            }
             let file = oidc::read_ca_file(&data_dir).map_err(anyhow::Error::msg)?;
             if max_cert_ttl < Duration::from_secs(60) || host_cert_ttl < Duration::from_secs(300) {
                 anyhow::bail!("--max-cert-ttl must be at least 1m and --host-cert-ttl at least 5m");
@@ -175,11 +259,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     trusted_proxies,
                     max_connections_per_source,
                     oidc,
+                    admin_session_ttl,
+                    issuance_rate,
+                    retention: smith_ca::store::Retention {
+                        decisions_secs: retain_decisions.0,
+                        certificates_secs: retain_certificates.0,
+                    },
                 },
             ))
         }
         Cmd::Admin { conn, cmd } => admin_cli::run(&conn, cmd),
         Cmd::Audit(cmd) => audit::cli::run_offline(cmd),
+        Cmd::Backup {
+            data_dir,
+            out,
+            json,
+        } => {
+            let i = smith_ca::backup::backup(&datadir::DataDir::new(&data_dir), &out)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!(
+                    "backed up {} to {} (version {}, epoch {}); it holds the CA's private keys: keep it as safe as the CA",
+                    data_dir.display(),
+                    out.display(),
+                    i.version,
+                    i.epoch
+                );
+            }
+            Ok(())
+        }
+        Cmd::Restore {
+            data_dir,
+            from,
+            json,
+        } => {
+            let r = smith_ca::backup::restore(&datadir::DataDir::new(&data_dir), &from)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "restored {} into {}: version {}, new epoch {} (hosts take a full snapshot at their next sync; no session ends)",
+                    from.display(),
+                    data_dir.display(),
+                    r.version,
+                    r.epoch
+                );
+                if !r.carried_over {
+                    println!("warning: the replaced database could not be read: serials and ids issued after the backup may be issued again");
+                }
+                println!("Everything done after the backup is gone: re-apply revocations, disables and token revocations made since.");
+            }
+            Ok(())
+        }
+        Cmd::BootstrapToken { data_dir } => {
+            let dd = datadir::DataDir::new(&data_dir);
+            let _lock = dd.lock("mint a bootstrap token")?;
+            let a = smith_ca::authority::Authority::open(&dd, Default::default())?;
+            let t = a
+                .mint_bootstrap_token(&smith_ca::origin::Origin::local("bootstrap-token"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            a.shutdown();
+            println!("{}", t.token);
+            eprintln!(
+                "bootstrap admin token {}, valid until {} (shown once; the previous bootstrap token is revoked)",
+                t.id,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(t.expires_at)
+                )
+            );
+            Ok(())
+        }
     }
 }
 

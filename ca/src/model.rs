@@ -24,20 +24,94 @@ use std::sync::Arc;
 /// snapshot.
 pub const CHANGE_LOG_LEN: usize = 10_000;
 
+/// Who created a user, a group or a membership, and so who may change it: SCIM changes
+/// only what SCIM created, an OIDC sign-in only the memberships sign-ins made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// An admin (the admin API).
+    Admin,
+    /// The IdP's SCIM provisioning.
+    Scim,
+    /// An engineer's OIDC sign-in (first sign-in provisioning, mapped IdP groups).
+    SignIn,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Admin => "admin",
+            Source::Scim => "scim",
+            Source::SignIn => "signin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Source> {
+        [Source::Admin, Source::Scim, Source::SignIn]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who disabled a user: an admin's disable is sticky (SCIM cannot undo it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disabler {
+    Admin,
+    Scim,
+}
+
+impl Disabler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disabler::Admin => "admin",
+            Disabler::Scim => "scim",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Disabler> {
+        [Disabler::Admin, Disabler::Scim]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// The immutable IdP identity a user is bound to: the issuer and the `sub` it gives the
+/// person. A login name is only a label: sign-ins are matched on this.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OidcBinding {
+    /// The issuer URL (`iss`); empty for a binding made before issuers were recorded,
+    /// which any issuer matches and the next sign-in completes.
+    pub issuer: String,
+    pub subject: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: UserName,
     pub uid: PosixId,
-    pub disabled: bool,
+    /// `Some`: disabled, and by whom.
+    pub disabled: Option<Disabler>,
     pub gecos: String,
     pub shell: String,
     pub created_at: u64,
     pub groups: BTreeSet<GroupName>,
-    /// The IdP's id for this user (SCIM `externalId`), if provisioned by SCIM.
+    /// The IdP's id for this user (SCIM `externalId`), if provisioned by SCIM. A first
+    /// sign-in binds an unbound user only when the token's external-id claim equals it.
     pub external_id: Option<String>,
-    /// The OIDC `sub` this user is bound to since their first OIDC sign-in; a token for
-    /// the same login name with another `sub` is refused.
-    pub oidc_subject: Option<String>,
+    /// The IdP identity this user is bound to; a token for the same login name with
+    /// another identity is refused.
+    pub oidc: Option<OidcBinding>,
+    /// Who created the user.
+    pub source: Source,
+}
+
+impl User {
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +122,8 @@ pub struct Group {
     pub created_at: u64,
     /// The IdP's id for this group (SCIM `externalId`).
     pub external_id: Option<String>,
+    /// Who created the group (SCIM changes only its own groups).
+    pub source: Source,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +140,12 @@ pub struct Grant {
     pub created_at: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
+    /// The token `smith-ca init` prints: an admin token that expires after a day and is
+    /// retired as soon as a named admin exists.
+    Bootstrap,
+    /// A named admin's token: an IdP sign-in (`smith-ca admin login`) or automation.
     Admin,
     User,
     Enroll,
@@ -74,8 +154,16 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
+    pub const ALL: [TokenKind; 5] = [
+        TokenKind::Bootstrap,
+        TokenKind::Admin,
+        TokenKind::User,
+        TokenKind::Enroll,
+        TokenKind::Scim,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
+            TokenKind::Bootstrap => "bootstrap",
             TokenKind::Admin => "admin",
             TokenKind::User => "user",
             TokenKind::Enroll => "enroll",
@@ -83,25 +171,25 @@ impl TokenKind {
         }
     }
     pub fn parse(s: &str) -> Option<TokenKind> {
-        match s {
-            "admin" => Some(TokenKind::Admin),
-            "user" => Some(TokenKind::User),
-            "enroll" => Some(TokenKind::Enroll),
-            "scim" => Some(TokenKind::Scim),
-            _ => None,
-        }
+        TokenKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    /// Whether the token opens the admin API.
+    pub fn is_admin(self) -> bool {
+        matches!(self, TokenKind::Bootstrap | TokenKind::Admin)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub kind: TokenKind,
-    /// `admin`, the user name, or the enrollment's intended use.
+    /// The admin's name (`bootstrap` for the bootstrap token), the user name, `scim`, or
+    /// the enrollment's intended use.
     pub subject: String,
     /// Enrollment tokens: the tags the host will get.
     pub tags: Option<Tags>,
     pub created_at: u64,
-    pub expires_at: Option<u64>,
+    /// Every token expires.
+    pub expires_at: u64,
     /// When it was used up (enrollment tokens, after their last use).
     pub used_at: Option<u64>,
     /// Enrollment tokens: the host names (exact or `*.domain`) a host may take, as its
@@ -111,15 +199,21 @@ pub struct Token {
     pub max_uses: u32,
     /// Enrollment tokens: how many did.
     pub uses: u32,
+    /// Who minted it (an [`crate::origin::Origin`] as text).
+    pub created_by: String,
+    /// `Some`: revoked then (refused from that moment on).
+    pub revoked_at: Option<u64>,
 }
 
 impl Token {
-    /// A bearer token of `kind` for `subject` (no tags, names or uses).
+    /// A bearer token of `kind` for `subject` (no tags, names or uses), minted by
+    /// `created_by`.
     pub fn bearer(
         kind: TokenKind,
         subject: &str,
         created_at: u64,
-        expires_at: Option<u64>,
+        expires_at: u64,
+        created_by: &str,
     ) -> Token {
         Token {
             kind,
@@ -131,12 +225,22 @@ impl Token {
             names: vec![],
             max_uses: 1,
             uses: 0,
+            created_by: created_by.to_string(),
+            revoked_at: None,
         }
     }
 
     /// Whether an enrollment token allows `name`.
     pub fn allows_name(&self, name: &HostName) -> bool {
         self.names.iter().any(|p| p.matches(name))
+    }
+
+    /// Whether the token still opens anything at `now` (not revoked, not expired; an
+    /// enrollment token also not used up).
+    pub fn is_live(&self, now: u64) -> bool {
+        self.revoked_at.is_none()
+            && self.expires_at > now
+            && !(self.kind == TokenKind::Enroll && self.used_at.is_some())
     }
 }
 
@@ -325,20 +429,23 @@ pub enum Change {
     /// A user with their memberships (the groups exist, possibly created earlier in the
     /// same batch).
     AddUser(User),
+    /// Disables a user (their user tokens are revoked by `RevokeTokens` planned with it).
     DisableUser {
         name: UserName,
         at: u64,
+        by: Disabler,
     },
-    /// Re-enables a disabled user (SCIM `active: true`).
+    /// Re-enables a disabled user (the admin, or SCIM for a user SCIM disabled).
     EnableUser {
         name: UserName,
     },
-    /// Sets a user's descriptive attributes (SCIM updates, OIDC subject binding).
+    /// Sets a user's descriptive attributes and identity binding (SCIM updates, OIDC
+    /// binding by sign-in or by the admin).
     SetUserAttrs {
         name: UserName,
         gecos: String,
         external_id: Option<String>,
-        oidc_subject: Option<String>,
+        oidc: Option<OidcBinding>,
     },
     /// Removes a user, their memberships and their user tokens (SCIM `DELETE`: a later
     /// user of the same name must not inherit them). Their id stays allocated to the name
@@ -363,6 +470,7 @@ pub enum Change {
         group: GroupName,
         user: UserName,
         at: u64,
+        source: Source,
     },
     RemoveMember {
         group: GroupName,
@@ -376,6 +484,30 @@ pub enum Change {
     AddToken {
         hash: String,
         token: Token,
+    },
+    /// Revokes tokens (by hash): refused from then on, kept for the record.
+    RevokeTokens {
+        hashes: Vec<String>,
+        at: u64,
+    },
+    /// Lets members of the IdP group `idp_group` (its id as the ID token's groups claim
+    /// carries it) into `group` at their sign-ins.
+    MapGroup {
+        idp_group: String,
+        group: GroupName,
+        at: u64,
+    },
+    /// Ends a mapping (the memberships sign-ins made through it go with
+    /// `RemoveMember` changes planned with it).
+    UnmapGroup {
+        idp_group: String,
+        group: GroupName,
+    },
+    /// Hands a group to another owner (SCIM's delete of a group holding grants hands it
+    /// to the admin instead of deleting the admin's grants).
+    SetGroupSource {
+        name: GroupName,
+        source: Source,
     },
     Enroll {
         token_hash: String,
@@ -407,6 +539,11 @@ pub enum Change {
     /// Revokes certificates (they go into the KRL hosts sync). Committed only through
     /// the writer, which appends each to the CA's audit chain in the same transaction.
     Revoke(Vec<Revocation>),
+    /// A new epoch: hosts take the next full snapshot whatever their version (the
+    /// database went back in time without `smith-ca restore` saying so).
+    SetEpoch {
+        epoch: String,
+    },
 }
 
 impl Change {
@@ -466,6 +603,11 @@ impl Change {
             Change::SetHostTags { .. } => return Affected::All,
             Change::AddGroup(_)
             | Change::SetGroupExternalId { .. }
+            | Change::SetGroupSource { .. }
+            | Change::MapGroup { .. }
+            | Change::UnmapGroup { .. }
+            | Change::RevokeTokens { .. }
+            | Change::SetEpoch { .. }
             | Change::AddToken { .. }
             | Change::Enroll { .. }
             | Change::HostCert { .. }
@@ -521,6 +663,13 @@ pub struct Model {
     revoked: BTreeMap<u64, Revocation>,
     /// The KRL of `revoked` (binary, base64), `None` when nothing is revoked.
     krl_base64: Option<Arc<str>>,
+    /// Who made each membership: `(group, user)` → source.
+    membership_source: HashMap<(GroupName, UserName), Source>,
+    /// IdP group id → the CA groups its members join at sign-in.
+    idp_groups: BTreeMap<String, BTreeSet<GroupName>>,
+    /// This database's epoch: random, new at init and at every restore. Hosts take a full
+    /// snapshot from a new epoch whatever its version.
+    epoch: String,
 }
 
 /// What a store loads, handed to [`Model::restore`].
@@ -536,7 +685,7 @@ pub struct Restore {
     /// Live users and groups, without memberships (those come in `memberships`).
     pub users: Vec<User>,
     pub groups: Vec<Group>,
-    pub memberships: Vec<(GroupName, UserName)>,
+    pub memberships: Vec<(GroupName, UserName, Source)>,
     pub grants: Vec<Grant>,
     pub tokens: Vec<(String, Token)>,
     pub hosts: Vec<Host>,
@@ -546,6 +695,9 @@ pub struct Restore {
     pub revocations: Vec<Revocation>,
     /// Revocations of SSH host certificates not yet expired.
     pub host_revocations: Vec<HostCertRevocation>,
+    /// `(IdP group id, CA group)` mappings.
+    pub idp_groups: Vec<(String, GroupName)>,
+    pub epoch: String,
 }
 
 /// Why an id could not be allocated or used.
@@ -584,6 +736,9 @@ impl Model {
             log_base: 0,
             revoked: BTreeMap::new(),
             krl_base64: None,
+            membership_source: HashMap::new(),
+            idp_groups: BTreeMap::new(),
+            epoch: String::new(),
         }
     }
 
@@ -605,12 +760,17 @@ impl Model {
         for u in r.users {
             m.users.insert(u.name.clone(), u);
         }
-        for (g, u) in r.memberships {
+        for (g, u, source) in r.memberships {
             if let (Some(group), Some(user)) = (m.groups.get_mut(&g), m.users.get_mut(&u)) {
-                group.members.insert(u);
-                user.groups.insert(g);
+                group.members.insert(u.clone());
+                user.groups.insert(g.clone());
+                m.membership_source.insert((g, u), source);
             }
         }
+        for (idp, g) in r.idp_groups {
+            m.idp_groups.entry(idp).or_default().insert(g);
+        }
+        m.epoch = r.epoch;
         for g in r.grants {
             m.grants.insert(g.id, g);
         }
@@ -643,6 +803,46 @@ impl Model {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+    /// This database's epoch (see the field).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+    /// Who made `user`'s membership in `group` (`None`: not a member).
+    pub fn membership_source(&self, group: &GroupName, user: &UserName) -> Option<Source> {
+        if !self
+            .groups
+            .get(group)
+            .is_some_and(|g| g.members.contains(user))
+        {
+            return None;
+        }
+        Some(
+            self.membership_source
+                .get(&(group.clone(), user.clone()))
+                .copied()
+                .unwrap_or(Source::Admin),
+        )
+    }
+    /// IdP group id → the CA groups it maps to.
+    pub fn idp_groups(&self) -> &BTreeMap<String, BTreeSet<GroupName>> {
+        &self.idp_groups
+    }
+    /// The CA groups the IdP groups `ids` map to.
+    pub fn mapped_groups<'a>(
+        &'a self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeSet<GroupName> {
+        ids.into_iter()
+            .filter_map(|i| self.idp_groups.get(i))
+            .flatten()
+            .filter(|g| self.groups.contains_key(*g))
+            .cloned()
+            .collect()
+    }
+    /// Whether some IdP group maps to `group`.
+    pub fn is_mapped(&self, group: &GroupName) -> bool {
+        self.idp_groups.values().any(|s| s.contains(group))
     }
     pub fn users(&self) -> &BTreeMap<UserName, User> {
         &self.users
@@ -757,6 +957,13 @@ impl Model {
         }
     }
 
+    /// The id `name` was last allocated (a deleted user's or group's id stays theirs).
+    pub fn previous_id(&self, kind: IdKind, name: &str) -> Option<PosixId> {
+        self.id_by_name
+            .get(&(kind, name.to_string()))
+            .and_then(|p| PosixId::new(*p as u64).ok())
+    }
+
     /// Records an id as allocated (used while loading and when applying changes).
     fn note_id(&mut self, id: u32, kind: IdKind, name: &str) {
         self.ids.insert(id, (kind, name.to_string()));
@@ -766,8 +973,11 @@ impl Model {
         }
     }
 
-    /// The id for a new user or group: the one it had before if the name was ever
-    /// allocated, else `requested` if free, else the next free id of the range.
+    /// The id for a new user or group: `requested` if free, else for a group the one
+    /// its name had before, else the next free id of the range. A user's name never gets
+    /// its previous uid back implicitly (a recycled login name is another person: their
+    /// files on hosts must not be the predecessor's); asking for it explicitly is what
+    /// [`Model::previous_id`] is for, and only an admin may (the authority's rule).
     pub fn allocate_id(
         &self,
         kind: IdKind,
@@ -795,7 +1005,7 @@ impl Model {
                 });
             }
         }
-        let previous = self.id_by_name.get(&(kind, name.to_string())).copied();
+        let previous = self.previous_id(kind, name).map(PosixId::get);
         if let Some(req) = requested {
             if let Some((k, n)) = self.ids.get(&req.get()) {
                 if previous != Some(req.get()) {
@@ -808,8 +1018,10 @@ impl Model {
             }
             return Ok(req);
         }
-        if let Some(prev) = previous.and_then(|p| PosixId::new(p as u64).ok()) {
-            return Ok(prev);
+        if kind == IdKind::Group {
+            if let Some(prev) = previous.and_then(|p| PosixId::new(p as u64).ok()) {
+                return Ok(prev);
+            }
         }
         let range = self.settings.id_range;
         let mut id = self.next_id.max(range.start);
@@ -877,30 +1089,32 @@ impl Model {
                 for g in &u.groups {
                     if let Some(group) = self.groups.get_mut(g) {
                         group.members.insert(u.name.clone());
+                        self.membership_source
+                            .insert((g.clone(), u.name.clone()), u.source);
                     }
                 }
                 self.users.insert(u.name.clone(), u.clone());
             }
-            Change::DisableUser { name, .. } => {
+            Change::DisableUser { name, by, .. } => {
                 if let Some(u) = self.users.get_mut(name) {
-                    u.disabled = true;
+                    u.disabled = Some(*by);
                 }
             }
             Change::EnableUser { name } => {
                 if let Some(u) = self.users.get_mut(name) {
-                    u.disabled = false;
+                    u.disabled = None;
                 }
             }
             Change::SetUserAttrs {
                 name,
                 gecos,
                 external_id,
-                oidc_subject,
+                oidc,
             } => {
                 if let Some(u) = self.users.get_mut(name) {
                     u.gecos = gecos.clone();
                     u.external_id = external_id.clone();
-                    u.oidc_subject = oidc_subject.clone();
+                    u.oidc = oidc.clone();
                 }
             }
             Change::DeleteUser { name, .. } => {
@@ -909,6 +1123,7 @@ impl Model {
                         if let Some(group) = self.groups.get_mut(g) {
                             group.members.remove(name);
                         }
+                        self.membership_source.remove(&(g.clone(), name.clone()));
                     }
                 }
                 self.tokens
@@ -929,12 +1144,31 @@ impl Model {
                         if let Some(u) = self.users.get_mut(member) {
                             u.groups.remove(name);
                         }
+                        self.membership_source
+                            .remove(&(name.clone(), member.clone()));
                     }
                 }
+                for set in self.idp_groups.values_mut() {
+                    set.remove(name);
+                }
+                self.idp_groups.retain(|_, set| !set.is_empty());
             }
-            Change::AddMember { group, user, .. } => {
+            Change::SetGroupSource { name, source } => {
+                if let Some(g) = self.groups.get_mut(name) {
+                    g.source = *source;
+                }
+            }
+            Change::AddMember {
+                group,
+                user,
+                source,
+                ..
+            } => {
                 if let Some(g) = self.groups.get_mut(group) {
                     g.members.insert(user.clone());
+                    // Adding an existing membership makes it the adder's.
+                    self.membership_source
+                        .insert((group.clone(), user.clone()), *source);
                 }
                 if let Some(u) = self.users.get_mut(user) {
                     u.groups.insert(group.clone());
@@ -947,6 +1181,24 @@ impl Model {
                 if let Some(u) = self.users.get_mut(user) {
                     u.groups.remove(group);
                 }
+                self.membership_source
+                    .remove(&(group.clone(), user.clone()));
+            }
+            Change::MapGroup {
+                idp_group, group, ..
+            } => {
+                self.idp_groups
+                    .entry(idp_group.clone())
+                    .or_default()
+                    .insert(group.clone());
+            }
+            Change::UnmapGroup { idp_group, group } => {
+                if let Some(set) = self.idp_groups.get_mut(idp_group) {
+                    set.remove(group);
+                    if set.is_empty() {
+                        self.idp_groups.remove(idp_group);
+                    }
+                }
             }
             Change::AddGrant(g) => {
                 self.next_grant_id = self.next_grant_id.max(g.id + 1);
@@ -957,6 +1209,13 @@ impl Model {
             }
             Change::AddToken { hash, token } => {
                 self.tokens.insert(hash.clone(), token.clone());
+            }
+            Change::RevokeTokens { hashes, at } => {
+                for h in hashes {
+                    if let Some(t) = self.tokens.get_mut(h) {
+                        t.revoked_at.get_or_insert(*at);
+                    }
+                }
             }
             Change::Enroll {
                 token_hash,
@@ -1021,6 +1280,9 @@ impl Model {
                     self.revoked.insert(r.serial, r.clone());
                 }
             }
+            Change::SetEpoch { epoch } => {
+                self.epoch = epoch.clone();
+            }
         }
     }
 
@@ -1047,7 +1309,21 @@ impl Model {
     pub fn grants_of<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Grant> + 'a {
         self.grants
             .values()
-            .filter(move |g| !user.disabled && user.groups.contains(&g.group))
+            .filter(move |g| !user.is_disabled() && user.groups.contains(&g.group))
+    }
+
+    /// The hashes of `user`'s live user tokens.
+    pub fn live_user_tokens(&self, user: &UserName, now: u64) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|(_, t)| {
+                t.kind == TokenKind::User && t.subject == user.as_str() && t.is_live(now)
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
+        v.sort();
+        v
     }
 }
 
@@ -1165,13 +1441,14 @@ pub(crate) mod tests {
         User {
             name: un(name),
             uid: m.allocate_id(IdKind::User, name, None).unwrap(),
-            disabled: false,
+            disabled: None,
             gecos: String::new(),
             shell: "/bin/bash".into(),
             created_at: 1,
             groups: BTreeSet::new(),
             external_id: None,
-            oidc_subject: None,
+            oidc: None,
+            source: Source::Admin,
         }
     }
 
@@ -1190,13 +1467,26 @@ pub(crate) mod tests {
             members: BTreeSet::new(),
             created_at: 1,
             external_id: None,
+            source: Source::Admin,
         };
         m.apply(&[Change::AddGroup(g)], Some(2));
         assert_eq!(user(&m, "bob").uid.get(), 200003);
-        // Same name: same id forever; a taken id is refused.
+        // A user's name keeps its id on record, but a new user of that name gets a new
+        // one unless it asks for the old one; a group's name gets its id back.
+        assert_eq!(m.previous_id(IdKind::User, "alice").unwrap().get(), 200001);
         assert_eq!(
             m.allocate_id(IdKind::User, "alice", None).unwrap().get(),
+            200003
+        );
+        assert_eq!(
+            m.allocate_id(IdKind::User, "alice", Some(PosixId::new(200001).unwrap()))
+                .unwrap()
+                .get(),
             200001
+        );
+        assert_eq!(
+            m.allocate_id(IdKind::Group, "dev", None).unwrap().get(),
+            200002
         );
         assert!(matches!(
             m.allocate_id(IdKind::User, "carol", Some(PosixId::new(200001).unwrap())),
@@ -1222,6 +1512,7 @@ pub(crate) mod tests {
             members: BTreeSet::new(),
             created_at: 1,
             external_id: None,
+            source: Source::Admin,
         };
         m.apply(&[Change::AddGroup(g)], Some(1));
         let mut a = user(&m, "alice");

@@ -30,7 +30,7 @@ fn view<'a>(m: &'a Model, tags: &Tags) -> HostView<'a> {
 }
 
 fn entry(u: &User, v: &HostView<'_>) -> Option<SnapshotUser> {
-    if u.disabled {
+    if u.is_disabled() {
         return None;
     }
     let level = v
@@ -126,6 +126,7 @@ pub fn sync_response(
         sudo_gid: m.settings().sudo_gid,
         user_ca_keys: user_ca_keys.to_vec(),
         krl_base64: m.krl_base64().cloned(),
+        epoch: Some(m.epoch().to_string()).filter(|e| !e.is_empty()),
     }
 }
 
@@ -150,6 +151,7 @@ mod tests {
             members: Default::default(),
             created_at: 0,
             external_id: None,
+            source: crate::model::Source::Admin,
         }
     }
 

@@ -348,20 +348,25 @@ fn decisions_join_the_ca_chain_and_sshd_logins_are_classified() {
     let (s, bob_cert) = issue(&ca, &ca.user_token("bob"), "env=prod");
     assert_eq!(s, 200);
 
-    // Each decision is a record of the CA's own chain, in order, with its reason.
-    let l = list(&ca, &["--host", "@ca"]);
+    // Each decision is a record of the CA's own chain, in order, with its reason (the
+    // chain also holds a record of each change: the users, the grant, the tokens).
+    let all = list(&ca, &["--host", "@ca"]);
+    let l: Vec<Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "cert_decision")
+        .cloned()
+        .collect();
     assert_eq!(l.len(), 3, "{l:?}");
+    assert!(all.iter().any(|e| e["kind"] == "change"
+        && e["event"]["what"] == "grant add ops env=prod sudo"
+        && e["event"]["actor"] == "bootstrap"));
     assert_eq!(l[0]["event"]["allowed"], true);
     assert_eq!(l[0]["event"]["serial"], oscar_cert["serial"]);
     assert_eq!(l[0]["event"]["key_id"], oscar_cert["key_id"]);
     assert_eq!(l[1]["event"]["allowed"], false);
     assert!(!l[1]["event"]["reason"].as_str().unwrap().is_empty());
-    assert_eq!(
-        l.iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
     // The chain survives a restart (head reloaded from the database).
     ca.restart();
     let (s, _) = issue(&ca, &tok, "env=prod");
@@ -370,10 +375,13 @@ fn decisions_join_the_ca_chain_and_sshd_logins_are_classified() {
     let v: Value = serde_json::from_str(&ca.admin_ok(&["audit", "verify", "--json"])).unwrap();
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["chains"][0]["host"], "@ca");
-    assert_eq!(v["chains"][0]["records"], 4);
+    assert_eq!(v["chains"][0]["records"], all.len() + 1);
     // --since in the future filters everything out; a relative one keeps it.
     assert!(list(&ca, &["--since", "2999-01-01T00:00:00Z"]).is_empty());
-    assert_eq!(list(&ca, &["--since", "1h", "--host", "@ca"]).len(), 4);
+    assert_eq!(
+        list(&ca, &["--since", "1h", "--host", "@ca"]).len(),
+        all.len() + 1
+    );
 
     // sshd logins reported by web-1.
     ca.admin_ok(&["user", "disable", "bob"]);

@@ -59,6 +59,9 @@ fn ca_for(op_issuer: &str) -> TestCa {
 fn policy(ca: &TestCa) {
     ca.admin_ok(&["group", "add", "dev"]);
     ca.admin_ok(&["group", "add", "ops"]);
+    // The test provider's groups claim carries the groups' names as their ids.
+    ca.admin_ok(&["group", "map", "dev", "dev"]);
+    ca.admin_ok(&["group", "map", "ops", "ops"]);
     ca.admin_ok(&[
         "grant",
         "add",
@@ -192,7 +195,7 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
     let (s, v) = cert(&ca, &tok, "env=prod", Some("nonce-1"));
     assert_eq!((s, code_of(&v)), (403, ErrorCode::NoMatchingGrant), "{v}");
 
-    // The token's groups are authoritative for groups the CA knows.
+    // Sign-ins manage only the memberships sign-ins made: an admin's stays.
     ca.admin_ok(&["group", "add-member", "ops", "alice"]);
     let (s, _) = cert(&ca, &tok, "env=dev", Some("nonce-1"));
     assert_eq!(s, 200);
@@ -202,10 +205,11 @@ fn real_provider_tokens_are_verified_mapped_and_refused_when_bad() {
         .unwrap();
     assert_eq!(
         alice.groups.len(),
-        1,
-        "ops was removed at sign-in: {:?}",
+        2,
+        "the admin's ops membership stays: {:?}",
         alice.groups
     );
+    ca.admin_ok(&["group", "remove-member", "ops", "alice"]);
 
     // Nonce rule.
     let why = refused(&ca, &tok, None, 401, ErrorCode::OidcNonceMismatch);

@@ -99,9 +99,21 @@ fn revoked(krl: &Path, cert: &Cert) -> bool {
 
 fn setup(ca: &TestCa) {
     ca.admin_ok(&["group", "add", "dev"]);
-    for u in ["alice", "bob", "carol", "dave"] {
+    for u in ["alice", "bob", "carol"] {
         ca.admin_ok(&["user", "add", u, "--groups", "dev"]);
     }
+    // dave is SCIM's (SCIM deactivates only the users it provisioned).
+    let scim = ca.admin_ok(&["scim", "token"]).trim().to_string();
+    let r = ca
+        .http(None)
+        .post(format!("{}/scim/v2/Users", ca.url))
+        .bearer_auth(&scim)
+        .header("content-type", "application/scim+json")
+        .body(json!({"userName": "dave"}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    ca.admin_ok(&["group", "add-member", "dev", "dave"]);
     ca.admin_ok(&[
         "grant",
         "add",
@@ -292,19 +304,34 @@ fn revoke_by_serial_key_id_user_and_disable_reach_the_krl() {
         assert!(revoked(&krl, c));
     }
     assert!(!revoked(&krl, &a3) && !revoked(&krl, &b3));
-    // Deleting a user through SCIM revokes too (alice's last one).
+    // Deleting a user through SCIM revokes too: SCIM enables dave again (it disabled
+    // him), he gets a certificate with a new token, SCIM deletes him.
     let r = ca
         .http(None)
-        .delete(format!("{}/scim/v2/Users/alice", ca.url))
+        .patch(format!("{}/scim/v2/Users/dave", ca.url))
+        .bearer_auth(&scim)
+        .header("content-type", "application/scim+json")
+        .body(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "value": {"active": true}}]})
+            .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let d2 = issue(&ca, dir.path(), &ca.user_token("dave"), "d2");
+    let r = ca
+        .http(None)
+        .delete(format!("{}/scim/v2/Users/dave", ca.url))
         .bearer_auth(&scim)
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 204);
     let (_, k) = sync(&ca, &host);
     write_krl(&krl, &k);
-    assert!(revoked(&krl, &a3) && !revoked(&krl, &b3));
+    assert!(revoked(&krl, &d2) && !revoked(&krl, &a3) && !revoked(&krl, &b3));
     assert_eq!(
-        list(&ca, &["--user", "alice"])[0]["revoked"]["via"],
+        list(&ca, &["--user", "dave"])[0]["revoked"]["via"],
         "scim_deleted"
     );
 }

@@ -457,16 +457,33 @@ fn groups_memberships_and_deactivation_reach_the_host() {
         serde_json::from_str(&ca.admin_ok(&["user", "list", "--json"])).unwrap();
     assert!(users.iter().all(|u| u.name.as_str() != "bob"));
 
-    // DELETE the group: its grants go with it.
+    // DELETE the group: SCIM never deletes the admin's grants. The group is handed to
+    // the admin without SCIM's members (access through it ends), its grant kept.
     let (s, _) = scim.call("DELETE", "/Groups/dev", None, None);
     assert_eq!(s, 204);
     let grants: Vec<smith_api::GrantInfo> =
         serde_json::from_str(&ca.admin_ok(&["grant", "list", "--json"])).unwrap();
-    assert!(grants.is_empty(), "{grants:?}");
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!(names(&host).is_empty());
+    let groups: Vec<smith_api::GroupInfo> =
+        serde_json::from_str(&ca.admin_ok(&["group", "list", "--json"])).unwrap();
+    assert!(groups
+        .iter()
+        .any(|g| g.name.as_str() == "dev" && g.members.is_empty()));
+    // It is the admin's now: SCIM can no longer change it.
+    let v = scim.err(
+        "PATCH",
+        "/Groups/dev",
+        Some(patch(
+            json!([{"op": "add", "path": "members", "value": [{"value": "alice"}]}]),
+        )),
+        403,
+    );
+    assert_eq!(v["scimType"], "mutability");
 }
 
 #[test]
-fn provisioning_survives_a_restart_and_deleted_names_come_back_with_their_ids() {
+fn provisioning_survives_a_restart_and_deleted_names_come_back_with_new_ids() {
     let mut ca = TestCa::start();
     let bob_uid;
     let bob_token;
@@ -503,9 +520,21 @@ fn provisioning_survives_a_restart_and_deleted_names_come_back_with_their_ids() 
         (json!("grp-ops"), json!("alice"))
     );
     scim.err("GET", "/Users/bob", None, 404);
-    // bob comes back with the same uid (ids are never reused, never reassigned).
+    // A recycled name gets a new uid (the earlier bob's files on hosts are not the new
+    // one's); SCIM cannot ask for the old one (only an admin may give it back).
+    let v = scim.err(
+        "POST",
+        "/Users",
+        Some({
+            let mut u = entra_user("bob");
+            u[USER_EXT] = json!({"uidNumber": bob_uid});
+            u
+        }),
+        409,
+    );
+    assert!(v["detail"].as_str().unwrap().contains("recycled"), "{v}");
     let b = scim.ok("POST", "/Users", Some(entra_user("bob")));
-    assert_eq!(b[USER_EXT]["uidNumber"].as_u64(), Some(bob_uid));
+    assert_ne!(b[USER_EXT]["uidNumber"].as_u64(), Some(bob_uid));
     assert_eq!(b["active"], true);
     // The token minted for the deleted bob does not work for the new one.
     ca.admin_ok(&["group", "add", "dev"]);

@@ -9,10 +9,10 @@ mod cert;
 mod config;
 mod ensure;
 mod hostkrl;
-mod keyring;
 mod login;
-mod oidc;
 mod sshconfig;
+
+use smith_login::{keyring, oidc};
 
 use clap::{Parser, Subcommand};
 use smith_proto::Tags;

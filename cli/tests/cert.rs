@@ -201,7 +201,7 @@ fn denials_and_missing_configuration_are_plain_errors() {
     let out = smith(&ca, &token, Some(&agent.sock), &["cert", "--scope", "env"]);
     assert_eq!(out.status.code(), Some(2), "usage error");
 
-    // Disabled user.
+    // Disabled user: the disable revoked her token too.
     ca.admin_ok(&["user", "disable", "alice"]);
     let out = smith(
         &ca,
@@ -209,8 +209,12 @@ fn denials_and_missing_configuration_are_plain_errors() {
         Some(&agent.sock),
         &["cert", "--scope", "env=dev"],
     );
-    assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("disabled"));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("revoked"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

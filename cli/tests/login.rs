@@ -52,6 +52,9 @@ fn setup(ttl: Option<u64>) -> Option<(Provider, TestCa)> {
     );
     ca.admin_ok(&["group", "add", "dev"]);
     ca.admin_ok(&["group", "add", "ops"]);
+    // The test provider's groups claim carries names as group ids.
+    ca.admin_ok(&["group", "map", "dev", "dev"]);
+    ca.admin_ok(&["group", "map", "ops", "ops"]);
     ca.admin_ok(&[
         "grant",
         "add",

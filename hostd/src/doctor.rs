@@ -559,6 +559,7 @@ fn check_ca(c: &mut Checks, p: &HostPaths, cfg: &HostConfig, cr: &HostCredential
                 version.max(1),
                 0,
                 &cfg.host_name,
+                None,
             ))
         });
         match result {

@@ -47,10 +47,21 @@ pub fn sync(r: &Resolved) -> Result<SyncReport, String> {
     status.last_attempt_unix = Some(crate::now_unix());
     let result = (|| {
         for _ in 0..2 {
-            match client.sync(&crate::syncclient::sync_query(since, 0, &cfg.host_name)) {
+            let epoch = store.epoch().map(str::to_string);
+            match client.sync(&crate::syncclient::sync_query(
+                since,
+                0,
+                &cfg.host_name,
+                epoch.as_deref(),
+            )) {
                 Ok(None) => return Ok(()),
                 Ok(Some(resp)) => match store.apply(resp) {
-                    Ok(_) => return Ok(()),
+                    Ok(a) => {
+                        if let Some(e) = a.epoch_change {
+                            status.epoch_change = Some(e);
+                        }
+                        return Ok(());
+                    }
                     Err(ApplyError::BaseMismatch { .. }) => since = 0,
                     Err(ApplyError::NotNewer { ours, theirs }) if ours == theirs => return Ok(()),
                     Err(e) => return Err(e.to_string()),

@@ -65,6 +65,20 @@ pub struct SyncStatus {
     /// cleared by the next successful sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_refusal: Option<crate::refusal::CaRefusal>,
+    /// The last time the CA's epoch changed under this host (a restored or
+    /// re-initialised CA database): kept for `status` until the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_change: Option<EpochChange>,
+}
+
+/// A full snapshot from a new CA epoch, taken whatever its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochChange {
+    pub at: u64,
+    pub previous_epoch: Option<String>,
+    pub previous_version: u64,
+    pub epoch: Option<String>,
+    pub version: u64,
 }
 
 pub fn load_sync_status(path: &Path) -> Option<SyncStatus> {

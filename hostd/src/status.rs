@@ -63,6 +63,8 @@ pub struct Status {
     /// Smith users and groups left out of the cache, each with why and what to do
     /// (colliding with a local account, a subordinate id range or another NSS source).
     pub skipped: Vec<SkippedEntry>,
+    /// The last CA epoch change this host went through (a restored or re-initialised CA).
+    pub epoch_change: Option<crate::state::EpochChange>,
 }
 
 /// One Smith user or group this host does not serve (from `skipped.json`).
@@ -259,11 +261,13 @@ pub fn gather(r: &Resolved) -> Status {
         });
     let now = crate::now_unix();
     let ca_refusal = sync.as_ref().and_then(|s| s.ca_refusal.clone());
+    let epoch_change = sync.as_ref().and_then(|s| s.epoch_change.clone());
     let client_cert_not_after = creds.as_ref().map(|c| c.cert.not_after);
     Status {
         problem: problem(ca_refusal.as_ref(), client_cert_not_after, now),
         skipped: skipped(p),
         ca_refusal,
+        epoch_change,
         ssh_host_certs: host_certs(p, now),
         enrolled: r.config.is_some() && creds.is_some(),
         daemon_reachable: daemon.reachable,
@@ -326,6 +330,21 @@ pub fn render(s: &Status) -> String {
     ));
     if let Some(p) = &s.problem {
         line(&mut out, "ATTENTION:", p.clone());
+    }
+    if let Some(e) = &s.epoch_change {
+        line(
+            &mut out,
+            "WARNING:",
+            format!(
+                "the CA's database changed epoch {} (restored from a backup or re-initialised): \
+                 this host took its full snapshot of version {} although it had seen version {}; \
+                 no session was ended by this; changes made at the CA after its backup are gone \
+                 (check revocations and disables there)",
+                when(e.at),
+                e.version,
+                e.previous_version
+            ),
+        );
     }
     line(
         &mut out,

@@ -67,6 +67,10 @@ pub struct Applied {
     pub to_version: u64,
     pub full: bool,
     pub users: usize,
+    /// `Some`: a full snapshot from a new CA epoch (restored or re-initialised CA) was
+    /// taken whatever its version. Users missing from it were not removed by anyone:
+    /// whatever ends sessions of removed users must not act on this resync.
+    pub epoch_change: Option<crate::state::EpochChange>,
 }
 
 pub struct Store {
@@ -150,6 +154,11 @@ impl Store {
         self.state.as_ref().map(|s| s.version).unwrap_or(0)
     }
 
+    /// The CA epoch of [`Store::version`].
+    pub fn epoch(&self) -> Option<&str> {
+        self.state.as_ref().and_then(|s| s.epoch.as_deref())
+    }
+
     /// The cache bytes the socket server answers from (`None`: nothing to serve yet).
     pub fn served(&self) -> Option<Arc<Vec<u8>>> {
         self.served.clone()
@@ -170,13 +179,39 @@ impl Store {
         }
         let from_version = self.version();
         let full = r.base_version.is_none();
-        match &mut self.state {
+        let to_epoch = r.epoch.clone();
+        let applied = match &mut self.state {
             None => match r.base_version {
-                None => self.state = Some(HostState::from_full(r)),
+                None => {
+                    self.state = Some(HostState::from_full(r));
+                    smith_proto::snapshot::Applied::Full
+                }
                 Some(base) => return Err(ApplyError::BaseMismatch { ours: 0, base }),
             },
             Some(s) => s.apply(r)?,
-        }
+        };
+        let epoch_change = match applied {
+            smith_proto::snapshot::Applied::NewEpoch {
+                previous_epoch,
+                previous_version,
+            } => {
+                warn!(
+                    previous_version,
+                    version = self.version(),
+                    "the CA's database is from another epoch (restored from a backup or \
+                     re-initialised): took its full snapshot whatever its version; sessions \
+                     are not ended by this resync"
+                );
+                Some(crate::state::EpochChange {
+                    at: crate::now_unix(),
+                    previous_epoch,
+                    previous_version,
+                    epoch: to_epoch,
+                    version: self.version(),
+                })
+            }
+            _ => None,
+        };
         let (to_version, users) = self
             .state
             .as_ref()
@@ -191,6 +226,7 @@ impl Store {
             to_version,
             full,
             users,
+            epoch_change,
         })
     }
 
@@ -576,6 +612,7 @@ mod tests {
             sudo_gid: PosixId::new(2_001_000_000).unwrap(),
             user_ca_keys: vec![],
             krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k).into()),
+            epoch: None,
         }
     }
 

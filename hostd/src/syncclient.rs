@@ -28,10 +28,14 @@ pub fn connect_blocking(ca_url: &str, creds: &HostCredentials) -> Result<Client,
 }
 
 /// One sync of `host` from `since`, answered after at most `wait` seconds.
-pub fn sync_query(since: u64, wait: u64, host: &HostName) -> SyncQuery {
+/// `epoch`: of the version `since` (a CA of another epoch answers a full snapshot).
+pub fn sync_query(since: u64, wait: u64, host: &HostName, epoch: Option<&str>) -> SyncQuery {
     SyncQuery {
         since,
         wait,
         host: Some(host.clone()),
+        epoch: epoch
+            .filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string),
     }
 }

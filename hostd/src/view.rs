@@ -373,6 +373,7 @@ pub(crate) mod tests {
             sudo_gid: PosixId::new(200000).unwrap(),
             user_ca_keys: vec![],
             krl_base64: None,
+            epoch: None,
         })
     }
 

@@ -10,6 +10,13 @@
 //! material are always sent whole, they are small). A host applies a delta only if its
 //! own version equals `base_version`, and never goes backwards, so nothing is applied
 //! twice or out of order.
+//!
+//! Versions count within an **epoch**: a random id the CA's database gets at init and at
+//! every restore. A full snapshot from another epoch than the host's replaces its state
+//! whatever the versions say (a CA restored from a backup has a lower version than its
+//! hosts; refusing it would freeze every host until the CA caught up, disables and
+//! revocations included). Such a resync is not a removal of users by the CA: it must
+//! never end sessions by itself ([`Applied::NewEpoch`]).
 
 use crate::ids::PosixId;
 use crate::names::{GroupName, HostName, UserName};
@@ -68,6 +75,24 @@ pub struct SyncResponse {
     /// builds it once per version and every response serializes the same text.
     #[serde(default)]
     pub krl_base64: Option<std::sync::Arc<str>>,
+    /// The CA database's epoch (absent from CAs before epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// What [`HostState::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A delta on our version.
+    Delta,
+    /// A full snapshot newer than our version, same epoch.
+    Full,
+    /// A full snapshot from another epoch (the CA was restored or re-initialised),
+    /// taken whatever its version: a resync, never a reason to end sessions.
+    NewEpoch {
+        previous_epoch: Option<String>,
+        previous_version: u64,
+    },
 }
 
 /// A host's materialized view after applying sync responses.
@@ -83,6 +108,9 @@ pub struct HostState {
     pub user_ca_keys: Vec<String>,
     #[serde(default)]
     pub krl_base64: Option<String>,
+    /// The epoch of the CA database this state comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,16 +156,39 @@ impl HostState {
             sudo_gid: r.sudo_gid,
             user_ca_keys: r.user_ca_keys,
             krl_base64: r.krl_base64.map(|k| k.to_string()),
+            epoch: r.epoch,
         }
     }
 
+    /// Whether `r` comes from another epoch than ours (a CA without epochs is never
+    /// one).
+    pub fn is_new_epoch(&self, r: &SyncResponse) -> bool {
+        r.epoch.is_some() && r.epoch != self.epoch
+    }
+
     /// Applies a full or delta response. On error nothing changes.
-    pub fn apply(&mut self, r: SyncResponse) -> Result<(), ApplyError> {
+    pub fn apply(&mut self, r: SyncResponse) -> Result<Applied, ApplyError> {
         if r.host != self.host {
             return Err(ApplyError::WrongHost {
                 ours: self.host.to_string(),
                 theirs: r.host.to_string(),
             });
+        }
+        if self.is_new_epoch(&r) {
+            // Versions of another epoch are not comparable with ours: only a full
+            // snapshot is taken, whatever its version.
+            if let Some(base) = r.base_version {
+                return Err(ApplyError::BaseMismatch {
+                    ours: self.version,
+                    base,
+                });
+            }
+            let previous = Applied::NewEpoch {
+                previous_epoch: self.epoch.clone(),
+                previous_version: self.version,
+            };
+            *self = HostState::from_full(r);
+            return Ok(previous);
         }
         if r.version <= self.version {
             return Err(ApplyError::NotNewer {
@@ -148,13 +199,12 @@ impl HostState {
         match r.base_version {
             None => {
                 *self = HostState::from_full(r);
+                Ok(Applied::Full)
             }
-            Some(base) if base != self.version => {
-                return Err(ApplyError::BaseMismatch {
-                    ours: self.version,
-                    base,
-                })
-            }
+            Some(base) if base != self.version => Err(ApplyError::BaseMismatch {
+                ours: self.version,
+                base,
+            }),
             Some(_) => {
                 for name in &r.removed_users {
                     self.users.remove(name);
@@ -169,9 +219,9 @@ impl HostState {
                 self.sudo_gid = r.sudo_gid;
                 self.user_ca_keys = r.user_ca_keys;
                 self.krl_base64 = r.krl_base64.map(|k| k.to_string());
+                Ok(Applied::Delta)
             }
         }
-        Ok(())
     }
 }
 
@@ -208,6 +258,7 @@ mod tests {
             sudo_gid: PosixId::new(200000).unwrap(),
             user_ca_keys: vec!["ssh-ed25519 AAAA".into()],
             krl_base64: None,
+            epoch: Some("e1".into()),
         }
     }
 
@@ -251,6 +302,49 @@ mod tests {
         other.host = HostName::new("db-1").unwrap();
         assert!(matches!(s.apply(other), Err(ApplyError::WrongHost { .. })));
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_new_epoch_takes_a_full_snapshot_whatever_its_version() {
+        let mut s = HostState::from_full(resp(
+            150,
+            None,
+            vec![user("alice", 200001, Level::Ssh)],
+            &[],
+        ));
+        // The CA was restored to version 100 (another epoch): its full snapshot wins.
+        let mut restored = resp(100, None, vec![user("oscar", 200002, Level::Sudo)], &[]);
+        restored.epoch = Some("e2".into());
+        // A delta of another epoch is not applied (its base means nothing here).
+        let mut delta = restored.clone();
+        delta.base_version = Some(99);
+        assert!(matches!(
+            s.apply(delta),
+            Err(ApplyError::BaseMismatch { .. })
+        ));
+        assert_eq!(
+            s.apply(restored).unwrap(),
+            Applied::NewEpoch {
+                previous_epoch: Some("e1".into()),
+                previous_version: 150
+            }
+        );
+        assert_eq!((s.version, s.epoch.as_deref()), (100, Some("e2")));
+        assert_eq!(
+            s.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["oscar"]
+        );
+        // Within the new epoch, versions count again.
+        let mut old = resp(99, None, vec![], &[]);
+        old.epoch = Some("e2".into());
+        assert!(matches!(s.apply(old), Err(ApplyError::NotNewer { .. })));
+        let mut next = resp(101, Some(100), vec![], &["oscar"]);
+        next.epoch = Some("e2".into());
+        assert_eq!(s.apply(next).unwrap(), Applied::Delta);
+        // A CA without epochs never looks like a new epoch.
+        let mut legacy = resp(50, None, vec![], &[]);
+        legacy.epoch = None;
+        assert!(matches!(s.apply(legacy), Err(ApplyError::NotNewer { .. })));
     }
 
     #[test]

@@ -75,8 +75,10 @@ pub fn derived(event: &str) -> (String, String, i64) {
         ("session", Some(p)) => format!("session_{p}"),
         (k, _) => k.to_string(),
     };
+    // A change record's "user" is its actor: `audit list --user X` shows what X did.
+    let user_key = if kind == CHANGE_KIND { "actor" } else { "user" };
     let user = v
-        .get("user")
+        .get(user_key)
         .and_then(|u| u.as_str())
         .unwrap_or("")
         .to_string();
@@ -92,6 +94,9 @@ pub use smith_api::AuditEntry as Entry;
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub host: Option<String>,
+    /// The `kind` column (`cert_decision`, `change`, `sudo`, ...).
+    pub kind: Option<String>,
+    /// The `user` column (the actor, for change records).
     pub user: Option<String>,
     pub since: Option<u64>,
     pub limit: u32,
@@ -265,6 +270,37 @@ pub fn host_revocation_event(r: &crate::model::HostCertRevocation) -> String {
 
 /// The `type` of a [`decision_event`] (the `kind` column of its record).
 pub const DECISION_KIND: &str = "cert_decision";
+
+/// The `type` of a [`change_event`].
+pub const CHANGE_KIND: &str = "change";
+
+/// The event text of the `@ca` record every committed change gets, in the same
+/// transaction: when, the origin's kind, the actor, the request's source address, the
+/// public id of the token that authenticated it, what was asked, and the policy version
+/// it made (absent when it changed nothing hosts receive). Keys sorted (compact JSON).
+pub fn change_event(c: &crate::store::Commit) -> String {
+    change_event_of(&c.origin, &c.what, c.new_version, c.now)
+}
+
+/// [`change_event`] of a change made outside a commit (a restore).
+pub fn change_event_of(
+    origin: &crate::origin::Origin,
+    what: &str,
+    version: Option<u64>,
+    at: u64,
+) -> String {
+    serde_json::json!({
+        "type": CHANGE_KIND,
+        "at_unix": at,
+        "origin": origin.kind(),
+        "actor": origin.actor_name(),
+        "source": origin.source.map(|s| s.to_string()),
+        "token_id": origin.token_id,
+        "what": what,
+        "version": version,
+    })
+    .to_string()
+}
 
 #[cfg(test)]
 mod tests {

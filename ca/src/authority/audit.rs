@@ -1,19 +1,47 @@
 //! The audit trail's commands: hosts' uploads and chain heads, and the admin's queries
-//! (records, verification, rejections, out-of-band logins, issuance decisions).
+//! (records, verification, rejections, out-of-band logins, issuance decisions, and the
+//! record of every change: who, from where, what, read back from the `@ca` chain).
 //!
 //! Must never: store a batch that does not continue the host's chain (the store checks
 //! it in the same transaction), or answer a host before its records are durable.
 
-use super::{Authority, Error};
+use super::{now, Authority, Error};
 use crate::audit::oob;
 use crate::audit::{AuditOutcome, Entry, Filter, RejectionInfo, VerifyReport};
 use crate::store::settled;
+use crate::store::Pruned;
 use smith_api::chain::AuditRecord;
-use smith_api::Decision;
+use smith_api::{ChangeInfo, Decision};
 use smith_proto::{HostName, UserName};
 
 /// Most records in one upload.
 pub const MAX_RECORDS: usize = 1000;
+
+/// Which changes to list.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFilter {
+    /// Only this actor's (an admin's name, `scim`, an OIDC subject, a host).
+    pub actor: Option<String>,
+    /// Only since this time.
+    pub since: Option<u64>,
+    pub limit: u32,
+}
+
+/// A change record's event as listed.
+fn change_info(e: &Entry) -> ChangeInfo {
+    let s = |k: &str| e.event.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    ChangeInfo {
+        seq: e.seq,
+        at: e.at_unix,
+        origin: s("origin").unwrap_or_default(),
+        actor: s("actor").unwrap_or_default(),
+        source: s("source"),
+        token_id: s("token_id"),
+        what: s("what").unwrap_or_default(),
+        version: e.event.get("version").and_then(|v| v.as_u64()),
+        hash: e.hash.clone(),
+    }
+}
 
 impl Authority {
     /// Verifies and stores a host's upload: the new head, or why it was refused (the
@@ -70,6 +98,46 @@ impl Authority {
             &cas,
             cfg,
         ))
+    }
+
+    /// The most recent changes (from the `@ca` chain), oldest first.
+    pub fn changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeInfo>, Error> {
+        let entries = self.store.audit_list(&Filter {
+            host: Some(crate::audit::CA_CHAIN.into()),
+            kind: Some(crate::audit::CHANGE_KIND.into()),
+            user: f.actor.clone(),
+            since: f.since,
+            limit: f.limit,
+        })?;
+        Ok(entries.iter().map(change_info).collect())
+    }
+
+    /// Deletes decisions and expired certificates older than `r` says, in batches (so
+    /// issuance interleaves), each with its `@ca` retention record. Blocking.
+    pub fn apply_retention(&self, r: crate::store::Retention) -> Result<Pruned, Error> {
+        const BATCH: u32 = 5000;
+        let at = now();
+        let decided_before = r.decisions_secs.map(|s| at.saturating_sub(s));
+        let expired_before = r.certificates_secs.map(|s| at.saturating_sub(s));
+        let mut total = Pruned::default();
+        loop {
+            let p = self
+                .store
+                .prune(decided_before, expired_before, BATCH, now())?;
+            total.decisions += p.decisions;
+            total.certificates += p.certificates;
+            if p.decisions < BATCH as u64 && p.certificates < BATCH as u64 {
+                break;
+            }
+        }
+        if total != Pruned::default() {
+            tracing::info!(
+                decisions = total.decisions,
+                certificates = total.certificates,
+                "retention: old decisions and expired certificates deleted (their @ca records stay)"
+            );
+        }
+        Ok(total)
     }
 
     /// The most recent issuance decisions, oldest first.

@@ -1,26 +1,29 @@
-//! Users, groups, memberships and people's tokens: the directory commands, for every
-//! front door (the admin API, SCIM provisioning, OIDC sign-in).
+//! Users, groups and memberships: the directory commands, for every front door (the
+//! admin API, SCIM provisioning, OIDC sign-in).
 //!
-//! Rules that live here once: a user and a group never share a name (a user's private
-//! group on hosts has the user's name); ids come from the allocator (a name keeps its id
-//! forever, a taken id is refused); a new user is built by [`plan_add_user`] only;
-//! memberships name existing users and groups; a disabled user gets no token.
+//! Rules that live here once:
+//! - a user and a group never share a name (a user's private group on hosts has the
+//!   user's name); a new user is built by [`plan_add_user`] only; memberships name
+//!   existing users and groups;
+//! - ids come from the allocator; a recycled login name gets a new uid (the previous
+//!   owner's files on hosts are not the newcomer's) unless an admin asks for the old one;
+//!   SCIM may only ask for ids inside the CA's range;
+//! - SCIM owns only what SCIM created: it changes and deletes only SCIM-made users and
+//!   groups, removes only the memberships it made, cannot enable a user an admin
+//!   disabled, and never deletes a grant (deleting a group that holds grants hands the
+//!   group to the admin, emptied of SCIM's members, grants kept);
+//! - disabling or deleting a user revokes their certificates and their user tokens (in
+//!   [`Authority::mutate`]); enabling them again brings neither back.
 //!
 //! Must never: build a `Change::AddUser` or `Change::AddGroup` anywhere else, or let a
 //! front door skip a rule.
 
-use super::{now, Authority, Error};
-use crate::auth::{hash_token, new_token};
-use crate::model::{Change, Group, IdKind, Model, Token, TokenKind, User};
-use crate::oidc::IdToken;
-use crate::origin::Origin;
+use super::{Authority, Error};
+use crate::model::{Change, Disabler, Group, IdKind, Model, OidcBinding, Source, User};
+use crate::origin::{Actor, Origin};
 use smith_proto::{GroupName, PosixId, UserName};
 use std::collections::BTreeSet;
 
-/// Longest lifetime of a user or SCIM token.
-pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86400;
-/// Default lifetime of a SCIM token.
-pub const DEFAULT_SCIM_TOKEN_TTL_SECS: u64 = 365 * 86400;
 /// Most groups one `user add` may name.
 pub const MAX_GROUPS_PER_REQUEST: usize = 256;
 
@@ -28,8 +31,11 @@ pub const MAX_GROUPS_PER_REQUEST: usize = 256;
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub name: UserName,
-    /// `None`: allocated from the range (or the id the name had before).
+    /// `None`: a fresh id from the range (never the id a deleted user of the same name
+    /// had, unless `reuse_uid`).
     pub uid: Option<PosixId>,
+    /// An admin's explicit "this is the same person": give the name its previous uid.
+    pub reuse_uid: bool,
     pub gecos: String,
     /// `None`: `/bin/bash`.
     pub shell: Option<String>,
@@ -38,7 +44,7 @@ pub struct NewUser {
     pub create_groups: bool,
     pub disabled: bool,
     pub external_id: Option<String>,
-    pub oidc_subject: Option<String>,
+    pub oidc: Option<OidcBinding>,
 }
 
 impl NewUser {
@@ -47,13 +53,14 @@ impl NewUser {
         NewUser {
             name,
             uid: None,
+            reuse_uid: false,
             gecos: String::new(),
             shell: None,
             groups: vec![],
             create_groups: false,
             disabled: false,
             external_id: None,
-            oidc_subject: None,
+            oidc: None,
         }
     }
 }
@@ -122,6 +129,43 @@ pub fn check_shell(s: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Who creates, as a resource's owner.
+pub(super) fn source_of(origin: &Origin) -> Result<Source, Error> {
+    match origin.actor {
+        Actor::Bootstrap | Actor::Admin { .. } | Actor::Local { .. } => Ok(Source::Admin),
+        Actor::Scim => Ok(Source::Scim),
+        Actor::OidcSignIn { .. } => Ok(Source::SignIn),
+        _ => Err(Error::internal(
+            "creating a directory entry",
+            format!("{origin} may not create users or groups"),
+        )),
+    }
+}
+
+/// SCIM may change only what SCIM created.
+fn check_scim_owns(origin: &Origin, source: Source, what: String) -> Result<(), Error> {
+    if origin.is_scim() && source != Source::Scim {
+        return Err(Error::NotScimManaged {
+            what,
+            owner: source,
+        });
+    }
+    Ok(())
+}
+
+/// An id SCIM asks for must be in the CA's range.
+fn check_scim_id(m: &Model, origin: &Origin, id: Option<PosixId>) -> Result<(), Error> {
+    let range = m.settings().id_range;
+    match id {
+        Some(id) if origin.is_scim() && !range.contains(id.get()) => Err(Error::IdOutOfRange {
+            id,
+            start: range.start,
+            end: range.end,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A user of this name may be created: none exists, and no group has the name.
 fn check_user_name_free(m: &Model, name: &UserName) -> Result<(), Error> {
     if m.user(name).is_some() {
@@ -147,9 +191,47 @@ fn check_group_name_free(m: &Model, name: &GroupName) -> Result<(), Error> {
     Ok(())
 }
 
-/// The changes that create `new` (and its missing groups when it asks for that); ids
-/// in `taken` are already planned by the caller.
-fn plan_add_user(m: &Model, new: &NewUser, at: u64) -> Result<Vec<Change>, Error> {
+/// No other user is bound to `b`.
+pub(super) fn check_binding_free(m: &Model, name: &UserName, b: &OidcBinding) -> Result<(), Error> {
+    match super::identity::bound_user(m, &b.issuer, &b.subject) {
+        Some(u) if &u.name != name => Err(Error::BindingTaken {
+            subject: b.subject.clone(),
+            owner: u.name.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The uid for a new user: asked for (SCIM: inside the range; the name's previous uid:
+/// only an admin), the previous one when an admin says it is the same person, else a
+/// fresh one.
+fn user_id(m: &Model, origin: &Origin, new: &NewUser, taken: &[u32]) -> Result<PosixId, Error> {
+    check_scim_id(m, origin, new.uid)?;
+    let previous = m.previous_id(IdKind::User, new.name.as_str());
+    let asked = match (new.uid, new.reuse_uid) {
+        (Some(id), _) => Some(id),
+        (None, true) => previous,
+        (None, false) => None,
+    };
+    if let (Some(id), Some(prev)) = (asked, previous) {
+        if id == prev && !origin.is_admin() {
+            return Err(Error::RecycledId {
+                id,
+                name: new.name.clone(),
+            });
+        }
+    }
+    Ok(m.allocate_id_with(IdKind::User, new.name.as_str(), asked, taken)?)
+}
+
+/// The changes that create `new` (and its missing groups when it asks for that).
+pub(super) fn plan_add_user(
+    m: &Model,
+    origin: &Origin,
+    new: &NewUser,
+    at: u64,
+) -> Result<Vec<Change>, Error> {
+    let source = source_of(origin)?;
     check_gecos(&new.gecos)?;
     if let Some(s) = &new.shell {
         check_shell(s)?;
@@ -160,6 +242,9 @@ fn plan_add_user(m: &Model, new: &NewUser, at: u64) -> Result<Vec<Change>, Error
         )));
     }
     check_user_name_free(m, &new.name)?;
+    if let Some(b) = &new.oidc {
+        check_binding_free(m, &new.name, b)?;
+    }
     let mut changes = Vec::new();
     let mut taken = Vec::new();
     let wanted: BTreeSet<&GroupName> = new.groups.iter().collect();
@@ -182,40 +267,28 @@ fn plan_add_user(m: &Model, new: &NewUser, at: u64) -> Result<Vec<Change>, Error
             members: BTreeSet::new(),
             created_at: at,
             external_id: None,
+            source,
         }));
     }
-    let uid = m.allocate_id_with(IdKind::User, new.name.as_str(), new.uid, &taken)?;
+    let uid = user_id(m, origin, new, &taken)?;
+    let disabled = match (new.disabled, source) {
+        (false, _) => None,
+        (true, Source::Scim) => Some(Disabler::Scim),
+        (true, _) => Some(Disabler::Admin),
+    };
     changes.push(Change::AddUser(User {
         name: new.name.clone(),
         uid,
-        disabled: new.disabled,
+        disabled,
         gecos: new.gecos.clone(),
         shell: new.shell.clone().unwrap_or_else(|| "/bin/bash".into()),
         created_at: at,
         groups: new.groups.iter().cloned().collect(),
         external_id: new.external_id.clone(),
-        oidc_subject: new.oidc_subject.clone(),
+        oidc: new.oidc.clone(),
+        source,
     }));
     Ok(changes)
-}
-
-/// Changes that make `g`'s members exactly `want`.
-fn set_members(g: &Group, want: &BTreeSet<UserName>, at: u64) -> Vec<Change> {
-    let mut c = Vec::new();
-    for u in g.members.difference(want) {
-        c.push(Change::RemoveMember {
-            group: g.name.clone(),
-            user: u.clone(),
-        });
-    }
-    for u in want.difference(&g.members) {
-        c.push(Change::AddMember {
-            group: g.name.clone(),
-            user: u.clone(),
-            at,
-        });
-    }
-    c
 }
 
 fn check_users(m: &Model, users: &BTreeSet<UserName>) -> Result<(), Error> {
@@ -225,77 +298,38 @@ fn check_users(m: &Model, users: &BTreeSet<UserName>) -> Result<(), Error> {
     }
 }
 
-fn ttl_in(ttl: u64, min: u64, max: u64, what: &'static str) -> Result<u64, Error> {
-    if !(min..=max).contains(&ttl) {
-        return Err(Error::InvalidTtl { what, min, max });
-    }
-    Ok(ttl)
-}
-
-/// The changes an OIDC sign-in with `t` implies (empty when nothing changes):
-/// - first sign-in of a login name: the user is provisioned (uid allocated as usual,
-///   GECOS from the `name` claim) and bound to the token's `sub`;
-/// - a known user is bound to the `sub` at their first OIDC sign-in; a later token with
-///   the same login name but another `sub` is refused (a renamed or recycled IdP account
-///   must not inherit someone's access);
-/// - in every group that exists at the CA, the user's membership is set to what the
-///   token's groups claim says; groups unknown to the CA are ignored;
-/// - a disabled user changes nothing (issuance then refuses them).
-pub fn plan_sign_in(m: &Model, t: &IdToken, at: u64) -> Result<Vec<Change>, Error> {
-    let target: BTreeSet<GroupName> = t
-        .groups
-        .iter()
-        .filter(|g| m.group(g).is_some())
-        .cloned()
-        .collect();
-    let mut changes = Vec::new();
-    match m.user(&t.username) {
-        Some(u) if u.disabled => {}
-        Some(u) => {
-            match &u.oidc_subject {
-                Some(s) if s != &t.subject => {
-                    return Err(Error::OidcSubjectMismatch(u.name.clone()))
-                }
-                Some(_) => {}
-                None => changes.push(Change::SetUserAttrs {
-                    name: u.name.clone(),
-                    gecos: if u.gecos.is_empty() {
-                        gecos_from(t.display_name.as_deref().unwrap_or(""))
-                    } else {
-                        u.gecos.clone()
-                    },
-                    external_id: u.external_id.clone(),
-                    oidc_subject: Some(t.subject.clone()),
-                }),
-            }
-            for g in u.groups.difference(&target) {
-                changes.push(Change::RemoveMember {
-                    group: g.clone(),
-                    user: u.name.clone(),
-                });
-            }
-            for g in target.difference(&u.groups) {
-                changes.push(Change::AddMember {
-                    group: g.clone(),
-                    user: u.name.clone(),
-                    at,
-                });
-            }
-        }
-        None => {
-            let mut new = NewUser::named(t.username.clone());
-            new.gecos = gecos_from(t.display_name.as_deref().unwrap_or(""));
-            new.groups = target.into_iter().collect();
-            new.oidc_subject = Some(t.subject.clone());
-            changes = plan_add_user(m, &new, at)?;
+/// The changes that make `g`'s members `want`, as `source` sees them: members `source`
+/// did not make stay (SCIM removes only SCIM's memberships), new ones are `source`'s.
+fn set_members(
+    m: &Model,
+    g: &Group,
+    want: &BTreeSet<UserName>,
+    source: Source,
+    at: u64,
+) -> Vec<Change> {
+    let mut c = Vec::new();
+    for u in g.members.difference(want) {
+        if source == Source::Admin || m.membership_source(&g.name, u) == Some(source) {
+            c.push(Change::RemoveMember {
+                group: g.name.clone(),
+                user: u.clone(),
+            });
         }
     }
-    Ok(changes)
+    for u in want.difference(&g.members) {
+        c.push(Change::AddMember {
+            group: g.name.clone(),
+            user: u.clone(),
+            at,
+            source,
+        });
+    }
+    c
 }
 
 impl Authority {
     /// The user now (after a command).
-    fn user_now(&self, name: &UserName) -> Result<User, Error> {
+    pub(super) fn user_now(&self, name: &UserName) -> Result<User, Error> {
         self.model()
             .user(name)
             .cloned()
@@ -314,31 +348,61 @@ impl Authority {
     pub fn add_user(&self, origin: &Origin, new: NewUser) -> Result<User, Error> {
         let name = new.name.clone();
         self.mutate(origin, format!("user add {name}"), |m, _, at| {
-            Ok((plan_add_user(m, &new, at)?, ()))
+            Ok((plan_add_user(m, origin, &new, at)?, ()))
         })?;
         self.user_now(&name)
     }
 
-    /// Disables a user: no certificate any more, gone from hosts at their next sync, and
-    /// their still-valid certificates revoked.
+    /// Disables a user (an admin's disable: sticky against SCIM): no certificate any
+    /// more, gone from hosts at their next sync, their still-valid certificates and their
+    /// user tokens revoked.
     pub fn disable_user(&self, origin: &Origin, name: &UserName) -> Result<User, Error> {
+        let by = if origin.is_scim() {
+            Disabler::Scim
+        } else {
+            Disabler::Admin
+        };
         self.mutate(origin, format!("user disable {name}"), |m, _, at| {
             match m.user(name) {
                 None => Err(Error::NoSuchUser(name.clone())),
-                Some(u) if u.disabled => Ok((vec![], ())),
-                Some(_) => Ok((
-                    vec![Change::DisableUser {
-                        name: name.clone(),
-                        at,
-                    }],
-                    (),
-                )),
+                Some(u) if u.disabled == Some(Disabler::Admin) => Ok((vec![], ())),
+                Some(u) => {
+                    check_scim_owns(origin, u.source, format!("user '{name}'"))?;
+                    // An admin's disable of a user SCIM disabled makes it the admin's.
+                    Ok((
+                        vec![Change::DisableUser {
+                            name: name.clone(),
+                            at,
+                            by,
+                        }],
+                        (),
+                    ))
+                }
             }
         })?;
         self.user_now(name)
     }
 
-    /// Changes a user's attributes (SCIM `PUT`/`PATCH`).
+    /// Enables a disabled user again (an admin: whoever disabled them). Their revoked
+    /// certificates and tokens stay revoked.
+    pub fn enable_user(&self, origin: &Origin, name: &UserName) -> Result<User, Error> {
+        self.mutate(origin, format!("user enable {name}"), |m, _, _| {
+            match m.user(name) {
+                None => Err(Error::NoSuchUser(name.clone())),
+                Some(u) if !u.is_disabled() => Ok((vec![], ())),
+                Some(u) => {
+                    if origin.is_scim() && u.disabled == Some(Disabler::Admin) {
+                        return Err(Error::DisabledByAdmin(name.clone()));
+                    }
+                    check_scim_owns(origin, u.source, format!("user '{name}'"))?;
+                    Ok((vec![Change::EnableUser { name: name.clone() }], ()))
+                }
+            }
+        })?;
+        self.user_now(name)
+    }
+
+    /// Changes a user's attributes (SCIM `PUT`/`PATCH`, on SCIM's own users).
     pub fn update_user(
         &self,
         origin: &Origin,
@@ -352,6 +416,7 @@ impl Authority {
             let u = m
                 .user(name)
                 .ok_or_else(|| Error::NoSuchUser(name.clone()))?;
+            check_scim_owns(origin, u.source, format!("user '{name}'"))?;
             if let Some(asked) = up.uid.filter(|id| *id != u.uid) {
                 return Err(Error::IdImmutable {
                     attr: "uidNumber",
@@ -371,16 +436,24 @@ impl Authority {
                     name: u.name.clone(),
                     gecos,
                     external_id,
-                    oidc_subject: u.oidc_subject.clone(),
+                    oidc: u.oidc.clone(),
                 });
             }
-            match up.active {
-                Some(true) if u.disabled => c.push(Change::EnableUser {
+            match (up.active, u.disabled) {
+                (Some(true), Some(Disabler::Admin)) if origin.is_scim() => {
+                    return Err(Error::DisabledByAdmin(name.clone()))
+                }
+                (Some(true), Some(_)) => c.push(Change::EnableUser {
                     name: u.name.clone(),
                 }),
-                Some(false) if !u.disabled => c.push(Change::DisableUser {
+                (Some(false), None) => c.push(Change::DisableUser {
                     name: u.name.clone(),
                     at,
+                    by: if origin.is_scim() {
+                        Disabler::Scim
+                    } else {
+                        Disabler::Admin
+                    },
                 }),
                 _ => {}
             }
@@ -390,17 +463,23 @@ impl Authority {
     }
 
     /// Deletes a user: disabled, removed with their memberships and tokens; the uid stays
-    /// allocated to the name.
+    /// allocated to them (a later user of the same name gets a new one).
     pub fn delete_user(&self, origin: &Origin, name: &UserName) -> Result<(), Error> {
         self.mutate(origin, format!("user delete {name}"), |m, _, at| {
             let u = m
                 .user(name)
                 .ok_or_else(|| Error::NoSuchUser(name.clone()))?;
+            check_scim_owns(origin, u.source, format!("user '{name}'"))?;
             let mut c = Vec::new();
-            if !u.disabled {
+            if !u.is_disabled() {
                 c.push(Change::DisableUser {
                     name: u.name.clone(),
                     at,
+                    by: if origin.is_scim() {
+                        Disabler::Scim
+                    } else {
+                        Disabler::Admin
+                    },
                 });
             }
             c.push(Change::DeleteUser {
@@ -412,92 +491,37 @@ impl Authority {
         Ok(())
     }
 
-    /// Mints a user token (shown once): the token and its expiry.
-    pub fn mint_user_token(
-        &self,
-        origin: &Origin,
-        name: &UserName,
-        ttl_secs: Option<u64>,
-    ) -> Result<(String, u64), Error> {
-        let ttl = ttl_in(
-            ttl_secs.unwrap_or(self.cfg.default_user_token_ttl.as_secs()),
-            60,
-            MAX_TOKEN_TTL_SECS,
-            "a user token's lifetime",
-        )?;
-        let token = new_token(TokenKind::User);
-        let hash = hash_token(&token);
-        let expires_at = now() + ttl;
-        self.mutate(origin, format!("user token {name}"), |m, _, at| {
-            match m.user(name) {
-                None => Err(Error::NoSuchUser(name.clone())),
-                Some(u) if u.disabled => Err(Error::UserDisabled(name.clone())),
-                Some(_) => Ok((
-                    vec![Change::AddToken {
-                        hash,
-                        token: Token::bearer(TokenKind::User, name.as_str(), at, Some(expires_at)),
-                    }],
-                    (),
-                )),
-            }
-        })?;
-        Ok((token, expires_at))
-    }
-
-    /// Mints the SCIM client's bearer token (shown once): the token and its expiry.
-    pub fn mint_scim_token(
-        &self,
-        origin: &Origin,
-        ttl_secs: Option<u64>,
-    ) -> Result<(String, u64), Error> {
-        let ttl = ttl_in(
-            ttl_secs.unwrap_or(DEFAULT_SCIM_TOKEN_TTL_SECS),
-            60,
-            MAX_TOKEN_TTL_SECS,
-            "a SCIM token's lifetime",
-        )?;
-        let token = new_token(TokenKind::Scim);
-        let hash = hash_token(&token);
-        let expires_at = now() + ttl;
-        self.mutate(origin, "scim token".into(), |_, _, at| {
-            Ok((
-                vec![Change::AddToken {
-                    hash,
-                    token: Token::bearer(TokenKind::Scim, "scim", at, Some(expires_at)),
-                }],
-                (),
-            ))
-        })?;
-        Ok((token, expires_at))
-    }
-
     /// Creates a group (with initial members, which must be users).
     pub fn add_group(&self, origin: &Origin, new: NewGroup) -> Result<Group, Error> {
         let name = new.name.clone();
+        let source = source_of(origin)?;
         self.mutate(origin, format!("group add {name}"), |m, _, at| {
             check_group_name_free(m, &new.name)?;
             check_users(m, &new.members)?;
+            check_scim_id(m, origin, new.gid)?;
             let g = Group {
                 name: new.name.clone(),
                 gid: m.allocate_id(IdKind::Group, new.name.as_str(), new.gid)?,
                 members: BTreeSet::new(),
                 created_at: at,
                 external_id: new.external_id.clone(),
+                source,
             };
             let mut c = vec![Change::AddGroup(g.clone())];
-            c.extend(set_members(&g, &new.members, at));
+            c.extend(set_members(m, &g, &new.members, source, at));
             Ok((c, ()))
         })?;
         self.group_now(&name)
     }
 
-    /// Adds a member (nothing to do if they already are one).
+    /// Adds a member (an admin; a membership a sign-in or SCIM made becomes the admin's).
     pub fn add_member(
         &self,
         origin: &Origin,
         group: &GroupName,
         user: &UserName,
     ) -> Result<Group, Error> {
+        let source = source_of(origin)?;
         self.mutate(
             origin,
             format!("group add-member {group} {user}"),
@@ -505,10 +529,11 @@ impl Authority {
                 let g = m
                     .group(group)
                     .ok_or_else(|| Error::NoSuchGroup(group.clone()))?;
+                check_scim_owns(origin, g.source, format!("group '{group}'"))?;
                 if m.user(user).is_none() {
                     return Err(Error::NoSuchUser(user.clone()));
                 }
-                if g.members.contains(user) {
+                if m.membership_source(group, user) == Some(source) {
                     return Ok((vec![], ()));
                 }
                 Ok((
@@ -516,6 +541,7 @@ impl Authority {
                         group: group.clone(),
                         user: user.clone(),
                         at,
+                        source,
                     }],
                     (),
                 ))
@@ -544,6 +570,9 @@ impl Authority {
                         user: user.clone(),
                     });
                 }
+                if let Some(s) = m.membership_source(group, user) {
+                    check_scim_owns(origin, s, format!("{user}'s membership in '{group}'"))?;
+                }
                 Ok((
                     vec![Change::RemoveMember {
                         group: group.clone(),
@@ -558,7 +587,8 @@ impl Authority {
 
     /// Changes a group's members (applying `ops` in order to the current members) and
     /// its external id (`Some`: set). `gid`: what the caller believes the gid is (ids
-    /// never change).
+    /// never change). SCIM: its own groups only, and only the memberships it made are
+    /// removed (an admin's member stays whatever SCIM sends).
     pub fn update_group(
         &self,
         origin: &Origin,
@@ -567,10 +597,12 @@ impl Authority {
         external_id: Option<Option<String>>,
         gid: Option<PosixId>,
     ) -> Result<Group, Error> {
+        let source = source_of(origin)?;
         self.mutate(origin, format!("group update {name}"), |m, _, at| {
             let g = m
                 .group(name)
                 .ok_or_else(|| Error::NoSuchGroup(name.clone()))?;
+            check_scim_owns(origin, g.source, format!("group '{name}'"))?;
             if let Some(asked) = gid.filter(|id| *id != g.gid) {
                 return Err(Error::IdImmutable {
                     attr: "gidNumber",
@@ -598,24 +630,47 @@ impl Authority {
                     external_id: ext,
                 });
             }
-            c.extend(set_members(g, &want, at));
+            c.extend(set_members(m, g, &want, source, at));
             Ok((c, ()))
         })?;
         self.group_now(name)
     }
 
-    /// Deletes a group, its memberships and the grants on it; the gid stays allocated to
-    /// the name.
+    /// Deletes a group and its memberships; the gid stays allocated to the name. SCIM
+    /// never deletes a grant: a SCIM group that holds grants is handed to the admin
+    /// instead (SCIM's memberships removed, the grants and the admin's members kept).
     pub fn delete_group(&self, origin: &Origin, name: &GroupName) -> Result<(), Error> {
         self.mutate(origin, format!("group delete {name}"), |m, _, at| {
             let g = m
                 .group(name)
                 .ok_or_else(|| Error::NoSuchGroup(name.clone()))?;
-            let mut c: Vec<Change> = m
+            check_scim_owns(origin, g.source, format!("group '{name}'"))?;
+            let grants: Vec<u64> = m
                 .grants()
                 .values()
                 .filter(|gr| gr.group == g.name)
-                .map(|gr| Change::RemoveGrant { id: gr.id, at })
+                .map(|gr| gr.id)
+                .collect();
+            if origin.is_scim() && !grants.is_empty() {
+                let mut c: Vec<Change> = g
+                    .members
+                    .iter()
+                    .filter(|u| m.membership_source(name, u) == Some(Source::Scim))
+                    .map(|u| Change::RemoveMember {
+                        group: name.clone(),
+                        user: u.clone(),
+                    })
+                    .collect();
+                c.push(Change::SetGroupSource {
+                    name: name.clone(),
+                    source: Source::Admin,
+                });
+                tracing::warn!(group = %name, grants = ?grants, "SCIM deleted a group that holds grants: its SCIM members are removed and the group is now the admin's, grants kept");
+                return Ok((c, ()));
+            }
+            let mut c: Vec<Change> = grants
+                .into_iter()
+                .map(|id| Change::RemoveGrant { id, at })
                 .collect();
             c.push(Change::DeleteGroup {
                 name: g.name.clone(),
@@ -624,152 +679,5 @@ impl Authority {
             Ok((c, ()))
         })?;
         Ok(())
-    }
-
-    /// Applies a verified OIDC sign-in (see [`plan_sign_in`]).
-    pub fn sign_in(&self, t: &IdToken) -> Result<(), Error> {
-        if plan_sign_in(&self.model(), t, now())?.is_empty() {
-            return Ok(());
-        }
-        let origin = Origin::OidcSignIn {
-            subject: t.subject.clone(),
-        };
-        self.mutate(
-            &origin,
-            format!("oidc sign-in {} (sub {})", t.username, t.subject),
-            |m, _, at| Ok((plan_sign_in(m, t, at)?, ())),
-        )?;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::tests::{model, user};
-    use smith_api::ErrorCode;
-
-    fn group(m: &Model, name: &str) -> Group {
-        Group {
-            name: GroupName::new(name).unwrap(),
-            gid: m.allocate_id(IdKind::Group, name, None).unwrap(),
-            members: Default::default(),
-            created_at: 0,
-            external_id: None,
-        }
-    }
-
-    fn token(name: &str, sub: &str, groups: &[&str]) -> IdToken {
-        IdToken {
-            username: UserName::new(name).unwrap(),
-            subject: sub.into(),
-            groups: groups.iter().map(|g| GroupName::new(g).unwrap()).collect(),
-            ignored_groups: vec![],
-            display_name: Some("Alice Example".into()),
-            nonce: None,
-            expires_at: 0,
-        }
-    }
-
-    fn names(m: &Model, u: &str) -> Vec<String> {
-        m.user(&UserName::new(u).unwrap())
-            .unwrap()
-            .groups
-            .iter()
-            .map(|g| g.to_string())
-            .collect()
-    }
-
-    #[test]
-    fn first_sign_in_provisions_and_later_ones_follow_the_token() {
-        let mut m = model();
-        let dev = group(&m, "dev");
-        m.apply(&[Change::AddGroup(dev)], Some(2));
-        let ops = group(&m, "ops");
-        m.apply(&[Change::AddGroup(ops)], Some(3));
-        // First sign-in: user created, only groups known to the CA.
-        let c = plan_sign_in(&m, &token("alice", "s-1", &["dev", "unknown"]), 10).unwrap();
-        assert_eq!(c.len(), 1);
-        m.apply(&c, Some(4));
-        let a = m.user(&UserName::new("alice").unwrap()).unwrap();
-        assert_eq!(
-            (a.gecos.as_str(), a.oidc_subject.as_deref()),
-            ("Alice Example", Some("s-1"))
-        );
-        assert_eq!(names(&m, "alice"), vec!["dev"]);
-        // Same token again: nothing to do.
-        assert!(plan_sign_in(&m, &token("alice", "s-1", &["dev"]), 11)
-            .unwrap()
-            .is_empty());
-        // The IdP moved her from dev to ops.
-        let c = plan_sign_in(&m, &token("alice", "s-1", &["ops"]), 12).unwrap();
-        m.apply(&c, Some(5));
-        assert_eq!(names(&m, "alice"), vec!["ops"]);
-        assert!(m
-            .group(&GroupName::new("dev").unwrap())
-            .unwrap()
-            .members
-            .is_empty());
-        // Another sub for the same login name is refused.
-        let r = plan_sign_in(&m, &token("alice", "s-2", &["ops"]), 13).unwrap_err();
-        assert_eq!(r.code(), ErrorCode::OidcSubjectMismatch);
-    }
-
-    #[test]
-    fn admin_made_users_get_bound_and_disabled_users_are_left_alone() {
-        let mut m = model();
-        let dev = group(&m, "dev");
-        m.apply(&[Change::AddGroup(dev)], Some(2));
-        let mut bob = user(&m, "bob");
-        bob.gecos = "Bob".into();
-        m.apply(&[Change::AddUser(bob)], Some(3));
-        let c = plan_sign_in(&m, &token("bob", "s-b", &["dev"]), 5).unwrap();
-        m.apply(&c, Some(4));
-        let b = m.user(&UserName::new("bob").unwrap()).unwrap();
-        assert_eq!(
-            (b.gecos.as_str(), b.oidc_subject.as_deref()),
-            ("Bob", Some("s-b"))
-        );
-        assert_eq!(names(&m, "bob"), vec!["dev"]);
-        m.apply(
-            &[Change::DisableUser {
-                name: UserName::new("bob").unwrap(),
-                at: 6,
-            }],
-            Some(5),
-        );
-        assert!(plan_sign_in(&m, &token("bob", "s-b", &[]), 7)
-            .unwrap()
-            .is_empty());
-        // A login name that is a group's name cannot be provisioned.
-        let r = plan_sign_in(&m, &token("dev", "s-d", &[]), 8).unwrap_err();
-        assert_eq!(r.code(), ErrorCode::NameConflict);
-    }
-
-    #[test]
-    fn a_user_and_a_group_never_share_a_name() {
-        let mut m = model();
-        let dev = group(&m, "dev");
-        m.apply(&[Change::AddGroup(dev)], Some(2));
-        let u = NewUser::named(UserName::new("dev").unwrap());
-        assert_eq!(
-            plan_add_user(&m, &u, 1).unwrap_err().code(),
-            ErrorCode::NameConflict
-        );
-        let mut alice = NewUser::named(UserName::new("alice").unwrap());
-        alice.groups = vec![GroupName::new("alice").unwrap()];
-        alice.create_groups = true;
-        assert_eq!(
-            plan_add_user(&m, &alice, 1).unwrap_err().code(),
-            ErrorCode::NameConflict
-        );
-        let c = plan_add_user(&m, &NewUser::named(UserName::new("bob").unwrap()), 1).unwrap();
-        m.apply(&c, Some(3));
-        assert_eq!(
-            check_group_name_free(&m, &GroupName::new("bob").unwrap())
-                .unwrap_err()
-                .code(),
-            ErrorCode::NameConflict
-        );
     }
 }

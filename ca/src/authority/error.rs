@@ -86,6 +86,47 @@ pub enum Error {
          ask the admin to check the account"
     )]
     OidcSubjectMismatch(UserName),
+    #[error(
+        "user '{0}' exists but is not bound to your identity at the OpenID Provider, and a \
+         first sign-in never takes over an existing account; ask the admin to bind it \
+         (`smith-ca admin user bind {0} --oidc-subject SUB`) or to provision it through SCIM \
+         with your IdP id as its externalId"
+    )]
+    OidcNotBound(UserName),
+    #[error("the OIDC subject '{subject}' is already bound to user '{owner}'")]
+    BindingTaken { subject: String, owner: UserName },
+    #[error(
+        "{what} was created by {owner}, not by SCIM: SCIM provisioning may read it but only \
+         changes what SCIM created; an admin manages it with `smith-ca admin`"
+    )]
+    NotScimManaged {
+        what: String,
+        owner: crate::model::Source,
+    },
+    #[error(
+        "user '{0}' was disabled by an admin: SCIM cannot enable them again; an admin does \
+         with `smith-ca admin user enable {0}`"
+    )]
+    DisabledByAdmin(UserName),
+    #[error("id {id} is outside the CA's id range {start}-{end}; SCIM may only use ids of the range (or let the CA pick one)")]
+    IdOutOfRange { id: PosixId, start: u32, end: u32 },
+    #[error(
+        "id {id} belonged to an earlier user named '{name}': a recycled login name gets a new \
+         uid (the old one owns the earlier user's files on hosts); only an admin may give it \
+         back (`smith-ca admin user add {name} --reuse-uid`)"
+    )]
+    RecycledId { id: PosixId, name: UserName },
+    #[error("group '{group}' has no mapping from IdP group '{idp_group}'")]
+    NoSuchMapping { group: GroupName, idp_group: String },
+    #[error("no token has the id {0}; see `smith-ca admin token list`")]
+    NoSuchToken(String),
+    #[error(
+        "'{0}' signed in, but is not in the IdP group of this CA's admins (`[oidc] \
+         admin_groups` in ca.toml)"
+    )]
+    NotAnAdmin(UserName),
+    #[error("too many certificate requests for '{user}'; retry in {retry_after} s")]
+    RateLimited { user: String, retry_after: u64 },
 
     // Hosts.
     #[error("this is not an enrollment token; get one with `smith-ca admin host token`")]
@@ -203,6 +244,8 @@ impl Error {
             | Error::NoSuchGroup(_)
             | Error::NoSuchGrant(_)
             | Error::NoSuchHost(_)
+            | Error::NoSuchMapping { .. }
+            | Error::NoSuchToken(_)
             | Error::NoSuchCertificate(_) => C::NotFound,
             Error::UnknownGroup(_) => C::UnknownGroup,
             Error::UserExists(_) => C::UserExists,
@@ -211,6 +254,14 @@ impl Error {
             Error::NotAMember { .. } => C::NotAMember,
             Error::UserDisabled(_) => C::UserDisabled,
             Error::OidcSubjectMismatch(_) => C::OidcSubjectMismatch,
+            Error::BindingTaken { .. } => C::IdConflict,
+            Error::OidcNotBound(_) => C::OidcNotBound,
+            Error::NotScimManaged { .. } => C::NotScimManaged,
+            Error::DisabledByAdmin(_) => C::DisabledByAdmin,
+            Error::IdOutOfRange { .. } => C::IdOutOfRange,
+            Error::RecycledId { .. } => C::IdConflict,
+            Error::NotAnAdmin(_) => C::OidcNotAdmin,
+            Error::RateLimited { .. } => C::RateLimited,
             Error::Id(IdError::InUse { .. }) | Error::IdImmutable { .. } => C::IdConflict,
             Error::Id(IdError::Exhausted { .. }) => C::IdExhausted,
             Error::NotAnEnrollmentToken => C::WrongTokenKind,

@@ -24,9 +24,9 @@
 //! another's snapshot.
 
 use super::{now, Authority, Error};
-use crate::auth::{hash_token, new_token, AuthError, Principal};
+use crate::auth::{hash_token, AuthError, Principal};
 use crate::model::{
-    Alert, Change, Host, HostCert, HostCertRevocation, HostSshCert, Model, Token, TokenKind,
+    Alert, Change, Host, HostCert, HostCertRevocation, HostSshCert, Model, TokenKind,
 };
 use crate::origin::Origin;
 use crate::sshca::{fingerprint, sign_host_cert};
@@ -170,12 +170,12 @@ fn csr_error(e: TlsCaError) -> Error {
 }
 
 impl Authority {
-    /// Mints an enrollment token (shown once): the token and its expiry.
+    /// Mints an enrollment token (shown once).
     pub fn mint_host_token(
         &self,
         origin: &Origin,
         input: HostTokenInput,
-    ) -> Result<(String, u64), Error> {
+    ) -> Result<super::Minted, Error> {
         if input.names.is_empty() {
             return Err(Error::InvalidInput(
                 "say which host names this token allows: --name web-1.example.com (exact), \
@@ -206,9 +206,6 @@ impl Authority {
                 names.push(n);
             }
         }
-        let token = new_token(TokenKind::Enroll);
-        let hash = hash_token(&token);
-        let expires_at = now() + input.ttl_secs;
         let shown: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let what = format!(
             "host token {} names {}{}",
@@ -220,21 +217,7 @@ impl Authority {
                 String::new()
             }
         );
-        self.mutate(origin, what, |_, _, at| {
-            Ok((
-                vec![Change::AddToken {
-                    hash,
-                    token: Token {
-                        tags: Some(input.tags),
-                        names,
-                        max_uses: input.uses,
-                        ..Token::bearer(TokenKind::Enroll, "host enrollment", at, Some(expires_at))
-                    },
-                }],
-                (),
-            ))
-        })?;
-        Ok((token, expires_at))
+        self.mint_enroll_token(origin, what, input.ttl_secs, input.tags, names, input.uses)
     }
 
     /// Certifies SSH host keys for `principals` (the host's name first): the certificates
@@ -295,7 +278,10 @@ impl Authority {
     pub fn check_enrollment_token(&self, token: &str) -> Result<Vec<HostPattern>, Error> {
         let m = self.model();
         match self.auth.authenticate(&m, token, now()) {
-            Ok(Principal::Enroll { .. }) => Ok(m
+            Ok(crate::auth::Authenticated {
+                principal: Principal::Enroll { .. },
+                ..
+            }) => Ok(m
                 .token(&hash_token(token))
                 .map(|t| t.names.clone())
                 .unwrap_or_default()),
@@ -332,9 +318,8 @@ impl Authority {
             .tls_root
             .issue_client_cert(&input.host_name, &input.csr_pem, self.cfg.host_cert_ttl, at)
             .map_err(csr_error)?;
-        let origin = Origin::Host {
-            name: input.host_name.clone(),
-        };
+        let origin = Origin::host(input.host_name.clone())
+            .with_token(crate::auth::token_id(&token_hash).to_string());
         let (_, (host, ssh_host_certs)) = self.mutate(
             &origin,
             format!("host enroll {}", input.host_name),
@@ -481,9 +466,7 @@ impl Authority {
             .tls_root
             .issue_client_cert(&host.name, csr_pem, self.cfg.host_cert_ttl, at)
             .map_err(csr_error)?;
-        let origin = Origin::Host {
-            name: host.name.clone(),
-        };
+        let origin = Origin::host(host.name.clone());
         let (_, lines) =
             self.mutate(&origin, format!("host renew {}", host.name), |m, _, at| {
                 let h = match m.host(host.id) {
@@ -529,9 +512,7 @@ impl Authority {
             detail,
             at,
         });
-        let origin = Origin::Host {
-            name: host.name.clone(),
-        };
+        let origin = Origin::host(host.name.clone());
         if let Err(e) = self.mutate(&origin, format!("alert {}", host.name), |_, _, _| {
             Ok((vec![alert], ()))
         }) {
@@ -657,11 +638,7 @@ impl Authority {
         let domains: Vec<&HostPattern> = m
             .tokens()
             .values()
-            .filter(|t| {
-                t.kind == TokenKind::Enroll
-                    && t.used_at.is_none()
-                    && t.expires_at.is_none_or(|e| e > at)
-            })
+            .filter(|t| t.kind == TokenKind::Enroll && t.is_live(at))
             .flat_map(|t| t.names.iter())
             .collect();
         // Enrolled names a pattern already covers are left out (shorter lines, and a
@@ -710,6 +687,52 @@ impl Authority {
             .host(id)
             .cloned()
             .ok_or_else(|| Error::NoSuchHost(name.clone()))
+    }
+
+    /// The version a host that has `since` of `epoch` is to be answered from: 0 (a full
+    /// snapshot) when its epoch is not ours. A host of our epoch ahead of us means the
+    /// database went back in time without `smith-ca restore` (a copied file, a VM
+    /// snapshot rolled back): the epoch is renewed (at most once an hour), so that every
+    /// host takes the full snapshot instead of ignoring the lower version.
+    pub fn sync_base(&self, host: &Host, since: u64, epoch: Option<&str>) -> u64 {
+        let (ours, version) = {
+            let m = self.model();
+            (m.epoch().to_string(), m.version())
+        };
+        match epoch {
+            Some(e) if e != ours => 0,
+            Some(_) if since > version => {
+                self.renew_epoch_after_rollback(host, since, version);
+                0
+            }
+            _ => since,
+        }
+    }
+
+    fn renew_epoch_after_rollback(&self, host: &Host, theirs: u64, ours: u64) {
+        let at = now();
+        {
+            let mut last = self
+                .epoch_renewed_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| at < t + 3600) {
+                return;
+            }
+            *last = Some(at);
+        }
+        tracing::error!(host = %host.name, host_version = theirs, ca_version = ours, "a host has seen a higher policy version than this CA: the database went back in time (restored by hand?); starting a new epoch so that hosts take a full snapshot. Check what changed since (`smith-ca admin changes`) and re-apply revocations and disables made after the copy was taken");
+        let epoch = crate::store::new_epoch();
+        let origin = Origin::local("epoch check");
+        let what = format!(
+            "new epoch: host {} has seen version {theirs}, this database is at {ours}",
+            host.name
+        );
+        if let Err(e) = self.mutate(&origin, what, |_, _, _| {
+            Ok((vec![Change::SetEpoch { epoch }], ()))
+        }) {
+            tracing::error!(error = %e, "could not start a new epoch");
+        }
     }
 
     /// What `host` receives when it has version `since` (0 = nothing): a full snapshot or

@@ -3,7 +3,9 @@
 //! user and set their memberships), the decision from the in-memory model
 //! ([`crate::issue::decide`]), the serial, the key ID, the signature, the durable record
 //! of the decision and the certificate (through the store's group commit), and only then
-//! the answer. Denials are recorded too, with their reason.
+//! the answer. Denials are recorded too, with their reason. Requests beyond the
+//! per-principal rate limit (by user for user tokens, by the verified `sub` for ID
+//! tokens) are refused before anything else and not recorded (see `ratelimit`).
 //!
 //! Must never: read the store on this path, answer before the record is durable, sign for
 //! a principal other than the authenticated user's name, or hand out a certificate whose
@@ -124,19 +126,28 @@ impl Authority {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Applies a verified OIDC sign-in (provisioning, memberships); returns the user and
-    /// a note for the decision log.
-    async fn oidc_caller(self: &Arc<Self>, t: IdToken) -> Result<(UserName, String), Denied> {
-        if !t.ignored_groups.is_empty() {
-            tracing::info!(user = %t.username, ignored = ?t.ignored_groups, "OIDC groups that are not valid group names were ignored");
-        }
+    /// Applies a verified OIDC sign-in (nonce rule, binding, provisioning, mapped
+    /// memberships); returns the user it signs in as and a note for the decision log.
+    async fn oidc_caller(
+        self: &Arc<Self>,
+        t: IdToken,
+        nonce: Option<&str>,
+        source: IpAddr,
+    ) -> Result<(UserName, String), Denied> {
+        crate::oidc::verify::check_nonce(t.nonce.as_deref(), nonce)
+            .map_err(|r| Denied::new(r.code, r.reason))?;
         let me = self.clone();
         let token = t.clone();
-        tokio::task::spawn_blocking(move || me.sign_in(&token))
+        let user = tokio::task::spawn_blocking(move || me.sign_in(&token, source))
             .await
             .map_err(|e| Denied::new(ErrorCode::Internal, e.to_string()))?
             .map_err(|e| Denied::new(e.code(), e.to_string()))?;
-        let groups: Vec<&str> = t.groups.iter().map(|g| g.as_str()).collect();
+        let groups: Vec<String> = t
+            .groups
+            .iter()
+            .take(16)
+            .map(|g| g.chars().take(64).collect())
+            .collect();
         let note = format!(
             "via OIDC (sub {}, token groups: {})",
             t.subject,
@@ -146,7 +157,21 @@ impl Authority {
                 groups.join(",")
             }
         );
-        Ok((t.username, note))
+        Ok((user, note))
+    }
+
+    /// Takes one request from `key`'s issuance bucket.
+    fn rate_check(&self, key: &str) -> Result<(), IssueError> {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.issuance_buckets.take(key, ms).map_err(|wait| {
+            IssueError::Failed(Error::RateLimited {
+                user: key.to_string(),
+                retry_after: wait,
+            })
+        })
     }
 
     /// Issues a certificate (see the module doc).
@@ -163,7 +188,10 @@ impl Authority {
             grant_ids: vec![],
         };
         let (user, via) = match input.caller {
-            Caller::Token(u) => (u, None),
+            Caller::Token(u) => {
+                self.rate_check(&format!("user {u}"))?;
+                (u, None)
+            }
             Caller::Oidc(t) => {
                 // A nonce that does not match: a token replayed from another sign-in,
                 // so not this caller's: refused like a forged one, not recorded.
@@ -174,8 +202,12 @@ impl Authority {
                     self.reject_credential(&r);
                     return Err(IssueError::Unauthenticated(r));
                 }
+                self.rate_check(&format!("sub {}", t.subject))?;
                 decision.user = t.username.to_string();
-                match self.oidc_caller(t).await {
+                match self
+                    .oidc_caller(t, input.oidc_nonce.as_deref(), input.source)
+                    .await
+                {
                     Ok((u, note)) => (u, Some(note)),
                     Err(mut d) => {
                         d.reason = format!("sign-in refused: {}", d.reason);
@@ -267,7 +299,7 @@ impl Authority {
         // A disable or delete that reached the model while this certificate was being
         // signed revokes only the certificates committed by then (see `mutate`): never
         // hand out one it may have missed.
-        if self.model().user(&user).is_none_or(|u| u.disabled) {
+        if self.model().user(&user).is_none_or(|u| u.is_disabled()) {
             return Err(IssueError::Denied(Denied::new(
                 ErrorCode::UserDisabled,
                 format!("user '{user}' was disabled while this certificate was being issued"),

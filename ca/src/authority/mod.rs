@@ -24,18 +24,26 @@ mod directory;
 mod error;
 mod grants;
 mod hosts;
+mod identity;
 mod issuance;
+mod ratelimit;
 mod revocation;
+mod tokens;
 
 pub use crate::store::{CertQuery, Selector};
+pub use audit::ChangeFilter;
 pub use directory::{gecos_from, MemberOp, NewGroup, NewUser, UserUpdate};
 pub use error::Error;
 pub use grants::NewGrant;
 pub use hosts::{EnrollInput, Enrolled, HostCertTarget, HostTokenInput};
+pub use identity::{bound_user, plan_sign_in};
 pub use issuance::{Caller, IssueError, IssueInput, Issued};
+pub use ratelimit::RateLimit;
 pub use revocation::RevokeOutcome;
+pub use crate::store::Retention;
+pub use tokens::{check_admin_name, Minted, TokenInfo};
 
-use crate::auth::{AuthError, Authenticator, Principal, TokenAuthenticator};
+use crate::auth::{AuthError, Authenticated, Authenticator, TokenAuthenticator};
 use crate::datadir::DataDir;
 use crate::model::{Change, Model, Revocation, RevokeVia};
 use crate::origin::Origin;
@@ -64,6 +72,13 @@ pub struct Config {
     pub default_user_token_ttl: Duration,
     /// How long a host's replaced client certificate keeps working after a renewal.
     pub host_cert_overlap: Duration,
+    /// IdP group ids (as the ID token's groups claim carries them) whose members may
+    /// sign in as named admins (`smith-ca admin login`); empty: nobody.
+    pub admin_groups: Vec<String>,
+    /// Lifetime of a named admin's token from an IdP sign-in.
+    pub admin_session_ttl: Duration,
+    /// Certificate requests per principal.
+    pub issuance_rate: RateLimit,
 }
 
 impl Default for Config {
@@ -74,6 +89,9 @@ impl Default for Config {
             host_ssh_cert_ttl: Duration::from_secs(90 * 86400),
             default_user_token_ttl: Duration::from_secs(7 * 86400),
             host_cert_overlap: Duration::from_secs(hosts::DEFAULT_CERT_OVERLAP_SECS),
+            admin_groups: vec![],
+            admin_session_ttl: Duration::from_secs(12 * 3600),
+            issuance_rate: RateLimit::default(),
         }
     }
 }
@@ -146,6 +164,10 @@ pub struct Authority {
     renewals: Mutex<HashMap<u64, Vec<u64>>>,
     /// Credentials refused before authentication (never recorded as decisions).
     rejected_credentials: AtomicU64,
+    /// Certificate requests per principal (see [`RateLimit`]).
+    issuance_buckets: ratelimit::Buckets,
+    /// When the epoch was last renewed because a host was ahead of the database.
+    epoch_renewed_at: Mutex<Option<u64>>,
 }
 
 /// Unix seconds now.
@@ -159,6 +181,7 @@ pub fn now() -> u64 {
 impl Authority {
     /// The authority over `store` (initialized) with `keys`.
     pub fn new(store: Box<dyn Store>, keys: Keys, cfg: Config) -> Result<Authority, Error> {
+        let cfg_rate = cfg.issuance_rate;
         if !store.is_initialized()? {
             return Err(Error::internal(
                 "loading the CA",
@@ -193,6 +216,8 @@ impl Authority {
             cert_seen: Mutex::new(HashMap::new()),
             renewals: Mutex::new(HashMap::new()),
             rejected_credentials: AtomicU64::new(0),
+            issuance_buckets: ratelimit::Buckets::new(cfg_rate),
+            epoch_renewed_at: Mutex::new(None),
         })
     }
 
@@ -251,8 +276,13 @@ impl Authority {
     }
 
     /// Who a bearer credential belongs to.
-    pub fn authenticate(&self, credential: &str) -> Result<Principal, AuthError> {
+    pub fn authenticate(&self, credential: &str) -> Result<Authenticated, AuthError> {
         self.auth.authenticate(&self.model(), credential, now())
+    }
+
+    /// This database's epoch (hosts take a full snapshot from a new one).
+    pub fn epoch(&self) -> String {
+        self.model().epoch().to_string()
     }
 
     /// Stops background work and finishes pending writes.
@@ -309,6 +339,15 @@ impl Authority {
                 let revs = self.revocations_for(&ended, &changes, at)?;
                 if !revs.is_empty() {
                     changes.push(Change::Revoke(revs));
+                }
+                // Their user tokens die with the disable: enabling them again later
+                // brings none back.
+                let hashes: Vec<String> = ended
+                    .iter()
+                    .flat_map(|(u, _)| m.live_user_tokens(u, at))
+                    .collect();
+                if !hashes.is_empty() {
+                    changes.push(Change::RevokeTokens { hashes, at });
                 }
             }
             let nv = changes
@@ -445,7 +484,7 @@ impl Authority {
 /// Users a change set disables or deletes, with how their certificates are revoked
 /// (what the origin says: SCIM's own kinds for the IdP's provisioning).
 fn ended_users(changes: &[Change], origin: &Origin) -> Vec<(UserName, RevokeVia)> {
-    let scim = matches!(origin, Origin::Scim);
+    let scim = origin.is_scim();
     let mut out: Vec<(UserName, RevokeVia)> = Vec::new();
     for c in changes {
         let (name, via) = match (c, scim) {

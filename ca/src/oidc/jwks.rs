@@ -450,6 +450,9 @@ mod tests {
             allow_http: true,
             leeway: Duration::from_secs(30),
             jwks_min_refresh: min_refresh,
+            external_id_claim: "sub".into(),
+            max_token_age: Duration::from_secs(86400),
+            admin_groups: vec![],
         })
     }
 

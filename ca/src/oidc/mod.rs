@@ -68,6 +68,20 @@ pub struct OidcArgs {
     /// [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub oidc_jwks_min_refresh: Option<Duration>,
+    /// The claim holding the IdP's id of the person as its SCIM provisioning sends it in
+    /// `externalId`: an existing, unbound user is bound at their first sign-in only when
+    /// this claim equals their externalId (Okta: sub; Entra ID: oid). [default: sub]
+    #[arg(long, value_name = "CLAIM")]
+    pub oidc_external_id_claim: Option<String>,
+    /// Oldest ID token accepted (by its `iat`), whatever its `exp`: bounds the replay of
+    /// a leaked token. [default: 24h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub oidc_max_token_age: Option<Duration>,
+    /// An IdP group id (as the groups claim carries it) whose members may sign in as
+    /// named admins with `smith-ca admin login` (repeatable). Entra ID: the group's
+    /// Object ID.
+    #[arg(long = "oidc-admin-group", value_name = "IDP_GROUP_ID")]
+    pub oidc_admin_groups: Vec<String>,
 }
 
 /// The `[oidc]` section of `D/ca.toml`.
@@ -83,6 +97,9 @@ pub struct OidcFile {
     pub allow_http: Option<bool>,
     pub leeway: Option<String>,
     pub jwks_min_refresh: Option<String>,
+    pub external_id_claim: Option<String>,
+    pub max_token_age: Option<String>,
+    pub admin_groups: Option<Vec<String>>,
 }
 
 /// `D/ca.toml`: optional settings of `smith-ca serve` (today only `[oidc]`).
@@ -105,6 +122,12 @@ pub struct OidcConfig {
     pub allow_http: bool,
     pub leeway: Duration,
     pub jwks_min_refresh: Duration,
+    /// See [`OidcArgs::oidc_external_id_claim`].
+    pub external_id_claim: String,
+    /// See [`OidcArgs::oidc_max_token_age`].
+    pub max_token_age: Duration,
+    /// See [`OidcArgs::oidc_admin_groups`].
+    pub admin_groups: Vec<String>,
 }
 
 fn check_url(what: &str, s: &str, allow_http: bool) -> Result<url::Url, String> {
@@ -193,6 +216,12 @@ pub fn resolve(args: &OidcArgs, file: Option<&OidcFile>) -> Result<Option<OidcCo
         "username",
     )?;
     let groups_claim = claim(&args.oidc_groups_claim, f.groups_claim, "groups", "groups")?;
+    let external_id_claim = claim(
+        &args.oidc_external_id_claim,
+        f.external_id_claim,
+        "sub",
+        "external id",
+    )?;
     let scopes: Vec<String> = match (&args.oidc_scopes, f.scopes) {
         (Some(s), _) => s.split_whitespace().map(str::to_string).collect(),
         (None, Some(v)) => v,
@@ -226,6 +255,29 @@ pub fn resolve(args: &OidcArgs, file: Option<&OidcFile>) -> Result<Option<OidcCo
         30,
         "jwks_min_refresh",
     )?;
+    let max_token_age = dur(
+        args.oidc_max_token_age,
+        f.max_token_age,
+        24 * 3600,
+        "max_token_age",
+    )?;
+    if max_token_age < Duration::from_secs(5) {
+        return Err("the OIDC max token age is at least 5s".into());
+    }
+    let admin_groups: Vec<String> = if args.oidc_admin_groups.is_empty() {
+        f.admin_groups.unwrap_or_default()
+    } else {
+        args.oidc_admin_groups.clone()
+    };
+    if let Some(g) = admin_groups
+        .iter()
+        .find(|g| g.is_empty() || g.len() > 256 || g.chars().any(|c| c.is_control()))
+    {
+        return Err(format!(
+            "the OIDC admin group '{}' is not a group id (1 to 256 printable characters)",
+            g.escape_debug()
+        ));
+    }
     Ok(Some(OidcConfig {
         issuer,
         client_id: client_id.trim().to_string(),
@@ -236,6 +288,9 @@ pub fn resolve(args: &OidcArgs, file: Option<&OidcFile>) -> Result<Option<OidcCo
         allow_http,
         leeway,
         jwks_min_refresh,
+        external_id_claim,
+        max_token_age,
+        admin_groups,
     }))
 }
 

@@ -5,8 +5,12 @@
 //! never triggers a JWKS fetch); the signature with a key of the issuer's JWKS (by
 //! `kid`, refreshed once if unknown); `aud` contains the client id; `azp`, when present or
 //! when `aud` has several values, equals the client id; `exp`, `nbf` and `iat` within the
-//! leeway; `sub` present. Then the claims are mapped: the configured username claim must
-//! be a valid [`UserName`]; the groups claim's invalid names are ignored (and reported).
+//! leeway; `iat` no older than the maximum token age (`max_token_age`, generous by
+//! default: a replayed token stops working even if its IdP gave it a long life); `sub`
+//! present. Then the claims are mapped: the configured username claim must be a valid
+//! [`UserName`]; the groups claim's entries are kept as the IdP sends them (group ids:
+//! they reach CA groups only through the admin's mappings); the external-id claim
+//! (default `sub`) is kept for binding to SCIM's `externalId`.
 //! The `nonce` rule ([`check_nonce`]) is applied by the issuance handler, which has the
 //! request body.
 //!
@@ -20,7 +24,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 use smith_api::ErrorCode;
-use smith_proto::{GroupName, UserName};
+use smith_proto::UserName;
 use std::sync::Arc;
 
 /// Largest ID token accepted.
@@ -31,16 +35,21 @@ pub const MAX_GROUPS: usize = 256;
 /// A verified ID token, mapped to Smith's names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdToken {
+    /// The issuer (`iss`, equal to the configured one).
+    pub issuer: String,
     pub username: UserName,
     pub subject: String,
-    /// Valid group names from the groups claim, deduplicated, in token order.
-    pub groups: Vec<GroupName>,
-    /// Entries of the groups claim that are not valid group names (ignored).
-    pub ignored_groups: Vec<String>,
+    /// The groups claim's entries as the IdP sends them (ids or names), deduplicated, in
+    /// token order, each 1 to 256 printable characters (others are dropped).
+    pub groups: Vec<String>,
+    /// The external-id claim (`[oidc] external_id_claim`, default `sub`): what a SCIM
+    /// `externalId` of the same person holds.
+    pub external_id: Option<String>,
     /// The `name` claim, for the GECOS field of a user provisioned at first sign-in.
     pub display_name: Option<String>,
     pub nonce: Option<String>,
     pub expires_at: u64,
+    pub issued_at: u64,
 }
 
 /// Why a token was refused: HTTP status, a stable code, a sentence for the engineer.
@@ -246,6 +255,18 @@ impl Verifier {
                 "the ID token was issued in the future (iat); check the clocks of the CA and the IdP",
             ));
         }
+        let age = now.saturating_sub(iat);
+        if age > cfg.max_token_age.as_secs() + leeway {
+            return Err(Refusal::new(
+                ErrorCode::OidcTokenTooOld,
+                format!(
+                    "the ID token was issued {} ago, longer than this CA accepts ({}); run \
+                     `smith login` again",
+                    humantime::format_duration(std::time::Duration::from_secs(age)),
+                    humantime::format_duration(cfg.max_token_age)
+                ),
+            ));
+        }
         let auds: Vec<&str> = match claims.get("aud") {
             Some(Value::String(s)) => vec![s.as_str()],
             Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
@@ -321,15 +342,21 @@ impl Verifier {
             Some(Value::String(s)) => vec![s.clone()],
             _ => vec![],
         };
-        let mut groups: Vec<GroupName> = Vec::new();
-        let mut ignored = Vec::new();
+        let mut groups: Vec<String> = Vec::new();
         for g in raw_groups {
-            match GroupName::new(&g) {
-                Ok(n) if !groups.contains(&n) => groups.push(n),
-                Ok(_) => {}
-                Err(_) => ignored.push(g.chars().take(80).collect()),
+            let usable = !g.is_empty() && g.len() <= 256 && !g.chars().any(|c| c.is_control());
+            if usable && !groups.contains(&g) {
+                groups.push(g);
             }
         }
+        let external_id = claims
+            .get(&cfg.external_id_claim)
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|s| !s.is_empty() && s.len() <= 256);
         let display_name = claims
             .get("name")
             .and_then(|v| v.as_str())
@@ -341,16 +368,18 @@ impl Verifier {
             })
             .filter(|s| !s.is_empty());
         Ok(IdToken {
+            issuer: cfg.issuer.clone(),
             username,
             subject,
             groups,
-            ignored_groups: ignored,
+            external_id,
             display_name,
             nonce: claims
                 .get("nonce")
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
             expires_at: claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0),
+            issued_at: iat,
         })
     }
 }
@@ -419,6 +448,9 @@ mod tests {
             allow_http: false,
             leeway: Duration::from_secs(30),
             jwks_min_refresh: Duration::from_secs(30),
+            external_id_claim: "sub".into(),
+            max_token_age: Duration::from_secs(3600),
+            admin_groups: vec![],
         }
     }
 
@@ -443,13 +475,14 @@ mod tests {
     }
 
     #[test]
-    fn maps_claims_and_ignores_invalid_groups() {
+    fn maps_claims_and_keeps_group_ids_as_sent() {
         let t = verifier().check_and_map(claims(base()), NOW).unwrap();
         assert_eq!(t.username.as_str(), "alice");
         assert_eq!(t.subject, "u-1");
+        assert_eq!(t.issuer, "https://idp.example");
+        assert_eq!(t.external_id.as_deref(), Some("u-1"));
         let g: Vec<&str> = t.groups.iter().map(|g| g.as_str()).collect();
-        assert_eq!(g, vec!["dev", "ops"]);
-        assert_eq!(t.ignored_groups, vec!["Engineering Staff"]);
+        assert_eq!(g, vec!["dev", "Engineering Staff", "ops"]);
         assert_eq!(t.display_name.as_deref(), Some("Alice A."));
         assert_eq!(t.nonce.as_deref(), Some("n-1"));
     }
@@ -486,6 +519,13 @@ mod tests {
         assert_eq!(
             v.check_and_map(claims(c), NOW).unwrap_err().code,
             ErrorCode::OidcNotYetValid
+        );
+        // Older than the maximum token age, though not expired.
+        let mut c = base();
+        c["iat"] = json!(NOW - 3600 - 31);
+        assert_eq!(
+            v.check_and_map(claims(c), NOW).unwrap_err().code,
+            ErrorCode::OidcTokenTooOld
         );
         let mut c = base();
         c.as_object_mut().unwrap().remove("iat");

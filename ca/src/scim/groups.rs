@@ -109,7 +109,7 @@ fn located(status: StatusCode, g: &Group) -> Response {
 }
 
 pub async fn create(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
@@ -119,7 +119,7 @@ pub async fn create(
         external_id: external_id(body.get("externalId").unwrap_or(&Value::Null))?,
         members: members(body.get("members"))?.into_iter().collect(),
     };
-    let g = run(&ca, move |a, o| a.add_group(o, new)).await?;
+    let g = run(&ca, origin, move |a, o| a.add_group(o, new)).await?;
     Ok(located(StatusCode::CREATED, &g))
 }
 
@@ -190,7 +190,7 @@ fn same_name(name: &GroupName, v: Option<&Value>) -> Result<(), ScimError> {
 }
 
 pub async fn replace(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
     ScimBody(body): ScimBody,
@@ -200,7 +200,7 @@ pub async fn replace(
     let ops = vec![MemberOp::Replace(members(body.get("members"))?)];
     let ext = external_id(body.get("externalId").unwrap_or(&Value::Null))?;
     let gid = posix_id(&body, GROUP_EXT, "gidNumber")?;
-    let g = run(&ca, move |a, o| {
+    let g = run(&ca, origin, move |a, o| {
         a.update_group(o, &name, &ops, Some(ext), gid)
     })
     .await?;
@@ -255,7 +255,7 @@ fn patch_op(
 }
 
 pub async fn patch(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
     ScimBody(body): ScimBody,
@@ -281,16 +281,19 @@ pub async fn patch(
             }
         }
     }
-    let g = run(&ca, move |a, o| a.update_group(o, &name, &steps, ext, None)).await?;
+    let g = run(&ca, origin, move |a, o| {
+        a.update_group(o, &name, &steps, ext, None)
+    })
+    .await?;
     Ok(located(StatusCode::OK, &g))
 }
 
 pub async fn delete(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
     let name = found(&ca.authority.model(), &id)?.name;
-    run(&ca, move |a, o| a.delete_group(o, &name)).await?;
+    run(&ca, origin, move |a, o| a.delete_group(o, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -98,7 +98,10 @@ impl From<Error> for ScimError {
             Error::InvalidInput(_)
             | Error::InvalidGecos
             | Error::MemberNotAUser(_)
+            | Error::IdOutOfRange { .. }
             | Error::UnknownGroup(_) => Some("invalidValue"),
+            Error::RecycledId { .. } => Some("uniqueness"),
+            Error::DisabledByAdmin(_) | Error::NotScimManaged { .. } => Some("mutability"),
             _ => None,
         };
         let status = match &e {
@@ -137,14 +140,18 @@ pub fn scim_response(status: StatusCode, body: Value) -> Response {
     r
 }
 
-/// Extractor: the request carries the SCIM token.
-pub struct ScimClient;
+/// Extractor: the request carries the SCIM token; the origin of its changes (SCIM,
+/// from the peer, with the token's public id).
+pub struct ScimClient(pub Origin);
 
 impl FromRequestParts<Arc<Ca>> for ScimClient {
     type Rejection = ScimError;
     async fn from_request_parts(parts: &mut Parts, ca: &Arc<Ca>) -> Result<Self, ScimError> {
-        match ca.principal(parts) {
-            Ok(Principal::Scim) => Ok(ScimClient),
+        match ca.authenticated(parts) {
+            Ok(a) if a.principal == Principal::Scim => Ok(ScimClient(
+                crate::server::admin::origin_of(parts, crate::origin::Actor::Scim)
+                    .with_token(a.token_id),
+            )),
             Ok(_) => Err(ScimError::new(
                 403,
                 None,
@@ -188,15 +195,15 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
     }
 }
 
-/// Runs a blocking authority command as SCIM (origin [`Origin::Scim`]) off the async
-/// runtime, with SCIM errors.
-pub async fn run<T, F>(ca: &Arc<Ca>, f: F) -> Result<T, ScimError>
+/// Runs a blocking authority command as SCIM (`origin`, from [`ScimClient`]) off the
+/// async runtime, with SCIM errors.
+pub async fn run<T, F>(ca: &Arc<Ca>, origin: Origin, f: F) -> Result<T, ScimError>
 where
     T: Send + 'static,
     F: FnOnce(&Authority, &Origin) -> Result<T, Error> + Send + 'static,
 {
     let a = ca.authority.clone();
-    tokio::task::spawn_blocking(move || f(&a, &Origin::Scim))
+    tokio::task::spawn_blocking(move || f(&a, &origin))
         .await
         .map_err(|e| ScimError::new(500, None, format!("internal error: {e}")))?
         .map_err(ScimError::from)
@@ -296,13 +303,10 @@ pub async fn mint_token(
     State(ca): State<Arc<Ca>>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    let (token, expires_at) = ca
+    let t = ca
         .run(move |a| a.mint_scim_token(&origin, req.ttl_secs))
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenResponse { token, expires_at }),
-    ))
+    Ok((StatusCode::CREATED, Json(crate::server::admin::minted(t))))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub fn resource(u: &User) -> Value {
         "schemas": [CORE_USER, USER_EXT],
         "id": u.name.as_str(),
         "userName": u.name.as_str(),
-        "active": !u.disabled,
+        "active": !u.is_disabled(),
         "groups": u.groups.iter().map(|g| json!({
             "value": g.as_str(),
             "display": g.as_str(),
@@ -98,7 +98,7 @@ fn located(status: StatusCode, u: &User) -> Response {
 }
 
 pub async fn create(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
@@ -112,7 +112,7 @@ pub async fn create(
         gecos: display(&body).unwrap_or_default(),
         ..NewUser::named(user_name(body.get("userName"))?)
     };
-    let u = run(&ca, move |a, o| a.add_user(o, new)).await?;
+    let u = run(&ca, origin, move |a, o| a.add_user(o, new)).await?;
     Ok(located(StatusCode::CREATED, &u))
 }
 
@@ -171,7 +171,7 @@ fn same_name(name: &UserName, v: Option<&Value>) -> Result<(), ScimError> {
 }
 
 pub async fn replace(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
     ScimBody(body): ScimBody,
@@ -187,7 +187,7 @@ pub async fn replace(
         external_id: Some(external_id(body.get("externalId").unwrap_or(&Value::Null))?),
         uid: posix_id(&body, USER_EXT, "uidNumber")?,
     };
-    let u = run(&ca, move |a, o| a.update_user(o, &name, up)).await?;
+    let u = run(&ca, origin, move |a, o| a.update_user(o, &name, up)).await?;
     Ok(located(StatusCode::OK, &u))
 }
 
@@ -230,7 +230,7 @@ fn patch_attr(
 }
 
 pub async fn patch(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
     ScimBody(body): ScimBody,
@@ -255,16 +255,16 @@ pub async fn patch(
             }
         }
     }
-    let u = run(&ca, move |a, o| a.update_user(o, &name, up)).await?;
+    let u = run(&ca, origin, move |a, o| a.update_user(o, &name, up)).await?;
     Ok(located(StatusCode::OK, &u))
 }
 
 pub async fn delete(
-    _: ScimClient,
+    ScimClient(origin): ScimClient,
     State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
     let name = found(&ca.authority.model(), &id)?.name;
-    run(&ca, move |a, o| a.delete_user(o, &name)).await?;
+    run(&ca, origin, move |a, o| a.delete_user(o, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

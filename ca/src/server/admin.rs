@@ -1,16 +1,19 @@
 //! Public and admin endpoints: health, CA keys, users, groups, grants, host enrollment
 //! tokens, hosts, decisions. Each handler parses, calls one authority command with the
-//! admin as its origin, and answers.
+//! admin as its origin (who: the bootstrap token or the named admin; from where: the
+//! peer address; with which token: its public id), and answers.
 //!
 //! Must never: answer an admin endpoint for anything but an admin token (a user token gets
 //! 403 `admin_only`), or return a token other than the one just minted.
 
 use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
-use super::Ca;
+use super::{Ca, Peer};
 use crate::auth::Principal;
-use crate::authority::{Error, HostCertTarget, HostTokenInput, NewGrant, NewGroup, NewUser};
-use crate::model::{Grant, Group, User};
-use crate::origin::Origin;
+use crate::authority::{
+    Error, HostCertTarget, HostTokenInput, Minted, NewGrant, NewGroup, NewUser,
+};
+use crate::model::{Grant, Group, OidcBinding, User};
+use crate::origin::{Actor, Origin};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -23,26 +26,55 @@ use smith_api::{
 use smith_proto::{GroupName, HostName, HostPattern, UserName};
 use std::sync::Arc;
 
-/// Extractor: the request carries the admin token; the origin of its changes.
+/// Extractor: the request carries an admin token (the bootstrap token or a named
+/// admin's); the origin of its changes.
 pub struct Admin(pub Origin);
+
+/// The origin `actor` has with this request's peer address.
+pub fn origin_of(parts: &Parts, actor: Actor) -> Origin {
+    let o = Origin::new(actor);
+    match parts.extensions.get::<Peer>() {
+        Some(p) => o.from_addr(p.addr.ip()),
+        None => o,
+    }
+}
 
 impl FromRequestParts<Arc<Ca>> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, ca: &Arc<Ca>) -> Result<Self, ApiError> {
-        match ca.principal(parts)? {
-            Principal::Admin => Ok(Admin(Origin::admin())),
+        let auth = ca.authenticated(parts)?;
+        match auth.principal {
+            Principal::Admin { name } => {
+                let actor = match name {
+                    None => Actor::Bootstrap,
+                    Some(name) => Actor::Admin { name },
+                };
+                Ok(Admin(origin_of(parts, actor).with_token(auth.token_id)))
+            }
             _ => Err(ApiError::new(
                 ErrorCode::AdminOnly,
-                "this endpoint needs the admin token; a user or enrollment token cannot use it",
+                "this endpoint needs an admin token; a user or enrollment token cannot use it",
             )),
         }
+    }
+}
+
+/// The answer for a freshly minted token.
+pub fn minted(t: Minted) -> TokenResponse {
+    TokenResponse {
+        token: t.token,
+        expires_at: t.expires_at,
+        id: Some(t.id),
     }
 }
 
 pub async fn health(State(ca): State<Arc<Ca>>, parts: axum::http::request::Parts) -> Json<Health> {
     let admin = matches!(
         ca.authority.authenticate(super::bearer(&parts)),
-        Ok(Principal::Admin)
+        Ok(crate::auth::Authenticated {
+            principal: Principal::Admin { .. },
+            ..
+        })
     );
     Json(Health {
         status: "ok".into(),
@@ -87,20 +119,41 @@ pub fn parse_user(s: &str) -> Result<UserName, ApiError> {
     UserName::new(s).map_err(|e| invalid_name("user", s, e))
 }
 
-fn parse_group(s: &str) -> Result<GroupName, ApiError> {
+pub fn parse_group(s: &str) -> Result<GroupName, ApiError> {
     GroupName::new(s).map_err(|e| invalid_name("group", s, e))
 }
 
-fn user_info(u: &User) -> UserInfo {
+pub fn user_info(u: &User) -> UserInfo {
     UserInfo {
         name: u.name.clone(),
         uid: u.uid,
         groups: u.groups.iter().cloned().collect(),
-        disabled: u.disabled,
+        disabled: u.is_disabled(),
         gecos: u.gecos.clone(),
         shell: u.shell.clone(),
         created_at: u.created_at,
+        disabled_by: u.disabled.map(|d| d.as_str().to_string()),
+        source: Some(u.source.as_str().to_string()),
+        oidc_issuer: u.oidc.as_ref().map(|b| b.issuer.clone()),
+        oidc_subject: u.oidc.as_ref().map(|b| b.subject.clone()),
+        external_id: u.external_id.clone(),
     }
+}
+
+/// The binding an admin asks for: `subject` at `issuer`, else at the CA's configured
+/// issuer.
+pub fn binding(ca: &Ca, subject: String, issuer: Option<String>) -> Result<OidcBinding, ApiError> {
+    let issuer = match issuer.or_else(|| ca.oidc.as_ref().map(|v| v.cfg.issuer.clone())) {
+        Some(i) => i,
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::OidcNotConfigured,
+                "this CA has no OpenID Provider configured: give the issuer of the binding \
+                 explicitly, or configure --oidc-issuer",
+            ))
+        }
+    };
+    Ok(OidcBinding { issuer, subject })
 }
 
 fn group_info(g: &Group) -> GroupInfo {
@@ -141,12 +194,18 @@ pub async fn add_user(
     State(ca): State<Arc<Ca>>,
     ApiJson(req): ApiJson<UserAdd>,
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
+    let oidc = match req.oidc_subject {
+        Some(s) => Some(binding(&ca, s, None)?),
+        None => None,
+    };
     let new = NewUser {
         uid: req.uid,
+        reuse_uid: req.reuse_uid,
         gecos: req.gecos.unwrap_or_default(),
         shell: req.shell,
         groups: req.groups,
         create_groups: req.create_groups,
+        oidc,
         ..NewUser::named(req.name)
     };
     let u = ca.run(move |a| a.add_user(&origin, new)).await?;
@@ -177,13 +236,10 @@ pub async fn user_token(
             ApiError::new(ErrorCode::InvalidInput, format!("invalid JSON body: {e}"))
         })?
     };
-    let (token, expires_at) = ca
+    let t = ca
         .run(move |a| a.mint_user_token(&origin, &name, req.ttl_secs))
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenResponse { token, expires_at }),
-    ))
+    Ok((StatusCode::CREATED, Json(minted(t))))
 }
 
 pub async fn list_groups(_: Admin, State(ca): State<Arc<Ca>>) -> Json<Vec<GroupInfo>> {
@@ -310,11 +366,8 @@ pub async fn host_token(
         names,
         uses: req.uses.unwrap_or(1),
     };
-    let (token, expires_at) = ca.run(move |a| a.mint_host_token(&origin, input)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenResponse { token, expires_at }),
-    ))
+    let t = ca.run(move |a| a.mint_host_token(&origin, input)).await?;
+    Ok((StatusCode::CREATED, Json(minted(t))))
 }
 
 pub fn host_info(ca: &Ca, h: &crate::model::Host) -> HostInfo {

@@ -83,6 +83,7 @@ async fn list(
 ) -> Result<Json<Vec<Entry>>, ApiError> {
     let f = Filter {
         host: q.host.filter(|h| !h.is_empty()),
+        kind: None,
         user: q.user.filter(|u| !u.is_empty()),
         since: q.since,
         limit: q.limit.unwrap_or(1000).clamp(1, 100_000),

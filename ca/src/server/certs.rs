@@ -40,15 +40,18 @@ impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
                 };
             }
         }
-        let principal = ca.principal(parts).inspect_err(|e| {
-            ca.authority.reject_credential(&crate::oidc::Refusal {
-                code: e.code,
-                reason: e.message.clone(),
-            })
-        })?;
+        let principal = ca
+            .authenticated(parts)
+            .inspect_err(|e| {
+                ca.authority.reject_credential(&crate::oidc::Refusal {
+                    code: e.code,
+                    reason: e.message.clone(),
+                })
+            })?
+            .principal;
         let refused = match principal {
             Principal::User(u) => return Ok(Engineer(Caller::Token(u))),
-            Principal::Admin => {
+            Principal::Admin { .. } => {
                 "the admin token cannot get certificates; mint a user token with \
                  `smith-ca admin user token NAME`"
             }

@@ -33,7 +33,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::InvalidReason
         | C::InvalidPublicKey
         | C::InvalidCsr
-        | C::InvalidHostKey => StatusCode::BAD_REQUEST,
+        | C::InvalidHostKey
+        | C::IdOutOfRange => StatusCode::BAD_REQUEST,
         C::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -45,6 +46,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::InvalidToken
         | C::TokenExpired
         | C::TokenUsed
+        | C::TokenRevoked
+        | C::OidcTokenTooOld
         | C::ClientCertRequired
         | C::ClientCertExpired
         | C::ClientCertNotYetValid
@@ -71,7 +74,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::NoMatchingGrant
         | C::ConditionFailed
         | C::OidcInvalidUsername
-        | C::OidcSubjectMismatch => StatusCode::FORBIDDEN,
+        | C::OidcSubjectMismatch
+        | C::OidcNotBound
+        | C::OidcNotAdmin
+        | C::NotScimManaged
+        | C::DisabledByAdmin => StatusCode::FORBIDDEN,
+        C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         C::HostExists
         | C::SshNameTaken
         | C::UserExists

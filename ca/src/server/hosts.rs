@@ -125,6 +125,9 @@ pub struct SyncQuery {
     wait: u64,
     #[serde(default)]
     host: Option<String>,
+    /// The epoch of the host's version (hostd since epochs).
+    #[serde(default)]
+    epoch: Option<String>,
 }
 
 pub async fn sync(
@@ -142,10 +145,12 @@ pub async fn sync(
             .into());
         }
     }
+    // Another epoch's version means nothing here: a full snapshot, at once.
+    let since = ca.authority.sync_base(&host, q.since, q.epoch.as_deref());
     let mut rx = ca.authority.subscribe();
     let current = *rx.borrow_and_update();
-    let known = q.since > 0 && q.since <= current;
-    if q.since == current && q.since > 0 {
+    let known = since > 0 && since <= current;
+    if since == current && since > 0 {
         let wait = Duration::from_secs(q.wait.min(MAX_WAIT_SECS));
         let mut shutdown = ca.shutdown.clone();
         let changed = tokio::select! {
@@ -153,13 +158,13 @@ pub async fn sync(
             _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => false,
         };
         if !changed {
-            ca.authority.host_seen(host.id, Some(q.since));
+            ca.authority.host_seen(host.id, Some(since));
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
     // Re-check: the host may have been removed while waiting.
     let host = host_of(&ca, &peer)?;
-    let resp = ca.authority.sync_view(&host, q.since);
-    ca.authority.host_seen(host.id, known.then_some(q.since));
+    let resp = ca.authority.sync_view(&host, since);
+    ca.authority.host_seen(host.id, known.then_some(since));
     Ok(Json(resp).into_response())
 }

@@ -14,10 +14,11 @@ pub mod certs;
 pub mod error;
 pub mod hosts;
 pub mod mtls;
+pub mod people;
 pub mod proxy;
 pub mod revocation;
 
-use crate::auth::Principal;
+use crate::auth::Authenticated;
 use crate::authority::{self, Authority};
 use crate::datadir::DataDir;
 use crate::tlsca::{peer_identity, PeerCert, TlsRoot};
@@ -65,6 +66,12 @@ pub struct ServeConfig {
     pub max_connections_per_source: usize,
     /// OIDC sign-in (`--oidc-*`, `[oidc]` in `D/ca.toml`); `None`: tokens only.
     pub oidc: Option<crate::oidc::OidcConfig>,
+    /// Lifetime of a named admin's token from `smith-ca admin login`.
+    pub admin_session_ttl: Duration,
+    /// Certificate requests per principal.
+    pub issuance_rate: authority::RateLimit,
+    /// How long decisions and expired certificates are kept (`None`: forever).
+    pub retention: crate::authority::Retention,
 }
 
 impl ServeConfig {
@@ -76,6 +83,13 @@ impl ServeConfig {
             host_ssh_cert_ttl: self.host_ssh_cert_ttl,
             default_user_token_ttl: self.default_user_token_ttl,
             host_cert_overlap: self.host_cert_overlap,
+            admin_groups: self
+                .oidc
+                .as_ref()
+                .map(|o| o.admin_groups.clone())
+                .unwrap_or_default(),
+            admin_session_ttl: self.admin_session_ttl,
+            issuance_rate: self.issuance_rate,
         }
     }
 }
@@ -123,7 +137,7 @@ pub fn bearer(parts: &Parts) -> &str {
 
 impl Ca {
     /// Authenticates the request's bearer token.
-    pub fn principal(&self, parts: &Parts) -> Result<Principal, ApiError> {
+    pub fn authenticated(&self, parts: &Parts) -> Result<Authenticated, ApiError> {
         self.authority
             .authenticate(bearer(parts))
             .map_err(|e| ApiError::new(e.code(), e.to_string()))
@@ -207,6 +221,25 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
+        .route(
+            "/v1/admin/tokens",
+            get(people::list_tokens).post(people::admin_token),
+        )
+        .route("/v1/admin/tokens/{id}", delete(people::revoke_token))
+        .route("/v1/admin/tokens/{id}/rotate", post(people::rotate_token))
+        .route("/v1/admin/login", post(people::login))
+        .route("/v1/admin/users/{name}/enable", post(people::enable_user))
+        .route(
+            "/v1/admin/users/{name}/binding",
+            post(people::bind_user).delete(people::unbind_user),
+        )
+        .route("/v1/admin/groups/mappings", get(people::mappings))
+        .route("/v1/admin/groups/{name}/mappings", post(people::map_group))
+        .route(
+            "/v1/admin/groups/{name}/mappings/{idp_group}",
+            delete(people::unmap_group),
+        )
+        .route("/v1/admin/changes", get(people::changes))
         .merge(crate::scim::router())
         .merge(audit::router())
         .fallback(|| async {
@@ -274,8 +307,8 @@ pub struct Running {
     pub ca: Arc<Ca>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// The data directory's exclusive lock, released when stopped.
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    /// The data directory's lock, held while serving.
+    _lock: crate::datadir::DirLock,
 }
 
 impl Running {
@@ -293,8 +326,8 @@ impl Running {
 /// [`Running::stop`]. `smith-ca serve` is this plus the signals; the test kit starts
 /// CAs in-process with it.
 pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
-    let lock = dd.lock()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let lock = dd.lock("serve")?;
     let ca = load(&dd, &cfg, shutdown_rx.clone())?;
     let tls = Arc::new(tls_config(&dd, ca.authority.tls_root())?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -322,6 +355,7 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
         open: std::sync::Mutex::new(std::collections::HashMap::new()),
         refused: std::sync::atomic::AtomicU64::new(0),
     });
+    spawn_retention(ca.authority.clone(), cfg.retention, shutdown_rx.clone());
     let task = tokio::spawn(accept_loop(
         listener,
         acceptor,
@@ -356,6 +390,29 @@ pub fn harden_process() {
             }
         }
     }
+}
+
+/// Applies the retention settings at start and hourly.
+fn spawn_retention(
+    authority: Arc<Authority>,
+    r: crate::authority::Retention,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if r.decisions_secs.is_none() && r.certificates_secs.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let a = authority.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.apply_retention(r)).await {
+                tracing::warn!(error = %e, "retention sweep failed; retrying in an hour");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
 }
 
 /// Runs the server until SIGTERM/SIGINT.

@@ -18,7 +18,8 @@ use crate::model::{
 };
 use crate::store::{
     answered, CertQuery, CertRow, Commit, DecisionRow, HostCertQuery, HostCertSelector, HostPlan,
-    InitMeta, Loaded, OobInputs, Pending, Plan, Record, Selector, Store, StoreError, WriteError,
+    InitMeta, Loaded, OobInputs, Pending, Plan, Pruned, Record, Selector, Store, StoreError,
+    WriteError,
 };
 use smith_api::chain::{self, AuditRecord, GENESIS};
 use smith_api::{Decision, HostCertInfo, IssuedCert, RevocationInfo};
@@ -267,12 +268,21 @@ impl Store for MemoryStore {
                 grants: vec![],
                 tokens: vec![(
                     meta.admin_token_hash.to_string(),
-                    Token::bearer(TokenKind::Admin, "admin", meta.now, None),
+                    Token::bearer(
+                        TokenKind::Bootstrap,
+                        "bootstrap",
+                        meta.now,
+                        meta.now
+                            .saturating_add(meta.bootstrap_ttl.min(super::BOOTSTRAP_TTL_SECS)),
+                        "smith-ca init",
+                    ),
                 )],
                 hosts: vec![],
                 host_certs: vec![],
                 revocations: vec![],
                 host_revocations: vec![],
+                idp_groups: vec![],
+                epoch: meta.epoch.to_string(),
             },
             meta.now,
         );
@@ -307,12 +317,12 @@ impl Store for MemoryStore {
             match change {
                 Change::AddUser(u) => {
                     st.disabled_at.remove(u.name.as_str());
-                    if u.disabled {
+                    if u.is_disabled() {
                         st.disabled_at.insert(u.name.to_string(), c.now);
                     }
                 }
-                Change::DisableUser { name, at } => {
-                    st.disabled_at.insert(name.to_string(), *at);
+                Change::DisableUser { name, at, .. } => {
+                    st.disabled_at.entry(name.to_string()).or_insert(*at);
                 }
                 Change::EnableUser { name } => {
                     st.disabled_at.remove(name.as_str());
@@ -345,6 +355,7 @@ impl Store for MemoryStore {
             st.changes
                 .push((v, c.now, c.what.clone(), c.origin.to_string()));
         }
+        st.append_ca(audit::change_event(&c), c.now);
         st.model = Some(next);
         Ok(())
     }
@@ -424,6 +435,51 @@ impl Store for MemoryStore {
         if synced_version.is_some() {
             e.1 = synced_version;
         }
+    }
+
+    fn prune(
+        &self,
+        decided_before: Option<u64>,
+        expired_before: Option<u64>,
+        limit: u32,
+        now: u64,
+    ) -> Result<Pruned, StoreError> {
+        let mut st = self.state();
+        let mut p = Pruned::default();
+        if let Some(before) = decided_before {
+            let old: Vec<usize> = st
+                .decisions
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.1.at < before)
+                .map(|(i, _)| i)
+                .take(limit as usize)
+                .collect();
+            p.decisions = old.len() as u64;
+            for i in old.into_iter().rev() {
+                st.decisions.remove(i);
+            }
+        }
+        if let Some(before) = expired_before {
+            let old: Vec<u64> = st
+                .certs
+                .iter()
+                .filter(|(_, c)| c.row.valid_before < before)
+                .map(|(s, _)| *s)
+                .take(limit as usize)
+                .collect();
+            p.certificates = old.len() as u64;
+            for s in old {
+                st.certs.remove(&s);
+            }
+        }
+        if p != Pruned::default() {
+            st.append_ca(
+                super::retention_event(&p, decided_before, expired_before, now),
+                now,
+            );
+        }
+        Ok(p)
     }
 
     fn shutdown(&self) {}
@@ -541,6 +597,7 @@ impl Store for MemoryStore {
             .filter(|(h, _)| f.host.as_ref().is_none_or(|x| x == *h))
             .flat_map(|(h, v)| v.iter().map(move |r| (h, r)))
             .filter(|(_, r)| f.user.as_ref().is_none_or(|u| &r.columns.1 == u))
+            .filter(|(_, r)| f.kind.as_ref().is_none_or(|k| &r.columns.0 == k))
             .filter(|(_, r)| {
                 f.since
                     .is_none_or(|s| r.columns.2 >= s.min(i64::MAX as u64) as i64)

@@ -12,7 +12,11 @@
 //!   records see them (a revocation sweep after an issuance finds its certificate).
 //! - [`Store::audit_upload`] stores a batch only if it continues the host's chain, else
 //!   records the rejection; both durable before the answer.
+//! - Every commit also appends one `@ca` change record (who, from where, what) in the
+//!   same transaction ([`crate::audit::change_event`]).
 //! - Audit records and revocations are append-only.
+//! - [`Store::prune`] deletes decisions and expired certificates older than asked, in
+//!   bounded batches, each batch with its `@ca` retention record; nothing else.
 //! - [`Store::load`] gives back exactly the committed state.
 //!
 //! Must never: answer before durability, or be read on the issuance or sync hot path (the
@@ -102,12 +106,72 @@ pub fn answered<T>(r: Result<T, WriteError>) -> Pending<T> {
     rx
 }
 
+/// A fresh random epoch (16 random bytes, hex).
+pub fn new_epoch() -> String {
+    let b: [u8; 16] = rand::random();
+    hex::encode(b)
+}
+
+/// Life of the bootstrap admin token `smith-ca init` prints (it is also retired as soon
+/// as a named admin exists).
+pub const BOOTSTRAP_TTL_SECS: u64 = 86400;
+
+/// How long issuance decisions and expired certificates are kept (`None`: forever). The
+/// `@ca` chain keeps every decision's record whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Decisions older than this are deleted.
+    pub decisions_secs: Option<u64>,
+    /// Certificates expired for longer than this are deleted.
+    pub certificates_secs: Option<u64>,
+}
+
+impl Default for Retention {
+    /// 400 days (13 months) for both.
+    fn default() -> Retention {
+        Retention {
+            decisions_secs: Some(400 * 86400),
+            certificates_secs: Some(400 * 86400),
+        }
+    }
+}
+
+/// What one [`Store::prune`] batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub decisions: u64,
+    pub certificates: u64,
+}
+
+/// The `@ca` record of a retention batch.
+pub fn retention_event(
+    p: &Pruned,
+    decided_before: Option<u64>,
+    expired_before: Option<u64>,
+    at: u64,
+) -> String {
+    serde_json::json!({
+        "type": "retention",
+        "at_unix": at,
+        "decisions": p.decisions,
+        "certificates": p.certificates,
+        "decided_before": decided_before,
+        "expired_before": expired_before,
+    })
+    .to_string()
+}
+
 /// What a fresh store is initialized with (`smith-ca init`).
 pub struct InitMeta<'a> {
     pub id_range: IdRange,
     pub user_ca_algorithm: &'a str,
+    /// The bootstrap admin token's hash; it expires `bootstrap_ttl` after `now`.
     pub admin_token_hash: &'a str,
     pub now: u64,
+    /// The new database's epoch (random: see [`crate::model::Model::epoch`]).
+    pub epoch: &'a str,
+    /// The bootstrap token's life (at most [`BOOTSTRAP_TTL_SECS`]).
+    pub bootstrap_ttl: u64,
 }
 
 /// The model's allocation cursors, which a commit persists (copied out so that no model
@@ -339,6 +403,16 @@ pub trait Store: Send + Sync {
     fn audit_upload(&self, host: String, records: Vec<AuditRecord>) -> Pending<AuditOutcome>;
     /// Notes a host's contact; written with the next batch, nobody waits.
     fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>);
+    /// Deletes at most `limit` decisions taken before `decided_before` and at most
+    /// `limit` certificates that expired before `expired_before`, with a `@ca` retention
+    /// record when anything went (blocking).
+    fn prune(
+        &self,
+        decided_before: Option<u64>,
+        expired_before: Option<u64>,
+        limit: u32,
+        now: u64,
+    ) -> Result<Pruned, StoreError>;
     /// Finishes pending writes and stops background work.
     fn shutdown(&self);
 

@@ -135,11 +135,12 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
         }
 
         let since = if force_full { 0 } else { lock_version(&shared) };
+        let epoch = lock_epoch(&shared);
         let wait = if immediate { 0 } else { wait_secs };
         immediate = false;
         debug!(since, wait, "sync request");
         let result = tokio::select! {
-            r = client.sync(&syncclient::sync_query(since, wait, &host)) => r,
+            r = client.sync(&syncclient::sync_query(since, wait, &host, epoch.as_deref())) => r,
             _ = shared.sync_now.notified() => {
                 immediate = true;
                 backoff.reset();
@@ -194,6 +195,14 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
 
 fn lock_version(shared: &Shared) -> u64 {
     shared.store.lock().map(|s| s.version()).unwrap_or(0)
+}
+
+fn lock_epoch(shared: &Shared) -> Option<String> {
+    shared
+        .store
+        .lock()
+        .ok()
+        .and_then(|s| s.epoch().map(str::to_string))
 }
 
 /// Records (and logs once) a refusal of this host by the CA. If `host.crt` on disk is
@@ -310,6 +319,11 @@ async fn apply(shared: &Arc<Shared>, resp: SyncResponse) -> Outcome {
                 users = a.users,
                 "snapshot applied"
             );
+            if let Some(e) = a.epoch_change {
+                if let Ok(mut st) = shared.status.lock() {
+                    st.epoch_change = Some(e);
+                }
+            }
             record(shared, None, version);
             Outcome::Synced
         }
@@ -322,7 +336,7 @@ async fn apply(shared: &Arc<Shared>, resp: SyncResponse) -> Outcome {
             Outcome::Synced
         }
         Ok(Some(Err(ApplyError::NotNewer { ours, .. }))) => Outcome::Failed(format!(
-            "the CA sent version {theirs} ({}) but this host is at {ours}: the CA's version went backwards (restored from a backup?); keeping ours",
+            "the CA sent version {theirs} ({}) of this host's epoch but this host is at {ours}: the CA's version went backwards without a new epoch (a CA older than epochs restored by hand?); keeping ours",
             if full { "full" } else { "delta" }
         )),
         Ok(Some(Err(e))) => Outcome::Failed(e.to_string()),

@@ -710,6 +710,7 @@ async fn sync(
         sudo_gid: PosixId::new(d.sudo_gid as u64).unwrap(),
         user_ca_keys: d.user_ca_keys.clone(),
         krl_base64: d.krl_base64.as_deref().map(std::sync::Arc::from),
+        epoch: None,
     })
     .into_response()
 }

@@ -61,6 +61,8 @@ impl Api {
                 .map(|g| GroupName::new(g))
                 .collect::<Result<_, _>>()?,
             uid: None,
+            reuse_uid: false,
+            oidc_subject: None,
             gecos: None,
             shell: None,
             create_groups: false,

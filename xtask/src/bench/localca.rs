@@ -53,6 +53,8 @@ impl LocalCa {
             .args(["serve", "--data-dir"])
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            // The bench issues thousands of certificates per user.
+            .args(["--issuance-rate", "off"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

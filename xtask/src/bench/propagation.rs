@@ -123,6 +123,7 @@ async fn sync_loop(i: usize, base: String, fp: String, host: Arc<SimHost>, board
             since,
             wait: WAIT_SECS,
             host: Some(host.name.clone()),
+            epoch: None,
         };
         match c.sync(&q).await {
             Ok(None) => continue,

@@ -100,7 +100,7 @@ pub(super) fn list(conn: &Connection, f: &Filter) -> rusqlite::Result<Vec<Entry>
         "SELECT host, seq, kind, user_name, at_unix, received_at, hash, event FROM (
              SELECT * FROM audit_records
              WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR user_name = ?2)
-               AND (?3 IS NULL OR at_unix >= ?3)
+               AND (?3 IS NULL OR at_unix >= ?3) AND (?5 IS NULL OR kind = ?5)
              ORDER BY received_at DESC, host DESC, seq DESC LIMIT ?4)
          ORDER BY host, seq",
     )?;
@@ -109,7 +109,8 @@ pub(super) fn list(conn: &Connection, f: &Filter) -> rusqlite::Result<Vec<Entry>
             f.host,
             f.user,
             f.since.map(|s| s.min(i64::MAX as u64) as i64),
-            f.limit.max(1) as i64
+            f.limit.max(1) as i64,
+            f.kind
         ],
         |r| {
             let event: String = r.get(7)?;

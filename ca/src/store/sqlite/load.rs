@@ -1,7 +1,8 @@
 //! Loading the model from the database.
 
 use crate::model::{
-    CertRef, Grant, Group, Host, IdKind, Model, Restore, Settings, Token, TokenKind, User,
+    CertRef, Disabler, Grant, Group, Host, IdKind, Model, OidcBinding, Restore, Settings, Source,
+    Token, TokenKind, User,
 };
 use crate::store::{Loaded, StoreError};
 use crate::timewin::Window;
@@ -24,6 +25,13 @@ pub(super) fn meta_u64(conn: &Connection, key: &str) -> Result<u64, StoreError> 
 
 fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// How long a token stays in memory (listable) after it expired.
+pub const TOKEN_HISTORY_SECS: u64 = 30 * 86400;
+
+fn parse_source(s: &str) -> Result<Source, StoreError> {
+    Source::parse(s).ok_or_else(|| StoreError::Corrupt(format!("source '{s}'")))
 }
 
 /// Host names stored comma-separated.
@@ -65,10 +73,13 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
             host_certs: Vec::new(),
             revocations: Vec::new(),
             host_revocations: Vec::new(),
+            idp_groups: Vec::new(),
+            epoch: meta_get(c, "epoch")?.unwrap_or_default(),
         };
         let mut liveness = HashMap::new();
 
-        let mut st = c.prepare("SELECT id, kind, name FROM allocated_ids")?;
+        let mut st =
+            c.prepare("SELECT id, kind, name FROM allocated_ids ORDER BY allocated_at, id")?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -86,7 +97,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
         }
 
         let mut st = c.prepare(
-            "SELECT name, gid, created_at, external_id FROM groups
+            "SELECT name, gid, created_at, external_id, source FROM groups
              WHERE deleted_at IS NULL ORDER BY name",
         )?;
         let rows = st.query_map([], |r| {
@@ -95,21 +106,24 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })?;
         for row in rows {
-            let (name, gid, created_at, external_id) = row?;
+            let (name, gid, created_at, external_id, source) = row?;
             m.groups.push(Group {
                 name: GroupName::new(&name).map_err(corrupt("group name"))?,
                 gid: PosixId::new(gid as u64).map_err(corrupt("gid"))?,
                 members: Default::default(),
                 created_at: created_at as u64,
                 external_id,
+                source: parse_source(&source)?,
             });
         }
 
         let mut st = c.prepare(
-            "SELECT name, uid, disabled, gecos, shell, created_at, external_id, oidc_subject
+            "SELECT name, uid, disabled, gecos, shell, created_at, external_id, oidc_subject,
+                    oidc_issuer, source, disabled_by
              FROM users WHERE deleted_at IS NULL ORDER BY name",
         )?;
         let rows = st.query_map([], |r| {
@@ -125,12 +139,25 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 (
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, Option<String>>(10)?,
                 ),
             ))
         })?;
         for row in rows {
-            let ((name, uid, disabled, gecos, shell, created_at), (external_id, oidc_subject)) =
-                row?;
+            let (
+                (name, uid, disabled, gecos, shell, created_at),
+                (external_id, oidc_subject, oidc_issuer, source, disabled_by),
+            ) = row?;
+            let disabled = match (disabled, disabled_by) {
+                (false, _) => None,
+                (true, None) => Some(Disabler::Admin),
+                (true, Some(by)) => Some(
+                    Disabler::parse(&by)
+                        .ok_or_else(|| StoreError::Corrupt(format!("disabled_by '{by}'")))?,
+                ),
+            };
             m.users.push(User {
                 name: UserName::new(&name).map_err(corrupt("user name"))?,
                 uid: PosixId::new(uid as u64).map_err(corrupt("uid"))?,
@@ -140,18 +167,37 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 created_at: created_at as u64,
                 groups: Default::default(),
                 external_id,
-                oidc_subject,
+                oidc: oidc_subject.map(|subject| OidcBinding {
+                    issuer: oidc_issuer,
+                    subject,
+                }),
+                source: parse_source(&source)?,
             });
         }
 
-        let mut st = c.prepare("SELECT group_name, user_name FROM memberships")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut st = c.prepare("SELECT group_name, user_name, source FROM memberships")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
         for row in rows {
-            let (g, u) = row?;
+            let (g, u, source) = row?;
             m.memberships.push((
                 GroupName::new(&g).map_err(corrupt("group name"))?,
                 UserName::new(&u).map_err(corrupt("user name"))?,
+                parse_source(&source)?,
             ));
+        }
+
+        let mut st = c.prepare("SELECT idp_group, group_name FROM idp_groups")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (idp, g) = row?;
+            m.idp_groups
+                .push((idp, GroupName::new(&g).map_err(corrupt("group name"))?));
         }
 
         let mut st = c.prepare(
@@ -202,10 +248,12 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
 
         let mut st = c.prepare(
             "SELECT hash, kind, subject, tags, created_at, expires_at, used_at, ssh_names, names,
-                    max_uses, uses
-             FROM tokens",
+                    max_uses, uses, created_by, revoked_at
+             FROM tokens WHERE expires_at > ?1",
         )?;
-        let rows = st.query_map([], |r| {
+        // Tokens dead for more than TOKEN_HISTORY_SECS stay in the table, not in memory.
+        let horizon = now.saturating_sub(TOKEN_HISTORY_SECS).min(i64::MAX as u64) as i64;
+        let rows = st.query_map([horizon], |r| {
             Ok((
                 (
                     r.get::<_, String>(0)?,
@@ -215,7 +263,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 ),
                 (
                     r.get::<_, i64>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(5)?,
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, String>(7)?,
                 ),
@@ -224,6 +272,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                     r.get::<_, i64>(9)?,
                     r.get::<_, i64>(10)?,
                 ),
+                (r.get::<_, String>(11)?, r.get::<_, Option<i64>>(12)?),
             ))
         })?;
         for row in rows {
@@ -231,6 +280,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 (hash, kind, subject, tags),
                 (created, expires, used, ssh_names),
                 (names, max_uses, uses),
+                (created_by, revoked),
             ) = row?;
             // Tokens of schema 5-7 listed extra SSH names only: they count as exact names.
             let mut patterns: Vec<HostPattern> = names
@@ -258,11 +308,13 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                     subject,
                     tags,
                     created_at: created as u64,
-                    expires_at: expires.map(|v| v as u64),
+                    expires_at: expires.max(0) as u64,
                     used_at: used.map(|v| v as u64),
                     names: patterns,
                     max_uses: max_uses.clamp(0, u32::MAX as i64) as u32,
                     uses: uses.clamp(0, u32::MAX as i64) as u32,
+                    created_by,
+                    revoked_at: revoked.map(|v| v.max(0) as u64),
                 },
             ));
         }

@@ -6,6 +6,7 @@
 //! path (the model serves those), or hold secrets other than token hashes.
 
 mod audit;
+pub mod backup;
 mod certs;
 mod load;
 mod persist;
@@ -15,7 +16,7 @@ mod writer;
 use crate::audit::{AuditOutcome, Entry, Filter, RejectionInfo, VerifyReport};
 use crate::store::{
     CertQuery, Commit, HostCertQuery, HostCertSelector, HostPlan, InitMeta, Loaded, OobInputs,
-    Pending, Plan, Record, Selector, Store, StoreError,
+    Pending, Plan, Pruned, Record, Selector, Store, StoreError,
 };
 use rusqlite::{params, Connection};
 use smith_api::chain::AuditRecord;
@@ -83,6 +84,7 @@ impl Store for SqliteStore {
             ("id_range_end", m.id_range.end.to_string()),
             ("user_ca_algorithm", m.user_ca_algorithm.to_string()),
             ("created_at", m.now.to_string()),
+            ("epoch", m.epoch.to_string()),
         ] {
             persist::meta_set(&tx, k, &v)?;
         }
@@ -91,8 +93,15 @@ impl Store for SqliteStore {
             params![sudo_gid, smith_proto::names::SUDO_GROUP, m.now],
         )?;
         tx.execute(
-            "INSERT INTO tokens (hash, kind, subject, created_at) VALUES (?1, 'admin', 'admin', ?2)",
-            params![m.admin_token_hash, m.now],
+            "INSERT INTO tokens (hash, kind, subject, created_at, expires_at, created_by)
+             VALUES (?1, 'bootstrap', 'bootstrap', ?2, ?3, 'smith-ca init')",
+            params![
+                m.admin_token_hash,
+                m.now as i64,
+                m.now
+                    .saturating_add(m.bootstrap_ttl.min(crate::store::BOOTSTRAP_TTL_SECS))
+                    as i64
+            ],
         )?;
         tx.commit()?;
         Ok(())
@@ -120,6 +129,17 @@ impl Store for SqliteStore {
 
     fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>) {
         self.writer.host_seen(host_id, at, synced_version)
+    }
+
+    fn prune(
+        &self,
+        decided_before: Option<u64>,
+        expired_before: Option<u64>,
+        limit: u32,
+        now: u64,
+    ) -> Result<Pruned, StoreError> {
+        self.writer
+            .prune(decided_before, expired_before, limit, now)
     }
 
     fn shutdown(&self) {
@@ -224,6 +244,8 @@ mod tests {
             user_ca_algorithm: "ed25519",
             admin_token_hash: "h",
             now: 1,
+            epoch: "e",
+            bootstrap_ttl: crate::store::BOOTSTRAP_TTL_SECS,
         })
         .unwrap();
         let p = s.record(Record {
@@ -271,7 +293,7 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(origin, "admin admin");
+        assert_eq!(origin, "admin bootstrap");
         // The audit and revocation tables refuse UPDATE and DELETE to everyone.
         let c = again.conn();
         assert!(c.execute("DELETE FROM audit_records", []).is_err());

@@ -78,23 +78,30 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             // A deleted user's row is reused when the name comes back (same uid).
             let n = tx.execute(
                 "INSERT INTO users (name, uid, disabled, gecos, shell, created_at, external_id,
-                                    oidc_subject)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                                    oidc_subject, oidc_issuer, source, disabled_by,
+                                    disabled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                         CASE WHEN ?3 THEN ?6 END)
                  ON CONFLICT(name) DO UPDATE SET uid = excluded.uid,
                      disabled = excluded.disabled, gecos = excluded.gecos,
                      shell = excluded.shell, created_at = excluded.created_at,
                      external_id = excluded.external_id, oidc_subject = excluded.oidc_subject,
-                     disabled_at = NULL, deleted_at = NULL
+                     oidc_issuer = excluded.oidc_issuer, source = excluded.source,
+                     disabled_by = excluded.disabled_by, disabled_at = excluded.disabled_at,
+                     deleted_at = NULL
                  WHERE users.deleted_at IS NOT NULL",
                 params![
                     u.name.as_str(),
                     u.uid.get(),
-                    u.disabled,
+                    u.is_disabled(),
                     u.gecos,
                     u.shell,
                     u.created_at as i64,
                     u.external_id,
-                    u.oidc_subject
+                    u.oidc.as_ref().map(|b| b.subject.as_str()),
+                    u.oidc.as_ref().map(|b| b.issuer.as_str()).unwrap_or(""),
+                    u.source.as_str(),
+                    u.disabled.map(|d| d.as_str()),
                 ],
             )?;
             if n != 1 {
@@ -105,20 +112,23 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             }
             for g in &u.groups {
                 tx.execute(
-                    "INSERT INTO memberships (group_name, user_name, added_at) VALUES (?1, ?2, ?3)",
-                    params![g.as_str(), u.name.as_str(), now as i64],
+                    "INSERT INTO memberships (group_name, user_name, added_at, source)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![g.as_str(), u.name.as_str(), now as i64, u.source.as_str()],
                 )?;
             }
         }
-        Change::DisableUser { name, at } => {
+        Change::DisableUser { name, at, by } => {
             tx.execute(
-                "UPDATE users SET disabled = 1, disabled_at = ?2 WHERE name = ?1",
-                params![name.as_str(), *at as i64],
+                "UPDATE users SET disabled = 1, disabled_at = COALESCE(disabled_at, ?2),
+                     disabled_by = ?3 WHERE name = ?1",
+                params![name.as_str(), *at as i64, by.as_str()],
             )?;
         }
         Change::EnableUser { name } => {
             tx.execute(
-                "UPDATE users SET disabled = 0, disabled_at = NULL WHERE name = ?1",
+                "UPDATE users SET disabled = 0, disabled_at = NULL, disabled_by = NULL
+                 WHERE name = ?1",
                 params![name.as_str()],
             )?;
         }
@@ -126,11 +136,18 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             name,
             gecos,
             external_id,
-            oidc_subject,
+            oidc,
         } => {
             tx.execute(
-                "UPDATE users SET gecos = ?2, external_id = ?3, oidc_subject = ?4 WHERE name = ?1",
-                params![name.as_str(), gecos, external_id, oidc_subject],
+                "UPDATE users SET gecos = ?2, external_id = ?3, oidc_subject = ?4, oidc_issuer = ?5
+                 WHERE name = ?1",
+                params![
+                    name.as_str(),
+                    gecos,
+                    external_id,
+                    oidc.as_ref().map(|b| b.subject.as_str()),
+                    oidc.as_ref().map(|b| b.issuer.as_str()).unwrap_or("")
+                ],
             )?;
         }
         Change::DeleteUser { name, at } => {
@@ -163,20 +180,57 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                 "UPDATE groups SET deleted_at = ?2 WHERE name = ?1",
                 params![name.as_str(), *at as i64],
             )?;
+            tx.execute(
+                "DELETE FROM idp_groups WHERE group_name = ?1",
+                params![name.as_str()],
+            )?;
+        }
+        Change::SetGroupSource { name, source } => {
+            tx.execute(
+                "UPDATE groups SET source = ?2 WHERE name = ?1",
+                params![name.as_str(), source.as_str()],
+            )?;
+        }
+        Change::MapGroup {
+            idp_group,
+            group,
+            at,
+        } => {
+            tx.execute(
+                "INSERT INTO idp_groups (idp_group, group_name, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![idp_group, group.as_str(), *at as i64],
+            )?;
+        }
+        Change::UnmapGroup { idp_group, group } => {
+            tx.execute(
+                "DELETE FROM idp_groups WHERE idp_group = ?1 AND group_name = ?2",
+                params![idp_group, group.as_str()],
+            )?;
+        }
+        Change::RevokeTokens { hashes, at } => {
+            for h in hashes {
+                tx.execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+                    params![h, *at as i64],
+                )?;
+            }
         }
         Change::AddGroup(g) => {
             allocate(tx, g.gid.get(), IdKind::Group, g.name.as_str(), now)?;
             let n = tx.execute(
-                "INSERT INTO groups (name, gid, created_at, external_id) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO groups (name, gid, created_at, external_id, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(name) DO UPDATE SET gid = excluded.gid,
                      created_at = excluded.created_at, external_id = excluded.external_id,
-                     deleted_at = NULL
+                     source = excluded.source, deleted_at = NULL
                  WHERE groups.deleted_at IS NOT NULL",
                 params![
                     g.name.as_str(),
                     g.gid.get(),
                     g.created_at as i64,
-                    g.external_id
+                    g.external_id,
+                    g.source.as_str()
                 ],
             )?;
             if n != 1 {
@@ -186,11 +240,17 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                 )));
             }
         }
-        Change::AddMember { group, user, at } => {
+        Change::AddMember {
+            group,
+            user,
+            at,
+            source,
+        } => {
             tx.execute(
-                "INSERT INTO memberships (group_name, user_name, added_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-                params![group.as_str(), user.as_str(), *at as i64],
+                "INSERT INTO memberships (group_name, user_name, added_at, source)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(group_name, user_name) DO UPDATE SET source = excluded.source",
+                params![group.as_str(), user.as_str(), *at as i64, source.as_str()],
             )?;
         }
         Change::RemoveMember { group, user } => {
@@ -301,6 +361,9 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
         }
         // Recorded in the CA's audit chain only (the writer appends it).
         Change::Alert(_) => {}
+        Change::SetEpoch { epoch } => {
+            meta_set(tx, "epoch", epoch)?;
+        }
     }
     Ok(())
 }
@@ -308,15 +371,15 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
 fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO tokens (hash, kind, subject, tags, created_at, expires_at, used_at,
-                             names, max_uses, uses)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                             names, max_uses, uses, created_by, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             hash,
             t.kind.as_str(),
             t.subject,
             t.tags.as_ref().map(|t| t.to_string()),
             t.created_at as i64,
-            t.expires_at.map(|v| v as i64),
+            t.expires_at.min(i64::MAX as u64) as i64,
             t.used_at.map(|v| v as i64),
             t.names
                 .iter()
@@ -324,7 +387,9 @@ fn insert_token(tx: &Transaction<'_>, hash: &str, t: &Token) -> Result<(), Store
                 .collect::<Vec<_>>()
                 .join(","),
             t.max_uses,
-            t.uses
+            t.uses,
+            t.created_by,
+            t.revoked_at.map(|v| v as i64)
         ],
     )?;
     Ok(())

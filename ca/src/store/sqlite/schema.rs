@@ -281,6 +281,74 @@ BEGIN SELECT RAISE(ABORT, 'host_cert_revocations is append-only'); END;
 CREATE TRIGGER host_cert_revocations_no_delete BEFORE DELETE ON host_cert_revocations
 BEGIN SELECT RAISE(ABORT, 'host_cert_revocations is append-only'); END;
 "#,
+    // 9: people and credentials (issue 13).
+    // - Who created users, groups and memberships (SCIM changes only its own), who
+    //   disabled a user (an admin's disable is sticky), the IdP issuer of a user's binding.
+    //   Existing rows: SCIM's are those with an externalId; a disabled user was disabled
+    //   by the admin.
+    // - IdP group mappings (IdP group id → CA group).
+    // - A name may hold several ids over time (a recycled login name gets a new uid):
+    //   allocated_ids loses UNIQUE(kind, name).
+    // - Tokens: a `bootstrap` kind, every token expires (the bootstrap token a day after
+    //   this migration at the latest), who minted it, revocation time.
+    // - The CA's epoch: random, new at every init and restore.
+    r#"
+ALTER TABLE users ADD COLUMN source TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE users ADD COLUMN disabled_by TEXT;
+ALTER TABLE users ADD COLUMN oidc_issuer TEXT NOT NULL DEFAULT '';
+UPDATE users SET source = 'scim' WHERE external_id IS NOT NULL;
+UPDATE users SET disabled_by = 'admin' WHERE disabled = 1;
+ALTER TABLE groups ADD COLUMN source TEXT NOT NULL DEFAULT 'admin';
+UPDATE groups SET source = 'scim' WHERE external_id IS NOT NULL;
+ALTER TABLE memberships ADD COLUMN source TEXT NOT NULL DEFAULT 'admin';
+CREATE TABLE idp_groups (
+    idp_group TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (idp_group, group_name)
+);
+CREATE TABLE allocated_ids_v9 (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+    name TEXT NOT NULL,
+    allocated_at INTEGER NOT NULL
+);
+INSERT INTO allocated_ids_v9 (id, kind, name, allocated_at)
+    SELECT id, kind, name, allocated_at FROM allocated_ids;
+DROP TABLE allocated_ids;
+ALTER TABLE allocated_ids_v9 RENAME TO allocated_ids;
+CREATE INDEX allocated_ids_name ON allocated_ids(kind, name);
+CREATE TABLE tokens_v9 (
+    hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('bootstrap', 'admin', 'user', 'enroll', 'scim')),
+    subject TEXT NOT NULL,
+    tags TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    ssh_names TEXT NOT NULL DEFAULT '',
+    created_by TEXT NOT NULL DEFAULT '',
+    revoked_at INTEGER,
+    names TEXT NOT NULL DEFAULT '',
+    max_uses INTEGER NOT NULL DEFAULT 1,
+    uses INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO tokens_v9 (hash, kind, subject, tags, created_at, expires_at, used_at, ssh_names,
+                       created_by, names, max_uses, uses)
+    SELECT hash,
+           CASE WHEN kind = 'admin' THEN 'bootstrap' ELSE kind END,
+           CASE WHEN kind = 'admin' THEN 'bootstrap' ELSE subject END,
+           tags, created_at,
+           CASE WHEN kind = 'admin' OR expires_at IS NULL
+                THEN MIN(COALESCE(expires_at, 9223372036854775807),
+                         CAST(strftime('%s', 'now') AS INTEGER) + 86400)
+                ELSE expires_at END,
+           used_at, ssh_names, 'before migration 9', names, max_uses, uses
+    FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v9 RENAME TO tokens;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', lower(hex(randomblob(16))));
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -10,8 +10,9 @@
 //! sink the others. Host "last seen" updates ride along without anyone waiting for them.
 //!
 //! Also keeps the persisted serial high-water mark, so serials never repeat across
-//! restarts, and the CA's own audit chain (`@ca`): each decision and each revocation
-//! gets its chain record in the same transaction (hashing only, no extra fsync). Model
+//! restarts, and the CA's own audit chain (`@ca`): each decision, each revocation and
+//! each committed change (who, from where, what) gets its chain record in the same
+//! transaction (hashing only, no extra fsync). Model
 //! commits are written here too, after the records queued with them, so that one thread
 //! orders every write.
 //!
@@ -21,7 +22,7 @@
 use super::audit;
 use super::schema::open_connection;
 use crate::audit::{check_batch, AuditOutcome, CA_CHAIN};
-use crate::store::{Commit, Pending, Record, StoreError, WriteError};
+use crate::store::{Commit, Pending, Pruned, Record, StoreError, WriteError};
 use rusqlite::{params, Connection};
 use smith_api::chain::{self, AuditRecord};
 use std::collections::HashMap;
@@ -54,6 +55,13 @@ enum Job {
     Commit {
         commit: Box<Commit>,
         done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Prune {
+        decided_before: Option<u64>,
+        expired_before: Option<u64>,
+        limit: u32,
+        now: u64,
+        done: oneshot::Sender<Result<Pruned, StoreError>>,
     },
 }
 
@@ -130,6 +138,26 @@ impl Writer {
             .map_err(|_| StoreError::Write(WriteError::ShuttingDown))?
     }
 
+    /// Deletes one batch of old decisions and expired certificates (blocking).
+    pub fn prune(
+        &self,
+        decided_before: Option<u64>,
+        expired_before: Option<u64>,
+        limit: u32,
+        now: u64,
+    ) -> Result<Pruned, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Job::Prune {
+            decided_before,
+            expired_before,
+            limit,
+            now,
+            done,
+        })?;
+        wait.blocking_recv()
+            .map_err(|_| StoreError::Write(WriteError::ShuttingDown))?
+    }
+
     /// Notes that a host synced; written with the next batch, nobody waits.
     pub fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>) {
         if let Err(e) = self.send(Job::HostSeen {
@@ -176,11 +204,19 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
         let mut records = Vec::new();
         let mut uploads = Vec::new();
         let mut commits = Vec::new();
+        let mut prunes = Vec::new();
         let mut seen: HashMap<u64, (u64, Option<u64>)> = HashMap::new();
         for job in batch {
             match job {
                 Job::Record { rec, done } => records.push((rec, done)),
                 Job::Commit { commit, done } => commits.push((commit, done)),
+                Job::Prune {
+                    decided_before,
+                    expired_before,
+                    limit,
+                    now,
+                    done,
+                } => prunes.push(((decided_before, expired_before, limit, now), done)),
                 Job::Audit {
                     host,
                     records,
@@ -212,10 +248,62 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
             }
             let _ = done.send(r);
         }
+        for ((decided, expired, limit, now), done) in prunes {
+            let r = write_prune(&mut conn, decided, expired, limit, now, &mut ca_head);
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "could not prune old decisions and certificates");
+            }
+            let _ = done.send(r);
+        }
     }
 }
 
-/// Model changes and the `@ca` records of their revocations, in one transaction.
+/// One retention batch and its `@ca` record, in one transaction.
+fn write_prune(
+    conn: &mut Connection,
+    decided_before: Option<u64>,
+    expired_before: Option<u64>,
+    limit: u32,
+    now: u64,
+    ca_head: &mut (u64, [u8; 32]),
+) -> Result<Pruned, StoreError> {
+    if ca_head.0 == u64::MAX {
+        *ca_head = audit::head(conn, CA_CHAIN)?;
+    }
+    let tx = conn.transaction()?;
+    let clamp = |t: u64| t.min(i64::MAX as u64) as i64;
+    let mut p = Pruned::default();
+    if let Some(before) = decided_before {
+        p.decisions = tx.execute(
+            "DELETE FROM decisions WHERE id IN (
+                 SELECT id FROM decisions WHERE at < ?1 ORDER BY id LIMIT ?2)",
+            params![clamp(before), limit],
+        )? as u64;
+    }
+    if let Some(before) = expired_before {
+        p.certificates = tx.execute(
+            "DELETE FROM certificates WHERE serial IN (
+                 SELECT serial FROM certificates WHERE valid_before < ?1 LIMIT ?2)",
+            params![clamp(before), limit],
+        )? as u64;
+    }
+    let mut head = *ca_head;
+    if p != Pruned::default() {
+        let event = crate::store::retention_event(&p, decided_before, expired_before, now);
+        let rec = chain::next_record(CA_CHAIN, head.0, &head.1, event);
+        audit::insert(&tx, CA_CHAIN, &rec, now)?;
+        head = (
+            rec.seq,
+            chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
+        );
+    }
+    tx.commit()?;
+    *ca_head = head;
+    Ok(p)
+}
+
+/// Model changes, the `@ca` records of their revocations and the change's own `@ca`
+/// record, in one transaction.
 fn write_commit(
     conn: &mut Connection,
     c: &Commit,
@@ -235,6 +323,13 @@ fn write_commit(
             chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
         );
     }
+    // Who changed what, from where: in the chain with the change itself.
+    let rec = chain::next_record(CA_CHAIN, head.0, &head.1, crate::audit::change_event(c));
+    audit::insert(&tx, CA_CHAIN, &rec, c.now)?;
+    head = (
+        rec.seq,
+        chain::parse_hash(&rec.hash).unwrap_or(chain::GENESIS),
+    );
     tx.commit()?;
     *ca_head = head;
     Ok(())

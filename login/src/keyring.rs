@@ -1,7 +1,9 @@
-//! Where `smith login` keeps the ID token: the Linux kernel keyring, never a file.
+//! Where `smith login` keeps the ID token, and `smith-ca admin login` the named admin's
+//! session token: the Linux kernel keyring, never a file.
 //!
 //! One `user`-type key per (profile, CA URL) in the caller's user keyring (`@u`), with the
-//! description `smith:<profile>:<ca url>`, permissions possessor+user only (view, read,
+//! description `smith:<profile>:<ca url>` (an admin session:
+//! `smith-ca-admin:<ca url>`), permissions possessor+user only (view, read,
 //! write, search, setattr; nothing for group or others) and a kernel timeout equal to the
 //! token's remaining lifetime, so the kernel itself forgets it at expiry. The payload is a
 //! small JSON document: the ID token, the nonce of its sign-in, and what `smith` shows.
@@ -51,6 +53,11 @@ pub fn description(profile: &str, ca_url: &str) -> String {
     format!("smith:{profile}:{}", ca_url.trim_end_matches('/'))
 }
 
+/// The description of a named admin's session for the CA at `ca_url`.
+pub fn admin_description(ca_url: &str) -> String {
+    format!("smith-ca-admin:{}", ca_url.trim_end_matches('/'))
+}
+
 fn user_ring() -> anyhow::Result<KeyRing> {
     KeyRing::from_special_id(KeyRingIdentifier::User, true).map_err(|e| {
         anyhow!(
@@ -66,10 +73,21 @@ pub fn store(profile: &str, ca_url: &str, s: &Stored, now: u64) -> anyhow::Resul
     if lifetime == 0 {
         anyhow::bail!("the provider's ID token is already expired; check this machine's clock");
     }
+    store_entry(
+        &description(profile, ca_url),
+        &serde_json::to_vec(s)?,
+        lifetime,
+    )
+}
+
+/// Stores `payload` under `desc` for `lifetime` seconds (owner-only, replaced if there).
+pub fn store_entry(desc: &str, payload: &[u8], lifetime: u64) -> anyhow::Result<()> {
+    if lifetime == 0 {
+        anyhow::bail!("nothing to keep: it is already expired; check this machine's clock");
+    }
     let ring = user_ring()?;
-    let payload = serde_json::to_vec(s)?;
     let key = ring
-        .add_key(&description(profile, ca_url), &payload)
+        .add_key(desc, payload)
         .map_err(|e| anyhow!("cannot store the sign-in in the kernel keyring: {e:?}"))?;
     let perms = KeyPermissionsBuilder::builder()
         .posessor(Permission::ALL)
@@ -95,11 +113,21 @@ pub fn store(profile: &str, ca_url: &str, s: &Stored, now: u64) -> anyhow::Resul
 
 /// The stored sign-in, if any (an expired one is gone: the kernel dropped it).
 pub fn load(profile: &str, ca_url: &str) -> anyhow::Result<Option<Stored>> {
+    let Some(data) = load_entry(&description(profile, ca_url))? else {
+        return Ok(None);
+    };
+    let s: Stored = serde_json::from_slice(&data)
+        .context("the kernel keyring entry is not a smith sign-in; run `smith logout`")?;
+    Ok(Some(s))
+}
+
+/// The payload stored under `desc`, if any.
+pub fn load_entry(desc: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let ring = match user_ring() {
         Ok(r) => r,
         Err(_) => return Ok(None),
     };
-    let key = match ring.search(&description(profile, ca_url)) {
+    let key = match ring.search(desc) {
         Ok(k) => k,
         Err(KeyError::KeyDoesNotExist | KeyError::KeyExpired | KeyError::KeyRevoked) => {
             return Ok(None)
@@ -113,15 +141,18 @@ pub fn load(profile: &str, ca_url: &str) -> anyhow::Result<Option<Stored>> {
         }
         Err(e) => return Err(anyhow!("cannot read the kernel keyring entry: {e:?}")),
     };
-    let s: Stored = serde_json::from_slice(&data)
-        .context("the kernel keyring entry is not a smith sign-in; run `smith logout`")?;
-    Ok(Some(s))
+    Ok(Some(data))
 }
 
 /// Removes the sign-in; whether there was one.
 pub fn remove(profile: &str, ca_url: &str) -> anyhow::Result<bool> {
+    remove_entry(&description(profile, ca_url))
+}
+
+/// Removes the entry `desc`; whether there was one.
+pub fn remove_entry(desc: &str) -> anyhow::Result<bool> {
     let ring = user_ring()?;
-    match ring.search(&description(profile, ca_url)) {
+    match ring.search(desc) {
         Ok(k) => {
             k.invalidate()
                 .map_err(|e| anyhow!("cannot remove the keyring entry: {e:?}"))?;

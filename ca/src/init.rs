@@ -277,7 +277,9 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             "  smith-ca serve --data-dir {} --listen {listen}",
             out.data_dir
         );
-        println!("  # in the admin's shell (an environment variable, never a command-line argument):");
+        println!(
+            "  # in the admin's shell (an environment variable, never a command-line argument):"
+        );
         println!(
             "  export SMITH_CA_URL={url} SMITH_CA_FINGERPRINT={} SMITH_TOKEN={}",
             out.root_fingerprint, out.admin_token

@@ -30,6 +30,7 @@ mod ratelimit;
 mod revocation;
 mod tokens;
 
+pub use crate::store::Retention;
 pub use crate::store::{CertQuery, Selector};
 pub use audit::ChangeFilter;
 pub use directory::{gecos_from, MemberOp, NewGroup, NewUser, UserUpdate};
@@ -40,7 +41,6 @@ pub use identity::{bound_user, plan_sign_in};
 pub use issuance::{Caller, IssueError, IssueInput, Issued};
 pub use ratelimit::RateLimit;
 pub use revocation::RevokeOutcome;
-pub use crate::store::Retention;
 pub use tokens::{check_admin_name, Minted, TokenInfo};
 
 use crate::auth::{AuthError, Authenticated, Authenticator, TokenAuthenticator};

@@ -841,7 +841,8 @@ pub struct Client {
 }
 
 impl Client {
-    fn base(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    /// A command in the client's environment (its HOME, agent and CA settings), in the LAN.
+    pub fn base(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.lan_ns])
             .arg(program)

@@ -17,9 +17,11 @@ use std::time::Duration;
 
 fn cert(c: &Client) -> Result<()> {
     c.run(&["ssh-add", "-D"])?;
-    c.smith(&["cert", "--scope", "env=dev", "--ttl", "1h", "--reason", "e2e"])?
-        .ok()
-        .with_context(|| format!("smith cert for {}", c.who))?;
+    c.smith(&[
+        "cert", "--scope", "env=dev", "--ttl", "1h", "--reason", "e2e",
+    ])?
+    .ok()
+    .with_context(|| format!("smith cert for {}", c.who))?;
     Ok(())
 }
 
@@ -51,8 +53,16 @@ fn a_restored_ca_is_obeyed_by_hosts_that_saw_more_and_ends_no_session() -> Resul
         vec!["user", "add", "alice", "--groups", "dev"],
         vec!["user", "add", "bob", "--groups", "dev"],
         vec![
-            "grant", "add", "--group", "dev", "--tags", "env=dev", "--level", "ssh",
-            "--max-ttl", "8h",
+            "grant",
+            "add",
+            "--group",
+            "dev",
+            "--tags",
+            "env=dev",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "8h",
         ],
     ] {
         fleet.admin_ok(&args)?;
@@ -63,9 +73,11 @@ fn a_restored_ca_is_obeyed_by_hosts_that_saw_more_and_ends_no_session() -> Resul
     cert(&alice)?;
     cert(&bob)?;
     let db = fleet.host("db-1");
-    wait_for("alice and bob log in to db-1", Duration::from_secs(30), || {
-        Ok((logs_in(&alice, db)? && logs_in(&bob, db)?).then_some(()))
-    })?;
+    wait_for(
+        "alice and bob log in to db-1",
+        Duration::from_secs(30),
+        || Ok((logs_in(&alice, db)? && logs_in(&bob, db)?).then_some(())),
+    )?;
 
     // A backup while the CA serves; then more changes: the host sees higher versions.
     let data_dir = fleet.ca().data_dir.clone();
@@ -86,10 +98,14 @@ fn a_restored_ca_is_obeyed_by_hosts_that_saw_more_and_ends_no_session() -> Resul
     for i in 0..5 {
         fleet.admin_ok(&["group", "add", &format!("later{i}")])?;
     }
-    let seen = wait_for("db-1 to sync the later changes", Duration::from_secs(30), || {
-        let v = snapshot_version(db)?;
-        Ok((v >= backed_up + 5).then_some(v))
-    })?;
+    let seen = wait_for(
+        "db-1 to sync the later changes",
+        Duration::from_secs(30),
+        || {
+            let v = snapshot_version(db)?;
+            Ok((v >= backed_up + 5).then_some(v))
+        },
+    )?;
 
     // alice is logged in and stays so through everything below.
     let mut session = alice.base("ssh");
@@ -111,7 +127,10 @@ fn a_restored_ca_is_obeyed_by_hosts_that_saw_more_and_ends_no_session() -> Resul
         .stderr(Stdio::null());
     let mut session = session.spawn().context("alice's session")?;
     wait_for("alice's session on db-1", Duration::from_secs(20), || {
-        Ok(db.exec(&["pgrep", "-u", "alice", "-x", "sleep"])?.success().then_some(()))
+        Ok(db
+            .exec(&["pgrep", "-u", "alice", "-x", "sleep"])?
+            .success()
+            .then_some(()))
     })?;
 
     // The older backup comes back (CA stopped), and the CA serves it.

@@ -376,8 +376,9 @@ pub enum GroupCmd {
     },
     /// Let members of an IdP group into GROUP when they sign in. IDP_GROUP_ID is the
     /// group as the ID token's groups claim carries it: Entra ID sends Object IDs
-    /// (GUIDs), Okta names or ids as its groups claim is set up. A group named like a CA
-    /// group grants nothing without a mapping.
+    /// (GUIDs), Okta names or ids as its groups claim is set up; Google Workspace puts
+    /// no groups in ID tokens (manage those memberships here or through SCIM). A group
+    /// named like a CA group grants nothing without a mapping.
     Map {
         #[arg(value_parser = GroupName::new)]
         group: GroupName,

@@ -3,6 +3,8 @@
 //!   `ca/src/authority/`, `ca/src/store/` and the model itself;
 //! - the CA's adapters (`server/`, `scim/`, `oidc/`) reach the store only through the
 //!   authority (they import no `store` internals: no SQLite, no writer);
+//! - clients (smith, smith-host and hostd, the modules, `smith-ca admin`, xtask) decide on
+//!   the typed `ErrorCode`, never on an error's wire string or message;
 //!
 //! Test code (from a file's `#[cfg(test)]` on, where each file keeps its tests) is not
 //! checked: tests may build changes to set up a model.
@@ -114,6 +116,64 @@ fn adapters_reach_the_store_only_through_the_authority() {
     assert!(
         bad.is_empty(),
         "an adapter imports the store's internals:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Clients decide on the CA's typed `ErrorCode` (smith-api), never on its wire string or
+/// on the text of a message: a reworded message or a new code must not change what a
+/// client does.
+#[test]
+fn clients_never_match_error_strings_or_messages() {
+    let r = root();
+    let mut files = Vec::new();
+    for dir in [
+        "cli/src",
+        "hostd/src",
+        "login/src",
+        "xtask/src",
+        "pam_smith/src",
+        "nss_smith/src",
+    ] {
+        files.extend(sources(&r.join(dir)));
+    }
+    for f in [
+        "ca/src/admin_cli.rs",
+        "ca/src/admin_people.rs",
+        "ca/src/audit/cli.rs",
+    ] {
+        files.extend(
+            sources(&r.join(f).parent().unwrap().to_path_buf())
+                .into_iter()
+                .filter(|(p, _)| p.ends_with(f)),
+        );
+    }
+    let mut bad = Vec::new();
+    for (p, code) in &files {
+        bad.extend(hits(
+            p,
+            code,
+            &[
+                // A wire code compared as text.
+                "code() == Some(\"",
+                "code == \"",
+                "wire_code ==",
+                "wire_code.as_str() ==",
+                ".code.as_str() ==",
+                // An error recognised by its message.
+                "to_string().contains(",
+                "to_string().starts_with(",
+                "message.contains(",
+                "message.starts_with(",
+                "error_chain(&e).contains(",
+            ],
+        ));
+    }
+    assert!(!files.is_empty());
+    assert!(
+        bad.is_empty(),
+        "client code matches an error's wire string or message (use smith_api::ErrorCode, \
+         ClientError::code or tls_error):\n{}",
         bad.join("\n")
     );
 }

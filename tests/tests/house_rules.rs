@@ -143,7 +143,7 @@ fn clients_never_match_error_strings_or_messages() {
         "ca/src/audit/cli.rs",
     ] {
         files.extend(
-            sources(&r.join(f).parent().unwrap().to_path_buf())
+            sources(r.join(f).parent().unwrap())
                 .into_iter()
                 .filter(|(p, _)| p.ends_with(f)),
         );

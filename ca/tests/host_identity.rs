@@ -51,19 +51,6 @@ fn call(
     (s, r.json().unwrap_or(Value::Null))
 }
 
-fn host_key(dir: &Path, name: &str) -> String {
-    let k = dir.join(name);
-    assert!(run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&k))
-    .status
-    .success());
-    std::fs::read_to_string(k.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn token(ca: &TestCa, tags: &str, extra: &[&str]) -> String {
     let mut a = vec!["host", "token", "--tags", tags, "--ttl", "1h"];
     a.extend_from_slice(extra);
@@ -391,4 +378,8 @@ fn an_admin_sets_a_hosts_tags_and_its_next_sync_follows() {
         Some(&id),
     );
     assert_eq!(s, 401);
+}
+
+fn host_key(dir: &Path, name: &str) -> String {
+    support::ssh_host_key(dir, name)
 }

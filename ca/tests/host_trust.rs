@@ -50,19 +50,6 @@ fn get(ca: &TestCa, path: &str, id: Option<&smith_api::Identity>) -> (u16, Value
     (s, r.json().unwrap_or(Value::Null))
 }
 
-fn host_key(dir: &Path, name: &str) -> String {
-    let k = dir.join(name);
-    assert!(run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&k))
-    .status
-    .success());
-    std::fs::read_to_string(k.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// An enrollment token for hosts web-1 and web-2 (and what `extra` adds).
 fn token(ca: &TestCa, extra: &[&str]) -> String {
     let mut a = vec![
@@ -395,4 +382,8 @@ fn expired_or_not_yet_valid_client_certificates_get_401_with_advice() {
         r.is_err(),
         "a foreign certificate got an HTTP answer: {r:?}"
     );
+}
+
+fn host_key(dir: &Path, name: &str) -> String {
+    support::ssh_host_key(dir, name)
 }

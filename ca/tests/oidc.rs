@@ -88,29 +88,6 @@ fn policy(ca: &TestCa) {
     ]);
 }
 
-fn public_key() -> String {
-    let k =
-        ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
-    k.public_key().to_openssh().unwrap()
-}
-
-/// POST /v1/certs/user with `bearer`; (status, body).
-fn cert(ca: &TestCa, bearer: &str, scope: &str, nonce: Option<&str>) -> (u16, Value) {
-    let mut body = json!({"public_key": public_key(), "scope": scope, "ttl_secs": 600});
-    if let Some(n) = nonce {
-        body["oidc_nonce"] = json!(n);
-    }
-    let r = ca
-        .http(None)
-        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
-        .bearer_auth(bearer)
-        .json(&body)
-        .send()
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().unwrap_or(Value::Null))
-}
-
 fn refused(ca: &TestCa, bearer: &str, nonce: Option<&str>, status: u16, code: ErrorCode) -> String {
     let (s, v) = cert(ca, bearer, "env=dev", nonce);
     assert_eq!((s, code_of(&v)), (status, code), "{v}");
@@ -350,4 +327,9 @@ fn the_ca_serves_tokens_while_the_provider_is_down() {
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let (s, v) = cert(&ca, &tok, "env=dev", Some("n"));
     assert_eq!(s, 200, "{v}");
+}
+
+/// POST /v1/certs/user with `bearer`: (status, body).
+fn cert(ca: &TestCa, bearer: &str, scope: &str, nonce: Option<&str>) -> (u16, Value) {
+    ca.request_cert(bearer, scope, nonce)
 }

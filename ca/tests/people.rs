@@ -69,44 +69,6 @@ fn oidc_args<'a>(op: &'a Provider, more: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-fn grant(ca: &TestCa, group: &str, tags: &str, level: &str) {
-    ca.admin_ok(&[
-        "grant",
-        "add",
-        "--group",
-        group,
-        "--tags",
-        tags,
-        "--level",
-        level,
-        "--max-ttl",
-        "1h",
-    ]);
-}
-
-fn public_key() -> String {
-    let k =
-        ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
-    k.public_key().to_openssh().unwrap()
-}
-
-/// POST /v1/certs/user with `bearer`: (status, body).
-fn cert(ca: &TestCa, bearer: &str, scope: &str, nonce: Option<&str>) -> (u16, Value) {
-    let mut body = json!({"public_key": public_key(), "scope": scope, "ttl_secs": 600});
-    if let Some(n) = nonce {
-        body["oidc_nonce"] = json!(n);
-    }
-    let r = ca
-        .http(None)
-        .post(format!("{}{}", ca.url, endpoints::CERTS_USER))
-        .bearer_auth(bearer)
-        .json(&body)
-        .send()
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().unwrap_or(Value::Null))
-}
-
 fn code(v: &(u16, Value)) -> (u16, Option<&str>) {
     (v.0, v.1["code"].as_str())
 }
@@ -884,4 +846,13 @@ fn backup_online_and_restore_with_a_new_epoch() {
         .any(|c| c.origin == "local" && c.what.starts_with("restore of the backup")));
     let v: Value = serde_json::from_str(&ca.admin_ok(&["audit", "verify", "--json"])).unwrap();
     assert_eq!(v["ok"], true, "{v}");
+}
+
+/// POST /v1/certs/user with `bearer`: (status, body).
+fn cert(ca: &TestCa, bearer: &str, scope: &str, nonce: Option<&str>) -> (u16, Value) {
+    ca.request_cert(bearer, scope, nonce)
+}
+
+fn grant(ca: &TestCa, group: &str, tags: &str, level: &str) {
+    ca.grant(group, tags, level)
 }

@@ -318,6 +318,46 @@ impl TestCa {
     }
 
     /// A pinned HTTPS client (optionally with an mTLS identity), for raw API calls.
+    /// `grant add --group GROUP --tags TAGS --level LEVEL --max-ttl 1h`.
+    pub fn grant(&self, group: &str, tags: &str, level: &str) {
+        self.admin_ok(&[
+            "grant",
+            "add",
+            "--group",
+            group,
+            "--tags",
+            tags,
+            "--level",
+            level,
+            "--max-ttl",
+            "1h",
+        ]);
+    }
+
+    /// `POST /v1/certs/user` for a fresh key with `bearer` (a user token or an ID token)
+    /// and scope, 10 minutes: (status, body).
+    pub fn request_cert(
+        &self,
+        bearer: &str,
+        scope: &str,
+        nonce: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut body =
+            serde_json::json!({"public_key": public_key(), "scope": scope, "ttl_secs": 600});
+        if let Some(n) = nonce {
+            body["oidc_nonce"] = serde_json::json!(n);
+        }
+        let r = self
+            .http(None)
+            .post(format!("{}{}", self.url, smith_api::endpoints::CERTS_USER))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .expect("certificate request");
+        let s = r.status().as_u16();
+        (s, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
     pub fn http(&self, identity: Option<&smith_api::Identity>) -> reqwest::blocking::Client {
         let tls = smith_api::tls::client_config(
             &smith_api::Trust::Fingerprint(self.fingerprint.clone()),
@@ -423,6 +463,27 @@ impl Drop for TestCa {
 }
 
 /// The typed code of an error body `{code, error}` (unknown codes: `Unrecognized`).
+/// A fresh Ed25519 public key, as one OpenSSH line.
+pub fn public_key() -> String {
+    ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+        .and_then(|k| k.public_key().to_openssh())
+        .expect("a fresh key")
+}
+
+/// A fresh SSH host key made by `ssh-keygen` at `dir/name`: its public key line.
+pub fn ssh_host_key(dir: &Path, name: &str) -> String {
+    let k = dir.join(name);
+    assert!(run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&k))
+    .status
+    .success());
+    std::fs::read_to_string(k.with_extension("pub"))
+        .expect("the public key")
+        .trim()
+        .to_string()
+}
+
 pub fn code_of(body: &serde_json::Value) -> smith_api::ErrorCode {
     smith_api::ErrorCode::parse(body["code"].as_str().unwrap_or(""))
 }

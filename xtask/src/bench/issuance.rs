@@ -10,6 +10,12 @@
 //! `ssh-keygen -s` run once per certificate, sequentially, with an Ed25519 CA key (the
 //! CA's default algorithm), in the same run.
 //!
+//! The front door: one client issuing from 127.0.0.1 while another address (127.0.0.2)
+//! holds 1,000 idle connections that never send a byte (a slow-client flood), against
+//! the same client with none held, in alternating rounds of the same run. The CA keeps
+//! each address to its connection cap and closes the rest, so the flood costs the
+//! issuing client nothing measurable (issue 12, H3).
+//!
 //! Must never: count a failed or non-200 answer as a certificate.
 
 use super::api::{client, Api};
@@ -28,6 +34,24 @@ const SECTION: &str = "CA issuance";
 const TARGET_PER_SEC: f64 = 5000.0;
 /// Distinct users issuing (client i is user i mod USERS).
 const USERS: usize = 64;
+/// Idle connections the flooding address opens in the front-door rounds.
+const IDLE: usize = 1000;
+
+/// `n` TCP connections to `ca` from 127.0.0.2 that never send anything (those the CA
+/// closes at once, past its per-source cap, are simply held closed).
+fn idle_connections(ca: std::net::SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>> {
+    use socket2::{Domain, Socket, Type};
+    let from = std::net::SocketAddr::from(([127, 0, 0, 2], 0));
+    (0..n)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            s.bind(&from.into())?;
+            s.connect(&ca.into())?;
+            Ok(s.into())
+        })
+        .collect::<std::io::Result<_>>()
+        .context("opening the idle connections")
+}
 
 struct LevelRun {
     clients: usize,
@@ -213,6 +237,30 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
         }
         levels.push(l);
     }
+    // The front door: quiet and flooded rounds, alternating.
+    let ca_addr: std::net::SocketAddr = ca
+        .url
+        .trim_start_matches("https://")
+        .parse()
+        .context("the local CA's address")?;
+    let (mut quiet, mut flooded, mut flood_errors) = (Vec::new(), Vec::new(), 0usize);
+    let round = Duration::from_secs_f64(if quick { 1.0 } else { 2.0 });
+    for r in 0..if quick { 2 } else { 3 } {
+        progress(format!(
+            "ca: front door round {}: 1 client, then the same with {IDLE} idle connections open",
+            r + 1
+        ));
+        let l = rt.block_on(level(&admin, &tokens, req.clone(), 1, round, ca.pid()))?;
+        answered += l.ok + l.warm_ok;
+        quiet.extend(l.lat_us);
+        let held = idle_connections(ca_addr, IDLE)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let l = rt.block_on(level(&admin, &tokens, req.clone(), 1, round, ca.pid()))?;
+        answered += l.ok + l.warm_ok;
+        flood_errors += l.errors + usize::from(!l.warm_ok);
+        flooded.extend(l.lat_us);
+        drop(held);
+    }
     let keygen_runs = if quick { 100 } else { 300 };
     progress(format!("ca: baseline, ssh-keygen -s x {keygen_runs}"));
     let (kg_rate, kg_lat) = keygen_baseline(work, keygen_runs)?;
@@ -259,6 +307,23 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
                 "ms",
             )
             .baseline("ssh-keygen -s p99", kg.p99 / 1000.0),
+        );
+    }
+    let (q, f) = (stats(&quiet), stats(&flooded));
+    for (what, a, b) in [("p50", q.p50, f.p50), ("p99", q.p99, f.p99)] {
+        figs.push(
+            Figure::new(
+                SECTION,
+                format!("latency {what}, 1 client, {IDLE} idle connections open elsewhere"),
+                b / 1000.0,
+                "ms",
+            )
+            .baseline("none open", a / 1000.0)
+            .note(format!(
+                "{} vs {} certificates in alternating rounds; {flood_errors} errors while flooded",
+                flooded.len(),
+                quiet.len()
+            )),
         );
     }
     figs.push(

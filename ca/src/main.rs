@@ -122,8 +122,10 @@ enum Cmd {
         /// networks. Connections from anywhere else never have their header read.
         #[arg(long = "trusted-proxy", value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
-        /// Connections one client address may hold open at once; more are closed at
-        /// once (slow or flooding clients cannot take the CA's connection budget).
+        /// Connections one client address may hold open at once, hosts' mTLS connections
+        /// not counted (a fleet behind one NAT address is not capped); more are closed at
+        /// once (slow or flooding clients cannot take the CA's connection budget). Raise
+        /// it when many engineers share one address.
         #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
         max_connections_per_source: usize,
         /// Lifetime of the named admin token `smith-ca admin login` gets.

@@ -138,7 +138,11 @@ fn slow_and_flooding_clients_do_not_take_the_ca_down() {
         .iter_mut()
         .filter_map(|s| closed_within(s, Duration::from_millis(50)).then_some(()))
         .count();
-    assert!(closed >= 1000 - 64, "only {closed} of 1,000 closed");
+    let cap = smith_ca::server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
+    assert!(
+        closed >= 1000 - cap,
+        "only {closed} of 1,000 closed (cap {cap})"
+    );
     drop(held);
 
     // A body trickled a byte at a time is cut off after the body deadline (20 s).
@@ -356,4 +360,41 @@ fn audit_text_is_shown_as_text() {
     );
     assert!(out.contains("\\x1b]52;c;"), "{out}");
     assert!(out.contains("/tmp/x\\x0a2026"), "{out}");
+}
+
+/// A fleet behind one NAT address: hosts' mTLS connections (a client certificate this
+/// CA signed) do not count against their address's cap, so more hosts than the cap
+/// keep their connections open from one address, and an engineer behind the same
+/// address still gets in. (Counting every connection, the hosts past the cap were
+/// reset.)
+#[test]
+fn hosts_behind_one_address_are_not_capped() {
+    // Each blocking client here holds a few descriptors: room for them in this process.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let ca = TestCa::start();
+    let id = ca.enroll_host("web-1", "env=dev");
+    let cap = smith_ca::server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
+    let hosts: Vec<reqwest::blocking::Client> = (0..cap + 20).map(|_| ca.http(Some(&id))).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let r = h
+            .get(format!("{}{}", ca.url, endpoints::HEALTH))
+            .send()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "host connection {i} of {}: {}\n--- CA log:\n{}",
+                    hosts.len(),
+                    smith_api::client::error_chain(&e),
+                    ca.log()
+                )
+            });
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // All of them are still open (keep-alive), and an anonymous caller gets in.
+    let r = client_from(&ca, "127.0.0.1")
+        .get(format!("{}{}", ca.url, endpoints::HEALTH))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }

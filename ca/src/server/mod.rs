@@ -47,7 +47,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of `--max-connections-per-source`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -533,7 +533,7 @@ async fn accept_loop(
                     }
                 }
             }
-            let Some(_slot) = limits.admit(addr.ip()) else {
+            let Some(slot) = limits.admit(addr.ip()) else {
                 return;
             };
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
@@ -554,6 +554,15 @@ async fn accept_loop(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| peer_identity(c));
+            // A host that proved its client certificate (signed by this CA's root) no
+            // longer counts against its address: a fleet behind one NAT address holds
+            // one long poll per host. The cap is for connections nobody vouched for.
+            let slot = if cert.is_some() {
+                drop(slot);
+                None
+            } else {
+                Some(slot)
+            };
             let peer = Peer { addr, cert };
             let svc = tower::ServiceExt::map_request(
                 app,
@@ -567,6 +576,7 @@ async fn accept_loop(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), svc);
+            let _slot = slot;
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

@@ -8,7 +8,10 @@
 //! | `passwd: files smith` | the system's own | `files smith` (as hosts run it) |
 //! | `files`, 10k users (baseline) | system + 10k generated (gen-users.py) | `files` |
 //! | nscd shared map | system + 10k generated | `files`, nscd running in the namespace |
+//! | SSSD, files provider | system + 10k generated | `sss`, Debian's sssd (`id_provider = files`) running in the namespace |
 //! | module only | — | `_nss_smith_*` called through dlsym: no glibc around it |
+//! | previous build | as `passwd: smith` and module only | with `SMITH_BENCH_NSS_BASELINE=PATH` (a `libnss_smith.so` of another build), the same runs with that module, in the same session |
+//! | `initgroups: smith [NOTFOUND=continue] files` | the system's own | `passwd: files smith`, `group: files smith` plus that line (getgrouplist only) |
 //!
 //! The glibc floor, `stat("/etc/nsswitch.conf")` (glibc 2.36 does it on every lookup),
 //! is measured in the same process as the Smith run. nscd is Debian's own binary,
@@ -186,6 +189,10 @@ fn prepare(release: &Path, work: &Path) -> Result<Setup> {
             "passwd: files smith\ngroup: files smith\n",
         ),
         ("nsswitch.files", "passwd: files\ngroup: files\n"),
+        (
+            "nsswitch.files-smith-ig",
+            "passwd: files smith\ngroup: files smith\ninitgroups: smith [NOTFOUND=continue] files\n",
+        ),
     ] {
         write(&dir.join(name), text)?;
     }
@@ -266,6 +273,149 @@ fn nscd(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((bin, conf_path))
 }
 
+/// Debian's SSSD (`sssd-common`, `libnss-sss` and the libraries this machine lacks),
+/// extracted (never installed: its postinst would start a machine-wide sssd) into
+/// `dir/sssd/root`. Returns that root.
+fn sssd(dir: &Path) -> Result<PathBuf> {
+    const PACKAGES: &[&str] = &[
+        "sssd-common",
+        "libnss-sss",
+        "libsss-idmap0",
+        "libsss-nss-idmap0",
+        "libsss-certmap0",
+        "libtalloc2",
+        "libtevent0",
+        "libldb2",
+        "libtdb1",
+        "libdhash1",
+        "libini-config5",
+        "libcollection4",
+        "libbasicobjects0",
+        "libref-array1",
+        "libpath-utils1",
+        "libc-ares2",
+        "liblmdb0",
+        "libnl-3-200",
+        "libnl-route-3-200",
+        "libnfsidmap1",
+    ];
+    let cache = super::workspace_target().join("bench-cache/sssd");
+    std::fs::create_dir_all(&cache)?;
+    let have = |pkg: &str| -> Result<Option<PathBuf>> {
+        Ok(std::fs::read_dir(&cache)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
+            }))
+    };
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| have(p).ok().flatten().is_none())
+        .collect();
+    if !missing.is_empty() {
+        progress(format!(
+            "nss: apt-get download {} (SSSD, extracted, not installed)",
+            missing.join(" ")
+        ));
+        run_ok(
+            Command::new("apt-get")
+                .args(["download", "-qq"])
+                .args(&missing)
+                .current_dir(&cache),
+            "apt-get download sssd-common and its libraries",
+        )?;
+    }
+    let root = dir.join("sssd/root");
+    std::fs::create_dir_all(&root)?;
+    for pkg in PACKAGES {
+        let deb = have(pkg)?.with_context(|| format!("{pkg}: no .deb after apt-get download"))?;
+        run_ok(
+            Command::new("dpkg").arg("-x").arg(&deb).arg(&root),
+            &format!("dpkg -x {pkg}"),
+        )?;
+    }
+    Ok(root)
+}
+
+/// Shell lines that start SSSD (files provider) in the current namespace: its
+/// libraries, providers and schema are overlaid onto the system directories it has
+/// compiled in, its state is on tmpfs; waits until it answers, then points
+/// nsswitch.conf at it.
+fn sssd_start(dir: &Path, root: &Path) -> Result<String> {
+    let d = dir.join("sssd");
+    for sub in ["lib-up", "lib-work", "share-up/sssd", "share-work"] {
+        std::fs::create_dir_all(d.join(sub))?;
+    }
+    for src in ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"] {
+        let from = root.join(src);
+        if from.exists() {
+            run_ok(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(format!("{}/.", from.display()))
+                    .arg(d.join("lib-up")),
+                "copying SSSD's libraries",
+            )?;
+        }
+    }
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", root.join("usr/share/sssd").display()))
+            .arg(d.join("share-up/sssd")),
+        "copying SSSD's schema",
+    )?;
+    let conf = d.join("sssd.conf");
+    write(
+        &conf,
+        "[sssd]
+services = nss
+domains = files
+
+[nss]
+
+[domain/files]
+id_provider = files
+",
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600))?;
+    write(&d.join("nsswitch.sss"), "passwd: sss
+group: sss
+")?;
+    let q = |p: &Path| sh_quote(p);
+    Ok(format!(
+        "mount -t overlay overlay -o lowerdir=/usr/lib/x86_64-linux-gnu,upperdir={lu},workdir={lw} /usr/lib/x86_64-linux-gnu
+         mount -t overlay overlay -o lowerdir=/usr/share,upperdir={su},workdir={sw} /usr/share
+         mount -t tmpfs tmpfs /usr/libexec
+mkdir /usr/libexec/sssd
+         mount --bind {libexec} /usr/libexec/sssd
+         if [ -d /var/lib ]; then mount -t tmpfs -o mode=0755 tmpfs /var/lib; fi
+         mkdir -p /var/lib/sss/db /var/lib/sss/mc /var/lib/sss/pipes/private /var/lib/sss/pubconf /var/lib/sss/gpo_cache
+         mount -t tmpfs tmpfs /var/log
+mkdir -p /var/log/sssd
+         mount -t tmpfs -o mode=0755 tmpfs /run
+         {sssd} -i -c {conf} --logger=stderr 2>/dev/null &
+SSSD=$!
+         i=0; while [ ! -S /var/lib/sss/pipes/nss ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+         [ -S /var/lib/sss/pipes/nss ] || {{ echo 'sssd did not start' >&2; exit 1; }}
+         mount --bind {nss} /etc/nsswitch.conf
+         i=0; until getent passwd u00000 >/dev/null || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
+",
+        lu = q(&d.join("lib-up")),
+        lw = q(&d.join("lib-work")),
+        su = q(&d.join("share-up")),
+        sw = q(&d.join("share-work")),
+        libexec = q(&root.join("usr/libexec/sssd")),
+        sssd = q(&root.join("usr/sbin/sssd")),
+        conf = q(&conf),
+        nss = q(&d.join("nsswitch.sss")),
+    ))
+}
+
 fn binds(nsswitch: &Path, data: &Path) -> String {
     format!(
         "mount --bind {} /etc/nsswitch.conf\nmount --bind {} /etc/passwd\nmount --bind {} /etc/group\n",
@@ -276,12 +426,17 @@ fn binds(nsswitch: &Path, data: &Path) -> String {
 }
 
 fn smith_cache_mount(s: &Setup) -> String {
+    smith_cache_mount_with(s, &s.lib)
+}
+
+/// The cache mount, and `LD_LIBRARY_PATH` naming the directory of `lib`.
+fn smith_cache_mount_with(s: &Setup, lib: &Path) -> String {
     format!(
         "if [ ! -d /var/lib/smith ]; then mount -t tmpfs -o mode=0755 tmpfs /var/lib; mkdir /var/lib/smith; fi\n\
          mount --bind {} /var/lib/smith\n\
          export LD_LIBRARY_PATH={}\n",
         sh_quote(&s.smith_dir),
-        sh_quote(s.lib.parent().unwrap_or(Path::new("/")))
+        sh_quote(lib.parent().unwrap_or(Path::new("/")))
     )
 }
 
@@ -341,6 +496,37 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
         Err(anyhow::anyhow!("strace is not installed"))
     };
 
+    // The same runs with another build of the module (e.g. the previous release), in
+    // this session: what a change did, with the machine's state of this moment.
+    if let Some(old) = std::env::var_os("SMITH_BENCH_NSS_BASELINE") {
+        let old_dir = s.dir.join("lib-baseline");
+        std::fs::create_dir_all(&old_dir)?;
+        let old_lib = old_dir.join("libnss_smith.so.2");
+        std::fs::copy(&old, &old_lib)
+            .with_context(|| format!("copying SMITH_BENCH_NSS_BASELINE {old:?}"))?;
+        progress("nss: passwd: smith and module alone with the baseline build");
+        let olib = sh_quote(&old_lib);
+        let script = binds(&s.dir.join("nsswitch.smith"), &s.sys_dir)
+            + &smith_cache_mount_with(&s, &old_lib)
+            + &bench("smith_base", &smith_names, n_fast, PHASES, "")
+            + &bench("smith16_base", &smith_names, n_threads, PHASES, "-t 16")
+            + &bench("direct_base", &smith_names, n_fast, PHASES, &format!("-d {olib}"))
+            + &bench(
+                "direct16_base",
+                &smith_names,
+                n_threads,
+                PHASES,
+                &format!("-d {olib} -t 16"),
+            );
+        parse_results(&in_namespace(&script, "baseline build")?, &mut res)?;
+    }
+
+    progress("nss: initgroups: smith [NOTFOUND=continue] files (getgrouplist)");
+    let script = binds(&s.dir.join("nsswitch.files-smith-ig"), &s.sys_dir)
+        + &smith_cache_mount(&s)
+        + &bench("files_smith_ig", &smith_names, n_fast, "grouplist", "");
+    parse_results(&in_namespace(&script, "initgroups line")?, &mut res)?;
+
     progress("nss: passwd: files smith (the system's passwd + 10k Smith users)");
     let script = binds(&s.dir.join("nsswitch.files-smith"), &s.sys_dir)
         + &smith_cache_mount(&s)
@@ -374,7 +560,26 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
     if !nscd_note.is_empty() {
         progress(format!("nss: nscd not measured: {nscd_note}"));
     }
-    let mut figs = figures(&res, &nscd_note);
+    let mut sssd_note = String::new();
+    match sssd(&s.dir).and_then(|root| sssd_start(&s.dir, &root)) {
+        Ok(start) => {
+            progress("nss: SSSD's files provider (10k users in /etc/passwd; warm-up fills its cache)");
+            // nsswitch.conf says `files` while sssd starts (it resolves its own user).
+            let script = binds(&s.dir.join("nsswitch.files"), &s.files_dir)
+                + &start
+                + &bench("sssd", &files_names, n_fast, PHASES, "")
+                + &bench("sssd16", &files_names, n_threads, PHASES, "-t 16")
+                + "kill $SSSD 2>/dev/null || true\n";
+            if let Err(e) = in_namespace(&script, "sssd").and_then(|o| parse_results(&o, &mut res)) {
+                sssd_note = format!("{e:#}");
+            }
+        }
+        Err(e) => sssd_note = format!("{e:#}"),
+    }
+    if !sssd_note.is_empty() {
+        progress(format!("nss: SSSD not measured: {sssd_note}"));
+    }
+    let mut figs = figures(&res, &nscd_note, &sssd_note);
     match syscalls {
         Ok([glibc, direct]) => {
             for (name, r) in [
@@ -457,7 +662,7 @@ fn raw_json(res: &Results) -> Value {
     Value::Object(m)
 }
 
-fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
+fn figures(res: &Results, nscd_note: &str, sssd_note: &str) -> Vec<Figure> {
     let phases: [(&str, &str, f64); 5] = [
         ("pwnam_hit", "getpwnam_r hit", 0.5),
         ("pwnam_miss", "getpwnam_r miss (warm)", 1.0),
@@ -466,14 +671,21 @@ fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
         ("grouplist", "getgrouplist", 1.0),
     ];
     // (label, shown as, has the target)
-    let configs: [(&str, &str, bool); 7] = [
+    let configs: [(&str, &str, bool); 14] = [
         ("smith", "passwd: smith", true),
+        ("smith_base", "passwd: smith, baseline build", false),
         ("smith16", "passwd: smith, 16 threads", true),
+        ("smith16_base", "passwd: smith, 16 threads, baseline build", false),
         ("direct", "module alone (dlsym)", true),
+        ("direct_base", "module alone, baseline build", false),
         ("direct16", "module alone, 16 threads", true),
+        ("direct16_base", "module alone, 16 threads, baseline build", false),
         ("files_smith", "passwd: files smith", false),
+        ("files_smith_ig", "files smith + initgroups: smith [NOTFOUND=continue] files", false),
         ("nscd", "nscd shared map", false),
         ("nscd16", "nscd shared map, 16 threads", false),
+        ("sssd", "SSSD files provider", false),
+        ("sssd16", "SSSD files provider, 16 threads", false),
     ];
     let get = |label: &str, phase: &str| res.get(label).and_then(|m| m.get(phase));
     let mut figs = Vec::new();
@@ -481,9 +693,16 @@ fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
         let base = get("files10k", phase);
         for (label, cname, targeted) in configs {
             let name = format!("{pname} [{cname}]");
+            if (label.ends_with("_base") && res.get(label).is_none())
+                || (label == "files_smith_ig" && phase != "grouplist")
+            {
+                continue; // not asked for
+            }
             let Some(r) = get(label, phase) else {
                 let why = if label.starts_with("nscd") && !nscd_note.is_empty() {
                     nscd_note.to_string()
+                } else if label.starts_with("sssd") && !sssd_note.is_empty() {
+                    sssd_note.to_string()
                 } else {
                     "no result (see the progress output)".into()
                 };

@@ -34,7 +34,7 @@ use util::progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// glibc lookups: passwd: smith / files smith vs files (10k users) and nscd.
+    /// glibc lookups: passwd: smith / files smith vs files (10k users), nscd and SSSD.
     Nss,
     /// Certificate login vs authorized_keys login to the same sshd (fleet host).
     Login,

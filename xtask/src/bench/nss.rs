@@ -8,25 +8,32 @@
 //! | `passwd: files smith` | the system's own | `files smith` (as hosts run it) |
 //! | `files`, 10k users (baseline) | system + 10k generated (gen-users.py) | `files` |
 //! | nscd shared map | system + 10k generated | `files`, nscd running in the namespace |
+//! | SSSD, files provider | system + 10k generated | `sss`, Debian's sssd (`id_provider = files`) running in the namespace |
 //! | module only | — | `_nss_smith_*` called through dlsym: no glibc around it |
+//! | baseline build | as `passwd: smith` and module only | with `SMITH_BENCH_NSS_BASELINE=PATH` (a `libnss_smith.so` of another build): paired rounds, this build and that one alternately |
+//! | `initgroups: smith [NOTFOUND=continue] files` | the system's own | `passwd: files smith`, `group: files smith` plus that line, paired with the same without it (getgrouplist only) |
 //!
 //! The glibc floor, `stat("/etc/nsswitch.conf")` (glibc 2.36 does it on every lookup),
-//! is measured in the same process as the Smith run. nscd is Debian's own binary,
-//! extracted with `apt-get download` + `dpkg -x` (never installed: its postinst would
-//! start a machine-wide nscd), run with Debian's nscd.conf minus persistence, with a
-//! private `/run` so its socket exists only inside the namespace.
+//! is measured in the same process as the Smith run. nscd and SSSD are Debian's own
+//! binaries, extracted with `apt-get download` + `dpkg -x` (never installed: their
+//! postinsts would start machine-wide daemons), each run inside its namespace with
+//! private state directories (tmpfs `/run`, `/var/lib`, `/var/log`), so their sockets
+//! exist only there. SSSD's binaries and libraries reach their compiled-in paths through
+//! a read-only overlay of `/usr` (the extracted tree above the system's).
 //!
-//! Must never: modify the machine's /etc, /var or /run (everything is a bind or tmpfs
-//! mount inside `unshare --mount --propagation private`), or use an overlay of /etc
-//! (overlayfs makes glibc's per-call stat slower and would skew the floor).
+//! Must never: modify the machine's /etc, /usr, /var or /run (everything is a bind, tmpfs
+//! or read-only overlay mount inside `unshare --mount --propagation private`), or use an
+//! overlay of /etc (overlayfs makes glibc's per-call stat slower and would skew the
+//! floor).
 
-use super::report::{Figure, Goal};
-use super::util::progress;
+use super::report::{num, Figure, Goal};
+use super::util::{progress, stats};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const SECTION: &str = "NSS (p50)";
 const NSSBENCH_C: &str = include_str!("nssbench.c");
@@ -81,9 +88,10 @@ fn sh_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
-/// Runs `script` as `sh -ec` in a private mount + PID namespace; returns stdout.
+/// Runs `script` as `sh -ec` in a private mount + PID namespace; returns stdout. Its
+/// stderr is shown as progress while it runs (at most 20 lines).
 fn in_namespace(script: &str, what: &str) -> Result<String> {
-    let o = Command::new("unshare")
+    let mut child = Command::new("unshare")
         .args([
             "--mount",
             "--pid",
@@ -95,18 +103,35 @@ fn in_namespace(script: &str, what: &str) -> Result<String> {
             "-ec",
             script,
         ])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("running unshare")?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    if !err.trim().is_empty() {
-        for l in err.lines().take(10) {
-            progress(format!("nss: {what}: {l}"));
+    let stderr = child.stderr.take().context("unshare's stderr")?;
+    let what_err = what.to_string();
+    let shown = std::thread::spawn(move || {
+        for (i, l) in BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+            .enumerate()
+        {
+            if i < 20 {
+                progress(format!("nss: {what_err}: {l}"));
+            }
         }
+    });
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        use std::io::Read;
+        o.read_to_string(&mut out)
+            .context("reading the namespace's output")?;
     }
-    if !o.status.success() {
-        bail!("{what}: the namespace script failed ({})", o.status);
+    let status = child.wait().context("waiting for unshare")?;
+    let _ = shown.join();
+    if !status.success() {
+        bail!("{what}: the namespace script failed ({status})");
     }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    Ok(out)
 }
 
 struct Setup {
@@ -116,6 +141,10 @@ struct Setup {
     smith_dir: PathBuf,
     files_dir: PathBuf,
     sys_dir: PathBuf,
+    /// "name uid gid" of the system's own accounts (getgrouplist of a local user).
+    local_names: PathBuf,
+    /// A system account other than root (SSSD filters root out).
+    sys_user: String,
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -166,6 +195,31 @@ fn prepare(release: &Path, work: &Path) -> Result<Setup> {
     for f in ["passwd", "group"] {
         std::fs::copy(Path::new("/etc").join(f), sys_dir.join(f))?;
     }
+    let sys_passwd = std::fs::read_to_string(sys_dir.join("passwd"))?;
+    let accounts: Vec<(String, u32, u32)> = sys_passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let local_names = dir.join("sys/names.txt");
+    write(
+        &local_names,
+        &accounts
+            .iter()
+            .map(|(n, u, g)| format!("{n} {u} {g}\n"))
+            .collect::<String>(),
+    )?;
+    let sys_user = accounts
+        .iter()
+        .find(|(_, u, _)| *u != 0)
+        .map(|(n, _, _)| n.clone())
+        .context("/etc/passwd has no account other than root")?;
     // The same shape in /etc/passwd, with the anchors' own generator.
     let files_dir = dir.join("files");
     let py = dir.join("src/gen-users.py");
@@ -186,6 +240,10 @@ fn prepare(release: &Path, work: &Path) -> Result<Setup> {
             "passwd: files smith\ngroup: files smith\n",
         ),
         ("nsswitch.files", "passwd: files\ngroup: files\n"),
+        (
+            "nsswitch.files-smith-ig",
+            "passwd: files smith\ngroup: files smith\ninitgroups: smith [NOTFOUND=continue] files\n",
+        ),
     ] {
         write(&dir.join(name), text)?;
     }
@@ -196,6 +254,8 @@ fn prepare(release: &Path, work: &Path) -> Result<Setup> {
         smith_dir,
         files_dir,
         sys_dir,
+        local_names,
+        sys_user,
     })
 }
 
@@ -266,6 +326,190 @@ fn nscd(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((bin, conf_path))
 }
 
+/// Debian's SSSD (`sssd-common`, `libnss-sss` and the libraries this machine lacks),
+/// extracted (never installed: its postinst would start a machine-wide sssd) into
+/// `dir/sssd/root`, merged-/usr style (`lib/` copied into `usr/lib/`). The .debs are
+/// kept in `target/bench-cache/sssd`. Returns that root.
+fn sssd(dir: &Path) -> Result<PathBuf> {
+    const PACKAGES: &[&str] = &[
+        "sssd-common",
+        "libnss-sss",
+        "libsss-idmap0",
+        "libsss-nss-idmap0",
+        "libsss-certmap0",
+        "libtalloc2",
+        "libtevent0",
+        "libldb2",
+        "libtdb1",
+        "libdhash1",
+        "libini-config5",
+        "libcollection4",
+        "libbasicobjects0",
+        "libref-array1",
+        "libpath-utils1",
+        "libc-ares2",
+        "liblmdb0",
+        "libnl-3-200",
+        "libnl-route-3-200",
+        "libnfsidmap1",
+    ];
+    let cache = super::workspace_target().join("bench-cache/sssd");
+    std::fs::create_dir_all(&cache)?;
+    let have = |pkg: &str| -> Result<Option<PathBuf>> {
+        Ok(std::fs::read_dir(&cache)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb")
+                })
+            }))
+    };
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| have(p).ok().flatten().is_none())
+        .collect();
+    if !missing.is_empty() {
+        progress(format!(
+            "nss: apt-get download {} (SSSD, extracted, not installed)",
+            missing.join(" ")
+        ));
+        run_ok(
+            Command::new("apt-get")
+                .args(["download", "-qq"])
+                .args(&missing)
+                .current_dir(&cache),
+            "apt-get download sssd-common and its libraries",
+        )?;
+    }
+    let root = dir.join("sssd/root");
+    std::fs::create_dir_all(&root)?;
+    for pkg in PACKAGES {
+        let deb = have(pkg)?.with_context(|| format!("{pkg}: no .deb after apt-get download"))?;
+        run_ok(
+            Command::new("dpkg").arg("-x").arg(&deb).arg(&root),
+            &format!("dpkg -x {pkg}"),
+        )?;
+    }
+    // Some libraries (libnss_sss.so.2, libnl-3) are shipped in /lib: the overlay covers
+    // /usr only (/lib is a link to usr/lib on Debian 12).
+    if root.join("lib").is_dir() {
+        std::fs::create_dir_all(root.join("usr/lib"))?;
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", root.join("lib").display()))
+                .arg(root.join("usr/lib")),
+            "copying SSSD's /lib into its usr/lib",
+        )?;
+    }
+    if !root.join("usr/sbin/sssd").exists() {
+        bail!("sssd-common has no usr/sbin/sssd");
+    }
+    Ok(root)
+}
+
+/// Shell lines that start SSSD (files provider) in the current namespace with the 10k
+/// users loaded, leaving its pid in `$SSSD`. Lookups through it are run with
+/// `dir/sssd/sss CMD…` (CMD in a nested mount namespace whose nsswitch.conf says `sss`):
+/// SSSD itself must keep seeing `files` there, as it resolves its own user through NSS
+/// (through itself, it deadlocks and its watchdog kills it).
+///
+/// The provider reads `passwd_files`/`group_files` in a private `/run/sssd-data`. It
+/// starts with the system's own small files, because SSSD 2.8's files provider loads
+/// everything synchronously in its backend: with 10k users at start its NSS responder
+/// cannot connect meanwhile and the monitor stops restarting it (SSSD#5699). Once the
+/// responder answers, the 10k-user files are moved in (inotify) and the script waits
+/// until the last user and group answer through `sss` and the backend is idle; it prints
+/// `SSSD_LOAD_S seconds` (that load's duration) on stdout.
+fn sssd_start(s: &Setup, root: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let d = s.dir.join("sssd");
+    let conf = d.join("sssd.conf");
+    // timeout: the watchdog (3 missed heartbeats) would kill the backend while it loads.
+    write(
+        &conf,
+        "[sssd]
+services = nss
+domains = files
+timeout = 900
+
+[nss]
+timeout = 900
+
+[domain/files]
+id_provider = files
+passwd_files = /run/sssd-data/passwd
+group_files = /run/sssd-data/group
+timeout = 900
+",
+    )?;
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600))?;
+    let nss = d.join("nsswitch.sss");
+    write(&nss, "passwd: sss\ngroup: sss\n")?;
+    // `sss CMD…`: CMD in a nested mount namespace whose nsswitch.conf says `sss`.
+    let sss = d.join("sss");
+    write(
+        &sss,
+        &format!(
+            "#!/bin/sh\nexec unshare --mount --propagation private -- /bin/sh -ec \
+             'mount --bind \"$0\" /etc/nsswitch.conf; exec \"$@\"' {} \"$@\"\n",
+            sh_quote(&nss)
+        ),
+    )?;
+    std::fs::set_permissions(&sss, std::fs::Permissions::from_mode(0o755))?;
+    let q = |p: &Path| sh_quote(p);
+    let log = d.join("sssd.log");
+    Ok(format!(
+        r#"mount -t overlay overlay -o ro,lowerdir={usr}:/usr /usr
+mount -t proc proc /proc
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+mkdir -p /var/lib/sss/db /var/lib/sss/mc /var/lib/sss/pipes/private /var/lib/sss/pubconf /var/lib/sss/gpo_cache /var/lib/sss/deskprofile /var/lib/sss/keytabs
+mount -t tmpfs tmpfs /var/log
+mkdir -p /var/log/sssd
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/sssd-data
+cp {sys}/passwd {sys}/group /run/sssd-data/
+SSS={sss}
+fail() {{ echo "$1; the end of sssd's log:" >&2; tail -n 5 {log} >&2; exit 1; }}
+/usr/sbin/sssd -i -c {conf} --logger=stderr >{log} 2>&1 &
+SSSD=$!
+end=$(($(date +%s) + 60))
+until [ -S /var/lib/sss/pipes/nss ] && timeout 10 $SSS getent passwd {user} >/dev/null; do
+  [ $(date +%s) -lt $end ] && kill -0 $SSSD 2>/dev/null || fail 'sssd did not start'
+  sleep 0.1
+done
+t0=$(date +%s.%N)
+cp {files}/passwd /run/sssd-data/passwd.new && mv /run/sssd-data/passwd.new /run/sssd-data/passwd
+cp {files}/group /run/sssd-data/group.new && mv /run/sssd-data/group.new /run/sssd-data/group
+echo "loading the 10k users and 1k groups into SSSD (minutes: SSSD#5699)" >&2
+end=$(($(date +%s) + 900)); next=$(($(date +%s) + 60))
+until timeout 120 $SSS getent passwd u09999 >/dev/null 2>&1 && timeout 120 $SSS getent group g0999 >/dev/null 2>&1; do
+  [ $(date +%s) -lt $end ] && kill -0 $SSSD 2>/dev/null || fail 'SSSD did not load the 10k users in 15 minutes'
+  if [ $(date +%s) -ge $next ]; then echo "still loading after $(($(date +%s) - ${{t0%.*}})) s" >&2; next=$((next + 60)); fi
+  sleep 1
+done
+# The group file's own reload may follow the passwd one: wait until the backend is idle.
+be=$(pgrep -x sssd_be | head -n 1)
+cpu() {{ awk '{{print $14 + $15}}' /proc/$be/stat; }}
+a=$(cpu); sleep 1; b=$(cpu)
+while [ $((b - a)) -gt 2 ] && [ $(date +%s) -lt $end ]; do a=$b; sleep 1; b=$(cpu); done
+t1=$(date +%s.%N)
+echo "SSSD_LOAD_S $(awk "BEGIN {{ print $t1 - $t0 - 1 }}")"
+timeout 120 $SSS id u09999 >/dev/null || fail 'id u09999 through SSSD failed'
+"#,
+        usr = q(&root.join("usr")),
+        sys = q(&s.sys_dir),
+        files = q(&s.files_dir),
+        sss = q(&sss),
+        log = q(&log),
+        conf = q(&conf),
+        user = s.sys_user,
+    ))
+}
+
 fn binds(nsswitch: &Path, data: &Path) -> String {
     format!(
         "mount --bind {} /etc/nsswitch.conf\nmount --bind {} /etc/passwd\nmount --bind {} /etc/group\n",
@@ -276,22 +520,76 @@ fn binds(nsswitch: &Path, data: &Path) -> String {
 }
 
 fn smith_cache_mount(s: &Setup) -> String {
+    smith_cache_mount_with(s, &s.lib)
+}
+
+/// The cache mount, and `LD_LIBRARY_PATH` naming the directory of `lib`.
+fn smith_cache_mount_with(s: &Setup, lib: &Path) -> String {
     format!(
         "if [ ! -d /var/lib/smith ]; then mount -t tmpfs -o mode=0755 tmpfs /var/lib; mkdir /var/lib/smith; fi\n\
          mount --bind {} /var/lib/smith\n\
          export LD_LIBRARY_PATH={}\n",
         sh_quote(&s.smith_dir),
-        sh_quote(s.lib.parent().unwrap_or(Path::new("/")))
+        sh_quote(lib.parent().unwrap_or(Path::new("/")))
     )
+}
+
+/// Per-round results of two configurations measured alternately in the same session:
+/// (label, phase) → one (this, other) pair per round.
+type Pairs = BTreeMap<(String, String), Vec<(Phase, Phase)>>;
+
+/// `rounds` rounds of the namespace scripts `this` and `other` (whose RESULT lines have
+/// the same labels), alternately: this-other, other-this, …, so that a slow spell of the
+/// machine falls on both. Every (label, phase) gets one pair per round.
+fn paired(rounds: usize, this: &str, other: &str, what: &str, into: &mut Pairs) -> Result<()> {
+    for r in 0..rounds {
+        let mut got: [Results; 2] = Default::default();
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let script = if i == 0 { this } else { other };
+            parse_results(&in_namespace(script, what)?, &mut got[i])?;
+        }
+        for (label, phases) in &got[0] {
+            for (phase, a) in phases.iter().filter(|(p, _)| *p != "timer_overhead") {
+                if let Some(b) = got[1].get(label).and_then(|m| m.get(phase)) {
+                    into.entry((label.clone(), phase.clone()))
+                        .or_default()
+                        .push((a.clone(), b.clone()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many calls and rounds.
+struct Sizes {
+    fast: usize,
+    threads: usize,
+    slow: usize,
+    rounds: usize,
+    sssd_threads: usize,
 }
 
 pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Value)> {
     let s = prepare(release, work)?;
     let mut res: Results = BTreeMap::new();
-    let (n_fast, n_threads, n_slow) = if quick {
-        (2000, 500, 200)
+    let n = if quick {
+        Sizes {
+            fast: 2000,
+            threads: 500,
+            slow: 200,
+            rounds: 3,
+            sssd_threads: 0,
+        }
     } else {
-        (5000, 2000, 1000)
+        Sizes {
+            fast: 5000,
+            threads: 2000,
+            slow: 1000,
+            rounds: 7,
+            sssd_threads: 300,
+        }
     };
     let with_stat = format!("{PHASES},stat");
     let bench = |label: &str, names: &Path, n: usize, phases: &str, extra: &str| {
@@ -308,13 +606,13 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
     progress("nss: passwd: smith (glibc, 1 and 16 threads; module alone through dlsym)");
     let script = binds(&s.dir.join("nsswitch.smith"), &s.sys_dir)
         + &smith_cache_mount(&s)
-        + &bench("smith", &smith_names, n_fast, &with_stat, "")
-        + &bench("smith16", &smith_names, n_threads, &with_stat, "-t 16")
-        + &bench("direct", &smith_names, n_fast, PHASES, &format!("-d {lib}"))
+        + &bench("smith", &smith_names, n.fast, &with_stat, "")
+        + &bench("smith16", &smith_names, n.threads, &with_stat, "-t 16")
+        + &bench("direct", &smith_names, n.fast, PHASES, &format!("-d {lib}"))
         + &bench(
             "direct16",
             &smith_names,
-            n_threads,
+            n.threads,
             PHASES,
             &format!("-d {lib} -t 16"),
         );
@@ -341,15 +639,81 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
         Err(anyhow::anyhow!("strace is not installed"))
     };
 
+    // Another build of the module (e.g. the previous commit), in this session: this
+    // build and that one alternately, so that what a change did is not the machine's mood.
+    let mut builds: Pairs = BTreeMap::new();
+    let mut builds_note = String::new();
+    if let Some(old) = std::env::var_os("SMITH_BENCH_NSS_BASELINE") {
+        let old_dir = s.dir.join("lib-baseline");
+        std::fs::create_dir_all(&old_dir)?;
+        let old_lib = old_dir.join("libnss_smith.so.2");
+        std::fs::copy(&old, &old_lib)
+            .with_context(|| format!("copying SMITH_BENCH_NSS_BASELINE {old:?}"))?;
+        let runs = |lib: &Path| {
+            let l = sh_quote(lib);
+            binds(&s.dir.join("nsswitch.smith"), &s.sys_dir)
+                + &smith_cache_mount_with(&s, lib)
+                + &bench("glibc", &smith_names, n.fast, PHASES, "")
+                + &bench("glibc16", &smith_names, n.threads, PHASES, "-t 16")
+                + &bench("direct", &smith_names, n.fast, PHASES, &format!("-d {l}"))
+                + &bench(
+                    "direct16",
+                    &smith_names,
+                    n.threads,
+                    PHASES,
+                    &format!("-d {l} -t 16"),
+                )
+        };
+        progress(format!(
+            "nss: this build vs the baseline build {} ({} alternating rounds)",
+            Path::new(&old).display(),
+            n.rounds
+        ));
+        if let Err(e) = paired(
+            n.rounds,
+            &runs(&s.lib),
+            &runs(&old_lib),
+            "baseline build",
+            &mut builds,
+        ) {
+            builds_note = format!("{e:#}");
+            progress(format!("nss: baseline build not measured: {builds_note}"));
+        }
+    }
+
+    // `initgroups: smith [NOTFOUND=continue] files` against the same nsswitch.conf
+    // without it, alternately: getgrouplist of Smith users and of the system's own.
+    progress(format!(
+        "nss: initgroups: smith [NOTFOUND=continue] files vs none (getgrouplist, {} alternating rounds)",
+        n.rounds
+    ));
+    let mut ig: Pairs = BTreeMap::new();
+    let ig_runs = |nsswitch: &str| {
+        binds(&s.dir.join(nsswitch), &s.sys_dir)
+            + &smith_cache_mount(&s)
+            + &bench("smith_users", &smith_names, n.fast, "grouplist", "")
+            + &bench("local_users", &s.local_names, n.fast, "grouplist", "")
+    };
+    let ig_note = match paired(
+        n.rounds,
+        &ig_runs("nsswitch.files-smith-ig"),
+        &ig_runs("nsswitch.files-smith"),
+        "initgroups line",
+        &mut ig,
+    ) {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:#}"),
+    };
+
     progress("nss: passwd: files smith (the system's passwd + 10k Smith users)");
     let script = binds(&s.dir.join("nsswitch.files-smith"), &s.sys_dir)
         + &smith_cache_mount(&s)
-        + &bench("files_smith", &smith_names, n_fast, PHASES, "");
+        + &bench("files_smith", &smith_names, n.fast, PHASES, "");
     parse_results(&in_namespace(&script, "passwd: files smith")?, &mut res)?;
 
     progress("nss: files with 10k users in /etc/passwd (baseline)");
     let script = binds(&s.dir.join("nsswitch.files"), &s.files_dir)
-        + &bench("files10k", &files_names, n_slow, &with_stat, "-w 100");
+        + &bench("files10k", &files_names, n.slow, &with_stat, "-w 100");
     parse_results(&in_namespace(&script, "files 10k")?, &mut res)?;
 
     let mut nscd_note = String::new();
@@ -361,8 +725,8 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
                 + &format!("{} -F -f {} &\nNSCD=$!\n", sh_quote(&bin), sh_quote(&conf))
                 + "i=0; while [ ! -S /run/nscd/socket ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n"
                 + "[ -S /run/nscd/socket ] || { echo 'nscd did not start' >&2; exit 1; }\n"
-                + &bench("nscd", &files_names, n_fast, PHASES, "")
-                + &bench("nscd16", &files_names, n_threads, PHASES, "-t 16")
+                + &bench("nscd", &files_names, n.fast, PHASES, "")
+                + &bench("nscd16", &files_names, n.threads, PHASES, "-t 16")
                 + "kill $NSCD 2>/dev/null || true\n";
             match in_namespace(&script, "nscd").and_then(|o| parse_results(&o, &mut res)) {
                 Ok(()) => {}
@@ -374,7 +738,65 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
     if !nscd_note.is_empty() {
         progress(format!("nss: nscd not measured: {nscd_note}"));
     }
-    let mut figs = figures(&res, &nscd_note);
+
+    // Last: its backend keeps a core busy for minutes while it loads the 10k users.
+    let mut sssd_note = String::new();
+    let mut sssd_load = None;
+    if quick {
+        sssd_note = "not measured with --quick: SSSD's files provider takes minutes to load \
+                     10k users (SSSD#5699)"
+            .into();
+    } else {
+        match sssd(&s.dir).and_then(|root| sssd_start(&s, &root)) {
+            Ok(start) => {
+                progress("nss: SSSD's files provider (10k users; warm-up fills its memory cache)");
+                let sss = sh_quote(&s.dir.join("sssd/sss"));
+                let script = binds(&s.dir.join("nsswitch.files"), &s.files_dir)
+                    + &start
+                    + &format!("{sss} ")
+                    + &bench("sssd", &files_names, n.fast, PHASES, "")
+                    + &format!("{sss} ")
+                    + &bench("sssd16", &files_names, n.sssd_threads, PHASES, "-t 16")
+                    + "kill $SSSD 2>/dev/null || true\n";
+                match in_namespace(&script, "sssd").and_then(|o| {
+                    sssd_load = o
+                        .lines()
+                        .find_map(|l| l.strip_prefix("SSSD_LOAD_S "))
+                        .and_then(|v| v.trim().parse::<f64>().ok());
+                    parse_results(&o, &mut res)
+                }) {
+                    Ok(()) => {}
+                    Err(e) => sssd_note = format!("{e:#}"),
+                }
+            }
+            Err(e) => sssd_note = format!("{e:#}"),
+        }
+    }
+    if !sssd_note.is_empty() {
+        progress(format!("nss: SSSD: {sssd_note}"));
+    }
+
+    let notes = Notes {
+        nscd: nscd_note,
+        sssd: sssd_note,
+        builds: builds_note,
+        ig: ig_note,
+    };
+    let mut figs = figures(&res, &builds, &ig, &notes);
+    if let Some(secs) = sssd_load {
+        figs.push(
+            Figure::new(
+                SECTION,
+                "SSSD files provider: load of the 10k users and 1k groups",
+                secs,
+                "s",
+            )
+            .note(
+                "from moving the 10k-user passwd and group files into its passwd_files/group_files \
+                 until u09999 and g0999 answer through sss and its backend is idle",
+            ),
+        );
+    }
     match syscalls {
         Ok([glibc, direct]) => {
             for (name, r) in [
@@ -393,7 +815,7 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
             format!("{e:#}"),
         )),
     }
-    Ok((figs, raw_json(&res)))
+    Ok((figs, raw_json(&res, &builds, &ig)))
 }
 
 /// Per syscall: calls in a `strace -c` summary.
@@ -441,23 +863,98 @@ fn per_call_syscalls(dir: &Path, tag: &str, small: usize, big: usize) -> Result<
     Ok((per("total").max(0.0), format!("per lookup: {text}")))
 }
 
-fn raw_json(res: &Results) -> Value {
+fn phase_json(r: &Phase) -> Value {
+    json!({"n": r.n, "mean": r.mean, "p50": r.p50, "p90": r.p90, "p99": r.p99,
+           "max": r.max, "errors": r.errors, "avg_groups": r.avg_groups})
+}
+
+fn raw_json(res: &Results, builds: &Pairs, ig: &Pairs) -> Value {
     let mut m = serde_json::Map::new();
     for (label, phases) in res {
         let mut pm = serde_json::Map::new();
         for (p, r) in phases {
-            pm.insert(
-                p.clone(),
-                json!({"n": r.n, "mean": r.mean, "p50": r.p50, "p90": r.p90, "p99": r.p99,
-                       "max": r.max, "errors": r.errors, "avg_groups": r.avg_groups}),
-            );
+            pm.insert(p.clone(), phase_json(r));
         }
         m.insert(label.clone(), Value::Object(pm));
     }
+    let pairs = |p: &Pairs| -> Value {
+        let mut out = serde_json::Map::new();
+        for ((label, phase), rounds) in p {
+            out.insert(
+                format!("{label}/{phase}"),
+                Value::Array(
+                    rounds
+                        .iter()
+                        .map(|(a, b)| json!([phase_json(a), phase_json(b)]))
+                        .collect(),
+                ),
+            );
+        }
+        Value::Object(out)
+    };
+    // Rounds in order, each [this, other].
+    m.insert(
+        "paired".into(),
+        json!({"this_build_vs_baseline_build": pairs(builds),
+               "with_initgroups_line_vs_without": pairs(ig)}),
+    );
     Value::Object(m)
 }
 
-fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
+/// Why a configuration has no figures.
+struct Notes {
+    nscd: String,
+    sssd: String,
+    builds: String,
+    ig: String,
+}
+
+/// The figure of paired rounds: the median of `this`'s p50s against the median of
+/// `other`'s, with the per-round ratios in the note.
+fn paired_figure(name: String, rounds: &[(Phase, Phase)], other: &str) -> Figure {
+    let this: Vec<f64> = rounds.iter().map(|(a, _)| a.p50).collect();
+    let them: Vec<f64> = rounds.iter().map(|(_, b)| b.p50).collect();
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .filter(|(_, b)| b.p50 > 0.0)
+        .map(|(a, b)| a.p50 / b.p50)
+        .collect();
+    let r = stats(&ratios);
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut note = format!(
+        "median p50 of {} alternating rounds; per-round ratio median {}x, range {}–{}x",
+        rounds.len(),
+        num(r.p50),
+        num(lo),
+        num(r.max)
+    );
+    if rounds.first().is_some_and(|(a, _)| a.n > 5000) {
+        // The 16-thread rows: their tail too.
+        let p99 = |v: Vec<f64>| num(stats(&v).p50);
+        note += &format!(
+            "; p99 {} vs {} µs",
+            p99(rounds.iter().map(|(a, _)| a.p99).collect()),
+            p99(rounds.iter().map(|(_, b)| b.p99).collect())
+        );
+    }
+    let errors: u64 = rounds.iter().map(|(a, b)| a.errors + b.errors).sum();
+    if errors > 0 {
+        note += &format!("; {errors} wrong answers");
+    }
+    // getgrouplist: both sides must find the same groups (a module that gives up on a
+    // lock and answers fewer groups would look fast).
+    let groups =
+        |f: fn(&(Phase, Phase)) -> f64| rounds.iter().map(f).sum::<f64>() / rounds.len() as f64;
+    let (ga, gb) = (groups(|(a, _)| a.avg_groups), groups(|(_, b)| b.avg_groups));
+    if (ga - gb).abs() > 0.005 {
+        note += &format!("; groups per call {ga:.3} vs {gb:.3}");
+    }
+    Figure::new(SECTION, name, stats(&this).p50, "µs")
+        .baseline(other, stats(&them).p50)
+        .note(note)
+}
+
+fn figures(res: &Results, builds: &Pairs, ig: &Pairs, notes: &Notes) -> Vec<Figure> {
     let phases: [(&str, &str, f64); 5] = [
         ("pwnam_hit", "getpwnam_r hit", 0.5),
         ("pwnam_miss", "getpwnam_r miss (warm)", 1.0),
@@ -466,7 +963,7 @@ fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
         ("grouplist", "getgrouplist", 1.0),
     ];
     // (label, shown as, has the target)
-    let configs: [(&str, &str, bool); 7] = [
+    let configs: [(&str, &str, bool); 9] = [
         ("smith", "passwd: smith", true),
         ("smith16", "passwd: smith, 16 threads", true),
         ("direct", "module alone (dlsym)", true),
@@ -474,6 +971,15 @@ fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
         ("files_smith", "passwd: files smith", false),
         ("nscd", "nscd shared map", false),
         ("nscd16", "nscd shared map, 16 threads", false),
+        ("sssd", "SSSD files provider", false),
+        ("sssd16", "SSSD files provider, 16 threads", false),
+    ];
+    // Paired rows, this build against the baseline build: (label, shown as).
+    let build_rows: [(&str, &str); 4] = [
+        ("glibc", "passwd: smith"),
+        ("glibc16", "passwd: smith, 16 threads"),
+        ("direct", "module alone"),
+        ("direct16", "module alone, 16 threads"),
     ];
     let get = |label: &str, phase: &str| res.get(label).and_then(|m| m.get(phase));
     let mut figs = Vec::new();
@@ -482,8 +988,10 @@ fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
         for (label, cname, targeted) in configs {
             let name = format!("{pname} [{cname}]");
             let Some(r) = get(label, phase) else {
-                let why = if label.starts_with("nscd") && !nscd_note.is_empty() {
-                    nscd_note.to_string()
+                let why = if label.starts_with("nscd") && !notes.nscd.is_empty() {
+                    notes.nscd.clone()
+                } else if label.starts_with("sssd") && !notes.sssd.is_empty() {
+                    notes.sssd.clone()
                 } else {
                     "no result (see the progress output)".into()
                 };
@@ -498,17 +1006,54 @@ fn figures(res: &Results, nscd_note: &str) -> Vec<Figure> {
                 f = f.goal(Goal::AtMost(target));
             }
             if label.ends_with("16") {
-                f = f.note(format!(
-                    "p99 {} µs over {} calls",
-                    super::report::num(r.p99),
-                    r.n
-                ));
+                f = f.note(format!("p99 {} µs over {} calls", num(r.p99), r.n));
             }
             if r.errors > 0 {
                 let sep = if f.note.is_empty() { "" } else { "; " };
                 f.note = format!("{}{sep}{} wrong answers in {} calls", f.note, r.errors, r.n);
             }
             figs.push(f);
+            if label == "direct16" {
+                // This build against the baseline build, after the Smith rows.
+                for (blabel, bname) in build_rows {
+                    let name = format!("{pname} [{bname}, this build vs baseline build]");
+                    match builds.get(&(blabel.to_string(), phase.to_string())) {
+                        Some(rounds) => {
+                            figs.push(paired_figure(name, rounds, "baseline build, same rounds"))
+                        }
+                        None if !notes.builds.is_empty() => {
+                            figs.push(Figure::missing(SECTION, name, notes.builds.clone()))
+                        }
+                        None => {} // not asked for
+                    }
+                }
+            }
+        }
+        if phase == "grouplist" {
+            for (label, who) in [
+                ("smith_users", "Smith users"),
+                ("local_users", "local users"),
+            ] {
+                let name = format!(
+                    "{pname} [files smith + initgroups: smith [NOTFOUND=continue] files, {who}]"
+                );
+                match ig.get(&(label.to_string(), phase.to_string())) {
+                    Some(rounds) => figs.push(paired_figure(
+                        name,
+                        rounds,
+                        "files smith without the line, same rounds",
+                    )),
+                    None => figs.push(Figure::missing(
+                        SECTION,
+                        name,
+                        if notes.ig.is_empty() {
+                            "no result (see the progress output)".to_string()
+                        } else {
+                            notes.ig.clone()
+                        },
+                    )),
+                }
+            }
         }
     }
     for (label, name) in [
@@ -543,5 +1088,41 @@ mod tests {
         assert_eq!(p.n, 5000);
         assert_eq!(p.p50, 0.45);
         assert!(parse_results("RESULT\tx\n", &mut r).is_err());
+    }
+
+    fn phase(p50: f64, avg_groups: f64) -> Phase {
+        Phase {
+            n: 5000,
+            mean: p50,
+            p50,
+            p90: p50,
+            p99: p50,
+            max: p50,
+            errors: 0,
+            avg_groups,
+        }
+    }
+
+    #[test]
+    fn paired_rows_are_medians_with_round_ratios() {
+        let rounds = vec![
+            (phase(1.0, 6.0), phase(2.0, 6.0)),
+            (phase(3.0, 6.0), phase(2.0, 6.0)),
+            (phase(1.2, 6.0), phase(1.0, 6.0)),
+        ];
+        let f = paired_figure("x".into(), &rounds, "other");
+        assert_eq!(f.value, Some(1.2));
+        assert_eq!(f.baseline.as_ref().map(|b| b.value), Some(2.0));
+        assert!(f.note.contains("3 alternating rounds"), "{}", f.note);
+        assert!(f.note.contains("ratio median 1.200x"), "{}", f.note);
+        assert!(f.note.contains("range 0.500–1.500x"), "{}", f.note);
+        assert!(!f.note.contains("groups"), "{}", f.note);
+        let fewer = vec![(phase(1.0, 1.0), phase(2.0, 6.0))];
+        let f = paired_figure("x".into(), &fewer, "other");
+        assert!(
+            f.note.contains("groups per call 1.000 vs 6.000"),
+            "{}",
+            f.note
+        );
     }
 }

@@ -362,19 +362,7 @@ fn deleted_names_come_back_with_their_ids(s: &dyn Store) {
         s,
         vec![Change::AddToken {
             hash: "alice-token".into(),
-            token: Token {
-                kind: TokenKind::User,
-                subject: "alice".into(),
-                tags: None,
-                created_at: NOW,
-                expires_at: NOW + 60,
-                used_at: None,
-                names: vec![],
-                max_uses: 1,
-                uses: 0,
-                created_by: "conformance".into(),
-                revoked_at: None,
-            },
+            token: Token::bearer(TokenKind::User, "alice", NOW, NOW + 60, "conformance"),
         }],
     )
     .unwrap();
@@ -439,17 +427,14 @@ fn a_refused_commit_leaves_nothing_behind(s: &dyn Store) {
         vec![Change::AddToken {
             hash: "t".into(),
             token: Token {
-                kind: TokenKind::Enroll,
-                subject: "host enrollment".into(),
                 tags: Some(Tags::default()),
-                created_at: NOW,
-                expires_at: NOW + 60,
-                used_at: None,
-                names: vec![],
-                max_uses: 1,
-                uses: 0,
-                created_by: "conformance".into(),
-                revoked_at: None,
+                ..Token::bearer(
+                    TokenKind::Enroll,
+                    "host enrollment",
+                    NOW,
+                    NOW + 60,
+                    "conformance",
+                )
             },
         }],
     )
@@ -835,17 +820,14 @@ fn liveness_and_out_of_band_inputs(s: &dyn Store) {
         vec![Change::AddToken {
             hash: "t".into(),
             token: Token {
-                kind: TokenKind::Enroll,
-                subject: "host enrollment".into(),
                 tags: Some(Tags::default()),
-                created_at: NOW,
-                expires_at: NOW + 60,
-                used_at: None,
-                names: vec![],
-                max_uses: 1,
-                uses: 0,
-                created_by: "conformance".into(),
-                revoked_at: None,
+                ..Token::bearer(
+                    TokenKind::Enroll,
+                    "host enrollment",
+                    NOW,
+                    NOW + 60,
+                    "conformance",
+                )
             },
         }],
     )
@@ -887,19 +869,7 @@ fn liveness_and_out_of_band_inputs(s: &dyn Store) {
         s,
         vec![Change::AddToken {
             hash: "x".into(),
-            token: Token {
-                kind: TokenKind::Scim,
-                subject: "scim".into(),
-                tags: None,
-                created_at: NOW,
-                expires_at: NOW + 60,
-                used_at: None,
-                names: vec![],
-                max_uses: 1,
-                uses: 0,
-                created_by: "conformance".into(),
-                revoked_at: None,
-            },
+            token: Token::bearer(TokenKind::Scim, "scim", NOW, NOW + 60, "conformance"),
         }],
     )
     .unwrap();

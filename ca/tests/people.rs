@@ -27,13 +27,11 @@ mod support;
 #[path = "../../tests/src/oidc.rs"]
 mod oidc;
 
-use oidc::{id_token, login_url, Account, Browser, Provider, ProviderOptions};
+use oidc::{drive_sign_in, id_token, Account, Browser, Provider, ProviderOptions};
 use serde_json::{json, Value};
 use smith_api::endpoints;
 use smith_proto::snapshot::SyncResponse;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 use support::{bin, run, text, TestCa};
 
@@ -366,56 +364,14 @@ fn scim_changes_only_what_scim_created() {
 /// Runs `smith-ca admin login --no-browser` and signs in as `account` through the
 /// provider's pages with a scripted browser.
 fn admin_login(ca: &TestCa, account: &str) -> Output {
-    let mut child = Command::new(bin("smith-ca"))
-        .args(["admin", "login", "--no-browser", "--timeout", "60s"])
+    let mut cmd = Command::new(bin("smith-ca"));
+    cmd.args(["admin", "login", "--no-browser", "--timeout", "60s"])
         .env("SMITH_CA_URL", &ca.url)
         .env("SMITH_CA_FINGERPRINT", &ca.fingerprint)
         .env_remove("SMITH_TOKEN")
         .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn smith-ca admin login");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    let mut seen = String::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no sign-in URL printed: {seen}"));
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(url) = login_url(&seen) {
-            Browser::new()
-                .sign_in(&url, account, true)
-                .expect("browser sign-in");
-            break;
-        }
-    }
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let status = child.wait().unwrap();
-    Output {
-        status,
-        stdout: stdout.into_bytes(),
-        stderr: reader.join().unwrap().into_bytes(),
-    }
+        .env_remove("WAYLAND_DISPLAY");
+    drive_sign_in(&mut cmd, &Browser::new(), account, false).expect("admin sign-in")
 }
 
 #[test]

@@ -13,11 +13,9 @@ mod support;
 #[path = "../../tests/src/oidc.rs"]
 mod oidc;
 
-use oidc::{device_prompt, login_url, Account, Browser, Provider, ProviderOptions};
-use std::io::{BufRead, BufReader, Read};
+use oidc::{drive_sign_in, Account, Browser, Provider, ProviderOptions};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 use support::{bin, keygen_l, run, text, Sshd, TestCa};
 
@@ -104,61 +102,9 @@ fn smith(ca: &TestCa, profile: &str) -> Command {
 /// the printed URL, or with `--device` the printed verification URI and code.
 fn login(ca: &TestCa, profile: &str, args: &[&str], account: &str) -> Output {
     let device = args.contains(&"--device");
-    let mut child = smith(ca, profile)
-        .arg("login")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn smith login");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    let mut seen = String::new();
-    let browser = Browser::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("smith login printed no sign-in prompt: {seen}"));
-        seen.push_str(&line);
-        seen.push('\n');
-        if device {
-            if let Some((uri, code)) = device_prompt(&seen) {
-                browser
-                    .device(&uri, &code, account)
-                    .expect("device sign-in");
-                break;
-            }
-        } else if let Some(url) = login_url(&seen) {
-            browser
-                .sign_in(&url, account, true)
-                .expect("browser sign-in");
-            break;
-        }
-    }
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let status = child.wait().unwrap();
-    let err = reader.join().unwrap();
-    Output {
-        status,
-        stdout: stdout.into_bytes(),
-        stderr: err.into_bytes(),
-    }
+    let mut cmd = smith(ca, profile);
+    cmd.arg("login").args(args);
+    drive_sign_in(&mut cmd, &Browser::new(), account, device).expect("sign-in")
 }
 
 fn ok(what: &str, out: &Output) -> String {

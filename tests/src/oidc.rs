@@ -557,6 +557,63 @@ pub fn device_prompt(output: &str) -> Option<(String, String)> {
     })
 }
 
+/// Runs an interactive sign-in command (`smith login`, `smith-ca admin login`) with
+/// stdout and stderr piped, and signs in as `account` when it prints its prompt: the
+/// sign-in URL, or with `device` the verification URI and code. Its output, once it
+/// exits; an error when no prompt came within 30 s.
+pub fn drive_sign_in(
+    cmd: &mut Command,
+    browser: &Browser,
+    account: &str,
+    device: bool,
+) -> Result<std::process::Output, String> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the sign-in command: {e}"))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let mut seen = String::new();
+    let signed_in = loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            break Err(format!("no sign-in prompt printed: {seen}"));
+        };
+        seen.push_str(&line);
+        seen.push('\n');
+        if device {
+            if let Some((uri, code)) = device_prompt(&seen) {
+                break browser.device(&uri, &code, account).map(|_| ());
+            }
+        } else if let Some(url) = login_url(&seen) {
+            break browser.sign_in(&url, account, true).map(|_| ());
+        }
+    };
+    signed_in?;
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).map_err(|e| e.to_string())?;
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.into_bytes(),
+        stderr: reader.join().unwrap_or_default().into_bytes(),
+    })
+}
+
 /// base64url(SHA-256(s)), computed by node (already required).
 fn s256(s: &str) -> Result<String, String> {
     let out = Command::new("node")

@@ -104,7 +104,7 @@ pub struct CaKeys {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostKrl {
     /// Base64 of the binary KRL; `None` when nothing is revoked (write an empty file).
-    pub krl_base64: Option<String>,
+    pub krl_base64: Option<std::sync::Arc<str>>,
     /// Unix seconds the list was built.
     pub generated_at: u64,
 }

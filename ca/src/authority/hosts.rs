@@ -625,9 +625,10 @@ impl Authority {
         })?)
     }
 
-    /// The KRL of revoked SSH host certificates (base64), `None` when nothing is revoked.
-    pub fn host_krl(&self) -> Option<String> {
-        self.model().host_krl_base64().map(|k| k.to_string())
+    /// The KRL of revoked SSH host certificates (base64, built once per change and
+    /// shared by every answer), `None` when nothing is revoked.
+    pub fn host_krl(&self) -> Option<std::sync::Arc<str>> {
+        self.model().host_krl_base64().cloned()
     }
 
     /// The host name patterns this CA certifies hosts for: enrolled hosts' names and

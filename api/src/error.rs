@@ -67,6 +67,8 @@ error_codes! {
     InvalidCidr = "invalid_cidr",
     InvalidTimeWindow = "invalid_time_window",
     InvalidReason = "invalid_reason",
+    /// A grant's shared login, permit or force-command is not valid.
+    InvalidGrantOption = "invalid_grant_option",
     InvalidPublicKey = "invalid_public_key",
     InvalidCsr = "invalid_csr",
     InvalidHostKey = "invalid_host_key",
@@ -139,6 +141,9 @@ error_codes! {
     NoMatchingGrant = "no_matching_grant",
     /// Grants cover the scope but their conditions (source, reason, window) failed.
     ConditionFailed = "condition_failed",
+    /// The grants a request matched cannot share one certificate (different forced
+    /// commands, too many principals): ask with a narrower `--scope`.
+    GrantsConflict = "grants_conflict",
 
     // OIDC sign-in.
     OidcNotConfigured = "oidc_not_configured",

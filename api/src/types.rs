@@ -48,6 +48,7 @@
 //! enrolled host has with 409 `ssh_name_taken` (the token is not used up).
 
 use serde::{Deserialize, Serialize};
+use smith_proto::grants::Permits;
 use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 
 /// Every non-2xx response carries this body.
@@ -214,6 +215,16 @@ pub struct GrantAdd {
     /// Time windows, e.g. `mon-fri 09:00-18:00 Europe/Paris`; empty = always.
     #[serde(default)]
     pub time_windows: Vec<String>,
+    /// Shared local accounts certificates under this grant may log in as (`deploy`).
+    #[serde(default)]
+    pub logins: Vec<UserName>,
+    /// The `permit-*` extensions of certificates under this grant (default: pty and
+    /// port forwarding; no agent or X11 forwarding, no user rc).
+    #[serde(default)]
+    pub permits: Permits,
+    /// A command sshd runs instead of whatever is asked (`force-command`).
+    #[serde(default)]
+    pub force_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -227,6 +238,12 @@ pub struct GrantInfo {
     pub require_reason: bool,
     pub time_windows: Vec<String>,
     pub created_at: u64,
+    #[serde(default)]
+    pub logins: Vec<UserName>,
+    #[serde(default)]
+    pub permits: Permits,
+    #[serde(default)]
+    pub force_command: Option<String>,
 }
 
 // --- certificates ----------------------------------------------------------------------------

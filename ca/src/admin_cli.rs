@@ -17,6 +17,7 @@ use smith_api::{
     RevokeResponse, TokenRequest, TokenResponse, Trust, UserAdd, UserInfo,
 };
 use smith_ca::audit::cli::say;
+use smith_proto::grants::Permits;
 use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -428,6 +429,21 @@ pub enum GrantCmd {
         /// "daily 22:00-06:00 +02:00" (UTC or fixed offsets). Repeatable (any matches).
         #[arg(long = "time-window")]
         time_windows: Vec<String>,
+        /// Certificates under this grant may also log in as this shared local account
+        /// (e.g. deploy, ubuntu; never root or a Smith user). Repeatable. Hosts admit it
+        /// only under this grant; the trail names the person behind each login.
+        #[arg(long = "login", value_name = "ACCOUNT")]
+        logins: Vec<UserName>,
+        /// Allow what certificates under this grant do not get by default:
+        /// agent-forwarding, x11-forwarding, user-rc. Repeatable.
+        #[arg(long = "permit", value_name = "WHAT")]
+        permit: Vec<String>,
+        /// Take away what certificates get by default: pty, port-forwarding. Repeatable.
+        #[arg(long = "deny", value_name = "WHAT")]
+        deny: Vec<String>,
+        /// sshd runs this command instead of whatever is asked (force-command).
+        #[arg(long, value_name = "COMMAND")]
+        force_command: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -585,6 +601,16 @@ fn print_grant(g: &GrantInfo) {
     }
     if !g.time_windows.is_empty() {
         cond.push(format!("during {}", g.time_windows.join(" or ")));
+    }
+    if !g.logins.is_empty() {
+        let l: Vec<&str> = g.logins.iter().map(|l| l.as_str()).collect();
+        cond.push(format!("also as {}", l.join(",")));
+    }
+    if g.permits != Permits::default() {
+        cond.push(format!("permits {}", g.permits.describe()));
+    }
+    if let Some(c) = &g.force_command {
+        cond.push(format!("forced command {}", c.escape_debug()));
     }
     println!(
         "#{:<4} group {:<14} -> {:<24} : {:<4}  max {}{}",
@@ -968,8 +994,18 @@ fn grant(c: &Client, cmd: GrantCmd) -> anyhow::Result<()> {
             source_cidrs,
             require_reason,
             time_windows,
+            logins,
+            permit,
+            deny,
+            force_command,
             json: as_json,
         } => {
+            let mut permits = Permits::default();
+            for (names, on) in [(&permit, true), (&deny, false)] {
+                for n in names {
+                    permits.set(n, on).map_err(anyhow::Error::msg)?;
+                }
+            }
             let info = c.add_grant(&GrantAdd {
                 group,
                 selector: tags,
@@ -978,6 +1014,9 @@ fn grant(c: &Client, cmd: GrantCmd) -> anyhow::Result<()> {
                 source_cidrs,
                 require_reason,
                 time_windows,
+                logins,
+                permits,
+                force_command,
             })?;
             if as_json {
                 return json(&info);

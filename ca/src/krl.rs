@@ -246,11 +246,14 @@ mod tests {
             &UserCertSpec {
                 serial,
                 key_id,
-                principal: "alice",
+                principals: Vec::leak(vec!["alice".to_string()]),
                 valid_after: 0,
                 valid_before: 4_000_000_000,
                 source_address: None,
                 scope: None,
+                permits: Default::default(),
+                force_command: None,
+                grants: None,
             },
         )
         .unwrap();

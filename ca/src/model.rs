@@ -138,6 +138,22 @@ pub struct Grant {
     /// Parsed once, when the grant is added or loaded.
     pub time_windows: Vec<crate::timewin::Window>,
     pub created_at: u64,
+    /// What certificates issued under this grant carry.
+    pub cert: CertRules,
+}
+
+/// What a certificate issued under a grant may carry besides the person's own login
+/// (stored as JSON with the grant; absent fields take their defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CertRules {
+    /// Shared local accounts the grant allows logging in as (`--login deploy`): never a
+    /// reserved name (root), never a Smith user.
+    pub logins: Vec<UserName>,
+    /// The `permit-*` extensions (agent and X11 forwarding off unless granted).
+    pub permits: smith_proto::grants::Permits,
+    /// The command sshd runs instead of the one asked for (`force-command`).
+    pub force_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1530,6 +1546,7 @@ pub(crate) mod tests {
             require_reason: false,
             time_windows: vec![],
             created_at: 1,
+            cert: Default::default(),
         };
         m.apply(&[Change::AddGrant(grant)], Some(4));
         let names =

@@ -79,11 +79,14 @@ mod tests {
         UserCertSpec {
             serial: 7,
             key_id: "smith:alice:0123456789abcdef",
-            principal: "alice",
+            principals: Vec::leak(vec!["alice".to_string()]),
             valid_after: 1000,
             valid_before: 5000,
             source_address: None,
             scope: Some("env=dev".into()),
+            permits: Default::default(),
+            force_command: None,
+            grants: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! OpenSSH CA keys and certificates: generating the user and host CA keys, signing user
-//! certificates (with Smith's `scope@smith` extension) and host certificates.
+//! certificates (principals, permits and `grants@smith` from the grants they are issued
+//! under) and host certificates.
 //!
 //! Must never: sign a certificate without explicit principals (an empty list is a
 //! "golden ticket" to OpenSSH), or accept a certificate or a weak key as the key to sign.
@@ -8,12 +9,6 @@ use rand::rngs::OsRng;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::private::RsaKeypair;
 use ssh_key::{Algorithm, Certificate, EcdsaCurve, HashAlg, LineEnding, PrivateKey, PublicKey};
-
-pub const PERMIT_EXTENSIONS: &[&str] = &[
-    "permit-agent-forwarding",
-    "permit-port-forwarding",
-    "permit-pty",
-];
 
 /// RSA CA keys are generated with this many bits (signatures are rsa-sha2-512).
 pub const RSA_BITS: usize = 3072;
@@ -135,13 +130,21 @@ pub fn parse_subject_key(line: &str) -> Result<PublicKey, SshCaError> {
 pub struct UserCertSpec<'a> {
     pub serial: u64,
     pub key_id: &'a str,
-    pub principal: &'a str,
+    /// The user's login first (never empty), then what the grants add.
+    pub principals: &'a [String],
     pub valid_after: u64,
     pub valid_before: u64,
     /// `source-address` critical option (comma-separated CIDRs).
     pub source_address: Option<String>,
-    /// `scope@smith` extension text; `None` = no extension (valid wherever a grant is).
+    /// `scope@smith` extension text (what was asked; read by hosts of older Smith
+    /// versions); `None` = no extension.
     pub scope: Option<String>,
+    /// The `permit-*` extensions.
+    pub permits: smith_proto::grants::Permits,
+    /// `force-command` critical option.
+    pub force_command: Option<&'a str>,
+    /// `grants@smith` extension text (the authorizing grants).
+    pub grants: Option<&'a str>,
 }
 
 pub fn sign_user_cert<S: ssh_key::SigningKey>(
@@ -159,14 +162,27 @@ pub fn sign_user_cert<S: ssh_key::SigningKey>(
     b.serial(spec.serial)
         .and_then(|b| b.cert_type(CertType::User))
         .and_then(|b| b.key_id(spec.key_id))
-        .and_then(|b| b.valid_principal(spec.principal))
         .map_err(SshCaError::Sign)?;
+    if spec.principals.is_empty() {
+        return Err(SshCaError::Sign(ssh_key::Error::FormatEncoding));
+    }
+    for p in spec.principals {
+        b.valid_principal(p.as_str()).map_err(SshCaError::Sign)?;
+    }
+    if let Some(c) = spec.force_command {
+        b.critical_option("force-command", c)
+            .map_err(SshCaError::Sign)?;
+    }
     if let Some(sa) = &spec.source_address {
         b.critical_option("source-address", sa.as_str())
             .map_err(SshCaError::Sign)?;
     }
-    for ext in PERMIT_EXTENSIONS {
-        b.extension(*ext, "").map_err(SshCaError::Sign)?;
+    for ext in spec.permits.extensions() {
+        b.extension(ext, "").map_err(SshCaError::Sign)?;
+    }
+    if let Some(g) = spec.grants.filter(|g| !g.is_empty()) {
+        b.extension(smith_proto::grants::GRANTS_EXTENSION, g)
+            .map_err(SshCaError::Sign)?;
     }
     if let Some(scope) = spec.scope.as_deref().filter(|s| !s.is_empty()) {
         b.extension(smith_proto::sshcert::SCOPE_EXTENSION, scope)
@@ -221,11 +237,14 @@ mod tests {
         UserCertSpec {
             serial: 42,
             key_id: "smith:alice:0123456789abcdef",
-            principal: "alice",
+            principals: Vec::leak(vec!["alice".to_string()]),
             valid_after: 1000,
             valid_before: 5000,
             source_address: sa.map(str::to_string),
             scope: scope.map(str::to_string),
+            permits: Default::default(),
+            force_command: None,
+            grants: None,
         }
     }
 
@@ -248,9 +267,10 @@ mod tests {
         assert_eq!((info.valid_after, info.valid_before), (1000, 5000));
         assert!(info.is_user_cert());
         let names: Vec<&str> = info.extensions.iter().map(|(n, _)| n.as_str()).collect();
-        for p in PERMIT_EXTENSIONS {
-            assert!(names.contains(p), "{p} missing from {names:?}");
+        for p in smith_proto::grants::Permits::default().extensions() {
+            assert!(names.contains(&p), "{p} missing from {names:?}");
         }
+        assert!(!names.contains(&"permit-agent-forwarding"), "{names:?}");
         // The critical option's data is an SSH string holding the CIDR list.
         let (_, data) = info
             .critical_options

@@ -121,6 +121,7 @@ pub fn sync_response(
                 group: g.group.clone(),
                 selector: g.selector.clone(),
                 level: g.level,
+                logins: g.cert.logins.clone(),
             })
             .collect(),
         sudo_gid: m.settings().sudo_gid,
@@ -166,6 +167,7 @@ mod tests {
             require_reason: false,
             time_windows: vec![],
             created_at: 0,
+            cert: Default::default(),
         }
     }
 

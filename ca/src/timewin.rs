@@ -216,6 +216,23 @@ impl fmt::Display for Window {
     }
 }
 
+/// How long from `now` (at most `limit` seconds) one of `windows` stays open without a
+/// break: windows open and close on whole minutes, so each minute boundary is checked.
+/// 0 when none is open at `now`.
+pub fn open_for(windows: &[Window], now: u64, limit: u64) -> u64 {
+    if !windows.iter().any(|w| w.contains(now)) {
+        return 0;
+    }
+    let mut t = (now / 60 + 1) * 60;
+    while t < now.saturating_add(limit) {
+        if !windows.iter().any(|w| w.contains(t)) {
+            return t - now;
+        }
+        t += 60;
+    }
+    limit
+}
+
 /// `t` in UTC and in the zones of `windows`, e.g. `Mon 10:00 UTC (Mon 11:00
 /// Europe/Paris)`, for denial messages.
 pub fn describe_for(windows: &[Window], t: u64) -> String {
@@ -251,6 +268,14 @@ mod tests {
     fn office_hours() {
         let w = Window::parse("mon-fri 09:00-18:00 UTC").unwrap();
         assert!(!w.contains(MON + 8 * H + 59 * 60));
+        // Open at 17:30 for half an hour; at 12:00 for the whole limit of 2 h; closed at 20:00.
+        let ws = [w.clone()];
+        assert_eq!(
+            open_for(&ws, MON + 17 * H + 30 * 60 + 7, 8 * H),
+            30 * 60 - 7
+        );
+        assert_eq!(open_for(&ws, MON + 12 * H, 2 * H), 2 * H);
+        assert_eq!(open_for(&ws, MON + 20 * H, 2 * H), 0);
         assert!(w.contains(MON + 9 * H));
         assert!(w.contains(MON + 17 * H + 59 * 60));
         assert!(!w.contains(MON + 18 * H));

@@ -290,15 +290,48 @@ fn check_krl(c: &mut Checks, p: &HostPaths) {
     check_file(c, "KRL", &p.revoked_keys, None, "sshd refuses every public key login when its RevokedKeys file is missing: run `smith-host activate` again");
 }
 
-/// The drop-in, its inclusion in sshd_config, and the principals command.
+/// The principals files sshd reads as the logging-in user: the directory must be
+/// root-owned, not writable by others, and readable by everyone.
+fn check_principals_dir(c: &mut Checks, p: &HostPaths) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = &p.principals_dir;
+    match std::fs::metadata(dir) {
+        Ok(m) if m.uid() == 0 && m.mode() & 0o022 == 0 && m.mode() & 0o005 == 0o005 => {
+            let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+            c.ok(
+                "principals files",
+                format!("{} ({n} login names)", dir.display()),
+            )
+        }
+        Ok(m) => c.push(
+            "principals files",
+            Level::Fail,
+            format!(
+                "{} is mode {:o}, owner uid {}: sshd refuses principals files another user can \
+                 write, and cannot read them when others cannot",
+                dir.display(),
+                m.mode() & 0o7777,
+                m.uid()
+            ),
+            format!("chown root {0} && chmod 0755 {0}", dir.display()),
+        ),
+        Err(e) => c.push(
+            "principals files",
+            Level::Warn,
+            format!("{}: {e}", dir.display()),
+            "smith-hostd writes them at its first sync; check `smith-host status`",
+        ),
+    }
+}
+
+/// The drop-in, its inclusion in sshd_config, and the principals files.
 fn check_sshd(c: &mut Checks, p: &HostPaths) {
     let dropin = std::fs::read_to_string(&p.sshd_dropin).unwrap_or_default();
     if check_file(c, "sshd drop-in", &p.sshd_dropin, None, REACTIVATE) {
         for kw in [
             "TrustedUserCAKeys",
             "RevokedKeys",
-            "AuthorizedPrincipalsCommand ",
-            "AuthorizedPrincipalsCommandUser",
+            "AuthorizedPrincipalsFile ",
         ] {
             if !dropin.lines().any(|l| l.starts_with(kw)) {
                 c.push(
@@ -330,17 +363,7 @@ fn check_sshd(c: &mut Checks, p: &HostPaths) {
                 "is openssh-server installed?",
             ),
         }
-        let exe = dropin
-            .lines()
-            .find_map(|l| l.strip_prefix("AuthorizedPrincipalsCommand "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_string);
-        if let Some(exe) = exe {
-            match crate::activate::principals_command_problem(Path::new(&exe)) {
-            Some(problem) => c.push("principals command", Level::Fail, problem, "install smith-host in a root-owned directory (e.g. /usr/bin) and run `smith-host activate --principals-command PATH` again"),
-            None => c.ok("principals command", exe),
-        }
-        }
+        check_principals_dir(c, p);
     }
 }
 

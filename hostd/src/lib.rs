@@ -27,6 +27,7 @@ pub mod identity;
 pub mod local;
 pub mod localclient;
 pub mod logging;
+pub mod logins;
 pub mod nssprobe;
 pub mod oneshot;
 pub mod paths;

@@ -95,6 +95,8 @@ pub struct HostPaths {
     pub audit_status_file: PathBuf,
     /// Live SSH sessions by sshd pid (`sessions.json`), to attribute sudo to a key ID.
     pub sessions_file: PathBuf,
+    /// One principals file per login name (`AuthorizedPrincipalsFile <dir>/%u`).
+    pub principals_dir: PathBuf,
     /// Where the sshd log reader stopped (`sshd-log.json`).
     pub sshd_log_position: PathBuf,
     /// `/etc/sudoers.d/smith`.
@@ -158,6 +160,7 @@ impl HostPaths {
             spool_dir: state_dir.join("spool"),
             audit_status_file: state_dir.join("audit-status.json"),
             sessions_file: state_dir.join("sessions.json"),
+            principals_dir: r(p::PRINCIPALS_DIR),
             sshd_log_position: state_dir.join("sshd-log.json"),
             sudoers: r(p::SUDOERS_FILE),
             proc_root: PathBuf::from("/proc"),
@@ -201,6 +204,7 @@ impl HostPaths {
             self.spool_dir = sd.join("spool");
             self.audit_status_file = sd.join("audit-status.json");
             self.sessions_file = sd.join("sessions.json");
+            self.principals_dir = sd.join("principals");
             self.sshd_log_position = sd.join("sshd-log.json");
             self.skipped_file = sd.join("skipped.json");
             self.state_dir = sd;

@@ -1,25 +1,26 @@
-//! `smith-host principals USER CERT_B64 [KEY_ID] [SERIAL]`: sshd's
-//! `AuthorizedPrincipalsCommand` (`%u %k %i %s`), run as an unprivileged user.
+//! `smith-host principals USER CERT_B64 [KEY_ID] [SERIAL]`: the access decision for one
+//! certificate, as sshd makes it from the principals files smith-hostd keeps
+//! (`AuthorizedPrincipalsFile <dir>/%u`, see `crate::logins`). A diagnostic for
+//! operators, and still correct as the `AuthorizedPrincipalsCommand` of a drop-in written
+//! by an older `smith-host activate` (`%u %k %i %s`).
 //!
-//! Prints USER if the certificate may log in as USER on this host (the user is a Smith
-//! user in the cache with a grant here, is not a local account, the certificate names
-//! them, is valid now, and its scope matches this host's tags), and nothing otherwise.
+//! Prints USER if the certificate carries a grant principal USER's principals file lists
+//! (one of the grants it was issued under covers this host and counts its holder now),
+//! and is a valid user certificate now; nothing otherwise.
 //!
-//! Owns: that decision's inputs (the cache file read directly, `/etc/passwd` read
-//! directly) and the refusal log (syslog `LOG_AUTHPRIV`, and stderr). Must never: start
-//! a runtime or threads, talk to the network or the daemon, print anything on doubt,
-//! or exit non-zero (sshd treats an empty answer as "no principals").
+//! Owns: the refusal log (syslog `LOG_AUTHPRIV`, and stderr). Must never: start a runtime
+//! or threads, talk to the network or the daemon, print anything on doubt, or exit
+//! non-zero (sshd treats an empty answer as "no principals").
 
 use crate::paths::HostPaths;
-use smith_proto::cache::CacheView;
-use smith_proto::{policy, sshcert, Tags, UserName};
+use smith_proto::grants::parse_principals_file;
+use smith_proto::{policy, sshcert, UserName};
 use std::ffi::CString;
 use std::path::Path;
 
-/// Why a login was refused (or the allowed name).
+/// The allowed name, or why the certificate is refused.
 pub fn decide(
-    cache_bytes: &[u8],
-    passwd: &Path,
+    principals_dir: &Path,
     user: &str,
     cert_b64: &str,
     now: u64,
@@ -27,19 +28,18 @@ pub fn decide(
     let name = UserName::new(user).map_err(|e| format!("user name refused: {e}"))?;
     let cert = sshcert::parse_cert_base64(cert_b64)
         .map_err(|e| format!("cannot read the certificate: {e}"))?;
-    let view = CacheView::parse(cache_bytes).map_err(|e| format!("cache unusable: {e}"))?;
-    let entry = view
-        .user_by_name(name.as_str().as_bytes())
-        .map_err(|e| format!("cache unusable: {e}"))?
-        .ok_or_else(|| format!("{name} is not a Smith user with a grant on this host"))?;
-    if crate::local::is_local_user(passwd, name.as_str()) {
-        return Err(format!(
-            "{name} is a local account; Smith certificates never log in as local accounts"
-        ));
-    }
-    let tags_text = std::str::from_utf8(view.host_tags()).map_err(|_| "host tags unreadable")?;
-    let tags = Tags::parse(tags_text).map_err(|e| format!("host tags unreadable: {e}"))?;
-    policy::check_certificate(&cert, name.as_str(), entry.level, &tags, now).map_err(|r| {
+    let file = principals_dir.join(name.as_str());
+    let listed = match std::fs::read_to_string(&file) {
+        Ok(t) => parse_principals_file(&t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "no grant on this host allows logging in as {name} ({} does not exist)",
+                file.display()
+            ))
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    policy::check_certificate(&cert, &listed, now).map_err(|r| {
         format!(
             "certificate {} (serial {}) refused for {name}: {r}",
             cert.key_id.escape_debug(),
@@ -74,18 +74,7 @@ fn log_refusal(msg: &str) {
 
 /// Runs the command: returns what to print (the user name) or `None`.
 pub fn run(paths: &HostPaths, user: &str, cert_b64: &str) -> Option<String> {
-    let bytes = match std::fs::read(&paths.cache_file) {
-        Ok(b) => b,
-        Err(e) => {
-            log_refusal(&format!(
-                "cannot read {}: {e}; refusing {}",
-                paths.cache_file.display(),
-                user.escape_debug()
-            ));
-            return None;
-        }
-    };
-    match decide(&bytes, &paths.passwd, user, cert_b64, crate::now_unix()) {
+    match decide(&paths.principals_dir, user, cert_b64, crate::now_unix()) {
         Ok(name) => Some(name),
         Err(why) => {
             log_refusal(&why);

@@ -42,17 +42,7 @@ pub struct SessionTable {
     sessions: BTreeMap<u32, SessionInfo>,
 }
 
-/// `(ppid, starttime)` of a process from `/proc/<pid>/stat`.
-pub fn proc_stat(proc_root: &Path, pid: u32) -> Option<(u32, u64)> {
-    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // "pid (comm) state ppid ..." — comm may hold spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] = state (field 3), fields[1] = ppid (4), fields[19] = starttime (22).
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((ppid, start))
-}
+pub use smith_proto::sessionfile::proc_stat;
 
 impl SessionTable {
     /// Loads the table (missing or unreadable file: empty), dropping sessions whose

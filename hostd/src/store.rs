@@ -89,6 +89,8 @@ pub struct Store {
     dirty_state: bool,
     dirty_cache: bool,
     dirty_trust: bool,
+    /// The principals files (who may log in as which name), derived with the cache.
+    principals: crate::logins::PrincipalsDir,
 }
 
 impl Store {
@@ -137,6 +139,7 @@ impl Store {
             skips: BTreeSet::new(),
             local_stamp: Vec::new(),
             probed: HashMap::new(),
+            principals: crate::logins::PrincipalsDir::new(&paths.principals_dir),
             dirty_state: false,
             dirty_cache: has_state,
             dirty_trust: has_state,
@@ -317,6 +320,26 @@ impl Store {
             view::build_contents(state, &local, &self.home_base, self.generation + 1, now);
         self.save_skips(&skips);
         self.log_skips(skips);
+        let served: BTreeSet<&str> = contents.users.iter().map(|u| u.name.as_str()).collect();
+        let want = crate::logins::wanted(state, &served, &local.user_names);
+        let mut principals_ok = true;
+        match self.principals.sync(&want) {
+            Ok(0) => {}
+            Ok(n) => info!(
+                changed = n,
+                logins = want.len(),
+                dir = %self.paths.principals_dir.display(),
+                "principals files updated"
+            ),
+            Err(e) => {
+                error!(
+                    dir = %self.paths.principals_dir.display(),
+                    error = %e,
+                    "cannot write the principals files; sshd keeps the previous ones, will retry"
+                );
+                principals_ok = false;
+            }
+        }
         self.local_stamp = stamp_before;
         let current = self.served.as_ref().and_then(|b| {
             CacheView::parse(b)
@@ -328,13 +351,13 @@ impl Store {
             .flatten()
             .is_some_and(|b| self.served.as_deref() == Some(&b));
         if on_disk_matches && current.is_some_and(|c| view::same_data(&c, &contents)) {
-            return true;
+            return principals_ok;
         }
         let bytes = match smith_proto::cache::build(&contents) {
             Ok(b) => b,
             Err(e) => {
                 error!(error = %e, "cannot build the cache; keeping the previous one");
-                return true; // retrying would fail the same way until the next sync
+                return principals_ok; // the cache would fail the same way until the next sync
             }
         };
         self.generation += 1;
@@ -348,7 +371,7 @@ impl Store {
                     path = %self.paths.cache_file.display(),
                     "cache written"
                 );
-                true
+                principals_ok
             }
             Err(e) => {
                 error!(

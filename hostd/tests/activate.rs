@@ -72,18 +72,14 @@ fn activate_writes_everything_is_idempotent_and_deactivate_restores() {
         dropin.contains(&format!("RevokedKeys {r}/etc/ssh/smith_revoked.krl\n")),
         "{dropin}"
     );
-    let exe = std::fs::canonicalize(smith_host()).unwrap();
+    // sshd decides from the principals files hostd keeps, with no command per login.
     assert!(
         dropin.contains(&format!(
-            "AuthorizedPrincipalsCommand {} --root {r} principals %u %k %i %s\n",
-            exe.display()
+            "AuthorizedPrincipalsFile {r}/var/lib/smith/principals/%u\n"
         )),
         "{dropin}"
     );
-    assert!(
-        dropin.contains("AuthorizedPrincipalsCommandUser nobody\n"),
-        "{dropin}"
-    );
+    assert!(!dropin.contains("AuthorizedPrincipalsCommand"), "{dropin}");
     for t in ["ecdsa", "ed25519"] {
         let cert = h.path(&format!("/etc/ssh/ssh_host_{t}_key-cert.pub"));
         assert!(
@@ -328,10 +324,10 @@ fn deactivate_keeps_what_the_admin_changed_since() {
         let out = String::from_utf8_lossy(&o.stdout).to_lowercase();
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
-            out.contains("authorizedprincipalscommanduser nobody"),
+            out.contains("authorizedprincipalsfile ")
+                && out.contains("/var/lib/smith/principals/%u"),
             "{out}"
         );
-        assert!(out.contains("principals %u %k %i %s"), "{out}");
     }
 
     // The admin edits nsswitch.conf and pam.d/sshd after activation.

@@ -37,6 +37,13 @@ pub struct Config {
     pub max_age_secs: Option<u64>,
     /// hostd's sync status file, read for `max_age=` (`sync_status=PATH`).
     pub sync_status: PathBuf,
+    /// The principals files hostd keeps, one per login name (`principals=DIR`): what
+    /// may log in as whom here now.
+    pub principals: PathBuf,
+    /// Where open sessions are recorded for sudo (`sessions=DIR`).
+    pub sessions: PathBuf,
+    /// Where processes are looked up (always `/proc` in the module; tests move it).
+    pub proc_root: PathBuf,
 }
 
 impl Default for Config {
@@ -53,6 +60,9 @@ impl Default for Config {
             no_home: false,
             max_age_secs: None,
             sync_status: PathBuf::from(paths::SYNC_STATUS_FILE),
+            principals: PathBuf::from(paths::PRINCIPALS_DIR),
+            sessions: PathBuf::from(paths::SESSIONS_DIR),
+            proc_root: PathBuf::from("/proc"),
         }
     }
 }
@@ -107,11 +117,13 @@ impl Config {
                 ("level", Some(v)) => c.level = v.parse()?,
                 ("max_age", Some(v)) => c.max_age_secs = Some(duration_secs(k, v)?),
                 ("sync_status", Some(v)) => c.sync_status = abs_path(k, v)?,
+                ("principals", Some(v)) => c.principals = abs_path(k, v)?,
+                ("sessions", Some(v)) => c.sessions = abs_path(k, v)?,
                 ("debug", None) => c.debug = true,
                 ("nohome", None) => c.no_home = true,
                 _ => {
                     return Err(format!(
-                        "unknown argument {a:?} (known: cache=PATH socket=PATH pending=PATH passwd=PATH home_base=PATH skel=PATH level=ssh|sudo max_age=DURATION sync_status=PATH debug nohome)"
+                        "unknown argument {a:?} (known: cache=PATH socket=PATH pending=PATH passwd=PATH home_base=PATH skel=PATH level=ssh|sudo max_age=DURATION sync_status=PATH principals=DIR sessions=DIR debug nohome)"
                     ))
                 }
             }

@@ -1,10 +1,13 @@
 //! What each PAM phase does for a non-local user (the entry points in [`crate::entry`]
 //! have already answered `PAM_IGNORE` for local accounts).
 //!
-//! Owns: the account decision (grant level against the needed level), the session
-//! certificate check (defence in depth: `SSH_AUTH_INFO_0` must hold a certificate that
-//! `policy::check_certificate` accepts for this user and host), home creation, session
-//! and sudo records, and what is logged for each refusal.
+//! Owns: the account decision (grant level against the needed level; for sudo, also a
+//! `sudo` grant *of the session's certificate* that this host still lists: grant-bound),
+//! the session certificate check (defence in depth: `SSH_AUTH_INFO_0` must hold a
+//! certificate that `policy::check_certificate` accepts against the user's principals
+//! file, as sshd did), the session record sudo is decided by
+//! ([`smith_proto::sessionfile`]), home creation, session and sudo records, and what is
+//! logged for each refusal.
 //!
 //! Every phase is written against [`PamHandle`] (PAM items, environment, log, module
 //! data) and [`Recorder`] (where audit events go), with the calling process described by
@@ -23,7 +26,9 @@ use crate::pam::{PAM_AUTHINFO_UNAVAIL, PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_
 use crate::report::{deliver, Delivery};
 use crate::sudo;
 use smith_proto::event::{DeniedEvent, HostEvent, SessionEvent, SessionPhase, SudoEvent};
+use smith_proto::grants::{parse_principals_file, sudo_allowed};
 use smith_proto::local::Presence;
+use smith_proto::sessionfile::{self, SessionRecord};
 use smith_proto::sshcert::{cert_from_auth_info, CertInfo};
 use smith_proto::{policy, Level};
 use std::ffi::{c_int, CStr};
@@ -75,7 +80,7 @@ pub fn decide_account(id: &Identity, needed: Level) -> AccountDecision {
 /// certificate is there but unreadable or refused.
 pub fn check_session_cert(
     auth_info: Option<&str>,
-    user: &SmithUser,
+    listed: &[String],
     now: u64,
 ) -> Result<Option<CertInfo>, (String, String)> {
     let Some(info) = auth_info else {
@@ -97,15 +102,57 @@ pub fn check_session_cert(
         }
         return Ok(None);
     };
-    match policy::check_certificate(
-        &cert,
-        user.name.as_str(),
-        Some(user.level),
-        &user.host_tags,
-        now,
-    ) {
-        Ok(()) => Ok(Some(cert)),
+    match policy::check_certificate(&cert, listed, now) {
+        Ok(_) => Ok(Some(cert)),
         Err(refusal) => Err((refusal.to_string(), cert.key_id.clone())),
+    }
+}
+
+/// The principal lines of `name`'s principals file (none when it is missing or
+/// unreadable: nothing is allowed then).
+pub fn listed_principals(cfg: &Config, name: &str) -> Vec<String> {
+    std::fs::read_to_string(cfg.principals.join(name))
+        .map(|t| parse_principals_file(&t))
+        .unwrap_or_default()
+}
+
+/// Grant-bound sudo: the session this sudo runs in must come from a certificate issued
+/// under a `sudo` grant that this host still lists for the user. Answers what to record.
+pub fn sudo_session_check(cfg: &Config, user: &SmithUser, pid: u32) -> Result<String, String> {
+    let name = user.name.as_str();
+    let Some(rec) = sessionfile::find(&cfg.sessions, &cfg.proc_root, pid) else {
+        return Err(format!(
+            "this sudo does not run inside an SSH session of a Smith certificate; sudo is \
+             granted per certificate: log in with one issued under a sudo grant for this host \
+             (`smith cert --scope <its tags>`)"
+        ));
+    };
+    if rec.user != name {
+        return Err(format!(
+            "this sudo runs inside {}'s session, not {name}'s",
+            rec.user.escape_debug()
+        ));
+    }
+    let listed = listed_principals(cfg, name);
+    match sudo_allowed(&rec.principals, name, &listed) {
+        Some(id) => Ok(format!("under grant {id} (certificate {})", rec.key_id)),
+        None => {
+            let ids: Vec<String> = smith_proto::grants::grants_of(&rec.principals, name)
+                .map(|g| format!("{} ({})", g.id, g.level))
+                .collect();
+            Err(format!(
+                "the certificate of this session ({}) was issued under grant(s) {} and none \
+                 gives sudo on this host now; get a certificate under a sudo grant for this \
+                 host (`smith cert --scope <its tags>`, with the reason, network or window it \
+                 needs)",
+                rec.key_id,
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            ))
+        }
     }
 }
 
@@ -276,6 +323,13 @@ pub fn account(
         }
     }
     let sudo_mode = cfg.level == Level::Sudo;
+    let mut rule = String::new();
+    if let (AccountDecision::Allow, true, Identity::Smith(u)) = (&decision, sudo_mode, &id) {
+        match sudo_session_check(cfg, u, inv.pid) {
+            Ok(r) => rule = r,
+            Err(why) => decision = AccountDecision::Deny(why),
+        }
+    }
     let svc = pam.item(Item::Service);
     match decision {
         AccountDecision::Ignore => {
@@ -294,7 +348,7 @@ pub fn account(
                     rec,
                     cfg,
                     "sudo record",
-                    sudo_event(pam, inv, &name, true, ""),
+                    sudo_event(pam, inv, &name, true, &rule),
                 );
             }
             if cfg.debug {
@@ -366,7 +420,8 @@ pub fn open_session(
     };
     let now = inv.now;
     let info = pam.getenv(AUTH_INFO);
-    let cert = match check_session_cert(info.as_deref(), &u, now) {
+    let listed = listed_principals(cfg, u.name.as_str());
+    let cert = match check_session_cert(info.as_deref(), &listed, now) {
         Ok(c) => c,
         Err((reason, key_id)) => {
             pam.log(
@@ -387,6 +442,9 @@ pub fn open_session(
         Some(c) => (c.key_id.clone(), Some(c.serial)),
         None => (String::new(), None),
     };
+    if let Some(c) = &cert {
+        record_session(pam, cfg, &name, c, inv.pid);
+    }
     if !cfg.no_home {
         match ensure_home(&cfg.home_base, &cfg.skel, &u.name, &u.dir, u.uid, u.gid) {
             Ok(HomeOutcome::Created { copied }) => pam.log(
@@ -448,6 +506,35 @@ pub fn open_session(
     PAM_SUCCESS
 }
 
+/// Records the session for sudo's grant-bound check; a failure only means sudo will be
+/// refused in this session, and is logged as such.
+fn record_session(pam: &impl PamHandle, cfg: &Config, name: &str, cert: &CertInfo, pid: u32) {
+    let start = sessionfile::proc_stat(&cfg.proc_root, pid).map(|(_, s)| s);
+    let rec = SessionRecord {
+        pid,
+        start_time: start.unwrap_or(0),
+        user: name.to_string(),
+        key_id: cert.key_id.clone(),
+        serial: cert.serial,
+        principals: smith_proto::grants::grants_of(&cert.principals, name)
+            .map(|g| smith_proto::grants::grant_principal(g.id, g.level, g.person))
+            .collect(),
+    };
+    let written = match start {
+        Some(_) => sessionfile::write(&cfg.sessions, &rec),
+        None => Err(std::io::Error::other("the session process is not in /proc")),
+    };
+    if let Err(e) = written {
+        pam.log(
+            Priority::Warning,
+            &format!(
+                "cannot record the session of {name} in {}: {e}; sudo will be refused in it",
+                cfg.sessions.display()
+            ),
+        );
+    }
+}
+
 /// `pam_sm_close_session`: the close record for a session this module opened.
 pub fn close_session(
     pam: &impl PamHandle,
@@ -458,6 +545,7 @@ pub fn close_session(
     let Some(data) = pam.session() else {
         return PAM_IGNORE;
     };
+    sessionfile::remove(&cfg.sessions, inv.pid);
     let now = inv.now;
     let ev = HostEvent::Session(SessionEvent {
         phase: SessionPhase::Close,
@@ -548,7 +636,7 @@ mod tests {
 
     /// An unsigned certificate blob (the policy check does not verify signatures: sshd
     /// did).
-    fn cert_line(principal: &str, scope: Option<&str>, valid: (u64, u64)) -> String {
+    fn cert_line(principals: &[&str], scope: Option<&str>, valid: (u64, u64)) -> String {
         let mut v = Vec::new();
         put(&mut v, b"ssh-ed25519-cert-v01@openssh.com");
         put(&mut v, &[1; 32]);
@@ -557,7 +645,9 @@ mod tests {
         v.extend_from_slice(&1u32.to_be_bytes());
         put(&mut v, b"smith:alice:req1");
         let mut p = Vec::new();
-        put(&mut p, principal.as_bytes());
+        for principal in principals {
+            put(&mut p, principal.as_bytes());
+        }
         put(&mut v, &p);
         v.extend_from_slice(&valid.0.to_be_bytes());
         v.extend_from_slice(&valid.1.to_be_bytes());
@@ -578,33 +668,38 @@ mod tests {
 
     #[test]
     fn session_certificate_checks() {
-        let Identity::Smith(u) = smith(Level::Ssh) else {
-            unreachable!()
-        };
         let now = 1000;
-        assert_eq!(check_session_cert(None, &u, now), Ok(None));
-        assert_eq!(check_session_cert(Some("password\n"), &u, now), Ok(None));
+        let listed = vec!["smith-grant:1:ssh:alice".to_string()];
+        assert_eq!(check_session_cert(None, &listed, now), Ok(None));
         assert_eq!(
-            check_session_cert(Some("publickey ssh-ed25519 AAAAC3Nza\n"), &u, now),
+            check_session_cert(Some("password\n"), &listed, now),
             Ok(None)
         );
-        let ok = cert_line("alice", Some("env=dev"), (10, 2000));
-        let c = check_session_cert(Some(&ok), &u, now).unwrap().unwrap();
-        assert_eq!((c.key_id.as_str(), c.serial), ("smith:alice:req1", 7));
-        let wrong_scope = cert_line("alice", Some("env=prod"), (10, 2000));
-        let (reason, key_id) = check_session_cert(Some(&wrong_scope), &u, now).unwrap_err();
-        assert!(
-            reason.contains("does not match this host's tags"),
-            "{reason}"
+        assert_eq!(
+            check_session_cert(Some("publickey ssh-ed25519 AAAAC3Nza\n"), &listed, now),
+            Ok(None)
         );
+        let ok = cert_line(&["alice", "smith-grant:1:ssh:alice"], None, (10, 2000));
+        let c = check_session_cert(Some(&ok), &listed, now)
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.key_id.as_str(), c.serial), ("smith:alice:req1", 7));
+        // Issued under another grant (whatever scope it asked for): refused.
+        let other_grant = cert_line(
+            &["alice", "smith-grant:3:sudo:alice"],
+            Some("env=dev"),
+            (10, 2000),
+        );
+        let (reason, key_id) = check_session_cert(Some(&other_grant), &listed, now).unwrap_err();
+        assert!(reason.contains("(3)"), "{reason}");
         assert_eq!(key_id, "smith:alice:req1");
-        let other = cert_line("bob", None, (10, 2000));
-        assert!(check_session_cert(Some(&other), &u, now).is_err());
-        let expired = cert_line("alice", None, (10, 20));
-        assert!(check_session_cert(Some(&expired), &u, now).is_err());
+        let old = cert_line(&["alice"], None, (10, 2000));
+        assert!(check_session_cert(Some(&old), &listed, now).is_err());
+        let expired = cert_line(&["alice", "smith-grant:1:ssh:alice"], None, (10, 20));
+        assert!(check_session_cert(Some(&expired), &listed, now).is_err());
         let garbled = "publickey ssh-ed25519-cert-v01@openssh.com AAAA!!!!\n";
         assert!(
-            check_session_cert(Some(garbled), &u, now).is_err(),
+            check_session_cert(Some(garbled), &listed, now).is_err(),
             "unreadable cert refuses"
         );
     }
@@ -675,7 +770,45 @@ mod tests {
         cfg.level = level;
         cfg.no_home = true;
         cfg.sync_status = d.join("sync-status.json");
+        // What hostd would list here, and the process table sudo's session is found in.
+        cfg.principals = d.join("principals");
+        std::fs::create_dir_all(&cfg.principals).unwrap();
+        for (user, p) in [
+            ("oscar", "smith-grant:2:sudo:oscar"),
+            ("alice", "smith-grant:1:ssh:alice"),
+        ] {
+            std::fs::write(cfg.principals.join(user), format!("# hostd\n{p}\n")).unwrap();
+        }
+        cfg.sessions = d.join("sessions");
+        cfg.proc_root = d.join("proc");
+        let stat = cfg.proc_root.join(INV_PID.to_string());
+        std::fs::create_dir_all(&stat).unwrap();
+        let zeros = vec!["0"; 17].join(" ");
+        std::fs::write(
+            stat.join("stat"),
+            format!("{INV_PID} (sshd) S 1 {zeros} {INV_START}"),
+        )
+        .unwrap();
         cfg
+    }
+
+    const INV_PID: u32 = 4242;
+    const INV_START: u64 = 77;
+
+    /// The session sudo runs in: opened by `user` with a certificate naming `principals`.
+    fn in_session(cfg: &Config, user: &str, principals: &[&str]) {
+        sessionfile::write(
+            &cfg.sessions,
+            &SessionRecord {
+                pid: INV_PID,
+                start_time: INV_START,
+                user: user.into(),
+                key_id: format!("smith:{user}:req9"),
+                serial: 9,
+                principals: principals.iter().map(|p| p.to_string()).collect(),
+            },
+        )
+        .unwrap();
     }
 
     fn who(name: &str) -> Who {
@@ -689,7 +822,7 @@ mod tests {
         Invocation {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             cwd: "/srv".into(),
-            pid: 4242,
+            pid: INV_PID,
             now: 1_000_000,
         }
     }
@@ -710,6 +843,40 @@ mod tests {
         }
         let cfg = setup("phase-sudo", Level::Sudo);
         let argv = inv(&["sudo", "-u", "www-data", "rm", "-rf", "", "/tmp/x"]);
+        // Outside any session of a Smith certificate: refused, recorded.
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("oscar"), &argv),
+            PAM_PERM_DENIED
+        );
+        let evs = rec.0.borrow();
+        let [HostEvent::Sudo(e)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert!(!e.allowed && e.reason.contains("SSH session"), "{e:?}");
+        drop(evs);
+        // In a session whose certificate came from an ssh grant: oscar holds a sudo grant
+        // here, but this certificate was not issued under it.
+        in_session(&cfg, "oscar", &["smith-grant:5:ssh:oscar"]);
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("oscar"), &argv),
+            PAM_PERM_DENIED
+        );
+        let evs = rec.0.borrow();
+        let [HostEvent::Sudo(e)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        assert!(!e.allowed && e.reason.contains("5 (ssh)"), "{e:?}");
+        drop(evs);
+        // Someone else's session does not lend its grants.
+        in_session(&cfg, "alice", &["smith-grant:2:sudo:oscar"]);
+        let (p, rec) = (pam("sudo"), Recorded::default());
+        assert_eq!(
+            account(&p, &rec, &cfg, &who("oscar"), &argv),
+            PAM_PERM_DENIED
+        );
+        in_session(&cfg, "oscar", &["smith-grant:2:sudo:oscar"]);
         // oscar has sudo: allowed, one record with the exact command (empty argument kept).
         let (p, rec) = (pam("sudo"), Recorded::default());
         assert_eq!(account(&p, &rec, &cfg, &who("oscar"), &argv), PAM_SUCCESS);
@@ -718,6 +885,7 @@ mod tests {
             panic!("{evs:?}")
         };
         assert!(e.allowed);
+        assert!(e.reason.contains("under grant 2"), "{e:?}");
         assert_eq!(e.command, "rm -rf '' /tmp/x");
         assert_eq!(
             (e.target.as_str(), e.cwd.as_str(), e.tty.as_str(), e.pid),
@@ -782,6 +950,7 @@ mod tests {
             return;
         }
         let mut cfg = setup("phase-maxage", Level::Sudo);
+        in_session(&cfg, "oscar", &["smith-grant:2:sudo:oscar"]);
         let now = inv(&["sudo", "id"]).now;
         std::fs::write(
             &cfg.sync_status,
@@ -828,8 +997,12 @@ mod tests {
         }
         let cfg = setup("phase-session", Level::Ssh);
         let mut p = pam("sshd");
-        // The certificate sshd reports (scope matches the cache's env=prod host).
-        let line = cert_line("alice", Some("env=prod"), (10, 2_000_000));
+        // The certificate sshd reports, issued under the grant hostd lists for alice.
+        let line = cert_line(
+            &["alice", "smith-grant:1:ssh:alice"],
+            Some("env=prod"),
+            (10, 2_000_000),
+        );
         p.env.insert("SSH_AUTH_INFO_0".into(), line);
         let rec = Recorded::default();
         assert_eq!(
@@ -841,6 +1014,9 @@ mod tests {
             (data.key_id.as_str(), data.serial),
             ("smith:alice:req1", Some(7))
         );
+        // The session is on record for sudo, with the certificate's grants.
+        let found = sessionfile::find(&cfg.sessions, &cfg.proc_root, INV_PID).unwrap();
+        assert_eq!(found.principals, vec!["smith-grant:1:ssh:alice"]);
         let mut later = inv(&["sshd"]);
         later.now += 95;
         assert_eq!(close_session(&p, &rec, &cfg, &later), PAM_SUCCESS);
@@ -853,12 +1029,16 @@ mod tests {
             (SessionPhase::Open, "smith:alice:req1", Some(7), 4242)
         );
         assert_eq!((c.phase, c.duration_secs), (SessionPhase::Close, Some(95)));
+        assert_eq!(
+            sessionfile::find(&cfg.sessions, &cfg.proc_root, INV_PID),
+            None
+        );
         drop(evs);
-        // A certificate for another scope: refused and recorded with its key ID.
+        // A certificate issued under another grant: refused and recorded with its key ID.
         let mut p = pam("sshd");
         p.env.insert(
             "SSH_AUTH_INFO_0".into(),
-            cert_line("alice", Some("env=dev"), (10, 2_000_000)),
+            cert_line(&["alice", "smith-grant:9:ssh:alice"], None, (10, 2_000_000)),
         );
         let rec = Recorded::default();
         assert_eq!(

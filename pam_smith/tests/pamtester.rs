@@ -64,7 +64,7 @@ fn ok(o: &std::process::Output) -> bool {
 /// `SSH_AUTH_INFO_0`.
 fn auth_info(
     dir: &Path,
-    principal: &str,
+    principals: &[&str],
     key_id: &str,
     serial: u64,
     scope: Option<&str>,
@@ -83,6 +83,8 @@ fn auth_info(
     run(&["-q", "-t", "ed25519", "-N", "", "-f", "ca"]);
     run(&["-q", "-t", "ed25519", "-N", "", "-f", "user"]);
     let serial_s = serial.to_string();
+    let principal = principals.join(",");
+    let principal = principal.as_str();
     let ext;
     let mut args = vec![
         "-q", "-s", "ca", "-I", key_id, "-n", principal, "-z", &serial_s, "-V", validity,
@@ -150,22 +152,75 @@ fn account_phase() {
     );
     assert!(s[0].reason.contains("'sudo' is needed"));
 
-    // oscar has sudo: allowed, and the invocation recorded (argv of the PAM process).
+    // oscar holds a sudo grant here, but sudo is granted per certificate: outside a
+    // session of one, refused and recorded.
     sb.clear_pending();
     let o = sb.pamtester(&["smith-sudo", "oscar", "acct_mgmt"]);
+    assert!(!ok(&o), "{}", describe(&o));
+    let s = sudo_events(&sb.pending_events());
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert!(
+        !s[0].allowed && s[0].reason.contains("SSH session"),
+        "{s:?}"
+    );
+
+    // In a session (opened by this same process, as sshd's session process does) of a
+    // certificate issued under the sudo grant this host lists for oscar: allowed, and
+    // the invocation recorded (argv of the PAM process) with the grant.
+    sb.write_principals("oscar", &["smith-grant:2:sudo:oscar"]);
+    sb.service(
+        "smith-sudo-session",
+        "session required pam_smith.so nohome\naccount required pam_smith.so level=sudo\n",
+    );
+    let in_session = |principals: &[&str], serial: u64| {
+        let info = auth_info(
+            &sb.dir,
+            principals,
+            "smith:oscar:s",
+            serial,
+            None,
+            "-5m:+1h",
+        );
+        sb.pamtester(&[
+            "-E",
+            &format!("SSH_AUTH_INFO_0={info}"),
+            "smith-sudo-session",
+            "oscar",
+            "open_session",
+            "acct_mgmt",
+            "close_session",
+        ])
+    };
+    sb.clear_pending();
+    let o = in_session(&["oscar", "smith-grant:2:sudo:oscar"], 60);
     assert!(ok(&o), "{}", describe(&o));
-    assert!(!sb.fellthrough().contains("oscar"));
     let s = sudo_events(&sb.pending_events());
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(
         (s[0].user.as_str(), s[0].target.as_str(), s[0].allowed),
         ("oscar", "root", true)
     );
-    assert_eq!(
-        s[0].command, "smith-sudo oscar acct_mgmt",
-        "pamtester's own argv, parsed as sudo's"
+    assert!(s[0].reason.contains("under grant 2"), "{s:?}");
+    assert!(
+        s[0].command
+            .ends_with("' smith-sudo-session oscar open_session acct_mgmt close_session"),
+        "pamtester's own argv, parsed as sudo's: {}",
+        s[0].command
     );
     assert!(s[0].pid > 0 && !s[0].cwd.is_empty());
+    // A certificate issued under an ssh grant: the sudo grant oscar holds is not its.
+    sb.write_principals(
+        "oscar",
+        &["smith-grant:2:sudo:oscar", "smith-grant:5:ssh:oscar"],
+    );
+    sb.clear_pending();
+    let o = in_session(&["oscar", "smith-grant:5:ssh:oscar"], 61);
+    assert!(!ok(&o), "{}", describe(&o));
+    let s = sudo_events(&sb.pending_events());
+    assert!(
+        s.len() == 1 && !s[0].allowed && s[0].reason.contains("none gives sudo"),
+        "{s:?}"
+    );
 
     // Unknown to Smith, and local accounts (even one whose name is also in the cache,
     // with a level below what is needed): PAM_IGNORE, the stack goes on.
@@ -246,9 +301,10 @@ fn session_phase() {
         ),
     );
     sb.write_cache(&contents());
+    sb.write_principals("alice", &["smith-grant:1:ssh:alice"]);
     let good = auth_info(
         &sb.dir,
-        "alice",
+        &["alice", "smith-grant:1:ssh:alice"],
         "smith:alice:req-1",
         42,
         Some("env=prod"),
@@ -355,29 +411,44 @@ fn session_phase() {
         "not created twice"
     );
 
-    // Certificates the policy refuses: wrong scope, wrong principal, expired. Each
-    // refuses the session, is logged and reported with the key ID.
+    // Certificates the policy refuses: issued under a grant this host does not list
+    // for alice (whatever scope it asked), someone else's, expired. Each refuses the
+    // session, is logged and reported with the key ID.
     let cases = [
         (
-            "scope",
+            "another grant",
             auth_info(
                 &sb.dir,
-                "alice",
+                &["alice", "smith-grant:9:ssh:alice"],
                 "smith:alice:dev",
                 43,
-                Some("env=dev"),
+                Some("env=prod"),
                 "-5m:+1h",
             ),
-            "does not match this host's tags",
+            "issued under (9)",
         ),
         (
             "principal",
-            auth_info(&sb.dir, "bob", "smith:bob:x", 44, None, "-5m:+1h"),
-            "does not name this user",
+            auth_info(
+                &sb.dir,
+                &["bob", "smith-grant:1:ssh:bob"],
+                "smith:bob:x",
+                44,
+                None,
+                "-5m:+1h",
+            ),
+            "issued under (1)",
         ),
         (
             "expired",
-            auth_info(&sb.dir, "alice", "smith:alice:old", 45, None, "-2h:-1h"),
+            auth_info(
+                &sb.dir,
+                &["alice", "smith-grant:1:ssh:alice"],
+                "smith:alice:old",
+                45,
+                None,
+                "-2h:-1h",
+            ),
             "not valid now",
         ),
     ];

@@ -111,12 +111,27 @@ fn sshd_login_with_certificates() {
     std::fs::create_dir_all(&keys).unwrap();
     keygen(&keys, &["-q", "-t", "ed25519", "-N", "", "-f", "ca"]);
     keygen(&keys, &["-q", "-t", "ed25519", "-N", "", "-f", "host"]);
-    for (name, key_id, serial, scope) in [
-        ("good", "smith:alice:req-good", "501", "env=prod"),
-        ("wrong", "smith:alice:req-dev", "502", "env=dev"),
+    // hostd lists grant 1 for alice here. sshd below is left without
+    // AuthorizedPrincipalsFile (it admits both certificates by their plain "alice"
+    // principal), so that pam_smith's own check is what refuses the second: defence in
+    // depth.
+    sb.write_principals("alice", &["smith-grant:1:ssh:alice"]);
+    for (name, key_id, serial, principals) in [
+        (
+            "good",
+            "smith:alice:req-good",
+            "501",
+            "alice,smith-grant:1:ssh:alice",
+        ),
+        (
+            "wrong",
+            "smith:alice:req-dev",
+            "502",
+            "alice,smith-grant:9:ssh:alice",
+        ),
     ] {
         keygen(&keys, &["-q", "-t", "ed25519", "-N", "", "-f", name]);
-        let ext = format!("extension:scope@smith={scope}");
+        let ext = "extension:scope@smith=env=prod".to_string();
         keygen(
             &keys,
             &[
@@ -126,7 +141,7 @@ fn sshd_login_with_certificates() {
                 "-I",
                 key_id,
                 "-n",
-                "alice",
+                principals,
                 "-z",
                 serial,
                 "-V",
@@ -185,11 +200,11 @@ kill $(cat /run/sshd.pid)
     let md = std::fs::symlink_metadata(sb.path("home/alice")).unwrap();
     assert_eq!((md.uid(), md.mode() & 0o7777), (200_001, 0o700));
 
-    assert_ne!(s[1].1, 0, "wrong scope refused: {:?}", s[1]);
+    assert_ne!(s[1].1, 0, "another grant refused: {:?}", s[1]);
     assert!(!s[1].2.contains("uid="), "{:?}", s[1]);
     assert!(
         !sb.syslog
-            .find("session refused for alice: certificate scope 'env=dev' does not match")
+            .find("session refused for alice: none of the grants the certificate was issued under (9)")
             .is_empty(),
         "{:?}",
         sb.syslog.lines()
@@ -253,21 +268,46 @@ fn sudo_by_grant_with_audit_records() {
     std::fs::set_permissions(&sudoers, std::fs::Permissions::from_mode(0o440)).unwrap();
     sb.add_setup(&format!("mount --bind {} /etc/sudoers", sudoers.display()));
     sb.write_cache(&contents());
-    let o = sb.run(
+    // The namespace's own process table: pids as sudo and this shell see them.
+    sb.add_setup("mount -t proc proc /proc");
+    sb.write_principals(
+        "oscar",
+        &["smith-grant:2:sudo:oscar", "smith-grant:5:ssh:oscar"],
+    );
+    // This shell stands for the SSH session pam_smith recorded at open_session (the
+    // real sshd path is the fleet's): first a certificate issued under oscar's sudo
+    // grant, then one issued under his ssh grant.
+    let session = |grant: &str| {
+        format!(
+            "printf 'pid %s\\nstart %s\\nuser oscar\\nkey_id smith:oscar:{grant}\\nserial 1\\nprincipal smith-grant:{grant}:oscar\\n' $$ \"$(cut -d' ' -f22 /proc/$$/stat)\" > /run/smith/sessions/$$"
+        )
+    };
+    let o = sb.run(&format!(
         "cd /tmp
 set +e
+mkdir -p -m 0700 /run/smith/sessions
+{}
 out=$(setpriv --reuid=200002 --regid=200002 --init-groups sudo -n id -u 2>&1); echo \"@@oscar $?\"; echo \"$out\"
 out=$(setpriv --reuid=200001 --regid=200001 --init-groups sudo -n -u nobody true 2>&1); echo \"@@alice $?\"; echo \"$out\"
+{}
+out=$(setpriv --reuid=200002 --regid=200002 --init-groups sudo -n id -u 2>&1); echo \"@@oscar-ssh-cert $?\"; echo \"$out\"
 ",
-    );
+        session("2:sudo"),
+        session("5:ssh")
+    ));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let s = sections(&out);
-    assert_eq!(s.len(), 2, "{}", describe(&o));
+    assert_eq!(s.len(), 3, "{}", describe(&o));
     assert_eq!(
         (s[0].1, s[0].2.as_str()),
         (0, "0\n"),
         "oscar has sudo: {:?}",
         s[0]
+    );
+    assert_ne!(
+        s[2].1, 0,
+        "not with a certificate of his ssh grant: {:?}",
+        s[2]
     );
     assert_ne!(s[1].1, 0, "alice refused by pam_smith: {:?}", s[1]);
     assert!(s[1].2.contains("account"), "{:?}", s[1]);
@@ -286,8 +326,14 @@ out=$(setpriv --reuid=200001 --regid=200001 --init-groups sudo -n -u nobody true
             _ => None,
         })
         .collect();
-    assert_eq!(sudo.len(), 2, "{sudo:?}");
+    assert_eq!(sudo.len(), 3, "{sudo:?}");
     let (o, a) = (&sudo[0], &sudo[1]);
+    assert!(o.reason.contains("under grant 2"), "{o:?}");
+    assert!(
+        !sudo[2].allowed && sudo[2].reason.contains("5 (ssh)"),
+        "{:?}",
+        sudo[2]
+    );
     assert_eq!(
         (
             o.user.as_str(),

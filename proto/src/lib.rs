@@ -4,7 +4,9 @@
 //! selectors and levels ([`tags`]), the NSS cache file format ([`cache`]) and its
 //! trusted loader ([`cachefile`]), the local
 //! socket protocol ([`wire`]), host audit events ([`event`]), a minimal OpenSSH
-//! certificate reader ([`sshcert`]), the host access decision ([`policy`]), the one
+//! certificate reader ([`sshcert`]), grant-bound certificate principals and permits
+//! ([`grants`]), the host access decision ([`policy`]), the session records sudo is decided by
+//! ([`sessionfile`]), the one
 //! bounded socket client ([`client`]), the one local-account parser ([`local`]), the default
 //! host paths ([`paths`]) and, with the `serde` feature, the sync snapshot model
 //! ([`snapshot`]).
@@ -21,6 +23,7 @@ pub mod cachefile;
 #[allow(unsafe_code)]
 pub mod client;
 pub mod event;
+pub mod grants;
 pub mod hostpattern;
 pub mod ids;
 pub mod local;
@@ -29,6 +32,7 @@ pub mod paths;
 #[allow(unsafe_code)]
 pub mod pidlock;
 pub mod policy;
+pub mod sessionfile;
 pub mod sshcert;
 pub mod tags;
 pub mod text;

@@ -11,6 +11,13 @@ pub const STATE_DIR: &str = "/var/lib/smith";
 pub const CACHE_FILE: &str = "/var/lib/smith/nss.cache";
 /// Events pam_smith could not hand to hostd, one file each, picked up by hostd.
 pub const PENDING_DIR: &str = "/var/lib/smith/pending";
+/// One file per login name hostd keeps current: the certificate principals that may log
+/// in as that name here (sshd's `AuthorizedPrincipalsFile`, pam_smith's sudo check).
+pub const PRINCIPALS_DIR: &str = "/var/lib/smith/principals";
+/// One file per open SSH session of a Smith certificate, written by pam_smith at
+/// `open_session` (root, 0600): the session's process and its certificate's grants, read
+/// by pam_smith in sudo.
+pub const SESSIONS_DIR: &str = "/run/smith/sessions";
 /// hostd's sync status (JSON; `last_sync_unix` is read by pam_smith's `max_age=`).
 pub const SYNC_STATUS_FILE: &str = "/var/lib/smith/sync-status.json";
 pub const RUN_DIR: &str = "/run/smith";

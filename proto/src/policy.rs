@@ -1,24 +1,29 @@
-//! The host-side access decision shared by `smith-host principals` (sshd's
-//! `AuthorizedPrincipalsCommand`) and pam_smith's session check: may this certificate
-//! be used to log in as this user on this host?
+//! The host-side access decision, as pam_smith's session check (defence in depth behind
+//! sshd) and `smith-host principals` (the diagnostic) make it: may this certificate log
+//! in as this name on this host, now?
+//!
+//! Grant-bound (see [`crate::grants`]): the certificate must carry a principal that the
+//! host's principals file for the name lists, i.e. one of the grants it was issued under
+//! still covers this host and still counts the person among its group. sshd makes the
+//! same decision from the same file; nothing else (other grants the person holds, the
+//! scope asked for) matters.
 
+use crate::grants::{self, GRANT_PREFIX};
 use crate::sshcert::CertInfo;
-use crate::tags::{Level, Tags};
 use std::fmt;
 
 /// Why a certificate was refused on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     NotAUserCertificate,
-    PrincipalMismatch,
     Expired,
-    NoGrantHere,
-    /// The scope extension could not be parsed.
-    BadScope(String),
-    /// The certificate's scope asks for tags this host does not have.
-    ScopeMismatch {
-        scope: String,
-        host_tags: String,
+    /// The certificate names no grant: issued by a CA older than grant-bound
+    /// certificates.
+    NoGrants,
+    /// None of the certificate's grants allows this name here now.
+    NoGrantHere {
+        /// The grant ids the certificate carries.
+        grants: Vec<u64>,
     },
 }
 
@@ -26,105 +31,107 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::NotAUserCertificate => write!(f, "not a user certificate"),
-            Refusal::PrincipalMismatch => write!(f, "certificate does not name this user"),
             Refusal::Expired => write!(f, "certificate is not valid now"),
-            Refusal::NoGrantHere => write!(f, "user has no grant on this host"),
-            Refusal::BadScope(s) => {
-                write!(f, "certificate scope '{}' is malformed", s.escape_debug())
-            }
-            Refusal::ScopeMismatch { scope, host_tags } => write!(
+            Refusal::NoGrants => write!(
                 f,
-                "certificate scope '{scope}' does not match this host's tags '{host_tags}'"
+                "the certificate names no grant (issued by a CA older than grant-bound \
+                 certificates): get a new one with `smith cert`"
             ),
+            Refusal::NoGrantHere { grants } => {
+                let ids: Vec<String> = grants.iter().map(|g| g.to_string()).collect();
+                write!(
+                    f,
+                    "none of the grants the certificate was issued under ({}) allows this \
+                     login on this host now",
+                    ids.join(", ")
+                )
+            }
         }
     }
 }
 
-/// Decides whether `cert` may log in as `user` on a host with `host_tags`, given the
-/// user's level here (`None`: no grant / not a Smith user). A certificate without a
-/// scope extension is accepted wherever the user has a grant.
-pub fn check_certificate(
-    cert: &CertInfo,
-    user: &str,
-    user_level: Option<Level>,
-    host_tags: &Tags,
+/// Decides whether `cert` may log in as the name whose principals file holds `listed`
+/// (its principal lines) at `now`. Answers the principal that admits it.
+pub fn check_certificate<'a>(
+    cert: &'a CertInfo,
+    listed: &[String],
     now_unix: u64,
-) -> Result<(), Refusal> {
+) -> Result<&'a str, Refusal> {
     if !cert.is_user_cert() {
         return Err(Refusal::NotAUserCertificate);
-    }
-    if !cert.principals.iter().any(|p| p == user) {
-        return Err(Refusal::PrincipalMismatch);
     }
     if !cert.valid_at(now_unix) {
         return Err(Refusal::Expired);
     }
-    if user_level.is_none() {
-        return Err(Refusal::NoGrantHere);
+    if let Some(p) = cert
+        .principals
+        .iter()
+        .find(|p| p.starts_with(GRANT_PREFIX) && listed.contains(p))
+    {
+        return Ok(p.as_str());
     }
-    if let Some(scope) = cert.scope() {
-        let parsed = Tags::parse(&scope).map_err(|_| Refusal::BadScope(scope.clone()))?;
-        if !parsed.is_subset_of(host_tags) {
-            return Err(Refusal::ScopeMismatch {
-                scope,
-                host_tags: host_tags.to_string(),
-            });
-        }
+    let ids: Vec<u64> = cert
+        .principals
+        .iter()
+        .filter_map(|p| grants::parse_grant_principal(p))
+        .map(|g| g.id)
+        .collect();
+    if ids.is_empty() {
+        Err(Refusal::NoGrants)
+    } else {
+        Err(Refusal::NoGrantHere { grants: ids })
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grants::grant_principal;
+    use crate::Level;
 
-    fn cert(scope: Option<&str>) -> CertInfo {
-        let mut extensions = vec![("permit-pty".to_string(), vec![])];
-        if let Some(s) = scope {
-            let mut data = (s.len() as u32).to_be_bytes().to_vec();
-            data.extend_from_slice(s.as_bytes());
-            extensions.push((crate::sshcert::SCOPE_EXTENSION.to_string(), data));
-        }
+    fn cert(principals: &[String]) -> CertInfo {
         CertInfo {
             key_type: "ssh-ed25519-cert-v01@openssh.com".into(),
             serial: 1,
             cert_type: 1,
             key_id: "k".into(),
-            principals: vec!["oscar".into()],
+            principals: principals.to_vec(),
             valid_after: 10,
             valid_before: 100,
             critical_options: vec![],
-            extensions,
+            extensions: vec![],
         }
     }
 
     #[test]
     fn decisions() {
-        let web = Tags::parse("env=prod,role=web").unwrap();
-        let ok = |c: &CertInfo, l| check_certificate(c, "oscar", l, &web, 50);
-        assert_eq!(ok(&cert(Some("env=prod")), Some(Level::Sudo)), Ok(()));
-        assert_eq!(ok(&cert(None), Some(Level::Ssh)), Ok(()));
-        assert!(matches!(
-            ok(&cert(Some("env=dev")), Some(Level::Sudo)),
-            Err(Refusal::ScopeMismatch { .. })
-        ));
-        assert_eq!(ok(&cert(Some("env=prod")), None), Err(Refusal::NoGrantHere));
-        assert!(matches!(
-            ok(&cert(Some("env")), Some(Level::Ssh)),
-            Err(Refusal::BadScope(_))
-        ));
+        let dev = grant_principal(1, Level::Ssh, "alice");
+        let prod = grant_principal(2, Level::Sudo, "alice");
+        let on_prod = vec![prod.clone()];
+        let dev_cert = cert(&["alice".into(), dev.clone()]);
         assert_eq!(
-            check_certificate(&cert(None), "alice", Some(Level::Ssh), &web, 50),
-            Err(Refusal::PrincipalMismatch)
+            check_certificate(&dev_cert, &on_prod, 50),
+            Err(Refusal::NoGrantHere { grants: vec![1] })
+        );
+        let prod_cert = cert(&["alice".into(), prod.clone()]);
+        assert_eq!(
+            check_certificate(&prod_cert, &on_prod, 50),
+            Ok(prod.as_str())
+        );
+        // An old certificate naming only the login: refused, and said why.
+        let old = cert(&["alice".into()]);
+        assert_eq!(
+            check_certificate(&old, &["alice".to_string()], 50),
+            Err(Refusal::NoGrants)
         );
         assert_eq!(
-            check_certificate(&cert(None), "oscar", Some(Level::Ssh), &web, 100),
+            check_certificate(&prod_cert, &on_prod, 100),
             Err(Refusal::Expired)
         );
-        let mut host_cert = cert(None);
+        let mut host_cert = prod_cert.clone();
         host_cert.cert_type = 2;
         assert_eq!(
-            ok(&host_cert, Some(Level::Ssh)),
+            check_certificate(&host_cert, &on_prod, 50),
             Err(Refusal::NotAUserCertificate)
         );
     }

@@ -50,6 +50,10 @@ pub struct SnapshotGrant {
     pub group: GroupName,
     pub selector: Selector,
     pub level: Level,
+    /// Shared local accounts the grant's members may log in as (absent from CAs before
+    /// grant-bound certificates; not sent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logins: Vec<UserName>,
 }
 
 /// What `GET /v1/host/sync` returns.

@@ -44,6 +44,8 @@ pub enum Error {
     TooManyTimeWindows(usize),
     #[error("{0}")]
     InvalidReason(String),
+    #[error("{0}")]
+    InvalidGrantOption(String),
 
     // The directory.
     #[error("user '{0}' does not exist; add it with `smith-ca admin user add {0}`")]
@@ -240,6 +242,7 @@ impl Error {
             Error::InvalidCidr(_) | Error::TooManyCidrs(_) => C::InvalidCidr,
             Error::InvalidTimeWindow(_) | Error::TooManyTimeWindows(_) => C::InvalidTimeWindow,
             Error::InvalidReason(_) => C::InvalidReason,
+            Error::InvalidGrantOption(_) => C::InvalidGrantOption,
             Error::NoSuchUser(_)
             | Error::NoSuchGroup(_)
             | Error::NoSuchGrant(_)

@@ -1,11 +1,15 @@
 //! Grants: a group × a host-tag selector × a level, with conditions (max TTL, source
 //! networks, reason required, time windows), validated and parsed once when added.
 //!
+//! A grant also says what certificates issued under it carry ([`CertRules`]): shared
+//! local accounts (never a Smith user's name, so a grant never lets one person log in as
+//! another), permits, a forced command.
+//!
 //! Must never: store a grant whose conditions cannot be evaluated exactly (an unparsable
 //! window, a malformed network), or one longer than the CA's maximum.
 
 use super::{Authority, Error};
-use crate::model::{Change, Grant};
+use crate::model::{CertRules, Change, Grant, Model};
 use crate::origin::Origin;
 use crate::timewin::{Window, MAX_WINDOWS};
 use ipnet::IpNet;
@@ -13,6 +17,36 @@ use smith_proto::{GroupName, Level, Tags};
 
 /// Most source networks one grant may list.
 pub const MAX_CIDRS: usize = 32;
+/// Most shared logins one grant may allow.
+pub const MAX_LOGINS: usize = 16;
+/// Longest forced command.
+pub const MAX_FORCE_COMMAND: usize = 1024;
+
+/// Checks what a grant's certificates would carry, against the directory `m`.
+fn check_cert_rules(m: &Model, rules: &CertRules) -> Result<(), Error> {
+    if rules.logins.len() > MAX_LOGINS {
+        return Err(Error::InvalidGrantOption(format!(
+            "at most {MAX_LOGINS} shared logins per grant"
+        )));
+    }
+    for l in &rules.logins {
+        if m.user(l).is_some() {
+            return Err(Error::InvalidGrantOption(format!(
+                "'{l}' is a Smith user: a grant's --login names a shared local account \
+                 (deploy, ubuntu...), never a person's account"
+            )));
+        }
+    }
+    if let Some(c) = &rules.force_command {
+        if c.trim().is_empty() || c.len() > MAX_FORCE_COMMAND || c.chars().any(char::is_control) {
+            return Err(Error::InvalidGrantOption(format!(
+                "a forced command must be 1 to {MAX_FORCE_COMMAND} bytes without control \
+                 characters"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A grant to add, as asked (validated by [`Authority::add_grant`]).
 #[derive(Debug, Clone)]
@@ -26,6 +60,8 @@ pub struct NewGrant {
     pub require_reason: bool,
     /// Window texts, e.g. `mon-fri 09:00-18:00 Europe/Paris`.
     pub time_windows: Vec<String>,
+    /// What certificates issued under it carry.
+    pub cert: CertRules,
 }
 
 impl Authority {
@@ -65,6 +101,7 @@ impl Authority {
             if m.group(&new.group).is_none() {
                 return Err(Error::UnknownGroup(new.group.clone()));
             }
+            check_cert_rules(m, &new.cert)?;
             let id = m.next_grant_id();
             Ok((
                 vec![Change::AddGrant(Grant {
@@ -77,6 +114,7 @@ impl Authority {
                     require_reason: new.require_reason,
                     time_windows,
                     created_at: at,
+                    cert: new.cert.clone(),
                 })],
                 id,
             ))

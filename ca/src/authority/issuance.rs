@@ -261,11 +261,14 @@ impl Authority {
             &UserCertSpec {
                 serial,
                 key_id: &key_id,
-                principal: user.as_str(),
+                principals: &allowed.principals,
                 valid_after,
                 valid_before,
                 source_address: allowed.source_address.clone(),
                 scope: (!input.scope.is_empty()).then(|| scope_text.clone()),
+                permits: allowed.permits,
+                force_command: allowed.force_command.as_deref(),
+                grants: Some(&allowed.grants_extension),
             },
         )
         .map_err(|e| Error::internal("signing a certificate", e))?;
@@ -286,7 +289,7 @@ impl Authority {
             cert: Some(CertRow {
                 serial,
                 key_id: key_id.clone(),
-                principals: vec![user.to_string()],
+                principals: allowed.principals.clone(),
                 scope: scope_text,
                 valid_after,
                 valid_before,
@@ -312,7 +315,7 @@ impl Authority {
             certificate: line,
             serial,
             key_id,
-            principals: vec![user.to_string()],
+            principals: allowed.principals,
             scope: input.scope,
             valid_after,
             valid_before,

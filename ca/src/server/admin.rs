@@ -175,6 +175,9 @@ fn grant_info(g: &Grant) -> GrantInfo {
         require_reason: g.require_reason,
         time_windows: g.time_windows.iter().map(|w| w.to_string()).collect(),
         created_at: g.created_at,
+        logins: g.cert.logins.clone(),
+        permits: g.cert.permits,
+        force_command: g.cert.force_command.clone(),
     }
 }
 
@@ -333,6 +336,11 @@ pub async fn add_grant(
         source_cidrs: req.source_cidrs,
         require_reason: req.require_reason,
         time_windows: req.time_windows,
+        cert: crate::model::CertRules {
+            logins: req.logins,
+            permits: req.permits,
+            force_command: req.force_command,
+        },
     };
     let g = ca.run(move |a| a.add_grant(&origin, new)).await?;
     Ok((StatusCode::CREATED, Json(grant_info(&g))))

@@ -73,6 +73,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::UserDisabled
         | C::NoMatchingGrant
         | C::ConditionFailed
+        | C::GrantsConflict
         | C::OidcInvalidUsername
         | C::OidcSubjectMismatch
         | C::OidcNotBound

@@ -216,6 +216,14 @@ fn commit_then_load_round_trips(s: &dyn Store) {
             crate::timewin::Window::parse("mon-fri 09:00-18:00 Europe/Paris").unwrap(),
         ],
         created_at: NOW,
+        cert: crate::model::CertRules {
+            logins: vec![UserName::new("deploy").unwrap()],
+            permits: smith_proto::grants::Permits {
+                agent_forwarding: true,
+                ..Default::default()
+            },
+            force_command: Some("/usr/bin/uptime".into()),
+        },
     };
     let host = Host {
         id: m.next_host_id(),

@@ -380,29 +380,24 @@ pub fn sshd_add_include(text: &str, dropin: &Path) -> String {
 pub struct DropIn<'a> {
     pub user_ca_keys: &'a Path,
     pub revoked_keys: &'a Path,
-    /// The full command before ` principals %u %k %i %s`, e.g. `/usr/bin/smith-host`
-    /// or `/usr/bin/smith-host --root /tmp/h1`.
-    pub principals_command: &'a str,
-    pub principals_user: &'a str,
+    /// The directory of principals files hostd keeps (one per login name).
+    pub principals_dir: &'a Path,
     pub host_certificates: &'a [std::path::PathBuf],
 }
 
-/// Renders `50-smith.conf`. `%k` is the certificate (base64), `%i` its key ID, `%s`
-/// its serial (sshd_config(5); `%K` would be the CA key).
+/// Renders `50-smith.conf`. sshd decides from files smith-hostd keeps current (no
+/// command per login): `%u`'s file lists the grant principals that may log in as `%u`
+/// here now (see `crate::logins`).
 pub fn render_dropin(d: &DropIn<'_>) -> String {
     let mut s = String::new();
     s.push_str("# Smith: written by `smith-host activate`, removed by `smith-host deactivate`.\n");
-    s.push_str("# Accept certificates from the Smith user CA; smith-host decides which\n");
-    s.push_str("# principals a certificate may use on this host (grant and scope).\n");
+    s.push_str("# Accept certificates from the Smith user CA, as a login name only under\n");
+    s.push_str("# the grants smith-hostd lists for that name on this host.\n");
     s.push_str(&format!("TrustedUserCAKeys {}\n", d.user_ca_keys.display()));
     s.push_str(&format!("RevokedKeys {}\n", d.revoked_keys.display()));
     s.push_str(&format!(
-        "AuthorizedPrincipalsCommand {} principals %u %k %i %s\n",
-        d.principals_command
-    ));
-    s.push_str(&format!(
-        "AuthorizedPrincipalsCommandUser {}\n",
-        d.principals_user
+        "AuthorizedPrincipalsFile {}/%u\n",
+        d.principals_dir.display()
     ));
     for c in d.host_certificates {
         s.push_str(&format!("HostCertificate {}\n", c.display()));
@@ -522,18 +517,15 @@ mod tests {
     }
 
     #[test]
-    fn dropin_uses_percent_k() {
+    fn dropin_names_the_principals_files() {
         let d = render_dropin(&DropIn {
             user_ca_keys: Path::new("/etc/ssh/smith_user_ca.pub"),
             revoked_keys: Path::new("/etc/ssh/smith_revoked.krl"),
-            principals_command: "/usr/bin/smith-host",
-            principals_user: "nobody",
+            principals_dir: Path::new("/var/lib/smith/principals"),
             host_certificates: &["/etc/ssh/ssh_host_ed25519_key-cert.pub".into()],
         });
-        assert!(
-            d.contains("AuthorizedPrincipalsCommand /usr/bin/smith-host principals %u %k %i %s\n")
-        );
-        assert!(d.contains("AuthorizedPrincipalsCommandUser nobody\n"));
+        assert!(d.contains("AuthorizedPrincipalsFile /var/lib/smith/principals/%u\n"));
+        assert!(!d.contains("AuthorizedPrincipalsCommand"));
         assert!(d.contains("HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub\n"));
         assert!(d.contains("TrustedUserCAKeys /etc/ssh/smith_user_ca.pub\n"));
         assert!(d.contains("RevokedKeys /etc/ssh/smith_revoked.krl\n"));

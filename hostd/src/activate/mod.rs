@@ -55,11 +55,7 @@ pub struct ActivateOptions {
     pub ca_fingerprint: Option<String>,
     pub name: Option<String>,
     pub no_start: bool,
-    pub principals_user: Option<String>,
     pub home_base: Option<String>,
-    /// Path of `smith-host` for sshd's `AuthorizedPrincipalsCommand` (default: this
-    /// binary).
-    pub principals_command: Option<PathBuf>,
     /// Extra principals for the SSH host certificates (the host name is always one);
     /// the enrollment token must allow each (`smith-ca admin host token --ssh-name`).
     pub ssh_names: Vec<String>,
@@ -194,69 +190,6 @@ fn system_host_name() -> Result<HostName, ActivateError> {
             raw.escape_debug()
         ))
     })
-}
-
-/// `AuthorizedPrincipalsCommand` without its arguments.
-fn principals_command(paths: &HostPaths, opts: &ActivateOptions) -> Result<String, ActivateError> {
-    let exe = match &opts.principals_command {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .and_then(|p| p.canonicalize())
-            .map_err(|e| {
-                usage(format!(
-                    "cannot find this program's path ({e}); pass --principals-command PATH"
-                ))
-            })?,
-    };
-    let exe_s = exe.to_string_lossy().into_owned();
-    if !exe.is_absolute() || exe_s.contains(char::is_whitespace) {
-        return Err(usage(format!(
-            "--principals-command '{exe_s}' must be an absolute path without spaces"
-        )));
-    }
-    let mut cmd = exe_s;
-    if paths.is_relocated() {
-        let root = paths.root.to_string_lossy();
-        if root.contains(char::is_whitespace) || !paths.root.is_absolute() {
-            return Err(usage(format!(
-                "--root '{root}' must be an absolute path without spaces (it appears in sshd's configuration)"
-            )));
-        }
-        cmd.push_str(&format!(" --root {root}"));
-    }
-    if paths.config != crate::paths::relocate(&paths.root, smith_proto::paths::CONFIG_FILE) {
-        let c = paths.config.to_string_lossy();
-        if c.contains(char::is_whitespace) || !paths.config.is_absolute() {
-            return Err(usage(format!(
-                "--config '{c}' must be an absolute path without spaces (it appears in sshd's configuration)"
-            )));
-        }
-        cmd.push_str(&format!(" --config {c}"));
-    }
-    Ok(cmd)
-}
-
-/// sshd refuses an `AuthorizedPrincipalsCommand` that is not root-owned or that is
-/// writable by others, along its whole path.
-pub fn principals_command_problem(exe: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut cur = Some(exe);
-    while let Some(p) = cur {
-        match std::fs::metadata(p) {
-            Ok(m) => {
-                if m.uid() != 0 || m.mode() & 0o022 != 0 {
-                    return Some(format!(
-                        "sshd will refuse AuthorizedPrincipalsCommand {}: {} must be owned by root and not writable by group or others",
-                        exe.display(),
-                        p.display()
-                    ));
-                }
-            }
-            Err(e) => return Some(format!("{}: {e}", p.display())),
-        }
-        cur = p.parent();
-    }
-    None
 }
 
 /// Edits of files Smith does not own; computed before anything else.
@@ -470,12 +403,6 @@ pub fn activate(
     // 2. Inputs.
     let host_name = host_name(&mode, opts)?;
     let config = host_config(&mode, opts, &host_name)?;
-    let command = principals_command(paths, opts)?;
-    if let Some(exe) = command.split(' ').next() {
-        if let Some(p) = principals_command_problem(Path::new(exe)) {
-            warnings.push(p);
-        }
-    }
 
     // 3. Local edits (before the token is used), including the sudoers file, which
     //    visudo must accept.
@@ -489,7 +416,7 @@ pub fn activate(
             cert: creds.cert.clone(),
             root_fingerprint: creds.root_fingerprint.clone(),
             tags: None,
-            files: reassert_owned(paths, &config, manifest.as_ref(), &command, &mut warnings)?,
+            files: reassert_owned(paths, &config, manifest.as_ref(), &mut warnings)?,
         },
         Mode::Fresh | Mode::Reenroll { .. } => {
             let e = enroll(
@@ -500,7 +427,7 @@ pub fn activate(
                 &ssh_names,
                 host_keys,
             )?;
-            enrolled_owned(paths, &config, &e, &command, &mut warnings)?
+            enrolled_owned(paths, &config, &e, &mut warnings)?
         }
     };
     let ssh_host_certs: Vec<String> = owned
@@ -637,9 +564,6 @@ fn host_config(
         Mode::Reassert { config, .. } => (*config).clone(),
         Mode::Fresh | Mode::Reenroll { .. } => enrollment_config(mode.prior(), opts, host_name)?,
     };
-    if let Some(u) = &opts.principals_user {
-        config.principals_user = u.clone();
-    }
     if let Some(h) = &opts.home_base {
         config.home_base = h.clone();
     }
@@ -709,7 +633,6 @@ fn enrolled_owned(
     paths: &HostPaths,
     config: &HostConfig,
     e: &Enrolled,
-    command: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Owned, ActivateError> {
     let cert = identity::summarize_pem(e.resp.client_cert_pem.as_bytes())
@@ -720,7 +643,7 @@ fn enrolled_owned(
         cert,
         root_fingerprint: smith_api::tls::fingerprint(&root_der),
         tags: Some(e.resp.tags.to_string()),
-        files: fresh_owned(paths, config, e, command, warnings)?,
+        files: fresh_owned(paths, config, e, warnings)?,
     })
 }
 
@@ -779,17 +702,11 @@ fn start_services(paths: &HostPaths, opts: &ActivateOptions, reload_sshd: bool) 
     s
 }
 
-fn dropin_planned(
-    paths: &HostPaths,
-    config: &HostConfig,
-    command: &str,
-    host_certs: &[PathBuf],
-) -> Planned {
+fn dropin_planned(paths: &HostPaths, host_certs: &[PathBuf]) -> Planned {
     let text = edits::render_dropin(&edits::DropIn {
         user_ca_keys: &paths.user_ca_keys,
         revoked_keys: &paths.revoked_keys,
-        principals_command: command,
-        principals_user: &config.principals_user,
+        principals_dir: &paths.principals_dir,
         host_certificates: host_certs,
     });
     Planned {
@@ -818,7 +735,6 @@ fn fresh_owned(
     paths: &HostPaths,
     config: &HostConfig,
     e: &Enrolled,
-    command: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Planned>, ActivateError> {
     let mut plan = vec![
@@ -903,7 +819,7 @@ fn fresh_owned(
         );
         host_certs.push(cert_path);
     }
-    plan.push(dropin_planned(paths, config, command, &host_certs));
+    plan.push(dropin_planned(paths, &host_certs));
     // A host name the CA already has an audit chain for (re-enrollment): the new spool
     // continues that chain instead of starting a second one at seq 1.
     let acked = paths.spool_dir.join(crate::spool::ACKED_FILE);
@@ -933,7 +849,6 @@ fn reassert_owned(
     paths: &HostPaths,
     config: &HostConfig,
     manifest: Option<&Manifest>,
-    command: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Planned>, ActivateError> {
     let mut plan = Vec::new();
@@ -993,7 +908,7 @@ fn reassert_owned(
             }
         }
     }
-    plan.push(dropin_planned(paths, config, command, &host_certs));
+    plan.push(dropin_planned(paths, &host_certs));
     Ok(plan)
 }
 

@@ -67,17 +67,9 @@ enum Cmd {
         /// without systemd, test fleets).
         #[arg(long)]
         no_start: bool,
-        /// Account sshd runs the principals command as (default: nobody).
-        #[arg(long, value_name = "USER")]
-        principals_user: Option<String>,
         /// Base of Smith users' home directories (default: /home).
         #[arg(long, value_name = "DIR")]
         home_base: Option<String>,
-        /// Path of smith-host written into sshd's AuthorizedPrincipalsCommand (default:
-        /// this program). sshd requires it and its directories to be root-owned and not
-        /// writable by others.
-        #[arg(long, value_name = "PATH")]
-        principals_command: Option<PathBuf>,
         /// Another name for this host's SSH host certificates, besides the host name
         /// (repeatable), e.g. web.example.com. The enrollment token must allow each one
         /// (`smith-ca admin host token --ssh-name NAME`), so a host cannot claim another
@@ -190,9 +182,7 @@ fn main() -> ExitCode {
             ca_fingerprint,
             name,
             no_start,
-            principals_user,
             home_base,
-            principals_command,
             ssh_names,
             json,
         } => {
@@ -203,9 +193,7 @@ fn main() -> ExitCode {
                 ca_fingerprint,
                 name,
                 no_start,
-                principals_user,
                 home_base,
-                principals_command,
             };
             match activate::activate(&resolved.paths, resolved.config.as_ref(), &opts) {
                 Ok(r) => {

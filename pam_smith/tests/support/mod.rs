@@ -351,6 +351,13 @@ touch /dev/log; mount --bind {d}/log.sock /dev/log
         }
     }
 
+    /// Writes `user`'s principals file as hostd does (`/var/lib/smith/principals/USER`).
+    pub fn write_principals(&self, user: &str, lines: &[&str]) {
+        let dir = self.path("state/principals");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(user), format!("# hostd\n{}\n", lines.join("\n"))).unwrap();
+    }
+
     pub fn remove_cache(&self) {
         let _ = std::fs::remove_file(self.cache_path());
     }

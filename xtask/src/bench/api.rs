@@ -93,6 +93,9 @@ impl Api {
             source_cidrs: vec![],
             require_reason: false,
             time_windows: vec![],
+            logins: vec![],
+            permits: Default::default(),
+            force_command: None,
         };
         Ok(self.client.add_grant(&body).await?)
     }

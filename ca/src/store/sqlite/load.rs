@@ -202,7 +202,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
 
         let mut st = c.prepare(
             "SELECT id, group_name, selector, level, max_ttl_secs, source_cidrs, require_reason,
-                    time_windows, created_at
+                    time_windows, created_at, cert_rules
              FROM grants WHERE removed_at IS NULL ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
@@ -216,11 +216,22 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 r.get::<_, bool>(6)?,
                 r.get::<_, String>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, String>(9)?,
             ))
         })?;
         for row in rows {
-            let (id, group, selector, level, max_ttl, cidrs, require_reason, windows, created) =
-                row?;
+            let (
+                id,
+                group,
+                selector,
+                level,
+                max_ttl,
+                cidrs,
+                require_reason,
+                windows,
+                created,
+                rules,
+            ) = row?;
             let source_cidrs = cidrs
                 .split(',')
                 .filter(|s| !s.is_empty())
@@ -243,6 +254,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                     .collect::<Result<_, _>>()
                     .map_err(corrupt("grant time window"))?,
                 created_at: created as u64,
+                cert: serde_json::from_str(&rules).map_err(corrupt("grant certificate rules"))?,
             });
         }
 

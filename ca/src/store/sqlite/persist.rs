@@ -263,8 +263,8 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             let cidrs: Vec<String> = g.source_cidrs.iter().map(|c| c.to_string()).collect();
             tx.execute(
                 "INSERT INTO grants (id, group_name, selector, level, max_ttl_secs, source_cidrs,
-                                     require_reason, time_windows, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                     require_reason, time_windows, created_at, cert_rules)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     g.id as i64,
                     g.group.as_str(),
@@ -280,7 +280,9 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                             .collect::<Vec<_>>()
                     )
                     .unwrap_or_else(|_| "[]".into()),
-                    g.created_at as i64
+                    g.created_at as i64,
+                    serde_json::to_string(&g.cert)
+                        .map_err(|e| { rusqlite::Error::ToSqlConversionFailure(Box::new(e)) })?
                 ],
             )?;
         }

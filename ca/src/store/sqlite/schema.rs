@@ -349,6 +349,11 @@ DROP TABLE tokens;
 ALTER TABLE tokens_v9 RENAME TO tokens;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', lower(hex(randomblob(16))));
 "#,
+    // 10: what certificates issued under a grant carry (shared logins, permits,
+    // force-command), as JSON; existing grants keep the defaults.
+    r#"
+ALTER TABLE grants ADD COLUMN cert_rules TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -114,7 +114,12 @@ fn certificates_carry_what_policy_says() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let b = &r.body;
-    assert_eq!(b["principals"], json!(["alice"]));
+    // The login, then the grant it was issued under: for hosts with hostd, and for
+    // hosts that only trust the CA.
+    assert_eq!(
+        b["principals"],
+        json!(["alice", "smith-grant:1:ssh:alice", "smith-tags:env=dev:alice"])
+    );
     assert_eq!(b["clipped_to_secs"], 8 * 3600);
     assert_eq!(b["scope"], "env=dev,role=db");
     let key_id = b["key_id"].as_str().unwrap();
@@ -147,20 +152,30 @@ fn certificates_carry_what_policy_says() {
     let l = keygen_l(&cert);
     assert_eq!(l.key_id, key_id);
     assert_eq!(l.serial, b["serial"].as_u64().unwrap());
-    assert_eq!(l.principals, vec!["alice"]);
+    assert_eq!(
+        l.principals,
+        vec!["alice", "smith-grant:1:ssh:alice", "smith-tags:env=dev:alice"]
+    );
     assert_eq!(l.valid, format!("from {} to {}", local(va), local(vb)));
     assert!(l.critical_options.is_empty(), "{:?}", l.critical_options);
-    for e in [
-        "permit-agent-forwarding",
-        "permit-port-forwarding",
-        "permit-pty",
-    ] {
+    // The grant's defaults: a terminal and port forwarding, no agent forwarding.
+    for e in ["permit-port-forwarding", "permit-pty"] {
         assert!(
             l.extensions.iter().any(|x| x == e),
             "{e} in {:?}",
             l.extensions
         );
     }
+    assert!(
+        !l.extensions.iter().any(|x| x == "permit-agent-forwarding"),
+        "{:?}",
+        l.extensions
+    );
+    assert!(
+        l.extensions.iter().any(|x| x.starts_with("grants@smith")),
+        "{:?}",
+        l.extensions
+    );
     // scope@smith holds the scope as an SSH string: u32 length + "env=dev,role=db".
     let scope = "env=dev,role=db";
     let hex: String = scope.bytes().map(|c| format!("{c:02x}")).collect();

@@ -241,7 +241,7 @@ fn out_writes_key_files_and_config_show_tells_sources() {
     assert_eq!(mode, 0o600);
     let cert = dir.path().join("id_smith-cert.pub");
     let l = support::keygen_l(&cert);
-    assert_eq!(l.principals, vec!["alice"]);
+    assert_eq!(l.principals[0], "alice");
     // The private key matches the .pub and the certificate.
     let derived = run(Command::new("ssh-keygen").args(["-y", "-f"]).arg(&out_path));
     let public = std::fs::read_to_string(dir.path().join("id_smith.pub")).unwrap();

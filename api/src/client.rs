@@ -577,6 +577,11 @@ impl<F: Face> ApiClient<F> {
         self.call(Call::get(ep::CA_HOST_KRL).large())
     }
 
+    /// `GET /v1/ca/tls-root`: the CA's TLS root (over the pinned connection).
+    pub fn tls_root(&self) -> F::Output<'_, TlsRoot> {
+        self.call(Call::get(ep::CA_TLS_ROOT))
+    }
+
     /// `GET /v1/auth/config`: the OpenID Provider `smith login` uses (404
     /// [`ErrorCode::OidcNotConfigured`] without one).
     pub fn auth_config(&self) -> F::Output<'_, AuthConfig> {

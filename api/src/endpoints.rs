@@ -19,6 +19,11 @@ pub const HEALTH: &str = "/v1/health";
 pub const CA_USER_KEYS: &str = "/v1/ca/user-keys";
 pub const CA_HOST_KEYS: &str = "/v1/ca/host-keys";
 pub const CA_HOST_KRL: &str = "/v1/ca/host-krl";
+/// The binary OpenSSH KRL of revoked user certificates (`application/octet-stream`),
+/// for hosts that only trust the CA (hosts with smith-hostd get it with their sync).
+pub const CA_USER_KRL: &str = "/v1/ca/user-krl";
+/// The CA's TLS root (PEM), for clients that pinned its fingerprint.
+pub const CA_TLS_ROOT: &str = "/v1/ca/tls-root";
 pub const AUTH_CONFIG: &str = "/v1/auth/config";
 
 // --- people ----------------------------------------------------------------------------------
@@ -76,6 +81,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("GET", CA_USER_KEYS),
     ("GET", CA_HOST_KEYS),
     ("GET", CA_HOST_KRL),
+    ("GET", CA_USER_KRL),
+    ("GET", CA_TLS_ROOT),
     ("GET", AUTH_CONFIG),
     ("POST", CERTS_USER),
     ("GET", ADMIN_USERS),

@@ -10,6 +10,8 @@
 //! | `GET /v1/health` | none | → [`Health`] |
 //! | `GET /v1/ca/user-keys` | none | → [`CaKeys`] (OpenSSH lines of the user CA keys) |
 //! | `GET /v1/ca/host-keys` | none | → [`CaKeys`] (host CA, for `@cert-authority`) |
+//! | `GET /v1/ca/user-krl` | none | → the binary OpenSSH KRL of revoked user certificates (empty when none) |
+//! | `GET /v1/ca/tls-root` | none | → [`TlsRoot`] |
 //! | `GET /v1/auth/config` | none | → [`AuthConfig`] (the OpenID Provider `smith login` uses; 404 `oidc_not_configured` without one) |
 //! | `POST /v1/certs/user` | user token / OIDC ID token | [`CertRequest`] → [`CertResponse`] |
 //! | `GET /v1/admin/users` | admin | → `Vec<`[`UserInfo`]`>` |
@@ -108,6 +110,12 @@ pub struct HostKrl {
     pub krl_base64: Option<std::sync::Arc<str>>,
     /// Unix seconds the list was built.
     pub generated_at: u64,
+}
+
+/// `GET /v1/ca/tls-root` (public): the CA's TLS root certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TlsRoot {
+    pub root_pem: String,
 }
 
 // --- users, groups, grants -----------------------------------------------------------------

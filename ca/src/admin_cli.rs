@@ -483,6 +483,26 @@ pub enum HostCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell script that sets up a host that only trusts the CA (no
+    /// smith-hostd): sshd admits a certificate as one of the --login accounts only if a
+    /// grant allowing that account and whose selector is among --tags issued it; the KRL
+    /// of revoked certificates is fetched from the CA every few minutes. It cannot end
+    /// access before a certificate expires, serve Smith users, apply sudo rules or record
+    /// sessions (the script says so). Run it as root on the host, then reload sshd.
+    TrustOnly {
+        /// The host's tags (at most 10).
+        #[arg(long, value_parser = Tags::parse)]
+        tags: Tags,
+        /// A local account certificates may log in as (repeatable, at least one).
+        #[arg(long = "login", value_name = "ACCOUNT", required = true)]
+        logins: Vec<UserName>,
+        /// Fetch the KRL this often, in minutes.
+        #[arg(long, default_value_t = 5, value_name = "MINUTES")]
+        krl_every: u32,
+        /// Do not fetch the KRL (revocations never reach the host).
+        #[arg(long)]
+        no_krl: bool,
+    },
     /// List enrolled (and removed) hosts.
     List {
         /// Print JSON instead of text.
@@ -1069,6 +1089,28 @@ fn host(c: &Client, cmd: HostCmd) -> anyhow::Result<()> {
                 uses,
             })?;
             print_token(&t, as_json, &what)?;
+        }
+        HostCmd::TrustOnly {
+            tags,
+            logins,
+            krl_every,
+            no_krl,
+        } => {
+            let keys = c.user_ca_keys()?.keys;
+            let root = if no_krl {
+                None
+            } else {
+                Some(c.tls_root()?.root_pem)
+            };
+            let script = smith_ca::trustonly::render(&smith_ca::trustonly::TrustOnly {
+                tags: &tags,
+                logins: &logins,
+                user_ca_keys: &keys,
+                krl: root.as_deref().map(|r| (c.base_url(), r)),
+                krl_every_minutes: krl_every,
+            })
+            .map_err(anyhow::Error::msg)?;
+            print!("{script}");
         }
         HostCmd::List { json: as_json } => {
             let hosts = c.list_hosts()?;

@@ -190,7 +190,20 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(resp.valid_before));
     let left = humantime::format_duration(Duration::from_secs(lifetime));
     println!("Certificate issued:");
-    println!("  principals:  {}", resp.principals.join(", "));
+    let logins: Vec<&str> = resp
+        .principals
+        .iter()
+        .map(|p| p.as_str())
+        .filter(|p| !p.starts_with("smith-"))
+        .collect();
+    println!("  logins:      {}", logins.join(", "));
+    let grants: Vec<String> = resp
+        .principals
+        .iter()
+        .filter_map(|p| smith_proto::grants::parse_grant_principal(p))
+        .map(|g| format!("#{} ({})", g.id, g.level))
+        .collect();
+    println!("  grants:      {}", grants.join(", "));
     println!(
         "  scope:       {}",
         if resp.scope.is_empty() {

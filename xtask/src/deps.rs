@@ -8,6 +8,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssh-server", "real sshd on every test host"),
     ("openssh-client", "ssh, ssh-agent, ssh-keygen"),
     ("sudo", "sudo by grant"),
+    ("curl", "the KRL fetch of trust-only hosts"),
     ("pamtester", "PAM stacks driven directly"),
     ("iproute2", "network namespaces for the fleet"),
     ("util-linux", "unshare and nsenter"),

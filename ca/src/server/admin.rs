@@ -108,6 +108,36 @@ pub async fn host_krl(State(ca): State<Arc<Ca>>) -> Json<HostKrl> {
     })
 }
 
+/// `GET /v1/ca/user-krl` (public): the binary KRL of revoked user certificates, for
+/// hosts that only trust the CA (`smith-ca admin host trust-only`). Empty when nothing is
+/// revoked (sshd reads an empty `RevokedKeys` file as "none").
+pub async fn user_krl(State(ca): State<Arc<Ca>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use base64::Engine as _;
+    let bytes = ca
+        .authority
+        .model()
+        .krl_base64()
+        .map(|b| base64::engine::general_purpose::STANDARD.decode(b.as_bytes()))
+        .transpose();
+    match bytes {
+        Ok(b) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            b.unwrap_or_default(),
+        )
+            .into_response(),
+        Err(e) => ApiError::new(ErrorCode::Internal, format!("the KRL is not valid base64: {e}"))
+            .into_response(),
+    }
+}
+
+/// `GET /v1/ca/tls-root` (public): the TLS root clients pin.
+pub async fn tls_root(State(ca): State<Arc<Ca>>) -> Json<smith_api::TlsRoot> {
+    Json(smith_api::TlsRoot {
+        root_pem: ca.authority.tls_root().cert_pem.clone(),
+    })
+}
+
 fn invalid_name(what: &str, s: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         ErrorCode::InvalidName,

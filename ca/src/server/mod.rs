@@ -184,6 +184,8 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/ca/user-keys", get(admin::user_keys))
         .route("/v1/ca/host-keys", get(admin::host_keys))
         .route("/v1/ca/host-krl", get(admin::host_krl))
+        .route(smith_api::endpoints::CA_USER_KRL, get(admin::user_krl))
+        .route(smith_api::endpoints::CA_TLS_ROOT, get(admin::tls_root))
         .route("/v1/certs/user", post(certs::issue))
         .route("/v1/auth/config", get(certs::auth_config))
         .route(

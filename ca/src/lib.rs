@@ -28,5 +28,5 @@ pub mod sshca;
 pub mod store;
 pub mod sync;
 pub mod timewin;
-pub mod trustonly;
 pub mod tlsca;
+pub mod trustonly;

@@ -90,7 +90,10 @@ pub fn render(t: &TrustOnly<'_>) -> Result<String, String> {
         let url = url.trim_end_matches('/');
         let safe = |c: char| c.is_ascii_alphanumeric() || ":/.-_[]%".contains(c);
         if !url.chars().all(safe) {
-            return Err(format!("the CA URL '{}' has unexpected characters", url.escape_debug()));
+            return Err(format!(
+                "the CA URL '{}' has unexpected characters",
+                url.escape_debug()
+            ));
         }
         if root_pem.contains("SMITH_EOF") {
             return Err("the CA's TLS root is malformed".into());
@@ -130,7 +133,9 @@ pub fn render(t: &TrustOnly<'_>) -> Result<String, String> {
          RevokedKeys /etc/ssh/smith_revoked.krl\n",
     ));
     s.push_str("if command -v sshd >/dev/null 2>&1; then sshd -t; elif [ -x /usr/sbin/sshd ]; then /usr/sbin/sshd -t; fi\n");
-    s.push_str("echo 'Smith trust-only set-up written; reload sshd (systemctl reload ssh) to apply.'\n");
+    s.push_str(
+        "echo 'Smith trust-only set-up written; reload sshd (systemctl reload ssh) to apply.'\n",
+    );
     Ok(s)
 }
 
@@ -147,7 +152,10 @@ mod tests {
             tags: &tags,
             logins: &logins,
             user_ca_keys: &keys,
-            krl: Some(("https://ca.example:8443/", "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n")),
+            krl: Some((
+                "https://ca.example:8443/",
+                "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
+            )),
             krl_every_minutes: 5,
         })
         .unwrap();

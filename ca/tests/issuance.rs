@@ -118,7 +118,11 @@ fn certificates_carry_what_policy_says() {
     // hosts that only trust the CA.
     assert_eq!(
         b["principals"],
-        json!(["alice", "smith-grant:1:ssh:alice", "smith-tags:env=dev:alice"])
+        json!([
+            "alice",
+            "smith-grant:1:ssh:alice",
+            "smith-tags:env=dev:alice"
+        ])
     );
     assert_eq!(b["clipped_to_secs"], 8 * 3600);
     assert_eq!(b["scope"], "env=dev,role=db");
@@ -154,7 +158,11 @@ fn certificates_carry_what_policy_says() {
     assert_eq!(l.serial, b["serial"].as_u64().unwrap());
     assert_eq!(
         l.principals,
-        vec!["alice", "smith-grant:1:ssh:alice", "smith-tags:env=dev:alice"]
+        vec![
+            "alice",
+            "smith-grant:1:ssh:alice",
+            "smith-tags:env=dev:alice"
+        ]
     );
     assert_eq!(l.valid, format!("from {} to {}", local(va), local(vb)));
     assert!(l.critical_options.is_empty(), "{:?}", l.critical_options);
@@ -590,4 +598,103 @@ fn concurrent_issuance_gives_unique_serials_all_recorded() {
         16 * 15,
         "every issuance recorded before its answer"
     );
+}
+
+/// Per-grant certificate contents: shared logins, permits and a forced command come
+/// from the grants a certificate is issued under, and only those; grants that cannot
+/// share a certificate are refused with advice.
+#[test]
+fn grant_options_shape_the_certificate() {
+    let ca = TestCa::start();
+    let token = setup(&ca);
+    ca.admin_ok(&["group", "add", "deployers"]);
+    ca.admin_ok(&["group", "add-member", "deployers", "alice"]);
+    let grant = |extra: &[&str]| {
+        let mut a = vec![
+            "grant",
+            "add",
+            "--group",
+            "deployers",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "1h",
+        ];
+        a.extend_from_slice(extra);
+        ca.admin_ok(&a)
+    };
+    grant(&[
+        "--tags",
+        "env=stage",
+        "--login",
+        "deploy",
+        "--permit",
+        "agent-forwarding",
+        "--deny",
+        "pty",
+    ]);
+    // A person's account is never a shared login, nor is root.
+    let e = ca.admin_err(&[
+        "grant",
+        "add",
+        "--group",
+        "deployers",
+        "--tags",
+        "env=stage",
+        "--level",
+        "ssh",
+        "--max-ttl",
+        "1h",
+        "--login",
+        "alice",
+    ]);
+    assert!(
+        e.contains("invalid_grant_option") && e.contains("Smith user"),
+        "{e}"
+    );
+    assert!(e.contains("(400"), "{e}");
+    let e = ca.admin_err(&[
+        "grant",
+        "add",
+        "--group",
+        "deployers",
+        "--tags",
+        "env=stage",
+        "--level",
+        "ssh",
+        "--max-ttl",
+        "1h",
+        "--login",
+        "root",
+    ]);
+    assert!(e.contains("reserved"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = keypair(dir.path(), "k");
+    let r = request(&ca, &token, &key, "env=stage", 600, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let l = keygen_l(&save_cert(&key, &r.body));
+    assert_eq!(
+        l.principals,
+        vec![
+            "alice",
+            "deploy",
+            "smith-grant:3:ssh:alice",
+            "smith-tags:env=stage:alice",
+            "smith-tags:env=stage:deploy"
+        ]
+    );
+    assert!(l.extensions.iter().any(|x| x == "permit-agent-forwarding"));
+    assert!(
+        !l.extensions.iter().any(|x| x == "permit-pty"),
+        "{:?}",
+        l.extensions
+    );
+
+    // Two grants forcing different commands on the same hosts: refused, said why.
+    grant(&["--tags", "env=kiosk", "--force-command", "/usr/bin/uptime"]);
+    grant(&["--tags", "env=kiosk", "--force-command", "/bin/date"]);
+    let r = request(&ca, &token, &key, "env=kiosk", 600, None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(code_of(&r.body), ErrorCode::GrantsConflict, "{}", r.body);
 }

@@ -153,7 +153,10 @@ fn a_certificate_means_exactly_what_was_granted() -> Result<()> {
         &alice,
         &["--scope", "env=prod", "--reason", "INC-42", "--ttl", "12h"],
     )?;
-    ensure!(c["clipped_to_secs"] == 8 * 3600, "not clipped by the grant: {c}");
+    ensure!(
+        c["clipped_to_secs"] == 8 * 3600,
+        "not clipped by the grant: {c}"
+    );
     let o = alice.ssh("alice", prod, "sudo -n id -u")?.ok()?;
     ensure!(o.out() == "0", "alice's sudo on prod-1: {o}");
     // ... and no agent forwarding: her grant does not allow it.
@@ -190,16 +193,20 @@ fn a_certificate_means_exactly_what_was_granted() -> Result<()> {
     let o = oscar.ssh("deploy", prod, "id -un")?.ok()?;
     ensure!(o.out() == "deploy", "{o}");
     alice.ssh("deploy", prod, "true")?.failed()?;
-    let records = wait_for("the deploy login in prod-1's trail", Duration::from_secs(15), || {
-        let r = trail(&fleet, "prod-1")?;
-        let found = r.iter().any(|r| {
-            r["kind"] == "sshd"
-                && r["event"]["user"] == "deploy"
-                && r["event"]["accepted"] == true
-                && r["event"]["key_id"] == key_id.as_str()
-        });
-        Ok(found.then_some(r))
-    })?;
+    let records = wait_for(
+        "the deploy login in prod-1's trail",
+        Duration::from_secs(15),
+        || {
+            let r = trail(&fleet, "prod-1")?;
+            let found = r.iter().any(|r| {
+                r["kind"] == "sshd"
+                    && r["event"]["user"] == "deploy"
+                    && r["event"]["accepted"] == true
+                    && r["event"]["key_id"] == key_id.as_str()
+            });
+            Ok(found.then_some(r))
+        },
+    )?;
     let refused_sudo = records.iter().any(|r| {
         r["kind"] == "sudo"
             && r["event"]["user"] == "oscar"
@@ -208,7 +215,10 @@ fn a_certificate_means_exactly_what_was_granted() -> Result<()> {
                 .as_str()
                 .is_some_and(|s| s.contains("(ssh)"))
     });
-    ensure!(refused_sudo, "oscar's refused sudo is not on record: {records:?}");
+    ensure!(
+        refused_sudo,
+        "oscar's refused sudo is not on record: {records:?}"
+    );
 
     // 6. The trust-only host admits oscar's prod certificate as deploy, and refuses
     //    alice's dev one (issued under a grant that allows deploy, on env=dev).

@@ -126,8 +126,11 @@ pub async fn user_krl(State(ca): State<Arc<Ca>>) -> axum::response::Response {
             b.unwrap_or_default(),
         )
             .into_response(),
-        Err(e) => ApiError::new(ErrorCode::Internal, format!("the KRL is not valid base64: {e}"))
-            .into_response(),
+        Err(e) => ApiError::new(
+            ErrorCode::Internal,
+            format!("the KRL is not valid base64: {e}"),
+        )
+        .into_response(),
     }
 }
 

@@ -31,6 +31,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::InvalidCidr
         | C::InvalidTimeWindow
         | C::InvalidReason
+        | C::InvalidGrantOption
         | C::InvalidPublicKey
         | C::InvalidCsr
         | C::InvalidHostKey

@@ -2,10 +2,10 @@
 //! real sshd, smith-hostd, nss_smith and pam_smith, a release CA on the fleet's LAN):
 //!
 //! - `login`: a certificate login (Smith cert put in an ssh-agent by `smith cert`, sshd
-//!   with TrustedUserCAKeys, the principals command, nss_smith, pam_smith) against a
+//!   with TrustedUserCAKeys, the principals files hostd keeps, nss_smith, pam_smith) against a
 //!   plain authorized_keys login of a local user whose key is in another agent, to the
 //!   same sshd, alternating A-B-B-A, ratio of medians; `-o ControlMaster=no`, command
-//!   `true`. Diagnostics: the same with `-i` key files, and with a static principals file.
+//!   `true`. Diagnostics: the same with `-i` key files.
 //! - `propagation` (real host): `group remove-member` at the CA until a process inside
 //!   the host, calling `getpwnam_r` in a loop, stops finding the user.
 //! - `apply`: 10,000 users are created (admin API, in parallel), then one grant makes them
@@ -310,16 +310,12 @@ fn login(
             format!("{e:#}"),
         )),
     }
-    // What the certificate login adds, measured in the host: sshd runs the principals
-    // command twice per login (key query, then the signed request), and pam_smith's
-    // session records are fsynced by hostd (open, close).
-    match login_breakdown(fleet, &cert_key, xtask) {
+    // What the certificate login adds, measured in the host: pam_smith's session records
+    // are fsynced by hostd (open, close). (sshd reads the principals file hostd keeps:
+    // no command per login.)
+    match login_breakdown(fleet, xtask) {
         Ok(f) => figs.extend(f),
         Err(e) => figs.push(Figure::missing("Login", "breakdown", format!("{e:#}"))),
-    }
-    match without_principals_command(host, &home, cert_id, plain_id, diag_pairs, ratio) {
-        Ok(f) => figs.push(f),
-        Err(e) => figs.push(Figure::missing("Login", "diagnostic", format!("{e:#}"))),
     }
     Ok(figs)
 }
@@ -346,72 +342,6 @@ fn ab_pairs(
     Ok((cert, plain))
 }
 
-/// Diagnostic: the same A/B with sshd's `AuthorizedPrincipalsCommand` swapped for a
-/// static `AuthorizedPrincipalsFile` naming alice (everything else unchanged: the CA
-/// keys, the KRL, nss_smith, pam_smith), then the host's configuration restored.
-fn without_principals_command(
-    host: &Host,
-    home: &Path,
-    cert_id: Id,
-    plain_id: Id,
-    pairs: usize,
-    ratio_with_command: f64,
-) -> Result<Figure> {
-    let sshd = host.sshd.as_ref().context("sshd is not running")?.pid();
-    let hup = |what: &str| -> Result<()> {
-        // SAFETY: kill(2) on the host's sshd, our child; SIGHUP makes it re-read its config.
-        if unsafe { libc::kill(sshd as i32, libc::SIGHUP) } != 0 {
-            bail!("cannot signal sshd ({what})");
-        }
-        // sshd re-executes itself; wait until a login works again.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            match ssh_once(home, plain_id, "deploy", &host.ip) {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(e.context(format!("sshd after {what}")))
-                }
-                Err(_) => {}
-            }
-        }
-    };
-    let dropin = "/etc/ssh/sshd_config.d/50-smith.conf";
-    host.sh(&format!(
-        "cp {dropin} /run/bench-50-smith.conf
-         sed -i -e 's|^AuthorizedPrincipalsCommand .*|AuthorizedPrincipalsFile /etc/ssh/bench_principals_%u|' \
-                -e '/^AuthorizedPrincipalsCommandUser/d' {dropin}
-         echo alice > /etc/ssh/bench_principals_alice
-         /usr/sbin/sshd -t"
-    ))?
-    .ok()
-    .context("switching sshd to a static principals file")?;
-    hup("switching to a static principals file")?;
-    let measured = (|| {
-        for _ in 0..2 {
-            ssh_once(home, cert_id, "alice", &host.ip)?;
-        }
-        ab_pairs(home, cert_id, plain_id, &host.ip, pairs)
-    })();
-    host.sh(&format!("cp /run/bench-50-smith.conf {dropin}; rm -f /etc/ssh/bench_principals_alice; /usr/sbin/sshd -t"))?
-        .ok()
-        .context("restoring sshd's Smith drop-in")?;
-    hup("restoring the drop-in")?;
-    let (cert, plain) = measured?;
-    let (c, p) = (stats(&cert), stats(&plain));
-    Ok(Figure::new(
-        "Login",
-        "diagnostic: same, static AuthorizedPrincipalsFile instead of the command",
-        c.p50 / p.p50,
-        "",
-    )
-    .baseline("ratio with smith-host principals", ratio_with_command)
-    .note(format!(
-        "{pairs} pairs: {:.1} vs {:.1} ms; shows what the principals command costs",
-        c.p50, p.p50
-    )))
-}
-
 /// `p50_us p90_us` printed by a helper run inside the host.
 fn helper_times(host: &Host, xtask: &Path, args: &[&str]) -> Result<(f64, f64)> {
     let mut argv = vec![
@@ -427,70 +357,18 @@ fn helper_times(host: &Host, xtask: &Path, args: &[&str]) -> Result<(f64, f64)> 
     }
 }
 
-fn login_breakdown(fleet: &Fleet, cert_key: &Path, xtask: &Path) -> Result<Vec<Figure>> {
+fn login_breakdown(fleet: &Fleet, xtask: &Path) -> Result<Vec<Figure>> {
     let host = fleet.host(HOST);
-    let cert_line = std::fs::read_to_string(format!("{}-cert.pub", cert_key.display()))?;
-    let blob = cert_line
-        .split_whitespace()
-        .nth(1)
-        .context("certificate file has no key blob")?;
-    let listing = Command::new("ssh-keygen")
-        .arg("-L")
-        .arg("-f")
-        .arg(format!("{}-cert.pub", cert_key.display()))
-        .output()?;
-    let text = String::from_utf8_lossy(&listing.stdout);
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix(name)
-                    .map(|v| v.trim().trim_matches('"').to_string())
-            })
-            .unwrap_or_default()
-    };
-    let (key_id, serial) = (field("Key ID:"), field("Serial:"));
-    let (pr50, _) = helper_times(
-        host,
-        xtask,
-        &[
-            "exec-times",
-            "--as-user",
-            "nobody",
-            "--",
-            "/usr/sbin/smith-host",
-            "principals",
-            "alice",
-            blob,
-            &key_id,
-            &serial,
-        ],
-    )?;
-    let (true50, _) = helper_times(
-        host,
-        xtask,
-        &["exec-times", "--as-user", "nobody", "--", "/bin/true"],
-    )?;
     let (fs50, fs90) = helper_times(host, xtask, &["fsync-times", "/var/lib/smith"])?;
-    Ok(vec![
-        Figure::new(
-            "Login",
-            "breakdown: `smith-host principals` run (x2 per login)",
-            pr50,
-            "ms",
-        )
-        .baseline("/bin/true run the same way", true50)
-        .note("fork + exec as nobody, inside the host, p50 of 30"),
-        Figure::new(
-            "Login",
-            "breakdown: fdatasync in /var/lib/smith (hostd's audit spool)",
-            fs50,
-            "ms",
-        )
-        .note(format!(
-            "p90 {fs90:.1} ms; session open and close are each recorded durably"
-        )),
-    ])
+    Ok(vec![Figure::new(
+        "Login",
+        "breakdown: fdatasync in /var/lib/smith (hostd's audit spool)",
+        fs50,
+        "ms",
+    )
+    .note(format!(
+        "p90 {fs90:.1} ms; session open and close are each recorded durably"
+    ))])
 }
 
 // --- the watcher inside the host ---------------------------------------------------------------

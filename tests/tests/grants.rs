@@ -124,7 +124,7 @@ fn a_certificate_means_exactly_what_was_granted() -> Result<()> {
     if !e2e_available() {
         return Ok(());
     }
-    let fleet = fleet()?;
+    let mut fleet = fleet()?;
     let (dev, prod, edge) = (
         fleet.host("dev-1"),
         fleet.host("prod-1"),
@@ -230,5 +230,23 @@ fn a_certificate_means_exactly_what_was_granted() -> Result<()> {
     fleet.admin_ok(&["cert", "revoke", "--key-id", &key_id, "--reason", "test"])?;
     edge.exec(&["/usr/local/sbin/smith-fetch-krl"])?.ok()?;
     oscar.ssh("deploy", edge, "true")?.failed()?;
+
+    // 7. A host upgraded without `smith-host activate` again keeps the old drop-in
+    //    (sshd runs `smith-host principals`): the new rules hold there too.
+    let prod = fleet.host_mut("prod-1");
+    prod.sh(
+        "sed -i 's|^AuthorizedPrincipalsFile .*|AuthorizedPrincipalsCommand /usr/sbin/smith-host principals %u %k %i %s\\nAuthorizedPrincipalsCommandUser nobody|' /etc/ssh/sshd_config.d/50-smith.conf",
+    )?
+    .ok()?;
+    prod.sshd.take();
+    prod.start_sshd()?;
+    let prod = fleet.host("prod-1");
+    alice.ssh("alice", prod, "true")?.failed()?;
+    cert(
+        &alice,
+        &["--scope", "env=prod", "--reason", "INC-43", "--ttl", "1h"],
+    )?;
+    let o = alice.ssh("alice", prod, "sudo -n id -u")?.ok()?;
+    ensure!(o.out() == "0", "alice on prod-1 with the old drop-in: {o}");
     Ok(())
 }

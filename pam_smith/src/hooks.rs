@@ -121,11 +121,12 @@ pub fn listed_principals(cfg: &Config, name: &str) -> Vec<String> {
 pub fn sudo_session_check(cfg: &Config, user: &SmithUser, pid: u32) -> Result<String, String> {
     let name = user.name.as_str();
     let Some(rec) = sessionfile::find(&cfg.sessions, &cfg.proc_root, pid) else {
-        return Err(format!(
+        return Err(
             "this sudo does not run inside an SSH session of a Smith certificate; sudo is \
              granted per certificate: log in with one issued under a sudo grant for this host \
              (`smith cert --scope <its tags>`)"
-        ));
+                .to_string(),
+        );
     };
     if rec.user != name {
         return Err(format!(

@@ -1259,6 +1259,22 @@ fn remove_smith_lines(paths: &HostPaths, entry: &FileEntry, cur: &[u8], undo: &m
 
 /// The files the daemon created (not in the manifest).
 fn remove_daemon_files(paths: &HostPaths, undo: &mut Undo) {
+    // The principals files (sshd no longer reads them once the drop-in is gone), and
+    // pam_smith's session records.
+    for dir in [&paths.principals_dir, &paths.run_dir.join("sessions")] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => undo.removed.push(show(paths, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => undo
+                .warnings
+                .push(format!("cannot remove {}: {e}", show(paths, dir))),
+        }
+    }
     for p in [
         &paths.cache_file,
         &paths.state_file,

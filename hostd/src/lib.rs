@@ -5,8 +5,9 @@
 //! the sync with the CA over mTLS, the NSS cache file, the user CA keys and KRL files,
 //! the local socket server, the audit spool (hash chain, upload to the CA) and the
 //! ingestion of pending event files and of sshd's own log, the session table that
-//! attributes sudo to a certificate, `/etc/sudoers.d/smith`, and the
-//! `AuthorizedPrincipalsCommand` decision (`smith-host principals`).
+//! attributes sudo to a certificate, `/etc/sudoers.d/smith`, the principals files sshd
+//! decides logins from ([`logins`]: grant-bound certificates), and the same decision
+//! explained (`smith-host principals`).
 //!
 //! Must never: shadow or modify a local account, let in anyone who was not allowed at
 //! the last successful sync, lock out anyone who was, leave a half-written file behind,

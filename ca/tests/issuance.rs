@@ -634,39 +634,29 @@ fn grant_options_shape_the_certificate() {
         "pty",
     ]);
     // A person's account is never a shared login, nor is root.
-    let e = ca.admin_err(&[
-        "grant",
-        "add",
-        "--group",
-        "deployers",
-        "--tags",
-        "env=stage",
-        "--level",
-        "ssh",
-        "--max-ttl",
-        "1h",
-        "--login",
-        "alice",
-    ]);
+    let refused_login = |login: &str| {
+        ca.admin_err(&[
+            "grant",
+            "add",
+            "--group",
+            "deployers",
+            "--tags",
+            "env=stage",
+            "--level",
+            "ssh",
+            "--max-ttl",
+            "1h",
+            "--login",
+            login,
+        ])
+    };
+    let e = refused_login("alice");
     assert!(
         e.contains("invalid_grant_option") && e.contains("Smith user"),
         "{e}"
     );
     assert!(e.contains("(400"), "{e}");
-    let e = ca.admin_err(&[
-        "grant",
-        "add",
-        "--group",
-        "deployers",
-        "--tags",
-        "env=stage",
-        "--level",
-        "ssh",
-        "--max-ttl",
-        "1h",
-        "--login",
-        "root",
-    ]);
+    let e = refused_login("root");
     assert!(e.contains("reserved"), "{e}");
 
     let dir = tempfile::tempdir().unwrap();

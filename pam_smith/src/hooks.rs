@@ -844,39 +844,28 @@ mod tests {
         }
         let cfg = setup("phase-sudo", Level::Sudo);
         let argv = inv(&["sudo", "-u", "www-data", "rm", "-rf", "", "/tmp/x"]);
-        // Outside any session of a Smith certificate: refused, recorded.
-        let (p, rec) = (pam("sudo"), Recorded::default());
-        assert_eq!(
-            account(&p, &rec, &cfg, &who("oscar"), &argv),
-            PAM_PERM_DENIED
-        );
-        let evs = rec.0.borrow();
-        let [HostEvent::Sudo(e)] = evs.as_slice() else {
-            panic!("{evs:?}")
+        // oscar's sudo is refused with `why` (and recorded so).
+        let refused = |why: &str| {
+            let (p, rec) = (pam("sudo"), Recorded::default());
+            assert_eq!(
+                account(&p, &rec, &cfg, &who("oscar"), &argv),
+                PAM_PERM_DENIED
+            );
+            let evs = rec.0.borrow();
+            let [HostEvent::Sudo(e)] = evs.as_slice() else {
+                panic!("{evs:?}")
+            };
+            assert!(!e.allowed && e.reason.contains(why), "{e:?}");
         };
-        assert!(!e.allowed && e.reason.contains("SSH session"), "{e:?}");
-        drop(evs);
+        // Outside any session of a Smith certificate.
+        refused("SSH session");
         // In a session whose certificate came from an ssh grant: oscar holds a sudo grant
         // here, but this certificate was not issued under it.
         in_session(&cfg, "oscar", &["smith-grant:5:ssh:oscar"]);
-        let (p, rec) = (pam("sudo"), Recorded::default());
-        assert_eq!(
-            account(&p, &rec, &cfg, &who("oscar"), &argv),
-            PAM_PERM_DENIED
-        );
-        let evs = rec.0.borrow();
-        let [HostEvent::Sudo(e)] = evs.as_slice() else {
-            panic!("{evs:?}")
-        };
-        assert!(!e.allowed && e.reason.contains("5 (ssh)"), "{e:?}");
-        drop(evs);
+        refused("5 (ssh)");
         // Someone else's session does not lend its grants.
         in_session(&cfg, "alice", &["smith-grant:2:sudo:oscar"]);
-        let (p, rec) = (pam("sudo"), Recorded::default());
-        assert_eq!(
-            account(&p, &rec, &cfg, &who("oscar"), &argv),
-            PAM_PERM_DENIED
-        );
+        refused("alice's session");
         in_session(&cfg, "oscar", &["smith-grant:2:sudo:oscar"]);
         // oscar has sudo: allowed, one record with the exact command (empty argument kept).
         let (p, rec) = (pam("sudo"), Recorded::default());

@@ -643,6 +643,9 @@ impl Change {
 pub struct Settings {
     pub id_range: IdRange,
     pub sudo_gid: PosixId,
+    /// gid of `smith-users` (every Smith user of a host), allocated at init (or by
+    /// migration 11 for CAs made before).
+    pub users_gid: PosixId,
 }
 
 #[derive(Debug, Clone)]
@@ -1400,6 +1403,7 @@ pub(crate) mod tests {
         Settings {
             id_range: IdRange::new(200000, 200010).unwrap(),
             sudo_gid: PosixId::new(200000).unwrap(),
+            users_gid: PosixId::new(200001).unwrap(),
         }
     }
 

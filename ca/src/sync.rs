@@ -125,6 +125,7 @@ pub fn sync_response(
             })
             .collect(),
         sudo_gid: m.settings().sudo_gid,
+        users_gid: Some(m.settings().users_gid),
         user_ca_keys: user_ca_keys.to_vec(),
         krl_base64: m.krl_base64().cloned(),
         epoch: Some(m.epoch().to_string()).filter(|e| !e.is_empty()),

@@ -138,6 +138,7 @@ pub fn run(r: &Resolved) -> Vec<Check> {
     check_audit(&mut c, p);
     check_spool_quota(&mut c, p);
     check_sudoers(&mut c, p);
+    check_certificate_only(&mut c, p);
     c.0
 }
 
@@ -332,6 +333,7 @@ fn check_sshd(c: &mut Checks, p: &HostPaths) {
             "TrustedUserCAKeys",
             "RevokedKeys",
             "AuthorizedPrincipalsFile ",
+            "Match Group smith-users",
         ] {
             if !dropin.lines().any(|l| l.starts_with(kw)) {
                 c.push(
@@ -732,6 +734,103 @@ fn check_sudoers(c: &mut Checks, p: &HostPaths) {
             }
             None => c.push("sudoers", Level::Warn, "visudo not found", "install sudo"),
         }
+    }
+}
+
+/// What sshd's effective settings for a Smith user must be: nothing but a certificate.
+const CERTIFICATE_ONLY: &[(&str, &str)] = &[
+    ("authorizedkeysfile", "none"),
+    ("authenticationmethods", "publickey"),
+    ("passwordauthentication", "no"),
+    ("kbdinteractiveauthentication", "no"),
+    ("gssapiauthentication", "no"),
+    ("hostbasedauthentication", "no"),
+];
+
+/// The settings in `sshd -T` output that let a Smith user around the certificate.
+pub fn certificate_only_problems(sshd_t: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, want) in CERTIFICATE_ONLY {
+        let got = sshd_t
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
+            .map(str::trim);
+        match got {
+            Some(v) if v.eq_ignore_ascii_case(want) => {}
+            // Not printed by this sshd (e.g. no GSSAPI support built in): nothing to open.
+            None if *key == "gssapiauthentication" => {}
+            other => out.push(format!("{key} {}", other.unwrap_or("(unset)"))),
+        }
+    }
+    out
+}
+
+/// sshd's effective configuration for one Smith user of this host (`sshd -T -C`): a Smith
+/// user must reach the host with a certificate only. Skipped while no Smith user is served
+/// or without sshd.
+fn check_certificate_only(c: &mut Checks, p: &HostPaths) {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() || p.is_relocated() {
+        return;
+    }
+    let Some(user) = crate::cachefile::read_valid(&p.cache_file)
+        .ok()
+        .flatten()
+        .and_then(|b| {
+            let v = CacheView::parse(&b).ok()?;
+            let u = v.user(0).ok()?;
+            String::from_utf8(u.name.to_vec()).ok()
+        })
+    else {
+        return;
+    };
+    let out = std::process::Command::new(sshd)
+        .arg("-T")
+        .arg("-f")
+        .arg(&p.sshd_config)
+        .arg("-C")
+        .arg(format!("user={user},host=localhost,addr=127.0.0.1"))
+        .output();
+    let text = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            return c.push(
+                "certificate only",
+                Level::Warn,
+                format!(
+                    "sshd -T -C user={user} failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                "check the sshd configuration with `sshd -t`",
+            )
+        }
+        Err(e) => {
+            return c.push(
+                "certificate only",
+                Level::Warn,
+                format!("cannot run sshd -T: {e}"),
+                "check the sshd configuration with `sshd -t`",
+            )
+        }
+    };
+    let problems = certificate_only_problems(&text);
+    if problems.is_empty() {
+        c.ok(
+            "certificate only",
+            format!("sshd lets Smith users ({user}, ...) in with a certificate only"),
+        );
+    } else {
+        c.push(
+            "certificate only",
+            Level::Fail,
+            format!(
+                "sshd lets Smith users (e.g. {user}) around the certificate: {}",
+                problems.join(", ")
+            ),
+            "a setting for them comes before Smith's drop-in (sshd uses the first value it \
+             reads): remove it, or run `smith-host activate` again so the drop-in is included \
+             first",
+        );
     }
 }
 

@@ -437,6 +437,12 @@ impl Store {
                     }
                     qs.push(Query::GroupName(sudo.0.clone()));
                     qs.push(Query::Gid(sudo.1));
+                    if let Some(g) = state.users_gid {
+                        qs.push(Query::GroupName(
+                            smith_proto::names::USERS_GROUP.to_string(),
+                        ));
+                        qs.push(Query::Gid(g.get()));
+                    }
                 }
                 asks.extend(qs.into_iter().map(|q| (src.clone(), q)));
             }
@@ -633,6 +639,7 @@ mod tests {
             groups: vec![],
             grants: vec![],
             sudo_gid: PosixId::new(2_001_000_000).unwrap(),
+            users_gid: None,
             user_ca_keys: vec![],
             krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k).into()),
             epoch: None,

@@ -14,7 +14,7 @@
 
 use crate::local::LocalAccounts;
 use smith_proto::cache::{CacheContents, CacheGroup, CacheUser, CacheView};
-use smith_proto::names::SUDO_GROUP;
+use smith_proto::names::{SUDO_GROUP, USERS_GROUP};
 use smith_proto::snapshot::HostState;
 use smith_proto::Level;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -211,6 +211,11 @@ pub fn build_contents(
     }
     let sudo_gid = state.sudo_gid.get();
     let sudo_ok = check_group(SUDO_GROUP, sudo_gid, &mut skips);
+    // Every Smith user served here (sshd's `Match Group` for certificate-only logins).
+    let users_gid = state
+        .users_gid
+        .map(|g| g.get())
+        .filter(|g| check_group(USERS_GROUP, *g, &mut skips));
 
     let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut cache_users = Vec::with_capacity(users.len());
@@ -224,6 +229,13 @@ pub fn build_contents(
                     .or_default()
                     .push(u.name.to_string());
             }
+        }
+        if let Some(g) = users_gid {
+            gids.insert(g);
+            members
+                .entry(USERS_GROUP)
+                .or_default()
+                .push(u.name.to_string());
         }
         if u.level == Level::Sudo && sudo_ok {
             gids.insert(sudo_gid);
@@ -251,6 +263,13 @@ pub fn build_contents(
             members: members.remove(name).unwrap_or_default(),
         })
         .collect();
+    if let Some(gid) = users_gid {
+        cache_groups.push(CacheGroup {
+            name: USERS_GROUP.to_string(),
+            gid,
+            members: members.remove(USERS_GROUP).unwrap_or_default(),
+        });
+    }
     if sudo_ok {
         cache_groups.push(CacheGroup {
             name: SUDO_GROUP.to_string(),
@@ -371,6 +390,7 @@ pub(crate) mod tests {
             ],
             grants: vec![],
             sudo_gid: PosixId::new(200000).unwrap(),
+            users_gid: None,
             user_ca_keys: vec![],
             krl_base64: None,
             epoch: None,

@@ -422,7 +422,19 @@ pub fn open_session(
     let now = inv.now;
     let info = pam.getenv(AUTH_INFO);
     let listed = listed_principals(cfg, u.name.as_str());
-    let cert = match check_session_cert(info.as_deref(), &listed, now) {
+    let checked = match check_session_cert(info.as_deref(), &listed, now) {
+        // Certificate only: a Smith user's sshd session comes from a Smith certificate
+        // (an authorized_keys key, a password or any other method is refused here too,
+        // behind sshd's own `Match Group smith-users`).
+        Ok(None) if pam.item(Item::Service) == "sshd" => Err((
+            "a Smith user logs in over ssh with a Smith certificate only (no authorized_keys \
+             key, password or other method)"
+                .to_string(),
+            String::new(),
+        )),
+        other => other,
+    };
+    let cert = match checked {
         Ok(c) => c,
         Err((reason, key_id)) => {
             pam.log(
@@ -1040,6 +1052,28 @@ mod tests {
             panic!("{evs:?}")
         };
         assert_eq!(d.key_id, "smith:alice:req1");
+        drop(evs);
+        // Certificate only: an sshd session of a Smith user with a plain key (a planted
+        // authorized_keys) or no key at all is refused and recorded.
+        for info in [
+            Some("publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\n"),
+            None,
+        ] {
+            let mut p = pam("sshd");
+            if let Some(i) = info {
+                p.env.insert("SSH_AUTH_INFO_0".into(), i.into());
+            }
+            let rec = Recorded::default();
+            assert_eq!(
+                open_session(&p, &rec, &cfg, &who("alice"), &inv(&["sshd"])),
+                PAM_PERM_DENIED
+            );
+            let evs = rec.0.borrow();
+            let [HostEvent::Denied(d)] = evs.as_slice() else {
+                panic!("{evs:?}")
+            };
+            assert!(d.reason.contains("certificate only"), "{d:?}");
+        }
         // Close without an open: ignored.
         assert_eq!(
             close_session(&pam("sshd"), &Recorded::default(), &cfg, &inv(&["sshd"])),

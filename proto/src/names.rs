@@ -63,6 +63,10 @@ pub const RESERVED_PREFIX: &str = "smith-";
 /// The NSS group whose members are exactly the users with a `sudo` grant on a host.
 pub const SUDO_GROUP: &str = "smith-sudo";
 
+/// The NSS group whose members are every Smith user a host serves: sshd's
+/// `Match Group` for "certificate only" (no authorized_keys, password or other method).
+pub const USERS_GROUP: &str = "smith-users";
+
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {

@@ -73,6 +73,9 @@ pub struct SyncResponse {
     pub groups: Vec<SnapshotGroup>,
     pub grants: Vec<SnapshotGrant>,
     pub sudo_gid: PosixId,
+    /// gid of `smith-users` (every Smith user the host serves); absent from older CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_gid: Option<PosixId>,
     /// OpenSSH public key lines of the user CA (several during a rotation).
     pub user_ca_keys: Vec<String>,
     /// OpenSSH KRL (binary, base64) of revoked certificates, if any. Shared: the CA
@@ -109,6 +112,8 @@ pub struct HostState {
     pub groups: Vec<SnapshotGroup>,
     pub grants: Vec<SnapshotGrant>,
     pub sudo_gid: PosixId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_gid: Option<PosixId>,
     pub user_ca_keys: Vec<String>,
     #[serde(default)]
     pub krl_base64: Option<String>,
@@ -158,6 +163,7 @@ impl HostState {
             groups: r.groups,
             grants: r.grants,
             sudo_gid: r.sudo_gid,
+            users_gid: r.users_gid,
             user_ca_keys: r.user_ca_keys,
             krl_base64: r.krl_base64.map(|k| k.to_string()),
             epoch: r.epoch,
@@ -221,6 +227,7 @@ impl HostState {
                 self.groups = r.groups;
                 self.grants = r.grants;
                 self.sudo_gid = r.sudo_gid;
+                self.users_gid = r.users_gid;
                 self.user_ca_keys = r.user_ca_keys;
                 self.krl_base64 = r.krl_base64.map(|k| k.to_string());
                 Ok(Applied::Delta)
@@ -260,6 +267,7 @@ mod tests {
             groups: vec![],
             grants: vec![],
             sudo_gid: PosixId::new(200000).unwrap(),
+            users_gid: None,
             user_ca_keys: vec!["ssh-ed25519 AAAA".into()],
             krl_base64: None,
             epoch: Some("e1".into()),

@@ -250,3 +250,118 @@ fn a_certificate_means_exactly_what_was_granted() -> Result<()> {
     ensure!(o.out() == "0", "alice on prod-1 with the old drop-in: {o}");
     Ok(())
 }
+
+/// Issue 16, first half: no way around the certificate. A Smith user reaches a host
+/// over sshd with a Smith certificate only, enforced by sshd (`Match Group smith-users`
+/// in Smith's drop-in) and again by pam_smith; local accounts keep their keys.
+#[test]
+fn no_way_around_the_certificate() -> Result<()> {
+    if !e2e_available() {
+        return Ok(());
+    }
+    let mut fleet = Fleet::new("certonly")?;
+    fleet.start_ca()?;
+    for args in [
+        vec!["group", "add", "dev"],
+        vec!["user", "add", "alice", "--groups", "dev"],
+    ] {
+        fleet.admin_ok(&args)?;
+    }
+    grant(
+        &fleet,
+        &["--group", "dev", "--tags", "env=dev", "--level", "ssh"],
+    )?;
+    fleet.add_host("dev-1", "env=dev")?;
+    let alice = fleet.engineer("alice")?;
+    cert(&alice, &["--ttl", "1h"])?;
+    let dev = fleet.host("dev-1");
+    alice.ssh("alice", dev, "true")?.ok()?;
+
+    // A key planted in alice's authorized_keys (by alice herself, or anyone who got
+    // a shell as her) does not log her in; root's own authorized_keys still works.
+    let (admin_key, admin_pub) = fleet.admin_key()?;
+    dev.sh(&format!(
+        "mkdir -p /home/alice/.ssh && echo '{admin_pub}' > /home/alice/.ssh/authorized_keys
+         chown -R alice: /home/alice/.ssh && chmod 700 /home/alice/.ssh"
+    ))?
+    .ok()?;
+    let mallory = fleet.client("mallory")?;
+    mallory
+        .run(&["ssh-add", &admin_key.display().to_string()])?
+        .ok()?;
+    mallory.ssh("alice", dev, "true")?.failed()?;
+    let o = mallory.ssh("root", dev, "whoami")?.ok()?;
+    ensure!(o.out() == "root", "{o}");
+
+    // sshd's effective settings: certificate only for Smith users, unchanged for locals.
+    let t = |user: &str| -> Result<String> {
+        Ok(dev
+            .exec(&[
+                "/usr/sbin/sshd",
+                "-T",
+                "-C",
+                &format!("user={user},host=client,addr=10.0.0.9"),
+            ])?
+            .ok()?
+            .stdout)
+    };
+    let a = t("alice")?;
+    for want in [
+        "authorizedkeysfile none",
+        "authenticationmethods publickey",
+        "passwordauthentication no",
+        "kbdinteractiveauthentication no",
+    ] {
+        ensure!(a.lines().any(|l| l == want), "alice: no '{want}' in\n{a}");
+    }
+    let d = t("deploy")?;
+    ensure!(
+        d.lines()
+            .any(|l| l.starts_with("authorizedkeysfile .ssh/authorized_keys"))
+            && d.lines().any(|l| l == "authenticationmethods any"),
+        "deploy's settings changed:\n{d}"
+    );
+    let doctor = dev.exec(&["smith-host", "doctor"])?;
+    ensure!(
+        doctor.stdout.contains("certificate only") && doctor.success(),
+        "{doctor}"
+    );
+
+    // An admin re-enables authorized_keys for them ahead of Smith's drop-in: doctor says
+    // so, and pam_smith still refuses the planted key's session.
+    let dev = fleet.host_mut("dev-1");
+    dev.sh(
+        "printf 'Match Group smith-users\\n\\tAuthorizedKeysFile .ssh/authorized_keys\\nMatch all\\n' \
+         | cat - /etc/ssh/sshd_config > /tmp/c && cat /tmp/c > /etc/ssh/sshd_config",
+    )?
+    .ok()?;
+    dev.sshd.take();
+    dev.start_sshd()?;
+    let dev = fleet.host("dev-1");
+    let doctor = dev.exec(&["smith-host", "doctor"])?;
+    ensure!(
+        !doctor.success() && doctor.stdout.contains("around the certificate"),
+        "doctor did not flag authorized_keys for Smith users: {doctor}"
+    );
+    let o = mallory.ssh("alice", dev, "echo planted-key-in")?;
+    ensure!(
+        !o.success() && !o.stdout.contains("planted-key-in"),
+        "planted key logged in: {o}"
+    );
+    wait_for(
+        "pam_smith's refusal in dev-1's trail",
+        Duration::from_secs(15),
+        || {
+            let found = trail(&fleet, "dev-1")?.iter().any(|r| {
+                r["kind"] == "denied"
+                    && r["event"]["user"] == "alice"
+                    && r["event"]["reason"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("certificate only"))
+            });
+            Ok(found.then_some(()))
+        },
+    )?;
+    alice.ssh("alice", dev, "true")?.ok()?;
+    Ok(())
+}

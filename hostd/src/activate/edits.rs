@@ -402,8 +402,25 @@ pub fn render_dropin(d: &DropIn<'_>) -> String {
     for c in d.host_certificates {
         s.push_str(&format!("HostCertificate {}\n", c.display()));
     }
+    s.push_str(CERTIFICATE_ONLY);
     s
 }
+
+/// The end of the drop-in: Smith users (the NSS group of every Smith user hostd serves)
+/// log in with a certificate only. A `Match` in an included file ends with that file, and
+/// the drop-in is included first, so these values win over later ones for them; local
+/// users are untouched.
+pub const CERTIFICATE_ONLY: &str = "\
+# Smith users log in with a Smith certificate only: no authorized_keys, password,
+# keyboard-interactive, GSSAPI or host-based login.
+Match Group smith-users
+\tAuthorizedKeysFile none
+\tAuthenticationMethods publickey
+\tPasswordAuthentication no
+\tKbdInteractiveAuthentication no
+\tGSSAPIAuthentication no
+\tHostbasedAuthentication no
+";
 
 #[cfg(test)]
 mod tests {
@@ -525,6 +542,9 @@ mod tests {
             host_certificates: &["/etc/ssh/ssh_host_ed25519_key-cert.pub".into()],
         });
         assert!(d.contains("AuthorizedPrincipalsFile /var/lib/smith/principals/%u\n"));
+        // The Match block comes last: nothing after it would be global.
+        assert!(d.ends_with(CERTIFICATE_ONLY), "{d}");
+        assert!(d.contains("Match Group smith-users\n\tAuthorizedKeysFile none\n"));
         assert!(!d.contains("AuthorizedPrincipalsCommand"));
         assert!(d.contains("HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub\n"));
         assert!(d.contains("TrustedUserCAKeys /etc/ssh/smith_user_ca.pub\n"));

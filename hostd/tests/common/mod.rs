@@ -708,6 +708,7 @@ async fn sync(
         groups: d.groups.clone(),
         grants: vec![],
         sudo_gid: PosixId::new(d.sudo_gid as u64).unwrap(),
+        users_gid: None,
         user_ca_keys: d.user_ca_keys.clone(),
         krl_base64: d.krl_base64.as_deref().map(std::sync::Arc::from),
         epoch: None,

@@ -57,8 +57,13 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
         let end = meta_u64(c, "id_range_end")?;
         let id_range = IdRange::new(start as u32, end as u32).map_err(StoreError::Corrupt)?;
         let sudo_gid = PosixId::new(meta_u64(c, "sudo_gid")?).map_err(corrupt("sudo_gid"))?;
+        let users_gid = PosixId::new(meta_u64(c, "users_gid")?).map_err(corrupt("users_gid"))?;
         let mut m = Restore {
-            settings: Settings { id_range, sudo_gid },
+            settings: Settings {
+                id_range,
+                sudo_gid,
+                users_gid,
+            },
             version: meta_u64(c, "version")?,
             next_id: meta_u64(c, "next_id")? as u32,
             next_grant_id: meta_u64(c, "next_grant_id")?,

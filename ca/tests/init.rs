@@ -55,7 +55,8 @@ fn init_creates_private_files_and_refuses_to_overwrite() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let public = std::fs::read_to_string(d.join("user_ca.pub")).unwrap();
     assert!(public.starts_with(text(&out.stdout).trim()), "{public}");
-    assert!(public.starts_with("ssh-ed25519 "));
+    // The default user CA algorithm: ECDSA P-256 (see `smith-ca init --help`).
+    assert!(public.starts_with("ecdsa-sha2-nistp256 "), "{public}");
     // The token is not stored in clear anywhere in the data dir.
     for e in std::fs::read_dir(&d).unwrap() {
         let bytes = std::fs::read(e.unwrap().path()).unwrap();

@@ -62,7 +62,8 @@ fn cert_goes_into_the_agent_with_a_lifetime_and_nothing_on_disk() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let o = text(&out.stdout);
     for needle in [
-        "principals:  alice",
+        "logins:      alice",
+        "grants:      #1 (ssh)",
         "scope:       env=dev",
         "serial:",
         "key ID:      smith:alice:",

@@ -148,7 +148,7 @@ fn code_flow_sign_in_then_certificates_for_what_the_idp_groups_allow() {
 
     let dir = tempfile::tempdir().unwrap();
     let said = ok("smith cert", &cert_to(&ca, &p, dir.path(), "env=dev"));
-    assert!(said.contains("principals:  alice"), "{said}");
+    assert!(said.contains("logins:      alice"), "{said}");
     let l = keygen_l(&dir.path().join("id-cert.pub"));
     assert_eq!(l.principals[0], "alice");
     assert!(l.key_id.starts_with("smith:alice:"), "{}", l.key_id);

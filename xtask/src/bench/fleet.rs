@@ -46,25 +46,25 @@ pub struct Parts {
 /// The user CA key the fleet's CA is initialized with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserCa {
-    /// `smith-ca init`'s default.
+    /// `--user-ca-algorithm ed25519`: Debian 12's OpenSSH 9.2 checks its signatures with
+    /// slower built-in code.
     Ed25519,
-    /// `--user-ca-algorithm ecdsa-p256`: OpenSSH verifies its signatures with libcrypto,
-    /// where Debian 12's OpenSSH 9.2 checks Ed25519 ones with its slower built-in code.
+    /// `smith-ca init`'s default (`ecdsa-p256`): OpenSSH verifies it with libcrypto.
     EcdsaP256,
 }
 
 impl UserCa {
     fn init_args(self) -> &'static [&'static str] {
         match self {
-            UserCa::Ed25519 => &[],
-            UserCa::EcdsaP256 => &["--user-ca-algorithm", "ecdsa-p256"],
+            UserCa::Ed25519 => &["--user-ca-algorithm", "ed25519"],
+            UserCa::EcdsaP256 => &[],
         }
     }
 
     fn label(self) -> &'static str {
         match self {
-            UserCa::Ed25519 => "Ed25519 user CA (default)",
-            UserCa::EcdsaP256 => "ECDSA P-256 user CA",
+            UserCa::Ed25519 => "Ed25519 user CA",
+            UserCa::EcdsaP256 => "ECDSA P-256 user CA (default)",
         }
     }
 }
@@ -257,10 +257,15 @@ fn login(
             format!("certificate / authorized_keys, {ca} (ratio of medians)"),
             ratio,
             "",
-        )
-        .goal(Goal::AtMost(1.05)),
+        ),
     ];
-    if user_ca != UserCa::Ed25519 {
+    // The target is the default CA's; the other algorithm is for comparison.
+    if user_ca == UserCa::EcdsaP256 {
+        if let Some(f) = figs.pop() {
+            figs.push(f.goal(Goal::AtMost(1.05)));
+        }
+    }
+    if user_ca != UserCa::EcdsaP256 {
         return Ok(figs);
     }
     // The same certificate flow to a key file, for the `-i` diagnostic and the breakdown.

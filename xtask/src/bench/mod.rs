@@ -242,17 +242,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("the fleet part panicked")))
             })
         };
-        let r = on_fleet(&fleet_parts, fleet::UserCa::Ed25519);
+        let r = on_fleet(&fleet_parts, fleet::UserCa::EcdsaP256);
         part(&mut figs, &mut failed, "Fleet", r);
         if fleet_parts.login {
-            // The same login comparison with an ECDSA P-256 user CA, on a fleet of its own.
+            // The same login comparison with an Ed25519 user CA, on a fleet of its own.
             let login_only = fleet::Parts {
                 login: true,
                 propagation: false,
                 apply: false,
             };
-            let r = on_fleet(&login_only, fleet::UserCa::EcdsaP256);
-            part(&mut figs, &mut failed, "Fleet (ECDSA user CA)", r);
+            let r = on_fleet(&login_only, fleet::UserCa::Ed25519);
+            part(&mut figs, &mut failed, "Fleet (Ed25519 user CA)", r);
         }
     }
     // Sections in a fixed order.

@@ -918,6 +918,15 @@ mod tests {
         assert!(rec.0.borrow().is_empty());
     }
 
+    /// The one record `rec` got, a denial.
+    fn only_denied(rec: &Recorded) -> DeniedEvent {
+        let evs = rec.0.borrow();
+        let [HostEvent::Denied(d)] = evs.as_slice() else {
+            panic!("{evs:?}")
+        };
+        d.clone()
+    }
+
     #[test]
     fn no_cache_refuses_non_local_users_and_says_why() {
         let mut cfg = setup("phase-nocache", Level::Ssh);
@@ -927,10 +936,7 @@ mod tests {
             account(&p, &rec, &cfg, &who("alice"), &inv(&["sshd"])),
             PAM_AUTHINFO_UNAVAIL
         );
-        let evs = rec.0.borrow();
-        let [HostEvent::Denied(d)] = evs.as_slice() else {
-            panic!("{evs:?}")
-        };
+        let d = only_denied(&rec);
         assert!(d.reason.contains("does not exist"), "{d:?}");
         assert_eq!(d.rhost, "10.0.0.9");
         // A local user never gets here, and with Presence::Unreadable neither.
@@ -1068,10 +1074,7 @@ mod tests {
                 open_session(&p, &rec, &cfg, &who("alice"), &inv(&["sshd"])),
                 PAM_PERM_DENIED
             );
-            let evs = rec.0.borrow();
-            let [HostEvent::Denied(d)] = evs.as_slice() else {
-                panic!("{evs:?}")
-            };
+            let d = only_denied(&rec);
             assert!(d.reason.contains("certificate only"), "{d:?}");
         }
         // Close without an open: ignored.

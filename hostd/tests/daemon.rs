@@ -622,13 +622,14 @@ fn a_full_disk_keeps_the_old_files_and_retries() {
     let h = HostRoot::new();
     h.activate_ok(&ca, "web-3", "env=prod");
     // The daemon runs in a private mount namespace where /var/lib/smith is a small
-    // tmpfs; the test reaches it through /proc/PID/root.
+    // tmpfs (4 MiB: room for the 302 users' principals files, a page each, once space
+    // comes back); the test reaches it through /proc/PID/root.
     let state_dir = h.path("/var/lib/smith");
     let log = h.tmp.path().join("hostd-full.log");
     let f = std::fs::File::create(&log).unwrap();
     let mut child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs -o size=512k,mode=0755 smith-test \"$0\" && exec \"$@\"")
+        .arg("mount -t tmpfs -o size=4m,mode=0755 smith-test \"$0\" && exec \"$@\"")
         .arg(&state_dir)
         .arg(smith_hostd())
         .arg("--root")

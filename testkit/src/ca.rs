@@ -462,6 +462,9 @@ impl TestCa {
                 source_cidrs: Vec::new(),
                 require_reason: false,
                 time_windows: Vec::new(),
+                logins: Vec::new(),
+                permits: Default::default(),
+                force_command: None,
             })
             .unwrap_or_else(|e| panic!("grant add {group} {tags} {level}: {e}"));
     }

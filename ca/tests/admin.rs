@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
+use smith_testkit as support;
 
 use serde_json::{json, Value};
 use smith_api::{endpoints, ErrorCode};

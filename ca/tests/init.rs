@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
+use smith_testkit as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

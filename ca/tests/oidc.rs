@@ -7,11 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
+use smith_testkit as support;
 
 use smith_api::{endpoints, ErrorCode};
-#[path = "../../tests/src/oidc.rs"]
-mod oidc;
+use smith_testkit::oidc;
 
 use oidc::{id_token, Account, Provider, ProviderOptions};
 use serde_json::{json, Value};

@@ -22,10 +22,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
+use smith_testkit as support;
 
-#[path = "../../tests/src/oidc.rs"]
-mod oidc;
+use smith_testkit::oidc;
 
 use oidc::{drive_sign_in, id_token, Account, Browser, Provider, ProviderOptions};
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
+use smith_testkit as support;
 
 use base64::Engine;
 use serde_json::{json, Value};

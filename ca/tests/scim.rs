@@ -16,7 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-mod support;
+use smith_testkit as support;
 
 use reqwest::blocking::Client;
 use serde_json::{json, Value};

@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-#[path = "../../ca/tests/support/mod.rs"]
-mod support;
+use smith_testkit as support;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-#[path = "../../ca/tests/support/mod.rs"]
-mod support;
+use smith_testkit as support;
 
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -7,11 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-#[path = "../../ca/tests/support/mod.rs"]
-mod support;
+use smith_testkit as support;
 
-#[path = "../../tests/src/oidc.rs"]
-mod oidc;
+use smith_testkit::oidc;
 
 use oidc::{drive_sign_in, Account, Browser, Provider, ProviderOptions};
 use std::path::Path;

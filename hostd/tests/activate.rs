@@ -1,4 +1,4 @@
-//! `smith-host activate` / `deactivate` against a fake CA, on host roots populated with
+//! `smith-host activate` / `deactivate` against the real CA (in-process), on host roots populated with
 //! copies of the machine's sshd_config, nsswitch.conf and pam.d/{sshd,sudo}.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
@@ -19,7 +19,7 @@ fn stderr(o: &std::process::Output) -> String {
 
 #[test]
 fn activate_writes_everything_is_idempotent_and_deactivate_restores() {
-    let ca = FakeCa::start();
+    let ca = test_ca();
     let h = HostRoot::new();
     let before = snapshot(&h.root);
 
@@ -37,7 +37,7 @@ fn activate_writes_everything_is_idempotent_and_deactivate_restores() {
     // Identity and config.
     assert_eq!(mode(&h.path("/etc/smith/host.key")), 0o600);
     assert_eq!(mode(&h.path("/etc/smith/host.crt")), 0o644);
-    assert_eq!(h.read("/etc/smith/ca.crt").trim(), ca.root_pem.trim());
+    assert_eq!(h.read("/etc/smith/ca.crt").trim(), ca.root_pem().trim());
     let key = h.read("/etc/smith/host.key");
     assert!(smith_hostd::identity::key_matches_cert(
         &key,
@@ -52,7 +52,7 @@ fn activate_writes_everything_is_idempotent_and_deactivate_restores() {
     // Trust material for sshd.
     assert_eq!(
         h.read("/etc/ssh/smith_user_ca.pub"),
-        format!("{}\n", ca.user_ca.public)
+        format!("{}\n", ca.user_ca_public())
     );
     assert_eq!(
         std::fs::read(h.path("/etc/ssh/smith_revoked.krl")).unwrap(),
@@ -188,10 +188,10 @@ fn activate_writes_everything_is_idempotent_and_deactivate_restores() {
 
 #[test]
 fn refusals_change_nothing() {
-    let mut ca = FakeCa::start();
+    let mut ca = test_ca();
 
     // A used token.
-    let token = ca.token("env=dev", 3600);
+    let token = ca.host_token("env=dev", "db-1");
     let first = HostRoot::new();
     let o = first.activate(&ca, &token, "db-1");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -206,14 +206,17 @@ fn refusals_change_nothing() {
     );
     assert_same_tree(&before, &snapshot(&h.root), "used token");
 
-    // An expired token.
-    let o = h.activate(&ca, &ca.token("env=dev", -10), "db-2");
+    // An expired token (a second's life, a second and a half ago).
+    let expired = ca.host_token_for("env=dev", "db-2", 1).token;
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let o = h.activate(&ca, &expired, "db-2");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("expired"), "{}", stderr(&o));
     assert_same_tree(&before, &snapshot(&h.root), "expired token");
 
     // A wrong fingerprint: the TLS pin refuses the server, the token is not spent.
-    let token = ca.token("env=dev", 3600);
+    let minted = ca.host_token_for("env=dev", "db-2", 3600);
+    let token = minted.token.clone();
     let wrong = smith_api::tls::fingerprint(b"not the root");
     let o = h.host_cmd(&[
         "activate",
@@ -231,9 +234,12 @@ fn refusals_change_nothing() {
     let e = stderr(&o);
     assert!(e.contains("pinned CA root") && e.contains(&wrong), "{e}");
     assert_same_tree(&before, &snapshot(&h.root), "wrong fingerprint");
+    let id = minted.id.clone().expect("the token's id");
+    let tokens = ca.admin_client().list_tokens().unwrap();
+    let t = tokens.iter().find(|t| t.id == id).expect("the token");
     assert!(
-        !ca.with(|d| d.tokens[&token].used),
-        "the token was spent despite the wrong pin"
+        t.used_at.is_none(),
+        "the token was spent despite the wrong pin: {t:?}"
     );
 
     // Bad inputs are refused before any contact (exit 2).
@@ -299,7 +305,7 @@ fn refusals_change_nothing() {
 
 #[test]
 fn deactivate_keeps_what_the_admin_changed_since() {
-    let ca = FakeCa::start();
+    let ca = test_ca();
     let h = HostRoot::new();
     // An sshd_config without the drop-in Include: activate adds one.
     let sshd = h.path("/etc/ssh/sshd_config");

@@ -1,4 +1,4 @@
-//! The audit trail from a host to the real `smith-ca`: events over the socket reach the
+//! The audit trail from a host to the real CA (the test kit's, in-process): events over the socket reach the
 //! CA in chain order; sudo is attributed to its session's key ID; sshd's log is read
 //! (position kept across restarts); with the CA down events accumulate and all arrive
 //! later; a restart and a SIGKILL during uploads neither lose nor duplicate; a crash
@@ -14,129 +14,9 @@ mod common;
 use common::*;
 use smith_proto::event::{HostEvent, SessionEvent, SessionPhase, SudoEvent};
 use smith_proto::wire::{Request, Response};
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
-
-fn smith_ca() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.args(["build", "--quiet", "-p", "smith-ca", "--bin", "smith-ca"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
-    assert!(
-        c.status().unwrap().success(),
-        "cargo build -p smith-ca failed"
-    );
-    dir.join("smith-ca")
-}
-
-struct RealCa {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    child: Option<Child>,
-    addr: String,
-    url: String,
-    fingerprint: String,
-    admin_token: String,
-    bin: PathBuf,
-}
-
-impl RealCa {
-    fn start() -> RealCa {
-        let bin = smith_ca();
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("ca");
-        let o = run_ok(
-            Command::new(&bin)
-                .arg("init")
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--json"),
-        );
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let mut ca = RealCa {
-            _dir: dir,
-            data,
-            child: None,
-            addr: "127.0.0.1:0".into(),
-            url: String::new(),
-            fingerprint: v["root_fingerprint"].as_str().unwrap().to_string(),
-            admin_token: v["admin_token"].as_str().unwrap().to_string(),
-            bin,
-        };
-        ca.serve();
-        ca
-    }
-
-    fn serve(&mut self) {
-        let mut child = Command::new(&self.bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--listen", &self.addr])
-            .env("SMITH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        self.addr = line
-            .trim()
-            .strip_prefix("smith-ca listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_string();
-        self.url = format!("https://{}", self.addr);
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn admin(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&self.bin)
-            .arg("admin")
-            .args(args)
-            .env("SMITH_CA_URL", &self.url)
-            .env("SMITH_CA_FINGERPRINT", &self.fingerprint)
-            .env("SMITH_TOKEN", &self.admin_token)
-            .output()
-            .unwrap()
-    }
-
-    fn admin_json(&self, args: &[&str]) -> serde_json::Value {
-        let o = self.admin(args);
-        serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{args:?}: {}", String::from_utf8_lossy(&o.stderr)))
-    }
-
-    /// The CA's records for `host`.
-    fn trail(&self, host: &str) -> Vec<serde_json::Value> {
-        self.admin_json(&[
-            "audit", "list", "--host", host, "--limit", "100000", "--json",
-        ])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    }
-}
-
-impl Drop for RealCa {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn sudo(user: &str, cmd: &str) -> HostEvent {
     HostEvent::Sudo(SudoEvent {
@@ -196,15 +76,9 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     if !root_available("audit upload tests (the socket takes events from root only)") {
         return;
     }
-    let mut ca = RealCa::start();
+    let mut ca = TestCa::in_process();
     let h = HostRoot::new();
-    let token = {
-        let o = ca.admin(&[
-            "host", "token", "--tags", "env=prod", "--ttl", "1h", "--json", "--name", "web-1",
-        ]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["token"].as_str().unwrap().to_string()
-    };
+    let token = ca.host_token("env=prod", "web-1");
     let o = h.host_cmd(&[
         "activate",
         "--ca",
@@ -261,7 +135,7 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     }
     assert_eq!(send(&h, close), 3);
     let trail = wait_for("3 records at the CA", Duration::from_secs(20), || {
-        let t = ca.trail("web-1");
+        let t = ca.audit_trail("web-1");
         (t.len() == 3).then_some(t)
     });
     let kinds: Vec<&str> = trail.iter().map(|e| e["kind"].as_str().unwrap()).collect();
@@ -285,15 +159,16 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     };
     log_line("Accepted publickey for root from 10.9.9.9 port 40418 ssh2: RSA SHA256:P0N5BL9Z+mdOzyL83G1T+4D8wz1FREaOPM3/imep/AM");
     wait_for("the sshd login at the CA", Duration::from_secs(20), || {
-        (ca.trail("web-1").len() == 4).then_some(())
+        (ca.audit_trail("web-1").len() == 4).then_some(())
     });
-    let oob = ca.admin_json(&["audit", "out-of-band", "--json"]);
+    let oob = ca
+        .admin_client()
+        .audit_out_of_band(&Default::default())
+        .unwrap();
     assert!(
-        oob.as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["kind"] == "no_certificate" && f["user"] == "root"),
-        "{oob}"
+        oob.iter()
+            .any(|f| f.kind == "no_certificate" && f.user == "root"),
+        "{oob:?}"
     );
 
     // The CA goes down: 50 sudo commands accumulate in the spool.
@@ -309,9 +184,9 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     assert_eq!(send(&h, sudo("oscar", "/usr/bin/after-restart")), 55);
     // sshd log position survives the restart: one new line, one new event.
     log_line("Failed password for root from 10.9.9.9 port 40500 ssh2");
-    ca.serve();
+    ca.restart();
     let trail = wait_for("all 56 records at the CA", Duration::from_secs(60), || {
-        let t = ca.trail("web-1");
+        let t = ca.audit_trail("web-1");
         (t.len() >= 56).then_some(t)
     });
     assert_contiguous(&trail, 56);
@@ -340,14 +215,14 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     for i in 0..600 {
         send(&h, sudo("oscar", &format!("/bin/burst {i}")));
     }
-    ca.serve();
+    ca.restart();
     wait_for("an upload to start", Duration::from_secs(60), || {
-        (ca.trail("web-1").len() > 56).then_some(())
+        (ca.audit_trail("web-1").len() > 56).then_some(())
     });
     d.kill();
     let d = h.start_daemon();
     let trail = wait_for("all 656 records", Duration::from_secs(60), || {
-        let t = ca.trail("web-1");
+        let t = ca.audit_trail("web-1");
         (t.len() >= 656).then_some(t)
     });
     assert_contiguous(&trail, 656);
@@ -367,12 +242,15 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     let d = h.start_daemon();
     send(&h, sudo("oscar", "/bin/after-crash"));
     let trail = wait_for("657 records", Duration::from_secs(30), || {
-        let t = ca.trail("web-1");
+        let t = ca.audit_trail("web-1");
         (t.len() >= 657).then_some(t)
     });
     assert_contiguous(&trail, 657);
-    let rej = ca.admin_json(&["audit", "rejections", "--json"]);
-    assert!(rej.as_array().unwrap().is_empty(), "{rej}");
+    let rej = ca
+        .admin_client()
+        .audit_rejections(&Default::default())
+        .unwrap();
+    assert!(rej.is_empty(), "{rej:?}");
 
     // An altered spooled record: the CA rejects it, the spool keeps it, status says so.
     ca.stop();
@@ -383,7 +261,7 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     let text = std::fs::read_to_string(&seg).unwrap();
     assert!(text.contains("/bin/genuine-2"));
     std::fs::write(&seg, text.replace("/bin/genuine-2", "/bin/genuine-X")).unwrap();
-    ca.serve();
+    ca.restart();
     let _d = h.start_daemon();
     let st = wait_for("the rejection in status", Duration::from_secs(30), || {
         let s = status(&h);
@@ -399,24 +277,25 @@ fn events_reach_the_ca_in_order_through_outages_restarts_and_kills() {
     let checks: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let audit = checks.iter().find(|c| c["name"] == "audit").unwrap();
     assert_eq!(audit["level"], "fail", "{audit}");
-    let rej = ca.admin_json(&["audit", "rejections", "--json"]);
+    let rej = ca
+        .admin_client()
+        .audit_rejections(&Default::default())
+        .unwrap();
     assert!(
-        rej.as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["host"] == "web-1" && r["seq"] == 659),
-        "{rej}"
+        rej.iter().any(|r| r.host == "web-1" && r.seq == 659),
+        "{rej:?}"
     );
     // The genuine record before it was stored, the altered one was not; the chain is
     // intact.
     wait_for(
         "the record before the altered one",
         Duration::from_secs(20),
-        || (ca.trail("web-1").len() == 658).then_some(()),
+        || (ca.audit_trail("web-1").len() == 658).then_some(()),
     );
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(ca.trail("web-1").len(), 658);
-    assert!(String::from_utf8_lossy(&ca.admin(&["audit", "verify"]).stdout).contains("all "));
+    assert_eq!(ca.audit_trail("web-1").len(), 658);
+    let verified = ca.admin_client().audit_verify().unwrap();
+    assert!(verified.ok, "{verified:?}");
     let recs = smith_hostd::spool::read_all(&spool).unwrap();
     assert!(recs
         .iter()

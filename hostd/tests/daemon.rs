@@ -1,4 +1,4 @@
-//! smith-hostd against a fake CA: sync, cache, local collisions, CA outages, restarts,
+//! smith-hostd against the real CA (in-process): sync, cache, local collisions, CA outages, restarts,
 //! the socket (lookups, event permissions, hostile clients), pending files, renewal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use smith_proto::event::{DeniedEvent, EventId, HostEvent, SessionEvent, SessionPhase};
 use smith_proto::wire::{self, ErrorCode, Request, Response};
-use smith_proto::Level;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -38,14 +37,13 @@ fn denied(user: &str) -> HostEvent {
 
 #[test]
 fn syncs_serves_and_keeps_serving_without_the_ca() {
-    let mut ca = FakeCa::start();
+    let mut ca = test_ca();
     // deploy collides with a local user's name, carol with a local uid, lab with a
     // local group.
-    ca.update(|d| {
-        d.users.push(user("deploy", 200003, Level::Ssh, &["dev"]));
-        d.users.push(user("carol", 200050, Level::Ssh, &[]));
-        d.groups.push(group("lab", 200012));
-    });
+    ca.add_user("deploy", &["dev"], Some(200003));
+    ca.add_user("carol", &["dev"], Some(200050));
+    ca.add_group("lab", Some(200012));
+    ca.grant("lab", "env=prod", "ssh");
     let h = HostRoot::new();
     h.activate_ok(&ca, "web-1", "env=prod,role=web");
     let d = h.start_daemon();
@@ -92,7 +90,7 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
     );
     assert!(log.contains("carol") && log.contains("uid 200050"), "{log}");
     assert!(log.contains("lab"), "{log}");
-    let version = ca.with(|d| d.version);
+    let version = ca.version();
     let state: smith_proto::snapshot::HostState =
         serde_json::from_slice(&std::fs::read(h.path("/var/lib/smith/state.json")).unwrap())
             .unwrap();
@@ -152,19 +150,21 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
     assert_eq!(s["tags"], "env=prod,role=web");
 
     // A change at the CA reaches the cache within a few seconds (long-poll, delta).
-    ca.update(|d| {
-        d.users.retain(|u| u.name.as_str() != "oscar");
-        d.users.push(user("bob", 200004, Level::Ssh, &["dev"]));
-    });
+    ca.remove_member("ops", "oscar");
+    ca.add_user("bob", &["dev"], Some(200004));
     wait_for(
         "oscar removed and bob added",
         Duration::from_secs(5),
         || (h.cache_users() == ["alice", "bob"]).then_some(()),
     );
-    assert!(ca.with(|d| d
-        .syncs
-        .iter()
-        .any(|(_, since, wait)| *since == version && *wait > 0)));
+    // It had been waiting on a long poll from the version it had.
+    assert!(
+        sync_requests(&d.log())
+            .iter()
+            .any(|(since, wait)| *since == version && *wait > 0),
+        "{}",
+        d.log()
+    );
     assert!(
         d.log().contains("full=false"),
         "a delta should have been applied"
@@ -247,7 +247,7 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
 
     // The CA returns: the daemon catches up (full snapshot) and follows changes.
     ca.restart();
-    ca.update(|d| d.users.push(user("dave", 200005, Level::Ssh, &[])));
+    ca.add_user("dave", &["dev"], Some(200005));
     wait_for(
         "dave after the CA came back",
         Duration::from_secs(40),
@@ -256,16 +256,18 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
     let state: smith_proto::snapshot::HostState =
         serde_json::from_slice(&std::fs::read(h.path("/var/lib/smith/state.json")).unwrap())
             .unwrap();
-    assert_eq!(state.version, ca.with(|d| d.version));
+    assert_eq!(state.version, ca.version());
 
     // `smith-host sync` signals the daemon, which asks the CA at once (wait=0).
-    let before = ca.with(|d| d.syncs.len());
+    let before = sync_requests(&d.log()).len();
     let o = h.host_cmd(&["sync", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["signalled_pid"], d.pid());
     wait_for("an immediate sync request", Duration::from_secs(5), || {
-        ca.with(|d| d.syncs[before..].iter().any(|(_, _, wait)| *wait == 0))
+        sync_requests(&d.log())[before..]
+            .iter()
+            .any(|(_, wait)| *wait == 0)
             .then_some(())
     });
 
@@ -332,7 +334,7 @@ fn socket_rules_hostile_clients_and_pending_files() {
     if !root_available("socket permission tests") {
         return;
     }
-    let ca = FakeCa::start();
+    let ca = test_ca();
     let h = HostRoot::new();
     h.activate_ok(&ca, "db-1", "env=dev");
 
@@ -535,25 +537,23 @@ fn socket_rules_hostile_clients_and_pending_files() {
     drop(d);
 }
 
+/// A client certificate of this lifetime is due for renewal when issued: the CA backdates
+/// it 5 minutes, and hostd renews at 2/3 of its life.
+const DUE_AT_ONCE: Duration = Duration::from_secs(120);
+
 #[test]
 fn renews_its_certificate_and_syncs_once_without_a_daemon() {
-    let ca = FakeCa::start();
-    // The enrollment certificate is already past 2/3 of its life.
-    ca.update(|d| {
-        d.cert_backdate_secs = 1000;
-        d.cert_lifetime_secs = 1200;
-    });
+    // The enrollment certificate is already past 2/3 of its life...
+    let mut ca = test_ca_with(|c| c.host_cert_ttl = DUE_AT_ONCE);
     let h = HostRoot::new();
     h.activate_ok(&ca, "web-9", "env=prod");
     let old_cert = h.read("/etc/smith/host.crt");
-    ca.update(|d| {
-        d.cert_backdate_secs = 60;
-        d.cert_lifetime_secs = 86400;
-    });
+    // ... and the CA, restarted with the default lifetime, renews it for a day.
+    ca.restart_with(|c| c.host_cert_ttl = Duration::from_secs(86400));
 
     let d = h.start_daemon();
     wait_for("the certificate renewal", Duration::from_secs(20), || {
-        (ca.with(|d| d.renewals) >= 1 && h.read("/etc/smith/host.crt") != old_cert).then_some(())
+        (renewals(&ca, "web-9") >= 1 && h.read("/etc/smith/host.crt") != old_cert).then_some(())
     });
     let key = h.read("/etc/smith/host.key");
     let cert = h.read("/etc/smith/host.crt");
@@ -562,7 +562,7 @@ fn renews_its_certificate_and_syncs_once_without_a_daemon() {
     assert!(s.not_after > now() + 80000);
     assert_eq!(s.common_name.as_deref(), Some("web-9"));
     // It keeps syncing with the new certificate.
-    ca.update(|d| d.users.push(user("frank", 200006, Level::Ssh, &[])));
+    ca.add_user("frank", &["dev"], Some(200006));
     wait_for("frank", Duration::from_secs(10), || {
         h.cache_users().contains(&"frank".to_string()).then_some(())
     });
@@ -571,26 +571,30 @@ fn renews_its_certificate_and_syncs_once_without_a_daemon() {
         "{}",
         d.log()
     );
-    assert_eq!(ca.with(|d| d.renewals), 1, "renewed more than once");
+    assert_eq!(renewals(&ca, "web-9"), 1, "renewed more than once");
     assert!(d.stop().success());
 
     // No daemon: `smith-host sync` syncs once in-process.
-    ca.update(|d| d.users.push(user("erin", 200007, Level::Ssh, &[])));
+    ca.add_user("erin", &["dev"], Some(200007));
     let o = h.host_cmd(&["sync", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["signalled_pid"], serde_json::Value::Null);
-    assert_eq!(r["to_version"], ca.with(|d| d.version));
+    assert_eq!(r["to_version"], ca.version());
     assert!(h.cache_users().contains(&"erin".to_string()));
 
-    // A CA without renewal: the daemon says so and carries on.
-    ca.update(|d| {
-        d.offer_renewal = false;
-        d.cert_backdate_secs = 1000;
-        d.cert_lifetime_secs = 1200;
-    });
+    // A CA without renewal (a proxy in front of the real CA answers renewal 404, as a CA
+    // from before renewal did): the daemon says so and carries on.
+    ca.restart_with(|c| c.host_cert_ttl = DUE_AT_ONCE);
     let h2 = HostRoot::new();
-    h2.activate_ok(&ca, "web-10", "env=prod");
+    let proxy = TamperingProxy::start(&ca, Some(h2.identity_files()), Tamper::NoRenewal);
+    let o = h2.activate_at(
+        &proxy.url,
+        &ca.fingerprint,
+        &ca.host_token("env=prod", "web-10"),
+        "web-10",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let d2 = h2.start_daemon();
     wait_for("the no-renewal notice", Duration::from_secs(10), || {
         d2.log()
@@ -600,6 +604,7 @@ fn renews_its_certificate_and_syncs_once_without_a_daemon() {
     wait_for("a synced cache", Duration::from_secs(10), || {
         h2.cache().map(|_| ())
     });
+    assert_eq!(renewals(&ca, "web-10"), 0);
     drop(d2);
 }
 
@@ -608,17 +613,23 @@ fn a_full_disk_keeps_the_old_files_and_retries() {
     if !root_available("the full-disk test (mount namespace)") {
         return;
     }
-    let ca = FakeCa::start();
+    let ca = test_ca();
+    // 300 users in a group no grant names yet: nothing for any host until it gets one.
+    ca.add_group("many", None);
+    for i in 0..300u64 {
+        ca.add_user(&format!("u{i:04}"), &["many"], Some(210_000 + i));
+    }
     let h = HostRoot::new();
     h.activate_ok(&ca, "web-3", "env=prod");
     // The daemon runs in a private mount namespace where /var/lib/smith is a small
-    // tmpfs; the test reaches it through /proc/PID/root.
+    // tmpfs (4 MiB: room for the 302 users' principals files, a page each, once space
+    // comes back); the test reaches it through /proc/PID/root.
     let state_dir = h.path("/var/lib/smith");
     let log = h.tmp.path().join("hostd-full.log");
     let f = std::fs::File::create(&log).unwrap();
     let mut child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs -o size=512k,mode=0755 smith-test \"$0\" && exec \"$@\"")
+        .arg("mount -t tmpfs -o size=4m,mode=0755 smith-test \"$0\" && exec \"$@\"")
         .arg(&state_dir)
         .arg(smith_hostd())
         .arg("--root")
@@ -654,12 +665,7 @@ fn a_full_disk_keeps_the_old_files_and_retries() {
     let chunk = vec![0u8; 64 * 1024];
     while fill.write_all(&chunk).is_ok() {}
     drop(fill);
-    ca.update(|d| {
-        for i in 0..300u64 {
-            d.users
-                .push(user(&format!("u{i:04}"), 210_000 + i, Level::Ssh, &["dev"]));
-        }
-    });
+    ca.grant("many", "env=prod", "ssh");
     let logtext = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for(
         "the write failure to be logged",
@@ -692,7 +698,7 @@ fn a_full_disk_keeps_the_old_files_and_retries() {
     });
     let st: smith_proto::snapshot::HostState =
         serde_json::from_slice(&std::fs::read(inner.join("state.json")).unwrap()).unwrap();
-    assert_eq!(st.version, ca.with(|d| d.version));
+    assert_eq!(st.version, ca.version());
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -1,7 +1,8 @@
-//! SSH host certificate renewal by smith-hostd against the fake CA: certificates due
-//! (2/3 of their lifetime) or missing are replaced with the ones the renewal returns and
-//! sshd is reloaded (SIGHUP through its pid file); a renewal answering unusable
-//! certificates, or none, keeps the current ones and does not loop.
+//! SSH host certificate renewal by smith-hostd against the real CA (in-process):
+//! certificates due (2/3 of their lifetime) or missing are replaced with the ones the
+//! renewal returns and sshd is reloaded (SIGHUP through its pid file); a renewal answering
+//! unusable certificates, or none (the real CA's answer altered by a hostile proxy), keeps
+//! the current ones and does not loop.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -86,14 +87,24 @@ fn cert_paths(h: &HostRoot) -> Vec<PathBuf> {
     CERTS.iter().map(|c| h.path(c)).collect()
 }
 
+/// SSH host certificates of this lifetime are due when issued: the CA backdates them 5
+/// minutes, and hostd renews at 2/3 of their life.
+const DUE_AT_ONCE: Duration = Duration::from_secs(60);
+
+/// `SHA256:...` of a public key file.
+fn key_fingerprint(path: &Path) -> String {
+    let o = run_ok(Command::new("ssh-keygen").arg("-lf").arg(path));
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn due_host_certificates_are_renewed_and_sshd_reloaded() {
-    let ca = FakeCa::start();
-    // Valid from 10 minutes ago for 11 minutes: past 2/3 of the lifetime already.
-    ca.update(|d| {
-        d.host_cert_validity_enroll = "-10m:+1m".into();
-        d.host_cert_validity_renew = "-1m:+2h".into();
-    });
+    // Valid from 5 minutes ago for 6 minutes: past 2/3 of the lifetime already.
+    let mut ca = test_ca_with(|c| c.host_ssh_cert_ttl = DUE_AT_ONCE);
     let h = HostRoot::new();
     let r = h.activate_ok(&ca, "web-1", "env=dev");
     assert_eq!(
@@ -126,18 +137,24 @@ fn due_host_certificates_are_renewed_and_sshd_reloaded() {
         "{checks:?}"
     );
 
+    // The CA, restarted, signs renewed certificates for 2 hours.
+    ca.restart_with(|c| c.host_ssh_cert_ttl = Duration::from_secs(7200));
     let mut sshd = FakeSshd::start(&h);
     let d = h.start_daemon();
     wait_for("renewed host certificates", Duration::from_secs(20), || {
         let now: Vec<(String, String)> = cert_paths(&h).iter().map(|p| cert_validity(p)).collect();
         (now.iter().zip(&before).all(|(a, b)| a != b)).then_some(())
     });
-    // The renewal sent both host public keys.
-    let sent = ca.with(|d| d.renew_host_keys.clone());
-    assert_eq!(sent.len(), 1, "{sent:?}");
+    // The renewal sent both host public keys: the CA certified each again.
+    let certs = ca.host_ssh_certs("web-1");
+    assert_eq!(certs.len(), 2 * HOST_KEYS, "{certs:?}");
+    let renewed: Vec<&str> = certs[HOST_KEYS..]
+        .iter()
+        .map(|c| c.key_fingerprint.as_str())
+        .collect();
     for k in ["ssh_host_ecdsa_key.pub", "ssh_host_ed25519_key.pub"] {
-        let line = h.read(&format!("/etc/ssh/{k}"));
-        assert!(sent[0].contains(&line.trim().to_string()), "{k} not sent");
+        let fp = key_fingerprint(&h.path(&format!("/etc/ssh/{k}")));
+        assert!(renewed.contains(&fp.as_str()), "{k} not sent: {renewed:?}");
     }
     // sshd got SIGHUP.
     let sig = wait_for("sshd to be reloaded", Duration::from_secs(10), || {
@@ -152,7 +169,7 @@ fn due_host_certificates_are_renewed_and_sshd_reloaded() {
         assert_eq!(m, 0o644);
     }
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(ca.with(|d| d.renewals), 1, "renewed more than once");
+    assert_eq!(renewals(&ca, "web-1"), 1, "renewed more than once");
     let s = status_json(&h);
     for c in s["ssh_host_certs"].as_array().unwrap() {
         assert_eq!(c["state"], "valid", "{s}");
@@ -171,7 +188,7 @@ fn due_host_certificates_are_renewed_and_sshd_reloaded() {
         sshd.ended_by()
     });
     assert_eq!(sig, libc::SIGHUP);
-    assert_eq!(ca.with(|d| d.renewals), 2);
+    assert_eq!(renewals(&ca, "web-1"), 2);
 
     // deactivate removes the (renewed) certificates it owns, without complaint.
     drop(_d);
@@ -187,13 +204,20 @@ fn due_host_certificates_are_renewed_and_sshd_reloaded() {
 
 #[test]
 fn unusable_or_missing_renewed_certificates_keep_the_current_ones() {
-    let ca = FakeCa::start();
-    ca.update(|d| {
-        d.host_cert_validity_enroll = "-10m:+1m".into();
-        d.renew_host_certs = RenewHostCerts::WrongKey;
-    });
+    let mut ca = test_ca_with(|c| c.host_ssh_cert_ttl = DUE_AT_ONCE);
     let h = HostRoot::new();
-    h.activate_ok(&ca, "web-2", "env=dev");
+    // The host talks to the real CA through a proxy that swaps the renewed certificates:
+    // each then certifies the other key.
+    let proxy = TamperingProxy::start(&ca, Some(h.identity_files()), Tamper::SwapHostCerts);
+    let o = h.activate_at(
+        &proxy.url,
+        &ca.fingerprint,
+        &ca.host_token("env=dev", "web-2"),
+        "web-2",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Restarted with its default lifetime, the CA would renew them for 90 days.
+    ca.restart_with(|c| c.host_ssh_cert_ttl = Duration::from_secs(90 * 86400));
     let before: Vec<String> = CERTS.iter().map(|c| h.read(c)).collect();
     let mut sshd = FakeSshd::start(&h);
     let d = h.start_daemon();
@@ -206,7 +230,7 @@ fn unusable_or_missing_renewed_certificates_keep_the_current_ones() {
     let after: Vec<String> = CERTS.iter().map(|c| h.read(c)).collect();
     assert_eq!(before, after, "the old certificates must stay");
     assert_eq!(sshd.ended_by(), None, "sshd must not be reloaded");
-    assert_eq!(ca.with(|d| d.renewals), 1, "no renewal loop");
+    assert_eq!(renewals(&ca, "web-2"), 1, "no renewal loop");
     // The daemon keeps syncing.
     assert!(
         status_json(&h)["last_sync_error"].is_null(),
@@ -216,7 +240,7 @@ fn unusable_or_missing_renewed_certificates_keep_the_current_ones() {
     d.stop();
 
     // A CA that returns no host certificates: noted, retried hourly, nothing replaced.
-    ca.update(|d| d.renew_host_certs = RenewHostCerts::Omit);
+    proxy.set(Tamper::DropHostCerts);
     let d = h.start_daemon();
     wait_for("the notice", Duration::from_secs(20), || {
         d.log()
@@ -224,7 +248,7 @@ fn unusable_or_missing_renewed_certificates_keep_the_current_ones() {
             .then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(ca.with(|d| d.renewals), 2);
+    assert_eq!(renewals(&ca, "web-2"), 2);
     let after: Vec<String> = CERTS.iter().map(|c| h.read(c)).collect();
     assert_eq!(before, after);
     assert_eq!(sshd.ended_by(), None);

@@ -1,150 +1,32 @@
-//! smith-host and smith-hostd against the real `smith-ca` (init + serve on a free
-//! loopback port): enrollment, token reuse, sync, a membership change reaching the
-//! cache, doctor's CA check.
+//! smith-host and smith-hostd against the real CA (the test kit's, in-process, with its
+//! own users, groups and grants): enrollment, token reuse, sync, a membership change
+//! reaching the cache, doctor's CA check, a removed host and an expired client
+//! certificate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// target/debug/smith-ca, built if needed (this crate does not depend on smith-ca).
-fn smith_ca() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.args(["build", "--quiet", "-p", "smith-ca", "--bin", "smith-ca"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
-    assert!(
-        c.status().unwrap().success(),
-        "cargo build -p smith-ca failed"
-    );
-    dir.join("smith-ca")
-}
-
-struct RealCa {
-    _dir: tempfile::TempDir,
-    child: Child,
-    url: String,
-    fingerprint: String,
-    admin_token: String,
-    bin: PathBuf,
-}
-
-impl RealCa {
-    fn start() -> RealCa {
-        let bin = smith_ca();
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("ca");
-        let o = run_ok(
-            Command::new(&bin)
-                .arg("init")
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--json"),
-        );
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let fingerprint = v["root_fingerprint"].as_str().unwrap().to_string();
-        let admin_token = v["admin_token"].as_str().unwrap().to_string();
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("SMITH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("smith-ca listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from smith-ca serve: {line:?}"))
-            .to_string();
-        RealCa {
-            _dir: dir,
-            child,
-            url: format!("https://{addr}"),
-            fingerprint,
-            admin_token,
-            bin,
-        }
-    }
-
-    fn admin(&self, args: &[&str]) -> std::process::Output {
-        run_ok(
-            Command::new(&self.bin)
-                .arg("admin")
-                .args(args)
-                .env("SMITH_CA_URL", &self.url)
-                .env("SMITH_CA_FINGERPRINT", &self.fingerprint)
-                .env("SMITH_TOKEN", &self.admin_token),
-        )
-    }
-
-    fn host_token(&self, tags: &str, name: &str) -> String {
-        let o = self.admin(&[
-            "host", "token", "--tags", tags, "--ttl", "1h", "--json", "--name", name,
-        ]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["token"].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for RealCa {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real CA with dev (alice, deploy) holding ssh on env=dev hosts and ops (oscar)
+/// holding sudo on env=prod hosts.
+fn dev_and_ops() -> TestCa {
+    let ca = TestCa::in_process();
+    ca.add_group("dev", None);
+    ca.add_group("ops", None);
+    ca.add_user("alice", &["dev"], None);
+    ca.add_user("oscar", &["ops"], None);
+    ca.add_user("deploy", &["dev"], None);
+    ca.grant("dev", "env=dev", "ssh");
+    ca.grant("ops", "env=prod", "sudo");
+    ca
 }
 
 #[test]
 fn enrolls_and_syncs_with_the_real_ca() {
-    let ca = RealCa::start();
-    for args in [
-        vec!["group", "add", "dev"],
-        vec!["group", "add", "ops"],
-        vec!["user", "add", "alice", "--groups", "dev"],
-        vec!["user", "add", "oscar", "--groups", "ops"],
-        vec!["user", "add", "deploy", "--groups", "dev"],
-        vec![
-            "grant",
-            "add",
-            "--group",
-            "dev",
-            "--tags",
-            "env=dev",
-            "--level",
-            "ssh",
-            "--max-ttl",
-            "8h",
-        ],
-        vec![
-            "grant",
-            "add",
-            "--group",
-            "ops",
-            "--tags",
-            "env=prod",
-            "--level",
-            "sudo",
-            "--max-ttl",
-            "8h",
-        ],
-    ] {
-        ca.admin(&args);
-    }
+    let ca = dev_and_ops();
     let token = ca.host_token("env=dev,role=db", "db-1");
     let h = HostRoot::new();
     let activate = |h: &HostRoot, token: &str, name: &str| {
@@ -191,12 +73,12 @@ fn enrolls_and_syncs_with_the_real_ca() {
 
     // A membership change at the CA reaches the host within seconds.
     let t = Instant::now();
-    ca.admin(&["group", "remove-member", "dev", "alice"]);
+    ca.remove_member("dev", "alice");
     wait_for("alice to be removed", Duration::from_secs(5), || {
         h.cache_users().is_empty().then_some(())
     });
     assert!(t.elapsed() < Duration::from_secs(5));
-    ca.admin(&["group", "add-member", "dev", "alice"]);
+    ca.add_member("dev", "alice");
     wait_for("alice back", Duration::from_secs(5), || {
         (h.cache_users() == ["alice"]).then_some(())
     });
@@ -229,12 +111,10 @@ fn enrolls_and_syncs_with_the_real_ca() {
 
 /// A client certificate for this host's key, signed by the CA's TLS root, that expired
 /// a minute ago (as if hostd had not renewed it in time).
-fn forge_expired_client_cert(ca: &RealCa, h: &HostRoot, name: &str) -> String {
-    let data = ca._dir.path().join("ca");
-    let root_pem = std::fs::read_to_string(data.join("tls-root.crt")).unwrap();
-    let root_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(data.join("tls-root.key")).unwrap())
-            .unwrap();
+fn forge_expired_client_cert(ca: &TestCa, h: &HostRoot, name: &str) -> String {
+    let (root_cert, root_key) = ca.tls_root_files();
+    let root_pem = std::fs::read_to_string(root_cert).unwrap();
+    let root_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(root_key).unwrap()).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&root_pem, root_key).unwrap();
     let host_key = rcgen::KeyPair::from_pem(&h.read("/etc/smith/host.key")).unwrap();
     let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
@@ -264,25 +144,7 @@ fn doctor_check(h: &HostRoot, name: &str) -> (i32, serde_json::Value) {
 
 #[test]
 fn removed_or_expired_hosts_keep_serving_and_say_what_to_do() {
-    let ca = RealCa::start();
-    for args in [
-        vec!["group", "add", "dev"],
-        vec!["user", "add", "alice", "--groups", "dev"],
-        vec![
-            "grant",
-            "add",
-            "--group",
-            "dev",
-            "--tags",
-            "env=dev",
-            "--level",
-            "ssh",
-            "--max-ttl",
-            "8h",
-        ],
-    ] {
-        ca.admin(&args);
-    }
+    let ca = dev_and_ops();
     let h = HostRoot::new();
     let activate = |extra: &[&str]| {
         let mut a = vec!["activate", "--no-start", "--json"];
@@ -308,7 +170,9 @@ fn removed_or_expired_hosts_keep_serving_and_say_what_to_do() {
     assert!(status_of(&h)["problem"].is_null());
 
     // Removed at the CA: refused (403 host_removed), reported, still serving.
-    ca.admin(&["host", "remove", "db-1"]);
+    ca.admin_client()
+        .remove_host(&smith_proto::HostName::new("db-1").unwrap())
+        .unwrap();
     h.host_cmd(&["sync"]);
     let s = wait_for("the removal to be noticed", Duration::from_secs(20), || {
         let s = status_of(&h);

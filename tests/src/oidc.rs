@@ -1,8 +1,8 @@
 //! A real OpenID Provider for tests (`tests/oidc/provider.js`, the npm `oidc-provider`) and
 //! a scripted browser that signs in through the provider's own login and consent pages.
 //!
-//! Std-only (plus `serde_json` and `libc`) so that the CA's and the CLI's tests can include
-//! it with `#[path = "../../tests/src/oidc.rs"] mod oidc;` as well as the fleet suite.
+//! Std-only (plus `serde_json` and `libc`); the fleet suite uses it from here, the CA's and
+//! the CLI's tests through the test kit (`smith_testkit::oidc`).
 //!
 //! How to use it:
 //! ```ignore

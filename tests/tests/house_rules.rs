@@ -5,9 +5,11 @@
 //!   authority (they import no `store` internals: no SQLite, no writer);
 //! - clients (smith, smith-host and hostd, the modules, `smith-ca admin`, xtask) decide on
 //!   the typed `ErrorCode`, never on an error's wire string or message;
+//! - no fake CA in any test: tests that need a CA start the real one (`smith_testkit::TestCa`).
 //!
 //! Test code (from a file's `#[cfg(test)]` on, where each file keeps its tests) is not
-//! checked: tests may build changes to set up a model.
+//! checked by the first three: tests may build changes to set up a model. The last one
+//! checks test code only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -176,4 +178,145 @@ fn clients_never_match_error_strings_or_messages() {
          ClientError::code or tls_error):\n{}",
         bad.join("\n")
     );
+}
+
+/// Servers in test code that answer on the CA's paths without being a CA: each alters,
+/// refuses or garbles, and none makes up a CA's answer (checked below). With the reason
+/// each may exist.
+const HOSTILE_SERVERS: &[(&str, &str)] = &[
+    (
+        "api/tests/client.rs",
+        "the client's wire tests: canned refusals, garbage and oversized answers",
+    ),
+    (
+        "testkit/src/hostile.rs",
+        "a man-in-the-middle in front of the real CA that alters its answers",
+    ),
+];
+
+/// Every file of test code outside the CA's own `src/`: integration tests (`*/tests/`),
+/// the harnesses (`testkit/src`, `tests/src`), and each source file's `#[cfg(test)]`
+/// part.
+fn test_code() -> Vec<(PathBuf, String)> {
+    let r = root();
+    let mut out = Vec::new();
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(&r)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|d| d.join("Cargo.toml").exists())
+        .collect();
+    crates.sort();
+    for dir in crates {
+        let tests = dir.join("tests");
+        if tests.is_dir() {
+            out.extend(sources_whole(&tests));
+        }
+        let src = dir.join("src");
+        if !src.is_dir() || dir.ends_with("ca") {
+            continue;
+        }
+        if dir.ends_with("testkit") || dir.ends_with("tests") {
+            out.extend(sources_whole(&src));
+            continue;
+        }
+        for (p, _) in sources(&src) {
+            let text = std::fs::read_to_string(&p).unwrap();
+            if let Some(i) = text.find("\n#[cfg(test)]") {
+                out.push((p, text[i..].to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`, whole.
+fn sources_whole(dir: &Path) -> Vec<(PathBuf, String)> {
+    sources(dir)
+        .into_iter()
+        .map(|(p, _)| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+/// No test fakes the CA: a CA re-implemented for tests (as hostd's tests once had: an axum
+/// router answering enroll, sync and renew) drifts from the real one, and the tests then
+/// prove the client against the fake. Test code that accepts connections and answers on
+/// the CA's paths must be one of [`HOSTILE_SERVERS`], and even those never build a CA's
+/// answer (a snapshot, an enrollment, a certificate): they pass on the real CA's.
+#[test]
+fn no_fake_ca_in_any_test() {
+    // Accepting connections (HTTP routers, TLS servers, listeners).
+    let serves = [
+        "Router::new",
+        ".route(",
+        "serve_connection",
+        "TlsAcceptor",
+        "ServerConnection::new",
+        ".incoming()",
+        ".accept()",
+    ];
+    // The CA's paths (`/v1/...`, SCIM), as literals or through smith_api's constants.
+    let ca_paths = ["\"/v1/", "endpoints::", "\"/scim/"];
+    // A CA's answers, made up: the types it answers with, their distinctive fields, and
+    // certificates issued from requests.
+    let ca_answers = [
+        "SyncResponse {",
+        "EnrollResponse {",
+        "CertResponse {",
+        "SnapshotUser {",
+        "SnapshotGroup {",
+        "SnapshotGrant {",
+        "HostKrl {",
+        "CaKeys {",
+        "AuditAck {",
+        "\"client_cert_pem\"",
+        "\"user_ca_keys\"",
+        "\"removed_users\"",
+        "\"krl_base64\"",
+        "CertificateSigningRequestParams",
+    ];
+    let files = test_code();
+    assert!(
+        files.len() > 20,
+        "found only {} files of test code",
+        files.len()
+    );
+    let mut bad = Vec::new();
+    let mut servers = Vec::new();
+    for (p, code) in &files {
+        // This file names the patterns it looks for.
+        if p.ends_with("tests/tests/house_rules.rs") {
+            continue;
+        }
+        let serving = hits(p, code, &serves);
+        let paths = hits(p, code, &ca_paths);
+        if serving.is_empty() || paths.is_empty() {
+            continue;
+        }
+        let r = rel(p);
+        servers.push(r.clone());
+        let answers = hits(p, code, &ca_answers);
+        if !HOSTILE_SERVERS.iter().any(|(f, _)| *f == r) {
+            bad.push(format!(
+                "{r} serves the CA's paths: a fake CA (start the real one: \
+                 smith_testkit::TestCa, or alter its answers: smith_testkit::hostile)\n  {}\n  {}",
+                serving.join("\n  "),
+                paths.join("\n  ")
+            ));
+        } else if !answers.is_empty() {
+            bad.push(format!(
+                "{r} (a hostile server) makes up the CA's answers:\n  {}",
+                answers.join("\n  ")
+            ));
+        }
+    }
+    for (f, why) in HOSTILE_SERVERS {
+        assert!(
+            servers.iter().any(|s| s == f),
+            "{f} ({why}) no longer serves the CA's paths: take it off HOSTILE_SERVERS"
+        );
+    }
+    assert!(bad.is_empty(), "fake CAs in tests:\n{}", bad.join("\n"));
 }

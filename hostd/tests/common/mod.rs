@@ -1,23 +1,17 @@
-//! Shared test support for hostd's integration tests: a small fake CA (HTTPS with a
-//! test TLS root, optional mTLS, implementing enroll, long-poll sync with deltas and
-//! renewal), host roots populated with copies of the machine's sshd/nsswitch/PAM files,
-//! tree snapshots for byte-for-byte comparisons, and helpers to run the real binaries.
+//! Shared test support for hostd's integration tests: the real CA (the test kit's,
+//! in-process) set up with the users these tests assume, host roots populated with copies
+//! of the machine's sshd/nsswitch/PAM files, tree snapshots for byte-for-byte comparisons,
+//! and helpers to run the real binaries.
 #![allow(dead_code)]
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use smith_api::{EnrollRequest, EnrollResponse, ErrorBody, RenewRequest};
-use smith_proto::snapshot::{SnapshotGroup, SnapshotUser, SyncResponse};
-use smith_proto::{GroupName, HostName, Level, PosixId, Tags, UserName};
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+#[allow(unused_imports)] // each test crate uses some of them
+pub use smith_testkit::hostile::{Tamper, TamperingProxy};
+pub use smith_testkit::ServeConfig;
+pub use smith_testkit::TestCa;
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn smith_host() -> &'static str {
@@ -65,9 +59,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-// --- a user CA and the host CA (ssh-keygen) ------------------------------------------------
+// --- an OpenSSH user CA key (ssh-keygen) -----------------------------------------------------
 
-/// An OpenSSH CA key made with ssh-keygen.
+/// An OpenSSH CA key made with ssh-keygen, to certify keys for `smith-host principals`
+/// (certificates no CA would issue: expired, not yet valid, odd scopes). It serves nothing.
 pub struct SshCa {
     pub dir: tempfile::TempDir,
     pub key: PathBuf,
@@ -161,559 +156,50 @@ pub fn run_ok(c: &mut Command) -> Output {
     o
 }
 
-// --- the fake CA -------------------------------------------------------------------------
+// --- the real CA --------------------------------------------------------------------------
 
-#[derive(Clone)]
-pub struct Token {
-    pub tags: Tags,
-    pub used: bool,
-    pub expires_at: u64,
+/// The real CA, in-process (the test kit's), with the directory these tests assume:
+/// groups dev (gid 200010) and ops (200011), alice (uid 200001, in dev) with ssh and oscar
+/// (uid 200002, in ops) with sudo on every env=prod and env=dev host.
+pub fn test_ca() -> TestCa {
+    test_ca_with(|_| {})
 }
 
-/// What the fake CA holds; tests change it through [`FakeCa::update`].
-pub struct CaData {
-    pub tokens: HashMap<String, Token>,
-    /// Enrolled hosts and their tags.
-    pub hosts: HashMap<String, Tags>,
-    pub version: u64,
-    /// Snapshot contents by version (for deltas).
-    pub history: BTreeMap<u64, Vec<SnapshotUser>>,
-    pub users: Vec<SnapshotUser>,
-    pub groups: Vec<SnapshotGroup>,
-    pub sudo_gid: u32,
-    pub user_ca_keys: Vec<String>,
-    pub krl_base64: Option<String>,
-    /// Client certificates: valid from now - backdate to now - backdate + lifetime.
-    pub cert_backdate_secs: u64,
-    pub cert_lifetime_secs: u64,
-    pub renewals: u32,
-    /// (host, since, wait) of every sync request.
-    pub syncs: Vec<(String, u64, u64)>,
-    pub offer_renewal: bool,
-    /// `ssh-keygen -V` validity of SSH host certificates signed at enrollment and on
-    /// renewal.
-    pub host_cert_validity_enroll: String,
-    pub host_cert_validity_renew: String,
-    /// What renewal answers for `ssh_host_keys`.
-    pub renew_host_certs: RenewHostCerts,
-    /// The host keys sent with each renewal.
-    pub renew_host_keys: Vec<Vec<String>>,
+/// [`test_ca`] with its serve settings changed by `configure` (e.g. short certificate
+/// lifetimes).
+pub fn test_ca_with(configure: impl FnOnce(&mut ServeConfig)) -> TestCa {
+    let ca = TestCa::in_process_with(configure);
+    ca.add_group("dev", Some(200010));
+    ca.add_group("ops", Some(200011));
+    ca.add_user("alice", &["dev"], Some(200001));
+    ca.add_user("oscar", &["ops"], Some(200002));
+    for env in ["env=prod", "env=dev"] {
+        ca.grant("dev", env, "ssh");
+        ca.grant("ops", env, "sudo");
+    }
+    ca
 }
 
-/// How the fake CA answers `ssh_host_keys` on renewal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RenewHostCerts {
-    /// Certificates for the keys sent.
-    Sign,
-    /// None (an older CA).
-    Omit,
-    /// Certificates for other keys (a broken CA): the host must keep its own.
-    WrongKey,
+/// SSH host keys of a [`HostRoot`] (ed25519 and ecdsa): the CA certifies each at
+/// enrollment and at every renewal.
+pub const HOST_KEYS: usize = 2;
+
+/// How many times the CA renewed `host`'s credentials (each renewal certifies its SSH
+/// host keys again).
+pub fn renewals(ca: &TestCa, host: &str) -> usize {
+    (ca.host_ssh_certs(host).len() / HOST_KEYS).saturating_sub(1)
 }
 
-struct Shared {
-    data: Mutex<CaData>,
-    changed: tokio::sync::watch::Sender<u64>,
-    root_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    host_ca: SshCa,
-}
-
-#[derive(Clone)]
-struct PeerCn(Option<String>);
-
-pub struct FakeCa {
-    pub url: String,
-    pub addr: SocketAddr,
-    pub fingerprint: String,
-    pub root_pem: String,
-    pub user_ca: SshCa,
-    shared: Arc<Shared>,
-    server_config: Arc<rustls::ServerConfig>,
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-fn err(status: StatusCode, code: &str, msg: &str) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            code: code.into(),
-            error: msg.into(),
-        }),
-    )
-        .into_response()
-}
-
-/// Sets a certificate's validity (Unix seconds) without naming the `time` crate.
-fn set_validity(p: &mut rcgen::CertificateParams, from: u64, to: u64) {
-    p.not_before = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(from);
-    p.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(to);
-}
-
-pub fn user(name: &str, uid: u64, level: Level, groups: &[&str]) -> SnapshotUser {
-    SnapshotUser {
-        name: UserName::new(name).unwrap(),
-        uid: PosixId::new(uid).unwrap(),
-        gecos: format!("{name} (test)"),
-        shell: "/bin/bash".into(),
-        groups: groups.iter().map(|g| GroupName::new(g).unwrap()).collect(),
-        level,
-    }
-}
-
-pub fn group(name: &str, gid: u64) -> SnapshotGroup {
-    SnapshotGroup {
-        name: GroupName::new(name).unwrap(),
-        gid: PosixId::new(gid).unwrap(),
-    }
-}
-
-impl FakeCa {
-    /// Starts a CA on 127.0.0.1:<free port> with alice (ssh, dev) and oscar (sudo, ops).
-    pub fn start() -> FakeCa {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let root_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut root_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        root_params.distinguished_name = rcgen::DistinguishedName::new();
-        root_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Fake Smith Root");
-        root_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        root_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let root_cert = root_params.self_signed(&root_key).unwrap();
-        let root_pem = root_cert.pem();
-        let root_der = root_cert.der().to_vec();
-        let issuer = rcgen::Issuer::new(root_params, root_key);
-
-        let server_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut sp =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
-        sp.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let server_cert = sp.signed_by(&server_key, &issuer).unwrap();
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(root_der.clone().into()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .allow_unauthenticated()
-        .build()
-        .unwrap();
-        let server_config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![server_cert.der().clone(), root_der.clone().into()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
-            )
-            .unwrap();
-
-        let user_ca = SshCa::new();
-        let users = vec![
-            user("alice", 200001, Level::Ssh, &["dev"]),
-            user("oscar", 200002, Level::Sudo, &["ops"]),
-        ];
-        let mut history = BTreeMap::new();
-        history.insert(1, users.clone());
-        let data = CaData {
-            tokens: HashMap::new(),
-            hosts: HashMap::new(),
-            version: 1,
-            history,
-            users,
-            groups: vec![group("dev", 200010), group("ops", 200011)],
-            sudo_gid: 200000,
-            user_ca_keys: vec![user_ca.public.clone()],
-            krl_base64: None,
-            cert_backdate_secs: 60,
-            cert_lifetime_secs: 86400,
-            renewals: 0,
-            syncs: Vec::new(),
-            offer_renewal: true,
-            host_cert_validity_enroll: "-1m:+90d".into(),
-            host_cert_validity_renew: "-1m:+90d".into(),
-            renew_host_certs: RenewHostCerts::Sign,
-            renew_host_keys: Vec::new(),
-        };
-        let (tx, _) = tokio::sync::watch::channel(1);
-        let shared = Arc::new(Shared {
-            data: Mutex::new(data),
-            changed: tx,
-            root_pem: root_pem.clone(),
-            issuer,
-            host_ca: SshCa::new(),
-        });
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = std_listener.local_addr().unwrap();
-        let mut ca = FakeCa {
-            url: format!("https://{addr}"),
-            addr,
-            fingerprint: smith_api::tls::fingerprint(&root_der),
-            root_pem,
-            user_ca,
-            shared,
-            server_config: Arc::new(server_config),
-            rt: None,
-        };
-        ca.serve(std_listener);
-        ca
-    }
-
-    fn serve(&mut self, std_listener: std::net::TcpListener) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let shared = self.shared.clone();
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.server_config.clone());
-        std_listener.set_nonblocking(true).unwrap();
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            let app = Router::new()
-                .route(
-                    "/v1/health",
-                    get(|| async { Json(serde_json::json!({"status": "ok", "version": "fake"})) }),
-                )
-                .route("/v1/hosts/enroll", post(enroll))
-                .route("/v1/host/sync", get(sync))
-                .route("/v1/host/renew", post(renew))
-                .with_state(shared);
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let cn = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| {
-                            smith_hostd::identity::summarize_der(c.as_ref())
-                                .ok()
-                                .and_then(|s| s.common_name)
-                        });
-                    let svc = hyper_util::service::TowerToHyperService::new(
-                        app.layer(Extension(PeerCn(cn))),
-                    );
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-                });
-            }
-        });
-        self.rt = Some(rt);
-    }
-
-    /// Stops serving (connections are dropped): the CA is "down".
-    pub fn stop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
-        }
-    }
-
-    /// Serves again on the same address.
-    pub fn restart(&mut self) {
-        self.stop();
-        let l = wait_for("the CA port to be free", Duration::from_secs(10), || {
-            std::net::TcpListener::bind(self.addr).ok()
-        });
-        self.serve(l);
-    }
-
-    /// A single-use enrollment token for `tags`, valid `ttl` seconds.
-    pub fn token(&self, tags: &str, ttl: i64) -> String {
-        let t = format!("enroll-{}", rand_suffix());
-        self.shared.data.lock().unwrap().tokens.insert(
-            t.clone(),
-            Token {
-                tags: Tags::parse(tags).unwrap(),
-                used: false,
-                expires_at: (now() as i64 + ttl) as u64,
-            },
-        );
-        t
-    }
-
-    /// Changes the data and wakes long-polls (a new version).
-    pub fn update(&self, f: impl FnOnce(&mut CaData)) {
-        let v = {
-            let mut d = self.shared.data.lock().unwrap();
-            f(&mut d);
-            d.version += 1;
-            let (v, users) = (d.version, d.users.clone());
-            d.history.insert(v, users);
-            v
-        };
-        self.shared.changed.send_replace(v);
-    }
-
-    /// Reads the data.
-    pub fn with<T>(&self, f: impl FnOnce(&CaData) -> T) -> T {
-        f(&self.shared.data.lock().unwrap())
-    }
-
-    /// Signs an SSH host key with the fake host CA.
-    pub fn host_ca_public(&self) -> String {
-        self.shared.host_ca.public.clone()
-    }
-}
-
-impl Drop for FakeCa {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn issue_client_cert(shared: &Shared, host: &str, csr_pem: &str) -> Result<(String, u64), String> {
-    let mut csr =
-        rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| e.to_string())?;
-    let (from, life) = {
-        let d = shared.data.lock().unwrap();
-        (now() - d.cert_backdate_secs, d.cert_lifetime_secs)
+/// The `sync request since=N wait=S` lines of a daemon's debug log: (since, wait).
+pub fn sync_requests(log: &str) -> Vec<(u64, u64)> {
+    let field = |l: &str, name: &str| -> Option<u64> {
+        let v = l.split(&format!("{name}=")).nth(1)?;
+        v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     };
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, host);
-    csr.params.distinguished_name = dn;
-    csr.params.subject_alt_names = vec![rcgen::SanType::DnsName(
-        host.to_string()
-            .try_into()
-            .map_err(|e: rcgen::Error| e.to_string())?,
-    )];
-    csr.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    csr.params.is_ca = rcgen::IsCa::NoCa;
-    set_validity(&mut csr.params, from, from + life);
-    let cert = csr.signed_by(&shared.issuer).map_err(|e| e.to_string())?;
-    Ok((cert.pem(), from + life))
-}
-
-async fn enroll(State(sh): State<Arc<Shared>>, Json(req): Json<EnrollRequest>) -> Response {
-    let tags = {
-        let mut d = sh.data.lock().unwrap();
-        let Some(t) = d.tokens.get_mut(&req.token) else {
-            return err(
-                StatusCode::UNAUTHORIZED,
-                "bad_token",
-                "unknown enrollment token",
-            );
-        };
-        if t.used {
-            return err(
-                StatusCode::UNAUTHORIZED,
-                "token_used",
-                "enrollment token already used",
-            );
-        }
-        if t.expires_at <= now() {
-            return err(
-                StatusCode::UNAUTHORIZED,
-                "token_expired",
-                "enrollment token expired",
-            );
-        }
-        if d.hosts.contains_key(req.host_name.as_str()) {
-            return err(StatusCode::CONFLICT, "host_exists", "host already enrolled");
-        }
-        let t = d.tokens.get_mut(&req.token).unwrap();
-        t.used = true;
-        let tags = t.tags.clone();
-        d.hosts.insert(req.host_name.to_string(), tags.clone());
-        tags
-    };
-    let (client_cert_pem, not_after) =
-        match issue_client_cert(&sh, req.host_name.as_str(), &req.csr_pem) {
-            Ok(c) => c,
-            Err(e) => return err(StatusCode::BAD_REQUEST, "bad_csr", &e),
-        };
-    let validity = sh.data.lock().unwrap().host_cert_validity_enroll.clone();
-    let ssh_host_certs = req
-        .ssh_host_keys
-        .iter()
-        .map(|k| {
-            sh.host_ca.sign(
-                k,
-                &format!("host:{}", req.host_name),
-                req.host_name.as_str(),
-                true,
-                &["-V", &validity],
-            )
-        })
-        .collect();
-    let user_ca_keys = sh.data.lock().unwrap().user_ca_keys.clone();
-    Json(EnrollResponse {
-        host_name: req.host_name,
-        tags,
-        client_cert_pem,
-        root_pem: sh.root_pem.clone(),
-        client_cert_not_after: not_after,
-        user_ca_keys,
-        ssh_host_certs,
-    })
-    .into_response()
-}
-
-async fn renew(
-    State(sh): State<Arc<Shared>>,
-    Extension(PeerCn(cn)): Extension<PeerCn>,
-    Json(req): Json<RenewRequest>,
-) -> Response {
-    let Some(host) = cn else {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "mtls_required",
-            "client certificate required",
-        );
-    };
-    if !sh.data.lock().unwrap().offer_renewal {
-        return err(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
-    }
-    if !sh.data.lock().unwrap().hosts.contains_key(&host) {
-        return err(StatusCode::FORBIDDEN, "host_removed", "host was removed");
-    }
-    match issue_client_cert(&sh, &host, &req.csr_pem) {
-        Ok((pem, not_after)) => {
-            let (mode, validity) = {
-                let mut d = sh.data.lock().unwrap();
-                d.renewals += 1;
-                d.renew_host_keys.push(req.ssh_host_keys.clone());
-                (d.renew_host_certs, d.host_cert_validity_renew.clone())
-            };
-            let certs: Vec<String> = match mode {
-                RenewHostCerts::Omit => Vec::new(),
-                RenewHostCerts::Sign => req
-                    .ssh_host_keys
-                    .iter()
-                    .map(|k| {
-                        sh.host_ca
-                            .sign(k, &format!("host:{host}"), &host, true, &["-V", &validity])
-                    })
-                    .collect(),
-                RenewHostCerts::WrongKey => req
-                    .ssh_host_keys
-                    .iter()
-                    .map(|_| {
-                        let d = tempfile::tempdir().unwrap();
-                        let k = d.path().join("k");
-                        run_ok(
-                            Command::new("ssh-keygen")
-                                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                                .arg(&k),
-                        );
-                        let other = std::fs::read_to_string(k.with_extension("pub")).unwrap();
-                        sh.host_ca.sign(
-                            other.trim(),
-                            &format!("host:{host}"),
-                            &host,
-                            true,
-                            &["-V", &validity],
-                        )
-                    })
-                    .collect(),
-            };
-            Json(serde_json::json!({
-                "host_name": host,
-                "tags": "",
-                "client_cert_pem": pem,
-                "root_pem": sh.root_pem,
-                "client_cert_not_after": not_after,
-                "user_ca_keys": [],
-                "ssh_host_certs": certs,
-            }))
-            .into_response()
-        }
-        Err(e) => err(StatusCode::BAD_REQUEST, "bad_csr", &e),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct SyncQuery {
-    since: u64,
-    wait: u64,
-    host: Option<String>,
-}
-
-async fn sync(
-    State(sh): State<Arc<Shared>>,
-    Extension(PeerCn(cn)): Extension<PeerCn>,
-    Query(q): Query<SyncQuery>,
-) -> Response {
-    let Some(host) = cn else {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "mtls_required",
-            "client certificate required",
-        );
-    };
-    if q.host.as_deref().is_some_and(|h| h != host) {
-        return err(StatusCode::FORBIDDEN, "wrong_host", "host mismatch");
-    }
-    let mut rx = sh.changed.subscribe();
-    {
-        let mut d = sh.data.lock().unwrap();
-        if !d.hosts.contains_key(&host) {
-            return err(StatusCode::FORBIDDEN, "host_removed", "unknown host");
-        }
-        d.syncs.push((host.clone(), q.since, q.wait));
-    }
-    let current = sh.data.lock().unwrap().version;
-    if q.since == current {
-        let wait = Duration::from_secs(q.wait.min(60));
-        let woke = tokio::time::timeout(wait, rx.wait_for(|v| *v > current)).await;
-        if woke.is_err() {
-            return StatusCode::NO_CONTENT.into_response();
-        }
-    }
-    let d = sh.data.lock().unwrap();
-    let tags = d.hosts.get(&host).cloned().unwrap_or_default();
-    let (base_version, users, removed_users) = match d.history.get(&q.since) {
-        Some(old) if q.since > 0 => {
-            let upserts: Vec<SnapshotUser> = d
-                .users
-                .iter()
-                .filter(|u| !old.contains(u))
-                .cloned()
-                .collect();
-            let removed: Vec<UserName> = old
-                .iter()
-                .filter(|o| !d.users.iter().any(|u| u.name == o.name))
-                .map(|o| o.name.clone())
-                .collect();
-            (Some(q.since), upserts, removed)
-        }
-        _ => (None, d.users.clone(), Vec::new()),
-    };
-    Json(SyncResponse {
-        host: HostName::new(&host).unwrap(),
-        tags,
-        version: d.version,
-        base_version,
-        users,
-        removed_users,
-        groups: d.groups.clone(),
-        grants: vec![],
-        sudo_gid: PosixId::new(d.sudo_gid as u64).unwrap(),
-        users_gid: None,
-        user_ca_keys: d.user_ca_keys.clone(),
-        krl_base64: d.krl_base64.as_deref().map(std::sync::Arc::from),
-        epoch: None,
-    })
-    .into_response()
+    log.lines()
+        .filter(|l| l.contains("sync request"))
+        .filter_map(|l| Some((field(l, "since")?, field(l, "wait")?)))
+        .collect()
 }
 
 // --- host roots ----------------------------------------------------------------------------
@@ -804,15 +290,20 @@ impl HostRoot {
             .unwrap()
     }
 
-    pub fn activate(&self, ca: &FakeCa, token: &str, name: &str) -> Output {
+    pub fn activate(&self, ca: &TestCa, token: &str, name: &str) -> Output {
+        self.activate_at(&ca.url, &ca.fingerprint, token, name)
+    }
+
+    /// `activate --ca URL --token T --ca-fingerprint FP --name NAME --no-start --json`.
+    pub fn activate_at(&self, url: &str, fingerprint: &str, token: &str, name: &str) -> Output {
         self.host_cmd(&[
             "activate",
             "--ca",
-            &ca.url,
+            url,
             "--token",
             token,
             "--ca-fingerprint",
-            &ca.fingerprint,
+            fingerprint,
             "--name",
             name,
             "--no-start",
@@ -821,14 +312,22 @@ impl HostRoot {
     }
 
     /// Activates as `name` with a fresh token for `tags`; panics on failure.
-    pub fn activate_ok(&self, ca: &FakeCa, name: &str, tags: &str) -> serde_json::Value {
-        let o = self.activate(ca, &ca.token(tags, 3600), name);
+    pub fn activate_ok(&self, ca: &TestCa, name: &str, tags: &str) -> serde_json::Value {
+        let o = self.activate(ca, &ca.host_token(tags, name), name);
         assert!(
             o.status.success(),
             "activate failed: {}",
             String::from_utf8_lossy(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// The host's mTLS client certificate and key files (what it presents to the CA).
+    pub fn identity_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.path("/etc/smith/host.crt"),
+            self.path("/etc/smith/host.key"),
+        )
     }
 
     /// Starts smith-hostd in the foreground, logging to `hostd.log` beside the root.

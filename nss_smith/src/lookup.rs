@@ -104,32 +104,33 @@ pub fn user_by_name(v: &CacheView<'_>, name: &[u8], buf: &mut [u8]) -> CacheAnsw
 
 /// A record reached by id or by position carries a name nobody asked for: it must pass
 /// the name rule before it is handed out (D17: a file not written by `cache::build`
-/// could hold `root`).
-fn named_user(
+/// could hold `root`). Checked where the record lies, without moving it (a moved
+/// `UserEntry` cost a copy per lookup).
+fn named_user_answer(
     r: Result<Option<UserEntry<'_>>, smith_proto::cache::CacheError>,
-) -> Result<Option<UserEntry<'_>>, smith_proto::cache::CacheError> {
-    match r {
-        Ok(Some(u)) if !is_user_name(u.name) => {
-            Err(smith_proto::cache::CacheError::Corrupt("user name"))
-        }
-        other => other,
+    buf: &mut [u8],
+) -> CacheAnswer<PasswdLayout> {
+    match &r {
+        Ok(Some(u)) if is_user_name(u.name) => place_user(u, buf),
+        Ok(Some(_)) | Err(_) => CacheAnswer::Corrupt,
+        Ok(None) => CacheAnswer::Missing,
     }
 }
 
-fn named_group(
+fn named_group_answer(
     r: Result<Option<GroupEntry<'_>>, smith_proto::cache::CacheError>,
-) -> Result<Option<GroupEntry<'_>>, smith_proto::cache::CacheError> {
-    match r {
-        Ok(Some(g)) if !is_cache_group_name(g.name) => {
-            Err(smith_proto::cache::CacheError::Corrupt("group name"))
-        }
-        other => other,
+    buf: &mut [u8],
+) -> CacheAnswer<GroupLayout> {
+    match &r {
+        Ok(Some(g)) if is_cache_group_name(g.name) && plausible_id(g.gid) => place_group(g, buf),
+        Ok(Some(_)) | Err(_) => CacheAnswer::Corrupt,
+        Ok(None) => CacheAnswer::Missing,
     }
 }
 
 /// `getpwuid`: the caller has checked [`plausible_id`].
 pub fn user_by_uid(v: &CacheView<'_>, uid: u32, buf: &mut [u8]) -> CacheAnswer<PasswdLayout> {
-    user_answer(named_user(v.user_by_uid(uid)), buf)
+    named_user_answer(v.user_by_uid(uid), buf)
 }
 
 /// `getgrnam`: explicit groups, then users' private groups.
@@ -139,7 +140,7 @@ pub fn group_by_name(v: &CacheView<'_>, name: &[u8], buf: &mut [u8]) -> CacheAns
 
 /// `getgrgid`: explicit groups, then users' private groups (gid == uid).
 pub fn group_by_gid(v: &CacheView<'_>, gid: u32, buf: &mut [u8]) -> CacheAnswer<GroupLayout> {
-    group_answer(named_group(v.group_by_gid(gid)), buf)
+    named_group_answer(v.group_by_gid(gid), buf)
 }
 
 /// Enumeration: user number `i`; `Missing` past the end.
@@ -147,7 +148,7 @@ pub fn user_at(v: &CacheView<'_>, i: u64, buf: &mut [u8]) -> CacheAnswer<PasswdL
     if i >= v.n_users() as u64 {
         return CacheAnswer::Missing;
     }
-    user_answer(named_user(v.user(i as u32).map(Some)), buf)
+    named_user_answer(v.user(i as u32).map(Some), buf)
 }
 
 /// Enumeration: group number `i` (explicit groups, then private groups); `Missing`
@@ -156,7 +157,7 @@ pub fn group_at(v: &CacheView<'_>, i: u64, buf: &mut [u8]) -> CacheAnswer<GroupL
     if i >= v.n_groups_with_private() {
         return CacheAnswer::Missing;
     }
-    group_answer(named_group(v.group_enum(i).map(Some)), buf)
+    named_group_answer(v.group_enum(i).map(Some), buf)
 }
 
 /// Where `initgroups_dyn` puts gids (glibc's growable array, or a Vec in tests).
@@ -178,11 +179,16 @@ impl GidSink for Vec<u32> {
 /// Supplementary groups of `name`, except `skip` (the primary gid glibc adds itself).
 /// Gids Smith may never hand out (0, system and reserved ranges) are dropped even if a
 /// cache contains them: a corrupt file must not put anyone in `root` or `sudo`.
+///
+/// `is_local` is asked once the cache holds `name` as a valid user, before any gid
+/// reaches `sink`: `true` (a local account has that name, D4) answers `Missing` and
+/// adds nothing.
 pub fn groups_of_user(
     v: &CacheView<'_>,
     name: &[u8],
     skip: u32,
     sink: &mut impl GidSink,
+    is_local: impl FnOnce() -> bool,
 ) -> CacheAnswer<()> {
     let u = match v.user_by_name(name) {
         Ok(Some(u)) => u,
@@ -191,6 +197,9 @@ pub fn groups_of_user(
     };
     if u.level.is_none() {
         return CacheAnswer::Corrupt;
+    }
+    if is_local() {
+        return CacheAnswer::Missing;
     }
     add_gids(u.gids.iter(), skip, sink);
     CacheAnswer::Found(())
@@ -378,7 +387,7 @@ pub(crate) mod tests {
         let v = CacheView::parse(&bytes).unwrap();
         let mut out = Vec::new();
         assert_eq!(
-            groups_of_user(&v, b"oscar", 200_002, &mut out),
+            groups_of_user(&v, b"oscar", 200_002, &mut out, || false),
             CacheAnswer::Found(())
         );
         assert_eq!(
@@ -388,10 +397,26 @@ pub(crate) mod tests {
         );
         let mut out = Vec::new();
         assert_eq!(
-            groups_of_user(&v, b"nobody-here", 1, &mut out),
+            groups_of_user(&v, b"nobody-here", 1, &mut out, || panic!(
+                "asked for a miss"
+            )),
             CacheAnswer::Missing
         );
         assert!(out.is_empty());
+    }
+
+    /// D4: a local account with a Smith user's name gets nothing, and the sink (glibc's
+    /// array, which cannot be taken back) is never touched.
+    #[test]
+    fn a_local_name_gets_no_groups_and_the_sink_is_untouched() {
+        let bytes = build(&contents()).unwrap();
+        let v = CacheView::parse(&bytes).unwrap();
+        let mut out = vec![1234];
+        assert_eq!(
+            groups_of_user(&v, b"oscar", 200_002, &mut out, || true),
+            CacheAnswer::Missing
+        );
+        assert_eq!(out, vec![1234]);
     }
 
     struct Limited(Vec<u32>, usize);
@@ -425,7 +450,7 @@ pub(crate) mod tests {
                     let _ = user_by_uid(&v, 200_002, &mut buf);
                     let _ = group_by_name(&v, b"dev", &mut buf);
                     let _ = group_by_gid(&v, 200_010, &mut buf);
-                    let _ = groups_of_user(&v, b"oscar", 0, &mut Vec::new());
+                    let _ = groups_of_user(&v, b"oscar", 0, &mut Vec::new(), || false);
                     for k in 0..8 {
                         let _ = user_at(&v, k, &mut buf);
                         let _ = group_at(&v, k, &mut buf);

@@ -181,36 +181,36 @@ impl Resolver {
 
     /// `initgroups_dyn`: adds `user`'s supplementary gids (except `skip`) to `sink`,
     /// unless `user` is a local account's name (D4: the groups are Smith's user's, and
-    /// the caller is setting up the local one).
+    /// the caller is setting up the local one). Nothing reaches `sink` before that is
+    /// settled (glibc's array cannot be taken back): from the cache, the check comes
+    /// between finding the user and adding the gids; from the socket, the answer waits
+    /// in a [`GidBuffer`].
     pub fn groups_of_user(&self, user: &[u8], skip: u32, sink: &mut impl GidSink) -> Outcome<()> {
         if !plausible_user_name(user) {
             return Outcome::NotFound;
         }
+        let r = self.cache.with_view(|v| {
+            lookup::groups_of_user(v, user, skip, &mut *sink, || self.local.contains(user))
+        });
+        if let Some(o) = settle(r) {
+            return o;
+        }
+        let Some(n) = askable(user) else {
+            return Outcome::NotFound;
+        };
         let mut gids = GidBuffer::default();
-        let r = self
-            .cache
-            .with_view(|v| lookup::groups_of_user(v, user, skip, &mut gids));
-        let from_cache = settle(r);
-        let outcome = match from_cache {
-            Some(o) => o,
-            None => {
-                let Some(n) = askable(user) else {
-                    return Outcome::NotFound;
-                };
-                match self.daemon.ask(&Request::GidsOf(n.into())) {
-                    // Bound to the question: an answer about someone else is refused.
-                    Ok(Response::GidsOf { user: u, gids: g }) if u == n => match g {
-                        Some(g) => {
-                            gids.extend(g, skip);
-                            Outcome::Found(())
-                        }
-                        None => Outcome::NotFound,
-                    },
-                    Ok(Response::Error { code, .. }) => Outcome::Unavailable(error_errno(code)),
-                    Ok(_) => Outcome::Unavailable(libc::EAGAIN),
-                    Err(e) => Outcome::Unavailable(e.errno()),
+        let outcome = match self.daemon.ask(&Request::GidsOf(n.into())) {
+            // Bound to the question: an answer about someone else is refused.
+            Ok(Response::GidsOf { user: u, gids: g }) if u == n => match g {
+                Some(g) => {
+                    gids.extend(g, skip);
+                    Outcome::Found(())
                 }
-            }
+                None => Outcome::NotFound,
+            },
+            Ok(Response::Error { code, .. }) => Outcome::Unavailable(error_errno(code)),
+            Ok(_) => Outcome::Unavailable(libc::EAGAIN),
+            Err(e) => Outcome::Unavailable(e.errno()),
         };
         match outcome {
             Outcome::Found(()) if self.local.contains(user) => Outcome::NotFound,
@@ -223,8 +223,8 @@ impl Resolver {
     }
 }
 
-/// The gids of one `initgroups` answer before they reach glibc's array (which cannot be
-/// taken back): up to 64 on the stack, no allocation on the hot path.
+/// The gids of one `initgroups` answer from the socket before they reach glibc's array
+/// (which cannot be taken back): up to 64 on the stack.
 struct GidBuffer {
     inline: [u32; 64],
     n: usize,

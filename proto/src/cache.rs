@@ -206,13 +206,31 @@ pub fn name_hash(bytes: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ le_tail(rest)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h ^= h >> 31;
     }
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 29)
+}
+
+/// The 1–7 bytes of `rest` as a little-endian word padded with zeros, from two
+/// overlapping loads (the overlap holds the same bytes, so OR-ing them is exact).
+/// Copying them into a zeroed `[u8; 8]` first cost a `memcpy` call and a stalled
+/// load on every lookup by name.
+#[inline]
+fn le_tail(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    if n >= 4 {
+        let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+        let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]) as u64;
+        lo | hi << (8 * (n - 4))
+    } else if n >= 2 {
+        let lo = u16::from_le_bytes([rest[0], rest[1]]) as u64;
+        let hi = u16::from_le_bytes([rest[n - 2], rest[n - 1]]) as u64;
+        lo | hi << (8 * (n - 2))
+    } else {
+        rest.first().map_or(0, |&b| b as u64)
+    }
 }
 
 #[inline]
@@ -1472,6 +1490,23 @@ pub(crate) mod tests {
             .iter()
             .collect();
         assert_eq!(m, vec![Ok(c.users[0].name.as_bytes())]);
+    }
+
+    #[test]
+    fn name_hash_tail_is_the_zero_padded_word() {
+        // The format's definition of the last partial word, byte by byte.
+        fn reference(rest: &[u8]) -> u64 {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(w)
+        }
+        let bytes: Vec<u8> = (0..8u8)
+            .map(|i| 0x81u8.wrapping_mul(i + 1) | 0x40)
+            .collect();
+        for n in 0..8 {
+            assert_eq!(le_tail(&bytes[..n]), reference(&bytes[..n]), "{n} bytes");
+            assert_eq!(le_tail(&[0xff; 8][..n]), reference(&[0xff; 8][..n]));
+        }
     }
 
     #[test]

@@ -165,10 +165,48 @@ fn posix_syntax(b: &[u8]) -> bool {
 }
 
 fn is_reserved_bytes(b: &[u8]) -> bool {
-    b.starts_with(RESERVED_PREFIX.as_bytes())
-        || RESERVED_NAMES
-            .iter()
-            .any(|r| r.len() == b.len() && r.as_bytes() == b)
+    b.starts_with(RESERVED_PREFIX.as_bytes()) || is_reserved_name(b)
+}
+
+/// Bit of a name's first or last byte in [`RESERVED_ENDS`] (`a`–`z`, then `_`; every
+/// other byte: bit 27).
+const fn end_bit(c: u8) -> u32 {
+    match c {
+        b'a'..=b'z' => 1 << (c - b'a'),
+        b'_' => 1 << 26,
+        _ => 1 << 27,
+    }
+}
+
+/// For each length, the first bytes and the last bytes of the [`RESERVED_NAMES`] of
+/// that length: a name whose first or last byte's bit is clear is none of them (two
+/// loads instead of a scan of the list).
+const RESERVED_ENDS: [(u32, u32); MAX_NAME_LEN + 1] = {
+    let mut t = [(0u32, 0u32); MAX_NAME_LEN + 1];
+    let mut i = 0;
+    while i < RESERVED_NAMES.len() {
+        let b = RESERVED_NAMES[i].as_bytes();
+        assert!(!b.is_empty() && b.len() <= MAX_NAME_LEN);
+        t[b.len()].0 |= end_bit(b[0]);
+        t[b.len()].1 |= end_bit(b[b.len() - 1]);
+        i += 1;
+    }
+    t
+};
+
+/// Whether `b` is one of [`RESERVED_NAMES`] (the NSS module asks this on every lookup
+/// by name: the filter settles almost every other name without the scan).
+fn is_reserved_name(b: &[u8]) -> bool {
+    match (RESERVED_ENDS.get(b.len()), b.first(), b.last()) {
+        (Some(&(first, last)), Some(&f), Some(&l))
+            if first & end_bit(f) != 0 && last & end_bit(l) != 0 =>
+        {
+            RESERVED_NAMES
+                .iter()
+                .any(|r| r.len() == b.len() && r.as_bytes() == b)
+        }
+        _ => false,
+    }
 }
 
 macro_rules! validated_name {
@@ -273,6 +311,22 @@ validated_name!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reserved_filter_lets_every_reserved_name_through() {
+        for r in RESERVED_NAMES {
+            assert!(is_reserved_name(r.as_bytes()), "{r}");
+            assert!(!is_user_name(r.as_bytes()), "{r}");
+            assert!(!is_cache_group_name(r.as_bytes()), "{r}");
+        }
+        for n in [
+            "alice", "u00001", "nx00001", "roo", "roots", "rooT", "_ap", "_apt_", "x", "",
+        ] {
+            assert!(!is_reserved_name(n.as_bytes()), "{n}");
+        }
+        assert!(!is_reserved_name(&[b'r'; 40]));
+        assert!(!is_reserved_name("é".as_bytes()));
+    }
 
     #[test]
     fn byte_rules_agree_with_the_typed_names() {

@@ -643,8 +643,8 @@ impl Change {
 pub struct Settings {
     pub id_range: IdRange,
     pub sudo_gid: PosixId,
-    /// gid of `smith-users` (every Smith user of a host), allocated at init (or by
-    /// migration 11 for CAs made before).
+    /// gid of `smith-users` (every Smith user of a host): the last id of the range,
+    /// allocated at init (or by migration 11 for CAs made before).
     pub users_gid: PosixId,
 }
 
@@ -987,7 +987,12 @@ impl Model {
     fn note_id(&mut self, id: u32, kind: IdKind, name: &str) {
         self.ids.insert(id, (kind, name.to_string()));
         self.id_by_name.insert((kind, name.to_string()), id);
-        if self.settings.id_range.contains(id) && id >= self.next_id {
+        // smith-users sits at the end of the range on purpose: it does not move the
+        // allocation cursor (allocation skips it when it gets there).
+        if self.settings.id_range.contains(id)
+            && id >= self.next_id
+            && id != self.settings.users_gid.get()
+        {
             self.next_id = id.saturating_add(1);
         }
     }
@@ -1403,7 +1408,7 @@ pub(crate) mod tests {
         Settings {
             id_range: IdRange::new(200000, 200010).unwrap(),
             sudo_gid: PosixId::new(200000).unwrap(),
-            users_gid: PosixId::new(200001).unwrap(),
+            users_gid: PosixId::new(299999).unwrap(),
         }
     }
 

@@ -40,11 +40,11 @@ fn the_issue_example_order_works_and_lists_are_json() {
     assert_eq!(u[0]["groups"], json!(["dev"]));
     assert_eq!(u[0]["disabled"], false);
     assert_eq!(u[0]["shell"], "/bin/bash");
-    // smith-sudo and smith-users take the first two ids of the range, then ids are
+    // sudo gid is the first id of the range (smith-users the last), then ids are
     // allocated in order and shared between users and groups.
     let groups: Value = serde_json::from_str(&ca.admin_ok(&["group", "list", "--json"])).unwrap();
-    assert_eq!(groups[0]["gid"], 200002);
-    assert_eq!(u[0]["uid"], 200003);
+    assert_eq!(groups[0]["gid"], 200001);
+    assert_eq!(u[0]["uid"], 200002);
     assert_eq!(groups[0]["members"], json!(["alice"]));
     let grants: Value = serde_json::from_str(&ca.admin_ok(&["grant", "list", "--json"])).unwrap();
     assert_eq!(grants[0]["selector"], "env=dev");

@@ -181,16 +181,16 @@ fn initialize(s: &dyn Store) {
     assert_eq!(m.version(), 1);
     assert_eq!(l.last_serial, 0);
     assert_eq!(m.settings().sudo_gid.get(), 200000);
-    assert_eq!(m.settings().users_gid.get(), 200001);
+    assert_eq!(m.settings().users_gid.get(), 299999);
     assert_eq!(
         m.id_owner(200000),
         Some(&(IdKind::Group, smith_proto::names::SUDO_GROUP.to_string()))
     );
     assert_eq!(
-        m.id_owner(200001),
+        m.id_owner(299999),
         Some(&(IdKind::Group, smith_proto::names::USERS_GROUP.to_string()))
     );
-    assert_eq!(m.next_id(), 200002);
+    assert_eq!(m.next_id(), 200001);
     let t = m.token("admin-hash").expect("the bootstrap admin token");
     assert_eq!(t.kind, TokenKind::Bootstrap);
     assert_eq!(

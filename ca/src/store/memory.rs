@@ -252,11 +252,11 @@ impl Store for MemoryStore {
                 settings: Settings {
                     id_range: meta.id_range,
                     sudo_gid,
-                    users_gid: PosixId::new(sudo_gid.get() as u64 + 1)
+                    users_gid: PosixId::new(meta.id_range.end as u64)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 },
                 version: 1,
-                next_id: meta.id_range.start + 2,
+                next_id: meta.id_range.start + 1,
                 next_grant_id: 1,
                 next_host_id: 1,
                 ids: vec![
@@ -266,7 +266,7 @@ impl Store for MemoryStore {
                         smith_proto::names::SUDO_GROUP.to_string(),
                     ),
                     (
-                        sudo_gid.get() + 1,
+                        meta.id_range.end,
                         IdKind::Group,
                         smith_proto::names::USERS_GROUP.to_string(),
                     ),

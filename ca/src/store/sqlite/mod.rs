@@ -76,11 +76,11 @@ impl Store for SqliteStore {
             // synced an empty policy long-polls at 1 instead of spinning at 0.
             ("version", "1".to_string()),
             ("serial", "0".to_string()),
-            ("next_id", (sudo_gid + 2).to_string()),
+            ("next_id", (sudo_gid + 1).to_string()),
             ("next_grant_id", "1".to_string()),
             ("next_host_id", "1".to_string()),
             ("sudo_gid", sudo_gid.to_string()),
-            ("users_gid", (sudo_gid + 1).to_string()),
+            ("users_gid", m.id_range.end.to_string()),
             ("id_range_start", m.id_range.start.to_string()),
             ("id_range_end", m.id_range.end.to_string()),
             ("user_ca_algorithm", m.user_ca_algorithm.to_string()),
@@ -91,7 +91,7 @@ impl Store for SqliteStore {
         }
         for (gid, name) in [
             (sudo_gid, smith_proto::names::SUDO_GROUP),
-            (sudo_gid + 1, smith_proto::names::USERS_GROUP),
+            (m.id_range.end, smith_proto::names::USERS_GROUP),
         ] {
             tx.execute(
                 "INSERT INTO allocated_ids (id, kind, name, allocated_at) VALUES (?1, 'group', ?2, ?3)",
@@ -369,13 +369,17 @@ mod tests {
     fn migration_11_allocates_smith_users_past_every_id() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = schema::open_connection(&dir.path().join("ca.db")).unwrap();
-        // A CA at schema 10: next_id says 200005, but an id beyond it is taken.
+        // A CA at schema 10 whose range ends at 200999; then one whose end is taken.
         for (i, sql) in schema::MIGRATIONS[..10].iter().enumerate() {
             conn.execute_batch(sql).unwrap();
             conn.pragma_update(None, "user_version", (i + 1) as i64)
                 .unwrap();
         }
-        for (k, v) in [("next_id", "200005"), ("sudo_gid", "200000")] {
+        for (k, v) in [
+            ("next_id", "200005"),
+            ("sudo_gid", "200000"),
+            ("id_range_end", "200999"),
+        ] {
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)",
                 params![k, v],
@@ -391,11 +395,12 @@ mod tests {
         }
         schema::migrate(&mut conn).unwrap();
         let meta = |k: &str| load::meta_get(&conn, k).unwrap();
-        assert_eq!(meta("users_gid").as_deref(), Some("200008"));
-        assert_eq!(meta("next_id").as_deref(), Some("200009"));
+        // The end of the range, where sequential allocation reaches last.
+        assert_eq!(meta("users_gid").as_deref(), Some("200999"));
+        assert_eq!(meta("next_id").as_deref(), Some("200005"));
         let owner: String = conn
             .query_row(
-                "SELECT name FROM allocated_ids WHERE id = 200008",
+                "SELECT name FROM allocated_ids WHERE id = 200999",
                 [],
                 |r| r.get(0),
             )

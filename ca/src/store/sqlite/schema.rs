@@ -355,18 +355,19 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', lower(hex(randomblob(16
 ALTER TABLE grants ADD COLUMN cert_rules TEXT NOT NULL DEFAULT '{}';
 "#,
     // 11: a gid for `smith-users` (every Smith user of a host, sshd's `Match Group` for
-    // certificate-only logins), taken where the next allocation would have been (past
-    // every allocated id). A fresh database (no next_id yet) gets it at init instead.
+    // certificate-only logins): the last id of the range (sequential allocation reaches
+    // it last and skips it), or past every allocated id if that one is taken. A fresh
+    // database (no meta yet) gets it at init instead.
     r#"
 INSERT INTO meta (key, value)
-    SELECT 'users_gid', CAST(MAX(CAST(value AS INTEGER),
-                                 COALESCE((SELECT MAX(id) + 1 FROM allocated_ids), 0)) AS TEXT)
-    FROM meta WHERE key = 'next_id';
+    SELECT 'users_gid', CAST(CASE
+        WHEN NOT EXISTS (SELECT 1 FROM allocated_ids WHERE id = CAST(e.value AS INTEGER))
+            THEN CAST(e.value AS INTEGER)
+        ELSE COALESCE((SELECT MAX(id) + 1 FROM allocated_ids), 0) END AS TEXT)
+    FROM meta e WHERE e.key = 'id_range_end';
 INSERT INTO allocated_ids (id, kind, name, allocated_at)
     SELECT CAST(value AS INTEGER), 'group', 'smith-users', CAST(strftime('%s', 'now') AS INTEGER)
     FROM meta WHERE key = 'users_gid';
-UPDATE meta SET value = CAST((SELECT CAST(value AS INTEGER) + 1 FROM meta WHERE key = 'users_gid') AS TEXT)
-    WHERE key = 'next_id' AND EXISTS (SELECT 1 FROM meta WHERE key = 'users_gid');
 "#,
 ];
 

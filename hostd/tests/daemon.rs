@@ -66,6 +66,11 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
         vec![
             ("dev", vec!["alice".to_string()]),
             ("ops", vec!["oscar".to_string()]),
+            // Every Smith user served here (sshd's Match Group for certificate only).
+            (
+                "smith-users",
+                vec!["alice".to_string(), "oscar".to_string()]
+            ),
             ("smith-sudo", vec!["oscar".to_string()]),
         ]
     );
@@ -74,7 +79,7 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
         (oscar.uid, oscar.gid, oscar.dir.as_str()),
         (200002, 200002, "/home/oscar")
     );
-    assert_eq!(oscar.gids, vec![200000, 200011]);
+    assert_eq!(oscar.gids, vec![200000, 200011, 299999]);
     assert_eq!(
         std::fs::metadata(h.path("/var/lib/smith/nss.cache"))
             .unwrap()
@@ -115,7 +120,7 @@ fn syncs_serves_and_keeps_serving_without_the_ca() {
     }
     assert_eq!(
         ask(&h, Request::GroupsOfUser("oscar".into())),
-        Response::Gids(Some(vec![200000, 200011]))
+        Response::Gids(Some(vec![200000, 200011, 299999]))
     );
     match ask(&h, Request::Ping) {
         Response::Pong {

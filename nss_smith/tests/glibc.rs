@@ -434,6 +434,10 @@ fn cache_replaced_under_16_threads() {
         sb.write_cache(&c);
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Time for every thread to look up on the last file (a thread may be descheduled for
+    // tens of ms on a busy machine) before they stop; a reader stuck on an older file
+    // still fails below.
+    std::thread::sleep(Duration::from_millis(500));
     std::fs::write(&stop_file, "").unwrap();
     let o = child.wait_with_output().unwrap();
     let out = stdout(&o);

@@ -13,6 +13,10 @@ pub const DEFAULT_HOME_BASE: &str = "/home";
 pub const DEFAULT_SYNC_WAIT_SECS: u64 = 25;
 pub const MAX_SYNC_WAIT_SECS: u64 = 60;
 pub const DEFAULT_PRINCIPALS_USER: &str = "nobody";
+/// A sync that would end more than this percentage of the served users...
+pub const DEFAULT_REMOVAL_HOLD_PERCENT: u8 = 50;
+/// ...and more than this many is held rather than carried out.
+pub const DEFAULT_REMOVAL_HOLD_MIN: usize = 10;
 
 /// Where hostd sends its logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +52,16 @@ fn default_home_base() -> String {
 fn default_sync_wait() -> u64 {
     DEFAULT_SYNC_WAIT_SECS
 }
+fn default_hold_percent() -> u8 {
+    DEFAULT_REMOVAL_HOLD_PERCENT
+}
+fn default_hold_min() -> usize {
+    DEFAULT_REMOVAL_HOLD_MIN
+}
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 fn default_principals_user() -> String {
     DEFAULT_PRINCIPALS_USER.into()
 }
@@ -80,6 +94,17 @@ pub struct HostConfig {
     /// or the absolute path of a log file (relocated under `root`).
     #[serde(default = "default_sshd_log")]
     pub sshd_log: String,
+    /// What happens to the processes of a user who loses access to this host:
+    /// `terminate` (default) ends them, `keep` only records it (see `crate::removal`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_removal: crate::removal::OnRemoval,
+    /// Hold (record, alert, end nothing) a sync that would end more than this
+    /// percentage of the served users at once (1-100, default 50)...
+    #[serde(default = "default_hold_percent")]
+    pub removal_hold_percent: u8,
+    /// ...and more than this many users (default 10).
+    #[serde(default = "default_hold_min")]
+    pub removal_hold_min: usize,
     /// Relocate every path under this directory (tests; `--root` wins).
     #[serde(default)]
     pub root: Option<PathBuf>,
@@ -109,6 +134,9 @@ impl HostConfig {
             principals_user: default_principals_user(),
             log: LogTarget::Auto,
             sshd_log: default_sshd_log(),
+            on_removal: Default::default(),
+            removal_hold_percent: DEFAULT_REMOVAL_HOLD_PERCENT,
+            removal_hold_min: DEFAULT_REMOVAL_HOLD_MIN,
             root: None,
             paths: PathOverrides::default(),
         }
@@ -154,6 +182,12 @@ impl HostConfig {
             return Err(format!(
                 "principals_user '{}' is not a valid local account name",
                 u.escape_debug()
+            ));
+        }
+        if !(1..=100).contains(&self.removal_hold_percent) {
+            return Err(format!(
+                "removal_hold_percent must be between 1 and 100, not {}",
+                self.removal_hold_percent
             ));
         }
         if let Some(fp) = &self.ca_fingerprint {
@@ -202,6 +236,23 @@ impl HostConfig {
              # /var/log/auth.log, else /var/log/secure), journal, off, or a file path.\n",
         );
         out.push_str(&format!("sshd_log = {}\n", q(&self.sshd_log)));
+        out.push_str(
+            "# When a user loses access here: terminate (end their processes) or keep.\n",
+        );
+        let on = match self.on_removal {
+            crate::removal::OnRemoval::Terminate => "terminate",
+            crate::removal::OnRemoval::Keep => "keep",
+        };
+        out.push_str(&format!("on_removal = {}\n", q(on)));
+        out.push_str(
+            "# Hold, alert and end nothing when one sync would end more than this\n\
+             # percentage of the served users (default 50) and more than\n\
+             # removal_hold_min users (default 10); `smith-host terminate` ends them.\n",
+        );
+        out.push_str(&format!(
+            "removal_hold_percent = {}\nremoval_hold_min = {}\n",
+            self.removal_hold_percent, self.removal_hold_min
+        ));
         if let Some(root) = &self.root {
             out.push_str("# Every path is relocated under this directory.\n");
             out.push_str(&format!("root = {}\n", q(&root.to_string_lossy())));

@@ -128,6 +128,7 @@ pub fn run(r: &Resolved) -> Vec<Check> {
     check_modules(&mut c, p);
     check_cache(&mut c, p);
     check_collisions(&mut c, p);
+    check_held_removals(&mut c, p);
     check_snapshot(&mut c, p);
     check_daemon(&mut c, p);
     if let Ok(cr) = &creds {
@@ -517,6 +518,39 @@ fn check_collisions(c: &mut Checks, p: &HostPaths) {
             Level::Warn,
             format!("Smith {} '{}' is not served here", k.kind, k.name),
             k.reason.clone(),
+        );
+    }
+}
+
+/// Losses of access hostd held rather than ended (new CA epoch, mass removal).
+fn check_held_removals(c: &mut Checks, p: &HostPaths) {
+    let held = crate::state::load_sync_status(&p.sync_status_file)
+        .map(|s| s.held_removals)
+        .unwrap_or_default();
+    let mut any = false;
+    for h in &held {
+        let running = crate::removal::held_running(&p.proc_root, h);
+        if running == 0 {
+            continue;
+        }
+        any = true;
+        c.push(
+            "removals",
+            Level::Warn,
+            format!(
+                "{} lost access but {running} of their processes still run (held: {})",
+                h.user, h.reason
+            ),
+            format!(
+                "check the CA (a restored backup?); end them with `smith-host terminate {}`",
+                h.user
+            ),
+        );
+    }
+    if !any {
+        c.ok(
+            "removals",
+            "no process runs for a user who lost access here",
         );
     }
 }

@@ -95,6 +95,8 @@ pub struct HostPaths {
     pub audit_status_file: PathBuf,
     /// Live SSH sessions by sshd pid (`sessions.json`), to attribute sudo to a key ID.
     pub sessions_file: PathBuf,
+    /// pam_smith's record of each open SSH session (`/run/smith/sessions/<pid>`).
+    pub session_records_dir: PathBuf,
     /// One principals file per login name (`AuthorizedPrincipalsFile <dir>/%u`).
     pub principals_dir: PathBuf,
     /// Where the sshd log reader stopped (`sshd-log.json`).
@@ -161,6 +163,7 @@ impl HostPaths {
             audit_status_file: state_dir.join("audit-status.json"),
             sessions_file: state_dir.join("sessions.json"),
             principals_dir: r(p::PRINCIPALS_DIR),
+            session_records_dir: r(p::SESSIONS_DIR),
             sshd_log_position: state_dir.join("sshd-log.json"),
             sudoers: r(p::SUDOERS_FILE),
             proc_root: PathBuf::from("/proc"),

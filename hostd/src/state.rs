@@ -69,6 +69,22 @@ pub struct SyncStatus {
     /// re-initialised CA database): kept for `status` until the next one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch_change: Option<EpochChange>,
+    /// Losses of access whose processes were not ended (a new CA epoch, a mass
+    /// removal): until the user has access again, nothing of theirs runs, or an operator
+    /// runs `smith-host terminate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_removals: Vec<HeldRemoval>,
+}
+
+/// One held loss of access (see `crate::removal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRemoval {
+    pub user: String,
+    /// Set for a user's loss; `None` for one session's.
+    pub uid: Option<u32>,
+    pub session_pid: Option<u32>,
+    pub reason: String,
+    pub at: u64,
 }
 
 /// A full snapshot from a new CA epoch, taken whatever its version.

@@ -65,6 +65,17 @@ pub struct Status {
     pub skipped: Vec<SkippedEntry>,
     /// The last CA epoch change this host went through (a restored or re-initialised CA).
     pub epoch_change: Option<crate::state::EpochChange>,
+    /// Losses of access hostd held instead of ending (a new CA epoch, a mass removal),
+    /// each with how many of its processes still run.
+    pub held_removals: Vec<HeldStatus>,
+}
+
+/// One held removal and what of it still runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HeldStatus {
+    #[serde(flatten)]
+    pub held: crate::state::HeldRemoval,
+    pub running: u32,
 }
 
 /// One Smith user or group this host does not serve (from `skipped.json`).
@@ -262,12 +273,25 @@ pub fn gather(r: &Resolved) -> Status {
     let now = crate::now_unix();
     let ca_refusal = sync.as_ref().and_then(|s| s.ca_refusal.clone());
     let epoch_change = sync.as_ref().and_then(|s| s.epoch_change.clone());
+    let held_removals = sync
+        .as_ref()
+        .map(|s| {
+            s.held_removals
+                .iter()
+                .map(|h| HeldStatus {
+                    running: crate::removal::held_running(&p.proc_root, h),
+                    held: h.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let client_cert_not_after = creds.as_ref().map(|c| c.cert.not_after);
     Status {
         problem: problem(ca_refusal.as_ref(), client_cert_not_after, now),
         skipped: skipped(p),
         ca_refusal,
         epoch_change,
+        held_removals,
         ssh_host_certs: host_certs(p, now),
         enrolled: r.config.is_some() && creds.is_some(),
         daemon_reachable: daemon.reachable,
@@ -343,6 +367,22 @@ pub fn render(s: &Status) -> String {
                 when(e.at),
                 e.version,
                 e.previous_version
+            ),
+        );
+    }
+    for h in &s.held_removals {
+        line(
+            &mut out,
+            "HELD:",
+            format!(
+                "{} lost access {} but {} {} not ended: {}; end {} with `smith-host terminate {}`",
+                h.held.user,
+                when(h.held.at),
+                h.running,
+                if h.running == 1 { "process was" } else { "processes were" },
+                h.held.reason,
+                if h.running == 1 { "it" } else { "them" },
+                h.held.user
             ),
         );
     }

@@ -17,6 +17,7 @@ use crate::nssprobe::{self, Query, Verdict};
 use crate::paths::HostPaths;
 use crate::state;
 use crate::trust;
+use crate::removal::Access;
 use crate::view::{self, Skip};
 use smith_proto::cache::CacheView;
 use smith_proto::snapshot::{ApplyError, HostState, SyncResponse};
@@ -91,6 +92,20 @@ pub struct Store {
     dirty_trust: bool,
     /// The principals files (who may log in as which name), derived with the cache.
     principals: crate::logins::PrincipalsDir,
+    /// What the last cache build admitted (served users, principals).
+    access: Access,
+    /// What was admitted before the syncs applied since [`Store::take_removals`] last
+    /// answered, and whether one of them came from a new CA epoch.
+    removal_base: Option<(Access, bool)>,
+}
+
+/// What a sync took away: compare with [`crate::removal::losses`].
+#[derive(Debug, Clone)]
+pub struct Removals {
+    pub before: Access,
+    pub after: Access,
+    /// One of the syncs was a full snapshot from a new CA epoch.
+    pub new_epoch: bool,
 }
 
 impl Store {
@@ -140,6 +155,8 @@ impl Store {
             local_stamp: Vec::new(),
             probed: HashMap::new(),
             principals: crate::logins::PrincipalsDir::new(&paths.principals_dir),
+            access: Access::default(),
+            removal_base: None,
             dirty_state: false,
             dirty_cache: has_state,
             dirty_trust: has_state,
@@ -181,6 +198,7 @@ impl Store {
             });
         }
         let from_version = self.version();
+        let had_state = self.state.is_some();
         let full = r.base_version.is_none();
         let to_epoch = r.epoch.clone();
         let applied = match &mut self.state {
@@ -215,6 +233,13 @@ impl Store {
             }
             _ => None,
         };
+        if had_state {
+            let new_epoch = epoch_change.is_some();
+            match &mut self.removal_base {
+                Some((_, e)) => *e |= new_epoch,
+                None => self.removal_base = Some((self.access.clone(), new_epoch)),
+            }
+        }
         let (to_version, users) = self
             .state
             .as_ref()
@@ -230,6 +255,25 @@ impl Store {
             full,
             users,
             epoch_change,
+        })
+    }
+
+    /// What this host admits as of the last cache build.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Once the cache (and principals files) of the syncs applied since the last call
+    /// are written: what was admitted before them and what is admitted now.
+    pub fn take_removals(&mut self) -> Option<Removals> {
+        if self.dirty_cache {
+            return None;
+        }
+        let (before, new_epoch) = self.removal_base.take()?;
+        Some(Removals {
+            before,
+            after: self.access.clone(),
+            new_epoch,
         })
     }
 
@@ -322,6 +366,14 @@ impl Store {
         self.log_skips(skips);
         let served: BTreeSet<&str> = contents.users.iter().map(|u| u.name.as_str()).collect();
         let want = crate::logins::wanted(state, &served, &local.user_names);
+        self.access = Access::new(
+            contents
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.uid))
+                .collect(),
+            want.clone(),
+        );
         let mut principals_ok = true;
         match self.principals.sync(&want) {
             Ok(0) => {}

@@ -131,6 +131,35 @@ pub struct SshdLoginEvent {
     pub at_unix: u64,
 }
 
+/// What hostd did when a user lost access to this host (removed from the group,
+/// disabled, grant deleted or narrowed): their processes, or one session's, ended, kept
+/// (`on_removal = "keep"`) or held for an operator (a new CA epoch, a mass removal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AccessEndedEvent {
+    /// The Smith user (or, for one session, the login it ran as).
+    pub user: String,
+    pub uid: Option<u32>,
+    /// `user`: every process of the uid; `session`: one SSH session's process tree.
+    pub scope: String,
+    /// `ended`, `kept`, `held`.
+    pub action: String,
+    /// Why: `access removed`, `grant no longer covers the session`, why it was held...
+    pub reason: String,
+    /// `logind`, `signals`, `none`.
+    pub method: String,
+    /// Processes signalled (`ended`), or found running (`kept`, `held`).
+    pub processes: u32,
+    /// Processes still running afterwards (0 unless something resisted SIGKILL).
+    pub survivors: u32,
+    /// The session's sshd process and certificate, for `scope = session`.
+    pub session_pid: Option<u32>,
+    pub key_id: String,
+    /// Who asked: `hostd` (a sync) or `smith-host terminate` (an operator).
+    pub by: String,
+    pub at_unix: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
@@ -139,6 +168,7 @@ pub enum HostEvent {
     Sudo(SudoEvent),
     Denied(DeniedEvent),
     Sshd(SshdLoginEvent),
+    AccessEnded(AccessEndedEvent),
 }
 
 impl HostEvent {
@@ -148,6 +178,7 @@ impl HostEvent {
             HostEvent::Sudo(e) => &e.user,
             HostEvent::Denied(e) => &e.user,
             HostEvent::Sshd(e) => &e.user,
+            HostEvent::AccessEnded(e) => &e.user,
         }
     }
     pub fn at_unix(&self) -> u64 {
@@ -156,6 +187,7 @@ impl HostEvent {
             HostEvent::Sudo(e) => e.at_unix,
             HostEvent::Denied(e) => e.at_unix,
             HostEvent::Sshd(e) => e.at_unix,
+            HostEvent::AccessEnded(e) => e.at_unix,
         }
     }
 }

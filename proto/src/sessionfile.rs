@@ -155,6 +155,22 @@ fn read(dir: &Path, pid: u32) -> Option<SessionRecord> {
     SessionRecord::parse(&std::fs::read_to_string(path).ok()?)
 }
 
+/// Every record in `dir` (none when `dir` is not trusted), whether or not its process
+/// still runs; at most `max` of them.
+pub fn list(dir: &Path, max: usize) -> Vec<SessionRecord> {
+    if !trusted_dir(dir) {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .take(max)
+        .filter_map(|pid| read(dir, pid).filter(|r| r.pid == pid))
+        .collect()
+}
+
 /// The session `pid` runs in: the record of `pid` or of its nearest ancestor whose
 /// process is the one that opened the session.
 pub fn find(dir: &Path, proc_root: &Path, pid: u32) -> Option<SessionRecord> {

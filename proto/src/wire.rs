@@ -14,7 +14,7 @@
 //! every version reads.
 
 use crate::event::{
-    DeniedEvent, EventId, HostEvent, SessionEvent, SessionPhase, SshdLoginEvent, SudoEvent,
+    DeniedEvent, EventId, HostEvent, SessionEvent, AccessEndedEvent, SessionPhase, SshdLoginEvent, SudoEvent,
 };
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -250,6 +250,12 @@ impl<'a> Dec<'a> {
             _ => Ok(Some(self.u64()?)),
         }
     }
+    fn opt_u32(&mut self) -> Result<Option<u32>, WireError> {
+        match self.opt_u64()? {
+            None => Ok(None),
+            Some(v) => u32::try_from(v).map(Some).map_err(|_| WireError::TooLarge(usize::MAX)),
+        }
+    }
     fn id(&mut self) -> Result<EventId, WireError> {
         let mut a = [0u8; 16];
         a.copy_from_slice(self.take(16)?);
@@ -277,6 +283,7 @@ const EV_SESSION: u8 = 1;
 const EV_SUDO: u8 = 2;
 const EV_DENIED: u8 = 3;
 const EV_SSHD: u8 = 4;
+const EV_ACCESS_ENDED: u8 = 5;
 
 fn enc_event(e: &mut Enc, ev: &HostEvent) {
     match ev {
@@ -331,6 +338,21 @@ fn enc_event(e: &mut Enc, ev: &HostEvent) {
                 .str(&s.ca_fingerprint)
                 .u64(s.at_unix);
         }
+        HostEvent::AccessEnded(s) => {
+            e.u8(EV_ACCESS_ENDED)
+                .str(&s.user)
+                .opt_u64(s.uid.map(u64::from))
+                .str(&s.scope)
+                .str(&s.action)
+                .str(&s.reason)
+                .str(&s.method)
+                .u32(s.processes)
+                .u32(s.survivors)
+                .opt_u64(s.session_pid.map(u64::from))
+                .str(&s.key_id)
+                .str(&s.by)
+                .u64(s.at_unix);
+        }
     }
 }
 
@@ -382,6 +404,20 @@ fn dec_event(d: &mut Dec<'_>) -> Result<HostEvent, WireError> {
             key_id: d.str()?,
             serial: d.opt_u64()?,
             ca_fingerprint: d.str()?,
+            at_unix: d.u64()?,
+        }),
+        EV_ACCESS_ENDED => HostEvent::AccessEnded(AccessEndedEvent {
+            user: d.str()?,
+            uid: d.opt_u32()?,
+            scope: d.str()?,
+            action: d.str()?,
+            reason: d.str()?,
+            method: d.str()?,
+            processes: d.u32()?,
+            survivors: d.u32()?,
+            session_pid: d.opt_u32()?,
+            key_id: d.str()?,
+            by: d.str()?,
             at_unix: d.u64()?,
         }),
         k => return Err(WireError::BadKind(k)),

@@ -140,6 +140,9 @@ impl Background {
             .with_context(|| format!("cannot open log {}", log.display()))?;
         let f2 = f.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(f).stderr(f2);
+        // Its own process group: killing it kills what it started too (`nsenter -p`
+        // forks the program into the host's PID namespace).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", describe(&cmd)))?;
@@ -155,6 +158,11 @@ impl Background {
         matches!(self.child.try_wait(), Ok(None))
     }
     pub fn kill(&mut self) {
+        if self.is_running() {
+            // SAFETY: kill(2) on the process group this child leads (process_group(0)
+            // at spawn); no memory is passed.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

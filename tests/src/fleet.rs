@@ -144,6 +144,9 @@ pub struct Host {
     pub dir: PathBuf,
     lan_ns: String,
     anchor: Child,
+    /// The host's PID namespace's init, as the machine sees it: commands enter its
+    /// namespaces.
+    init: u32,
     pub hostd: Option<Background>,
     pub sshd: Option<Background>,
 }
@@ -452,7 +455,7 @@ impl Fleet {
              mkdir -p /run/sshd /run/smith
              hostname {name}
              echo ready
-             exec sleep 1000000000"
+             exec /bin/bash -c 'while :; do sleep 1; done'"
         );
         let mut anchor = Command::new("ip");
         anchor
@@ -463,6 +466,14 @@ impl Fleet {
                 "unshare",
                 "--mount",
                 "--uts",
+                // Its own PID namespace (issue 16): ending a user's processes on one
+                // host leaves the same uid's processes on another alone. Its init (a
+                // bash loop) reaps orphans; it dies with the anchor, and the kernel ends
+                // everything in the namespace with it.
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
                 "--propagation",
                 "private",
                 "--",
@@ -486,7 +497,10 @@ impl Fleet {
             }
             bail!("host {name} namespace setup failed: {err}");
         }
+        let init = pid_namespace_init(child.id())
+            .with_context(|| format!("finding the init of {name}'s PID namespace"))?;
         let host = Host {
+            init,
             name: name.to_string(),
             tags: tags.to_string(),
             ns,
@@ -656,8 +670,8 @@ impl Drop for Fleet {
 /// The part of `packaging/systemd/smith-hostd.service` that changes what the daemon
 /// can see and do, emulated for a host without systemd (issue 14, L11): its
 /// `ProtectProc=` and `ProcSubset=` become a private `/proc` mount with `hidepid=` and
-/// `subset=pid` (in hostd's own mount namespace), and an empty `CapabilityBoundingSet=`
-/// becomes `setpriv --bounding-set=-all` (root without any capability). Returns a shell
+/// `subset=pid` (in hostd's own mount namespace), and `CapabilityBoundingSet=` becomes
+/// `setpriv --bounding-set=-all,+...` (root with exactly those capabilities). Returns a shell
 /// script prefix that ends in `exec [setpriv ...]`: the daemon's path follows it. The
 /// unit file is read, not copied, so a change to it is what the fleet tests run.
 pub fn unit_sandbox() -> Result<String> {
@@ -693,12 +707,53 @@ pub fn unit_sandbox() -> Result<String> {
     script.push_str("exec ");
     match value("CapabilityBoundingSet=").as_deref() {
         None => {}
-        Some("") => script.push_str(
-            "/usr/bin/setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all -- ",
-        ),
-        Some(v) => bail!("cannot emulate CapabilityBoundingSet={v}"),
+        Some(v) => {
+            // `CAP_KILL CAP_CHOWN` → `-all,+kill,+chown`: root with exactly those.
+            let mut set = String::from("-all");
+            for cap in v.split_whitespace() {
+                let Some(name) = cap.strip_prefix("CAP_") else {
+                    bail!("cannot emulate CapabilityBoundingSet={v}");
+                };
+                set.push_str(&format!(",+{}", name.to_ascii_lowercase()));
+            }
+            script.push_str(&format!(
+                "/usr/bin/setpriv --bounding-set={set} --inh-caps=-all --ambient-caps=-all -- "
+            ));
+        }
     }
     Ok(script)
+}
+
+/// The children of `pid` (`/proc/PID/task/*/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The first process under `pid` in another PID namespace than ours.
+fn pid_namespace_init(pid: u32) -> Result<u32> {
+    let ours = std::fs::read_link("/proc/self/ns/pid")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let mut todo = vec![pid];
+        while let Some(p) = todo.pop() {
+            match std::fs::read_link(format!("/proc/{p}/ns/pid")) {
+                Ok(ns) if ns != ours => return Ok(p),
+                _ => todo.extend(children(p)),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("no process in a new PID namespace under pid {pid}")
 }
 
 pub fn set_mode(p: &Path, mode: u32) -> Result<()> {
@@ -709,13 +764,36 @@ pub fn set_mode(p: &Path, mode: u32) -> Result<()> {
 
 impl Host {
     fn anchor_pid(&self) -> u32 {
-        self.anchor.id()
+        self.init
+    }
+
+    /// smith-hostd's pid as the machine sees it (the process under the `nsenter` that
+    /// started it), checked by its name.
+    pub fn hostd_pid(&self) -> Result<u32> {
+        let top = self.hostd.as_ref().context("smith-hostd is not running")?.pid();
+        let mut todo = vec![top];
+        while let Some(p) = todo.pop() {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            if comm.trim() == "smith-hostd" {
+                return Ok(p);
+            }
+            todo.extend(children(p));
+        }
+        bail!("no smith-hostd process under pid {top}")
     }
 
     /// A command that runs inside this host.
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.args(["-t", &self.anchor_pid().to_string(), "-m", "-u", "-n", "--"])
+        c.args([
+            "-t",
+            &self.anchor_pid().to_string(),
+            "-m",
+            "-u",
+            "-n",
+            "-p",
+            "--",
+        ])
             .arg(program)
             .env(
                 "PATH",
@@ -773,6 +851,7 @@ impl Host {
                 "-m",
                 "-u",
                 "-n",
+                "-p",
                 "--",
                 "/usr/sbin/smith-host",
                 "status",

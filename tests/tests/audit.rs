@@ -365,7 +365,7 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
     // open and the sudo never come within its budget, so each is also left as a pending
     // file; hostd, thawed, reads the socket requests it had not answered and the pending
     // copies. Each event is in the trail once (the close may be sent after the thaw).
-    let pid = fleet.host("web-1").hostd.as_ref().context("hostd")?.pid();
+    let pid = fleet.host("web-1").hostd_pid()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     ensure!(comm.trim() == "smith-hostd", "pid {pid} is {comm}");
     let before = trail(&fleet, "web-1")?.len();

@@ -100,6 +100,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// End removals smith-hostd held instead of carrying out: processes of users who
+    /// lost access in a sync from a new CA epoch (a CA restored from a backup) or in a
+    /// mass removal (more than `removal_hold_percent` of the users at once). `status`
+    /// lists them; each one ended is recorded in the audit trail. Users who still have
+    /// access here and local accounts are never touched.
+    Terminate {
+        /// The users whose held removals to carry out.
+        #[arg(required_unless_present = "held", conflicts_with = "held")]
+        users: Vec<String>,
+        /// Every held removal.
+        #[arg(long)]
+        held: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Sync now: signal the running daemon (SIGUSR1), or sync once in-process when it
     /// is not running.
     Sync {
@@ -285,6 +300,23 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&format!("sync: {e}")),
         },
+        Cmd::Terminate { users, held, json } => {
+            match smith_hostd::terminate::run(&resolved, &users, held) {
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        print!("{}", smith_hostd::terminate::render(&r));
+                    }
+                    if r.not_held.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(&format!("terminate: {e}")),
+            }
+        }
         Cmd::Principals { .. } => ExitCode::SUCCESS,
     }
 }

@@ -205,5 +205,22 @@ pub fn log_event(seq: u64, via: &str, ev: &HostEvent) {
             serial = ?s.serial,
             "sshd {} login for {}", if s.accepted { "accepted" } else { "failed" }, s.user
         ),
+        HostEvent::AccessEnded(s) => info!(
+            audit = "access_ended",
+            seq,
+            via,
+            user = %s.user,
+            uid = ?s.uid,
+            scope = %s.scope,
+            action = %s.action,
+            reason = %s.reason,
+            method = %s.method,
+            processes = s.processes,
+            survivors = s.survivors,
+            session_pid = ?s.session_pid,
+            key_id = %s.key_id,
+            by = %s.by,
+            "access of {} ended: {} ({} processes)", s.user, s.action, s.processes
+        ),
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod events;
 pub mod pending;
+pub mod removal;
 pub mod server;
 pub mod sshdlog;
 pub mod sync;
@@ -257,6 +258,7 @@ async fn housekeeping(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
                 }
             }
             sh.publish();
+            removal::run(&sh);
         })
         .await;
     }

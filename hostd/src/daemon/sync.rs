@@ -309,6 +309,9 @@ async fn apply(shared: &Arc<Shared>, resp: SyncResponse) -> Outcome {
         r
     })
     .await;
+    // Ending processes waits (a grace period per user): not on the sync's path.
+    let sh = shared.clone();
+    tokio::task::spawn_blocking(move || super::removal::run(&sh));
     let version = lock_version(shared);
     match result {
         Ok(Some(Ok(a))) => {

@@ -494,16 +494,7 @@ fn real_propagation(
 // --- snapshot apply --------------------------------------------------------------------------
 
 fn hostd_pid(host: &Host) -> Result<u32> {
-    let pid = host
-        .hostd
-        .as_ref()
-        .context("smith-hostd is not running")?
-        .pid();
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim() != "smith-hostd" {
-        bail!("pid {pid} is {:?}, not smith-hostd", comm.trim());
-    }
-    Ok(pid)
+    host.hostd_pid()
 }
 
 fn idle_cpu_percent(pid: u32, secs: f64) -> Result<f64> {

@@ -236,9 +236,7 @@ impl HostConfig {
              # /var/log/auth.log, else /var/log/secure), journal, off, or a file path.\n",
         );
         out.push_str(&format!("sshd_log = {}\n", q(&self.sshd_log)));
-        out.push_str(
-            "# When a user loses access here: terminate (end their processes) or keep.\n",
-        );
+        out.push_str("# When a user loses access here: terminate (end their processes) or keep.\n");
         let on = match self.on_removal {
             crate::removal::OnRemoval::Terminate => "terminate",
             crate::removal::OnRemoval::Keep => "keep",

@@ -43,8 +43,8 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod sudoers;
-pub mod terminate;
 pub mod syncclient;
+pub mod terminate;
 pub mod trust;
 pub mod view;
 

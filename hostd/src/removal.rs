@@ -180,7 +180,10 @@ fn proc_info(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
         if let Some(v) = line.strip_prefix("PPid:") {
             ppid = v.trim().parse().ok();
         } else if let Some(v) = line.strip_prefix("Uid:") {
-            let n: Vec<u32> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let n: Vec<u32> = v
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             uids = <[u32; 4]>::try_from(n).ok();
         } else if let Some(v) = line.strip_prefix("State:") {
             zombie = matches!(v.trim().chars().next(), Some('Z' | 'X'));
@@ -332,7 +335,8 @@ pub fn end_uid(proc_root: &Path, uid: u32, grace: Duration) -> Ended {
 /// Ends one SSH session: sshd's process for it (if it is still the one that opened
 /// the session) and every process below it, as they were when this started.
 pub fn end_session(proc_root: &Path, rec: &SessionRecord, grace: Duration) -> Ended {
-    let alive = sessionfile::proc_stat(proc_root, rec.pid).is_some_and(|(_, s)| s == rec.start_time);
+    let alive =
+        sessionfile::proc_stat(proc_root, rec.pid).is_some_and(|(_, s)| s == rec.start_time);
     if !alive {
         return Ended {
             method: "none (session gone)".into(),
@@ -463,7 +467,10 @@ mod tests {
             session(13, "bob", &[b]),
             session(14, "alice", &[]),
         ];
-        assert_eq!(losses(&before, &after, &s), vec![Loss::Session(s[0].clone())]);
+        assert_eq!(
+            losses(&before, &after, &s),
+            vec![Loss::Session(s[0].clone())]
+        );
         // Bob removed: bob as a user, none of his sessions separately.
         let after = access(&[("alice", 200001)], &[("alice", &[g1, g2])]);
         assert_eq!(
@@ -488,7 +495,10 @@ mod tests {
         let before = access(&[("alice", 200001)], &[("deploy", &[d])]);
         let after = access(&[("alice", 200001)], &[]);
         let s = [session(20, "deploy", &[d])];
-        assert_eq!(losses(&before, &after, &s), vec![Loss::Session(s[0].clone())]);
+        assert_eq!(
+            losses(&before, &after, &s),
+            vec![Loss::Session(s[0].clone())]
+        );
     }
 
     #[test]
@@ -498,12 +508,18 @@ mod tests {
             hold_min: 10,
         };
         assert_eq!(decide(OnRemoval::Terminate, g, 1, 1, false), Decision::End);
-        assert_eq!(decide(OnRemoval::Terminate, g, 10, 12, false), Decision::End);
+        assert_eq!(
+            decide(OnRemoval::Terminate, g, 10, 12, false),
+            Decision::End
+        );
         assert!(matches!(
             decide(OnRemoval::Terminate, g, 11, 12, false),
             Decision::Hold(_)
         ));
-        assert_eq!(decide(OnRemoval::Terminate, g, 11, 40, false), Decision::End);
+        assert_eq!(
+            decide(OnRemoval::Terminate, g, 11, 40, false),
+            Decision::End
+        );
         assert!(matches!(
             decide(OnRemoval::Terminate, g, 1, 100, true),
             Decision::Hold(_)

@@ -379,7 +379,11 @@ pub fn render(s: &Status) -> String {
                 h.held.user,
                 when(h.held.at),
                 h.running,
-                if h.running == 1 { "process was" } else { "processes were" },
+                if h.running == 1 {
+                    "process was"
+                } else {
+                    "processes were"
+                },
                 h.held.reason,
                 if h.running == 1 { "it" } else { "them" },
                 h.held.user

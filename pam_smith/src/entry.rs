@@ -103,13 +103,19 @@ unsafe fn run(
             ),
         );
     }
-    if who.local.is_local() {
+    // A local account: Smith has no say (PAM_IGNORE whatever happens below). Only its
+    // sshd sessions are looked at, to record one that came with a Smith certificate a
+    // grant lets into the account (`--login deploy`), so that hostd can end it when the
+    // grant goes (issue 16).
+    let local = who.local.is_local();
+    if local && !matches!(phase, Phase::OpenSession | Phase::CloseSession) {
         return PAM_IGNORE;
     }
     // Stage 2: Smith's say.
     let stage2 = catch_unwind(AssertUnwindSafe(|| {
         let cfg = match &config {
             Ok(c) => c,
+            Err(_) if local => return PAM_IGNORE,
             Err(e) => {
                 pam.log(
                     Priority::Err,
@@ -129,6 +135,9 @@ unsafe fn run(
             Phase::CloseSession => hooks::close_session(&pam, &rec, cfg, &inv),
         }
     }));
+    if local {
+        return PAM_IGNORE;
+    }
     stage2.unwrap_or(PAM_SYSTEM_ERR)
 }
 

@@ -409,7 +409,11 @@ pub fn open_session(
 ) -> c_int {
     let name = String::from_utf8_lossy(&who.name).into_owned();
     let u = match classify_known(who.local, &cfg.cache, &who.name) {
-        Identity::Local | Identity::NotSmith => return PAM_IGNORE,
+        Identity::Local => {
+            record_shared_login(pam, cfg, &name, inv);
+            return PAM_IGNORE;
+        }
+        Identity::NotSmith => return PAM_IGNORE,
         Identity::Unavailable(why) => {
             pam.log(
                 Priority::Err,
@@ -456,7 +460,10 @@ pub fn open_session(
         None => (String::new(), None),
     };
     if let Some(c) = &cert {
-        record_session(pam, cfg, &name, c, inv.pid);
+        let grants = smith_proto::grants::grants_of(&c.principals, &name)
+            .map(|g| smith_proto::grants::grant_principal(g.id, g.level, g.person))
+            .collect();
+        record_session(pam, cfg, &name, c, grants, inv.pid);
     }
     if !cfg.no_home {
         match ensure_home(&cfg.home_base, &cfg.skel, &u.name, &u.dir, u.uid, u.gid) {
@@ -521,7 +528,38 @@ pub fn open_session(
 
 /// Records the session for sudo's grant-bound check; a failure only means sudo will be
 /// refused in this session, and is logged as such.
-fn record_session(pam: &impl PamHandle, cfg: &Config, name: &str, cert: &CertInfo, pid: u32) {
+/// A local account a grant lets Smith certificates into (`--login deploy`): an sshd
+/// session that came with such a certificate is recorded like a Smith user's (the grants
+/// of the certificate this host lists for the account), so that hostd can end it when
+/// the grant goes. Nothing else changes for local accounts: no refusal, no home.
+fn record_shared_login(pam: &impl PamHandle, cfg: &Config, name: &str, inv: &Invocation) {
+    if pam.item(Item::Service) != "sshd" {
+        return;
+    }
+    let listed = listed_principals(cfg, name);
+    if listed.is_empty() {
+        return;
+    }
+    let info = pam.getenv(AUTH_INFO);
+    if let Ok(Some(c)) = check_session_cert(info.as_deref(), &listed, inv.now) {
+        let grants = c
+            .principals
+            .iter()
+            .filter(|p| listed.contains(p))
+            .cloned()
+            .collect();
+        record_session(pam, cfg, name, &c, grants, inv.pid);
+    }
+}
+
+fn record_session(
+    pam: &impl PamHandle,
+    cfg: &Config,
+    name: &str,
+    cert: &CertInfo,
+    grants: Vec<String>,
+    pid: u32,
+) {
     let start = sessionfile::proc_stat(&cfg.proc_root, pid).map(|(_, s)| s);
     let rec = SessionRecord {
         pid,
@@ -529,9 +567,7 @@ fn record_session(pam: &impl PamHandle, cfg: &Config, name: &str, cert: &CertInf
         user: name.to_string(),
         key_id: cert.key_id.clone(),
         serial: cert.serial,
-        principals: smith_proto::grants::grants_of(&cert.principals, name)
-            .map(|g| smith_proto::grants::grant_principal(g.id, g.level, g.person))
-            .collect(),
+        principals: grants,
     };
     let written = match start {
         Some(_) => sessionfile::write(&cfg.sessions, &rec),
@@ -555,10 +591,11 @@ pub fn close_session(
     cfg: &Config,
     inv: &Invocation,
 ) -> c_int {
+    // Also a shared local login's record (no session data: nothing else to do).
+    sessionfile::remove(&cfg.sessions, inv.pid);
     let Some(data) = pam.session() else {
         return PAM_IGNORE;
     };
-    sessionfile::remove(&cfg.sessions, inv.pid);
     let now = inv.now;
     let ev = HostEvent::Session(SessionEvent {
         phase: SessionPhase::Close,

@@ -14,7 +14,8 @@
 //! every version reads.
 
 use crate::event::{
-    DeniedEvent, EventId, HostEvent, SessionEvent, AccessEndedEvent, SessionPhase, SshdLoginEvent, SudoEvent,
+    AccessEndedEvent, DeniedEvent, EventId, HostEvent, SessionEvent, SessionPhase, SshdLoginEvent,
+    SudoEvent,
 };
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -253,7 +254,9 @@ impl<'a> Dec<'a> {
     fn opt_u32(&mut self) -> Result<Option<u32>, WireError> {
         match self.opt_u64()? {
             None => Ok(None),
-            Some(v) => u32::try_from(v).map(Some).map_err(|_| WireError::TooLarge(usize::MAX)),
+            Some(v) => u32::try_from(v)
+                .map(Some)
+                .map_err(|_| WireError::TooLarge(usize::MAX)),
         }
     }
     fn id(&mut self) -> Result<EventId, WireError> {

@@ -770,7 +770,11 @@ impl Host {
     /// smith-hostd's pid as the machine sees it (the process under the `nsenter` that
     /// started it), checked by its name.
     pub fn hostd_pid(&self) -> Result<u32> {
-        let top = self.hostd.as_ref().context("smith-hostd is not running")?.pid();
+        let top = self
+            .hostd
+            .as_ref()
+            .context("smith-hostd is not running")?
+            .pid();
         let mut todo = vec![top];
         while let Some(p) = todo.pop() {
             let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
@@ -794,12 +798,12 @@ impl Host {
             "-p",
             "--",
         ])
-            .arg(program)
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env_remove("SMITH_NSS_BYPASS");
+        .arg(program)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env_remove("SMITH_NSS_BYPASS");
         c
     }
 
@@ -968,6 +972,24 @@ impl Client {
         command: &str,
         extra: &[&str],
     ) -> Result<Outcome> {
+        outcome(
+            self.ssh_command(user, host, command, extra),
+            DEFAULT_TIMEOUT,
+        )
+    }
+
+    /// An SSH session that stays open in the background (`command` runs until it ends
+    /// or the session is ended); the caller kills and reaps the child.
+    pub fn ssh_session(&self, user: &str, host: &Host, command: &str) -> Result<Child> {
+        let mut c = self.ssh_command(user, host, command, &[]);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c.spawn()
+            .with_context(|| format!("an ssh session of {user} to {}", host.name))
+    }
+
+    fn ssh_command(&self, user: &str, host: &Host, command: &str, extra: &[&str]) -> Command {
         let mut c = self.base("ssh");
         c.args([
             "-o",
@@ -984,7 +1006,7 @@ impl Client {
         .args(extra)
         .arg(format!("{user}@{}", host.ip))
         .arg(command);
-        outcome(c, DEFAULT_TIMEOUT)
+        c
     }
 
     /// Any command in the client's environment.

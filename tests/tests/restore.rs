@@ -12,7 +12,7 @@
 use anyhow::{ensure, Context, Result};
 use smith_tests::cmd::{outcome, wait_for};
 use smith_tests::{e2e_available, Client, Fleet, Host};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn cert(c: &Client) -> Result<()> {
@@ -98,6 +98,28 @@ fn a_restored_ca_is_obeyed_by_hosts_that_saw_more_and_ends_no_session() -> Resul
     for i in 0..5 {
         fleet.admin_ok(&["group", "add", &format!("later{i}")])?;
     }
+    // carol joins after the backup: the restored CA will not know her.
+    fleet.admin_ok(&["user", "add", "carol", "--groups", "dev"])?;
+    let carol = fleet.engineer("carol")?;
+    cert(&carol)?;
+    wait_for("carol logs in to db-1", Duration::from_secs(30), || {
+        Ok(logs_in(&carol, db)?.then_some(()))
+    })?;
+    let carol_uid = db
+        .exec(&["id", "-u", "carol"])?
+        .ok()?
+        .out()
+        .trim()
+        .to_string();
+    let mut carol_session = carol.ssh_session("carol", db, "sleep 600")?;
+    let carol_runs = |db: &Host| -> Result<bool> {
+        Ok(db
+            .exec(&["pgrep", "-u", &carol_uid, "-x", "sleep"])?
+            .success())
+    };
+    wait_for("carol's session on db-1", Duration::from_secs(20), || {
+        Ok(carol_runs(db)?.then_some(()))
+    })?;
     let seen = wait_for(
         "db-1 to sync the later changes",
         Duration::from_secs(30),
@@ -108,24 +130,7 @@ fn a_restored_ca_is_obeyed_by_hosts_that_saw_more_and_ends_no_session() -> Resul
     )?;
 
     // alice is logged in and stays so through everything below.
-    let mut session = alice.base("ssh");
-    session
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("alice@{}", db.ip))
-        .arg("sleep 600")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut session = session.spawn().context("alice's session")?;
+    let mut session = alice.ssh_session("alice", db, "sleep 600")?;
     wait_for("alice's session on db-1", Duration::from_secs(20), || {
         Ok(db
             .exec(&["pgrep", "-u", "alice", "-x", "sleep"])?
@@ -179,6 +184,48 @@ fn a_restored_ca_is_obeyed_by_hosts_that_saw_more_and_ends_no_session() -> Resul
         "alice's processes are gone"
     );
     ensure!(logs_in(&alice, db)?, "alice no longer logs in");
+
+    // carol is missing from the restored CA: nobody removed her, so her processes are
+    // held, not ended (issue 16), shown by status, and an operator ends them.
+    ensure!(
+        carol_session.try_wait()?.is_none() && carol_runs(db)?,
+        "carol's session ended with the restore's resync"
+    );
+    wait_for(
+        "status to show carol's held removal",
+        Duration::from_secs(20),
+        || {
+            let o = db.exec(&["smith-host", "status", "--json"])?.ok()?;
+            let status: serde_json::Value = serde_json::from_str(o.out())?;
+            let held = status["held_removals"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            Ok(held
+                .iter()
+                .any(|h| h["user"] == "carol" && h["running"].as_u64() >= Some(1))
+                .then_some(()))
+        },
+    )?;
+    let human = db.exec(&["smith-host", "status"])?.ok()?;
+    ensure!(
+        human.out().contains("smith-host terminate carol"),
+        "smith-host status does not say how to end carol's processes:\n{human}"
+    );
+    let o = db.exec(&["smith-host", "terminate", "carol"])?.ok()?;
+    ensure!(o.out().contains("carol"), "terminate said: {o}");
+    wait_for("carol's processes to end", Duration::from_secs(20), || {
+        Ok((!carol_runs(db)?).then_some(()))
+    })?;
+    wait_for(
+        "carol's ssh session to end",
+        Duration::from_secs(20),
+        || Ok(carol_session.try_wait()?.map(|_| ())),
+    )?;
+    ensure!(
+        db.exec(&["pgrep", "-u", "alice", "-x", "sleep"])?.success(),
+        "ending carol's processes ended alice's too"
+    );
     let _ = session.kill();
     let _ = session.wait();
     Ok(())

@@ -220,7 +220,7 @@ pub fn log_event(seq: u64, via: &str, ev: &HostEvent) {
             session_pid = ?s.session_pid,
             key_id = %s.key_id,
             by = %s.by,
-            "access of {} ended: {} ({} processes)", s.user, s.action, s.processes
+            "{} lost access here: {} processes {}", s.user, s.processes, s.action
         ),
     }
 }

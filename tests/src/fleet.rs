@@ -346,6 +346,18 @@ impl Fleet {
         self.admin(args)?.ok()
     }
 
+    /// Every audit record of `host` at the CA (`audit list --json`), in chain order.
+    pub fn trail(&self, host: &str) -> Result<Vec<serde_json::Value>> {
+        let o = self.admin_ok(&[
+            "audit", "list", "--host", host, "--limit", "100000", "--json",
+        ])?;
+        let v: serde_json::Value =
+            serde_json::from_str(o.out()).with_context(|| format!("not JSON: {o}"))?;
+        let mut records = v.as_array().context("not an array")?.clone();
+        records.sort_by_key(|r| r["seq"].as_u64().unwrap_or(0));
+        Ok(records)
+    }
+
     /// A fresh single-use enrollment token for host `name` with `tags`.
     pub fn host_token(&self, name: &str, tags: &str) -> Result<String> {
         let o = self.admin_ok(&[

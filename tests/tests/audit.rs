@@ -34,13 +34,7 @@ fn cert(c: &Client, scope: &str) -> Result<String> {
 
 /// The CA's trail for one host, in chain order.
 fn trail(fleet: &Fleet, host: &str) -> Result<Vec<Value>> {
-    let o = fleet.admin_ok(&[
-        "audit", "list", "--host", host, "--limit", "100000", "--json",
-    ])?;
-    let v = json(&o)?;
-    let mut records: Vec<Value> = v.as_array().context("array")?.clone();
-    records.sort_by_key(|r| r["seq"].as_u64().unwrap_or(0));
-    Ok(records)
+    fleet.trail(host)
 }
 
 fn kind(r: &Value) -> &str {

@@ -112,11 +112,7 @@ fn fleet() -> Result<Fleet> {
 }
 
 fn trail(fleet: &Fleet, host: &str) -> Result<Vec<Value>> {
-    let o = fleet.admin_ok(&[
-        "audit", "list", "--host", host, "--limit", "100000", "--json",
-    ])?;
-    let v: Value = serde_json::from_str(o.out()).with_context(|| format!("not JSON: {o}"))?;
-    Ok(v.as_array().context("array")?.clone())
+    fleet.trail(host)
 }
 
 #[test]

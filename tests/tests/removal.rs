@@ -17,11 +17,7 @@ use smith_tests::{e2e_available, Fleet, Host};
 use std::time::{Duration, Instant};
 
 fn trail(fleet: &Fleet, host: &str) -> Result<Vec<Value>> {
-    let o = fleet.admin_ok(&[
-        "audit", "list", "--host", host, "--limit", "100000", "--json",
-    ])?;
-    let v: Value = serde_json::from_str(o.out()).with_context(|| format!("not JSON: {o}"))?;
-    Ok(v.as_array().context("array")?.clone())
+    fleet.trail(host)
 }
 
 fn ended<'a>(trail: &'a [Value], user: &str, scope: &str) -> Option<&'a Value> {

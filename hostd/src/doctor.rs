@@ -98,7 +98,7 @@ fn check_file(c: &mut Checks, name: &str, p: &Path, want_mode: Option<u32>, hint
 }
 
 /// Candidate install locations of the modules (Debian multiarch, RPM lib64).
-fn module_candidates(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
+pub(crate) fn module_candidates(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
     [
         "/usr/lib/x86_64-linux-gnu",
         "/lib/x86_64-linux-gnu",

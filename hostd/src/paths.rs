@@ -121,6 +121,8 @@ pub struct HostPaths {
     pub nsswitch: PathBuf,
     pub pam_sshd: PathBuf,
     pub pam_sudo: PathBuf,
+    /// `/etc/sudo.conf` (sudo's plugins: Smith's audit plugin).
+    pub sudo_conf: PathBuf,
     pub passwd: PathBuf,
     pub group: PathBuf,
     /// Subordinate uid/gid ranges of local users (rootless containers).
@@ -182,6 +184,7 @@ impl HostPaths {
             nsswitch: r("/etc/nsswitch.conf"),
             pam_sshd: r("/etc/pam.d/sshd"),
             pam_sudo: r("/etc/pam.d/sudo"),
+            sudo_conf: r("/etc/sudo.conf"),
             passwd: r("/etc/passwd"),
             group: r("/etc/group"),
             subuid: r("/etc/subuid"),

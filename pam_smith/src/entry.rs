@@ -26,7 +26,7 @@ static QUIET: Once = Once::new();
 
 /// Panics must not print into sshd's or sudo's stderr. This library's own copy of std
 /// has its own hook, so the host program's hook is not affected.
-fn quiet_panics() {
+pub(crate) fn quiet_panics() {
     QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
 }
 

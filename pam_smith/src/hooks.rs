@@ -343,7 +343,9 @@ pub fn account(
             PAM_IGNORE
         }
         AccountDecision::Allow => {
-            if sudo_mode {
+            // With sudo's audit plugin (`smith_audit`) loaded, it sends the one record of
+            // this sudo, with this verdict; without it, this is the record.
+            if sudo_mode && !crate::sudo_plugin::note_pam_verdict(true, &rule) {
                 report(
                     pam,
                     rec,
@@ -365,12 +367,14 @@ pub fn account(
                 Priority::Notice,
                 &format!("access denied for {name} ({svc}): {reason}"),
             );
-            let ev = if sudo_mode {
-                sudo_event(pam, inv, &name, false, &reason)
-            } else {
-                denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
-            };
-            report(pam, rec, cfg, "denial record", ev);
+            if !(sudo_mode && crate::sudo_plugin::note_pam_verdict(false, &reason)) {
+                let ev = if sudo_mode {
+                    sudo_event(pam, inv, &name, false, &reason)
+                } else {
+                    denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
+                };
+                report(pam, rec, cfg, "denial record", ev);
+            }
             PAM_PERM_DENIED
         }
         AccountDecision::Unavailable(why) => {
@@ -379,12 +383,14 @@ pub fn account(
                 Priority::Err,
                 &format!("access denied for {name} ({svc}): {reason}"),
             );
-            let ev = if sudo_mode {
-                sudo_event(pam, inv, &name, false, &reason)
-            } else {
-                denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
-            };
-            report(pam, rec, cfg, "denial record", ev);
+            if !(sudo_mode && crate::sudo_plugin::note_pam_verdict(false, &reason)) {
+                let ev = if sudo_mode {
+                    sudo_event(pam, inv, &name, false, &reason)
+                } else {
+                    denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
+                };
+                report(pam, rec, cfg, "denial record", ev);
+            }
             PAM_AUTHINFO_UNAVAIL
         }
     }

@@ -29,6 +29,7 @@ pub mod identity;
 pub mod pam;
 pub mod report;
 pub mod sudo;
+pub mod sudo_plugin;
 
 /// A fresh, private directory for a unit test.
 #[cfg(test)]

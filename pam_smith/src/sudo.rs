@@ -39,7 +39,7 @@ const LONG_WITH_ARG: &[&str] = &[
     "login-class",
 ];
 
-fn quote(arg: &str) -> String {
+pub fn quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
             .bytes()

@@ -125,11 +125,30 @@ fn sudo_follows_grants_and_the_trail_shows_it_in_order() -> Result<()> {
     let oscar_key = cert(&oscar, "env=prod")?;
     let o = oscar.ssh("oscar", web, "sudo -n id -u")?.ok()?;
     ensure!(o.out() == "0", "oscar's sudo on web-1: {o}");
-    cert(&alice, "env=dev")?;
+    let alice_key = cert(&alice, "env=dev")?;
     let o = alice.ssh("alice", db, "sudo -n id -u")?;
     ensure!(
         !o.success() && o.stdout.trim().is_empty(),
         "alice got sudo on db-1: {o}"
+    );
+    // sudoers refused her before PAM ran (no sudo rule for her): sudo's audit plugin
+    // records it all the same, with her command and her session's key ID (issue 17).
+    let refused = wait_for(
+        "alice's refused sudo in db-1's trail",
+        Duration::from_secs(20),
+        || {
+            Ok(trail(&fleet, "db-1")?
+                .into_iter()
+                .find(|r| kind(r) == "sudo" && ev(r, "user") == "alice"))
+        },
+    )?;
+    let e = &refused["event"];
+    ensure!(
+        e["allowed"] == false
+            && e["command"] == "id -u"
+            && e["reason"].as_str().is_some_and(|r| r.contains("sudoers"))
+            && e["key_id"] == alice_key.as_str(),
+        "alice's refused sudo: {e}"
     );
     let sudoers = web.exec(&["cat", "/etc/sudoers.d/smith"])?.ok()?;
     ensure!(sudoers.stdout.contains("%smith-sudo"), "{sudoers}");
@@ -161,9 +180,10 @@ fn sudo_follows_grants_and_the_trail_shows_it_in_order() -> Result<()> {
             && ev(r, "key_id") == oscar_key.as_str()
     })
     .context("no session open for oscar with his key ID")?;
-    let sudo =
-        pos(&|r| kind(r) == "sudo" && ev(r, "user") == "oscar" && ev(r, "command") == "id -u")
-            .context("no sudo record with command `id -u`")?;
+    let sudo = pos(&|r| {
+        kind(r) == "sudo" && ev(r, "user") == "oscar" && ev(r, "command") == "/usr/bin/id -u"
+    })
+    .context("no sudo record with command `/usr/bin/id -u`")?;
     let close = pos(&|r| {
         kind(r) == "session_close"
             && ev(r, "user") == "oscar"
@@ -322,11 +342,11 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
 
     // The CA returns: all 50 arrive, in order, chain intact.
     fleet.restart_ca()?;
-    let want: Vec<String> = (1..=50).map(|i| format!("echo n{i}")).collect();
+    let want: Vec<String> = (1..=50).map(|i| format!("/usr/bin/echo n{i}")).collect();
     wait_for(
         "the 50 sudo records at the CA",
         Duration::from_secs(30),
-        || Ok((sudo_commands(&trail(&fleet, "web-1")?, "echo n") == want).then_some(())),
+        || Ok((sudo_commands(&trail(&fleet, "web-1")?, "/usr/bin/echo n") == want).then_some(())),
     )?;
     fleet.admin_ok(&["audit", "verify"])?;
 
@@ -347,11 +367,11 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
         h.kill_hostd();
         h.start_hostd()?;
     }
-    let want: Vec<String> = (1..=150).map(|i| format!("echo m{i}")).collect();
+    let want: Vec<String> = (1..=150).map(|i| format!("/usr/bin/echo m{i}")).collect();
     wait_for(
         "the 150 sudo records, once each, in order",
         Duration::from_secs(40),
-        || Ok((sudo_commands(&trail(&fleet, "web-1")?, "echo m") == want).then_some(())),
+        || Ok((sudo_commands(&trail(&fleet, "web-1")?, "/usr/bin/echo m") == want).then_some(())),
     )?;
     fleet.admin_ok(&["audit", "verify"])?;
 
@@ -405,7 +425,7 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
             return Ok(None);
         }
         let since = trail(&fleet, "web-1")?.split_off(before);
-        let sudo = sudo_commands(&since, "echo frozen");
+        let sudo = sudo_commands(&since, "/usr/bin/echo frozen");
         let (opens, closes) = (
             count(&since, "session_open"),
             count(&since, "session_close"),
@@ -500,7 +520,7 @@ fn the_trail_survives_outages_and_crashes_and_refuses_tampering_and_replays() ->
         r#"import sqlite3
 c = sqlite3.connect({db:?})
 c.execute("DROP TRIGGER audit_records_no_update")
-c.execute("UPDATE audit_records SET event = replace(event, 'echo n7', 'echo n8') WHERE host = ? AND event LIKE ?", ("web-1", '%"echo n7"%'))
+c.execute("UPDATE audit_records SET event = replace(event, 'echo n7', 'echo n8') WHERE host = ? AND event LIKE ?", ("web-1", '%echo n7"%'))
 print(c.total_changes)
 c.commit()
 "#,

@@ -258,7 +258,10 @@ fn the_host_side_in_a_hostile_world() -> Result<()> {
         Ok(found.map(|r| r["event"]["command"].clone()))
     })
     .and_then(|cmd| {
-        ensure!(cmd == "printf %s '' x", "the recorded command: {cmd}");
+        ensure!(
+            cmd == "/usr/bin/printf %s '' x",
+            "the recorded command: {cmd}"
+        );
         Ok(())
     })?;
     Ok(())

@@ -309,6 +309,64 @@ pub fn remove_marked_lines(text: &str) -> String {
         .collect()
 }
 
+// --- sudo.conf ----------------------------------------------------------------------------
+
+/// First line of Smith's block in `/etc/sudo.conf` (sudo.conf has no trailing comments:
+/// words after a `Plugin` line are the plugin's options, so the block is fenced).
+pub const SUDO_CONF_BEGIN: &str =
+    "# smith: begin (added by smith-host activate; deactivate removes it)";
+pub const SUDO_CONF_END: &str = "# smith: end";
+
+fn active_plugin_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.split_whitespace().next() == Some("Plugin"))
+}
+
+/// Whether sudo.conf loads `smith_audit` from some file.
+pub fn sudo_conf_has_audit(text: &str) -> bool {
+    active_plugin_lines(text).any(|l| l.split_whitespace().nth(1) == Some("smith_audit"))
+}
+
+/// Adds Smith's audit plugin (`module`: the installed pam_smith.so). A sudo.conf with no
+/// `Plugin` line means sudoers' three default plugins; naming any plugin turns the
+/// defaults off, so they are named first then. Idempotent.
+pub fn sudo_conf_add(text: &str, module: &Path) -> String {
+    if sudo_conf_has_audit(text) {
+        return text.to_string();
+    }
+    let mut out = text.to_string();
+    ensure_newline(&mut out);
+    out.push_str(SUDO_CONF_BEGIN);
+    out.push('\n');
+    if active_plugin_lines(text).next().is_none() {
+        for p in ["sudoers_policy", "sudoers_io", "sudoers_audit"] {
+            out.push_str(&format!("Plugin {p} sudoers.so\n"));
+        }
+    }
+    out.push_str(&format!("Plugin smith_audit {}\n", module.display()));
+    out.push_str(SUDO_CONF_END);
+    out.push('\n');
+    out
+}
+
+/// Removes Smith's block.
+pub fn sudo_conf_remove(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for piece in text.split_inclusive('\n') {
+        let line = piece.trim_end();
+        if line == SUDO_CONF_BEGIN {
+            inside = true;
+        } else if inside && line == SUDO_CONF_END {
+            inside = false;
+        } else if !inside {
+            out.push_str(piece);
+        }
+    }
+    out
+}
+
 // --- sshd_config --------------------------------------------------------------------------
 
 /// `fnmatch`-style match where `*` and `?` do not cross `/`.
@@ -549,5 +607,29 @@ mod tests {
         assert!(d.contains("HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub\n"));
         assert!(d.contains("TrustedUserCAKeys /etc/ssh/smith_user_ca.pub\n"));
         assert!(d.contains("RevokedKeys /etc/ssh/smith_revoked.krl\n"));
+    }
+
+    #[test]
+    fn sudo_conf_gets_the_audit_plugin_after_the_defaults_and_loses_it_again() {
+        let debian = "# sudo.conf\n#Plugin sudoers_policy sudoers.so\nSet disable_coredump false\n";
+        let m = Path::new("/usr/lib/x86_64-linux-gnu/security/pam_smith.so");
+        let added = sudo_conf_add(debian, m);
+        let plugins: Vec<&str> = active_plugin_lines(&added).collect();
+        assert_eq!(
+            plugins,
+            [
+                "Plugin sudoers_policy sudoers.so",
+                "Plugin sudoers_io sudoers.so",
+                "Plugin sudoers_audit sudoers.so",
+                "Plugin smith_audit /usr/lib/x86_64-linux-gnu/security/pam_smith.so",
+            ]
+        );
+        assert_eq!(sudo_conf_add(&added, m), added);
+        assert_eq!(sudo_conf_remove(&added), debian);
+        // An admin's own plugins stay, and the defaults are not added on top.
+        let custom = "Plugin sudoers_policy sudoers.so\nPlugin other /x.so\n";
+        let added = sudo_conf_add(custom, m);
+        assert_eq!(active_plugin_lines(&added).count(), 3);
+        assert_eq!(sudo_conf_remove(&added), custom);
     }
 }

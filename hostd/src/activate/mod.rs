@@ -233,6 +233,29 @@ fn plan_local_edits(
             )),
         }
     }
+    // sudo's audit plugin (in pam_smith.so): only when the module is installed, since
+    // sudo refuses to run at all with a Plugin line whose file is missing.
+    let module = crate::doctor::module_candidates(&paths.root, "security/pam_smith.so")
+        .into_iter()
+        .find(|c| c.is_file());
+    match (read_text(&paths.sudo_conf)?, module) {
+        (Some(t), Some(m)) => plan.push(Planned {
+            path: paths.sudo_conf.clone(),
+            kind: Kind::Edited,
+            bytes: edits::sudo_conf_add(&t, &paths.logical(&m)).into_bytes(),
+            mode: keep_mode(&paths.sudo_conf),
+            daemon_managed: false,
+            role: Role::Other,
+        }),
+        (None, _) => warnings.push(format!(
+            "{} does not exist; sudo decisions PAM does not see (sudoers' own refusals) are not recorded",
+            paths.sudo_conf.display()
+        )),
+        (_, None) => warnings.push(
+            "pam_smith.so is not installed; sudo's audit plugin was not added to sudo.conf"
+                .to_string(),
+        ),
+    }
     match read_text(&paths.sshd_config)? {
         Some(t) => {
             let logical = paths.logical(&paths.sshd_dropin);
@@ -1236,6 +1259,8 @@ fn remove_smith_lines(paths: &HostPaths, entry: &FileEntry, cur: &[u8], undo: &m
     let text = String::from_utf8_lossy(cur).into_owned();
     let cleaned = if entry.path == paths.nsswitch {
         edits::nss_remove(&text)
+    } else if entry.path == paths.sudo_conf {
+        edits::sudo_conf_remove(&text)
     } else {
         edits::remove_marked_lines(&text)
     };

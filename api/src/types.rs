@@ -51,6 +51,7 @@
 
 use serde::{Deserialize, Serialize};
 use smith_proto::grants::Permits;
+use smith_proto::sudorules::SudoRules;
 use smith_proto::{GroupName, HostName, HostPattern, Level, PosixId, Tags, UserName};
 
 /// Every non-2xx response carries this body.
@@ -233,6 +234,12 @@ pub struct GrantAdd {
     /// A command sshd runs instead of whatever is asked (`force-command`).
     #[serde(default)]
     pub force_command: Option<String>,
+    /// A sudo grant limited to these commands (`/usr/bin/systemctl restart nginx`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sudo_commands: Vec<String>,
+    /// ...run as these users (default root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sudo_as: Vec<UserName>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -252,6 +259,9 @@ pub struct GrantInfo {
     pub permits: Permits,
     #[serde(default)]
     pub force_command: Option<String>,
+    /// A sudo grant's command rules (empty: every command, as anyone).
+    #[serde(default, skip_serializing_if = "SudoRules::is_unrestricted")]
+    pub sudo: SudoRules,
 }
 
 // --- certificates ----------------------------------------------------------------------------

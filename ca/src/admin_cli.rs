@@ -403,6 +403,8 @@ pub enum GroupCmd {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per command line: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum GrantCmd {
     /// Grant a group access to hosts whose tags include --tags.
     Add {
@@ -444,6 +446,15 @@ pub enum GrantCmd {
         /// sshd runs this command instead of whatever is asked (force-command).
         #[arg(long, value_name = "COMMAND")]
         force_command: Option<String>,
+        /// Limit a sudo grant to this command: its absolute path, then exactly the
+        /// arguments allowed (none given: any), e.g. '/usr/bin/systemctl restart nginx'.
+        /// Repeatable. Hosts render it as a sudoers rule on the grant's own NSS group and
+        /// re-check it against the login's certificate at every sudo.
+        #[arg(long = "sudo-command", value_name = "COMMAND")]
+        sudo_commands: Vec<String>,
+        /// The user(s) those commands may run as (default root). Repeatable.
+        #[arg(long = "sudo-as", value_name = "USER")]
+        sudo_as: Vec<UserName>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -631,6 +642,18 @@ fn print_grant(g: &GrantInfo) {
     }
     if let Some(c) = &g.force_command {
         cond.push(format!("forced command {}", c.escape_debug()));
+    }
+    if !g.sudo.is_unrestricted() {
+        let cmds: Vec<String> = g.sudo.commands.iter().map(ToString::to_string).collect();
+        cond.push(format!(
+            "sudo only {} as {}",
+            if cmds.is_empty() {
+                "ALL".to_string()
+            } else {
+                cmds.join(", ")
+            },
+            g.sudo.targets().join(",")
+        ));
     }
     println!(
         "#{:<4} group {:<14} -> {:<24} : {:<4}  max {}{}",
@@ -1018,6 +1041,8 @@ fn grant(c: &Client, cmd: GrantCmd) -> anyhow::Result<()> {
             permit,
             deny,
             force_command,
+            sudo_commands,
+            sudo_as,
             json: as_json,
         } => {
             let mut permits = Permits::default();
@@ -1037,6 +1062,8 @@ fn grant(c: &Client, cmd: GrantCmd) -> anyhow::Result<()> {
                 logins,
                 permits,
                 force_command,
+                sudo_commands,
+                sudo_as,
             })?;
             if as_json {
                 return json(&info);

@@ -154,6 +154,11 @@ pub struct CertRules {
     pub permits: smith_proto::grants::Permits,
     /// The command sshd runs instead of the one asked for (`force-command`).
     pub force_command: Option<String>,
+    /// A sudo grant's command rules (not carried by certificates: hostd renders them as
+    /// sudoers rules on the grant's NSS group, pam_smith re-checks them). Stored in the
+    /// same JSON column.
+    #[serde(skip_serializing_if = "smith_proto::sudorules::SudoRules::is_unrestricted")]
+    pub sudo: smith_proto::sudorules::SudoRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1226,6 +1231,10 @@ impl Model {
             }
             Change::AddGrant(g) => {
                 self.next_grant_id = self.next_grant_id.max(g.id + 1);
+                if let Some(gid) = g.cert.sudo.gid {
+                    let name = smith_proto::sudorules::rule_group(g.id);
+                    self.note_id(gid, IdKind::Group, &name);
+                }
                 self.grants.insert(g.id, g.clone());
             }
             Change::RemoveGrant { id, .. } => {

@@ -122,6 +122,7 @@ pub fn sync_response(
                 selector: g.selector.clone(),
                 level: g.level,
                 logins: g.cert.logins.clone(),
+                sudo: g.cert.sudo.clone(),
             })
             .collect(),
         sudo_gid: m.settings().sudo_gid,

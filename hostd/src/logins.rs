@@ -168,6 +168,7 @@ mod tests {
             selector: Tags::parse("env=prod").unwrap(),
             level,
             logins: logins.iter().map(|l| UserName::new(l).unwrap()).collect(),
+            sudo: Default::default(),
         }
     }
 

@@ -527,7 +527,7 @@ fn session_phase() {
     assert_eq!(hostd.events().len(), before);
 }
 
-/// `nm -D --defined-only`: exactly the PAM service functions.
+/// `nm -D --defined-only`: exactly the PAM service functions and sudo's plugin struct.
 #[test]
 fn exports_exactly_the_pam_symbols() {
     if !Path::new("/usr/bin/nm").exists() {
@@ -558,7 +558,8 @@ fn exports_exactly_the_pam_symbols() {
             "pam_sm_authenticate",
             "pam_sm_close_session",
             "pam_sm_open_session",
-            "pam_sm_setcred"
+            "pam_sm_setcred",
+            "smith_audit",
         ]
     );
 }

@@ -34,6 +34,7 @@ pub mod pidlock;
 pub mod policy;
 pub mod sessionfile;
 pub mod sshcert;
+pub mod sudorules;
 pub mod tags;
 pub mod text;
 pub mod wire;

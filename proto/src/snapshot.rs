@@ -54,6 +54,12 @@ pub struct SnapshotGrant {
     /// grant-bound certificates; not sent when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logins: Vec<UserName>,
+    /// A sudo grant's command rules and NSS group gid (absent: every command).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::sudorules::SudoRules::is_unrestricted"
+    )]
+    pub sudo: crate::sudorules::SudoRules,
 }
 
 /// What `GET /v1/host/sync` returns.

@@ -465,6 +465,8 @@ impl TestCa {
                 logins: Vec::new(),
                 permits: Default::default(),
                 force_command: None,
+                sudo_commands: Vec::new(),
+                sudo_as: Vec::new(),
             })
             .unwrap_or_else(|e| panic!("grant add {group} {tags} {level}: {e}"));
     }

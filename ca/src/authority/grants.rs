@@ -23,7 +23,7 @@ pub const MAX_LOGINS: usize = 16;
 pub const MAX_FORCE_COMMAND: usize = 1024;
 
 /// Checks what a grant's certificates would carry, against the directory `m`.
-fn check_cert_rules(m: &Model, rules: &CertRules) -> Result<(), Error> {
+fn check_cert_rules(m: &Model, rules: &CertRules, level: Level) -> Result<(), Error> {
     if rules.logins.len() > MAX_LOGINS {
         return Err(Error::InvalidGrantOption(format!(
             "at most {MAX_LOGINS} shared logins per grant"
@@ -36,6 +36,20 @@ fn check_cert_rules(m: &Model, rules: &CertRules) -> Result<(), Error> {
                  (deploy, ubuntu...), never a person's account"
             )));
         }
+    }
+    if !rules.sudo.is_unrestricted() && level != Level::Sudo {
+        return Err(Error::InvalidGrantOption(
+            "--sudo-command and --sudo-as limit a sudo grant: use them with --level sudo".into(),
+        ));
+    }
+    if rules.sudo.commands.len() > smith_proto::sudorules::MAX_COMMANDS
+        || rules.sudo.run_as.len() > smith_proto::sudorules::MAX_RUN_AS
+    {
+        return Err(Error::InvalidGrantOption(format!(
+            "at most {} sudo commands and {} run-as users per grant",
+            smith_proto::sudorules::MAX_COMMANDS,
+            smith_proto::sudorules::MAX_RUN_AS
+        )));
     }
     if let Some(c) = &rules.force_command {
         if c.trim().is_empty() || c.len() > MAX_FORCE_COMMAND || c.chars().any(char::is_control) {
@@ -101,8 +115,19 @@ impl Authority {
             if m.group(&new.group).is_none() {
                 return Err(Error::UnknownGroup(new.group.clone()));
             }
-            check_cert_rules(m, &new.cert)?;
+            check_cert_rules(m, &new.cert, new.level)?;
             let id = m.next_grant_id();
+            // A grant with sudo rules gets its own NSS group on hosts: its gid comes
+            // from the range like any group's, and stays allocated to it.
+            let mut cert = new.cert.clone();
+            cert.sudo.gid = None;
+            if !cert.sudo.is_unrestricted() {
+                let name = smith_proto::sudorules::rule_group(id);
+                let gid = m
+                    .allocate_id(crate::model::IdKind::Group, &name, None)
+                    .map_err(Error::from)?;
+                cert.sudo.gid = Some(gid.get());
+            }
             Ok((
                 vec![Change::AddGrant(Grant {
                     id,
@@ -114,7 +139,7 @@ impl Authority {
                     require_reason: new.require_reason,
                     time_windows,
                     created_at: at,
-                    cert: new.cert.clone(),
+                    cert,
                 })],
                 id,
             ))

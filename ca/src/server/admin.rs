@@ -211,6 +211,7 @@ fn grant_info(g: &Grant) -> GrantInfo {
         logins: g.cert.logins.clone(),
         permits: g.cert.permits,
         force_command: g.cert.force_command.clone(),
+        sudo: g.cert.sudo.clone(),
     }
 }
 
@@ -361,6 +362,12 @@ pub async fn add_grant(
     State(ca): State<Arc<Ca>>,
     ApiJson(req): ApiJson<GrantAdd>,
 ) -> Result<(StatusCode, Json<GrantInfo>), ApiError> {
+    let commands = req
+        .sudo_commands
+        .iter()
+        .map(|c| smith_proto::sudorules::SudoCommand::parse(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::from(crate::authority::Error::InvalidGrantOption(e)))?;
     let new = NewGrant {
         group: req.group,
         selector: req.selector,
@@ -373,6 +380,11 @@ pub async fn add_grant(
             logins: req.logins,
             permits: req.permits,
             force_command: req.force_command,
+            sudo: smith_proto::sudorules::SudoRules {
+                commands,
+                run_as: req.sudo_as,
+                gid: None,
+            },
         },
     };
     let g = ca.run(move |a| a.add_grant(&origin, new)).await?;

@@ -228,6 +228,22 @@ fn commit_then_load_round_trips(s: &dyn Store) {
                 ..Default::default()
             },
             force_command: Some("/usr/bin/uptime".into()),
+            sudo: smith_proto::sudorules::SudoRules {
+                commands: vec![smith_proto::sudorules::SudoCommand::parse(
+                    "/usr/bin/systemctl restart nginx",
+                )
+                .unwrap()],
+                run_as: vec![UserName::new("postgres").unwrap()],
+                gid: Some(
+                    m.allocate_id(
+                        crate::model::IdKind::Group,
+                        &smith_proto::sudorules::rule_group(m.next_grant_id()),
+                        None,
+                    )
+                    .unwrap()
+                    .get(),
+                ),
+            },
         },
     };
     let host = Host {
@@ -298,6 +314,12 @@ fn commit_then_load_round_trips(s: &dyn Store) {
     assert_eq!(a, &alice);
     assert!(m.group(&gn("dev")).unwrap().members.contains(&un("alice")));
     assert_eq!(m.grants().get(&grant.id), Some(&grant));
+    // The grant's sudo group keeps its gid: allocated, never handed out again.
+    let sudo_gid = grant.cert.sudo.gid.unwrap();
+    assert!(
+        m.id_owner(sudo_gid).is_some(),
+        "gid {sudo_gid} not allocated"
+    );
     assert_eq!(
         m.grants().get(&grant.id).unwrap().time_windows[0].to_string(),
         "mon-fri 09:00-18:00 Europe/Paris"
@@ -313,7 +335,8 @@ fn commit_then_load_round_trips(s: &dyn Store) {
     assert_eq!(m.host_of_cert("0c0d").map(|h| h.id), Some(host.id));
     assert_eq!(m.next_grant_id(), grant.id + 1);
     assert_eq!(m.next_host_id(), host.id + 1);
-    assert_eq!(m.next_id(), alice.uid.get() + 1);
+    // The grant's sudo group took the id after alice's.
+    assert_eq!(m.next_id(), alice.uid.get() + 2);
     // Only policy changes bump the version: group, user, grant+token (the token alone
     // would not), enroll and host cert do not.
     assert_eq!(m.version(), 4);

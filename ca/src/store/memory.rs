@@ -149,6 +149,12 @@ impl State {
                         )));
                     }
                 }
+                Change::AddGrant(g) => {
+                    if let Some(gid) = g.cert.sudo.gid {
+                        let name = smith_proto::sudorules::rule_group(g.id);
+                        id_ok(gid, IdKind::Group, &name)?;
+                    }
+                }
                 Change::AddGroup(g) => {
                     id_ok(g.gid.get(), IdKind::Group, g.name.as_str())?;
                     if m.group(&g.name).is_some() {

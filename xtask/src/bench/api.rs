@@ -96,6 +96,8 @@ impl Api {
             logins: vec![],
             permits: Default::default(),
             force_command: None,
+            sudo_commands: vec![],
+            sudo_as: vec![],
         };
         Ok(self.client.add_grant(&body).await?)
     }

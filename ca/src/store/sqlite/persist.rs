@@ -260,6 +260,10 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             )?;
         }
         Change::AddGrant(g) => {
+            if let Some(gid) = g.cert.sudo.gid {
+                let name = smith_proto::sudorules::rule_group(g.id);
+                allocate(tx, gid, IdKind::Group, &name, now)?;
+            }
             let cidrs: Vec<String> = g.source_cidrs.iter().map(|c| c.to_string()).collect();
             tx.execute(
                 "INSERT INTO grants (id, group_name, selector, level, max_ttl_secs, source_cidrs,

@@ -103,6 +103,8 @@ pub struct HostPaths {
     pub sshd_log_position: PathBuf,
     /// `/etc/sudoers.d/smith`.
     pub sudoers: PathBuf,
+    /// The rule-limited sudo grants' rules, for pam_smith (`/var/lib/smith/sudo-rules`).
+    pub sudo_rules: PathBuf,
     /// `/proc` (never relocated: processes are the machine's).
     pub proc_root: PathBuf,
     /// What `activate` changed (`activation.json`).
@@ -168,6 +170,7 @@ impl HostPaths {
             session_records_dir: r(p::SESSIONS_DIR),
             sshd_log_position: state_dir.join("sshd-log.json"),
             sudoers: r(p::SUDOERS_FILE),
+            sudo_rules: state_dir.join("sudo-rules"),
             proc_root: PathBuf::from("/proc"),
             state_dir,
             cache_file: r(p::CACHE_FILE),
@@ -213,6 +216,7 @@ impl HostPaths {
             self.principals_dir = sd.join("principals");
             self.sshd_log_position = sd.join("sshd-log.json");
             self.skipped_file = sd.join("skipped.json");
+            self.sudo_rules = sd.join("sudo-rules");
             self.state_dir = sd;
         }
         set(&mut self.cache_file, &o.cache_file);

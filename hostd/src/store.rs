@@ -374,7 +374,7 @@ impl Store {
                 .collect(),
             want.clone(),
         );
-        let mut principals_ok = true;
+        let mut principals_ok = self.write_sudo_rules(state, &contents);
         match self.principals.sync(&want) {
             Ok(0) => {}
             Ok(n) => info!(
@@ -434,6 +434,66 @@ impl Store {
                 false
             }
         }
+    }
+
+    /// The sudoers file and the rules file for the rule-limited sudo grants whose groups
+    /// the cache serves (issue 17), rewritten only when their contents change; sudoers
+    /// only once `visudo -cf` accepts it. `false`: to be retried.
+    fn write_sudo_rules(
+        &mut self,
+        state: &HostState,
+        contents: &smith_proto::cache::CacheContents,
+    ) -> bool {
+        use smith_proto::sudorules::{render_file, rule_group};
+        let served: BTreeSet<&str> = contents.groups.iter().map(|g| g.name.as_str()).collect();
+        let grants: Vec<(u64, String, &smith_proto::sudorules::SudoRules)> = state
+            .grants
+            .iter()
+            .filter(|g| g.level == smith_proto::Level::Sudo && !g.sudo.is_unrestricted())
+            .map(|g| (g.id, rule_group(g.id), &g.sudo))
+            .filter(|(_, name, _)| served.contains(name.as_str()))
+            .collect();
+        let rules_text = render_file(grants.iter().map(|(id, _, r)| (*id, *r)));
+        let lines: Vec<(String, &smith_proto::sudorules::SudoRules)> =
+            grants.iter().map(|(_, n, r)| (n.clone(), *r)).collect();
+        let sudoers_text = crate::sudoers::render(&lines);
+        let same =
+            |path: &Path, text: &str| std::fs::read(path).is_ok_and(|b| b == text.as_bytes());
+        let mut ok = true;
+        // The rules pam_smith checks first: never looser than sudoers while both change.
+        if !same(&self.paths.sudo_rules, &rules_text) {
+            if let Err(e) =
+                crate::fsutil::atomic_write(&self.paths.sudo_rules, rules_text.as_bytes(), 0o644)
+            {
+                error!(path = %self.paths.sudo_rules.display(), error = %e, "cannot write the sudo rules; will retry");
+                ok = false;
+            }
+        }
+        // Only on a host activate set up (it owns the file), never created here.
+        if self.paths.sudoers.exists() && !same(&self.paths.sudoers, &sudoers_text) {
+            match crate::sudoers::check(&sudoers_text) {
+                Ok(()) => match crate::fsutil::atomic_write(
+                    &self.paths.sudoers,
+                    sudoers_text.as_bytes(),
+                    crate::sudoers::MODE,
+                ) {
+                    Ok(()) => info!(
+                        rule_grants = grants.len(),
+                        path = %self.paths.sudoers.display(),
+                        "sudoers rules updated"
+                    ),
+                    Err(e) => {
+                        error!(path = %self.paths.sudoers.display(), error = %e, "cannot write the sudoers file; the previous one stays, will retry");
+                        ok = false;
+                    }
+                },
+                // The same text would fail the same way: not retried until it changes.
+                Err(e) => {
+                    error!(error = %e, "the sudoers rules were refused; the previous sudoers file stays")
+                }
+            }
+        }
+        ok
     }
 
     /// `skipped.json`, for `status` and `doctor` (informational: not fsynced).

@@ -1,5 +1,10 @@
 //! `/etc/sudoers.d/smith`: sudo for the NSS group `smith-sudo`, whose members (from
-//! nss_smith) are exactly the users with a `sudo` grant on this host.
+//! nss_smith) are exactly the users with a `sudo` grant without command rules on this
+//! host, and one line per sudo grant with rules (issue 17) for its own group
+//! `smith-sudo-<id>`: `%smith-sudo-7 ALL=(postgres) NOPASSWD: /usr/bin/systemctl restart
+//! nginx`. activate writes the first version; hostd rewrites it when the rules change
+//! (checked with `visudo -cf` first: a refused file is never installed, the previous one
+//! stays), together with the rules file pam_smith's sudo approval reads.
 //!
 //! Revocation does not depend on this file: pam_smith in sudo's `account` stack
 //! (`account required pam_smith.so level=sudo`) re-reads the cache at every sudo, so a
@@ -15,15 +20,24 @@ use std::process::Command;
 
 pub const MODE: u32 = 0o440;
 
-/// The file's contents.
-pub fn render() -> String {
-    format!(
-        "# Written by `smith-host activate`; restored by `smith-host deactivate`.\n\
+/// The file's contents: `rules` are the rule-limited grants' groups served here, with
+/// their rules.
+pub fn render(rules: &[(String, &smith_proto::sudorules::SudoRules)]) -> String {
+    let mut s = format!(
+        "# Written by `smith-host activate` and smith-hostd; restored by `smith-host deactivate`.\n\
          # Members of the NSS group {g} are exactly the Smith users with a sudo grant on\n\
          # this host (nss_smith); pam_smith re-checks the grant at every sudo.\n\
          %{g} ALL=(ALL:ALL) NOPASSWD: ALL\n",
         g = smith_proto::names::SUDO_GROUP
-    )
+    );
+    if !rules.is_empty() {
+        s.push_str("# Sudo grants limited to commands: one group each (smith-sudo-<grant id>).\n");
+    }
+    for (group, r) in rules {
+        s.push_str(&r.sudoers_line(group));
+        s.push('\n');
+    }
+    s
 }
 
 /// The `visudo` binary, if installed.
@@ -95,8 +109,25 @@ mod tests {
             );
             return;
         }
-        let t = render();
+        let t = render(&[]);
         assert!(t.contains("%smith-sudo ALL=(ALL:ALL) NOPASSWD: ALL\n"));
+        check(&t).unwrap();
+        let r = smith_proto::sudorules::SudoRules {
+            commands: vec![
+                smith_proto::sudorules::SudoCommand::parse("/usr/bin/systemctl restart nginx")
+                    .unwrap(),
+                smith_proto::sudorules::SudoCommand::parse("/usr/bin/id").unwrap(),
+            ],
+            run_as: vec![smith_proto::UserName::new("postgres").unwrap()],
+            gid: Some(200_100),
+        };
+        let t = render(&[("smith-sudo-7".to_string(), &r)]);
+        assert!(
+            t.contains(
+                "%smith-sudo-7 ALL=(postgres) NOPASSWD: /usr/bin/systemctl restart nginx, /usr/bin/id\n"
+            ),
+            "{t}"
+        );
         check(&t).unwrap();
         let e = check("%smith-sudo ALL=(ALL:ALL NOPASSWD ALL\n").unwrap_err();
         assert!(e.contains("visudo refused"), "{e}");

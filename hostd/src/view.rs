@@ -211,6 +211,32 @@ pub fn build_contents(
     }
     let sudo_gid = state.sudo_gid.get();
     let sudo_ok = check_group(SUDO_GROUP, sudo_gid, &mut skips);
+    // Sudo grants with command rules: each its own group (issue 17). Members of a sudo
+    // grant without rules are in `smith-sudo` (everything, as anyone).
+    let mut rule_groups: Vec<(String, u32, &smith_proto::GroupName)> = Vec::new();
+    for g in &state.grants {
+        if g.level != Level::Sudo || g.sudo.is_unrestricted() {
+            continue;
+        }
+        let name = smith_proto::sudorules::rule_group(g.id);
+        match g.sudo.gid {
+            Some(gid) if check_group(&name, gid, &mut skips) => {
+                rule_groups.push((name, gid, &g.group));
+            }
+            Some(_) => {}
+            None => skips.push(Skip {
+                kind: "group",
+                name,
+                reason: "a sudo grant with rules but no gid from the CA".into(),
+            }),
+        }
+    }
+    let full_sudo: HashSet<&smith_proto::GroupName> = state
+        .grants
+        .iter()
+        .filter(|g| g.level == Level::Sudo && g.sudo.is_unrestricted())
+        .map(|g| &g.group)
+        .collect();
     // Every Smith user served here (sshd's `Match Group` for certificate-only logins).
     let users_gid = state
         .users_gid
@@ -218,6 +244,7 @@ pub fn build_contents(
         .filter(|g| check_group(USERS_GROUP, *g, &mut skips));
 
     let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut rule_members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut cache_users = Vec::with_capacity(users.len());
     for u in &users {
         let mut gids: BTreeSet<u32> = BTreeSet::new();
@@ -237,12 +264,27 @@ pub fn build_contents(
                 .or_default()
                 .push(u.name.to_string());
         }
-        if u.level == Level::Sudo && sudo_ok {
+        // A snapshot without grants (a CA before grant lists): the user's level says.
+        let full = if state.grants.is_empty() {
+            u.level == Level::Sudo
+        } else {
+            u.groups.iter().any(|g| full_sudo.contains(g))
+        };
+        if full && sudo_ok {
             gids.insert(sudo_gid);
             members
                 .entry(SUDO_GROUP)
                 .or_default()
                 .push(u.name.to_string());
+        }
+        for (name, gid, group) in &rule_groups {
+            if u.groups.contains(group) {
+                gids.insert(*gid);
+                rule_members
+                    .entry(name.as_str())
+                    .or_default()
+                    .push(u.name.to_string());
+            }
         }
         cache_users.push(CacheUser {
             name: u.name.to_string(),
@@ -275,6 +317,13 @@ pub fn build_contents(
             name: SUDO_GROUP.to_string(),
             gid: sudo_gid,
             members: members.remove(SUDO_GROUP).unwrap_or_default(),
+        });
+    }
+    for (name, gid, _) in &rule_groups {
+        cache_groups.push(CacheGroup {
+            name: name.clone(),
+            gid: *gid,
+            members: rule_members.remove(name.as_str()).unwrap_or_default(),
         });
     }
     skips.sort();

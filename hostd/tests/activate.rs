@@ -34,6 +34,15 @@ fn activate_writes_everything_is_idempotent_and_deactivate_restores() {
     assert!(steps.contains("smith-hostd --root"), "{steps}");
     assert!(steps.contains("kill -HUP"), "{steps}");
 
+    // sudo's audit plugin, after sudoers' default plugins (issue 17).
+    let sudo_conf = h.read("/etc/sudo.conf");
+    assert!(
+        sudo_conf.contains("Plugin sudoers_policy sudoers.so\n")
+            && sudo_conf
+                .contains("Plugin smith_audit /usr/lib/x86_64-linux-gnu/security/pam_smith.so\n"),
+        "{sudo_conf}"
+    );
+
     // Identity and config.
     assert_eq!(mode(&h.path("/etc/smith/host.key")), 0o600);
     assert_eq!(mode(&h.path("/etc/smith/host.crt")), 0o644);

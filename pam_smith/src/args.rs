@@ -42,6 +42,8 @@ pub struct Config {
     pub principals: PathBuf,
     /// Where open sessions are recorded for sudo (`sessions=DIR`).
     pub sessions: PathBuf,
+    /// hostd's rules of rule-limited sudo grants (`sudo_rules=PATH`).
+    pub sudo_rules: PathBuf,
     /// Where processes are looked up (always `/proc` in the module; tests move it).
     pub proc_root: PathBuf,
 }
@@ -62,6 +64,7 @@ impl Default for Config {
             sync_status: PathBuf::from(paths::SYNC_STATUS_FILE),
             principals: PathBuf::from(paths::PRINCIPALS_DIR),
             sessions: PathBuf::from(paths::SESSIONS_DIR),
+            sudo_rules: PathBuf::from(paths::SUDO_RULES_FILE),
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -119,6 +122,7 @@ impl Config {
                 ("sync_status", Some(v)) => c.sync_status = abs_path(k, v)?,
                 ("principals", Some(v)) => c.principals = abs_path(k, v)?,
                 ("sessions", Some(v)) => c.sessions = abs_path(k, v)?,
+                ("sudo_rules", Some(v)) => c.sudo_rules = abs_path(k, v)?,
                 ("debug", None) => c.debug = true,
                 ("nohome", None) => c.no_home = true,
                 _ => {

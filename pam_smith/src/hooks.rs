@@ -157,6 +157,88 @@ pub fn sudo_session_check(cfg: &Config, user: &SmithUser, pid: u32) -> Result<St
     }
 }
 
+/// Grant-bound sudo rules (issue 17): the command sudo resolved (`path args`, as
+/// `target`) must be allowed by a `sudo` grant that this session's certificate carries
+/// and this host still lists: one without rules, or one whose rules (hostd's rules file)
+/// name it. Answers the rule that allowed it, or why not.
+pub fn sudo_command_check(
+    cfg: &Config,
+    name: &str,
+    pid: u32,
+    target: &str,
+    path: &str,
+    args: &[String],
+) -> Result<String, String> {
+    use smith_proto::grants::{grant_principal, grants_of};
+    let Some(rec) = sessionfile::find(&cfg.sessions, &cfg.proc_root, pid) else {
+        return Err("this sudo does not run inside an SSH session of a Smith certificate".into());
+    };
+    if rec.user != name {
+        return Err(format!(
+            "this sudo runs inside {}'s session",
+            rec.user.escape_debug()
+        ));
+    }
+    let listed = listed_principals(cfg, name);
+    let grants: Vec<u64> = grants_of(&rec.principals, name)
+        .filter(|g| g.level == Level::Sudo)
+        .filter(|g| listed.contains(&grant_principal(g.id, g.level, g.person)))
+        .map(|g| g.id)
+        .collect();
+    if grants.is_empty() {
+        return Err(format!(
+            "the certificate of this session ({}) carries no sudo grant this host lists",
+            rec.key_id
+        ));
+    }
+    let rules = read_sudo_rules(&cfg.sudo_rules);
+    let shown = format!("{target}: {}", crate::sudo::quote_all(path, args));
+    for id in &grants {
+        match rules.get(id) {
+            None => {
+                return Ok(format!(
+                    "grant {id} (every command; certificate {})",
+                    rec.key_id
+                ))
+            }
+            Some(r) if r.allows(target, path, args) => {
+                return Ok(format!(
+                    "grant {id} rule {} (certificate {})",
+                    r.sudoers_line(&smith_proto::sudorules::rule_group(*id)),
+                    rec.key_id
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let ids: Vec<String> = grants.iter().map(u64::to_string).collect();
+    Err(format!(
+        "{shown} is not allowed by the sudo grant(s) {} of this session's certificate ({})",
+        ids.join(", "),
+        rec.key_id
+    ))
+}
+
+/// hostd's rules file, if root's and not writable by others (else no rules: sudoers'
+/// own group rules still apply).
+fn read_sudo_rules(
+    path: &Path,
+) -> std::collections::BTreeMap<u64, smith_proto::sudorules::SudoRules> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return Default::default();
+    };
+    let trusted = f
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0);
+    let mut text = String::new();
+    if !trusted || f.take(1 << 20).read_to_string(&mut text).is_err() {
+        return Default::default();
+    }
+    smith_proto::sudorules::parse_file(&text)
+}
+
 /// Where audit events go: hostd (socket, else a pending file) in the module, a list in
 /// the tests.
 pub trait Recorder {

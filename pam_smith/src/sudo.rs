@@ -39,6 +39,14 @@ const LONG_WITH_ARG: &[&str] = &[
     "login-class",
 ];
 
+/// `path args...`, each quoted where needed.
+pub fn quote_all(path: &str, args: &[String]) -> String {
+    std::iter::once(quote(path))
+        .chain(args.iter().map(|a| quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg

@@ -111,6 +111,116 @@ pub static smith_audit: Writable = Writable(std::cell::UnsafeCell::new(AuditPlug
     event_alloc: None,
 }));
 
+/// `SUDO_APPROVAL_PLUGIN`.
+const SUDO_APPROVAL_PLUGIN: c_uint = 4;
+
+type CheckFn = unsafe extern "C" fn(
+    command_info: *const *const c_char,
+    run_argv: *const *const c_char,
+    run_envp: *const *const c_char,
+    errstr: *mut *const c_char,
+) -> c_int;
+
+/// `struct approval_plugin` of `sudo_plugin.h` (API 1.17+), field for field.
+#[repr(C)]
+pub struct ApprovalPlugin {
+    plugin_type: c_uint,
+    version: c_uint,
+    open: Option<OpenFn>,
+    close: Option<unsafe extern "C" fn()>,
+    check: Option<CheckFn>,
+    show_version: Option<ShowVersionFn>,
+}
+
+/// [`ApprovalPlugin`] in writable memory, as [`Writable`].
+#[repr(transparent)]
+pub struct WritableApproval(std::cell::UnsafeCell<ApprovalPlugin>);
+
+// SAFETY: as for `Writable`: only sudo's single thread touches it.
+unsafe impl Sync for WritableApproval {}
+
+/// `smith_approval` (`Plugin smith_approval .../pam_smith.so`): after sudoers accepted a
+/// Smith user's command, the command sudo resolved must be allowed by a sudo grant the
+/// login's certificate carries (issue 17, [`crate::hooks::sudo_command_check`]): sudoers
+/// decides by groups, which hold every grant of the person, not only this certificate's.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static smith_approval: WritableApproval =
+    WritableApproval(std::cell::UnsafeCell::new(ApprovalPlugin {
+        plugin_type: SUDO_APPROVAL_PLUGIN,
+        version: SUDO_API_VERSION,
+        open: Some(audit_open),
+        close: Some(approval_close),
+        check: Some(approval_check),
+        show_version: Some(show_version),
+    }));
+
+/// The refusal text handed to sudo (`errstr` must outlive the call).
+static REFUSAL: Mutex<Option<std::ffi::CString>> = Mutex::new(None);
+
+unsafe extern "C" fn approval_close() {}
+
+unsafe extern "C" fn approval_check(
+    command_info: *const *const c_char,
+    run_argv: *const *const c_char,
+    _run_envp: *const *const c_char,
+    errstr: *mut *const c_char,
+) -> c_int {
+    // SAFETY: sudo's arrays.
+    let (info, run) = unsafe { (strings(command_info), strings(run_argv)) };
+    let verdict = catch_unwind(AssertUnwindSafe(|| approve(&info, &run))).unwrap_or(Ok(()));
+    match verdict {
+        Ok(()) => 1,
+        Err(why) => {
+            let text = std::ffi::CString::new(why.replace('\0', " ")).unwrap_or_default();
+            if let Ok(mut slot) = REFUSAL.try_lock() {
+                let ptr = text.as_ptr();
+                *slot = Some(text);
+                if !errstr.is_null() {
+                    // SAFETY: sudo passes a valid out-pointer; the string lives in REFUSAL
+                    // until the next refusal (sudo reads it before any).
+                    unsafe { *errstr = ptr };
+                }
+            }
+            0
+        }
+    }
+}
+
+/// `Err(why)`: refuse. Local and non-Smith users, and any doubt about who runs sudo,
+/// are sudoers' business alone.
+fn approve(info: &[String], run: &[String]) -> Result<(), String> {
+    let (cfg, user, pid) = match STATE.try_lock() {
+        Ok(st) => match st.as_ref() {
+            Some(i) => (i.config.clone().unwrap_or_default(), i.user.clone(), i.pid),
+            None => return Ok(()),
+        },
+        Err(_) => return Ok(()),
+    };
+    if !matches!(
+        classify(&cfg.passwd, &cfg.cache, user.as_bytes()),
+        Identity::Smith(_)
+    ) {
+        return Ok(());
+    }
+    let target = value(info, "runas_user").unwrap_or("root");
+    let path = value(info, "command")
+        .or(run.first().map(String::as_str))
+        .unwrap_or_default();
+    let args = run.get(1..).unwrap_or_default();
+    match crate::hooks::sudo_command_check(&cfg, &user, pid, target, path, args) {
+        Ok(rule) => {
+            if let Ok(mut st) = STATE.try_lock() {
+                if let Some(inv) = st.as_mut() {
+                    inv.rule = Some(rule);
+                }
+            }
+            Ok(())
+        }
+        Err(why) => Err(why),
+    }
+}
+
 /// One sudo invocation, as sudo described it to `open`.
 #[derive(Debug, Default)]
 struct Invocation {
@@ -123,6 +233,8 @@ struct Invocation {
     argv: Vec<String>,
     /// What pam_smith's sudo account phase decided: (allowed, rule or reason).
     pam: Option<(bool, String)>,
+    /// The grant rule the approval matched.
+    rule: Option<String>,
     recorded: bool,
 }
 
@@ -227,10 +339,14 @@ unsafe extern "C" fn audit_open(
                 .unwrap_or_default()
                 .to_vec(),
             pam: None,
+            rule: None,
             recorded: false,
         };
         if let Ok(mut st) = STATE.try_lock() {
-            *st = Some(inv);
+            // The audit and the approval plugin are both opened: the first one's stays.
+            if st.is_none() {
+                *st = Some(inv);
+            }
         }
     })
 }
@@ -340,6 +456,7 @@ fn record(allowed: bool, target: String, command: String, sudo_reason: Option<St
     // PAM's verdict names the grant (allowed) or says why it refused; when PAM did not
     // run, sudoers decided alone.
     let reason = match (&inv.pam, sudo_reason) {
+        (Some((true, _)), None) if inv.rule.is_some() => inv.rule.clone().unwrap_or_default(),
         (Some((true, rule)), None) => rule.clone(),
         (Some((false, why)), _) => why.clone(),
         (_, Some(r)) => r,
@@ -401,6 +518,13 @@ mod tests {
         let p = unsafe { &*smith_audit.0.get() };
         assert_eq!(p.plugin_type, 3);
         assert_eq!(p.version >> 16, 1);
+        assert_eq!(
+            std::mem::size_of::<ApprovalPlugin>(),
+            8 + 4 * std::mem::size_of::<usize>()
+        );
+        // SAFETY: as above.
+        let a = unsafe { &*smith_approval.0.get() };
+        assert_eq!(a.plugin_type, 4);
     }
 
     #[test]

@@ -559,6 +559,7 @@ fn exports_exactly_the_pam_symbols() {
             "pam_sm_close_session",
             "pam_sm_open_session",
             "pam_sm_setcred",
+            "smith_approval",
             "smith_audit",
         ]
     );

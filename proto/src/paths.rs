@@ -26,6 +26,9 @@ pub const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/50-smith.conf";
 pub const USER_CA_KEYS: &str = "/etc/ssh/smith_user_ca.pub";
 pub const REVOKED_KEYS: &str = "/etc/ssh/smith_revoked.krl";
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/smith";
+/// The command rules of this host's rule-limited sudo grants, written by hostd with the
+/// sudoers file, read by pam_smith's sudo approval (root's, 0644).
+pub const SUDO_RULES_FILE: &str = "/var/lib/smith/sudo-rules";
 /// Set in hostd's own environment: nss_smith never calls the socket from a process that
 /// has it, so hostd cannot recurse into itself through glibc.
 pub const NSS_BYPASS_ENV: &str = "SMITH_NSS_BYPASS";

@@ -162,6 +162,84 @@ impl SudoRules {
     }
 }
 
+/// The rules file (`paths::SUDO_RULES_FILE`): one block per rule-limited grant,
+/// `grant ID`, then `as USER` and `command PATH [ARG...]` lines. A grant that is not in
+/// the file has no rules.
+pub fn render_file<'a>(grants: impl IntoIterator<Item = (u64, &'a SudoRules)>) -> String {
+    let mut s =
+        String::from("# Written by smith-hostd: the command rules of sudo grants. Do not edit.\n");
+    for (id, r) in grants {
+        if r.is_unrestricted() {
+            continue;
+        }
+        s.push_str(&format!("grant {id}\n"));
+        for u in &r.run_as {
+            s.push_str(&format!("as {u}\n"));
+        }
+        for c in &r.commands {
+            s.push_str(&format!("command {c}\n"));
+        }
+    }
+    s
+}
+
+/// Reads [`render_file`]'s format back. A line that does not parse makes the whole
+/// grant's rules `None`-like: the grant is kept with no command allowed (never wider).
+pub fn parse_file(text: &str) -> std::collections::BTreeMap<u64, SudoRules> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cur: Option<(u64, SudoRules, bool)> = None;
+    let flush = |cur: &mut Option<(u64, SudoRules, bool)>,
+                 out: &mut std::collections::BTreeMap<u64, SudoRules>| {
+        if let Some((id, mut r, broken)) = cur.take() {
+            if broken {
+                // Nothing matches a command that is not an absolute path.
+                r.commands = vec![SudoCommand {
+                    path: String::new(),
+                    args: Some(Vec::new()),
+                }];
+            }
+            out.insert(id, r);
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+        match k {
+            "grant" => {
+                flush(&mut cur, &mut out);
+                if let Ok(id) = v.parse() {
+                    cur = Some((id, SudoRules::default(), false));
+                }
+            }
+            "as" => {
+                if let Some((_, r, broken)) = cur.as_mut() {
+                    match UserName::new(v) {
+                        Ok(u) => r.run_as.push(u),
+                        Err(_) => *broken = true,
+                    }
+                }
+            }
+            "command" => {
+                if let Some((_, r, broken)) = cur.as_mut() {
+                    match SudoCommand::parse(v) {
+                        Ok(c) => r.commands.push(c),
+                        Err(_) => *broken = true,
+                    }
+                }
+            }
+            _ => {
+                if let Some((_, _, broken)) = cur.as_mut() {
+                    *broken = true;
+                }
+            }
+        }
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
 /// The NSS group of a sudo grant with rules.
 pub fn rule_group(grant_id: u64) -> String {
     format!("{}-{grant_id}", crate::names::SUDO_GROUP)
@@ -226,5 +304,15 @@ mod tests {
         assert!(only_cmd.allows("root", "/usr/bin/id", &[]));
         assert!(SudoRules::default().allows("anyone", "/bin/sh", &[]));
         assert_eq!(rule_group(7), "smith-sudo-7");
+        let file = render_file([(7, &r), (8, &SudoRules::default()), (9, &only_cmd)]);
+        let back = parse_file(&file);
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[&7].commands, r.commands);
+        assert_eq!(back[&7].run_as, r.run_as);
+        assert_eq!(back[&9].commands, only_cmd.commands);
+        // A damaged block allows nothing rather than everything.
+        let damaged = parse_file("grant 3\ncommand /usr/bin/id\ncommand bad, ALL\n");
+        assert!(!damaged[&3].allows("root", "/usr/bin/id", &[]));
+        assert!(!damaged[&3].is_unrestricted());
     }
 }

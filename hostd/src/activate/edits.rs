@@ -328,7 +328,7 @@ pub fn sudo_conf_has_audit(text: &str) -> bool {
     active_plugin_lines(text).any(|l| l.split_whitespace().nth(1) == Some("smith_audit"))
 }
 
-/// Adds Smith's audit plugin (`module`: the installed pam_smith.so). A sudo.conf with no
+/// Adds Smith's audit and approval plugins (`module`: the installed pam_smith.so). A sudo.conf with no
 /// `Plugin` line means sudoers' three default plugins; naming any plugin turns the
 /// defaults off, so they are named first then. Idempotent.
 pub fn sudo_conf_add(text: &str, module: &Path) -> String {
@@ -345,6 +345,7 @@ pub fn sudo_conf_add(text: &str, module: &Path) -> String {
         }
     }
     out.push_str(&format!("Plugin smith_audit {}\n", module.display()));
+    out.push_str(&format!("Plugin smith_approval {}\n", module.display()));
     out.push_str(SUDO_CONF_END);
     out.push('\n');
     out
@@ -622,6 +623,7 @@ mod tests {
                 "Plugin sudoers_io sudoers.so",
                 "Plugin sudoers_audit sudoers.so",
                 "Plugin smith_audit /usr/lib/x86_64-linux-gnu/security/pam_smith.so",
+                "Plugin smith_approval /usr/lib/x86_64-linux-gnu/security/pam_smith.so",
             ]
         );
         assert_eq!(sudo_conf_add(&added, m), added);
@@ -629,7 +631,7 @@ mod tests {
         // An admin's own plugins stay, and the defaults are not added on top.
         let custom = "Plugin sudoers_policy sudoers.so\nPlugin other /x.so\n";
         let added = sudo_conf_add(custom, m);
-        assert_eq!(active_plugin_lines(&added).count(), 3);
+        assert_eq!(active_plugin_lines(&added).count(), 4);
         assert_eq!(sudo_conf_remove(&added), custom);
     }
 }

@@ -937,7 +937,7 @@ fn reassert_owned(
 
 /// `/etc/sudoers.d/smith`, checked with `visudo -cf` before anything is written.
 fn sudoers_planned(paths: &HostPaths) -> Result<Planned, ActivateError> {
-    let text = crate::sudoers::render();
+    let text = crate::sudoers::render(&[]);
     crate::sudoers::check(&text).map_err(ActivateError::Local)?;
     Ok(owned(
         &paths.sudoers,

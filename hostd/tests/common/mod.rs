@@ -215,6 +215,9 @@ const SAMPLE_NSS: &str = "passwd:         files systemd\ngroup:          files s
 const SAMPLE_PAM_SSHD: &str = "@include common-auth\naccount    required     pam_nologin.so\n@include common-account\nsession    required     pam_loginuid.so\n@include common-session\nsession    optional     pam_motd.so  motd=/run/motd.dynamic\n@include common-password\n";
 const SAMPLE_PAM_SUDO: &str = "#%PAM-1.0\nsession    required   pam_limits.so\n@include common-auth\n@include common-account\n@include common-session-noninteractive\n";
 
+const SAMPLE_SUDO_CONF: &str =
+    "# sudo.conf\n#Plugin sudoers_policy sudoers.so\nSet disable_coredump false\n";
+
 fn copy_or(src: &str, dst: &Path, sample: &str) {
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
     match std::fs::read(src) {
@@ -225,8 +228,8 @@ fn copy_or(src: &str, dst: &Path, sample: &str) {
 }
 
 impl HostRoot {
-    /// Copies of the machine's sshd_config, nsswitch.conf and pam.d/{sshd,sudo} (or
-    /// Debian-like samples), fresh SSH host keys, and local accounts root, deploy
+    /// Copies of the machine's sshd_config, nsswitch.conf, pam.d/{sshd,sudo} and
+    /// sudo.conf (or Debian-like samples), a placeholder pam_smith.so, fresh SSH host keys, and local accounts root, deploy
     /// (uid 1001), svc (uid 200050) and a local group `lab`.
     pub fn new() -> HostRoot {
         let tmp = tempfile::Builder::new()
@@ -248,6 +251,12 @@ impl HostRoot {
         copy_or("/etc/nsswitch.conf", &etc.join("nsswitch.conf"), SAMPLE_NSS);
         copy_or("/etc/pam.d/sshd", &etc.join("pam.d/sshd"), SAMPLE_PAM_SSHD);
         copy_or("/etc/pam.d/sudo", &etc.join("pam.d/sudo"), SAMPLE_PAM_SUDO);
+        copy_or("/etc/sudo.conf", &etc.join("sudo.conf"), SAMPLE_SUDO_CONF);
+        // The installed PAM module (a placeholder: nothing loads it here), so that
+        // activate adds sudo's audit plugin to sudo.conf as on a real host.
+        let module = root.join("usr/lib/x86_64-linux-gnu/security/pam_smith.so");
+        std::fs::create_dir_all(module.parent().unwrap()).unwrap();
+        std::fs::write(&module, b"").unwrap();
         std::fs::write(
             etc.join("passwd"),
             "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\ndeploy:x:1001:1001:Deploy:/home/deploy:/bin/bash\nsvc:x:200050:200050::/srv:/usr/sbin/nologin\n",

@@ -39,7 +39,7 @@ fn activate_writes_everything_is_idempotent_and_deactivate_restores() {
     assert!(
         sudo_conf.contains("Plugin sudoers_policy sudoers.so\n")
             && sudo_conf
-                .contains("Plugin smith_audit /usr/lib/x86_64-linux-gnu/security/pam_smith.so\n"),
+                .contains("Plugin smith_audit /usr/lib/x86_64-linux-gnu/security/pam_smith.so with_approval\n"),
         "{sudo_conf}"
     );
 

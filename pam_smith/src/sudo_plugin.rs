@@ -7,8 +7,16 @@
 //! then list explicitly):
 //!
 //! ```text
-//! Plugin smith_audit /usr/lib/<multiarch>/security/pam_smith.so
+//! Plugin smith_audit /usr/lib/<multiarch>/security/pam_smith.so with_approval
+//! Plugin smith_approval /usr/lib/<multiarch>/security/pam_smith.so
 //! ```
+//!
+//! `smith_approval` re-checks a Smith user's command against the rules of the grants
+//! the login's certificate carries (issue 17). sudo audits the policy plugin's accept
+//! *before* it opens approval plugins, so with `with_approval` the allowed record waits
+//! for the approval's verdict: sent when it passes (with the rule that allowed it), a
+//! refusal record when it refuses (sudo's `reject` callback), or at close if it never
+//! ran.
 //!
 //! It trusts only sudo's own data: the `user_info` and `submit_argv` sudo hands to
 //! `open`, and the `command_info` (resolved command path, run-as user) of the decision
@@ -170,7 +178,11 @@ unsafe extern "C" fn approval_check(
     let (info, run) = unsafe { (strings(command_info), strings(run_argv)) };
     let verdict = catch_unwind(AssertUnwindSafe(|| approve(&info, &run))).unwrap_or(Ok(()));
     match verdict {
-        Ok(()) => 1,
+        Ok(()) => {
+            // The one allowed record, now that the approval passed too.
+            let _ = catch_unwind(AssertUnwindSafe(|| record_accept(&info, &run)));
+            1
+        }
         Err(why) => {
             let text = std::ffi::CString::new(why.replace('\0', " ")).unwrap_or_default();
             if let Ok(mut slot) = REFUSAL.try_lock() {
@@ -235,6 +247,10 @@ struct Invocation {
     pam: Option<(bool, String)>,
     /// The grant rule the approval matched.
     rule: Option<String>,
+    /// `with_approval` in sudo.conf's options: smith_approval runs after the policy.
+    with_approval: bool,
+    /// The policy's accept, waiting for the approval.
+    stashed: Option<(String, String)>,
     recorded: bool,
 }
 
@@ -326,8 +342,17 @@ unsafe extern "C" fn audit_open(
     };
     guarded(|| {
         crate::entry::quiet_panics();
+        let with_approval = options.iter().any(|o| o == "with_approval");
         let inv = Invocation {
-            config: Config::parse(options.iter().map(String::as_str)).ok(),
+            config: Config::parse(
+                options
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|o| *o != "with_approval"),
+            )
+            .ok(),
+            with_approval,
+            stashed: None,
             user: value(&info, "user").unwrap_or_default().to_string(),
             pid: value(&info, "pid")
                 .and_then(|p| p.parse().ok())
@@ -351,7 +376,18 @@ unsafe extern "C" fn audit_open(
     })
 }
 
-unsafe extern "C" fn audit_close(_status_type: c_int, _status: c_int) {}
+unsafe extern "C" fn audit_close(_status_type: c_int, _status: c_int) {
+    // An accept that waited for an approval that never came (smith_approval not run).
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let stashed = STATE
+            .try_lock()
+            .ok()
+            .and_then(|mut st| st.as_mut().and_then(|i| i.stashed.take()));
+        if let Some((target, command)) = stashed {
+            record(true, target, command, None);
+        }
+    }));
+}
 
 unsafe extern "C" fn audit_accept(
     _plugin_name: *const c_char,
@@ -367,15 +403,38 @@ unsafe extern "C" fn audit_accept(
     // SAFETY: sudo's arrays.
     let (info, run) = unsafe { (strings(command_info), strings(run_argv)) };
     guarded(|| {
-        let target = value(&info, "runas_user").unwrap_or("root").to_string();
-        // The resolved path sudo will run, then the arguments it passes.
-        let mut cmd = vec![value(&info, "command")
-            .or(run.first().map(String::as_str))
-            .unwrap_or_default()
-            .to_string()];
-        cmd.extend(run.iter().skip(1).cloned());
-        record(true, target, quote_all(&cmd), None);
+        // sudo audits the policy's accept before it opens approval plugins: with
+        // smith_approval configured (`with_approval`), the allowed record waits for its
+        // verdict (sent by the approval, or at close if it never ran).
+        let (target, command) = accepted(&info, &run);
+        if let Ok(mut st) = STATE.try_lock() {
+            if let Some(inv) = st.as_mut() {
+                if inv.with_approval {
+                    inv.stashed = Some((target, command));
+                    return;
+                }
+            }
+        }
+        record(true, target, command, None);
     })
+}
+
+/// What sudo accepted: the run-as user, and the resolved path it will run with the
+/// arguments it passes.
+fn accepted(info: &[String], run: &[String]) -> (String, String) {
+    let target = value(info, "runas_user").unwrap_or("root").to_string();
+    let mut cmd = vec![value(info, "command")
+        .or(run.first().map(String::as_str))
+        .unwrap_or_default()
+        .to_string()];
+    cmd.extend(run.iter().skip(1).cloned());
+    (target, quote_all(&cmd))
+}
+
+/// Records an allowed sudo.
+fn record_accept(info: &[String], run: &[String]) {
+    let (target, command) = accepted(info, run);
+    record(true, target, command, None);
 }
 
 unsafe extern "C" fn audit_reject(
@@ -425,10 +484,16 @@ fn refused(plugin: &str, msg: &str, info: &[String]) {
         .and_then(|st| st.as_ref().map(|i| i.argv.clone()))
         .unwrap_or_default();
     let target = value(info, "runas_user").map(str::to_string);
-    let command = if argv.is_empty() {
-        "<shell>".to_string()
-    } else {
-        quote_all(&argv)
+    // The resolved path when sudo had resolved it (an approval's refusal), then the
+    // arguments as given; else the command line as given.
+    let command = match (value(info, "command"), argv.is_empty()) {
+        (Some(path), false) => {
+            let mut c = vec![path.to_string()];
+            c.extend(argv.iter().skip(1).cloned());
+            quote_all(&c)
+        }
+        (_, true) => "<shell>".to_string(),
+        (None, false) => quote_all(&argv),
     };
     let reason = format!("refused by {plugin}: {msg}");
     record(false, target.unwrap_or_default(), command, Some(reason));
@@ -467,6 +532,13 @@ fn record(allowed: bool, target: String, command: String, sudo_reason: Option<St
     } else {
         target
     };
+    // The login session's certificate, from pam_smith's own record (root's, checked
+    // against the live process): known even when hostd is down and its session table
+    // has never seen this session.
+    let key_id = smith_proto::sessionfile::find(&cfg.sessions, &cfg.proc_root, inv.pid)
+        .filter(|r| r.user == inv.user)
+        .map(|r| r.key_id)
+        .unwrap_or_default();
     let ev = HostEvent::Sudo(SudoEvent {
         user: inv.user.clone(),
         target,
@@ -476,7 +548,7 @@ fn record(allowed: bool, target: String, command: String, sudo_reason: Option<St
         allowed,
         reason,
         pid: inv.pid,
-        key_id: String::new(),
+        key_id,
         at_unix: crate::hooks::now_unix(),
     });
     let rec = Hostd {

@@ -344,7 +344,10 @@ pub fn sudo_conf_add(text: &str, module: &Path) -> String {
             out.push_str(&format!("Plugin {p} sudoers.so\n"));
         }
     }
-    out.push_str(&format!("Plugin smith_audit {}\n", module.display()));
+    out.push_str(&format!(
+        "Plugin smith_audit {} with_approval\n",
+        module.display()
+    ));
     out.push_str(&format!("Plugin smith_approval {}\n", module.display()));
     out.push_str(SUDO_CONF_END);
     out.push('\n');
@@ -622,7 +625,7 @@ mod tests {
                 "Plugin sudoers_policy sudoers.so",
                 "Plugin sudoers_io sudoers.so",
                 "Plugin sudoers_audit sudoers.so",
-                "Plugin smith_audit /usr/lib/x86_64-linux-gnu/security/pam_smith.so",
+                "Plugin smith_audit /usr/lib/x86_64-linux-gnu/security/pam_smith.so with_approval",
                 "Plugin smith_approval /usr/lib/x86_64-linux-gnu/security/pam_smith.so",
             ]
         );

@@ -102,6 +102,36 @@ impl Api {
         Ok(self.client.add_grant(&body).await?)
     }
 
+    /// A sudo grant limited to `command` run as `run_as` (issue 17).
+    pub async fn grant_add_sudo_rule(
+        &self,
+        group: &str,
+        tags: &str,
+        command: &str,
+        run_as: &str,
+    ) -> Result<GrantInfo> {
+        let body = GrantAdd {
+            group: GroupName::new(group)?,
+            selector: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
+            level: Level::Sudo,
+            max_ttl_secs: 8 * 3600,
+            source_cidrs: vec![],
+            require_reason: false,
+            time_windows: vec![],
+            logins: vec![],
+            permits: Default::default(),
+            force_command: None,
+            sudo_commands: vec![command.to_string()],
+            sudo_as: vec![smith_proto::UserName::new(run_as)?],
+        };
+        Ok(self.client.add_grant(&body).await?)
+    }
+
+    pub async fn grant_remove(&self, id: u64) -> Result<()> {
+        self.client.remove_grant(id).await?;
+        Ok(())
+    }
+
     pub async fn user_token(&self, user: &str) -> Result<String> {
         let body = TokenRequest {
             ttl_secs: Some(86400),

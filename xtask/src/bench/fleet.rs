@@ -132,6 +132,14 @@ fn with_fleet(
     }
     if parts.propagation {
         figs.extend(real_propagation(fleet, &rt, &api, xtask, quick)?);
+        match sudo_follows(fleet, &rt, &api, quick) {
+            Ok(f) => figs.push(f),
+            Err(e) => figs.push(Figure::missing(
+                "Propagation",
+                "sudo rule removed until sudo refuses",
+                format!("{e:#}"),
+            )),
+        }
     }
     if parts.apply {
         figs.extend(apply(fleet, &rt, &api, xtask, quick)?);
@@ -549,6 +557,96 @@ fn real_propagation(
         )
         .baseline("until NSS misses max", s.max),
     ])
+}
+
+/// Issue 17: a rule-limited sudo grant is removed at the CA; how long until `sudo`
+/// refuses its command in a session on the host. Each round: the grant is added, alice
+/// gets a certificate carrying it, logs in once the host serves its group, and runs the
+/// allowed command in a loop (each attempt stamped with the host's clock, the machine's)
+/// while the grant is removed.
+fn sudo_follows(
+    fleet: &Fleet,
+    rt: &tokio::runtime::Runtime,
+    api: &Api,
+    quick: bool,
+) -> Result<Figure> {
+    let host = fleet.host(HOST);
+    let rounds = if quick { 3 } else { 10 };
+    progress(format!(
+        "sudo rules: {rounds} removals of a rule-limited sudo grant, watched by sudo in a session"
+    ));
+    let mut alice = fleet.client("alice")?;
+    alice.set_token(&rt.block_on(api.user_token("alice"))?);
+    let mut lat = Vec::new();
+    for _ in 0..rounds {
+        let g = rt.block_on(api.grant_add_sudo_rule(GROUP, TAGS, "/usr/bin/id -u", "deploy"))?;
+        let group = smith_proto::sudorules::rule_group(g.id);
+        wait_until(Duration::from_secs(30), || {
+            Ok(host
+                .exec(&["getent", "group", &group])?
+                .out()
+                .ends_with("alice"))
+        })
+        .with_context(|| format!("{group} never served alice"))?;
+        alice.run(&["ssh-add", "-D"])?;
+        alice
+            .smith(&["cert", "--scope", TAGS, "--ttl", "1h"])?
+            .ok()
+            .context("smith cert for alice")?;
+        let script = "until sudo -n -u deploy /usr/bin/id -u >/dev/null 2>&1; do sleep 0.05; done;                       echo ready;                       while sudo -n -u deploy /usr/bin/id -u >/dev/null 2>&1; do :; done;                       date +%s%N";
+        let mut c = alice.base("ssh");
+        c.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+            .arg(format!("alice@{}", host.ip))
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut session = c.spawn().context("alice's sudo loop")?;
+        let out = session.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        let ready = lines.next().transpose()?;
+        if ready.as_deref() != Some("ready") {
+            let _ = session.kill();
+            let _ = session.wait();
+            bail!("the sudo loop did not start: {ready:?}");
+        }
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        rt.block_on(api.grant_remove(g.id))?;
+        let end = lines.next().transpose()?;
+        let _ = session.kill();
+        let _ = session.wait();
+        let refused: u128 = end
+            .as_deref()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("sudo never refused: {end:?}"))?;
+        lat.push(refused.saturating_sub(t0) as f64 / 1e6);
+    }
+    let s = stats(&lat);
+    Ok(Figure::new(
+        "Propagation",
+        "sudo rule removed at the CA until sudo refuses it on the host: p50",
+        s.p50,
+        "ms",
+    )
+    .goal(Goal::AtMost(1000.0))
+    .note(format!(
+        "{} removals, max {:.0} ms; a session's sudo loop (each sudo through sudoers,          pam_smith and smith_approval) against the host's synced principals and rules",
+        s.n, s.max
+    )))
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out after {limit:?}")
 }
 
 // --- snapshot apply --------------------------------------------------------------------------

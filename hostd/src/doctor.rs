@@ -139,6 +139,7 @@ pub fn run(r: &Resolved) -> Vec<Check> {
     check_audit(&mut c, p);
     check_spool_quota(&mut c, p);
     check_sudoers(&mut c, p);
+    check_sudo_plugins(&mut c, p);
     check_certificate_only(&mut c, p);
     c.0
 }
@@ -518,6 +519,56 @@ fn check_collisions(c: &mut Checks, p: &HostPaths) {
             Level::Warn,
             format!("Smith {} '{}' is not served here", k.kind, k.name),
             k.reason.clone(),
+        );
+    }
+}
+
+/// sudo.conf loads Smith's audit and approval plugins from a file that exists (a
+/// Plugin line whose file is missing stops sudo for everyone).
+fn check_sudo_plugins(c: &mut Checks, p: &HostPaths) {
+    let Ok(text) = std::fs::read_to_string(&p.sudo_conf) else {
+        c.push(
+            "sudo plugins",
+            Level::Warn,
+            format!("{} is missing", p.sudo_conf.display()),
+            "sudo decisions PAM does not see are not recorded; reinstall sudo, then run smith-host activate",
+        );
+        return;
+    };
+    let mut found = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.first() == Some(&"Plugin")
+            && matches!(w.get(1), Some(&"smith_audit" | &"smith_approval"))
+        {
+            let file = w.get(2).copied().unwrap_or("");
+            if !crate::paths::relocate(&p.root, file).is_file() {
+                c.push(
+                    "sudo plugins",
+                    Level::Fail,
+                    format!(
+                        "{} loads {} from {file}, which does not exist: sudo cannot run",
+                        p.sudo_conf.display(),
+                        w[1]
+                    ),
+                    "reinstall smith-host (pam_smith.so), or run smith-host deactivate",
+                );
+                return;
+            }
+            found.push(w[1]);
+        }
+    }
+    if found.contains(&"smith_audit") && found.contains(&"smith_approval") {
+        c.ok(
+            "sudo plugins",
+            "smith_audit and smith_approval are loaded by sudo",
+        );
+    } else {
+        c.push(
+            "sudo plugins",
+            Level::Warn,
+            format!("{} does not load smith_audit and smith_approval", p.sudo_conf.display()),
+            "sudoers' own refusals are not recorded and sudo rules are not checked per certificate; run smith-host activate",
         );
     }
 }

@@ -445,14 +445,25 @@ unsafe extern "C" fn audit_reject(
     _errstr: *mut *const c_char,
 ) -> c_int {
     // SAFETY: sudo's strings and array.
-    let (name, msg, info) = unsafe {
+    let (name, msg, info) = unsafe { refusal(plugin_name, audit_msg, command_info) };
+    guarded(|| refused(&name, &msg, &info))
+}
+
+/// # Safety
+/// As [`string`] and [`strings`]: sudo's NUL-terminated strings and NULL-terminated array.
+unsafe fn refusal(
+    plugin_name: *const c_char,
+    audit_msg: *const c_char,
+    command_info: *const *const c_char,
+) -> (String, String, Vec<String>) {
+    // SAFETY: the caller's contract.
+    unsafe {
         (
             string(plugin_name),
             string(audit_msg),
             strings(command_info),
         )
-    };
-    guarded(|| refused(&name, &msg, &info))
+    }
 }
 
 unsafe extern "C" fn audit_error(
@@ -463,13 +474,7 @@ unsafe extern "C" fn audit_error(
     _errstr: *mut *const c_char,
 ) -> c_int {
     // SAFETY: as in audit_reject.
-    let (name, msg, info) = unsafe {
-        (
-            string(plugin_name),
-            string(audit_msg),
-            strings(command_info),
-        )
-    };
+    let (name, msg, info) = unsafe { refusal(plugin_name, audit_msg, command_info) };
     guarded(|| refused(&name, &format!("error: {msg}"), &info))
 }
 

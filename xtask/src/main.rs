@@ -15,6 +15,7 @@ mod audit;
 mod bench;
 mod demo;
 mod deps;
+mod fuzz;
 mod package;
 mod release;
 mod repro;
@@ -66,6 +67,10 @@ enum Cmd {
     /// Measure Smith against its baselines (NSS, login, CA issuance, propagation,
     /// snapshot apply) in release mode and print one table; see xtask/src/bench/README.md.
     Bench(bench::BenchArgs),
+    /// Fuzz every parser that meets hostile input (cargo-fuzz on nightly; the corpus in
+    /// fuzz/corpus grows, commit it) and print executions, coverage and crashes per
+    /// target; see fuzz-targets/README.md.
+    Fuzz(fuzz::FuzzArgs),
     /// Internal helpers the bench runs inside test hosts.
     #[command(hide = true)]
     BenchHelper {
@@ -93,6 +98,7 @@ fn main() -> Result<()> {
         Cmd::Repro(args) => repro::run(args),
         Cmd::Audit(args) => audit::run(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::BenchHelper { cmd } => bench::helper::run(cmd),
     }
 }

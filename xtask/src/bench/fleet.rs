@@ -633,7 +633,7 @@ fn sudo_follows(
     )
     .goal(Goal::AtMost(1000.0))
     .note(format!(
-        "{} removals, max {:.0} ms; a session's sudo loop (each sudo through sudoers,          pam_smith and smith_approval) against the host's synced principals and rules",
+        "{} removals, max {:.0} ms; a session's sudo loop (each sudo through sudoers, pam_smith and smith_approval) against the host's synced principals and rules",
         s.n, s.max
     )))
 }

@@ -346,6 +346,33 @@ impl Fleet {
         self.admin(args)?.ok()
     }
 
+    /// `grant add --group GROUP --tags TAGS --level LEVEL --max-ttl 8h EXTRA... --json`:
+    /// the grant as the CA stored it.
+    pub fn grant(
+        &self,
+        group: &str,
+        tags: &str,
+        level: &str,
+        extra: &[&str],
+    ) -> Result<serde_json::Value> {
+        let mut a = vec![
+            "grant",
+            "add",
+            "--group",
+            group,
+            "--tags",
+            tags,
+            "--level",
+            level,
+            "--max-ttl",
+            "8h",
+        ];
+        a.extend_from_slice(extra);
+        a.push("--json");
+        let o = self.admin_ok(&a)?;
+        serde_json::from_str(o.out()).with_context(|| format!("grant add printed {o}"))
+    }
+
     /// Every audit record of `host` at the CA (`audit list --json`), in chain order.
     pub fn trail(&self, host: &str) -> Result<Vec<serde_json::Value>> {
         let o = self.admin_ok(&[

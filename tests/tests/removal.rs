@@ -49,52 +49,15 @@ fn removal_ends_what_runs_on_that_host_only() -> Result<()> {
         vec!["group", "add", "webdeploy"],
         vec!["user", "add", "alice", "--groups", "web,db,webdeploy"],
         vec!["user", "add", "bob", "--groups", "web"],
-        vec![
-            "grant",
-            "add",
-            "--group",
-            "web",
-            "--tags",
-            "role=web",
-            "--level",
-            "ssh",
-            "--max-ttl",
-            "8h",
-        ],
-        vec![
-            "grant",
-            "add",
-            "--group",
-            "db",
-            "--tags",
-            "role=db",
-            "--level",
-            "ssh",
-            "--max-ttl",
-            "8h",
-        ],
     ] {
         fleet.admin_ok(&args)?;
     }
-    let o = fleet.admin_ok(&[
-        "grant",
-        "add",
-        "--group",
-        "webdeploy",
-        "--tags",
-        "role=web",
-        "--level",
-        "ssh",
-        "--login",
-        "deploy",
-        "--max-ttl",
-        "8h",
-        "--json",
-    ])?;
-    let deploy_grant: Value = serde_json::from_str(o.out())?;
+    fleet.grant("web", "role=web", "ssh", &[])?;
+    fleet.grant("db", "role=db", "ssh", &[])?;
+    let deploy_grant = fleet.grant("webdeploy", "role=web", "ssh", &["--login", "deploy"])?;
     let deploy_grant = deploy_grant["id"]
         .as_u64()
-        .with_context(|| format!("grant id in {o}"))?
+        .with_context(|| format!("grant id in {deploy_grant}"))?
         .to_string();
     fleet.add_host("web-1", "role=web")?;
     fleet.add_host("db-1", "role=db")?;

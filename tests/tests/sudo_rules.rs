@@ -50,41 +50,17 @@ fn a_rule_limited_sudo_grant_allows_its_command_only_and_every_decision_is_recor
         vec!["group", "add", "ops"],
         vec!["group", "add", "opsall"],
         vec!["user", "add", "oscar", "--groups", "ops,opsall"],
-        // Everything, but only with a reason: a certificate without one does not carry it.
-        vec![
-            "grant",
-            "add",
-            "--group",
-            "opsall",
-            "--tags",
-            "env=prod",
-            "--level",
-            "sudo",
-            "--max-ttl",
-            "8h",
-            "--require-reason",
-        ],
     ] {
         fleet.admin_ok(&args)?;
     }
-    let o = fleet.admin_ok(&[
-        "grant",
-        "add",
-        "--group",
+    // Everything, but only with a reason: a certificate without one does not carry it.
+    fleet.grant("opsall", "env=prod", "sudo", &["--require-reason"])?;
+    let g = fleet.grant(
         "ops",
-        "--tags",
         "env=prod",
-        "--level",
         "sudo",
-        "--max-ttl",
-        "8h",
-        "--sudo-command",
-        "/usr/bin/id -u",
-        "--sudo-as",
-        "deploy",
-        "--json",
-    ])?;
-    let g: Value = serde_json::from_str(o.out())?;
+        &["--sudo-command", "/usr/bin/id -u", "--sudo-as", "deploy"],
+    )?;
     let rule_grant = g["id"].as_u64().context("grant id")?.to_string();
     ensure!(
         g["sudo"]["commands"][0]["path"] == "/usr/bin/id" && g["sudo"]["gid"].is_u64(),

@@ -536,27 +536,23 @@ fn check_sudo_plugins(c: &mut Checks, p: &HostPaths) {
         return;
     };
     let mut found = Vec::new();
-    for line in text.lines().map(str::trim) {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        if w.first() == Some(&"Plugin")
-            && matches!(w.get(1), Some(&"smith_audit" | &"smith_approval"))
-        {
-            let file = w.get(2).copied().unwrap_or("");
-            if !crate::paths::relocate(&p.root, file).is_file() {
-                c.push(
-                    "sudo plugins",
-                    Level::Fail,
-                    format!(
-                        "{} loads {} from {file}, which does not exist: sudo cannot run",
-                        p.sudo_conf.display(),
-                        w[1]
-                    ),
-                    "reinstall smith-host (pam_smith.so), or run smith-host deactivate",
-                );
-                return;
-            }
-            found.push(w[1]);
+    for (name, file) in crate::activate::edits::sudo_conf_plugins(&text) {
+        if !matches!(name, "smith_audit" | "smith_approval") {
+            continue;
         }
+        if !crate::paths::relocate(&p.root, file).is_file() {
+            c.push(
+                "sudo plugins",
+                Level::Fail,
+                format!(
+                    "{} loads {name} from {file}, which does not exist: sudo cannot run",
+                    p.sudo_conf.display()
+                ),
+                "reinstall smith-host (pam_smith.so), or run smith-host deactivate",
+            );
+            return;
+        }
+        found.push(name);
     }
     if found.contains(&"smith_audit") && found.contains(&"smith_approval") {
         c.ok(

@@ -366,14 +366,6 @@ impl Store {
         self.log_skips(skips);
         let served: BTreeSet<&str> = contents.users.iter().map(|u| u.name.as_str()).collect();
         let want = crate::logins::wanted(state, &served, &local.user_names);
-        self.access = Access::new(
-            contents
-                .users
-                .iter()
-                .map(|u| (u.name.clone(), u.uid))
-                .collect(),
-            want.clone(),
-        );
         let mut principals_ok = self.write_sudo_rules(state, &contents);
         match self.principals.sync(&want) {
             Ok(0) => {}
@@ -392,6 +384,16 @@ impl Store {
                 principals_ok = false;
             }
         }
+        // What this build admits, for the removals of the next syncs (the principals
+        // are moved in, not copied: they can be as large as the user list).
+        self.access = Access::new(
+            contents
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.uid))
+                .collect(),
+            want,
+        );
         self.local_stamp = stamp_before;
         let current = self.served.as_ref().and_then(|b| {
             CacheView::parse(b)

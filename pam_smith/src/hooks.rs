@@ -120,20 +120,7 @@ pub fn listed_principals(cfg: &Config, name: &str) -> Vec<String> {
 /// under a `sudo` grant that this host still lists for the user. Answers what to record.
 pub fn sudo_session_check(cfg: &Config, user: &SmithUser, pid: u32) -> Result<String, String> {
     let name = user.name.as_str();
-    let Some(rec) = sessionfile::find(&cfg.sessions, &cfg.proc_root, pid) else {
-        return Err(
-            "this sudo does not run inside an SSH session of a Smith certificate; sudo is \
-             granted per certificate: log in with one issued under a sudo grant for this host \
-             (`smith cert --scope <its tags>`)"
-                .to_string(),
-        );
-    };
-    if rec.user != name {
-        return Err(format!(
-            "this sudo runs inside {}'s session, not {name}'s",
-            rec.user.escape_debug()
-        ));
-    }
+    let rec = session_of(cfg, name, pid)?;
     let listed = listed_principals(cfg, name);
     match sudo_allowed(&rec.principals, name, &listed) {
         Some(id) => Ok(format!("under grant {id} (certificate {})", rec.key_id)),
@@ -157,6 +144,26 @@ pub fn sudo_session_check(cfg: &Config, user: &SmithUser, pid: u32) -> Result<St
     }
 }
 
+/// The SSH session of a Smith certificate that `pid` (a sudo) runs in, which must be
+/// `name`'s.
+fn session_of(cfg: &Config, name: &str, pid: u32) -> Result<sessionfile::SessionRecord, String> {
+    let Some(rec) = sessionfile::find(&cfg.sessions, &cfg.proc_root, pid) else {
+        return Err(
+            "this sudo does not run inside an SSH session of a Smith certificate; sudo is \
+             granted per certificate: log in with one issued under a sudo grant for this host \
+             (`smith cert --scope <its tags>`)"
+                .to_string(),
+        );
+    };
+    if rec.user != name {
+        return Err(format!(
+            "this sudo runs inside {}'s session, not {name}'s",
+            rec.user.escape_debug()
+        ));
+    }
+    Ok(rec)
+}
+
 /// Grant-bound sudo rules (issue 17): the command sudo resolved (`path args`, as
 /// `target`) must be allowed by a `sudo` grant that this session's certificate carries
 /// and this host still lists: one without rules, or one whose rules (hostd's rules file)
@@ -169,22 +176,10 @@ pub fn sudo_command_check(
     path: &str,
     args: &[String],
 ) -> Result<String, String> {
-    use smith_proto::grants::{grant_principal, grants_of};
-    let Some(rec) = sessionfile::find(&cfg.sessions, &cfg.proc_root, pid) else {
-        return Err("this sudo does not run inside an SSH session of a Smith certificate".into());
-    };
-    if rec.user != name {
-        return Err(format!(
-            "this sudo runs inside {}'s session",
-            rec.user.escape_debug()
-        ));
-    }
+    let rec = session_of(cfg, name, pid)?;
     let listed = listed_principals(cfg, name);
-    let grants: Vec<u64> = grants_of(&rec.principals, name)
-        .filter(|g| g.level == Level::Sudo)
-        .filter(|g| listed.contains(&grant_principal(g.id, g.level, g.person)))
-        .map(|g| g.id)
-        .collect();
+    let grants: Vec<u64> =
+        smith_proto::grants::listed_sudo_grants(&rec.principals, name, &listed).collect();
     if grants.is_empty() {
         return Err(format!(
             "the certificate of this session ({}) carries no sudo grant this host lists",
@@ -192,7 +187,10 @@ pub fn sudo_command_check(
         ));
     }
     let rules = read_sudo_rules(&cfg.sudo_rules);
-    let shown = format!("{target}: {}", crate::sudo::quote_all(path, args));
+    let shown = format!(
+        "{target}: {}",
+        crate::sudo::quote_words(std::iter::once(path).chain(args.iter().map(String::as_str)))
+    );
     for id in &grants {
         match rules.get(id) {
             None => {
@@ -224,19 +222,24 @@ pub fn sudo_command_check(
 fn read_sudo_rules(
     path: &Path,
 ) -> std::collections::BTreeMap<u64, smith_proto::sudorules::SudoRules> {
+    read_root_file(path, 1 << 20)
+        .map(|t| smith_proto::sudorules::parse_file(&t))
+        .unwrap_or_default()
+}
+
+/// The text of a file hostd keeps for the modules, if it is a regular file of root's
+/// that nobody else can write, read up to `max` bytes.
+fn read_root_file(path: &Path, max: u64) -> Option<String> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
-    let Ok(f) = std::fs::File::open(path) else {
-        return Default::default();
-    };
-    let trusted = f
-        .metadata()
-        .is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0);
-    let mut text = String::new();
-    if !trusted || f.take(1 << 20).read_to_string(&mut text).is_err() {
-        return Default::default();
+    let f = std::fs::File::open(path).ok()?;
+    let md = f.metadata().ok()?;
+    if !md.is_file() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return None;
     }
-    smith_proto::sudorules::parse_file(&text)
+    let mut text = String::new();
+    f.take(max).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Where audit events go: hostd (socket, else a pending file) in the module, a list in
@@ -357,15 +360,7 @@ fn sudo_event(
 /// hostd's last successful sync (Unix seconds) from its status file, if the file is
 /// root's and says so.
 pub fn last_sync(path: &Path) -> Option<u64> {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let f = std::fs::File::open(path).ok()?;
-    let md = f.metadata().ok()?;
-    if !md.is_file() || md.uid() != 0 || md.mode() & 0o022 != 0 {
-        return None;
-    }
-    let mut text = String::new();
-    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    let text = read_root_file(path, 64 * 1024)?;
     let rest = &text[text.find("\"last_sync_unix\"")? + "\"last_sync_unix\"".len()..];
     let rest = rest.trim_start().strip_prefix(':')?.trim_start();
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -449,14 +444,7 @@ pub fn account(
                 Priority::Notice,
                 &format!("access denied for {name} ({svc}): {reason}"),
             );
-            if !(sudo_mode && crate::sudo_plugin::note_pam_verdict(false, &reason)) {
-                let ev = if sudo_mode {
-                    sudo_event(pam, inv, &name, false, &reason)
-                } else {
-                    denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
-                };
-                report(pam, rec, cfg, "denial record", ev);
-            }
+            record_refusal(pam, rec, cfg, inv, &name, sudo_mode, &reason);
             PAM_PERM_DENIED
         }
         AccountDecision::Unavailable(why) => {
@@ -465,17 +453,32 @@ pub fn account(
                 Priority::Err,
                 &format!("access denied for {name} ({svc}): {reason}"),
             );
-            if !(sudo_mode && crate::sudo_plugin::note_pam_verdict(false, &reason)) {
-                let ev = if sudo_mode {
-                    sudo_event(pam, inv, &name, false, &reason)
-                } else {
-                    denied_event(pam, &name, &reason, &auth_info_key_id(pam), inv.now)
-                };
-                report(pam, rec, cfg, "denial record", ev);
-            }
+            record_refusal(pam, rec, cfg, inv, &name, sudo_mode, &reason);
             PAM_AUTHINFO_UNAVAIL
         }
     }
+}
+
+/// Records an account refusal: a sudo record (left to sudo's audit plugin when it runs)
+/// in sudo's stack, a denial record elsewhere.
+fn record_refusal(
+    pam: &impl PamHandle,
+    rec: &impl Recorder,
+    cfg: &Config,
+    inv: &Invocation,
+    name: &str,
+    sudo_mode: bool,
+    reason: &str,
+) {
+    if sudo_mode && crate::sudo_plugin::note_pam_verdict(false, reason) {
+        return;
+    }
+    let ev = if sudo_mode {
+        sudo_event(pam, inv, name, false, reason)
+    } else {
+        denied_event(pam, name, reason, &auth_info_key_id(pam), inv.now)
+    };
+    report(pam, rec, cfg, "denial record", ev);
 }
 
 /// Key ID of the certificate in `SSH_AUTH_INFO_0`, if any (empty in the account phase

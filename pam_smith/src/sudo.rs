@@ -39,15 +39,12 @@ const LONG_WITH_ARG: &[&str] = &[
     "login-class",
 ];
 
-/// `path args...`, each quoted where needed.
-pub fn quote_all(path: &str, args: &[String]) -> String {
-    std::iter::once(quote(path))
-        .chain(args.iter().map(|a| quote(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// Words of a command line, each quoted where needed, joined by spaces.
+pub fn quote_words<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
+    words.into_iter().map(quote).collect::<Vec<_>>().join(" ")
 }
 
-pub fn quote(arg: &str) -> String {
+fn quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
             .bytes()
@@ -119,16 +116,11 @@ pub fn parse_argv(argv: &[String]) -> SudoCommand {
         }
         break;
     }
-    let rest: Vec<String> = argv
-        .get(i..)
-        .unwrap_or(&[])
-        .iter()
-        .map(|a| quote(a))
-        .collect();
+    let rest = argv.get(i..).unwrap_or(&[]);
     let command = if rest.is_empty() && shell {
         "<shell>".to_string()
     } else {
-        rest.join(" ")
+        quote_words(rest.iter().map(String::as_str))
     };
     SudoCommand { target, command }
 }

@@ -202,19 +202,17 @@ unsafe extern "C" fn approval_check(
 /// `Err(why)`: refuse. Local and non-Smith users, and any doubt about who runs sudo,
 /// are sudoers' business alone.
 fn approve(info: &[String], run: &[String]) -> Result<(), String> {
-    let (cfg, user, pid) = match STATE.try_lock() {
-        Ok(st) => match st.as_ref() {
-            Some(i) => (i.config.clone().unwrap_or_default(), i.user.clone(), i.pid),
-            None => return Ok(()),
-        },
-        Err(_) => return Ok(()),
+    let Ok(mut st) = STATE.try_lock() else {
+        return Ok(());
     };
-    if !matches!(
-        classify(&cfg.passwd, &cfg.cache, user.as_bytes()),
-        Identity::Smith(_)
-    ) {
+    let Some(i) = st.as_mut() else {
+        return Ok(());
+    };
+    if !i.is_smith() {
         return Ok(());
     }
+    let (cfg, user, pid) = (i.config.clone().unwrap_or_default(), i.user.clone(), i.pid);
+    drop(st);
     let target = value(info, "runas_user").unwrap_or("root");
     let path = value(info, "command")
         .or(run.first().map(String::as_str))
@@ -251,7 +249,24 @@ struct Invocation {
     with_approval: bool,
     /// The policy's accept, waiting for the approval.
     stashed: Option<(String, String)>,
+    /// Whether the user is a Smith user here (read from passwd and the cache once).
+    smith: Option<bool>,
     recorded: bool,
+}
+
+impl Invocation {
+    /// Local and unknown users are sudoers' business alone: nothing approved or recorded.
+    fn is_smith(&mut self) -> bool {
+        let config = &self.config;
+        let user = &self.user;
+        *self.smith.get_or_insert_with(|| {
+            let cfg = config.clone().unwrap_or_default();
+            matches!(
+                classify(&cfg.passwd, &cfg.cache, user.as_bytes()),
+                Identity::Smith(_)
+            )
+        })
+    }
 }
 
 /// `Some` between `open` and the end of the process: the plugin runs.
@@ -308,10 +323,7 @@ fn value<'a>(list: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 fn quote_all(args: &[String]) -> String {
-    args.iter()
-        .map(|a| crate::sudo::quote(a))
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::sudo::quote_words(args.iter().map(String::as_str))
 }
 
 /// Runs `f` with panics caught; sudo always gets 1 ("go on").
@@ -353,6 +365,7 @@ unsafe extern "C" fn audit_open(
             .ok(),
             with_approval,
             stashed: None,
+            smith: None,
             user: value(&info, "user").unwrap_or_default().to_string(),
             pid: value(&info, "pid")
                 .and_then(|p| p.parse().ok())
@@ -516,13 +529,10 @@ fn record(allowed: bool, target: String, command: String, sudo_reason: Option<St
         return;
     }
     inv.recorded = true;
-    let cfg = inv.config.clone().unwrap_or_default();
-    if !matches!(
-        classify(&cfg.passwd, &cfg.cache, inv.user.as_bytes()),
-        Identity::Smith(_)
-    ) {
+    if !inv.is_smith() {
         return;
     }
+    let cfg = inv.config.clone().unwrap_or_default();
     // PAM's verdict names the grant (allowed) or says why it refused; when PAM did not
     // run, sudoers decided alone.
     let reason = match (&inv.pam, sudo_reason) {

@@ -230,14 +230,20 @@ pub fn grants_of<'a>(
 /// Whether a certificate for `person` carrying `cert_principals` may sudo on a host whose
 /// principals file for `person` holds `listed` (its lines): one of the certificate's
 /// `sudo` grant principals must still be listed.
-pub fn sudo_allowed<'a>(
-    cert_principals: impl IntoIterator<Item = &'a String>,
+pub fn sudo_allowed(cert_principals: &[String], person: &str, listed: &[String]) -> Option<u64> {
+    listed_sudo_grants(cert_principals, person, listed).next()
+}
+
+/// The ids of the certificate's `sudo` grants for `person` that `listed` still holds,
+/// in the certificate's order.
+pub fn listed_sudo_grants<'a>(
+    cert_principals: &'a [String],
     person: &'a str,
-    listed: &[String],
-) -> Option<u64> {
+    listed: &'a [String],
+) -> impl Iterator<Item = u64> + 'a {
     grants_of(cert_principals, person)
         .filter(|g| g.level == Level::Sudo)
-        .find(|g| {
+        .filter(move |g| {
             listed
                 .iter()
                 .any(|l| *l == grant_principal(g.id, g.level, person))

@@ -1028,7 +1028,8 @@ impl Client {
             .with_context(|| format!("an ssh session of {user} to {}", host.name))
     }
 
-    fn ssh_command(&self, user: &str, host: &Host, command: &str, extra: &[&str]) -> Command {
+    /// The `ssh` command [`Client::ssh_with`] runs, to be spawned as the caller needs.
+    pub fn ssh_command(&self, user: &str, host: &Host, command: &str, extra: &[&str]) -> Command {
         let mut c = self.base("ssh");
         c.args([
             "-o",

@@ -323,9 +323,17 @@ fn active_plugin_lines(text: &str) -> impl Iterator<Item = &str> {
         .filter(|l| l.split_whitespace().next() == Some("Plugin"))
 }
 
+/// The plugins sudo.conf loads: (symbol, file; empty when the line names none).
+pub fn sudo_conf_plugins(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    active_plugin_lines(text).map(|l| {
+        let mut w = l.split_whitespace().skip(1);
+        (w.next().unwrap_or(""), w.next().unwrap_or(""))
+    })
+}
+
 /// Whether sudo.conf loads `smith_audit` from some file.
 pub fn sudo_conf_has_audit(text: &str) -> bool {
-    active_plugin_lines(text).any(|l| l.split_whitespace().nth(1) == Some("smith_audit"))
+    sudo_conf_plugins(text).any(|(name, _)| name == "smith_audit")
 }
 
 /// Adds Smith's audit and approval plugins (`module`: the installed pam_smith.so). A sudo.conf with no

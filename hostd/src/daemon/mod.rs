@@ -80,6 +80,16 @@ impl Shared {
         }
     }
 
+    /// Writes `sync-status.json` from the status `st` guards, once the lock is released
+    /// (informational: a failure is logged at debug level).
+    pub fn save_status(&self, st: std::sync::MutexGuard<'_, SyncStatus>) {
+        let snapshot = st.clone();
+        drop(st);
+        if let Err(e) = crate::state::save_sync_status(&self.paths.sync_status_file, &snapshot) {
+            tracing::debug!(error = %e, "cannot write sync-status.json");
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }

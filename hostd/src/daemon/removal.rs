@@ -94,9 +94,7 @@ pub fn run(shared: &Arc<Shared>) {
     if !held.is_empty() {
         if let Ok(mut st) = shared.status.lock() {
             st.held_removals.extend(held);
-            let snapshot = st.clone();
-            drop(st);
-            let _ = crate::state::save_sync_status(&shared.paths.sync_status_file, &snapshot);
+            shared.save_status(st);
         }
     }
 }
@@ -223,8 +221,6 @@ pub fn prune_held(shared: &Shared, now: &removal::Access) {
             left = st.held_removals.len(),
             "held removals released (access back, or nothing left running)"
         );
-        let snapshot = st.clone();
-        drop(st);
-        let _ = crate::state::save_sync_status(&shared.paths.sync_status_file, &snapshot);
+        shared.save_status(st);
     }
 }

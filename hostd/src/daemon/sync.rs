@@ -272,27 +272,22 @@ fn describe(e: &ClientError) -> String {
 /// `sync-status.json`).
 fn record(shared: &Shared, error: Option<String>, version: u64) {
     let now = crate::now_unix();
-    let snapshot = {
-        let Ok(mut st) = shared.status.lock() else {
-            return;
-        };
-        st.last_attempt_unix = Some(now);
-        st.version = version;
-        if error.is_none() {
-            st.last_sync_unix = Some(now);
-            if st.ca_refusal.take().is_some() {
-                info!("the CA accepts this host again");
-            }
-            if let Ok(mut s) = shared.served.write() {
-                s.last_sync_unix = now;
-            }
-        }
-        st.last_error = error;
-        st.clone()
+    let Ok(mut st) = shared.status.lock() else {
+        return;
     };
-    if let Err(e) = crate::state::save_sync_status(&shared.paths.sync_status_file, &snapshot) {
-        debug!(error = %e, "cannot write sync-status.json");
+    st.last_attempt_unix = Some(now);
+    st.version = version;
+    if error.is_none() {
+        st.last_sync_unix = Some(now);
+        if st.ca_refusal.take().is_some() {
+            info!("the CA accepts this host again");
+        }
+        if let Ok(mut s) = shared.served.write() {
+            s.last_sync_unix = now;
+        }
     }
+    st.last_error = error;
+    shared.save_status(st);
 }
 
 async fn apply(shared: &Arc<Shared>, resp: SyncResponse) -> Outcome {

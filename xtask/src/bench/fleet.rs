@@ -594,12 +594,8 @@ fn sudo_follows(
             .ok()
             .context("smith cert for alice")?;
         let script = "until sudo -n -u deploy /usr/bin/id -u >/dev/null 2>&1; do sleep 0.05; done;                       echo ready;                       while sudo -n -u deploy /usr/bin/id -u >/dev/null 2>&1; do :; done;                       date +%s%N";
-        let mut c = alice.base("ssh");
-        c.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-            .arg(format!("alice@{}", host.ip))
-            .arg(script)
-            .stdin(Stdio::null())
+        let mut c = alice.ssh_command("alice", host, script, &[]);
+        c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut session = c.spawn().context("alice's sudo loop")?;

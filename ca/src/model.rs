@@ -26,7 +26,9 @@ pub const CHANGE_LOG_LEN: usize = 10_000;
 
 /// Who created a user, a group or a membership, and so who may change it: SCIM changes
 /// only what SCIM created, an OIDC sign-in only the memberships sign-ins made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Source {
     /// An admin (the admin API).
     Admin,
@@ -58,7 +60,7 @@ impl std::fmt::Display for Source {
 }
 
 /// Who disabled a user: an admin's disable is sticky (SCIM cannot undo it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Disabler {
     Admin,
     Scim,
@@ -80,7 +82,7 @@ impl Disabler {
 
 /// The immutable IdP identity a user is bound to: the issuer and the `sub` it gives the
 /// person. A login name is only a label: sign-ins are matched on this.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct OidcBinding {
     /// The issuer URL (`iss`); empty for a binding made before issuers were recorded,
     /// which any issuer matches and the next sign-in completes.
@@ -88,7 +90,7 @@ pub struct OidcBinding {
     pub subject: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub name: UserName,
     pub uid: PosixId,
@@ -114,7 +116,7 @@ impl User {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Group {
     pub name: GroupName,
     pub gid: PosixId,
@@ -126,7 +128,7 @@ pub struct Group {
     pub source: Source,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     pub id: u64,
     pub group: GroupName,
@@ -161,7 +163,7 @@ pub struct CertRules {
     pub sudo: smith_proto::sudorules::SudoRules,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TokenKind {
     /// The token `smith-ca init` prints: an admin token that expires after a day and is
     /// retired as soon as a named admin exists.
@@ -200,7 +202,7 @@ impl TokenKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Token {
     pub kind: TokenKind,
     /// The admin's name (`bootstrap` for the bootstrap token), the user name, `scim`, or
@@ -265,7 +267,7 @@ impl Token {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Host {
     pub id: u64,
     pub name: HostName,
@@ -293,7 +295,7 @@ impl Host {
 }
 
 /// One revoked user certificate (the `revocations` table, append-only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Revocation {
     pub serial: u64,
     pub key_id: String,
@@ -309,7 +311,7 @@ pub struct Revocation {
 }
 
 /// How a revocation was asked for (stored and shown as [`RevokeVia::as_str`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RevokeVia {
     /// An admin, by serial.
     Serial,
@@ -366,7 +368,7 @@ impl std::fmt::Display for RevokeVia {
 
 /// An SSH host certificate the host CA signed (recorded so that it can be listed and
 /// revoked).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostSshCert {
     pub serial: u64,
     pub host_id: u64,
@@ -380,7 +382,7 @@ pub struct HostSshCert {
 }
 
 /// One revoked SSH host certificate (append-only, like user certificate revocations).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostCertRevocation {
     pub serial: u64,
     pub host: HostName,
@@ -394,7 +396,7 @@ pub struct HostCertRevocation {
 }
 
 /// An event for the CA's audit chain that changes nothing else.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     /// e.g. `host_identity_forked`.
     pub kind: String,
@@ -404,7 +406,7 @@ pub struct Alert {
 }
 
 /// What the model knows of an mTLS client certificate it issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CertRef {
     pub host_id: u64,
     pub issued_at: u64,
@@ -413,7 +415,7 @@ pub struct CertRef {
 }
 
 /// One mTLS client certificate issued to a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostCert {
     /// Hex of the certificate's serial number bytes.
     pub serial: String,
@@ -421,7 +423,7 @@ pub struct HostCert {
     pub issued_at: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum IdKind {
     User,
     Group,
@@ -445,7 +447,7 @@ pub enum Affected {
 }
 
 /// Every mutation of the model. Policy changes bump the global version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     /// A user with their memberships (the groups exist, possibly created earlier in the
     /// same batch).
@@ -644,7 +646,7 @@ impl Change {
 }
 
 /// The CA-wide settings fixed at init.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub id_range: IdRange,
     pub sudo_gid: PosixId,
@@ -697,7 +699,7 @@ pub struct Model {
 }
 
 /// What a store loads, handed to [`Model::restore`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Restore {
     pub settings: Settings,
     pub version: u64,
@@ -815,6 +817,81 @@ impl Model {
         m.rebuild_krl(now);
         m.rebuild_host_krl(now);
         m
+    }
+
+    /// What [`Model::restore`] needs to give this model back (sorted, so that equal
+    /// models export equal values): a store's snapshot.
+    pub fn export(&self) -> Restore {
+        let mut ids: Vec<(u32, IdKind, String)> = self
+            .ids
+            .iter()
+            .map(|(id, (k, n))| (*id, *k, n.clone()))
+            .collect();
+        ids.sort_by_key(|(id, _, _)| *id);
+        let mut memberships: Vec<(GroupName, UserName, Source)> = self
+            .groups
+            .values()
+            .flat_map(|g| {
+                g.members.iter().map(|u| {
+                    let source = self
+                        .membership_source
+                        .get(&(g.name.clone(), u.clone()))
+                        .copied()
+                        .unwrap_or(Source::Admin);
+                    (g.name.clone(), u.clone(), source)
+                })
+            })
+            .collect();
+        memberships.sort();
+        let mut tokens: Vec<(String, Token)> = self
+            .tokens
+            .iter()
+            .map(|(h, t)| (h.clone(), t.clone()))
+            .collect();
+        tokens.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut host_certs: Vec<(String, CertRef)> = self
+            .host_certs
+            .iter()
+            .map(|(s, c)| (s.clone(), *c))
+            .collect();
+        host_certs.sort_by(|a, b| a.0.cmp(&b.0));
+        Restore {
+            settings: self.settings.clone(),
+            version: self.version,
+            next_id: self.next_id,
+            next_grant_id: self.next_grant_id,
+            next_host_id: self.next_host_id,
+            ids,
+            users: self
+                .users
+                .values()
+                .map(|u| User {
+                    groups: BTreeSet::new(),
+                    ..u.clone()
+                })
+                .collect(),
+            groups: self
+                .groups
+                .values()
+                .map(|g| Group {
+                    members: BTreeSet::new(),
+                    ..g.clone()
+                })
+                .collect(),
+            memberships,
+            grants: self.grants.values().cloned().collect(),
+            tokens,
+            hosts: self.hosts.values().cloned().collect(),
+            host_certs,
+            revocations: self.revoked.values().cloned().collect(),
+            host_revocations: self.host_revoked.values().cloned().collect(),
+            idp_groups: self
+                .idp_groups
+                .iter()
+                .flat_map(|(idp, gs)| gs.iter().map(move |g| (idp.clone(), g.clone())))
+                .collect(),
+            epoch: self.epoch.clone(),
+        }
     }
 
     /// A copy as a fresh load would give it (the change log empty).

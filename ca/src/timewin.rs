@@ -256,6 +256,20 @@ pub fn describe(t: u64) -> String {
     format!("{cap} {:02}:{:02} UTC", m / 60, m % 60)
 }
 
+/// A window travels as its text, parsed again on the way in (the store's change log).
+impl serde::Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Window::parse(&s).map_err(|e| serde::de::Error::custom(e.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

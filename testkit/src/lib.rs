@@ -30,6 +30,7 @@ pub use bins::bin;
 pub use ca::{default_serve_config, InitJson, TestCa};
 pub use smith_ca::server::ServeConfig;
 pub use smith_tests::oidc;
+pub use smith_tests::pg;
 pub use ssh::{keygen_l, public_key, ssh_host_key, Agent, KeygenL, Sshd};
 
 use std::path::Path;

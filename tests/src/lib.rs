@@ -15,6 +15,7 @@
 pub mod cmd;
 pub mod fleet;
 pub mod oidc;
+pub mod pg;
 
 pub use cmd::Outcome;
 pub use fleet::{e2e_available, Client, Fleet, Host};

@@ -288,6 +288,7 @@ impl Error {
             Error::WrongCertName | Error::WrongHost { .. } => C::WrongHost,
             Error::Write(WriteError::Overloaded) => C::Overloaded,
             Error::Write(WriteError::ShuttingDown) => C::ShuttingDown,
+            Error::Write(WriteError::Unavailable) => C::Unavailable,
             Error::Write(WriteError::Failed(_)) | Error::Internal(_) => C::Internal,
         }
     }
@@ -302,8 +303,12 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         match e {
-            StoreError::Write(w @ (WriteError::Overloaded | WriteError::ShuttingDown)) => {
-                Error::Write(w)
+            StoreError::Write(
+                w @ (WriteError::Overloaded | WriteError::ShuttingDown | WriteError::Unavailable),
+            ) => Error::Write(w),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "the CA database is unreachable");
+                Error::Write(WriteError::Unavailable)
             }
             e => Error::internal("writing to the CA database", e),
         }

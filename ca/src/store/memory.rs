@@ -13,9 +13,7 @@ use crate::audit::{
     self, check_batch, derived, AuditOutcome, ChainVerifier, Entry, Filter, RejectionInfo,
     StoredRecord, VerifyReport, CA_CHAIN,
 };
-use crate::model::{
-    Change, HostCertRevocation, HostSshCert, IdKind, Model, Revocation, Settings, Token, TokenKind,
-};
+use crate::model::{Change, HostCertRevocation, HostSshCert, Model, Revocation};
 use crate::store::{
     answered, CertQuery, CertRow, Commit, DecisionRow, HostCertQuery, HostCertSelector, HostPlan,
     InitMeta, Loaded, OobInputs, Pending, Plan, Pruned, Record, Selector, Store, StoreError,
@@ -23,7 +21,7 @@ use crate::store::{
 };
 use smith_api::chain::{self, AuditRecord, GENESIS};
 use smith_api::{Decision, HostCertInfo, IssuedCert, RevocationInfo};
-use smith_proto::{PosixId, UserName};
+use smith_proto::UserName;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
@@ -121,88 +119,13 @@ impl State {
 
     /// The refusals the SQLite schema would make for `changes` against `m`.
     fn check(&self, m: &Model, changes: &[Change]) -> Result<(), StoreError> {
-        let mut planned_ids: HashMap<u32, (IdKind, String)> = HashMap::new();
-        let mut id_ok = |id: u32, kind: IdKind, name: &str| -> Result<(), StoreError> {
-            let owner = m
-                .id_owner(id)
-                .cloned()
-                .or_else(|| planned_ids.get(&id).cloned());
-            match owner {
-                Some((k, n)) if (k, n.as_str()) != (kind, name) => Err(conflict(format!(
-                    "id {id} is already allocated to {} '{n}'",
-                    k.as_str()
-                ))),
-                _ => {
-                    planned_ids.insert(id, (kind, name.to_string()));
-                    Ok(())
-                }
-            }
-        };
-        for c in changes {
-            match c {
-                Change::AddUser(u) => {
-                    id_ok(u.uid.get(), IdKind::User, u.name.as_str())?;
-                    if m.user(&u.name).is_some() {
-                        return Err(conflict(format!(
-                            "user '{}' already exists in the database",
-                            u.name
-                        )));
-                    }
-                }
-                Change::AddGrant(g) => {
-                    if let Some(gid) = g.cert.sudo.gid {
-                        let name = smith_proto::sudorules::rule_group(g.id);
-                        id_ok(gid, IdKind::Group, &name)?;
-                    }
-                }
-                Change::AddGroup(g) => {
-                    id_ok(g.gid.get(), IdKind::Group, g.name.as_str())?;
-                    if m.group(&g.name).is_some() {
-                        return Err(conflict(format!(
-                            "group '{}' already exists in the database",
-                            g.name
-                        )));
-                    }
-                }
-                Change::Enroll { token_hash, .. }
-                    if m.token(token_hash)
-                        .is_none_or(|t| t.used_at.is_some() || t.uses >= t.max_uses) =>
-                {
-                    return Err(conflict("enrollment token was used concurrently".into()));
-                }
-                Change::HostSshCerts(list) => {
-                    if let Some(c) = list
-                        .iter()
-                        .find(|c| self.host_certs.contains_key(&c.serial))
-                    {
-                        return Err(conflict(format!("host certificate {} exists", c.serial)));
-                    }
-                }
-                Change::RevokeHostCerts(list) => {
-                    if let Some(r) = list
-                        .iter()
-                        .find(|r| self.host_revocations.contains_key(&r.serial))
-                    {
-                        return Err(conflict(format!(
-                            "host certificate {} is already revoked",
-                            r.serial
-                        )));
-                    }
-                }
-                Change::Revoke(list) => {
-                    for r in list {
-                        if self.revocations.contains_key(&r.serial) {
-                            return Err(conflict(format!(
-                                "certificate {} is already revoked",
-                                r.serial
-                            )));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        super::refusals(
+            m,
+            changes,
+            &|s| self.host_certs.contains_key(&s),
+            &|s| self.revocations.contains_key(&s),
+            &|s| self.host_revocations.contains_key(&s),
+        )
     }
 
     fn host_cert_info(&self, c: &HostSshCert) -> HostCertInfo {
@@ -251,57 +174,7 @@ impl Store for MemoryStore {
         if st.model.is_some() {
             return Err(conflict("the store is already initialized".into()));
         }
-        let sudo_gid = PosixId::new(meta.id_range.start as u64)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut m = Model::restore(
-            crate::model::Restore {
-                settings: Settings {
-                    id_range: meta.id_range,
-                    sudo_gid,
-                    users_gid: PosixId::new(meta.id_range.end as u64)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                },
-                version: 1,
-                next_id: meta.id_range.start + 1,
-                next_grant_id: 1,
-                next_host_id: 1,
-                ids: vec![
-                    (
-                        sudo_gid.get(),
-                        IdKind::Group,
-                        smith_proto::names::SUDO_GROUP.to_string(),
-                    ),
-                    (
-                        meta.id_range.end,
-                        IdKind::Group,
-                        smith_proto::names::USERS_GROUP.to_string(),
-                    ),
-                ],
-                users: vec![],
-                groups: vec![],
-                memberships: vec![],
-                grants: vec![],
-                tokens: vec![(
-                    meta.admin_token_hash.to_string(),
-                    Token::bearer(
-                        TokenKind::Bootstrap,
-                        "bootstrap",
-                        meta.now,
-                        meta.now
-                            .saturating_add(meta.bootstrap_ttl.min(super::BOOTSTRAP_TTL_SECS)),
-                        "smith-ca init",
-                    ),
-                )],
-                hosts: vec![],
-                host_certs: vec![],
-                revocations: vec![],
-                host_revocations: vec![],
-                idp_groups: vec![],
-                epoch: meta.epoch.to_string(),
-            },
-            meta.now,
-        );
-        m = m.reloaded();
+        let m = super::initial_model(meta)?;
         st.model = Some(m);
         Ok(())
     }

@@ -51,6 +51,7 @@ pub fn commit_events(changes: &[crate::model::Change]) -> Vec<String> {
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::audit::{AuditOutcome, Entry, Filter, RejectionInfo, VerifyReport};
@@ -78,6 +79,17 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The database cannot be reached (down, failing over, network cut): writes wait for
+    /// it, reads come from memory.
+    #[error("the CA database is unreachable: {0}")]
+    Unavailable(String),
+    /// Another replica committed first: this one must catch up ([`Store::follow`]) and
+    /// plan again.
+    #[error("another replica changed the CA meanwhile")]
+    Stale,
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
 }
 
 /// Why a queued write (issuance record, audit upload, commit) did not happen.
@@ -89,6 +101,8 @@ pub enum WriteError {
     ShuttingDown,
     #[error("could not record durably: {0}")]
     Failed(String),
+    #[error("the CA database is unreachable; retry in a moment")]
+    Unavailable,
 }
 
 /// The answer to a queued write, once it is durable (or failed).
@@ -172,6 +186,63 @@ pub struct InitMeta<'a> {
     pub epoch: &'a str,
     /// The bootstrap token's life (at most [`BOOTSTRAP_TTL_SECS`]).
     pub bootstrap_ttl: u64,
+}
+
+/// The model of a freshly initialized store: settings, the reserved sudo and users
+/// gids, the bootstrap admin token, version 1.
+pub fn initial_model(meta: &InitMeta<'_>) -> Result<Model, StoreError> {
+    use crate::model::{IdKind, Restore, Settings, Token, TokenKind};
+    let sudo_gid = smith_proto::PosixId::new(meta.id_range.start as u64)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let m = Model::restore(
+        Restore {
+            settings: Settings {
+                id_range: meta.id_range,
+                sudo_gid,
+                users_gid: smith_proto::PosixId::new(meta.id_range.end as u64)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            },
+            version: 1,
+            next_id: meta.id_range.start + 1,
+            next_grant_id: 1,
+            next_host_id: 1,
+            ids: vec![
+                (
+                    sudo_gid.get(),
+                    IdKind::Group,
+                    smith_proto::names::SUDO_GROUP.to_string(),
+                ),
+                (
+                    meta.id_range.end,
+                    IdKind::Group,
+                    smith_proto::names::USERS_GROUP.to_string(),
+                ),
+            ],
+            users: vec![],
+            groups: vec![],
+            memberships: vec![],
+            grants: vec![],
+            tokens: vec![(
+                meta.admin_token_hash.to_string(),
+                Token::bearer(
+                    TokenKind::Bootstrap,
+                    "bootstrap",
+                    meta.now,
+                    meta.now
+                        .saturating_add(meta.bootstrap_ttl.min(BOOTSTRAP_TTL_SECS)),
+                    "smith-ca init",
+                ),
+            )],
+            hosts: vec![],
+            host_certs: vec![],
+            revocations: vec![],
+            host_revocations: vec![],
+            idp_groups: vec![],
+            epoch: meta.epoch.to_string(),
+        },
+        meta.now,
+    );
+    Ok(m.reloaded())
 }
 
 /// The model's allocation cursors, which a commit persists (copied out so that no model
@@ -439,4 +510,128 @@ pub trait Store: Send + Sync {
     fn audit_verify(&self) -> Result<VerifyReport, StoreError>;
     fn audit_rejections(&self, limit: u32) -> Result<Vec<RejectionInfo>, StoreError>;
     fn oob_inputs(&self) -> Result<OobInputs, StoreError>;
+
+    /// Changes other replicas committed since this store last committed or followed, in
+    /// commit order (blocking). A store with a single writer has none.
+    fn follow(&self) -> Result<Vec<Followed>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Whether [`Store::follow`] has changes waiting, as far as this store has seen
+    /// (a hint: issuance checks it after its record is durable, see the authority).
+    fn behind(&self) -> bool {
+        false
+    }
+    /// Waits at most `timeout` for a change from another replica (blocking); returns
+    /// whether one may have come. A store with a single writer just sleeps.
+    fn wait_change(&self, timeout: std::time::Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
+    }
+    /// Reserves `n` serials no other replica will use, durably (blocking). `None`: this
+    /// store has one writer, and the authority counts from [`Loaded::last_serial`].
+    fn reserve_serials(&self, _n: u64) -> Result<Option<std::ops::Range<u64>>, StoreError> {
+        Ok(None)
+    }
+    /// Whether the database answers now (readiness).
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// One change set another replica committed.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub changes: Vec<Change>,
+    pub new_version: Option<u64>,
+}
+
+/// The refusals every store makes for `changes` against the model `m` they would apply
+/// to (what the SQLite schema's constraints refuse): an id allocated to another name, a
+/// second live user or group of one name, an enrollment token used twice. `host_cert`
+/// and `revoked` say whether a host certificate serial is already recorded and whether
+/// a serial is already revoked (as the store knows them).
+pub fn refusals(
+    m: &Model,
+    changes: &[Change],
+    host_cert: &dyn Fn(u64) -> bool,
+    revoked: &dyn Fn(u64) -> bool,
+    host_revoked: &dyn Fn(u64) -> bool,
+) -> Result<(), StoreError> {
+    use crate::model::IdKind;
+    use std::collections::HashMap;
+    let conflict = StoreError::Conflict;
+    let mut planned_ids: HashMap<u32, (IdKind, String)> = HashMap::new();
+    let mut id_ok = |id: u32, kind: IdKind, name: &str| -> Result<(), StoreError> {
+        let owner = m
+            .id_owner(id)
+            .cloned()
+            .or_else(|| planned_ids.get(&id).cloned());
+        match owner {
+            Some((k, n)) if (k, n.as_str()) != (kind, name) => Err(conflict(format!(
+                "id {id} is already allocated to {} '{n}'",
+                k.as_str()
+            ))),
+            _ => {
+                planned_ids.insert(id, (kind, name.to_string()));
+                Ok(())
+            }
+        }
+    };
+    for c in changes {
+        match c {
+            Change::AddUser(u) => {
+                id_ok(u.uid.get(), IdKind::User, u.name.as_str())?;
+                if m.user(&u.name).is_some() {
+                    return Err(conflict(format!(
+                        "user '{}' already exists in the database",
+                        u.name
+                    )));
+                }
+            }
+            Change::AddGrant(g) => {
+                if let Some(gid) = g.cert.sudo.gid {
+                    let name = smith_proto::sudorules::rule_group(g.id);
+                    id_ok(gid, IdKind::Group, &name)?;
+                }
+            }
+            Change::AddGroup(g) => {
+                id_ok(g.gid.get(), IdKind::Group, g.name.as_str())?;
+                if m.group(&g.name).is_some() {
+                    return Err(conflict(format!(
+                        "group '{}' already exists in the database",
+                        g.name
+                    )));
+                }
+            }
+            Change::Enroll { token_hash, .. }
+                if m.token(token_hash)
+                    .is_none_or(|t| t.used_at.is_some() || t.uses >= t.max_uses) =>
+            {
+                return Err(conflict("enrollment token was used concurrently".into()));
+            }
+            Change::HostSshCerts(list) => {
+                if let Some(c) = list.iter().find(|c| host_cert(c.serial)) {
+                    return Err(conflict(format!("host certificate {} exists", c.serial)));
+                }
+            }
+            Change::RevokeHostCerts(list) => {
+                if let Some(r) = list.iter().find(|r| host_revoked(r.serial)) {
+                    return Err(conflict(format!(
+                        "host certificate {} is already revoked",
+                        r.serial
+                    )));
+                }
+            }
+            Change::Revoke(list) => {
+                if let Some(r) = list.iter().find(|r| revoked(r.serial)) {
+                    return Err(conflict(format!(
+                        "certificate {} is already revoked",
+                        r.serial
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

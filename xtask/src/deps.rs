@@ -26,6 +26,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ruby", "syntax check of the Vagrantfile"),
     ("gcc", "the NSS benchmark and C resolver stress"),
     (
+        "postgresql",
+        "the CA's PostgreSQL store and replicas (tests start their own server)",
+    ),
+    (
         "libnss-extrausers",
         "a second NSS source for the name-collision scenario",
     ),

@@ -26,6 +26,8 @@ pub struct InitArgs {
     pub json: bool,
     /// Life of the bootstrap admin token (at most a day; `None`: a day).
     pub bootstrap_ttl: Option<std::time::Duration>,
+    /// A PostgreSQL database to create the CA in (`None`: the embedded `D/ca.db`).
+    pub database: crate::database::DatabaseArgs,
 }
 
 /// The CA's URL as given to `--url`: https, a host, an optional port, nothing else.
@@ -193,12 +195,39 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
                 .with_context(|| format!("cannot create {}", path.display()))?;
             created.push(path.clone());
         }
-        // The database file is created 0600 first so that SQLite's -wal/-shm inherit it.
-        create_new(&dd.db(), b"", 0o600)
-            .with_context(|| format!("cannot create {}", dd.db().display()))?;
-        created.push(dd.db());
         let token = new_token(TokenKind::Bootstrap);
-        let store = SqliteStore::open(&dd.db())?;
+        let store: Box<dyn Store> = match &args.database.database {
+            Some(url) => {
+                // Replicas copy the data directory: it says where the database is.
+                let connector = crate::store::postgres::Connector::new(
+                    url,
+                    args.database.database_password_file.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut toml = format!("database = {}\n", toml_string(url));
+                if let Some(p) = &args.database.database_password_file {
+                    toml.push_str(&format!(
+                        "database_password_file = {}\n",
+                        toml_string(&p.display().to_string())
+                    ));
+                }
+                create_new(&dd.root.join("ca.toml"), toml.as_bytes(), 0o600)
+                    .context("cannot create ca.toml")?;
+                created.push(dd.root.join("ca.toml"));
+                let store = crate::store::postgres::PgStore::open(connector, true)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| format!("cannot open the database {url}"))?;
+                Box::new(store)
+            }
+            None => {
+                // The database file is created 0600 first so that SQLite's -wal/-shm
+                // inherit it.
+                create_new(&dd.db(), b"", 0o600)
+                    .with_context(|| format!("cannot create {}", dd.db().display()))?;
+                created.push(dd.db());
+                Box::new(SqliteStore::open(&dd.db())?)
+            }
+        };
         store.initialize(&InitMeta {
             id_range: range,
             user_ca_algorithm: alg.as_str(),
@@ -236,6 +265,11 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             Err(e.context("smith-ca init failed; nothing was left behind"))
         }
     }
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 /// `smith-ca init`: [`create`], then tell the operator what to do next.

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod authority;
 pub mod backup;
+pub mod database;
 pub mod datadir;
 pub mod init;
 pub mod issue;

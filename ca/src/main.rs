@@ -90,6 +90,28 @@ enum Cmd {
         /// named admin exists.
         #[arg(long, value_parser = parse_duration, default_value = "1d")]
         bootstrap_ttl: Duration,
+        /// With --database, the CA lives in PostgreSQL (its schema is created there) and
+        /// D/ca.toml records where: copies of D on other machines are replicas.
+        #[command(flatten)]
+        database: smith_ca::database::DatabaseArgs,
+    },
+    /// Create or update the PostgreSQL schema (idempotent; also done by `init` and at
+    /// `serve` when the role may). Run it as the database's owner before a rolling
+    /// upgrade; migrations only add, so replicas of the previous release keep serving.
+    Migrate {
+        /// Reads the database from D/ca.toml (or give --database).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        database: smith_ca::database::DatabaseArgs,
+        /// Grant this role what `smith-ca serve` needs and no more: SELECT and INSERT
+        /// on the append-only tables (audit, revocations, host certificates, the change
+        /// log), read and write on the rest. Serve as that role so that the CA itself
+        /// cannot rewrite its audit trail.
+        #[arg(long)]
+        app_role: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Serve the HTTPS API until SIGTERM/SIGINT. Prints `smith-ca listening on ADDR` once
     /// ready (use port 0 to pick a free port). Logs go to journald if present, else
@@ -148,6 +170,8 @@ enum Cmd {
         retain_certificates: Keep,
         #[command(flatten)]
         oidc: oidc::OidcArgs,
+        #[command(flatten)]
+        database: smith_ca::database::DatabaseArgs,
     },
     /// Administer a running CA over HTTPS (needs --ca-url, --ca-fingerprint and the admin
     /// --token, or SMITH_CA_URL, SMITH_CA_FINGERPRINT and SMITH_TOKEN).
@@ -202,6 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             id_range,
             json,
             bootstrap_ttl,
+            database,
         } => {
             if bootstrap_ttl < Duration::from_secs(1) || bootstrap_ttl > Duration::from_secs(86400)
             {
@@ -215,7 +240,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 id_range,
                 json,
                 bootstrap_ttl: Some(bootstrap_ttl),
+                database,
             })
+        }
+        Cmd::Migrate {
+            data_dir,
+            database,
+            app_role,
+            json,
+        } => {
+            let db = match &data_dir {
+                Some(d) => {
+                    smith_ca::database::Database::resolve(&datadir::DataDir::new(d), &database)?
+                }
+                None => match &database.database {
+                    Some(url) => smith_ca::database::Database::Postgres(Box::new(
+                        smith_ca::store::postgres::Connector::new(
+                            url,
+                            database.database_password_file.as_deref(),
+                        )
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    )),
+                    None => {
+                        anyhow::bail!("give --database URL (or --data-dir of a CA on PostgreSQL)")
+                    }
+                },
+            };
+            let smith_ca::database::Database::Postgres(c) = &db else {
+                anyhow::bail!(
+                    "{} is the embedded SQLite database: it migrates itself when smith-ca opens it",
+                    db.shown()
+                );
+            };
+            let mut client = c.connect().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let m = smith_ca::store::postgres::migrate(&mut client, app_role.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"database": c.shown(), "from": m.from, "to": m.to, "app_role": app_role})
+                );
+            } else if m.from == m.to {
+                println!("{}: schema already at version {}", c.shown(), m.to);
+            } else {
+                println!(
+                    "{}: schema migrated from version {} to {}",
+                    c.shown(),
+                    m.from,
+                    m.to
+                );
+            }
+            if let Some(r) = &app_role {
+                if !json {
+                    println!(
+                        "granted role {r} what serving needs (append-only on the audit tables)"
+                    );
+                }
+            }
+            Ok(())
         }
         Cmd::Serve {
             data_dir,
@@ -232,6 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             retain_decisions,
             retain_certificates,
             oidc,
+            database,
         } => {
             if admin_session_ttl < Duration::from_secs(300)
                 || admin_session_ttl > Duration::from_secs(7 * 86400)
@@ -270,6 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         decisions_secs: retain_decisions.0,
                         certificates_secs: retain_certificates.0,
                     },
+                    database,
                 },
             ))
         }

@@ -78,6 +78,7 @@ pub fn default_serve_config() -> ServeConfig {
             decisions_secs: Some(400 * DAY),
             certificates_secs: Some(400 * DAY),
         },
+        database: Default::default(),
     }
 }
 
@@ -120,6 +121,7 @@ impl TestCa {
             id_range: ID_RANGE.into(),
             json: true,
             bootstrap_ttl: None,
+            database: Default::default(),
         })
         .expect("smith-ca init");
         let log = file_log(&dir.path().join("serve.log"));
@@ -294,6 +296,61 @@ impl TestCa {
                 None => true,
             },
         }
+    }
+
+    /// Another `smith-ca serve` over a copy of this CA's data directory, as an operator
+    /// makes a replica on another machine: on a shared PostgreSQL database it serves the
+    /// same CA. Binary CAs only.
+    pub fn replica(&self) -> TestCa {
+        let (serve_args, wrapper) = match &self.server {
+            Server::Process {
+                serve_args,
+                wrapper,
+                ..
+            } => (serve_args.clone(), wrapper.clone()),
+            Server::InProcess { .. } => panic!("replica() is for binary CAs"),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("ca");
+        let out = run(Command::new("cp")
+            .args(["-a"])
+            .arg(&self.data_dir)
+            .arg(&data_dir));
+        assert!(
+            out.status.success(),
+            "copying the data directory: {}",
+            text(&out.stderr)
+        );
+        let _ = std::fs::remove_file(data_dir.join("ca.lock"));
+        let mut ca = TestCa {
+            dir,
+            data_dir,
+            url: String::new(),
+            fingerprint: self.fingerprint.clone(),
+            admin_token: self.admin_token.clone(),
+            server: Server::Process {
+                child: None,
+                serve_args,
+                wrapper,
+            },
+        };
+        ca.serve("127.0.0.1:0");
+        ca
+    }
+
+    /// `kill -9` of a binary CA (no drain, no flush). [`TestCa::restart`] brings it back.
+    pub fn kill(&mut self) {
+        if let Server::Process { child, .. } = &mut self.server {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Starts serving again on `addr` after [`TestCa::kill`] or [`TestCa::stop`].
+    pub fn serve_on(&mut self, addr: &str) {
+        self.serve(addr);
     }
 
     /// Stops (if serving) and starts again on the same port.

@@ -624,7 +624,7 @@ impl Authority {
             }
             check_users(m, &want.difference(&g.members).cloned().collect())?;
             let mut c = Vec::new();
-            if let Some(ext) = external_id.filter(|e| *e != g.external_id) {
+            if let Some(ext) = external_id.clone().filter(|e| *e != g.external_id) {
                 c.push(Change::SetGroupExternalId {
                     name: g.name.clone(),
                     external_id: ext,

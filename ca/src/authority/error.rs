@@ -225,6 +225,9 @@ pub enum Error {
     Write(WriteError),
     #[error("internal error while {0}; the CA's log has the details")]
     Internal(&'static str),
+    /// Other replicas kept committing first (a mutation plans again a few times first).
+    #[error("other CA replicas are changing the CA at the same time; retry in a moment")]
+    Stale,
 }
 
 impl Error {
@@ -288,7 +291,7 @@ impl Error {
             Error::WrongCertName | Error::WrongHost { .. } => C::WrongHost,
             Error::Write(WriteError::Overloaded) => C::Overloaded,
             Error::Write(WriteError::ShuttingDown) => C::ShuttingDown,
-            Error::Write(WriteError::Unavailable) => C::Unavailable,
+            Error::Write(WriteError::Unavailable) | Error::Stale => C::Unavailable,
             Error::Write(WriteError::Failed(_)) | Error::Internal(_) => C::Internal,
         }
     }
@@ -306,6 +309,7 @@ impl From<StoreError> for Error {
             StoreError::Write(
                 w @ (WriteError::Overloaded | WriteError::ShuttingDown | WriteError::Unavailable),
             ) => Error::Write(w),
+            StoreError::Stale => Error::Stale,
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "the CA database is unreachable");
                 Error::Write(WriteError::Unavailable)

@@ -514,7 +514,7 @@ impl Authority {
         });
         let origin = Origin::host(host.name.clone());
         if let Err(e) = self.mutate(&origin, format!("alert {}", host.name), |_, _, _| {
-            Ok((vec![alert], ()))
+            Ok((vec![alert.clone()], ()))
         }) {
             tracing::error!(error = %e, "could not record the alert");
         }
@@ -730,7 +730,12 @@ impl Authority {
             host.name
         );
         if let Err(e) = self.mutate(&origin, what, |_, _, _| {
-            Ok((vec![Change::SetEpoch { epoch }], ()))
+            Ok((
+                vec![Change::SetEpoch {
+                    epoch: epoch.clone(),
+                }],
+                (),
+            ))
         }) {
             tracing::error!(error = %e, "could not start a new epoch");
         }

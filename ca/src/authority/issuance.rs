@@ -249,7 +249,7 @@ impl Authority {
             Ok(a) => a,
             Err(d) => return Err(self.deny(decision, with_via(d)).await),
         };
-        let serial = self.next_serial();
+        let serial = self.next_serial().await?;
         let rid = request_id();
         let key_id = format!("smith:{user}:{rid}");
         let valid_after = at.saturating_sub(BACKDATE_SECS);
@@ -299,6 +299,14 @@ impl Authority {
         }))
         .await
         .map_err(Error::from)?;
+        // Another replica committed before this record (its batch saw the newer log
+        // entry): follow first, so that a disable there is seen here.
+        if self.store.behind() {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.catch_up())
+                .await
+                .map_err(|e| Error::internal("following other replicas", e))??;
+        }
         // A disable or delete that reached the model while this certificate was being
         // signed revokes only the certificates committed by then (see `mutate`): never
         // hand out one it may have missed.

@@ -153,8 +153,13 @@ pub struct Authority {
     auth: Box<dyn Authenticator>,
     keys: Keys,
     cfg: Config,
-    /// Last certificate serial handed out.
+    /// Last certificate serial handed out (a store with one writer).
     serial: AtomicU64,
+    /// Serials reserved from a shared store, not handed out yet (`None`: the store has
+    /// one writer and `serial` counts).
+    serial_block: Option<Mutex<std::ops::Range<u64>>>,
+    /// Set when the follower thread must stop.
+    stopping: std::sync::atomic::AtomicBool,
     version_tx: watch::Sender<u64>,
     liveness: Mutex<HashMap<u64, Liveness>>,
     /// Per host, its current client certificate's serial once a request used it (a
@@ -169,6 +174,9 @@ pub struct Authority {
     /// When the epoch was last renewed because a host was ahead of the database.
     epoch_renewed_at: Mutex<Option<u64>>,
 }
+
+/// Serials reserved at a time from a store shared by replicas.
+const SERIAL_BLOCK: u64 = 1000;
 
 /// Unix seconds now.
 pub fn now() -> u64 {
@@ -189,6 +197,7 @@ impl Authority {
             ));
         }
         let loaded = store.load(now())?;
+        let serial_block = store.reserve_serials(SERIAL_BLOCK)?.map(Mutex::new);
         let (version_tx, _) = watch::channel(loaded.model.version());
         let liveness = loaded
             .liveness
@@ -211,6 +220,8 @@ impl Authority {
             keys,
             cfg,
             serial: AtomicU64::new(loaded.last_serial),
+            serial_block,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             version_tx,
             liveness: Mutex::new(liveness),
             cert_seen: Mutex::new(HashMap::new()),
@@ -221,25 +232,29 @@ impl Authority {
         })
     }
 
-    /// The authority of the data directory `dd` (its keys and its SQLite store).
+    /// The authority of the data directory `dd`: its keys, and the database its
+    /// settings name (the embedded SQLite store by default).
     pub fn open(dd: &DataDir, cfg: Config) -> anyhow::Result<Authority> {
-        if !dd.db().exists() {
+        let db = crate::database::Database::resolve(dd, &Default::default())?;
+        Authority::open_in(dd, &db, cfg)
+    }
+
+    /// The authority of the data directory `dd` over the database `db`.
+    pub fn open_in(
+        dd: &DataDir,
+        db: &crate::database::Database,
+        cfg: Config,
+    ) -> anyhow::Result<Authority> {
+        let store = db.open(true)?;
+        if !store.is_initialized()? {
             anyhow::bail!(
-                "{} does not exist\nhint: create the CA first with `smith-ca init --data-dir {}`",
-                dd.db().display(),
-                dd.root.display()
-            );
-        }
-        let store = crate::store::sqlite::SqliteStore::open(&dd.db())
-            .context("cannot open the CA database")?;
-        if !crate::store::Store::is_initialized(&store)? {
-            anyhow::bail!(
-                "{} was never initialized; remove it and run `smith-ca init` again",
-                dd.db().display()
+                "{} was never initialized; run `smith-ca init` (a new CA) or copy the data \
+                 directory of a CA that serves it",
+                db.shown()
             );
         }
         let keys = Keys::load(dd)?;
-        Authority::new(Box::new(store), keys, cfg).map_err(|e| anyhow::anyhow!("{e}"))
+        Authority::new(store, keys, cfg).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Reads the model (never hold it across an await point).
@@ -287,13 +302,92 @@ impl Authority {
 
     /// Stops background work and finishes pending writes.
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.store.shutdown()
     }
 
-    /// The next certificate serial: unique and increasing, never repeated across restarts
-    /// (the store persists the high-water mark with each certificate).
-    fn next_serial(&self) -> u64 {
-        self.serial.fetch_add(1, Ordering::SeqCst) + 1
+    /// The next certificate serial: unique, never repeated across restarts (the store
+    /// persists the high-water mark with each certificate) nor across replicas (a shared
+    /// store hands out blocks, reserved durably before use).
+    async fn next_serial(self: &std::sync::Arc<Self>) -> Result<u64, Error> {
+        let Some(block) = &self.serial_block else {
+            return Ok(self.serial.fetch_add(1, Ordering::SeqCst) + 1);
+        };
+        loop {
+            {
+                let mut b = block.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(s) = b.next() {
+                    return Ok(s);
+                }
+            }
+            let me = self.clone();
+            let fresh = tokio::task::spawn_blocking(move || me.store.reserve_serials(SERIAL_BLOCK))
+                .await
+                .map_err(|e| Error::internal("reserving serials", e))??
+                .ok_or_else(|| Error::internal("reserving serials", "the store has no blocks"))?;
+            let mut b = block.lock().unwrap_or_else(|e| e.into_inner());
+            if b.is_empty() {
+                *b = fresh;
+            }
+            // Else another request refilled it meanwhile: this block is left unused (a
+            // gap in the serials, never a repeat).
+        }
+    }
+
+    /// Applies what other replicas committed since this one last looked (blocking):
+    /// the model, then hosts long-polling here. Returns how many change sets came.
+    pub fn catch_up(&self) -> Result<usize, Error> {
+        let _serial = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_followed()
+    }
+
+    /// [`Authority::catch_up`] with the mutations lock held.
+    fn apply_followed(&self) -> Result<usize, Error> {
+        let followed = self.store.follow()?;
+        if followed.is_empty() {
+            return Ok(0);
+        }
+        let mut version = None;
+        {
+            let mut m = self.model_mut();
+            for f in &followed {
+                m.apply(&f.changes, f.new_version);
+                if f.new_version.is_some() {
+                    version = Some(m.version());
+                }
+            }
+        }
+        if let Some(v) = version {
+            self.version_tx.send_replace(v);
+            tracing::info!(
+                version = v,
+                changes = followed.len(),
+                "followed another replica's changes"
+            );
+        }
+        Ok(followed.len())
+    }
+
+    /// Starts the thread that follows other replicas' changes (a store shared by
+    /// several replicas; with one writer it only sleeps): it waits for a notification
+    /// or a second, then catches up, until [`Authority::shutdown`].
+    pub fn spawn_follower(self: &std::sync::Arc<Self>) {
+        let me = std::sync::Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("smith-ca-follower".into())
+            .spawn(move || loop {
+                let Some(a) = me.upgrade() else { return };
+                if a.stopping.load(Ordering::SeqCst) || a.serial_block.is_none() {
+                    return;
+                }
+                a.store.wait_change(Duration::from_secs(1));
+                if let Err(e) = a.catch_up() {
+                    tracing::warn!(error = %e, "cannot follow other replicas' changes");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the follower thread");
+        }
     }
 
     /// When each host last synced.
@@ -327,9 +421,30 @@ impl Authority {
         &self,
         origin: &Origin,
         what: String,
-        plan: impl FnOnce(&Model, &dyn Store, u64) -> Result<(Vec<Change>, T), Error>,
+        plan: impl FnMut(&Model, &dyn Store, u64) -> Result<(Vec<Change>, T), Error>,
     ) -> Result<(u64, T), Error> {
         let _serial = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
+        // A shared store: plan against everything other replicas committed, and plan
+        // again when one commits first (the store answers Stale).
+        let mut plan = plan;
+        let mut attempts = 0;
+        loop {
+            self.apply_followed()?;
+            match self.mutate_once(origin, &what, &mut plan) {
+                Err(Error::Stale) if attempts < 20 => attempts += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// One attempt of [`Authority::mutate`] (the mutations lock held).
+    fn mutate_once<T>(
+        &self,
+        origin: &Origin,
+        what: &str,
+        plan: &mut impl FnMut(&Model, &dyn Store, u64) -> Result<(Vec<Change>, T), Error>,
+    ) -> Result<(u64, T), Error> {
+        let what = what.to_string();
         let at = now();
         let (changes, out, new_version, current, counters) = {
             let m = self.model();

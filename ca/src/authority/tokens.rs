@@ -111,7 +111,7 @@ impl Authority {
         tags: Option<Tags>,
         names: Vec<HostPattern>,
         max_uses: u32,
-        check: impl FnOnce(&Model, u64) -> Result<Vec<Change>, Error>,
+        mut check: impl FnMut(&Model, u64) -> Result<Vec<Change>, Error>,
     ) -> Result<Minted, Error> {
         let token = new_token(kind);
         let hash = hash_token(&token);
@@ -123,15 +123,15 @@ impl Authority {
                 hash: hash.clone(),
                 token: Token {
                     kind,
-                    subject,
-                    tags,
+                    subject: subject.clone(),
+                    tags: tags.clone(),
                     created_at: at,
                     expires_at,
                     used_at: None,
-                    names,
+                    names: names.clone(),
                     max_uses,
                     uses: 0,
-                    created_by,
+                    created_by: created_by.clone(),
                     revoked_at: None,
                 },
             });

@@ -102,11 +102,15 @@ pub struct OidcFile {
     pub admin_groups: Option<Vec<String>>,
 }
 
-/// `D/ca.toml`: optional settings of `smith-ca serve` (today only `[oidc]`).
+/// `D/ca.toml`: optional settings of `smith-ca serve`: `[oidc]`, and where the
+/// database is (`database = "postgresql://..."`, `database_password_file = "..."`;
+/// without them, the embedded SQLite `D/ca.db`).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaFile {
     pub oidc: Option<OidcFile>,
+    pub database: Option<String>,
+    pub database_password_file: Option<std::path::PathBuf>,
 }
 
 /// The effective OIDC settings.

@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub issuance_rate: authority::RateLimit,
     /// How long decisions and expired certificates are kept (`None`: forever).
     pub retention: crate::authority::Retention,
+    /// Where the database is (flags; else the environment and `D/ca.toml`).
+    pub database: crate::database::DatabaseArgs,
 }
 
 impl ServeConfig {
@@ -163,7 +165,10 @@ pub fn load(
     cfg: &ServeConfig,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<Ca>> {
-    let authority = Arc::new(Authority::open(dd, cfg.authority())?);
+    let db = crate::database::Database::resolve(dd, &cfg.database)?;
+    let authority = Arc::new(Authority::open_in(dd, &db, cfg.authority())?);
+    // Several replicas on one database: follow the others' changes.
+    authority.spawn_follower();
     let oidc = match &cfg.oidc {
         Some(c) => Some(Arc::new(
             crate::oidc::Verifier::new(c.clone()).map_err(anyhow::Error::msg)?,

@@ -96,6 +96,19 @@ pub struct PgStore {
     writer: writer::Writer,
 }
 
+/// Runs `f` where the synchronous driver may block: on this thread, or on a scoped
+/// thread of its own when this one belongs to an async runtime (the driver runs a
+/// runtime of its own, which cannot start inside another).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -105,6 +118,10 @@ impl PgStore {
     /// then a schema older than this binary's is refused with what to run), and loads the
     /// model when the database is initialized.
     pub fn open(connector: Connector, migrate: bool) -> Result<PgStore, StoreError> {
+        off_runtime(move || PgStore::open_here(connector, migrate))
+    }
+
+    fn open_here(connector: Connector, migrate: bool) -> Result<PgStore, StoreError> {
         let connector = Arc::new(connector);
         let mut client = connector.connect()?;
         let v = schema::version(&mut client)?;
@@ -146,7 +163,14 @@ impl PgStore {
 
     /// Runs `f` on the main connection, connecting first if needed; a connection that
     /// failed is dropped (the next call reconnects).
-    fn with<T>(
+    fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut ::postgres::Client) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        off_runtime(|| self.with_here(f))
+    }
+
+    fn with_here<T>(
         &self,
         f: impl FnOnce(&mut ::postgres::Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

@@ -1,0 +1,189 @@
+//! Several `smith-ca serve` replicas on one PostgreSQL database (a real server the test
+//! kit starts): they issue, administer and follow each other.
+
+use smith_testkit::{pg, TestCa};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Three replicas of one CA on a fresh database of the shared test server.
+fn three_replicas(what: &str) -> Option<(TestCa, TestCa, TestCa, String)> {
+    let server = pg::shared(what)?;
+    let url = server.create_database();
+    let a = TestCa::start_with(&["--database", &url], &[]);
+    let b = a.replica();
+    let c = a.replica();
+    Some((a, b, c, url))
+}
+
+/// Waits (at most `limit`) until `f` holds; returns how long it took.
+fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.elapsed()
+}
+
+#[test]
+fn replicas_issue_and_change_policy_at_once_without_repeating_a_serial() {
+    let Some((a, b, c, _)) = three_replicas("replicas issue at once") else {
+        return;
+    };
+    a.add_group("dev", None);
+    for i in 0..6 {
+        a.add_user(&format!("eng{i}"), &["dev"], None);
+    }
+    a.grant("dev", "env=dev", "ssh");
+    let tokens: Vec<String> = (0..6).map(|i| a.user_token(&format!("eng{i}"))).collect();
+    // The token minted on A works on C once C followed.
+    let took = within(Duration::from_secs(5), "C knows A's token", || {
+        c.request_cert(&tokens[0], "env=dev", None).0 == 200
+    });
+    eprintln!("a token minted on A was usable on C after {took:?}");
+
+    let replicas = [&a, &b, &c];
+    let serials = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (i, token) in tokens.iter().enumerate() {
+            let ca = replicas[i % 3];
+            let serials = &serials;
+            s.spawn(move || {
+                for _ in 0..15 {
+                    let (status, body) = ca.request_cert(token, "env=dev", None);
+                    assert_eq!(status, 200, "{body}");
+                    serials
+                        .lock()
+                        .unwrap()
+                        .push(body["serial"].as_u64().expect("serial"));
+                }
+            });
+        }
+        // Meanwhile B and C change the policy: users and groups of their own.
+        for (r, ca) in [(0, &b), (1, &c)] {
+            s.spawn(move || {
+                for j in 0..5 {
+                    ca.add_group(&format!("team{r}x{j}"), None);
+                    ca.add_user(&format!("new{r}x{j}"), &["dev"], None);
+                }
+            });
+        }
+    });
+    let serials = serials.into_inner().unwrap();
+    let unique: HashSet<u64> = serials.iter().copied().collect();
+    assert_eq!(unique.len(), serials.len(), "a serial was repeated");
+    // Every answered certificate is in the store, whichever replica is asked.
+    let listed: HashSet<u64> = b
+        .admin_client()
+        .list_certs(&smith_api::CertQuery {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .expect("cert list")
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert!(
+        unique.is_subset(&listed),
+        "an answered certificate is not recorded"
+    );
+    // Both replicas' users exist everywhere, with distinct uids.
+    let users = a.admin_client().list_users().expect("users");
+    let uids: HashSet<u32> = users.iter().map(|u| u.uid.get()).collect();
+    assert_eq!(uids.len(), users.len(), "two users share a uid");
+    within(Duration::from_secs(5), "A sees B's and C's users", || {
+        let names: HashSet<String> = a
+            .admin_client()
+            .list_users()
+            .expect("users")
+            .into_iter()
+            .map(|u| u.name.to_string())
+            .collect();
+        (0..2).all(|r| (0..5).all(|j| names.contains(&format!("new{r}x{j}"))))
+    });
+    let report = c.admin_client().audit_verify().expect("audit verify");
+    assert!(report.ok, "audit chains broken: {report:?}");
+
+    // A member removed on A: C refuses them within a second or so.
+    a.remove_member("dev", "eng1");
+    let took = within(Duration::from_secs(5), "C refuses eng1", || {
+        c.request_cert(&tokens[1], "env=dev", None).0 != 200
+    });
+    eprintln!("a removal on A reached C's issuance after {took:?}");
+}
+
+#[test]
+fn the_serving_role_cannot_rewrite_the_audit_trail() {
+    let Some(server) = pg::shared("append-only audit") else {
+        return;
+    };
+    let url = server.create_database();
+    let db = pg::PgServer::db_of(&url);
+    let ca = TestCa::start_with(&["--database", &url], &[]);
+    ca.add_group("dev", None);
+    let out = server.psql(&db, "CREATE ROLE smith_app LOGIN");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(smith_testkit::bin("smith-ca"))
+        .args([
+            "migrate",
+            "--database",
+            &url,
+            "--app-role",
+            "smith_app",
+            "--json",
+        ])
+        .output()
+        .expect("migrate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The app role may append...
+    let ok = server.psql_as(&db, "smith_app", "SELECT count(*) FROM audit_records");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // ...but not rewrite or erase, and neither may the owner (the trigger).
+    for user in ["smith_app", "postgres"] {
+        for sql in [
+            "UPDATE audit_records SET event = '{}' WHERE host = '@ca'",
+            "DELETE FROM audit_records WHERE host = '@ca'",
+            "TRUNCATE audit_records",
+            "UPDATE smith_log SET what = 'nothing happened'",
+            "TRUNCATE revocations",
+        ] {
+            let out = server.psql_as(&db, user, sql);
+            assert!(!out.status.success(), "{user} could run {sql}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("append-only") || err.contains("permission denied"),
+                "{user}: {sql}: {err}"
+            );
+        }
+    }
+    let report = ca.admin_client().audit_verify().expect("audit verify");
+    assert!(report.ok, "{report:?}");
+}
+
+#[test]
+fn a_password_never_goes_on_the_command_line() {
+    let out = std::process::Command::new(smith_testkit::bin("smith-ca"))
+        .args([
+            "migrate",
+            "--database",
+            "postgresql://smith:s3cret@db.example/smith",
+        ])
+        .output()
+        .expect("migrate");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--database-password-file"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}

@@ -187,3 +187,55 @@ fn a_password_never_goes_on_the_command_line() {
     assert!(err.contains("--database-password-file"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+#[test]
+fn a_replica_killed_mid_issuance_comes_back_without_reusing_a_serial() {
+    let Some(server) = pg::shared("replica killed") else {
+        return;
+    };
+    let url = server.create_database();
+    let a = TestCa::start_with(&["--database", &url], &["--issuance-rate", "off"]);
+    let mut b = a.replica();
+    a.add_group("dev", None);
+    a.add_user("alice", &["dev"], None);
+    a.grant("dev", "env=dev", "ssh");
+    let token = a.user_token("alice");
+    within(Duration::from_secs(5), "B follows A", || {
+        b.request_cert(&token, "env=dev", None).0 == 200
+    });
+    let mut acked = Vec::new();
+    let issue = |ca: &TestCa, n: usize, acked: &mut Vec<u64>| {
+        for _ in 0..n {
+            let (status, body) = ca.request_cert(&token, "env=dev", None);
+            if status == 200 {
+                acked.push(body["serial"].as_u64().expect("serial"));
+            }
+        }
+    };
+    issue(&b, 20, &mut acked);
+    let addr = b.addr();
+    b.kill();
+    // A goes on alone.
+    issue(&a, 20, &mut acked);
+    assert_eq!(acked.len(), 40, "A refused while B was dead");
+    b.serve_on(&addr);
+    issue(&b, 20, &mut acked);
+    issue(&a, 5, &mut acked);
+    let unique: HashSet<u64> = acked.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        acked.len(),
+        "a serial was reused after kill -9"
+    );
+    let stored: HashSet<u64> = a
+        .admin_client()
+        .list_certs(&smith_api::CertQuery {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .expect("cert list")
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert!(unique.is_subset(&stored));
+}

@@ -377,7 +377,7 @@ impl Authority {
             .name("smith-ca-follower".into())
             .spawn(move || loop {
                 let Some(a) = me.upgrade() else { return };
-                if a.stopping.load(Ordering::SeqCst) || a.serial_block.is_none() {
+                if a.stopping.load(Ordering::SeqCst) || !a.store.shared() {
                     return;
                 }
                 a.store.wait_change(Duration::from_secs(1));

@@ -511,6 +511,11 @@ pub trait Store: Send + Sync {
     fn audit_rejections(&self, limit: u32) -> Result<Vec<RejectionInfo>, StoreError>;
     fn oob_inputs(&self) -> Result<OobInputs, StoreError>;
 
+    /// Whether several replicas may write this store at once (then the authority follows
+    /// it, see [`Store::follow`]).
+    fn shared(&self) -> bool {
+        false
+    }
     /// Changes other replicas committed since this store last committed or followed, in
     /// commit order (blocking). A store with a single writer has none.
     fn follow(&self) -> Result<Vec<Followed>, StoreError> {

@@ -764,6 +764,10 @@ impl Store for PgStore {
         self.with(queries::oob_inputs)
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn follow(&self) -> Result<Vec<Followed>, StoreError> {
         let mut mirror = lock(&self.mirror);
         let entries = self.with(|c| read_log(c, mirror.applied, FOLLOW_BATCH))?;

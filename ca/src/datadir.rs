@@ -163,6 +163,15 @@ pub fn create_new(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()
     f.sync_all()
 }
 
+/// Replaces `path` atomically with `contents` (0600: a temporary file, fsynced, renamed
+/// over it).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    create_new(&tmp, contents, 0o600)?;
+    fs::rename(&tmp, path)
+}
+
 /// Creates the directory (and parents) or tightens an existing one to 0700.
 pub fn ensure_private_dir(path: &Path) -> std::io::Result<()> {
     fs::create_dir_all(path)?;

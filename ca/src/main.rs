@@ -10,6 +10,7 @@ mod admin_people;
 
 use smith_ca::{audit, datadir, init, oidc, server};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -208,12 +209,99 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move the CA between databases.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Break-glass: mint a new bootstrap admin token (a day's life) on the CA's machine,
     /// with the CA stopped, when no admin can sign in. Recorded in the audit chain.
     BootstrapToken {
         #[arg(long)]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// Copy an embedded CA (D/ca.db) into an empty PostgreSQL database, with nothing
+    /// lost: the model, every certificate, decision, revocation and audit chain (they
+    /// still verify), serials continue, hosts keep syncing without re-enrolling. Stop
+    /// `smith-ca serve` first; D/ca.toml then names the database (ca.db is left as it
+    /// was, a backup), and copies of D are replicas.
+    Copy {
+        /// The data directory of the embedded CA.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database (see `smith-ca init --help` for the URL form).
+        #[arg(long)]
+        to: String,
+        /// A file holding the database password.
+        #[arg(long)]
+        database_password_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn store_copy(
+    from: PathBuf,
+    to: String,
+    password_file: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let dd = datadir::DataDir::new(&from);
+    let _lock = dd.lock("copy the CA's database")?;
+    let file = oidc::read_ca_file(&from).map_err(anyhow::Error::msg)?;
+    if let Some(db) = file.database {
+        anyhow::bail!(
+            "{} already serves from {db}; nothing to copy",
+            from.display()
+        );
+    }
+    let connector = smith_ca::store::postgres::Connector::new(&to, password_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut progress = |table: &str, n: u64| {
+        if !json {
+            eprintln!("copied {table}: {n} rows");
+        }
+    };
+    let copied = smith_ca::store::copy::sqlite_to_postgres(
+        &dd.db(),
+        connector,
+        smith_ca::authority::now(),
+        &mut progress,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("the copy failed; nothing was written to the database")?;
+    // D/ca.toml names the database: top-level keys go before any [table].
+    let path = from.join("ca.toml");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut text = format!("database = {}\n", toml::Value::String(to.clone()));
+    if let Some(p) = &password_file {
+        text.push_str(&format!(
+            "database_password_file = {}\n",
+            toml::Value::String(p.display().to_string())
+        ));
+    }
+    text.push_str(&old);
+    datadir::write_private(&path, text.as_bytes())
+        .with_context(|| format!("cannot update {}", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&copied)?);
+    } else {
+        println!(
+            "copied {} into {to}: version {}, epoch {}, serials continue after {}",
+            dd.db().display(),
+            copied.version,
+            copied.epoch,
+            copied.last_serial
+        );
+        println!(
+            "{} now names the database; start `smith-ca serve --data-dir {}` again (ca.db is kept as it was, as a backup)",
+            path.display(),
+            from.display()
+        );
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -358,6 +446,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         Cmd::Admin { conn, cmd } => admin_cli::run(&conn, cmd),
+        Cmd::Store(StoreCmd::Copy {
+            from,
+            to,
+            database_password_file,
+            json,
+        }) => store_copy(from, to, database_password_file, json),
         Cmd::Audit(cmd) => audit::cli::run_offline(cmd),
         Cmd::Backup {
             data_dir,

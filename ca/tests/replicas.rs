@@ -239,3 +239,118 @@ fn a_replica_killed_mid_issuance_comes_back_without_reusing_a_serial() {
         .collect();
     assert!(unique.is_subset(&stored));
 }
+
+#[test]
+fn an_embedded_ca_with_history_moves_to_postgres_with_nothing_lost() {
+    let Some(server) = pg::shared("store copy") else {
+        return;
+    };
+    let url = server.create_database();
+    let mut ca = TestCa::start();
+    ca.add_group("dev", None);
+    ca.add_user("alice", &["dev"], None);
+    ca.add_user("bob", &["dev"], None);
+    ca.grant("dev", "env=dev", "ssh");
+    let alice = ca.user_token("alice");
+    let mut before = Vec::new();
+    for _ in 0..5 {
+        let (s, body) = ca.request_cert(&alice, "env=dev", None);
+        assert_eq!(s, 200, "{body}");
+        before.push(body["serial"].as_u64().unwrap());
+    }
+    ca.admin_client()
+        .revoke(&smith_api::RevokeRequest {
+            serial: Some(before[0]),
+            reason: Some("lost laptop".into()),
+            ..Default::default()
+        })
+        .expect("revoke");
+    let host = ca.enroll_host("web-1", "env=dev");
+    let snap = ca.sync_full(&host);
+    let records: Vec<_> = (0..3u64)
+        .scan((0u64, smith_api::chain::GENESIS), |(seq, hash), i| {
+            let ev = format!("{{\"type\":\"session_open\",\"user\":\"alice\",\"at_unix\":{i}}}");
+            let r = smith_api::chain::next_record("web-1", *seq, hash, ev);
+            *seq = r.seq;
+            *hash = smith_api::chain::parse_hash(&r.hash).unwrap();
+            Some(r)
+        })
+        .collect();
+    ca.client(None, Some(&host))
+        .audit_upload(&smith_api::chain::AuditBatch {
+            records: records[..2].to_vec(),
+        })
+        .expect("upload");
+    let addr = ca.addr();
+    assert!(ca.stop());
+    let out = std::process::Command::new(smith_testkit::bin("smith-ca"))
+        .args(["store", "copy", "--json", "--from"])
+        .arg(&ca.data_dir)
+        .args(["--to", &url])
+        .output()
+        .expect("store copy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second copy into the same database is refused (it holds a CA now).
+    let again = std::process::Command::new(smith_testkit::bin("smith-ca"))
+        .args(["store", "copy", "--from"])
+        .arg(&ca.data_dir)
+        .args(["--to", &url])
+        .output()
+        .expect("store copy");
+    assert!(!again.status.success());
+    ca.serve_on(&addr);
+    let toml = std::fs::read_to_string(ca.data_dir.join("ca.toml")).unwrap();
+    assert!(toml.contains(&url), "{toml}");
+    // Chains still verify, the copy itself is on record.
+    let report = ca.admin_client().audit_verify().expect("verify");
+    assert!(report.ok, "{report:?}");
+    let copies = ca
+        .admin_client()
+        .audit_list(&smith_api::AuditQuery {
+            host: Some("@ca".into()),
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .expect("audit list")
+        .into_iter()
+        .filter(|e| e.kind == "store_copy")
+        .count();
+    assert_eq!(copies, 1);
+    // Every certificate and the revocation came along; serials continue.
+    let certs = ca
+        .admin_client()
+        .list_certs(&smith_api::CertQuery::default())
+        .expect("certs");
+    for s in &before {
+        assert!(certs.iter().any(|c| c.serial == *s), "serial {s} lost");
+    }
+    assert!(certs
+        .iter()
+        .any(|c| c.serial == before[0] && c.revoked.is_some()));
+    let (s, body) = ca.request_cert(&alice, "env=dev", None);
+    assert_eq!(s, 200, "{body}");
+    assert!(body["serial"].as_u64().unwrap() > *before.iter().max().unwrap());
+    // The host goes on: same identity, same epoch and version (no full snapshot), and
+    // its audit chain continues where it was.
+    let next = ca
+        .client(None, Some(&host))
+        .sync(&smith_api::SyncQuery {
+            since: snap.version,
+            epoch: snap.epoch.clone(),
+            ..Default::default()
+        })
+        .expect("sync after the copy");
+    assert!(
+        next.as_ref().is_none_or(|r| r.base_version.is_some()),
+        "a full snapshot after the copy"
+    );
+    ca.client(None, Some(&host))
+        .audit_upload(&smith_api::chain::AuditBatch {
+            records: records[2..].to_vec(),
+        })
+        .expect("the host's chain continues");
+}

@@ -50,6 +50,7 @@ pub fn commit_events(changes: &[crate::model::Change]) -> Vec<String> {
 
 #[cfg(test)]
 pub mod conformance;
+pub mod copy;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;

@@ -19,8 +19,17 @@ fn cert(c: &Client, scope: &str) -> Result<()> {
 }
 
 fn story_fleet() -> Result<Fleet> {
+    story_fleet_on(None)
+}
+
+/// The story's fleet, its CA on the PostgreSQL database `database` when given (else the
+/// embedded SQLite store).
+fn story_fleet_on(database: Option<&str>) -> Result<Fleet> {
     let mut fleet = Fleet::new("story")?;
-    fleet.start_ca()?;
+    match database {
+        Some(url) => fleet.start_ca_init_with(&["--database", url], &[])?,
+        None => fleet.start_ca()?,
+    };
     for args in [
         vec!["group", "add", "dev"],
         vec!["group", "add", "ops"],
@@ -78,7 +87,22 @@ fn logins_are_decided_by_grants_scopes_and_local_accounts() -> Result<()> {
     if !e2e_available() {
         return Ok(());
     }
-    let fleet = story_fleet()?;
+    login_story(&story_fleet()?)
+}
+
+/// The same story with the CA on PostgreSQL (a real server the test starts).
+#[test]
+fn the_story_holds_with_the_ca_on_postgresql() -> Result<()> {
+    if !e2e_available() {
+        return Ok(());
+    }
+    let Some(server) = smith_tests::pg::shared("the story on PostgreSQL") else {
+        return Ok(());
+    };
+    login_story(&story_fleet_on(Some(&server.create_database()))?)
+}
+
+fn login_story(fleet: &Fleet) -> Result<()> {
     let web = fleet.host("web-1");
     let db = fleet.host("db-1");
     let alice = fleet.engineer("alice")?;

@@ -53,20 +53,20 @@ fn idle_connections(ca: std::net::SocketAddr, n: usize) -> Result<Vec<std::net::
         .context("opening the idle connections")
 }
 
-struct LevelRun {
-    clients: usize,
-    ok: usize,
-    warm_ok: usize,
-    errors: usize,
-    elapsed: f64,
-    lat_us: Vec<f64>,
-    ca_cpu: f64,
-    gen_cpu: f64,
-    first_error: Option<String>,
+pub(super) struct LevelRun {
+    pub clients: usize,
+    pub ok: usize,
+    pub warm_ok: usize,
+    pub errors: usize,
+    pub elapsed: f64,
+    pub lat_us: Vec<f64>,
+    pub ca_cpu: f64,
+    pub gen_cpu: f64,
+    pub first_error: Option<String>,
 }
 
 /// One level: `clients` tasks issuing until `dur` has passed.
-async fn level(
+pub(super) async fn level(
     api: &Api,
     user_tokens: &[String],
     req: Arc<CertRequest>,
@@ -180,10 +180,10 @@ fn keygen_baseline(work: &Path, runs: usize) -> Result<(f64, Vec<f64>)> {
     Ok((runs as f64 / t0.elapsed().as_secs_f64(), lat))
 }
 
-pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
-    let rt = runtime()?;
-    let admin = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
-    let tokens = rt.block_on(async {
+/// The issuing users (a group with a grant on `env=bench`, [`USERS`] users with a token
+/// each) made through `admin`: their tokens.
+pub(super) fn issuers(rt: &tokio::runtime::Runtime, admin: &Api) -> Result<Vec<String>> {
+    rt.block_on(async {
         admin.group_add("issuers").await?;
         admin.grant_add("issuers", "env=bench", Level::Ssh).await?;
         let mut tokens = Vec::with_capacity(USERS);
@@ -193,7 +193,12 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
             tokens.push(admin.user_token(&name).await?);
         }
         anyhow::Ok(tokens)
-    })?;
+    })
+}
+
+/// The request every client sends: a fresh Ed25519 public key (made in `work`) for
+/// `env=bench`, an hour.
+pub(super) fn bench_request(work: &Path) -> Result<Arc<CertRequest>> {
     // The subject key: an Ed25519 public key line, as `smith cert` sends.
     let key = work.join("issue_key");
     let _ = std::fs::remove_file(&key);
@@ -209,13 +214,20 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
     let public_key = std::fs::read_to_string(work.join("issue_key.pub"))?
         .trim()
         .to_string();
-    let req = Arc::new(CertRequest {
+    Ok(Arc::new(CertRequest {
         public_key,
         scope: Tags::parse("env=bench").map_err(|e| anyhow::anyhow!("{e}"))?,
         ttl_secs: 3600,
         reason: None,
         oidc_nonce: None,
-    });
+    }))
+}
+
+pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
+    let rt = runtime()?;
+    let admin = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
+    let tokens = issuers(&rt, &admin)?;
+    let req = bench_request(work)?;
     let rows_before = count_rows(&ca.db(), "certificates")?;
     let dur = Duration::from_secs_f64(if quick { 2.0 } else { 6.0 });
     let mut levels = Vec::new();

@@ -23,6 +23,12 @@ pub struct LocalCa {
 impl LocalCa {
     /// Initializes and starts a CA from `bin_dir` in `dir/ca`, logging to `dir/ca.log`.
     pub fn start(bin_dir: &Path, dir: &Path) -> Result<LocalCa> {
+        LocalCa::start_with(bin_dir, dir, &[])
+    }
+
+    /// [`LocalCa::start`] with extra `smith-ca init` arguments (`--database URL`).
+    pub fn start_with(bin_dir: &Path, dir: &Path, init_args: &[&str]) -> Result<LocalCa> {
+        std::fs::create_dir_all(dir)?;
         let data_dir = dir.join("ca");
         let _ = std::fs::remove_dir_all(&data_dir);
         let ca_bin = bin_dir.join("smith-ca");
@@ -30,6 +36,7 @@ impl LocalCa {
             .args(["init", "--data-dir"])
             .arg(&data_dir)
             .args(["--san", "127.0.0.1", "--json"])
+            .args(init_args)
             .output()
             .with_context(|| format!("running {} init", ca_bin.display()))?;
         if !out.status.success() {
@@ -48,6 +55,41 @@ impl LocalCa {
             .as_str()
             .context("no admin_token")?
             .to_string();
+        LocalCa::serve(bin_dir, dir, data_dir, fingerprint, admin_token)
+    }
+
+    /// A replica: `smith-ca serve` over a copy of this CA's data directory in `dir/ca`
+    /// (on a PostgreSQL database, it serves the same CA).
+    pub fn replica(&self, bin_dir: &Path, dir: &Path) -> Result<LocalCa> {
+        std::fs::create_dir_all(dir)?;
+        let data_dir = dir.join("ca");
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&self.data_dir)
+            .arg(&data_dir)
+            .status()?;
+        if !st.success() {
+            bail!("copying {}", self.data_dir.display());
+        }
+        let _ = std::fs::remove_file(data_dir.join("ca.lock"));
+        LocalCa::serve(
+            bin_dir,
+            dir,
+            data_dir,
+            self.fingerprint.clone(),
+            self.admin_token.clone(),
+        )
+    }
+
+    fn serve(
+        bin_dir: &Path,
+        dir: &Path,
+        data_dir: PathBuf,
+        fingerprint: String,
+        admin_token: String,
+    ) -> Result<LocalCa> {
+        let ca_bin = bin_dir.join("smith-ca");
         let log = std::fs::File::create(dir.join("ca.log"))?;
         let mut child = Command::new(&ca_bin)
             .args(["serve", "--data-dir"])

@@ -20,6 +20,7 @@ mod issuance;
 mod localca;
 mod nss;
 mod propagation;
+mod replicas;
 mod report;
 mod util;
 
@@ -227,6 +228,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             Err(e) => part(&mut figs, &mut failed, "CA issuance", Err(e)),
         }
+        if want(Part::Ca) {
+            part(
+                &mut figs,
+                &mut failed,
+                "CA replicas (PostgreSQL)",
+                replicas::run(&release, &work, args.quick),
+            );
+        }
     }
     let fleet_parts = fleet::Parts {
         login: want(Part::Login),
@@ -260,6 +269,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "NSS (p50)",
         "Login",
         "CA issuance",
+        "CA replicas (PostgreSQL)",
         "Propagation",
         "Snapshot apply",
         "Fleet",

@@ -148,6 +148,8 @@ enum Cmd {
         retain_certificates: Keep,
         #[command(flatten)]
         oidc: oidc::OidcArgs,
+        #[command(flatten)]
+        replica: server::ops::ReplicaArgs,
     },
     /// Administer a running CA over HTTPS (needs --ca-url, --ca-fingerprint and the admin
     /// --token, or SMITH_CA_URL, SMITH_CA_FINGERPRINT and SMITH_TOKEN).
@@ -232,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             retain_decisions,
             retain_certificates,
             oidc,
+            replica,
         } => {
             if admin_session_ttl < Duration::from_secs(300)
                 || admin_session_ttl > Duration::from_secs(7 * 86400)
@@ -270,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         decisions_secs: retain_decisions.0,
                         certificates_secs: retain_certificates.0,
                     },
+                    replica,
                 },
             ))
         }

@@ -78,6 +78,7 @@ pub fn default_serve_config() -> ServeConfig {
             decisions_secs: Some(400 * DAY),
             certificates_secs: Some(400 * DAY),
         },
+        replica: Default::default(),
     }
 }
 

@@ -439,4 +439,11 @@ pub trait Store: Send + Sync {
     fn audit_verify(&self) -> Result<VerifyReport, StoreError>;
     fn audit_rejections(&self, limit: u32) -> Result<Vec<RejectionInfo>, StoreError>;
     fn oob_inputs(&self) -> Result<OobInputs, StoreError>;
+
+    /// Whether the store can serve now (its database reachable, this replica caught
+    /// up); `Err` says why not (`GET /v1/health/ready` answers 503 with it). The
+    /// embedded stores are always ready.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

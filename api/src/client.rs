@@ -13,6 +13,17 @@
 //! both fixed when the client is built; the server is trusted only through
 //! [`crate::tls`] (the pinned root).
 //!
+//! Replicas ([`crate::replicas`]): a client may be given several URLs of one CA. Each
+//! request goes to the replica in use; when that one does not answer (connection refused
+//! or reset, no TLS handshake within [`FAILOVER_CONNECT_TIMEOUT`], no answer in time, a
+//! 502/503) the clients move to the next URL, and the request is sent there too when
+//! that cannot do it twice: it never left (connect phase), it is a `GET`, or the replica
+//! refused it unprocessed (502/503). Requests still waiting on a replica found failed by
+//! another request give up ([`ClientError::Unresponsive`]). A long poll
+//! ([`ApiClient::sync`] with `beat`) is told from a hung replica by the CA's heartbeat:
+//! a byte every `beat` seconds while it waits; none within [`beat_deadline`] is a hung
+//! replica.
+//!
 //! Owns: request building, timeouts, response size bounds, and the mapping of HTTP
 //! answers to [`ClientError`]. Must never: trust anything but the pinned root, accept an
 //! unbounded response body, print a bearer token, or be used (blocking face) from inside
@@ -22,6 +33,7 @@ use crate::chain::{AuditAck, AuditBatch};
 use crate::endpoints as ep;
 use crate::error::ErrorCode;
 use crate::people::*;
+use crate::replicas::Replicas;
 use crate::types::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,6 +41,7 @@ use smith_proto::snapshot::SyncResponse;
 use smith_proto::{GroupName, HostName, UserName};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::tls::{Identity, Trust};
@@ -45,6 +58,24 @@ const MAX_ERROR_TEXT: usize = 500;
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// A long poll may take this much longer than its `wait` (at most the client's timeout).
 const LONG_POLL_GRACE: Duration = Duration::from_secs(20);
+/// With several replicas, a connection (TCP and TLS handshake) must be up within this;
+/// else the next replica is tried (a stopped process still completes TCP handshakes
+/// from the kernel's backlog, but never TLS).
+pub const FAILOVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A replica tried again while another is in use (see [`crate::replicas`]) must answer
+/// within this (a long poll: its headers within [`beat_deadline`] when it was seen
+/// beating), so that a preferred replica that still hangs costs little.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
+/// The response header a CA sends on a long poll with a heartbeat: its period, seconds.
+pub const BEAT_HEADER: &str = "smith-beat";
+/// Heartbeat period hostd asks of the CA's long polls (`SyncQuery::beat`).
+pub const SYNC_BEAT_SECS: u64 = 3;
+
+/// How long a long poll with a heartbeat of `beat` seconds may stay silent before the
+/// replica counts as hung.
+pub fn beat_deadline(beat: u64) -> Duration {
+    Duration::from_secs(beat.clamp(1, 30) * 2 + 4)
+}
 
 /// What the CLIs add to "cannot reach the Smith CA" ([`ClientOptions::unreachable_hint`]).
 pub const CLI_UNREACHABLE_HINT: &str = "check the CA URL (--ca-url or SMITH_CA_URL), the pinned \
@@ -63,6 +94,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Said after "cannot reach the Smith CA ..." (what the user should check).
     pub unreachable_hint: Option<&'static str>,
+    /// Several URLs of this CA, shared with other clients (see [`crate::replicas`]);
+    /// `None`: `base_url` alone.
+    pub replicas: Option<Arc<Replicas>>,
 }
 
 impl ClientOptions {
@@ -75,6 +109,7 @@ impl ClientOptions {
             identity: None,
             timeout: Duration::from_secs(30),
             unreachable_hint: None,
+            replicas: None,
         }
     }
 }
@@ -111,6 +146,10 @@ pub enum ClientError {
     /// The request body could not be encoded.
     #[error("cannot encode the request: {0}")]
     Encode(serde_json::Error),
+    /// The replica stopped answering: no heartbeat of a long poll in time, or another
+    /// request found it failed meanwhile (the clients moved to another replica).
+    #[error("the Smith CA at {url} stopped answering: {why}")]
+    Unresponsive { url: String, why: String },
 }
 
 /// What to do about a transport error: a server certificate that does not name the
@@ -239,11 +278,11 @@ fn required<T: DeserializeOwned>(body: Option<&[u8]>) -> Result<T, String> {
     }
 }
 
+/// 204, or (a long poll with a heartbeat) a body of whitespace and `null`: `None`.
 fn optional<T: DeserializeOwned>(body: Option<&[u8]>) -> Result<Option<T>, String> {
     match body {
-        Some(b) => serde_json::from_slice(b)
-            .map(Some)
-            .map_err(|e| e.to_string()),
+        Some(b) if b.trim_ascii().is_empty() => Ok(None),
+        Some(b) => serde_json::from_slice::<Option<T>>(b).map_err(|e| e.to_string()),
         None => Ok(None),
     }
 }
@@ -329,7 +368,7 @@ fn refusal(status: u16, body: &[u8]) -> ClientError {
 #[derive(Clone)]
 struct Core {
     http: reqwest::Client,
-    base: String,
+    replicas: Arc<Replicas>,
     token: Option<String>,
     timeout: Duration,
     hint: Option<&'static str>,
@@ -338,27 +377,48 @@ struct Core {
 enum BodyError {
     TooLarge,
     Transport(reqwest::Error),
+    /// No heartbeat in time.
+    Silent(Duration),
+}
+
+/// Whether an error says the replica is not answering, and if so whether the request
+/// may have been processed (`Some(true)`).
+fn not_answering(e: &ClientError) -> Option<bool> {
+    match e {
+        ClientError::Transport { cause, .. } => Some(!cause.is_connect()),
+        ClientError::Unresponsive { .. } => Some(true),
+        ClientError::Status {
+            status: 502 | 503, ..
+        } => Some(false),
+        ClientError::Status { status: 504, .. } => Some(true),
+        _ => None,
+    }
 }
 
 impl Core {
     fn new(opts: ClientOptions) -> Result<Core, ClientError> {
-        let base = opts.base_url.trim_end_matches('/').to_string();
-        if !base.starts_with("https://") {
-            return Err(ClientError::Config(format!(
-                "CA URL '{base}' must start with https://"
-            )));
-        }
+        let replicas = match opts.replicas {
+            Some(r) => r,
+            None => Arc::new(
+                Replicas::new(vec![opts.base_url.trim_end_matches('/').to_string()])
+                    .map_err(ClientError::Config)?,
+            ),
+        };
         let tls = crate::tls::client_config(&opts.trust, opts.identity.as_ref())
             .map_err(ClientError::Config)?;
+        let mut connect = opts.timeout.min(Duration::from_secs(10));
+        if replicas.len() > 1 {
+            connect = connect.min(FAILOVER_CONNECT_TIMEOUT);
+        }
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| ClientError::Config(error_chain(&e)))?;
         Ok(Core {
             http,
-            base,
+            replicas,
             token: opts.token,
             timeout: opts.timeout,
             hint: opts.unreachable_hint,
@@ -381,10 +441,24 @@ impl Core {
         }
     }
 
-    /// Reads at most `limit` bytes of the body.
-    async fn body(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    /// Reads at most `limit` bytes of the body; with a heartbeat, each piece must come
+    /// within `silence`.
+    async fn body(
+        resp: &mut reqwest::Response,
+        limit: usize,
+        silence: Option<Duration>,
+    ) -> Result<Vec<u8>, BodyError> {
         let mut out = Vec::new();
-        while let Some(c) = resp.chunk().await.map_err(BodyError::Transport)? {
+        loop {
+            let next = match silence {
+                Some(d) => tokio::time::timeout(d, resp.chunk())
+                    .await
+                    .map_err(|_| BodyError::Silent(d))?,
+                None => resp.chunk().await,
+            };
+            let Some(c) = next.map_err(BodyError::Transport)? else {
+                break;
+            };
             if out.len() + c.len() > limit {
                 return Err(BodyError::TooLarge);
             }
@@ -407,9 +481,57 @@ impl Core {
         out
     }
 
-    async fn execute<T>(&self, call: Call<T>) -> Result<T, ClientError> {
-        let url = format!("{}{}", self.base, call.path);
-        let body = call.body.transpose().map_err(ClientError::Encode)?;
+    /// Sends `call` to the replica in use, and on to the others as the module doc says.
+    async fn execute<T>(&self, mut call: Call<T>) -> Result<T, ClientError> {
+        let body = call.body.take().transpose().map_err(ClientError::Encode)?;
+        let several = self.replicas.len() > 1;
+        let mut last = None;
+        for i in self.replicas.attempt_order() {
+            let failures = self.replicas.failure_count(i);
+            let base = self.replicas.url(i).to_string();
+            let probe = self.replicas.current_index() != i;
+            let attempt = self.attempt(&call, i, &base, body.clone(), probe);
+            let r = if several {
+                tokio::select! {
+                    r = attempt => r,
+                    _ = self.replicas.failed_since(i, failures) => Err(ClientError::Unresponsive {
+                        url: base.clone(),
+                        why: "another request found it failed; moving to another replica".into(),
+                    }),
+                }
+            } else {
+                attempt.await
+            };
+            let Err(e) = r else {
+                self.replicas.answered(i);
+                return r;
+            };
+            let Some(maybe_done) = not_answering(&e) else {
+                self.replicas.answered(i);
+                return Err(e);
+            };
+            if !several {
+                return Err(e);
+            }
+            self.replicas.failed(i, &error_chain(&e));
+            if maybe_done && call.method != Method::Get {
+                return Err(e);
+            }
+            last = Some(e);
+        }
+        Err(last.unwrap_or_else(|| ClientError::Config("no CA URL".into())))
+    }
+
+    /// One try of `call` at replica `i` (`base`); `probe`: not the replica in use.
+    async fn attempt<T>(
+        &self,
+        call: &Call<T>,
+        i: usize,
+        base: &str,
+        body: Option<Vec<u8>>,
+        probe: bool,
+    ) -> Result<T, ClientError> {
+        let url = format!("{base}{}", call.path);
         let method = match call.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -427,10 +549,40 @@ impl Core {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b);
         }
-        let mut resp = req.send().await.map_err(|e| self.transport(&url, e))?;
+        // How long the headers may take: a replica known to beat answers a long poll's
+        // at once; a replica tried while another is in use must answer soon.
+        let headers_within = match call.wait {
+            Wait::LongPoll(_) => self.replicas.beat(i).map(beat_deadline),
+            _ => probe.then_some(PROBE_DEADLINE),
+        };
+        let sent = req.send();
+        let sent = match headers_within {
+            Some(d) => match tokio::time::timeout(d, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(ClientError::Unresponsive {
+                        url,
+                        why: format!("no answer within {} s", d.as_secs()),
+                    })
+                }
+            },
+            None => sent.await,
+        };
+        let mut resp = sent.map_err(|e| self.transport(&url, e))?;
         let status = resp.status().as_u16();
+        // A long poll with a heartbeat: silence means a hung replica.
+        let beat = resp
+            .headers()
+            .get(BEAT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| matches!(call.wait, Wait::LongPoll(_)));
+        if let Some(b) = beat {
+            self.replicas.saw_beat(i, b);
+        }
+        let silence = beat.map(beat_deadline);
         let body = if resp.status().is_success() {
-            match Self::body(&mut resp, call.limit).await {
+            match Self::body(&mut resp, call.limit, silence).await {
                 Ok(b) => b,
                 Err(BodyError::TooLarge) => {
                     return Err(ClientError::Decode(format!(
@@ -439,6 +591,12 @@ impl Core {
                     )))
                 }
                 Err(BodyError::Transport(e)) => return Err(self.transport(&url, e)),
+                Err(BodyError::Silent(d)) => {
+                    return Err(ClientError::Unresponsive {
+                        url,
+                        why: format!("no heartbeat of the long poll for {} s", d.as_secs()),
+                    })
+                }
             }
         } else {
             Self::error_body(&mut resp).await
@@ -545,9 +703,14 @@ impl ApiClient<Async> {
 struct Empty {}
 
 impl<F: Face> ApiClient<F> {
-    /// The CA's URL, without a trailing slash.
-    pub fn base_url(&self) -> &str {
-        &self.core.base
+    /// The URL of the CA replica in use, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.core.replicas.current().to_string()
+    }
+
+    /// The replicas this client uses (one when it was given one URL).
+    pub fn replicas(&self) -> &Arc<Replicas> {
+        &self.core.replicas
     }
 
     fn call<T: Send + 'static>(&self, call: Call<T>) -> F::Output<'_, T> {
@@ -894,6 +1057,7 @@ mod tests {
             wait: 25,
             host: Some(HostName::new("web-1").unwrap()),
             epoch: None,
+            beat: None,
         };
         assert_eq!(
             with_query(ep::HOST_SYNC, &q),

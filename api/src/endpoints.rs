@@ -16,6 +16,10 @@ use smith_proto::{GroupName, HostName, UserName};
 // --- public ----------------------------------------------------------------------------------
 
 pub const HEALTH: &str = "/v1/health";
+/// The process is up (200, public).
+pub const HEALTH_LIVE: &str = "/v1/health/live";
+/// The replica can serve: 200, or 503 with `{"status":"not_ready","reason"}` (public).
+pub const HEALTH_READY: &str = "/v1/health/ready";
 pub const CA_USER_KEYS: &str = "/v1/ca/user-keys";
 pub const CA_HOST_KEYS: &str = "/v1/ca/host-keys";
 pub const CA_HOST_KRL: &str = "/v1/ca/host-krl";
@@ -78,6 +82,8 @@ pub const HOST_AUDIT_HEAD: &str = "/v1/host/audit/head";
 /// providers) is not listed: it is not called by Smith's clients.
 pub const ALL: &[(&str, &str)] = &[
     ("GET", HEALTH),
+    ("GET", HEALTH_LIVE),
+    ("GET", HEALTH_READY),
     ("GET", CA_USER_KEYS),
     ("GET", CA_HOST_KEYS),
     ("GET", CA_HOST_KRL),

@@ -16,10 +16,12 @@ pub mod client;
 pub mod endpoints;
 pub mod error;
 pub mod people;
+pub mod replicas;
 pub mod tls;
 pub mod types;
 
 pub use client::{AsyncClient, Client, ClientError, ClientOptions, Identity, Trust};
 pub use error::ErrorCode;
 pub use people::*;
+pub use replicas::{ReplicaStatus, Replicas};
 pub use types::*;

@@ -516,6 +516,12 @@ pub struct SyncQuery {
     /// The CA epoch of `since` (a CA of another epoch answers a full snapshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// Heartbeat: while the long poll waits, the CA answers `200` at once with the
+    /// `smith-beat` header and sends a space every `beat` seconds, then the snapshot
+    /// (JSON) or `null` when nothing changed. A client tells a hung replica from a long
+    /// poll by the silence. CAs before it ignore the parameter (204 as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beat: Option<u64>,
 }
 
 /// `GET /v1/admin/decisions?limit=N&user=U`.

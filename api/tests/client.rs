@@ -186,6 +186,7 @@ fn sync_query() -> SyncQuery {
         wait: 0,
         host: Some(smith_proto::HostName::new("web-1").unwrap()),
         epoch: None,
+        beat: None,
     }
 }
 

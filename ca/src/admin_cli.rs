@@ -23,9 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
-    /// The CA's URL, e.g. https://ca.example.com:8443.
-    #[arg(long, env = "SMITH_CA_URL", global = true)]
-    pub ca_url: Option<String>,
+    /// The CA's URL, e.g. https://ca.example.com:8443. Repeat it (or give a comma
+    /// separated list: SMITH_CA_URL=URL1,URL2) for a CA with several replicas,
+    /// preferred first: each request goes to the first that answers.
+    #[arg(long, env = "SMITH_CA_URL", global = true, value_delimiter = ',')]
+    pub ca_url: Vec<String>,
     /// SHA256:... fingerprint of the CA's TLS root (printed by `smith-ca init`).
     #[arg(long, env = "SMITH_CA_FINGERPRINT", global = true)]
     pub ca_fingerprint: Option<String>,
@@ -59,10 +61,18 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
 use std::io::Read as _;
 
 impl Conn {
+    /// The CA's URLs, preferred first.
+    pub fn urls(&self) -> anyhow::Result<Vec<String>> {
+        let urls = smith_api::replicas::split_urls(&self.ca_url);
+        if urls.is_empty() {
+            anyhow::bail!("no CA URL: pass --ca-url https://HOST:PORT or set SMITH_CA_URL (several replicas: URL1,URL2)");
+        }
+        Ok(urls)
+    }
+
+    /// The first (preferred) URL: what a named admin's session is kept under.
     pub fn url(&self) -> anyhow::Result<String> {
-        self.ca_url.clone().ok_or_else(|| {
-            anyhow::anyhow!("no CA URL: pass --ca-url https://HOST:PORT or set SMITH_CA_URL")
-        })
+        Ok(self.urls()?.remove(0))
     }
 
     /// The admin token to send (see the module doc for where it comes from).
@@ -85,7 +95,8 @@ impl Conn {
             return Ok(Some(t.trim().to_string()));
         }
         Ok(self
-            .ca_url
+            .url()
+            .ok()
             .as_deref()
             .and_then(crate::admin_people::session_token))
     }
@@ -96,17 +107,32 @@ impl Conn {
 
     /// A client sending `token` (none for `login`).
     pub fn client_with(&self, token: Option<String>) -> anyhow::Result<Client> {
-        let url = self.url()?;
+        let urls = self.urls()?;
         let fp = self.ca_fingerprint.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "no CA fingerprint: pass --ca-fingerprint SHA256:... or set SMITH_CA_FINGERPRINT \
                  (printed by `smith-ca init`)"
             )
         })?;
+        let replicas = smith_api::Replicas::with(
+            urls,
+            smith_api::replicas::DEFAULT_RETRY_PREFERRED,
+            Some(Box::new(|f: &smith_api::replicas::Failover| {
+                if !f.returned {
+                    eprintln!(
+                        "smith-ca admin: the CA replica {} did not answer; using {} ({})",
+                        f.from, f.to, f.reason
+                    );
+                }
+            })),
+        )
+        .map_err(anyhow::Error::msg)?
+        .shared();
         Ok(Client::new(ClientOptions {
             token,
             unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
-            ..ClientOptions::new(url, Trust::Fingerprint(fp))
+            replicas: Some(replicas.clone()),
+            ..ClientOptions::new(replicas.url(0), Trust::Fingerprint(fp))
         })?)
     }
 }
@@ -1129,11 +1155,12 @@ fn host(c: &Client, cmd: HostCmd) -> anyhow::Result<()> {
             } else {
                 Some(c.tls_root()?.root_pem)
             };
+            let base = c.base_url();
             let script = smith_ca::trustonly::render(&smith_ca::trustonly::TrustOnly {
                 tags: &tags,
                 logins: &logins,
                 user_ca_keys: &keys,
-                krl: root.as_deref().map(|r| (c.base_url(), r)),
+                krl: root.as_deref().map(|r| (base.as_str(), r)),
                 krl_every_minutes: krl_every,
             })
             .map_err(anyhow::Error::msg)?;

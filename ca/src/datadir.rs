@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Must never: overwrite an existing file, create a secret readable by anyone but the
-//! owner, or let two processes that write the database run on one directory.
+//! owner, or let two processes that write the database run on one directory (but for
+//! the fleet tests' replicas, `server::SHARED_SQLITE_FOR_TESTS`, never in production).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

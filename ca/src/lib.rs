@@ -19,6 +19,7 @@ pub mod datadir;
 pub mod init;
 pub mod issue;
 pub mod krl;
+pub mod metrics;
 pub mod model;
 pub mod oidc;
 pub mod origin;

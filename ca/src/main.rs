@@ -173,6 +173,8 @@ enum Cmd {
         oidc: oidc::OidcArgs,
         #[command(flatten)]
         database: smith_ca::database::DatabaseArgs,
+        #[command(flatten)]
+        replica: server::ops::ReplicaArgs,
     },
     /// Administer a running CA over HTTPS (needs --ca-url, --ca-fingerprint and the admin
     /// --token, or SMITH_CA_URL, SMITH_CA_FINGERPRINT and SMITH_TOKEN).
@@ -403,6 +405,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             retain_certificates,
             oidc,
             database,
+            replica,
         } => {
             if admin_session_ttl < Duration::from_secs(300)
                 || admin_session_ttl > Duration::from_secs(7 * 86400)
@@ -442,6 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         certificates_secs: retain_certificates.0,
                     },
                     database,
+                    replica,
                 },
             ))
         }

@@ -78,6 +78,23 @@ pub fn generate(sans: &[String], now: u64) -> Result<GeneratedTls, TlsCaError> {
     let root_cert = params.self_signed(&root_key)?;
     let issuer = Issuer::new(params, root_key);
 
+    let (server_cert_pem, server_key_pem) = server_cert(sans, now, &issuer)?;
+    Ok(GeneratedTls {
+        root_key_pem,
+        root_cert_pem: root_cert.pem(),
+        root_der: root_cert.der().to_vec(),
+        server_key_pem,
+        server_cert_pem,
+    })
+}
+
+/// A new HTTPS server key and certificate for `sans` signed by `issuer`: (cert PEM,
+/// key PEM).
+fn server_cert(
+    sans: &[String],
+    now: u64,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String), TlsCaError> {
     let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut sp = CertificateParams::new(sans.to_vec())?;
     let mut dn = DistinguishedName::new();
@@ -89,14 +106,8 @@ pub fn generate(sans: &[String], now: u64) -> Result<GeneratedTls, TlsCaError> {
     sp.not_before = offset(now, -(BACKDATE.as_secs() as i64));
     sp.not_after = offset(now, SERVER_LIFETIME.as_secs() as i64);
     sp.serial_number = Some(random_serial().0);
-    let server_cert = sp.signed_by(&server_key, &issuer)?;
-    Ok(GeneratedTls {
-        root_key_pem,
-        root_cert_pem: root_cert.pem(),
-        root_der: root_cert.der().to_vec(),
-        server_key_pem: server_key.serialize_pem(),
-        server_cert_pem: server_cert.pem(),
-    })
+    let server_cert = sp.signed_by(&server_key, issuer)?;
+    Ok((server_cert.pem(), server_key.serialize_pem()))
 }
 
 /// The loaded root, able to sign host client certificates.
@@ -120,6 +131,17 @@ impl TlsRoot {
             cert_der: der,
             issuer,
         })
+    }
+
+    /// A new HTTPS server key and certificate for `names` (DNS names or IPs): what a
+    /// replica reached under its own names presents (`serve --name`). (cert PEM, key
+    /// PEM).
+    pub fn issue_server_cert(
+        &self,
+        names: &[String],
+        now: u64,
+    ) -> Result<(String, String), TlsCaError> {
+        server_cert(names, now, &self.issuer)
     }
 
     /// Issues an mTLS client certificate for `host` from a PEM CSR. Returns the PEM

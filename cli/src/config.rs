@@ -199,13 +199,23 @@ impl Effective {
         self.profile.value.as_deref().unwrap_or("default")
     }
 
-    pub fn ca_url(&self) -> anyhow::Result<String> {
-        self.ca_url.value.clone().ok_or_else(|| {
-            anyhow::anyhow!(
+    /// The CA's URLs: the setting is one URL or a list of the CA's replicas
+    /// (`SMITH_CA_URL=URL1,URL2`, `--ca-url` repeated), preferred first.
+    pub fn ca_urls(&self) -> anyhow::Result<Vec<String>> {
+        let urls = smith_api::replicas::split_urls(&[self.ca_url.value.as_deref().unwrap_or("")]);
+        if urls.is_empty() {
+            anyhow::bail!(
                 "no CA URL: pass --ca-url https://HOST:PORT, set SMITH_CA_URL, or put ca_url in \
-                 the config file"
-            )
-        })
+                 the config file (several replicas: SMITH_CA_URL=URL1,URL2)"
+            );
+        }
+        Ok(urls)
+    }
+
+    /// The CA's first (preferred) URL: what sign-ins and the last certificate are kept
+    /// under, whichever replica answers.
+    pub fn ca_url(&self) -> anyhow::Result<String> {
+        Ok(self.ca_urls()?.remove(0))
     }
 
     /// The credential for the CA: the token flag/env, else this profile's sign-in.
@@ -245,18 +255,39 @@ impl Effective {
         token: Option<String>,
         timeout: Duration,
     ) -> anyhow::Result<smith_api::Client> {
-        let url = self.ca_url()?;
+        let urls = self.ca_urls()?;
         let fp = self.ca_fingerprint.value.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "no CA fingerprint: pass --ca-fingerprint SHA256:..., set SMITH_CA_FINGERPRINT, \
                  or put ca_fingerprint in the config file (ask your admin for it)"
             )
         })?;
+        let replicas = failover_replicas(urls)?;
         Ok(smith_api::Client::new(smith_api::ClientOptions {
             token,
             unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
             timeout,
-            ..smith_api::ClientOptions::new(url, smith_api::Trust::Fingerprint(fp))
+            replicas: Some(replicas.clone()),
+            ..smith_api::ClientOptions::new(replicas.url(0), smith_api::Trust::Fingerprint(fp))
         })?)
     }
+}
+
+/// The CA's replicas for one command: each request goes to the first that answers, and
+/// a move to another one is said on stderr.
+pub fn failover_replicas(urls: Vec<String>) -> anyhow::Result<std::sync::Arc<smith_api::Replicas>> {
+    let r = smith_api::Replicas::with(
+        urls,
+        smith_api::replicas::DEFAULT_RETRY_PREFERRED,
+        Some(Box::new(|f: &smith_api::replicas::Failover| {
+            if !f.returned {
+                eprintln!(
+                    "smith: the CA replica {} did not answer; using {} ({})",
+                    f.from, f.to, f.reason
+                );
+            }
+        })),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(std::sync::Arc::new(r))
 }

@@ -37,9 +37,11 @@ may also live in ~/.config/smith/config.toml.\n\n\
 Exit codes: 0 success, 1 error, 2 usage, 3 the CA refused the request."
 )]
 struct Cli {
-    /// The CA's URL, e.g. https://ca.example.com:8443 [env: SMITH_CA_URL]
-    #[arg(long, global = true)]
-    ca_url: Option<String>,
+    /// The CA's URL, e.g. https://ca.example.com:8443; repeat it (or give a comma
+    /// separated list) for a CA with several replicas, preferred first: each request
+    /// goes to the first that answers [env: SMITH_CA_URL=URL1,URL2]
+    #[arg(long, global = true, value_delimiter = ',')]
+    ca_url: Vec<String>,
     /// SHA256:... fingerprint of the CA's TLS root [env: SMITH_CA_FINGERPRINT]
     #[arg(long, global = true)]
     ca_fingerprint: Option<String>,
@@ -193,7 +195,7 @@ fn cert_args(f: CertFlags, json: bool, quiet: bool) -> cert::CertArgs {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config::resolve(config::Flags {
-        ca_url: cli.ca_url,
+        ca_url: (!cli.ca_url.is_empty()).then(|| cli.ca_url.join(",")),
         ca_fingerprint: cli.ca_fingerprint,
         token: cli.token,
         profile: cli.profile,

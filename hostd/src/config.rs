@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_HOME_BASE: &str = "/home";
 pub const DEFAULT_SYNC_WAIT_SECS: u64 = 25;
+/// After moving off the first CA URL, the earlier ones are tried again this often.
+pub const DEFAULT_CA_RETRY_PREFERRED_SECS: u64 = 30;
 pub const MAX_SYNC_WAIT_SECS: u64 = 60;
 pub const DEFAULT_PRINCIPALS_USER: &str = "nobody";
 /// A sync that would end more than this percentage of the served users...
@@ -52,6 +54,12 @@ fn default_home_base() -> String {
 fn default_sync_wait() -> u64 {
     DEFAULT_SYNC_WAIT_SECS
 }
+fn default_retry_preferred() -> u64 {
+    DEFAULT_CA_RETRY_PREFERRED_SECS
+}
+fn is_default_retry_preferred(v: &u64) -> bool {
+    *v == DEFAULT_CA_RETRY_PREFERRED_SECS
+}
 fn default_hold_percent() -> u8 {
     DEFAULT_REMOVAL_HOLD_PERCENT
 }
@@ -70,8 +78,23 @@ fn default_principals_user() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
-    /// The CA's base URL, `https://...`.
+    /// The CA's base URL, `https://...` (one replica; files written before replicas
+    /// have only this key). Empty when `ca_urls` is used. Read through
+    /// [`HostConfig::ca_urls`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ca_url: String,
+    /// The CA's replicas, preferred first (`smith-host activate --ca URL --ca URL2`);
+    /// hostd moves to the next when the one in use dies or hangs. A file has `ca_url`
+    /// or `ca_urls`, not both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_urls: Vec<String>,
+    /// After moving off the first URL, try the earlier ones again this often (seconds,
+    /// 1-3600, default 30).
+    #[serde(
+        default = "default_retry_preferred",
+        skip_serializing_if = "is_default_retry_preferred"
+    )]
+    pub ca_retry_preferred_secs: u64,
     /// This host's enrolled name (the CN of its mTLS certificate).
     pub host_name: HostName,
     /// Fingerprint of the CA's TLS root pinned at enrollment (informational; the root
@@ -127,6 +150,8 @@ impl HostConfig {
     pub fn new(ca_url: String, host_name: HostName) -> HostConfig {
         HostConfig {
             ca_url,
+            ca_urls: Vec::new(),
+            ca_retry_preferred_secs: DEFAULT_CA_RETRY_PREFERRED_SECS,
             host_name,
             ca_fingerprint: None,
             home_base: default_home_base(),
@@ -159,8 +184,68 @@ impl HostConfig {
         })
     }
 
+    /// The CA's URLs, preferred first.
+    pub fn ca_urls(&self) -> Vec<String> {
+        if self.ca_urls.is_empty() {
+            vec![self.ca_url.clone()]
+        } else {
+            self.ca_urls.clone()
+        }
+    }
+
+    /// The first (preferred) CA URL.
+    pub fn primary_ca_url(&self) -> String {
+        self.ca_urls().into_iter().next().unwrap_or_default()
+    }
+
+    /// Sets the CA's URLs: one is written as `ca_url` (as every version reads it),
+    /// several as `ca_urls`.
+    pub fn set_ca_urls(&mut self, urls: Vec<String>) {
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        if urls.len() == 1 {
+            self.ca_url = urls[0].clone();
+            self.ca_urls = Vec::new();
+        } else {
+            self.ca_url = String::new();
+            self.ca_urls = urls;
+        }
+    }
+
+    /// The replicas hostd and `smith-host` use (one shared [`smith_api::Replicas`] per
+    /// process), calling `on_failover` at each move.
+    pub fn replicas(
+        &self,
+        on_failover: Option<smith_api::replicas::OnFailover>,
+    ) -> Result<std::sync::Arc<smith_api::Replicas>, String> {
+        smith_api::Replicas::with(
+            self.ca_urls(),
+            std::time::Duration::from_secs(self.ca_retry_preferred_secs),
+            on_failover,
+        )
+        .map(std::sync::Arc::new)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
-        validate_ca_url(&self.ca_url)?;
+        match (self.ca_url.is_empty(), self.ca_urls.is_empty()) {
+            (false, false) => {
+                return Err("give the CA as ca_url or as ca_urls, not both".into());
+            }
+            (true, true) => return Err("ca_url (or ca_urls) is required".into()),
+            _ => {}
+        }
+        for u in self.ca_urls() {
+            validate_ca_url(&u)?;
+        }
+        smith_api::Replicas::new(self.ca_urls()).map_err(|e| format!("ca_urls: {e}"))?;
+        if !(1..=3600).contains(&self.ca_retry_preferred_secs) {
+            return Err(format!(
+                "ca_retry_preferred_secs must be between 1 and 3600, not {}",
+                self.ca_retry_preferred_secs
+            ));
+        }
         if !(1..=MAX_SYNC_WAIT_SECS).contains(&self.sync_wait_secs) {
             return Err(format!(
                 "sync_wait_secs must be between 1 and {MAX_SYNC_WAIT_SECS}, not {}",
@@ -210,8 +295,26 @@ impl HostConfig {
         let mut out = String::new();
         out.push_str("# Smith host configuration, written by `smith-host activate`.\n");
         out.push_str("# Unknown keys are refused. See hostd/README.md.\n\n");
-        out.push_str("# The CA (HTTPS; its TLS root is pinned in ca.crt next to this file).\n");
-        out.push_str(&format!("ca_url = {}\n", q(&self.ca_url)));
+        out.push_str("# The CA (HTTPS; its TLS root is pinned in ca.crt next to this file):\n");
+        out.push_str(
+            "# One URL as ca_url, or the CA's replicas as the list ca_urls (preferred first).\n",
+        );
+        if self.ca_urls.is_empty() {
+            out.push_str(&format!("ca_url = {}\n", q(&self.ca_url)));
+        } else {
+            let list: Vec<String> = self.ca_urls.iter().map(|u| q(u)).collect();
+            out.push_str(&format!("ca_urls = [{}]\n", list.join(", ")));
+        }
+        if self.ca_urls.len() > 1 || !is_default_retry_preferred(&self.ca_retry_preferred_secs) {
+            out.push_str(
+                "# After moving off the first URL (it died or hung), try it again every\n\
+                 # this many seconds (default 30).\n",
+            );
+            out.push_str(&format!(
+                "ca_retry_preferred_secs = {}\n",
+                self.ca_retry_preferred_secs
+            ));
+        }
         out.push_str("# This host's enrolled name (CN of host.crt).\n");
         out.push_str(&format!("host_name = {}\n", q(self.host_name.as_str())));
         if let Some(fp) = &self.ca_fingerprint {
@@ -343,6 +446,43 @@ mod tests {
         c.root = Some("/tmp/r".into());
         c.log = LogTarget::Stderr;
         assert_eq!(HostConfig::parse(&c.render()).unwrap(), c);
+    }
+
+    #[test]
+    fn several_ca_urls_render_and_parse_back_and_the_old_key_still_reads() {
+        let mut c = sample();
+        c.set_ca_urls(vec!["https://ca1:8443/".into(), "https://ca2:8443".into()]);
+        c.ca_retry_preferred_secs = 5;
+        let text = c.render();
+        assert!(
+            text.contains("ca_urls = [\"https://ca1:8443\", \"https://ca2:8443\"]"),
+            "{text}"
+        );
+        assert!(!text.contains("\nca_url ="), "{text}");
+        let back = HostConfig::parse(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.ca_urls(), vec!["https://ca1:8443", "https://ca2:8443"]);
+        assert_eq!(back.primary_ca_url(), "https://ca1:8443");
+        // One URL is written as every earlier version reads it.
+        c.set_ca_urls(vec!["https://ca1:8443".into()]);
+        c.ca_retry_preferred_secs = DEFAULT_CA_RETRY_PREFERRED_SECS;
+        let text = c.render();
+        assert!(text.contains("\nca_url = \"https://ca1:8443\"\n"), "{text}");
+        assert!(!text.contains("ca_urls ="), "{text}");
+        assert!(!text.contains("ca_retry_preferred_secs"), "{text}");
+        let old = HostConfig::parse("ca_url = \"https://ca:1\"\nhost_name = \"db-1\"\n").unwrap();
+        assert_eq!(old.ca_urls(), vec!["https://ca:1"]);
+        assert_eq!(old.ca_retry_preferred_secs, 30);
+        for bad in [
+            "ca_url = \"https://a\"\nca_urls = [\"https://b\"]\nhost_name = \"a\"\n",
+            "host_name = \"a\"\n",
+            "ca_urls = []\nhost_name = \"a\"\n",
+            "ca_urls = [\"https://a\", \"http://b\"]\nhost_name = \"a\"\n",
+            "ca_urls = [\"https://a\", \"https://a/\"]\nhost_name = \"a\"\n",
+            "ca_urls = [\"https://a\"]\nhost_name = \"a\"\nca_retry_preferred_secs = 0\n",
+        ] {
+            assert!(HostConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

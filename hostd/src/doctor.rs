@@ -165,7 +165,7 @@ fn check_config<'a>(c: &mut Checks, r: &'a Resolved) -> Option<&'a HostConfig> {
             "{} (host {}, CA {})",
             p.config.display(),
             cfg.host_name,
-            cfg.ca_url
+            cfg.ca_urls().join(", ")
         ),
     );
     Some(cfg)
@@ -646,19 +646,25 @@ fn check_daemon(c: &mut Checks, p: &HostPaths) {
     }
 }
 
-/// The CA accepts this host, over mTLS, as the daemon talks to it.
+/// The CA accepts this host, over mTLS, as the daemon talks to it: each replica of
+/// `ca_urls` asked on its own (one that does not answer is a warning while another
+/// does), and which one the daemon uses (from `sync-status.json`).
 fn check_ca(c: &mut Checks, p: &HostPaths, cfg: &HostConfig, cr: &HostCredentials) {
-    {
-        let version = crate::state::load_state(&p.state_file)
-            .ok()
-            .flatten()
-            .map(|s| s.version)
-            .unwrap_or(0);
+    let version = crate::state::load_state(&p.state_file)
+        .ok()
+        .flatten()
+        .map(|s| s.version)
+        .unwrap_or(0);
+    let urls = cfg.ca_urls();
+    let several = urls.len() > 1;
+    let mut answering = 0;
+    let mut failures = Vec::new();
+    for url in &urls {
         let client = smith_api::Client::new(smith_api::ClientOptions {
             identity: Some(cr.identity.clone()),
             timeout: std::time::Duration::from_secs(10),
             unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
-            ..smith_api::ClientOptions::new(cfg.ca_url.clone(), cr.trust.clone())
+            ..smith_api::ClientOptions::new(url.clone(), cr.trust.clone())
         });
         let result = client.and_then(|cl| {
             cl.sync(&crate::syncclient::sync_query(
@@ -668,23 +674,51 @@ fn check_ca(c: &mut Checks, p: &HostPaths, cfg: &HostConfig, cr: &HostCredential
                 None,
             ))
         });
+        let name = if several {
+            format!("CA {url}")
+        } else {
+            "CA".to_string()
+        };
         match result {
-        Ok(_) => c.ok("CA", format!("{} accepts this host (mTLS sync)", cfg.ca_url)),
-        Err(e) => match crate::refusal::classify_api(&e) {
-            Some(kind) => c.push(
-                "CA",
-                Level::Fail,
-                format!("{} (the CA said: {e})", kind.advice()),
-                match kind {
-                    crate::refusal::RefusalKind::HostRemoved => "smith-host deactivate, or smith-host activate --token T with a new token from `smith-ca admin host token`",
-                    crate::refusal::RefusalKind::ClientCertExpired
-                    | crate::refusal::RefusalKind::ClientCertSuperseded
-                    | crate::refusal::RefusalKind::HostIdentityForked => "smith-host activate --token T with a new token from `smith-ca admin host token`",
-                },
-            ),
-            None => c.push("CA", Level::Fail, e.to_string(), "check the network path to the CA and that the host was not removed (smith-ca admin host list)"),
-        },
+            Ok(_) => {
+                answering += 1;
+                c.ok(&name, format!("{url} accepts this host (mTLS sync)"));
+            }
+            Err(e) => match crate::refusal::classify_api(&e) {
+                Some(kind) => c.push(
+                    &name,
+                    Level::Fail,
+                    format!("{} (the CA said: {e})", kind.advice()),
+                    match kind {
+                        crate::refusal::RefusalKind::HostRemoved => "smith-host deactivate, or smith-host activate --token T with a new token from `smith-ca admin host token`",
+                        crate::refusal::RefusalKind::ClientCertExpired
+                        | crate::refusal::RefusalKind::ClientCertSuperseded
+                        | crate::refusal::RefusalKind::HostIdentityForked => "smith-host activate --token T with a new token from `smith-ca admin host token`",
+                    },
+                ),
+                None => failures.push((name, e.to_string())),
+            },
+        }
     }
+    for (name, e) in failures {
+        if answering > 0 {
+            c.push(&name, Level::Warn, format!("this replica does not answer ({e}); smith-hostd uses the others"), "check that replica (`smith-ca serve` running, GET /v1/health/ready) and the network path to it");
+        } else {
+            c.push(&name, Level::Fail, e, "check the network path to the CA and that the host was not removed (smith-ca admin host list)");
+        }
+    }
+    if several {
+        if let Some(st) = crate::state::load_sync_status(&p.sync_status_file) {
+            if let Some(u) = st.ca_url_in_use {
+                c.ok(
+                    "CA replica",
+                    format!(
+                        "smith-hostd uses {u} ({} failovers since it started)",
+                        st.ca_failovers
+                    ),
+                );
+            }
+        }
     }
 }
 

@@ -38,8 +38,16 @@ pub fn sync(r: &Resolved) -> Result<SyncReport, String> {
         .ok_or("this host is not enrolled: run `smith-host activate` first")?;
     let creds =
         crate::identity::load_credentials(&paths.ca_bundle, &paths.host_cert, &paths.host_key)?;
+    let replicas = cfg.replicas(Some(Box::new(|f: &smith_api::replicas::Failover| {
+        if !f.returned {
+            eprintln!(
+                "smith-host: the CA replica {} did not answer ({}); using {}",
+                f.from, f.reason, f.to
+            );
+        }
+    })))?;
     let client =
-        crate::syncclient::connect_blocking(&cfg.ca_url, &creds).map_err(|e| e.to_string())?;
+        crate::syncclient::connect_blocking(&replicas, &creds).map_err(|e| e.to_string())?;
     let mut store = Store::open(paths, &cfg.host_name, &cfg.home_base);
     let from = store.version();
     let mut since = from;

@@ -74,6 +74,12 @@ pub struct SyncStatus {
     /// runs `smith-host terminate`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_removals: Vec<HeldRemoval>,
+    /// The CA replica (URL) the daemon uses now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_url_in_use: Option<String>,
+    /// Times the daemon moved away from a CA replica that died or hung (since it started).
+    #[serde(default)]
+    pub ca_failovers: u64,
 }
 
 /// One held loss of access (see `crate::removal`).

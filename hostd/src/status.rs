@@ -37,7 +37,14 @@ pub struct Status {
     pub daemon_reachable: bool,
     pub host_name: Option<String>,
     pub tags: Option<String>,
+    /// The first (preferred) CA URL.
     pub ca_url: Option<String>,
+    /// Every CA URL (its replicas), preferred first.
+    pub ca_urls: Vec<String>,
+    /// The replica smith-hostd uses now (from `sync-status.json`).
+    pub ca_url_in_use: Option<String>,
+    /// Times smith-hostd moved away from a replica that died or hung since it started.
+    pub ca_failovers: u64,
     pub root_fingerprint: Option<String>,
     pub client_cert_not_after: Option<u64>,
     pub snapshot_version: Option<u64>,
@@ -297,7 +304,10 @@ pub fn gather(r: &Resolved) -> Status {
         daemon_reachable: daemon.reachable,
         host_name: r.config.as_ref().map(|c| c.host_name.to_string()),
         tags: state.as_ref().map(|s| s.tags.to_string()).or(cache_tags),
-        ca_url: r.config.as_ref().map(|c| c.ca_url.clone()),
+        ca_url: r.config.as_ref().map(|c| c.primary_ca_url()),
+        ca_urls: r.config.as_ref().map(|c| c.ca_urls()).unwrap_or_default(),
+        ca_url_in_use: sync.as_ref().and_then(|s| s.ca_url_in_use.clone()),
+        ca_failovers: sync.as_ref().map(|s| s.ca_failovers).unwrap_or(0),
         root_fingerprint: creds.as_ref().map(|c| c.root_fingerprint.clone()),
         client_cert_not_after,
         snapshot_version: state
@@ -387,6 +397,19 @@ pub fn render(s: &Status) -> String {
                 h.held.reason,
                 if h.running == 1 { "it" } else { "them" },
                 h.held.user
+            ),
+        );
+    }
+    if s.ca_urls.len() > 1 {
+        line(
+            &mut out,
+            "CA replicas:",
+            format!(
+                "{} (in use: {}; {} failover{} since smith-hostd started)",
+                s.ca_urls.join(", "),
+                s.ca_url_in_use.as_deref().unwrap_or("not yet known"),
+                s.ca_failovers,
+                if s.ca_failovers == 1 { "" } else { "s" }
             ),
         );
     }

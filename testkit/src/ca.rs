@@ -79,6 +79,7 @@ pub fn default_serve_config() -> ServeConfig {
             certificates_secs: Some(400 * DAY),
         },
         database: Default::default(),
+        replica: Default::default(),
     }
 }
 

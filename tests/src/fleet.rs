@@ -133,6 +133,10 @@ pub struct Ca {
     pub listen: String,
     /// Extra `smith-ca serve` arguments (e.g. OIDC settings).
     pub serve_args: Vec<String>,
+    /// Extra environment of `smith-ca serve`.
+    pub serve_env: Vec<(String, String)>,
+    /// Its log file.
+    pub log: PathBuf,
     pub(crate) process: Option<Background>,
 }
 
@@ -158,6 +162,8 @@ pub struct Fleet {
     pub subnet: u8,
     pub bins: Bins,
     pub ca: Option<Ca>,
+    /// More replicas of the CA ([`Fleet::start_replica`]).
+    pub replicas: Vec<Ca>,
     pub hosts: Vec<Host>,
     background: Mutex<Vec<Background>>,
     next_host: u8,
@@ -187,6 +193,7 @@ impl Fleet {
             subnet,
             bins,
             ca: None,
+            replicas: Vec::new(),
             hosts: Vec::new(),
             background: Mutex::new(Vec::new()),
             next_host: 10,
@@ -231,6 +238,15 @@ impl Fleet {
 
     // --- the CA ---------------------------------------------------------------------------
 
+    /// [`Fleet::start_ca`] with the CA on a fresh database of the test process's
+    /// PostgreSQL server (replicas need it: [`Fleet::start_replica`]).
+    pub fn start_ca_on_postgres(&mut self) -> Result<&Ca> {
+        let server =
+            crate::pg::shared("a CA on PostgreSQL").context("PostgreSQL is not available")?;
+        let url = server.create_database();
+        self.start_ca_init_with(&["--database", &url], &[])
+    }
+
     /// `smith-ca init` + `smith-ca serve` on the LAN address.
     pub fn start_ca(&mut self) -> Result<&Ca> {
         self.start_ca_with(&[])
@@ -269,6 +285,8 @@ impl Fleet {
             admin_token,
             listen,
             serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
+            serve_env: Vec::new(),
+            log: self.dir.join("ca.log"),
             process: None,
         };
         self.ca_serve(&mut ca)?;
@@ -283,12 +301,9 @@ impl Fleet {
             .arg(&ca.data_dir)
             .args(["--listen", &ca.listen])
             .args(&ca.serve_args)
+            .envs(ca.serve_env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info");
-        ca.process = Some(Background::spawn(
-            "smith-ca",
-            serve,
-            &self.dir.join("ca.log"),
-        )?);
+        ca.process = Some(Background::spawn("smith-ca", serve, &ca.log)?);
         let url = ca.url.clone();
         let fp = ca.fingerprint.clone();
         wait_for("the CA to answer", Duration::from_secs(20), || {
@@ -320,6 +335,118 @@ impl Fleet {
         }
     }
 
+    /// Starts one more replica of the fleet's CA (`smith-ca serve` over a copy of its
+    /// data directory; the CA must be on PostgreSQL, [`Fleet::start_ca_on_postgres`])
+    /// on its own LAN address, `10.213.N.(2+k)`: its URL is `https://10.213.N.(2+k):8443`,
+    /// a name the certificate from `smith-ca init` does not hold, so it presents one
+    /// issued at start for `--name` (clients pin the root). Returns its index in
+    /// [`Fleet::replicas`].
+    pub fn start_replica(&mut self) -> Result<usize> {
+        let k = self.replicas.len();
+        let ip = self.replica_ip(k);
+        run_ok(sh(&format!(
+            "ip -n {} addr add {ip}/24 dev br0",
+            self.lan_ns
+        )))
+        .with_context(|| format!("adding the replica address {ip}"))?;
+        let base = self.ca();
+        let listen = format!("{ip}:8443");
+        let mut serve_args = base.serve_args.clone();
+        serve_args.extend(["--name".to_string(), ip.clone()]);
+        // A copy of the data directory, as on another machine (the CA must be on a
+        // shared database: see `Fleet::start_ca_on_postgres`).
+        let data_dir = self.dir.join(format!("ca-replica{}", k + 1));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut cp = Command::new("cp");
+        cp.arg("-a").arg(&base.data_dir).arg(&data_dir);
+        run_ok(cp).context("copying the CA's data directory")?;
+        let _ = std::fs::remove_file(data_dir.join("ca.lock"));
+        let mut replica = Ca {
+            data_dir,
+            url: format!("https://{listen}"),
+            fingerprint: base.fingerprint.clone(),
+            admin_token: base.admin_token.clone(),
+            listen,
+            serve_args,
+            serve_env: vec![],
+            log: self.dir.join(format!("ca-replica{}.log", k + 1)),
+            process: None,
+        };
+        self.ca_serve(&mut replica)?;
+        self.replicas.push(replica);
+        Ok(k)
+    }
+
+    fn replica_ip(&self, k: usize) -> String {
+        format!("10.213.{}.{}", self.subnet, 2 + k)
+    }
+
+    /// The URL replica `k` (from 0) has once started (hosts may be given it before).
+    pub fn replica_url(&self, k: usize) -> String {
+        format!("https://{}:8443", self.replica_ip(k))
+    }
+
+    /// Every CA URL: the first CA's, then its replicas'.
+    pub fn ca_urls(&self) -> Vec<String> {
+        let mut urls = vec![self.ca().url.clone()];
+        urls.extend(self.replicas.iter().map(|r| r.url.clone()));
+        urls
+    }
+
+    /// The CA (`0`) or replica `i - 1`.
+    pub fn ca_replica(&mut self, i: usize) -> &mut Ca {
+        match i {
+            0 => self.ca.as_mut().expect("start_ca first"),
+            _ => &mut self.replicas[i - 1],
+        }
+    }
+
+    /// Sends `signal` to the CA (`0`) or replica `i - 1` (SIGKILL: it is gone; SIGSTOP:
+    /// it hangs, its sockets open; SIGCONT: it goes on).
+    pub fn signal_ca(&mut self, i: usize, signal: i32) -> Result<()> {
+        let ca = self.ca_replica(i);
+        let p = ca.process.as_mut().context("that CA is not running")?;
+        // SAFETY: kill(2) on our own child's pid; no memory is passed.
+        if unsafe { libc::kill(p.pid() as i32, signal) } != 0 {
+            bail!(
+                "kill({}, {signal}): {}",
+                p.pid(),
+                std::io::Error::last_os_error()
+            );
+        }
+        if signal == libc::SIGKILL {
+            if let Some(mut p) = ca.process.take() {
+                p.kill();
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the CA (`0`) or replica `i - 1` again (after [`Fleet::signal_ca`] killed
+    /// it).
+    pub fn restart_replica(&mut self, i: usize) -> Result<()> {
+        let mut ca = std::mem::replace(
+            self.ca_replica(i),
+            Ca {
+                data_dir: PathBuf::new(),
+                url: String::new(),
+                fingerprint: String::new(),
+                admin_token: String::new(),
+                listen: String::new(),
+                serve_args: Vec::new(),
+                serve_env: Vec::new(),
+                log: PathBuf::new(),
+                process: None,
+            },
+        );
+        if let Some(mut p) = ca.process.take() {
+            p.kill();
+        }
+        let r = self.ca_serve(&mut ca);
+        *self.ca_replica(i) = ca;
+        r
+    }
+
     /// Starts the CA again from its data dir.
     pub fn restart_ca(&mut self) -> Result<()> {
         self.stop_ca();
@@ -335,7 +462,7 @@ impl Fleet {
         let mut c = self.lan_cmd(self.bins.path("smith-ca"));
         c.arg("admin")
             .args(args)
-            .env("SMITH_CA_URL", &ca.url)
+            .env("SMITH_CA_URL", self.ca_urls().join(","))
             .env("SMITH_CA_FINGERPRINT", &ca.fingerprint)
             .env("SMITH_TOKEN", &ca.admin_token);
         outcome(c, DEFAULT_TIMEOUT)
@@ -417,21 +544,63 @@ impl Fleet {
             .with_context(|| format!("host token --json printed {:?}", o.stdout))?;
         let token = v["token"].as_str().context("token field")?.to_string();
         let idx = self.create_host(name, tags)?;
-        let ca_url = self.ca().url.clone();
+        let ca_urls = vec![self.ca().url.clone()];
+        self.activate_host(idx, &token, &ca_urls, ssh_names)?;
+        self.hosts[idx].start_hostd()?;
+        self.hosts[idx].start_sshd()?;
+        Ok(idx)
+    }
+
+    /// [`Fleet::add_host`] activated with several CA URLs (`--ca` repeated: the CA and
+    /// its replicas, preferred first), with `host.toml` settings changed to `settings`
+    /// (key, value) before hostd starts.
+    pub fn add_host_with_cas(
+        &mut self,
+        name: &str,
+        tags: &str,
+        ca_urls: &[String],
+        settings: &[(&str, &str)],
+    ) -> Result<usize> {
+        let token = self.host_token(name, tags)?;
+        let idx = self.create_host(name, tags)?;
+        self.activate_host(idx, &token, ca_urls, &[])?;
+        for (k, v) in settings {
+            self.hosts[idx]
+                .sh(&format!(
+                    "sed -i 's/^{k} = .*/{k} = {v}/' /etc/smith/host.toml
+                     grep -q '^{k} = {v}$' /etc/smith/host.toml"
+                ))?
+                .ok()
+                .with_context(|| format!("setting {k} in host.toml"))?;
+        }
+        self.hosts[idx].start_hostd()?;
+        self.hosts[idx].start_sshd()?;
+        Ok(idx)
+    }
+
+    /// `smith-host activate --ca URL... --token T --no-start` in host `idx`.
+    fn activate_host(
+        &self,
+        idx: usize,
+        token: &str,
+        ca_urls: &[String],
+        ssh_names: &[&str],
+    ) -> Result<()> {
         let fp = self.ca().fingerprint.clone();
-        let mut activate = vec![
-            "smith-host",
-            "activate",
-            "--ca",
-            &ca_url,
+        let name = self.hosts[idx].name.clone();
+        let mut activate = vec!["smith-host", "activate"];
+        for u in ca_urls {
+            activate.extend(["--ca", u.as_str()]);
+        }
+        activate.extend([
             "--token",
-            &token,
+            token,
             "--ca-fingerprint",
             &fp,
             "--name",
-            name,
+            &name,
             "--no-start",
-        ];
+        ]);
         for n in ssh_names {
             activate.extend(["--ssh-name", n]);
         }
@@ -439,9 +608,7 @@ impl Fleet {
             .exec(&activate)?
             .ok()
             .context("smith-host activate")?;
-        self.hosts[idx].start_hostd()?;
-        self.hosts[idx].start_sshd()?;
-        Ok(idx)
+        Ok(())
     }
 
     /// Builds the namespaces and private filesystem of a host, with local accounts
@@ -677,6 +844,9 @@ impl Drop for Fleet {
         for h in &mut self.hosts {
             h.hostd.take();
             h.sshd.take();
+        }
+        for r in &mut self.replicas {
+            r.process.take();
         }
         self.stop_ca();
         let mut namespaces: Vec<String> = self.hosts.iter().map(|h| h.ns.clone()).collect();

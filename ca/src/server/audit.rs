@@ -50,10 +50,13 @@ async fn upload(
     let n = batch.records.len();
     match ca.authority.audit_upload(&host.name, batch.records).await? {
         Ok(ack) => {
+            crate::metrics::METRICS.audit_batches_accepted.inc();
+            crate::metrics::METRICS.audit_records_accepted.add(n as u64);
             tracing::debug!(host = %host.name, records = n, acked_through = ack.acked_through, "audit records stored");
             Ok(Json(ack))
         }
         Err(rej) => {
+            crate::metrics::METRICS.audit_batches_rejected.inc();
             tracing::warn!(host = %host.name, seq = rej.seq, code = %rej.code, reason = %rej.reason, "audit upload rejected");
             Err(ApiError::new(rej.code, rej.message()))
         }

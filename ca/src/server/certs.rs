@@ -86,6 +86,7 @@ pub async fn issue(
     Engineer(caller): Engineer,
     ApiJson(req): ApiJson<CertRequest>,
 ) -> Result<Json<CertResponse>, ApiError> {
+    let started = std::time::Instant::now();
     let issued = ca
         .authority
         .issue(IssueInput {
@@ -97,7 +98,23 @@ pub async fn issue(
             source: peer.addr.ip(),
             oidc_nonce: req.oidc_nonce,
         })
-        .await?;
+        .await;
+    let m = &crate::metrics::METRICS;
+    let issued = match issued {
+        Ok(i) => {
+            m.issuance_allowed.inc();
+            m.issuance_seconds.observe(started.elapsed());
+            i
+        }
+        Err(e) => {
+            if matches!(e, crate::authority::IssueError::Denied(_)) {
+                m.issuance_denied.inc();
+            } else {
+                m.issuance_failed.inc();
+            }
+            return Err(e.into());
+        }
+    };
     Ok(Json(CertResponse {
         certificate: issued.certificate,
         serial: issued.serial,

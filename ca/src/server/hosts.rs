@@ -128,6 +128,9 @@ pub struct SyncQuery {
     /// The epoch of the host's version (hostd since epochs).
     #[serde(default)]
     epoch: Option<String>,
+    /// Heartbeat period in seconds (`smith_api::SyncQuery::beat`).
+    #[serde(default)]
+    beat: Option<u64>,
 }
 
 pub async fn sync(
@@ -152,6 +155,11 @@ pub async fn sync(
     let known = since > 0 && since <= current;
     if since == current && since > 0 {
         let wait = Duration::from_secs(q.wait.min(MAX_WAIT_SECS));
+        if let Some(beat) = q.beat.filter(|_| q.wait > 0) {
+            let beat = Duration::from_secs(beat.clamp(1, MAX_BEAT_SECS));
+            return Ok(beating(ca, peer, host, since, rx, wait, beat));
+        }
+        let _waiting = crate::metrics::Waiting::start();
         let mut shutdown = ca.shutdown.clone();
         let changed = tokio::select! {
             r = tokio::time::timeout(wait, rx.changed()) => matches!(r, Ok(Ok(()))),
@@ -159,6 +167,7 @@ pub async fn sync(
         };
         if !changed {
             ca.authority.host_seen(host.id, Some(since));
+            crate::metrics::METRICS.syncs.inc();
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
@@ -166,5 +175,75 @@ pub async fn sync(
     let host = host_of(&ca, &peer)?;
     let resp = ca.authority.sync_view(&host, since);
     ca.authority.host_seen(host.id, known.then_some(since));
+    crate::metrics::METRICS.syncs.inc();
     Ok(Json(resp).into_response())
+}
+
+/// Longest heartbeat period a host may ask for.
+pub const MAX_BEAT_SECS: u64 = 30;
+
+/// A long poll with a heartbeat: `200` at once with the `smith-beat` header, a space
+/// every `beat` while nothing changes, then the snapshot as JSON, or `null` when nothing
+/// changed within `wait` (or the host was removed meanwhile: its next request hears
+/// why). The wait runs in its own task; a host that hangs up ends it.
+fn beating(
+    ca: Arc<Ca>,
+    peer: Peer,
+    host: Host,
+    since: u64,
+    mut rx: tokio::sync::watch::Receiver<u64>,
+    wait: Duration,
+    beat: Duration,
+) -> Response {
+    let (tx, chunks) = tokio::sync::mpsc::channel::<axum::body::Bytes>(4);
+    tokio::spawn(async move {
+        let _waiting = crate::metrics::Waiting::start();
+        let space = axum::body::Bytes::from_static(b" ");
+        if tx.send(space.clone()).await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = ca.shutdown.clone();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+        let changed = loop {
+            tokio::select! {
+                r = rx.changed() => break r.is_ok(),
+                _ = tokio::time::sleep_until(deadline) => break false,
+                _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break false,
+                _ = tick.tick() => {
+                    if tx.send(space.clone()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let body = match (changed, host_of(&ca, &peer)) {
+            (true, Ok(host)) => {
+                let resp = ca.authority.sync_view(&host, since);
+                ca.authority.host_seen(host.id, Some(since));
+                serde_json::to_vec(&resp).unwrap_or_else(|_| b"null".to_vec())
+            }
+            (false, _) => {
+                ca.authority.host_seen(host.id, Some(since));
+                b"null".to_vec()
+            }
+            (true, Err(_)) => b"null".to_vec(),
+        };
+        crate::metrics::METRICS.syncs.inc();
+        let _ = tx.send(axum::body::Bytes::from(body)).await;
+    });
+    let stream = futures_util::stream::unfold(chunks, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let mut r = axum::body::Body::from_stream(stream).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&beat.as_secs().to_string()) {
+        r.headers_mut().insert(smith_api::client::BEAT_HEADER, v);
+    }
+    r
 }

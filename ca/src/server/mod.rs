@@ -14,6 +14,7 @@ pub mod certs;
 pub mod error;
 pub mod hosts;
 pub mod mtls;
+pub mod ops;
 pub mod people;
 pub mod proxy;
 pub mod revocation;
@@ -74,6 +75,8 @@ pub struct ServeConfig {
     pub retention: crate::authority::Retention,
     /// Where the database is (flags; else the environment and `D/ca.toml`).
     pub database: crate::database::DatabaseArgs,
+    /// This replica's server certificate names and metrics listener.
+    pub replica: ops::ReplicaArgs,
 }
 
 impl ServeConfig {
@@ -186,6 +189,8 @@ pub fn router(ca: Arc<Ca>) -> Router {
     use axum::routing::{delete, get, post};
     Router::new()
         .route("/v1/health", get(admin::health))
+        .route(smith_api::endpoints::HEALTH_LIVE, get(ops::live))
+        .route(smith_api::endpoints::HEALTH_READY, get(ops::ready))
         .route("/v1/ca/user-keys", get(admin::user_keys))
         .route("/v1/ca/host-keys", get(admin::host_keys))
         .route("/v1/ca/host-krl", get(admin::host_krl))
@@ -265,7 +270,51 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .with_state(ca)
 }
 
-fn tls_config(dd: &DataDir, root: &TlsRoot) -> anyhow::Result<rustls::ServerConfig> {
+/// The names in this replica's own server certificate: `--name`s, plus the listen
+/// address when it is not a wildcard. Empty: use `tls-server.crt` from init.
+fn replica_names(cfg: &ServeConfig) -> Vec<String> {
+    let mut names = cfg.replica.names.clone();
+    if names.is_empty() {
+        return names;
+    }
+    if let Ok(a) = cfg.listen.parse::<SocketAddr>() {
+        let ip = a.ip().to_string();
+        if !a.ip().is_unspecified() && !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    names
+}
+
+/// The server certificate and key (PEM): issued now for `names`, or init's files.
+fn server_identity(
+    dd: &DataDir,
+    root: &TlsRoot,
+    names: &[String],
+) -> anyhow::Result<(String, zeroize::Zeroizing<String>)> {
+    if names.is_empty() {
+        return Ok((
+            dd.read(&dd.tls_server_cert())?,
+            dd.read_secret(&dd.tls_server_key())?,
+        ));
+    }
+    for n in names {
+        if n.parse::<std::net::IpAddr>().is_err() && smith_proto::HostName::new(n).is_err() {
+            anyhow::bail!("--name '{n}' is neither an IP address nor a DNS name");
+        }
+    }
+    let (cert, key) = root
+        .issue_server_cert(names, authority::now())
+        .context("cannot issue this replica's server certificate")?;
+    tracing::info!(names = %names.join(","), "server certificate issued for this replica's names");
+    Ok((cert, zeroize::Zeroizing::new(key)))
+}
+
+fn tls_config(
+    dd: &DataDir,
+    root: &TlsRoot,
+    names: &[String],
+) -> anyhow::Result<rustls::ServerConfig> {
     let provider = smith_api::tls::provider();
     let mut roots = RootCertStore::empty();
     roots.add(root.cert_der.clone())?;
@@ -276,11 +325,11 @@ fn tls_config(dd: &DataDir, root: &TlsRoot) -> anyhow::Result<rustls::ServerConf
     // Expired client certificates get through the handshake so that the API can say
     // what to do (401 client_cert_expired); see mtls.rs.
     let verifier = Arc::new(mtls::LenientValidity::new(verifier));
-    let mut chain = smith_api::tls::certs_from_pem(dd.read(&dd.tls_server_cert())?.as_bytes())
-        .map_err(anyhow::Error::msg)?;
+    let (cert_pem, key_pem) = server_identity(dd, root, names)?;
+    let mut chain =
+        smith_api::tls::certs_from_pem(cert_pem.as_bytes()).map_err(anyhow::Error::msg)?;
     chain.push(root.cert_der.clone());
-    let key = smith_api::tls::key_from_pem(dd.read_secret(&dd.tls_server_key())?.as_bytes())
-        .map_err(anyhow::Error::msg)?;
+    let key = smith_api::tls::key_from_pem(key_pem.as_bytes()).map_err(anyhow::Error::msg)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -311,10 +360,13 @@ async fn signals() {
 /// state, and the handle that stops it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     pub ca: Arc<Ca>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// The data directory's lock, held while serving.
+    /// The data directory's lock, held while serving (a replica is a copy of the data
+    /// directory, with its own lock).
     _lock: crate::datadir::DirLock,
 }
 
@@ -336,7 +388,11 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let lock = dd.lock("serve")?;
     let ca = load(&dd, &cfg, shutdown_rx.clone())?;
-    let tls = Arc::new(tls_config(&dd, ca.authority.tls_root())?);
+    let tls = Arc::new(tls_config(
+        &dd,
+        ca.authority.tls_root(),
+        &replica_names(&cfg),
+    )?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -363,6 +419,10 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
         refused: std::sync::atomic::AtomicU64::new(0),
     });
     spawn_retention(ca.authority.clone(), cfg.retention, shutdown_rx.clone());
+    let metrics_addr = match cfg.replica.metrics_listen {
+        Some(a) => Some(ops::serve_metrics(a, ca.clone(), shutdown_rx.clone()).await?),
+        None => None,
+    };
     let task = tokio::spawn(accept_loop(
         listener,
         acceptor,
@@ -372,6 +432,7 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
     ));
     Ok(Running {
         addr,
+        metrics_addr,
         ca,
         shutdown: shutdown_tx,
         task,
@@ -426,10 +487,15 @@ fn spawn_retention(
 pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
     harden_process();
     let running = start(dd, cfg).await?;
-    // Tests and scripts read this line to learn the port (`--listen 127.0.0.1:0`).
-    println!("smith-ca listening on {}", running.addr);
+    // Tests and scripts read this line to learn the port (`--listen 127.0.0.1:0`). A
+    // reader that went away after it must not stop the CA: write errors are ignored.
     use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "smith-ca listening on {}", running.addr);
+    if let Some(m) = running.metrics_addr {
+        let _ = writeln!(out, "smith-ca metrics on http://{m}/metrics");
+    }
+    let _ = out.flush();
     signals().await;
     running.stop().await;
     Ok(())

@@ -50,7 +50,8 @@ pub enum ActivateError {
 
 #[derive(Debug, Clone, Default)]
 pub struct ActivateOptions {
-    pub ca_url: Option<String>,
+    /// The CA's URLs (its replicas, preferred first); empty: the current ones.
+    pub ca_urls: Vec<String>,
     pub token: Option<String>,
     pub ca_fingerprint: Option<String>,
     pub name: Option<String>,
@@ -66,7 +67,10 @@ pub struct ActivateReport {
     pub host_name: String,
     pub tags: Option<String>,
     pub already_enrolled: bool,
+    /// The first (preferred) CA URL.
     pub ca_url: String,
+    /// Every CA URL, preferred first.
+    pub ca_urls: Vec<String>,
     pub root_fingerprint: String,
     pub client_cert_not_after: u64,
     /// Set when this run enrolled again a host the CA had refused (removed, or its
@@ -311,7 +315,7 @@ struct Enrolled {
 
 /// Asks the CA (with the new mTLS identity) for the head of this host's audit chain.
 fn audit_head(
-    ca_url: &str,
+    replicas: &std::sync::Arc<smith_api::Replicas>,
     fingerprint: &str,
     key_pem: &str,
     cert_pem: &str,
@@ -322,14 +326,15 @@ fn audit_head(
             key_pem: key_pem.as_bytes().to_vec(),
         }),
         timeout: Duration::from_secs(10),
-        ..ClientOptions::new(ca_url, Trust::Fingerprint(fingerprint.to_string()))
+        replicas: Some(replicas.clone()),
+        ..ClientOptions::new(replicas.url(0), Trust::Fingerprint(fingerprint.to_string()))
     })
     .ok()?;
     client.audit_head().ok()
 }
 
 fn enroll(
-    ca_url: &str,
+    config: &HostConfig,
     fingerprint: &str,
     token: &str,
     host: &HostName,
@@ -337,9 +342,21 @@ fn enroll(
     host_keys: Vec<(PathBuf, String)>,
 ) -> Result<Enrolled, ActivateError> {
     let new_key = identity::generate_key_and_csr(host).map_err(ActivateError::Local)?;
+    // Enrollment is sent once: to the first replica that takes the connection.
+    let replicas = config
+        .replicas(Some(Box::new(|f: &smith_api::replicas::Failover| {
+            if !f.returned {
+                eprintln!(
+                    "smith-host: the CA replica {} did not answer ({}); trying {}",
+                    f.from, f.reason, f.to
+                );
+            }
+        })))
+        .map_err(usage)?;
     let client = Client::new(ClientOptions {
         unreachable_hint: Some(smith_api::client::CLI_UNREACHABLE_HINT),
-        ..ClientOptions::new(ca_url, Trust::Fingerprint(fingerprint.to_string()))
+        replicas: Some(replicas.clone()),
+        ..ClientOptions::new(replicas.url(0), Trust::Fingerprint(fingerprint.to_string()))
     })
     .map_err(|e| usage(e.to_string()))?;
     let req = EnrollRequestNamed {
@@ -398,7 +415,12 @@ fn enroll(
             "the client certificate is not for the key this host sent".into(),
         ));
     }
-    let audit_head = audit_head(ca_url, fingerprint, &new_key.key_pem, &resp.client_cert_pem);
+    let audit_head = audit_head(
+        &replicas,
+        fingerprint,
+        &new_key.key_pem,
+        &resp.client_cert_pem,
+    );
     Ok(Enrolled {
         resp,
         key_pem: new_key.key_pem,
@@ -443,7 +465,7 @@ pub fn activate(
         },
         Mode::Fresh | Mode::Reenroll { .. } => {
             let e = enroll(
-                &config.ca_url,
+                &config,
                 config.ca_fingerprint.as_deref().unwrap_or(""),
                 opts.token.as_deref().unwrap_or(""),
                 &host_name,
@@ -481,7 +503,8 @@ pub fn activate(
         host_name: host_name.to_string(),
         tags: owned.tags,
         already_enrolled: !mode.enrolls(),
-        ca_url: config.ca_url.clone(),
+        ca_url: config.primary_ca_url(),
+        ca_urls: config.ca_urls(),
         root_fingerprint: owned.root_fingerprint,
         client_cert_not_after: owned.cert.not_after,
         reenrolled: matches!(mode, Mode::Reenroll { .. }),
@@ -540,11 +563,12 @@ fn check_same_enrollment(
             )));
         }
     }
-    if let Some(url) = &opts.ca_url {
-        if url.trim_end_matches('/') != cfg.ca_url.trim_end_matches('/') {
+    if !opts.ca_urls.is_empty() {
+        let given: Vec<String> = smith_api::replicas::split_urls(&opts.ca_urls);
+        if given != cfg.ca_urls() {
             return Err(usage(format!(
-                "this host is enrolled with the CA at {}; to change the URL edit {} (same CA) or run `smith-host deactivate` first",
-                cfg.ca_url,
+                "this host is enrolled with the CA at {}; to change the URLs (same CA: another replica, a new name) edit ca_urls in {}, or run `smith-host deactivate` first",
+                cfg.ca_urls().join(", "),
                 paths.config.display()
             )));
         }
@@ -599,16 +623,18 @@ fn enrollment_config(
     opts: &ActivateOptions,
     host_name: &HostName,
 ) -> Result<HostConfig, ActivateError> {
-    let ca_url = opts
-        .ca_url
-        .clone()
-        .or_else(|| prior.map(|p| p.ca_url.clone()));
+    let given = smith_api::replicas::split_urls(&opts.ca_urls);
+    let ca_urls = if given.is_empty() {
+        prior.map(|p| p.ca_urls())
+    } else {
+        Some(given)
+    };
     let fingerprint = opts
         .ca_fingerprint
         .clone()
         .or_else(|| prior.and_then(|p| p.ca_fingerprint.clone()));
     let missing: Vec<&str> = [
-        ("--ca", ca_url.is_none()),
+        ("--ca", ca_urls.is_none()),
         ("--token", opts.token.is_none()),
         ("--ca-fingerprint", fingerprint.is_none()),
     ]
@@ -622,8 +648,11 @@ fn enrollment_config(
             missing.join(", ")
         )));
     }
-    let url = ca_url.unwrap_or_default();
-    crate::config::validate_ca_url(&url).map_err(usage)?;
+    let urls = ca_urls.unwrap_or_default();
+    for url in &urls {
+        crate::config::validate_ca_url(url).map_err(usage)?;
+    }
+    smith_api::Replicas::new(urls.clone()).map_err(|e| usage(format!("--ca: {e}")))?;
     let fp = fingerprint.unwrap_or_default();
     smith_api::tls::parse_fingerprint(&fp).map_err(|e| usage(format!("--ca-fingerprint: {e}")))?;
     let token = opts.token.as_deref().unwrap_or("");
@@ -637,7 +666,7 @@ fn enrollment_config(
         Some(p) => p.clone(),
         None => HostConfig::new(String::new(), host_name.clone()),
     };
-    c.ca_url = url.trim_end_matches('/').to_string();
+    c.set_ca_urls(urls);
     c.host_name = host_name.clone();
     c.ca_fingerprint = Some(fp);
     Ok(c)

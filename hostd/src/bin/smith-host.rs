@@ -46,9 +46,17 @@ enum Cmd {
     /// smith-allowed-signers -I release@smith -n smith-release -s SHA256SUMS.sig <
     /// SHA256SUMS`, then `sha256sum -c SHA256SUMS`.
     Activate {
-        /// The CA's URL, e.g. https://ca.example.com:8443.
-        #[arg(long = "ca", value_name = "URL", env = "SMITH_CA_URL")]
-        ca_url: Option<String>,
+        /// The CA's URL, e.g. https://ca.example.com:8443. Repeat it (or give a comma
+        /// separated list) for a CA with several replicas, preferred first: hostd moves to
+        /// the next when the one it uses dies or hangs, and back to the first when it
+        /// answers again (host.toml `ca_urls`).
+        #[arg(
+            long = "ca",
+            value_name = "URL",
+            env = "SMITH_CA_URL",
+            value_delimiter = ','
+        )]
+        ca_url: Vec<String>,
         /// One-time enrollment token (`smith-ca admin host token --tags ...`).
         #[arg(
             long,
@@ -203,7 +211,7 @@ fn main() -> ExitCode {
         } => {
             let opts = ActivateOptions {
                 ssh_names,
-                ca_url,
+                ca_urls: ca_url,
                 token,
                 ca_fingerprint,
                 name,
@@ -323,7 +331,11 @@ fn main() -> ExitCode {
 
 fn print_activate(r: &activate::ActivateReport) {
     if r.reenrolled {
-        println!("Enrolled {} again with {}.", r.host_name, r.ca_url);
+        println!(
+            "Enrolled {} again with {}.",
+            r.host_name,
+            r.ca_urls.join(", ")
+        );
     }
     for c in &r.ssh_host_certs {
         println!("  SSH host certificate: {c}");
@@ -331,13 +343,14 @@ fn print_activate(r: &activate::ActivateReport) {
     if r.already_enrolled {
         println!(
             "{} is already enrolled with {}; files re-asserted.",
-            r.host_name, r.ca_url
+            r.host_name,
+            r.ca_urls.join(", ")
         );
     } else {
         println!(
             "Enrolled {} with {} (tags: {}).",
             r.host_name,
-            r.ca_url,
+            r.ca_urls.join(", "),
             r.tags.as_deref().unwrap_or("none")
         );
         println!("  CA root pinned: {}", r.root_fingerprint);

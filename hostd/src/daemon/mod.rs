@@ -55,6 +55,8 @@ pub struct Shared {
     pub sessions: Mutex<SessionTable>,
     pub sync_now: Notify,
     pub status: Mutex<SyncStatus>,
+    /// The CA's replicas every client of the daemon uses (see `crate::syncclient`).
+    pub replicas: Arc<smith_api::Replicas>,
     ready: AtomicBool,
 }
 
@@ -82,7 +84,10 @@ impl Shared {
 
     /// Writes `sync-status.json` from the status `st` guards, once the lock is released
     /// (informational: a failure is logged at debug level).
-    pub fn save_status(&self, st: std::sync::MutexGuard<'_, SyncStatus>) {
+    pub fn save_status(&self, mut st: std::sync::MutexGuard<'_, SyncStatus>) {
+        let r = self.replicas.status();
+        st.ca_url_in_use = Some(r.url);
+        st.ca_failovers = r.failovers;
         let snapshot = st.clone();
         drop(st);
         if let Err(e) = crate::state::save_sync_status(&self.paths.sync_status_file, &snapshot) {
@@ -92,6 +97,21 @@ impl Shared {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// One line in the journal for each move between the CA's replicas.
+fn log_failover(f: &smith_api::replicas::Failover) {
+    if f.returned {
+        info!(from = %f.from, to = %f.to, "back to the preferred CA replica (it answers again)");
+    } else {
+        warn!(
+            from = %f.from,
+            to = %f.to,
+            failovers = f.count,
+            reason = %f.reason,
+            "CA replica failover: the replica in use did not answer; moved to the next one"
+        );
     }
 }
 
@@ -126,10 +146,18 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
 async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
     info!(
         host = %config.host_name,
-        ca = %config.ca_url,
+        ca = %config.ca_urls().join(","),
         root = %paths.root.display(),
         "smith-hostd starting"
     );
+    // Each move between replicas is logged and written to sync-status.json at once.
+    let (moved_tx, mut moved) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let replicas = config
+        .replicas(Some(Box::new(move |f: &smith_api::replicas::Failover| {
+            log_failover(f);
+            let _ = moved_tx.send(());
+        })))
+        .map_err(anyhow::Error::msg)?;
     let creds =
         crate::identity::load_credentials(&paths.ca_bundle, &paths.host_cert, &paths.host_key)
             .map_err(anyhow::Error::msg)?;
@@ -183,6 +211,7 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
         sessions: Mutex::new(sessions),
         sync_now: Notify::new(),
         status: Mutex::new(status),
+        replicas,
         ready: AtomicBool::new(false),
         paths: paths.clone(),
         config: config.clone(),
@@ -202,6 +231,21 @@ async fn run_async(paths: HostPaths, config: HostConfig) -> anyhow::Result<()> {
     tasks.spawn(upload::run(shared.clone(), shutdown_rx.clone()));
     tasks.spawn(sshdlog::run(shared.clone(), shutdown_rx.clone()));
     tasks.spawn(housekeeping(shared.clone(), shutdown_rx.clone()));
+    {
+        let shared = shared.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    m = moved.recv() => if m.is_none() { return },
+                    _ = stop.changed() => return,
+                }
+                if let Ok(st) = shared.status.lock() {
+                    shared.save_status(st);
+                }
+            }
+        });
+    }
 
     wait_for_signals(&shared).await;
     info!("stopping");

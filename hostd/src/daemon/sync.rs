@@ -88,7 +88,7 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
     let host = shared.config.host_name.clone();
     let wait_secs = shared.config.sync_wait_secs;
     let mut creds = creds;
-    let mut client = match syncclient::connect(&shared.config.ca_url, &creds) {
+    let mut client = match syncclient::connect(&shared.replicas, &creds) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "cannot build the CA client; not syncing (the last snapshot keeps serving)");
@@ -222,7 +222,7 @@ fn note_refusal(
             &shared.paths.host_key,
         ) {
             if disk.cert.fingerprint != creds.cert.fingerprint {
-                match syncclient::connect(&shared.config.ca_url, &disk) {
+                match syncclient::connect(&shared.replicas, &disk) {
                     Ok(c) => {
                         info!(
                             not_after = disk.cert.not_after,
@@ -448,7 +448,7 @@ async fn renew(
             return None;
         }
     };
-    match syncclient::connect(&shared.config.ca_url, &new_creds) {
+    match syncclient::connect(&shared.replicas, &new_creds) {
         Ok(c) => {
             info!(
                 not_after = new_creds.cert.not_after,

@@ -158,7 +158,7 @@ pub fn reconcile(dir: &Path, ca: &AuditAck, local_head: u64) -> std::io::Result<
 fn client(shared: &Shared) -> Result<AsyncClient, String> {
     let p = &shared.paths;
     let creds = identity::load_credentials(&p.ca_bundle, &p.host_cert, &p.host_key)?;
-    crate::syncclient::connect(&shared.config.ca_url, &creds).map_err(|e| e.to_string())
+    crate::syncclient::connect(&shared.replicas, &creds).map_err(|e| e.to_string())
 }
 
 enum Step {

@@ -124,6 +124,7 @@ async fn sync_loop(i: usize, base: String, fp: String, host: Arc<SimHost>, board
             wait: WAIT_SECS,
             host: Some(host.name.clone()),
             epoch: None,
+            beat: None,
         };
         match c.sync(&q).await {
             Ok(None) => continue,

@@ -233,16 +233,23 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
                 }
             }
         }
+        let commit_seconds = &crate::metrics::METRICS.store_commit_seconds;
         if !uploads.is_empty() {
+            let t = std::time::Instant::now();
             write_uploads(&mut conn, uploads);
+            commit_seconds.observe(t.elapsed());
         }
         if !(records.is_empty() && seen.is_empty()) {
+            let t = std::time::Instant::now();
             write_records(&mut conn, records, &seen, &mut ca_head);
+            commit_seconds.observe(t.elapsed());
         }
         // After the records queued with them: a revocation sweep then sees every
         // certificate issued before it was asked for.
         for (commit, done) in commits {
+            let t = std::time::Instant::now();
             let r = write_commit(&mut conn, &commit, &mut ca_head);
+            commit_seconds.observe(t.elapsed());
             if let Err(e) = &r {
                 tracing::error!(error = %e, change = %commit.what, "could not commit a change");
             }

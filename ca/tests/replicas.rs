@@ -354,3 +354,44 @@ fn an_embedded_ca_with_history_moves_to_postgres_with_nothing_lost() {
         })
         .expect("the host's chain continues");
 }
+
+#[test]
+fn a_removal_on_one_replica_reaches_a_host_long_polling_another() {
+    let Some((a, _b, c, _)) = three_replicas("removal reaches a host on another replica") else {
+        return;
+    };
+    a.add_group("dev", None);
+    a.add_user("alice", &["dev"], None);
+    a.grant("dev", "env=dev", "ssh");
+    let host = a.enroll_host("web-1", "env=dev");
+    within(Duration::from_secs(5), "C knows the host", || {
+        c.client(None, Some(&host))
+            .sync(&smith_api::SyncQuery::default())
+            .is_ok()
+    });
+    let snap = c.sync_full(&host);
+    assert!(snap.users.iter().any(|u| u.name.as_str() == "alice"));
+    let (took, answer) = std::thread::scope(|s| {
+        let poll = s.spawn(|| {
+            c.client(None, Some(&host)).sync(&smith_api::SyncQuery {
+                since: snap.version,
+                wait: 20,
+                epoch: snap.epoch.clone(),
+                ..Default::default()
+            })
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let t0 = Instant::now();
+        a.remove_member("dev", "alice");
+        let answer = poll.join().expect("poll");
+        (t0.elapsed(), answer)
+    });
+    let delta = answer.expect("sync").expect("a change, not 204");
+    let gone = match delta.base_version {
+        Some(_) => delta.removed_users.iter().any(|u| u.as_str() == "alice"),
+        None => !delta.users.iter().any(|u| u.name.as_str() == "alice"),
+    };
+    assert!(gone, "alice is still on the host: {delta:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    eprintln!("a removal on replica A reached a host long-polling replica C in {took:?}");
+}

@@ -116,6 +116,14 @@ impl Authority {
     /// issuance interleaves), each with its `@ca` retention record. Blocking.
     pub fn apply_retention(&self, r: crate::store::Retention) -> Result<Pruned, Error> {
         const BATCH: u32 = 5000;
+        // Once across replicas: the first to claim the sweep holds it for 50 minutes.
+        if !self
+            .store
+            .claim_job("retention", std::time::Duration::from_secs(50 * 60))?
+        {
+            tracing::debug!("retention: another replica holds the sweep");
+            return Ok(Pruned::default());
+        }
         let at = now();
         let decided_before = r.decisions_secs.map(|s| at.saturating_sub(s));
         let expired_before = r.certificates_secs.map(|s| at.saturating_sub(s));

@@ -346,6 +346,12 @@ impl Authority {
     /// [`Authority::catch_up`] with the mutations lock held.
     fn apply_followed(&self) -> Result<usize, Error> {
         let followed = self.store.follow()?;
+        // How long the oldest change waited to reach this replica, in whole seconds (the
+        // log records commit times in seconds; 0 when none waited).
+        let lag_ms = followed.first().map_or(0, |f| {
+            now().saturating_sub(f.at).saturating_sub(1) as i64 * 1000
+        });
+        crate::metrics::METRICS.replica_lag_millis.set(lag_ms);
         if followed.is_empty() {
             return Ok(0);
         }

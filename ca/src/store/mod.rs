@@ -538,6 +538,13 @@ pub trait Store: Send + Sync {
     fn reserve_serials(&self, _n: u64) -> Result<Option<std::ops::Range<u64>>, StoreError> {
         Ok(None)
     }
+    /// Claims the background job `job` for `lease` (blocking): `true` when this replica
+    /// is to run it now (no other replica holds an unexpired lease on it; a replica
+    /// that claims again renews its own). Jobs that must run once across replicas (the
+    /// retention sweep) ask first. A store with one writer always answers `true`.
+    fn claim_job(&self, _job: &str, _lease: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Whether the database answers now (readiness).
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
@@ -549,6 +556,8 @@ pub trait Store: Send + Sync {
 pub struct Followed {
     pub changes: Vec<Change>,
     pub new_version: Option<u64>,
+    /// When it was committed (Unix seconds).
+    pub at: u64,
 }
 
 /// The refusals every store makes for `changes` against the model `m` they would apply

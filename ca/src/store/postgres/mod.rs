@@ -93,6 +93,8 @@ pub struct PgStore {
     mirror: Mutex<Mirror>,
     /// The highest log entry this replica knows exists (notifications, issuance batches).
     seen_head: Arc<AtomicU64>,
+    /// Who this replica is when it claims a job (random per process).
+    holder: String,
     writer: writer::Writer,
 }
 
@@ -154,6 +156,7 @@ impl PgStore {
                 applied: 0,
             }),
             seen_head,
+            holder: crate::store::new_epoch(),
         };
         if store.is_initialized()? {
             store.reload()?;
@@ -237,7 +240,7 @@ fn read_log(
 ) -> Result<Vec<(i64, Followed)>, StoreError> {
     let rows = c
         .query(
-            "SELECT seq, version, changes FROM smith_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, version, changes, at FROM smith_log WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&after, &limit],
         )
         .map_err(pg_error)?;
@@ -246,6 +249,7 @@ fn read_log(
             let seq: i64 = r.get(0);
             let version: Option<i64> = r.get(1);
             let text: String = r.get(2);
+            let at: i64 = r.get(3);
             let changes: Vec<Change> = serde_json::from_str(&text)
                 .map_err(|e| StoreError::Corrupt(format!("change log entry {seq}: {e}")))?;
             Ok((
@@ -253,6 +257,7 @@ fn read_log(
                 Followed {
                     changes,
                     new_version: version.map(|v| v as u64),
+                    at: at.max(0) as u64,
                 },
             ))
         })
@@ -838,6 +843,22 @@ impl Store for PgStore {
         Ok(Some(start as u64..(start + n) as u64))
     }
 
+    fn claim_job(&self, job: &str, lease: Duration) -> Result<bool, StoreError> {
+        let (job, holder) = (job.to_string(), self.holder.clone());
+        let now = now();
+        let until = big(now.saturating_add(lease.as_secs()));
+        let n = self.with(|c| {
+            c.execute(
+                "INSERT INTO smith_jobs (name, holder, until) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+                 WHERE smith_jobs.until < $4 OR smith_jobs.holder = EXCLUDED.holder",
+                &[&job, &holder, &until, &big(now)],
+            )
+            .map_err(pg_error)
+        })?;
+        Ok(n == 1)
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.simple_query("SELECT 1").map_err(pg_error)?;
@@ -854,6 +875,29 @@ mod tests {
     pub(crate) fn fresh_database() -> Option<String> {
         let server = smith_testkit::pg::shared("ca store tests")?;
         Some(server.create_database())
+    }
+
+    #[test]
+    fn a_background_job_runs_on_one_replica_until_its_lease_ends() {
+        let Some(url) = fresh_database() else {
+            return;
+        };
+        let a = PgStore::open(Connector::new(&url, None).unwrap(), true).unwrap();
+        let b = PgStore::open(Connector::new(&url, None).unwrap(), true).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert!(a.claim_job("retention", hour).unwrap());
+        assert!(
+            !b.claim_job("retention", hour).unwrap(),
+            "two replicas ran one job"
+        );
+        assert!(a.claim_job("retention", hour).unwrap(), "the holder renews");
+        assert!(b.claim_job("other", hour).unwrap(), "jobs are separate");
+        // A lease that ended (the holder died) goes to whoever asks next.
+        assert!(a.claim_job("short", Duration::ZERO).unwrap());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(b.claim_job("short", hour).unwrap());
+        a.shutdown();
+        b.shutdown();
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::store::StoreError;
 /// The advisory lock key migrations hold ("smith-ca" in ASCII).
 const MIGRATION_LOCK: i64 = 0x736d_6974_682d_6361;
 
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE smith_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE smith_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -169,7 +170,15 @@ CREATE TRIGGER smith_log_append_only BEFORE UPDATE OR DELETE ON smith_log
     FOR EACH ROW EXECUTE FUNCTION smith_append_only();
 CREATE TRIGGER smith_log_no_truncate BEFORE TRUNCATE ON smith_log
     FOR EACH STATEMENT EXECUTE FUNCTION smith_append_only();
-"#];
+"#,
+    r#"
+CREATE TABLE smith_jobs (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until BIGINT NOT NULL
+);
+"#,
+];
 
 /// Tables the serving role may only read and append to.
 const APPEND_ONLY: &[&str] = &[
@@ -192,6 +201,7 @@ const MUTABLE: &[&str] = &[
     "disabled_users",
     "liveness",
     "audit_heads",
+    "smith_jobs",
 ];
 
 /// What [`migrate`] did.

@@ -210,6 +210,15 @@ impl PgServer {
         }
     }
 
+    /// The postmaster's pid while the server runs (its backends are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.id())
+    }
+
     /// Stops the server at once, as `pg_ctl stop -m immediate` does (SIGQUIT: no
     /// checkpoint, crash recovery at the next start).
     pub fn stop_immediate(&self) {

@@ -17,7 +17,7 @@ use super::api::Api;
 use super::issuance::{bench_request, issuers, level};
 use super::localca::{count_rows, LocalCa};
 use super::report::{Figure, Goal};
-use super::util::{progress, runtime};
+use super::util::{cpu_secs, progress, runtime};
 use anyhow::{Context, Result};
 use smith_tests::pg::PgServer;
 use std::path::Path;
@@ -37,6 +37,32 @@ struct Setup {
     rates: Vec<f64>,
     answered: usize,
     errors: usize,
+    /// CPU seconds over the measured rounds: the CA replicas, PostgreSQL, this load
+    /// generator; and the certificates they cover.
+    cpu: (f64, f64, f64),
+    measured: usize,
+}
+
+/// CPU seconds of `pid` and its children (the postmaster and its backends).
+fn tree_cpu(pid: u32) -> f64 {
+    let mut total = cpu_secs(pid).unwrap_or(0.0);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            if ppid == Some(pid) {
+                total += cpu_secs(p).unwrap_or(0.0);
+            }
+        }
+    }
+    total
 }
 
 pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
@@ -59,6 +85,8 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
             rates: vec![],
             answered: 0,
             errors: 0,
+            cpu: (0.0, 0.0, 0.0),
+            measured: 0,
         });
     }
     for n in 1..=3usize {
@@ -86,6 +114,8 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
             rates: vec![],
             answered: 0,
             errors: 0,
+            cpu: (0.0, 0.0, 0.0),
+            measured: 0,
         });
     }
     let dur = Duration::from_secs_f64(if quick { 2.0 } else { 5.0 });
@@ -99,6 +129,8 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
             ));
             let per = CLIENTS / s.replicas.len();
             let extra = CLIENTS % s.replicas.len();
+            let pg_pid = pg.pid().unwrap_or(0);
+            let pg0 = tree_cpu(pg_pid);
             let runs = rt.block_on(async {
                 let mut tasks = Vec::new();
                 for (i, (api, ca)) in s.apis.iter().zip(&s.replicas).enumerate() {
@@ -122,11 +154,15 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
                 }
                 anyhow::Ok(out)
             })?;
+            let pg_used = tree_cpu(pg_pid) - pg0;
             let mut ok = 0usize;
             let mut elapsed: f64 = 0.0;
+            let mut gen: f64 = 0.0;
             for r in runs {
                 let r = r?;
                 ok += r.ok;
+                s.cpu.0 += r.ca_cpu;
+                gen = gen.max(r.gen_cpu);
                 s.answered += r.ok + r.warm_ok;
                 s.errors += r.errors;
                 elapsed = elapsed.max(r.elapsed);
@@ -137,6 +173,11 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
                     ));
                 }
             }
+            if s.db.is_some() {
+                s.cpu.1 += pg_used;
+            }
+            s.cpu.2 += gen;
+            s.measured += ok;
             s.rates.push(ok as f64 / elapsed.max(1e-9));
         }
     }
@@ -159,17 +200,24 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
             }
             None => count_rows(&s.replicas[0].db(), "certificates")?,
         };
-        let mut f = Figure::new(
-            SECTION,
-            format!("certificates/s, {CLIENTS} clients, {}", s.label),
-            rate,
-            "/s",
-        )
-        .note(format!(
-            "median of {rounds} rounds {:?}; {} errors; {rows} certificate rows for {} answered",
+        let mut f =
+            Figure::new(
+                SECTION,
+                format!("certificates/s, {CLIENTS} clients, {}", s.label),
+                rate,
+                "/s",
+            )
+            .note(format!(
+            "median of {rounds} rounds {:?}; {} errors; {rows} certificate rows for {} answered; \
+             CPU per certificate: CA {:.0} µs, PostgreSQL {:.0} µs, load generator {:.0} µs \
+             (the machine has {} µs of CPU per second)",
             s.rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
             s.errors,
-            s.answered
+            s.answered,
+            s.cpu.0 / s.measured.max(1) as f64 * 1e6,
+            s.cpu.1 / s.measured.max(1) as f64 * 1e6,
+            s.cpu.2 / s.measured.max(1) as f64 * 1e6,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) * 1_000_000
         ));
         if s.db.is_some() {
             f = f.baseline("embedded SQLite, same run", base);

@@ -357,12 +357,18 @@ fn an_embedded_ca_with_history_moves_to_postgres_with_nothing_lost() {
 
 #[test]
 fn a_removal_on_one_replica_reaches_a_host_long_polling_another() {
-    let Some((a, _b, c, _)) = three_replicas("removal reaches a host on another replica") else {
+    let Some((a, b, c, _)) = three_replicas("removal reaches a host on another replica") else {
         return;
     };
     a.add_group("dev", None);
     a.add_user("alice", &["dev"], None);
     a.grant("dev", "env=dev", "ssh");
+    let token = a.user_token("alice");
+    within(Duration::from_secs(5), "B follows A", || {
+        b.request_cert(&token, "env=dev", None).0 == 200
+    });
+    let (_, issued) = b.request_cert(&token, "env=dev", None);
+    let serial = issued["serial"].as_u64().expect("serial");
     let host = a.enroll_host("web-1", "env=dev");
     within(Duration::from_secs(5), "C knows the host", || {
         c.client(None, Some(&host))
@@ -394,4 +400,54 @@ fn a_removal_on_one_replica_reaches_a_host_long_polling_another() {
     assert!(gone, "alice is still on the host: {delta:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     eprintln!("a removal on replica A reached a host long-polling replica C in {took:?}");
+
+    // A revocation on B reaches the KRL a host gets from C.
+    let before = delta.version;
+    let t0 = Instant::now();
+    b.admin_client()
+        .revoke(&smith_api::RevokeRequest {
+            serial: Some(serial),
+            reason: Some("replica test".into()),
+            ..Default::default()
+        })
+        .expect("revoke on B");
+    let krl = loop {
+        let r = c
+            .client(None, Some(&host))
+            .sync(&smith_api::SyncQuery {
+                since: before,
+                wait: 5,
+                epoch: snap.epoch.clone(),
+                ..Default::default()
+            })
+            .expect("sync");
+        if let Some(k) = r.and_then(|r| r.krl_base64) {
+            break k;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no KRL from C");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("krl");
+    std::fs::write(
+        &path,
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, krl.as_bytes())
+            .expect("base64"),
+    )
+    .unwrap();
+    eprintln!("a revocation on B reached C's KRL in {:?}", t0.elapsed());
+    // ssh-keygen -Q reads the KRL: the revoked certificate is in it.
+    let cert_path = dir.path().join("k-cert.pub");
+    std::fs::write(&cert_path, issued["certificate"].as_str().unwrap()).unwrap();
+    let q = std::process::Command::new("ssh-keygen")
+        .arg("-Q")
+        .arg("-f")
+        .arg(&path)
+        .arg(&cert_path)
+        .output()
+        .expect("ssh-keygen -Q");
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("REVOKED"),
+        "{}",
+        String::from_utf8_lossy(&q.stdout)
+    );
 }

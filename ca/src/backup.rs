@@ -27,6 +27,9 @@ use std::path::Path;
 
 const INFO: &str = "backup.json";
 
+/// Files a CA may lack: ca.toml, and the key files of CA keys kept in a token.
+const OPTIONAL_FILES: &[&str] = &["ca.toml", "user_ca", "host_ca"];
+
 /// `smith-ca backup --data-dir D --out DIR`.
 pub fn backup(dd: &DataDir, out: &Path) -> anyhow::Result<BackupInfo> {
     if !dd.db().exists() {
@@ -45,7 +48,8 @@ pub fn backup(dd: &DataDir, out: &Path) -> anyhow::Result<BackupInfo> {
     let result = (|| -> anyhow::Result<BackupInfo> {
         for (name, mode) in KEY_FILES.iter().copied().chain([("ca.toml", 0o600)]) {
             let from = dd.root.join(name);
-            if name == "ca.toml" && !from.exists() {
+            // No ca.toml, or a CA key that lives in a token (no key file).
+            if OPTIONAL_FILES.contains(&name) && !from.exists() {
                 continue;
             }
             let bytes =
@@ -86,6 +90,9 @@ pub fn restore(dd: &DataDir, from: &Path) -> anyhow::Result<RestoreInfo> {
     let _lock = dd.lock("restore")?;
     // Keys: the data directory's must be the backup's; missing ones come back.
     for (name, mode) in KEY_FILES {
+        if OPTIONAL_FILES.contains(name) && !from.join(name).exists() {
+            continue;
+        }
         let theirs =
             fs::read(from.join(name)).with_context(|| format!("the backup lacks {name}"))?;
         let ours = dd.root.join(name);

@@ -8,7 +8,7 @@
 use crate::auth::{hash_token, new_token};
 use crate::datadir::{create_new, ensure_private_dir, DataDir};
 use crate::model::TokenKind;
-use crate::sshca::{self, CaAlgorithm};
+use crate::sshca::CaAlgorithm;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{InitMeta, Store};
 use anyhow::Context;
@@ -26,6 +26,11 @@ pub struct InitArgs {
     pub json: bool,
     /// Life of the bootstrap admin token (at most a day; `None`: a day).
     pub bootstrap_ttl: Option<std::time::Duration>,
+    /// The user CA key in a PKCS#11 token (`pkcs11:...`), used if it exists, else
+    /// generated there; `None`: a key file in the data directory.
+    pub user_ca: Option<String>,
+    /// The host CA key in a PKCS#11 token, likewise.
+    pub host_ca: Option<String>,
 }
 
 /// The CA's URL as given to `--url`: https, a host, an optional port, nothing else.
@@ -154,7 +159,22 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             );
         }
     }
+    // CA keys in a token: P-256 unless the user CA asks for Ed25519 (and the token
+    // offers it); a file host CA stays Ed25519.
+    let host_alg = if args.host_ca.is_some() {
+        CaAlgorithm::EcdsaP256
+    } else {
+        CaAlgorithm::Ed25519
+    };
+    let keys_toml = crate::hsm::keys_toml(args.user_ca.as_deref(), args.host_ca.as_deref())?;
     let dd = DataDir::new(&args.data_dir);
+    let settings = dd.root.join("ca.toml");
+    if keys_toml.is_some() && settings.exists() {
+        anyhow::bail!(
+            "refusing to overwrite an existing CA: {} exists\nhint: use another --data-dir",
+            settings.display()
+        );
+    }
     for f in dd.all_files() {
         if f.exists() {
             anyhow::bail!(
@@ -170,24 +190,33 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| -> anyhow::Result<Created> {
         let now = crate::authority::now();
-        let user_ca = sshca::generate(alg, "smith-user-ca")?;
-        let host_ca = sshca::generate(CaAlgorithm::Ed25519, "smith-host-ca")?;
+        let mut files: Vec<(PathBuf, String, u32)> = Vec::new();
+        let (user_priv, user_pub) =
+            crate::hsm::ca_key("user CA", "smith-user-ca", alg, args.user_ca.as_deref())?;
+        let (host_priv, host_pub) = crate::hsm::ca_key(
+            "host CA",
+            "smith-host-ca",
+            host_alg,
+            args.host_ca.as_deref(),
+        )?;
+        if let Some(text) = user_priv {
+            files.push((dd.user_ca(), text, 0o600));
+        }
+        files.push((dd.user_ca_pub(), format!("{user_pub}\n"), 0o644));
+        if let Some(text) = host_priv {
+            files.push((dd.host_ca(), text, 0o600));
+        }
+        files.push((dd.host_ca_pub(), format!("{host_pub}\n"), 0o644));
+        if let Some(toml) = &keys_toml {
+            files.push((dd.root.join("ca.toml"), toml.clone(), 0o600));
+        }
         let tls = crate::tlsca::generate(&sans, now)?;
-        let user_pub = user_ca.public_key().to_openssh()?;
-        let files: Vec<(PathBuf, String, u32)> = vec![
-            (dd.user_ca(), sshca::private_openssh(&user_ca)?, 0o600),
-            (dd.user_ca_pub(), format!("{user_pub}\n"), 0o644),
-            (dd.host_ca(), sshca::private_openssh(&host_ca)?, 0o600),
-            (
-                dd.host_ca_pub(),
-                format!("{}\n", host_ca.public_key().to_openssh()?),
-                0o644,
-            ),
+        files.extend([
             (dd.tls_root_key(), tls.root_key_pem.clone(), 0o600),
             (dd.tls_root_cert(), tls.root_cert_pem.clone(), 0o644),
             (dd.tls_server_key(), tls.server_key_pem.clone(), 0o600),
             (dd.tls_server_cert(), tls.server_cert_pem.clone(), 0o644),
-        ];
+        ]);
         for (path, text, mode) in &files {
             create_new(path, text.as_bytes(), *mode)
                 .with_context(|| format!("cannot create {}", path.display()))?;

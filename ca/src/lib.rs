@@ -15,6 +15,7 @@ pub mod auth;
 pub mod authority;
 pub mod backup;
 pub mod datadir;
+pub mod hsm;
 pub mod init;
 pub mod issue;
 pub mod krl;

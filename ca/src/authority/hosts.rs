@@ -253,7 +253,14 @@ impl Authority {
                 valid_after,
                 valid_before,
             )
-            .map_err(|e| Error::internal("signing a host certificate", e))?;
+            .map_err(|e| {
+                self.sign_failed(
+                    "host CA",
+                    &self.keys.host_ca,
+                    "signing a host certificate",
+                    e,
+                )
+            })?;
             lines.push(
                 cert.to_openssh()
                     .map_err(|e| Error::internal("encoding a host certificate", e))?,

@@ -271,7 +271,7 @@ impl Authority {
                 grants: Some(&allowed.grants_extension),
             },
         )
-        .map_err(|e| Error::internal("signing a certificate", e))?;
+        .map_err(|e| self.sign_failed("user CA", &self.keys.user_ca, "signing a certificate", e))?;
         let line = cert
             .to_openssh()
             .map_err(|e| Error::internal("encoding a certificate", e))?;

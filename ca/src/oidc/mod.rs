@@ -102,11 +102,13 @@ pub struct OidcFile {
     pub admin_groups: Option<Vec<String>>,
 }
 
-/// `D/ca.toml`: optional settings of `smith-ca serve` (today only `[oidc]`).
+/// `D/ca.toml`: optional settings of `smith-ca serve` (`[oidc]`, `[keys]`).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaFile {
     pub oidc: Option<OidcFile>,
+    /// Where the CA keys live when not in the data directory's key files (PKCS#11).
+    pub keys: Option<crate::authority::keys::KeysFile>,
 }
 
 /// The effective OIDC settings.

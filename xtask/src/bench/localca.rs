@@ -23,6 +23,17 @@ pub struct LocalCa {
 impl LocalCa {
     /// Initializes and starts a CA from `bin_dir` in `dir/ca`, logging to `dir/ca.log`.
     pub fn start(bin_dir: &Path, dir: &Path) -> Result<LocalCa> {
+        LocalCa::start_with(bin_dir, dir, &[], &[])
+    }
+
+    /// [`LocalCa::start`] with more `smith-ca init` arguments and `env` added to the
+    /// environment of `init` and `serve` (e.g. CA keys in a SoftHSM2 token).
+    pub fn start_with(
+        bin_dir: &Path,
+        dir: &Path,
+        init_args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<LocalCa> {
         let data_dir = dir.join("ca");
         let _ = std::fs::remove_dir_all(&data_dir);
         let ca_bin = bin_dir.join("smith-ca");
@@ -30,6 +41,8 @@ impl LocalCa {
             .args(["init", "--data-dir"])
             .arg(&data_dir)
             .args(["--san", "127.0.0.1", "--json"])
+            .args(init_args)
+            .envs(env.iter().copied())
             .output()
             .with_context(|| format!("running {} init", ca_bin.display()))?;
         if !out.status.success() {
@@ -55,6 +68,7 @@ impl LocalCa {
             .args(["--listen", "127.0.0.1:0"])
             // The bench issues thousands of certificates per user.
             .args(["--issuance-rate", "off"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -280,6 +280,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             "  user CA key ({}):  {}",
             out.user_ca_algorithm, out.user_ca_public_key
         );
+        for (what, uri) in [("user CA", &args.user_ca), ("host CA", &args.host_ca)] {
+            if let Some(u) = uri {
+                println!("  {what} key in the token: {u} (no key file; check it with `smith-ca hsm selftest`)");
+            }
+        }
         println!("  TLS root fingerprint: {}", out.root_fingerprint);
         println!("  server certificate names: {}", sans.join(", "));
         println!(

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod authority;
 pub mod backup;
+pub mod cakeys;
 pub mod datadir;
 pub mod hsm;
 pub mod init;

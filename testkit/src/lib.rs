@@ -26,14 +26,13 @@
 mod bins;
 mod ca;
 pub mod hostile;
-mod softhsm;
 mod ssh;
 
 pub use bins::bin;
 pub use ca::{default_serve_config, InitJson, TestCa};
 pub use smith_ca::server::ServeConfig;
 pub use smith_tests::oidc;
-pub use softhsm::SoftHsm;
+pub use smith_tests::softhsm::SoftHsm;
 pub use ssh::{keygen_l, public_key, ssh_host_key, Agent, KeygenL, Sshd};
 
 use std::path::Path;

@@ -18,8 +18,9 @@ use crate::signer::{CaSigner, Signer};
 use crate::tlsca::TlsRoot;
 use anyhow::Context;
 use ssh_key::{PrivateKey, PublicKey};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// The `[keys]` section of `D/ca.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -34,6 +35,10 @@ pub struct KeysFile {
 }
 
 /// The CA's keys: the user CA and host CA signers, the TLS root.
+///
+/// `user_ca` and `host_ca` are the keys the data directory names (key file or ca.toml);
+/// once a role was rotated, the model's key set (`crate::cakeys`) says which key signs
+/// and which are published, and their signers are opened on first use and kept.
 pub struct Keys {
     pub user_ca: Signer,
     pub host_ca: Signer,
@@ -42,6 +47,65 @@ pub struct Keys {
     /// OpenSSH lines of the host CA keys clients trust.
     pub host_ca_keys: Vec<String>,
     pub tls_root: TlsRoot,
+    /// Where `user_ca` and `host_ca` are: `file:NAME` or their PKCS#11 URI.
+    pub user_ca_source: String,
+    pub host_ca_source: String,
+    /// The data directory (key files of rotated keys live there).
+    pub(super) dd: Option<DataDir>,
+    /// Signers of rotated keys, by their key (type and base64, no comment).
+    pub(super) opened: RwLock<HashMap<String, Signer>>,
+}
+
+/// A public key line without its comment: what identifies a CA key.
+pub fn key_of(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Keys {
+    /// The signer of the key `public` kept at `source` (opened once, then kept).
+    pub fn open_rotated(&self, public: &str, source: &str) -> anyhow::Result<Signer> {
+        let id = key_of(public);
+        if let Some(s) = self
+            .opened
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(s.clone());
+        }
+        for (line, s) in [
+            (&self.user_ca_keys, &self.user_ca),
+            (&self.host_ca_keys, &self.host_ca),
+        ] {
+            if line.first().is_some_and(|l| key_of(l) == id) {
+                return Ok(s.clone());
+            }
+        }
+        let published = PublicKey::from_openssh(public.trim())
+            .with_context(|| format!("'{public}' is not an OpenSSH public key"))?;
+        let signer = if let Some(name) = source.strip_prefix("file:") {
+            let dd = self
+                .dd
+                .as_ref()
+                .context("no data directory to read CA key files from")?;
+            let key = read_key(dd, &dd.root.join(name))?;
+            if key.public_key().key_data() != published.key_data() {
+                anyhow::bail!("{name} is not the key {public}");
+            }
+            Signer::File(Arc::new(CaSigner::new(&key)?))
+        } else {
+            let uri = Pkcs11Uri::parse(source)?;
+            Signer::Token(Arc::new(TokenKey::open(&uri, published.key_data())?))
+        };
+        self.opened
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, signer.clone());
+        Ok(signer)
+    }
 }
 
 fn read_key(dd: &DataDir, path: &Path) -> anyhow::Result<PrivateKey> {
@@ -89,6 +153,13 @@ impl Keys {
     /// The keys of the data directory `dd` (and the tokens its ca.toml names).
     pub fn load(dd: &DataDir) -> anyhow::Result<Keys> {
         let kf = keys_file(dd)?;
+        let source = |uri: &Option<String>, file: &str| {
+            uri.clone().unwrap_or_else(|| format!("file:{file}"))
+        };
+        let (user_ca_source, host_ca_source) = (
+            source(&kf.user_ca, "user_ca"),
+            source(&kf.host_ca, "host_ca"),
+        );
         let (user_ca, user_line) = open_signer(
             dd,
             "user CA",
@@ -114,6 +185,10 @@ impl Keys {
             user_ca_keys: vec![user_line],
             host_ca_keys: vec![host_line],
             tls_root,
+            user_ca_source,
+            host_ca_source,
+            dd: Some(dd.clone()),
+            opened: RwLock::new(HashMap::new()),
         })
     }
 }

@@ -29,6 +29,7 @@ mod issuance;
 pub mod keys;
 mod ratelimit;
 mod revocation;
+mod rotation;
 mod tokens;
 
 pub use crate::store::Retention;
@@ -43,6 +44,7 @@ pub use issuance::{Caller, IssueError, IssueInput, Issued};
 pub use keys::Keys;
 pub use ratelimit::RateLimit;
 pub use revocation::RevokeOutcome;
+pub use rotation::{RotateInput, RotationStatus};
 pub use tokens::{check_admin_name, Minted, TokenInfo};
 
 use crate::auth::{AuthError, Authenticated, Authenticator, TokenAuthenticator};
@@ -214,14 +216,15 @@ impl Authority {
         &self.cfg
     }
 
-    /// OpenSSH lines of the user CA keys (what hosts put in `TrustedUserCAKeys`).
-    pub fn user_ca_keys(&self) -> &[String] {
-        &self.keys.user_ca_keys
+    /// OpenSSH lines of the user CA keys (what hosts put in `TrustedUserCAKeys`), the
+    /// signing key first (more than one during a rotation).
+    pub fn user_ca_keys(&self) -> Vec<String> {
+        self.published(crate::cakeys::CaRole::User)
     }
 
     /// OpenSSH lines of the host CA keys (for `@cert-authority` lines).
-    pub fn host_ca_keys(&self) -> &[String] {
-        &self.keys.host_ca_keys
+    pub fn host_ca_keys(&self) -> Vec<String> {
+        self.published(crate::cakeys::CaRole::Host)
     }
 
     /// The TLS root clients pin.
@@ -395,7 +398,7 @@ impl Authority {
         reason: &str,
         via: RevokeVia,
     ) -> Vec<Revocation> {
-        let ca_key = self.keys.user_ca_keys.first().cloned().unwrap_or_default();
+        let ca_key = self.user_ca_keys().first().cloned().unwrap_or_default();
         certs
             .iter()
             .map(|c| Revocation {

@@ -117,7 +117,7 @@ pub async fn health(
 
 pub async fn user_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
     Json(CaKeys {
-        keys: ca.authority.user_ca_keys().to_vec(),
+        keys: ca.authority.user_ca_keys(),
         patterns: vec![],
     })
 }
@@ -126,7 +126,7 @@ pub async fn user_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
 /// certify, for `@cert-authority` lines.
 pub async fn host_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
     Json(CaKeys {
-        keys: ca.authority.host_ca_keys().to_vec(),
+        keys: ca.authority.host_ca_keys(),
         patterns: ca.authority.host_patterns(),
     })
 }

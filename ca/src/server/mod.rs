@@ -17,6 +17,7 @@ pub mod mtls;
 pub mod people;
 pub mod proxy;
 pub mod revocation;
+pub mod rotation;
 
 use crate::auth::Authenticated;
 use crate::authority::{self, Authority};
@@ -220,6 +221,8 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/admin/decisions", get(admin::decisions))
         .route("/v1/admin/certs", get(revocation::list))
         .route("/v1/admin/certs/revoke", post(revocation::revoke))
+        .route("/v1/admin/ca/rotation", get(rotation::status))
+        .route("/v1/admin/ca/rotate", post(rotation::rotate))
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
@@ -358,6 +361,7 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
         refused: std::sync::atomic::AtomicU64::new(0),
     });
     spawn_retention(ca.authority.clone(), cfg.retention, shutdown_rx.clone());
+    rotation::spawn_tick(ca.authority.clone(), shutdown_rx.clone());
     let task = tokio::spawn(accept_loop(
         listener,
         acceptor,

@@ -298,6 +298,7 @@ impl Store for MemoryStore {
                 host_revocations: vec![],
                 idp_groups: vec![],
                 epoch: meta.epoch.to_string(),
+                ca_keys: Default::default(),
             },
             meta.now,
         );

@@ -565,8 +565,9 @@ pub enum Change {
     SetEpoch {
         epoch: String,
     },
-    /// Replaces a CA role's keys (a rotation step: see `crate::cakeys`). A change of the
-    /// user CA's keys is policy: hosts wake and sync the keys they must trust.
+    /// Replaces a CA role's keys (a rotation step: see `crate::cakeys`). Policy: hosts
+    /// wake and sync the user CA keys they must trust and the host CA key that signs
+    /// (they renew host certificates another key signed).
     SetCaKeys {
         role: crate::cakeys::CaRole,
         keys: Vec<crate::cakeys::CaKey>,
@@ -591,10 +592,7 @@ impl Change {
                 | Change::RemoveGrant { .. }
                 | Change::SetHostTags { .. }
                 | Change::Revoke(_)
-                | Change::SetCaKeys {
-                    role: crate::cakeys::CaRole::User,
-                    ..
-                }
+                | Change::SetCaKeys { .. }
         )
     }
 

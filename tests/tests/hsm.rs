@@ -3,11 +3,21 @@
 //! from the token; alice's `smith cert` gets a user certificate from the token
 //! (`ssh-keygen -L` names the token's key); sshd on the host accepts it, and alice's ssh
 //! trusts the host through the host CA with `StrictHostKeyChecking=yes`.
+//!
+//! Then, while alice logs in every second (strict host key checking, `smith config
+//! ssh`'s block running `smith cert --ensure`), a full user CA rotation to a second key
+//! in the token (published, acknowledged by the host, switched, retired) and a full host
+//! CA rotation to a key file (published and installed in alice's known_hosts by
+//! `--ensure`, switched after its grace period, hostd renewing the host certificates
+//! onto it by itself, retired): no login fails; after the user CA retirement a certificate of the old key is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use anyhow::{ensure, Context, Result};
+use smith_tests::cmd::wait_for;
 use smith_tests::{e2e_available, Client, Fleet, Host, Outcome, SoftHsm};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// `ssh` with only the files `smith config ssh` wrote, host keys checked strictly.
 fn strict_ssh(alice: &Client, host: &Host, alias: &str, command: &str) -> Result<Outcome> {
@@ -126,5 +136,163 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
         .ok()
         .context("strict ssh to db-1 with token-signed certificates")?;
     ensure!(o.out() == "alice", "{o}");
+
+    // A certificate of the current (soon old) user CA key, on disk, for the end.
+    let old_key = alice.home.join("old-key");
+    alice
+        .smith(&[
+            "cert",
+            "--scope",
+            "env=dev",
+            "--ttl",
+            "1h",
+            "--out",
+            &old_key.display().to_string(),
+        ])?
+        .ok()
+        .context("smith cert --out")?;
+    let with_old_cert = |alice: &Client| {
+        let k = old_key.display().to_string();
+        alice.run(&[
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+            &k,
+            "-o",
+            &format!("CertificateFile={k}-cert.pub"),
+            &format!("alice@{db_ip}"),
+            "true",
+        ])
+    };
+    ensure!(
+        with_old_cert(&alice)?.success(),
+        "the old-key certificate must work before"
+    );
+
+    let db = fleet.host("db-1");
+    let stop = AtomicBool::new(false);
+    let (logins, failures) = std::thread::scope(|s| -> Result<(usize, Vec<String>)> {
+        let engineer = s.spawn(|| {
+            let (mut n, mut failed) = (0usize, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match strict_ssh(&alice, db, "db-1", "true") {
+                    Ok(o) if o.success() => n += 1,
+                    Ok(o) => failed.push(o.to_string()),
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (n, failed)
+        });
+        let run = || -> Result<()> {
+            let status = |role: &str| -> Result<serde_json::Value> {
+                let o = fleet.admin_ok(&["ca", "status", role, "--json"])?;
+                Ok(serde_json::from_str(o.out())?)
+            };
+            // User CA: to a second key in the token.
+            let to = hsm.uri("smith-user-ca-2");
+            let o = fleet.admin_ok(&["ca", "rotate", "--user", "--to", &to, "--json"])?;
+            ensure!(o.out().contains("\"trusting\""), "{o}");
+            wait_for(
+                "the host to acknowledge and the switch",
+                Duration::from_secs(60),
+                || Ok((status("--user")?["phase"] == "retiring").then_some(())),
+            )?;
+            let trusted = db.exec(&["sh", "-c", "grep -c . /etc/ssh/smith_user_ca.pub"])?;
+            ensure!(
+                trusted.out().trim() == "2",
+                "the host does not trust both keys: {trusted}"
+            );
+            // By retirement every old-key certificate has expired; here: a fresh one now.
+            alice.run(&["ssh-add", "-D"])?.ok()?;
+            alice
+                .smith(&["cert", "--scope", "env=dev", "--ttl", "1h"])?
+                .ok()?;
+            fleet.admin_ok(&["ca", "rotate", "--user", "--force"])?;
+            wait_for(
+                "the host to drop the old user CA key",
+                Duration::from_secs(30),
+                || {
+                    let t = db.exec(&["sh", "-c", "grep -c . /etc/ssh/smith_user_ca.pub"])?;
+                    Ok((t.out().trim() == "1").then_some(()))
+                },
+            )?;
+            // Host CA: to a key file, after a grace period.
+            let o = fleet.admin_ok(&["ca", "rotate", "--host", "--grace", "5s", "--json"])?;
+            ensure!(o.out().contains("\"trusting\""), "{o}");
+            let known = alice.home.join(".ssh/known_hosts");
+            wait_for(
+                "--ensure to install the new host CA key",
+                Duration::from_secs(30),
+                || {
+                    let k = std::fs::read_to_string(&known)?;
+                    Ok((k.matches("@cert-authority").count() == 2).then_some(()))
+                },
+            )?;
+            wait_for("the host CA switch", Duration::from_secs(30), || {
+                Ok((status("--host")?["phase"] == "retiring").then_some(()))
+            })?;
+            let new_host_key = status("--host")?["keys"][0]["fingerprint"]
+                .as_str()
+                .context("fingerprint")?
+                .to_string();
+            // The host renews onto the new key by itself (the sync names the signing host
+            // CA key; certificates of another key are due).
+            wait_for(
+                "the host's certificates from the new host CA key",
+                Duration::from_secs(60),
+                || {
+                    let l = db.exec(&[
+                        "sh",
+                        "-c",
+                        "for c in /etc/ssh/ssh_host_*_key-cert.pub; do ssh-keygen -L -f $c; done",
+                    ])?;
+                    Ok((l.success() && l.out().contains(&new_host_key)).then_some(()))
+                },
+            )?;
+            std::thread::sleep(Duration::from_secs(3));
+            fleet.admin_ok(&["ca", "rotate", "--host", "--force"])?;
+            wait_for(
+                "--ensure to drop the old host CA key",
+                Duration::from_secs(30),
+                || {
+                    let k = std::fs::read_to_string(&known)?;
+                    Ok((k.matches("@cert-authority").count() == 1).then_some(()))
+                },
+            )?;
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        };
+        let r = run();
+        stop.store(true, Ordering::SeqCst);
+        let (n, failed) = engineer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the login loop panicked"))?;
+        r?;
+        Ok((n, failed))
+    })?;
+    eprintln!(
+        "{logins} logins during the rotations, {} failed",
+        failures.len()
+    );
+    ensure!(
+        failures.is_empty(),
+        "logins failed during the rotations: {failures:#?}"
+    );
+    ensure!(logins >= 10, "too few logins to say anything: {logins}");
+    // After the user CA retirement, a certificate of the old key is refused.
+    let o = with_old_cert(&alice)?;
+    ensure!(!o.success(), "an old-key certificate still logs in: {o}");
     Ok(())
 }

@@ -740,8 +740,12 @@ impl Authority {
     /// What `host` receives when it has version `since` (0 = nothing): a full snapshot or
     /// a delta (see [`crate::sync`]).
     pub fn sync_view(&self, host: &Host, since: u64) -> SyncResponse {
+        let user_ca_keys = self.user_ca_keys();
+        let host_ca_key = self.host_ca_keys().into_iter().next();
         let m = self.model();
-        crate::sync::sync_response(&m, &host.name, &host.tags, since, &self.user_ca_keys())
+        let mut r = crate::sync::sync_response(&m, &host.name, &host.tags, since, &user_ca_keys);
+        r.host_ca_key = host_ca_key;
+        r
     }
 }
 

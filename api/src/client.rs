@@ -754,13 +754,13 @@ impl<F: Face> ApiClient<F> {
     /// Where the rotation of the `role` (`user` or `host`) CA stands (`GET
     /// /v1/admin/ca/rotation`; the CA's `RotationStatus` as JSON).
     pub fn ca_rotation(&self, role: &str) -> F::Output<'_, serde_json::Value> {
-        self.call(Call::get(format!("/v1/admin/ca/rotation?role={role}")))
+        self.call(Call::get(format!("{}?role={role}", ep::ADMIN_CA_ROTATION)))
     }
 
     /// Starts a CA key rotation or forces its pending step (`POST /v1/admin/ca/rotate`
     /// with `{role, force, to, grace_secs}`).
     pub fn ca_rotate(&self, req: &serde_json::Value) -> F::Output<'_, serde_json::Value> {
-        self.call(Call::post("/v1/admin/ca/rotate", req))
+        self.call(Call::post(ep::ADMIN_CA_ROTATE, req))
     }
 
     /// Issuance decisions, oldest first.

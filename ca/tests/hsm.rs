@@ -43,7 +43,7 @@ fn request(ca: &TestCa, token: &str, key: &Path) -> (u16, Value) {
 fn health(ca: &TestCa) -> (u16, Value) {
     let r = ca
         .http(None)
-        .get(format!("{}/v1/health", ca.url))
+        .get(format!("{}{}", ca.url, endpoints::HEALTH))
         .send()
         .unwrap();
     (r.status().as_u16(), r.json().unwrap())

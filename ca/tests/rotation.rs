@@ -123,10 +123,16 @@ fn the_user_ca_rotates_in_phases_without_a_failed_login() {
     assert_eq!(st["phase"], "trusting", "{st}");
     let new_key = st["keys"][1]["public_key"].as_str().unwrap().to_string();
     assert_eq!(st["keys"][1]["state"], "next");
-    assert!(st["keys"][1]["source"]
-        .as_str()
-        .unwrap()
-        .starts_with("file:user_ca."));
+    let source = st["keys"][1]["source"].as_str().unwrap().to_string();
+    assert!(source.starts_with("file:user_ca."), "{source}");
+    // A backup carries the new key file.
+    let backup = dir.path().join("backup");
+    smith_ca::backup::backup(&smith_ca::datadir::DataDir::new(&ca.data_dir), &backup).unwrap();
+    let name = source.trim_start_matches("file:");
+    assert_eq!(
+        std::fs::read(backup.join(name)).unwrap(),
+        std::fs::read(ca.data_dir.join(name)).unwrap()
+    );
     assert_eq!(st["hosts"]["lagging"], json!(["web-1"]), "{st}");
     // A second rotation is refused meanwhile.
     let e = ca.admin_err(&["ca", "rotate", "--user"]);
@@ -204,7 +210,7 @@ fn the_host_ca_switches_after_its_grace_period() {
     let host_keys = || -> Vec<String> {
         let v: Value = ca
             .http(None)
-            .get(format!("{}/v1/ca/host-keys", ca.url))
+            .get(format!("{}{}", ca.url, endpoints::CA_HOST_KEYS))
             .send()
             .unwrap()
             .json()

@@ -221,8 +221,14 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/admin/decisions", get(admin::decisions))
         .route("/v1/admin/certs", get(revocation::list))
         .route("/v1/admin/certs/revoke", post(revocation::revoke))
-        .route("/v1/admin/ca/rotation", get(rotation::status))
-        .route("/v1/admin/ca/rotate", post(rotation::rotate))
+        .route(
+            smith_api::endpoints::ADMIN_CA_ROTATION,
+            get(rotation::status),
+        )
+        .route(
+            smith_api::endpoints::ADMIN_CA_ROTATE,
+            post(rotation::rotate),
+        )
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))

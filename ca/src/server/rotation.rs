@@ -1,5 +1,6 @@
 //! Admin endpoints of CA key rotation: `GET /v1/admin/ca/rotation?role=user|host` (where
-//! it stands) and `POST /v1/admin/ca/rotate` (start one, or `force` the pending step);
+//! it stands) and `POST /v1/admin/ca/rotate` (start one, or `force` the pending step:
+//! `smith_api::endpoints::ADMIN_CA_ROTATION`, `ADMIN_CA_ROTATE`);
 //! and the tick that takes due steps (every few seconds).
 //!
 //! Must never: rotate for anyone but an admin.

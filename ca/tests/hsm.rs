@@ -85,15 +85,17 @@ fn token_ca(hsm: &SoftHsm, wrapper: &[&str]) -> TestCa {
 }
 
 /// OpenSSH private keys and PEM private keys found in the files under `root` (the
-/// token directory `skip` aside) whose public key is one of `cas`.
+/// token directory `skip` aside; at most `depth` levels down; files up to 64 MiB) whose
+/// public key is one of `cas`.
 fn ca_private_keys_under(
     root: &Path,
     skip: Option<&Path>,
     cas: &[ssh_key::PublicKey],
+    depth: usize,
 ) -> Vec<String> {
     let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((d, level)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
@@ -104,10 +106,12 @@ fn ca_private_keys_under(
             }
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
-                stack.push(p);
+                if level < depth {
+                    stack.push((p, level + 1));
+                }
                 continue;
             }
-            if !ft.is_file() {
+            if !ft.is_file() || e.metadata().map(|m| m.len() > 64 << 20).unwrap_or(true) {
                 continue;
             }
             let Ok(bytes) = std::fs::read(&p) else {
@@ -200,6 +204,25 @@ fn token_keys_sign_what_ssh_accepts_and_never_reach_the_disk() {
             "{entry}"
         );
         assert!(entry.contains("Usage:      sign\n"), "{entry}");
+    }
+
+    // A second CA on the same token and URIs uses the keys that are there.
+    let again = tempfile::tempdir().unwrap();
+    let (u, h) = (hsm.uri("smith-user-ca"), hsm.uri("smith-host-ca"));
+    let out = run(Command::new(support::bin("smith-ca"))
+        .args(["init", "--json", "--data-dir"])
+        .arg(again.path().join("ca"))
+        .args(["--user-ca", &u, "--host-ca", &h])
+        .envs(hsm.env()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in ["user_ca.pub", "host_ca.pub"] {
+        let theirs = std::fs::read_to_string(again.path().join("ca").join(f)).unwrap();
+        let ours = std::fs::read_to_string(ca.data_dir.join(f)).unwrap();
+        assert_eq!(
+            theirs.split_whitespace().nth(1),
+            ours.split_whitespace().nth(1),
+            "{f}"
+        );
     }
 
     // The self-test signs and verifies with each key, as serve loads them.
@@ -327,17 +350,19 @@ fn token_keys_sign_what_ssh_accepts_and_never_reach_the_disk() {
     // directory, logs), the token's own directory but for the token itself, the test's
     // files, and the temp directory.
     let cas = [user_ca.clone(), host_ca.clone()];
-    let mut found = ca_private_keys_under(ca.dir.path(), None, &cas);
+    let mut found = ca_private_keys_under(ca.dir.path(), None, &cas, 16);
     found.extend(ca_private_keys_under(
         hsm.dir.path(),
         Some(&hsm.tokens),
         &cas,
+        16,
     ));
-    found.extend(ca_private_keys_under(dir.path(), None, &cas));
+    found.extend(ca_private_keys_under(dir.path(), None, &cas, 16));
     found.extend(ca_private_keys_under(
         &std::env::temp_dir(),
         Some(&hsm.tokens),
         &cas,
+        3,
     ));
     assert!(found.is_empty(), "CA private keys on disk: {found:?}");
 
@@ -345,7 +370,7 @@ fn token_keys_sign_what_ssh_accepts_and_never_reach_the_disk() {
     let file_ca = TestCa::in_process();
     let fdd = smith_ca::datadir::DataDir::new(&file_ca.data_dir);
     let fpub = ssh_key::PublicKey::from_openssh(file_ca.user_ca_public().trim()).unwrap();
-    let hits = ca_private_keys_under(file_ca.dir.path(), None, &[fpub]);
+    let hits = ca_private_keys_under(file_ca.dir.path(), None, &[fpub], 16);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(
         hits[0].contains(&fdd.user_ca().display().to_string()),
@@ -361,8 +386,12 @@ fn a_token_taken_away_answers_503_and_comes_back_without_a_restart() {
     let hsm = SoftHsm::new("smith");
     // The CA runs as nobody (root would read the token whatever its mode): its
     // directory and the token are handed to nobody just before `serve` starts.
+    // The binary is copied beside the data directory: the build's own directory may
+    // not be reachable by nobody (a checkout under /root).
     let script = format!(
-        r#"chown -R nobody: "$(dirname "$4")" {} && exec setpriv --reuid=nobody --regid=nogroup --clear-groups "$@""#,
+        r#"set -e; d="$(dirname "$4")"; cp "$1" "$d/smith-ca"; shift
+           chown -R nobody: "$d" {}
+           exec setpriv --reuid=nobody --regid=nogroup --clear-groups "$d/smith-ca" "$@""#,
         hsm.dir.path().display()
     );
     let wrapper = ["sh", "-c", &script, "sh"];

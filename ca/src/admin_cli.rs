@@ -903,9 +903,13 @@ pub enum CaCmd {
         /// file key to a token key is the same operation.
         #[arg(long, value_name = "PKCS11_URI", conflicts_with = "force")]
         to: Option<String>,
-        /// Host CA: how long before hosts get certificates from the new key.
+        /// Host CA: how long before hosts get certificates from the new key (default 1d).
         #[arg(long, value_parser = parse_ttl, conflicts_with = "force")]
         grace: Option<u64>,
+        /// User CA: hosts not seen for this long are listed as stale and do not hold up
+        /// the switch (default 1d).
+        #[arg(long, value_parser = parse_ttl, conflicts_with = "force")]
+        stale_after: Option<u64>,
         /// Take the pending step now: switch to the new key (even if hosts lag), or
         /// retire the old one (its certificates are refused from then on).
         #[arg(long)]
@@ -971,6 +975,7 @@ fn ca_keys(c: &Client, cmd: CaCmd) -> anyhow::Result<()> {
             role,
             to,
             grace,
+            stale_after,
             force,
             json: as_json,
         } => {
@@ -979,6 +984,7 @@ fn ca_keys(c: &Client, cmd: CaCmd) -> anyhow::Result<()> {
                 "force": force,
                 "to": to,
                 "grace_secs": grace,
+                "stale_after_secs": stale_after,
             }))?;
             print_rotation(&v, as_json)
         }

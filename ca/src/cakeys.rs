@@ -75,6 +75,10 @@ pub struct CaKey {
     /// A retiring key is unpublished at this time.
     #[serde(default)]
     pub retire_at: Option<u64>,
+    /// User CA next key: hosts not seen for this long do not hold up the switch
+    /// (`None`: [`Lifetimes::stale_after`]).
+    #[serde(default)]
+    pub stale_after: Option<u64>,
 }
 
 /// Every role's keys (a role absent: never rotated).
@@ -117,6 +121,7 @@ pub struct Acks {
 }
 
 pub fn acks(next: &CaKey, hosts: &[HostAck], stale_after: u64, now: u64) -> Acks {
+    let stale_after = next.stale_after.unwrap_or(stale_after);
     let mut a = Acks::default();
     for h in hosts {
         if h.synced_version.is_some_and(|v| v >= next.added_version) {
@@ -140,7 +145,8 @@ pub struct Lifetimes {
     pub user_cert: u64,
     /// Longest host certificate (the retiring host CA key's wait).
     pub host_cert: u64,
-    /// Hosts not seen for this long do not block the user CA switch.
+    /// Hosts not seen for this long do not block the user CA switch (unless the next key
+    /// says otherwise).
     pub stale_after: u64,
 }
 
@@ -246,6 +252,7 @@ mod tests {
             signing_since: None,
             switch_at: None,
             retire_at: None,
+            stale_after: None,
         }
     }
 
@@ -280,6 +287,14 @@ mod tests {
         assert_eq!(a.acknowledged, ["a"]);
         assert_eq!(a.lagging, ["b"]);
         assert_eq!(a.stale, ["gone", "never"]);
+        // The next key's own stale_after wins: with a longer one, gone (seen 990 s ago)
+        // holds up the switch too.
+        let mut patient = keys[1].clone();
+        patient.stale_after = Some(2000);
+        assert_eq!(
+            acks(&patient, &hosts, LIFE.stale_after, 1000).lagging,
+            ["b", "gone"]
+        );
         // b lags: no switch.
         assert_eq!(due_step(CaRole::User, &keys, &hosts, LIFE, 1000), None);
         // b synced: switch; the old key is still published, the new one signs.

@@ -118,8 +118,15 @@ fn the_user_ca_rotates_in_phases_without_a_failed_login() {
     assert_eq!(status(&ca, "--user")["phase"], "idle");
 
     // Start: a new key file, published beside the old one; the host lags.
-    let st: Value =
-        serde_json::from_str(&ca.admin_ok(&["ca", "rotate", "--user", "--json"])).unwrap();
+    let st: Value = serde_json::from_str(&ca.admin_ok(&[
+        "ca",
+        "rotate",
+        "--user",
+        "--stale-after",
+        "1h",
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(st["phase"], "trusting", "{st}");
     let new_key = st["keys"][1]["public_key"].as_str().unwrap().to_string();
     assert_eq!(st["keys"][1]["state"], "next");
@@ -137,6 +144,8 @@ fn the_user_ca_rotates_in_phases_without_a_failed_login() {
     // A second rotation is refused meanwhile.
     let e = ca.admin_err(&["ca", "rotate", "--user"]);
     assert!(e.contains("under way"), "{e}");
+    let e = ca.admin_err(&["ca", "rotate", "--user", "--grace", "1h"]);
+    assert!(e.contains("--grace is for the host CA"), "{e}");
     // Still signing with the old key: the host has not synced the new one.
     std::thread::sleep(Duration::from_millis(2500));
     let (_, c_mid) = issue(&ca, &token, &key, 2);

@@ -66,6 +66,9 @@ pub struct RotateInput {
     pub to: Option<String>,
     /// Host CA: seconds before hosts get certificates from the new key.
     pub grace_secs: Option<u64>,
+    /// User CA: hosts not seen for this many seconds do not hold up the switch
+    /// (default [`DEFAULT_STALE_AFTER_SECS`]).
+    pub stale_after_secs: Option<u64>,
 }
 
 fn fingerprint(line: &str) -> String {
@@ -183,6 +186,7 @@ impl Authority {
                 signing_since: None,
                 switch_at: None,
                 retire_at: None,
+                stale_after: None,
             }]
         } else {
             keys
@@ -358,6 +362,7 @@ impl Authority {
                     signing_since: None,
                     switch_at: None,
                     retire_at: None,
+                    stale_after: None,
                 });
             }
             keys.push(CaKey {
@@ -369,6 +374,7 @@ impl Authority {
                 signing_since: None,
                 switch_at: (role == CaRole::Host).then_some(at + grace),
                 retire_at: None,
+                stale_after: input.stale_after_secs,
             });
             Ok((vec![Change::SetCaKeys { role, keys }], ()))
         })?;

@@ -37,6 +37,9 @@ pub struct RotateRequest {
     /// Host CA: seconds before hosts get certificates from the new key.
     #[serde(default)]
     pub grace_secs: Option<u64>,
+    /// User CA: hosts not seen for this many seconds do not hold up the switch.
+    #[serde(default)]
+    pub stale_after_secs: Option<u64>,
 }
 
 pub async fn status(
@@ -52,8 +55,23 @@ pub async fn rotate(
     State(ca): State<Arc<Ca>>,
     ApiJson(req): ApiJson<RotateRequest>,
 ) -> Result<Json<RotationStatus>, ApiError> {
-    if req.force && (req.to.is_some() || req.grace_secs.is_some()) {
-        return Err(Error::InvalidInput("--force takes no --to or --grace".into()).into());
+    if req.force && (req.to.is_some() || req.grace_secs.is_some() || req.stale_after_secs.is_some())
+    {
+        return Err(
+            Error::InvalidInput("--force takes no --to, --grace or --stale-after".into()).into(),
+        );
+    }
+    if req.role == CaRole::User && req.grace_secs.is_some() {
+        return Err(Error::InvalidInput(
+            "--grace is for the host CA; the user CA switches once hosts have the new key".into(),
+        )
+        .into());
+    }
+    if req.role == CaRole::Host && req.stale_after_secs.is_some() {
+        return Err(Error::InvalidInput(
+            "--stale-after is for the user CA; the host CA switches after --grace".into(),
+        )
+        .into());
     }
     let out = ca
         .run(move |a| {
@@ -66,6 +84,7 @@ pub async fn rotate(
                     &RotateInput {
                         to: req.to.clone(),
                         grace_secs: req.grace_secs,
+                        stale_after_secs: req.stale_after_secs,
                     },
                 )
             }

@@ -1131,6 +1131,7 @@ fn ca_keys_round_trip(s: &dyn Store) {
         signing_since: Some(NOW - 1),
         switch_at: None,
         retire_at: Some(NOW + 60),
+        stale_after: None,
     };
     let user = vec![
         key("AAAA1", CaKeyState::Signing),
@@ -1139,6 +1140,7 @@ fn ca_keys_round_trip(s: &dyn Store) {
             signing_since: None,
             retire_at: None,
             switch_at: Some(NOW + 5),
+            stale_after: Some(3600),
             ..key("AAAA2", CaKeyState::Next)
         },
     ];

@@ -200,7 +200,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
 
         let mut st = c.prepare(
             "SELECT role, public_key, source, state, added_at, added_version, signing_since,
-                    switch_at, retire_at
+                    switch_at, retire_at, stale_after
              FROM ca_keys ORDER BY role, added_at, public_key",
         )?;
         let rows = st.query_map([], |r| {
@@ -219,6 +219,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                     signing_since: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
                     switch_at: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
                     retire_at: r.get::<_, Option<i64>>(8)?.map(|t| t as u64),
+                    stale_after: r.get::<_, Option<i64>>(9)?.map(|t| t as u64),
                 },
             ))
         })?;

@@ -386,8 +386,8 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
             for k in keys {
                 tx.execute(
                     "INSERT INTO ca_keys (role, public_key, source, state, added_at, added_version,
-                                          signing_since, switch_at, retire_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                          signing_since, switch_at, retire_at, stale_after)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         role.as_str(),
                         k.public,
@@ -398,6 +398,7 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
                         k.signing_since.map(|t| t as i64),
                         k.switch_at.map(|t| t as i64),
                         k.retire_at.map(|t| t as i64),
+                        k.stale_after.map(|t| t as i64),
                     ],
                 )?;
             }

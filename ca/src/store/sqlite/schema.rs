@@ -382,6 +382,7 @@ CREATE TABLE ca_keys (
     signing_since INTEGER,
     switch_at INTEGER,
     retire_at INTEGER,
+    stale_after INTEGER,
     PRIMARY KEY (role, public_key)
 );
 "#,

@@ -13,7 +13,9 @@
 //!   lifetime.
 //! - Host CA: the parties that must trust the next key first are engineers' known_hosts,
 //!   which the CA cannot observe: the switch happens after an admin-set grace period; the
-//!   old key retires after the longest host certificate lifetime.
+//!   old key retires after the longest host certificate lifetime, or earlier once every
+//!   host holds a certificate of the new key (the authority checks that: it reads the
+//!   store).
 //! - `--force` takes the pending step now (switch, or retire).
 //!
 //! A role without keys in the model has the one key of its `Keys` (a CA made before

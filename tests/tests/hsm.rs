@@ -9,14 +9,15 @@
 //! in the token (published, acknowledged by the host, switched, retired) and a full host
 //! CA rotation to a key file (published and installed in alice's known_hosts by
 //! `--ensure`, switched after its grace period, hostd renewing the host certificates
-//! onto it by itself, retired): no login fails; after the user CA retirement a certificate of the old key is refused.
+//! onto it by itself, the old key retiring by itself once the host holds a new-key
+//! certificate): no login fails; after the user CA retirement a certificate of the old key is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use anyhow::{ensure, Context, Result};
 use smith_tests::cmd::wait_for;
 use smith_tests::{e2e_available, Client, Fleet, Host, Outcome, SoftHsm};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// `ssh` with only the files `smith config ssh` wrote, host keys checked strictly.
@@ -182,12 +183,16 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
 
     let db = fleet.host("db-1");
     let stop = AtomicBool::new(false);
+    let ok = AtomicUsize::new(0);
     let (logins, failures) = std::thread::scope(|s| -> Result<(usize, Vec<String>)> {
         let engineer = s.spawn(|| {
             let (mut n, mut failed) = (0usize, Vec::new());
             while !stop.load(Ordering::SeqCst) {
                 match strict_ssh(&alice, db, "db-1", "true") {
-                    Ok(o) if o.success() => n += 1,
+                    Ok(o) if o.success() => {
+                        n += 1;
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
                     Ok(o) => failed.push(o.to_string()),
                     Err(e) => failed.push(format!("{e:#}")),
                 }
@@ -200,10 +205,21 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
                 let o = fleet.admin_ok(&["ca", "status", role, "--json"])?;
                 Ok(serde_json::from_str(o.out())?)
             };
+            // Logins in every phase: two more successful ones before the next step.
+            let logged_in = |phase: &str| {
+                let from = ok.load(Ordering::SeqCst);
+                wait_for(
+                    &format!("two logins while {phase}"),
+                    Duration::from_secs(30),
+                    || Ok((ok.load(Ordering::SeqCst) >= from + 2).then_some(())),
+                )
+            };
+            logged_in("no rotation is under way")?;
             // User CA: to a second key in the token.
             let to = hsm.uri("smith-user-ca-2");
             let o = fleet.admin_ok(&["ca", "rotate", "--user", "--to", &to, "--json"])?;
             ensure!(o.out().contains("\"trusting\""), "{o}");
+            logged_in("the hosts learn the new user CA key")?;
             wait_for(
                 "the host to acknowledge and the switch",
                 Duration::from_secs(60),
@@ -214,6 +230,7 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
                 trusted.out().trim() == "2",
                 "the host does not trust both keys: {trusted}"
             );
+            logged_in("the new user CA key signs, the old one is still trusted")?;
             // By retirement every old-key certificate has expired; here: a fresh one now.
             alice.run(&["ssh-add", "-D"])?.ok()?;
             alice
@@ -228,6 +245,7 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
                     Ok((t.out().trim() == "1").then_some(()))
                 },
             )?;
+            logged_in("the old user CA key is retired")?;
             // Host CA: to a key file, after a grace period.
             let o = fleet.admin_ok(&["ca", "rotate", "--host", "--grace", "5s", "--json"])?;
             ensure!(o.out().contains("\"trusting\""), "{o}");
@@ -240,6 +258,7 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
                     Ok((k.matches("@cert-authority").count() == 2).then_some(()))
                 },
             )?;
+            logged_in("engineers trust both host CA keys")?;
             wait_for("the host CA switch", Duration::from_secs(30), || {
                 Ok((status("--host")?["phase"] == "retiring").then_some(()))
             })?;
@@ -261,8 +280,13 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
                     Ok((l.success() && l.out().contains(&new_host_key)).then_some(()))
                 },
             )?;
-            std::thread::sleep(Duration::from_secs(3));
-            fleet.admin_ok(&["ca", "rotate", "--host", "--force"])?;
+            logged_in("the host presents a new-key certificate")?;
+            // Every host holds a new-key certificate: the old key retires by itself.
+            wait_for(
+                "the old host CA key to retire",
+                Duration::from_secs(40),
+                || Ok((status("--host")?["phase"] == "idle").then_some(())),
+            )?;
             wait_for(
                 "--ensure to drop the old host CA key",
                 Duration::from_secs(30),
@@ -271,7 +295,7 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
                     Ok((k.matches("@cert-authority").count() == 1).then_some(()))
                 },
             )?;
-            std::thread::sleep(Duration::from_secs(3));
+            logged_in("the old host CA key is retired")?;
             Ok(())
         };
         let r = run();
@@ -290,7 +314,7 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
         failures.is_empty(),
         "logins failed during the rotations: {failures:#?}"
     );
-    ensure!(logins >= 10, "too few logins to say anything: {logins}");
+    ensure!(logins >= 14, "two logins per phase, at least: {logins}");
     // After the user CA retirement, a certificate of the old key is refused.
     let o = with_old_cert(&alice)?;
     ensure!(!o.success(), "an old-key certificate still logs in: {o}");

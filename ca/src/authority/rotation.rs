@@ -15,12 +15,17 @@ use crate::signer::Signer;
 use crate::sshca::{self, CaAlgorithm};
 use ssh_key::public::KeyData;
 use ssh_key::{HashAlg, PublicKey};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Default grace period of a host CA rotation: engineers' `smith config ssh` and
 /// `smith cert --ensure` runs install the new host CA key meanwhile.
 pub const DEFAULT_HOST_GRACE_SECS: u64 = 24 * 3600;
 /// Hosts not seen for this long do not hold up a user CA switch.
 pub const DEFAULT_STALE_AFTER_SECS: u64 = 24 * 3600;
+/// How often a retiring host CA key checks whether every host moved to the new key.
+pub const HOST_CERTS_CHECK_SECS: u64 = 10;
+static LAST_HOST_CERTS_CHECK: AtomicU64 = AtomicU64::new(0);
 
 /// One key of a role, as `status` shows it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -229,7 +234,16 @@ impl Authority {
                     .map(rfc3339)
                     .unwrap_or_else(|| "now".into())
             ),
-            (Phase::Retiring, _) => format!(
+            (Phase::Retiring, CaRole::Host) => format!(
+                "the old key retires at {}, or once every host holds a certificate of the new \
+                 key (`--force` retires it now)",
+                keys.iter()
+                    .filter_map(|k| k.retire_at)
+                    .min()
+                    .map(rfc3339)
+                    .unwrap_or_else(|| "now".into())
+            ),
+            (Phase::Retiring, CaRole::User) => format!(
                 "the old key retires at {} (`--force` retires it now)",
                 keys.iter()
                     .filter_map(|k| k.retire_at)
@@ -397,11 +411,64 @@ impl Authority {
         Ok(self.rotation_status(role))
     }
 
+    /// Host CA, retiring phase: whether every host that holds host certificates holds
+    /// one issued since the switch (signed by the new key). Asked at most every
+    /// [`HOST_CERTS_CHECK_SECS`] (it reads the store).
+    fn every_host_renewed(&self) -> Result<bool, Error> {
+        let at = now();
+        let last = LAST_HOST_CERTS_CHECK.load(Ordering::Relaxed);
+        if at < last + HOST_CERTS_CHECK_SECS {
+            return Ok(false);
+        }
+        LAST_HOST_CERTS_CHECK.store(at, Ordering::Relaxed);
+        let (since, active): (Option<u64>, BTreeSet<String>) = {
+            let m = self.model();
+            (
+                cakeys::signing(m.ca_keys(CaRole::Host)).and_then(|k| k.signing_since),
+                m.hosts()
+                    .values()
+                    .filter(|h| !h.removed)
+                    .map(|h| h.name.to_string())
+                    .collect(),
+            )
+        };
+        let Some(since) = since else {
+            return Ok(false);
+        };
+        let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+        for c in self.host_certs(None, true, 1_000_000)? {
+            let e = newest.entry(c.host.to_string()).or_default();
+            *e = (*e).max(c.issued_at);
+        }
+        Ok(newest
+            .iter()
+            .filter(|(h, _)| active.contains(*h))
+            .all(|(_, issued)| *issued >= since))
+    }
+
     /// Takes every step that is due (the server calls it every few seconds).
     pub fn rotation_tick(&self) -> Result<(), Error> {
         let life = self.lifetimes();
         for role in [CaRole::User, CaRole::Host] {
             if self.model().ca_keys(role).is_empty() {
+                continue;
+            }
+            // The host CA's old key also retires once every host moved to the new one.
+            if role == CaRole::Host
+                && cakeys::phase(self.model().ca_keys(role)) == Phase::Retiring
+                && self.every_host_renewed()?
+            {
+                let origin = Origin::local("ca rotation");
+                let what = "rotate the host CA: every host holds a new-key certificate".to_string();
+                self.mutate(&origin, what, |m, _, at| {
+                    Ok((
+                        cakeys::forced_step(role, m.ca_keys(role), life, at)
+                            .filter(|_| cakeys::phase(m.ca_keys(role)) == Phase::Retiring)
+                            .map(|keys| vec![Change::SetCaKeys { role, keys }])
+                            .unwrap_or_default(),
+                        (),
+                    ))
+                })?;
                 continue;
             }
             let hosts = self.host_acks();

@@ -914,6 +914,18 @@ impl<F: Face> ApiClient<F> {
         self.call(Call::post(ep::ADMIN_SCIM_TOKEN, req))
     }
 
+    /// Where the rotation of the `role` (`user` or `host`) CA stands (`GET
+    /// /v1/admin/ca/rotation`; the CA's `RotationStatus` as JSON).
+    pub fn ca_rotation(&self, role: &str) -> F::Output<'_, serde_json::Value> {
+        self.call(Call::get(format!("{}?role={role}", ep::ADMIN_CA_ROTATION)))
+    }
+
+    /// Starts a CA key rotation or forces its pending step (`POST /v1/admin/ca/rotate`
+    /// with `{role, force, to, grace_secs}`).
+    pub fn ca_rotate(&self, req: &serde_json::Value) -> F::Output<'_, serde_json::Value> {
+        self.call(Call::post(ep::ADMIN_CA_ROTATE, req))
+    }
+
     /// Issuance decisions, oldest first.
     pub fn decisions(&self, q: &DecisionQuery) -> F::Output<'_, Vec<Decision>> {
         self.call(Call::get(with_query(ep::ADMIN_DECISIONS, q)).large())

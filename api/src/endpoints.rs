@@ -68,6 +68,10 @@ pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
 pub const ADMIN_AUDIT_VERIFY: &str = "/v1/admin/audit/verify";
 pub const ADMIN_AUDIT_REJECTIONS: &str = "/v1/admin/audit/rejections";
 pub const ADMIN_AUDIT_OUT_OF_BAND: &str = "/v1/admin/audit/out-of-band";
+/// Where a CA key rotation stands (`?role=user|host`).
+pub const ADMIN_CA_ROTATION: &str = "/v1/admin/ca/rotation";
+/// Starts a CA key rotation, or forces its pending step.
+pub const ADMIN_CA_ROTATE: &str = "/v1/admin/ca/rotate";
 
 // --- hosts -----------------------------------------------------------------------------------
 
@@ -128,6 +132,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("GET", ADMIN_AUDIT_VERIFY),
     ("GET", ADMIN_AUDIT_REJECTIONS),
     ("GET", ADMIN_AUDIT_OUT_OF_BAND),
+    ("GET", ADMIN_CA_ROTATION),
+    ("POST", ADMIN_CA_ROTATE),
     ("POST", HOSTS_ENROLL),
     ("POST", HOST_RENEW),
     ("GET", HOST_SYNC),

@@ -178,6 +178,9 @@ error_codes! {
     ShuttingDown = "shutting_down",
     /// The CA cannot serve this now (its store is unavailable).
     Unavailable = "unavailable",
+    /// The CA key that would sign this is unavailable (its HSM or token is down); retry
+    /// later. Readiness fails meanwhile.
+    SignerUnavailable = "signer_unavailable",
     /// An internal error; the CA's log has the details.
     Internal = "internal",
 }
@@ -303,6 +306,7 @@ mod tests {
             "overloaded",
             "shutting_down",
             "unavailable",
+            "signer_unavailable",
             "internal",
         ];
         let now: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();

@@ -91,6 +91,11 @@ pub struct Health {
     /// replayed tokens: counted, never recorded as decisions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_credentials: Option<u64>,
+    /// CA keys that cannot sign now (`role: why`), e.g. an HSM that is down: the status
+    /// is then `signer_unavailable` and the answer a 503, so that load balancers drain
+    /// this CA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable_signers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -207,6 +207,9 @@ pub enum AdminCmd {
     /// The audit trail: list, verify, rejected uploads, out-of-band logins.
     #[command(subcommand)]
     Audit(smith_ca::audit::cli::AuditCmd),
+    /// The CA keys: rotate the user CA or host CA key in phases without a flag day.
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// Recorded certificate issuance decisions (allowed and denied), oldest first.
     Decisions {
         /// Show at most this many (the most recent).
@@ -879,11 +882,142 @@ pub fn run(conn: &Conn, cmd: AdminCmd) -> anyhow::Result<()> {
             print_token(&t, as_json, "SCIM")
         }
         AdminCmd::Audit(a) => smith_ca::audit::cli::run(&c, a),
+        AdminCmd::Ca(cmd) => ca_keys(&c, cmd),
         AdminCmd::Decisions {
             limit,
             user,
             json: as_json,
         } => decisions(&c, limit, user, as_json),
+    }
+}
+
+/// Which CA a rotation command is about.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct RoleArg {
+    /// The user CA (the key hosts trust for engineers' certificates).
+    #[arg(long)]
+    user: bool,
+    /// The host CA (the key engineers' known_hosts trust for hosts).
+    #[arg(long)]
+    host: bool,
+}
+
+impl RoleArg {
+    fn role(&self) -> &'static str {
+        if self.host {
+            "host"
+        } else {
+            "user"
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Start a rotation: a new key, trusted beside the current one. User CA: signing
+    /// switches to it once every host has synced it (hosts not seen for a day are listed
+    /// and do not block), and the old key retires after the longest user certificate.
+    /// Host CA: hosts get certificates from it after --grace (engineers' `smith config
+    /// ssh` and `smith cert --ensure` install it meanwhile), and the old key retires
+    /// after the longest host certificate. With --force: take the pending step now.
+    Rotate {
+        #[command(flatten)]
+        role: RoleArg,
+        /// The new key in a PKCS#11 token (RFC 7512 URI, as for `smith-ca init
+        /// --user-ca`); without it, a new key file in the data directory. Rotating from a
+        /// file key to a token key is the same operation.
+        #[arg(long, value_name = "PKCS11_URI", conflicts_with = "force")]
+        to: Option<String>,
+        /// Host CA: how long before hosts get certificates from the new key (default 1d).
+        #[arg(long, value_parser = parse_ttl, conflicts_with = "force")]
+        grace: Option<u64>,
+        /// User CA: hosts not seen for this long are listed as stale and do not hold up
+        /// the switch (default 1d).
+        #[arg(long, value_parser = parse_ttl, conflicts_with = "force")]
+        stale_after: Option<u64>,
+        /// Take the pending step now: switch to the new key (even if hosts lag), or
+        /// retire the old one (its certificates are refused from then on).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where each phase stands: the keys, their states and times, the hosts that lag.
+    Status {
+        #[command(flatten)]
+        role: RoleArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_rotation(v: &serde_json::Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    println!(
+        "{} CA: {}",
+        v["role"].as_str().unwrap_or("?"),
+        v["phase"].as_str().unwrap_or("?")
+    );
+    for k in v["keys"].as_array().into_iter().flatten() {
+        println!(
+            "  {:9} {}  {}",
+            k["state"].as_str().unwrap_or("?"),
+            k["fingerprint"].as_str().unwrap_or("?"),
+            k["source"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(h) = v.get("hosts").filter(|h| !h.is_null()) {
+        let list = |f: &str| {
+            h[f].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        println!("  hosts with the new key: {}", list("acknowledged"));
+        println!(
+            "  hosts lagging (they hold up the switch): {}",
+            list("lagging")
+        );
+        println!(
+            "  hosts not seen recently (not waited for): {}",
+            list("stale")
+        );
+    }
+    println!("next: {}", v["next"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+fn ca_keys(c: &Client, cmd: CaCmd) -> anyhow::Result<()> {
+    match cmd {
+        CaCmd::Rotate {
+            role,
+            to,
+            grace,
+            stale_after,
+            force,
+            json: as_json,
+        } => {
+            let v = c.ca_rotate(&serde_json::json!({
+                "role": role.role(),
+                "force": force,
+                "to": to,
+                "grace_secs": grace,
+                "stale_after_secs": stale_after,
+            }))?;
+            print_rotation(&v, as_json)
+        }
+        CaCmd::Status {
+            role,
+            json: as_json,
+        } => print_rotation(&c.ca_rotation(role.role())?, as_json),
     }
 }
 

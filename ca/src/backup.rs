@@ -27,6 +27,27 @@ use std::path::Path;
 
 const INFO: &str = "backup.json";
 
+/// Key files of rotated CA keys in `dir` (`user_ca.<unix time>`, `host_ca.<unix time>`,
+/// see `smith-ca admin ca rotate`), with their mode.
+fn rotated_key_files(dir: &Path) -> anyhow::Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        let rotated = ["user_ca.", "host_ca."].iter().any(|p| {
+            name.strip_prefix(p)
+                .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if rotated {
+            out.push((name, 0o600));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Files a CA may lack: ca.toml, and the key files of CA keys kept in a token.
+const OPTIONAL_FILES: &[&str] = &["ca.toml", "user_ca", "host_ca"];
+
 /// `smith-ca backup --data-dir D --out DIR`.
 pub fn backup(dd: &DataDir, out: &Path) -> anyhow::Result<BackupInfo> {
     if !dd.db().exists() {
@@ -43,9 +64,17 @@ pub fn backup(dd: &DataDir, out: &Path) -> anyhow::Result<BackupInfo> {
     }
     ensure_private_dir(out).with_context(|| format!("cannot create {}", out.display()))?;
     let result = (|| -> anyhow::Result<BackupInfo> {
-        for (name, mode) in KEY_FILES.iter().copied().chain([("ca.toml", 0o600)]) {
+        let rotated = rotated_key_files(&dd.root)?;
+        let rotated = rotated.iter().map(|(n, m)| (n.as_str(), *m));
+        for (name, mode) in KEY_FILES
+            .iter()
+            .copied()
+            .chain([("ca.toml", 0o600)])
+            .chain(rotated)
+        {
             let from = dd.root.join(name);
-            if name == "ca.toml" && !from.exists() {
+            // No ca.toml, or a CA key that lives in a token (no key file).
+            if OPTIONAL_FILES.contains(&name) && !from.exists() {
                 continue;
             }
             let bytes =
@@ -85,7 +114,12 @@ pub fn restore(dd: &DataDir, from: &Path) -> anyhow::Result<RestoreInfo> {
     ensure_private_dir(&dd.root)?;
     let _lock = dd.lock("restore")?;
     // Keys: the data directory's must be the backup's; missing ones come back.
-    for (name, mode) in KEY_FILES {
+    let rotated = rotated_key_files(from)?;
+    let rotated = rotated.iter().map(|(n, m)| (n.as_str(), *m));
+    for (name, mode) in KEY_FILES.iter().copied().chain(rotated) {
+        if OPTIONAL_FILES.contains(&name) && !from.join(name).exists() {
+            continue;
+        }
         let theirs =
             fs::read(from.join(name)).with_context(|| format!("the backup lacks {name}"))?;
         let ours = dd.root.join(name);
@@ -97,7 +131,7 @@ pub fn restore(dd: &DataDir, from: &Path) -> anyhow::Result<RestoreInfo> {
                 ours.display()
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                create_new(&ours, &theirs, *mode)?;
+                create_new(&ours, &theirs, mode)?;
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", ours.display())),
         }

@@ -6,6 +6,9 @@
 //!   user_ca.pub            its public key (what hosts put in TrustedUserCAKeys)
 //!   host_ca          0600  OpenSSH private key of the host CA (Ed25519)
 //!   host_ca.pub
+//!   user_ca.<T>      0600  a user CA key added by a rotation at unix time T (host_ca.<T>
+//!                          likewise); a key in a PKCS#11 token has no file at all
+//!   ca.toml          0600  optional settings: [oidc], [keys] (CA keys in tokens)
 //!   tls-root.key     0600  TLS root private key (PKCS#8 PEM, ECDSA P-256)
 //!   tls-root.crt           TLS root certificate (what clients pin by fingerprint)
 //!   tls-server.key   0600  HTTPS server key

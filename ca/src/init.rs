@@ -8,7 +8,7 @@
 use crate::auth::{hash_token, new_token};
 use crate::datadir::{create_new, ensure_private_dir, DataDir};
 use crate::model::TokenKind;
-use crate::sshca::{self, CaAlgorithm};
+use crate::sshca::CaAlgorithm;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{InitMeta, Store};
 use anyhow::Context;
@@ -28,6 +28,11 @@ pub struct InitArgs {
     pub bootstrap_ttl: Option<std::time::Duration>,
     /// A PostgreSQL database to create the CA in (`None`: the embedded `D/ca.db`).
     pub database: crate::database::DatabaseArgs,
+    /// The user CA key in a PKCS#11 token (`pkcs11:...`), used if it exists, else
+    /// generated there; `None`: a key file in the data directory.
+    pub user_ca: Option<String>,
+    /// The host CA key in a PKCS#11 token, likewise.
+    pub host_ca: Option<String>,
 }
 
 /// The CA's URL as given to `--url`: https, a host, an optional port, nothing else.
@@ -156,7 +161,42 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             );
         }
     }
+    // CA keys in a token: P-256 unless the user CA asks for Ed25519 (and the token
+    // offers it); a file host CA stays Ed25519.
+    let host_alg = if args.host_ca.is_some() {
+        CaAlgorithm::EcdsaP256
+    } else {
+        CaAlgorithm::Ed25519
+    };
+    let keys_toml = crate::hsm::keys_toml(args.user_ca.as_deref(), args.host_ca.as_deref())?;
+    // Replicas copy the data directory: it says where the database is (top-level keys
+    // first, before the [keys] table).
+    let db_toml = args.database.database.as_ref().map(|url| {
+        let mut t = format!("database = {}\n", toml_string(url));
+        if let Some(p) = &args.database.database_password_file {
+            t.push_str(&format!(
+                "database_password_file = {}\n",
+                toml_string(&p.display().to_string())
+            ));
+        }
+        t
+    });
+    let settings_toml = match (db_toml, keys_toml) {
+        (None, None) => None,
+        (d, k) => Some(format!(
+            "{}{}",
+            d.unwrap_or_default(),
+            k.unwrap_or_default()
+        )),
+    };
     let dd = DataDir::new(&args.data_dir);
+    let settings = dd.root.join("ca.toml");
+    if settings_toml.is_some() && settings.exists() {
+        anyhow::bail!(
+            "refusing to overwrite an existing CA: {} exists\nhint: use another --data-dir",
+            settings.display()
+        );
+    }
     for f in dd.all_files() {
         if f.exists() {
             anyhow::bail!(
@@ -172,24 +212,33 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| -> anyhow::Result<Created> {
         let now = crate::authority::now();
-        let user_ca = sshca::generate(alg, "smith-user-ca")?;
-        let host_ca = sshca::generate(CaAlgorithm::Ed25519, "smith-host-ca")?;
+        let mut files: Vec<(PathBuf, String, u32)> = Vec::new();
+        let (user_priv, user_pub) =
+            crate::hsm::ca_key("user CA", "smith-user-ca", alg, args.user_ca.as_deref())?;
+        let (host_priv, host_pub) = crate::hsm::ca_key(
+            "host CA",
+            "smith-host-ca",
+            host_alg,
+            args.host_ca.as_deref(),
+        )?;
+        if let Some(text) = user_priv {
+            files.push((dd.user_ca(), text, 0o600));
+        }
+        files.push((dd.user_ca_pub(), format!("{user_pub}\n"), 0o644));
+        if let Some(text) = host_priv {
+            files.push((dd.host_ca(), text, 0o600));
+        }
+        files.push((dd.host_ca_pub(), format!("{host_pub}\n"), 0o644));
+        if let Some(toml) = &settings_toml {
+            files.push((dd.root.join("ca.toml"), toml.clone(), 0o600));
+        }
         let tls = crate::tlsca::generate(&sans, now)?;
-        let user_pub = user_ca.public_key().to_openssh()?;
-        let files: Vec<(PathBuf, String, u32)> = vec![
-            (dd.user_ca(), sshca::private_openssh(&user_ca)?, 0o600),
-            (dd.user_ca_pub(), format!("{user_pub}\n"), 0o644),
-            (dd.host_ca(), sshca::private_openssh(&host_ca)?, 0o600),
-            (
-                dd.host_ca_pub(),
-                format!("{}\n", host_ca.public_key().to_openssh()?),
-                0o644,
-            ),
+        files.extend([
             (dd.tls_root_key(), tls.root_key_pem.clone(), 0o600),
             (dd.tls_root_cert(), tls.root_cert_pem.clone(), 0o644),
             (dd.tls_server_key(), tls.server_key_pem.clone(), 0o600),
             (dd.tls_server_cert(), tls.server_cert_pem.clone(), 0o644),
-        ];
+        ]);
         for (path, text, mode) in &files {
             create_new(path, text.as_bytes(), *mode)
                 .with_context(|| format!("cannot create {}", path.display()))?;
@@ -198,22 +247,11 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
         let token = new_token(TokenKind::Bootstrap);
         let store: Box<dyn Store> = match &args.database.database {
             Some(url) => {
-                // Replicas copy the data directory: it says where the database is.
                 let connector = crate::store::postgres::Connector::new(
                     url,
                     args.database.database_password_file.as_deref(),
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let mut toml = format!("database = {}\n", toml_string(url));
-                if let Some(p) = &args.database.database_password_file {
-                    toml.push_str(&format!(
-                        "database_password_file = {}\n",
-                        toml_string(&p.display().to_string())
-                    ));
-                }
-                create_new(&dd.root.join("ca.toml"), toml.as_bytes(), 0o600)
-                    .context("cannot create ca.toml")?;
-                created.push(dd.root.join("ca.toml"));
                 let store = crate::store::postgres::PgStore::open(connector, true)
                     .map_err(|e| anyhow::anyhow!("{e}"))
                     .with_context(|| format!("cannot open the database {url}"))?;
@@ -285,6 +323,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             "  user CA key ({}):  {}",
             out.user_ca_algorithm, out.user_ca_public_key
         );
+        for (what, uri) in [("user CA", &args.user_ca), ("host CA", &args.host_ca)] {
+            if let Some(u) = uri {
+                println!("  {what} key in the token: {u} (no key file; check it with `smith-ca hsm selftest`)");
+            }
+        }
         println!("  TLS root fingerprint: {}", out.root_fingerprint);
         println!("  server certificate names: {}", sans.join(", "));
         println!(

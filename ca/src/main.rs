@@ -95,6 +95,18 @@ enum Cmd {
         /// D/ca.toml records where: copies of D on other machines are replicas.
         #[command(flatten)]
         database: smith_ca::database::DatabaseArgs,
+        /// Keep the user CA key in a PKCS#11 token (an HSM): an RFC 7512 URI such as
+        /// pkcs11:token=smith;object=smith-user-ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/smith/hsm-pin.
+        /// The key the URI names is used if it exists, else generated in the token
+        /// (ecdsa-p256, or ed25519 with --user-ca-algorithm ed25519 where the token
+        /// offers CKM_EDDSA). The PIN comes from pin-source (a file, or
+        /// credential:NAME for a systemd credential), never from a flag. Written to
+        /// DATA_DIR/ca.toml [keys].
+        #[arg(long, value_name = "PKCS11_URI")]
+        user_ca: Option<String>,
+        /// Keep the host CA key in a PKCS#11 token (ecdsa-p256), like --user-ca.
+        #[arg(long, value_name = "PKCS11_URI")]
+        host_ca: Option<String>,
     },
     /// Create or update the PostgreSQL schema (idempotent; also done by `init` and at
     /// `serve` when the role may). Run it as the database's owner before a rolling
@@ -114,6 +126,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The CA keys in PKCS#11 tokens (HSMs).
+    #[command(subcommand)]
+    Hsm(HsmCmd),
     /// Serve the HTTPS API until SIGTERM/SIGINT. Prints `smith-ca listening on ADDR` once
     /// ready (use port 0 to pick a free port). Logs go to journald if present, else
     /// stderr (filter with SMITH_LOG, e.g. SMITH_LOG=debug).
@@ -244,6 +259,19 @@ enum StoreCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum HsmCmd {
+    /// Load each CA key as `serve` would (checking a token key is the published one),
+    /// sign a test certificate with it, verify it against the published key, and print
+    /// the public keys. Run it with the CA stopped or beside it.
+    Selftest {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn store_copy(
     from: PathBuf,
     to: String,
@@ -317,6 +345,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             bootstrap_ttl,
             database,
+            user_ca,
+            host_ca,
         } => {
             if bootstrap_ttl < Duration::from_secs(1) || bootstrap_ttl > Duration::from_secs(86400)
             {
@@ -331,6 +361,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
                 bootstrap_ttl: Some(bootstrap_ttl),
                 database,
+                user_ca,
+                host_ca,
             })
         }
         Cmd::Migrate {
@@ -456,6 +488,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             database_password_file,
             json,
         }) => store_copy(from, to, database_password_file, json),
+        Cmd::Hsm(HsmCmd::Selftest { data_dir, json }) => {
+            smith_ca::hsm::run_selftest(&data_dir, json)
+        }
         Cmd::Audit(cmd) => audit::cli::run_offline(cmd),
         Cmd::Backup {
             data_dir,

@@ -567,6 +567,13 @@ pub enum Change {
     SetEpoch {
         epoch: String,
     },
+    /// Replaces a CA role's keys (a rotation step: see `crate::cakeys`). Policy: hosts
+    /// wake and sync the user CA keys they must trust and the host CA key that signs
+    /// (they renew host certificates another key signed).
+    SetCaKeys {
+        role: crate::cakeys::CaRole,
+        keys: Vec<crate::cakeys::CaKey>,
+    },
 }
 
 impl Change {
@@ -587,6 +594,7 @@ impl Change {
                 | Change::RemoveGrant { .. }
                 | Change::SetHostTags { .. }
                 | Change::Revoke(_)
+                | Change::SetCaKeys { .. }
         )
     }
 
@@ -638,7 +646,9 @@ impl Change {
             | Change::HostSshCerts(_)
             | Change::RevokeHostCerts(_)
             | Change::Alert(_)
-            // The KRL is sent whole with every response: no user entry changes.
+            // The KRL and the user CA keys are sent whole with every response: no user
+            // entry changes.
+            | Change::SetCaKeys { .. }
             | Change::Revoke(_) => {}
         }
         Affected::Users(set)
@@ -696,6 +706,8 @@ pub struct Model {
     /// This database's epoch: random, new at init and at every restore. Hosts take a full
     /// snapshot from a new epoch whatever its version.
     epoch: String,
+    /// CA keys of each role that was ever rotated (`crate::cakeys`).
+    ca_keys: crate::cakeys::CaKeySets,
 }
 
 /// What a store loads, handed to [`Model::restore`].
@@ -724,6 +736,8 @@ pub struct Restore {
     /// `(IdP group id, CA group)` mappings.
     pub idp_groups: Vec<(String, GroupName)>,
     pub epoch: String,
+    /// CA keys of rotated roles.
+    pub ca_keys: crate::cakeys::CaKeySets,
 }
 
 /// Why an id could not be allocated or used.
@@ -765,6 +779,7 @@ impl Model {
             membership_source: HashMap::new(),
             idp_groups: BTreeMap::new(),
             epoch: String::new(),
+            ca_keys: BTreeMap::new(),
         }
     }
 
@@ -797,6 +812,7 @@ impl Model {
             m.idp_groups.entry(idp).or_default().insert(g);
         }
         m.epoch = r.epoch;
+        m.ca_keys = r.ca_keys;
         for g in r.grants {
             m.grants.insert(g.id, g);
         }
@@ -891,6 +907,7 @@ impl Model {
                 .flat_map(|(idp, gs)| gs.iter().map(move |g| (idp.clone(), g.clone())))
                 .collect(),
             epoch: self.epoch.clone(),
+            ca_keys: self.ca_keys.clone(),
         }
     }
 
@@ -1020,6 +1037,26 @@ impl Model {
     pub fn krl_base64(&self) -> Option<&Arc<str>> {
         self.krl_base64.as_ref()
     }
+    /// The keys of a rotated CA role (empty: never rotated).
+    pub fn ca_keys(&self, role: crate::cakeys::CaRole) -> &[crate::cakeys::CaKey] {
+        self.ca_keys.get(&role).map(Vec::as_slice).unwrap_or(&[])
+    }
+    /// Every rotated role's keys (what a store persists).
+    pub fn ca_key_sets(&self) -> &crate::cakeys::CaKeySets {
+        &self.ca_keys
+    }
+    /// The KRL sections of a revocation: the key it names, and every published key of
+    /// its role (serials are unique across a role's keys, so listing a revoked serial
+    /// under each key revokes nothing else, and stays right whichever key signed it).
+    fn krl_keys<'a>(&'a self, role: crate::cakeys::CaRole, named: &'a str) -> Vec<&'a str> {
+        let mut out = vec![named];
+        for k in self.ca_keys(role) {
+            if k.public != named {
+                out.push(k.public.as_str());
+            }
+        }
+        out
+    }
     /// Who owns an allocated id.
     pub fn id_owner(&self, id: u32) -> Option<&(IdKind, String)> {
         self.ids.get(&id)
@@ -1030,7 +1067,16 @@ impl Model {
     /// version is the model's.
     pub fn rebuild_krl(&mut self, now: u64) {
         self.revoked.retain(|_, r| r.valid_before > now);
-        let entries = self.revoked.values().map(|r| (r.serial, r.ca_key.as_str()));
+        let entries: Vec<(u64, &str)> = self
+            .revoked
+            .values()
+            .flat_map(|r| {
+                self.krl_keys(crate::cakeys::CaRole::User, &r.ca_key)
+                    .into_iter()
+                    .map(move |k| (r.serial, k))
+            })
+            .collect();
+        let entries = entries.into_iter();
         if let Some(krl) = encode_krl(
             entries,
             self.version,
@@ -1044,10 +1090,16 @@ impl Model {
     /// Rebuilds the KRL of revoked SSH host certificates, like [`Model::rebuild_krl`].
     pub fn rebuild_host_krl(&mut self, now: u64) {
         self.host_revoked.retain(|_, r| r.valid_before > now);
-        let entries = self
+        let entries: Vec<(u64, &str)> = self
             .host_revoked
             .values()
-            .map(|r| (r.serial, r.ca_key.as_str()));
+            .flat_map(|r| {
+                self.krl_keys(crate::cakeys::CaRole::Host, &r.ca_key)
+                    .into_iter()
+                    .map(move |k| (r.serial, k))
+            })
+            .collect();
+        let entries = entries.into_iter();
         if let Some(krl) = encode_krl(
             entries,
             self.version,
@@ -1154,6 +1206,10 @@ impl Model {
         for c in changes {
             revocations |= matches!(c, Change::Revoke(_));
             host_revocations |= matches!(c, Change::RevokeHostCerts(_));
+            if let Change::SetCaKeys { role, .. } = c {
+                revocations |= *role == crate::cakeys::CaRole::User;
+                host_revocations |= *role == crate::cakeys::CaRole::Host;
+            }
             if c.is_policy() {
                 if let (Affected::Users(acc), Affected::Users(more)) =
                     (&mut affected, c.affected(self))
@@ -1392,6 +1448,9 @@ impl Model {
             }
             Change::SetEpoch { epoch } => {
                 self.epoch = epoch.clone();
+            }
+            Change::SetCaKeys { role, keys } => {
+                self.ca_keys.insert(*role, keys.clone());
             }
         }
     }

@@ -192,8 +192,8 @@ pub fn sign_user_cert<S: ssh_key::SigningKey>(
 }
 
 /// Signs an SSH host key with the host CA, principals = the host's names.
-pub fn sign_host_cert(
-    ca: &PrivateKey,
+pub fn sign_host_cert<S: ssh_key::SigningKey>(
+    ca: &S,
     host_key: &PublicKey,
     serial: u64,
     key_id: &str,

@@ -130,6 +130,7 @@ pub fn sync_response(
         user_ca_keys: user_ca_keys.to_vec(),
         krl_base64: m.krl_base64().cloned(),
         epoch: Some(m.epoch().to_string()).filter(|e| !e.is_empty()),
+        host_ca_key: None,
     }
 }
 

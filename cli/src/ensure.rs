@@ -10,7 +10,8 @@
 //!
 //! Also refreshes the list of revoked SSH host certificates when `smith config ssh` set
 //! it up (see [`crate::hostkrl`]: one bounded request, so a revocation takes effect on
-//! the next connection).
+//! the next connection), and the host CA keys of the `@cert-authority` lines it wrote
+//! (every current host CA key, so a host CA rotation needs no flag day).
 //!
 //! Must never: store a token or a private key, or touch the network for a certificate
 //! when the agent already holds a fitting one (and the CA's user keys are known).
@@ -139,6 +140,14 @@ pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
     // Before anything else (also without an agent): ssh checks the host against this
     // list right after.
     crate::hostkrl::refresh_if_configured(cfg, args.quiet);
+    // And the host CA keys (a host CA rotation adds one before hosts use it).
+    if let Err(e) = crate::sshconfig::refresh_host_ca_keys(cfg) {
+        if !args.quiet {
+            eprintln!(
+                "warning: the host CA keys in ~/.ssh/known_hosts were kept as they were: {e:#}"
+            );
+        }
+    }
     let sock = cfg.ssh_auth_sock.clone().ok_or_else(|| {
         anyhow::anyhow!("no ssh-agent (SSH_AUTH_SOCK is not set): nothing to ensure")
     })?;

@@ -256,6 +256,41 @@ pub fn render_known_hosts(
     Ok(out)
 }
 
+/// For `smith cert --ensure`: when `smith config ssh` wrote host CA lines for this CA
+/// in `~/.ssh/known_hosts`, rewrite them with the CA's current host CA keys (during a
+/// host CA rotation the CA publishes the new key beside the old one, and every engineer
+/// running ssh picks it up before hosts switch to it), keeping their patterns. Returns
+/// whether the file changed; never touches a known_hosts without our lines.
+pub fn refresh_host_ca_keys(cfg: &Effective) -> anyhow::Result<bool> {
+    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+        return Ok(false);
+    };
+    let kh_path = PathBuf::from(home).join(".ssh").join("known_hosts");
+    let Ok(old) = std::fs::read_to_string(&kh_path) else {
+        return Ok(false);
+    };
+    let url = cfg.ca_url()?.trim_end_matches('/').to_string();
+    let Some(patterns) = lines_of(&old)
+        .iter()
+        .find(|l| is_ours(l, Some(&url)))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+    else {
+        return Ok(false);
+    };
+    let patterns: Vec<String> = patterns.split(',').map(str::to_string).collect();
+    let keys = cfg
+        .client_with_timeout(None, crate::hostkrl::FETCH_TIMEOUT)?
+        .host_ca_keys()
+        .context("cannot get the CA's host keys")?;
+    let lines = render_known_hosts(&patterns, &keys.keys, &url)?;
+    let new = update_known_hosts(&old, Some(&url), &lines);
+    if new == old {
+        return Ok(false);
+    }
+    write_keeping_mode(&kh_path, &new)?;
+    Ok(true)
+}
+
 /// The file to write for `path`: a symlink's target (so the link stays).
 fn real_target(path: &Path) -> PathBuf {
     match std::fs::symlink_metadata(path) {

@@ -123,6 +123,22 @@ pub fn any_due(managed: &[Managed], now: u64) -> bool {
     managed.iter().any(|m| state(m).due(now))
 }
 
+/// Whether any managed certificate was signed by another key than `signing` (the host
+/// CA key the CA signs with now, from the last sync): after a host CA rotation's switch
+/// the host renews onto the new key at once. `None` (an older CA): never.
+pub fn any_from_another_ca(managed: &[Managed], signing: Option<&str>) -> bool {
+    let Some(signing) = signing.and_then(|l| ssh_key::PublicKey::from_openssh(l.trim()).ok())
+    else {
+        return false;
+    };
+    managed.iter().any(|m| {
+        std::fs::read_to_string(&m.cert_path)
+            .ok()
+            .and_then(|t| parse_for(t.lines().next().unwrap_or(""), &m.key_line).ok())
+            .is_some_and(|c| c.signature_key() != signing.key_data())
+    })
+}
+
 /// Checks the CA's answer for `managed` (same order): every certificate must be a host
 /// certificate for the key we sent, name `host`, be valid now, and outlive the current
 /// one. Returns the lines to write.

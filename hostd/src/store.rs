@@ -757,6 +757,7 @@ mod tests {
             user_ca_keys: vec![],
             krl_base64: krl.map(|k| base64::engine::general_purpose::STANDARD.encode(k).into()),
             epoch: None,
+            host_ca_key: None,
         }
     }
 

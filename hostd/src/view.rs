@@ -443,6 +443,7 @@ pub(crate) mod tests {
             user_ca_keys: vec![],
             krl_base64: None,
             epoch: None,
+            host_ca_key: None,
         })
     }
 

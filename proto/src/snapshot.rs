@@ -91,6 +91,12 @@ pub struct SyncResponse {
     /// The CA database's epoch (absent from CAs before epochs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// The host CA key that signs host certificates now (OpenSSH line; absent from
+    /// older CAs). A host whose certificates another key signed renews them: after a
+    /// host CA rotation's switch, hosts move to the new key without waiting for their
+    /// certificates to age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ca_key: Option<String>,
 }
 
 /// What [`HostState::apply`] did.
@@ -126,6 +132,9 @@ pub struct HostState {
     /// The epoch of the CA database this state comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// See [`SyncResponse::host_ca_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ca_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +182,7 @@ impl HostState {
             user_ca_keys: r.user_ca_keys,
             krl_base64: r.krl_base64.map(|k| k.to_string()),
             epoch: r.epoch,
+            host_ca_key: r.host_ca_key,
         }
     }
 
@@ -236,6 +246,9 @@ impl HostState {
                 self.users_gid = r.users_gid;
                 self.user_ca_keys = r.user_ca_keys;
                 self.krl_base64 = r.krl_base64.map(|k| k.to_string());
+                if r.host_ca_key.is_some() {
+                    self.host_ca_key = r.host_ca_key;
+                }
                 Ok(Applied::Delta)
             }
         }
@@ -277,6 +290,7 @@ mod tests {
             user_ca_keys: vec!["ssh-ed25519 AAAA".into()],
             krl_base64: None,
             epoch: Some("e1".into()),
+            host_ca_key: None,
         }
     }
 

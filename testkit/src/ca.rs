@@ -49,6 +49,8 @@ enum Server {
         child: Option<Child>,
         serve_args: Vec<String>,
         wrapper: Vec<String>,
+        /// Extra environment of `init` and `serve` (e.g. SOFTHSM2_CONF).
+        env: Vec<(String, String)>,
     },
     /// `smith_ca::server::start` on the kit's runtime.
     InProcess {
@@ -123,6 +125,8 @@ impl TestCa {
             json: true,
             bootstrap_ttl: None,
             database: Default::default(),
+            user_ca: None,
+            host_ca: None,
         })
         .expect("smith-ca init");
         let log = file_log(&dir.path().join("serve.log"));
@@ -166,6 +170,17 @@ impl TestCa {
     /// [`TestCa::start_with`], `smith-ca serve` run under `wrapper` (a command that
     /// runs its arguments).
     pub fn start_wrapped(init_args: &[&str], serve_args: &[&str], wrapper: &[&str]) -> TestCa {
+        TestCa::start_env(init_args, serve_args, wrapper, &[])
+    }
+
+    /// [`TestCa::start_wrapped`], `init` and `serve` with `env` added to their
+    /// environment (e.g. `SOFTHSM2_CONF` of a [`crate::SoftHsm`]).
+    pub fn start_env(
+        init_args: &[&str],
+        serve_args: &[&str],
+        wrapper: &[&str],
+        env: &[(String, String)],
+    ) -> TestCa {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("ca");
         let range: &[&str] = if init_args.contains(&"--id-range") {
@@ -177,7 +192,8 @@ impl TestCa {
             .args(["init", "--json", "--data-dir"])
             .arg(&data_dir)
             .args(range)
-            .args(init_args));
+            .args(init_args)
+            .envs(env.iter().map(|(k, v)| (k, v))));
         assert!(out.status.success(), "init failed: {}", text(&out.stderr));
         let init: InitJson = serde_json::from_slice(&out.stdout).expect("init --json");
         let mut ca = TestCa {
@@ -190,6 +206,7 @@ impl TestCa {
                 child: None,
                 serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
                 wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+                env: env.to_vec(),
             },
         };
         ca.serve("127.0.0.1:0");
@@ -216,6 +233,7 @@ impl TestCa {
                 child: slot,
                 serve_args,
                 wrapper,
+                env,
             } => {
                 let log = std::fs::OpenOptions::new()
                     .create(true)
@@ -236,6 +254,7 @@ impl TestCa {
                     .args(["--listen", listen])
                     .args(serve_args.iter())
                     .env("SMITH_LOG", "info,smith_ca=debug")
+                    .envs(env.iter().map(|(k, v)| (k, v)))
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(log)
@@ -303,12 +322,13 @@ impl TestCa {
     /// makes a replica on another machine: on a shared PostgreSQL database it serves the
     /// same CA. Binary CAs only.
     pub fn replica(&self) -> TestCa {
-        let (serve_args, wrapper) = match &self.server {
+        let (serve_args, wrapper, env) = match &self.server {
             Server::Process {
                 serve_args,
                 wrapper,
+                env,
                 ..
-            } => (serve_args.clone(), wrapper.clone()),
+            } => (serve_args.clone(), wrapper.clone(), env.clone()),
             Server::InProcess { .. } => panic!("replica() is for binary CAs"),
         };
         let dir = tempfile::tempdir().expect("tempdir");
@@ -333,6 +353,7 @@ impl TestCa {
                 child: None,
                 serve_args,
                 wrapper,
+                env,
             },
         };
         ca.serve("127.0.0.1:0");

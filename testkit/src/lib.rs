@@ -10,6 +10,8 @@
 //! - [`Sshd`] and [`Agent`]: a real sshd in a private mount namespace, a private
 //!   ssh-agent; [`keygen_l`] parses `ssh-keygen -L`.
 //! - [`oidc`]: a real OpenID Provider and a scripted browser (from `smith-tests`).
+//! - [`SoftHsm`]: a SoftHSM2 token of its own in a temporary directory, for CA keys
+//!   that live in a PKCS#11 token.
 //! - [`hostile`]: a man-in-the-middle in front of the real CA that alters its answers,
 //!   for the behaviour of clients facing a broken CA. There is no fake CA: a test that
 //!   needs a CA to do something starts the real one and makes it do it (the house rule
@@ -31,6 +33,7 @@ pub use ca::{default_serve_config, InitJson, TestCa};
 pub use smith_ca::server::ServeConfig;
 pub use smith_tests::oidc;
 pub use smith_tests::pg;
+pub use smith_tests::softhsm::SoftHsm;
 pub use ssh::{keygen_l, public_key, ssh_host_key, Agent, KeygenL, Sshd};
 
 use std::path::Path;

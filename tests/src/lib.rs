@@ -16,6 +16,8 @@ pub mod cmd;
 pub mod fleet;
 pub mod oidc;
 pub mod pg;
+pub mod softhsm;
 
 pub use cmd::Outcome;
 pub use fleet::{e2e_available, Client, Fleet, Host};
+pub use softhsm::SoftHsm;

@@ -34,6 +34,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "a second NSS source for the name-collision scenario",
     ),
     (
+        "softhsm2",
+        "a real PKCS#11 token for CA keys that never touch disk",
+    ),
+    ("opensc", "pkcs11-tool, to inspect the token's keys"),
+    (
         "libpython3.11-testsuite",
         "CPython's test_pwd and test_grp on a fleet host",
     ),

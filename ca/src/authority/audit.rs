@@ -90,7 +90,7 @@ impl Authority {
     /// failures.
     pub fn out_of_band(&self, cfg: oob::Config) -> Result<Vec<oob::Finding>, Error> {
         let inputs = self.store.oob_inputs()?;
-        let cas = oob::fingerprints(self.user_ca_keys());
+        let cas = oob::fingerprints(&self.user_ca_keys());
         Ok(oob::classify(
             &inputs.sshd_events,
             &inputs.issued,

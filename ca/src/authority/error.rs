@@ -223,6 +223,9 @@ pub enum Error {
     // The CA itself.
     #[error("{0}")]
     Write(WriteError),
+    /// The CA key that must sign does not sign now (its token is down).
+    #[error("the {which} key cannot sign right now ({detail}); retry in a moment")]
+    SignerUnavailable { which: &'static str, detail: String },
     #[error("internal error while {0}; the CA's log has the details")]
     Internal(&'static str),
     /// Other replicas kept committing first (a mutation plans again a few times first).
@@ -293,6 +296,7 @@ impl Error {
             Error::Write(WriteError::ShuttingDown) => C::ShuttingDown,
             Error::Write(WriteError::Unavailable) | Error::Stale => C::Unavailable,
             Error::Write(WriteError::Failed(_)) | Error::Internal(_) => C::Internal,
+            Error::SignerUnavailable { .. } => C::SignerUnavailable,
         }
     }
 

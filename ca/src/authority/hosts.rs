@@ -237,6 +237,7 @@ impl Authority {
         let valid_before = at + self.cfg.host_ssh_cert_ttl.as_secs();
         let mut lines = Vec::new();
         let mut records = Vec::new();
+        let signer = self.signer(crate::cakeys::CaRole::Host)?;
         for line in keys {
             let key = crate::sshca::parse_subject_key(line)
                 .map_err(|e| Error::InvalidHostKey(e.to_string()))?;
@@ -245,7 +246,7 @@ impl Authority {
             // column).
             let serial = rand::Rng::gen_range(&mut rand::rngs::OsRng, 1..i64::MAX as u64);
             let cert = sign_host_cert(
-                &self.keys.host_ca,
+                &signer,
                 &key,
                 serial,
                 &key_id,
@@ -253,7 +254,7 @@ impl Authority {
                 valid_after,
                 valid_before,
             )
-            .map_err(|e| Error::internal("signing a host certificate", e))?;
+            .map_err(|e| self.sign_failed("host CA", &signer, "signing a host certificate", e))?;
             lines.push(
                 cert.to_openssh()
                     .map_err(|e| Error::internal("encoding a host certificate", e))?,
@@ -529,7 +530,7 @@ impl Authority {
         reason: &str,
         via: &str,
     ) -> Vec<HostCertRevocation> {
-        let ca_key = self.keys.host_ca_keys.first().cloned().unwrap_or_default();
+        let ca_key = self.host_ca_keys().first().cloned().unwrap_or_default();
         certs
             .iter()
             .map(|c| HostCertRevocation {
@@ -744,8 +745,12 @@ impl Authority {
     /// What `host` receives when it has version `since` (0 = nothing): a full snapshot or
     /// a delta (see [`crate::sync`]).
     pub fn sync_view(&self, host: &Host, since: u64) -> SyncResponse {
+        let user_ca_keys = self.user_ca_keys();
+        let host_ca_key = self.host_ca_keys().into_iter().next();
         let m = self.model();
-        crate::sync::sync_response(&m, &host.name, &host.tags, since, &self.keys.user_ca_keys)
+        let mut r = crate::sync::sync_response(&m, &host.name, &host.tags, since, &user_ca_keys);
+        r.host_ca_key = host_ca_key;
+        r
     }
 }
 

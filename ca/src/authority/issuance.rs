@@ -255,8 +255,9 @@ impl Authority {
         let valid_after = at.saturating_sub(BACKDATE_SECS);
         let valid_before = at + allowed.validity_secs;
         let scope_text = input.scope.to_string();
+        let signer = self.signer(crate::cakeys::CaRole::User)?;
         let cert = sign_user_cert(
-            &self.keys.user_ca,
+            &signer,
             &subject,
             &UserCertSpec {
                 serial,
@@ -271,7 +272,7 @@ impl Authority {
                 grants: Some(&allowed.grants_extension),
             },
         )
-        .map_err(|e| Error::internal("signing a certificate", e))?;
+        .map_err(|e| self.sign_failed("user CA", &signer, "signing a certificate", e))?;
         let line = cert
             .to_openssh()
             .map_err(|e| Error::internal("encoding a certificate", e))?;

@@ -27,8 +27,10 @@ mod health;
 mod hosts;
 mod identity;
 mod issuance;
+pub mod keys;
 mod ratelimit;
 mod revocation;
+mod rotation;
 mod tokens;
 
 pub use crate::store::Retention;
@@ -41,20 +43,20 @@ pub use health::Readiness;
 pub use hosts::{EnrollInput, Enrolled, HostCertTarget, HostTokenInput};
 pub use identity::{bound_user, plan_sign_in};
 pub use issuance::{Caller, IssueError, IssueInput, Issued};
+pub use keys::Keys;
 pub use ratelimit::RateLimit;
 pub use revocation::RevokeOutcome;
+pub use rotation::{RotateInput, RotationStatus};
 pub use tokens::{check_admin_name, Minted, TokenInfo};
 
 use crate::auth::{AuthError, Authenticated, Authenticator, TokenAuthenticator};
 use crate::datadir::DataDir;
 use crate::model::{Change, Model, Revocation, RevokeVia};
 use crate::origin::Origin;
-use crate::signer::CaSigner;
 use crate::store::{Commit, Counters, Store};
 use crate::tlsca::TlsRoot;
-use anyhow::Context;
+
 use smith_proto::UserName;
-use ssh_key::PrivateKey;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -95,47 +97,6 @@ impl Default for Config {
             admin_session_ttl: Duration::from_secs(12 * 3600),
             issuance_rate: RateLimit::default(),
         }
-    }
-}
-
-/// The CA's keys: the user CA (prepared for signing), the host CA, the TLS root.
-pub struct Keys {
-    pub user_ca: CaSigner,
-    pub host_ca: PrivateKey,
-    /// OpenSSH lines of the user CA keys hosts trust (the signing key first).
-    pub user_ca_keys: Vec<String>,
-    /// OpenSSH lines of the host CA keys clients trust.
-    pub host_ca_keys: Vec<String>,
-    pub tls_root: TlsRoot,
-}
-
-fn read_key(dd: &DataDir, path: &std::path::Path) -> anyhow::Result<PrivateKey> {
-    let text = dd.read_secret(path)?;
-    PrivateKey::from_openssh(text.trim())
-        .with_context(|| format!("{} is not an OpenSSH private key", path.display()))
-}
-
-impl Keys {
-    /// The keys of the data directory `dd`.
-    pub fn load(dd: &DataDir) -> anyhow::Result<Keys> {
-        let user_ca = read_key(dd, &dd.user_ca())?;
-        let host_ca = read_key(dd, &dd.host_ca())?;
-        let user_ca_keys = vec![user_ca.public_key().to_openssh()?];
-        let host_ca_keys = vec![host_ca.public_key().to_openssh()?];
-        let signer = CaSigner::new(&user_ca)
-            .with_context(|| format!("{} is not a usable key", dd.user_ca().display()))?;
-        let tls_root = TlsRoot::load(
-            &dd.read(&dd.tls_root_cert())?,
-            &dd.read_secret(&dd.tls_root_key())?,
-        )
-        .context("cannot load the TLS root")?;
-        Ok(Keys {
-            user_ca: signer,
-            host_ca,
-            user_ca_keys,
-            host_ca_keys,
-            tls_root,
-        })
     }
 }
 
@@ -272,14 +233,15 @@ impl Authority {
         &self.cfg
     }
 
-    /// OpenSSH lines of the user CA keys (what hosts put in `TrustedUserCAKeys`).
-    pub fn user_ca_keys(&self) -> &[String] {
-        &self.keys.user_ca_keys
+    /// OpenSSH lines of the user CA keys (what hosts put in `TrustedUserCAKeys`), the
+    /// signing key first (more than one during a rotation).
+    pub fn user_ca_keys(&self) -> Vec<String> {
+        self.published(crate::cakeys::CaRole::User)
     }
 
     /// OpenSSH lines of the host CA keys (for `@cert-authority` lines).
-    pub fn host_ca_keys(&self) -> &[String] {
-        &self.keys.host_ca_keys
+    pub fn host_ca_keys(&self) -> Vec<String> {
+        self.published(crate::cakeys::CaRole::Host)
     }
 
     /// The TLS root clients pin.
@@ -559,7 +521,7 @@ impl Authority {
         reason: &str,
         via: RevokeVia,
     ) -> Vec<Revocation> {
-        let ca_key = self.keys.user_ca_keys.first().cloned().unwrap_or_default();
+        let ca_key = self.user_ca_keys().first().cloned().unwrap_or_default();
         certs
             .iter()
             .map(|c| Revocation {

@@ -102,15 +102,17 @@ pub struct OidcFile {
     pub admin_groups: Option<Vec<String>>,
 }
 
-/// `D/ca.toml`: optional settings of `smith-ca serve`: `[oidc]`, and where the
-/// database is (`database = "postgresql://..."`, `database_password_file = "..."`;
-/// without them, the embedded SQLite `D/ca.db`).
+/// `D/ca.toml`: optional settings of `smith-ca serve`: `[oidc]`, `[keys]` (CA keys in a
+/// PKCS#11 token), and where the database is (`database = "postgresql://..."`,
+/// `database_password_file = "..."`; without them, the embedded SQLite `D/ca.db`).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaFile {
     pub oidc: Option<OidcFile>,
     pub database: Option<String>,
     pub database_password_file: Option<std::path::PathBuf>,
+    /// Where the CA keys live when not in the data directory's key files (PKCS#11).
+    pub keys: Option<crate::authority::keys::KeysFile>,
 }
 
 /// The effective OIDC settings.

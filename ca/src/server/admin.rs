@@ -68,7 +68,10 @@ pub fn minted(t: Minted) -> TokenResponse {
     }
 }
 
-pub async fn health(State(ca): State<Arc<Ca>>, parts: axum::http::request::Parts) -> Json<Health> {
+pub async fn health(
+    State(ca): State<Arc<Ca>>,
+    parts: axum::http::request::Parts,
+) -> (axum::http::StatusCode, Json<Health>) {
     let admin = matches!(
         ca.authority.authenticate(super::bearer(&parts)),
         Ok(crate::auth::Authenticated {
@@ -76,16 +79,45 @@ pub async fn health(State(ca): State<Arc<Ca>>, parts: axum::http::request::Parts
             ..
         })
     );
-    Json(Health {
-        status: "ok".into(),
-        version: admin.then(|| env!("CARGO_PKG_VERSION").to_string()),
-        rejected_credentials: admin.then(|| ca.authority.rejected_credentials()),
-    })
+    // Readiness includes the CA keys: a token that is down makes this a 503 (the probe
+    // may touch the token, so off the async runtime).
+    let a = ca.clone();
+    let signers = tokio::task::spawn_blocking(move || a.authority.signers_ready())
+        .await
+        .unwrap_or_default();
+    let unavailable: Vec<String> = signers
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.role,
+                s.error.as_deref().unwrap_or("unavailable")
+            )
+        })
+        .collect();
+    let (code, status) = if unavailable.is_empty() {
+        (axum::http::StatusCode::OK, "ok")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            smith_api::ErrorCode::SignerUnavailable.as_str(),
+        )
+    };
+    (
+        code,
+        Json(Health {
+            status: status.into(),
+            version: admin.then(|| env!("CARGO_PKG_VERSION").to_string()),
+            rejected_credentials: admin.then(|| ca.authority.rejected_credentials()),
+            unavailable_signers: unavailable,
+        }),
+    )
 }
 
 pub async fn user_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
     Json(CaKeys {
-        keys: ca.authority.user_ca_keys().to_vec(),
+        keys: ca.authority.user_ca_keys(),
         patterns: vec![],
     })
 }
@@ -94,7 +126,7 @@ pub async fn user_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
 /// certify, for `@cert-authority` lines.
 pub async fn host_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
     Json(CaKeys {
-        keys: ca.authority.host_ca_keys().to_vec(),
+        keys: ca.authority.host_ca_keys(),
         patterns: ca.authority.host_patterns(),
     })
 }

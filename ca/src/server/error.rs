@@ -92,9 +92,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::AuditReplay
         | C::HostIdentityForked => StatusCode::CONFLICT,
         C::RenewTooSoon => StatusCode::TOO_MANY_REQUESTS,
-        C::IdExhausted | C::OidcUnavailable | C::Overloaded | C::ShuttingDown | C::Unavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        C::IdExhausted
+        | C::OidcUnavailable
+        | C::Overloaded
+        | C::ShuttingDown
+        | C::Unavailable
+        | C::SignerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         // ErrorCode is non_exhaustive for clients; the server answers 500 for anything
         // it did not name above.
         _ => StatusCode::INTERNAL_SERVER_ERROR,

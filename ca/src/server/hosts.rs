@@ -26,7 +26,7 @@ fn answer(ca: &Ca, e: Enrolled) -> EnrollResponse {
         client_cert_pem: e.client_cert_pem,
         root_pem: ca.authority.tls_root().cert_pem.clone(),
         client_cert_not_after: e.client_cert_not_after,
-        user_ca_keys: ca.authority.user_ca_keys().to_vec(),
+        user_ca_keys: ca.authority.user_ca_keys(),
         ssh_host_certs: e.ssh_host_certs,
     }
 }
@@ -153,6 +153,11 @@ pub async fn sync(
     let mut rx = ca.authority.subscribe();
     let current = *rx.borrow_and_update();
     let known = since > 0 && since <= current;
+    if known {
+        // The host has applied `since` (its user CA keys among it): a user CA rotation
+        // waiting for it must not wait out its long poll.
+        ca.authority.host_seen(host.id, Some(since));
+    }
     if since == current && since > 0 {
         let wait = Duration::from_secs(q.wait.min(MAX_WAIT_SECS));
         if let Some(beat) = q.beat.filter(|_| q.wait > 0) {

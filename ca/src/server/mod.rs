@@ -18,6 +18,7 @@ pub mod ops;
 pub mod people;
 pub mod proxy;
 pub mod revocation;
+pub mod rotation;
 
 use crate::auth::Authenticated;
 use crate::authority::{self, Authority};
@@ -230,6 +231,14 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/v1/admin/decisions", get(admin::decisions))
         .route("/v1/admin/certs", get(revocation::list))
         .route("/v1/admin/certs/revoke", post(revocation::revoke))
+        .route(
+            smith_api::endpoints::ADMIN_CA_ROTATION,
+            get(rotation::status),
+        )
+        .route(
+            smith_api::endpoints::ADMIN_CA_ROTATE,
+            post(rotation::rotate),
+        )
         .route("/v1/hosts/enroll", post(hosts::enroll))
         .route("/v1/host/renew", post(hosts::renew))
         .route("/v1/host/sync", get(hosts::sync))
@@ -423,6 +432,7 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
         Some(a) => Some(ops::serve_metrics(a, ca.clone(), shutdown_rx.clone()).await?),
         None => None,
     };
+    rotation::spawn_tick(ca.authority.clone(), shutdown_rx.clone());
     let task = tokio::spawn(accept_loop(
         listener,
         acceptor,

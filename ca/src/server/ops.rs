@@ -156,6 +156,8 @@ mod tests {
             json: true,
             bootstrap_ttl: None,
             database: Default::default(),
+            user_ca: None,
+            host_ca: None,
         })
         .unwrap();
         let authority = crate::authority::Authority::open(

@@ -76,6 +76,7 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Store>) {
             "host_identity_and_host_certificates",
             host_identity_and_host_certificates,
         ),
+        ("ca_keys_round_trip", ca_keys_round_trip),
     ];
     for (name, check) in checks {
         let store = fresh();
@@ -1114,6 +1115,71 @@ fn people_and_credentials_round_trip(s: &dyn Store) {
     )
     .unwrap();
     assert!(m.idp_groups().is_empty());
+}
+
+/// CA key sets (issue 23's rotations): each role's keys come back as committed, a later
+/// set replaces the earlier one, roles are independent.
+fn ca_keys_round_trip(s: &dyn Store) {
+    use crate::cakeys::{CaKey, CaKeyState, CaRole};
+    assert!(load(s).ca_keys(CaRole::User).is_empty());
+    let key = |public: &str, state| CaKey {
+        source: format!("file:{public}"),
+        public: format!("ssh-ed25519 {public} c"),
+        state,
+        added_at: NOW,
+        added_version: 2,
+        signing_since: Some(NOW - 1),
+        switch_at: None,
+        retire_at: Some(NOW + 60),
+        stale_after: None,
+    };
+    let user = vec![
+        key("AAAA1", CaKeyState::Signing),
+        CaKey {
+            source: "pkcs11:token=t;object=o?module-path=/m.so&pin-source=/p".into(),
+            signing_since: None,
+            retire_at: None,
+            switch_at: Some(NOW + 5),
+            stale_after: Some(3600),
+            ..key("AAAA2", CaKeyState::Next)
+        },
+    ];
+    let m = commit(
+        s,
+        vec![Change::SetCaKeys {
+            role: CaRole::User,
+            keys: user.clone(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(m.ca_keys(CaRole::User), user.as_slice());
+    assert_eq!(load(s).ca_keys(CaRole::User), user.as_slice());
+    let host = vec![
+        key("AAAA3", CaKeyState::Retiring),
+        key("AAAA4", CaKeyState::Signing),
+    ];
+    commit(
+        s,
+        vec![Change::SetCaKeys {
+            role: CaRole::Host,
+            keys: host.clone(),
+        }],
+    )
+    .unwrap();
+    let after = vec![user[1].clone()];
+    commit(
+        s,
+        vec![Change::SetCaKeys {
+            role: CaRole::User,
+            keys: after.clone(),
+        }],
+    )
+    .unwrap();
+    let m = load(s);
+    assert_eq!(m.ca_keys(CaRole::User), after.as_slice());
+    let mut got = m.ca_keys(CaRole::Host).to_vec();
+    got.sort_by(|a, b| a.public.cmp(&b.public));
+    assert_eq!(got, host);
 }
 
 fn a_recycled_name_takes_a_new_id(s: &dyn Store) {

@@ -240,6 +240,7 @@ pub fn initial_model(meta: &InitMeta<'_>) -> Result<Model, StoreError> {
             host_revocations: vec![],
             idp_groups: vec![],
             epoch: meta.epoch.to_string(),
+            ca_keys: Default::default(),
         },
         meta.now,
     );

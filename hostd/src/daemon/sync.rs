@@ -111,8 +111,7 @@ pub async fn run(shared: Arc<Shared>, creds: HostCredentials, mut shutdown: watc
         let now = crate::now_unix();
         let managed = crate::hostcerts::managed(&shared.paths);
         let client_due = now >= creds.cert.renew_at();
-        let hosts_due =
-            now >= renewal.host_next_attempt && crate::hostcerts::any_due(&managed, now);
+        let hosts_due = now >= renewal.host_next_attempt && host_certs_due(&shared, &managed, now);
         if (client_due || hosts_due) && now >= renewal.next_attempt {
             if let Some((c, new_creds)) =
                 renew(&shared, &client, &creds, &managed, &mut renewal).await
@@ -465,6 +464,21 @@ async fn renew(
     }
 }
 
+/// Whether the SSH host certificates need renewing: one is due (2/3 of its life, missing,
+/// wrong), or one was signed by another host CA key than the one the CA signs with now
+/// (a host CA rotation switched: move to the new key before the old one retires).
+fn host_certs_due(shared: &Shared, managed: &[crate::hostcerts::Managed], now: u64) -> bool {
+    if crate::hostcerts::any_due(managed, now) {
+        return true;
+    }
+    let signing = shared
+        .store
+        .lock()
+        .ok()
+        .and_then(|s| s.state().and_then(|st| st.host_ca_key.clone()));
+    crate::hostcerts::any_from_another_ca(managed, signing.as_deref())
+}
+
 /// Replaces the managed host certificates with the renewed ones when any is due, then
 /// reloads sshd. On any doubt the old certificates stay.
 async fn renew_host_certs(
@@ -474,7 +488,7 @@ async fn renew_host_certs(
     renewal: &mut Renewal,
 ) {
     let now = crate::now_unix();
-    if managed.is_empty() || !crate::hostcerts::any_due(managed, now) {
+    if managed.is_empty() || !host_certs_due(shared, managed, now) {
         return;
     }
     if certs.is_empty() {
@@ -498,7 +512,7 @@ async fn renew_host_certs(
     };
     let m = managed.to_vec();
     let written = tokio::task::spawn_blocking(move || crate::hostcerts::write(&m, &lines)).await;
-    if crate::hostcerts::any_due(managed, now) {
+    if host_certs_due(shared, managed, now) {
         // Never renew in a loop, whatever the CA issues.
         warn!("the SSH host certificates are still due after renewal; asking again in 5 minutes");
         renewal.host_next_attempt = now + 300;

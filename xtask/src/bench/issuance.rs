@@ -16,6 +16,10 @@
 //! each address to its connection cap and closes the rest, so the flood costs the
 //! issuing client nothing measurable (issue 12, H3).
 //!
+//! CA keys in a token (issue 23): the 64-client level again against a second CA whose
+//! user and host CA keys live in a fresh SoftHSM2 token (PKCS#11), beside the file
+//! signer's figure of the same run; its certificates are counted in its SQLite too.
+//!
 //! Must never: count a failed or non-200 answer as a certificate.
 
 use super::api::{client, Api};
@@ -32,6 +36,8 @@ use std::time::{Duration, Instant};
 
 const SECTION: &str = "CA issuance";
 const TARGET_PER_SEC: f64 = 5000.0;
+/// Issue 23: with the CA keys in SoftHSM2, at 64 clients, durable.
+const HSM_TARGET_PER_SEC: f64 = 2000.0;
 /// Distinct users issuing (client i is user i mod USERS).
 const USERS: usize = 64;
 /// Idle connections the flooding address opens in the front-door rounds.
@@ -196,6 +202,70 @@ pub(super) fn issuers(rt: &tokio::runtime::Runtime, admin: &Api) -> Result<Vec<S
     })
 }
 
+/// Debian's SoftHSM2 PKCS#11 module.
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A CA whose user and host CA keys live in a fresh SoftHSM2 token under `work/hsm`.
+fn start_hsm_ca(bin_dir: &Path, work: &Path) -> Result<LocalCa> {
+    if !Path::new(SOFTHSM_MODULE).exists() {
+        bail!(
+            "{SOFTHSM_MODULE} is missing: apt-get install softhsm2 (cargo xtask test installs it)"
+        );
+    }
+    let dir = work.join("hsm");
+    let _ = std::fs::remove_dir_all(&dir);
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    let pin = dir.join("pin");
+    std::fs::write(&pin, "bench-pin\n")?;
+    let st = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--so-pin",
+            "bench-so",
+            "--pin",
+            "bench-pin",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running softhsm2-util")?;
+    if !st.success() {
+        bail!("softhsm2-util --init-token failed");
+    }
+    let uri = |object: &str| {
+        format!(
+            "pkcs11:token=bench;object={object}?module-path={SOFTHSM_MODULE}&pin-source=file:{}",
+            pin.display()
+        )
+    };
+    let (u, h) = (uri("smith-user-ca"), uri("smith-host-ca"));
+    LocalCa::start_with(
+        bin_dir,
+        &dir,
+        &[
+            "--user-ca",
+            &u,
+            "--host-ca",
+            &h,
+            "--user-ca-algorithm",
+            "ecdsa-p256",
+        ],
+        &[("SOFTHSM2_CONF", conf.as_path())],
+    )
+}
+
 /// The request every client sends: a fresh Ed25519 public key (made in `work`) for
 /// `env=bench`, an hour.
 pub(super) fn bench_request(work: &Path) -> Result<Arc<CertRequest>> {
@@ -223,7 +293,7 @@ pub(super) fn bench_request(work: &Path) -> Result<Arc<CertRequest>> {
     }))
 }
 
-pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
+pub fn run(ca: &LocalCa, bin_dir: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
     let rt = runtime()?;
     let admin = Api::new(&ca.url, &ca.fingerprint, &ca.admin_token)?;
     let tokens = issuers(&rt, &admin)?;
@@ -273,6 +343,20 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
         flooded.extend(l.lat_us);
         drop(held);
     }
+    // The same 64 clients against a CA whose keys are in a SoftHSM2 token (the file
+    // signer's figure above is its baseline, same run).
+    progress(format!(
+        "ca: SoftHSM2 signer, 64 concurrent clients for {dur:.0?}"
+    ));
+    let hsm = (|| {
+        let hca = start_hsm_ca(bin_dir, work)?;
+        let hadmin = Api::new(&hca.url, &hca.fingerprint, &hca.admin_token)?;
+        let htokens = issuers(&rt, &hadmin)?;
+        let before = count_rows(&hca.db(), "certificates")?;
+        let l = rt.block_on(level(&hadmin, &htokens, req.clone(), 64, dur, hca.pid()))?;
+        let recorded = count_rows(&hca.db(), "certificates")? - before;
+        anyhow::Ok((l, recorded))
+    })();
     let keygen_runs = if quick { 100 } else { 300 };
     progress(format!("ca: baseline, ssh-keygen -s x {keygen_runs}"));
     let (kg_rate, kg_lat) = keygen_baseline(work, keygen_runs)?;
@@ -337,6 +421,60 @@ pub fn run(ca: &LocalCa, work: &Path, quick: bool) -> Result<Vec<Figure>> {
                 quiet.len()
             )),
         );
+    }
+    let file64 = levels
+        .iter()
+        .find(|l| l.clients == 64)
+        .map(|l| l.ok as f64 / l.elapsed)
+        .unwrap_or(0.0);
+    match hsm {
+        Ok((l, recorded)) => {
+            let answered = l.ok + l.warm_ok;
+            let s = stats(&l.lat_us);
+            figs.push(
+                Figure::new(
+                    SECTION,
+                    "certificates/s, 64 clients, CA keys in SoftHSM2 (PKCS#11)",
+                    l.ok as f64 / l.elapsed,
+                    "/s",
+                )
+                .baseline("file signer, 64 clients", file64)
+                .goal(Goal::AtLeast(HSM_TARGET_PER_SEC))
+                .note(format!(
+                    "{} certs in {:.1} s, {} errors{}; p50 {:.2} ms, p99 {:.2} ms; CPU: CA {:.0} µs/cert; {recorded} recorded for {answered} answered",
+                    l.ok,
+                    l.elapsed,
+                    l.errors,
+                    l.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+                    s.p50 / 1000.0,
+                    s.p99 / 1000.0,
+                    l.ca_cpu / l.ok.max(1) as f64 * 1e6,
+                )),
+            );
+            figs.push(
+                Figure::new(
+                    SECTION,
+                    "SoftHSM2 CA: certificates in SQLite / answered",
+                    recorded as f64 / answered.max(1) as f64,
+                    "",
+                )
+                .goal(Goal::AtLeast(1.0)),
+            );
+        }
+        Err(e) => {
+            progress(format!("ca: the SoftHSM2 run failed: {e:#}"));
+            figs.push(
+                Figure::new(
+                    SECTION,
+                    "certificates/s, 64 clients, CA keys in SoftHSM2 (PKCS#11)",
+                    0.0,
+                    "/s",
+                )
+                .baseline("file signer, 64 clients", file64)
+                .goal(Goal::AtLeast(HSM_TARGET_PER_SEC))
+                .note(format!("the run failed: {e:#}")),
+            );
+        }
     }
     figs.push(
         Figure::new(SECTION, "certificates in SQLite / answered", recorded as f64 / answered.max(1) as f64, "")

@@ -23,11 +23,17 @@ pub struct LocalCa {
 impl LocalCa {
     /// Initializes and starts a CA from `bin_dir` in `dir/ca`, logging to `dir/ca.log`.
     pub fn start(bin_dir: &Path, dir: &Path) -> Result<LocalCa> {
-        LocalCa::start_with(bin_dir, dir, &[])
+        LocalCa::start_with(bin_dir, dir, &[], &[])
     }
 
-    /// [`LocalCa::start`] with extra `smith-ca init` arguments (`--database URL`).
-    pub fn start_with(bin_dir: &Path, dir: &Path, init_args: &[&str]) -> Result<LocalCa> {
+    /// [`LocalCa::start`] with more `smith-ca init` arguments and `env` added to the
+    /// environment of `init` and `serve` (e.g. CA keys in a SoftHSM2 token).
+    pub fn start_with(
+        bin_dir: &Path,
+        dir: &Path,
+        init_args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<LocalCa> {
         std::fs::create_dir_all(dir)?;
         let data_dir = dir.join("ca");
         let _ = std::fs::remove_dir_all(&data_dir);
@@ -37,6 +43,7 @@ impl LocalCa {
             .arg(&data_dir)
             .args(["--san", "127.0.0.1", "--json"])
             .args(init_args)
+            .envs(env.iter().copied())
             .output()
             .with_context(|| format!("running {} init", ca_bin.display()))?;
         if !out.status.success() {
@@ -55,7 +62,7 @@ impl LocalCa {
             .as_str()
             .context("no admin_token")?
             .to_string();
-        LocalCa::serve(bin_dir, dir, data_dir, fingerprint, admin_token)
+        LocalCa::serve(bin_dir, dir, data_dir, fingerprint, admin_token, env)
     }
 
     /// A replica: `smith-ca serve` over a copy of this CA's data directory in `dir/ca`
@@ -79,6 +86,7 @@ impl LocalCa {
             data_dir,
             self.fingerprint.clone(),
             self.admin_token.clone(),
+            &[],
         )
     }
 
@@ -88,6 +96,7 @@ impl LocalCa {
         data_dir: PathBuf,
         fingerprint: String,
         admin_token: String,
+        env: &[(&str, &Path)],
     ) -> Result<LocalCa> {
         let ca_bin = bin_dir.join("smith-ca");
         let log = std::fs::File::create(dir.join("ca.log"))?;
@@ -97,6 +106,7 @@ impl LocalCa {
             .args(["--listen", "127.0.0.1:0"])
             // The bench issues thousands of certificates per user.
             .args(["--issuance-rate", "off"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -214,7 +214,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         &mut figs,
                         &mut failed,
                         "CA issuance",
-                        issuance::run(&ca, &work, args.quick),
+                        issuance::run(&ca, &release, &work, args.quick),
                     );
                 }
                 if want(Part::Propagation) {

@@ -92,7 +92,7 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
     for n in 1..=3usize {
         let url = pg.create_database();
         let dir = work.join(format!("pg{n}"));
-        let first = LocalCa::start_with(release, &dir.join("r0"), &["--database", &url])?;
+        let first = LocalCa::start_with(release, &dir.join("r0"), &["--database", &url], &[])?;
         let mut replicas = vec![first];
         for r in 1..n {
             let rep = replicas[0].replica(release, &dir.join(format!("r{r}")))?;

@@ -80,6 +80,7 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
             host_revocations: Vec::new(),
             idp_groups: Vec::new(),
             epoch: meta_get(c, "epoch")?.unwrap_or_default(),
+            ca_keys: Default::default(),
         };
         let mut liveness = HashMap::new();
 
@@ -195,6 +196,40 @@ pub(super) fn load(c: &Connection, now: u64) -> Result<Loaded, StoreError> {
                 UserName::new(&u).map_err(corrupt("user name"))?,
                 parse_source(&source)?,
             ));
+        }
+
+        let mut st = c.prepare(
+            "SELECT role, public_key, source, state, added_at, added_version, signing_since,
+                    switch_at, retire_at, stale_after
+             FROM ca_keys ORDER BY role, added_at, public_key",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                crate::cakeys::CaKey {
+                    public: r.get(1)?,
+                    source: r.get(2)?,
+                    state: match r.get::<_, String>(3)?.as_str() {
+                        "next" => crate::cakeys::CaKeyState::Next,
+                        "signing" => crate::cakeys::CaKeyState::Signing,
+                        _ => crate::cakeys::CaKeyState::Retiring,
+                    },
+                    added_at: r.get::<_, i64>(4)? as u64,
+                    added_version: r.get::<_, i64>(5)? as u64,
+                    signing_since: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+                    switch_at: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+                    retire_at: r.get::<_, Option<i64>>(8)?.map(|t| t as u64),
+                    stale_after: r.get::<_, Option<i64>>(9)?.map(|t| t as u64),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (role, key) = row?;
+            let role = match role.as_str() {
+                "user" => crate::cakeys::CaRole::User,
+                _ => crate::cakeys::CaRole::Host,
+            };
+            m.ca_keys.entry(role).or_default().push(key);
         }
 
         let mut st = c.prepare("SELECT idp_group, group_name FROM idp_groups")?;

@@ -9,6 +9,14 @@ use crate::store::{Commit, StoreError};
 use rusqlite::{params, Transaction};
 use smith_proto::HostName;
 
+pub(super) fn ca_key_state(s: crate::cakeys::CaKeyState) -> &'static str {
+    match s {
+        crate::cakeys::CaKeyState::Next => "next",
+        crate::cakeys::CaKeyState::Signing => "signing",
+        crate::cakeys::CaKeyState::Retiring => "retiring",
+    }
+}
+
 pub(super) fn meta_set(tx: &Transaction<'_>, key: &str, value: &str) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -369,6 +377,31 @@ fn persist(tx: &Transaction<'_>, c: &Change, now: u64) -> Result<(), StoreError>
         Change::Alert(_) => {}
         Change::SetEpoch { epoch } => {
             meta_set(tx, "epoch", epoch)?;
+        }
+        Change::SetCaKeys { role, keys } => {
+            tx.execute(
+                "DELETE FROM ca_keys WHERE role = ?1",
+                params![role.as_str()],
+            )?;
+            for k in keys {
+                tx.execute(
+                    "INSERT INTO ca_keys (role, public_key, source, state, added_at, added_version,
+                                          signing_since, switch_at, retire_at, stale_after)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        role.as_str(),
+                        k.public,
+                        k.source,
+                        ca_key_state(k.state),
+                        k.added_at as i64,
+                        k.added_version as i64,
+                        k.signing_since.map(|t| t as i64),
+                        k.switch_at.map(|t| t as i64),
+                        k.retire_at.map(|t| t as i64),
+                        k.stale_after.map(|t| t as i64),
+                    ],
+                )?;
+            }
         }
     }
     Ok(())

@@ -369,6 +369,23 @@ INSERT INTO allocated_ids (id, kind, name, allocated_at)
     SELECT CAST(value AS INTEGER), 'group', 'smith-users', CAST(strftime('%s', 'now') AS INTEGER)
     FROM meta WHERE key = 'users_gid';
 "#,
+    // 12: CA keys of rotated roles (issue 23): each role's keys and their phases
+    // (`crate::cakeys`). A role without rows uses its key file or ca.toml's token key.
+    r#"
+CREATE TABLE ca_keys (
+    role TEXT NOT NULL CHECK (role IN ('user', 'host')),
+    public_key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('next', 'signing', 'retiring')),
+    added_at INTEGER NOT NULL,
+    added_version INTEGER NOT NULL,
+    signing_since INTEGER,
+    switch_at INTEGER,
+    retire_at INTEGER,
+    stale_after INTEGER,
+    PRIMARY KEY (role, public_key)
+);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,5 +1,10 @@
-//! The user CA's signing key, prepared once for the issuance hot path.
+//! The CA's signing keys: [`Signer`], one CA key whatever holds it: a key file
+//! prepared once for the hot path ([`CaSigner`]) or a key inside a PKCS#11 token
+//! ([`pkcs11::TokenKey`], named by a [`uri::Pkcs11Uri`]). The authority core owns one per
+//! CA role (user CA, host CA) and signs every certificate through it; both sign with
+//! `ssh-key`'s certificate builder (`signature::Signer` plus `From<&Signer> for KeyData`).
 //!
+//! File keys:
 //! `ssh-key` signs with an Ed25519 [`PrivateKey`] by rebuilding an
 //! `ed25519_dalek::SigningKey` from the secret bytes (a SHA-512 and a base-point
 //! multiplication) and decompressing and comparing the public key, on every signature:
@@ -11,10 +16,75 @@
 //! sign through `ssh-key` as before.
 //!
 //! Must never: sign with a key whose public half differs from the CA's published key
-//! (checked at construction), or expose the secret.
+//! (checked at construction, and for token keys on every new session), or expose the
+//! secret.
+
+pub mod pkcs11;
+pub mod uri;
 
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, PrivateKey, Signature};
+use std::sync::Arc;
+
+/// One CA key, whatever holds it (cheap to clone).
+#[derive(Clone)]
+pub enum Signer {
+    /// A key file of the data directory.
+    File(Arc<CaSigner>),
+    /// A key in a PKCS#11 token.
+    Token(Arc<pkcs11::TokenKey>),
+}
+
+impl Signer {
+    /// The public key certificates name as their signer.
+    pub fn public(&self) -> KeyData {
+        KeyData::from(self)
+    }
+
+    /// Where the key lives: `file` or its PKCS#11 URI.
+    pub fn source(&self) -> String {
+        match self {
+            Signer::File(_) => "file".into(),
+            Signer::Token(t) => t.uri().to_string(),
+        }
+    }
+
+    /// Why signing does not work right now (`None` when it does or may).
+    pub fn down(&self) -> Option<String> {
+        match self {
+            Signer::File(_) => None,
+            Signer::Token(t) => t
+                .down()
+                .map(|(since, why)| format!("{why} (for {}s)", since.as_secs())),
+        }
+    }
+
+    /// Readiness: whether the key signs now (a token is asked at most once a second).
+    pub fn probe(&self) -> Result<(), String> {
+        match self {
+            Signer::File(_) => Ok(()),
+            Signer::Token(t) => t.probe().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl signature::Signer<Signature> for Signer {
+    fn try_sign(&self, msg: &[u8]) -> signature::Result<Signature> {
+        match self {
+            Signer::File(f) => f.try_sign(msg),
+            Signer::Token(t) => t.sign(msg).map_err(signature::Error::from_source),
+        }
+    }
+}
+
+impl From<&Signer> for KeyData {
+    fn from(s: &Signer) -> KeyData {
+        match s {
+            Signer::File(f) => KeyData::from(f.as_ref()),
+            Signer::Token(t) => t.public().clone(),
+        }
+    }
+}
 
 /// A CA key ready to sign certificates ([`ssh_key::SigningKey`]).
 pub enum CaSigner {

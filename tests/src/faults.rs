@@ -952,7 +952,11 @@ impl Matrix {
         if !ca_running {
             self.fleet.restart_ca()?;
         }
-        self.web().sh("rm -f /var/lib/smith/.faults-filler")?.ok()?;
+        // pam_smith's quiet file of the last fault would make the next run's first
+        // events skip the socket.
+        self.web()
+            .sh("rm -f /var/lib/smith/.faults-filler /run/smith/hostd-quiet")?
+            .ok()?;
         {
             let h = self.web_mut();
             let hostd_ok = h.hostd.as_mut().is_some_and(|b| b.is_running());

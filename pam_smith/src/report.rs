@@ -11,6 +11,10 @@
 //! `linkat` (never replaces an existing file) and the directory fsynced, so hostd,
 //! which reads only `*.evt`, never sees a partial file.
 //!
+//! When the pending directory cannot take the file (its file system full, issue 18), the
+//! event goes to the spare queue `smith_proto::paths::spare_pending_dir` (`pending` beside
+//! the socket: `/run/smith/pending`, in memory), which hostd reads too.
+//!
 //! Must never: fail or stall the session because of logging (every error ends in
 //! [`Delivery::Lost`] with a reason the caller logs), follow a symlink for the pending
 //! directory, or raise SIGPIPE.
@@ -330,7 +334,18 @@ pub fn deliver(socket: &Path, pending: &Path, ev: &HostEvent) -> Delivery {
         Ok(seq) => Delivery::Sent(seq),
         Err(socket_error) => match queue(pending, id, ev) {
             Ok(file) => Delivery::Queued { file, socket_error },
-            Err(e) => Delivery::Lost(format!("{socket_error}; and {e}")),
+            // Its file system full (issue 18: every event was lost while /var/lib/smith
+            // was): the spare queue beside the socket, in memory.
+            Err(e) => {
+                let spare = smith_proto::paths::spare_pending_dir(socket);
+                match queue(&spare, id, ev) {
+                    Ok(file) => Delivery::Queued {
+                        file,
+                        socket_error: format!("{socket_error}; {e}"),
+                    },
+                    Err(e2) => Delivery::Lost(format!("{socket_error}; and {e}; and {e2}")),
+                }
+            }
         },
     }
 }
@@ -505,6 +520,37 @@ mod tests {
         assert_eq!(deliver(&sock, &d.join("pending"), &ev()), Delivery::Sent(3));
         h.join().unwrap();
         assert!(!quiet.exists(), "cleared by an answer");
+    }
+
+    /// Issue 18 (fault matrix, /var/lib/smith full): hostd could not spool and the
+    /// pending file could not be written either, so every event was lost. Now it goes to
+    /// the spare queue beside the socket.
+    #[test]
+    fn a_full_pending_directory_uses_the_spare_queue_beside_the_socket() {
+        let d = crate::test_dir("deliver-spare");
+        let sock = d.join("run/hostd.sock");
+        // The pending path cannot be a directory (as when its file system is full).
+        std::fs::write(d.join("pending"), b"").unwrap();
+        match deliver(&sock, &d.join("pending"), &ev()) {
+            Delivery::Queued { file, socket_error } => {
+                assert_eq!(
+                    file.parent().unwrap(),
+                    d.join("run/pending"),
+                    "{socket_error}"
+                );
+                assert_eq!(
+                    wire::decode_event(&std::fs::read(&file).unwrap()).unwrap(),
+                    ev()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Neither: lost, with every reason.
+        std::fs::write(d.join("run/x"), b"").unwrap();
+        match deliver(&d.join("run/x/hostd.sock"), &d.join("pending"), &ev()) {
+            Delivery::Lost(why) => assert_eq!(why.matches("; and ").count(), 2, "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -41,6 +41,26 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// What the table shows, for the head of `tests/FAULTS.md`.
+pub const ABOUT: &str = "\
+One fleet (`smith_tests::faults`): a real CA and host `web-1` (`env=prod`) with real sshd, \
+smith-hostd, sudo, glibc and the NSS/PAM modules, `/var/lib/smith` on a 16 MiB tmpfs. \
+alice has an `ssh` grant there, oscar a `sudo` grant; carol is served there but holds a \
+certificate for another grant (`env=stage`); mallory was removed before the matrix and \
+still holds a certificate. Each fault is injected from outside; under it, the calls are \
+real: `ssh` logins (alice; carol and mallory), `sudo -n` in a login (oscar allowed, alice \
+refused), `getent passwd alice`, `id -Gn oscar`, `getent passwd mallory`, and three \
+refusals through the host's `sudo` PAM stack (`pamtester`). Every audit record those \
+calls made carries a marker and is looked for at the CA (`smith-ca admin audit list`) \
+once the host has settled.\n\n\
+Columns: **lockouts** (an allowed user or lookup refused), **admissions** (anyone or \
+anything else let through), the **slowest call** and the calls over 1 s, audit records \
+**lost** (of those expected) and **repeated**. Each cell is then run once more with the \
+protection it tests switched off (last columns; the switches are listed below the \
+table): that run must count at least one failure, so a green cell cannot be green by \
+accident. `cargo xtask test` runs the hostd-frozen and cache-corrupted rows \
+(`tests/tests/faults.rs`).";
+
 /// A call slower than this counts as a failure (the issue's budget).
 pub const SLOW: Duration = Duration::from_secs(1);
 /// How long a record may take to reach the CA once the host has settled (every record
@@ -48,8 +68,9 @@ pub const SLOW: Duration = Duration::from_secs(1);
 const DELIVERY: Duration = Duration::from_secs(10);
 /// The host under test.
 const HOST: &str = "web-1";
-/// libfaketime, from Debian's `libfaketime` (installed by `cargo xtask deps`).
-pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// libfaketime (its build for multi-threaded programs: hostd runs tokio), from Debian's
+/// `libfaketime` (installed by `cargo xtask deps`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 /// The skew of [`Fault::ClockSkew`].
 const SKEW: &str = "-1h";
 
@@ -153,7 +174,7 @@ pub fn expected(fault: Fault, op: Op) -> &'static str {
         (CacheCorrupted, Allow | Sudo) => "allowed: pam_smith refuses the damaged cache and asks hostd; hostd rewrites the cache within 5 s",
         (CacheCorrupted, Getent) => "answered: nss_smith refuses the damaged cache and asks hostd's socket",
         (DiskFull, Allow | Sudo | Getent) => "unchanged: hostd's failed writes keep the old files (atomic replacement) and are retried",
-        (DiskFull, Audit) => "records kept and delivered once when space returns",
+        (DiskFull, Audit) => "hostd cannot spool and pam_smith's pending file cannot be written: the event goes to the spare queue /run/smith/pending, spooled once when space returns",
         (HostdKilled, Audit) => "records queued by pam_smith as pending files, spooled once when hostd is back",
         (HostdFrozen, Audit) => "pam_smith waits at most its budget, queues a pending copy; hostd thawed records each event once (event ids)",
         (HostdFrozen, Allow | Sudo | Getent) => "from the files hostd wrote; no call waits on the frozen daemon beyond its budget",
@@ -179,8 +200,8 @@ pub enum Switch {
     /// Grant binding off: carol's principals file also lists the `stage` grant her
     /// certificate names (what hosts listed before grant-bound certificates).
     GrantBindingOff,
-    /// pam_smith cannot queue: `/var/lib/smith/pending` replaced by a file while hostd is
-    /// unreachable.
+    /// pam_smith cannot queue: `/var/lib/smith/pending` and the spare `/run/smith/pending`
+    /// replaced by files while hostd is unreachable.
     NoPendingQueue,
     /// Event ids off: pending copies renamed the way pam_smith named them before event
     /// ids (16 hex digits, no id), so hostd cannot tell a copy from a new event.
@@ -225,8 +246,8 @@ impl Switch {
     pub fn what(self) -> &'static str {
         match self {
             Switch::StateOnlyInDaemon => "the cache file and the principals files moved away while the calls run, hostd dead or held with SIGSTOP (so the modules have only the daemon to ask, and it does not rewrite them)",
-            Switch::GrantBindingOff => "carol's principals file also lists the `stage` grant her certificate names (a host without grant binding lists every grant of the user)",
-            Switch::NoPendingQueue => "/var/lib/smith/pending replaced by a file while hostd is unreachable (dead, else held with SIGSTOP): pam_smith cannot queue",
+            Switch::GrantBindingOff => "carol's principals file also lists the `stage` grant her certificate names (a host without grant binding lists every grant of the user); under the clock skew, sshd also runs on the real clock (its not-yet-valid check would refuse her first)",
+            Switch::NoPendingQueue => "/var/lib/smith/pending and the spare /run/smith/pending replaced by files while hostd is unreachable (dead, else held with SIGSTOP): pam_smith cannot queue",
             Switch::NoEventIds => "pam_smith's pending copies renamed without their event id (the naming of pam_smith before event ids) while hostd is frozen",
             Switch::SnapshotExpires => "pam_smith's own `max_age=1` on the sshd and sudo account lines (a host that stops trusting its snapshot once the CA is gone)",
             Switch::SpoolNotKept => "the unacknowledged spool segments deleted while the CA is out of reach (a spool that drops records before the CA has them)",
@@ -502,15 +523,6 @@ impl Matrix {
     ) -> Result<BTreeMap<Op, Figures>> {
         // Switches that must be in place before the fault.
         match switch {
-            Some(Switch::GrantBindingOff) => {
-                let line = self.carol_stage_principal.clone();
-                self.web()
-                    .sh(&format!(
-                        "cp -p /var/lib/smith/principals/carol /run/faults-carol
-                         echo '{line}' >> /var/lib/smith/principals/carol"
-                    ))?
-                    .ok()?;
-            }
             Some(Switch::SnapshotExpires) => {
                 self.web()
                     .sh("for f in sshd sudo; do cp -p /etc/pam.d/$f /run/faults-pam-$f; \
@@ -577,7 +589,12 @@ impl Matrix {
                 h.kill_hostd();
                 h.start_hostd_env(&env)?;
                 stop_sshd(h)?;
-                if switch == Some(Switch::ValidityClockOff) {
+                // Both refuse carol under the skew: grant binding's run takes the
+                // validity check away too (documented with the switch).
+                if matches!(
+                    switch,
+                    Some(Switch::ValidityClockOff | Switch::GrantBindingOff)
+                ) {
                     h.start_sshd()?;
                 } else {
                     h.start_sshd_env(&env)?;
@@ -653,6 +670,16 @@ impl Matrix {
 
         // Switches applied under the fault, before the calls.
         match switch {
+            // After the fault: a hostd started by it rewrites the principals files.
+            Some(Switch::GrantBindingOff) => {
+                let line = self.carol_stage_principal.clone();
+                self.web()
+                    .sh(&format!(
+                        "cp -p /var/lib/smith/principals/carol /run/faults-carol
+                         echo '{line}' >> /var/lib/smith/principals/carol"
+                    ))?
+                    .ok()?;
+            }
             Some(Switch::StateOnlyInDaemon) => {
                 self.hold_hostd()?;
                 self.web()
@@ -664,8 +691,11 @@ impl Matrix {
                 // hostd must be unreachable for pam_smith to need its queue.
                 self.hold_hostd()?;
                 self.web()
-                    .sh("rm -rf /run/faults-pending; mv /var/lib/smith/pending /run/faults-pending 2>/dev/null || mkdir -p /run/faults-pending
-                         : > /var/lib/smith/pending")?
+                    .sh("for q in /var/lib/smith/pending /run/smith/pending; do
+                           s=/run/faults-q$(echo $q | tr / -)
+                           rm -rf $s; mv $q $s 2>/dev/null || mkdir -p $s
+                           : > $q
+                         done")?
                     .ok()?;
             }
             Some(Switch::WritesNotAtomic) => {
@@ -683,8 +713,8 @@ impl Matrix {
         }
 
         // The calls.
-        let fresh_certs_valid =
-            fault != Some(Fault::ClockSkew) || switch == Some(Switch::ValidityClockOff);
+        // What is expected is the protected outcome, whatever the switch.
+        let fresh_certs_valid = fault != Some(Fault::ClockSkew);
         for &op in ops {
             let mut f = figs.remove(&op).unwrap_or_default();
             match op {
@@ -923,10 +953,10 @@ impl Matrix {
                    done
                    rmdir /run/faults-state 2>/dev/null || rm -rf /run/faults-state
                  fi
-                 if [ -d /run/faults-pending ]; then
-                   rm -f /var/lib/smith/pending; rm -rf /var/lib/smith/pending
-                   mv /run/faults-pending /var/lib/smith/pending
-                 fi
+                 for q in /var/lib/smith/pending /run/smith/pending; do
+                   s=/run/faults-q$(echo $q | tr / -)
+                   if [ -d $s ]; then rm -rf $q; mv $s $q; fi
+                 done
                  if [ -e /run/faults-carol ]; then mv /run/faults-carol /var/lib/smith/principals/carol; fi
                  for f in sshd sudo; do
                    if [ -e /run/faults-pam-$f ]; then mv /run/faults-pam-$f /etc/pam.d/$f; fi
@@ -982,7 +1012,7 @@ impl Matrix {
             let cache_ok = st["cache"]["valid"] == true;
             let pending_files = m
                 .web()
-                .exec(&["ls", "/var/lib/smith/pending"])?
+                .sh("ls /var/lib/smith/pending /run/smith/pending 2>/dev/null || true")?
                 .out()
                 .lines()
                 .any(|l| l.ends_with(".evt"));
@@ -1142,6 +1172,9 @@ pub fn run_cells(
                     summary(&f),
                     t0.elapsed()
                 ));
+                for n in &f.notes {
+                    progress(&format!("  (off) {n}"));
+                }
                 Some(f)
             } else {
                 None

@@ -927,10 +927,26 @@ impl Host {
         })
     }
 
-    /// Kills smith-hostd (SIGKILL: no clean shutdown).
+    /// Kills smith-hostd (SIGKILL: no clean shutdown) and waits until it is gone (its
+    /// pid file lock released), so that a new one can start at once.
     pub fn kill_hostd(&mut self) {
+        let pid = self.hostd_pid().ok();
         if let Some(mut h) = self.hostd.take() {
             h.kill();
+        }
+        if let Some(pid) = pid {
+            let gone = || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .is_some_and(|r| r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(true)
+            };
+            let _ = wait_for("smith-hostd to exit", Duration::from_secs(10), || {
+                Ok(gone().then_some(()))
+            });
         }
     }
 

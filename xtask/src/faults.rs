@@ -8,7 +8,7 @@
 
 use crate::{deps, workspace_root};
 use anyhow::{bail, Context, Result};
-use smith_tests::faults::{run_cells, table, verdict, Fault, Matrix, FAULTS, OPS};
+use smith_tests::faults::{run_cells, table, verdict, Fault, Matrix, ABOUT, FAULTS, OPS};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -103,7 +103,7 @@ pub fn run(args: FaultsArgs) -> Result<()> {
             .unwrap_or_default();
         let doc = format!(
             "# The fault matrix\n\n`cargo xtask faults` on {date}, commit `{commit}` (debug build), \
-             {} cells in {:.0?}. Regenerate with `cargo xtask faults --out tests/FAULTS.md`.\n\n{text}",
+             {} cells in {:.0?}. Regenerate with `cargo xtask faults --out tests/FAULTS.md`.\n\n{ABOUT}\n\n{text}",
             cells.len(),
             took
         );

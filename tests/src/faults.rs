@@ -522,16 +522,13 @@ impl Matrix {
         mark: &str,
     ) -> Result<BTreeMap<Op, Figures>> {
         // Switches that must be in place before the fault.
-        match switch {
-            Some(Switch::SnapshotExpires) => {
-                self.web()
-                    .sh("for f in sshd sudo; do cp -p /etc/pam.d/$f /run/faults-pam-$f; \
-                         sed -i -E 's/^(account[[:space:]]+required[[:space:]]+pam_smith\\.so.*) # smith$/\\1 max_age=1 # smith/' /etc/pam.d/$f; \
-                         grep -q 'max_age=1' /etc/pam.d/$f; done")?
-                    .ok()
-                    .context("max_age=1 on the account lines")?;
-            }
-            _ => {}
+        if switch == Some(Switch::SnapshotExpires) {
+            self.web()
+                .sh("for f in sshd sudo; do cp -p /etc/pam.d/$f /run/faults-pam-$f; \
+                     sed -i -E 's/^(account[[:space:]]+required[[:space:]]+pam_smith\\.so.*) # smith$/\\1 max_age=1 # smith/' /etc/pam.d/$f; \
+                     grep -q 'max_age=1' /etc/pam.d/$f; done")?
+                .ok()
+                .context("max_age=1 on the account lines")?;
         }
 
         // The fault.
@@ -1061,7 +1058,7 @@ impl Matrix {
                     e["tty"].as_str().unwrap_or("")
                 );
                 for (_, m) in records {
-                    if hay.split(|c: char| c == ' ' || c == '/').any(|w| w == m) {
+                    if hay.split([' ', '/']).any(|w| w == m) {
                         *seen.entry(m.clone()).or_default() += 1;
                     }
                 }

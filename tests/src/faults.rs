@@ -559,6 +559,11 @@ impl Matrix {
                     .context("damaging the cache")?;
             }
             Some(Fault::DiskFull) => {
+                let before = self
+                    .web()
+                    .hostd_log()
+                    .matches("No space left on device")
+                    .count();
                 self.web()
                     .sh("dd if=/dev/zero of=/var/lib/smith/.faults-filler bs=4k status=none 2>/dev/null || true
                          test \"$(stat -f -c %a /var/lib/smith)\" = 0")?
@@ -574,7 +579,18 @@ impl Matrix {
                     &format!("full{}", self.changes),
                     "alice",
                 ])?;
-                std::thread::sleep(Duration::from_secs(2));
+                // The fault bites: hostd fails to write that change.
+                let web = self.fleet.host(HOST);
+                wait_for(
+                    "hostd's writes to fail on the full disk",
+                    Duration::from_secs(20),
+                    || {
+                        Ok(
+                            (web.hostd_log().matches("No space left on device").count() > before)
+                                .then_some(()),
+                        )
+                    },
+                )?;
             }
             Some(Fault::ClockSkew) => {
                 let env = [

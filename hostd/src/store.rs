@@ -85,6 +85,8 @@ pub struct Store {
     skips: BTreeSet<Skip>,
     /// passwd, group, subuid, subgid, nsswitch.conf as of the last build.
     local_stamp: Vec<FileStamp>,
+    /// The cache file as this daemon last wrote or checked it (issue 18).
+    cache_stamp: FileStamp,
     /// What other NSS sources said, per (source, question), and when.
     probed: HashMap<(String, Query), (Verdict, Instant)>,
     dirty_state: bool,
@@ -153,6 +155,7 @@ impl Store {
             generation,
             skips: BTreeSet::new(),
             local_stamp: Vec::new(),
+            cache_stamp: stamp(&paths.cache_file),
             probed: HashMap::new(),
             principals: crate::logins::PrincipalsDir::new(&paths.principals_dir),
             access: Access::default(),
@@ -299,6 +302,14 @@ impl Store {
                 || self.probed.values().any(|(v, at)| at.elapsed() >= ttl(*v)))
     }
 
+    /// Whether the cache file on disk is no longer the one this daemon last wrote or
+    /// checked: truncated, overwritten in place, removed or replaced by someone else
+    /// (issue 18: a damaged cache kept failing lookups until the next change at the CA).
+    /// Housekeeping then rebuilds it, which rewrites a file that does not match.
+    pub fn cache_file_changed(&self) -> bool {
+        self.state.is_some() && stamp(&self.paths.cache_file) != self.cache_stamp
+    }
+
     /// Rebuilds the cache (e.g. after a local account change).
     pub fn mark_cache_dirty(&mut self) {
         if self.state.is_some() {
@@ -405,6 +416,7 @@ impl Store {
             .flatten()
             .is_some_and(|b| self.served.as_deref() == Some(&b));
         if on_disk_matches && current.is_some_and(|c| view::same_data(&c, &contents)) {
+            self.cache_stamp = stamp(&self.paths.cache_file);
             return principals_ok;
         }
         let bytes = match smith_proto::cache::build(&contents) {
@@ -418,6 +430,7 @@ impl Store {
         self.served = Some(Arc::new(bytes.clone()));
         match cachefile::install(&self.paths.cache_file, &bytes) {
             Ok(()) => {
+                self.cache_stamp = stamp(&self.paths.cache_file);
                 info!(
                     version = contents.snapshot_version,
                     users = contents.users.len(),
@@ -789,5 +802,58 @@ mod tests {
         store.apply(response(store.version() + 1, None)).unwrap();
         store.flush();
         assert!(std::fs::read(&paths.revoked_keys).unwrap().is_empty());
+    }
+
+    /// Issue 18 (the fault matrix): the cache file damaged in place or removed while
+    /// hostd runs was rewritten only at the next change from the CA; meanwhile every
+    /// new process fell back to the socket and pam_smith refused Smith users. Now the
+    /// daemon notices (housekeeping, every 5 s) and writes it again.
+    #[test]
+    fn a_damaged_or_removed_cache_file_is_noticed_and_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = HostPaths::under(d.path());
+        let mut store = Store::open(&paths, &HostName::new("web-1").unwrap(), "/home");
+        store.apply(response(1, None)).unwrap();
+        store.flush();
+        let good = std::fs::read(&paths.cache_file).unwrap();
+        assert!(!store.cache_file_changed(), "just written");
+        // What housekeeping does on each tick.
+        let tick = |store: &mut Store| {
+            if store.cache_file_changed() {
+                store.mark_cache_dirty();
+            }
+            store.flush();
+        };
+        tick(&mut store);
+        assert_eq!(std::fs::read(&paths.cache_file).unwrap(), good, "untouched");
+        for damage in ["truncate", "overwrite", "remove"] {
+            match damage {
+                "truncate" => {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&paths.cache_file)
+                        .unwrap();
+                    f.set_len(good.len() as u64 / 2).unwrap();
+                }
+                "overwrite" => {
+                    use std::io::{Seek, Write};
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&paths.cache_file)
+                        .unwrap();
+                    f.seek(std::io::SeekFrom::Start(good.len() as u64 / 2))
+                        .unwrap();
+                    f.write_all(&[0xa5; 64]).unwrap();
+                }
+                _ => std::fs::remove_file(&paths.cache_file).unwrap(),
+            }
+            assert!(store.cache_file_changed(), "{damage}");
+            tick(&mut store);
+            let now = cachefile::read_valid(&paths.cache_file)
+                .unwrap_or_else(|e| panic!("{damage}: {e}"))
+                .unwrap_or_else(|| panic!("{damage}: no cache written"));
+            assert_eq!(now.len(), good.len(), "{damage}");
+            assert!(!store.cache_file_changed(), "{damage}: settled");
+        }
     }
 }

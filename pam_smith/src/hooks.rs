@@ -393,7 +393,7 @@ pub fn account(
     inv: &Invocation,
 ) -> c_int {
     let name = String::from_utf8_lossy(&who.name).into_owned();
-    let id = classify_known(who.local, &cfg.cache, &who.name);
+    let id = classify_known(who.local, &cfg.cache, &cfg.socket, &who.name);
     let mut decision = decide_account(&id, cfg.level);
     if decision == AccountDecision::Allow {
         if let Some(why) = too_old(cfg, inv.now) {
@@ -499,7 +499,7 @@ pub fn open_session(
     inv: &Invocation,
 ) -> c_int {
     let name = String::from_utf8_lossy(&who.name).into_owned();
-    let u = match classify_known(who.local, &cfg.cache, &who.name) {
+    let u = match classify_known(who.local, &cfg.cache, &cfg.socket, &who.name) {
         Identity::Local => {
             record_shared_login(pam, cfg, &name, inv);
             return PAM_IGNORE;

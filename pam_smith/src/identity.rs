@@ -9,14 +9,23 @@
 //! (the same checks as nss_smith: `O_NONBLOCK` open, root-owned, not writable by others,
 //! size-bounded, read once, validated once: D15).
 //!
-//! Must never: classify a user as "not Smith" because the cache could not be read (that
-//! is [`Identity::Unavailable`], and callers deny), treat a user as non-local because
-//! the passwd file could not be read, or follow NSS.
+//! When the cache cannot be used (missing, damaged, truncated: issue 18's fault matrix
+//! found a damaged cache refusing every Smith user until hostd's next rewrite), hostd is
+//! asked over its socket within [`LOOKUP_BUDGET_MS`] (`UserByName`, answered from the
+//! snapshot it serves; the peer must be root), as nss_smith does.
+//!
+//! Must never: classify a user as "not Smith" because the cache could not be read and
+//! hostd did not answer (that is [`Identity::Unavailable`], and callers deny), treat a
+//! user as non-local because the passwd file could not be read, or follow NSS.
 
 use smith_proto::cache::CacheView;
 use smith_proto::local::Presence;
+use smith_proto::wire::{Request, Response};
 use smith_proto::{Level, Tags, UserName};
 use std::path::Path;
+
+/// Budget for asking hostd about a user when the cache cannot be used (nss_smith's).
+pub const LOOKUP_BUDGET_MS: u64 = 300;
 
 /// A Smith user as the cache describes it on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +92,9 @@ pub fn lookup(view: &CacheView<'_>, user: &UserName) -> Identity {
 }
 
 /// Classifies the PAM user whose local presence was already read (stage 1 of every
-/// entry point): the passwd file is not read again, the cache once.
-pub fn classify_known(local: Presence, cache: &Path, user: &[u8]) -> Identity {
+/// entry point): the passwd file is not read again, the cache once; hostd's socket
+/// only when the cache cannot be used.
+pub fn classify_known(local: Presence, cache: &Path, socket: &Path, user: &[u8]) -> Identity {
     if local.is_local() {
         return Identity::Local;
     }
@@ -94,18 +104,45 @@ pub fn classify_known(local: Presence, cache: &Path, user: &[u8]) -> Identity {
     else {
         return Identity::NotSmith;
     };
-    match read_cache(cache) {
+    let from_cache = match read_cache(cache) {
         Ok(bytes) => match CacheView::parse(&bytes) {
             Ok(v) => lookup(&v, &name),
-            Err(e) => Identity::Unavailable(e.to_string()),
+            Err(e) => Identity::Unavailable(format!("the Smith cache {}: {e}", cache.display())),
         },
         Err(e) => Identity::Unavailable(e),
+    };
+    match from_cache {
+        Identity::Unavailable(why) => ask_hostd(socket, &name, why),
+        id => id,
     }
 }
 
-/// Classifies the PAM user (reads the passwd file, then the cache).
-pub fn classify(passwd: &Path, cache: &Path, user: &[u8]) -> Identity {
-    classify_known(local_presence(passwd, user), cache, user)
+/// The cache could not be used (`why`): hostd's answer from the snapshot it serves.
+fn ask_hostd(socket: &Path, name: &UserName, why: String) -> Identity {
+    let req = Request::UserByName(name.as_str().to_string());
+    match smith_proto::client::exchange(socket, &req, LOOKUP_BUDGET_MS) {
+        Ok(Response::User(None)) => Identity::NotSmith,
+        Ok(Response::User(Some(u))) if u.name == name.as_str() => match Level::from_u8(u.level) {
+            Some(level) => Identity::Smith(SmithUser {
+                name: name.clone(),
+                uid: u.uid,
+                gid: u.gid,
+                dir: u.dir,
+                level,
+                // Not on the wire; nothing decides by it.
+                host_tags: Tags::new(),
+            }),
+            None => Identity::Unavailable(format!("{why}; hostd gave no valid level for {name}")),
+        },
+        Ok(other) => Identity::Unavailable(format!("{why}; hostd answered {other:?}")),
+        Err(e) => Identity::Unavailable(format!("{why}; hostd did not answer: {e}")),
+    }
+}
+
+/// Classifies the PAM user (reads the passwd file, then the cache, then asks hostd if
+/// the cache cannot be used).
+pub fn classify(passwd: &Path, cache: &Path, socket: &Path, user: &[u8]) -> Identity {
+    classify_known(local_presence(passwd, user), cache, socket, user)
 }
 
 #[cfg(test)]
@@ -142,7 +179,12 @@ mod tests {
         let dir_not_file = d.join("passwd");
         std::fs::create_dir_all(&dir_not_file).unwrap();
         assert_eq!(
-            classify(&dir_not_file, &d.join("no-cache"), b"deploy"),
+            classify(
+                &dir_not_file,
+                &d.join("no-cache"),
+                &d.join("no-socket"),
+                b"deploy"
+            ),
             Identity::Local
         );
     }
@@ -171,21 +213,25 @@ mod tests {
         let passwd = d.join("passwd");
         std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").unwrap();
         let cache = d.join("nss.cache");
-        assert_eq!(classify(&passwd, &cache, b"root"), Identity::Local);
+        let sock = d.join("no-hostd.sock");
+        assert_eq!(classify(&passwd, &cache, &sock, b"root"), Identity::Local);
         assert!(matches!(
-            classify(&passwd, &cache, b"alice"),
+            classify(&passwd, &cache, &sock, b"alice"),
             Identity::Unavailable(_)
         ));
-        assert_eq!(classify(&passwd, &cache, b"Not Valid"), Identity::NotSmith);
+        assert_eq!(
+            classify(&passwd, &cache, &sock, b"Not Valid"),
+            Identity::NotSmith
+        );
         std::fs::write(&cache, b"garbage").unwrap();
         assert!(matches!(
-            classify(&passwd, &cache, b"alice"),
+            classify(&passwd, &cache, &sock, b"alice"),
             Identity::Unavailable(_)
         ));
         let bytes = smith_proto::cache::build(&crate::tests::contents()).unwrap();
         std::fs::write(&cache, &bytes[..bytes.len() - 3]).unwrap();
         assert!(matches!(
-            classify(&passwd, &cache, b"alice"),
+            classify(&passwd, &cache, &sock, b"alice"),
             Identity::Unavailable(_)
         ));
         std::fs::write(&cache, &bytes).unwrap();
@@ -194,15 +240,82 @@ mod tests {
         // SAFETY: no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             assert!(matches!(
-                classify(&passwd, &cache, b"alice"),
+                classify(&passwd, &cache, &sock, b"alice"),
                 Identity::Smith(_)
             ));
-            assert_eq!(classify(&passwd, &cache, b"bob"), Identity::NotSmith);
+            assert_eq!(classify(&passwd, &cache, &sock, b"bob"), Identity::NotSmith);
             std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o666)).unwrap();
             assert!(matches!(
-                classify(&passwd, &cache, b"alice"),
+                classify(&passwd, &cache, &sock, b"alice"),
                 Identity::Unavailable(_)
             ));
+        }
+    }
+
+    /// Issue 18 (the fault matrix: the cache damaged while hostd runs): the account phase
+    /// refused every Smith user (`PAM_AUTHINFO_UNAVAIL`) until hostd next rewrote the
+    /// cache. Now hostd is asked, and its answer (a user or an authoritative miss) is
+    /// taken; without an answer it stays "cannot tell".
+    #[test]
+    fn a_damaged_cache_falls_back_to_hostd() {
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // the socket client accepts only a root peer
+        }
+        use smith_proto::wire::{self, WireUser};
+        let d = crate::test_dir("classify-fallback");
+        let passwd = d.join("passwd");
+        std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let cache = d.join("nss.cache");
+        let bytes = smith_proto::cache::build(&crate::tests::contents()).unwrap();
+        std::fs::write(&cache, &bytes[..bytes.len() * 3 / 4]).unwrap();
+        let sock = d.join("hostd.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let hostd = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = l.accept().unwrap();
+                let req = Request::decode(&wire::read_frame(&mut s).unwrap()).unwrap();
+                let answer = match &req {
+                    Request::UserByName(n) if n == "alice" => Response::User(Some(WireUser {
+                        name: "alice".into(),
+                        uid: 200_001,
+                        gid: 200_001,
+                        gecos: String::new(),
+                        dir: "/home/alice".into(),
+                        shell: "/bin/bash".into(),
+                        level: 1,
+                    })),
+                    _ => Response::User(None),
+                };
+                wire::write_frame(&mut s, &answer.encode()).unwrap();
+                asked.push(req);
+            }
+            asked
+        });
+        match classify(&passwd, &cache, &sock, b"alice") {
+            Identity::Smith(u) => {
+                assert_eq!(
+                    (u.uid, u.level, u.dir.as_str()),
+                    (200_001, Level::Ssh, "/home/alice")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(classify(&passwd, &cache, &sock, b"bob"), Identity::NotSmith);
+        assert_eq!(
+            hostd.join().unwrap(),
+            vec![
+                Request::UserByName("alice".into()),
+                Request::UserByName("bob".into())
+            ]
+        );
+        // Local users are never asked about; nobody answering means "cannot tell".
+        assert_eq!(classify(&passwd, &cache, &sock, b"root"), Identity::Local);
+        std::fs::remove_file(&sock).unwrap();
+        match classify(&passwd, &cache, &sock, b"alice") {
+            Identity::Unavailable(why) => assert!(why.contains("hostd did not answer"), "{why}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -262,7 +262,7 @@ impl Invocation {
         *self.smith.get_or_insert_with(|| {
             let cfg = config.clone().unwrap_or_default();
             matches!(
-                classify(&cfg.passwd, &cfg.cache, user.as_bytes()),
+                classify(&cfg.passwd, &cfg.cache, &cfg.socket, user.as_bytes()),
                 Identity::Smith(_)
             )
         })

@@ -11,6 +11,20 @@ pub const STATE_DIR: &str = "/var/lib/smith";
 pub const CACHE_FILE: &str = "/var/lib/smith/nss.cache";
 /// Events pam_smith could not hand to hostd, one file each, picked up by hostd.
 pub const PENDING_DIR: &str = "/var/lib/smith/pending";
+/// Where pam_smith queues an event when [`PENDING_DIR`] cannot take it (its file system
+/// full: issue 18): `pending` in the socket's directory, in memory (`/run`), picked up by
+/// hostd like the other. See [`spare_pending_dir`].
+pub const SPARE_PENDING_DIR: &str = "/run/smith/pending";
+
+/// The spare pending directory that goes with hostd's socket at `socket` (the socket's
+/// directory + `pending`; [`SPARE_PENDING_DIR`] for the default socket), so pam_smith's
+/// `socket=` and hostd's relocated paths agree without another setting.
+pub fn spare_pending_dir(socket: &std::path::Path) -> std::path::PathBuf {
+    socket
+        .parent()
+        .unwrap_or(std::path::Path::new(RUN_DIR))
+        .join("pending")
+}
 /// One file per login name hostd keeps current: the certificate principals that may log
 /// in as that name here (sshd's `AuthorizedPrincipalsFile`, pam_smith's sudo check).
 pub const PRINCIPALS_DIR: &str = "/var/lib/smith/principals";

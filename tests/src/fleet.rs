@@ -948,6 +948,19 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The first process named `comm` at or under `top` (breadth first).
+fn named_under(top: u32, comm: &str) -> Result<u32> {
+    let mut todo = std::collections::VecDeque::from([top]);
+    while let Some(p) = todo.pop_front() {
+        let name = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if name.trim() == comm {
+            return Ok(p);
+        }
+        todo.extend(children(p));
+    }
+    bail!("no {comm} process under pid {top}")
+}
+
 /// The first process under `pid` in another PID namespace than ours.
 fn pid_namespace_init(pid: u32) -> Result<u32> {
     let ours = std::fs::read_link("/proc/self/ns/pid")?;
@@ -984,15 +997,14 @@ impl Host {
             .as_ref()
             .context("smith-hostd is not running")?
             .pid();
-        let mut todo = vec![top];
-        while let Some(p) = todo.pop() {
-            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-            if comm.trim() == "smith-hostd" {
-                return Ok(p);
-            }
-            todo.extend(children(p));
-        }
-        bail!("no smith-hostd process under pid {top}")
+        named_under(top, "smith-hostd")
+    }
+
+    /// The listening sshd's pid as the machine sees it (the first `sshd` under the
+    /// `nsenter` that started it; its connections are below it).
+    pub fn sshd_pid(&self) -> Result<u32> {
+        let top = self.sshd.as_ref().context("sshd is not running")?.pid();
+        named_under(top, "sshd")
     }
 
     /// A command that runs inside this host.
@@ -1046,10 +1058,16 @@ impl Host {
     /// Starts `smith-hostd` in the foreground inside the host, as its systemd unit would
     /// run it (see [`unit_sandbox`]), and waits until its socket answers.
     pub fn start_hostd(&mut self) -> Result<()> {
+        self.start_hostd_env(&[])
+    }
+
+    /// [`Host::start_hostd`] with extra environment (e.g. libfaketime's `LD_PRELOAD`).
+    pub fn start_hostd_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
         let mut c = self.cmd("/usr/bin/unshare");
         c.args(["--mount", "--propagation", "slave", "--", "/bin/sh", "-ec"])
             .arg(format!("{}/usr/sbin/smith-hostd", unit_sandbox()?));
         c.env("RUST_LOG", "info");
+        c.envs(env.iter().copied());
         self.hostd = Some(Background::spawn(
             "smith-hostd",
             c,
@@ -1079,21 +1097,43 @@ impl Host {
         })
     }
 
-    /// Kills smith-hostd (SIGKILL: no clean shutdown).
+    /// Kills smith-hostd (SIGKILL: no clean shutdown) and waits until it is gone (its
+    /// pid file lock released), so that a new one can start at once.
     pub fn kill_hostd(&mut self) {
+        let pid = self.hostd_pid().ok();
         if let Some(mut h) = self.hostd.take() {
             h.kill();
+        }
+        if let Some(pid) = pid {
+            let gone = || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .is_some_and(|r| r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(true)
+            };
+            let _ = wait_for("smith-hostd to exit", Duration::from_secs(10), || {
+                Ok(gone().then_some(()))
+            });
         }
     }
 
     /// Starts sshd (foreground, logging to /var/log/auth.log inside the host) and waits
     /// for port 22.
     pub fn start_sshd(&mut self) -> Result<()> {
+        self.start_sshd_env(&[])
+    }
+
+    /// [`Host::start_sshd`] with extra environment (e.g. libfaketime's `LD_PRELOAD`).
+    pub fn start_sshd_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
         self.sh("/usr/sbin/sshd -t")?
             .ok()
             .context("sshd -t (config check)")?;
         let mut c = self.cmd("/usr/sbin/sshd");
         c.args(["-D", "-E", "/var/log/auth.log"]);
+        c.envs(env.iter().copied());
         self.sshd = Some(Background::spawn("sshd", c, &self.dir.join("sshd.out"))?);
         let ip = self.ip.clone();
         let lan = self.lan_ns.clone();

@@ -1,7 +1,8 @@
 //! `smith-tests`: the end-to-end suite's harness.
 //!
 //! Owns: building a CA and a fleet of hosts on one machine out of network, mount and UTS
-//! namespaces ([`fleet`]), and running commands with deadlines ([`cmd`]). The scenarios
+//! namespaces ([`fleet`]), running commands with deadlines ([`cmd`]), and the fault matrix
+//! of `cargo xtask faults` on such a fleet ([`faults`]). The scenarios
 //! themselves are in `tests/tests/*.rs` and drive only real programs: `smith-ca`,
 //! `smith`, `smith-host`, `smith-hostd`, `sshd`, `ssh`, `ssh-agent`, `sudo`, `getent`,
 //! `id`, `pamtester`.
@@ -13,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cmd;
+pub mod faults;
 pub mod fleet;
 pub mod oidc;
 pub mod pg;

@@ -42,6 +42,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "libpython3.11-testsuite",
         "CPython's test_pwd and test_grp on a fleet host",
     ),
+    (
+        "libfaketime",
+        "a skewed clock for a host's daemons in the fault matrix",
+    ),
 ];
 
 pub fn is_root() -> bool {

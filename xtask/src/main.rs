@@ -8,6 +8,7 @@
 //! - `repro`: two builds of this commit in two directories, compared byte for byte.
 //! - `audit`: Cargo.lock's sources, and its crates against the RustSec advisories.
 //! - `bench`: measured speed against the anchors (issue 7), see `src/bench/README.md`.
+//! - `faults`: the fault matrix (issue 18), see `tests/FAULTS.md`.
 //!
 //! Must never: modify the machine's own `/etc` beyond installing packages.
 
@@ -15,6 +16,7 @@ mod audit;
 mod bench;
 mod demo;
 mod deps;
+mod faults;
 mod fuzz;
 mod package;
 mod release;
@@ -71,6 +73,11 @@ enum Cmd {
     /// fuzz/corpus grows, commit it) and print executions, coverage and crashes per
     /// target; see fuzz-targets/README.md.
     Fuzz(fuzz::FuzzArgs),
+    /// The fault matrix: one fleet host under each fault (hostd killed/frozen, CA down,
+    /// network cut, cache damaged, disk full, clock skewed, sshd restarted) crossed with
+    /// logins, sudo, getent and audit delivery, each cell also with its protection
+    /// switched off; prints a markdown table (see tests/FAULTS.md).
+    Faults(faults::FaultsArgs),
     /// Internal helpers the bench runs inside test hosts.
     #[command(hide = true)]
     BenchHelper {
@@ -99,6 +106,7 @@ fn main() -> Result<()> {
         Cmd::Audit(args) => audit::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
+        Cmd::Faults(args) => faults::run(args),
         Cmd::BenchHelper { cmd } => bench::helper::run(cmd),
     }
 }

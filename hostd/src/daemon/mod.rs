@@ -291,7 +291,8 @@ async fn wait_for_signals(shared: &Shared) {
     }
 }
 
-/// Rebuilds the cache when local accounts change and retries failed writes.
+/// Rebuilds the cache when local accounts change or the file on disk is not the one
+/// written (damaged, removed), and retries failed writes.
 async fn housekeeping(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,6 +306,11 @@ async fn housekeeping(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
             if let Ok(mut store) = sh.store.lock() {
                 if store.local_accounts_changed() {
                     info!("local account files changed; rebuilding the cache");
+                    store.mark_cache_dirty();
+                } else if store.cache_file_changed() {
+                    warn!(
+                        "the cache file changed on disk (not written by smith-hostd); rewriting it"
+                    );
                     store.mark_cache_dirty();
                 }
                 if !store.is_clean() {

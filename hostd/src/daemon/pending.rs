@@ -1,6 +1,7 @@
 //! Ingestion of pending event files: pam_smith drops one `*.evt` file per event
-//! (`wire::encode_event`) into `/var/lib/smith/pending/` when hostd is unreachable;
-//! hostd spools and deletes them at start and every few seconds.
+//! (`wire::encode_event`) into `/var/lib/smith/pending/` when hostd is unreachable (into
+//! the spare `/run/smith/pending/`, beside the socket, when that file system is full);
+//! hostd spools and deletes them, from both, at start and every few seconds.
 //!
 //! Owns: validating those files (regular file, owned by root, bounded size, decodes)
 //! and moving bad ones aside to `pending/bad/`. Must never: crash or stop on a bad
@@ -39,11 +40,21 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let sh = shared.clone();
-        let dir = shared.paths.pending_dir.clone();
+        let dirs = [
+            shared.paths.pending_dir.clone(),
+            smith_proto::paths::spare_pending_dir(&shared.paths.socket),
+        ];
         let report = tokio::task::spawn_blocking(move || {
-            ingest(&dir, |id, ev| {
-                super::events::accept(&sh, ev, "pending", None, id).map(|_| ())
-            })
+            let mut total = Report::default();
+            for dir in &dirs {
+                let r = ingest(dir, |id, ev| {
+                    super::events::accept(&sh, ev, "pending", None, id).map(|_| ())
+                });
+                total.ingested += r.ingested;
+                total.bad += r.bad;
+                total.deferred += r.deferred;
+            }
+            total
         })
         .await
         .unwrap_or_default();

@@ -102,8 +102,7 @@ impl PgServer {
         if let Ok(entries) = std::fs::read_dir(&base) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                let Some(pid) = name.strip_prefix("pg-").and_then(|p| p.parse::<u32>().ok())
-                else {
+                let Some(pid) = name.strip_prefix("pg-").and_then(|p| p.parse::<u32>().ok()) else {
                     continue;
                 };
                 if !Path::new(&format!("/proc/{pid}")).exists() {

@@ -53,6 +53,7 @@ pub mod conformance;
 pub mod copy;
 pub mod memory;
 pub mod postgres;
+mod queue;
 pub mod sqlite;
 
 use crate::audit::{AuditOutcome, Entry, Filter, RejectionInfo, VerifyReport};

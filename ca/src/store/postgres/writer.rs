@@ -13,13 +13,13 @@
 
 use super::{append_ca, big, insert_records, lock_head, pg_error, set_head, Connector};
 use crate::audit::{check_batch, AuditOutcome};
+use crate::store::queue::Queue;
 use crate::store::{Pending, Record, StoreError, WriteError};
 use smith_api::chain::AuditRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 const MAX_BATCH: usize = 4096;
@@ -52,8 +52,7 @@ type Upload = (
 );
 
 pub(super) struct Writer {
-    tx: RwLock<Option<SyncSender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    queue: Queue<Job>,
 }
 
 impl Writer {
@@ -61,51 +60,30 @@ impl Writer {
         connector: Arc<Connector>,
         seen_head: Arc<AtomicU64>,
     ) -> Result<Writer, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let thread = std::thread::Builder::new()
-            .name("smith-ca-pg-writer".into())
-            .spawn(move || run(&connector, &seen_head, rx))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
-            tx: RwLock::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-
-    fn send(&self, job: Job) -> Result<(), WriteError> {
-        let guard = self.tx.read().unwrap_or_else(|e| e.into_inner());
-        let tx = guard.as_ref().ok_or(WriteError::ShuttingDown)?;
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => WriteError::Overloaded,
-            TrySendError::Disconnected(_) => WriteError::ShuttingDown,
+            queue: Queue::start("smith-ca-pg-writer", QUEUE_CAPACITY, move |rx| {
+                run(&connector, &seen_head, rx)
+            })?,
         })
     }
 
     pub fn record(&self, rec: Record) -> Pending<u64> {
-        let (done, wait) = oneshot::channel();
-        if let Err(e) = self.send(Job::Record {
+        self.queue.ask(|done| Job::Record {
             rec: Box::new(rec),
             done,
-        }) {
-            return crate::store::answered(Err(e));
-        }
-        wait
+        })
     }
 
     pub fn audit(&self, host: String, records: Vec<AuditRecord>) -> Pending<AuditOutcome> {
-        let (done, wait) = oneshot::channel();
-        if let Err(e) = self.send(Job::Audit {
+        self.queue.ask(|done| Job::Audit {
             host,
             records,
             done,
-        }) {
-            return crate::store::answered(Err(e));
-        }
-        wait
+        })
     }
 
     pub fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>) {
-        if let Err(e) = self.send(Job::HostSeen {
+        if let Err(e) = self.queue.send(Job::HostSeen {
             host_id,
             at,
             synced_version,
@@ -118,23 +96,13 @@ impl Writer {
     /// that follows then sees them.
     pub fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.send(Job::Flush { done }).is_ok() {
+        if self.queue.send(Job::Flush { done }).is_ok() {
             let _ = wait.blocking_recv();
         }
     }
 
     pub fn shutdown(&self) {
-        self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.queue.shutdown()
     }
 }
 

@@ -22,14 +22,13 @@
 use super::audit;
 use super::schema::open_connection;
 use crate::audit::{check_batch, AuditOutcome, CA_CHAIN};
+use crate::store::queue::Queue;
 use crate::store::{Commit, Pending, Pruned, Record, StoreError, WriteError};
 use rusqlite::{params, Connection};
 use smith_api::chain::{self, AuditRecord};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 /// Largest number of jobs written in one transaction.
@@ -73,69 +72,42 @@ type Upload = (
 );
 
 pub(super) struct Writer {
-    tx: RwLock<Option<SyncSender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    queue: Queue<Job>,
 }
 
 impl Writer {
     pub fn start(db_path: &Path) -> Result<Writer, StoreError> {
         let conn = open_connection(db_path)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let thread = std::thread::Builder::new()
-            .name("smith-ca-writer".into())
-            .spawn(move || run(conn, rx))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
-            tx: RwLock::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-
-    fn send(&self, job: Job) -> Result<(), WriteError> {
-        let guard = self.tx.read().unwrap_or_else(|e| e.into_inner());
-        let tx = guard.as_ref().ok_or(WriteError::ShuttingDown)?;
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => WriteError::Overloaded,
-            TrySendError::Disconnected(_) => WriteError::ShuttingDown,
+            queue: Queue::start("smith-ca-writer", QUEUE_CAPACITY, move |rx| run(conn, rx))?,
         })
     }
 
     /// Queues a decision (and its certificate); answers the decision id once committed.
     pub fn record(&self, rec: Record) -> Pending<u64> {
-        let (done, wait) = oneshot::channel();
-        if let Err(e) = self.send(Job::Record {
+        self.queue.ask(|done| Job::Record {
             rec: Box::new(rec),
             done,
-        }) {
-            return crate::store::answered(Err(e));
-        }
-        wait
+        })
     }
 
     /// Queues a host's audit upload (verified and stored in one transaction).
     pub fn audit(&self, host: String, records: Vec<AuditRecord>) -> Pending<AuditOutcome> {
-        let (done, wait) = oneshot::channel();
-        if let Err(e) = self.send(Job::Audit {
+        self.queue.ask(|done| Job::Audit {
             host,
             records,
             done,
-        }) {
-            return crate::store::answered(Err(e));
-        }
-        wait
+        })
     }
 
     /// Commits model changes in one transaction with a `@ca` audit record for each
     /// revocation among them. Blocking: call it from a blocking thread. Every job queued
     /// before it is committed first.
     pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(Job::Commit {
+        self.queue.ask_blocking(|done| Job::Commit {
             commit: Box::new(commit),
             done,
-        })?;
-        wait.blocking_recv()
-            .map_err(|_| StoreError::Write(WriteError::ShuttingDown))?
+        })
     }
 
     /// Deletes one batch of old decisions and expired certificates (blocking).
@@ -146,21 +118,18 @@ impl Writer {
         limit: u32,
         now: u64,
     ) -> Result<Pruned, StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(Job::Prune {
+        self.queue.ask_blocking(|done| Job::Prune {
             decided_before,
             expired_before,
             limit,
             now,
             done,
-        })?;
-        wait.blocking_recv()
-            .map_err(|_| StoreError::Write(WriteError::ShuttingDown))?
+        })
     }
 
     /// Notes that a host synced; written with the next batch, nobody waits.
     pub fn host_seen(&self, host_id: u64, at: u64, synced_version: Option<u64>) {
-        if let Err(e) = self.send(Job::HostSeen {
+        if let Err(e) = self.queue.send(Job::HostSeen {
             host_id,
             at,
             synced_version,
@@ -171,17 +140,7 @@ impl Writer {
 
     /// Drains pending jobs and stops the thread.
     pub fn shutdown(&self) {
-        self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.queue.shutdown()
     }
 }
 

@@ -1,5 +1,5 @@
 //! A real PostgreSQL server for tests: Debian's `postgresql` binaries, a cluster made by
-//! `initdb` in a temporary directory (as the `postgres` user, since the server refuses
+//! `initdb` in `$TMPDIR/smith-pg/pg-PID` (as the `postgres` user, since the server refuses
 //! root), listening only on its own Unix socket (no TCP, no system service).
 //!
 //! The server dies with the test process (`PR_SET_PDEATHSIG` on a thread that never
@@ -94,9 +94,10 @@ impl PgServer {
         use anyhow::Context;
         let bin = bin_dir().context("no PostgreSQL server under /usr/lib/postgresql")?;
         let (uid, gid) = postgres_ids().context("no postgres user")?;
-        let base = std::env::var_os("SMITH_FLEET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pg"));
+        // Under the system's temporary directory: the postgres user reaches it without
+        // any permission of the machine's own changing, and the socket's path stays
+        // short (a Unix socket path has at most 107 bytes).
+        let base = std::env::temp_dir().join("smith-pg");
         std::fs::create_dir_all(&base)?;
         // Clusters of test processes that are gone (their servers died with them).
         if let Ok(entries) = std::fs::read_dir(&base) {
@@ -117,22 +118,6 @@ impl PgServer {
         std::fs::create_dir_all(&socket_dir)?;
         for d in [&dir, &socket_dir] {
             std::os::unix::fs::chown(d, Some(uid), Some(gid))?;
-        }
-        // The cluster's parent directories must be reachable by the postgres user.
-        let mut p = base.clone();
-        while let Some(parent) = p.parent().map(Path::to_path_buf) {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(m) = std::fs::metadata(&p) {
-                let mode = m.permissions().mode();
-                if mode & 0o001 == 0 {
-                    let _ =
-                        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode | 0o001));
-                }
-            }
-            if parent == p {
-                break;
-            }
-            p = parent;
         }
         let data = dir.join("data");
         let out = Command::new(bin.join("initdb"))

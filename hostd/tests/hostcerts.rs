@@ -30,11 +30,18 @@ impl FakeSshd {
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("sshd");
         std::fs::copy("/bin/sleep", &exe).unwrap();
-        let child = Command::new(&exe)
-            .arg("600")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Another test thread forking while the copy's file was open for writing holds
+        // it open for a moment (ETXTBSY): try again briefly.
+        let mut tries = 0;
+        let child = loop {
+            match Command::new(&exe).arg("600").stdin(Stdio::null()).spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.unwrap(),
+            }
+        };
         let pid_file = h.path("/run/sshd.pid");
         std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
         std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();

@@ -42,6 +42,20 @@ pub struct DatabaseArgs {
     pub database_password_file: Option<PathBuf>,
 }
 
+/// The `D/ca.toml` lines that name the database (top-level keys: they go before any
+/// `[table]` of the file), as `init` and `store copy` write them.
+pub fn settings_lines(url: &str, password_file: Option<&std::path::Path>) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut t = format!("database = {}\n", quote(url));
+    if let Some(p) = password_file {
+        t.push_str(&format!(
+            "database_password_file = {}\n",
+            quote(&p.display().to_string())
+        ));
+    }
+    t
+}
+
 impl Database {
     /// The database of data directory `dd`, as `args` and `D/ca.toml` say.
     pub fn resolve(dd: &DataDir, args: &DatabaseArgs) -> anyhow::Result<Database> {

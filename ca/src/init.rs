@@ -172,14 +172,7 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
     // Replicas copy the data directory: it says where the database is (top-level keys
     // first, before the [keys] table).
     let db_toml = args.database.database.as_ref().map(|url| {
-        let mut t = format!("database = {}\n", toml_string(url));
-        if let Some(p) = &args.database.database_password_file {
-            t.push_str(&format!(
-                "database_password_file = {}\n",
-                toml_string(&p.display().to_string())
-            ));
-        }
-        t
+        crate::database::settings_lines(url, args.database.database_password_file.as_deref())
     });
     let settings_toml = match (db_toml, keys_toml) {
         (None, None) => None,
@@ -303,11 +296,6 @@ pub fn create(args: &InitArgs) -> anyhow::Result<Created> {
             Err(e.context("smith-ca init failed; nothing was left behind"))
         }
     }
-}
-
-/// `s` as a TOML basic string.
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
 
 /// `smith-ca init`: [`create`], then tell the operator what to do next.

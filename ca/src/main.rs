@@ -305,13 +305,7 @@ fn store_copy(
     // D/ca.toml names the database: top-level keys go before any [table].
     let path = from.join("ca.toml");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut text = format!("database = {}\n", toml::Value::String(to.clone()));
-    if let Some(p) = &password_file {
-        text.push_str(&format!(
-            "database_password_file = {}\n",
-            toml::Value::String(p.display().to_string())
-        ));
-    }
+    let mut text = smith_ca::database::settings_lines(&to, password_file.as_deref());
     text.push_str(&old);
     datadir::write_private(&path, text.as_bytes())
         .with_context(|| format!("cannot update {}", path.display()))?;

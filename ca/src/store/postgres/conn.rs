@@ -180,9 +180,15 @@ impl Connector {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(::postgres::NoTls),
         };
-        r.map_err(|e| match pg_error(e) {
-            StoreError::Unavailable(m) => StoreError::Unavailable(format!("{}: {m}", self.shown)),
-            other => other,
+        r.map_err(|e| {
+            // The server answered with a refusal (authentication, no such database): a
+            // setting to fix. Anything else while connecting (refused, reset, timed out,
+            // TLS) leaves the database unreachable for now.
+            if e.as_db_error().is_some() {
+                pg_error(e)
+            } else {
+                StoreError::Unavailable(format!("{}: {e}", self.shown))
+            }
         })
     }
 

@@ -70,7 +70,7 @@ pub(crate) fn pg_error(e: ::postgres::Error) -> StoreError {
         return StoreError::Database(format!("{} ({})", db.message(), c));
     }
     let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    if e.is_closed() || io || e.to_string().contains("connect") {
+    if e.is_closed() || io {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Database(format!("{e}: {:?}", std::error::Error::source(&e)))

@@ -181,6 +181,9 @@ error_codes! {
     /// The CA key that would sign this is unavailable (its HSM or token is down); retry
     /// later. Readiness fails meanwhile.
     SignerUnavailable = "signer_unavailable",
+    /// This CA replica cannot read a change a newer release wrote to the shared database
+    /// (a rolling upgrade in progress): another replica serves; upgrade this one.
+    UpgradeRequired = "upgrade_required",
     /// An internal error; the CA's log has the details.
     Internal = "internal",
 }

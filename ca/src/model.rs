@@ -447,6 +447,11 @@ pub enum Affected {
 }
 
 /// Every mutation of the model. Policy changes bump the global version.
+///
+/// Changes are kept as JSON in a shared database's change log, where replicas of the
+/// previous release read them during a rolling upgrade: a new variant, or a field whose
+/// absence an older release would read as more access, must raise
+/// `store::postgres::LOG_FORMAT` (older replicas then step aside instead of misreading).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     /// A user with their memberships (the groups exist, possibly created earlier in the

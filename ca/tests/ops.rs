@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use serde_json::{json, Value};
+use serde_json::json;
 use smith_api::chain::{self, GENESIS};
 use smith_api::endpoints;
 use smith_testkit::TestCa;
@@ -17,15 +17,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn get_json(ca: &TestCa, path: &str) -> (u16, Value) {
-    let r = ca
-        .http(None)
-        .get(format!("{}{path}", ca.url))
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
 fn scrape(ca: &TestCa, port: u16) -> String {
@@ -63,16 +54,16 @@ fn a_replica_says_it_is_live_and_ready_and_counts_what_it_does_without_names() {
 
     // Live, ready, and the old health answer as it was.
     assert_eq!(
-        get_json(&ca, endpoints::HEALTH_LIVE),
+        ca.get_json(endpoints::HEALTH_LIVE),
         (200, json!({"status": "live"}))
     );
-    let (status, ready) = get_json(&ca, endpoints::HEALTH_READY);
+    let (status, ready) = ca.get_json(endpoints::HEALTH_READY);
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["status"], "ready");
     assert!(ready["version"].as_u64().unwrap() >= 1, "{ready}");
     assert!(ready.get("reason").is_none(), "{ready}");
     assert_eq!(
-        get_json(&ca, endpoints::HEALTH),
+        ca.get_json(endpoints::HEALTH),
         (200, json!({"status": "ok"}))
     );
 
@@ -170,7 +161,7 @@ fn a_replica_says_it_is_live_and_ready_and_counts_what_it_does_without_names() {
             "{secret} leaked into the metrics:\n{text}"
         );
     }
-    assert_eq!(get_json(&ca, endpoints::HEALTH_READY).1["version"], version);
+    assert_eq!(ca.get_json(endpoints::HEALTH_READY).1["version"], version);
     // Metrics are on their own listener only.
-    assert_eq!(get_json(&ca, "/metrics").0, 404);
+    assert_eq!(ca.get_json("/metrics").0, 404);
 }

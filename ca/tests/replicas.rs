@@ -451,3 +451,159 @@ fn a_removal_on_one_replica_reaches_a_host_long_polling_another() {
         String::from_utf8_lossy(&q.stdout)
     );
 }
+
+/// Runs `sql` on the test database as its owner (what a newer release's migration or
+/// commit would write).
+fn as_newer_release(server: &pg::PgServer, db: &str, sql: &str) {
+    let out = server.psql(db, sql);
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `/v1/health/ready` of `ca`: its status and reason.
+fn readiness(ca: &TestCa) -> (u16, String) {
+    let (status, body) = ca.get_json("/v1/health/ready");
+    (
+        status,
+        body["reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn a_rolling_upgrade_keeps_older_replicas_serving_until_they_cannot_read_the_policy() {
+    let Some(server) = pg::shared("rolling upgrade") else {
+        return;
+    };
+    let url = server.create_database();
+    let db = pg::PgServer::db_of(&url);
+    let a = TestCa::start_with(&["--database", &url], &[]);
+    let mut b = a.replica();
+    a.add_group("dev", None);
+    a.add_user("alice", &["dev"], None);
+    a.grant("dev", "env=dev", "ssh");
+    let token = a.user_token("alice");
+    let host = a.enroll_host("web-1", "env=dev");
+    within(Duration::from_secs(5), "B follows A", || {
+        b.request_cert(&token, "env=dev", None).0 == 200
+    });
+
+    // The next release migrates first: a step that only adds. These replicas (the
+    // previous release now) keep serving it, and one restarted in the middle of the
+    // upgrade starts again.
+    as_newer_release(
+        server,
+        &db,
+        "CREATE TABLE smith_next_release (id BIGINT PRIMARY KEY);
+         UPDATE smith_meta SET value = (value::int + 1)::text WHERE key = 'schema_version';",
+    );
+    b.restart();
+    assert_eq!(
+        b.request_cert(&token, "env=dev", None).0,
+        200,
+        "{}",
+        b.log()
+    );
+    assert_eq!(readiness(&b).0, 200);
+    // `migrate` with this release leaves the newer schema as it is.
+    let out = std::process::Command::new(smith_testkit::bin("smith-ca"))
+        .args(["migrate", "--database", &url])
+        .output()
+        .expect("migrate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A host long-polls B, and the next release commits a change in a format this one
+    // cannot read: both replicas stop serving policy at once (the parked poll ends),
+    // and say why; nothing is signed.
+    let snap = b.sync_full(&host);
+    let issued_before = a
+        .admin_client()
+        .list_certs(&Default::default())
+        .unwrap()
+        .len();
+    let (took, parked) = std::thread::scope(|s| {
+        let poll = s.spawn(|| {
+            let t = Instant::now();
+            let r = b.client(None, Some(&host)).sync(&smith_api::SyncQuery {
+                since: snap.version,
+                wait: 20,
+                epoch: snap.epoch.clone(),
+                ..Default::default()
+            });
+            (t.elapsed(), r)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        as_newer_release(
+            server,
+            &db,
+            "BEGIN;
+             UPDATE smith_head SET seq = seq + 1 WHERE id = 1;
+             INSERT INTO smith_log (seq, at, version, what, origin, changes, format)
+               SELECT seq, extract(epoch FROM now())::bigint, NULL, 'a newer change',
+                      '@ca', '[]', 2
+               FROM smith_head WHERE id = 1;
+             NOTIFY smith_changes;
+             COMMIT;",
+        );
+        poll.join().expect("poll")
+    });
+    assert!(
+        took < Duration::from_secs(10),
+        "the parked long poll waited out its 20 s ({took:?}): {parked:?}"
+    );
+    for (name, ca) in [("A", &a), ("B", &b)] {
+        within(Duration::from_secs(5), &format!("{name} not ready"), || {
+            readiness(ca).0 == 503
+        });
+        let (_, reason) = readiness(ca);
+        assert!(reason.contains("upgrade"), "{name}: {reason}");
+        let (status, body) = ca.request_cert(&token, "env=dev", None);
+        assert_eq!(status, 503, "{name} signed: {body}");
+        assert_eq!(body["code"], "upgrade_required", "{name}: {body}");
+        let err = ca
+            .client(None, Some(&host))
+            .sync(&smith_api::SyncQuery::default())
+            .expect_err("an outdated replica sent a policy");
+        assert_eq!(
+            err.code(),
+            Some(smith_api::ErrorCode::UpgradeRequired),
+            "{name}: {err}"
+        );
+        assert!(
+            ca.log().contains("upgrade smith-ca on this machine"),
+            "{name}'s log does not say what to do"
+        );
+    }
+    assert_eq!(
+        a.admin_client()
+            .list_certs(&Default::default())
+            .expect("cert list")
+            .len(),
+        issued_before,
+        "an outdated replica signed a certificate"
+    );
+    eprintln!("a parked long poll on an outdated replica ended after {took:?}");
+
+    // A database that needs a newer smith-ca than this one is refused with what to do.
+    as_newer_release(
+        server,
+        &db,
+        "INSERT INTO smith_meta (key, value) VALUES ('schema_oldest_server', '99')
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;",
+    );
+    let out = std::process::Command::new(smith_testkit::bin("smith-ca"))
+        .args(["migrate", "--database", &url])
+        .output()
+        .expect("migrate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("upgrade smith-ca"),
+        "{err}"
+    );
+}

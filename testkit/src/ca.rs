@@ -620,6 +620,19 @@ impl TestCa {
             .expect("client")
     }
 
+    /// `GET path` without credentials: (status, body as JSON, or null).
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http(None)
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
+        (
+            r.status().as_u16(),
+            r.json().unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// `POST /v1/certs/user` for a fresh key with `bearer` (a user token or an ID token)
     /// and scope, 10 minutes: (status, body).
     pub fn request_cert(

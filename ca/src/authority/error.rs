@@ -231,6 +231,10 @@ pub enum Error {
     /// Other replicas kept committing first (a mutation plans again a few times first).
     #[error("other CA replicas are changing the CA at the same time; retry in a moment")]
     Stale,
+    /// The shared database holds a change this replica cannot read (a newer release
+    /// wrote it): it serves nothing that depends on the policy until upgraded.
+    #[error("this CA replica must be upgraded: {0}")]
+    UpgradeRequired(String),
 }
 
 impl Error {
@@ -297,6 +301,7 @@ impl Error {
             Error::Write(WriteError::Unavailable) | Error::Stale => C::Unavailable,
             Error::Write(WriteError::Failed(_)) | Error::Internal(_) => C::Internal,
             Error::SignerUnavailable { .. } => C::SignerUnavailable,
+            Error::UpgradeRequired(_) => C::UpgradeRequired,
         }
     }
 
@@ -314,6 +319,7 @@ impl From<StoreError> for Error {
                 w @ (WriteError::Overloaded | WriteError::ShuttingDown | WriteError::Unavailable),
             ) => Error::Write(w),
             StoreError::Stale => Error::Stale,
+            StoreError::NewerRelease(why) => Error::UpgradeRequired(why),
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "the CA database is unreachable");
                 Error::Write(WriteError::Unavailable)

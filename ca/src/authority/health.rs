@@ -28,6 +28,14 @@ impl Authority {
             let m = self.model();
             (m.version(), m.epoch().to_string())
         };
+        if let Err(e) = self.serving() {
+            return Readiness {
+                ready: false,
+                reason: Some(e.to_string()),
+                version,
+                epoch,
+            };
+        }
         match self.store.health() {
             Ok(()) => Readiness {
                 ready: true,

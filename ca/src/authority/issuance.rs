@@ -176,6 +176,8 @@ impl Authority {
 
     /// Issues a certificate (see the module doc).
     pub async fn issue(self: &Arc<Self>, input: IssueInput) -> Result<Issued, IssueError> {
+        // A replica that cannot read the policy signs nothing (nothing recorded either).
+        self.serving()?;
         let at = now();
         let mut decision = DecisionRow {
             at,

@@ -53,7 +53,7 @@ use crate::auth::{AuthError, Authenticated, Authenticator, TokenAuthenticator};
 use crate::datadir::DataDir;
 use crate::model::{Change, Model, Revocation, RevokeVia};
 use crate::origin::Origin;
-use crate::store::{Commit, Counters, Store};
+use crate::store::{Commit, Counters, Store, StoreError};
 use crate::tlsca::TlsRoot;
 
 use smith_proto::UserName;
@@ -136,6 +136,11 @@ pub struct Authority {
     issuance_buckets: ratelimit::Buckets,
     /// When the epoch was last renewed because a host was ahead of the database.
     epoch_renewed_at: Mutex<Option<u64>>,
+    /// Why this replica cannot follow the shared store (a newer release wrote a change it
+    /// cannot read); while set it serves no policy: host syncs, issuance and changes
+    /// answer `upgrade_required` (503, so clients move to another replica) and readiness
+    /// fails. Cleared when following succeeds again.
+    outdated: Mutex<Option<String>>,
 }
 
 /// Serials reserved at a time from a store shared by replicas.
@@ -192,6 +197,7 @@ impl Authority {
             rejected_credentials: AtomicU64::new(0),
             issuance_buckets: ratelimit::Buckets::new(cfg_rate),
             epoch_renewed_at: Mutex::new(None),
+            outdated: Mutex::new(None),
         })
     }
 
@@ -305,9 +311,49 @@ impl Authority {
         self.apply_followed()
     }
 
+    /// `Ok` while this replica can serve the policy; `upgrade_required` once it met a
+    /// change a newer release wrote (see [`Authority::outdated`]).
+    pub fn serving(&self) -> Result<(), Error> {
+        match &*self.outdated.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(Error::UpgradeRequired(why.clone())),
+        }
+    }
+
+    /// Records whether following works; a change either way is logged once, and
+    /// becoming outdated wakes every parked long poll (their hosts then hear
+    /// `upgrade_required` and move to another replica).
+    fn set_outdated(&self, why: Option<String>) {
+        let mut o = self.outdated.lock().unwrap_or_else(|e| e.into_inner());
+        if *o == why {
+            return;
+        }
+        match &why {
+            Some(w) => tracing::error!(
+                error = %w,
+                "this replica cannot read a change in the shared database and stops serving \
+                 policy: upgrade smith-ca on this machine (other replicas serve meanwhile)"
+            ),
+            None => tracing::info!("this replica follows the shared database again"),
+        }
+        *o = why;
+        drop(o);
+        self.version_tx.send_modify(|_| {});
+    }
+
     /// [`Authority::catch_up`] with the mutations lock held.
     fn apply_followed(&self) -> Result<usize, Error> {
-        let followed = self.store.follow()?;
+        let followed = match self.store.follow() {
+            Ok(f) => {
+                self.set_outdated(None);
+                f
+            }
+            Err(StoreError::NewerRelease(why)) => {
+                self.set_outdated(Some(why.clone()));
+                return Err(Error::UpgradeRequired(why));
+            }
+            Err(e) => return Err(e.into()),
+        };
         // How long the oldest change waited to reach this replica, in whole seconds (the
         // log records commit times in seconds; 0 when none waited).
         let lag_ms = followed.first().map_or(0, |f| {
@@ -351,8 +397,10 @@ impl Authority {
                     return;
                 }
                 a.store.wait_change(Duration::from_secs(1));
-                if let Err(e) = a.catch_up() {
-                    tracing::warn!(error = %e, "cannot follow other replicas' changes");
+                match a.catch_up() {
+                    // Said once, when it began (set_outdated).
+                    Ok(_) | Err(Error::UpgradeRequired(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot follow other replicas' changes"),
                 }
             });
         if let Err(e) = spawned {

@@ -133,11 +133,13 @@ pub async fn host_keys(State(ca): State<Arc<Ca>>) -> Json<CaKeys> {
 
 /// `GET /v1/ca/host-krl` (public): revoked SSH host certificates, for ssh clients'
 /// `RevokedHostKeys`.
-pub async fn host_krl(State(ca): State<Arc<Ca>>) -> Json<HostKrl> {
-    Json(HostKrl {
+pub async fn host_krl(State(ca): State<Arc<Ca>>) -> Result<Json<HostKrl>, ApiError> {
+    // An outdated replica's list may miss a revocation: the client asks another.
+    ca.authority.serving()?;
+    Ok(Json(HostKrl {
         krl_base64: ca.authority.host_krl(),
         generated_at: crate::authority::now(),
-    })
+    }))
 }
 
 /// `GET /v1/ca/user-krl` (public): the binary KRL of revoked user certificates, for
@@ -146,6 +148,9 @@ pub async fn host_krl(State(ca): State<Arc<Ca>>) -> Json<HostKrl> {
 pub async fn user_krl(State(ca): State<Arc<Ca>>) -> axum::response::Response {
     use axum::response::IntoResponse;
     use base64::Engine as _;
+    if let Err(e) = ca.authority.serving() {
+        return ApiError::from(e).into_response();
+    }
     let bytes = ca
         .authority
         .model()

@@ -97,7 +97,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::Overloaded
         | C::ShuttingDown
         | C::Unavailable
-        | C::SignerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        | C::SignerUnavailable
+        | C::UpgradeRequired => StatusCode::SERVICE_UNAVAILABLE,
         // ErrorCode is non_exhaustive for clients; the server answers 500 for anything
         // it did not name above.
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -138,6 +138,8 @@ pub async fn sync(
     peer: Peer,
     ApiQuery(q): ApiQuery<SyncQuery>,
 ) -> Result<Response, ApiError> {
+    // A replica that cannot read the policy sends none: the host moves to another.
+    ca.authority.serving()?;
     let host = host_of(&ca, &peer)?;
     if let Some(h) = &q.host {
         if h != host.name.as_str() {
@@ -176,7 +178,8 @@ pub async fn sync(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
-    // Re-check: the host may have been removed while waiting.
+    // Re-check: the host may have been removed, or this replica outdated, while waiting.
+    ca.authority.serving()?;
     let host = host_of(&ca, &peer)?;
     let resp = ca.authority.sync_view(&host, since);
     ca.authority.host_seen(host.id, known.then_some(since));
@@ -222,7 +225,10 @@ fn beating(
                 }
             }
         };
+        let outdated = ca.authority.serving().is_err();
         let body = match (changed, host_of(&ca, &peer)) {
+            // Its next request hears why (upgrade_required) and moves on.
+            (true, _) if outdated => b"null".to_vec(),
             (true, Ok(host)) => {
                 let resp = ca.authority.sync_view(&host, since);
                 ca.authority.host_seen(host.id, Some(since));

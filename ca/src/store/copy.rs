@@ -194,8 +194,8 @@ pub fn sqlite_to_postgres(
     )
     .map_err(postgres::pg_error)?;
     tx.execute(
-        "INSERT INTO smith_snapshots (seq, taken_at, model) VALUES (0, $1, $2)",
-        &[&postgres::big(now), &snapshot],
+        "INSERT INTO smith_snapshots (seq, taken_at, model, format) VALUES (0, $1, $2, $3)",
+        &[&postgres::big(now), &snapshot, &postgres::LOG_FORMAT],
     )
     .map_err(postgres::pg_error)?;
     tx.execute(

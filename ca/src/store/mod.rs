@@ -92,6 +92,10 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
+    /// The shared database holds a change this smith-ca cannot read: a newer release
+    /// wrote it. This replica must not serve (its policy would be wrong) until upgraded.
+    #[error("{0}: a newer smith-ca release wrote it; upgrade this replica")]
+    NewerRelease(String),
 }
 
 /// Why a queued write (issuance record, audit upload, commit) did not happen.

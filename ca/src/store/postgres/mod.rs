@@ -16,6 +16,11 @@
 //! - Serials come in blocks reserved durably before use ([`Store::reserve_serials`]):
 //!   unique across replicas, never reused after a crash or a failover.
 //! - A commit sends `NOTIFY smith_changes` (a wake-up hint; followers also poll).
+//! - Every log entry and snapshot carries its [`LOG_FORMAT`]; a replica never applies
+//!   one it cannot read (it stops serving instead, see [`StoreError::NewerRelease`]),
+//!   and serves a schema newer than its own only when the steps past it only add
+//!   ([`schema::Migration::older_may_serve`]): replicas of this and the previous release
+//!   serve one database during a rolling upgrade.
 //!
 //! Must never: keep a connection error as a permanent state (every call reconnects), or
 //! answer a write before its transaction committed.
@@ -47,6 +52,24 @@ const SNAPSHOT_EVERY: i64 = 500;
 const FOLLOW_BATCH: i64 = 1000;
 /// The channel commits notify.
 const CHANNEL: &str = "smith_changes";
+
+/// The format of the change log entries and snapshots this smith-ca writes, and the
+/// highest it reads. A release whose changes or model an older one would read
+/// differently (a new kind of change, or a field that narrows access and that older
+/// code would ignore) raises it: a replica that meets an entry of a higher format stops
+/// serving ([`StoreError::NewerRelease`]) until it is upgraded, rather than serve a
+/// policy it cannot read; the newer replicas serve meanwhile.
+pub const LOG_FORMAT: i32 = 1;
+
+/// What a replica says of a log entry or snapshot it cannot read.
+fn unreadable(what: String, format: i32, why: Option<String>) -> StoreError {
+    StoreError::NewerRelease(match why {
+        None => {
+            format!("{what} has format {format}, and this smith-ca reads up to format {LOG_FORMAT}")
+        }
+        Some(e) => format!("{what} cannot be read by this smith-ca (format {format}): {e}"),
+    })
+}
 
 /// Maps a driver error: connection-level failures are [`StoreError::Unavailable`],
 /// unique violations [`StoreError::Conflict`], the rest [`StoreError::Database`].
@@ -128,11 +151,14 @@ impl PgStore {
         let mut client = connector.connect()?;
         let v = schema::version(&mut client)?;
         let supported = schema::MIGRATIONS.len() as i64;
+        schema::servable(v, schema::needs(&mut client, v)?)?;
         if v > supported {
-            return Err(StoreError::TooNew {
-                found: v,
+            tracing::info!(
+                schema = v,
                 supported,
-            });
+                "the database schema is newer than this smith-ca's, and the steps past it \
+                 only add: serving it (a rolling upgrade; upgrade this replica next)"
+            );
         }
         if v < supported {
             if migrate {
@@ -196,15 +222,19 @@ impl PgStore {
         let (model, applied) = self.with(|c| {
             let row = c
                 .query_opt(
-                    "SELECT seq, model FROM smith_snapshots ORDER BY seq DESC LIMIT 1",
+                    "SELECT seq, model, format FROM smith_snapshots ORDER BY seq DESC LIMIT 1",
                     &[],
                 )
                 .map_err(pg_error)?
                 .ok_or_else(|| StoreError::Corrupt("the database holds no snapshot".into()))?;
             let seq: i64 = row.get(0);
             let text: String = row.get(1);
+            let format: i32 = row.get(2);
+            if format > LOG_FORMAT {
+                return Err(unreadable(format!("snapshot {seq}"), format, None));
+            }
             let restore: crate::model::Restore = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("snapshot {seq}: {e}")))?;
+                .map_err(|e| unreadable(format!("snapshot {seq}"), format, Some(e.to_string())))?;
             let mut model = Model::restore(restore, now()).reloaded();
             let mut applied = seq;
             loop {
@@ -240,7 +270,8 @@ fn read_log(
 ) -> Result<Vec<(i64, Followed)>, StoreError> {
     let rows = c
         .query(
-            "SELECT seq, version, changes, at FROM smith_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, version, changes, at, format FROM smith_log
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&after, &limit],
         )
         .map_err(pg_error)?;
@@ -250,8 +281,13 @@ fn read_log(
             let version: Option<i64> = r.get(1);
             let text: String = r.get(2);
             let at: i64 = r.get(3);
+            let format: i32 = r.get(4);
+            let what = || format!("change log entry {seq}");
+            if format > LOG_FORMAT {
+                return Err(unreadable(what(), format, None));
+            }
             let changes: Vec<Change> = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("change log entry {seq}: {e}")))?;
+                .map_err(|e| unreadable(what(), format, Some(e.to_string())))?;
             Ok((
                 seq,
                 Followed {
@@ -516,8 +552,8 @@ impl Store for PgStore {
                 ));
             }
             tx.execute(
-                "INSERT INTO smith_snapshots (seq, taken_at, model) VALUES (0, $1, $2)",
-                &[&big(meta.now), &snapshot],
+                "INSERT INTO smith_snapshots (seq, taken_at, model, format) VALUES (0, $1, $2, $3)",
+                &[&big(meta.now), &snapshot, &LOG_FORMAT],
             )
             .map_err(pg_error)?;
             tx.execute("INSERT INTO smith_serials (id, next) VALUES (1, 1)", &[])
@@ -627,8 +663,8 @@ impl Store for PgStore {
             // The constraints of the tables beside the log answer for serials.
             crate::store::refusals(current, &c.changes, &|_| false, &|_| false, &|_| false)?;
             tx.execute(
-                "INSERT INTO smith_log (seq, at, version, what, origin, changes)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO smith_log (seq, at, version, what, origin, changes, format)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &seq,
                     &big(c.now),
@@ -636,6 +672,7 @@ impl Store for PgStore {
                     &c.what,
                     &c.origin.to_string(),
                     &changes_text,
+                    &LOG_FORMAT,
                 ],
             )
             .map_err(pg_error)?;
@@ -653,8 +690,9 @@ impl Store for PgStore {
             append_ca(&mut tx, events, c.now)?;
             if let Some(text) = &snapshot {
                 tx.execute(
-                    "INSERT INTO smith_snapshots (seq, taken_at, model) VALUES ($1, $2, $3)",
-                    &[&seq, &big(c.now), text],
+                    "INSERT INTO smith_snapshots (seq, taken_at, model, format)
+                     VALUES ($1, $2, $3, $4)",
+                    &[&seq, &big(c.now), text, &LOG_FORMAT],
                 )
                 .map_err(pg_error)?;
             }

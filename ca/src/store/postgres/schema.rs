@@ -23,8 +23,21 @@ use crate::store::StoreError;
 /// The advisory lock key migrations hold ("smith-ca" in ASCII).
 const MIGRATION_LOCK: i64 = 0x736d_6974_682d_6361;
 
-pub(super) const MIGRATIONS: &[&str] = &[
-    r#"
+/// One step of the schema.
+pub(super) struct Migration {
+    pub sql: &'static str,
+    /// Whether a smith-ca that knows only the steps before this one may still serve the
+    /// schema after it (a rolling upgrade: replicas of the previous release keep serving
+    /// while the new ones start). True only for a step that adds (a table, a column with
+    /// a default, an index) what older code can ignore without reading the policy wrong.
+    pub older_may_serve: bool,
+}
+
+/// The schema's steps; the version of a database is how many it has applied.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        older_may_serve: false,
+        sql: r#"
 CREATE TABLE smith_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE smith_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -171,14 +184,55 @@ CREATE TRIGGER smith_log_append_only BEFORE UPDATE OR DELETE ON smith_log
 CREATE TRIGGER smith_log_no_truncate BEFORE TRUNCATE ON smith_log
     FOR EACH STATEMENT EXECUTE FUNCTION smith_append_only();
 "#,
-    r#"
+    },
+    // Jobs that run once across replicas: older replicas simply do not take part.
+    Migration {
+        older_may_serve: true,
+        sql: r#"
 CREATE TABLE smith_jobs (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     until BIGINT NOT NULL
 );
 "#,
+    },
+    // The format of each change log entry and snapshot (see `LOG_FORMAT`): a replica
+    // stops serving at an entry it cannot read rather than serve a policy it misreads.
+    // Rows written before (and by older replicas) are format 1.
+    Migration {
+        older_may_serve: true,
+        sql: r#"
+ALTER TABLE smith_log ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE smith_snapshots ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+"#,
+    },
 ];
+
+/// The oldest schema a smith-ca must know to serve a database that has applied the
+/// first `applied` steps: the last step older code may not serve past.
+pub(super) fn oldest_server(applied: usize) -> i64 {
+    MIGRATIONS
+        .iter()
+        .take(applied)
+        .enumerate()
+        .filter(|(_, m)| !m.older_may_serve)
+        .map(|(i, _)| i as i64 + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether this smith-ca may serve a database whose schema is at `found` and needs a
+/// smith-ca knowing at least `needs` (both from `smith_meta`).
+pub(super) fn servable(found: i64, needs: i64) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported && needs > supported {
+        return Err(StoreError::TooNew {
+            found: needs,
+            supported,
+        });
+    }
+    Ok(())
+}
 
 /// Tables the serving role may only read and append to.
 const APPEND_ONLY: &[&str] = &[
@@ -223,20 +277,20 @@ pub fn migrate(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(pg_error)?;
     let from = version(&mut tx)?;
-    if from > supported {
-        return Err(StoreError::TooNew {
-            found: from,
-            supported,
-        });
-    }
+    servable(from, needs(&mut tx, from)?)?;
     for (i, m) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-        tx.batch_execute(m).map_err(pg_error)?;
-        tx.execute(
-            "INSERT INTO smith_meta (key, value) VALUES ('schema_version', $1)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            &[&(i as i64 + 1).to_string()],
-        )
-        .map_err(pg_error)?;
+        tx.batch_execute(m.sql).map_err(pg_error)?;
+        for (key, value) in [
+            ("schema_version", i as i64 + 1),
+            ("schema_oldest_server", oldest_server(i + 1)),
+        ] {
+            tx.execute(
+                "INSERT INTO smith_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&key, &value.to_string()],
+            )
+            .map_err(pg_error)?;
+        }
     }
     if let Some(role) = app_role {
         grant(&mut tx, role)?;
@@ -244,8 +298,30 @@ pub fn migrate(
     tx.commit().map_err(pg_error)?;
     Ok(Migrated {
         from,
-        to: supported,
+        to: supported.max(from),
     })
+}
+
+/// The oldest schema a smith-ca must know to serve this database (written by every
+/// migration; a database migrated before that key existed needs its own version).
+pub(super) fn needs(c: &mut impl postgres::GenericClient, version: i64) -> Result<i64, StoreError> {
+    if version == 0 {
+        return Ok(0);
+    }
+    let row = c
+        .query_opt(
+            "SELECT value FROM smith_meta WHERE key = 'schema_oldest_server'",
+            &[],
+        )
+        .map_err(pg_error)?;
+    match row {
+        None => Ok(version),
+        Some(r) => {
+            let v: String = r.get(0);
+            v.parse()
+                .map_err(|_| StoreError::Corrupt(format!("schema_oldest_server '{v}'")))
+        }
+    }
 }
 
 /// The schema version of the database (0: none yet).

@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn names_resolve_exactly_then_by_unique_short_name_and_ips_only_when_enrolled() {
-        let hosts = vec![
+        let hosts = [
             host("db-1.dev.example.com", &["db-1.lan"]),
             host("web-1.prod.example.com", &["10.0.0.5"]),
             host("web-1.stage.example.com", &[]),
@@ -257,7 +257,7 @@ mod tests {
                 HostName::new("web-1.stage.example.com").unwrap()
             ])
         );
-        let two = vec![
+        let two = [
             host("db-1.dev.example.com", &[]),
             host("web-1.prod.example.com", &[]),
         ];

@@ -210,6 +210,10 @@ fn remember_host(cfg: &Effective, cert: &Certificate, resp: &CertResponse, host:
             hosts: vec![],
         });
     list.upsert(host);
+    // A user CA key rotation: the key that signed it is this CA's too.
+    if !list.ca_keys().contains(cert.signature_key()) {
+        list.user_ca_keys.extend(ca_key_lines(cert));
+    }
     let _ = list.save(profile);
 }
 

@@ -136,9 +136,28 @@ pub fn parse_keys(lines: &[String]) -> Vec<ssh_key::public::KeyData> {
 }
 
 /// How long the host revocation list and host CA keys one run fetched serve the runs
-/// after it: a host certificate's revocation reaches ssh within this, and 50 connections
-/// at once (Ansible's forks) ask the CA once, not 50 times.
+/// after it, by default: a host certificate's revocation reaches ssh within this, and 50
+/// connections at once (Ansible's forks) ask the CA once, not 50 times.
 pub const TRUST_FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// `SMITH_TRUST_REFRESH` (a duration; `0`: before every connection, at the cost of two
+/// requests to the CA each), else [`TRUST_FRESH_FOR`].
+fn trust_fresh_for(quiet: bool) -> Duration {
+    match std::env::var("SMITH_TRUST_REFRESH") {
+        Ok(v) if v.trim() == "0" => Duration::ZERO,
+        Ok(v) => humantime::parse_duration(v.trim()).unwrap_or_else(|e| {
+            if !quiet {
+                eprintln!(
+                    "warning: SMITH_TRUST_REFRESH='{}' is not a duration like 30s ({e}); using {}s",
+                    v.escape_debug(),
+                    TRUST_FRESH_FOR.as_secs()
+                );
+            }
+            TRUST_FRESH_FOR
+        }),
+        Err(_) => TRUST_FRESH_FOR,
+    }
+}
 
 /// The stamp of the last refresh of the host revocation list and host CA keys.
 pub fn trust_stamp() -> Option<PathBuf> {
@@ -146,13 +165,14 @@ pub fn trust_stamp() -> Option<PathBuf> {
 }
 
 /// Refreshes the revoked host certificates and the host CA keys `smith config ssh` set
-/// up, unless a run did less than [`TRUST_FRESH_FOR`] ago (one run at a time: the
+/// up, unless a run did less than [`trust_fresh_for`] ago (one run at a time: the
 /// others wait on the profile's lock and find it done).
 fn refresh_trust(cfg: &Effective, quiet: bool) {
     let stamp = trust_stamp();
+    let fresh_for = trust_fresh_for(quiet);
     let fresh = |s: &Option<PathBuf>| {
         s.as_deref()
-            .is_some_and(|p| crate::state::recent(p, TRUST_FRESH_FOR))
+            .is_some_and(|p| crate::state::recent(p, fresh_for))
     };
     if fresh(&stamp) {
         return;

@@ -52,6 +52,17 @@ fn same_url(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
+/// Whether `e` says the CA could not be reached or could not serve (as opposed to a
+/// refusal, or a local problem such as a missing sign-in).
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    use smith_api::ClientError as E;
+    match e.downcast_ref::<E>() {
+        Some(E::Transport { .. } | E::Unresponsive { .. }) => true,
+        Some(E::Status { status, .. }) => *status >= 500,
+        _ => false,
+    }
+}
+
 impl HostList {
     /// The list kept for `profile` and the CA at `ca_url`.
     pub fn load(profile: &str, ca_url: &str) -> Option<HostList> {

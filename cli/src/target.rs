@@ -97,7 +97,7 @@ fn fetch_list(cfg: &Effective, profile: &str, quiet: bool) -> Option<HostList> {
             Some(l)
         }
         Err(e) => {
-            if e.downcast_ref::<Denied>().is_none() {
+            if crate::hostlist::is_unreachable(&e) {
                 if let Some(m) = &marker {
                     crate::state::touch(m);
                 }
@@ -316,8 +316,10 @@ pub fn ensure(cfg: &Effective, a: EnsureHost) -> anyhow::Result<()> {
             ))),
             Some(_) => Err(e),
             None => {
-                if let Some(m) = &marker {
-                    crate::state::touch(m);
+                if crate::hostlist::is_unreachable(&e) {
+                    if let Some(m) = &marker {
+                        crate::state::touch(m);
+                    }
                 }
                 Err(e)
             }

@@ -554,6 +554,29 @@ fn ssh_trusts_the_host_certificate_and_the_match_block_renews_the_user_certifica
     let out = ssh_to(&sshd, h, &agent, "web-1", &env);
     assert!(text(&out.stdout).contains("smith-ssh-ok"));
     assert_eq!(agent.certs().len(), 1);
+    // What that check costs with a fitting certificate (no network), beside starting
+    // smith at all, in the same run.
+    let per_run = |args: &[&str]| {
+        let t = Instant::now();
+        for _ in 0..20 {
+            let out = smith(&ca, &token, h, Some(agent.sock.as_path()), args);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        t.elapsed() / 20
+    };
+    let start = per_run(&["--version"]);
+    let check = per_run(&[
+        "cert",
+        "--ensure",
+        "--quiet",
+        "--host=127.0.0.1",
+        "--login=alice",
+        "--port=22",
+        "--host-key-alias=web-1",
+    ]);
+    eprintln!("the check before a connection: {check:?} per run; starting smith: {start:?}");
+    assert!(check < Duration::from_secs(1), "{check:?}");
+    assert_eq!(agent.certs().len(), 1);
 
     // A wrong alias: the certificate does not name it, and nothing else is trusted.
     let out = ssh_to(&sshd, h, &agent, "web-2", &env);

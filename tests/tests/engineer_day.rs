@@ -260,6 +260,29 @@ fn the_engineer_s_day_every_ssh_tool_gets_the_certificate_its_host_needs() -> Re
     let o = alice.run(&python)?.ok()?;
     ensure!(o.out() == "alice", "{o}");
 
+    // `smith ssh`, for those who prefer a wrapper to the block: the same check, then
+    // ssh with the same options.
+    alice.smith(&["config", "ssh", "--remove"])?.ok()?;
+    alice.run(&["ssh-add", "-D"])?.ok()?;
+    let o = alice
+        .smith(&[
+            "ssh",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "db-1",
+            "id",
+            "-un",
+        ])?
+        .ok()?;
+    ensure!(o.out() == "alice", "{o}");
+    ensure!(
+        agent_certs(&alice)?.len() == 1,
+        "{:?}",
+        agent_certs(&alice)?
+    );
+
     // Hostile names never reach the shell. With patterns that match anything (the
     // block's quoting is what stands), names and logins from a config (ssh checks only
     // those typed on its command line) holding a quote try to run a command.

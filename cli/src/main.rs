@@ -132,8 +132,10 @@ enum Cmd {
     /// certificate from this CA, for the same scope, valid for at least --min-valid
     /// more; otherwise get one with the scope, TTL and reason of your last `smith cert`
     /// (remembered per profile in the config directory, no secrets), or the flags given.
-    /// This is what the ~/.ssh/config block of `smith config ssh` runs before ssh
-    /// connects. Exits non-zero on failure (ssh then goes on without a new certificate).
+    /// With --ensure --host: the same for the certificate that fits that host (what the
+    /// ~/.ssh/config block of `smith config ssh` runs before ssh connects; a reason
+    /// comes from --reason, SMITH_REASON, or the terminal). Exits non-zero on failure
+    /// (ssh then goes on without a new certificate).
     Cert {
         #[command(flatten)]
         flags: CertFlags,
@@ -218,10 +220,12 @@ enum ConfigCmd {
     /// ~/.ssh/known_hosts one `@cert-authority PATTERNS KEY smith-ca <CA URL>` line per
     /// key, so ssh verifies Smith hosts by their host certificates (no "trust this host
     /// key?" prompt, and StrictHostKeyChecking=yes works). Appends to ~/.ssh/config a
-    /// block between `# BEGIN smith` and `# END smith`:
-    /// `Match host PATTERNS exec "smith cert --ensure --quiet"`, which gets a fresh
-    /// certificate into your agent before ssh connects when yours expired. Running it
-    /// again changes nothing; no other line is touched; --remove takes them out.
+    /// block between `# BEGIN smith` and `# END smith`: `Match host PATTERNS ... exec
+    /// "smith cert --ensure --quiet --host='%h' --login='%r' ..."`, which makes sure,
+    /// before ssh connects, that your agent holds a certificate for exactly your grants
+    /// that fit that host as that login (offline when it does; hosts Smith does not
+    /// manage are left alone). Running it again changes nothing; no other line is
+    /// touched; --remove takes them out.
     Ssh {
         /// Host patterns (ssh_config PATTERNS: *.example.com, 10.0.0.*, !bastion);
         /// repeatable or comma-separated. Default: `ssh_hosts` in the config file, else *.

@@ -758,6 +758,16 @@ impl<F: Face> ApiClient<F> {
         self.call(Call::post(ep::CERTS_USER, req))
     }
 
+    /// `POST /v1/certs/host`: a certificate for one host as one login.
+    pub fn issue_host_cert(&self, req: &HostCertRequest) -> F::Output<'_, HostCertResponse> {
+        self.call(Call::post(ep::CERTS_HOST, req))
+    }
+
+    /// `POST /v1/user/hosts`: the hosts the caller may reach.
+    pub fn user_hosts(&self, req: &HostsRequest) -> F::Output<'_, HostsResponse> {
+        self.call(Call::post(ep::USER_HOSTS, req).large())
+    }
+
     // --- admin ---
 
     pub fn list_users(&self) -> F::Output<'_, Vec<UserInfo>> {

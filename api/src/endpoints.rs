@@ -33,6 +33,10 @@ pub const AUTH_CONFIG: &str = "/v1/auth/config";
 // --- people ----------------------------------------------------------------------------------
 
 pub const CERTS_USER: &str = "/v1/certs/user";
+/// A certificate for one host as one login (host-aware certificates).
+pub const CERTS_HOST: &str = "/v1/certs/host";
+/// The hosts the caller's grants cover (`smith hosts`).
+pub const USER_HOSTS: &str = "/v1/user/hosts";
 
 // --- admin -----------------------------------------------------------------------------------
 
@@ -95,6 +99,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("GET", CA_TLS_ROOT),
     ("GET", AUTH_CONFIG),
     ("POST", CERTS_USER),
+    ("POST", CERTS_HOST),
+    ("POST", USER_HOSTS),
     ("GET", ADMIN_USERS),
     ("POST", ADMIN_USERS),
     ("POST", ADMIN_USER_DISABLE),

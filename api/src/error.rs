@@ -144,6 +144,11 @@ error_codes! {
     /// The grants a request matched cannot share one certificate (different forced
     /// commands, too many principals): ask with a narrower `--scope`.
     GrantsConflict = "grants_conflict",
+    /// A certificate for a host (`smith cert --host`): the name matches no enrolled host
+    /// (see `smith_api::reach` for how names match).
+    NoSuchHost = "no_such_host",
+    /// A certificate for a host: the name matches several enrolled hosts; use the full name.
+    AmbiguousHost = "ambiguous_host",
 
     // OIDC sign-in.
     OidcNotConfigured = "oidc_not_configured",
@@ -287,6 +292,8 @@ mod tests {
             "no_matching_grant",
             "condition_failed",
             "grants_conflict",
+            "no_such_host",
+            "ambiguous_host",
             "oidc_not_configured",
             "oidc_unavailable",
             "oidc_malformed",

@@ -2,7 +2,8 @@
 //!
 //! Owns: the JSON request/response types ([`types`]), every endpoint path
 //! ([`endpoints`]), the stable error codes ([`ErrorCode`]), the audit hash chain
-//! ([`chain`]), the TLS root fingerprint format and the pinning verifier ([`tls`]), and
+//! ([`chain`]), how a typed host name maps to an enrolled host and which grants fit it
+//! ([`reach`]), the TLS root fingerprint format and the pinning verifier ([`tls`]), and
 //! the one client of the API ([`client`]: a blocking face for CLIs, an async face for
 //! hostd, one typed method per endpoint).
 //!
@@ -16,6 +17,7 @@ pub mod client;
 pub mod endpoints;
 pub mod error;
 pub mod people;
+pub mod reach;
 pub mod replicas;
 pub mod tls;
 pub mod types;

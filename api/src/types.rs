@@ -14,6 +14,8 @@
 //! | `GET /v1/ca/tls-root` | none | → [`TlsRoot`] |
 //! | `GET /v1/auth/config` | none | → [`AuthConfig`] (the OpenID Provider `smith login` uses; 404 `oidc_not_configured` without one) |
 //! | `POST /v1/certs/user` | user token / OIDC ID token | [`CertRequest`] → [`CertResponse`] |
+//! | `POST /v1/certs/host` | user token / OIDC ID token | [`HostCertRequest`] → [`HostCertResponse`] (a certificate for exactly the grants that fit one host; 404 `no_such_host`, 409 `ambiguous_host`, 403 `no_matching_grant`) |
+//! | `POST /v1/user/hosts` | user token / OIDC ID token | [`HostsRequest`] → [`HostsResponse`] (the hosts the caller's grants cover) |
 //! | `GET /v1/admin/users` | admin | → `Vec<`[`UserInfo`]`>` |
 //! | `POST /v1/admin/users` | admin | [`UserAdd`] → [`UserInfo`] |
 //! | `POST /v1/admin/users/{name}/disable` | admin | → [`UserInfo`] (also revokes the user's still-valid certificates) |
@@ -303,6 +305,101 @@ pub struct CertResponse {
     /// Set when the requested TTL was clipped.
     #[serde(default)]
     pub clipped_to_secs: Option<u64>,
+}
+
+// --- host-aware certificates (see [`crate::reach`]) ---------------------------------------
+
+/// `POST /v1/certs/host`: "what may I have for this host as this login". The CA maps
+/// `host` onto an enrolled host ([`crate::reach::resolve`]) and signs `public_key` under
+/// exactly the caller's grants that fit it ([`ReachableHost::grants_for`]), with their
+/// conditions (reason, source, time windows) checked as for [`CertRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostCertRequest {
+    /// The public key to sign, one OpenSSH line.
+    pub public_key: String,
+    /// The host's name as typed (an enrolled name, an SSH name, a unique short name).
+    pub host: String,
+    /// The login to be used there (ssh's `%r`); the caller's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<UserName>,
+    /// Requested validity in seconds; clipped to the fitting grants' maximum.
+    pub ttl_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// As in [`CertRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_nonce: Option<String>,
+}
+
+/// The answer to [`HostCertRequest`]: the certificate (its `scope` is the union of the
+/// fitting grants' selectors), the host it is for, how the name matched it, and the
+/// login it was asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostCertResponse {
+    #[serde(flatten)]
+    pub cert: CertResponse,
+    pub host: ReachableHost,
+    pub matched: crate::reach::Matched,
+    pub login: UserName,
+}
+
+/// `POST /v1/user/hosts`: the hosts the caller may reach.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostsRequest {
+    /// As in [`CertRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_nonce: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostsResponse {
+    /// Who the list is for (the caller's login name).
+    pub user: UserName,
+    /// Every enrolled host (not removed) one of the caller's grants covers, by name.
+    pub hosts: Vec<ReachableHost>,
+    /// The user CA keys (OpenSSH lines), so that a client recognises this CA's
+    /// certificates in its agent without asking again.
+    pub user_ca_keys: Vec<String>,
+    /// Unix seconds.
+    pub generated_at: u64,
+}
+
+/// An enrolled host the caller's grants cover.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReachableHost {
+    pub name: HostName,
+    /// Its other SSH names (host certificate principals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_names: Vec<HostName>,
+    pub tags: Tags,
+    /// The highest level of the grants below.
+    pub level: Level,
+    /// The logins these grants allow there: the caller's own first, then shared ones.
+    pub logins: Vec<UserName>,
+    /// The scope of the certificate for the caller's own login there.
+    pub scope: Tags,
+    /// The caller's grants that cover the host, by id.
+    pub grants: Vec<HostGrant>,
+}
+
+/// One grant through which a host is reached, with its conditions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostGrant {
+    pub id: u64,
+    /// The group that holds it.
+    pub group: GroupName,
+    pub selector: Tags,
+    pub level: Level,
+    /// Shared logins it allows (besides the caller's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logins: Vec<UserName>,
+    #[serde(default)]
+    pub require_reason: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_cidrs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_windows: Vec<String>,
+    pub max_ttl_secs: u64,
 }
 
 /// One recorded issuance decision.

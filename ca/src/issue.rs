@@ -11,7 +11,10 @@
 //! their level): validity = min(requested, the CA-wide max, every such grant's max TTL
 //! and the time left in its window); `source-address` = the networks every such grant
 //! with networks allows; the `permit-*` extensions = what every such grant permits; a
-//! forced command if one grant forces it (two different ones: refused).
+//! forced command if one grant forces it (two different ones: refused). A certificate
+//! for one host ([`crate::reach::target`]) considers exactly the grants that fit that
+//! host as the login asked for, instead of those the scope covers; the same conditions
+//! and limits apply.
 //!
 //! Must never: issue to a disabled or unknown user, for a scope no grant covers, under a
 //! grant whose conditions did not pass, or for longer than any of its grants allows.
@@ -28,6 +31,10 @@ pub const MAX_REASON_LEN: usize = 256;
 pub struct IssueRequest<'a> {
     pub user: &'a UserName,
     pub scope: &'a Tags,
+    /// A certificate for one host ([`crate::reach::target`]): exactly these grants are
+    /// considered (those that fit the host as the login), instead of every grant the
+    /// scope covers. `scope` is then the certificate's scope only.
+    pub only: Option<&'a BTreeSet<u64>>,
     pub ttl_secs: u64,
     pub reason: Option<&'a str>,
     pub source: IpAddr,
@@ -105,6 +112,23 @@ pub fn check_reason(reason: Option<&str>) -> Result<(), Denied> {
     Ok(())
 }
 
+/// The user `name`, who must exist and not be disabled.
+pub fn live_user<'m>(m: &'m Model, name: &UserName) -> Result<&'m crate::model::User, Denied> {
+    let user = m.user(name).ok_or_else(|| {
+        Denied::new(
+            ErrorCode::UnknownUser,
+            format!("user '{name}' does not exist at this CA"),
+        )
+    })?;
+    if user.is_disabled() {
+        return Err(Denied::new(
+            ErrorCode::UserDisabled,
+            format!("user '{}' is disabled; no certificate is issued", user.name),
+        ));
+    }
+    Ok(user)
+}
+
 pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
     check_reason(req.reason)?;
     if req.ttl_secs < MIN_TTL_SECS {
@@ -126,18 +150,7 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
             ),
         ));
     }
-    let user = m.user(req.user).ok_or_else(|| {
-        Denied::new(
-            ErrorCode::UnknownUser,
-            format!("user '{}' does not exist at this CA", req.user),
-        )
-    })?;
-    if user.is_disabled() {
-        return Err(Denied::new(
-            ErrorCode::UserDisabled,
-            format!("user '{}' is disabled; no certificate is issued", user.name),
-        ));
-    }
+    let user = live_user(m, req.user)?;
     let scope_text = if req.scope.is_empty() {
         "(any)".to_string()
     } else {
@@ -147,7 +160,10 @@ pub fn decide(m: &Model, req: &IssueRequest<'_>) -> Result<Allowed, Denied> {
     let covering: Vec<&Grant> = held
         .iter()
         .copied()
-        .filter(|g| g.selector.is_subset_of(req.scope) || req.scope.is_empty())
+        .filter(|g| match req.only {
+            Some(ids) => ids.contains(&g.id),
+            None => g.selector.is_subset_of(req.scope) || req.scope.is_empty(),
+        })
         .collect();
     if covering.is_empty() {
         let groups: Vec<&str> = user.groups.iter().map(|g| g.as_str()).collect();
@@ -453,6 +469,7 @@ mod tests {
         IssueRequest {
             user: u,
             scope,
+            only: None,
             ttl_secs: ttl,
             reason,
             source: src.parse().unwrap(),

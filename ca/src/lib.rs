@@ -3,7 +3,7 @@
 //!
 //! The parts, from the centre out: [`model`] (the in-memory policy every hot path reads),
 //! [`store`] (the durable store behind a trait: SQLite, in-memory), [`issue`] and
-//! [`sync`] (pure decisions), [`authority`] (the commands: every rule of the CA, once),
+//! [`sync`] and [`reach`] (pure decisions), [`authority`] (the commands: every rule of the CA, once),
 //! and the adapters over it: [`server`] (HTTPS: authentication, routing, error mapping),
 //! [`scim`] (the IdP's provisioning), [`oidc`] (ID token verification). [`audit`] holds
 //! the trail's shared logic. See ca/README.md.
@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod oidc;
 pub mod origin;
+pub mod reach;
 pub mod scim;
 pub mod server;
 pub mod signer;

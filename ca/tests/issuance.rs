@@ -688,3 +688,142 @@ fn grant_options_shape_the_certificate() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(code_of(&r.body), ErrorCode::GrantsConflict, "{}", r.body);
 }
+
+/// Host-aware certificates (issue 20): "what may I have for this host as this login" is
+/// answered with a certificate under exactly the grants that fit it, and the list of
+/// hosts holds exactly the ones the caller's grants cover. Refusals (unknown, ambiguous,
+/// not covered, login not granted, conditions) are recorded and issue nothing.
+#[test]
+fn a_certificate_for_a_host_carries_exactly_the_grants_that_fit_it() {
+    let ca = TestCa::start();
+    let token = setup(&ca);
+    // Grant 3: the shared login deploy on databases.
+    ca.admin_ok(&[
+        "grant",
+        "add",
+        "--group",
+        "dev",
+        "--tags",
+        "role=db",
+        "--level",
+        "ssh",
+        "--max-ttl",
+        "1h",
+        "--login",
+        "deploy",
+    ]);
+    for (name, tags) in [
+        ("db-1", "env=dev,role=db"),
+        ("web-1.prod.example", "env=prod,role=web"),
+        ("ci-1", "env=ci"),
+        ("db-2.a.example", "env=dev"),
+        ("db-2.b.example", "env=dev"),
+    ] {
+        ca.enroll_host(name, tags);
+    }
+    let client = ca.client(Some(&token), None);
+    let ask = |host: &str, login: Option<&str>, reason: Option<&str>| {
+        client.issue_host_cert(&smith_api::HostCertRequest {
+            public_key: support::public_key(),
+            host: host.to_string(),
+            login: login.map(|l| smith_proto::UserName::new(l).unwrap()),
+            ttl_secs: 600,
+            reason: reason.map(str::to_string),
+            oidc_nonce: None,
+        })
+    };
+    let code = |r: Result<smith_api::HostCertResponse, smith_api::ClientError>| match r {
+        Err(smith_api::ClientError::Status { code, message, .. }) => (code, message),
+        other => panic!("not refused: {other:?}"),
+    };
+
+    // The list: every host a grant covers, none other.
+    let hosts = client
+        .user_hosts(&smith_api::HostsRequest::default())
+        .unwrap();
+    assert_eq!(hosts.user.as_str(), "alice");
+    let names: Vec<&str> = hosts.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "db-1",
+            "db-2.a.example",
+            "db-2.b.example",
+            "web-1.prod.example"
+        ]
+    );
+    assert_eq!(hosts.hosts[0].scope.to_string(), "env=dev,role=db");
+    assert_eq!(hosts.hosts[3].level, smith_proto::Level::Sudo);
+    assert!(!hosts.user_ca_keys.is_empty());
+
+    // db-1: the dev and database grants, never the prod one, whatever the reason.
+    let r = ask("db-1", None, Some("INC-1")).unwrap();
+    assert_eq!(r.host.name.as_str(), "db-1");
+    assert_eq!(r.matched, smith_api::reach::Matched::Name);
+    assert_eq!(r.cert.scope.to_string(), "env=dev,role=db");
+    let grants: Vec<&str> = r
+        .cert
+        .principals
+        .iter()
+        .filter(|p| p.starts_with("smith-grant:"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        grants,
+        ["smith-grant:1:ssh:alice", "smith-grant:3:ssh:alice"]
+    );
+    // As deploy: only the grant that allows it.
+    let r = ask("db-1", Some("deploy"), None).unwrap();
+    assert_eq!(r.cert.scope.to_string(), "role=db");
+    assert!(r.cert.principals.contains(&"deploy".to_string()));
+    assert!(
+        !r.cert.principals.iter().any(|p| p.contains(":1:")),
+        "{:?}",
+        r.cert.principals
+    );
+    // A unique short name.
+    let r = ask("web-1", None, Some("INC-2")).unwrap();
+    assert_eq!(r.host.name.as_str(), "web-1.prod.example");
+    assert_eq!(r.matched, smith_api::reach::Matched::ShortName);
+    assert_eq!(r.cert.scope.to_string(), "env=prod");
+    assert!(r
+        .cert
+        .principals
+        .contains(&"smith-grant:2:sudo:alice".to_string()));
+
+    // Refusals, each with its code, none issuing anything.
+    let issued_before = ca.admin_ok(&["cert", "list", "--json"]);
+    let (c, m) = code(ask("web-1", None, None));
+    assert_eq!(c, ErrorCode::ConditionFailed, "{m}");
+    assert!(
+        m.contains("web-1.prod.example") && m.contains("reason"),
+        "{m}"
+    );
+    let (c, m) = code(ask("ci-1", None, None));
+    assert_eq!(c, ErrorCode::NoMatchingGrant, "{m}");
+    let (c, m) = code(ask("web-1", Some("deploy"), Some("x")));
+    assert_eq!(c, ErrorCode::NoMatchingGrant, "{m}");
+    assert!(m.contains("'deploy'"), "{m}");
+    let (c, m) = code(ask("db-2", None, None));
+    assert_eq!(c, ErrorCode::AmbiguousHost, "{m}");
+    assert!(m.contains("db-2.a.example, db-2.b.example"), "{m}");
+    for hostile in [
+        "nosuch",
+        "x';touch /tmp/p;'",
+        "a\nb",
+        &"a".repeat(50_000)[..],
+    ] {
+        let (c, m) = code(ask(hostile, None, None));
+        assert_eq!(c, ErrorCode::NoSuchHost, "{hostile:?}: {m}");
+        assert!(m.len() < 500, "the name is echoed unbounded: {}", m.len());
+    }
+    assert_eq!(
+        ca.admin_ok(&["cert", "list", "--json"]),
+        issued_before,
+        "a refusal issued a certificate"
+    );
+    // Recorded, with the host.
+    let ds = ca.admin_ok(&["decisions", "--json"]);
+    assert!(ds.contains("for host 'db-1' as 'deploy'"), "{ds}");
+    assert!(ds.contains("no enrolled host is named 'nosuch'"), "{ds}");
+}

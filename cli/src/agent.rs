@@ -1,5 +1,7 @@
 //! A minimal ssh-agent client (draft-miller-ssh-agent): just enough to add an Ed25519
-//! key with its certificate and a lifetime constraint, and to list identities.
+//! key with its certificate and a lifetime constraint, to list identities, and to remove
+//! the certificates a new one replaces (same CA, same scope: the agent holds several
+//! Smith certificates, dev and prod, never two for one scope).
 //!
 //! Must never: write key material anywhere but the agent socket, or wait forever on a
 //! stuck agent (socket timeouts).
@@ -15,6 +17,7 @@ const SSH_AGENT_FAILURE: u8 = 5;
 const SSH_AGENT_SUCCESS: u8 = 6;
 const SSH2_AGENTC_REQUEST_IDENTITIES: u8 = 11;
 const SSH2_AGENT_IDENTITIES_ANSWER: u8 = 12;
+const SSH2_AGENTC_REMOVE_IDENTITY: u8 = 18;
 const SSH2_AGENTC_ADD_ID_CONSTRAINED: u8 = 25;
 const SSH_AGENT_CONSTRAIN_LIFETIME: u8 = 1;
 const MAX_REPLY: usize = 256 * 1024;
@@ -106,6 +109,38 @@ impl Agent {
         }
     }
 
+    /// Removes the identity whose public blob (for a certificate: the certificate) is
+    /// `blob`.
+    pub fn remove(&mut self, blob: &[u8]) -> Result<(), AgentError> {
+        let mut msg = vec![SSH2_AGENTC_REMOVE_IDENTITY];
+        put_string(&mut msg, blob);
+        match self.call(&msg)?.first() {
+            Some(&SSH_AGENT_SUCCESS) => Ok(()),
+            Some(&SSH_AGENT_FAILURE) => Err(AgentError::Refused),
+            Some(&t) => Err(AgentError::Protocol(t)),
+            None => Err(AgentError::Protocol(0)),
+        }
+    }
+
+    /// Removes every other user certificate of `new`'s CA key with `new`'s scope: `new`
+    /// replaces them. (One the agent already forgot is no error.)
+    pub fn remove_replaced(&mut self, new: &Certificate) -> Result<(), AgentError> {
+        let ids = self.identities()?;
+        let keys = [new.signature_key().clone()];
+        let blob = new
+            .to_bytes()
+            .map_err(|e| AgentError::Encode(e.to_string()))?;
+        for (b, c) in user_certs(&ids, &keys) {
+            if b != blob && scope_of(&c) == scope_of(new) {
+                match self.remove(&b) {
+                    Ok(()) | Err(AgentError::Refused) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Number of identities the agent holds.
     #[allow(dead_code)]
     pub fn count(&mut self) -> Result<u32, AgentError> {
@@ -142,6 +177,27 @@ impl Agent {
             out.push((blob, String::from_utf8_lossy(&comment).into_owned()));
         }
         Ok(out)
+    }
+}
+
+/// The user certificates among `identities` signed by one of `ca_keys`, with their blobs.
+pub fn user_certs(
+    identities: &[(Vec<u8>, String)],
+    ca_keys: &[ssh_key::public::KeyData],
+) -> Vec<(Vec<u8>, Certificate)> {
+    identities
+        .iter()
+        .filter_map(|(blob, _)| Some((blob.clone(), Certificate::from_bytes(blob).ok()?)))
+        .filter(|(_, c)| c.cert_type().is_user() && ca_keys.contains(c.signature_key()))
+        .collect()
+}
+
+/// A Smith certificate's scope (`scope@smith`; none = the empty scope); `None` when the
+/// extension does not parse.
+pub fn scope_of(c: &Certificate) -> Option<smith_proto::Tags> {
+    match c.extensions().get(smith_proto::sshcert::SCOPE_EXTENSION) {
+        Some(s) => smith_proto::Tags::parse(s).ok(),
+        None => Some(smith_proto::Tags::default()),
     }
 }
 

@@ -9,8 +9,9 @@ use crate::agent::Agent;
 use crate::config::{Credential, Effective};
 use anyhow::Context;
 use rand::rngs::OsRng;
-use smith_api::{CertRequest, CertResponse, ClientError};
-use smith_proto::Tags;
+use smith_api::{CertRequest, CertResponse, ClientError, ErrorCode, HostCertRequest};
+use smith_api::{HostCertResponse, ReachableHost};
+use smith_proto::{Tags, UserName};
 use ssh_key::{Certificate, LineEnding, PrivateKey};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,6 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct CertArgs {
     pub scope: Tags,
+    /// A certificate for one host (`--host`) instead of `scope`.
+    pub host: Option<HostAsk>,
     pub ttl: Duration,
     pub reason: Option<String>,
     pub out: Option<PathBuf>,
@@ -27,19 +30,64 @@ pub struct CertArgs {
     pub quiet: bool,
 }
 
+/// `smith cert --host HOST [--login LOGIN]`: a certificate for exactly the grants that
+/// fit the host (`POST /v1/certs/host`).
+#[derive(Debug, Clone)]
+pub struct HostAsk {
+    /// As typed, or as `smith` resolved it.
+    pub host: String,
+    pub login: Option<UserName>,
+}
+
 /// Exit code for a refusal by the CA (as opposed to 1 for other errors).
 pub const EXIT_DENIED: i32 = 3;
 
+/// The CA refused (a 4xx answer): its code and its sentence.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Denied(pub String);
+#[error("the CA refused ({}): {message}", .code_text)]
+pub struct Denied {
+    pub code: ErrorCode,
+    /// The code as sent (also one this build does not know).
+    pub code_text: String,
+    pub message: String,
+}
+
+/// A client error as `smith` reports it: a refusal of the CA as [`Denied`] (exit code
+/// [`EXIT_DENIED`]), anything else as it is.
+pub fn refusal(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Status {
+            status,
+            code,
+            wire_code,
+            message,
+            ..
+        } if (400..500).contains(&status) => Denied {
+            code,
+            code_text: wire_code,
+            message,
+        }
+        .into(),
+        e => e.into(),
+    }
+}
 
 #[derive(serde::Serialize)]
 struct Output<'a> {
     #[serde(flatten)]
     cert: &'a CertResponse,
+    /// For `--host`: the host, how the name matched, the login.
+    #[serde(flatten)]
+    host: Option<HostOutput<'a>>,
     agent: Option<String>,
     files: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct HostOutput<'a> {
+    host: &'a ReachableHost,
+    matched: smith_api::reach::Matched,
+    login: &'a UserName,
 }
 
 fn now() -> u64 {
@@ -72,6 +120,15 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 }
 
 pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result<()> {
+    issue(cfg, args, cred).map(|_| ())
+}
+
+/// [`run`], returning the CA's answer about the host for a certificate for one host.
+pub fn issue(
+    cfg: &Effective,
+    args: CertArgs,
+    cred: &Credential,
+) -> anyhow::Result<Option<HostCertResponse>> {
     if cfg.ssh_auth_sock.is_none() && args.out.is_none() {
         anyhow::bail!(
             "no ssh-agent: SSH_AUTH_SOCK is not set, and without --out the key has nowhere to go\n\
@@ -82,36 +139,102 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
     let key = PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519)
         .context("cannot generate a key")?;
     let public = key.public_key().to_openssh()?;
-    let resp: CertResponse = match client.issue_cert(&CertRequest {
-        public_key: public,
-        scope: args.scope.clone(),
-        ttl_secs: args.ttl.as_secs(),
-        reason: args.reason.clone(),
-        oidc_nonce: cred.nonce(),
-    }) {
-        Ok(r) => r,
-        Err(ClientError::Status {
-            status,
-            wire_code,
-            message,
-            ..
-        }) if (400..500).contains(&status) => {
-            return Err(Denied(format!("the CA refused ({wire_code}): {message}")).into());
+    let (resp, for_host): (CertResponse, Option<HostCertResponse>) = match &args.host {
+        None => {
+            let r = client
+                .issue_cert(&CertRequest {
+                    public_key: public,
+                    scope: args.scope.clone(),
+                    ttl_secs: args.ttl.as_secs(),
+                    reason: args.reason.clone(),
+                    oidc_nonce: cred.nonce(),
+                })
+                .map_err(refusal)?;
+            (r, None)
         }
-        Err(e) => return Err(e.into()),
+        Some(h) => {
+            let r = client
+                .issue_host_cert(&HostCertRequest {
+                    public_key: public,
+                    host: h.host.clone(),
+                    login: h.login.clone(),
+                    ttl_secs: args.ttl.as_secs(),
+                    reason: args.reason.clone(),
+                    oidc_nonce: cred.nonce(),
+                })
+                .map_err(|e| match e {
+                    ClientError::Status {
+                        code: ErrorCode::NotFound,
+                        ..
+                    } => anyhow::anyhow!(
+                        "this CA does not issue certificates for a host (it predates them): \
+                         upgrade it, or ask with --scope"
+                    ),
+                    e => refusal(e),
+                })?;
+            (r.cert.clone(), Some(r))
+        }
     };
     let cert = Certificate::from_openssh(&resp.certificate)
         .context("the CA sent a certificate this client cannot read")?;
-    // Remember the request for `smith cert --ensure` (no secrets: no token, no key).
+    let mut files = Vec::new();
+    let lifetime = resp.valid_before.saturating_sub(now());
+    let agent_used = deliver(cfg, &args, &key, &cert, &resp, lifetime, &mut files)?;
+    match &for_host {
+        // A certificate for a host: its entry in the host list is now the CA's latest.
+        Some(r) => remember_host(cfg, &cert, &resp, r.host.clone()),
+        None => remember_request(cfg, &args, &cert),
+    }
+    if !args.quiet {
+        print(&args, &resp, for_host.as_ref(), agent_used, files, lifetime)?;
+    }
+    Ok(for_host)
+}
+
+/// Updates `host`'s entry in the profile's host list (creating one that holds only it).
+fn remember_host(cfg: &Effective, cert: &Certificate, resp: &CertResponse, host: ReachableHost) {
+    let (Ok(url), Some(user)) = (
+        cfg.ca_url(),
+        resp.principals.first().and_then(|p| UserName::new(p).ok()),
+    ) else {
+        return;
+    };
+    let profile = cfg.profile();
+    let mut list = crate::hostlist::HostList::load(profile, &url)
+        .filter(|l| l.user == user)
+        .unwrap_or_else(|| crate::hostlist::HostList {
+            ca_url: url,
+            user,
+            fetched_at: 0,
+            user_ca_keys: ca_key_lines(cert),
+            hosts: vec![],
+        });
+    list.upsert(host);
+    // A user CA key rotation: the key that signed it is this CA's too.
+    if !list.ca_keys().contains(cert.signature_key()) {
+        list.user_ca_keys.extend(ca_key_lines(cert));
+    }
+    let _ = list.save(profile);
+}
+
+fn ca_key_lines(cert: &Certificate) -> Vec<String> {
+    ssh_key::PublicKey::new(cert.signature_key().clone(), "")
+        .to_openssh()
+        .map(|k| vec![k])
+        .unwrap_or_default()
+}
+
+/// Remembers a scope request for `smith cert --ensure` (no secrets: no token, no key).
+fn remember_request(cfg: &Effective, args: &CertArgs, cert: &Certificate) {
+    let Ok(ca_url) = cfg.ca_url() else {
+        return;
+    };
     let last = crate::ensure::LastCert {
-        ca_url: cfg.ca_url()?,
+        ca_url,
         scope: args.scope.to_string(),
         ttl_secs: args.ttl.as_secs(),
         reason: args.reason.clone(),
-        user_ca_keys: ssh_key::PublicKey::new(cert.signature_key().clone(), "")
-            .to_openssh()
-            .map(|k| vec![k])
-            .unwrap_or_default(),
+        user_ca_keys: ca_key_lines(cert),
         updated_at: now(),
     };
     if let Err(e) = crate::ensure::save_last(cfg.profile(), &last) {
@@ -119,8 +242,20 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
             eprintln!("warning: cannot remember this request for `smith cert --ensure`: {e:#}");
         }
     }
+}
 
-    let mut files = Vec::new();
+/// Puts the key and certificate where they go: `--out` files, and the agent (where the
+/// certificates of this CA for the same scope it replaces are removed). Returns the
+/// agent's socket when it took them.
+fn deliver(
+    cfg: &Effective,
+    args: &CertArgs,
+    key: &PrivateKey,
+    cert: &Certificate,
+    resp: &CertResponse,
+    lifetime: u64,
+    files: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
     if let Some(out) = &args.out {
         let mut k = key.clone();
         k.set_comment(resp.key_id.clone());
@@ -138,14 +273,13 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
             format!("{}\n", cert.to_openssh()?).as_bytes(),
             0o644,
         )?;
-        files = vec![
+        *files = vec![
             out.display().to_string(),
             pub_path.display().to_string(),
             cert_path.display().to_string(),
         ];
     }
 
-    let lifetime = resp.valid_before.saturating_sub(now());
     let mut agent_used = None;
     if let Some(sock) = &cfg.ssh_auth_sock {
         let keypair = key
@@ -155,10 +289,12 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
         let added = Agent::connect(Path::new(sock)).and_then(|mut a| {
             a.add_certificate(
                 keypair,
-                &cert,
+                cert,
                 &resp.key_id,
                 lifetime.clamp(1, u32::MAX as u64) as u32,
-            )
+            )?;
+            // None duplicated: the certificates this one replaces go.
+            a.remove_replaced(cert)
         });
         match added {
             Ok(()) => agent_used = Some(sock.clone()),
@@ -171,15 +307,27 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
             }
         }
     }
+    Ok(agent_used)
+}
 
-    if args.quiet {
-        return Ok(());
-    }
+fn print(
+    args: &CertArgs,
+    resp: &CertResponse,
+    for_host: Option<&HostCertResponse>,
+    agent_used: Option<String>,
+    files: Vec<String>,
+    lifetime: u64,
+) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&Output {
-                cert: &resp,
+                cert: resp,
+                host: for_host.map(|r| HostOutput {
+                    host: &r.host,
+                    matched: r.matched,
+                    login: &r.login,
+                }),
                 agent: agent_used,
                 files,
             })?
@@ -190,6 +338,15 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(resp.valid_before));
     let left = humantime::format_duration(Duration::from_secs(lifetime));
     println!("Certificate issued:");
+    if let Some(r) = for_host {
+        println!(
+            "  host:        {} ({}, matched by {}), as {}",
+            r.host.name,
+            r.host.tags,
+            r.matched.as_str(),
+            r.login
+        );
+    }
     let logins: Vec<&str> = resp
         .principals
         .iter()

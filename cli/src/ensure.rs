@@ -8,10 +8,15 @@
 //! user CA keys that signed it — no token, no key), which `--ensure` repeats and uses
 //! to recognise "this CA" offline.
 //!
+//! With `--host %h --login %r ...` (what the block of `smith config ssh` passes), the
+//! certificate must fit the host ssh connects to, not the last request:
+//! [`crate::target`] decides that offline and gets one for the host when needed.
+//!
 //! Also refreshes the list of revoked SSH host certificates when `smith config ssh` set
-//! it up (see [`crate::hostkrl`]: one bounded request, so a revocation takes effect on
-//! the next connection), and the host CA keys of the `@cert-authority` lines it wrote
-//! (every current host CA key, so a host CA rotation needs no flag day).
+//! it up (see [`crate::hostkrl`]: one bounded request), and the host CA keys of the
+//! `@cert-authority` lines it wrote (every current host CA key, so a host CA rotation
+//! needs no flag day), at most once per [`TRUST_FRESH_FOR`]: a revocation takes effect
+//! on the first connection after that, and many connections at once ask once.
 //!
 //! Must never: store a token or a private key, or touch the network for a certificate
 //! when the agent already holds a fitting one (and the CA's user keys are known).
@@ -24,9 +29,6 @@ use serde::{Deserialize, Serialize};
 use smith_proto::Tags;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
-
-/// The extension carrying the requested scope in Smith's user certificates.
-const SCOPE_EXTENSION: &str = smith_proto::sshcert::SCOPE_EXTENSION;
 
 /// The last `smith cert` request of a profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +83,9 @@ pub fn save_last(profile: &str, last: &LastCert) -> anyhow::Result<Option<PathBu
 pub struct EnsureArgs {
     pub min_valid: Duration,
     pub quiet: bool,
+    /// The connection ssh is about to make (`--host %h --login %r ...`): a certificate
+    /// that fits that host ([`crate::target`]) instead of the last request's scope.
+    pub target: Option<crate::target::SshTarget>,
     /// Explicit flags; else the last request's.
     pub scope: Option<Tags>,
     pub ttl: Option<Duration>,
@@ -89,38 +94,32 @@ pub struct EnsureArgs {
 
 /// A certificate in the agent.
 #[derive(Debug)]
-struct Held {
-    valid_before: u64,
-    key_id: String,
+pub struct Held {
+    pub valid_before: u64,
+    pub key_id: String,
 }
 
 fn same_url(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
-/// Certificates in the agent signed by one of `ca_keys`, for `scope`, valid now and
-/// for at least `min_valid` more.
-fn fitting(
+/// The certificate in the agent signed by one of `ca_keys`, for `scope` (and naming
+/// `login` among its principals, when given), valid now and for at least `min_valid`
+/// more, that lasts longest.
+pub fn fitting(
     identities: &[(Vec<u8>, String)],
     ca_keys: &[ssh_key::public::KeyData],
     scope: &Tags,
+    login: Option<&str>,
     now: u64,
     min_valid: Duration,
 ) -> Option<Held> {
-    identities
-        .iter()
-        .filter_map(|(blob, _)| ssh_key::Certificate::from_bytes(blob).ok())
-        .filter(|c| c.cert_type().is_user())
-        .filter(|c| ca_keys.contains(c.signature_key()))
+    crate::agent::user_certs(identities, ca_keys)
+        .into_iter()
+        .map(|(_, c)| c)
         .filter(|c| c.valid_after() <= now && c.valid_before() >= now + min_valid.as_secs())
-        .filter(|c| {
-            let theirs = c
-                .extensions()
-                .get(SCOPE_EXTENSION)
-                .map(|s| Tags::parse(s).ok())
-                .unwrap_or_else(|| Some(Tags::default()));
-            theirs.as_ref() == Some(scope)
-        })
+        .filter(|c| crate::agent::scope_of(c).as_ref() == Some(scope))
+        .filter(|c| login.is_none_or(|l| c.valid_principals().iter().any(|p| p == l)))
         .map(|c| Held {
             valid_before: c.valid_before(),
             key_id: c.key_id().to_string(),
@@ -128,7 +127,7 @@ fn fitting(
         .max_by_key(|h| h.valid_before)
 }
 
-fn parse_keys(lines: &[String]) -> Vec<ssh_key::public::KeyData> {
+pub fn parse_keys(lines: &[String]) -> Vec<ssh_key::public::KeyData> {
     lines
         .iter()
         .filter_map(|l| ssh_key::PublicKey::from_openssh(l.trim()).ok())
@@ -136,17 +135,81 @@ fn parse_keys(lines: &[String]) -> Vec<ssh_key::public::KeyData> {
         .collect()
 }
 
-pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
-    // Before anything else (also without an agent): ssh checks the host against this
-    // list right after.
-    crate::hostkrl::refresh_if_configured(cfg, args.quiet);
+/// How long the host revocation list and host CA keys one run fetched serve the runs
+/// after it, by default: a host certificate's revocation reaches ssh within this, and 50
+/// connections at once (Ansible's forks) ask the CA once, not 50 times.
+pub const TRUST_FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// `SMITH_TRUST_REFRESH` (a duration; `0`: before every connection, at the cost of two
+/// requests to the CA each), else [`TRUST_FRESH_FOR`].
+fn trust_fresh_for(quiet: bool) -> Duration {
+    match std::env::var("SMITH_TRUST_REFRESH") {
+        Ok(v) if v.trim() == "0" => Duration::ZERO,
+        Ok(v) => humantime::parse_duration(v.trim()).unwrap_or_else(|e| {
+            if !quiet {
+                eprintln!(
+                    "warning: SMITH_TRUST_REFRESH='{}' is not a duration like 30s ({e}); using {}s",
+                    v.escape_debug(),
+                    TRUST_FRESH_FOR.as_secs()
+                );
+            }
+            TRUST_FRESH_FOR
+        }),
+        Err(_) => TRUST_FRESH_FOR,
+    }
+}
+
+/// The stamp of the last refresh of the host revocation list and host CA keys.
+pub fn trust_stamp() -> Option<PathBuf> {
+    crate::state::file("trust-checked")
+}
+
+/// Refreshes the revoked host certificates and the host CA keys `smith config ssh` set
+/// up, unless a run did less than [`trust_fresh_for`] ago (one run at a time: the
+/// others wait on the profile's lock and find it done).
+fn refresh_trust(cfg: &Effective, quiet: bool) {
+    let stamp = trust_stamp();
+    let fresh_for = trust_fresh_for(quiet);
+    let fresh = |s: &Option<PathBuf>| {
+        s.as_deref()
+            .is_some_and(|p| crate::state::recent(p, fresh_for))
+    };
+    if fresh(&stamp) {
+        return;
+    }
+    let _lock = crate::state::lock(cfg.profile());
+    if fresh(&stamp) {
+        return;
+    }
+    crate::hostkrl::refresh_if_configured(cfg, quiet);
     // And the host CA keys (a host CA rotation adds one before hosts use it).
     if let Err(e) = crate::sshconfig::refresh_host_ca_keys(cfg) {
-        if !args.quiet {
+        if !quiet {
             eprintln!(
                 "warning: the host CA keys in ~/.ssh/known_hosts were kept as they were: {e:#}"
             );
         }
+    }
+    if let Some(s) = &stamp {
+        crate::state::touch(s);
+    }
+}
+
+pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
+    // Before anything else (also without an agent): ssh checks the host against this
+    // list right after.
+    refresh_trust(cfg, args.quiet);
+    if let Some(t) = args.target {
+        return crate::target::ensure(
+            cfg,
+            crate::target::EnsureHost {
+                target: t,
+                min_valid: args.min_valid,
+                quiet: args.quiet,
+                ttl: args.ttl,
+                reason: args.reason,
+            },
+        );
     }
     let sock = cfg.ssh_auth_sock.clone().ok_or_else(|| {
         anyhow::anyhow!("no ssh-agent (SSH_AUTH_SOCK is not set): nothing to ensure")
@@ -175,7 +238,7 @@ pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
         .and_then(|mut a| a.identities())
         .context("cannot list the ssh-agent's keys")?;
     let now = crate::oidc::now();
-    if let Some(h) = fitting(&identities, &ca_keys, &scope, now, args.min_valid) {
+    if let Some(h) = fitting(&identities, &ca_keys, &scope, None, now, args.min_valid) {
         if !args.quiet {
             println!(
                 "The agent holds {} from this CA, valid until {} (in {}): nothing to do.",
@@ -198,6 +261,7 @@ pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
         cfg,
         CertArgs {
             scope,
+            host: None,
             ttl,
             reason,
             out: None,
@@ -212,6 +276,7 @@ pub fn run(cfg: &Effective, args: EnsureArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use rand::rngs::OsRng;
+    use smith_proto::sshcert::SCOPE_EXTENSION;
     use ssh_key::certificate::{Builder, CertType};
     use ssh_key::{Algorithm, PrivateKey};
 
@@ -247,8 +312,8 @@ mod tests {
             .unwrap();
         let id = |b: Vec<u8>| (b, "c".to_string());
         // Nothing, or a plain key: no fit.
-        assert!(fitting(&[], &keys, &dev, now, five).is_none());
-        assert!(fitting(&[id(plain_key.clone())], &keys, &dev, now, five).is_none());
+        assert!(fitting(&[], &keys, &dev, None, now, five).is_none());
+        assert!(fitting(&[id(plain_key.clone())], &keys, &dev, None, now, five).is_none());
         let good = cert(&ca, CertType::User, Some("env=dev"), now - 60, now + 3600);
         for (bad, why) in [
             (
@@ -283,15 +348,23 @@ mod tests {
             ),
         ] {
             assert!(
-                fitting(&[id(plain_key.clone()), id(bad)], &keys, &dev, now, five).is_none(),
+                fitting(
+                    &[id(plain_key.clone()), id(bad)],
+                    &keys,
+                    &dev,
+                    None,
+                    now,
+                    five
+                )
+                .is_none(),
                 "{why}"
             );
         }
-        let h = fitting(&[id(plain_key), id(good)], &keys, &dev, now, five).unwrap();
+        let h = fitting(&[id(plain_key), id(good)], &keys, &dev, None, now, five).unwrap();
         assert_eq!(h.valid_before, now + 3600);
         assert_eq!(h.key_id, "smith:alice:1");
         // Empty scope = a certificate without the extension.
         let any = cert(&ca, CertType::User, None, now - 60, now + 3600);
-        assert!(fitting(&[id(any)], &keys, &Tags::default(), now, five).is_some());
+        assert!(fitting(&[id(any)], &keys, &Tags::default(), None, now, five).is_some());
     }
 }

@@ -1,6 +1,8 @@
 //! `smith`: the engineer's CLI. `smith login` signs in with the CA's OpenID Provider,
-//! `smith cert` gets a short-lived OpenSSH certificate into the ssh-agent, `smith config
-//! show` prints the effective configuration. See cli/README.md.
+//! `smith cert` gets a short-lived OpenSSH certificate into the ssh-agent (for a scope,
+//! or for one host), `smith hosts` lists the hosts one may reach, `smith ssh` runs ssh
+//! with a certificate that fits the host, `smith config show` prints the effective
+//! configuration and `smith config ssh` sets OpenSSH up. See cli/README.md.
 
 #![forbid(unsafe_code)]
 
@@ -9,8 +11,13 @@ mod cert;
 mod config;
 mod ensure;
 mod hostkrl;
+mod hostlist;
+mod hosts;
 mod login;
 mod sshconfig;
+mod sshwrap;
+mod state;
+mod target;
 
 use smith_login::{keyring, oidc};
 
@@ -125,8 +132,10 @@ enum Cmd {
     /// certificate from this CA, for the same scope, valid for at least --min-valid
     /// more; otherwise get one with the scope, TTL and reason of your last `smith cert`
     /// (remembered per profile in the config directory, no secrets), or the flags given.
-    /// This is what the ~/.ssh/config block of `smith config ssh` runs before ssh
-    /// connects. Exits non-zero on failure (ssh then goes on without a new certificate).
+    /// With --ensure --host: the same for the certificate that fits that host (what the
+    /// ~/.ssh/config block of `smith config ssh` runs before ssh connects; a reason
+    /// comes from --reason, SMITH_REASON, or the terminal). Exits non-zero on failure
+    /// (ssh then goes on without a new certificate).
     Cert {
         #[command(flatten)]
         flags: CertFlags,
@@ -142,6 +151,55 @@ enum Cmd {
         /// Print the result as JSON.
         #[arg(long, conflicts_with = "ensure")]
         json: bool,
+        /// A certificate for exactly your grants that fit HOST (its enrolled name, an SSH
+        /// name, or a unique short name), instead of a --scope. For tools that do not
+        /// read ~/.ssh/config (Packer, Ansible with paramiko): `smith cert --host web-1`,
+        /// then the tool uses the agent. With --ensure, only when the agent holds no
+        /// certificate that fits HOST (the block of `smith config ssh` runs
+        /// `--ensure --host=%h --login=%r`); a host Smith does not manage is left alone.
+        #[arg(long, value_name = "HOST", conflicts_with = "scope")]
+        host: Option<String>,
+        /// With --host: the login you will use there (default: your own; a shared login
+        /// such as deploy needs a grant that allows it).
+        #[arg(long, value_name = "LOGIN", requires = "host")]
+        login: Option<String>,
+        /// With --ensure --host: the port ssh connects to (ssh's %p).
+        #[arg(long, requires = "host", hide = true)]
+        port: Option<String>,
+        /// With --ensure --host: ssh's HostKeyAlias (%k), which names the host first when
+        /// it is exactly an enrolled name.
+        #[arg(long, requires = "host", hide = true)]
+        host_key_alias: Option<String>,
+    },
+    /// The hosts you may reach: names, tags, level, the grants (and their conditions)
+    /// you reach them through, and whether the agent holds a certificate for each. Also
+    /// keeps the list that the check before each ssh connection decides from.
+    Hosts {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run ssh after making sure the agent holds a certificate that fits the host, as
+    /// the block of `smith config ssh` does before each connection (use either). A host
+    /// Smith does not manage is reached untouched.
+    #[command(
+        override_usage = "smith ssh [-l LOGIN] [-p PORT] [-o OPTION]... [LOGIN@]HOST [COMMAND]..."
+    )]
+    Ssh {
+        /// The login on the host (as ssh -l).
+        #[arg(short = 'l', value_name = "LOGIN")]
+        login: Option<String>,
+        /// The port (as ssh -p).
+        #[arg(short = 'p', value_name = "PORT")]
+        port: Option<u16>,
+        /// An ssh option (as ssh -o), repeatable.
+        #[arg(short = 'o', value_name = "OPTION")]
+        option: Vec<String>,
+        /// [LOGIN@]HOST.
+        destination: String,
+        /// The command to run there (default: a shell).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Configuration.
     #[command(subcommand)]
@@ -162,10 +220,12 @@ enum ConfigCmd {
     /// ~/.ssh/known_hosts one `@cert-authority PATTERNS KEY smith-ca <CA URL>` line per
     /// key, so ssh verifies Smith hosts by their host certificates (no "trust this host
     /// key?" prompt, and StrictHostKeyChecking=yes works). Appends to ~/.ssh/config a
-    /// block between `# BEGIN smith` and `# END smith`:
-    /// `Match host PATTERNS exec "smith cert --ensure --quiet"`, which gets a fresh
-    /// certificate into your agent before ssh connects when yours expired. Running it
-    /// again changes nothing; no other line is touched; --remove takes them out.
+    /// block between `# BEGIN smith` and `# END smith`: `Match host PATTERNS ... exec
+    /// "smith cert --ensure --quiet --host='%h' --login='%r' ..."`, which makes sure,
+    /// before ssh connects, that your agent holds a certificate for exactly your grants
+    /// that fit that host as that login (offline when it does; hosts Smith does not
+    /// manage are left alone). Running it again changes nothing; no other line is
+    /// touched; --remove takes them out.
     Ssh {
         /// Host patterns (ssh_config PATTERNS: *.example.com, 10.0.0.*, !bastion);
         /// repeatable or comma-separated. Default: `ssh_hosts` in the config file, else *.
@@ -185,6 +245,7 @@ enum ConfigCmd {
 fn cert_args(f: CertFlags, json: bool, quiet: bool) -> cert::CertArgs {
     cert::CertArgs {
         scope: f.scope.unwrap_or_default(),
+        host: None,
         ttl: f.ttl.unwrap_or(Duration::from_secs(3600)),
         reason: f.reason,
         out: f.out,
@@ -224,6 +285,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ensure: true,
             min_valid,
             quiet,
+            host,
+            login,
+            port,
+            host_key_alias,
             ..
         } => {
             if flags.out.is_some() {
@@ -234,6 +299,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ensure::EnsureArgs {
                     min_valid,
                     quiet,
+                    target: host.map(|host| target::SshTarget {
+                        host,
+                        login,
+                        port,
+                        host_key_alias,
+                    }),
                     scope: flags.scope,
                     ttl: flags.ttl,
                     reason: flags.reason,
@@ -241,11 +312,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Cmd::Cert {
-            flags, json, quiet, ..
+            flags,
+            json,
+            quiet,
+            host,
+            login,
+            ..
         } => {
+            let login = login
+                .map(|l| {
+                    smith_proto::UserName::new(&l)
+                        .map_err(|e| anyhow::anyhow!("--login '{}': {e}", l.escape_debug()))
+                })
+                .transpose()?;
             let cred = cfg.credential()?;
-            cert::run(&cfg, cert_args(flags, json, quiet), &cred)
+            let mut args = cert_args(flags, json, quiet);
+            args.host = host.map(|host| cert::HostAsk { host, login });
+            cert::run(&cfg, args, &cred)
         }
+        Cmd::Hosts { json } => hosts::run(&cfg, json),
+        Cmd::Ssh {
+            login,
+            port,
+            option,
+            destination,
+            command,
+        } => sshwrap::run(
+            &cfg,
+            sshwrap::SshArgs {
+                login,
+                port,
+                options: option,
+                destination,
+                command,
+            },
+        ),
         Cmd::Config(ConfigCmd::Ssh {
             hosts,
             dry_run,

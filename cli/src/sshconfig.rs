@@ -203,30 +203,83 @@ fn config_path_word(p: &Path) -> anyhow::Result<String> {
     })
 }
 
-/// The `# BEGIN smith` ... `# END smith` block.
+/// Patterns that keep a name or login holding a character that could end the quoting
+/// of `%h`/`%r` in the `exec` command (`'`, and `\` for shells such as fish that read
+/// escapes inside single quotes) from ever reaching it: ssh skips the `exec` of a `Match`
+/// whose earlier criterion failed, and a matching negated pattern fails the criterion.
+const UNQUOTABLE: &str = "!*'*,!*\\*";
+
+/// The `# BEGIN smith` ... `# END smith` block. `host_key_alias`: pass ssh's `%k` too
+/// (OpenSSH 8.4 and later know it in `Match exec`; older ones stop at an unknown token).
 pub fn render_block(
     patterns: &[String],
     smith: &Path,
     profile: Option<&str>,
     url: &str,
     revoked_host_keys: &Path,
+    host_key_alias: bool,
 ) -> anyhow::Result<Vec<String>> {
     let mut cmd = shell_word(&smith.to_string_lossy())?;
     if let Some(p) = profile {
         cmd.push_str(&format!(" --profile {}", shell_word(p)?));
     }
-    cmd.push_str(" cert --ensure --quiet");
+    // %h and %r arrive unescaped from ssh (its command line, an included config): they
+    // are single-quoted here, and the Match criteria before the exec let no value that
+    // could end those quotes through.
+    cmd.push_str(" cert --ensure --quiet --host='%h' --login='%r' --port=%p");
+    if host_key_alias {
+        cmd.push_str(" --host-key-alias='%k'");
+    }
     Ok(vec![
         BEGIN.to_string(),
         format!("# Written by `smith config ssh` for the CA at {url}; `smith config ssh --remove` takes it out."),
-        "# ssh refuses a host certificate the CA revoked (the list is refreshed before each connection).".to_string(),
+        "# ssh refuses a host certificate the CA revoked (the list is at most a minute old).".to_string(),
         format!("Match host {}", patterns.join(",")),
         format!("    RevokedHostKeys {}", config_path_word(revoked_host_keys)?),
-        "# Before ssh connects to these hosts, it makes sure the agent holds a valid Smith certificate.".to_string(),
-        format!("Match host {} exec \"{cmd}\"", patterns.join(",")),
+        "# Before ssh connects to these hosts, it makes sure the agent holds a Smith certificate that fits the host and login.".to_string(),
+        format!(
+            "Match host \"{},{UNQUOTABLE}\" user \"*,{UNQUOTABLE}\" exec \"{cmd}\"",
+            patterns.join(",")
+        ),
         "Host *".to_string(),
         END.to_string(),
     ])
+}
+
+/// Whether the ssh on the PATH knows `%k` in `Match exec` (OpenSSH 8.4 and later); false
+/// when it cannot be told.
+pub fn ssh_knows_host_key_alias_token() -> bool {
+    let Ok(out) = std::process::Command::new("ssh")
+        .arg("-V")
+        .stdin(std::process::Stdio::null())
+        .output()
+    else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stderr);
+    openssh_at_least(&text, (8, 4))
+}
+
+/// Whether `ssh -V`'s text names OpenSSH `min` or later.
+fn openssh_at_least(version: &str, min: (u32, u32)) -> bool {
+    let Some(v) = version
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("OpenSSH_"))
+    else {
+        return false;
+    };
+    let digits = |s: &str| -> Option<u32> {
+        s.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    let mut parts = v.splitn(2, '.');
+    match (parts.next().and_then(digits), parts.next().and_then(digits)) {
+        (Some(major), Some(minor)) => (major, minor) >= min,
+        _ => false,
+    }
 }
 
 /// The known_hosts lines for the host CA keys.
@@ -402,7 +455,14 @@ pub fn run(cfg: &Effective, args: SshArgs) -> anyhow::Result<()> {
             .and_then(|p| p.canonicalize())
             .context("cannot find the path of this smith binary")?;
         let profile = (cfg.profile.source != "default").then(|| cfg.profile());
-        let block = render_block(&patterns, &smith, profile, &url, &krl_path)?;
+        let block = render_block(
+            &patterns,
+            &smith,
+            profile,
+            &url,
+            &krl_path,
+            ssh_knows_host_key_alias_token(),
+        )?;
         (
             update_known_hosts(&kh_old, Some(&url), &lines),
             update_ssh_config(&cfg_old, &block),
@@ -534,10 +594,15 @@ mod tests {
             None,
             "https://ca",
             Path::new("/home/a/.ssh/smith_revoked_host_keys"),
+            true,
         )
         .unwrap();
-        assert!(block
-            .contains(&"Match host * exec \"/usr/bin/smith cert --ensure --quiet\"".to_string()));
+        assert!(
+            block.contains(
+                &"Match host \"*,!*'*,!*\\*\" user \"*,!*'*,!*\\*\" exec \"/usr/bin/smith cert --ensure --quiet --host='%h' --login='%r' --port=%p --host-key-alias='%k'\"".to_string()
+            ),
+            "{block:?}"
+        );
         let krl_at = block
             .iter()
             .position(|l| l == "    RevokedHostKeys /home/a/.ssh/smith_revoked_host_keys")
@@ -564,6 +629,7 @@ mod tests {
             Some("work"),
             "https://ca",
             Path::new("/home/my home/%x/.ssh/smith_revoked_host_keys"),
+            false,
         )
         .unwrap();
         let replaced = update_ssh_config(&after, &block2);
@@ -572,7 +638,7 @@ mod tests {
             "{replaced}"
         );
         assert!(replaced.contains(
-            "Match host *.example.com exec \"'/opt/my tools/smith%%x' --profile work cert --ensure --quiet\""
+            "exec \"'/opt/my tools/smith%%x' --profile work cert --ensure --quiet --host='%h' --login='%r' --port=%p\"\n"
         ), "{replaced}");
         assert!(
             replaced.contains(
@@ -581,15 +647,33 @@ mod tests {
             "{replaced}"
         );
         let k = Path::new("/k");
-        assert!(render_block(&["*".into()], Path::new("/a\"b"), None, "u", k).is_err());
+        assert!(render_block(&["*".into()], Path::new("/a\"b"), None, "u", k, true).is_err());
         assert!(render_block(
             &["*".into()],
             Path::new("/a"),
             None,
             "u",
-            Path::new("/a\"b")
+            Path::new("/a\"b"),
+            true
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_host_key_alias_token_needs_openssh_8_4() {
+        for (v, ok) in [
+            (
+                "OpenSSH_9.2p1 Debian-2+deb12u10, OpenSSL 3.0.19 27 Jan 2026",
+                true,
+            ),
+            ("OpenSSH_8.4p1, LibreSSL 3.3.6", true),
+            ("OpenSSH_8.0p1, OpenSSL 1.1.1k  FIPS 25 Mar 2021", false),
+            ("OpenSSH_10.0p2", true),
+            ("Sun_SSH_1.5", false),
+            ("", false),
+        ] {
+            assert_eq!(openssh_at_least(v, (8, 4)), ok, "{v}");
+        }
     }
 
     #[test]

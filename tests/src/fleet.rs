@@ -833,6 +833,7 @@ impl Fleet {
             lan_ns: self.lan_ns.clone(),
             bins: self.bins.clone(),
             env,
+            hosts_file: None,
             _agent: bg,
         })
     }
@@ -1169,15 +1170,47 @@ pub struct Client {
     lan_ns: String,
     bins: Bins,
     pub env: HashMap<String, String>,
+    /// Set by [`Client::workstation`]: this file is the commands' `/etc/hosts`.
+    hosts_file: Option<PathBuf>,
     _agent: Background,
 }
 
 impl Client {
+    /// Makes this client a workstation where plain `ssh NAME` works: its commands see
+    /// an `/etc/hosts` naming the fleet's hosts (`(name, ip)`), and its home as root's
+    /// (ssh finds `~/.ssh` through the passwd entry, not `$HOME`), each in a mount
+    /// namespace of its own (the machine's files are untouched), and without a
+    /// controlling terminal (as under CI: nothing can prompt on `/dev/tty`).
+    pub fn workstation(&mut self, names: &[(&str, &str)]) -> Result<()> {
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for (name, ip) in names {
+            hosts.push_str(&format!("{ip} {name}\n"));
+        }
+        let path = self.home.join("hosts");
+        std::fs::write(&path, hosts)?;
+        self.hosts_file = Some(path);
+        Ok(())
+    }
+
     /// A command in the client's environment (its HOME, agent and CA settings), in the LAN.
     pub fn base(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.lan_ns])
-            .arg(program)
+        c.args(["netns", "exec", &self.lan_ns]);
+        if let Some(hosts) = &self.hosts_file {
+            c.args([
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                "mount --bind \"$1\" /etc/hosts && mount --bind \"$HOME\" /root && shift && exec setsid -w \"$@\"",
+                "sh",
+            ])
+            .arg(hosts);
+        }
+        c.arg(program)
             .env("HOME", &self.home)
             .env("SSH_AUTH_SOCK", &self.agent_sock)
             .env_remove("SMITH_TOKEN");

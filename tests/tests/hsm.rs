@@ -103,7 +103,12 @@ fn a_fleet_trusts_certificates_signed_inside_the_token() -> Result<()> {
         fleet.admin_ok(&args)?;
     }
     fleet.add_host_named("db-1", "env=dev", &["db-1.dev.example"])?;
-    let alice = fleet.engineer("alice")?;
+    let mut alice = fleet.engineer("alice")?;
+    // The host CA rotation below has a grace period of seconds (the default is a day):
+    // engineers fetch the host CA keys before every connection, not once a minute.
+    alice
+        .env
+        .insert("SMITH_TRUST_REFRESH".to_string(), "0".to_string());
     alice
         .smith(&["cert", "--scope", "env=dev", "--ttl", "1h"])?
         .ok()

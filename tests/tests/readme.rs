@@ -41,8 +41,9 @@
 //! (`id -un` says alice); after `cert
 //! revoke` the same login is refused by sshd within 30 s (the KRL hostd syncs); after
 //! `host cert revoke` ssh refuses the host's certificate (`smith cert --ensure`, run by
-//! the `Match exec` block, refreshed `~/.ssh/smith_revoked_host_keys`); `host tags --set`
-//! reports the new tags.
+//! the `Match exec` block, refreshed `~/.ssh/smith_revoked_host_keys`; the test removes
+//! the stamp that keeps the list a minute, as if that minute had passed); `host tags
+//! --set` reports the new tags.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -639,8 +640,15 @@ impl Story {
         Ok(())
     }
 
-    /// After `host cert revoke`: ssh refuses the host's certificate.
+    /// After `host cert revoke`: ssh refuses the host's certificate (a minute later: the
+    /// list the `Match exec` block fetched stands that long).
     fn revoked_host_cert_refused(&mut self) -> Result<()> {
+        let home = &self.alice.as_ref().context("Alice's workstation")?.home;
+        let stamp = home.join(".config/smith/trust-checked");
+        if stamp.exists() {
+            std::fs::remove_file(&stamp)?;
+            eprintln!("  (test: a minute later: the revoked host certificates are fetched again)");
+        }
         let o = self.alice_ssh(true)?;
         ensure!(
             !o.success() && o.stderr.contains("revoked by file"),

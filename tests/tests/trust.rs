@@ -272,7 +272,7 @@ fn ssh_trusts_enrolled_hosts_through_the_host_ca_without_a_prompt() -> Result<()
     );
 
     // No certificate in the agent: the Match block's `smith cert --ensure` gets one
-    // (with the scope last used) before ssh authenticates.
+    // that fits db-1 (named by the HostKeyAlias) before ssh authenticates.
     alice.run(&["ssh-add", "-D"])?.ok()?;
     let o = strict_ssh(&alice, db, "db-1", "whoami")?
         .ok()

@@ -15,6 +15,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("libpam0g-dev", "linking pam_smith against libpam"),
     ("python3", "multi-threaded resolver stress"),
     (
+        "python3-paramiko",
+        "an ssh client that is not OpenSSH, logging in after `smith cert --host`",
+    ),
+    ("rsync", "rsync over ssh with host-aware certificates"),
+    (
         "debootstrap",
         "a fresh Debian root for the package install test",
     ),

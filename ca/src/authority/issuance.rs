@@ -6,6 +6,9 @@
 //! the answer. Denials are recorded too, with their reason. Requests beyond the
 //! per-principal rate limit (by user for user tokens, by the verified `sub` for ID
 //! tokens) are refused before anything else and not recorded (see `ratelimit`).
+//! A request for one host ([`HostTarget`]) is decided under exactly the grants that fit
+//! that host as the login asked for ([`crate::reach::target`]); a name that matches no
+//! host, or one no grant fits, is a recorded denial like any other.
 //!
 //! Must never: read the store on this path, answer before the record is durable, sign for
 //! a principal other than the authenticated user's name, or hand out a certificate whose
@@ -49,6 +52,27 @@ pub struct IssueInput {
     pub source: IpAddr,
     /// The nonce of the client's OIDC sign-in, when it presents an ID token.
     pub oidc_nonce: Option<String>,
+    /// A certificate for one host (its scope is then computed; `scope` is ignored).
+    pub target: Option<HostTarget>,
+}
+
+/// Why [`Authority::settle`] found no user.
+pub(super) enum Unsettled {
+    /// Refused before anything is recorded (the rate limit, a replayed ID token).
+    Early(IssueError),
+    /// The OIDC sign-in of `claimed` was refused: a decision about an authenticated
+    /// caller, recorded by issuance.
+    SignIn { claimed: String, denied: Denied },
+}
+
+/// Instead of a scope: a certificate for the host a name means, as a login
+/// ([`crate::reach::target`]).
+#[derive(Debug, Clone)]
+pub struct HostTarget {
+    /// As typed (ssh's `%h`, `smith cert --host`).
+    pub host: String,
+    /// The login to be used there; the caller's own when `None`.
+    pub login: Option<UserName>,
 }
 
 /// An issued certificate.
@@ -64,6 +88,8 @@ pub struct Issued {
     pub valid_before: u64,
     /// Set when the requested TTL was clipped.
     pub clipped_to: Option<u64>,
+    /// For a [`HostTarget`]: the host, how its name matched, the login.
+    pub target: Option<crate::reach::Target>,
 }
 
 /// Why no certificate was issued: a recorded denial, a caller whose credential turned
@@ -160,6 +186,39 @@ impl Authority {
         Ok((user, note))
     }
 
+    /// Who an authenticated caller is: a user token's user, or the user an OIDC sign-in
+    /// signs in as (its nonce checked, its memberships applied), with a note for the
+    /// decision log; each request taken from the caller's bucket of the rate limit.
+    pub(super) async fn settle(
+        self: &Arc<Self>,
+        caller: Caller,
+        oidc_nonce: Option<&str>,
+        source: IpAddr,
+    ) -> Result<(UserName, Option<String>), Unsettled> {
+        match caller {
+            Caller::Token(u) => {
+                self.rate_check(&format!("user {u}"))
+                    .map_err(Unsettled::Early)?;
+                Ok((u, None))
+            }
+            Caller::Oidc(t) => {
+                // A nonce that does not match: a token replayed from another sign-in,
+                // so not this caller's: refused like a forged one, not recorded.
+                if let Err(r) = crate::oidc::verify::check_nonce(t.nonce.as_deref(), oidc_nonce) {
+                    self.reject_credential(&r);
+                    return Err(Unsettled::Early(IssueError::Unauthenticated(r)));
+                }
+                self.rate_check(&format!("sub {}", t.subject))
+                    .map_err(Unsettled::Early)?;
+                let claimed = t.username.to_string();
+                match self.oidc_caller(t, oidc_nonce, source).await {
+                    Ok((u, note)) => Ok((u, Some(note))),
+                    Err(denied) => Err(Unsettled::SignIn { claimed, denied }),
+                }
+            }
+        }
+    }
+
     /// Takes one request from `key`'s issuance bucket.
     fn rate_check(&self, key: &str) -> Result<(), IssueError> {
         let ms = std::time::SystemTime::now()
@@ -184,38 +243,28 @@ impl Authority {
             user: String::new(),
             allowed: false,
             reason: String::new(),
-            scope: input.scope.to_string(),
+            // A host target's scope is known once the host is.
+            scope: match &input.target {
+                Some(_) => String::new(),
+                None => input.scope.to_string(),
+            },
             requested_ttl_secs: input.ttl_secs,
             source_ip: input.source.to_string(),
             grant_ids: vec![],
         };
-        let (user, via) = match input.caller {
-            Caller::Token(u) => {
-                self.rate_check(&format!("user {u}"))?;
-                (u, None)
-            }
-            Caller::Oidc(t) => {
-                // A nonce that does not match: a token replayed from another sign-in,
-                // so not this caller's: refused like a forged one, not recorded.
-                if let Err(r) = crate::oidc::verify::check_nonce(
-                    t.nonce.as_deref(),
-                    input.oidc_nonce.as_deref(),
-                ) {
-                    self.reject_credential(&r);
-                    return Err(IssueError::Unauthenticated(r));
-                }
-                self.rate_check(&format!("sub {}", t.subject))?;
-                decision.user = t.username.to_string();
-                match self
-                    .oidc_caller(t, input.oidc_nonce.as_deref(), input.source)
-                    .await
-                {
-                    Ok((u, note)) => (u, Some(note)),
-                    Err(mut d) => {
-                        d.reason = format!("sign-in refused: {}", d.reason);
-                        return Err(self.deny(decision, d).await);
-                    }
-                }
+        let (user, via) = match self
+            .settle(input.caller, input.oidc_nonce.as_deref(), input.source)
+            .await
+        {
+            Ok(settled) => settled,
+            Err(Unsettled::Early(e)) => return Err(e),
+            Err(Unsettled::SignIn {
+                claimed,
+                mut denied,
+            }) => {
+                decision.user = claimed;
+                denied.reason = format!("sign-in refused: {}", denied.reason);
+                return Err(self.deny(decision, denied).await);
             }
         };
         decision.user = user.to_string();
@@ -234,29 +283,49 @@ impl Authority {
         };
         let outcome = {
             let m = self.model();
-            decide(
-                &m,
-                &IssueRequest {
-                    user: &user,
-                    scope: &input.scope,
-                    ttl_secs: input.ttl_secs,
-                    reason: input.reason.as_deref(),
-                    source: input.source.to_canonical(),
-                    ca_max_ttl_secs: self.cfg.max_cert_ttl.as_secs(),
-                    now: at,
-                },
-            )
+            let target = match &input.target {
+                None => Ok(None),
+                Some(t) => crate::reach::target(&m, &user, &t.host, t.login.as_ref()).map(Some),
+            };
+            target.and_then(|target| {
+                let scope = target
+                    .as_ref()
+                    .map_or_else(|| input.scope.clone(), |t| t.scope.clone());
+                let allowed = decide(
+                    &m,
+                    &IssueRequest {
+                        user: &user,
+                        scope: &scope,
+                        only: target.as_ref().map(|t| &t.grant_ids),
+                        ttl_secs: input.ttl_secs,
+                        reason: input.reason.as_deref(),
+                        source: input.source.to_canonical(),
+                        ca_max_ttl_secs: self.cfg.max_cert_ttl.as_secs(),
+                        now: at,
+                    },
+                );
+                match (allowed, &target) {
+                    (Ok(a), _) => Ok((a, scope, target)),
+                    (Err(mut d), Some(t)) => {
+                        d.reason =
+                            format!("for host '{}' as '{}': {}", t.host.name, t.login, d.reason);
+                        Err(d)
+                    }
+                    (Err(d), None) => Err(d),
+                }
+            })
         };
-        let allowed = match outcome {
+        let (allowed, scope, target) = match outcome {
             Ok(a) => a,
             Err(d) => return Err(self.deny(decision, with_via(d)).await),
         };
+        decision.scope = scope.to_string();
         let serial = self.next_serial().await?;
         let rid = request_id();
         let key_id = format!("smith:{user}:{rid}");
         let valid_after = at.saturating_sub(BACKDATE_SECS);
         let valid_before = at + allowed.validity_secs;
-        let scope_text = input.scope.to_string();
+        let scope_text = scope.to_string();
         let signer = self.signer(crate::cakeys::CaRole::User)?;
         let cert = sign_user_cert(
             &signer,
@@ -268,7 +337,7 @@ impl Authority {
                 valid_after,
                 valid_before,
                 source_address: allowed.source_address.clone(),
-                scope: (!input.scope.is_empty()).then(|| scope_text.clone()),
+                scope: (!scope.is_empty()).then(|| scope_text.clone()),
                 permits: allowed.permits,
                 force_command: allowed.force_command.as_deref(),
                 grants: Some(&allowed.grants_extension),
@@ -283,6 +352,11 @@ impl Authority {
             Some(r) if !r.is_empty() => format!("{}; reason: {r}", allowed.summary),
             _ => allowed.summary.clone(),
         };
+        if let Some(t) = &target {
+            decision
+                .reason
+                .push_str(&format!("; for host '{}' as '{}'", t.host.name, t.login));
+        }
         if let Some(v) = &via {
             decision.reason.push_str(&format!(" [{v}]"));
         }
@@ -321,16 +395,17 @@ impl Authority {
         }
         // Debug, not info: one line per certificate costs the hot path more than the rest
         // of its bookkeeping, and every issuance is in the decisions and the `@ca` chain.
-        tracing::debug!(%user, serial, key_id = %key_id, scope = %input.scope, validity = allowed.validity_secs, "certificate issued");
+        tracing::debug!(%user, serial, key_id = %key_id, scope = %scope, validity = allowed.validity_secs, "certificate issued");
         Ok(Issued {
             certificate: line,
             serial,
             key_id,
             principals: allowed.principals,
-            scope: input.scope,
+            scope,
             valid_after,
             valid_before,
             clipped_to: allowed.clipped_to,
+            target,
         })
     }
 }

@@ -10,7 +10,7 @@
 use super::error::{ApiError, ApiJson};
 use super::{bearer, Ca, Peer};
 use crate::auth::Principal;
-use crate::authority::{Caller, IssueInput};
+use crate::authority::{Caller, IssueInput, Issued};
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::Json;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// Extractor: who asks for a certificate. A user token is settled here; an OIDC ID
 /// token is verified here and judged by the authority (nonce, sign-in, decision log).
-pub struct Engineer(Caller);
+pub struct Engineer(pub Caller);
 
 impl axum::extract::FromRequestParts<Arc<Ca>> for Engineer {
     type Rejection = ApiError;
@@ -86,10 +86,9 @@ pub async fn issue(
     Engineer(caller): Engineer,
     ApiJson(req): ApiJson<CertRequest>,
 ) -> Result<Json<CertResponse>, ApiError> {
-    let started = std::time::Instant::now();
-    let issued = ca
-        .authority
-        .issue(IssueInput {
+    let issued = run_issue(
+        &ca,
+        IssueInput {
             caller,
             public_key: req.public_key,
             scope: req.scope,
@@ -97,14 +96,23 @@ pub async fn issue(
             reason: req.reason,
             source: peer.addr.ip(),
             oidc_nonce: req.oidc_nonce,
-        })
-        .await;
+            target: None,
+        },
+    )
+    .await?;
+    Ok(Json(cert_response(issued)))
+}
+
+/// Issues through the authority, counting the outcome in the metrics.
+pub(super) async fn run_issue(ca: &Arc<Ca>, input: IssueInput) -> Result<Issued, ApiError> {
+    let started = std::time::Instant::now();
+    let issued = ca.authority.issue(input).await;
     let m = &crate::metrics::METRICS;
-    let issued = match issued {
+    match issued {
         Ok(i) => {
             m.issuance_allowed.inc();
             m.issuance_seconds.observe(started.elapsed());
-            i
+            Ok(i)
         }
         Err(e) => {
             if matches!(e, crate::authority::IssueError::Denied(_)) {
@@ -112,10 +120,13 @@ pub async fn issue(
             } else {
                 m.issuance_failed.inc();
             }
-            return Err(e.into());
+            Err(e.into())
         }
-    };
-    Ok(Json(CertResponse {
+    }
+}
+
+pub(super) fn cert_response(issued: Issued) -> CertResponse {
+    CertResponse {
         certificate: issued.certificate,
         serial: issued.serial,
         key_id: issued.key_id,
@@ -124,5 +135,5 @@ pub async fn issue(
         valid_after: issued.valid_after,
         valid_before: issued.valid_before,
         clipped_to_secs: issued.clipped_to,
-    }))
+    }
 }

@@ -39,7 +39,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         C::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        C::NotFound | C::UnknownGroup | C::NotAMember | C::OidcNotConfigured => {
+        C::NotFound | C::UnknownGroup | C::NotAMember | C::OidcNotConfigured | C::NoSuchHost => {
             StatusCode::NOT_FOUND
         }
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -90,7 +90,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::IdConflict
         | C::AuditChainBroken
         | C::AuditReplay
-        | C::HostIdentityForked => StatusCode::CONFLICT,
+        | C::HostIdentityForked
+        | C::AmbiguousHost => StatusCode::CONFLICT,
         C::RenewTooSoon => StatusCode::TOO_MANY_REQUESTS,
         C::IdExhausted
         | C::OidcUnavailable

@@ -17,6 +17,7 @@ pub mod mtls;
 pub mod ops;
 pub mod people;
 pub mod proxy;
+pub mod reach;
 pub mod revocation;
 pub mod rotation;
 
@@ -198,6 +199,11 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route(smith_api::endpoints::CA_USER_KRL, get(admin::user_krl))
         .route(smith_api::endpoints::CA_TLS_ROOT, get(admin::tls_root))
         .route("/v1/certs/user", post(certs::issue))
+        .route(
+            smith_api::endpoints::CERTS_HOST,
+            post(reach::issue_for_host),
+        )
+        .route(smith_api::endpoints::USER_HOSTS, post(reach::hosts))
         .route("/v1/auth/config", get(certs::auth_config))
         .route(
             "/v1/admin/users",

@@ -169,6 +169,12 @@ enum Cmd {
         /// it when many engineers share one address.
         #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
         max_connections_per_source: usize,
+        /// Connections this replica serves at once; more wait in the kernel's accept
+        /// queue. Every long-polling host holds one, so a replica that must carry more
+        /// hosts than this (alone, after the others failed) needs it raised, with the
+        /// unit's LimitNOFILE (65536 in the shipped unit) above it.
+        #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
         /// Lifetime of the named admin token `smith-ca admin login` gets.
         #[arg(long, value_parser = parse_duration, default_value = "12h")]
         admin_session_ttl: Duration,
@@ -425,6 +431,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host_cert_overlap,
             trusted_proxies,
             max_connections_per_source,
+            max_connections,
             admin_session_ttl,
             issuance_rate,
             retain_decisions,
@@ -463,6 +470,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     host_cert_overlap,
                     trusted_proxies,
                     max_connections_per_source,
+                    max_connections,
                     oidc,
                     admin_session_ttl,
                     issuance_rate,

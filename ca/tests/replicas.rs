@@ -607,3 +607,56 @@ fn a_rolling_upgrade_keeps_older_replicas_serving_until_they_cannot_read_the_pol
         "{err}"
     );
 }
+
+#[test]
+fn a_burst_of_changes_on_every_replica_all_commit() {
+    let Some((a, b, c, _)) = three_replicas("a burst of changes") else {
+        return;
+    };
+    a.add_group("fleet", None);
+    within(Duration::from_secs(5), "C knows the group", || {
+        c.admin_client().list_groups().is_ok_and(|g| !g.is_empty())
+    });
+    // A fleet enrolling at once through every replica, as users here: four clients per
+    // replica, each adding users as fast as answers come.
+    let t = Instant::now();
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (r, ca) in [&a, &b, &c].into_iter().enumerate() {
+            for k in 0..4 {
+                let failures = &failures;
+                s.spawn(move || {
+                    let client = ca.admin_client();
+                    for j in 0..25 {
+                        let body = smith_api::UserAdd {
+                            name: smith_proto::UserName::new(&format!("b{r}k{k}n{j}")).unwrap(),
+                            groups: vec![smith_proto::GroupName::new("fleet").unwrap()],
+                            uid: None,
+                            reuse_uid: false,
+                            oidc_subject: None,
+                            gecos: None,
+                            shell: None,
+                            create_groups: false,
+                        };
+                        if let Err(e) = client.add_user(&body) {
+                            failures.lock().unwrap().push(e.to_string());
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of 300 changes refused, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    let users = b.admin_client().list_users().expect("users");
+    assert_eq!(users.len(), 300);
+    eprintln!(
+        "300 changes over 3 replicas at 12 clients in {:?}",
+        t.elapsed()
+    );
+}

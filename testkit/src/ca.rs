@@ -72,6 +72,7 @@ pub fn default_serve_config() -> ServeConfig {
         host_cert_overlap: Duration::from_secs(600),
         trusted_proxies: Vec::new(),
         max_connections_per_source: smith_ca::server::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+        max_connections: smith_ca::server::DEFAULT_MAX_CONNECTIONS,
         oidc: None,
         admin_session_ttl: Duration::from_secs(12 * 3600),
         issuance_rate: smith_ca::authority::RateLimit::parse("60/10m")

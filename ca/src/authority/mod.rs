@@ -144,6 +144,27 @@ pub struct Authority {
     outdated: Mutex<Option<String>>,
 }
 
+/// How long a mutation waits for its turn on a shared store before it goes ahead
+/// without (see [`Store::take_turn`]).
+const TURN_WAIT: Duration = Duration::from_secs(2);
+
+/// A replica's turn to change a shared store, given back when dropped.
+struct Turn<'a>(Option<&'a dyn Store>);
+
+impl<'a> Turn<'a> {
+    fn take(store: &'a dyn Store) -> Turn<'a> {
+        Turn((store.shared() && store.take_turn(TURN_WAIT)).then_some(store))
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            s.end_turn();
+        }
+    }
+}
+
 /// Serials reserved at a time from a store shared by replicas.
 const SERIAL_BLOCK: u64 = 1000;
 
@@ -443,8 +464,10 @@ impl Authority {
         plan: impl FnMut(&Model, &dyn Store, u64) -> Result<(Vec<Change>, T), Error>,
     ) -> Result<(u64, T), Error> {
         let _serial = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
-        // A shared store: plan against everything other replicas committed, and plan
-        // again when one commits first (the store answers Stale).
+        // A shared store: take this replica's turn (no other commits meanwhile), plan
+        // against everything other replicas committed, and plan again if one still
+        // committed first (no turn: the store answers Stale).
+        let _turn = Turn::take(self.store.as_ref());
         let mut plan = plan;
         let mut attempts = 0;
         loop {

@@ -41,8 +41,9 @@ use tokio::sync::{watch, Semaphore};
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 8192;
+/// Default of `--max-connections`: connections served at once; more wait in the
+/// kernel's accept queue. Every long-polling host holds one.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's headers must arrive within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,6 +68,8 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Connections one client address may hold at once; more are closed at once.
     pub max_connections_per_source: usize,
+    /// Connections served at once (every long-polling host holds one); more wait.
+    pub max_connections: usize,
     /// OIDC sign-in (`--oidc-*`, `[oidc]` in `D/ca.toml`); `None`: tokens only.
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// Lifetime of a named admin's token from `smith-ca admin login`.
@@ -429,6 +432,7 @@ pub async fn start(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<Running> {
     }
     let limits = Arc::new(Limits {
         trusted_proxies: cfg.trusted_proxies.clone(),
+        total: cfg.max_connections.max(1),
         per_source: cfg.max_connections_per_source.max(1),
         open: std::sync::Mutex::new(std::collections::HashMap::new()),
         refused: std::sync::atomic::AtomicU64::new(0),
@@ -521,6 +525,8 @@ pub async fn serve(dd: DataDir, cfg: ServeConfig) -> anyhow::Result<()> {
 /// peers speak the PROXY protocol.
 struct Limits {
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections served at once.
+    total: usize,
     per_source: usize,
     /// Open connections per client address.
     open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
@@ -578,7 +584,7 @@ async fn accept_loop(
     shutdown_rx: watch::Receiver<bool>,
     limits: Arc<Limits>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(limits.total));
     let mut tasks = tokio::task::JoinSet::new();
     let mut stop = shutdown_rx.clone();
     let stopped = async move {

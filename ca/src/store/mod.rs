@@ -555,6 +555,19 @@ pub trait Store: Send + Sync {
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Takes this replica's turn to change the model (blocking, at most `wait`): while
+    /// it holds the turn no other replica commits a change, so what it follows, plans
+    /// and commits cannot go stale. Without a turn (a store with one writer, or `wait`
+    /// passed because another replica holds it too long, e.g. frozen) the commit still
+    /// checks that nothing came first ([`StoreError::Stale`]). Optimistic commits alone
+    /// starve under a burst of changes on several replicas (a fleet enrolling at once):
+    /// whoever waits on the log's lock finds it moved and plans again, every time.
+    /// Returns whether the turn was taken; [`Store::end_turn`] gives it back.
+    fn take_turn(&self, _wait: std::time::Duration) -> bool {
+        false
+    }
+    /// Gives back the turn [`Store::take_turn`] took.
+    fn end_turn(&self) {}
 }
 
 /// One change set another replica committed.

@@ -52,6 +52,8 @@ const SNAPSHOT_EVERY: i64 = 500;
 const FOLLOW_BATCH: i64 = 1000;
 /// The channel commits notify.
 const CHANNEL: &str = "smith_changes";
+/// The advisory lock of the turn to change the model ("smith-tu" in ASCII).
+const TURN_LOCK: i64 = 0x736d_6974_682d_7475;
 
 /// The format of the change log entries and snapshots this smith-ca writes, and the
 /// highest it reads. A release whose changes or model an older one would read
@@ -113,6 +115,9 @@ pub struct PgStore {
     main: Mutex<Option<::postgres::Client>>,
     /// `LISTEN smith_changes`.
     listen: Mutex<Option<::postgres::Client>>,
+    /// The session holding this replica's turn to change the model (an advisory lock;
+    /// it dies with the session, so a killed replica never keeps it).
+    turn: Mutex<Option<::postgres::Client>>,
     mirror: Mutex<Mirror>,
     /// The highest log entry this replica knows exists (notifications, issuance batches).
     seen_head: Arc<AtomicU64>,
@@ -177,6 +182,7 @@ impl PgStore {
             connector,
             main: Mutex::new(Some(client)),
             listen: Mutex::new(None),
+            turn: Mutex::new(None),
             mirror: Mutex::new(Mirror {
                 model: None,
                 applied: 0,
@@ -901,6 +907,46 @@ impl Store for PgStore {
         self.with(|c| {
             c.simple_query("SELECT 1").map_err(pg_error)?;
             Ok(())
+        })
+    }
+
+    fn take_turn(&self, wait: Duration) -> bool {
+        off_runtime(|| {
+            let mut slot = lock(&self.turn);
+            if slot.is_none() {
+                *slot = self.connector.connect().ok();
+            }
+            let Some(c) = slot.as_mut() else {
+                return false;
+            };
+            // lock_timeout bounds the wait (advisory locks obey it): a replica frozen
+            // while it holds the turn delays the others by `wait`, no more.
+            let sql = format!(
+                "SET lock_timeout = {}; SELECT pg_advisory_lock({TURN_LOCK})",
+                wait.as_millis().max(1)
+            );
+            match c.batch_execute(&sql) {
+                Ok(()) => true,
+                Err(e) => {
+                    if e.is_closed() || e.as_db_error().is_none() {
+                        *slot = None;
+                    }
+                    false
+                }
+            }
+        })
+    }
+
+    fn end_turn(&self) {
+        off_runtime(|| {
+            let mut slot = lock(&self.turn);
+            if let Some(c) = slot.as_mut() {
+                let sql = format!("SELECT pg_advisory_unlock({TURN_LOCK})");
+                if c.batch_execute(&sql).is_err() {
+                    // A session that cannot unlock is dropped: the lock goes with it.
+                    *slot = None;
+                }
+            }
         })
     }
 }

@@ -153,4 +153,19 @@ impl Api {
         };
         Ok(self.client.host_token(&body).await?.token)
     }
+
+    /// One enrollment token good for `uses` hosts named `pattern` (`*.DOMAIN`), as an
+    /// autoscaling group gets.
+    pub async fn shared_host_token(&self, tags: &str, pattern: &str, uses: u32) -> Result<String> {
+        let body = HostTokenRequestNamed {
+            request: HostTokenRequest {
+                tags: Tags::parse(tags).map_err(|e| anyhow!("tags {tags}: {e}"))?,
+                ttl_secs: 3600,
+            },
+            ssh_names: vec![],
+            names: vec![HostPattern::parse(pattern).map_err(|e| anyhow!("{pattern}: {e}"))?],
+            uses: Some(uses),
+        };
+        Ok(self.client.host_token(&body).await?.token)
+    }
 }

@@ -41,7 +41,8 @@ pub enum Part {
     Login,
     /// Certificate issuance over HTTPS (1/16/64 clients) vs ssh-keygen -s.
     Ca,
-    /// remove-member → visible on 1/100/1000 simulated hosts and on a real host.
+    /// remove-member → visible on 1/100/1000 simulated hosts, on 1,000/10,000 spread over
+    /// three PostgreSQL replicas, and on a real host.
     Propagation,
     /// A 10,000-user grant applied by a real smith-hostd; its RSS and idle CPU.
     Apply,
@@ -177,6 +178,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     util::install_interrupt_cleanup();
+    // Simulated hosts hold a socket each, and so do the CAs they sync from.
+    util::raise_fd_limit();
     let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
     let xtask = std::env::current_exe()?;
     let work = workspace_target().join(format!("bench/run-{}", std::process::id()));
@@ -234,6 +237,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 &mut failed,
                 "CA replicas (PostgreSQL)",
                 replicas::run(&release, &work, args.quick),
+            );
+        }
+        if want(Part::Propagation) {
+            part(
+                &mut figs,
+                &mut failed,
+                "Propagation",
+                replicas::propagation(&release, &work, args.quick),
             );
         }
     }

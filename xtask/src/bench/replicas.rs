@@ -43,6 +43,31 @@ struct Setup {
     measured: usize,
 }
 
+/// Replicas serving the propagation part's simulated hosts.
+const PROPAGATION_REPLICAS: usize = 3;
+
+/// Part `propagation` over replicas: a fresh database, three replicas, and
+/// [`super::propagation::run_replicas`] with 1,000 and 10,000 hosts spread over them.
+pub fn propagation(release: &Path, work: &Path, quick: bool) -> Result<Vec<Figure>> {
+    progress("propagation (replicas): starting PostgreSQL");
+    let pg =
+        PgServer::start().context("starting PostgreSQL (is the postgresql package installed?)")?;
+    let url = pg.create_database();
+    let dir = work.join("propagation-pg");
+    let first = LocalCa::start_with(release, &dir.join("r0"), &["--database", &url], &[])?;
+    let mut replicas = vec![first];
+    for r in 1..PROPAGATION_REPLICAS {
+        let rep = replicas[0].replica(release, &dir.join(format!("r{r}")))?;
+        replicas.push(rep);
+    }
+    let pg_pid = pg.pid().unwrap_or(0);
+    let db_cpu = move || tree_cpu(pg_pid);
+    let figs = super::propagation::run_replicas(&replicas, &db_cpu, quick);
+    drop(replicas);
+    pg.stop_immediate();
+    figs
+}
+
 /// CPU seconds of `pid` and its children (the postmaster and its backends).
 fn tree_cpu(pid: u32) -> f64 {
     let mut total = cpu_secs(pid).unwrap_or(0.0);

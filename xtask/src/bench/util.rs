@@ -230,6 +230,22 @@ fn cleanup_registered() {
     }
 }
 
+/// Ten thousand hosts are ten thousand sockets in this process (and a third of that in
+/// each replica, which inherits the limit): the soft limit goes up to the hard one.
+pub fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -317,6 +317,7 @@ mod tests {
             "shutting_down",
             "unavailable",
             "signer_unavailable",
+            "upgrade_required",
             "internal",
         ];
         let now: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();

@@ -90,15 +90,21 @@ pub fn run(cfg: &Effective, args: CertArgs, cred: &Credential) -> anyhow::Result
         oidc_nonce: cred.nonce(),
     }) {
         Ok(r) => r,
-        Err(ClientError::Status {
-            status,
-            wire_code,
-            message,
-            ..
-        }) if (400..500).contains(&status) => {
-            return Err(Denied(format!("the CA refused ({wire_code}): {message}")).into());
-        }
-        Err(e) => return Err(e.into()),
+        // A kept sign-in the CA finds over: "sign in again", not a bare refusal.
+        Err(e) => match crate::login::sign_in_refused(cfg, cred, &e) {
+            Some(over) => return Err(over),
+            None => match e {
+                ClientError::Status {
+                    status,
+                    wire_code,
+                    message,
+                    ..
+                } if (400..500).contains(&status) => {
+                    return Err(Denied(format!("the CA refused ({wire_code}): {message}")).into());
+                }
+                e => return Err(e.into()),
+            },
+        },
     };
     let cert = Certificate::from_openssh(&resp.certificate)
         .context("the CA sent a certificate this client cannot read")?;

@@ -96,6 +96,15 @@ fn lock(dir: &Path, profile: &str) -> Option<RenewLock> {
     }
 }
 
+/// `s` as it is kept, not renewed.
+fn as_kept(s: Stored) -> Result<Option<Fresh>, SessionError> {
+    Ok(Some(Fresh {
+        stored: s,
+        renewed: false,
+        not_kept: None,
+    }))
+}
+
 /// The sign-in of `profile` at `ca_url` kept in `store`, renewed first if its ID token is
 /// (nearly) expired. `Ok(None)`: nothing kept. `lock_dir`: where concurrent runs
 /// coordinate (none: no coordination).
@@ -110,20 +119,12 @@ pub fn fresh(
         return Ok(None);
     };
     if !needs_renewal(&s, now) {
-        return Ok(Some(Fresh {
-            stored: s,
-            renewed: false,
-            not_kept: None,
-        }));
+        return as_kept(s);
     }
     if s.refresh.is_none() {
         if s.expires_at > now {
             // Nearly expired, nothing to renew it with: it may still do.
-            return Ok(Some(Fresh {
-                stored: s,
-                renewed: false,
-                not_kept: None,
-            }));
+            return as_kept(s);
         }
         return Err(SessionError::Expired {
             at: humantime::format_rfc3339_seconds(
@@ -140,11 +141,7 @@ pub fn fresh(
         return Ok(None);
     };
     if !needs_renewal(&s, now) {
-        return Ok(Some(Fresh {
-            stored: s,
-            renewed: false,
-            not_kept: None,
-        }));
+        return as_kept(s);
     }
     let Some(r) = s.refresh.clone() else {
         return fresh(store, profile, ca_url, None);
@@ -163,14 +160,8 @@ pub fn fresh(
     );
     let got = match renewed {
         Ok(g) => g,
-        Err(RefreshError::Unreachable { .. }) if s.expires_at > now => {
-            // Not expired yet: use it while the provider does not answer.
-            return Ok(Some(Fresh {
-                stored: s,
-                renewed: false,
-                not_kept: None,
-            }));
-        }
+        // Not expired yet: use it while the provider does not answer.
+        Err(RefreshError::Unreachable { .. }) if s.expires_at > now => return as_kept(s),
         Err(e) => {
             let ended = !matches!(e, RefreshError::Unreachable { .. });
             if ended {

@@ -172,6 +172,10 @@ error_codes! {
     OidcTokenTooOld = "oidc_token_too_old",
     /// The signed-in person is not in the IdP group of the CA's admins.
     OidcNotAdmin = "oidc_not_admin",
+    /// The person signed in at the IdP (the ID token's `auth_time`, else its `iat`) longer
+    /// ago than the CA accepts (`max_sign_in_age`), however fresh the token: a renewal
+    /// with a refresh token does not extend a sign-in; sign in again.
+    OidcSignInTooOld = "oidc_sign_in_too_old",
 
     // Audit uploads.
     AuditChainBroken = "audit_chain_broken",
@@ -311,6 +315,7 @@ mod tests {
             "oidc_not_bound",
             "oidc_token_too_old",
             "oidc_not_admin",
+            "oidc_sign_in_too_old",
             "audit_chain_broken",
             "audit_replay",
             "overloaded",

@@ -80,6 +80,13 @@ pub struct AuthConfig {
     pub username_claim: Option<String>,
     #[serde(default)]
     pub groups_claim: Option<String>,
+    /// How long a sign-in at the provider lasts for this CA (`[oidc] max_sign_in_age`):
+    /// ID tokens whose `auth_time` is older are refused, however they were renewed.
+    /// `smith login` asks the provider for `max_age` of this many seconds (so it signs
+    /// the person in again when its own session is older) and keeps a refresh token no
+    /// longer. Absent from older CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sign_in_age_secs: Option<u64>,
 }
 
 /// `GET /v1/health` (public). The version and counters only for the admin token: an

@@ -124,7 +124,9 @@ pub fn login(c: &Client, ca_url: &str, args: LoginArgs) -> anyhow::Result<()> {
         ),
         _ => anyhow::Error::from(e),
     })?;
-    let provider = oidc::Provider::discover(&ac.issuer, &ac.client_id, ac.scopes.clone())?;
+    // `max_age`: an IdP session older than the CA accepts signs the admin in again.
+    let provider = oidc::Provider::discover(&ac.issuer, &ac.client_id, ac.scopes.clone())?
+        .with_max_age(ac.max_sign_in_age_secs);
     let sign_in = if args.device {
         provider.device_flow(&|uri, code, complete| {
             eprintln!("To sign in, open {uri} and enter the code {code}");

@@ -54,6 +54,11 @@ pub struct Denied {
 
 /// A client error as `smith` reports it: a refusal of the CA as [`Denied`] (exit code
 /// [`EXIT_DENIED`]), anything else as it is.
+/// [`refusal`], except that a kept sign-in the CA finds over says "sign in again".
+fn refused(cfg: &Effective, cred: &Credential, e: ClientError) -> anyhow::Error {
+    crate::login::sign_in_refused(cfg, cred, &e).unwrap_or_else(|| refusal(e))
+}
+
 pub fn refusal(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Status {
@@ -149,7 +154,7 @@ pub fn issue(
                     reason: args.reason.clone(),
                     oidc_nonce: cred.nonce(),
                 })
-                .map_err(refusal)?;
+                .map_err(|e| refused(cfg, cred, e))?;
             (r, None)
         }
         Some(h) => {
@@ -170,7 +175,7 @@ pub fn issue(
                         "this CA does not issue certificates for a host (it predates them): \
                          upgrade it, or ask with --scope"
                     ),
-                    e => refusal(e),
+                    e => refused(cfg, cred, e),
                 })?;
             (r.cert.clone(), Some(r))
         }

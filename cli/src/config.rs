@@ -8,7 +8,8 @@
 //!
 //! The credential for the CA ([`Effective::credential`]): a token from the flag or
 //! `SMITH_TOKEN` first, else the ID token `smith login` kept in the kernel keyring for
-//! this profile and CA (with its nonce).
+//! this profile and CA (with its nonce), renewed with the kept refresh token when it
+//! expired (see [`crate::login::kept_credential`]).
 //!
 //! Must never: read a token from a file, or print a token (only whether one is set).
 
@@ -223,25 +224,7 @@ impl Effective {
         if let Some(t) = &self.token.value {
             return Ok(Credential::Token(t.clone()));
         }
-        let url = self.ca_url()?;
-        let profile = self.profile();
-        match crate::keyring::load(profile, &url)? {
-            Some(s) if s.expires_at > crate::oidc::now() => Ok(Credential::IdToken {
-                token: s.id_token,
-                nonce: s.nonce,
-            }),
-            Some(s) => anyhow::bail!(
-                "your sign-in (profile '{profile}') expired at {}; run `smith login`",
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.expires_at)
-                )
-            ),
-            None => anyhow::bail!(
-                "not signed in: run `smith login` (profile '{profile}', CA {url}; a sign-in \
-                 that expired is forgotten), or pass --token / set SMITH_TOKEN (your admin mints \
-                 one with `smith-ca admin user token NAME`)"
-            ),
-        }
+        crate::login::kept_credential(self.profile(), &self.ca_url()?)
     }
 
     /// A pinned client for the CA with `token` as the bearer (or none).

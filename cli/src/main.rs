@@ -101,7 +101,10 @@ enum Cmd {
     /// Sign in with your identity provider (the one the CA names). Opens a browser (or
     /// prints the URL) for the authorization code flow with PKCE and a loopback redirect;
     /// --device signs in from a machine without a browser. The ID token is kept in your
-    /// kernel keyring (never a file) until it expires; `smith cert` then uses it.
+    /// kernel keyring (never a file) until it expires; `smith cert` then uses it. Where
+    /// the provider issues a refresh token (the CA's scopes include offline_access), it is
+    /// kept beside it and `smith cert` renews the ID token without the browser until the
+    /// provider refuses or the sign-in is older than the CA accepts (default 12h).
     Login {
         /// Use the device flow: print a URL and a code to enter on any other device.
         #[arg(long)]
@@ -123,7 +126,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Forget this profile's sign-in (the ID token in the kernel keyring).
+    /// Forget this profile's sign-in (the tokens in the kernel keyring), revoking its
+    /// refresh token at the provider.
     Logout,
     /// Get a certificate for a fresh key and add both to the ssh-agent. Uses --token /
     /// SMITH_TOKEN if set, else your `smith login` sign-in.

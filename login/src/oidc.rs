@@ -1,6 +1,13 @@
 //! The OpenID Connect client side of `smith login`: discovery, the authorization code
 //! flow with PKCE (S256) and a loopback redirect (RFC 8252), and the device flow
-//! (RFC 8628), ending with an ID token.
+//! (RFC 8628), ending with an ID token and, when the provider issues one, a refresh
+//! token; and the renewal of an ID token with that refresh token ([`refresh`], OIDC Core
+//! 12), bounded to a few seconds.
+//!
+//! The authorization request carries `max_age` when the CA has a maximum sign-in age, so
+//! that a provider whose own session is older signs the person in again (and, per OIDC
+//! Core 3.1.2.1, puts `auth_time` in the ID token, which the CA checks), and
+//! `prompt=consent` when the scopes ask for `offline_access` (OIDC Core 11).
 //!
 //! The CA verifies the ID token (signature, issuer, audience, expiry, nonce); this module
 //! only checks what the client itself must: the `state` of the redirect, the `iss`
@@ -54,15 +61,37 @@ pub struct Discovery {
     pub token_endpoint: String,
     #[serde(default)]
     pub device_authorization_endpoint: Option<String>,
+    /// RFC 7009 token revocation (`smith logout` revokes the refresh token there).
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
 }
 
 /// What a sign-in yields.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SignIn {
     pub id_token: String,
     /// The nonce sent in the authorization request (the CA compares it with the token's).
     pub nonce: Option<String>,
     pub claims: Claims,
+    /// The refresh token, when the provider issued one (commonly only for the
+    /// `offline_access` scope).
+    pub refresh_token: Option<String>,
+    /// `refresh_expires_in` when the provider says how long the refresh token lives
+    /// (Keycloak does; the standard has no such field).
+    pub refresh_expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("id_token", &"(hidden)")
+            .field("claims", &self.claims)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "(hidden)"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// The claims `smith` shows (read without verification: the CA verifies).
@@ -72,6 +101,11 @@ pub struct Claims {
     pub sub: String,
     #[serde(default)]
     pub exp: u64,
+    #[serde(default)]
+    pub iat: u64,
+    /// When the person authenticated at the provider (kept by renewals).
+    #[serde(default)]
+    pub auth_time: Option<u64>,
     #[serde(default)]
     pub nonce: Option<String>,
     #[serde(default)]
@@ -86,6 +120,18 @@ impl Claims {
             .get(claim)
             .and_then(|v| v.as_str())
             .map(str::to_string)
+    }
+    /// The `aud` claim's values (a string or an array).
+    pub fn audiences(&self) -> Vec<String> {
+        match self.other.get("aud") {
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(str::to_string)
+                .collect(),
+            _ => vec![],
+        }
     }
     pub fn groups(&self, claim: &str) -> Vec<String> {
         match self.other.get(claim) {
@@ -124,6 +170,11 @@ pub fn is_loopback(u: &url::Url) -> bool {
 
 /// An HTTP client for the provider: system roots (plus `SMITH_OIDC_CA_FILE` if set).
 pub fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
+    http_client_with(HTTP_TIMEOUT)
+}
+
+/// [`http_client`] whose requests give up after `timeout` (connecting: at most 3 s).
+pub fn http_client_with(timeout: Duration) -> anyhow::Result<reqwest::blocking::Client> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(c);
@@ -142,8 +193,8 @@ pub fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
         .with_no_client_auth();
     Ok(reqwest::blocking::Client::builder()
         .use_preconfigured_tls(tls)
-        .timeout(HTTP_TIMEOUT)
-        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(3)))
         .user_agent(concat!("smith/", env!("CARGO_PKG_VERSION")))
         .build()?)
 }
@@ -153,6 +204,9 @@ pub struct Provider {
     pub disco: Discovery,
     pub client_id: String,
     pub scopes: Vec<String>,
+    /// `max_age` for the authorization request (seconds), from the CA's maximum sign-in
+    /// age.
+    pub max_age: Option<u64>,
 }
 
 fn check_scheme(what: &str, s: &str, issuer_is_http: bool) -> anyhow::Result<url::Url> {
@@ -213,12 +267,22 @@ impl Provider {
         if let Some(d) = &disco.device_authorization_endpoint {
             check_scheme("device_authorization_endpoint", d, plain)?;
         }
+        if let Some(d) = &disco.revocation_endpoint {
+            check_scheme("revocation_endpoint", d, plain)?;
+        }
         Ok(Provider {
             http,
             disco,
             client_id: client_id.to_string(),
             scopes,
+            max_age: None,
         })
+    }
+
+    /// Asks the provider for a sign-in no older than `secs` (`max_age`).
+    pub fn with_max_age(mut self, secs: Option<u64>) -> Provider {
+        self.max_age = secs;
+        self
     }
 
     fn token_request(
@@ -272,6 +336,11 @@ impl Provider {
             id_token,
             nonce,
             claims,
+            refresh_token: body["refresh_token"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            refresh_expires_in: body["refresh_expires_in"].as_u64().filter(|s| *s > 0),
         })
     }
 
@@ -294,6 +363,14 @@ impl Provider {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &challenge(&verifier))
             .append_pair("code_challenge_method", "S256");
+        if let Some(m) = self.max_age {
+            url.query_pairs_mut().append_pair("max_age", &m.to_string());
+        }
+        // OIDC Core 11: a request for offline access (a refresh token) must ask for
+        // consent; providers that grant it by policy show the page or skip it.
+        if self.scopes.iter().any(|s| s == "offline_access") {
+            url.query_pairs_mut().append_pair("prompt", "consent");
+        }
         show(url.as_str());
         let code = wait_for_code(&listener, &state, &self.disco.issuer, timeout)?;
         let body = self
@@ -376,6 +453,154 @@ impl Provider {
             }
         }
     }
+}
+
+/// Why a renewal with a refresh token failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider refused the refresh token (`invalid_grant`: revoked, expired, already
+    /// used, or the person disabled at the provider): the sign-in is over.
+    #[error("the identity provider refused to renew your sign-in ({error}: {description})")]
+    Refused { error: String, description: String },
+    /// No answer in time, or not an answer from a token endpoint.
+    #[error("cannot renew your sign-in at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    /// An answer that is not a renewal of this sign-in.
+    #[error("the identity provider's renewed ID token {0}")]
+    Invalid(String),
+}
+
+/// What the token endpoint gave for a refresh token.
+#[derive(Clone)]
+pub struct Refreshed {
+    pub id_token: String,
+    pub claims: Claims,
+    /// A new refresh token (rotation), or none: the old one stays valid.
+    pub refresh_token: Option<String>,
+}
+
+/// What a renewed ID token must match (OIDC Core 12.2: same issuer, subject and client).
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub subject: &'a str,
+    pub now: u64,
+}
+
+/// Checks a renewed ID token's claims against the sign-in it renews. Its signature is the
+/// CA's to verify (as for the first one); a nonce does not apply to renewals.
+pub fn check_renewed(c: &Claims, e: &Expect) -> Result<(), RefreshError> {
+    let iss = c.string("iss").unwrap_or_default();
+    if iss != e.issuer {
+        return Err(RefreshError::Invalid(format!(
+            "comes from issuer '{}', not '{}'",
+            iss.escape_debug(),
+            e.issuer
+        )));
+    }
+    if !c.audiences().iter().any(|a| a == e.client_id) {
+        return Err(RefreshError::Invalid(format!(
+            "is not meant for the client '{}'",
+            e.client_id
+        )));
+    }
+    if let Some(azp) = c.string("azp").filter(|a| a != e.client_id) {
+        return Err(RefreshError::Invalid(format!(
+            "was issued to the client '{}' (azp)",
+            azp.escape_debug()
+        )));
+    }
+    if c.sub != e.subject {
+        return Err(RefreshError::Invalid(format!(
+            "names another person (sub '{}', signed in as '{}')",
+            c.sub.escape_debug(),
+            e.subject
+        )));
+    }
+    if c.exp <= e.now {
+        return Err(RefreshError::Invalid(
+            "is already expired; check this machine's clock".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Trades `refresh_token` at `token_endpoint` for a new ID token (one request with
+/// `http`'s bounded timeout), checked with [`check_renewed`].
+pub fn refresh(
+    http: &reqwest::blocking::Client,
+    token_endpoint: &str,
+    refresh_token: &str,
+    expect: &Expect,
+) -> Result<Refreshed, RefreshError> {
+    let unreachable = |reason: String| RefreshError::Unreachable {
+        endpoint: token_endpoint.to_string(),
+        reason,
+    };
+    let resp = http
+        .post(token_endpoint)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", expect.client_id),
+        ])
+        .send()
+        .map_err(|e| unreachable(smith_api::client::error_chain(&e)))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        return match body["error"].as_str() {
+            // RFC 6749 5.2: the grant is no good any more (or this client is not allowed it).
+            Some(e @ ("invalid_grant" | "unauthorized_client" | "invalid_client")) => {
+                Err(RefreshError::Refused {
+                    error: e.to_string(),
+                    description: body["error_description"]
+                        .as_str()
+                        .unwrap_or("no description")
+                        .chars()
+                        .take(200)
+                        .collect(),
+                })
+            }
+            _ => Err(unreachable(format!("HTTP {status}"))),
+        };
+    }
+    let id_token = body["id_token"]
+        .as_str()
+        .ok_or_else(|| RefreshError::Invalid("is missing (no id_token in the answer)".into()))?
+        .to_string();
+    let claims = peek(&id_token).map_err(|e| RefreshError::Invalid(format!("{e:#}")))?;
+    check_renewed(&claims, expect)?;
+    Ok(Refreshed {
+        id_token,
+        claims,
+        refresh_token: body["refresh_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+    })
+}
+
+/// Revokes `token` (a refresh token) at the provider's RFC 7009 endpoint; best effort.
+pub fn revoke(
+    http: &reqwest::blocking::Client,
+    endpoint: &str,
+    client_id: &str,
+    token: &str,
+) -> anyhow::Result<()> {
+    let resp = http
+        .post(endpoint)
+        .form(&[
+            ("token", token),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", client_id),
+        ])
+        .send()
+        .map_err(|e| anyhow!("{}", smith_api::client::error_chain(&e)))?;
+    if !resp.status().is_success() {
+        bail!("the provider answered {}", resp.status());
+    }
+    Ok(())
 }
 
 const PAGE_OK: &str = "<!doctype html><meta charset=utf-8><title>Smith</title>\
@@ -552,6 +777,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("access_denied"));
+    }
+
+    #[test]
+    fn a_renewed_token_must_be_of_the_same_person_issuer_and_client() {
+        let claims = |v: serde_json::Value| -> Claims { serde_json::from_value(v).unwrap() };
+        let good = serde_json::json!({"iss": "https://idp", "aud": ["smith"], "sub": "alice-1",
+                                      "exp": 200, "iat": 100, "auth_time": 50});
+        let e = Expect {
+            issuer: "https://idp",
+            client_id: "smith",
+            subject: "alice-1",
+            now: 150,
+        };
+        assert!(check_renewed(&claims(good.clone()), &e).is_ok());
+        assert_eq!(claims(good.clone()).auth_time, Some(50));
+        for (k, v, why) in [
+            ("sub", serde_json::json!("oscar-2"), "another person"),
+            ("iss", serde_json::json!("https://evil"), "issuer"),
+            ("aud", serde_json::json!("other"), "client"),
+            ("azp", serde_json::json!("other"), "azp"),
+            ("exp", serde_json::json!(140), "expired"),
+        ] {
+            let mut c = good.clone();
+            c[k] = v;
+            let err = check_renewed(&claims(c), &e).unwrap_err().to_string();
+            assert!(err.contains(why), "{k}: {err}");
+        }
     }
 
     #[test]

@@ -1298,4 +1298,40 @@ impl Client {
         c.args(&argv[1..]);
         outcome(c, DEFAULT_TIMEOUT)
     }
+
+    /// `smith login --no-browser`, completed by a scripted browser in the LAN signing in
+    /// at the test OpenID Provider as `account` (its `sub`). Returns smith's stdout.
+    pub fn sign_in(&self, account: &str) -> Result<String> {
+        let mut child = self.spawn_smith(&["login", "--no-browser"])?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut reader = BufReader::new(stderr);
+        let mut seen = String::new();
+        let url = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("smith login ended before printing a URL: {seen}");
+            }
+            seen.push_str(&line);
+            if let Some(u) = crate::oidc::login_url(&seen) {
+                break u;
+            }
+        };
+        let drain = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+            rest
+        });
+        crate::oidc::Browser::in_netns(&self.lan_ns)
+            .sign_in(&url, account, true)
+            .map_err(anyhow::Error::msg)?;
+        let out = child.wait_with_output()?;
+        let err = drain.join().unwrap_or_default();
+        if !out.status.success() {
+            bail!(
+                "smith login failed: {}{err}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }

@@ -13,6 +13,10 @@
 //! // or, for `smith login --device`: device_prompt() on its stderr, then
 //! Browser::new().device(&uri, &code, "alice-0001")?;
 //! // an ID token directly (CA tests): id_token(&op, "smith", "alice-0001", Some("nonce"))
+//! // what the provider saw (a renewal must not open the browser):
+//! op.counts()?.authorization;
+//! // the person disabled at the provider (renewals refused), a refresh token revoked:
+//! op.disable("alice-0001")?; op.revoke(&refresh_token)?;
 //! ```
 //! The provider needs `node` (>= 20) and its npm packages: [`ensure_installed`] runs
 //! `npm ci` in `tests/oidc` once (under a lock) when `node_modules` is missing. Requests
@@ -150,6 +154,8 @@ pub struct Account {
     pub preferred_username: String,
     pub name: String,
     pub groups: Vec<String>,
+    /// Disabled at the provider: no sign-in, no renewal.
+    pub disabled: bool,
 }
 
 impl Account {
@@ -159,7 +165,30 @@ impl Account {
             preferred_username: user.into(),
             name: format!("{user} Example"),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            disabled: false,
         }
+    }
+}
+
+/// What the provider counted since it started (`GET /__test/counts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests to the authorization endpoint: browser sign-ins started.
+    pub authorization: u64,
+    /// Requests to its login and consent pages.
+    pub interaction: u64,
+    /// Token endpoint successes by grant type (`authorization_code`, `refresh_token`, ...).
+    pub grants: std::collections::BTreeMap<String, u64>,
+    /// Token endpoint refusals by grant type.
+    pub grant_errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl Counts {
+    pub fn grants(&self, grant_type: &str) -> u64 {
+        self.grants.get(grant_type).copied().unwrap_or(0)
+    }
+    pub fn grant_errors(&self, grant_type: &str) -> u64 {
+        self.grant_errors.get(grant_type).copied().unwrap_or(0)
     }
 }
 
@@ -171,6 +200,9 @@ pub struct ProviderOptions {
     pub accounts: Vec<Account>,
     /// ID token lifetime in seconds (provider default 600).
     pub id_token_ttl: Option<u64>,
+    /// Refresh token lifetime in seconds (provider default 86400). Refresh tokens are
+    /// issued only when the client asks for the `offline_access` scope.
+    pub refresh_token_ttl: Option<u64>,
     /// Run the provider inside this network namespace (the fleet's LAN).
     pub netns: Option<String>,
 }
@@ -181,6 +213,7 @@ impl Default for ProviderOptions {
             listen: "127.0.0.1:0".into(),
             accounts: vec![],
             id_token_ttl: None,
+            refresh_token_ttl: None,
             netns: None,
         }
     }
@@ -224,7 +257,7 @@ impl Provider {
                 serde_json::json!({
                     "sub": a.sub, "preferred_username": a.preferred_username,
                     "name": a.name, "email": format!("{}@example.com", a.preferred_username),
-                    "groups": a.groups,
+                    "groups": a.groups, "disabled": a.disabled,
                 })
             })
             .collect();
@@ -245,6 +278,9 @@ impl Provider {
         }
         if let Some(t) = self.opts.id_token_ttl {
             cmd.args(["--id-token-ttl", &t.to_string()]);
+        }
+        if let Some(t) = self.opts.refresh_token_ttl {
+            cmd.args(["--refresh-token-ttl", &t.to_string()]);
         }
         if rotate {
             cmd.arg("--rotate");
@@ -319,6 +355,70 @@ impl Provider {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.scratch.0.join("provider.log")).unwrap_or_default()
+    }
+
+    fn browser(&self) -> Browser {
+        match &self.opts.netns {
+            Some(ns) => Browser::in_netns(ns),
+            None => Browser::new(),
+        }
+    }
+
+    /// What the provider counted since it started: browser sign-ins, token grants.
+    pub fn counts(&self) -> Result<Counts, String> {
+        let a = self
+            .browser()
+            .request(&format!("http://{}/__test/counts", self.addr), &[])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&a.body).map_err(|e| format!("{e}: {}", a.body))?;
+        let map = |k: &str| {
+            v[k].as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(g, n)| (g.clone(), n.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Counts {
+            authorization: v["authorization"].as_u64().unwrap_or(0),
+            interaction: v["interaction"].as_u64().unwrap_or(0),
+            grants: map("grants"),
+            grant_errors: map("grant_errors"),
+        })
+    }
+
+    /// Disables the account `sub` at the provider (it reads its accounts file again): no
+    /// more sign-ins, and its refresh tokens are refused. Needs explicit `accounts`.
+    pub fn disable(&mut self, sub: &str) -> Result<(), String> {
+        let acct = self
+            .opts
+            .accounts
+            .iter_mut()
+            .find(|a| a.sub == sub)
+            .ok_or_else(|| format!("no account {sub} among the provider's explicit accounts"))?;
+        acct.disabled = true;
+        let f = self.scratch.0.join("accounts.json");
+        // A new file renamed over the old one: the provider never reads half of it.
+        let tmp = self.scratch.0.join("accounts.json.new");
+        std::fs::write(&tmp, self.accounts_json()).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &f).map_err(|e| e.to_string())
+    }
+
+    /// Revokes a refresh token at the provider (RFC 7009, as client `smith`).
+    pub fn revoke(&self, refresh_token: &str) -> Result<(), String> {
+        let a = self.browser().request(
+            &format!("{}/token/revocation", self.issuer),
+            &[
+                ("token", refresh_token),
+                ("token_type_hint", "refresh_token"),
+                ("client_id", "smith"),
+            ],
+        )?;
+        if a.status != 200 {
+            return Err(format!("revocation answered {}: {}", a.status, a.body));
+        }
+        Ok(())
     }
 
     pub fn stop(&mut self) {

@@ -4,50 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use smith_tests::oidc::{self, Browser, Provider, ProviderOptions};
-use smith_tests::{e2e_available, Client, Fleet};
-use std::io::{BufRead, BufReader};
+use smith_tests::oidc::{self, Provider, ProviderOptions};
+use smith_tests::{e2e_available, Fleet};
 use std::time::Duration;
 
 fn json(o: &smith_tests::Outcome) -> Result<Value> {
     serde_json::from_str(o.out()).with_context(|| format!("not JSON: {o}"))
-}
-
-/// `smith login --no-browser`, completed by a scripted browser in the LAN signing in as
-/// `account` (the provider's `sub`).
-fn sign_in(fleet: &Fleet, client: &Client, account: &str) -> Result<String> {
-    let mut child = client.spawn_smith(&["login", "--no-browser"])?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut reader = BufReader::new(stderr);
-    let mut seen = String::new();
-    let url = loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            bail!("smith login ended before printing a URL: {seen}");
-        }
-        seen.push_str(&line);
-        if let Some(u) = oidc::login_url(&seen) {
-            break u;
-        }
-    };
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
-        rest
-    });
-    Browser::in_netns(&fleet.lan_ns)
-        .sign_in(&url, account, true)
-        .map_err(anyhow::Error::msg)?;
-    let out = child.wait_with_output()?;
-    let err = drain.join().unwrap_or_default();
-    ensure!(
-        out.status.success(),
-        "smith login failed: {}{err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The latest issuance decision for `user` in the CA's own audit chain.
@@ -150,7 +114,7 @@ fn alice_signs_in_with_the_idp_and_context_decides() -> Result<()> {
 
     // alice signs in through the provider; her IdP groups say dev.
     let alice = fleet.client("alice")?;
-    let who = sign_in(&fleet, &alice, "alice-0001")?;
+    let who = alice.sign_in("alice-0001")?;
     ensure!(
         who.contains("alice"),
         "smith login does not say who signed in: {who}"

@@ -325,6 +325,7 @@ mod tests {
             nonce: None,
             expires_at: 0,
             issued_at: 0,
+            auth_time: None,
         }
     }
 

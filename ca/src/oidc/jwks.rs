@@ -452,6 +452,7 @@ mod tests {
             jwks_min_refresh: min_refresh,
             external_id_claim: "sub".into(),
             max_token_age: Duration::from_secs(86400),
+            max_sign_in_age: Duration::from_secs(86400),
             admin_groups: vec![],
         })
     }

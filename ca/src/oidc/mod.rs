@@ -8,7 +8,7 @@
 //!   `kid` at most once per `jwks_min_refresh`, the last good keys kept when the IdP is
 //!   down);
 //! - [`verify`]: the checks on one ID token (signature, `iss`, `aud`/`azp`, `exp`, `nbf`,
-//!   `iat`, claims mapping) and the `nonce` rule;
+//!   `iat`, the sign-in's age from `auth_time`, claims mapping) and the `nonce` rule;
 //!
 //! Must never: accept a token whose signature was not verified with a key the
 //! configured issuer publishes, accept a symmetric (`HS*`) or `none` algorithm, block
@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use verify::{IdToken, Refusal, Verifier};
+
+/// `[oidc] max_sign_in_age` when not set: a working day. An engineer signs in once in
+/// the morning; renewals with the refresh token then work until this long after.
+pub const DEFAULT_MAX_SIGN_IN_AGE_SECS: u64 = 12 * 3600;
 
 /// Default scopes `smith login` asks for.
 pub const DEFAULT_SCOPES: &[&str] = &["openid", "profile", "groups"];
@@ -77,6 +81,13 @@ pub struct OidcArgs {
     /// a leaked token. [default: 24h]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub oidc_max_token_age: Option<Duration>,
+    /// Longest a sign-in at the IdP lasts: an ID token whose `auth_time` (when the person
+    /// last authenticated at the IdP; its `iat` when it has none) is older is refused,
+    /// however fresh the token itself is, so renewals with a refresh token end this long
+    /// after the browser sign-in and the engineer signs in again. `smith login` asks the
+    /// IdP for this `max_age`. Also `max_sign_in_age` in [oidc]. [default: 12h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub oidc_max_sign_in_age: Option<Duration>,
     /// An IdP group id (as the groups claim carries it) whose members may sign in as
     /// named admins with `smith-ca admin login` (repeatable). Entra ID: the group's
     /// Object ID.
@@ -99,6 +110,7 @@ pub struct OidcFile {
     pub jwks_min_refresh: Option<String>,
     pub external_id_claim: Option<String>,
     pub max_token_age: Option<String>,
+    pub max_sign_in_age: Option<String>,
     pub admin_groups: Option<Vec<String>>,
 }
 
@@ -132,6 +144,8 @@ pub struct OidcConfig {
     pub external_id_claim: String,
     /// See [`OidcArgs::oidc_max_token_age`].
     pub max_token_age: Duration,
+    /// See [`OidcArgs::oidc_max_sign_in_age`].
+    pub max_sign_in_age: Duration,
     /// See [`OidcArgs::oidc_admin_groups`].
     pub admin_groups: Vec<String>,
 }
@@ -270,6 +284,15 @@ pub fn resolve(args: &OidcArgs, file: Option<&OidcFile>) -> Result<Option<OidcCo
     if max_token_age < Duration::from_secs(5) {
         return Err("the OIDC max token age is at least 5s".into());
     }
+    let max_sign_in_age = dur(
+        args.oidc_max_sign_in_age,
+        f.max_sign_in_age,
+        DEFAULT_MAX_SIGN_IN_AGE_SECS,
+        "max_sign_in_age",
+    )?;
+    if max_sign_in_age < Duration::from_secs(5) {
+        return Err("the OIDC max sign-in age is at least 5s".into());
+    }
     let admin_groups: Vec<String> = if args.oidc_admin_groups.is_empty() {
         f.admin_groups.unwrap_or_default()
     } else {
@@ -296,6 +319,7 @@ pub fn resolve(args: &OidcArgs, file: Option<&OidcFile>) -> Result<Option<OidcCo
         jwks_min_refresh,
         external_id_claim,
         max_token_age,
+        max_sign_in_age,
         admin_groups,
     }))
 }
@@ -330,6 +354,7 @@ mod tests {
         assert_eq!(c.groups_claim, "roles");
         assert_eq!(c.scopes, vec!["openid", "email"]);
         assert_eq!(c.leeway, Duration::from_secs(30));
+        assert_eq!(c.max_sign_in_age, Duration::from_secs(12 * 3600));
         let c = resolve(&OidcArgs::default(), Some(&file)).unwrap().unwrap();
         assert_eq!(c.client_id, "file-client");
         assert!(resolve(&OidcArgs::default(), None).unwrap().is_none());

@@ -6,8 +6,10 @@
 //! `kid`, refreshed once if unknown); `aud` contains the client id; `azp`, when present or
 //! when `aud` has several values, equals the client id; `exp`, `nbf` and `iat` within the
 //! leeway; `iat` no older than the maximum token age (`max_token_age`, generous by
-//! default: a replayed token stops working even if its IdP gave it a long life); `sub`
-//! present. Then the claims are mapped: the configured username claim must be a valid
+//! default: a replayed token stops working even if its IdP gave it a long life); the
+//! sign-in no older than `max_sign_in_age` (default 12h), judged by `auth_time` (when the
+//! person authenticated at the IdP, which a renewal with a refresh token keeps; the
+//! token's `iat` when the IdP sends no `auth_time`); `sub` present. Then the claims are mapped: the configured username claim must be a valid
 //! [`UserName`]; the groups claim's entries are kept as the IdP sends them (group ids:
 //! they reach CA groups only through the admin's mappings); the external-id claim
 //! (default `sub`) is kept for binding to SCIM's `externalId`.
@@ -50,6 +52,8 @@ pub struct IdToken {
     pub nonce: Option<String>,
     pub expires_at: u64,
     pub issued_at: u64,
+    /// When the person authenticated at the IdP (`auth_time`), if the token says.
+    pub auth_time: Option<u64>,
 }
 
 /// Why a token was refused: HTTP status, a stable code, a sentence for the engineer.
@@ -267,6 +271,16 @@ impl Verifier {
                 ),
             ));
         }
+        let auth_time = match claims.get("auth_time") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::OidcMalformed,
+                    "the ID token's 'auth_time' is not a number of seconds",
+                )
+            })?),
+        };
+        check_sign_in_age(auth_time.unwrap_or(iat), now, cfg)?;
         let auds: Vec<&str> = match claims.get("aud") {
             Some(Value::String(s)) => vec![s.as_str()],
             Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
@@ -380,8 +394,35 @@ impl Verifier {
                 .map(str::to_string),
             expires_at: claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0),
             issued_at: iat,
+            auth_time,
         })
     }
+}
+
+/// The sign-in behind a token (at `signed_in`, Unix seconds) is no older than
+/// `max_sign_in_age` and not in the future (both within the leeway).
+fn check_sign_in_age(signed_in: u64, now: u64, cfg: &OidcConfig) -> Result<(), Refusal> {
+    let leeway = cfg.leeway.as_secs();
+    if signed_in > now + leeway {
+        return Err(Refusal::new(
+            ErrorCode::OidcNotYetValid,
+            "the ID token says the sign-in happened in the future (auth_time); check the \
+             clocks of the CA and the IdP",
+        ));
+    }
+    let age = now.saturating_sub(signed_in);
+    if age > cfg.max_sign_in_age.as_secs() + leeway {
+        return Err(Refusal::new(
+            ErrorCode::OidcSignInTooOld,
+            format!(
+                "you signed in at the identity provider {} ago; this CA accepts a sign-in for \
+                 {} (renewals do not extend it); run `smith login` again",
+                humantime::format_duration(std::time::Duration::from_secs(age)),
+                humantime::format_duration(cfg.max_sign_in_age)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn map_error(kind: Option<&ErrorKind>, cfg: &OidcConfig) -> Refusal {
@@ -450,6 +491,7 @@ mod tests {
             jwks_min_refresh: Duration::from_secs(30),
             external_id_claim: "sub".into(),
             max_token_age: Duration::from_secs(3600),
+            max_sign_in_age: Duration::from_secs(3 * 3600),
             admin_groups: vec![],
         }
     }
@@ -526,6 +568,27 @@ mod tests {
         assert_eq!(
             v.check_and_map(claims(c), NOW).unwrap_err().code,
             ErrorCode::OidcTokenTooOld
+        );
+        // A fresh token (a renewal) of a sign-in older than the maximum sign-in age.
+        let mut c = base();
+        c["auth_time"] = json!(NOW - 3 * 3600 - 31);
+        let r = v.check_and_map(claims(c.clone()), NOW).unwrap_err();
+        assert_eq!(r.code, ErrorCode::OidcSignInTooOld);
+        assert!(r.reason.contains("smith login"), "{}", r.reason);
+        c["auth_time"] = json!(NOW - 3 * 3600 + 60);
+        assert_eq!(
+            v.check_and_map(claims(c.clone()), NOW).unwrap().auth_time,
+            Some(NOW - 3 * 3600 + 60)
+        );
+        c["auth_time"] = json!(NOW + 120);
+        assert_eq!(
+            v.check_and_map(claims(c.clone()), NOW).unwrap_err().code,
+            ErrorCode::OidcNotYetValid
+        );
+        c["auth_time"] = json!("yesterday");
+        assert_eq!(
+            v.check_and_map(claims(c), NOW).unwrap_err().code,
+            ErrorCode::OidcMalformed
         );
         let mut c = base();
         c.as_object_mut().unwrap().remove("iat");

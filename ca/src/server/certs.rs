@@ -71,6 +71,7 @@ pub async fn auth_config(State(ca): State<Arc<Ca>>) -> Result<Json<AuthConfig>, 
             scopes: v.cfg.scopes.clone(),
             username_claim: Some(v.cfg.username_claim.clone()),
             groups_claim: Some(v.cfg.groups_claim.clone()),
+            max_sign_in_age_secs: Some(v.cfg.max_sign_in_age.as_secs()),
         })),
         None => Err(ApiError::new(
             ErrorCode::OidcNotConfigured,

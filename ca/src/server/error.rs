@@ -49,6 +49,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::TokenUsed
         | C::TokenRevoked
         | C::OidcTokenTooOld
+        | C::OidcSignInTooOld
         | C::ClientCertRequired
         | C::ClientCertExpired
         | C::ClientCertNotYetValid

@@ -6,6 +6,11 @@
 //!   plain authorized_keys login of a local user whose key is in another agent, to the
 //!   same sshd, alternating A-B-B-A, ratio of medians; `-o ControlMaster=no`, command
 //!   `true`. Diagnostics: the same with `-i` key files.
+//! - `login`, renewal: `ssh HOST true` through the `smith config ssh` block when both the
+//!   certificate (gone from the agent) and the ID token (1 s at the test OpenID Provider)
+//!   have expired, so `smith cert --ensure` renews the ID token with the refresh token
+//!   and gets a certificate before ssh connects; against the same login with a fresh
+//!   certificate in the agent (the check finds it, no network); alternating.
 //! - `propagation` (real host): `group remove-member` at the CA until a process inside
 //!   the host, calling `getpwnam_r` in a loop, stops finding the user.
 //! - `apply`: 10,000 users are created (admin API, in parallel), then one grant makes them
@@ -26,7 +31,8 @@ use super::util::{
 };
 use anyhow::{bail, Context, Result};
 use smith_proto::Level;
-use smith_tests::{Fleet, Host};
+use smith_tests::oidc::{self, Account, Provider, ProviderOptions};
+use smith_tests::{Client, Fleet, Host};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -96,7 +102,31 @@ fn with_fleet(
     xtask: &Path,
     quick: bool,
 ) -> Result<Vec<Figure>> {
-    fleet.start_ca_init_with(user_ca.init_args(), &[])?;
+    // The renewal comparison needs an OpenID Provider in the LAN (default CA only).
+    let idp = if parts.login && user_ca == UserCa::EcdsaP256 {
+        start_idp(fleet)
+    } else {
+        Err(anyhow::anyhow!("not on this fleet"))
+    };
+    let oidc_args: Vec<String> = match &idp {
+        Ok(op) => [
+            "--oidc-issuer",
+            &op.issuer,
+            "--oidc-client-id",
+            "smith",
+            "--oidc-allow-http",
+            "--oidc-scopes",
+            "openid profile groups offline_access",
+            "--oidc-leeway",
+            "0s",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect(),
+        Err(_) => vec![],
+    };
+    let oidc_args: Vec<&str> = oidc_args.iter().map(String::as_str).collect();
+    fleet.start_ca_init_with(user_ca.init_args(), &oidc_args)?;
     for args in [
         vec!["group", "add", GROUP],
         vec!["user", "add", "alice", "--groups", GROUP],
@@ -129,6 +159,16 @@ fn with_fleet(
     let mut figs = Vec::new();
     if parts.login {
         figs.extend(login(fleet, &rt, &api, user_ca, xtask, quick)?);
+        match &idp {
+            Ok(op) => figs.push(
+                renewal(fleet, op, quick)
+                    .unwrap_or_else(|e| Figure::missing("Login", RENEWAL, format!("{e:#}"))),
+            ),
+            Err(e) if user_ca == UserCa::EcdsaP256 => {
+                figs.push(Figure::missing("Login", RENEWAL, format!("{e:#}")))
+            }
+            Err(_) => {}
+        }
     }
     if parts.propagation {
         figs.extend(real_propagation(fleet, &rt, &api, xtask, quick)?);
@@ -331,6 +371,129 @@ fn login(
         Err(e) => figs.push(Figure::missing("Login", "breakdown", format!("{e:#}"))),
     }
     Ok(figs)
+}
+
+// --- login with a renewal ----------------------------------------------------------------
+
+const RENEWAL: &str =
+    "ssh HOST true, certificate and ID token expired (renewed with the refresh token), median";
+/// The OpenID Provider's account of the engineer whose logins are timed (provisioned at
+/// her first sign-in; alice is a token user here).
+const IDP_USER: (&str, &str) = ("carol-0003", "carol");
+
+fn start_idp(fleet: &Fleet) -> Result<Provider> {
+    if !oidc::available("the renewal bench") {
+        bail!("node, npm or curl missing: the test OpenID Provider cannot run");
+    }
+    Provider::start(&ProviderOptions {
+        listen: format!("{}:0", fleet.lan_ip()),
+        netns: Some(fleet.lan_ns.clone()),
+        accounts: vec![Account::new(IDP_USER.0, IDP_USER.1, &[GROUP])],
+        // As short as the provider allows: every timed renewal finds it expired.
+        id_token_ttl: Some(1),
+        ..ProviderOptions::default()
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+/// `ssh USER@IP true` as `client` types it: its ssh config (the `smith config ssh` block
+/// runs `smith cert --ensure` before connecting; `-F` because ssh finds `~` in the
+/// password database, not `$HOME`), its agent; ms of the whole ssh process.
+fn ssh_as(client: &Client, user: &str, ip: &str) -> Result<f64> {
+    let mut c = Command::new("ssh");
+    c.arg("-F")
+        .arg(client.home.join(".ssh/config"))
+        .env("HOME", &client.home)
+        .env("SSH_AUTH_SOCK", &client.agent_sock)
+        .env_remove("SMITH_TOKEN")
+        .envs(&client.env)
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+        .arg(format!("{user}@{ip}"))
+        .arg("true")
+        .stdin(Stdio::null());
+    let t = Instant::now();
+    let o = c.output().context("running ssh")?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    if !o.status.success() {
+        bail!(
+            "ssh {user}@{ip} true failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(ms)
+}
+
+/// The renewal login against the fresh one, alternating A-B, B-A. Before each renewal
+/// round (untimed): the agent is emptied (the certificate "expired") and the 1 s ID
+/// token has expired.
+fn renewal(fleet: &Fleet, op: &Provider, quick: bool) -> Result<Figure> {
+    let host = fleet.host(HOST);
+    let (account, user) = IDP_USER;
+    fleet.admin_ok(&["group", "map", GROUP, GROUP])?;
+    let carol = fleet.client(user)?;
+    progress("login: carol signs in once at the OpenID Provider (refresh token kept)");
+    carol.sign_in(account)?;
+    // Her first certificate provisions her and is the request `--ensure` repeats.
+    carol
+        .smith(&["cert", "--scope", TAGS, "--ttl", "1h"])?
+        .ok()
+        .context("carol's first certificate")?;
+    carol
+        .smith(&["config", "ssh", "--hosts", &host.ip])?
+        .ok()
+        .context("smith config ssh")?;
+    // The host learns about carol within a sync; her home is made at her first session.
+    wait_until(Duration::from_secs(30), || {
+        Ok(ssh_as(&carol, user, &host.ip).is_ok())
+    })?;
+    let expire = || -> Result<()> {
+        carol.run(&["ssh-add", "-D"])?.ok().context("ssh-add -D")?;
+        std::thread::sleep(Duration::from_millis(1100));
+        Ok(())
+    };
+    for _ in 0..2 {
+        expire()?;
+        ssh_as(&carol, user, &host.ip)?;
+        ssh_as(&carol, user, &host.ip)?;
+    }
+    let before = op.counts().map_err(anyhow::Error::msg)?;
+    let pairs = if quick { 5 } else { 15 };
+    progress(format!(
+        "login: {pairs} logins renewing certificate and ID token + {pairs} with a fresh certificate, alternating"
+    ));
+    let (mut renewing, mut fresh) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        if i % 2 == 1 {
+            fresh.push(ssh_as(&carol, user, &host.ip)?);
+        }
+        expire()?;
+        renewing.push(ssh_as(&carol, user, &host.ip)?);
+        if i % 2 == 0 {
+            fresh.push(ssh_as(&carol, user, &host.ip)?);
+        }
+    }
+    let after = op.counts().map_err(anyhow::Error::msg)?;
+    let refreshes = after.grants("refresh_token") - before.grants("refresh_token");
+    if refreshes != pairs as u64 || after.authorization != 1 {
+        bail!(
+            "the renewal rounds did not each renew once without the browser: {refreshes} \
+             refreshes for {pairs} rounds, {} authorization requests",
+            after.authorization
+        );
+    }
+    let (r, f) = (stats(&renewing), stats(&fresh));
+    Ok(Figure::new("Login", RENEWAL, r.p50, "ms")
+        .baseline("same login, fresh certificate in the agent", f.p50)
+        .goal(Goal::AtMost(1000.0))
+        .note(format!(
+            "{pairs} each, p90 {:.0} vs {:.0} ms; `smith config ssh` block, real ssh, \
+                 the test OpenID Provider in the LAN (1 s ID tokens, one refresh per \
+                 renewal round, 1 browser sign-in in all); target: under a second",
+            r.p90, f.p90
+        )))
 }
 
 /// `pairs` certificate and plain logins, A-B then B-A: a drift in the machine's load

@@ -214,8 +214,8 @@ pub fn run(cfg: &Effective, args: LoginArgs) -> anyhow::Result<()> {
         if keep {
             out(match renewable_until {
                 Some(u) => format!(
-                    "  renewed:     without the browser until {} (a refresh token is kept \
-                     beside it)",
+                    "  renewed:     without the browser until {}: a refresh token is kept \
+                     beside it",
                     until(u)
                 ),
                 None => "  renewed:     no (the provider gave no refresh token): sign in again \

@@ -201,11 +201,18 @@ fn code_flow_sign_in_then_certificates_for_what_the_idp_groups_allow() {
 
 #[test]
 fn device_flow_sign_in() {
-    let Some((_op, ca)) = setup(None) else { return };
+    let Some((_op, ca)) = setup_with(None, OFFLINE) else {
+        return;
+    };
     let p = profile("device");
     let out = login(&ca, &p, &["--device"], "alice-0001");
     let said = ok("smith login --device", &out);
     assert!(said.contains("Signed in as alice"), "{said}");
+    // The device flow gets a refresh token too.
+    assert!(
+        said.contains("renewed:     without the browser until"),
+        "{said}"
+    );
     assert!(
         text(&out.stderr).contains("Waiting for approval"),
         "{}",
@@ -590,10 +597,11 @@ fn one_browser_sign_in_renews_all_day_until_smith_disables_the_person() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
-/// The provider ends the sign-in: a refresh token revoked there, the person disabled
-/// there. Each gives "run `smith login` again" and forgets the kept sign-in. And an
-/// attack: a refresh token that renews into another person's ID token (here oscar's
-/// refresh token put in alice's kept sign-in) is refused before the CA sees it.
+/// The provider ends the sign-in: a refresh token revoked there (or by `smith logout`),
+/// the person disabled there. Each gives "run `smith login` again" and forgets the kept
+/// sign-in. An attack: a refresh token that renews into another person's ID token (here
+/// oscar's refresh token put in alice's kept sign-in) is refused before the CA sees it.
+/// And a provider that never answers costs a renewal at most its bound.
 #[test]
 fn the_provider_ending_the_sign_in_ends_renewals_and_another_persons_token_is_refused() {
     let Some((mut op, ca)) = setup_with(Some(2), OFFLINE) else {
@@ -670,6 +678,29 @@ fn the_provider_ending_the_sign_in_ends_renewals_and_another_persons_token_is_re
         op.counts().unwrap().grant_errors("refresh_token"),
         before + 1
     );
+
+    // A provider that accepts the connection and never answers: the renewal gives up
+    // within its bound (5 s), says so, and keeps the sign-in for a later try.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pu = profile("unanswered");
+    login_as(&mut smith(&ca, &pu), "oscar-0002");
+    let mut s = kept(&ca, &pu).unwrap();
+    s.refresh.as_mut().unwrap().token_endpoint =
+        format!("http://{}/token", black_hole.local_addr().unwrap());
+    keyring::store(&pu, &ca.url, &s, unix_now()).unwrap();
+    wait_expired(&ca, &pu);
+    let t = Instant::now();
+    let out = cert_to(&ca, &pu, dir.path(), "env=prod");
+    let took = t.elapsed();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot renew your sign-in at http://127.0.0.1:")
+            && err.contains("try again in a moment"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert!(kept(&ca, &pu).is_some(), "kept for a later try");
 }
 
 /// The CA's maximum sign-in age (`[oidc] max_sign_in_age` in ca.toml) ends renewals: an

@@ -87,14 +87,27 @@ impl Writer<'_> {
     }
 }
 
-/// Places a passwd entry: name, `*`, gecos, dir, shell.
+/// Places a passwd entry: name, `*`, gecos, dir, shell. A field with a NUL byte is
+/// `Corrupt`.
 pub fn fill_passwd(f: &PasswdFields<'_>, buf: &mut [u8]) -> Result<PasswdLayout, FillError> {
     use smith_proto::cache::has_nul;
-    // The hot path of every getpwnam/getpwuid: check everything first, then copy with
-    // no further decisions (one size test instead of one per field).
     if has_nul(f.name) || has_nul(f.gecos) || has_nul(f.dir) || has_nul(f.shell) {
         return Err(FillError::Corrupt);
     }
+    fill_passwd_nul_free(f, buf)
+}
+
+/// [`fill_passwd`] for fields already known to hold no NUL byte: those of a
+/// `smith_proto::cache::UserEntry` (the view refuses a record with one, and the copy
+/// it reads cannot change). Scanning them again cost every getpwnam/getpwuid hit a
+/// second pass over its strings. A NUL that got through would only cut a C string
+/// short inside the buffer; nothing is written outside it either way.
+pub fn fill_passwd_nul_free(
+    f: &PasswdFields<'_>,
+    buf: &mut [u8],
+) -> Result<PasswdLayout, FillError> {
+    // The hot path of every getpwnam/getpwuid: one size test, then copies with no
+    // further decisions.
     if buf.len() < passwd_len(f) {
         return Err(FillError::TooSmall);
     }

@@ -60,11 +60,12 @@ fn filter_bit(hash: u64) -> (usize, u64) {
 }
 
 impl Names {
-    fn contains(&self, name: &[u8]) -> bool {
+    /// `hash` is `name_hash` of the name asked about.
+    #[inline]
+    fn contains(&self, hash: u64) -> bool {
         if self.unreadable {
             return true;
         }
-        let hash = name_hash(name);
         let (word, mask) = filter_bit(hash);
         self.filter[word] & mask != 0 && self.hashes.binary_search(&hash).is_ok()
     }
@@ -149,7 +150,14 @@ impl LocalNames {
 
     /// Whether `name` is (or may be) a local account.
     pub fn contains(&self, name: &[u8]) -> bool {
-        self.maybe_check();
+        self.contains_hash(coarse_now_ms(), name_hash(name))
+    }
+
+    /// [`contains`](Self::contains) for the name whose `smith_proto::cache::name_hash`
+    /// is `hash` (the cache lookup computed it already), at `now` (`coarse_now_ms`,
+    /// read once per call by the caller).
+    pub fn contains_hash(&self, now: u64, hash: u64) -> bool {
+        self.maybe_check(now);
         let answer = HELD.try_with(|cell| {
             let Ok(mut held) = cell.try_borrow_mut() else {
                 return None;
@@ -161,13 +169,13 @@ impl LocalNames {
                 held.generation = generation;
                 held.names = Some(names);
             }
-            held.names.as_ref().map(|n| n.contains(name))
+            held.names.as_ref().map(|n| n.contains(hash))
         });
         match answer {
             Ok(Some(local)) => local,
             // Thread-local storage gone (thread exiting) or re-entered: the shared set.
             Ok(None) | Err(_) => match self.current() {
-                Some((_, names)) => names.contains(name),
+                Some((_, names)) => names.contains(hash),
                 // A sibling keeps the slot busy and this thread has no current set.
                 None => true,
             },
@@ -200,12 +208,17 @@ impl LocalNames {
 
     /// The periodic check (one thread per round): if the file is not the one read (or
     /// the last reading failed), read it again.
-    fn maybe_check(&self) {
-        let now = coarse_now_ms();
+    #[inline]
+    fn maybe_check(&self, now: u64) {
         let next = self.next_check_ms.load(Ordering::Relaxed);
-        if now < next {
-            return;
+        if now >= next {
+            self.check_round(now, next);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_round(&self, now: u64, next: u64) {
         if self
             .next_check_ms
             .compare_exchange(

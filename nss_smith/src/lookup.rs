@@ -8,8 +8,10 @@
 //! Must never: touch files, sockets or global state, or report a corrupt record as a
 //! miss (a hiccup must never read as "no such user").
 
-use crate::layout::{fill_group, fill_passwd, FillError, GroupLayout, PasswdFields, PasswdLayout};
-use smith_proto::cache::{CacheView, GroupEntry, UserEntry};
+use crate::layout::{
+    fill_group, fill_passwd_nul_free, FillError, GroupLayout, PasswdFields, PasswdLayout,
+};
+use smith_proto::cache::{name_hash, CacheView, GroupEntry, UserEntry};
 use smith_proto::ids::is_allowed_id;
 use smith_proto::names::{is_cache_group_name, is_user_name};
 
@@ -45,9 +47,10 @@ pub fn plausible_id(id: u32) -> bool {
 }
 
 fn place_user(u: &UserEntry<'_>, buf: &mut [u8]) -> CacheAnswer<PasswdLayout> {
-    if u.level.is_none() || !plausible_id(u.uid) || u.uid != u.gid {
-        // A record without a valid level or with a forbidden id is corrupt; every
-        // Smith reader refuses it.
+    // A record without a valid level is corrupt; every Smith reader refuses it. The
+    // view refused one with a forbidden id or a NUL in a string (`UserEntry`'s
+    // guarantees), so neither is tested again here.
+    if u.level.is_none() || u.uid != u.gid {
         return CacheAnswer::Corrupt;
     }
     let f = PasswdFields {
@@ -58,7 +61,7 @@ fn place_user(u: &UserEntry<'_>, buf: &mut [u8]) -> CacheAnswer<PasswdLayout> {
         dir: u.dir,
         shell: u.shell,
     };
-    match fill_passwd(&f, buf) {
+    match fill_passwd_nul_free(&f, buf) {
         Ok(l) => CacheAnswer::Found(l),
         Err(FillError::TooSmall) => CacheAnswer::TooSmall,
         Err(FillError::Corrupt) => CacheAnswer::Corrupt,
@@ -180,7 +183,8 @@ impl GidSink for Vec<u32> {
 /// Gids Smith may never hand out (0, system and reserved ranges) are dropped even if a
 /// cache contains them: a corrupt file must not put anyone in `root` or `sudo`.
 ///
-/// `is_local` is asked once the cache holds `name` as a valid user, before any gid
+/// `is_local` is asked, with `name`'s [`name_hash`] (the index lookup's own, not
+/// computed twice), once the cache holds `name` as a valid user, before any gid
 /// reaches `sink`: `true` (a local account has that name, D4) answers `Missing` and
 /// adds nothing.
 pub fn groups_of_user(
@@ -188,9 +192,10 @@ pub fn groups_of_user(
     name: &[u8],
     skip: u32,
     sink: &mut impl GidSink,
-    is_local: impl FnOnce() -> bool,
+    is_local: impl FnOnce(u64) -> bool,
 ) -> CacheAnswer<()> {
-    let u = match v.user_by_name(name) {
+    let hash = name_hash(name);
+    let u = match v.user_by_name_hashed(name, hash) {
         Ok(Some(u)) => u,
         Ok(None) => return CacheAnswer::Missing,
         Err(_) => return CacheAnswer::Corrupt,
@@ -198,7 +203,7 @@ pub fn groups_of_user(
     if u.level.is_none() {
         return CacheAnswer::Corrupt;
     }
-    if is_local() {
+    if is_local(hash) {
         return CacheAnswer::Missing;
     }
     add_gids(u.gids.iter(), skip, sink);
@@ -352,6 +357,42 @@ pub(crate) mod tests {
         );
     }
 
+    /// The cache path places a record's strings without scanning them for NUL again
+    /// (`fill_passwd_nul_free`): the view must refuse a record with a NUL in any of
+    /// them, by name, by uid and by position, or the C string would end early.
+    #[test]
+    fn a_nul_in_any_string_of_a_record_is_corrupt_on_every_path() {
+        let good = build(&contents()).unwrap();
+        let find = |b: &[u8], s: &[u8]| b.windows(s.len()).position(|w| w == s).unwrap();
+        let gecos = find(&good, b"alice gecos");
+        let dir = find(&good, b"/home/alice");
+        let shell = dir + find(&good[dir..], b"/bin/bash");
+        let mut buf = vec![0u8; 1024];
+        for (field, at) in [("gecos", gecos + 2), ("dir", dir + 3), ("shell", shell + 4)] {
+            let mut b = good.clone();
+            b[at] = 0;
+            let v = CacheView::parse(&b).unwrap();
+            assert_eq!(
+                user_by_name(&v, b"alice", &mut buf),
+                CacheAnswer::Corrupt,
+                "{field}"
+            );
+            assert_eq!(
+                user_by_uid(&v, 200_001, &mut buf),
+                CacheAnswer::Corrupt,
+                "{field}"
+            );
+            assert_eq!(user_at(&v, 0, &mut buf), CacheAnswer::Corrupt, "{field}");
+        }
+        // In the name: refused on every path (by name, the index still leads to it).
+        let mut b = good.clone();
+        b[gecos - 2] = 0; // the name "alice" ends just before its gecos
+        let v = CacheView::parse(&b).unwrap();
+        assert_eq!(user_by_uid(&v, 200_001, &mut buf), CacheAnswer::Corrupt);
+        assert_eq!(user_at(&v, 0, &mut buf), CacheAnswer::Corrupt);
+        assert_eq!(user_by_name(&v, b"alice", &mut buf), CacheAnswer::Corrupt);
+    }
+
     #[test]
     fn enumeration_covers_everything_once() {
         let bytes = build(&contents()).unwrap();
@@ -387,7 +428,7 @@ pub(crate) mod tests {
         let v = CacheView::parse(&bytes).unwrap();
         let mut out = Vec::new();
         assert_eq!(
-            groups_of_user(&v, b"oscar", 200_002, &mut out, || false),
+            groups_of_user(&v, b"oscar", 200_002, &mut out, |_| false),
             CacheAnswer::Found(())
         );
         assert_eq!(
@@ -397,7 +438,7 @@ pub(crate) mod tests {
         );
         let mut out = Vec::new();
         assert_eq!(
-            groups_of_user(&v, b"nobody-here", 1, &mut out, || panic!(
+            groups_of_user(&v, b"nobody-here", 1, &mut out, |_| panic!(
                 "asked for a miss"
             )),
             CacheAnswer::Missing
@@ -413,7 +454,10 @@ pub(crate) mod tests {
         let v = CacheView::parse(&bytes).unwrap();
         let mut out = vec![1234];
         assert_eq!(
-            groups_of_user(&v, b"oscar", 200_002, &mut out, || true),
+            groups_of_user(&v, b"oscar", 200_002, &mut out, |h| {
+                assert_eq!(h, name_hash(b"oscar"), "the name's own hash");
+                true
+            }),
             CacheAnswer::Missing
         );
         assert_eq!(out, vec![1234]);
@@ -450,7 +494,7 @@ pub(crate) mod tests {
                     let _ = user_by_uid(&v, 200_002, &mut buf);
                     let _ = group_by_name(&v, b"dev", &mut buf);
                     let _ = group_by_gid(&v, 200_010, &mut buf);
-                    let _ = groups_of_user(&v, b"oscar", 0, &mut Vec::new(), || false);
+                    let _ = groups_of_user(&v, b"oscar", 0, &mut Vec::new(), |_| false);
                     for k in 0..8 {
                         let _ = user_at(&v, k, &mut buf);
                         let _ = group_at(&v, k, &mut buf);

@@ -14,7 +14,7 @@ use crate::localnames::LocalNames;
 use crate::lookup::{
     self, add_gids, plausible_group_name, plausible_id, plausible_user_name, CacheAnswer, GidSink,
 };
-use crate::source::Source;
+use crate::source::{coarse_now_ms, Source};
 use smith_proto::wire::{ErrorCode, Request, Response, WireGroup, WireUser};
 use smith_proto::Level;
 
@@ -189,8 +189,13 @@ impl Resolver {
         if !plausible_user_name(user) {
             return Outcome::NotFound;
         }
-        let r = self.cache.with_view(|v| {
-            lookup::groups_of_user(v, user, skip, &mut *sink, || self.local.contains(user))
+        // One clock reading for both periodic checks (the cache file's and
+        // /etc/passwd's), and the index lookup's hash reused for the local-name check.
+        let now = coarse_now_ms();
+        let r = self.cache.with_view_at(now, |v| {
+            lookup::groups_of_user(v, user, skip, &mut *sink, |hash| {
+                self.local.contains_hash(now, hash)
+            })
         });
         if let Some(o) = settle(r) {
             return o;

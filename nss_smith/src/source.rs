@@ -112,7 +112,18 @@ impl Source {
 
     /// Runs `f` on the current cache view. `Err` when there is no valid cache.
     pub fn with_view<R>(&self, f: impl FnOnce(&CacheView<'_>) -> R) -> Result<R, Unavailable> {
-        self.maybe_stat();
+        self.with_view_at(coarse_now_ms(), f)
+    }
+
+    /// [`with_view`](Self::with_view) at `now` (`coarse_now_ms`), for a caller that
+    /// reads the clock once for several checks.
+    #[inline]
+    pub fn with_view_at<R>(
+        &self,
+        now: u64,
+        f: impl FnOnce(&CacheView<'_>) -> R,
+    ) -> Result<R, Unavailable> {
+        self.maybe_stat(now);
         let mut f = Some(f);
         let fast = LOCAL.try_with(|cell| {
             let Ok(mut local) = cell.try_borrow_mut() else {
@@ -162,7 +173,7 @@ impl Source {
 
     /// The current copy (for enumeration, which keeps one for its whole walk).
     pub fn current_mapping(&self) -> Result<Arc<Mapping>, Unavailable> {
-        self.maybe_stat();
+        self.maybe_stat(coarse_now_ms());
         match self.current() {
             Some((_, Some(m))) => Ok(m),
             Some((_, None)) => Err(self.last_error()),
@@ -209,12 +220,17 @@ impl Source {
 
     /// The periodic check: if the file at the path is not the one loaded (or is gone),
     /// reload (or drop) it.
-    fn maybe_stat(&self) {
-        let now = coarse_now_ms();
+    #[inline]
+    fn maybe_stat(&self, now: u64) {
         let next = self.next_stat_ms.load(Ordering::Relaxed);
-        if now < next {
-            return;
+        if now >= next {
+            self.stat_round(now, next);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn stat_round(&self, now: u64, next: u64) {
         if self
             .next_stat_ms
             .compare_exchange(

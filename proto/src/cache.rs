@@ -385,6 +385,10 @@ pub struct CacheView<'a> {
 
 /// A user as stored: passwd fields plus the user's access level on this host and its
 /// supplementary group ids.
+///
+/// One read from a [`CacheView`] guarantees: `name`, `gecos`, `dir` and `shell` hold no
+/// NUL byte, and `uid` and `gid` pass [`is_allowed_id`] (a record that fails either is
+/// [`CacheError::Corrupt`]). The name rule and `level` are the caller's to check.
 #[derive(Debug, Clone, Copy)]
 pub struct UserEntry<'a> {
     pub index: u32,
@@ -793,7 +797,18 @@ impl<'a> CacheView<'a> {
     }
 
     pub fn user_by_name(&self, name: &[u8]) -> Result<Option<UserEntry<'a>>, CacheError> {
-        let hash = name_hash(name);
+        self.user_by_name_hashed(name, name_hash(name))
+    }
+
+    /// [`user_by_name`](Self::user_by_name) with `hash` = [`name_hash`]`(name)` computed
+    /// by the caller, who needs it again (nss_smith's local-name check). The record must
+    /// still carry `name` itself: a wrong hash can only make a miss.
+    #[inline]
+    pub fn user_by_name_hashed(
+        &self,
+        name: &[u8],
+        hash: u64,
+    ) -> Result<Option<UserEntry<'a>>, CacheError> {
         self.probe_users(self.h.user_name_idx_off, hash, (hash >> 32) as u32, |off| {
             let u = self.user_record(off)?;
             Ok((u.name == name).then_some(u))

@@ -150,20 +150,49 @@ pub fn is_cache_group_name(b: &[u8]) -> bool {
     posix_syntax(b) && (b.starts_with(RESERVED_PREFIX.as_bytes()) || !is_reserved_bytes(b))
 }
 
-/// `[a-z_][a-z0-9_-]{0,31}`, byte by byte.
-fn posix_syntax(b: &[u8]) -> bool {
-    match b.split_first() {
-        Some((first, rest)) => {
-            b.len() <= MAX_NAME_LEN
-                && (first.is_ascii_lowercase() || *first == b'_')
-                && rest.iter().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-')
-                })
+/// [`NAME_CLASS`] bit: the byte may start a name (`[a-z_]`).
+const STARTS: u8 = 1;
+/// [`NAME_CLASS`] bit: the byte may follow the first one (`[a-z0-9_-]`).
+const FOLLOWS: u8 = 2;
+
+/// The class of every byte for [`posix_syntax`]: one table load per byte instead of
+/// four range tests.
+const NAME_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_lowercase() || b == b'_' {
+            t[c] |= STARTS | FOLLOWS;
         }
-        None => false,
+        if b.is_ascii_digit() || b == b'-' {
+            t[c] |= FOLLOWS;
+        }
+        c += 1;
     }
+    t
+};
+
+/// `[a-z_][a-z0-9_-]{0,31}`. The NSS module asks this on every lookup by name and for
+/// every record it hands out by id (D17), so it is branch-free over the bytes: the
+/// classes are AND-ed and tested once.
+#[inline]
+fn posix_syntax(b: &[u8]) -> bool {
+    let Some((&first, rest)) = b.split_first() else {
+        return false;
+    };
+    if rest.len() >= MAX_NAME_LEN {
+        return false;
+    }
+    let mut all = NAME_CLASS[first as usize] & STARTS;
+    all |= all << 1; // STARTS ⇒ FOLLOWS, so the rest can be AND-ed into one value
+    for &c in rest {
+        all &= NAME_CLASS[c as usize];
+    }
+    all & FOLLOWS != 0
 }
 
+#[inline]
 fn is_reserved_bytes(b: &[u8]) -> bool {
     b.starts_with(RESERVED_PREFIX.as_bytes()) || is_reserved_name(b)
 }
@@ -177,6 +206,17 @@ const fn end_bit(c: u8) -> u32 {
         _ => 1 << 27,
     }
 }
+
+/// [`end_bit`] of every byte (a load instead of a branch).
+const END_BITS: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = end_bit(c as u8);
+        c += 1;
+    }
+    t
+};
 
 /// For each length, the first bytes and the last bytes of the [`RESERVED_NAMES`] of
 /// that length: a name whose first or last byte's bit is clear is none of them (two
@@ -196,17 +236,25 @@ const RESERVED_ENDS: [(u32, u32); MAX_NAME_LEN + 1] = {
 
 /// Whether `b` is one of [`RESERVED_NAMES`] (the NSS module asks this on every lookup
 /// by name: the filter settles almost every other name without the scan).
+#[inline]
 fn is_reserved_name(b: &[u8]) -> bool {
     match (RESERVED_ENDS.get(b.len()), b.first(), b.last()) {
         (Some(&(first, last)), Some(&f), Some(&l))
-            if first & end_bit(f) != 0 && last & end_bit(l) != 0 =>
+            if first & END_BITS[f as usize] != 0 && last & END_BITS[l as usize] != 0 =>
         {
-            RESERVED_NAMES
-                .iter()
-                .any(|r| r.len() == b.len() && r.as_bytes() == b)
+            reserved_scan(b)
         }
         _ => false,
     }
+}
+
+/// The list itself, for the few names the filter lets through (kept out of line).
+#[inline(never)]
+#[cold]
+fn reserved_scan(b: &[u8]) -> bool {
+    RESERVED_NAMES
+        .iter()
+        .any(|r| r.len() == b.len() && r.as_bytes() == b)
 }
 
 macro_rules! validated_name {
@@ -326,6 +374,35 @@ mod tests {
         }
         assert!(!is_reserved_name(&[b'r'; 40]));
         assert!(!is_reserved_name("é".as_bytes()));
+    }
+
+    /// The table-driven syntax test against the rule written out byte by byte: every
+    /// byte alone and in each position of a 2- and 3-byte name, and the length bounds.
+    #[test]
+    fn the_syntax_table_is_the_rule() {
+        fn rule(b: &[u8]) -> bool {
+            !b.is_empty()
+                && b.len() <= MAX_NAME_LEN
+                && (b[0].is_ascii_lowercase() || b[0] == b'_')
+                && b[1..].iter().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-')
+                })
+        }
+        assert!(!posix_syntax(b""));
+        for x in 0..=255u8 {
+            for name in [vec![x], vec![b'a', x], vec![x, b'a'], vec![b'a', x, b'b']] {
+                assert_eq!(posix_syntax(&name), rule(&name), "{name:?}");
+            }
+            for y in 0..=255u8 {
+                assert_eq!(posix_syntax(&[x, y]), rule(&[x, y]), "{x} {y}");
+            }
+        }
+        for len in 1..=40 {
+            let mut name = vec![b'a'; len];
+            assert_eq!(posix_syntax(&name), len <= MAX_NAME_LEN, "{len}");
+            name[len - 1] = b'/';
+            assert!(!posix_syntax(&name), "{len}");
+        }
     }
 
     #[test]

@@ -681,6 +681,26 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
         }
     }
 
+    // Instructions per call inside the module (callgrind): the same on every run,
+    // whatever else the machine is doing, so a difference of a few ns between builds
+    // shows here even when the timed rounds above are noisy.
+    let instructions = if Path::new("/usr/bin/valgrind").exists() {
+        progress("nss: instructions per call, module alone (callgrind, 1,000 vs 11,000 calls)");
+        let old_lib = s.dir.join("lib-baseline/libnss_smith.so.2");
+        let mut libs = vec![("this", s.lib.clone())];
+        if old_lib.exists() && builds_note.is_empty() {
+            libs.push(("baseline", old_lib));
+        }
+        libs.iter()
+            .map(|(tag, lib)| {
+                in_namespace(&callgrind_script(&s, lib, tag), "callgrind")?;
+                per_call_instructions(&s.dir, tag)
+            })
+            .collect::<Result<Vec<_>>>()
+    } else {
+        Err(anyhow::anyhow!("valgrind is not installed"))
+    };
+
     // `initgroups: smith [NOTFOUND=continue] files` against the same nsswitch.conf
     // without it, alternately: getgrouplist of Smith users and of the system's own.
     progress(format!(
@@ -815,7 +835,104 @@ pub fn run(release: &Path, work: &Path, quick: bool) -> Result<(Vec<Figure>, Val
             format!("{e:#}"),
         )),
     }
+    figs.extend(instruction_figures(instructions));
     Ok((figs, raw_json(&res, &builds, &ig)))
+}
+
+/// Phases counted by callgrind, with the entry point each calls (callgrind counts only
+/// inside it: `--toggle-collect`) and how it is shown.
+const COUNTED: [(&str, &str, &str); 4] = [
+    ("pwnam_hit", "_nss_smith_getpwnam_r", "getpwnam_r hit"),
+    (
+        "pwnam_miss",
+        "_nss_smith_getpwnam_r",
+        "getpwnam_r miss (warm)",
+    ),
+    ("pwuid_hit", "_nss_smith_getpwuid_r", "getpwuid_r hit"),
+    ("grouplist", "_nss_smith_initgroups_dyn", "getgrouplist"),
+];
+const COUNTED_SMALL: usize = 1000;
+const COUNTED_BIG: usize = 11000;
+
+/// Shell lines running `nssbench -d lib` under callgrind for each of [`COUNTED`], with
+/// 1,000 and 11,000 calls and no warm-up (the difference of the two leaves out the
+/// first call's cache load and the program's own work).
+fn callgrind_script(s: &Setup, lib: &Path, tag: &str) -> String {
+    let mut script =
+        binds(&s.dir.join("nsswitch.smith"), &s.sys_dir) + &smith_cache_mount_with(s, lib);
+    for (phase, entry, _) in COUNTED {
+        for n in [COUNTED_SMALL, COUNTED_BIG] {
+            script += &format!(
+                "valgrind --tool=callgrind --callgrind-out-file={} --toggle-collect={entry} \
+                 {} -f {} -n {n} -w 0 -p {phase} -d {} >/dev/null 2>&1\n",
+                sh_quote(&s.dir.join(format!("callgrind.{tag}.{phase}.{n}"))),
+                sh_quote(&s.nssbench),
+                sh_quote(&s.smith_dir.join("names.txt")),
+                sh_quote(lib)
+            );
+        }
+    }
+    script
+}
+
+/// The `summary:` (total instructions) of a callgrind output file.
+fn callgrind_total(path: &Path) -> Result<f64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("{} has no callgrind summary", path.display()))
+}
+
+/// Instructions per call for each of [`COUNTED`] (by phase).
+fn per_call_instructions(dir: &Path, tag: &str) -> Result<BTreeMap<String, f64>> {
+    let mut m = BTreeMap::new();
+    for (phase, _, _) in COUNTED {
+        let at = |n: usize| callgrind_total(&dir.join(format!("callgrind.{tag}.{phase}.{n}")));
+        let per = (at(COUNTED_BIG)? - at(COUNTED_SMALL)?) / (COUNTED_BIG - COUNTED_SMALL) as f64;
+        m.insert(phase.to_string(), per);
+    }
+    Ok(m)
+}
+
+/// Rows of instructions per call: this build, against the baseline build when one was
+/// measured.
+fn instruction_figures(r: Result<Vec<BTreeMap<String, f64>>>) -> Vec<Figure> {
+    let counts = match r {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Figure::missing(
+                SECTION,
+                "instructions per call [module alone]",
+                format!("{e:#}"),
+            )]
+        }
+    };
+    let mut figs = Vec::new();
+    for (phase, entry, pname) in COUNTED {
+        let (Some(this), other) = (
+            counts.first().and_then(|m| m.get(phase)),
+            counts.get(1).and_then(|m| m.get(phase)),
+        ) else {
+            continue;
+        };
+        let name = match other {
+            Some(_) => {
+                format!("instructions per {pname} [module alone, this build vs baseline build]")
+            }
+            None => format!("instructions per {pname} [module alone]"),
+        };
+        let mut f = Figure::new(SECTION, name, *this, "").note(format!(
+            "callgrind, inside {entry}: ({COUNTED_BIG} calls − {COUNTED_SMALL} calls) / {}",
+            COUNTED_BIG - COUNTED_SMALL
+        ));
+        if let Some(o) = other {
+            f = f.baseline("baseline build, callgrind", *o);
+        }
+        figs.push(f);
+    }
+    figs
 }
 
 /// Per syscall: calls in a `strace -c` summary.

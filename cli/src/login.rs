@@ -295,30 +295,12 @@ pub fn status(cfg: &Effective) -> String {
     }
 }
 
-/// Where concurrent runs of a profile coordinate a renewal: the state directory (created
-/// 0700 when it is the default one).
-fn lock_dir() -> Option<std::path::PathBuf> {
-    let (dir, create) = crate::config::state_dir()?;
-    if !dir.is_dir() {
-        if !create {
-            return None;
-        }
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .ok()?;
-    }
-    Some(dir)
-}
-
 /// The credential of `profile`'s kept sign-in at `url`: its ID token, renewed without the
 /// browser first when it expired and a refresh token is kept.
 pub fn kept_credential(profile: &str, url: &str) -> anyhow::Result<Credential> {
     let store = keyring::platform();
-    let fresh =
-        session::fresh(store, profile, url, lock_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let fresh = session::fresh(store, profile, url, crate::state::dir().as_deref())
+        .map_err(|e| anyhow!("{e}"))?;
     match fresh {
         Some(f) => {
             if let Some(why) = &f.not_kept {
